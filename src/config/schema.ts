@@ -1,0 +1,193 @@
+import { dirname, resolve } from 'node:path';
+import { ConfigError } from '../errors.js';
+import type { LoggingConfig, RelayConfig } from './types.js';
+import { parseDuration, parseSize, show } from './units.js';
+
+/**
+ * Defaults in the YAML shape (kebab-case keys, unit strings). The key set here is also the set of allowed keys:
+ * anything else in a config file is an error. config/relay.yaml mirrors this object (a test keeps them equal).
+ */
+export const DEFAULTS = deepFreeze({
+  upstream: {
+    host: null,
+    port: 6379,
+    user: null,
+    password: null,
+    timeout: 60,
+    'connect-timeout': 10,
+    'backoff-min': '100ms',
+    'backoff-max': '5s',
+  },
+  listen: {
+    bind: '127.0.0.1',
+    port: 6380,
+    password: null,
+    'max-clients': 10000,
+    'max-bulk-len': '512mb',
+    'max-query-buffer': '1gb',
+    'announce-ip': null,
+  },
+  log: {
+    memory: '64mb',
+  },
+  replication: {
+    'replica-max-lag': '256mb',
+    'replica-timeout': 60,
+  },
+  web: {
+    bind: '127.0.0.1',
+    port: 8080,
+    token: null,
+  },
+  logging: {
+    level: 'info',
+  },
+  dir: './data',
+});
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Smallest accepted `log.memory` (16kb). */
+const MIN_LOG_MEMORY = 16 * 1024;
+
+type Parse<T> = (value: unknown, path: string) => T;
+type Read = <T>(key: string, parse: Parse<T>) => T;
+
+/**
+ * Validates a parsed config file (or `{}`), fills in defaults and returns a deep-frozen RelayConfig.
+ * `configFile` is the file `raw` came from; a relative `dir` is resolved against its directory (cwd when null).
+ * Throws ConfigError whose `path` is the dotted YAML key (`listen.port`); `''` for the document itself.
+ */
+export function validateConfig(raw: unknown, configFile: string | null): RelayConfig {
+  const top = reader(raw, '', DEFAULTS);
+  const section = (name: keyof typeof DEFAULTS & string): Read => reader(top(name, (v) => v), name, DEFAULTS[name] as object);
+
+  const up = section('upstream');
+  const upstream = {
+    host: up('host', nullableString),
+    port: up('port', integer(1, 65535)),
+    user: up('user', nullableString),
+    password: up('password', nullableString),
+    timeoutMs: up('timeout', duration(1)),
+    connectTimeoutMs: up('connect-timeout', duration(1)),
+    backoffMinMs: up('backoff-min', duration(0)),
+    backoffMaxMs: up('backoff-max', duration(1)),
+  };
+  if (upstream.backoffMaxMs < upstream.backoffMinMs) {
+    throw new ConfigError('upstream.backoff-max', 'must not be less than upstream.backoff-min');
+  }
+
+  const li = section('listen');
+  const listen = {
+    bind: li('bind', nonEmptyString),
+    port: li('port', integer(1, 65535)),
+    password: li('password', nullableString),
+    maxClients: li('max-clients', integer(1, 1_000_000)),
+    maxBulkLen: li('max-bulk-len', size(1)),
+    maxQueryBuffer: li('max-query-buffer', size(1)),
+    announceIp: li('announce-ip', nullableString),
+  };
+
+  const lg = section('log');
+  const log = { memory: lg('memory', size(MIN_LOG_MEMORY)) };
+
+  const re = section('replication');
+  const replication = {
+    replicaMaxLag: re('replica-max-lag', size(1)),
+    replicaTimeoutMs: re('replica-timeout', duration(1)),
+  };
+
+  const we = section('web');
+  const web = {
+    bind: we('bind', nonEmptyString),
+    port: we('port', integer(0, 65535)),
+    token: we('token', nullableString),
+  };
+
+  const logging = { level: section('logging')('level', oneOf(LOG_LEVELS)) satisfies LoggingConfig['level'] };
+
+  const file = configFile === null ? null : resolve(configFile);
+  const dir = resolve(file === null ? process.cwd() : dirname(file), top('dir', nonEmptyString));
+
+  const config: RelayConfig = { upstream, listen, log, replication, web, logging, dir, configFile: file };
+  return deepFreeze(config);
+}
+
+/**
+ * Checks that `raw` is a mapping whose keys all appear in `defaults` and returns a reader that parses one key
+ * (the default when absent). `null`/absent means an empty mapping, so `upstream:` with every key commented out is fine.
+ */
+function reader(raw: unknown, path: string, defaults: object): Read {
+  if (raw !== null && raw !== undefined && (typeof raw !== 'object' || Array.isArray(raw))) {
+    throw new ConfigError(path, `expected a mapping, got ${show(raw)}`);
+  }
+  const obj = (raw ?? {}) as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    if (!Object.hasOwn(defaults, key)) throw new ConfigError(join(path, key), 'unknown key');
+  }
+  return (key, parse) => {
+    const value = Object.hasOwn(obj, key) ? obj[key] : (defaults as Record<string, unknown>)[key];
+    return parse(value, join(path, key));
+  };
+}
+
+function join(path: string, key: string): string {
+  return path === '' ? key : `${path}.${key}`;
+}
+
+// Neither string check echoes the value: they also check passwords and tokens.
+function nonEmptyString(value: unknown, path: string): string {
+  if (typeof value === 'string' && value !== '') return value;
+  throw new ConfigError(path, `expected a non-empty string, got ${value === '' ? 'an empty string' : typeOf(value)}`);
+}
+
+function nullableString(value: unknown, path: string): string | null {
+  if (value === null || (typeof value === 'string' && value !== '')) return value;
+  throw new ConfigError(path, `expected a non-empty string or null, got ${value === '' ? 'an empty string' : typeOf(value)}`);
+}
+
+function integer(min: number, max: number): Parse<number> {
+  return (value, path) => {
+    if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return value;
+    throw new ConfigError(path, `expected an integer in ${min}..${max}, got ${show(value)}`);
+  };
+}
+
+function size(min: number): Parse<number> {
+  return (value, path) => {
+    const bytes = parseSize(value, path);
+    if (bytes < min) throw new ConfigError(path, `must be at least ${min} bytes, got ${bytes}`);
+    return bytes;
+  };
+}
+
+function duration(minMs: number): Parse<number> {
+  return (value, path) => {
+    const ms = parseDuration(value, path);
+    if (ms < minMs) throw new ConfigError(path, `must be at least ${minMs}ms, got ${ms}ms`);
+    return ms;
+  };
+}
+
+function oneOf<const T extends readonly string[]>(allowed: T): Parse<T[number]> {
+  return (value, path) => {
+    if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T[number];
+    throw new ConfigError(path, `expected one of ${allowed.join(', ')}; got ${show(value)}`);
+  };
+}
+
+function typeOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  return typeof value === 'object' ? 'a mapping' : typeof value;
+}
+
+type DeepReadonly<T> = T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
+
+function deepFreeze<T>(value: T): DeepReadonly<T> {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value as DeepReadonly<T>;
+}

@@ -1,0 +1,66 @@
+import { ConfigError } from '../errors.js';
+
+/** Redis memory units (`memtoull` in redis util.c): lower-case suffix -> bytes. */
+const SIZE_UNITS: Readonly<Record<string, number>> = {
+  '': 1,
+  b: 1,
+  k: 1000,
+  kb: 1024,
+  m: 1000 ** 2,
+  mb: 1024 ** 2,
+  g: 1000 ** 3,
+  gb: 1024 ** 3,
+};
+
+const DURATION_UNITS: Readonly<Record<string, number>> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+};
+
+const SIZE_RE = /^(\d+)([kmg]?b?)$/i;
+const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/i;
+
+/**
+ * Bytes from a non-negative integer or a Redis-style size string (`1k` = 1000, `1kb` = 1024, `m`, `mb`, `g`, `gb`;
+ * case-insensitive, no spaces). Throws ConfigError naming `path`.
+ */
+export function parseSize(value: unknown, path: string): number {
+  if (typeof value === 'number') {
+    if (Number.isSafeInteger(value) && value >= 0) return value;
+  } else if (typeof value === 'string') {
+    const m = SIZE_RE.exec(value);
+    const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+    if (m && unit !== undefined) {
+      const bytes = Number(m[1]) * unit;
+      if (Number.isSafeInteger(bytes)) return bytes;
+    }
+  }
+  throw new ConfigError(path, `expected a size: bytes (non-negative integer) or a string like 64mb, 1gb, 500k; got ${show(value)}`);
+}
+
+/**
+ * Milliseconds from a number of seconds (may be fractional) or a string `500ms`, `10s`, `5m`, `1h`
+ * (a bare numeric string means seconds). Rounded to whole milliseconds. Throws ConfigError naming `path`.
+ */
+export function parseDuration(value: unknown, path: string): number {
+  let ms: number | undefined;
+  if (typeof value === 'number') {
+    if (Number.isFinite(value) && value >= 0) ms = Math.round(value * 1000);
+  } else if (typeof value === 'string') {
+    const m = DURATION_RE.exec(value);
+    if (m) ms = Math.round(Number(m[1]) * DURATION_UNITS[(m[2] ?? 's').toLowerCase()]!);
+  }
+  if (ms !== undefined && Number.isSafeInteger(ms)) return ms;
+  throw new ConfigError(path, `expected a duration: seconds (number) or a string like 500ms, 10s, 5m, 1h; got ${show(value)}`);
+}
+
+/** Short description of a bad value for error messages. */
+export function show(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  return `${typeof value} ${String(value)}`;
+}

@@ -1,0 +1,393 @@
+import { timingSafeEqual } from 'node:crypto';
+import { arrayReply, bulkReply, errorReply, integerReply, OK, PONG, simpleString } from '../resp/writer.js';
+import type { ClientConnection } from './client.js';
+import { WRITE_COMMANDS } from './write-commands.js';
+
+/** What commands need from the rest of the relay. */
+export interface CommandHost {
+  readonly password: string | null;
+  info(sections: string[]): string;
+  role(): Buffer;
+  /** PSYNC (`replid`, `offset`) or SYNC (`replid` null). */
+  startSync(client: ClientConnection, replid: string | null, offset: number): void;
+  /** REPLICAOF host port; returns an error text, or null on success. */
+  replicaOf(host: string, port: number): string | null;
+  clients(): Iterable<ClientConnection>;
+  /** CONFIG REWRITE: persist the upstream in the config file; returns an error text, or null. */
+  configRewrite(): string | null;
+}
+
+type Handler = (host: CommandHost, client: ClientConnection, args: Buffer[]) => void;
+
+interface CommandSpec {
+  /** Redis arity: positive = exact, negative = at least. */
+  readonly arity: number;
+  readonly handler: Handler;
+  /** Allowed before AUTH. */
+  readonly noAuth?: boolean;
+}
+
+const str = (b: Buffer | undefined): string => (b ? b.toString('utf8') : '');
+const lower = (b: Buffer | undefined): string => str(b).toLowerCase();
+
+function passwordMatches(expected: string, given: string): boolean {
+  const a = Buffer.from(expected);
+  const b = Buffer.from(given);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+const WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
+
+function auth(host: CommandHost, client: ClientConnection, user: string, pass: string): boolean {
+  if (host.password === null) {
+    client.reply(errorReply('ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?'));
+    return false;
+  }
+  if (user !== 'default' || !passwordMatches(host.password, pass)) {
+    client.logger.warn({ user }, 'auth failed');
+    client.reply(WRONGPASS);
+    return false;
+  }
+  client.authenticated = true;
+  client.user = user;
+  return true;
+}
+
+function infoLines(text: string): Buffer {
+  return bulkReply(text);
+}
+
+const COMMANDS: Record<string, CommandSpec> = {
+  ping: {
+    arity: -1,
+    noAuth: true,
+    handler: (_h, c, a) => c.reply(a.length > 1 ? bulkReply(a[1]!) : PONG),
+  },
+  echo: { arity: 2, handler: (_h, c, a) => c.reply(bulkReply(a[1]!)) },
+  quit: {
+    arity: -1,
+    noAuth: true,
+    handler: (_h, c) => {
+      c.reply(OK);
+      c.closeAfterWrite();
+    },
+  },
+  auth: {
+    arity: -2,
+    noAuth: true,
+    handler: (h, c, a) => {
+      if (a.length > 3) return c.reply(errorReply('ERR syntax error'));
+      if (auth(h, c, a.length === 3 ? str(a[1]) : 'default', str(a[a.length - 1]))) c.reply(OK);
+    },
+  },
+  hello: {
+    arity: -1,
+    noAuth: true,
+    handler: (h, c, a) => {
+      let i = 1;
+      if (a.length > 1) {
+        const ver = Number(str(a[1]));
+        if (!Number.isInteger(ver)) return c.reply(errorReply('ERR Protocol version is not an integer or out of range'));
+        if (ver !== 2) return c.reply(errorReply('NOPROTO unsupported protocol version'));
+        i = 2;
+      }
+      for (; i < a.length; i++) {
+        const opt = lower(a[i]);
+        if (opt === 'auth' && i + 2 < a.length) {
+          if (!auth(h, c, str(a[i + 1]), str(a[i + 2]))) return;
+          i += 2;
+        } else if (opt === 'setname' && i + 1 < a.length) {
+          c.name = str(a[++i]);
+        } else {
+          return c.reply(errorReply(`ERR Syntax error in HELLO option '${str(a[i])}'`));
+        }
+      }
+      if (!c.authenticated) return c.reply(errorReply('NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time'));
+      c.reply(
+        arrayReply([
+          bulkReply('server'), bulkReply('redis'),
+          bulkReply('version'), bulkReply(REDIS_VERSION),
+          bulkReply('proto'), integerReply(2),
+          bulkReply('id'), integerReply(c.id),
+          bulkReply('mode'), bulkReply('standalone'),
+          bulkReply('role'), bulkReply('replica'),
+          bulkReply('modules'), arrayReply([]),
+        ]),
+      );
+    },
+  },
+  select: {
+    arity: 2,
+    handler: (_h, c, a) => {
+      const db = Number(str(a[1]));
+      if (!Number.isInteger(db)) return c.reply(errorReply('ERR value is not an integer or out of range'));
+      if (db < 0 || db > 15) return c.reply(errorReply('ERR DB index is out of range'));
+      c.reply(OK);
+    },
+  },
+  replconf: { arity: -1, handler: replconf },
+  psync: {
+    arity: -3,
+    handler: (h, c, a) => {
+      // Redis 7.0 replicas may add FAILOVER after the offset; it changes nothing for us.
+      const offset = Number(str(a[2]));
+      if (!Number.isInteger(offset)) return c.reply(errorReply('ERR value is not an integer or out of range'));
+      h.startSync(c, str(a[1]), offset);
+    },
+  },
+  sync: { arity: 1, handler: (h, c) => h.startSync(c, null, -1) },
+  info: {
+    arity: -1,
+    handler: (h, c, a) => c.reply(infoLines(h.info(a.slice(1).map((x) => lower(x))))),
+  },
+  role: { arity: 1, handler: (h, c) => c.reply(h.role()) },
+  command: {
+    arity: -1,
+    handler: (_h, c, a) => {
+      const sub = lower(a[1]);
+      if (sub === 'count') return c.reply(integerReply(0));
+      // redis-cli asks COMMAND DOCS for hints; an empty answer is enough.
+      c.reply(arrayReply([]));
+    },
+  },
+  client: { arity: -2, handler: client },
+  replicaof: { arity: 3, handler: replicaof },
+  slaveof: { arity: 3, handler: replicaof },
+  config: {
+    arity: -2,
+    handler: (h, c, a) => {
+      const sub = lower(a[1]);
+      if (sub === 'rewrite') {
+        const err = h.configRewrite();
+        return c.reply(err === null ? OK : errorReply(err));
+      }
+      if (sub === 'get') return c.reply(arrayReply([]));
+      if (sub === 'set') return c.reply(errorReply('ERR CONFIG SET is not supported by psync-relay; edit the config file'));
+      if (sub === 'resetstat') return c.reply(OK);
+      c.reply(errorReply(`ERR unknown subcommand '${str(a[1])}'. Try CONFIG HELP.`));
+    },
+  },
+  multi: {
+    arity: 1,
+    handler: (_h, c) => {
+      if (c.multi) return c.reply(errorReply('ERR MULTI calls can not be nested'));
+      c.multi = [];
+      c.multiError = false;
+      c.reply(OK);
+    },
+  },
+  discard: {
+    arity: 1,
+    handler: (_h, c) => {
+      if (!c.multi) return c.reply(errorReply('ERR DISCARD without MULTI'));
+      c.multi = null;
+      c.reply(OK);
+    },
+  },
+  exec: { arity: 1, handler: () => undefined /* handled in dispatch */ },
+};
+
+export const REDIS_VERSION = '7.0.0';
+
+function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
+  if (a.length % 2 === 0) return c.reply(errorReply('ERR syntax error'));
+  for (let i = 1; i < a.length; i += 2) {
+    const opt = lower(a[i]);
+    const val = str(a[i + 1]);
+    switch (opt) {
+      case 'listening-port': {
+        const port = Number(val);
+        if (!Number.isInteger(port) || port < 0 || port > 65535) return c.reply(errorReply('ERR value is not an integer or out of range'));
+        c.replconf.listeningPort = port;
+        break;
+      }
+      case 'ip-address':
+        c.replconf.ipAddress = val;
+        break;
+      case 'capa':
+        // Unknown capabilities (dual-channel, ...) are ignored, so newer replicas fall back cleanly.
+        if (val.toLowerCase() === 'eof') c.replconf.capaEof = true;
+        else if (val.toLowerCase() === 'psync2') c.replconf.capaPsync2 = true;
+        break;
+      case 'ack':
+      case 'fack': {
+        if (c.replica && opt === 'ack') {
+          const off = Number(val);
+          if (Number.isInteger(off)) {
+            if (off > c.replica.ackOffset) c.replica.ackOffset = off;
+            c.replica.ackTime = Date.now();
+          }
+        }
+        // ACK never gets a reply.
+        return;
+      }
+      case 'getack':
+        // Only a master asks this; we are its master, so there is nothing to answer.
+        return;
+      case 'version':
+        c.replconf.version = val;
+        break;
+      case 'rdb-only':
+        c.replconf.rdbOnly = val === '1';
+        break;
+      case 'rdb-filter-only':
+        // We cannot filter a snapshot; an empty filter (redis-cli --replica) means "no keys".
+        if (val.trim() !== '') return c.reply(errorReply('ERR psync-relay supports only an empty rdb-filter-only'));
+        c.replconf.rdbFilterEmpty = true;
+        break;
+      default:
+        c.logger.debug({ option: opt }, 'unknown REPLCONF option accepted');
+    }
+  }
+  c.reply(OK);
+}
+
+function replicaof(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
+  const host = str(a[1]);
+  const portText = str(a[2]);
+  if (host.toLowerCase() === 'no' && portText.toLowerCase() === 'one') {
+    return c.reply(errorReply('ERR psync-relay holds no dataset and can never become a master; REPLICAOF NO ONE refused'));
+  }
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return c.reply(errorReply('ERR Invalid master port'));
+  const err = h.replicaOf(host, port);
+  c.reply(err === null ? OK : errorReply(err));
+}
+
+function client(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
+  const sub = lower(a[1]);
+  switch (sub) {
+    case 'setname':
+      if (a.length !== 3) return c.reply(errorReply("ERR wrong number of arguments for 'client|setname' command"));
+      if (/[\s]/.test(str(a[2]))) return c.reply(errorReply('ERR Client names cannot contain spaces, newlines or special characters.'));
+      c.name = str(a[2]);
+      return c.reply(OK);
+    case 'getname':
+      return c.reply(bulkReply(c.name === '' ? null : c.name));
+    case 'id':
+      return c.reply(integerReply(c.id));
+    case 'list':
+      return c.reply(bulkReply([...h.clients()].map(clientLine).join('')));
+    case 'info':
+      return c.reply(bulkReply(clientLine(c)));
+    case 'kill':
+      return clientKill(h, c, a);
+    case 'setinfo':
+    case 'reply':
+    case 'no-evict':
+    case 'no-touch':
+      return c.reply(OK);
+    default:
+      return c.reply(errorReply(`ERR unknown subcommand '${str(a[1])}'. Try CLIENT HELP.`));
+  }
+}
+
+function clientLine(c: ClientConnection): string {
+  const now = Date.now();
+  const flags = c.replica ? 'S' : 'N';
+  return (
+    `id=${c.id} addr=${c.addr} laddr=${c.socket.localAddress}:${c.socket.localPort} fd=0 name=${c.name} ` +
+    `age=${Math.floor((now - c.createdAt) / 1000)} idle=${Math.floor((now - c.lastInteraction) / 1000)} flags=${flags} ` +
+    `db=0 sub=0 psub=0 ssub=0 multi=${c.multi ? c.multi.length : -1} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 ` +
+    `obl=0 oll=0 omem=${c.socket.writableLength} tot-mem=0 events=r cmd=${c.lastCommand || 'NULL'} user=${c.user} redir=-1 resp=2\n`
+  );
+}
+
+/** CLIENT KILL ip:port | CLIENT KILL [ID id] [TYPE normal|replica|slave|pubsub|master] [ADDR ip:port] [SKIPME yes|no]. */
+function clientKill(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
+  let id: number | null = null;
+  let type: string | null = null;
+  let addr: string | null = null;
+  let skipme = true;
+  if (a.length === 3) {
+    addr = str(a[2]);
+  } else {
+    if (a.length % 2 !== 0) return c.reply(errorReply('ERR syntax error'));
+    for (let i = 2; i < a.length; i += 2) {
+      const k = lower(a[i]);
+      const v = str(a[i + 1]);
+      if (k === 'id') id = Number(v);
+      else if (k === 'type') type = v.toLowerCase();
+      else if (k === 'addr') addr = v;
+      else if (k === 'skipme') skipme = v.toLowerCase() !== 'no';
+      else if (k === 'laddr' || k === 'user' || k === 'maxage') continue;
+      else return c.reply(errorReply('ERR syntax error'));
+    }
+    if (type !== null && !['normal', 'replica', 'slave', 'pubsub', 'master'].includes(type)) {
+      return c.reply(errorReply(`ERR Unknown client type '${type}'`));
+    }
+  }
+  const victims = [...h.clients()].filter((x) => {
+    if (id !== null && x.id !== id) return false;
+    if (addr !== null && x.addr !== addr) return false;
+    if (type === 'normal' && x.replica) return false;
+    if ((type === 'replica' || type === 'slave') && !x.replica) return false;
+    // We never have pubsub or master clients downstream.
+    if (type === 'pubsub' || type === 'master') return false;
+    if (skipme && x === c && a.length !== 3) return false;
+    return true;
+  });
+  if (a.length === 3) {
+    if (victims.length === 0) return c.reply(errorReply('ERR No such client'));
+    c.reply(OK);
+  } else {
+    c.reply(integerReply(victims.length));
+  }
+  for (const v of victims) v.kill();
+}
+
+/** Runs one command: auth check, arity, MULTI queueing, then the handler. */
+export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[]): void {
+  const name = lower(args[0]);
+  c.lastCommand = name;
+  const spec = COMMANDS[name];
+  if (!c.authenticated && !spec?.noAuth) {
+    c.reply(errorReply('NOAUTH Authentication required.'));
+    return;
+  }
+  if (c.multi && name !== 'exec' && name !== 'discard' && name !== 'multi' && name !== 'quit') {
+    const err = checkCommand(name, spec, args);
+    if (err) {
+      c.multiError = true;
+      return c.reply(errorReply(err));
+    }
+    c.multi.push(args);
+    return c.reply(simpleString('QUEUED'));
+  }
+  if (name === 'exec') return exec(host, c);
+  const err = checkCommand(name, spec, args);
+  if (err) return c.reply(errorReply(err));
+  spec!.handler(host, c, args);
+}
+
+function checkCommand(name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {
+  if (!spec) {
+    if (WRITE_COMMANDS.has(name)) return "READONLY You can't write against a read only replica.";
+    const shown = args.slice(1, 21).map((x) => `'${str(x).slice(0, 128)}'`).join(' ');
+    return `ERR unknown command '${str(args[0]).slice(0, 128)}', with args beginning with: ${shown}${shown ? ' ' : ''}`;
+  }
+  if ((spec.arity > 0 && args.length !== spec.arity) || (spec.arity < 0 && args.length < -spec.arity)) {
+    return `ERR wrong number of arguments for '${name}' command`;
+  }
+  return null;
+}
+
+/** EXEC: run the queued commands, their replies gathered into one array (Sentinel's failover uses MULTI). */
+function exec(host: CommandHost, c: ClientConnection): void {
+  if (!c.multi) return c.reply(errorReply('ERR EXEC without MULTI'));
+  const queued = c.multi;
+  c.multi = null;
+  if (c.multiError) {
+    c.multiError = false;
+    return c.reply(errorReply('EXECABORT Transaction discarded because of previous errors.'));
+  }
+  const replies: Buffer[] = [];
+  const real = c.reply.bind(c);
+  c.reply = (buf: Buffer) => void replies.push(buf);
+  try {
+    for (const args of queued) COMMANDS[lower(args[0])]!.handler(host, c, args);
+  } finally {
+    c.reply = real;
+  }
+  c.reply(arrayReply(replies));
+}

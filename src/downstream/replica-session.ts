@@ -1,0 +1,218 @@
+import { createReadStream, promises as fsp } from 'node:fs';
+import type { Socket } from 'node:net';
+import type { Logger } from '../log.js';
+import type { ReplLog, LogReader } from '../backlog/repl-log.js';
+import type { SnapshotMeta } from '../backlog/snapshot-store.js';
+import type { RelayStats } from '../observability/stats.js';
+
+/** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
+export const ReplicaState = {
+  WaitBgsave: 'wait_bgsave',
+  SendBulk: 'send_bulk',
+  Online: 'online',
+  Closed: 'closed',
+} as const;
+export type ReplicaState = (typeof ReplicaState)[keyof typeof ReplicaState];
+
+export interface ReplicaCapabilities {
+  /** `REPLCONF capa psync2`: +CONTINUE carries the replid. */
+  readonly psync2: boolean;
+  /** `REPLCONF rdb-only 1`: the RDB, then close (redis-cli --rdb). */
+  readonly rdbOnly: boolean;
+  /** `REPLCONF rdb-filter-only ""`: no keys wanted (redis-cli --replica); we send an empty RDB. */
+  readonly rdbFilterEmpty: boolean;
+  /** Plain SYNC: no +FULLRESYNC line, no ACKs expected. */
+  readonly plainSync: boolean;
+}
+
+export interface SessionOptions {
+  readonly socket: Socket;
+  readonly log: ReplLog;
+  readonly logger: Logger;
+  readonly stats: RelayStats;
+  readonly maxLag: number;
+  readonly caps: ReplicaCapabilities;
+  readonly onClose: (session: ReplicaSession) => void;
+}
+
+/**
+ * One downstream replica: a cursor into the shared log plus its socket's backpressure. The stream is
+ * written as views of the log's blocks, never copied; when the socket is full we stop and wait for 'drain',
+ * holding our place in the log (which keeps those bytes until every cursor has passed them).
+ */
+export class ReplicaSession implements LogReader {
+  readonly socket: Socket;
+  readonly caps: ReplicaCapabilities;
+  readonly createdAt = Date.now();
+  #log: ReplLog;
+  #logger: Logger;
+  #stats: RelayStats;
+  #maxLag: number;
+  #onClose: (s: ReplicaSession) => void;
+  #state: ReplicaState = ReplicaState.WaitBgsave;
+  #offset = -1;
+  #blocked = false;
+  /** Set by REPLCONF ACK. */
+  ackOffset = 0;
+  ackTime = Date.now();
+
+  constructor(opts: SessionOptions) {
+    this.socket = opts.socket;
+    this.caps = opts.caps;
+    this.#log = opts.log;
+    this.#logger = opts.logger;
+    this.#stats = opts.stats;
+    this.#maxLag = opts.maxLag;
+    this.#onClose = opts.onClose;
+    this.socket.on('drain', () => {
+      this.#blocked = false;
+      this.pump();
+    });
+  }
+
+  get state(): ReplicaState {
+    return this.#state;
+  }
+  /** The offset of the last stream byte handed to the socket. */
+  get offset(): number {
+    return this.#offset;
+  }
+  /** Bytes of stream the replica has not been sent yet. */
+  get lagBytes(): number {
+    return this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk ? this.#log.endOffset - this.#offset : 0;
+  }
+
+  #setState(next: ReplicaState, reason: string): void {
+    const from = this.#state;
+    if (from === next) return;
+    this.#state = next;
+    this.#logger.info({ from, to: next, reason, offset: this.#offset }, 'replica state');
+  }
+
+  /** Partial resync: stream from `offset` (the first byte the replica lacks) on. */
+  continueFrom(offset: number): void {
+    this.#offset = offset - 1;
+    this.#log.addReader(this);
+    this.#setState(ReplicaState.Online, 'partial resync');
+    this.pump();
+  }
+
+  /** Keepalive for a replica still waiting for its payload (Redis sends `\n`; it is not part of the stream). */
+  keepalive(): void {
+    if (this.#state === ReplicaState.WaitBgsave) this.#write(Buffer.from('\n'));
+  }
+
+  /**
+   * Full resync from `snapshot`: the replica's offset becomes `streamFrom - 1`. The log is pinned from there
+   * while the RDB is sent. `header` is the +FULLRESYNC line (empty for SYNC).
+   */
+  async fullSync(header: Buffer, snapshot: SnapshotMeta | null, snapshotPath: string, payload: Buffer | null, streamFrom: number): Promise<void> {
+    this.#offset = streamFrom - 1;
+    this.#log.addReader(this);
+    this.#setState(ReplicaState.SendBulk, 'full resync');
+    if (header.length > 0) this.#write(header);
+    try {
+      if (payload) {
+        this.#write(Buffer.from(`$${payload.length}\r\n`));
+        this.#write(payload);
+      } else {
+        await this.#sendFile(snapshotPath, snapshot!.size);
+      }
+    } catch (err) {
+      this.close(`rdb send failed: ${(err as Error).message}`);
+      return;
+    }
+    if (this.#state === ReplicaState.Closed) return;
+    if (this.caps.rdbOnly) {
+      // Like Redis: an rdb-only replica (redis-cli --rdb) is closed once it has the RDB.
+      this.#log.removeReader(this);
+      this.socket.end();
+      this.#setState(ReplicaState.Closed, 'rdb-only transfer complete');
+      return;
+    }
+    this.#setState(ReplicaState.Online, 'rdb sent');
+    this.ackTime = Date.now();
+    this.pump();
+  }
+
+  async #sendFile(path: string, size: number): Promise<void> {
+    // Open by descriptor first: a newer snapshot renamed over the path does not change what we send.
+    const fh = await fsp.open(path, 'r');
+    const st = await fh.stat();
+    if (st.size !== size) {
+      await fh.close();
+      throw new Error(`snapshot file is ${st.size} bytes, expected ${size}`);
+    }
+    this.#write(Buffer.from(`$${size}\r\n`));
+    await new Promise<void>((resolve, reject) => {
+      const rs = createReadStream('', { fd: fh.fd, autoClose: false, highWaterMark: 256 * 1024 });
+      const onClose = () => {
+        rs.destroy();
+        reject(new Error('replica closed during the RDB transfer'));
+      };
+      this.socket.once('close', onClose);
+      rs.on('data', (chunk) => {
+        if (!this.#write(chunk as Buffer)) {
+          rs.pause();
+          this.socket.once('drain', () => rs.resume());
+        }
+      });
+      rs.on('error', reject);
+      rs.on('end', () => {
+        this.socket.off('close', onClose);
+        resolve();
+      });
+    }).finally(() => fh.close());
+  }
+
+  /** Hands newly appended log bytes to the socket until it is full. */
+  pump(): void {
+    if (this.#state !== ReplicaState.Online || this.#blocked) return;
+    const log = this.#log;
+    while (this.#offset < log.endOffset) {
+      if (log.endOffset - this.#offset > this.#maxLag) {
+        this.#stats.replicasDroppedLag++;
+        this.close(`lag ${log.endOffset - this.#offset} bytes over replica-max-lag ${this.#maxLag}`);
+        return;
+      }
+      const view = log.read(this.#offset + 1)!;
+      this.#offset += view.length;
+      this.#stats.replOutputBytes += view.length;
+      if (!this.#write(view)) {
+        this.#blocked = true;
+        return;
+      }
+    }
+  }
+
+  /** Checks the lag limit for a replica whose socket is full (the pump is not running for it). */
+  checkLag(): void {
+    if ((this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) && this.#log.endOffset - this.#offset > this.#maxLag) {
+      this.#stats.replicasDroppedLag++;
+      this.close(`lag ${this.#log.endOffset - this.#offset} bytes over replica-max-lag ${this.#maxLag}`);
+    }
+  }
+
+  #write(buf: Buffer): boolean {
+    if (this.socket.destroyed) return false;
+    this.#stats.netOutputBytes += buf.length;
+    return this.socket.write(buf);
+  }
+
+  close(reason: string): void {
+    if (this.#state === ReplicaState.Closed) return;
+    this.#logger.warn({ reason, offset: this.#offset, ackOffset: this.ackOffset }, 'closing replica');
+    this.#setState(ReplicaState.Closed, reason);
+    this.#log.removeReader(this);
+    this.socket.destroy();
+    this.#onClose(this);
+  }
+
+  /** The socket closed on its own. */
+  closed(): void {
+    if (this.#state === ReplicaState.Closed) return;
+    this.#setState(ReplicaState.Closed, 'connection closed');
+    this.#log.removeReader(this);
+    this.#onClose(this);
+  }
+}

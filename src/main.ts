@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+import { loadConfig, HELP_TEXT } from './config/load.js';
+import { createLogger } from './log.js';
+import { Relay } from './relay.js';
+import { RelayError } from './errors.js';
+
+/** CLI entry: flags → config → Relay; SIGTERM/SIGINT close it; exit 2 on a bad config, 1 on a start failure. */
+async function main(): Promise<number> {
+  let loaded;
+  try {
+    loaded = loadConfig(process.argv.slice(2));
+  } catch (err) {
+    const e = err as Error;
+    process.stderr.write(`psync-relay: ${e.message}\n${err instanceof RelayError ? '' : String(e.stack) + '\n'}Run psync-relay --help for usage.\n`);
+    return 2;
+  }
+  if (loaded.help) {
+    process.stdout.write(HELP_TEXT);
+    return 0;
+  }
+  const logger = createLogger(loaded.config.logging.level);
+  const relay = new Relay(loaded.config, logger);
+  try {
+    await relay.start();
+  } catch (err) {
+    logger.fatal({ err }, 'relay failed to start');
+    return 1;
+  }
+  let closing = false;
+  const shutdown = (signal: string) => {
+    if (closing) return;
+    closing = true;
+    logger.info({ signal }, 'shutting down');
+    relay.close().then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  return -1;
+}
+
+main().then((code) => {
+  if (code >= 0) process.exitCode = code;
+});

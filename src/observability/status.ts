@@ -1,0 +1,67 @@
+/** A point-in-time picture of the relay: formatted by INFO, served as /status JSON, exported as metrics. */
+export interface ReplicaStatus {
+  readonly id: number;
+  readonly ip: string;
+  /** REPLCONF listening-port. */
+  readonly port: number;
+  readonly state: string;
+  /** Last stream byte handed to its socket. */
+  readonly offset: number;
+  readonly ackOffset: number;
+  /** Seconds since its last REPLCONF ACK. */
+  readonly lagSeconds: number;
+  /** Bytes of stream it has not been sent. */
+  readonly lagBytes: number;
+  readonly version: string;
+}
+
+export interface RelayStatus {
+  readonly version: string;
+  readonly runId: string;
+  readonly pid: number;
+  readonly uptimeSeconds: number;
+  readonly tcpPort: number;
+  readonly configFile: string;
+  readonly upstream: {
+    readonly host: string | null;
+    readonly port: number;
+    /** LinkState. */
+    readonly state: string;
+    readonly linkUp: boolean;
+    readonly lastIoSecondsAgo: number;
+    readonly linkDownSinceSeconds: number;
+    readonly syncInProgress: boolean;
+    readonly syncReceivedBytes: number;
+    readonly syncTotalBytes: number | null;
+    readonly syncLastIoSecondsAgo: number;
+    readonly fullSyncs: number;
+    readonly partialSyncs: number;
+    readonly bytesIn: number;
+    readonly lastError: string;
+  };
+  readonly replid: string;
+  readonly replid2: string;
+  readonly masterReplOffset: number;
+  readonly secondReplOffset: number;
+  readonly log: { readonly firstOffset: number; readonly endOffset: number; readonly size: number; readonly limit: number };
+  readonly snapshot: { readonly replid: string; readonly offset: number; readonly size: number; readonly rdbVersion: number; readonly usable: boolean } | null;
+  readonly snapshotRefreshInProgress: boolean;
+  readonly connectedClients: number;
+  readonly maxClients: number;
+  readonly replicas: ReadonlyArray<ReplicaStatus>;
+  readonly stats: {
+    readonly totalConnectionsReceived: number;
+    readonly totalCommandsProcessed: number;
+    readonly rejectedConnections: number;
+    readonly syncFull: number;
+    readonly syncPartialOk: number;
+    readonly syncPartialErr: number;
+    readonly netInputBytes: number;
+    readonly netOutputBytes: number;
+    readonly replOutputBytes: number;
+    readonly replicasDroppedLag: number;
+    readonly replicasDroppedTimeout: number;
+    readonly protocolErrors: number;
+  };
+  readonly memory: { readonly rss: number; readonly heapUsed: number; readonly external: number };
+}

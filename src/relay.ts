@@ -1,0 +1,350 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
+import type { Logger } from './log.js';
+import type { RelayConfig } from './config/types.js';
+import { ReplLog, type LogReader } from './backlog/repl-log.js';
+import { ReplIds, randomReplid } from './backlog/repl-ids.js';
+import { SnapshotStore, type SnapshotMeta } from './backlog/snapshot-store.js';
+import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
+import { fetchSnapshot } from './upstream/snapshot-fetcher.js';
+import type { ScannedCommand } from './resp/stream-scanner.js';
+import { ReplicaServer } from './downstream/server.js';
+import { DownstreamReplication, type ReplicationSource } from './downstream/replication.js';
+import { REDIS_VERSION, type CommandHost } from './downstream/commands.js';
+import type { ClientConnection } from './downstream/client.js';
+import { arrayReply, bulkReply, integerReply } from './resp/writer.js';
+import { RelayStats } from './observability/stats.js';
+import { formatInfo } from './observability/info.js';
+import type { RelayStatus } from './observability/status.js';
+
+export const RELAY_VERSION = '0.1.0';
+
+/**
+ * The composition root: the only module that knows every other one. Wires the upstream link to the
+ * backlog (log, ids, snapshot) and the backlog to the downstream server.
+ */
+export class Relay {
+  readonly config: RelayConfig;
+  readonly stats = new RelayStats();
+  readonly runId = randomBytes(20).toString('hex');
+  readonly ids = new ReplIds();
+  readonly log: ReplLog;
+  readonly store: SnapshotStore;
+  #logger: Logger;
+  #link: UpstreamLink;
+  #downstream: DownstreamReplication;
+  #server: ReplicaServer;
+  #startedAt = Date.now();
+  #port = 0;
+  /** Bumped on every new history (full sync from upstream); a snapshot is only good for its own history. */
+  #epoch = 0;
+  #snapshotEpoch = -1;
+  /** We hold a position in some history (after a full sync, or a snapshot recovered from disk). */
+  #hasHistory = false;
+  #fetch: { socket: import('node:net').Socket | null; pin: { offset: number } } | null = null;
+  #fetchNotBefore = 0;
+  /** A fresh snapshot whose offset the log has not reached yet. */
+  #snapshotPendingAt: number | null = null;
+  #linkDownSince = Date.now();
+  #upstreamHost: string | null;
+  #upstreamPort: number;
+  #commandListeners = new Set<(cmd: ScannedCommand) => void>();
+
+  constructor(config: RelayConfig, logger: Logger) {
+    this.config = config;
+    this.#logger = logger;
+    this.log = new ReplLog(config.log.memory);
+    this.store = new SnapshotStore(config.dir);
+    this.#upstreamHost = config.upstream.host;
+    this.#upstreamPort = config.upstream.port;
+
+    this.#link = new UpstreamLink(
+      {
+        ...config.upstream,
+        listeningPort: config.listen.port,
+        announceIp: config.listen.announceIp,
+        log: logger.child({ component: 'upstream' }),
+      },
+      this.#linkHost(),
+    );
+    this.#link.on('state', (to: LinkState, from: LinkState) => {
+      if (from === LinkState.Connected) this.#linkDownSince = Date.now();
+      void to;
+    });
+    this.#downstream = new DownstreamReplication({
+      source: this.#replicationSource(),
+      stats: this.stats,
+      logger: logger.child({ component: 'downstream' }),
+      maxLag: config.replication.replicaMaxLag,
+      replicaTimeoutMs: config.replication.replicaTimeoutMs,
+    });
+    this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.stats, this.#commandHost());
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+  get link(): UpstreamLink {
+    return this.#link;
+  }
+
+  async start(): Promise<void> {
+    await this.store.init();
+    const recovered = await this.store.recover();
+    if (recovered) {
+      // Resume the history the snapshot belongs to: upstream can continue us from its offset.
+      this.ids.reset(recovered.replid);
+      this.log.reset(recovered.offset);
+      this.#hasHistory = true;
+      this.#snapshotEpoch = this.#epoch;
+      this.#logger.info({ replid: recovered.replid, offset: recovered.offset, bytes: recovered.size }, 'snapshot recovered');
+    }
+    this.#port = await this.#server.listen();
+    this.#logger.info({ replid: this.ids.replid, offset: this.log.endOffset, upstream: `${this.#upstreamHost}:${this.#upstreamPort}` }, 'relay started');
+    this.#link.start();
+  }
+
+  async close(): Promise<void> {
+    this.#fetch?.socket?.destroy();
+    await this.#link.stop();
+    this.#downstream.close();
+    await this.#server.close();
+  }
+
+  /** Subscribe to every command seen in the upstream stream (turns on full argument decoding). */
+  onCommand(fn: (cmd: ScannedCommand) => void): () => void {
+    this.#commandListeners.add(fn);
+    this.#link.decodeArgs = true;
+    return () => {
+      this.#commandListeners.delete(fn);
+      this.#link.decodeArgs = this.#commandListeners.size > 0;
+    };
+  }
+
+  usableSnapshot(): SnapshotMeta | null {
+    const m = this.store.current;
+    if (!m || this.#snapshotEpoch !== this.#epoch || !this.log.holds(m.offset + 1)) return null;
+    return m;
+  }
+
+  status(): RelayStatus {
+    const link = this.#link;
+    const progress = link.syncProgress;
+    const snap = this.store.current;
+    const now = Date.now();
+    const mem = process.memoryUsage();
+    const replicas = [...this.#downstream.sessions].map((s) => {
+      const client = [...this.#server.clients].find((c) => c.replica === s);
+      return {
+        id: client?.id ?? 0,
+        ip: client?.replconf.ipAddress || client?.ip || '',
+        port: client?.replconf.listeningPort ?? 0,
+        state: s.state,
+        offset: s.offset,
+        ackOffset: s.ackOffset,
+        lagSeconds: Math.floor((now - s.ackTime) / 1000),
+        lagBytes: s.lagBytes,
+        version: client?.replconf.version ?? '',
+      };
+    });
+    return {
+      version: RELAY_VERSION,
+      runId: this.runId,
+      pid: process.pid,
+      uptimeSeconds: Math.floor((now - this.#startedAt) / 1000),
+      tcpPort: this.#port,
+      configFile: this.config.configFile ?? '',
+      upstream: {
+        host: this.#upstreamHost,
+        port: this.#upstreamPort,
+        state: link.state,
+        linkUp: link.state === LinkState.Connected,
+        lastIoSecondsAgo: link.lastIoAgoMs < 0 ? -1 : Math.floor(link.lastIoAgoMs / 1000),
+        linkDownSinceSeconds: link.state === LinkState.Connected ? 0 : Math.floor((now - this.#linkDownSince) / 1000),
+        syncInProgress: progress !== null,
+        syncReceivedBytes: progress?.received ?? 0,
+        syncTotalBytes: progress?.total ?? null,
+        syncLastIoSecondsAgo: link.lastIoAgoMs < 0 ? -1 : Math.floor(link.lastIoAgoMs / 1000),
+        fullSyncs: link.stats.fullSyncs,
+        partialSyncs: link.stats.partialSyncs,
+        bytesIn: link.stats.bytesIn,
+        lastError: link.stats.lastError,
+      },
+      replid: this.ids.replid,
+      replid2: this.ids.replid2,
+      masterReplOffset: this.log.endOffset,
+      secondReplOffset: this.ids.secondReplOffset,
+      log: { firstOffset: this.log.firstOffset, endOffset: this.log.endOffset, size: this.log.size, limit: this.log.limit },
+      snapshot: snap ? { replid: snap.replid, offset: snap.offset, size: snap.size, rdbVersion: snap.rdbVersion, usable: this.usableSnapshot() !== null } : null,
+      snapshotRefreshInProgress: this.#fetch !== null,
+      connectedClients: this.#server.clients.size,
+      maxClients: this.config.listen.maxClients,
+      replicas,
+      stats: { ...this.stats },
+      memory: { rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external },
+    };
+  }
+
+  #linkHost(): LinkHost {
+    return {
+      psyncTarget: () => (this.#hasHistory ? { replid: this.ids.replid, offset: this.log.endOffset + 1 } : { replid: '?', offset: -1 }),
+      ackOffset: (held) => held,
+      masterReplOffset: () => this.log.endOffset,
+      tempSnapshotPath: () => this.store.tempPath(),
+      discardTemp: (p) => this.store.discard(p),
+      commitFullSync: async (tempPath, replid, offset) => {
+        const id = replid ?? randomReplid();
+        await this.store.commit(tempPath, { replid: id, offset });
+        this.#epoch++;
+        this.#snapshotEpoch = this.#epoch;
+        this.#snapshotPendingAt = null;
+        this.ids.reset(id);
+        this.log.reset(offset);
+        this.#hasHistory = true;
+        // Replicas hold the previous history; they reconnect and PSYNC against the new one.
+        this.#downstream.disconnectAll('upstream full resync: new history');
+        this.#downstream.snapshotReady();
+      },
+      continued: (replid) => {
+        if (replid !== null && replid !== this.ids.replid) {
+          this.#logger.info({ replid, replid2: this.ids.replid, offset: this.log.endOffset }, 'upstream has a new replid, shifting ids');
+          this.ids.shift(replid, this.log.endOffset);
+          // Like Redis: replicas must learn the new id; they come back with the old one and continue via replid2.
+          this.#downstream.disconnectAll('replid changed');
+        }
+      },
+      appendStream: (chunk) => {
+        this.log.append(chunk);
+        if (this.#snapshotPendingAt !== null && this.log.endOffset >= this.#snapshotPendingAt) {
+          this.#snapshotPendingAt = null;
+          this.#downstream.snapshotReady();
+        }
+      },
+      commandSeen: (cmd) => {
+        const name = cmd.args[0]?.toString('latin1').toLowerCase();
+        if (name) this.stats.streamCommands.set(name, (this.stats.streamCommands.get(name) ?? 0) + 1);
+        for (const fn of this.#commandListeners) fn(cmd);
+      },
+    };
+  }
+
+  #replicationSource(): ReplicationSource {
+    return {
+      ids: this.ids,
+      log: this.log,
+      snapshotPath: this.store.path,
+      usableSnapshot: () => this.usableSnapshot(),
+      needSnapshot: () => this.#refreshSnapshot(),
+    };
+  }
+
+  /** Fetch a fresh snapshot on a second upstream connection, leaving the streaming link alone. */
+  #refreshSnapshot(): void {
+    const host = this.#upstreamHost;
+    if (this.#fetch || host === null || !this.#hasHistory) return;
+    // A full sync on the main link brings a snapshot of its own.
+    if (this.#link.state === LinkState.Transfer || this.#link.state === LinkState.Connecting) return;
+    if (Date.now() < this.#fetchNotBefore || this.#snapshotPendingAt !== null) return;
+    const epoch = this.#epoch;
+    const temp = this.store.tempPath();
+    const pin: LogReader & { offset: number } = { offset: this.log.endOffset };
+    const fetch = { socket: null as import('node:net').Socket | null, pin };
+    this.#fetch = fetch;
+    const logger = this.#logger.child({ component: 'snapshot-fetch' });
+    logger.info({ replid: this.ids.replid, firstOffset: this.log.firstOffset, endOffset: this.log.endOffset }, 'snapshot stale, fetching a fresh one');
+    fetchSnapshot(
+      {
+        host,
+        port: this.#upstreamPort,
+        user: this.config.upstream.user,
+        password: this.config.upstream.password,
+        listeningPort: this.config.listen.port,
+        connectTimeoutMs: this.config.upstream.connectTimeoutMs,
+        timeoutMs: this.config.upstream.timeoutMs,
+        log: logger,
+      },
+      temp,
+      (snap) => {
+        // Keep the stream from the new snapshot's offset while its RDB arrives.
+        pin.offset = Math.max(this.log.firstOffset - 1, Math.min(snap.offset, this.log.endOffset));
+        this.log.addReader(pin);
+      },
+      fetch,
+    )
+      .then(async (snap) => {
+        if (epoch !== this.#epoch || snap.replid !== this.ids.replid || snap.offset + 1 < this.log.firstOffset) {
+          logger.warn({ replid: snap.replid, offset: snap.offset, ours: this.ids.replid }, 'fetched snapshot does not fit our history, discarded');
+          await this.store.discard(temp);
+          this.#fetchNotBefore = Date.now() + 1000;
+          return;
+        }
+        await this.store.commit(temp, { replid: snap.replid, offset: snap.offset });
+        this.#snapshotEpoch = epoch;
+        logger.info({ replid: snap.replid, offset: snap.offset }, 'fresh snapshot committed');
+        if (this.log.endOffset >= snap.offset) this.#downstream.snapshotReady();
+        else this.#snapshotPendingAt = snap.offset;
+      })
+      .catch(async (err: Error) => {
+        logger.warn({ err }, 'snapshot fetch failed');
+        this.#fetchNotBefore = Date.now() + 1000;
+        await this.store.discard(temp);
+      })
+      .finally(() => {
+        this.log.removeReader(pin);
+        if (this.#fetch === fetch) this.#fetch = null;
+      });
+  }
+
+  #commandHost(): CommandHost {
+    return {
+      password: this.config.listen.password,
+      info: (sections) => formatInfo(this.status(), sections, REDIS_VERSION),
+      role: () => {
+        const state = this.#link.state;
+        const role =
+          state === LinkState.Connected ? 'connected' : state === LinkState.Transfer ? 'sync' : state === LinkState.Connecting ? 'connecting' : 'connect';
+        return arrayReply([
+          bulkReply('slave'),
+          bulkReply(this.#upstreamHost ?? '?'),
+          integerReply(this.#upstreamPort),
+          bulkReply(role),
+          integerReply(this.log.endOffset),
+        ]);
+      },
+      startSync: (client, replid, offset) => this.#downstream.startSync(client, replid, offset),
+      replicaOf: (host, port) => {
+        this.#logger.info({ from: `${this.#upstreamHost}:${this.#upstreamPort}`, to: `${host}:${port}` }, 'REPLICAOF: following a new upstream');
+        this.#upstreamHost = host;
+        this.#upstreamPort = port;
+        this.#fetch?.socket?.destroy();
+        this.#link.setUpstream(host, port);
+        return null;
+      },
+      clients: (): Iterable<ClientConnection> => this.#server.clients,
+      configRewrite: () => this.#configRewrite(),
+    };
+  }
+
+  /** CONFIG REWRITE (Sentinel sends it after SLAVEOF): persist the current upstream in the config file. */
+  #configRewrite(): string | null {
+    const file = this.config.configFile;
+    if (!file) {
+      this.#logger.info('CONFIG REWRITE: no config file, nothing persisted');
+      return null;
+    }
+    try {
+      const doc = parseDocument(readFileSync(file, 'utf8'));
+      doc.setIn(['upstream', 'host'], this.#upstreamHost);
+      doc.setIn(['upstream', 'port'], this.#upstreamPort);
+      const tmp = `${file}.tmp-${process.pid}`;
+      writeFileSync(tmp, doc.toString());
+      renameSync(tmp, file);
+      this.#logger.info({ file, upstream: `${this.#upstreamHost}:${this.#upstreamPort}` }, 'CONFIG REWRITE: upstream persisted');
+      return null;
+    } catch (err) {
+      this.#logger.error({ err, file }, 'CONFIG REWRITE failed');
+      return `ERR Rewriting config file: ${(err as Error).message}`;
+    }
+  }
+}

@@ -1,0 +1,261 @@
+import { ProtocolError } from '../errors.js';
+import { ChunkList } from './chunk-list.js';
+
+export interface RequestParserOptions {
+  /** longest bulk argument (redis `proto-max-bulk-len`) */
+  maxBulkLen: number;
+  /** most bytes an unfinished command may hold (redis `client-query-buffer-limit`) */
+  maxQueryBuffer: number;
+  /** most arguments in a multibulk; default 1024*1024 (Redis 6; Redis 7 allows INT_MAX) */
+  maxMultibulkLen?: number;
+}
+
+const CR = 13;
+const LF = 10;
+const STAR = 0x2a;
+const DOLLAR = 0x24;
+const DQUOTE = 0x22;
+const SQUOTE = 0x27;
+const BACKSLASH = 0x5c;
+/** PROTO_INLINE_MAX_SIZE: also bounds the wait for a multibulk or bulk header's CR */
+const INLINE_MAX = 64 * 1024;
+const INT_MAX = 2 ** 31 - 1;
+
+const ReqType = { Unknown: 0, Inline: 1, Multibulk: 2 } as const;
+type ReqType = (typeof ReqType)[keyof typeof ReqType];
+
+/**
+ * Server-side parser of client requests with redis networking.c semantics (`processMultibulkBuffer`,
+ * `processInlineBuffer`, `sdssplitargs`), error texts included. Bulk args inside one chunk are subarrays.
+ *
+ * Like Redis, the byte after a header's CR and the two bytes after a bulk payload are skipped unchecked:
+ * a client that works against Redis works against us.
+ */
+export class RequestParser {
+  readonly #buf = new ChunkList();
+  readonly #maxBulkLen: number;
+  readonly #maxQueryBuffer: number;
+  readonly #maxMultibulkLen: number;
+  #reqType: ReqType = ReqType.Unknown;
+  /** args still to read in the current multibulk; 0 = its header is not read yet */
+  #multibulkLen = 0;
+  /** length of the bulk whose header is read, -1 = none */
+  #bulkLen = -1;
+  #args: Buffer[] = [];
+  #error: ProtocolError | null = null;
+
+  constructor(opts: RequestParserOptions) {
+    this.#maxBulkLen = opts.maxBulkLen;
+    this.#maxQueryBuffer = opts.maxQueryBuffer;
+    this.#maxMultibulkLen = Math.min(opts.maxMultibulkLen ?? 1024 * 1024, INT_MAX);
+  }
+
+  push(chunk: Buffer): void {
+    this.#buf.push(chunk);
+  }
+
+  /** Bytes pushed and not yet returned as part of a command (the unfinished command's bytes included). */
+  get buffered(): number {
+    return this.#buf.retained;
+  }
+
+  /** One complete command's args, or undefined when more bytes are needed. Throws ProtocolError, then again on every call. */
+  next(): Buffer[] | undefined {
+    if (this.#error) throw this.#error;
+    try {
+      const args = this.#next();
+      if (args === undefined && this.#buf.retained > this.#maxQueryBuffer) {
+        throw new ProtocolError('Protocol error: query buffer limit exceeded', this.#buf.offset);
+      }
+      return args;
+    } catch (err) {
+      if (err instanceof ProtocolError) this.#error = err;
+      throw err;
+    }
+  }
+
+  #next(): Buffer[] | undefined {
+    const buf = this.#buf;
+    for (;;) {
+      if (this.#reqType === ReqType.Unknown) {
+        if (buf.ahead === 0) return undefined;
+        this.#reqType = buf.peek(0) === STAR ? ReqType.Multibulk : ReqType.Inline;
+      }
+      const args = this.#reqType === ReqType.Inline ? this.#inline() : this.#multibulk();
+      if (args === undefined) return undefined;
+      this.#reqType = ReqType.Unknown;
+      buf.mark();
+      // Empty lines, `*0` and `*-1` are no command.
+      if (args.length > 0) return args;
+    }
+  }
+
+  #inline(): Buffer[] | undefined {
+    const buf = this.#buf;
+    const lf = buf.indexOf(LF, true);
+    if (lf === -1) {
+      if (buf.ahead > INLINE_MAX) throw this.#fail('Protocol error: too big inline request');
+      return undefined;
+    }
+    // strchr stops at a NUL: a line with one waits for 64 KiB, then fails, as in Redis.
+    const len = lf > 0 && buf.peek(lf - 1) === CR ? lf - 1 : lf;
+    const line = buf.take(len);
+    buf.skip(lf + 1 - len);
+    const args = splitArgs(line);
+    if (args === null) throw new ProtocolError('Protocol error: unbalanced quotes in request', buf.offset - lf - 1);
+    return args;
+  }
+
+  #multibulk(): Buffer[] | undefined {
+    const buf = this.#buf;
+    if (this.#multibulkLen === 0) {
+      const line = this.#headerLine('Protocol error: too big mbulk count string');
+      if (line === undefined) return undefined;
+      const n = string2ll(line, 1);
+      if (n === null || n > this.#maxMultibulkLen) throw this.#fail('Protocol error: invalid multibulk length', line.length);
+      buf.skip(2);
+      if (n <= 0) return [];
+      this.#multibulkLen = n;
+      this.#args = [];
+    }
+    while (this.#multibulkLen > 0) {
+      if (this.#bulkLen === -1) {
+        const first = buf.ahead > 0 ? buf.peek(0) : -1;
+        const line = this.#headerLine('Protocol error: too big bulk count string');
+        if (line === undefined) return undefined;
+        if (first !== DOLLAR) {
+          // addReplyErrorFormat turns CR and LF into spaces.
+          const got = first === CR || first === LF ? ' ' : String.fromCharCode(first);
+          throw this.#fail(`Protocol error: expected '$', got '${got}'`, line.length);
+        }
+        const len = string2ll(line, 1);
+        if (len === null || len < 0 || len > this.#maxBulkLen) throw this.#fail('Protocol error: invalid bulk length', line.length);
+        buf.skip(2);
+        this.#bulkLen = len;
+      }
+      if (buf.ahead < this.#bulkLen + 2) return undefined;
+      this.#args.push(buf.take(this.#bulkLen));
+      buf.skip(2);
+      this.#bulkLen = -1;
+      this.#multibulkLen--;
+    }
+    const args = this.#args;
+    this.#args = [];
+    return args;
+  }
+
+  /**
+   * Consume a header up to (not including) its CR, once the CR and one more byte have arrived.
+   * Redis searches for CR only (with strchr, so a NUL hides it), and `tooBig` fires when 64 KiB arrive without one.
+   */
+  #headerLine(tooBig: string): Buffer | undefined {
+    const buf = this.#buf;
+    const cr = buf.indexOf(CR, true);
+    if (cr === -1) {
+      if (buf.ahead > INLINE_MAX) throw this.#fail(tooBig);
+      return undefined;
+    }
+    if (cr > buf.ahead - 2) return undefined;
+    return buf.take(cr);
+  }
+
+  /** A ProtocolError at the cursor minus `back` bytes already consumed. */
+  #fail(message: string, back = 0): ProtocolError {
+    return new ProtocolError(message, this.#buf.offset - back);
+  }
+}
+
+/** redis `string2ll`: optional `-`, no `+`, no leading zeros, fits a signed 64-bit integer. Parses line[start..]. */
+function string2ll(line: Buffer, start: number): number | null {
+  const len = line.length - start;
+  if (len <= 0 || len >= 21) return null;
+  if (len === 1 && line[start] === 0x30) return 0;
+  let i = start;
+  const neg = line[i] === 0x2d;
+  if (neg && ++i === line.length) return null;
+  const first = line[i]!;
+  if (first < 0x31 || first > 0x39) return null;
+  let n = 0;
+  for (; i < line.length; i++) {
+    const d = line[i]! - 0x30;
+    if (d < 0 || d > 9) return null;
+    n = n * 10 + d;
+  }
+  // Past 2^53 the double is inexact: decide the 64-bit range exactly.
+  if (n > Number.MAX_SAFE_INTEGER) {
+    const big = BigInt(line.toString('latin1', start));
+    if (big > 2n ** 63n - 1n || big < -(2n ** 63n)) return null;
+  }
+  return neg ? -n : n;
+}
+
+/** C `isspace` */
+function isSpace(c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d);
+}
+
+/** Bytes that end an unquoted token in `sdssplitargs` (fewer than isspace: no \v, \f). */
+function endsToken(c: number): boolean {
+  return c === 0x20 || c === LF || c === CR || c === 0x09;
+}
+
+function hexValue(c: number | undefined): number {
+  if (c === undefined) return -1;
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  if (c >= 0x41 && c <= 0x46) return c - 0x37;
+  return -1;
+}
+
+const ESCAPES: Record<number, number> = { 0x6e: LF, 0x72: CR, 0x74: 0x09, 0x62: 0x08, 0x61: 0x07 };
+
+/**
+ * redis `sdssplitargs`: blank-separated tokens; "double quotes" with \n \r \t \b \a \xHH and \<char>
+ * escapes; 'single quotes' with \' only; a closing quote must be followed by a blank or the end.
+ * Returns null for unbalanced quotes. Unquoted tokens are subarrays of `line`.
+ */
+export function splitArgs(line: Buffer): Buffer[] | null {
+  // Redis runs it on a C string: a NUL ends the line.
+  const nul = line.indexOf(0);
+  if (nul !== -1) line = line.subarray(0, nul);
+  const n = line.length;
+  const args: Buffer[] = [];
+  let p = 0;
+  for (;;) {
+    while (p < n && isSpace(line[p]!)) p++;
+    if (p >= n) return args;
+    const start = p;
+    while (p < n && !endsToken(line[p]!) && line[p] !== DQUOTE && line[p] !== SQUOTE) p++;
+    if (p >= n || endsToken(line[p]!)) {
+      args.push(line.subarray(start, p));
+      continue; // the blank is skipped by the loop head
+    }
+    // A quote: the token is the unquoted prefix plus the quoted part.
+    const bytes: number[] = [];
+    for (let i = start; i < p; i++) bytes.push(line[i]!);
+    const quote = line[p++];
+    for (;;) {
+      if (p >= n) return null;
+      const c = line[p]!;
+      if (quote === DQUOTE && c === BACKSLASH && line[p + 1] === 0x78 && hexValue(line[p + 2]) >= 0 && hexValue(line[p + 3]) >= 0) {
+        bytes.push(hexValue(line[p + 2]) * 16 + hexValue(line[p + 3]));
+        p += 4;
+      } else if (quote === DQUOTE && c === BACKSLASH && p + 1 < n) {
+        const e = line[p + 1]!;
+        bytes.push(ESCAPES[e] ?? e);
+        p += 2;
+      } else if (quote === SQUOTE && c === BACKSLASH && line[p + 1] === SQUOTE) {
+        bytes.push(SQUOTE);
+        p += 2;
+      } else if (c === quote) {
+        if (p + 1 < n && !isSpace(line[p + 1]!)) return null;
+        p++;
+        break;
+      } else {
+        bytes.push(c);
+        p++;
+      }
+    }
+    args.push(Buffer.from(bytes));
+  }
+}

@@ -1,0 +1,309 @@
+/**
+ * Scanner for the replication stream a relay receives from its master: finds command boundaries and
+ * offsets without copying the stream. A byte-level state machine (nats.js parser) that survives any
+ * chunk split, even inside a length number or a CRLF; bulk payloads are skipped by arithmetic.
+ */
+
+export interface ScannedCommand {
+  /** stream offset of the command's first byte */
+  start: number;
+  /** stream offset of the command's last byte (after processing it, a replica's offset equals `end`) */
+  end: number;
+  argc: number;
+  /**
+   * Decoded args: all of them when `decodeArgs` is true; otherwise a prefix of at most args[0] and
+   * args[1], each only when it is ≤ 64 bytes (args[1] only if args[0] is there), enough to recognise
+   * `REPLCONF GETACK`, `PING`, `SELECT`, `MULTI`. Bulks inside one chunk are subarrays of it; bulks
+   * that straddle chunks are copied.
+   */
+  args: Buffer[];
+}
+
+export interface ScanResult {
+  validBytes: number;
+  error: string | null;
+}
+
+export interface StreamScannerOptions {
+  /** longest bulk accepted; default 512 MiB (redis proto-max-bulk-len) */
+  maxBulkLen?: number;
+}
+
+/** args up to this size are decoded even when `decodeArgs` is false */
+const SMALL_ARG = 64;
+const INT_MAX = 2 ** 31 - 1;
+const CR = 13;
+const LF = 10;
+const STAR = 0x2a;
+const DOLLAR = 0x24;
+const MINUS = 0x2d;
+
+// Small integers: the state is compared once per header byte, and is never logged.
+const State = {
+  CmdStart: 0, // '*', or the CR/LF of an empty line
+  EmptyLf: 1, // the LF of an empty line
+  Count: 2, // argc digits (or a leading '-') until CR
+  CountLf: 3,
+  Dollar: 4,
+  BulkLen: 5, // bulk length digits until CR
+  BulkLenLf: 6,
+  Payload: 7,
+  PayloadCr: 8,
+  PayloadLf: 9,
+  Failed: 10,
+} as const;
+type State = (typeof State)[keyof typeof State];
+
+export class StreamScanner {
+  /** may be toggled at any time; applies from the next command */
+  decodeArgs = false;
+
+  readonly #onCommand: (cmd: ScannedCommand) => void;
+  readonly #maxBulkLen: number;
+  #state: State = State.CmdStart;
+  /** offset of the last byte scanned */
+  #offset = 0;
+  /** offset of the last byte of the last complete command or empty line */
+  #boundary = 0;
+  #error: string | null = null;
+
+  // The number being read: digits, first digit, sign.
+  #num = 0;
+  #digits = 0;
+  #firstDigit = 0;
+  #neg = false;
+
+  // The command being read. #cmd is reused for every command: no allocation per command.
+  readonly #cmd: ScannedCommand = { start: 0, end: 0, argc: 0, args: [] };
+  #decode = false;
+  #argi = 0;
+  /** payload bytes of the current bulk still to come */
+  #remaining = 0;
+  /** whether the current bulk is decoded, and its copy when it straddles chunks */
+  #capture = false;
+  #capBuf: Buffer | null = null;
+  #capFill = 0;
+
+  constructor(onCommand: (cmd: ScannedCommand) => void, opts: StreamScannerOptions = {}) {
+    this.#onCommand = onCommand;
+    this.#maxBulkLen = opts.maxBulkLen ?? 512 * 1024 * 1024;
+  }
+
+  /** The next byte scanned has offset `offset + 1` (offset = the relay's master_repl_offset). Clears any partial state. */
+  reset(offset: number): void {
+    this.#offset = offset;
+    this.#boundary = offset;
+    this.#state = State.CmdStart;
+    this.#error = null;
+    this.#capBuf = null;
+    this.#cmd.args.length = 0;
+  }
+
+  /** offset of the last byte scanned */
+  get offset(): number {
+    return this.#offset;
+  }
+
+  /**
+   * Offset of the last byte of the last complete command (or empty line): where a replica's processed
+   * offset stands. Less than `offset` while a command is partially scanned; bytes past it are an
+   * unfinished command, which Redis discards when the master link drops.
+   */
+  get boundary(): number {
+    return this.#boundary;
+  }
+
+  /**
+   * Scan one chunk. `validBytes` = bytes that are valid RESP so far: the whole chunk, unless `error` holds a
+   * Redis-like protocol error text; the scanner then stays failed (validBytes 0) until `reset()`.
+   * `onCommand` is called synchronously for each command that ends in this chunk. It gets the same
+   * ScannedCommand object (and args array) every time, so it must copy what it keeps; it must not throw
+   * or call `reset()`.
+   */
+  scan(chunk: Buffer): ScanResult {
+    if (this.#state === State.Failed) return { validBytes: 0, error: this.#error };
+    const base = this.#offset + 1; // offset of chunk[0]
+    const len = chunk.length;
+    let pos = 0;
+    let state: State = this.#state;
+    while (pos < len) {
+      switch (state) {
+        case State.Payload: {
+          // The hot path: skip the payload by arithmetic, copying only a small or decoded arg that straddles.
+          const rem = this.#remaining;
+          const avail = len - pos;
+          if (avail < rem) {
+            if (this.#capture) this.#capturePart(chunk, pos, len);
+            this.#remaining = rem - avail;
+            pos = len;
+            break;
+          }
+          if (this.#capture) {
+            if (this.#capBuf === null) this.#cmd.args.push(chunk.subarray(pos, pos + rem));
+            else {
+              this.#capturePart(chunk, pos, pos + rem);
+              this.#cmd.args.push(this.#capBuf);
+              this.#capBuf = null;
+            }
+          }
+          pos += rem;
+          state = State.PayloadCr;
+          break;
+        }
+        case State.PayloadCr:
+          if (chunk[pos] !== CR) return this.#fail(base, pos, 'Protocol error: bulk not terminated by CRLF');
+          pos++;
+          state = State.PayloadLf;
+          break;
+        case State.PayloadLf:
+          if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: bulk not terminated by CRLF');
+          if (++this.#argi === this.#cmd.argc) {
+            state = State.CmdStart;
+            this.#emit(base + pos);
+          } else {
+            state = State.Dollar;
+          }
+          pos++;
+          break;
+        case State.CmdStart: {
+          const c = chunk[pos];
+          if (c === STAR) {
+            this.#cmd.start = base + pos;
+            this.#startNumber();
+            state = State.Count;
+          } else if (c === LF) {
+            this.#boundary = base + pos;
+          } else if (c === CR) {
+            state = State.EmptyLf;
+          } else {
+            return this.#fail(base, pos, 'Protocol error: Master using the inline protocol. Desync?');
+          }
+          pos++;
+          break;
+        }
+        case State.EmptyLf:
+          if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: Master using the inline protocol. Desync?');
+          this.#boundary = base + pos;
+          state = State.CmdStart;
+          pos++;
+          break;
+        case State.Count: {
+          const c = chunk[pos]!;
+          if (c === CR) {
+            if (!this.#numberValid()) return this.#fail(base, pos, 'Protocol error: invalid multibulk length');
+            state = State.CountLf;
+          } else if (!this.#digit(c, true, INT_MAX)) {
+            return this.#fail(base, pos, 'Protocol error: invalid multibulk length');
+          }
+          pos++;
+          break;
+        }
+        case State.CountLf:
+          if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: invalid multibulk length');
+          if (this.#neg || this.#num === 0) {
+            // `*0` and `*-N` are no command, as in Redis.
+            this.#boundary = base + pos;
+            state = State.CmdStart;
+          } else {
+            this.#cmd.argc = this.#num;
+            this.#cmd.args.length = 0;
+            this.#argi = 0;
+            this.#decode = this.decodeArgs;
+            state = State.Dollar;
+          }
+          pos++;
+          break;
+        case State.Dollar: {
+          const c = chunk[pos]!;
+          if (c !== DOLLAR) {
+            const got = c === CR || c === LF ? ' ' : String.fromCharCode(c);
+            return this.#fail(base, pos, `Protocol error: expected '$', got '${got}'`);
+          }
+          this.#startNumber();
+          state = State.BulkLen;
+          pos++;
+          break;
+        }
+        case State.BulkLen: {
+          const c = chunk[pos]!;
+          if (c === CR) {
+            if (!this.#numberValid()) return this.#fail(base, pos, 'Protocol error: invalid bulk length');
+            state = State.BulkLenLf;
+          } else if (!this.#digit(c, false, this.#maxBulkLen)) {
+            return this.#fail(base, pos, 'Protocol error: invalid bulk length');
+          }
+          pos++;
+          break;
+        }
+        case State.BulkLenLf: {
+          if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: invalid bulk length');
+          const n = this.#num;
+          this.#remaining = n;
+          this.#capture = this.#decode || (n <= SMALL_ARG && this.#argi < 2 && this.#cmd.args.length === this.#argi);
+          if (this.#capture) this.#capBuf = null;
+          state = State.Payload;
+          pos++;
+          break;
+        }
+        /* c8 ignore next 2 */
+        default:
+          throw new Error(`stream scanner in state ${state}`); // Failed is handled on entry
+      }
+    }
+    this.#state = state;
+    this.#offset = base + len - 1;
+    return { validBytes: len, error: null };
+  }
+
+  #emit(end: number): void {
+    const cmd = this.#cmd;
+    cmd.end = end;
+    this.#boundary = end;
+    this.#onCommand(cmd);
+  }
+
+  #startNumber(): void {
+    this.#num = 0;
+    this.#digits = 0;
+    this.#neg = false;
+  }
+
+  /** Take one byte of a number; false if it cannot be part of a valid one no larger than `max`. */
+  #digit(c: number, allowNeg: boolean, max: number): boolean {
+    if (c === MINUS && allowNeg && this.#digits === 0 && !this.#neg) {
+      this.#neg = true;
+      return true;
+    }
+    const d = c - 0x30;
+    if (d < 0 || d > 9) return false;
+    if (this.#digits === 0) this.#firstDigit = d;
+    this.#digits++;
+    this.#num = this.#num * 10 + d;
+    // Negative counts are no command whatever their size; cap their digits at int64's 19.
+    return this.#neg ? this.#digits <= 19 : this.#num <= max;
+  }
+
+  /** redis string2ll shape: digits present, no leading zero, no `-0`. */
+  #numberValid(): boolean {
+    if (this.#digits === 0) return false;
+    if (this.#firstDigit === 0) return this.#digits === 1 && !this.#neg;
+    return true;
+  }
+
+  /** Copy chunk[from, to) of the current bulk, which straddles chunks, into its own buffer. */
+  #capturePart(chunk: Buffer, from: number, to: number): void {
+    if (this.#capBuf === null) {
+      this.#capBuf = Buffer.allocUnsafe(this.#remaining);
+      this.#capFill = 0;
+    }
+    this.#capFill += chunk.copy(this.#capBuf, this.#capFill, from, to);
+  }
+
+  #fail(base: number, pos: number, message: string): ScanResult {
+    this.#state = State.Failed;
+    this.#error = message;
+    this.#offset = base + pos - 1;
+    this.#capBuf = null;
+    return { validBytes: pos, error: message };
+  }
+}

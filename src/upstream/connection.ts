@@ -1,0 +1,110 @@
+import { connect, type Socket } from 'node:net';
+import type { Logger } from '../log.js';
+import { encodeCommand } from '../resp/writer.js';
+import { HandshakeError, ProtocolError, TimeoutError } from '../errors.js';
+import { HandshakeState, step, type HandshakeContext, type PsyncOutcome } from './handshake.js';
+
+export interface OpenOptions extends HandshakeContext {
+  readonly host: string;
+  readonly port: number;
+  readonly connectTimeoutMs: number;
+  /** How long to wait for the PSYNC reply (upstream may be busy forking): repl-timeout. */
+  readonly replyTimeoutMs: number;
+  readonly log: Logger;
+  /** Called with the socket as soon as it exists, so a caller can abort by destroying it. */
+  readonly onSocket?: (socket: Socket) => void;
+}
+
+export interface OpenedLink {
+  readonly socket: Socket;
+  readonly outcome: PsyncOutcome;
+  /** Bytes received after the PSYNC reply line (RDB payload header or stream). */
+  readonly rest: Buffer;
+}
+
+const MAX_LINE = 64 * 1024;
+
+/**
+ * Connects to upstream and runs the handshake (handshake.ts) up to the PSYNC reply. Resolves with the socket
+ * paused, so the caller attaches its own reader without losing a byte.
+ */
+export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: opts.host, port: opts.port, noDelay: true });
+    opts.onSocket?.(socket);
+    let state: HandshakeState = HandshakeState.Connecting;
+    let pending: Buffer = Buffer.alloc(0);
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+
+    const armTimer = (ms: number, what: string) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => finish(new TimeoutError(`upstream ${opts.host}:${opts.port}: timeout ${what}`)), ms);
+    };
+    const finish = (err: Error | null, result?: OpenedLink) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      if (err) {
+        socket.destroy();
+        reject(err);
+      } else {
+        resolve(result!);
+      }
+    };
+    const send = (cmds: ReadonlyArray<ReadonlyArray<string>> | undefined) => {
+      if (!cmds || cmds.length === 0) return;
+      socket.write(cmds.length === 1 ? encodeCommand(cmds[0]!) : Buffer.concat(cmds.map((c) => encodeCommand(c))));
+    };
+    const advance = (input: Parameters<typeof step>[1]): boolean => {
+      const r = step(state, input, opts);
+      if (r.warning) opts.log.warn({ state, peer: `${opts.host}:${opts.port}` }, r.warning);
+      if (r.error) {
+        finish(r.error);
+        return false;
+      }
+      opts.log.debug({ from: state, to: r.next }, 'handshake step');
+      state = r.next;
+      send(r.send);
+      if (r.outcome) {
+        socket.pause();
+        finish(null, { socket, outcome: r.outcome, rest: pending });
+        return false;
+      }
+      armTimer(state === HandshakeState.ReceivePsync ? opts.replyTimeoutMs : opts.connectTimeoutMs, `in ${state}`);
+      return true;
+    };
+    const onData = (chunk: Buffer) => {
+      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+      for (;;) {
+        const nl = pending.indexOf(0x0a);
+        if (nl < 0) {
+          if (pending.length > MAX_LINE) finish(new ProtocolError('upstream handshake reply too long'));
+          return;
+        }
+        const line = pending.toString('latin1', 0, nl).replace(/\r$/, '');
+        pending = pending.subarray(nl + 1);
+        if (line === '') {
+          // Keepalive newline while upstream prepares: it is alive.
+          armTimer(opts.replyTimeoutMs, `in ${state}`);
+          continue;
+        }
+        if (!advance({ type: 'reply', line })) return;
+      }
+    };
+    const onError = (err: Error) => finish(err);
+    const onClose = () => finish(new HandshakeError(state, '', `upstream closed the connection in ${state}`));
+
+    armTimer(opts.connectTimeoutMs, 'connecting');
+    socket.once('connect', () => {
+      socket.setKeepAlive(true, 10_000);
+      advance({ type: 'connected' });
+    });
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+  });
+}

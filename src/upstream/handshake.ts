@@ -1,0 +1,142 @@
+import { HandshakeError } from '../errors.js';
+
+/**
+ * The replica side of the replication handshake as a pure state machine: no sockets, no timers.
+ * States are ordered like Redis's REPL_STATE_*; like Redis 7.0, AUTH and the REPLCONFs are pipelined
+ * after PONG and their replies read in order; only PSYNC waits for all of them.
+ */
+export const HandshakeState = {
+  Connecting: 'connecting',
+  ReceivePong: 'receive-pong',
+  ReceiveAuth: 'receive-auth',
+  ReceivePort: 'receive-port',
+  ReceiveRdbOnly: 'receive-rdb-only',
+  ReceiveCapa: 'receive-capa',
+  ReceivePsync: 'receive-psync',
+  Done: 'done',
+} as const;
+export type HandshakeState = (typeof HandshakeState)[keyof typeof HandshakeState];
+
+export interface HandshakeContext {
+  readonly user: string | null;
+  readonly password: string | null;
+  /** Our downstream port, announced so the master's INFO lists us (and Sentinel finds us). */
+  readonly listeningPort: number;
+  readonly announceIp: string | null;
+  /** Ask only for the RDB (a snapshot refresh connection), Redis 7's `REPLCONF rdb-only 1`. */
+  readonly rdbOnly: boolean;
+  /** `?` on first contact. */
+  readonly psyncReplid: string;
+  /** Our offset + 1, or -1 on first contact. */
+  readonly psyncOffset: number;
+}
+
+export type PsyncOutcome =
+  | { readonly kind: 'full'; readonly replid: string; readonly offset: number }
+  | { readonly kind: 'continue'; readonly replid: string | null }
+  /** Upstream does not know PSYNC: we sent SYNC and the payload follows without a +FULLRESYNC line. */
+  | { readonly kind: 'sync' }
+  /** -NOMASTERLINK / -LOADING: upstream cannot serve us now. */
+  | { readonly kind: 'try-later'; readonly reply: string };
+
+export type HandshakeInput = { readonly type: 'connected' } | { readonly type: 'reply'; readonly line: string };
+
+export interface StepResult {
+  readonly next: HandshakeState;
+  /** Commands to send, in order. */
+  readonly send?: ReadonlyArray<ReadonlyArray<string>>;
+  readonly outcome?: PsyncOutcome;
+  /** A reply worth a log line that does not stop the handshake (e.g. an old master refusing REPLCONF). */
+  readonly warning?: string;
+  readonly error?: HandshakeError;
+}
+
+function fail(state: HandshakeState, line: string, message?: string): StepResult {
+  return { next: state, error: new HandshakeError(state, line, message) };
+}
+
+function afterCapa(ctx: HandshakeContext): StepResult {
+  return {
+    next: HandshakeState.ReceivePsync,
+    send: [['PSYNC', ctx.psyncReplid, String(ctx.psyncOffset)]],
+  };
+}
+
+/** The reply a handshake step waits for after `state`, skipping the optional steps. */
+function nextAfter(state: HandshakeState, ctx: HandshakeContext): HandshakeState {
+  const order: HandshakeState[] = [
+    HandshakeState.ReceiveAuth,
+    HandshakeState.ReceivePort,
+    HandshakeState.ReceiveRdbOnly,
+    HandshakeState.ReceiveCapa,
+  ];
+  const present = order.filter(
+    (s) => (s !== HandshakeState.ReceiveAuth || ctx.password !== null) && (s !== HandshakeState.ReceiveRdbOnly || ctx.rdbOnly),
+  );
+  const i = state === HandshakeState.ReceivePong ? 0 : present.indexOf(state) + 1;
+  return present[i] ?? HandshakeState.ReceivePsync;
+}
+
+export function step(state: HandshakeState, input: HandshakeInput, ctx: HandshakeContext): StepResult {
+  if (state === HandshakeState.Connecting) {
+    if (input.type !== 'connected') return fail(state, input.line, 'reply before connect');
+    return { next: HandshakeState.ReceivePong, send: [['PING']] };
+  }
+  if (input.type !== 'reply') return fail(state, '', 'unexpected connect event');
+  const line = input.line;
+  const isError = line.startsWith('-');
+
+  switch (state) {
+    case HandshakeState.ReceivePong: {
+      // Like Redis: an auth error to PING is fine, AUTH comes next.
+      if (isError && !/^-(NOAUTH|NOPERM|ERR operation not permitted)/.test(line)) return fail(state, line, `error reply to PING: ${line}`);
+      const send: string[][] = [];
+      if (ctx.password !== null) send.push(ctx.user !== null ? ['AUTH', ctx.user, ctx.password] : ['AUTH', ctx.password]);
+      send.push(['REPLCONF', 'listening-port', String(ctx.listeningPort)]);
+      if (ctx.announceIp !== null) send[send.length - 1] = [...send[send.length - 1]!, 'ip-address', ctx.announceIp];
+      if (ctx.rdbOnly) send.push(['REPLCONF', 'rdb-only', '1']);
+      send.push(['REPLCONF', 'capa', 'eof', 'capa', 'psync2']);
+      return { next: nextAfter(state, ctx), send };
+    }
+    case HandshakeState.ReceiveAuth:
+      if (isError) return fail(state, line, `upstream refused AUTH: ${line}`);
+      return { next: nextAfter(state, ctx) };
+    case HandshakeState.ReceivePort:
+      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF listening-port: ${line}` };
+      return { next: nextAfter(state, ctx) };
+    case HandshakeState.ReceiveRdbOnly:
+      // An upstream older than 7.0 refuses rdb-only: it will keep streaming after the RDB, which we ignore.
+      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF rdb-only: ${line}` };
+      return { next: nextAfter(state, ctx) };
+    case HandshakeState.ReceiveCapa: {
+      const r = afterCapa(ctx);
+      return isError ? { ...r, warning: `upstream refused REPLCONF capa: ${line}` } : r;
+    }
+    case HandshakeState.ReceivePsync:
+      return psyncReply(line);
+    default:
+      return fail(state, line, 'handshake already finished');
+  }
+}
+
+/** Parses the reply to PSYNC (Redis slaveTryPartialResynchronization). */
+export function psyncReply(line: string): StepResult {
+  const state = HandshakeState.ReceivePsync;
+  if (line.startsWith('+FULLRESYNC')) {
+    const m = /^\+FULLRESYNC ([0-9a-zA-Z]{40}) (-?\d+)\s*$/.exec(line);
+    if (!m) return fail(state, line, `malformed +FULLRESYNC reply: ${line}`);
+    return { next: HandshakeState.Done, outcome: { kind: 'full', replid: m[1]!, offset: Number(m[2]) } };
+  }
+  if (line.startsWith('+CONTINUE')) {
+    const id = line.slice('+CONTINUE'.length).trim();
+    if (id !== '' && !/^[0-9a-zA-Z]{40}$/.test(id)) return fail(state, line, `malformed +CONTINUE reply: ${line}`);
+    return { next: HandshakeState.Done, outcome: { kind: 'continue', replid: id === '' ? null : id } };
+  }
+  if (line.startsWith('-NOMASTERLINK') || line.startsWith('-LOADING')) {
+    return { next: HandshakeState.Done, outcome: { kind: 'try-later', reply: line } };
+  }
+  if (line.startsWith('-ERR')) {
+    return { next: HandshakeState.Done, send: [['SYNC']], outcome: { kind: 'sync' }, warning: `upstream refused PSYNC, falling back to SYNC: ${line}` };
+  }
+  return fail(state, line, `unexpected reply to PSYNC: ${line}`);
+}

@@ -1,0 +1,333 @@
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import type { Logger } from '../log.js';
+import { encodeCommand } from '../resp/writer.js';
+import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
+import { ProtocolError, TimeoutError } from '../errors.js';
+import { openReplicationConnection } from './connection.js';
+import { RdbReceiver } from './rdb-receiver.js';
+import { receiveRdb } from './receive-rdb.js';
+import { backoffDelay } from './backoff.js';
+import type { PsyncOutcome } from './handshake.js';
+
+export const LinkState = {
+  /** No upstream configured. */
+  None: 'none',
+  Connecting: 'connecting',
+  /** Receiving the RDB of a full sync. */
+  Transfer: 'transfer',
+  /** Streaming: the master link is up. */
+  Connected: 'connected',
+  /** Waiting to reconnect. */
+  Backoff: 'backoff',
+  Stopped: 'stopped',
+} as const;
+export type LinkState = (typeof LinkState)[keyof typeof LinkState];
+
+/** What the link needs from the relay; keeps upstream/ free of backlog/ and downstream/ imports. */
+export interface LinkHost {
+  /** Where to PSYNC from: `?`/-1 on first contact, else our replid and offset + 1. */
+  psyncTarget(): { replid: string; offset: number };
+  /** The offset to acknowledge upstream (ack policy), given the offset the relay holds. */
+  ackOffset(held: number): number;
+  /** master_repl_offset: the last byte held. */
+  masterReplOffset(): number;
+  tempSnapshotPath(): string;
+  /** A full sync's RDB is complete in `tempPath`: make it the snapshot and start a new history at `offset` (replid null after a plain SYNC). */
+  commitFullSync(tempPath: string, replid: string | null, offset: number): Promise<void>;
+  discardTemp(tempPath: string): Promise<void>;
+  /** Upstream continued us; `replid` is set when it has a new id (it failed over). */
+  continued(replid: string | null): void;
+  /** Validated stream bytes, in order. */
+  appendStream(chunk: Buffer): void;
+  /** Every command seen in the stream (for subscribers); called before the bytes are appended. */
+  commandSeen?(cmd: ScannedCommand): void;
+}
+
+export interface LinkOptions {
+  readonly host: string | null;
+  readonly port: number;
+  readonly user: string | null;
+  readonly password: string | null;
+  readonly listeningPort: number;
+  readonly announceIp: string | null;
+  readonly timeoutMs: number;
+  readonly connectTimeoutMs: number;
+  readonly backoffMinMs: number;
+  readonly backoffMaxMs: number;
+  readonly log: Logger;
+}
+
+/**
+ * The relay's replica side: owns the upstream socket, drives the handshake, receives the RDB, scans and hands
+ * on the stream, acknowledges, times out and reconnects. State changes only through #setState.
+ */
+export class UpstreamLink extends EventEmitter {
+  #opts: LinkOptions;
+  #host: string | null;
+  #port: number;
+  #hostApi: LinkHost;
+  #log: Logger;
+  #state: LinkState = LinkState.None;
+  #socket: Socket | null = null;
+  #attempt = 0;
+  #timers = new Set<NodeJS.Timeout>();
+  #ackTimer: NodeJS.Timeout | null = null;
+  #lastIo = 0;
+  #scanner: StreamScanner;
+  #stopped = false;
+  #generation = 0;
+  #receiver: RdbReceiver | null = null;
+  #syncStartedAt = 0;
+  /** Counters for INFO / status. */
+  readonly stats = { connects: 0, fullSyncs: 0, partialSyncs: 0, bytesIn: 0, lastError: '' as string };
+
+  constructor(opts: LinkOptions, host: LinkHost) {
+    super();
+    this.#opts = opts;
+    this.#host = opts.host;
+    this.#port = opts.port;
+    this.#hostApi = host;
+    this.#log = opts.log;
+    this.#scanner = new StreamScanner((cmd) => this.#onCommand(cmd));
+  }
+
+  get state(): LinkState {
+    return this.#state;
+  }
+  get host(): string | null {
+    return this.#host;
+  }
+  get port(): number {
+    return this.#port;
+  }
+  /** ms since the last byte from upstream; -1 when never. */
+  get lastIoAgoMs(): number {
+    return this.#lastIo === 0 ? -1 : Date.now() - this.#lastIo;
+  }
+  get syncProgress(): { received: number; total: number | null; startedAt: number } | null {
+    const r = this.#receiver;
+    return r ? { received: r.received, total: r.total, startedAt: this.#syncStartedAt } : null;
+  }
+  /** Turn on full decoding of stream commands (only while someone subscribes). */
+  set decodeArgs(on: boolean) {
+    this.#scanner.decodeArgs = on;
+  }
+
+  start(): void {
+    this.#stopped = false;
+    if (this.#host === null) {
+      this.#setState(LinkState.None, 'no upstream configured');
+      return;
+    }
+    void this.#connect();
+  }
+
+  /** Follow another upstream (REPLICAOF). The next PSYNC asks it for our replid and offset + 1. */
+  setUpstream(host: string | null, port: number): void {
+    this.#host = host;
+    this.#port = port;
+    this.#attempt = 0;
+    this.#teardown();
+    if (this.#stopped) return;
+    if (host === null) this.#setState(LinkState.None, 'upstream removed');
+    else void this.#connect();
+  }
+
+  /** Cut the link now and reconnect (tests, CLIENT KILL on a relay of relays). */
+  reconnect(reason: string): void {
+    this.#fail(new Error(reason));
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#teardown();
+    this.#setState(LinkState.Stopped, 'stopped');
+  }
+
+  #setState(next: LinkState, reason: string, fields: Record<string, unknown> = {}): void {
+    const from = this.#state;
+    if (from === next) return;
+    this.#state = next;
+    this.#log.info({ from, to: next, reason, peer: this.#peer(), ...fields }, 'upstream link state');
+    this.emit('state', next, from);
+  }
+
+  #peer(): string {
+    return `${this.#host}:${this.#port}`;
+  }
+
+  #timer(ms: number, fn: () => void): NodeJS.Timeout {
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      fn();
+    }, ms);
+    this.#timers.add(t);
+    return t;
+  }
+
+  /** Ends the current connection attempt or session without scheduling anything. */
+  #teardown(): void {
+    this.#generation++;
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
+    if (this.#ackTimer) clearInterval(this.#ackTimer);
+    this.#ackTimer = null;
+    this.#socket?.destroy();
+    this.#socket = null;
+    const r = this.#receiver;
+    this.#receiver = null;
+    if (r) void r.abort().then(() => this.#hostApi.discardTemp(r.path));
+  }
+
+  #fail(err: Error): void {
+    if (this.#stopped) return;
+    this.stats.lastError = err.message;
+    this.#log.warn({ err, peer: this.#peer(), offset: this.#hostApi.masterReplOffset() }, 'upstream link failed');
+    this.#teardown();
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#stopped || this.#host === null) return;
+    const delay = backoffDelay(this.#attempt++, this.#opts.backoffMinMs, this.#opts.backoffMaxMs);
+    this.#setState(LinkState.Backoff, 'reconnect scheduled', { delayMs: delay });
+    this.#timer(delay, () => void this.#connect());
+  }
+
+  async #connect(): Promise<void> {
+    const gen = ++this.#generation;
+    const host = this.#host;
+    if (host === null || this.#stopped) return;
+    this.#setState(LinkState.Connecting, 'connecting');
+    const target = this.#hostApi.psyncTarget();
+    this.stats.connects++;
+    let opened;
+    try {
+      opened = await openReplicationConnection({
+        host,
+        port: this.#port,
+        user: this.#opts.user,
+        password: this.#opts.password,
+        listeningPort: this.#opts.listeningPort,
+        announceIp: this.#opts.announceIp,
+        rdbOnly: false,
+        psyncReplid: target.replid,
+        psyncOffset: target.offset,
+        connectTimeoutMs: this.#opts.connectTimeoutMs,
+        replyTimeoutMs: this.#opts.timeoutMs,
+        log: this.#log,
+        onSocket: (s) => {
+          if (gen === this.#generation) this.#socket = s;
+        },
+      });
+    } catch (err) {
+      if (gen === this.#generation) this.#fail(err as Error);
+      return;
+    }
+    if (gen !== this.#generation) {
+      opened.socket.destroy();
+      return;
+    }
+    this.#socket = opened.socket;
+    this.#lastIo = Date.now();
+    this.#handleOutcome(opened.outcome, opened.socket, opened.rest, target);
+  }
+
+  #handleOutcome(outcome: PsyncOutcome, socket: Socket, rest: Buffer, target: { replid: string; offset: number }): void {
+    const log = this.#log;
+    const gen = this.#generation;
+    socket.on('error', (err) => gen === this.#generation && this.#fail(err));
+    socket.on('close', () => gen === this.#generation && this.#fail(new Error('upstream closed the connection')));
+    switch (outcome.kind) {
+      case 'try-later':
+        this.#fail(new Error(`upstream cannot serve us yet: ${outcome.reply}`));
+        return;
+      case 'continue': {
+        this.stats.partialSyncs++;
+        log.info({ replid: outcome.replid ?? target.replid, offset: target.offset - 1, peer: this.#peer() }, 'partial resync accepted by upstream');
+        this.#hostApi.continued(outcome.replid);
+        this.#startStreaming(socket, rest);
+        return;
+      }
+      case 'full':
+      case 'sync': {
+        const replid = outcome.kind === 'full' ? outcome.replid : null;
+        const offset = outcome.kind === 'full' ? outcome.offset : 0;
+        log.info({ replid, offset, peer: this.#peer() }, 'full resync from upstream');
+        void this.#receiveRdb(socket, rest, replid, offset);
+        return;
+      }
+    }
+  }
+
+  async #receiveRdb(socket: Socket, first: Buffer, replid: string | null, offset: number): Promise<void> {
+    const gen = this.#generation;
+    const receiver = new RdbReceiver(this.#hostApi.tempSnapshotPath());
+    this.#receiver = receiver;
+    this.#syncStartedAt = Date.now();
+    this.#setState(LinkState.Transfer, 'receiving RDB', { replid, offset });
+    try {
+      const rest = await receiveRdb(socket, first, receiver, { timeoutMs: this.#opts.timeoutMs, log: this.#log, peer: this.#peer() });
+      if (gen !== this.#generation) return;
+      this.#receiver = null;
+      this.#lastIo = Date.now();
+      await this.#hostApi.commitFullSync(receiver.path, replid, offset);
+      if (gen !== this.#generation) return;
+      this.stats.fullSyncs++;
+      const seconds = +((Date.now() - this.#syncStartedAt) / 1000).toFixed(2);
+      this.#log.info({ replid, offset, bytes: receiver.received, seconds, peer: this.#peer() }, 'rdb received, snapshot committed');
+      this.#startStreaming(socket, rest);
+      // A Redis 7.0 master holds the stream back after an EOF-marked RDB until our first ACK.
+      this.#sendAck();
+    } catch (err) {
+      if (gen === this.#generation) this.#fail(err as Error);
+    }
+  }
+
+  #startStreaming(socket: Socket, rest: Buffer): void {
+    this.#attempt = 0;
+    this.#scanner.reset(this.#hostApi.masterReplOffset());
+    this.#setState(LinkState.Connected, 'streaming', { offset: this.#hostApi.masterReplOffset() });
+    this.#ackTimer = setInterval(() => {
+      if (Date.now() - this.#lastIo > this.#opts.timeoutMs) {
+        this.#fail(new TimeoutError('no data from upstream within the replication timeout'));
+        return;
+      }
+      this.#sendAck();
+    }, 1000);
+    socket.on('data', (chunk: Buffer) => this.#onStream(chunk));
+    if (rest.length > 0) this.#onStream(rest);
+    socket.resume();
+  }
+
+  #onStream(chunk: Buffer): void {
+    this.#lastIo = Date.now();
+    this.stats.bytesIn += chunk.length;
+    const { validBytes, error } = this.#scanner.scan(chunk);
+    if (validBytes > 0) this.#hostApi.appendStream(validBytes === chunk.length ? chunk : chunk.subarray(0, validBytes));
+    if (error !== null) {
+      // Keep what was valid; drop the link and PSYNC from there: upstream resends the rest.
+      this.#fail(new ProtocolError(`garbage in the upstream stream: ${error}`, this.#hostApi.masterReplOffset()));
+    }
+  }
+
+  #onCommand(cmd: ScannedCommand): void {
+    const a0 = cmd.args[0];
+    if (a0 && a0.length === 8 && a0.toString('latin1').toUpperCase() === 'REPLCONF') {
+      const a1 = cmd.args[1];
+      if (a1 && a1.toString('latin1').toUpperCase() === 'GETACK') {
+        // Redis answers with the offset before the GETACK command itself (this chunk is not appended yet).
+        this.#sendAck(cmd.start - 1);
+      }
+    }
+    this.#hostApi.commandSeen?.(cmd);
+  }
+
+  #sendAck(offset?: number): void {
+    const s = this.#socket;
+    if (!s || s.destroyed || this.#state !== LinkState.Connected) return;
+    const off = this.#hostApi.ackOffset(offset ?? this.#hostApi.masterReplOffset());
+    s.write(encodeCommand(['REPLCONF', 'ACK', String(off)]));
+  }
+}

@@ -1,0 +1,167 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { ProtocolError } from '../errors.js';
+
+const EOF_MARK_LEN = 40;
+const MAX_HEADER = 256;
+
+export const RdbReceiverState = {
+  Header: 'header',
+  Bulk: 'bulk',
+  EofMarked: 'eof-marked',
+  Done: 'done',
+} as const;
+export type RdbReceiverState = (typeof RdbReceiverState)[keyof typeof RdbReceiverState];
+
+export interface RdbPushResult {
+  /** The payload is complete; `rest` holds the bytes after it (stream bytes). */
+  readonly done: boolean;
+  readonly rest: Buffer | null;
+  /** The file write buffer is full: pause the socket until `drained()` resolves. */
+  readonly backpressure: boolean;
+}
+
+/**
+ * Receives the RDB payload of a full sync into a file: skips `\n` keepalives, reads `$<len>\r\n` or
+ * `$EOF:<40-byte mark>\r\n`, then the payload. With an EOF mark the end is found, as Redis does, by
+ * comparing the last 40 bytes received with the mark; those 40 bytes are held back and never written.
+ */
+export class RdbReceiver {
+  readonly path: string;
+  #state: RdbReceiverState = RdbReceiverState.Header;
+  #header = Buffer.alloc(0);
+  #remaining = 0;
+  #mark: Buffer | null = null;
+  #held = Buffer.alloc(0);
+  #file: WriteStream;
+  #received = 0;
+  #total: number | null = null;
+  #fileError: Error | null = null;
+
+  constructor(path: string) {
+    this.path = path;
+    this.#file = createWriteStream(path, { flush: true });
+    this.#file.on('error', (err) => {
+      this.#fileError = err;
+    });
+  }
+
+  get state(): RdbReceiverState {
+    return this.#state;
+  }
+  /** Payload bytes received so far. */
+  get received(): number {
+    return this.#received;
+  }
+  /** Payload size when upstream announced it (`$<len>`), null for EOF-marked transfers. */
+  get total(): number | null {
+    return this.#total;
+  }
+  get eofMarked(): boolean {
+    return this.#mark !== null;
+  }
+
+  push(chunk: Buffer): RdbPushResult {
+    if (this.#fileError) throw this.#fileError;
+    let data = chunk;
+    if (this.#state === RdbReceiverState.Header) {
+      data = this.#readHeader(data);
+      if (this.#state === RdbReceiverState.Header) return { done: false, rest: null, backpressure: false };
+    }
+    let ok = true;
+    if (this.#state === RdbReceiverState.Bulk) {
+      const take = Math.min(this.#remaining, data.length);
+      if (take > 0) ok = this.#file.write(data.subarray(0, take));
+      this.#remaining -= take;
+      this.#received += take;
+      if (this.#remaining === 0) {
+        this.#state = RdbReceiverState.Done;
+        return { done: true, rest: data.subarray(take), backpressure: !ok };
+      }
+      return { done: false, rest: null, backpressure: !ok };
+    }
+    if (this.#state === RdbReceiverState.EofMarked) {
+      this.#received += data.length;
+      if (data.length >= EOF_MARK_LEN) {
+        if (this.#held.length > 0) this.#file.write(this.#held);
+        ok = this.#file.write(data.subarray(0, data.length - EOF_MARK_LEN));
+        this.#held = Buffer.from(data.subarray(data.length - EOF_MARK_LEN));
+      } else {
+        const merged = Buffer.concat([this.#held, data]);
+        const keep = Math.min(EOF_MARK_LEN, merged.length);
+        if (merged.length > keep) ok = this.#file.write(merged.subarray(0, merged.length - keep));
+        this.#held = merged.subarray(merged.length - keep);
+      }
+      if (this.#held.length === EOF_MARK_LEN && this.#held.equals(this.#mark!)) {
+        this.#received -= EOF_MARK_LEN;
+        this.#state = RdbReceiverState.Done;
+        return { done: true, rest: Buffer.alloc(0), backpressure: !ok };
+      }
+      return { done: false, rest: null, backpressure: !ok };
+    }
+    return { done: true, rest: data, backpressure: false };
+  }
+
+  /** Resolves when the file accepts more writes. */
+  drained(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.#file.writableNeedDrain) resolve();
+      else this.#file.once('drain', () => resolve());
+    });
+  }
+
+  /** Flushes and closes the file (fsync included); rejects on a write error. */
+  finish(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.#fileError) return reject(this.#fileError);
+      this.#file.once('error', reject);
+      this.#file.end(() => resolve());
+    });
+  }
+
+  /** Stops writing; the caller removes the file. */
+  abort(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.#file.closed) return resolve();
+      this.#file.once('close', () => resolve());
+      this.#file.destroy();
+    });
+  }
+
+  #readHeader(chunk: Buffer): Buffer {
+    let data = this.#header.length > 0 ? Buffer.concat([this.#header, chunk]) : chunk;
+    for (;;) {
+      // Keepalive newlines while upstream prepares the RDB.
+      let i = 0;
+      while (i < data.length && (data[i] === 0x0a || data[i] === 0x0d)) i++;
+      data = data.subarray(i);
+      if (data.length === 0) {
+        this.#header = Buffer.alloc(0);
+        return data;
+      }
+      const nl = data.indexOf(0x0a);
+      if (nl < 0) {
+        if (data.length > MAX_HEADER) throw new ProtocolError('RDB payload header too long');
+        this.#header = Buffer.from(data);
+        return Buffer.alloc(0);
+      }
+      const line = data.toString('latin1', 0, nl).replace(/\r$/, '');
+      const rest = data.subarray(nl + 1);
+      this.#header = Buffer.alloc(0);
+      if (line.startsWith('-')) throw new ProtocolError(`upstream aborted the transfer: ${line}`);
+      if (!line.startsWith('$')) throw new ProtocolError(`bad RDB payload header: ${JSON.stringify(line.slice(0, 64))}`);
+      if (line.startsWith('$EOF:')) {
+        const mark = line.slice(5);
+        if (mark.length !== EOF_MARK_LEN) throw new ProtocolError('bad EOF mark in RDB payload header');
+        this.#mark = Buffer.from(mark, 'latin1');
+        this.#state = RdbReceiverState.EofMarked;
+      } else {
+        const len = Number(line.slice(1));
+        if (!Number.isSafeInteger(len) || len < 0) throw new ProtocolError(`bad RDB payload length: ${line.slice(0, 64)}`);
+        this.#remaining = len;
+        this.#total = len;
+        this.#state = RdbReceiverState.Bulk;
+      }
+      return rest;
+    }
+  }
+}

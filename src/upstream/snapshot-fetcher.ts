@@ -1,0 +1,58 @@
+import type { Socket } from 'node:net';
+import type { Logger } from '../log.js';
+import { HandshakeError } from '../errors.js';
+import { openReplicationConnection } from './connection.js';
+import { RdbReceiver } from './rdb-receiver.js';
+import { receiveRdb } from './receive-rdb.js';
+
+export interface FetchOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string | null;
+  readonly password: string | null;
+  readonly listeningPort: number;
+  readonly connectTimeoutMs: number;
+  readonly timeoutMs: number;
+  readonly log: Logger;
+}
+
+export interface FetchedSnapshot {
+  readonly replid: string;
+  readonly offset: number;
+}
+
+/**
+ * Fetches a fresh RDB on a second connection (`REPLCONF rdb-only 1`, `PSYNC ? -1`) without touching the
+ * streaming link: used when the log no longer holds the byte after the current snapshot. Upstream closes
+ * an rdb-only connection after the payload. `onStart` learns the snapshot's offset as soon as upstream names it,
+ * so the caller can keep the log from that offset while the RDB arrives.
+ */
+export async function fetchSnapshot(
+  opts: FetchOptions,
+  tempPath: string,
+  onStart: (snap: FetchedSnapshot) => void,
+  signal: { socket: Socket | null },
+): Promise<FetchedSnapshot> {
+  const opened = await openReplicationConnection({
+    ...opts,
+    announceIp: null,
+    rdbOnly: true,
+    psyncReplid: '?',
+    psyncOffset: -1,
+    replyTimeoutMs: opts.timeoutMs,
+    onSocket: (s) => {
+      signal.socket = s;
+    },
+  });
+  const { socket, outcome } = opened;
+  try {
+    if (outcome.kind !== 'full') throw new HandshakeError('receive-psync', outcome.kind, `snapshot fetch expected +FULLRESYNC, got ${outcome.kind}`);
+    const snap = { replid: outcome.replid, offset: outcome.offset };
+    onStart(snap);
+    const receiver = new RdbReceiver(tempPath);
+    await receiveRdb(socket, opened.rest, receiver, { timeoutMs: opts.timeoutMs, log: opts.log, peer: `${opts.host}:${opts.port}` });
+    return snap;
+  } finally {
+    socket.destroy();
+  }
+}

@@ -1,0 +1,115 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { RedisClient } from './redis-client.js';
+import { stdioDrained } from './redis-server.js';
+import { waitFor } from './wait.js';
+
+export interface RelayProcess {
+  /** The --port value passed by the caller (RESP port for replicas). */
+  readonly port: number;
+  readonly proc: ChildProcess;
+  /** stdout + stderr captured so far. */
+  logs(): string;
+  /** Kill (default SIGTERM, SIGKILL after 10 s) and resolve with the exit code (null if killed by a signal). Idempotent. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface StartRelayOptions {
+  /** Environment for the child (default: this process's env). */
+  env?: NodeJS.ProcessEnv;
+  /** Readiness deadline (default 20000 ms). */
+  timeoutMs?: number;
+}
+
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
+const KILL_AFTER_MS = 10_000;
+
+function flagValue(args: string[], flag: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === flag) return args[i + 1];
+    if (a.startsWith(`${flag}=`)) return a.slice(flag.length + 1);
+  }
+  return undefined;
+}
+
+/**
+ * Spawn `node dist/main.js ...args` from the repo root and wait until its RESP port answers PING.
+ * `args` must include `--port N` (pick N with freePort()). Rejects, with the captured log, if the process exits first.
+ */
+export async function startRelayProcess(args: string[], opts: StartRelayOptions = {}): Promise<RelayProcess> {
+  const portArg = flagValue(args, '--port');
+  const port = Number(portArg);
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+    throw new Error(`startRelayProcess: pass --port N in args (got ${String(portArg)})`);
+  }
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} not found: run \`npm run build\` first`);
+  const bind = flagValue(args, '--bind');
+  const host = bind === undefined || bind === '0.0.0.0' || bind === '::' ? '127.0.0.1' : bind;
+
+  let log = '';
+  const proc = spawn(process.execPath, [MAIN, ...args], {
+    cwd: REPO_ROOT,
+    env: opts.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const append = (b: Buffer): void => {
+    log += b.toString('utf8');
+  };
+  proc.stdout?.on('data', append);
+  proc.stderr?.on('data', append);
+  let exitInfo: string | undefined;
+  const exited = new Promise<number | null>((resolve) => {
+    proc.once('exit', (code, signal) => {
+      exitInfo = signal ? `signal ${signal}` : `code ${String(code)}`;
+      resolve(code);
+    });
+    proc.once('error', (err) => {
+      exitInfo = `spawn error: ${err.message}`;
+      resolve(null);
+    });
+  });
+
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
+    if (exitInfo === undefined) {
+      proc.kill(signal);
+      const timer = setTimeout(() => proc.kill('SIGKILL'), KILL_AFTER_MS);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    }
+    return exited;
+  };
+
+  const early = exited.then(async () => {
+    await stdioDrained(proc);
+    throw new Error(`relay exited before it was ready (${exitInfo ?? '?'}); log:\n${log}`);
+  });
+  early.catch(() => undefined);
+  const stopPolling = new AbortController();
+  void exited.then(() => stopPolling.abort(new Error('process exited')));
+  try {
+    await Promise.race([
+      early,
+      waitFor(
+        async () => {
+          const c = await RedisClient.connect(port, host);
+          try {
+            return (await c.callString('PING')) === 'PONG';
+          } finally {
+            await c.close();
+          }
+        },
+        { timeoutMs: opts.timeoutMs ?? 20_000, intervalMs: 50, what: `relay on ${host}:${port} to answer PING`, signal: stopPolling.signal },
+      ),
+    ]);
+  } catch (err) {
+    if (exitInfo !== undefined) await early; // the process died: report that (with its log), not the aborted poll
+    await stop('SIGKILL');
+    throw new Error(`${(err as Error).message}\nlog:\n${log}`, { cause: err });
+  }
+
+  return { port, proc, logs: () => log, stop };
+}

@@ -1,0 +1,42 @@
+import type { RedisClient } from './redis-client.js';
+import { startRedis, type RedisServer } from './redis-server.js';
+import { waitFor } from './wait.js';
+
+/** A real redis-server replica of `port` (a relay or a master). */
+export function startReplica(port: number, extraArgs: string[] = []): Promise<RedisServer> {
+  return startRedis({ args: ['--replicaof', '127.0.0.1', String(port), ...extraArgs] });
+}
+
+export async function info(c: RedisClient, section = 'replication'): Promise<Record<string, string>> {
+  return c.info(section);
+}
+
+export async function digest(c: RedisClient): Promise<string> {
+  return c.callString('DEBUG', 'DIGEST');
+}
+
+/** Waits until every replica's link is up, its offset equals the master's, and digests are equal. */
+export async function waitConverged(master: RedisClient, replicas: RedisClient[], what = 'replicas converge', timeoutMs = 30000): Promise<{ offset: number; digest: string }> {
+  return waitFor(
+    async () => {
+      const m = await master.info('replication');
+      const offset = Number(m['master_repl_offset']);
+      for (const r of replicas) {
+        const ri = await r.info('replication');
+        if (ri['master_link_status'] !== 'up' || Number(ri['master_repl_offset']) !== offset) return undefined;
+      }
+      // Offsets can move between reads; confirm with a second look after the digests.
+      const d = await digest(master);
+      for (const r of replicas) if ((await digest(r)) !== d) return undefined;
+      const again = Number((await master.info('replication'))['master_repl_offset']);
+      return again === offset ? { offset, digest: d } : undefined;
+    },
+    { timeoutMs, what },
+  );
+}
+
+export function stat(infoMap: Record<string, string>, key: string): number {
+  const v = infoMap[key];
+  if (v === undefined) throw new Error(`INFO has no ${key}`);
+  return Number(v);
+}

@@ -1,0 +1,299 @@
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { HELP_TEXT, loadConfig, loadConfigFile } from '../../src/config/load.js';
+import { DEFAULTS, validateConfig } from '../../src/config/schema.js';
+import type { RelayConfig } from '../../src/config/types.js';
+import { parseDuration, parseSize } from '../../src/config/units.js';
+import { ConfigError } from '../../src/errors.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+const EXPECTED_DEFAULTS: RelayConfig = {
+  upstream: {
+    host: null,
+    port: 6379,
+    user: null,
+    password: null,
+    timeoutMs: 60_000,
+    connectTimeoutMs: 10_000,
+    backoffMinMs: 100,
+    backoffMaxMs: 5000,
+  },
+  listen: {
+    bind: '127.0.0.1',
+    port: 6380,
+    password: null,
+    maxClients: 10000,
+    maxBulkLen: 512 * 1024 ** 2,
+    maxQueryBuffer: 1024 ** 3,
+    announceIp: null,
+  },
+  log: { memory: 64 * 1024 ** 2 },
+  replication: { replicaMaxLag: 256 * 1024 ** 2, replicaTimeoutMs: 60_000 },
+  web: { bind: '127.0.0.1', port: 8080, token: null },
+  logging: { level: 'info' },
+  dir: resolve(process.cwd(), 'data'),
+  configFile: null,
+};
+
+type Asserts = Pick<typeof t, 'type' | 'equal' | 'fail'>;
+
+/** Runs fn, asserts it throws a ConfigError and returns it. */
+function configError(t: Asserts, fn: () => unknown): ConfigError | undefined {
+  try {
+    fn();
+  } catch (err) {
+    t.type(err, ConfigError);
+    t.equal((err as ConfigError).code, 'RELAY_ERR_CONFIG');
+    return err as ConfigError;
+  }
+  t.fail('expected a ConfigError');
+  return undefined;
+}
+
+t.test('empty config yields the defaults, deep-frozen', async (t) => {
+  const config = validateConfig({}, null);
+  t.strictSame(config, EXPECTED_DEFAULTS);
+  t.ok(Object.isFrozen(config) && Object.isFrozen(config.upstream) && Object.isFrozen(config.listen));
+  t.strictSame(validateConfig(null, null), EXPECTED_DEFAULTS, 'an empty YAML document is {}');
+  t.strictSame(validateConfig({ upstream: null }, null), EXPECTED_DEFAULTS, 'an empty section takes defaults');
+  t.ok(Object.isFrozen(DEFAULTS.upstream));
+});
+
+t.test('each invalid key is a ConfigError naming its path', async (t) => {
+  const cases: Array<[unknown, string]> = [
+    [[], ''],
+    ['text', ''],
+    [{ bogus: 1 }, 'bogus'],
+    [{ listen: { prot: 1 } }, 'listen.prot'],
+    [{ listen: 5 }, 'listen'],
+    [{ listen: [] }, 'listen'],
+    [{ listen: { port: 0 } }, 'listen.port'],
+    [{ listen: { port: 65536 } }, 'listen.port'],
+    [{ listen: { port: '6380' } }, 'listen.port'],
+    [{ listen: { port: null } }, 'listen.port'],
+    [{ listen: { bind: '' } }, 'listen.bind'],
+    [{ listen: { password: '' } }, 'listen.password'],
+    [{ listen: { 'max-clients': 0 } }, 'listen.max-clients'],
+    [{ listen: { 'max-bulk-len': '5xb' } }, 'listen.max-bulk-len'],
+    [{ listen: { 'max-query-buffer': -1 } }, 'listen.max-query-buffer'],
+    [{ listen: { 'announce-ip': 127 } }, 'listen.announce-ip'],
+    [{ upstream: { host: 5 } }, 'upstream.host'],
+    [{ upstream: { port: 1.5 } }, 'upstream.port'],
+    [{ upstream: { port: 0 } }, 'upstream.port'],
+    [{ upstream: { user: true } }, 'upstream.user'],
+    [{ upstream: { password: { a: 1 } } }, 'upstream.password'],
+    [{ upstream: { timeout: '5x' } }, 'upstream.timeout'],
+    [{ upstream: { timeout: 0 } }, 'upstream.timeout'],
+    [{ upstream: { 'connect-timeout': -1 } }, 'upstream.connect-timeout'],
+    [{ upstream: { 'backoff-min': '10s', 'backoff-max': '1s' } }, 'upstream.backoff-max'],
+    [{ log: { memory: '1kb' } }, 'log.memory'],
+    [{ log: { size: '1mb' } }, 'log.size'],
+    [{ replication: { 'replica-max-lag': 'lots' } }, 'replication.replica-max-lag'],
+    [{ replication: { 'replica-timeout': 0 } }, 'replication.replica-timeout'],
+    [{ web: { port: -1 } }, 'web.port'],
+    [{ web: { port: 65536 } }, 'web.port'],
+    [{ web: { token: '' } }, 'web.token'],
+    [{ logging: { level: 'verbose' } }, 'logging.level'],
+    [{ logging: { level: 'INFO' } }, 'logging.level'],
+    [{ dir: 5 }, 'dir'],
+    [{ dir: '' }, 'dir'],
+  ];
+  for (const [raw, path] of cases) {
+    t.equal(configError(t, () => validateConfig(raw, null))?.path, path, JSON.stringify(raw));
+  }
+});
+
+t.test('boundary values are accepted', async (t) => {
+  const c = validateConfig(
+    {
+      listen: { port: 65535, 'announce-ip': '10.0.0.1' },
+      web: { port: 0 },
+      log: { memory: '16kb' },
+      upstream: { host: '::1', 'backoff-min': 0, 'backoff-max': 0.001 },
+      logging: { level: 'silent' },
+    },
+    null,
+  );
+  t.equal(c.listen.port, 65535);
+  t.equal(c.web.port, 0);
+  t.equal(c.log.memory, 16384);
+  t.equal(c.upstream.backoffMaxMs, 1);
+  t.equal(c.logging.level, 'silent');
+});
+
+t.test('dir resolves against the config file directory, else cwd', async (t) => {
+  t.equal(validateConfig({ dir: 'x' }, '/etc/relay/relay.yaml').dir, '/etc/relay/x');
+  t.equal(validateConfig({ dir: '/abs' }, '/etc/relay/relay.yaml').dir, '/abs');
+  t.equal(validateConfig({ dir: 'x' }, null).dir, resolve(process.cwd(), 'x'));
+});
+
+t.test('parseSize', async (t) => {
+  const ok: Array<[unknown, number]> = [
+    [0, 0],
+    [1024, 1024],
+    ['1024', 1024],
+    ['1b', 1],
+    ['1k', 1000],
+    ['1kb', 1024],
+    ['1K', 1000],
+    ['1KB', 1024],
+    ['1m', 1_000_000],
+    ['1mb', 1_048_576],
+    ['2Mb', 2_097_152],
+    ['1g', 1_000_000_000],
+    ['1gb', 1_073_741_824],
+  ];
+  for (const [input, bytes] of ok) t.equal(parseSize(input, 'x'), bytes, JSON.stringify(input));
+  for (const bad of [-1, 1.5, NaN, Infinity, '', '1 kb', '1.5mb', '1t', '1kib', 'mb', '-1', ' 1', null, true, {}, '9999999999gb']) {
+    t.equal(configError(t, () => parseSize(bad, 'a.b'))?.path, 'a.b', String(bad));
+  }
+});
+
+t.test('parseDuration', async (t) => {
+  const ok: Array<[unknown, number]> = [
+    [0, 0],
+    [60, 60_000],
+    [0.5, 500],
+    [0.001, 1],
+    ['500ms', 500],
+    ['10s', 10_000],
+    ['1.5s', 1500],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['1H', 3_600_000],
+    ['30', 30_000],
+  ];
+  for (const [input, ms] of ok) t.equal(parseDuration(input, 'x'), ms, JSON.stringify(input));
+  for (const bad of [-1, NaN, Infinity, '', '10 s', '1d', 's', '-5s', null, [], '1e3s']) {
+    t.equal(configError(t, () => parseDuration(bad, 'a.b'))?.path, 'a.b', String(bad));
+  }
+});
+
+t.test('flags override the file, which overrides the defaults', async (t) => {
+  const dir = t.testdir({
+    'relay.yaml': 'listen:\n  port: 7000\n  bind: 0.0.0.0\nweb:\n  port: 9000\nlogging:\n  level: warn\ndir: state\n',
+  });
+  const file = resolve(dir, 'relay.yaml');
+
+  const fromFile = loadConfig(['--config', file]).config;
+  t.equal(fromFile.listen.port, 7000);
+  t.equal(fromFile.listen.bind, '0.0.0.0');
+  t.equal(fromFile.web.port, 9000);
+  t.equal(fromFile.logging.level, 'warn');
+  t.equal(fromFile.dir, resolve(dir, 'state'));
+  t.equal(fromFile.configFile, file);
+  t.equal(fromFile.upstream.port, 6379, 'untouched keys keep defaults');
+
+  const { config, help } = loadConfig([
+    `--config=${file}`,
+    '--port',
+    '7001',
+    '--bind=::',
+    '--web-port',
+    '0',
+    '--log-level',
+    'debug',
+    '--dir',
+    '/var/lib/relay',
+    '--upstream',
+    'redis.local:6390',
+  ]);
+  t.equal(help, false);
+  t.equal(config.listen.port, 7001);
+  t.equal(config.listen.bind, '::');
+  t.equal(config.web.port, 0);
+  t.equal(config.logging.level, 'debug');
+  t.equal(config.dir, '/var/lib/relay');
+  t.equal(config.upstream.host, 'redis.local');
+  t.equal(config.upstream.port, 6390);
+
+  t.equal(loadConfig(['--port', '1', '--port', '2']).config.listen.port, 2, 'the last flag wins');
+  t.equal(loadConfig(['--config', file, '--dir', 'here']).config.dir, resolve('here'), '--dir is relative to cwd');
+  t.strictSame(loadConfig([]).config, EXPECTED_DEFAULTS, 'no flags, no file: defaults');
+});
+
+t.test('--upstream forms', async (t) => {
+  const up = (v: string) => loadConfig(['--upstream', v]).config.upstream;
+  t.match(up('10.0.0.1:6379'), { host: '10.0.0.1', port: 6379 });
+  t.match(up('[::1]:6400'), { host: '::1', port: 6400 });
+  t.match(up('[fe80::1]'), { host: 'fe80::1', port: 6379 });
+  t.match(up('redis.local'), { host: 'redis.local', port: 6379 });
+});
+
+t.test('bad flags are ConfigErrors naming the flag', async (t) => {
+  const cases: Array<[string[], string]> = [
+    [['--nope'], '--nope'],
+    [['-x'], '-x'],
+    [['stray'], 'stray'],
+    [['--port'], '--port'],
+    [['--port', '--bind', 'x'], '--port'],
+    [['--port', 'abc'], '--port'],
+    [['--port', '0'], '--port'],
+    [['--port=70000'], '--port'],
+    [['--web-port', '-1'], '--web-port'],
+    [['--web-port=-1'], '--web-port'],
+    [['--log-level', 'loud'], '--log-level'],
+    [['--dir='], '--dir'],
+    [['--bind='], '--bind'],
+    [['--config'], '--config'],
+    [['--help=yes'], '--help'],
+    [['--upstream', '::1:6379'], '--upstream'],
+    [['--upstream', 'host:'], '--upstream'],
+    [['--upstream', 'host:0'], '--upstream'],
+    [['--upstream', '[::1'], '--upstream'],
+  ];
+  for (const [argv, path] of cases) {
+    t.equal(configError(t, () => loadConfig(argv))?.path, path, argv.join(' '));
+  }
+});
+
+t.test('--help skips the config file and returns defaults', async (t) => {
+  const res = loadConfig(['--config', '/nonexistent/relay.yaml', '-h']);
+  t.equal(res.help, true);
+  t.strictSame(res.config, EXPECTED_DEFAULTS);
+  t.equal(loadConfig(['--help']).help, true);
+  for (const flag of ['--config', '--upstream', '--port', '--bind', '--web-port', '--dir', '--log-level', '--help']) {
+    t.ok(HELP_TEXT.includes(flag), flag);
+  }
+});
+
+t.test('config file errors', async (t) => {
+  const dir = t.testdir({
+    'syntax.yaml': 'listen:\n  port: [1, 2\n',
+    'dup.yaml': 'web:\n  port: 1\n  port: 2\n',
+    'key.yaml': 'listen:\n  prot: 6380\n',
+    'list.yaml': '- 1\n',
+    'empty.yaml': '',
+  });
+
+  const syntax = configError(t, () => loadConfigFile(resolve(dir, 'syntax.yaml')));
+  t.equal(syntax?.path, '');
+  t.match(syntax?.message, /syntax\.yaml:3:1:/, 'names file, line and column');
+
+  const dup = configError(t, () => loadConfigFile(resolve(dir, 'dup.yaml')));
+  t.match(dup?.message, /dup\.yaml:3:\d+:/);
+
+  t.equal(configError(t, () => loadConfig(['--config', resolve(dir, 'key.yaml')]))?.path, 'listen.prot');
+  t.equal(configError(t, () => loadConfig(['--config', resolve(dir, 'list.yaml'), '--port', '1']))?.path, '');
+  t.equal(configError(t, () => loadConfig(['--config', resolve(dir, 'missing.yaml')]))?.path, '');
+  t.equal(loadConfig(['--config', resolve(dir, 'empty.yaml'), '--port', '7002']).config.listen.port, 7002);
+});
+
+t.test('shipped config/relay.yaml is the defaults except upstream.host and dir', async (t) => {
+  const file = resolve(REPO, 'config/relay.yaml');
+  const { config } = loadConfig(['--config', file]);
+  t.strictSame(config, {
+    ...EXPECTED_DEFAULTS,
+    upstream: { ...EXPECTED_DEFAULTS.upstream, host: '127.0.0.1' },
+    dir: resolve(REPO, 'data'),
+    configFile: file,
+  });
+  // Every default key is spelled out in the file, so it documents them all.
+  const raw = loadConfigFile(file) as Record<string, Record<string, unknown>>;
+  for (const [section, keys] of Object.entries(DEFAULTS)) {
+    if (typeof keys !== 'object' || keys === null) continue;
+    t.strictSame(Object.keys(raw[section] ?? {}), Object.keys(keys), `${section} lists every key`);
+  }
+});

@@ -1,0 +1,127 @@
+import t from 'tap';
+import { connect } from 'node:net';
+import { RespErrorValue } from '../../src/resp/reply-reader.js';
+import { RedisClient } from '../helpers/redis-client.js';
+import { redisVersion, startRedis, stopAll } from '../helpers/redis-server.js';
+import { waitFor } from '../helpers/wait.js';
+
+t.teardown(stopAll);
+
+function connectOutcome(port: number): Promise<'connected' | string> {
+  return new Promise((resolve) => {
+    const s = connect({ port, host: '127.0.0.1' });
+    s.once('connect', () => {
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+t.test('redisVersion reads the installed redis-server version', async (t) => {
+  t.match(redisVersion(), /^\d+\.\d+\.\d+/);
+});
+
+t.test('startRedis launches a real redis-server reachable through RedisClient', async (t) => {
+  const srv = await startRedis();
+  t.ok(srv.port > 0, 'has a port');
+  const c = await srv.client();
+  t.teardown(() => c.close());
+
+  t.equal(await c.callString('SET', 'greeting', 'hello'), 'OK');
+  t.equal(await c.callString('GET', 'greeting'), 'hello');
+  t.equal(await c.call('GET', 'missing'), null, 'nil bulk is null');
+  t.equal(await c.call('INCRBY', 'n', 5), 5, 'integer reply');
+
+  const info = await c.info('server');
+  t.match(info['redis_version'], /^\d+\.\d+\.\d+/, 'INFO server has redis_version');
+  t.equal(info['tcp_port'], String(srv.port));
+
+  await t.rejects(c.call('NOSUCHCOMMAND'), /unknown command/, 'error reply rejects call() with the redis text');
+
+  const replies = await c.pipeline([['SET', 'a', '1'], ['INCR', 'a'], ['LPUSH', 'a', 'x'], ['GET', 'a'], ['PING']]);
+  t.equal(replies.length, 5);
+  t.equal(replies[0], 'OK');
+  t.equal(replies[1], 2);
+  t.ok(replies[2] instanceof RespErrorValue, 'error reply stays a value inside a pipeline');
+  t.match((replies[2] as RespErrorValue).message, /^WRONGTYPE/);
+  t.same(Buffer.from(replies[3] as Buffer).toString(), '2');
+  t.equal(replies[4], 'PONG');
+
+  await c.close();
+  await srv.stop();
+  await srv.stop(); // idempotent
+  t.not(srv.proc.exitCode ?? srv.proc.signalCode, null, 'process exited');
+  t.equal(await connectOutcome(srv.port), 'ECONNREFUSED', 'port is closed after stop()');
+  t.match(srv.logs(), /Ready to accept connections/);
+});
+
+t.test('restart keeps port and dir', async (t) => {
+  const srv = await startRedis({ args: ['--save', '900 1'] });
+  const c1 = await srv.client();
+  await c1.call('SET', 'k', 'v');
+  await c1.call('SAVE');
+  await c1.close();
+  const { port, dir } = srv;
+  await srv.restart();
+  t.equal(srv.port, port);
+  t.equal(srv.dir, dir);
+  const c2 = await srv.client();
+  t.equal(await c2.callString('GET', 'k'), 'v', 'data reloaded from the RDB in the same dir');
+  await c2.close();
+  await srv.stop();
+});
+
+t.test('startRedis fails loudly when redis-server exits early', async (t) => {
+  await t.rejects(startRedis({ args: ['--no-such-option', 'x'] }), /exited before it was ready[\s\S]*no-such-option/i);
+});
+
+t.test('waitFor names what it waited for and the last value on timeout', async (t) => {
+  await t.rejects(waitFor(() => false, { timeoutMs: 100, intervalMs: 10, what: 'pigs to fly' }), /pigs to fly; last seen: false/);
+  let n = 0;
+  t.equal(await waitFor(() => (++n >= 3 ? n : undefined), { intervalMs: 1 }), 3);
+});
+
+t.test('RedisClient.connect rejects when nothing listens', async (t) => {
+  const srv = await startRedis();
+  const port = srv.port;
+  await srv.stop();
+  await t.rejects(RedisClient.connect(port), { code: 'ECONNREFUSED' });
+});
+
+t.test('startRedis({ sentinel }) runs redis-sentinel with the given config', async (t) => {
+  const master = await startRedis();
+  const sentinel = await startRedis({
+    sentinel: true,
+    sentinelConf: `sentinel monitor mymaster 127.0.0.1 ${master.port} 1\n`,
+  });
+  const c = await sentinel.client();
+  t.teardown(() => c.close());
+  const addr = (await c.call('SENTINEL', 'get-master-addr-by-name', 'mymaster')) as Buffer[];
+  t.same(addr.map(String), ['127.0.0.1', String(master.port)]);
+  t.equal((await c.info('server'))['redis_mode'], 'sentinel');
+  await sentinel.stop();
+  await master.stop();
+});
+
+t.test('startRedis says how to install redis when redis-server is not on PATH', async (t) => {
+  const saved = process.env['PATH'];
+  t.teardown(() => {
+    process.env['PATH'] = saved;
+  });
+  process.env['PATH'] = '/nonexistent';
+  await t.rejects(startRedis(), /redis-server not found on PATH.*scripts\/install-redis\.sh/);
+  t.throws(() => redisVersion(), /scripts\/install-redis\.sh/);
+});
+
+t.test('waitFor stops polling when its signal aborts', async (t) => {
+  const ac = new AbortController();
+  let calls = 0;
+  const p = waitFor(() => (++calls, false), { intervalMs: 5, signal: ac.signal });
+  await waitFor(() => calls >= 2, { what: 'two polls' });
+  ac.abort(new Error('gave up'));
+  await t.rejects(p, /gave up/);
+  const seen = calls;
+  await new Promise((r) => setImmediate(r));
+  t.equal(calls, seen, 'no polls after abort');
+});

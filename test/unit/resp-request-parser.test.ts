@@ -1,0 +1,220 @@
+import t from 'tap';
+import fc from 'fast-check';
+import { deepStrictEqual } from 'node:assert';
+import { RequestParser, splitArgs, type RequestParserOptions } from '../../src/resp/request-parser.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+import { ProtocolError } from '../../src/errors.js';
+import { ways, randomSplit, mulberry32 } from '../helpers/chunks.js';
+
+const OPTS: RequestParserOptions = { maxBulkLen: 512 * 1024 * 1024, maxQueryBuffer: 1024 * 1024 * 1024 };
+
+/** Push every chunk and drain after each push; args as latin1 strings for readable diffs. */
+function parseAll(chunks: Buffer[], parser = new RequestParser(OPTS)): string[][] {
+  const out: string[][] = [];
+  for (const c of chunks) {
+    parser.push(c);
+    for (let args = parser.next(); args !== undefined; args = parser.next()) out.push(args.map((a) => a.toString('latin1')));
+  }
+  return out;
+}
+
+const good: Array<[name: string, input: string, expected: string[][]]> = [
+  ['request parser reads multibulk commands', '*1\r\n$4\r\nPING\r\n*3\r\n$8\r\nREPLCONF\r\n$14\r\nlistening-port\r\n$4\r\n6380\r\n',
+    [['PING'], ['REPLCONF', 'listening-port', '6380']]],
+  ['request parser reads binary bulks containing CRLF and NUL', '*2\r\n$3\r\nGET\r\n$4\r\n\r\n\x00\xff\r\n', [['GET', '\r\n\x00\xff']]],
+  ['request parser reads empty bulks', '*2\r\n$4\r\nECHO\r\n$0\r\n\r\n', [['ECHO', '']]],
+  ['request parser skips *0 and *-1 and negative multibulk counts', '*0\r\n*-1\r\n*-5\r\n*1\r\n$4\r\nPING\r\n', [['PING']]],
+  ['request parser reads inline commands ending in CRLF or LF', 'PING\r\nPSYNC ? -1\nAUTH  user\tpass \r\n', [['PING'], ['PSYNC', '?', '-1'], ['AUTH', 'user', 'pass']]],
+  ['request parser skips empty and blank inline lines', '\r\n\n   \r\n\t\nPING\n', [['PING']]],
+  ['request parser mixes inline and multibulk commands', 'PING\r\n*1\r\n$4\r\nPING\r\nECHO x\n', [['PING'], ['PING'], ['ECHO', 'x']]],
+  ['request parser applies double-quote escapes in inline commands', 'SET "a b" "\\n\\r\\t\\b\\a\\\\\\"\\x41\\x7a\\q"\r\n', [['SET', 'a b', '\n\r\t\b\x07\\"Azq']]],
+  ['request parser applies the single-quote escape in inline commands', "SET 'it\\'s' 'a\\nb' ''\r\n", [['SET', "it's", 'a\\nb', '']]],
+  ['request parser joins an unquoted prefix with a quoted part', 'SET a"b c" x\n', [['SET', 'ab c', 'x']]],
+  ['request parser keeps an incomplete \\x escape literal', 'ECHO "\\x4g"\n', [['ECHO', 'x4g']]],
+  ['request parser keeps a CR inside an inline line as a separator', 'ECHO a\rb\n', [['ECHO', 'a', 'b']]],
+  ['request parser does not check the bytes after a bulk, like Redis', '*1\r\n$4\r\nPINGxy*1\r\n$4\r\nPING\r\n', [['PING'], ['PING']]],
+];
+
+for (const [name, input, expected] of good) {
+  t.test(name, async (t) => {
+    for (const [how, chunks] of ways(input)) {
+      t.test(how, async (t) => {
+        const parser = new RequestParser(OPTS);
+        t.same(parseAll(chunks, parser), expected);
+        t.equal(parser.buffered, 0);
+      });
+    }
+  });
+}
+
+const bad: Array<[name: string, input: string, message: string, opts?: Partial<RequestParserOptions>]> = [
+  ['request parser rejects a non-numeric multibulk length', '*x\r\n', 'Protocol error: invalid multibulk length'],
+  ['request parser rejects a multibulk length with a plus sign', '*+1\r\n', 'Protocol error: invalid multibulk length'],
+  ['request parser rejects a multibulk length with a leading zero', '*01\r\n', 'Protocol error: invalid multibulk length'],
+  ['request parser rejects an empty multibulk length', '*\r\n', 'Protocol error: invalid multibulk length'],
+  ['request parser rejects a multibulk count above maxMultibulkLen', '*11\r\n', 'Protocol error: invalid multibulk length', { maxMultibulkLen: 10 }],
+  ['request parser rejects a multibulk count beyond 64 bits', '*-9223372036854775809\r\n', 'Protocol error: invalid multibulk length'],
+  ['request parser rejects a bulk header without a dollar', '*1\r\n:4\r\nPING\r\n', "Protocol error: expected '$', got ':'"],
+  ['request parser shows a CR or LF in place of a dollar as a space', '*1\r\n\n\r\n', "Protocol error: expected '$', got ' '"],
+  ['request parser rejects a negative bulk length', '*1\r\n$-1\r\n', 'Protocol error: invalid bulk length'],
+  ['request parser rejects a non-numeric bulk length', '*1\r\n$4x\r\nPING\r\n', 'Protocol error: invalid bulk length'],
+  ['request parser rejects a bulk longer than maxBulkLen', '*1\r\n$11\r\n', 'Protocol error: invalid bulk length', { maxBulkLen: 10 }],
+  ['request parser rejects unbalanced double quotes', 'SET "a b\r\n', 'Protocol error: unbalanced quotes in request'],
+  ['request parser rejects unbalanced single quotes', "SET 'a\r\n", 'Protocol error: unbalanced quotes in request'],
+  ['request parser rejects a closing quote followed by a non-blank', 'SET "a"b\r\n', 'Protocol error: unbalanced quotes in request'],
+  ['request parser rejects a trailing backslash in quotes', 'SET "a\\\r\n', 'Protocol error: unbalanced quotes in request'],
+];
+
+for (const [name, input, message, opts] of bad) {
+  t.test(name, async (t) => {
+    for (const [how, chunks] of ways(input)) {
+      t.test(how, async (t) => {
+        const parser = new RequestParser({ ...OPTS, ...opts });
+        const err = t.throws(() => parseAll(chunks, parser), { code: 'RELAY_ERR_PROTOCOL', message });
+        t.type(err, ProtocolError);
+        t.throws(() => parser.next(), { message }, 'stays failed');
+      });
+    }
+  });
+}
+
+t.test('request parser reports the offset of the offending line', async (t) => {
+  const parser = new RequestParser(OPTS);
+  parser.push(Buffer.from('PING\r\n*1\r\n$4\r\nPING\r\n*1\r\n$x\r\n'));
+  t.same(parser.next(), [Buffer.from('PING')]);
+  t.same(parser.next(), [Buffer.from('PING')]);
+  t.throws(() => parser.next(), { code: 'RELAY_ERR_PROTOCOL', offset: 24 });
+});
+
+t.test('request parser rejects an inline line longer than 64 KiB without a newline', async (t) => {
+  const parser = new RequestParser(OPTS);
+  parser.push(Buffer.alloc(64 * 1024, 'a'));
+  t.equal(parser.next(), undefined, 'exactly 64 KiB still waits');
+  parser.push(Buffer.from('a'));
+  t.throws(() => parser.next(), { message: 'Protocol error: too big inline request' });
+});
+
+t.test('request parser does not see a newline after a NUL byte, like Redis strchr', async (t) => {
+  for (const input of ['PING\x00\n', '*1\x00\r\n', '*1\r\n$4\x00\r\nPING\r\n']) {
+    const parser = new RequestParser(OPTS);
+    parser.push(Buffer.from(input, 'latin1'));
+    t.equal(parser.next(), undefined, JSON.stringify(input));
+    parser.push(Buffer.alloc(64 * 1024, 'a'));
+    t.throws(() => parser.next(), { code: 'RELAY_ERR_PROTOCOL' }, 'until 64 KiB pile up');
+  }
+});
+
+t.test('request parser waits for the byte after a header CR', async (t) => {
+  const parser = new RequestParser(OPTS);
+  parser.push(Buffer.from('*' + '0'.repeat(65535) + '\r'));
+  t.equal(parser.next(), undefined);
+  parser.push(Buffer.from('\n'));
+  t.throws(() => parser.next(), { message: 'Protocol error: invalid multibulk length' });
+});
+
+t.test('request parser rejects a multibulk count string longer than 64 KiB', async (t) => {
+  const parser = new RequestParser(OPTS);
+  parser.push(Buffer.from('*' + '1'.repeat(64 * 1024)));
+  t.throws(() => parser.next(), { message: 'Protocol error: too big mbulk count string' });
+});
+
+t.test('request parser rejects a bulk count string longer than 64 KiB', async (t) => {
+  const parser = new RequestParser(OPTS);
+  parser.push(Buffer.from('*1\r\n$' + '1'.repeat(64 * 1024)));
+  t.throws(() => parser.next(), { message: 'Protocol error: too big bulk count string' });
+});
+
+t.test('request parser rejects an unfinished command over maxQueryBuffer', async (t) => {
+  const parser = new RequestParser({ ...OPTS, maxQueryBuffer: 100 });
+  parser.push(encodeCommand(['SET', 'k', 'v'.repeat(200)]));
+  t.same(parser.next()?.[0], Buffer.from('SET'), 'a complete command passes whatever its size');
+  parser.push(Buffer.from('*2\r\n$3\r\nSET\r\n$200\r\n' + 'v'.repeat(50)));
+  t.equal(parser.next(), undefined);
+  t.equal(parser.buffered, 69);
+  parser.push(Buffer.from('v'.repeat(31)));
+  t.equal(parser.next(), undefined, 'at the limit it waits');
+  parser.push(Buffer.from('v'));
+  t.throws(() => parser.next(), { code: 'RELAY_ERR_PROTOCOL', message: 'Protocol error: query buffer limit exceeded' });
+});
+
+t.test('request parser returns a bulk inside one chunk as a subarray of it', async (t) => {
+  const chunk = encodeCommand(['SET', 'key', 'value']);
+  const parser = new RequestParser(OPTS);
+  parser.push(chunk);
+  const args = parser.next()!;
+  t.ok(args.every((a) => a.buffer === chunk.buffer));
+});
+
+t.test('request parser counts the bytes of an unfinished command as buffered', async (t) => {
+  const parser = new RequestParser(OPTS);
+  parser.push(Buffer.from('*2\r\n$3\r\nGET\r\n$1\r\n'));
+  t.equal(parser.next(), undefined);
+  t.equal(parser.buffered, 17);
+  parser.push(Buffer.from('k\r\nPI'));
+  t.same(parser.next(), [Buffer.from('GET'), Buffer.from('k')]);
+  t.equal(parser.buffered, 2);
+});
+
+t.test('splitArgs matches sdssplitargs on edge cases', async (t) => {
+  const s = (line: string) => splitArgs(Buffer.from(line, 'latin1'))?.map((a) => a.toString('latin1')) ?? null;
+  t.same(s(''), []);
+  t.same(s(' \v\f '), []);
+  t.same(s('a\vb'), ['a\vb'], '\\v does not end an unquoted token');
+  t.same(s('"a"\v'), ['a'], 'but it may follow a closing quote');
+  t.same(s('"\\xFf\\x0a"'), ['\xff\n']);
+  t.same(s('""'), ['']);
+  t.same(s("'\\x41'"), ['\\x41'], 'no escapes in single quotes but \\\'');
+  t.same(s('"a" "b"'), ['a', 'b']);
+  t.equal(s('"a'), null);
+  t.equal(s("'a'b"), null);
+});
+
+// --- properties -------------------------------------------------------------------------------------
+
+const arg = fc.oneof(
+  fc.uint8Array({ maxLength: 30 }).map((a) => Buffer.from(a)),
+  fc.string({ maxLength: 10 }).map((s) => Buffer.from(s)),
+);
+const command = fc.array(arg, { minLength: 1, maxLength: 6 });
+
+t.test('request parser parses random encoded commands split at random points', async (t) => {
+  fc.assert(
+    fc.property(fc.array(command, { minLength: 1, maxLength: 6 }), fc.integer(), (commands, seed) => {
+      const wire = Buffer.concat(commands.map((c) => encodeCommand(c)));
+      const parser = new RequestParser(OPTS);
+      const got: Buffer[][] = [];
+      for (const c of randomSplit(wire, mulberry32(seed))) {
+        parser.push(c);
+        for (let args = parser.next(); args; args = parser.next()) got.push(args);
+      }
+      deepStrictEqual(got, commands);
+      deepStrictEqual(parser.buffered, 0);
+    }),
+    { seed: 42, numRuns: 2000 },
+  );
+  t.pass('2000 random command sequences parsed');
+});
+
+t.test('request parser throws only ProtocolError on random garbage and never hangs', async (t) => {
+  const alphabet = fc.constantFrom(...[0x2a, 0x24, 0x0d, 0x0a, 0x20, 0x22, 0x27, 0x5c, 0x78, 0x2d, 0x30, 0x31, 0x39, 0x41, 0x00, 0xff]);
+  const garbage = fc.oneof(
+    fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a)),
+    fc.array(alphabet, { maxLength: 200 }).map((a) => Buffer.from(a)),
+  );
+  fc.assert(
+    fc.property(garbage, fc.integer(), (input, seed) => {
+      const parser = new RequestParser({ maxBulkLen: 100, maxQueryBuffer: 150, maxMultibulkLen: 50 });
+      try {
+        for (const c of randomSplit(input, mulberry32(seed))) {
+          parser.push(c);
+          // Each command returned consumes at least one byte: bounded by the input length.
+          for (let i = 0; i <= input.length && parser.next() !== undefined; i++);
+        }
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+      }
+    }),
+    { seed: 42, numRuns: 2000 },
+  );
+  t.pass('no unexpected error');
+});
