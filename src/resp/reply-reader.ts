@@ -112,7 +112,7 @@ export class ReplyReader {
             continue;
           }
         } else {
-          throw this.#fail(`Protocol error: invalid reply type '${String.fromCharCode(type ?? 0)}'`, back);
+          throw this.#fail(`Protocol error: invalid reply type '${String.fromCharCode(type!)}'`, back);
         }
       }
       // Fold the value into the open arrays; a filled array is in turn a value of its parent.

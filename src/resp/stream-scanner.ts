@@ -4,6 +4,7 @@
  * chunk split, even inside a length number or a CRLF; bulk payloads are skipped by arithmetic.
  */
 
+/** Passed to `onCommand`; the scanner reuses one object (and its args array) for every command. */
 export interface ScannedCommand {
   /** stream offset of the command's first byte */
   start: number;
@@ -38,7 +39,7 @@ const STAR = 0x2a;
 const DOLLAR = 0x24;
 const MINUS = 0x2d;
 
-// Small integers: the state is compared once per header byte, and is never logged.
+// Small integers: compared in the hot loop, never logged.
 const State = {
   CmdStart: 0, // '*', or the CR/LF of an empty line
   EmptyLf: 1, // the LF of an empty line
@@ -126,49 +127,58 @@ export class StreamScanner {
     const len = chunk.length;
     let pos = 0;
     let state: State = this.#state;
+    // Fast paths handle a header or payload+CRLF lying whole in the chunk; anything else (a split, bad
+    // input) goes byte by byte through the states, which also find the exact error position.
     while (pos < len) {
       switch (state) {
         case State.Payload: {
-          // The hot path: skip the payload by arithmetic, copying only a small or decoded arg that straddles.
           const rem = this.#remaining;
           const avail = len - pos;
+          if (avail >= rem + 2 && chunk[pos + rem] === CR && chunk[pos + rem + 1] === LF) {
+            if (this.#capture) this.#captureEnd(chunk, pos, rem);
+            pos += rem + 2;
+            state = this.#bulkDone(base + pos - 1);
+            break;
+          }
           if (avail < rem) {
             if (this.#capture) this.#capturePart(chunk, pos, len);
             this.#remaining = rem - avail;
             pos = len;
             break;
           }
-          if (this.#capture) {
-            if (this.#capBuf === null) this.#cmd.args.push(chunk.subarray(pos, pos + rem));
-            else {
-              this.#capturePart(chunk, pos, pos + rem);
-              this.#cmd.args.push(this.#capBuf);
-              this.#capBuf = null;
-            }
-          }
+          if (this.#capture) this.#captureEnd(chunk, pos, rem);
           pos += rem;
           state = State.PayloadCr;
           break;
         }
-        case State.PayloadCr:
-          if (chunk[pos] !== CR) return this.#fail(base, pos, 'Protocol error: bulk not terminated by CRLF');
-          pos++;
-          state = State.PayloadLf;
-          break;
-        case State.PayloadLf:
-          if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: bulk not terminated by CRLF');
-          if (++this.#argi === this.#cmd.argc) {
-            state = State.CmdStart;
-            this.#emit(base + pos);
-          } else {
-            state = State.Dollar;
+        case State.Dollar: {
+          const c = chunk[pos]!;
+          if (c !== DOLLAR) {
+            const got = c === CR || c === LF ? ' ' : String.fromCharCode(c);
+            return this.#fail(base, pos, `Protocol error: expected '$', got '${got}'`);
           }
+          const next = this.#wholeNumber(chunk, pos + 1, false, this.#maxBulkLen);
+          if (next !== -1) {
+            this.#bulkHeaderDone();
+            pos = next;
+            state = State.Payload;
+            break;
+          }
+          this.#startNumber();
+          state = State.BulkLen;
           pos++;
           break;
+        }
         case State.CmdStart: {
           const c = chunk[pos];
           if (c === STAR) {
             this.#cmd.start = base + pos;
+            const next = this.#wholeNumber(chunk, pos + 1, true, INT_MAX);
+            if (next !== -1) {
+              pos = next;
+              state = this.#countDone(base + pos - 1);
+              break;
+            }
             this.#startNumber();
             state = State.Count;
           } else if (c === LF) {
@@ -181,6 +191,16 @@ export class StreamScanner {
           pos++;
           break;
         }
+        case State.PayloadCr:
+          if (chunk[pos] !== CR) return this.#fail(base, pos, 'Protocol error: bulk not terminated by CRLF');
+          pos++;
+          state = State.PayloadLf;
+          break;
+        case State.PayloadLf:
+          if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: bulk not terminated by CRLF');
+          state = this.#bulkDone(base + pos);
+          pos++;
+          break;
         case State.EmptyLf:
           if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: Master using the inline protocol. Desync?');
           this.#boundary = base + pos;
@@ -200,30 +220,9 @@ export class StreamScanner {
         }
         case State.CountLf:
           if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: invalid multibulk length');
-          if (this.#neg || this.#num === 0) {
-            // `*0` and `*-N` are no command, as in Redis.
-            this.#boundary = base + pos;
-            state = State.CmdStart;
-          } else {
-            this.#cmd.argc = this.#num;
-            this.#cmd.args.length = 0;
-            this.#argi = 0;
-            this.#decode = this.decodeArgs;
-            state = State.Dollar;
-          }
+          state = this.#countDone(base + pos);
           pos++;
           break;
-        case State.Dollar: {
-          const c = chunk[pos]!;
-          if (c !== DOLLAR) {
-            const got = c === CR || c === LF ? ' ' : String.fromCharCode(c);
-            return this.#fail(base, pos, `Protocol error: expected '$', got '${got}'`);
-          }
-          this.#startNumber();
-          state = State.BulkLen;
-          pos++;
-          break;
-        }
         case State.BulkLen: {
           const c = chunk[pos]!;
           if (c === CR) {
@@ -235,16 +234,12 @@ export class StreamScanner {
           pos++;
           break;
         }
-        case State.BulkLenLf: {
+        case State.BulkLenLf:
           if (chunk[pos] !== LF) return this.#fail(base, pos, 'Protocol error: invalid bulk length');
-          const n = this.#num;
-          this.#remaining = n;
-          this.#capture = this.#decode || (n <= SMALL_ARG && this.#argi < 2 && this.#cmd.args.length === this.#argi);
-          if (this.#capture) this.#capBuf = null;
+          this.#bulkHeaderDone();
           state = State.Payload;
           pos++;
           break;
-        }
         /* c8 ignore next 2 */
         default:
           throw new Error(`stream scanner in state ${state}`); // Failed is handled on entry
@@ -255,11 +250,75 @@ export class StreamScanner {
     return { validBytes: len, error: null };
   }
 
-  #emit(end: number): void {
+  /**
+   * Fast path for `<digits>\r\n` starting at chunk[i] and ending inside the chunk: sets #num and #neg and
+   * returns the index after the LF. Returns -1 when the line is split or not canonical (leading zero,
+   * `-0`, too big, bad byte): the byte-by-byte states then take it, and report any error where it is.
+   */
+  #wholeNumber(chunk: Buffer, i: number, allowNeg: boolean, max: number): number {
+    const len = chunk.length;
+    let neg = false;
+    if (allowNeg && chunk[i] === MINUS) {
+      neg = true;
+      i++;
+    }
+    const first = i;
+    let n = 0;
+    for (; i < len; i++) {
+      const d = chunk[i]! - 0x30;
+      if (d < 0 || d > 9) break;
+      n = n * 10 + d;
+    }
+    const digits = i - first;
+    if (i + 1 >= len || chunk[i] !== CR || chunk[i + 1] !== LF || digits === 0 || digits > 19) return -1;
+    if (chunk[first] === 0x30 && (digits > 1 || neg)) return -1;
+    if (!neg && n > max) return -1;
+    this.#num = n;
+    this.#neg = neg;
+    return i + 2;
+  }
+
+  /** The multibulk header ended at `lf`: the next state. */
+  #countDone(lf: number): State {
+    if (this.#neg || this.#num === 0) {
+      // `*0` and `*-N` are no command, as in Redis.
+      this.#boundary = lf;
+      return State.CmdStart;
+    }
     const cmd = this.#cmd;
-    cmd.end = end;
-    this.#boundary = end;
+    cmd.argc = this.#num;
+    // Emptied in place: the array is reused (pop is cheaper than `length = 0`).
+    while (cmd.args.length > 0) cmd.args.pop();
+    this.#argi = 0;
+    this.#decode = this.decodeArgs;
+    return State.Dollar;
+  }
+
+  #bulkHeaderDone(): void {
+    const n = this.#num;
+    this.#remaining = n;
+    this.#capture = this.#decode || (n <= SMALL_ARG && this.#argi < 2 && this.#cmd.args.length === this.#argi);
+    this.#capBuf = null;
+  }
+
+  /** A bulk's final LF at `lf`: emit the command if it was the last arg; the next state. */
+  #bulkDone(lf: number): State {
+    if (++this.#argi < this.#cmd.argc) return State.Dollar;
+    const cmd = this.#cmd;
+    cmd.end = lf;
+    this.#boundary = lf;
     this.#onCommand(cmd);
+    return State.CmdStart;
+  }
+
+  /** The last `rem` payload bytes of a decoded bulk are chunk[pos, pos + rem). */
+  #captureEnd(chunk: Buffer, pos: number, rem: number): void {
+    if (this.#capBuf === null) this.#cmd.args.push(chunk.subarray(pos, pos + rem));
+    else {
+      this.#capturePart(chunk, pos, pos + rem);
+      this.#cmd.args.push(this.#capBuf);
+      this.#capBuf = null;
+    }
   }
 
   #startNumber(): void {

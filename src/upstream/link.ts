@@ -38,6 +38,8 @@ export interface LinkHost {
   discardTemp(tempPath: string): Promise<void>;
   /** Upstream continued us; `replid` is set when it has a new id (it failed over). */
   continued(replid: string | null): void;
+  /** A view of held stream bytes from `offset` (ReplLog.read), or null when not held. */
+  readStream(offset: number): Buffer | null;
   /** Validated stream bytes, in order. */
   appendStream(chunk: Buffer): void;
   /** Every command seen in the stream (for subscribers); called before the bytes are appended. */
@@ -78,6 +80,8 @@ export class UpstreamLink extends EventEmitter {
   #stopped = false;
   #generation = 0;
   #receiver: RdbReceiver | null = null;
+  #scannerFailed = false;
+  #replaying = false;
   #syncStartedAt = 0;
   /** Counters for INFO / status. */
   readonly stats = { connects: 0, fullSyncs: 0, partialSyncs: 0, bytesIn: 0, lastError: '' as string };
@@ -274,6 +278,7 @@ export class UpstreamLink extends EventEmitter {
       this.#lastIo = Date.now();
       await this.#hostApi.commitFullSync(receiver.path, replid, offset);
       if (gen !== this.#generation) return;
+      this.#scanner.reset(offset);
       this.stats.fullSyncs++;
       const seconds = +((Date.now() - this.#syncStartedAt) / 1000).toFixed(2);
       this.#log.info({ replid, offset, bytes: receiver.received, seconds, peer: this.#peer() }, 'rdb received, snapshot committed');
@@ -287,7 +292,7 @@ export class UpstreamLink extends EventEmitter {
 
   #startStreaming(socket: Socket, rest: Buffer): void {
     this.#attempt = 0;
-    this.#scanner.reset(this.#hostApi.masterReplOffset());
+    this.#resyncScanner();
     this.#setState(LinkState.Connected, 'streaming', { offset: this.#hostApi.masterReplOffset() });
     this.#ackTimer = setInterval(() => {
       if (Date.now() - this.#lastIo > this.#opts.timeoutMs) {
@@ -301,18 +306,49 @@ export class UpstreamLink extends EventEmitter {
     socket.resume();
   }
 
+  /**
+   * After a partial resync the stream continues where it stopped, possibly inside a command. The scanner must
+   * be positioned there: if it is not (it failed on garbage, or never saw these bytes), rescan the unfinished
+   * command from the log, quietly.
+   */
+  #resyncScanner(): void {
+    const offset = this.#hostApi.masterReplOffset();
+    if (!this.#scannerFailed && this.#scanner.offset === offset) return;
+    const from = Math.min(this.#scanner.boundary, offset);
+    this.#scannerFailed = false;
+    if (from < offset && this.#hostApi.readStream(from + 1) !== null) {
+      this.#scanner.reset(from);
+      this.#replaying = true;
+      try {
+        for (let o = from + 1; o <= offset; ) {
+          const view = this.#hostApi.readStream(o);
+          if (!view) break;
+          const part = view.subarray(0, Math.min(view.length, offset - o + 1));
+          if (this.#scanner.scan(part).error !== null) break;
+          o += part.length;
+        }
+      } finally {
+        this.#replaying = false;
+      }
+      if (this.#scanner.offset === offset) return;
+    }
+    this.#scanner.reset(offset);
+  }
+
   #onStream(chunk: Buffer): void {
     this.#lastIo = Date.now();
     this.stats.bytesIn += chunk.length;
     const { validBytes, error } = this.#scanner.scan(chunk);
     if (validBytes > 0) this.#hostApi.appendStream(validBytes === chunk.length ? chunk : chunk.subarray(0, validBytes));
     if (error !== null) {
+      this.#scannerFailed = true;
       // Keep what was valid; drop the link and PSYNC from there: upstream resends the rest.
       this.#fail(new ProtocolError(`garbage in the upstream stream: ${error}`, this.#hostApi.masterReplOffset()));
     }
   }
 
   #onCommand(cmd: ScannedCommand): void {
+    if (this.#replaying) return;
     const a0 = cmd.args[0];
     if (a0 && a0.length === 8 && a0.toString('latin1').toUpperCase() === 'REPLCONF') {
       const a1 = cmd.args[1];

@@ -155,8 +155,8 @@ export class RdbReceiver {
         this.#mark = Buffer.from(mark, 'latin1');
         this.#state = RdbReceiverState.EofMarked;
       } else {
-        const len = Number(line.slice(1));
-        if (!Number.isSafeInteger(len) || len < 0) throw new ProtocolError(`bad RDB payload length: ${line.slice(0, 64)}`);
+        const len = /^\$\d{1,15}$/.test(line) ? Number(line.slice(1)) : NaN;
+        if (!Number.isSafeInteger(len)) throw new ProtocolError(`bad RDB payload length: ${line.slice(0, 64)}`);
         this.#remaining = len;
         this.#total = len;
         this.#state = RdbReceiverState.Bulk;

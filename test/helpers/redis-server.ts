@@ -153,7 +153,7 @@ class ServerHandle implements RedisServer {
   #argv(port: number): string[] {
     const common = ['--port', String(port), '--bind', HOST, '--dir', this.dir, '--daemonize', 'no', '--loglevel', 'notice'];
     if (this.confFile !== undefined) return [this.confFile, ...common, ...this.extraArgs];
-    return [...common, '--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes', ...this.extraArgs];
+    return [...common, '--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes', '--repl-diskless-sync-delay', '0', ...this.extraArgs];
   }
 
   /** Spawn on `port` and wait for PONG. Throws PortInUseError if the port was taken. */

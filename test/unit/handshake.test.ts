@@ -1,0 +1,300 @@
+import t from 'tap';
+import {
+  HandshakeState as S,
+  step,
+  psyncReply,
+  type HandshakeContext,
+  type HandshakeInput,
+  type HandshakeState,
+  type StepResult,
+} from '../../src/upstream/handshake.js';
+import { HandshakeError } from '../../src/errors.js';
+
+const REPLID = 'a'.repeat(20) + '0123456789ABCDEFGHIJ';
+const NEWID = 'b'.repeat(40);
+
+function ctx(over: Partial<HandshakeContext> = {}): HandshakeContext {
+  return {
+    user: null,
+    password: null,
+    listeningPort: 6380,
+    announceIp: null,
+    rdbOnly: false,
+    psyncReplid: '?',
+    psyncOffset: -1,
+    ...over,
+  };
+}
+
+const connected: HandshakeInput = { type: 'connected' };
+const reply = (line: string): HandshakeInput => ({ type: 'reply', line });
+
+/** A step as plain data, so whole results compare with t.same. */
+function plain(r: StepResult) {
+  return {
+    next: r.next,
+    send: r.send ?? [],
+    outcome: r.outcome ?? null,
+    warning: r.warning !== undefined,
+    error: r.error ? { code: r.error.code, state: r.error.state, reply: r.error.reply } : null,
+  };
+}
+
+interface Row {
+  name: string;
+  ctx: HandshakeContext;
+  state: HandshakeState;
+  input: HandshakeInput;
+  expect: ReturnType<typeof plain>;
+}
+
+const ok = (next: HandshakeState, send: string[][] = [], extra: Partial<ReturnType<typeof plain>> = {}) => ({
+  next,
+  send,
+  outcome: null,
+  warning: false,
+  error: null,
+  ...extra,
+});
+const err = (state: HandshakeState, line: string) => ({
+  next: state,
+  send: [],
+  outcome: null,
+  warning: false,
+  error: { code: 'RELAY_ERR_HANDSHAKE', state, reply: line },
+});
+
+const PORT = ['REPLCONF', 'listening-port', '6380'];
+const CAPA = ['REPLCONF', 'capa', 'eof', 'capa', 'psync2'];
+const FIRST_PSYNC = ['PSYNC', '?', '-1'];
+
+const table: Row[] = [
+  // Connecting
+  { name: 'connect sends PING', ctx: ctx(), state: S.Connecting, input: connected, expect: ok(S.ReceivePong, [['PING']]) },
+  { name: 'a reply before connect fails', ctx: ctx(), state: S.Connecting, input: reply('+PONG'), expect: err(S.Connecting, '+PONG') },
+  { name: 'a second connect event fails', ctx: ctx(), state: S.ReceivePong, input: connected, expect: err(S.ReceivePong, '') },
+
+  // ReceivePong, without a password
+  { name: 'PONG without password pipelines listening-port and capa', ctx: ctx(), state: S.ReceivePong, input: reply('+PONG'), expect: ok(S.ReceivePort, [PORT, CAPA]) },
+  { name: '-NOAUTH to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-NOAUTH Authentication required.'), expect: ok(S.ReceivePort, [PORT, CAPA]) },
+  { name: '-NOPERM to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply("-NOPERM this user has no permissions to run the 'ping' command"), expect: ok(S.ReceivePort, [PORT, CAPA]) },
+  { name: '-ERR operation not permitted to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-ERR operation not permitted'), expect: ok(S.ReceivePort, [PORT, CAPA]) },
+  { name: 'other -ERR to PING fails', ctx: ctx(), state: S.ReceivePong, input: reply('-ERR unknown command'), expect: err(S.ReceivePong, '-ERR unknown command') },
+  { name: '-LOADING to PING fails', ctx: ctx(), state: S.ReceivePong, input: reply('-LOADING Redis is loading the dataset in memory'), expect: err(S.ReceivePong, '-LOADING Redis is loading the dataset in memory') },
+
+  // ReceivePong, with credentials and options
+  {
+    name: 'PONG with a password sends AUTH pass first',
+    ctx: ctx({ password: 's3cret' }),
+    state: S.ReceivePong,
+    input: reply('+PONG'),
+    expect: ok(S.ReceiveAuth, [['AUTH', 's3cret'], PORT, CAPA]),
+  },
+  {
+    name: 'PONG with user and password sends AUTH user pass',
+    ctx: ctx({ user: 'relay', password: 's3cret' }),
+    state: S.ReceivePong,
+    input: reply('+PONG'),
+    expect: ok(S.ReceiveAuth, [['AUTH', 'relay', 's3cret'], PORT, CAPA]),
+  },
+  {
+    name: 'a user without a password sends no AUTH',
+    ctx: ctx({ user: 'relay' }),
+    state: S.ReceivePong,
+    input: reply('+PONG'),
+    expect: ok(S.ReceivePort, [PORT, CAPA]),
+  },
+  {
+    name: 'rdbOnly adds REPLCONF rdb-only 1 before capa',
+    ctx: ctx({ rdbOnly: true }),
+    state: S.ReceivePong,
+    input: reply('+PONG'),
+    expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'rdb-only', '1'], CAPA]),
+  },
+  {
+    name: 'announceIp adds ip-address to the listening-port REPLCONF',
+    ctx: ctx({ announceIp: '10.0.0.7' }),
+    state: S.ReceivePong,
+    input: reply('+PONG'),
+    expect: ok(S.ReceivePort, [[...PORT, 'ip-address', '10.0.0.7'], CAPA]),
+  },
+  {
+    name: 'everything at once keeps the order AUTH, port+ip, rdb-only, capa',
+    ctx: ctx({ user: 'u', password: 'p', announceIp: '::1', rdbOnly: true, listeningPort: 7000 }),
+    state: S.ReceivePong,
+    input: reply('+PONG'),
+    expect: ok(S.ReceiveAuth, [
+      ['AUTH', 'u', 'p'],
+      ['REPLCONF', 'listening-port', '7000', 'ip-address', '::1'],
+      ['REPLCONF', 'rdb-only', '1'],
+      CAPA,
+    ]),
+  },
+
+  // ReceiveAuth
+  { name: '+OK to AUTH moves to listening-port', ctx: ctx({ password: 'p' }), state: S.ReceiveAuth, input: reply('+OK'), expect: ok(S.ReceivePort) },
+  {
+    name: '-WRONGPASS to AUTH fails',
+    ctx: ctx({ user: 'u', password: 'p' }),
+    state: S.ReceiveAuth,
+    input: reply('-WRONGPASS invalid username-password pair or user is disabled.'),
+    expect: err(S.ReceiveAuth, '-WRONGPASS invalid username-password pair or user is disabled.'),
+  },
+  {
+    name: '-ERR to AUTH fails',
+    ctx: ctx({ password: 'p' }),
+    state: S.ReceiveAuth,
+    input: reply('-ERR AUTH <password> called without any password configured'),
+    expect: err(S.ReceiveAuth, '-ERR AUTH <password> called without any password configured'),
+  },
+
+  // ReceivePort
+  { name: '+OK to listening-port moves to capa', ctx: ctx(), state: S.ReceivePort, input: reply('+OK'), expect: ok(S.ReceiveCapa) },
+  { name: '+OK to listening-port with rdbOnly moves to rdb-only', ctx: ctx({ rdbOnly: true }), state: S.ReceivePort, input: reply('+OK'), expect: ok(S.ReceiveRdbOnly) },
+  { name: 'an error to listening-port is only a warning', ctx: ctx(), state: S.ReceivePort, input: reply('-ERR Unrecognized REPLCONF option'), expect: ok(S.ReceiveCapa, [], { warning: true }) },
+
+  // ReceiveRdbOnly
+  { name: '+OK to rdb-only moves to capa', ctx: ctx({ rdbOnly: true }), state: S.ReceiveRdbOnly, input: reply('+OK'), expect: ok(S.ReceiveCapa) },
+  { name: 'an error to rdb-only is only a warning', ctx: ctx({ rdbOnly: true }), state: S.ReceiveRdbOnly, input: reply('-ERR Unrecognized REPLCONF option: rdb-only'), expect: ok(S.ReceiveCapa, [], { warning: true }) },
+
+  // ReceiveCapa
+  { name: '+OK to capa sends first-contact PSYNC ? -1', ctx: ctx(), state: S.ReceiveCapa, input: reply('+OK'), expect: ok(S.ReceivePsync, [FIRST_PSYNC]) },
+  {
+    name: '+OK to capa on reconnect sends PSYNC <replid> <offset+1>',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveCapa,
+    input: reply('+OK'),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']]),
+  },
+  { name: 'an error to capa is a warning and still sends PSYNC', ctx: ctx(), state: S.ReceiveCapa, input: reply('-ERR Unrecognized REPLCONF option: capa'), expect: ok(S.ReceivePsync, [FIRST_PSYNC], { warning: true }) },
+
+  // ReceivePsync
+  {
+    name: '+FULLRESYNC gives a full outcome with replid and offset',
+    ctx: ctx(),
+    state: S.ReceivePsync,
+    input: reply(`+FULLRESYNC ${REPLID} 98765`),
+    expect: ok(S.Done, [], { outcome: { kind: 'full', replid: REPLID, offset: 98765 } }),
+  },
+  {
+    name: '+FULLRESYNC with offset 0',
+    ctx: ctx(),
+    state: S.ReceivePsync,
+    input: reply(`+FULLRESYNC ${REPLID} 0`),
+    expect: ok(S.Done, [], { outcome: { kind: 'full', replid: REPLID, offset: 0 } }),
+  },
+  { name: '+CONTINUE without id keeps our replid', ctx: ctx(), state: S.ReceivePsync, input: reply('+CONTINUE'), expect: ok(S.Done, [], { outcome: { kind: 'continue', replid: null } }) },
+  { name: '+CONTINUE <newid> names the new replid', ctx: ctx(), state: S.ReceivePsync, input: reply(`+CONTINUE ${NEWID}`), expect: ok(S.Done, [], { outcome: { kind: 'continue', replid: NEWID } }) },
+  {
+    name: '-NOMASTERLINK is try-later',
+    ctx: ctx(),
+    state: S.ReceivePsync,
+    input: reply("-NOMASTERLINK Can't SYNC while not connected with my master"),
+    expect: ok(S.Done, [], { outcome: { kind: 'try-later', reply: "-NOMASTERLINK Can't SYNC while not connected with my master" } }),
+  },
+  {
+    name: '-LOADING is try-later',
+    ctx: ctx(),
+    state: S.ReceivePsync,
+    input: reply('-LOADING Redis is loading the dataset in memory'),
+    expect: ok(S.Done, [], { outcome: { kind: 'try-later', reply: '-LOADING Redis is loading the dataset in memory' } }),
+  },
+  {
+    name: "-ERR unknown command 'PSYNC' falls back to SYNC",
+    ctx: ctx(),
+    state: S.ReceivePsync,
+    input: reply("-ERR unknown command 'PSYNC'"),
+    expect: ok(S.Done, [['SYNC']], { outcome: { kind: 'sync' }, warning: true }),
+  },
+  { name: '+FULLRESYNC with a short replid fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${'a'.repeat(39)} 5`), expect: err(S.ReceivePsync, `+FULLRESYNC ${'a'.repeat(39)} 5`) },
+  { name: '+FULLRESYNC with a long replid fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${'a'.repeat(41)} 5`), expect: err(S.ReceivePsync, `+FULLRESYNC ${'a'.repeat(41)} 5`) },
+  { name: '+FULLRESYNC without offset fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${REPLID}`), expect: err(S.ReceivePsync, `+FULLRESYNC ${REPLID}`) },
+  { name: '+FULLRESYNC with a non-numeric offset fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${REPLID} 12x`), expect: err(S.ReceivePsync, `+FULLRESYNC ${REPLID} 12x`) },
+  { name: 'bare +FULLRESYNC fails', ctx: ctx(), state: S.ReceivePsync, input: reply('+FULLRESYNC'), expect: err(S.ReceivePsync, '+FULLRESYNC') },
+  { name: '+CONTINUE with a malformed id fails', ctx: ctx(), state: S.ReceivePsync, input: reply('+CONTINUE abc'), expect: err(S.ReceivePsync, '+CONTINUE abc') },
+  { name: 'an unexpected reply to PSYNC fails', ctx: ctx(), state: S.ReceivePsync, input: reply('+OK'), expect: err(S.ReceivePsync, '+OK') },
+  { name: '-NOAUTH to PSYNC fails', ctx: ctx(), state: S.ReceivePsync, input: reply('-NOAUTH Authentication required.'), expect: err(S.ReceivePsync, '-NOAUTH Authentication required.') },
+
+  // Done
+  { name: 'a reply after Done fails', ctx: ctx(), state: S.Done, input: reply('+OK'), expect: err(S.Done, '+OK') },
+];
+
+t.test('handshake transition table', async (t) => {
+  for (const row of table) {
+    t.test(row.name, async (t) => {
+      const r = step(row.state, row.input, row.ctx);
+      t.same(plain(r), row.expect);
+      if (row.expect.error) t.type(r.error, HandshakeError);
+    });
+  }
+});
+
+t.test('psyncReply parses the same as step in receive-psync', async (t) => {
+  for (const line of [`+FULLRESYNC ${REPLID} 7`, '+CONTINUE', `+CONTINUE ${NEWID}`, '-LOADING x', '-ERR unknown command', '+bogus']) {
+    t.same(plain(psyncReply(line)), plain(step(S.ReceivePsync, reply(line), ctx())), line);
+  }
+});
+
+/** Drive the whole handshake, answering each command in order with the reply `answer` gives. */
+function drive(c: HandshakeContext, answer: (cmd: readonly string[]) => string) {
+  let state: HandshakeState = S.Connecting;
+  const sent: string[][] = [];
+  const pending: string[][] = [];
+  const states: HandshakeState[] = [state];
+  const warnings: string[] = [];
+  let r = step(state, connected, c);
+  for (let guard = 0; guard < 20; guard++) {
+    if (r.warning) warnings.push(r.warning);
+    if (r.error) return { sent, states, warnings, error: r.error, outcome: null };
+    for (const cmd of r.send ?? []) {
+      sent.push([...cmd]);
+      pending.push([...cmd]);
+    }
+    state = r.next;
+    states.push(state);
+    if (state === S.Done) return { sent, states, warnings, error: null, outcome: r.outcome ?? null };
+    const cmd = pending.shift();
+    if (!cmd) throw new Error(`no command pending in state ${state}`);
+    r = step(state, reply(answer(cmd)), c);
+  }
+  throw new Error('handshake did not finish');
+}
+
+t.test('a full handshake with user, password, rdbOnly and announceIp', async (t) => {
+  const c = ctx({ user: 'u', password: 'p', rdbOnly: true, announceIp: '1.2.3.4' });
+  const r = drive(c, (cmd) => (cmd[0] === 'PING' ? '+PONG' : cmd[0] === 'PSYNC' ? `+FULLRESYNC ${REPLID} 100` : '+OK'));
+  t.same(r.sent, [
+    ['PING'],
+    ['AUTH', 'u', 'p'],
+    ['REPLCONF', 'listening-port', '6380', 'ip-address', '1.2.3.4'],
+    ['REPLCONF', 'rdb-only', '1'],
+    CAPA,
+    FIRST_PSYNC,
+  ]);
+  t.same(r.states, [S.Connecting, S.ReceivePong, S.ReceiveAuth, S.ReceivePort, S.ReceiveRdbOnly, S.ReceiveCapa, S.ReceivePsync, S.Done]);
+  t.same(r.outcome, { kind: 'full', replid: REPLID, offset: 100 });
+  t.same(r.warnings, []);
+});
+
+t.test('a reconnect handshake without password continues', async (t) => {
+  const c = ctx({ psyncReplid: REPLID, psyncOffset: 501 });
+  const r = drive(c, (cmd) => (cmd[0] === 'PING' ? '+PONG' : cmd[0] === 'PSYNC' ? '+CONTINUE' : '+OK'));
+  t.same(r.sent, [['PING'], PORT, CAPA, ['PSYNC', REPLID, '501']]);
+  t.same(r.states, [S.Connecting, S.ReceivePong, S.ReceivePort, S.ReceiveCapa, S.ReceivePsync, S.Done]);
+  t.same(r.outcome, { kind: 'continue', replid: null });
+});
+
+t.test('an old master refusing every REPLCONF and PSYNC ends in SYNC with warnings', async (t) => {
+  const r = drive(ctx({ rdbOnly: true }), (cmd) => (cmd[0] === 'PING' ? '+PONG' : '-ERR unknown command'));
+  t.same(r.sent, [['PING'], PORT, ['REPLCONF', 'rdb-only', '1'], CAPA, FIRST_PSYNC, ['SYNC']]);
+  t.same(r.outcome, { kind: 'sync' });
+  t.equal(r.warnings.length, 4, 'listening-port, rdb-only, capa, psync');
+  t.equal(r.error, null);
+});
+
+t.test('a wrong password stops the handshake at AUTH', async (t) => {
+  const r = drive(ctx({ password: 'bad' }), (cmd) => (cmd[0] === 'PING' ? '-NOAUTH Authentication required.' : cmd[0] === 'AUTH' ? '-WRONGPASS invalid username-password pair' : '+OK'));
+  t.equal(r.error?.code, 'RELAY_ERR_HANDSHAKE');
+  t.equal(r.error?.state, S.ReceiveAuth);
+  t.equal(r.outcome, null);
+});

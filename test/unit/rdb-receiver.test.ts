@@ -1,0 +1,258 @@
+import t from 'tap';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { RdbReceiver, RdbReceiverState } from '../../src/upstream/rdb-receiver.js';
+import { ProtocolError } from '../../src/errors.js';
+import { ways, mulberry32, randomSplit } from '../helpers/chunks.js';
+
+const MARK = 'f3a1c9e07b5d2486aa0193cc7e5f1b2d4c6e8a90';
+
+/** An RDB-looking payload with bytes that look like protocol: newlines, `$`, CR LF, and a prefix of the mark. */
+function payload(len: number, seed = 1): Buffer {
+  const rand = mulberry32(seed);
+  const b = Buffer.alloc(len);
+  for (let i = 0; i < len; i++) b[i] = Math.floor(rand() * 256);
+  Buffer.from('REDIS0011').copy(b, 0);
+  if (len > 200) {
+    Buffer.from('\r\n$EOF:\n\n$12\r\n').copy(b, 50);
+    // Almost the mark (39 of its 40 bytes), near the end: must not end the transfer.
+    Buffer.from(MARK.slice(0, 39), 'latin1').copy(b, len - 100);
+  }
+  return b;
+}
+
+const STREAM = Buffer.from('*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n', 'latin1');
+
+interface Fed {
+  done: boolean;
+  /** Index of the chunk whose push reported done. */
+  doneAt: number;
+  /** Bytes reported after the payload: the done push's rest, then whole chunks pushed after it. */
+  rest: Buffer;
+  states: string[];
+  receivedLog: number[];
+  file: Buffer;
+  rx: RdbReceiver;
+}
+
+async function feed(path: string, chunks: Buffer[], stopAtDone = false): Promise<Fed> {
+  const rx = new RdbReceiver(path);
+  let done = false;
+  let doneAt = -1;
+  const rest: Buffer[] = [];
+  const states: string[] = [];
+  const receivedLog: number[] = [];
+  for (const [i, c] of chunks.entries()) {
+    const r = rx.push(c);
+    states.push(rx.state);
+    receivedLog.push(rx.received);
+    if (r.done && !done) {
+      done = true;
+      doneAt = i;
+      if (r.rest === null) throw new Error('done without rest');
+      rest.push(Buffer.from(r.rest));
+      if (stopAtDone) break;
+    } else if (done) {
+      if (!r.done || r.rest === null) throw new Error('not done after done');
+      rest.push(Buffer.from(r.rest));
+    } else if (r.rest !== null) {
+      throw new Error('rest before done');
+    }
+  }
+  await rx.finish();
+  return { done, doneAt, rest: Buffer.concat(rest), states, receivedLog, file: await fsp.readFile(path), rx };
+}
+
+const bulk = (rdb: Buffer, keepalives = '') => Buffer.concat([Buffer.from(`${keepalives}$${rdb.length}\r\n`), rdb]);
+const eof = (rdb: Buffer, keepalives = '') => Buffer.concat([Buffer.from(`${keepalives}$EOF:${MARK}\r\n`), rdb, Buffer.from(MARK, 'latin1')]);
+
+t.test('$<len> payload followed by stream bytes', async (t) => {
+  const rdb = payload(5000);
+  for (const keepalives of ['', '\n', '\n\n\n\n']) {
+    const input = Buffer.concat([bulk(rdb, keepalives), STREAM]);
+    for (const [how, chunks] of ways(input, 7, 4)) {
+      t.test(`${JSON.stringify(keepalives)} keepalives, ${how}`, async (t) => {
+        const dir = t.testdir();
+        const r = await feed(join(dir, 'x.rdb'), chunks);
+        t.ok(r.done);
+        t.ok(r.file.equals(rdb), 'file content equals the RDB bytes');
+        t.ok(r.rest.equals(STREAM), 'rest holds the bytes after the payload');
+        t.equal(r.rx.received, rdb.length);
+        t.equal(r.rx.total, rdb.length);
+        t.notOk(r.rx.eofMarked);
+        t.equal(r.rx.state, RdbReceiverState.Done);
+        // received never runs ahead of what was fed and never goes backwards.
+        let fed = 0;
+        const headerLen = input.length - STREAM.length - rdb.length;
+        for (const [i, c] of chunks.entries()) {
+          fed += c.length;
+          const want = Math.min(rdb.length, Math.max(0, fed - headerLen));
+          if (r.receivedLog[i] !== want) t.fail(`after chunk ${i}: received ${r.receivedLog[i]}, want ${want}`);
+        }
+      });
+    }
+  }
+});
+
+t.test('$<len> payload ending exactly at a chunk end has an empty rest', async (t) => {
+  const rdb = payload(300);
+  const r = await feed(join(t.testdir(), 'x.rdb'), [bulk(rdb)]);
+  t.ok(r.done);
+  t.equal(r.rest.length, 0);
+  t.ok(r.file.equals(rdb));
+});
+
+t.test('$EOF:<mark> payload', async (t) => {
+  for (const size of [1, 39, 40, 41, 5000]) {
+    const rdb = payload(size, size);
+    for (const keepalives of ['', '\n\n\n']) {
+      const input = eof(rdb, keepalives);
+      for (const [how, chunks] of ways(input, size, 4)) {
+        t.test(`${size} bytes, ${JSON.stringify(keepalives)} keepalives, ${how}`, async (t) => {
+          const r = await feed(join(t.testdir(), 'x.rdb'), chunks);
+          t.ok(r.done);
+          t.equal(r.doneAt, chunks.length - 1, 'done on the last chunk');
+          t.ok(r.file.equals(rdb), 'file content equals the RDB bytes, mark excluded');
+          t.equal(r.rest.length, 0);
+          t.equal(r.rx.received, rdb.length);
+          t.equal(r.rx.total, null);
+          t.ok(r.rx.eofMarked);
+        });
+      }
+    }
+  }
+});
+
+t.test('random splits of many payload sizes', async (t) => {
+  const rand = mulberry32(99);
+  const dir = t.testdir();
+  let n = 0;
+  for (let round = 0; round < 60; round++) {
+    const size = Math.floor(rand() * 3000);
+    const rdb = payload(size, round + 1000);
+    const useEof = size > 0 && round % 2 === 0;
+    const input = useEof ? eof(rdb, '\n'.repeat(round % 3)) : Buffer.concat([bulk(rdb, '\n'.repeat(round % 3)), STREAM]);
+    const r = await feed(join(dir, `r${n++}.rdb`), randomSplit(input, rand));
+    if (!r.done || !r.file.equals(rdb) || !r.rest.equals(useEof ? Buffer.alloc(0) : STREAM) || r.rx.received !== size) {
+      t.fail(`round ${round}: size ${size} eof ${useEof}`);
+    }
+  }
+  t.pass('60 rounds');
+});
+
+t.test('zero-length payload', async (t) => {
+  for (const [how, chunks] of ways(Buffer.concat([Buffer.from('\n$0\r\n'), STREAM]))) {
+    t.test(how, async (t) => {
+      const r = await feed(join(t.testdir(), 'x.rdb'), chunks);
+      t.ok(r.done);
+      t.equal(r.file.length, 0);
+      t.ok(r.rest.equals(STREAM));
+      t.equal(r.rx.received, 0);
+      t.equal(r.rx.total, 0);
+    });
+  }
+  t.test('header alone completes the transfer', async (t) => {
+    const r = await feed(join(t.testdir(), 'x.rdb'), [Buffer.from('$0\r\n')]);
+    t.ok(r.done);
+    t.equal(r.rest.length, 0);
+  });
+});
+
+t.test('keepalives alone leave the receiver waiting for the header', async (t) => {
+  const rx = new RdbReceiver(join(t.testdir(), 'x.rdb'));
+  for (const c of ['\n', '\n\n', '\r\n', '$1', '2']) {
+    const r = rx.push(Buffer.from(c));
+    t.same(r, { done: false, rest: null, backpressure: false }, JSON.stringify(c));
+    t.equal(rx.state, RdbReceiverState.Header);
+  }
+  t.equal(rx.total, null);
+  rx.push(Buffer.from('\r\n'));
+  t.equal(rx.state, RdbReceiverState.Bulk);
+  t.equal(rx.total, 12);
+  await rx.abort();
+});
+
+t.test('bad headers are protocol errors', async (t) => {
+  const bad: Array<[string, string]> = [
+    ['+OK\r\n', 'not a bulk header'],
+    ['*1\r\n', 'an array'],
+    ['$abc\r\n', 'a non-numeric length'],
+    ['$-1\r\n', 'a negative length'],
+    ['$12x\r\n', 'trailing garbage'],
+    ['$1.5\r\n', 'a fractional length'],
+    ['$EOF:short\r\n', 'a short EOF mark'],
+    [`$EOF:${MARK}x\r\n`, 'a long EOF mark'],
+    ['-ERR something went wrong\r\n', 'an -ERR line'],
+    ['\n\n-LOADING Redis is loading\r\n', 'an error after keepalives'],
+    ['$' + '1'.repeat(300), 'a header too long without newline'],
+  ];
+  for (const [input, what] of bad) {
+    for (const [how, chunks] of ways(input, 3, 2)) {
+      t.test(`${what}, ${how}`, async (t) => {
+        const rx = new RdbReceiver(join(t.testdir(), 'x.rdb'));
+        let thrown: unknown = null;
+        try {
+          for (const c of chunks) rx.push(c);
+        } catch (err) {
+          thrown = err;
+        }
+        t.type(thrown, ProtocolError);
+        t.equal((thrown as ProtocolError).code, 'RELAY_ERR_PROTOCOL');
+        await rx.abort();
+      });
+    }
+  }
+});
+
+t.test('a payload length that is not plain digits is a protocol error', async (t) => {
+  for (const header of ['$', '$ 3', '$+3', '$0x3', '$3e0', '$3.0']) {
+    const rx = new RdbReceiver(join(t.testdir(), `x${header.length}${header.charCodeAt(1) || 0}.rdb`));
+    t.throws(() => rx.push(Buffer.from(`${header}\r\nREDIS0011`)), { code: 'RELAY_ERR_PROTOCOL' }, header);
+    await rx.abort();
+  }
+});
+
+t.test('push after done returns the whole chunk as rest', async (t) => {
+  const rx = new RdbReceiver(join(t.testdir(), 'x.rdb'));
+  t.ok(rx.push(Buffer.from('$2\r\nab')).done);
+  const r = rx.push(Buffer.from('more'));
+  t.ok(r.done);
+  t.equal(r.rest?.toString(), 'more');
+  t.equal(rx.received, 2);
+  await rx.finish();
+});
+
+t.test('a large chunk reports backpressure and drained() resolves', async (t) => {
+  const path = join(t.testdir(), 'x.rdb');
+  const rdb = payload(1 << 20);
+  const rx = new RdbReceiver(path);
+  const r = rx.push(bulk(rdb));
+  t.ok(r.done);
+  t.ok(r.backpressure, 'a 1 MiB write exceeds the stream buffer');
+  await rx.drained();
+  await rx.finish();
+  t.ok((await fsp.readFile(path)).equals(rdb));
+});
+
+t.test('drained() resolves at once without backpressure', async (t) => {
+  const rx = new RdbReceiver(join(t.testdir(), 'x.rdb'));
+  await rx.drained();
+  t.pass();
+  await rx.abort();
+});
+
+t.test('abort() stops writing and resolves; a second abort() too', async (t) => {
+  const path = join(t.testdir(), 'x.rdb');
+  const rx = new RdbReceiver(path);
+  rx.push(Buffer.from('$100\r\nabc'));
+  await rx.abort();
+  await rx.abort();
+  t.pass('aborted');
+});
+
+t.test('a file error surfaces on the next push and in finish()', async (t) => {
+  const rx = new RdbReceiver(join(t.testdir(), 'missing-dir', 'x.rdb'));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.throws(() => rx.push(Buffer.from('$1\r\na')), { code: 'ENOENT' });
+  await t.rejects(rx.finish(), { code: 'ENOENT' });
+});

@@ -1,0 +1,72 @@
+import t from 'tap';
+import { ReplIds, NULL_REPLID, randomReplid } from '../../src/backlog/repl-ids.js';
+
+const A = 'a'.repeat(40);
+const B = 'b'.repeat(40);
+const C = 'c'.repeat(40);
+
+t.test('randomReplid gives 40 hex characters, different each time', async (t) => {
+  const a = randomReplid();
+  t.match(a, /^[0-9a-f]{40}$/);
+  t.not(a, randomReplid());
+});
+
+t.test('a new ReplIds has a random replid and no second id', async (t) => {
+  const ids = new ReplIds();
+  t.match(ids.replid, /^[0-9a-f]{40}$/);
+  t.equal(ids.replid2, NULL_REPLID);
+  t.equal(ids.secondReplOffset, -1);
+  t.equal(new ReplIds(A).replid, A);
+});
+
+t.test('accepts() takes the current replid at any offset', async (t) => {
+  const ids = new ReplIds(A);
+  for (const off of [0, 1, 1000, Number.MAX_SAFE_INTEGER]) t.ok(ids.accepts(A, off), `offset ${off}`);
+  t.notOk(ids.accepts(B, 1));
+  t.notOk(ids.accepts('?', -1), 'first contact is never a continuation');
+});
+
+t.test('NULL id is never accepted through replid2', async (t) => {
+  const ids = new ReplIds(A);
+  t.notOk(ids.accepts(NULL_REPLID, -1));
+  t.notOk(ids.accepts(NULL_REPLID, 0));
+  // Even with a second offset set, a NULL replid2 does not match.
+  ids.replid2 = NULL_REPLID;
+  ids.secondReplOffset = 1_000_000;
+  t.notOk(ids.accepts(NULL_REPLID, 5));
+});
+
+t.test('shift() moves replid to replid2, valid up to master offset + 1', async (t) => {
+  const ids = new ReplIds(A);
+  ids.shift(B, 500);
+  t.same([ids.replid, ids.replid2, ids.secondReplOffset], [B, A, 501]);
+  t.ok(ids.accepts(B, 1), 'the new id');
+  t.ok(ids.accepts(B, 10_000));
+  t.ok(ids.accepts(A, 1), 'the old id well within');
+  t.ok(ids.accepts(A, 500));
+  t.ok(ids.accepts(A, 501), 'a replica that had every byte up to the shift (asks offset+1)');
+  t.notOk(ids.accepts(A, 502), 'beyond the shift the old history diverges');
+  t.notOk(ids.accepts(A, 100_000));
+  t.notOk(ids.accepts(C, 1));
+});
+
+t.test('a second shift forgets the first id', async (t) => {
+  const ids = new ReplIds(A);
+  ids.shift(B, 100);
+  ids.shift(C, 200);
+  t.same([ids.replid, ids.replid2, ids.secondReplOffset], [C, B, 201]);
+  t.ok(ids.accepts(B, 201));
+  t.notOk(ids.accepts(B, 202));
+  t.notOk(ids.accepts(A, 50), 'only one previous id is kept');
+});
+
+t.test('reset() names a new history and drops the second id', async (t) => {
+  const ids = new ReplIds(A);
+  ids.shift(B, 100);
+  ids.reset(C);
+  t.same([ids.replid, ids.replid2, ids.secondReplOffset], [C, NULL_REPLID, -1]);
+  t.ok(ids.accepts(C, 7));
+  t.notOk(ids.accepts(B, 1));
+  t.notOk(ids.accepts(A, 1));
+  t.notOk(ids.accepts(NULL_REPLID, -1));
+});
