@@ -18,7 +18,7 @@ const master = await startRedis();
 const m = await master.client();
 t.teardown(() => m.close());
 // Enough data that the first sync takes a moment.
-await m.call('DEBUG', 'POPULATE', 200000, 'key', 64);
+await m.call('DEBUG', 'POPULATE', 20000, 'key', 512);
 
 t.test('five replicas attached at different times cost the master exactly one full sync', async (t) => {
   const port = await freePort();
@@ -56,6 +56,7 @@ t.test('redis-cli --replica and --rdb work against the relay', async (t) => {
   t.teardown(() => cli.kill());
   let out = '';
   cli.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  cli.stderr.on('data', (d: Buffer) => (out += d.toString()));
   await waitFor(() => out.includes('SYNC done') || undefined, { what: 'redis-cli --replica synced' });
   await m.call('SET', 'seen-by-cli', 'hello');
   await waitFor(() => out.includes('"seen-by-cli"') || undefined, { what: 'redis-cli --replica prints the command' });
@@ -66,7 +67,8 @@ t.test('redis-cli --replica and --rdb work against the relay', async (t) => {
   const rdb = spawn('redis-cli', ['-p', String(relay.port), '--rdb', file], { stdio: 'ignore' });
   const [code] = (await once(rdb, 'exit')) as [number];
   t.equal(code, 0, 'redis-cli --rdb exits 0');
-  t.ok(statSync(file).size > 1000000, 'the RDB holds the dataset');
+  t.ok(statSync(file).size > 100000, 'the RDB holds the dataset');
   const check = execFileSync('redis-check-rdb', [file], { encoding: 'utf8' });
   t.match(check, /RDB looks OK/, 'redis-check-rdb accepts the RDB');
+  t.match(check, /20\d{3} keys read/, 'every key is in it');
 });
