@@ -1,13 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import type { Logger } from './log.js';
 import type { RelayConfig } from './config/types.js';
 import { ReplLog, type LogReader } from './backlog/repl-log.js';
 import { ReplIds, randomReplid } from './backlog/repl-ids.js';
-import { SnapshotStore, type SnapshotMeta } from './backlog/snapshot-store.js';
+import { SnapshotStore, writeFileAtomic, type SnapshotMeta } from './backlog/snapshot-store.js';
+import { DiskLog } from './backlog/disk-log.js';
+import { join } from 'node:path';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
 import { fetchSnapshot } from './upstream/snapshot-fetcher.js';
+import { SentinelConnector } from './upstream/sentinel-connector.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
 import { ReplicaServer } from './downstream/server.js';
 import { DownstreamReplication, type ReplicationSource } from './downstream/replication.js';
@@ -17,8 +21,21 @@ import { arrayReply, bulkReply, integerReply } from './resp/writer.js';
 import { RelayStats } from './observability/stats.js';
 import { formatInfo } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
+import { WebServer } from './web/server.js';
 
 export const RELAY_VERSION = '0.1.0';
+
+const STATE_FILE = 'state.json';
+
+/** What survives a restart besides the snapshot and the log segments. */
+interface PersistedState {
+  readonly replid: string;
+  readonly replid2: string;
+  readonly secondReplOffset: number;
+  /** History counter: a snapshot is good only for the history it was taken in. */
+  readonly epoch: number;
+  readonly snapshot: { readonly replid: string; readonly offset: number; readonly epoch: number } | null;
+}
 
 /**
  * The composition root: the only module that knows every other one. Wires the upstream link to the
@@ -50,18 +67,24 @@ export class Relay {
   #upstreamHost: string | null;
   #upstreamPort: number;
   #commandListeners = new Set<(cmd: ScannedCommand) => void>();
+  #sentinel: SentinelConnector | null = null;
+  #diskTimer: NodeJS.Timeout | null = null;
+  #dropping = false;
+  #web: WebServer | null = null;
 
   constructor(config: RelayConfig, logger: Logger) {
     this.config = config;
     this.#logger = logger;
     this.log = new ReplLog(config.log.memory);
     this.store = new SnapshotStore(config.dir);
-    this.#upstreamHost = config.upstream.host;
+    // Sentinel mode: no address until the Sentinels name the master.
+    this.#upstreamHost = config.upstream.sentinel ? null : config.upstream.host;
     this.#upstreamPort = config.upstream.port;
 
     this.#link = new UpstreamLink(
       {
         ...config.upstream,
+        host: this.#upstreamHost,
         listeningPort: config.listen.port,
         announceIp: config.listen.announceIp,
         log: logger.child({ component: 'upstream' }),
@@ -78,7 +101,19 @@ export class Relay {
       logger: logger.child({ component: 'downstream' }),
       maxLag: config.replication.replicaMaxLag,
       replicaTimeoutMs: config.replication.replicaTimeoutMs,
+      aheadWaitMs: config.replication.aheadWaitMs,
     });
+    if (config.upstream.sentinel) {
+      const sc = config.upstream.sentinel;
+      this.#sentinel = new SentinelConnector({
+        ...sc,
+        connectTimeoutMs: config.upstream.connectTimeoutMs,
+        backoffMinMs: config.upstream.backoffMinMs,
+        backoffMaxMs: config.upstream.backoffMaxMs,
+        log: logger.child({ component: 'sentinel' }),
+      });
+      this.#sentinel.on('master', (host: string, port: number) => this.#follow(host, port, 'sentinel'));
+    }
     this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.stats, this.#commandHost());
   }
 
@@ -88,28 +123,135 @@ export class Relay {
   get link(): UpstreamLink {
     return this.#link;
   }
+  /** The web server's port; 0 when it is off (web.port 0). */
+  get webPort(): number {
+    return this.#web?.port ?? 0;
+  }
 
   async start(): Promise<void> {
     await this.store.init();
+    await this.#recover();
+    this.#diskTimer = setInterval(() => void this.#enforceDiskLimit(), 1000);
+    this.#diskTimer.unref();
+    this.#port = await this.#server.listen();
+    if (this.config.web.port !== 0) {
+      this.#web = new WebServer(this, this.config.web, this.#logger.child({ component: 'web' }));
+      await this.#web.listen();
+    }
+    this.#logger.info({ replid: this.ids.replid, offset: this.log.endOffset, upstream: `${this.#upstreamHost}:${this.#upstreamPort}` }, 'relay started');
+    this.#link.start();
+    this.#sentinel?.start();
+  }
+
+  async close(): Promise<void> {
+    if (this.#diskTimer) clearInterval(this.#diskTimer);
+    this.#sentinel?.stop();
+    this.#fetch?.socket?.destroy();
+    await this.#link.stop();
+    this.#downstream.close();
+    await this.#web?.close();
+    await this.#server.close();
+    await this.log.disk?.close();
+    if (this.#hasHistory) await this.#persistState();
+  }
+
+  /**
+   * Picks up where a previous run stopped: the replication ids and the disk log (segments checked, a torn tail cut
+   * back), and the snapshot when it belongs to that history. Without a usable disk log, the snapshot alone
+   * still lets upstream continue us from its offset.
+   */
+  async #recover(): Promise<void> {
     const recovered = await this.store.recover();
+    let state: PersistedState | null = null;
+    try {
+      state = JSON.parse(await readFile(join(this.config.dir, STATE_FILE), 'utf8')) as PersistedState;
+    } catch {
+      state = null;
+    }
+    if (this.config.log.disk > 0) {
+      const disk = await DiskLog.open({
+        dir: join(this.config.dir, 'log'),
+        maxBytes: this.config.log.disk,
+        segmentBytes: Math.max(64 * 1024, Math.min(64 * 1024 * 1024, Math.floor(this.config.log.disk / 8))),
+        logger: this.#logger.child({ component: 'disk-log' }),
+        // A history starts right after its snapshot: a command boundary even if the index missed a segment.
+        knownBoundaries: recovered && state?.snapshot?.offset === recovered.offset ? [recovered.offset] : [],
+      });
+      this.log.attachDisk(disk);
+      disk.onOverLimit = () => void this.#enforceDiskLimit();
+      if (state && !disk.empty) {
+        this.ids.replid = state.replid;
+        this.ids.replid2 = state.replid2;
+        this.ids.secondReplOffset = state.secondReplOffset;
+        this.#epoch = state.epoch;
+        this.log.reset(disk.endOffset);
+        this.#hasHistory = true;
+        const snapOk = recovered && state.snapshot && recovered.replid === state.snapshot.replid && recovered.offset === state.snapshot.offset;
+        this.#snapshotEpoch = snapOk && state.snapshot!.epoch === state.epoch ? this.#epoch : -1;
+        this.#logger.info(
+          { replid: this.ids.replid, replid2: this.ids.replid2, firstOffset: this.log.firstOffset, offset: this.log.endOffset, snapshotOffset: snapOk ? recovered.offset : null },
+          'replication log recovered',
+        );
+        return;
+      }
+    }
     if (recovered) {
       // Resume the history the snapshot belongs to: upstream can continue us from its offset.
       this.ids.reset(recovered.replid);
-      this.log.reset(recovered.offset);
+      if (state && state.replid === recovered.replid) {
+        this.ids.replid2 = state.replid2;
+        this.ids.secondReplOffset = state.secondReplOffset;
+      }
+      await this.log.resetHistory(recovered.offset);
       this.#hasHistory = true;
       this.#snapshotEpoch = this.#epoch;
       this.#logger.info({ replid: recovered.replid, offset: recovered.offset, bytes: recovered.size }, 'snapshot recovered');
     }
-    this.#port = await this.#server.listen();
-    this.#logger.info({ replid: this.ids.replid, offset: this.log.endOffset, upstream: `${this.#upstreamHost}:${this.#upstreamPort}` }, 'relay started');
-    this.#link.start();
   }
 
-  async close(): Promise<void> {
-    this.#fetch?.socket?.destroy();
-    await this.#link.stop();
-    this.#downstream.close();
-    await this.#server.close();
+  /** replid, replid2, second_repl_offset and which snapshot belongs to which history: temp file, fsync, rename. */
+  async #persistState(): Promise<void> {
+    const snap = this.store.current;
+    const state: PersistedState = {
+      replid: this.ids.replid,
+      replid2: this.ids.replid2,
+      secondReplOffset: this.ids.secondReplOffset,
+      epoch: this.#epoch,
+      snapshot: snap ? { replid: snap.replid, offset: snap.offset, epoch: this.#snapshotEpoch } : null,
+    };
+    try {
+      await writeFileAtomic(join(this.config.dir, STATE_FILE), JSON.stringify(state));
+    } catch (err) {
+      this.#logger.error({ err }, 'could not persist replication state');
+    }
+  }
+
+  /**
+   * Keeps the disk log under log.disk. Dropping the segment that holds the byte after the snapshot would leave
+   * no consistent full sync, so a fresh snapshot is fetched first (started a segment early); the drop waits for it
+   * while the overshoot is within one segment.
+   */
+  async #enforceDiskLimit(): Promise<void> {
+    const disk = this.log.disk;
+    if (!disk || this.#dropping) return;
+    this.#dropping = true;
+    try {
+      const segBytes = Math.max(64 * 1024, Math.min(64 * 1024 * 1024, Math.floor(this.config.log.disk / 8)));
+      for (;;) {
+        const oldest = disk.oldestSegment;
+        if (!oldest || disk.segmentCount < 2) return;
+        const snap = this.usableSnapshot();
+        const needsOldest = snap !== null && snap.offset + 1 <= oldest.end;
+        if (needsOldest && disk.size > this.config.log.disk - segBytes) this.#refreshSnapshot();
+        if (disk.overLimit === 0) return;
+        if (needsOldest && disk.overLimit < segBytes && this.#fetch !== null) return;
+        this.#logger.debug({ bytes: disk.size, overLimit: disk.overLimit, oldest, needsOldest }, 'dropping the oldest log segment');
+        if (!(await disk.dropOldest())) return;
+        this.log.trim();
+      }
+    } finally {
+      this.#dropping = false;
+    }
   }
 
   /** Subscribe to every command seen in the upstream stream (turns on full argument decoding). */
@@ -175,7 +317,16 @@ export class Relay {
       replid2: this.ids.replid2,
       masterReplOffset: this.log.endOffset,
       secondReplOffset: this.ids.secondReplOffset,
-      log: { firstOffset: this.log.firstOffset, endOffset: this.log.endOffset, size: this.log.size, limit: this.log.limit },
+      log: {
+        firstOffset: this.log.firstOffset,
+        endOffset: this.log.endOffset,
+        size: this.log.size,
+        limit: this.log.limit,
+        memFirstOffset: this.log.memFirstOffset,
+        diskBytes: this.log.disk && !this.log.disk.empty ? this.log.disk.size : 0,
+        diskLimit: this.config.log.disk,
+        diskSegments: this.log.disk?.segmentCount ?? 0,
+      },
       snapshot: snap ? { replid: snap.replid, offset: snap.offset, size: snap.size, rdbVersion: snap.rdbVersion, usable: this.usableSnapshot() !== null } : null,
       snapshotRefreshInProgress: this.#fetch !== null,
       connectedClients: this.#server.clients.size,
@@ -196,26 +347,31 @@ export class Relay {
       commitFullSync: async (tempPath, replid, offset) => {
         const id = replid ?? randomReplid();
         await this.store.commit(tempPath, { replid: id, offset });
+        // No full sync is served across the awaits below: the new snapshot is not usable (epoch ahead of
+        // snapshotEpoch) until the ids and the log have switched to its history, all in one synchronous step.
         this.#epoch++;
-        this.#snapshotEpoch = this.#epoch;
         this.#snapshotPendingAt = null;
+        await this.log.resetHistory(offset);
         this.ids.reset(id);
-        this.log.reset(offset);
+        this.#snapshotEpoch = this.#epoch;
         this.#hasHistory = true;
         // Replicas hold the previous history; they reconnect and PSYNC against the new one.
         this.#downstream.disconnectAll('upstream full resync: new history');
         this.#downstream.snapshotReady();
+        await this.#persistState();
       },
       continued: (replid) => {
         if (replid !== null && replid !== this.ids.replid) {
           this.#logger.info({ replid, replid2: this.ids.replid, offset: this.log.endOffset }, 'upstream has a new replid, shifting ids');
           this.ids.shift(replid, this.log.endOffset);
+          void this.#persistState();
           // Like Redis: replicas must learn the new id; they come back with the old one and continue via replid2.
           this.#downstream.disconnectAll('replid changed');
         }
       },
-      appendStream: (chunk) => {
-        this.log.append(chunk);
+      readStream: (offset) => (offset >= this.log.memFirstOffset && this.log.holds(offset) ? this.log.read(offset) : null),
+      appendStream: (chunk, boundary) => {
+        this.log.append(chunk, boundary);
         if (this.#snapshotPendingAt !== null && this.log.endOffset >= this.#snapshotPendingAt) {
           this.#snapshotPendingAt = null;
           this.#downstream.snapshotReady();
@@ -281,6 +437,7 @@ export class Relay {
         }
         await this.store.commit(temp, { replid: snap.replid, offset: snap.offset });
         this.#snapshotEpoch = epoch;
+        await this.#persistState();
         logger.info({ replid: snap.replid, offset: snap.offset }, 'fresh snapshot committed');
         if (this.log.endOffset >= snap.offset) this.#downstream.snapshotReady();
         else this.#snapshotPendingAt = snap.offset;
@@ -314,16 +471,26 @@ export class Relay {
       },
       startSync: (client, replid, offset) => this.#downstream.startSync(client, replid, offset),
       replicaOf: (host, port) => {
-        this.#logger.info({ from: `${this.#upstreamHost}:${this.#upstreamPort}`, to: `${host}:${port}` }, 'REPLICAOF: following a new upstream');
-        this.#upstreamHost = host;
-        this.#upstreamPort = port;
-        this.#fetch?.socket?.destroy();
-        this.#link.setUpstream(host, port);
+        this.#follow(host, port, 'REPLICAOF');
         return null;
       },
       clients: (): Iterable<ClientConnection> => this.#server.clients,
       configRewrite: () => this.#configRewrite(),
     };
+  }
+
+  /**
+   * Follow another upstream (REPLICAOF, or the Sentinels naming a new master): the link PSYNCs it with our replid
+   * and offset + 1. The same address again is a no-op, as in Redis ("Already connected to specified master"):
+   * Sentinel's SLAVEOF and its +switch-master event both name the new master.
+   */
+  #follow(host: string, port: number, how: string): void {
+    if (host === this.#upstreamHost && port === this.#upstreamPort) return;
+    this.#logger.info({ from: `${this.#upstreamHost}:${this.#upstreamPort}`, to: `${host}:${port}`, how }, 'following a new upstream');
+    this.#upstreamHost = host;
+    this.#upstreamPort = port;
+    this.#fetch?.socket?.destroy();
+    this.#link.setUpstream(host, port);
   }
 
   /** CONFIG REWRITE (Sentinel sends it after SLAVEOF): persist the current upstream in the config file. */

@@ -7,6 +7,8 @@
  * Offsets follow Redis: `endOffset` is master_repl_offset (the offset of the last byte held); the first byte
  * held has offset `firstOffset` (backlog_first_byte_offset). An empty log has firstOffset = endOffset + 1.
  */
+import type { DiskLog } from './disk-log.js';
+
 const PACK_BLOCK_SIZE = 16 * 1024;
 const PACK_THRESHOLD = 4 * 1024;
 
@@ -34,14 +36,47 @@ export class ReplLog {
   #limit: number;
   #readers = new Set<LogReader>();
   #onAppend: Array<() => void> = [];
+  #disk: DiskLog | null = null;
 
   constructor(limit: number, offset = 0) {
     this.#limit = limit;
     this.reset(offset);
   }
 
+  /** The first byte held, in memory or on disk (backlog_first_byte_offset). */
   get firstOffset(): number {
+    const d = this.#disk;
+    return d && !d.empty ? Math.min(d.firstOffset, this.#firstOffset) : this.#firstOffset;
+  }
+  /** The first byte held in memory; bytes before it are read with readDisk(). */
+  get memFirstOffset(): number {
     return this.#firstOffset;
+  }
+  get disk(): DiskLog | null {
+    return this.#disk;
+  }
+
+  /**
+   * Backs the log with segment files: bytes leave memory only once written to disk, and readers behind the
+   * memory tail read from disk instead of holding memory.
+   */
+  attachDisk(disk: DiskLog): void {
+    this.#disk = disk;
+    disk.onWritten = () => {
+      if (this.#size > this.#limit) this.trim();
+    };
+  }
+
+  /** Starts a new history on disk too. */
+  async resetHistory(offset: number): Promise<void> {
+    await this.#disk?.reset(offset);
+    this.reset(offset);
+  }
+
+  /** Reads bytes from `offset` that are no longer in memory (up to 1 MiB). */
+  readDisk(offset: number): Promise<Buffer> {
+    if (!this.#disk) return Promise.reject(new RangeError(`offset ${offset} is before the log start ${this.#firstOffset}`));
+    return this.#disk.read(offset, Math.min(1024 * 1024, this.#firstOffset - offset));
   }
   get endOffset(): number {
     return this.#endOffset;
@@ -68,7 +103,7 @@ export class ReplLog {
 
   /** Does the log hold every byte from `offset` on (offset may be endOffset + 1: nothing to send yet)? */
   holds(offset: number): boolean {
-    return offset >= this.#firstOffset && offset <= this.#endOffset + 1;
+    return offset >= this.firstOffset && offset <= this.#endOffset + 1;
   }
 
   addReader(reader: LogReader): void {
@@ -86,9 +121,11 @@ export class ReplLog {
     };
   }
 
-  append(chunk: Buffer): void {
+  /** `boundary`: offset of the last whole command seen (for disk recovery); -1 when unknown. */
+  append(chunk: Buffer, boundary = -1): void {
     const len = chunk.length;
     if (len === 0) return;
+    this.#disk?.append(chunk, boundary);
     const tail = this.#blocks.length > this.#head ? this.#blocks[this.#blocks.length - 1] : undefined;
     let newBlock = true;
     if (len < PACK_THRESHOLD) {
@@ -122,10 +159,14 @@ export class ReplLog {
     return block.buf.subarray(offset - block.start, block.used);
   }
 
-  /** Drops head blocks beyond the size limit that no reader still needs. */
+  /**
+   * Drops head blocks beyond the size limit that no reader still needs. With a disk log, readers do not hold
+   * memory (they read behind the tail from disk); only bytes not yet written to disk stay.
+   */
   trim(): void {
     let minNeeded = Infinity;
-    for (const r of this.#readers) if (r.offset + 1 < minNeeded) minNeeded = r.offset + 1;
+    if (this.#disk) minNeeded = this.#disk.writtenOffset + 1;
+    else for (const r of this.#readers) if (r.offset + 1 < minNeeded) minNeeded = r.offset + 1;
     while (this.#head < this.#blocks.length - 1) {
       const block = this.#blocks[this.#head]!;
       if (this.#size - block.used < this.#limit) break;

@@ -17,8 +17,10 @@ const SNAPSHOT_FILE = 'snapshot.rdb';
 const META_FILE = 'snapshot.json';
 
 /** Writes `data` to `path` atomically: temp file, fsync, rename, fsync of the directory. */
+let tmpSeq = 0;
+
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = `${path}.tmp-${process.pid}-${++tmpSeq}`;
   const fh = await fsp.open(tmp, 'w');
   try {
     await fh.writeFile(data);

@@ -1,6 +1,6 @@
 import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
-import type { LoggingConfig, RelayConfig } from './types.js';
+import type { LoggingConfig, RelayConfig, SentinelConfig, WebConfig } from './types.js';
 import { parseDuration, parseSize, show } from './units.js';
 
 /**
@@ -17,6 +17,7 @@ export const DEFAULTS = deepFreeze({
     'connect-timeout': 10,
     'backoff-min': '100ms',
     'backoff-max': '5s',
+    sentinel: null,
   },
   listen: {
     bind: '127.0.0.1',
@@ -29,15 +30,20 @@ export const DEFAULTS = deepFreeze({
   },
   log: {
     memory: '64mb',
+    disk: '1gb',
   },
   replication: {
     'replica-max-lag': '256mb',
     'replica-timeout': 60,
+    'ahead-wait': '5s',
   },
   web: {
     bind: '127.0.0.1',
     port: 8080,
     token: null,
+    'allow-insecure': false,
+    'max-buffered': '16mb',
+    'slow-client': 'disconnect',
   },
   logging: {
     level: 'info',
@@ -46,6 +52,7 @@ export const DEFAULTS = deepFreeze({
 });
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const SLOW_CLIENT_POLICIES = ['disconnect', 'drop'] as const;
 
 /** Smallest accepted `log.memory` (16kb). */
 const MIN_LOG_MEMORY = 16 * 1024;
@@ -72,6 +79,7 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     connectTimeoutMs: up('connect-timeout', duration(1)),
     backoffMinMs: up('backoff-min', duration(0)),
     backoffMaxMs: up('backoff-max', duration(1)),
+    sentinel: up('sentinel', sentinelConfig),
   };
   if (upstream.backoffMaxMs < upstream.backoffMinMs) {
     throw new ConfigError('upstream.backoff-max', 'must not be less than upstream.backoff-min');
@@ -89,12 +97,13 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
   };
 
   const lg = section('log');
-  const log = { memory: lg('memory', size(MIN_LOG_MEMORY)) };
+  const log = { memory: lg('memory', size(MIN_LOG_MEMORY)), disk: lg('disk', size(0)) };
 
   const re = section('replication');
   const replication = {
     replicaMaxLag: re('replica-max-lag', size(1)),
     replicaTimeoutMs: re('replica-timeout', duration(1)),
+    aheadWaitMs: re('ahead-wait', duration(0)),
   };
 
   const we = section('web');
@@ -102,7 +111,13 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     bind: we('bind', nonEmptyString),
     port: we('port', integer(0, 65535)),
     token: we('token', nullableString),
+    allowInsecure: we('allow-insecure', boolean),
+    maxBuffered: we('max-buffered', size(1024)),
+    slowClient: we('slow-client', oneOf(SLOW_CLIENT_POLICIES)) satisfies WebConfig['slowClient'],
   };
+  if (web.port !== 0 && web.token === null && !web.allowInsecure && !isLoopback(web.bind)) {
+    throw new ConfigError('web.token', `required when web.bind (${web.bind}) is not a loopback address; set a token or web.allow-insecure: true`);
+  }
 
   const logging = { level: section('logging')('level', oneOf(LOG_LEVELS)) satisfies LoggingConfig['level'] };
 
@@ -144,6 +159,43 @@ function nonEmptyString(value: unknown, path: string): string {
 function nullableString(value: unknown, path: string): string | null {
   if (value === null || (typeof value === 'string' && value !== '')) return value;
   throw new ConfigError(path, `expected a non-empty string or null, got ${value === '' ? 'an empty string' : typeOf(value)}`);
+}
+
+function boolean(value: unknown, path: string): boolean {
+  if (typeof value === 'boolean') return value;
+  throw new ConfigError(path, `expected true or false, got ${show(value)}`);
+}
+
+/** 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) and localhost. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
+/** `upstream.sentinel`: null, or `{nodes: [host:port, ...], master-name, password}`. */
+function sentinelConfig(value: unknown, path: string): SentinelConfig | null {
+  if (value === null) return null;
+  const r = reader(value, path, { nodes: null, 'master-name': null, password: null });
+  return {
+    nodes: r('nodes', sentinelNodes),
+    masterName: r('master-name', nonEmptyString),
+    password: r('password', nullableString),
+  };
+}
+
+/** A non-empty list of `host:port` (`[v6]:port`; port 26379 when omitted). */
+function sentinelNodes(value: unknown, path: string): SentinelConfig['nodes'] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new ConfigError(path, `expected a non-empty list of host:port, got ${value === null || value === undefined ? 'nothing' : typeOf(value)}`);
+  }
+  return value.map((item, i) => {
+    const m = typeof item === 'string' ? (/^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(item) ?? /^([^:[\]]+)(?::(\d{1,5}))?$/.exec(item)) : null;
+    const port = m?.[2] === undefined ? 26379 : Number(m[2]);
+    if (!m || port < 1 || port > 65535) throw new ConfigError(`${path}.${i}`, `expected host:port, got ${show(item)}`);
+    return { host: m[1]!, port };
+  });
 }
 
 function integer(min: number, max: number): Parse<number> {

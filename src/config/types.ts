@@ -17,6 +17,17 @@ export interface UpstreamConfig {
   /** Reconnect backoff, capped exponential with jitter. */
   readonly backoffMinMs: number;
   readonly backoffMaxMs: number;
+  /** Sentinel mode: the Sentinels name the master (host/port above are then not used); null = off. */
+  readonly sentinel: SentinelConfig | null;
+}
+
+export interface SentinelConfig {
+  /** Sentinels to ask, in order (`host:port`, port 26379 when omitted). */
+  readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
+  /** The name the Sentinels monitor the master under (`sentinel monitor <name> ...`). */
+  readonly masterName: string;
+  /** AUTH password for the Sentinels (their requirepass); null = none. */
+  readonly password: string | null;
 }
 
 export interface ListenConfig {
@@ -37,6 +48,8 @@ export interface ListenConfig {
 export interface LogConfig {
   /** In-memory replication log (backlog) size. */
   readonly memory: number;
+  /** Disk-backed log size (segment files in `dir/log`); 0 = memory only. */
+  readonly disk: number;
 }
 
 export interface ReplicationConfig {
@@ -44,13 +57,22 @@ export interface ReplicationConfig {
   readonly replicaMaxLag: number;
   /** A downstream replica silent (no REPLCONF ACK) this long is disconnected. */
   readonly replicaTimeoutMs: number;
+  /** A replica asking for an offset ahead of the relay (same replid) is held this long for the stream to reach it; 0 = full sync at once. */
+  readonly aheadWaitMs: number;
 }
 
 export interface WebConfig {
   readonly bind: string;
   /** 0 = web server off. */
   readonly port: number;
+  /** Bearer token for /status, /metrics and /stream; null = no auth (only allowed on loopback unless allowInsecure). */
   readonly token: string | null;
+  /** Serve a non-loopback bind without a token. */
+  readonly allowInsecure: boolean;
+  /** Most bytes a /stream subscriber may have buffered before the slowClient policy applies. */
+  readonly maxBuffered: number;
+  /** What happens to a /stream subscriber past maxBuffered: closed (4008), or its messages dropped and counted. */
+  readonly slowClient: 'disconnect' | 'drop';
 }
 
 export interface LoggingConfig {

@@ -41,6 +41,9 @@ export class ClientConnection {
   /** MULTI state: queued commands, or null outside a transaction. */
   multi: Buffer[][] | null = null;
   multiError = false;
+  /** Pub/sub subscriptions (pubsub.ts), names as latin1 strings. */
+  readonly channels = new Set<string>();
+  readonly patterns = new Set<string>();
   #parser: RequestParser;
   #stats: RelayStats;
   #handlers: ClientHandlers;

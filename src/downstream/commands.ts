@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { arrayReply, bulkReply, errorReply, integerReply, OK, PONG, simpleString } from '../resp/writer.js';
 import type { ClientConnection } from './client.js';
 import { WRITE_COMMANDS } from './write-commands.js';
+import { pubsubFor, SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount } from './pubsub.js';
 
 /** What commands need from the rest of the relay. */
 export interface CommandHost {
@@ -61,7 +62,11 @@ const COMMANDS: Record<string, CommandSpec> = {
   ping: {
     arity: -1,
     noAuth: true,
-    handler: (_h, c, a) => c.reply(a.length > 1 ? bulkReply(a[1]!) : PONG),
+    handler: (_h, c, a) => {
+      if (a.length > 2) return c.reply(errorReply("ERR wrong number of arguments for 'ping' command"));
+      if (subscriptionCount(c) > 0) return c.reply(subscribedPong(a[1]));
+      c.reply(a.length > 1 ? bulkReply(a[1]!) : PONG);
+    },
   },
   echo: { arity: 2, handler: (_h, c, a) => c.reply(bulkReply(a[1]!)) },
   quit: {
@@ -185,6 +190,27 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
   },
   exec: { arity: 1, handler: () => undefined /* handled in dispatch */ },
+  // Pub/sub among the relay's own clients (Sentinel's hello channel): see pubsub.ts.
+  subscribe: { arity: -2, handler: (h, c, a) => pubsubFor(h).subscribe(c, a.slice(1)) },
+  unsubscribe: { arity: -1, handler: (h, c, a) => pubsubFor(h).unsubscribe(c, a.slice(1)) },
+  psubscribe: { arity: -2, handler: (h, c, a) => pubsubFor(h).psubscribe(c, a.slice(1)) },
+  punsubscribe: { arity: -1, handler: (h, c, a) => pubsubFor(h).punsubscribe(c, a.slice(1)) },
+  publish: { arity: 3, handler: (h, c, a) => c.reply(integerReply(pubsubFor(h).publish(a[1]!, a[2]!))) },
+  pubsub: { arity: -2, handler: (h, c, a) => pubsubFor(h).introspect(c, a) },
+  reset: {
+    arity: 1,
+    noAuth: true,
+    handler: (h, c) => {
+      // Redis clearClientConnectionState: leave MULTI and pub/sub, forget the name, back to the default user.
+      c.multi = null;
+      c.multiError = false;
+      pubsubFor(h).drop(c);
+      c.name = '';
+      c.user = 'default';
+      c.authenticated = h.password === null;
+      c.reply(simpleString('RESET'));
+    },
+  },
 };
 
 export const REDIS_VERSION = '7.0.0';
@@ -284,11 +310,11 @@ function client(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
 
 function clientLine(c: ClientConnection): string {
   const now = Date.now();
-  const flags = c.replica ? 'S' : 'N';
+  const flags = c.replica ? 'S' : subscriptionCount(c) > 0 ? 'P' : 'N';
   return (
     `id=${c.id} addr=${c.addr} laddr=${c.socket.localAddress}:${c.socket.localPort} fd=0 name=${c.name} ` +
     `age=${Math.floor((now - c.createdAt) / 1000)} idle=${Math.floor((now - c.lastInteraction) / 1000)} flags=${flags} ` +
-    `db=0 sub=0 psub=0 ssub=0 multi=${c.multi ? c.multi.length : -1} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 ` +
+    `db=0 sub=${c.channels.size} psub=${c.patterns.size} ssub=0 multi=${c.multi ? c.multi.length : -1} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 ` +
     `obl=0 oll=0 omem=${c.socket.writableLength} tot-mem=0 events=r cmd=${c.lastCommand || 'NULL'} user=${c.user} redir=-1 resp=2\n`
   );
 }
@@ -320,10 +346,12 @@ function clientKill(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
   const victims = [...h.clients()].filter((x) => {
     if (id !== null && x.id !== id) return false;
     if (addr !== null && x.addr !== addr) return false;
-    if (type === 'normal' && x.replica) return false;
-    if ((type === 'replica' || type === 'slave') && !x.replica) return false;
-    // We never have pubsub or master clients downstream.
-    if (type === 'pubsub' || type === 'master') return false;
+    // Redis getClientType: replica, else pubsub (has subscriptions), else normal; no master clients downstream.
+    const kind = x.replica ? 'replica' : subscriptionCount(x) > 0 ? 'pubsub' : 'normal';
+    if (type === 'normal' && kind !== 'normal') return false;
+    if ((type === 'replica' || type === 'slave') && kind !== 'replica') return false;
+    if (type === 'pubsub' && kind !== 'pubsub') return false;
+    if (type === 'master') return false;
     if (skipme && x === c && a.length !== 3) return false;
     return true;
   });
@@ -344,6 +372,11 @@ export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[])
   if (!c.authenticated && !spec?.noAuth) {
     c.reply(errorReply('NOAUTH Authentication required.'));
     return;
+  }
+  if (subscriptionCount(c) > 0 && !SUBSCRIBED_MODE_COMMANDS.has(name)) {
+    return c.reply(
+      errorReply(`ERR Can't execute '${name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context`),
+    );
   }
   if (c.multi && name !== 'exec' && name !== 'discard' && name !== 'multi' && name !== 'quit') {
     const err = checkCommand(name, spec, args);

@@ -52,6 +52,7 @@ export class ReplicaSession implements LogReader {
   #state: ReplicaState = ReplicaState.WaitBgsave;
   #offset = -1;
   #blocked = false;
+  #diskRead = false;
   /** Set by REPLCONF ACK. */
   ackOffset = 0;
   ackTime = Date.now();
@@ -167,12 +168,12 @@ export class ReplicaSession implements LogReader {
 
   /** Hands newly appended log bytes to the socket until it is full. */
   pump(): void {
-    if (this.#state !== ReplicaState.Online || this.#blocked) return;
+    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead) return;
     const log = this.#log;
     while (this.#offset < log.endOffset) {
-      if (log.endOffset - this.#offset > this.#maxLag) {
-        this.#stats.replicasDroppedLag++;
-        this.close(`lag ${log.endOffset - this.#offset} bytes over replica-max-lag ${this.#maxLag}`);
+      if (this.#overLimit()) return;
+      if (this.#offset + 1 < log.memFirstOffset) {
+        this.#readFromDisk();
         return;
       }
       const view = log.read(this.#offset + 1)!;
@@ -185,12 +186,50 @@ export class ReplicaSession implements LogReader {
     }
   }
 
+  /** Behind the memory tail: read the next piece from the disk log, asynchronously, then carry on. */
+  #readFromDisk(): void {
+    this.#diskRead = true;
+    this.#log.readDisk(this.#offset + 1).then(
+      (buf) => {
+        this.#diskRead = false;
+        if (this.#state !== ReplicaState.Online) return;
+        this.#offset += buf.length;
+        this.#stats.replOutputBytes += buf.length;
+        this.#stats.diskReadBytes += buf.length;
+        if (!this.#write(buf)) this.#blocked = true;
+        else this.pump();
+      },
+      (err: Error) => {
+        this.#diskRead = false;
+        this.close(`log read failed: ${err.message}`);
+      },
+    );
+  }
+
   /** Checks the lag limit for a replica whose socket is full (the pump is not running for it). */
   checkLag(): void {
-    if ((this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) && this.#log.endOffset - this.#offset > this.#maxLag) {
+    if (this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) this.#overLimit();
+  }
+
+  /**
+   * Without a disk log, a lagging replica holds memory (the log keeps what it has not read): past
+   * replica-max-lag it is dropped. With one, it reads from disk and holds nothing; it is dropped only when the
+   * disk limit removed bytes it still needs.
+   */
+  #overLimit(): boolean {
+    const log = this.#log;
+    const lag = log.endOffset - this.#offset;
+    if (this.#offset + 1 < log.firstOffset) {
       this.#stats.replicasDroppedLag++;
-      this.close(`lag ${this.#log.endOffset - this.#offset} bytes over replica-max-lag ${this.#maxLag}`);
+      this.close(`fell behind the log: needs offset ${this.#offset + 1}, log starts at ${log.firstOffset}`);
+      return true;
     }
+    if (!log.disk && lag > this.#maxLag) {
+      this.#stats.replicasDroppedLag++;
+      this.close(`lag ${lag} bytes over replica-max-lag ${this.#maxLag}`);
+      return true;
+    }
+    return false;
   }
 
   #write(buf: Buffer): boolean {

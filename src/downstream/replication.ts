@@ -23,6 +23,19 @@ export interface DownstreamOptions {
   readonly logger: Logger;
   readonly maxLag: number;
   readonly replicaTimeoutMs: number;
+  /**
+   * How long a replica asking for an offset ahead of ours (same replid) is held until the log reaches it, then
+   * continued, instead of a full sync (replication.ahead-wait). 0 = full sync at once, as Redis does.
+   */
+  readonly aheadWaitMs?: number;
+}
+
+/** A PSYNC held because the replica is ahead of the relay: decided when the log reaches `offset`, or at `deadline`. */
+interface AheadWait {
+  readonly client: ClientConnection;
+  readonly replid: string;
+  readonly offset: number;
+  readonly deadline: number;
 }
 
 /**
@@ -33,6 +46,7 @@ export class DownstreamReplication {
   #opts: DownstreamOptions;
   #sessions = new Set<ReplicaSession>();
   #waiting = new Set<ReplicaSession>();
+  #ahead = new Map<ReplicaSession, AheadWait>();
   #tick: NodeJS.Timeout;
   #unsubscribe: () => void;
 
@@ -40,6 +54,7 @@ export class DownstreamReplication {
     this.#opts = opts;
     this.#unsubscribe = opts.source.log.onAppend(() => {
       for (const s of this.#sessions) s.pump();
+      if (this.#ahead.size > 0) this.#checkAhead(false);
     });
     this.#tick = setInterval(() => this.#onTick(), 1000);
     this.#tick.unref();
@@ -69,23 +84,63 @@ export class DownstreamReplication {
     const logger = client.logger;
 
     if (replid !== null && replid !== '?' && !rc.rdbOnly && !rc.rdbFilterEmpty) {
-      if (ids.accepts(replid, offset) && log.holds(offset)) {
-        stats.syncPartialOk++;
-        const line = rc.capaPsync2 ? `+CONTINUE ${ids.replid}\r\n` : '+CONTINUE\r\n';
-        client.socket.write(line);
-        logger.info({ replid: ids.replid, offset, backlogBytes: log.endOffset - offset + 1 }, 'partial resync accepted');
-        session.continueFrom(offset);
+      if (this.#tryContinue(client, session, replid, offset)) return;
+      const waitMs = this.#opts.aheadWaitMs ?? 0;
+      if (waitMs > 0 && replid === ids.replid && offset > log.endOffset + 1) {
+        // It followed our upstream directly and holds bytes we have not received yet: wait for them (bounded),
+        // then continue it, rather than throw its dataset away. Neither ok nor err until decided.
+        this.#ahead.set(session, { client, replid, offset, deadline: Date.now() + waitMs });
+        logger.info({ replid, askedOffset: offset, endOffset: log.endOffset, waitMs }, 'replica is ahead of the relay, waiting for the stream to reach its offset');
         return;
       }
-      stats.syncPartialErr++;
-      logger.info(
-        { askedReplid: replid, askedOffset: offset, replid: ids.replid, replid2: ids.replid2, firstOffset: log.firstOffset, endOffset: log.endOffset },
-        'partial resync refused, full resync',
-      );
+      this.#refusePartial(client, replid, offset);
     }
-    stats.syncFull++;
+    this.#startFull(session);
+  }
+
+  /** `+CONTINUE` when the ids and the log allow it (Redis masterTryPartialResynchronization). */
+  #tryContinue(client: ClientConnection, session: ReplicaSession, replid: string, offset: number): boolean {
+    const { ids, log } = this.#opts.source;
+    if (!ids.accepts(replid, offset) || !log.holds(offset)) return false;
+    this.#opts.stats.syncPartialOk++;
+    const line = client.replconf.capaPsync2 ? `+CONTINUE ${ids.replid}\r\n` : '+CONTINUE\r\n';
+    client.socket.write(line);
+    client.logger.info({ replid: ids.replid, offset, backlogBytes: log.endOffset - offset + 1 }, 'partial resync accepted');
+    session.continueFrom(offset);
+    return true;
+  }
+
+  #refusePartial(client: ClientConnection, replid: string, offset: number): void {
+    const { ids, log } = this.#opts.source;
+    this.#opts.stats.syncPartialErr++;
+    client.logger.info(
+      { askedReplid: replid, askedOffset: offset, replid: ids.replid, replid2: ids.replid2, firstOffset: log.firstOffset, endOffset: log.endOffset },
+      'partial resync refused, full resync',
+    );
+  }
+
+  #startFull(session: ReplicaSession): void {
+    this.#opts.stats.syncFull++;
     this.#waiting.add(session);
     this.#serveWaiting();
+  }
+
+  /** Decides held PSYNCs: continue those the log now reaches; full sync those past their deadline (`expire`) or no longer ours. */
+  #checkAhead(expire: boolean): void {
+    const { ids, log } = this.#opts.source;
+    const now = Date.now();
+    for (const [session, w] of [...this.#ahead]) {
+      if (session.state !== ReplicaState.WaitBgsave) {
+        this.#ahead.delete(session);
+        continue;
+      }
+      const stillOurs = w.replid === ids.replid && w.offset >= log.firstOffset;
+      if (stillOurs && !log.holds(w.offset) && !(expire && now >= w.deadline)) continue;
+      this.#ahead.delete(session);
+      if (stillOurs && this.#tryContinue(w.client, session, w.replid, w.offset)) continue;
+      this.#refusePartial(w.client, w.replid, w.offset);
+      this.#startFull(session);
+    }
   }
 
   /** Starts the full syncs that can start now. */
@@ -122,14 +177,19 @@ export class DownstreamReplication {
     this.#serveWaiting();
   }
 
-  /** Drop every replica (new history, or a new replid they must learn). They reconnect and PSYNC. */
-  disconnectAll(reason: string): void {
-    for (const s of [...this.#sessions]) s.close(reason);
+  /**
+   * Drop every replica that has been told a replid or offset (new history, or a new replid they must learn);
+   * they reconnect and PSYNC. Replicas still waiting for a snapshot have been told nothing: they stay and
+   * are served from the new one.
+   */
+  disconnectAll(reason: string, includeWaiting = false): void {
+    for (const s of [...this.#sessions]) if (includeWaiting || s.state !== ReplicaState.WaitBgsave) s.close(reason);
   }
 
   #remove(s: ReplicaSession): void {
     this.#sessions.delete(s);
     this.#waiting.delete(s);
+    this.#ahead.delete(s);
   }
 
   #onTick(): void {
@@ -141,12 +201,13 @@ export class DownstreamReplication {
         s.close('timeout: no REPLCONF ACK within replica-timeout');
       } else s.checkLag();
     }
+    if (this.#ahead.size > 0) this.#checkAhead(true);
     this.#serveWaiting();
   }
 
   close(): void {
     clearInterval(this.#tick);
     this.#unsubscribe();
-    this.disconnectAll('relay shutting down');
+    this.disconnectAll('relay shutting down', true);
   }
 }

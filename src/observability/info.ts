@@ -56,6 +56,7 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
     `relay_replicas_dropped_lag:${s.stats.replicasDroppedLag}`,
     `relay_replicas_dropped_timeout:${s.stats.replicasDroppedTimeout}`,
     `relay_protocol_errors:${s.stats.protocolErrors}`,
+    `relay_disk_read_bytes:${s.stats.diskReadBytes}`,
   ],
   replication: (s) => {
     const u = s.upstream;
@@ -102,7 +103,12 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
       'repl_backlog_active:1',
       `repl_backlog_size:${s.log.limit}`,
       `repl_backlog_first_byte_offset:${s.log.firstOffset}`,
-      `repl_backlog_histlen:${s.log.size}`,
+      `repl_backlog_histlen:${s.log.endOffset - s.log.firstOffset + 1}`,
+      `relay_log_memory_bytes:${s.log.size}`,
+      `relay_log_memory_first_byte_offset:${s.log.memFirstOffset}`,
+      `relay_log_disk_bytes:${s.log.diskBytes}`,
+      `relay_log_disk_limit:${s.log.diskLimit}`,
+      `relay_log_disk_segments:${s.log.diskSegments}`,
       `relay_snapshot_offset:${s.snapshot ? s.snapshot.offset : -1}`,
       `relay_snapshot_size:${s.snapshot ? s.snapshot.size : 0}`,
       `relay_snapshot_usable:${s.snapshot?.usable ? 1 : 0}`,

@@ -43,7 +43,19 @@ export interface RelayStatus {
   readonly replid2: string;
   readonly masterReplOffset: number;
   readonly secondReplOffset: number;
-  readonly log: { readonly firstOffset: number; readonly endOffset: number; readonly size: number; readonly limit: number };
+  readonly log: {
+    /** First byte held, in memory or on disk. */
+    readonly firstOffset: number;
+    readonly endOffset: number;
+    /** Bytes held in memory, and the memory limit (log.memory). */
+    readonly size: number;
+    readonly limit: number;
+    readonly memFirstOffset: number;
+    /** Disk log: bytes in segment files, the limit (log.disk, 0 = off), segment count. */
+    readonly diskBytes: number;
+    readonly diskLimit: number;
+    readonly diskSegments: number;
+  };
   readonly snapshot: { readonly replid: string; readonly offset: number; readonly size: number; readonly rdbVersion: number; readonly usable: boolean } | null;
   readonly snapshotRefreshInProgress: boolean;
   readonly connectedClients: number;
@@ -62,6 +74,7 @@ export interface RelayStatus {
     readonly replicasDroppedLag: number;
     readonly replicasDroppedTimeout: number;
     readonly protocolErrors: number;
+    readonly diskReadBytes: number;
   };
   readonly memory: { readonly rss: number; readonly heapUsed: number; readonly external: number };
 }

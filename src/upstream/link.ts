@@ -40,8 +40,8 @@ export interface LinkHost {
   continued(replid: string | null): void;
   /** A view of held stream bytes from `offset` (ReplLog.read), or null when not held. */
   readStream(offset: number): Buffer | null;
-  /** Validated stream bytes, in order. */
-  appendStream(chunk: Buffer): void;
+  /** Validated stream bytes, in order; `boundary` is the offset of the last whole command scanned. */
+  appendStream(chunk: Buffer, boundary: number): void;
   /** Every command seen in the stream (for subscribers); called before the bytes are appended. */
   commandSeen?(cmd: ScannedCommand): void;
 }
@@ -339,7 +339,7 @@ export class UpstreamLink extends EventEmitter {
     this.#lastIo = Date.now();
     this.stats.bytesIn += chunk.length;
     const { validBytes, error } = this.#scanner.scan(chunk);
-    if (validBytes > 0) this.#hostApi.appendStream(validBytes === chunk.length ? chunk : chunk.subarray(0, validBytes));
+    if (validBytes > 0) this.#hostApi.appendStream(validBytes === chunk.length ? chunk : chunk.subarray(0, validBytes), this.#scanner.boundary);
     if (error !== null) {
       this.#scannerFailed = true;
       // Keep what was valid; drop the link and PSYNC from there: upstream resends the rest.

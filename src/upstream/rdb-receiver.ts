@@ -1,5 +1,6 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, SnapshotError } from '../errors.js';
+import { Crc64 } from '../backlog/crc64.js';
 
 const EOF_MARK_LEN = 40;
 const MAX_HEADER = 256;
@@ -36,6 +37,10 @@ export class RdbReceiver {
   #received = 0;
   #total: number | null = null;
   #fileError: Error | null = null;
+  /** CRC over every payload byte but the last 8 (the RDB trailer), which wait in #crcTail. */
+  #crc = new Crc64();
+  #crcTail: Buffer = Buffer.alloc(0);
+  #rdbHead: Buffer = Buffer.alloc(0);
 
   constructor(path: string) {
     this.path = path;
@@ -70,7 +75,7 @@ export class RdbReceiver {
     let ok = true;
     if (this.#state === RdbReceiverState.Bulk) {
       const take = Math.min(this.#remaining, data.length);
-      if (take > 0) ok = this.#file.write(data.subarray(0, take));
+      if (take > 0) ok = this.#emit(data.subarray(0, take));
       this.#remaining -= take;
       this.#received += take;
       if (this.#remaining === 0) {
@@ -82,13 +87,13 @@ export class RdbReceiver {
     if (this.#state === RdbReceiverState.EofMarked) {
       this.#received += data.length;
       if (data.length >= EOF_MARK_LEN) {
-        if (this.#held.length > 0) this.#file.write(this.#held);
-        ok = this.#file.write(data.subarray(0, data.length - EOF_MARK_LEN));
+        if (this.#held.length > 0) this.#emit(this.#held);
+        ok = this.#emit(data.subarray(0, data.length - EOF_MARK_LEN));
         this.#held = Buffer.from(data.subarray(data.length - EOF_MARK_LEN));
       } else {
         const merged = Buffer.concat([this.#held, data]);
         const keep = Math.min(EOF_MARK_LEN, merged.length);
-        if (merged.length > keep) ok = this.#file.write(merged.subarray(0, merged.length - keep));
+        if (merged.length > keep) ok = this.#emit(merged.subarray(0, merged.length - keep));
         this.#held = merged.subarray(merged.length - keep);
       }
       if (this.#held.length === EOF_MARK_LEN && this.#held.equals(this.#mark!)) {
@@ -99,6 +104,38 @@ export class RdbReceiver {
       return { done: false, rest: null, backpressure: !ok };
     }
     return { done: true, rest: data, backpressure: false };
+  }
+
+  /** Payload bytes go to the file and through the CRC, 8 bytes behind. */
+  #emit(buf: Buffer): boolean {
+    if (this.#rdbHead.length < 9) this.#rdbHead = Buffer.concat([this.#rdbHead, buf.subarray(0, 9 - this.#rdbHead.length)]);
+    if (buf.length >= 8) {
+      this.#crc.update(this.#crcTail);
+      this.#crc.update(buf, 0, buf.length - 8);
+      this.#crcTail = Buffer.from(buf.subarray(buf.length - 8));
+    } else {
+      const merged = Buffer.concat([this.#crcTail, buf]);
+      const cut = Math.max(0, merged.length - 8);
+      this.#crc.update(merged, 0, cut);
+      this.#crcTail = merged.subarray(cut);
+    }
+    return this.#file.write(buf);
+  }
+
+  /**
+   * Checks the received RDB as Redis would load it: the `REDIS` magic, and the CRC-64 trailer of RDB version 5
+   * and later (a zero trailer means the master saved without checksums).
+   */
+  verify(): void {
+    if (this.#rdbHead.length < 9 || this.#rdbHead.toString('latin1', 0, 5) !== 'REDIS') {
+      throw new SnapshotError('received payload is not an RDB file (no REDIS header)');
+    }
+    const version = Number(this.#rdbHead.toString('latin1', 5, 9));
+    if (!(version >= 5) || this.#crcTail.length < 8 || this.#crcTail.every((b) => b === 0)) return;
+    const expected = this.#crc.digestLE();
+    if (!expected.equals(this.#crcTail)) {
+      throw new SnapshotError(`RDB checksum mismatch: trailer ${this.#crcTail.toString('hex')}, computed ${expected.toString('hex')}`);
+    }
   }
 
   /** Resolves when the file accepts more writes. */

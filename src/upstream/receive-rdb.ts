@@ -48,7 +48,15 @@ export function receiveRdb(socket: Socket, first: Buffer, receiver: RdbReceiver,
         socket.destroy();
         void receiver.abort().then(() => reject(err));
       } else {
-        receiver.finish().then(() => resolve(rest!), reject);
+        receiver.finish().then(() => {
+          try {
+            receiver.verify();
+          } catch (verr) {
+            reject(verr as Error);
+            return;
+          }
+          resolve(rest!);
+        }, reject);
       }
     };
     const onData = (chunk: Buffer) => {

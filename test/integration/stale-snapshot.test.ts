@@ -6,12 +6,12 @@ import { waitFor } from '../helpers/wait.js';
 
 t.teardown(stopAll);
 
-t.test('a replica attached after the log wrapped past the snapshot still gets a consistent full sync', async (t) => {
+t.test('with a memory-only log, a replica attached after the log wrapped past the snapshot still gets a consistent full sync', async (t) => {
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
   await m.call('DEBUG', 'POPULATE', 1000, 'before', 100);
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '64kb' } });
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '64kb', disk: 0 } });
   t.teardown(() => relay.stop());
   const x = await relay.client();
   t.teardown(() => x.close());

@@ -19,6 +19,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     connectTimeoutMs: 10_000,
     backoffMinMs: 100,
     backoffMaxMs: 5000,
+    sentinel: null,
   },
   listen: {
     bind: '127.0.0.1',
@@ -29,9 +30,9 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     maxQueryBuffer: 1024 ** 3,
     announceIp: null,
   },
-  log: { memory: 64 * 1024 ** 2 },
-  replication: { replicaMaxLag: 256 * 1024 ** 2, replicaTimeoutMs: 60_000 },
-  web: { bind: '127.0.0.1', port: 8080, token: null },
+  log: { memory: 64 * 1024 ** 2, disk: 1024 ** 3 },
+  replication: { replicaMaxLag: 256 * 1024 ** 2, replicaTimeoutMs: 60_000, aheadWaitMs: 5000 },
+  web: { bind: '127.0.0.1', port: 8080, token: null, allowInsecure: false, maxBuffered: 16 * 1024 ** 2, slowClient: 'disconnect' },
   logging: { level: 'info' },
   dir: resolve(process.cwd(), 'data'),
   configFile: null,
@@ -92,9 +93,28 @@ t.test('each invalid key is a ConfigError naming its path', async (t) => {
     [{ log: { size: '1mb' } }, 'log.size'],
     [{ replication: { 'replica-max-lag': 'lots' } }, 'replication.replica-max-lag'],
     [{ replication: { 'replica-timeout': 0 } }, 'replication.replica-timeout'],
+    [{ replication: { 'ahead-wait': '-1s' } }, 'replication.ahead-wait'],
+    [{ upstream: { sentinel: 'x' } }, 'upstream.sentinel'],
+    [{ upstream: { sentinel: { 'master-name': 'm' } } }, 'upstream.sentinel.nodes'],
+    [{ upstream: { sentinel: { nodes: [], 'master-name': 'm' } } }, 'upstream.sentinel.nodes'],
+    [{ upstream: { sentinel: { nodes: 'h:1', 'master-name': 'm' } } }, 'upstream.sentinel.nodes'],
+    [{ upstream: { sentinel: { nodes: ['h:1', 'h:0'], 'master-name': 'm' } } }, 'upstream.sentinel.nodes.1'],
+    [{ upstream: { sentinel: { nodes: ['h:1', 5], 'master-name': 'm' } } }, 'upstream.sentinel.nodes.1'],
+    [{ upstream: { sentinel: { nodes: ['::1:26379'], 'master-name': 'm' } } }, 'upstream.sentinel.nodes.0'],
+    [{ upstream: { sentinel: { nodes: ['h:1'] } } }, 'upstream.sentinel.master-name'],
+    [{ upstream: { sentinel: { nodes: ['h:1'], 'master-name': '' } } }, 'upstream.sentinel.master-name'],
+    [{ upstream: { sentinel: { nodes: ['h:1'], 'master-name': 'm', password: '' } } }, 'upstream.sentinel.password'],
+    [{ upstream: { sentinel: { nodes: ['h:1'], 'master-name': 'm', quorum: 2 } } }, 'upstream.sentinel.quorum'],
     [{ web: { port: -1 } }, 'web.port'],
     [{ web: { port: 65536 } }, 'web.port'],
     [{ web: { token: '' } }, 'web.token'],
+    [{ web: { 'allow-insecure': 'yes' } }, 'web.allow-insecure'],
+    [{ web: { 'max-buffered': 'lots' } }, 'web.max-buffered'],
+    [{ web: { 'max-buffered': 100 } }, 'web.max-buffered'],
+    [{ web: { 'slow-client': 'block' } }, 'web.slow-client'],
+    [{ web: { bind: '0.0.0.0' } }, 'web.token'],
+    [{ web: { bind: '::' } }, 'web.token'],
+    [{ web: { bind: '10.1.2.3' } }, 'web.token'],
     [{ logging: { level: 'verbose' } }, 'logging.level'],
     [{ logging: { level: 'INFO' } }, 'logging.level'],
     [{ dir: 5 }, 'dir'],
@@ -103,6 +123,18 @@ t.test('each invalid key is a ConfigError naming its path', async (t) => {
   for (const [raw, path] of cases) {
     t.equal(configError(t, () => validateConfig(raw, null))?.path, path, JSON.stringify(raw));
   }
+});
+
+t.test('a non-loopback web bind needs a token or allow-insecure', async (t) => {
+  t.equal(validateConfig({ web: { bind: '0.0.0.0', token: 's3cret' } }, null).web.token, 's3cret');
+  t.equal(validateConfig({ web: { bind: '0.0.0.0', 'allow-insecure': true } }, null).web.allowInsecure, true);
+  t.equal(validateConfig({ web: { bind: '0.0.0.0', port: 0 } }, null).web.port, 0, 'web off: nothing exposed');
+  for (const bind of ['127.0.0.1', '127.9.8.7', '::1', '[::1]', 'localhost', '::ffff:127.0.0.1']) {
+    t.equal(validateConfig({ web: { bind } }, null).web.bind, bind, `${bind} is loopback`);
+  }
+  const c = validateConfig({ web: { 'max-buffered': '1mb', 'slow-client': 'drop' } }, null);
+  t.equal(c.web.maxBuffered, 1024 * 1024);
+  t.equal(c.web.slowClient, 'drop');
 });
 
 t.test('boundary values are accepted', async (t) => {
@@ -121,6 +153,26 @@ t.test('boundary values are accepted', async (t) => {
   t.equal(c.log.memory, 16384);
   t.equal(c.upstream.backoffMaxMs, 1);
   t.equal(c.logging.level, 'silent');
+});
+
+t.test('upstream.sentinel lists the Sentinels and the master name', async (t) => {
+  const c = validateConfig(
+    { upstream: { sentinel: { nodes: ['10.0.0.1:26380', 's2', '[::1]:26381', '[fe80::1]'], 'master-name': 'mymaster', password: 'pw' } } },
+    null,
+  );
+  t.strictSame(c.upstream.sentinel, {
+    nodes: [
+      { host: '10.0.0.1', port: 26380 },
+      { host: 's2', port: 26379 },
+      { host: '::1', port: 26381 },
+      { host: 'fe80::1', port: 26379 },
+    ],
+    masterName: 'mymaster',
+    password: 'pw',
+  });
+  t.ok(Object.isFrozen(c.upstream.sentinel?.nodes[0]));
+  t.equal(validateConfig({ upstream: { sentinel: { nodes: ['h'], 'master-name': 'm' } } }, null).upstream.sentinel?.password, null);
+  t.equal(validateConfig({ replication: { 'ahead-wait': 0 } }, null).replication.aheadWaitMs, 0);
 });
 
 t.test('dir resolves against the config file directory, else cwd', async (t) => {

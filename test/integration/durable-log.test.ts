@@ -1,0 +1,164 @@
+import t from 'tap';
+import { mkdtempSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRelay } from '../helpers/relay.js';
+import { startRelayProcess } from '../helpers/relay-process.js';
+import { freePort } from '../helpers/ports.js';
+import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { benchmarkLoad } from '../helpers/load.js';
+import { waitFor } from '../helpers/wait.js';
+import { RedisClient } from '../helpers/redis-client.js';
+
+t.teardown(stopAll);
+
+function configFile(dir: string, extra: string): string {
+  const file = join(dir, 'relay.yaml');
+  writeFileSync(file, `log:\n  memory: 1mb\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n${extra}`);
+  return file;
+}
+
+t.test('a downstream replica away while 200 MB pass resyncs partially from the disk log', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '1mb', disk: '1gb' } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  const replica = await startReplica(relay.port);
+  let r = await replica.client();
+  await m.call('SET', 'before', '1');
+  await waitConverged(m, [r], 'replica online');
+
+  // SHUTDOWN SAVE keeps the replica's replid and offset for a partial resync on restart.
+  await r.call('SHUTDOWN', 'SAVE').catch(() => {});
+  await r.close().catch(() => {});
+  const before = await x.info('stats');
+  await benchmarkLoad(master.port, 180000, 1024, 20000);
+  await waitFor(async () => {
+    const xr = await x.info('replication');
+    return stat(xr, 'master_repl_offset') - stat(xr, 'relay_log_memory_first_byte_offset') < 4 * 1024 * 1024 || undefined;
+  }, { what: 'memory holds only the tail once the disk caught up' });
+  t.ok(stat(await x.info('replication'), 'relay_log_disk_bytes') > 180 * 1000 * 1000, 'the disk log holds the ~200 MB');
+
+  await replica.restart();
+  r = await replica.client();
+  t.teardown(() => r.close());
+  await waitConverged(m, [r], 'replica catches up from disk', 60000);
+  const after = await x.info('stats');
+  t.equal(stat(after, 'sync_partial_ok') - stat(before, 'sync_partial_ok'), 1, 'one partial resync');
+  t.equal(stat(after, 'sync_full'), stat(before, 'sync_full'), 'no full sync');
+  t.ok(stat(after, 'relay_disk_read_bytes') > 150 * 1024 * 1024, 'the replica was served from disk');
+  await replica.stop();
+});
+
+t.test('a relay killed with SIGKILL under load restarts without any full sync', async (t) => {
+  // The master's backlog must cover what it sent while the relay was down, as for any replica.
+  const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
+  const dir = mkdtempSync(join(tmpdir(), 'relay-kill-'));
+  const port = await freePort();
+  const args = ['--config', configFile(dir, ''), '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  let relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const replicas = [await startReplica(port), await startReplica(port)];
+  const rc = await Promise.all(replicas.map((s) => s.client()));
+  t.teardown(async () => {
+    for (const c of rc) await c.close();
+  });
+  await waitConverged(m, rc, 'replicas online');
+  const mBefore = await m.info('stats');
+
+  const load = benchmarkLoad(master.port, 150000, 256, 20000);
+  await waitFor(async () => stat(await m.info('replication'), 'master_repl_offset') > 5_000_000 || undefined, { what: 'load under way' });
+  await relay.stop('SIGKILL');
+  relay = await startRelayProcess(args);
+  await load;
+  await m.call('SET', 'after-kill', '1');
+  await waitConverged(m, rc, 'replicas converge through the restarted relay', 60000);
+
+  const mAfter = await m.info('stats');
+  t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'master made no full sync');
+  t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'master continued the relay once');
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  const xs = await x.info('stats');
+  t.equal(stat(xs, 'sync_full'), 0, 'no replica needed a full sync');
+  t.equal(stat(xs, 'sync_partial_ok'), 2, 'both replicas continued');
+  t.equal(stat(await x.info('replication'), 'master_repl_offset'), stat(await m.info('replication'), 'master_repl_offset'), 'relay offset equals master');
+  for (const s of replicas) await s.stop();
+});
+
+t.test('a torn last log segment is cut back on start and the relay continues partially', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const dir = mkdtempSync(join(tmpdir(), 'relay-torn-'));
+  const port = await freePort();
+  const args = ['--config', configFile(dir, ''), '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  let relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const replica = await startReplica(port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await benchmarkLoad(master.port, 20000, 100, 1000);
+  await waitConverged(m, [r], 'replica online');
+  await relay.stop('SIGKILL');
+
+  const logDir = join(dir, 'data', 'log');
+  const last = readdirSync(logDir).filter((n) => n.startsWith('seg-')).sort().pop()!;
+  const size = statSync(join(logDir, last)).size;
+  truncateSync(join(logDir, last), size - 5);
+  const mBefore = await m.info('stats');
+
+  relay = await startRelayProcess(args);
+  await m.call('SET', 'after-repair', '1');
+  await waitConverged(m, [r], 'replica converges after the repair');
+  t.match(relay.logs(), /torn log tail cut back/, 'the repair was logged');
+  const mAfter = await m.info('stats');
+  t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'no full sync from the master');
+  t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the relay continued partially');
+  await replica.stop();
+});
+
+t.test('with a small disk limit the relay refreshes its snapshot and stays under the bound', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 2000, 'seed', 100);
+  const limit = 4 * 1024 * 1024;
+  const segment = limit / 8;
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '64kb', disk: limit } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay link up' });
+  const firstSnapshot = stat(await x.info('replication'), 'relay_snapshot_offset');
+
+  let maxDisk = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      maxDisk = Math.max(maxDisk, stat(await x.info('replication'), 'relay_log_disk_bytes'));
+    }
+  })();
+  const load = benchmarkLoad(master.port, 60000, 256, 5000);
+  // A replica attached in the middle of the load gets a consistent full sync.
+  await waitFor(async () => stat(await m.info('replication'), 'master_repl_offset') > 6 * 1024 * 1024 || undefined, { what: 'load passes the disk limit' });
+  const replica = await startReplica(relay.port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await load;
+  await m.call('SET', 'done', '1');
+  await waitConverged(m, [r], 'replica attached mid-load converges', 60000);
+  sampling = false;
+  await sampler;
+  t.ok(stat(await x.info('replication'), 'relay_snapshot_offset') > firstSnapshot, 'the snapshot was refreshed');
+  t.ok(maxDisk <= limit + segment + 64 * 1024, `disk use ${maxDisk} stays under the limit plus one segment`);
+  await replica.stop();
+});
+
