@@ -20,6 +20,8 @@ export class ConfigError extends RelayError {
 /** Malformed RESP. `offset` is the byte position in the peer's input where it was detected. */
 export class ProtocolError extends RelayError {
   readonly offset: number;
+  /** The configured limit the input went past (`listen.max-bulk-len`, `listen.max-query-buffer`), when that is the cause. */
+  limit: string | null = null;
   constructor(message: string, offset = -1, options?: ErrorOptions) {
     super('RELAY_ERR_PROTOCOL', message, options);
     this.offset = offset;

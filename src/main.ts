@@ -4,7 +4,10 @@ import { createLogger } from './log.js';
 import { Relay } from './relay.js';
 import { RelayError } from './errors.js';
 
-/** CLI entry: flags → config → Relay; SIGTERM/SIGINT close it; exit 2 on a bad config, 1 on a start failure. */
+/**
+ * CLI entry: flags → config → Relay; SIGTERM/SIGINT shut it down gracefully (replicas get up to shutdown-timeout to
+ * acknowledge the stream; a second signal cuts that short) and exit 0; exit 2 on a bad config, 1 on a start failure.
+ */
 async function main(): Promise<number> {
   let loaded;
   try {
@@ -28,10 +31,15 @@ async function main(): Promise<number> {
   }
   let closing = false;
   const shutdown = (signal: string) => {
-    if (closing) return;
+    if (closing) {
+      // A second signal: stop waiting for replicas, close now.
+      logger.warn({ signal }, 'second signal, not waiting for replicas');
+      void relay.shutdown();
+      return;
+    }
     closing = true;
-    logger.info({ signal }, 'shutting down');
-    relay.close().then(
+    logger.info({ signal, timeoutMs: loaded.config.shutdownTimeoutMs }, 'shutting down');
+    relay.shutdown().then(
       () => process.exit(0),
       (err) => {
         logger.error({ err }, 'error while shutting down');

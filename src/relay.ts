@@ -12,9 +12,11 @@ import { join } from 'node:path';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
 import { fetchSnapshot } from './upstream/snapshot-fetcher.js';
 import { SentinelConnector } from './upstream/sentinel-connector.js';
+import { announcedPort } from './tls.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
 import { ReplicaServer } from './downstream/server.js';
 import { DownstreamReplication, type ReplicationSource } from './downstream/replication.js';
+import { formatAckPolicy, policyAckOffset } from './downstream/ack-policy.js';
 import { REDIS_VERSION, type CommandHost } from './downstream/commands.js';
 import type { ClientConnection } from './downstream/client.js';
 import { arrayReply, bulkReply, integerReply } from './resp/writer.js';
@@ -71,6 +73,11 @@ export class Relay {
   #diskTimer: NodeJS.Timeout | null = null;
   #dropping = false;
   #web: WebServer | null = null;
+  /** Ack policy min/quorum: the highest offset acknowledged upstream in this history ("nothing new" stays here). */
+  #ackFloor = 0;
+  #lastAckSent = -1;
+  #ackCheckQueued = false;
+  #shutdown: { promise: Promise<void>; cut: () => void } | null = null;
 
   constructor(config: RelayConfig, logger: Logger) {
     this.config = config;
@@ -85,7 +92,7 @@ export class Relay {
       {
         ...config.upstream,
         host: this.#upstreamHost,
-        listeningPort: config.listen.port,
+        listeningPort: announcedPort(config.listen, config.upstream.tls),
         announceIp: config.listen.announceIp,
         log: logger.child({ component: 'upstream' }),
       },
@@ -100,13 +107,17 @@ export class Relay {
       stats: this.stats,
       logger: logger.child({ component: 'downstream' }),
       maxLag: config.replication.replicaMaxLag,
+      softLag: config.replication.replicaSoftLag,
+      softLagMs: config.replication.replicaSoftMs,
       replicaTimeoutMs: config.replication.replicaTimeoutMs,
       aheadWaitMs: config.replication.aheadWaitMs,
+      onAck: () => this.#replicaAcked(),
     });
     if (config.upstream.sentinel) {
       const sc = config.upstream.sentinel;
       this.#sentinel = new SentinelConnector({
         ...sc,
+        tls: sc.tls ? config.upstream.tls : null,
         connectTimeoutMs: config.upstream.connectTimeoutMs,
         backoffMinMs: config.upstream.backoffMinMs,
         backoffMaxMs: config.upstream.backoffMaxMs,
@@ -138,9 +149,51 @@ export class Relay {
       this.#web = new WebServer(this, this.config.web, this.#logger.child({ component: 'web' }));
       await this.#web.listen();
     }
-    this.#logger.info({ replid: this.ids.replid, offset: this.log.endOffset, upstream: `${this.#upstreamHost}:${this.#upstreamPort}` }, 'relay started');
+    this.#logger.info(
+      {
+        replid: this.ids.replid,
+        offset: this.log.endOffset,
+        upstream: `${this.#upstreamHost}:${this.#upstreamPort}`,
+        ackPolicy: formatAckPolicy(this.config.replication.ackPolicy),
+      },
+      'relay started',
+    );
     this.#link.start();
     this.#sentinel?.start();
+  }
+
+  /**
+   * Graceful shutdown (SIGTERM): stop accepting clients and stop the upstream link, so the stream stops growing;
+   * wait up to shutdown-timeout for the online replicas to acknowledge all of it; then close() (persists the state,
+   * closes the disk log). A second call cuts the wait short.
+   */
+  shutdown(): Promise<void> {
+    if (this.#shutdown) {
+      this.#shutdown.cut();
+      return this.#shutdown.promise;
+    }
+    let cut!: () => void;
+    const cutP = new Promise<void>((r) => (cut = r));
+    const run = async () => {
+      const timeoutMs = this.config.shutdownTimeoutMs;
+      this.#server.stopAccepting();
+      await this.#link.stop();
+      const end = this.log.endOffset;
+      this.#logger.info({ offset: end, replicas: this.#downstream.sessions.size, timeoutMs }, 'shutting down: waiting for replicas to acknowledge the stream');
+      const started = Date.now();
+      const behind = await this.#downstream.flush(started + timeoutMs, cutP);
+      if (behind.length > 0) {
+        this.#logger.warn(
+          { limit: 'shutdown-timeout', offset: end, behind: behind.map((r) => ({ ackOffset: r.ackOffset, offset: r.offset })) },
+          'replicas did not acknowledge the whole stream before the shutdown deadline',
+        );
+      } else {
+        this.#logger.info({ offset: end, ms: Date.now() - started }, 'replicas hold the whole stream');
+      }
+      await this.close();
+    };
+    this.#shutdown = { promise: run(), cut };
+    return this.#shutdown.promise;
   }
 
   async close(): Promise<void> {
@@ -340,7 +393,7 @@ export class Relay {
   #linkHost(): LinkHost {
     return {
       psyncTarget: () => (this.#hasHistory ? { replid: this.ids.replid, offset: this.log.endOffset + 1 } : { replid: '?', offset: -1 }),
-      ackOffset: (held) => held,
+      ackOffset: (held) => this.#ackOffset(held),
       masterReplOffset: () => this.log.endOffset,
       tempSnapshotPath: () => this.store.tempPath(),
       discardTemp: (p) => this.store.discard(p),
@@ -351,6 +404,8 @@ export class Relay {
         // snapshotEpoch) until the ids and the log have switched to its history, all in one synchronous step.
         this.#epoch++;
         this.#snapshotPendingAt = null;
+        this.#ackFloor = 0;
+        this.#lastAckSent = -1;
         await this.log.resetHistory(offset);
         this.ids.reset(id);
         this.#snapshotEpoch = this.#epoch;
@@ -385,6 +440,37 @@ export class Relay {
     };
   }
 
+  /**
+   * replication.ack-policy: what to acknowledge upstream, never more than `held` (the offset the relay holds, or
+   * for a GETACK the offset before it). min/quorum acknowledge what the online replicas hold; with too few of
+   * them online, nothing new (the last offset acknowledged in this history), so WAIT counts only what replicas hold.
+   */
+  #ackOffset(held: number): number {
+    const policy = this.config.replication.ackPolicy;
+    if (policy.kind === 'self') return held;
+    const v = policyAckOffset(policy, this.#downstream.ackOffsets());
+    if (v !== null && v > this.#ackFloor) this.#ackFloor = v;
+    const ack = Math.min(held, this.#ackFloor);
+    this.#lastAckSent = ack;
+    return ack;
+  }
+
+  /**
+   * A downstream replica acknowledged more: under min/quorum, tell upstream now so WAIT returns promptly. Checked
+   * once per turn of the event loop, however many replicas acknowledged in it.
+   */
+  #replicaAcked(): void {
+    const policy = this.config.replication.ackPolicy;
+    if (policy.kind === 'self' || this.#ackCheckQueued) return;
+    this.#ackCheckQueued = true;
+    setImmediate(() => {
+      this.#ackCheckQueued = false;
+      if (this.#link.state !== LinkState.Connected) return;
+      const v = policyAckOffset(policy, this.#downstream.ackOffsets());
+      if (v !== null && Math.min(v, this.log.endOffset) > this.#lastAckSent) this.#link.ackNow();
+    });
+  }
+
   #replicationSource(): ReplicationSource {
     return {
       ids: this.ids,
@@ -415,7 +501,8 @@ export class Relay {
         port: this.#upstreamPort,
         user: this.config.upstream.user,
         password: this.config.upstream.password,
-        listeningPort: this.config.listen.port,
+        tls: this.config.upstream.tls,
+        listeningPort: announcedPort(this.config.listen, this.config.upstream.tls),
         connectTimeoutMs: this.config.upstream.connectTimeoutMs,
         timeoutMs: this.config.upstream.timeoutMs,
         log: logger,
@@ -456,6 +543,7 @@ export class Relay {
   #commandHost(): CommandHost {
     return {
       password: this.config.listen.password,
+      users: this.config.listen.users,
       info: (sections) => formatInfo(this.status(), sections, REDIS_VERSION),
       role: () => {
         const state = this.#link.state;

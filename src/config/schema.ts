@@ -1,6 +1,6 @@
 import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
-import type { LoggingConfig, RelayConfig, SentinelConfig, WebConfig } from './types.js';
+import type { AckPolicy, ClientTlsConfig, ListenUser, LoggingConfig, RelayConfig, SentinelConfig, ServerTlsConfig, WebConfig } from './types.js';
 import { parseDuration, parseSize, show } from './units.js';
 
 /**
@@ -18,6 +18,7 @@ export const DEFAULTS = deepFreeze({
     'backoff-min': '100ms',
     'backoff-max': '5s',
     sentinel: null,
+    tls: null,
   },
   listen: {
     bind: '127.0.0.1',
@@ -26,7 +27,10 @@ export const DEFAULTS = deepFreeze({
     'max-clients': 10000,
     'max-bulk-len': '512mb',
     'max-query-buffer': '1gb',
+    'handshake-timeout': '10s',
     'announce-ip': null,
+    users: [],
+    tls: null,
   },
   log: {
     memory: '64mb',
@@ -36,6 +40,9 @@ export const DEFAULTS = deepFreeze({
     'replica-max-lag': '256mb',
     'replica-timeout': 60,
     'ahead-wait': '5s',
+    'replica-soft-lag': '64mb',
+    'replica-soft-seconds': 60,
+    'ack-policy': 'self',
   },
   web: {
     bind: '127.0.0.1',
@@ -49,6 +56,7 @@ export const DEFAULTS = deepFreeze({
     level: 'info',
   },
   dir: './data',
+  'shutdown-timeout': 10,
 });
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -66,6 +74,8 @@ type Read = <T>(key: string, parse: Parse<T>) => T;
  * Throws ConfigError whose `path` is the dotted YAML key (`listen.port`); `''` for the document itself.
  */
 export function validateConfig(raw: unknown, configFile: string | null): RelayConfig {
+  const file = configFile === null ? null : resolve(configFile);
+  const base = file === null ? process.cwd() : dirname(file);
   const top = reader(raw, '', DEFAULTS);
   const section = (name: keyof typeof DEFAULTS & string): Read => reader(top(name, (v) => v), name, DEFAULTS[name] as object);
 
@@ -80,7 +90,11 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     backoffMinMs: up('backoff-min', duration(0)),
     backoffMaxMs: up('backoff-max', duration(1)),
     sentinel: up('sentinel', sentinelConfig),
+    tls: up('tls', clientTls(base)),
   };
+  if (upstream.sentinel?.tls && upstream.tls === null) {
+    throw new ConfigError('upstream.sentinel.tls', 'needs upstream.tls (its ca, cert and key are used for the Sentinels)');
+  }
   if (upstream.backoffMaxMs < upstream.backoffMinMs) {
     throw new ConfigError('upstream.backoff-max', 'must not be less than upstream.backoff-min');
   }
@@ -88,13 +102,18 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
   const li = section('listen');
   const listen = {
     bind: li('bind', nonEmptyString),
-    port: li('port', integer(1, 65535)),
+    port: li('port', integer(0, 65535)),
     password: li('password', nullableString),
+    users: li('users', listenUsers),
+    tls: li('tls', serverTls(base)),
     maxClients: li('max-clients', integer(1, 1_000_000)),
     maxBulkLen: li('max-bulk-len', size(1)),
     maxQueryBuffer: li('max-query-buffer', size(1)),
+    handshakeTimeoutMs: li('handshake-timeout', duration(0)),
     announceIp: li('announce-ip', nullableString),
   };
+  if (listen.port === 0 && listen.tls === null) throw new ConfigError('listen.port', '0 (no plain listener) needs listen.tls');
+  if (listen.tls !== null && listen.tls.port === listen.port) throw new ConfigError('listen.tls.port', 'must differ from listen.port');
 
   const lg = section('log');
   const log = { memory: lg('memory', size(MIN_LOG_MEMORY)), disk: lg('disk', size(0)) };
@@ -104,6 +123,9 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     replicaMaxLag: re('replica-max-lag', size(1)),
     replicaTimeoutMs: re('replica-timeout', duration(1)),
     aheadWaitMs: re('ahead-wait', duration(0)),
+    replicaSoftLag: re('replica-soft-lag', size(0)),
+    replicaSoftMs: re('replica-soft-seconds', duration(0)),
+    ackPolicy: re('ack-policy', ackPolicy),
   };
 
   const we = section('web');
@@ -121,10 +143,11 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
 
   const logging = { level: section('logging')('level', oneOf(LOG_LEVELS)) satisfies LoggingConfig['level'] };
 
-  const file = configFile === null ? null : resolve(configFile);
-  const dir = resolve(file === null ? process.cwd() : dirname(file), top('dir', nonEmptyString));
+  const dir = resolve(base, top('dir', nonEmptyString));
 
-  const config: RelayConfig = { upstream, listen, log, replication, web, logging, dir, configFile: file };
+  const shutdownTimeoutMs = top('shutdown-timeout', duration(0));
+
+  const config: RelayConfig = { upstream, listen, log, replication, web, logging, dir, shutdownTimeoutMs, configFile: file };
   return deepFreeze(config);
 }
 
@@ -177,12 +200,75 @@ export function isLoopback(host: string): boolean {
 /** `upstream.sentinel`: null, or `{nodes: [host:port, ...], master-name, password}`. */
 function sentinelConfig(value: unknown, path: string): SentinelConfig | null {
   if (value === null) return null;
-  const r = reader(value, path, { nodes: null, 'master-name': null, password: null });
+  const r = reader(value, path, { nodes: null, 'master-name': null, password: null, tls: false });
   return {
     nodes: r('nodes', sentinelNodes),
     masterName: r('master-name', nonEmptyString),
     password: r('password', nullableString),
+    tls: r('tls', boolean),
   };
+}
+
+/** A file path (PEM) resolved against `base` (the config file's directory); not read here. */
+function filePath(base: string): Parse<string> {
+  return (value, path) => resolve(base, nonEmptyString(value, path));
+}
+
+function nullableFilePath(base: string): Parse<string | null> {
+  return (value, path) => (value === null ? null : filePath(base)(value, path));
+}
+
+/** `upstream.tls`: null, or `{ca, cert, key, servername, verify}` (`{}` = TLS with Node's CAs). */
+function clientTls(base: string): Parse<ClientTlsConfig | null> {
+  return (value, path) => {
+    if (value === null) return null;
+    const r = reader(value, path, { ca: null, cert: null, key: null, servername: null, verify: true });
+    const tls = {
+      ca: r('ca', nullableFilePath(base)),
+      cert: r('cert', nullableFilePath(base)),
+      key: r('key', nullableFilePath(base)),
+      servername: r('servername', nullableString),
+      verify: r('verify', boolean),
+    };
+    if ((tls.cert === null) !== (tls.key === null)) throw new ConfigError(join(path, tls.cert === null ? 'cert' : 'key'), 'cert and key go together');
+    return tls;
+  };
+}
+
+/** `listen.tls`: null, or `{port, cert, key, ca, verify-clients}`. */
+function serverTls(base: string): Parse<ServerTlsConfig | null> {
+  return (value, path) => {
+    if (value === null) return null;
+    const r = reader(value, path, { port: null, cert: null, key: null, ca: null, 'verify-clients': false });
+    const tls = {
+      port: r('port', integer(1, 65535)),
+      cert: r('cert', filePath(base)),
+      key: r('key', filePath(base)),
+      ca: r('ca', nullableFilePath(base)),
+      verifyClients: r('verify-clients', boolean),
+    };
+    if (tls.verifyClients && tls.ca === null) throw new ConfigError(join(path, 'ca'), 'required with verify-clients: true');
+    return tls;
+  };
+}
+
+export const USER_ROLES = ['replication', 'admin'] as const;
+
+/** `listen.users`: a list of `{name, password, role}`; names unique, not `default` (that is listen.password). */
+function listenUsers(value: unknown, path: string): ListenUser[] {
+  if (!Array.isArray(value)) throw new ConfigError(path, `expected a list of {name, password, role}, got ${typeOf(value)}`);
+  const seen = new Set<string>();
+  return value.map((item, i) => {
+    const at = `${path}.${i}`;
+    if (item === null || item === undefined) throw new ConfigError(at, 'expected a mapping {name, password, role}');
+    const r = reader(item, at, { name: null, password: null, role: 'replication' });
+    const name = r('name', nonEmptyString);
+    if (/[\s]/.test(name)) throw new ConfigError(`${at}.name`, 'must not contain spaces');
+    if (name === 'default') throw new ConfigError(`${at}.name`, 'the default user is listen.password');
+    if (seen.has(name)) throw new ConfigError(`${at}.name`, `duplicate user ${name}`);
+    seen.add(name);
+    return { name, password: r('password', nonEmptyString), role: r('role', oneOf(USER_ROLES)) };
+  });
 }
 
 /** A non-empty list of `host:port` (`[v6]:port`; port 26379 when omitted). */
@@ -196,6 +282,14 @@ function sentinelNodes(value: unknown, path: string): SentinelConfig['nodes'] {
     if (!m || port < 1 || port > 65535) throw new ConfigError(`${path}.${i}`, `expected host:port, got ${show(item)}`);
     return { host: m[1]!, port };
   });
+}
+
+/** `self`, `min` or `quorum:N` (N ≥ 1). */
+function ackPolicy(value: unknown, path: string): AckPolicy {
+  if (value === 'self' || value === 'min') return { kind: value };
+  const m = typeof value === 'string' ? /^quorum:([1-9]\d{0,5})$/.exec(value) : null;
+  if (m) return { kind: 'quorum', n: Number(m[1]) };
+  throw new ConfigError(path, `expected self, min or quorum:N (N an integer from 1), got ${show(value)}`);
 }
 
 function integer(min: number, max: number): Parse<number> {

@@ -19,6 +19,40 @@ export interface UpstreamConfig {
   readonly backoffMaxMs: number;
   /** Sentinel mode: the Sentinels name the master (host/port above are then not used); null = off. */
   readonly sentinel: SentinelConfig | null;
+  /** Connect to the master over TLS (like Redis tls-replication); null = plain TCP. */
+  readonly tls: ClientTlsConfig | null;
+}
+
+/** TLS client side (upstream.tls). File paths are absolute (resolved against the config file's directory). */
+export interface ClientTlsConfig {
+  /** CA bundle (PEM) to verify the server with; null = Node's default CAs. */
+  readonly ca: string | null;
+  /** Client certificate and key (PEM) for servers that require one (tls-auth-clients); both or neither. */
+  readonly cert: string | null;
+  readonly key: string | null;
+  /** SNI name and the name the certificate must match; null = the host connected to. */
+  readonly servername: string | null;
+  /** Verify the server certificate (chain and name); false = encrypt only. */
+  readonly verify: boolean;
+}
+
+/** The TLS RESP listener (listen.tls), like Redis tls-port / tls-cert-file / tls-key-file / tls-ca-cert-file / tls-auth-clients. */
+export interface ServerTlsConfig {
+  readonly port: number;
+  readonly cert: string;
+  readonly key: string;
+  /** CA bundle (PEM) client certificates must chain to; null = none (then verifyClients must be false). */
+  readonly ca: string | null;
+  /** Require a client certificate signed by `ca`. */
+  readonly verifyClients: boolean;
+}
+
+/** A named downstream user (listen.users): `AUTH <name> <password>`. */
+export interface ListenUser {
+  readonly name: string;
+  readonly password: string;
+  /** replication: the commands a replica, Sentinel or sync tool needs; admin: everything. */
+  readonly role: 'replication' | 'admin';
 }
 
 export interface SentinelConfig {
@@ -28,19 +62,27 @@ export interface SentinelConfig {
   readonly masterName: string;
   /** AUTH password for the Sentinels (their requirepass); null = none. */
   readonly password: string | null;
+  /** Connect to the Sentinels over TLS with upstream.tls's settings. */
+  readonly tls: boolean;
 }
 
 export interface ListenConfig {
   readonly bind: string;
-  /** Downstream RESP port. */
+  /** Downstream RESP port (plain TCP); 0 = no plain listener (listen.tls must be set). */
   readonly port: number;
-  /** requirepass for downstream clients; null = no auth. */
+  /** requirepass for downstream clients (user `default`, admin); null = no auth for `default`. */
   readonly password: string | null;
+  /** Named users; when any is set, every client must AUTH (the default user needs `password`). */
+  readonly users: ReadonlyArray<ListenUser>;
+  /** The TLS listener, beside the plain one; null = none. */
+  readonly tls: ServerTlsConfig | null;
   readonly maxClients: number;
   /** proto-max-bulk-len. */
   readonly maxBulkLen: number;
   /** client-query-buffer-limit. */
   readonly maxQueryBuffer: number;
+  /** A connection that has sent nothing, or has not authenticated when auth is on, this long is closed; 0 = off. */
+  readonly handshakeTimeoutMs: number;
   /** The IP the relay reports for itself in INFO/ROLE; null = the socket's. */
   readonly announceIp: string | null;
 }
@@ -52,6 +94,12 @@ export interface LogConfig {
   readonly disk: number;
 }
 
+/**
+ * self: the offset the relay holds (a Redis replica's ACK); min: the smallest offset acknowledged by the online
+ * downstream replicas; quorum: the n-th highest of them. With too few replicas online, nothing new is acknowledged.
+ */
+export type AckPolicy = { readonly kind: 'self' } | { readonly kind: 'min' } | { readonly kind: 'quorum'; readonly n: number };
+
 export interface ReplicationConfig {
   /** A downstream replica further than this behind the log head is disconnected. */
   readonly replicaMaxLag: number;
@@ -59,6 +107,11 @@ export interface ReplicationConfig {
   readonly replicaTimeoutMs: number;
   /** A replica asking for an offset ahead of the relay (same replid) is held this long for the stream to reach it; 0 = full sync at once. */
   readonly aheadWaitMs: number;
+  /** Soft lag limit: a replica continuously further behind than this for replicaSoftMs is disconnected; 0 = off. */
+  readonly replicaSoftLag: number;
+  readonly replicaSoftMs: number;
+  /** What the relay acknowledges upstream (REPLCONF ACK, GETACK answers): see AckPolicy. */
+  readonly ackPolicy: AckPolicy;
 }
 
 export interface WebConfig {
@@ -88,6 +141,8 @@ export interface RelayConfig {
   readonly logging: LoggingConfig;
   /** Data directory: snapshot.rdb, state. */
   readonly dir: string;
+  /** On SIGTERM/SIGINT, how long to wait for online replicas to acknowledge everything before closing (Redis shutdown-timeout). */
+  readonly shutdownTimeoutMs: number;
   /** The file the config was loaded from (for CONFIG REWRITE); null when built from defaults/flags only. */
   readonly configFile: string | null;
 }

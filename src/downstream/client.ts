@@ -11,6 +11,8 @@ let nextClientId = 1;
 export interface ClientLimits {
   readonly maxBulkLen: number;
   readonly maxQueryBuffer: number;
+  /** Close a connection that has sent nothing, or not authenticated (auth on), this long after it opened; 0 = off. */
+  readonly handshakeTimeoutMs?: number;
 }
 
 /** What a command handler may do with the connection that sent it. */
@@ -48,6 +50,9 @@ export class ClientConnection {
   #stats: RelayStats;
   #handlers: ClientHandlers;
   #closing = false;
+  #limits: ClientLimits;
+  #bytesIn = 0;
+  #handshakeTimer: NodeJS.Timeout | null = null;
 
   constructor(socket: Socket, logger: Logger, stats: RelayStats, limits: ClientLimits, handlers: ClientHandlers, needsAuth: boolean) {
     this.socket = socket;
@@ -56,11 +61,36 @@ export class ClientConnection {
     this.#stats = stats;
     this.#handlers = handlers;
     this.authenticated = !needsAuth;
+    this.#limits = limits;
     this.#parser = new RequestParser({ maxBulkLen: limits.maxBulkLen, maxQueryBuffer: limits.maxQueryBuffer });
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', (err) => this.logger.debug({ err }, 'client socket error'));
-    socket.on('close', () => this.#handlers.closed(this));
+    socket.on('close', () => {
+      if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
+      this.#handlers.closed(this);
+    });
+    const handshakeMs = limits.handshakeTimeoutMs ?? 0;
+    if (handshakeMs > 0) {
+      this.#handshakeTimer = setTimeout(() => this.#handshakeExpired(handshakeMs), handshakeMs);
+      this.#handshakeTimer.unref();
+    }
+  }
+
+  /** listen.handshake-timeout: a connection that never spoke, or never authenticated, is closed. */
+  #handshakeExpired(ms: number): void {
+    this.#handshakeTimer = null;
+    if (this.#handshakeDone() || this.socket.destroyed) return;
+    this.logger.warn(
+      { limit: 'listen.handshake-timeout', value: ms, bytesIn: this.#bytesIn, authenticated: this.authenticated },
+      this.#bytesIn === 0 ? 'client sent nothing within the handshake timeout, closing it' : 'client did not authenticate within the handshake timeout, closing it',
+    );
+    this.#closing = true;
+    this.socket.destroy();
+  }
+
+  #handshakeDone(): boolean {
+    return this.#bytesIn > 0 && this.authenticated;
   }
 
   get ip(): string {
@@ -70,6 +100,7 @@ export class ClientConnection {
   #onData(chunk: Buffer): void {
     if (this.#closing) return;
     this.#stats.netInputBytes += chunk.length;
+    this.#bytesIn += chunk.length;
     this.lastInteraction = Date.now();
     this.#parser.push(chunk);
     for (;;) {
@@ -77,19 +108,35 @@ export class ClientConnection {
       try {
         args = this.#parser.next();
       } catch (err) {
-        if (err instanceof ProtocolError) {
-          this.#stats.protocolErrors++;
-          this.logger.warn({ err: err.message }, 'protocol error from client, closing it');
-          this.reply(errorReply(`ERR ${err.message}`), true);
-          this.closeAfterWrite();
-          return;
+        this.#stats.protocolErrors++;
+        const e = err as Error;
+        const limit = err instanceof ProtocolError ? err.limit : null;
+        if (limit !== null) {
+          const value = limit === 'listen.max-bulk-len' ? this.#limits.maxBulkLen : this.#limits.maxQueryBuffer;
+          this.logger.warn({ limit, value, buffered: this.#parser.buffered, err: e.message }, 'client went past a limit, closing it');
+        } else if (err instanceof ProtocolError) {
+          this.logger.warn({ err: e.message }, 'protocol error from client, closing it');
+        } else {
+          this.logger.error({ err }, 'request parser failed, closing the client');
         }
-        throw err;
+        this.reply(errorReply(`ERR ${err instanceof ProtocolError ? e.message : 'Protocol error'}`), true);
+        this.closeAfterWrite();
+        return;
       }
-      if (!args) return;
+      if (!args) break;
       this.#stats.totalCommandsProcessed++;
-      this.#handlers.dispatch(this, args);
+      try {
+        this.#handlers.dispatch(this, args);
+      } catch (err) {
+        // A bug in a command must not take the relay down: answer an error, as for any failed command.
+        this.logger.error({ err, command: args[0]?.toString('latin1').slice(0, 64) }, 'command failed');
+        this.reply(errorReply('ERR internal error'));
+      }
       if (this.#closing) return;
+    }
+    if (this.#handshakeTimer && this.#handshakeDone()) {
+      clearTimeout(this.#handshakeTimer);
+      this.#handshakeTimer = null;
     }
   }
 

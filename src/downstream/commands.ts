@@ -1,12 +1,16 @@
 import { timingSafeEqual } from 'node:crypto';
 import { arrayReply, bulkReply, errorReply, integerReply, OK, PONG, simpleString } from '../resp/writer.js';
 import type { ClientConnection } from './client.js';
+import type { ListenUser } from '../config/types.js';
 import { WRITE_COMMANDS } from './write-commands.js';
 import { pubsubFor, SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount } from './pubsub.js';
 
 /** What commands need from the rest of the relay. */
 export interface CommandHost {
+  /** listen.password: the `default` user's password (that user is an admin); null = no default password. */
   readonly password: string | null;
+  /** listen.users: named users with a role. */
+  readonly users: ReadonlyArray<ListenUser>;
   info(sections: string[]): string;
   role(): Buffer;
   /** PSYNC (`replid`, `offset`) or SYNC (`replid` null). */
@@ -39,12 +43,19 @@ function passwordMatches(expected: string, given: string): boolean {
 
 const WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
 
+/** Clients must AUTH when the default user has a password or named users exist (the default user is then off without one). */
+export function authRequired(host: CommandHost): boolean {
+  return host.password !== null || host.users.length > 0;
+}
+
+/** AUTH / HELLO AUTH: `default` with listen.password, or a listen.users entry. */
 function auth(host: CommandHost, client: ClientConnection, user: string, pass: string): boolean {
-  if (host.password === null) {
+  if (!authRequired(host)) {
     client.reply(errorReply('ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?'));
     return false;
   }
-  if (user !== 'default' || !passwordMatches(host.password, pass)) {
+  const expected = user === 'default' ? host.password : (host.users.find((u) => u.name === user)?.password ?? null);
+  if (expected === null || !passwordMatches(expected, pass)) {
     client.logger.warn({ user }, 'auth failed');
     client.reply(WRONGPASS);
     return false;
@@ -207,7 +218,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       pubsubFor(h).drop(c);
       c.name = '';
       c.user = 'default';
-      c.authenticated = h.password === null;
+      c.authenticated = !authRequired(h);
       c.reply(simpleString('RESET'));
     },
   },
@@ -364,7 +375,32 @@ function clientKill(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
   for (const v of victims) v.kill();
 }
 
-/** Runs one command: auth check, arity, MULTI queueing, then the handler. */
+/** What the `replication` role may run (`command|subcommand` for CLIENT and CONFIG); `admin` runs everything. */
+const REPLICATION_ROLE = new Set([
+  'auth', 'hello', 'ping', 'quit', 'echo', 'select', 'reset', 'psync', 'sync', 'replconf', 'info', 'role', 'command',
+  'client|setname', 'client|getname', 'client|id', 'client|info', 'client|setinfo',
+  'subscribe', 'unsubscribe', 'psubscribe', 'punsubscribe', 'publish', 'pubsub',
+]);
+/** Commands whose permission is per subcommand, with the subcommands their handlers know. */
+const SUBCOMMANDS: Record<string, ReadonlySet<string>> = {
+  client: new Set(['setname', 'getname', 'id', 'list', 'info', 'kill', 'setinfo', 'reply', 'no-evict', 'no-touch']),
+  config: new Set(['get', 'set', 'rewrite', 'resetstat']),
+};
+
+/**
+ * The ACL check, as Redis 7.0 words it: null when `c`'s user may run the command. `default` (listen.password) and
+ * `admin` users may run everything; unknown commands, wrong arities and unknown subcommands are left to the usual errors.
+ */
+function permissionError(host: CommandHost, c: ClientConnection, name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {
+  if (c.user === 'default' || host.users.find((u) => u.name === c.user)?.role === 'admin') return null;
+  if (spec ? !arityOk(spec, args) : !WRITE_COMMANDS.has(name)) return null;
+  const subs = SUBCOMMANDS[name];
+  if (subs && !subs.has(lower(args[1]))) return null;
+  const full = subs ? `${name}|${lower(args[1])}` : name;
+  return REPLICATION_ROLE.has(full) ? null : `NOPERM this user has no permissions to run the '${full}' command`;
+}
+
+/** Runs one command: auth check, permission check, arity, MULTI queueing, then the handler. */
 export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[]): void {
   const name = lower(args[0]);
   c.lastCommand = name;
@@ -372,6 +408,12 @@ export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[])
   if (!c.authenticated && !spec?.noAuth) {
     c.reply(errorReply('NOAUTH Authentication required.'));
     return;
+  }
+  const denied = permissionError(host, c, name, spec, args);
+  if (denied) {
+    c.logger.warn({ user: c.user, command: name }, 'command refused: no permission');
+    if (c.multi) c.multiError = true;
+    return c.reply(errorReply(denied));
   }
   if (subscriptionCount(c) > 0 && !SUBSCRIBED_MODE_COMMANDS.has(name)) {
     return c.reply(
@@ -399,10 +441,12 @@ function checkCommand(name: string, spec: CommandSpec | undefined, args: Buffer[
     const shown = args.slice(1, 21).map((x) => `'${str(x).slice(0, 128)}'`).join(' ');
     return `ERR unknown command '${str(args[0]).slice(0, 128)}', with args beginning with: ${shown}${shown ? ' ' : ''}`;
   }
-  if ((spec.arity > 0 && args.length !== spec.arity) || (spec.arity < 0 && args.length < -spec.arity)) {
-    return `ERR wrong number of arguments for '${name}' command`;
-  }
+  if (!arityOk(spec, args)) return `ERR wrong number of arguments for '${name}' command`;
   return null;
+}
+
+function arityOk(spec: CommandSpec, args: Buffer[]): boolean {
+  return spec.arity > 0 ? args.length === spec.arity : args.length >= -spec.arity;
 }
 
 /** EXEC: run the queued commands, their replies gathered into one array (Sentinel's failover uses MULTI). */
@@ -418,7 +462,13 @@ function exec(host: CommandHost, c: ClientConnection): void {
   const real = c.reply.bind(c);
   c.reply = (buf: Buffer) => void replies.push(buf);
   try {
-    for (const args of queued) COMMANDS[lower(args[0])]!.handler(host, c, args);
+    for (const args of queued) {
+      // Checked again at EXEC, as Redis does: an AUTH queued earlier in the transaction may have changed the user.
+      const name = lower(args[0]);
+      const denied = permissionError(host, c, name, COMMANDS[name], args);
+      if (denied) c.reply(errorReply(denied));
+      else COMMANDS[name]!.handler(host, c, args);
+    }
   } finally {
     c.reply = real;
   }

@@ -31,8 +31,13 @@ export interface SessionOptions {
   readonly logger: Logger;
   readonly stats: RelayStats;
   readonly maxLag: number;
+  /** Soft lag limit (replication.replica-soft-lag): over it continuously for softLagMs, the replica is dropped; 0 = off. */
+  readonly softLag?: number;
+  readonly softLagMs?: number;
   readonly caps: ReplicaCapabilities;
   readonly onClose: (session: ReplicaSession) => void;
+  /** The replica acknowledged a higher offset (REPLCONF ACK). */
+  readonly onAck?: (session: ReplicaSession) => void;
 }
 
 /**
@@ -48,13 +53,18 @@ export class ReplicaSession implements LogReader {
   #logger: Logger;
   #stats: RelayStats;
   #maxLag: number;
+  #softLag: number;
+  #softLagMs: number;
+  /** When the lag went over the soft limit (0 = it is not over it). */
+  #softSince = 0;
   #onClose: (s: ReplicaSession) => void;
+  #onAck: ((s: ReplicaSession) => void) | undefined;
   #state: ReplicaState = ReplicaState.WaitBgsave;
   #offset = -1;
   #blocked = false;
   #diskRead = false;
+  #ackOffset = 0;
   /** Set by REPLCONF ACK. */
-  ackOffset = 0;
   ackTime = Date.now();
 
   constructor(opts: SessionOptions) {
@@ -64,7 +74,10 @@ export class ReplicaSession implements LogReader {
     this.#logger = opts.logger;
     this.#stats = opts.stats;
     this.#maxLag = opts.maxLag;
+    this.#softLag = opts.softLag ?? 0;
+    this.#softLagMs = opts.softLagMs ?? 0;
     this.#onClose = opts.onClose;
+    this.#onAck = opts.onAck;
     this.socket.on('drain', () => {
       this.#blocked = false;
       this.pump();
@@ -73,6 +86,15 @@ export class ReplicaSession implements LogReader {
 
   get state(): ReplicaState {
     return this.#state;
+  }
+  /** The last offset the replica acknowledged (REPLCONF ACK). */
+  get ackOffset(): number {
+    return this.#ackOffset;
+  }
+  set ackOffset(offset: number) {
+    const rose = offset > this.#ackOffset;
+    this.#ackOffset = offset;
+    if (rose) this.#onAck?.(this);
   }
   /** The offset of the last stream byte handed to the socket. */
   get offset(): number {
@@ -168,7 +190,11 @@ export class ReplicaSession implements LogReader {
 
   /** Hands newly appended log bytes to the socket until it is full. */
   pump(): void {
-    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead) return;
+    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead) {
+      // Not sending now (socket full, RDB still going out): the stream still grows, so check the lag limits.
+      if (this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) this.#overLimit();
+      return;
+    }
     const log = this.#log;
     while (this.#offset < log.endOffset) {
       if (this.#overLimit()) return;
@@ -213,22 +239,38 @@ export class ReplicaSession implements LogReader {
 
   /**
    * Without a disk log, a lagging replica holds memory (the log keeps what it has not read): past
-   * replica-max-lag it is dropped. With one, it reads from disk and holds nothing; it is dropped only when the
-   * disk limit removed bytes it still needs.
+   * replica-max-lag it is dropped at once, and past replica-soft-lag for replica-soft-seconds in a row (Redis's
+   * client-output-buffer-limit replica hard and soft limits). With a disk log, it reads from disk and holds
+   * nothing: neither lag limit applies, and it is dropped only when the disk limit removed bytes it still needs.
    */
   #overLimit(): boolean {
     const log = this.#log;
     const lag = log.endOffset - this.#offset;
     if (this.#offset + 1 < log.firstOffset) {
       this.#stats.replicasDroppedLag++;
-      this.close(`fell behind the log: needs offset ${this.#offset + 1}, log starts at ${log.firstOffset}`);
+      this.close(`fell behind the log: needs offset ${this.#offset + 1}, log starts at ${log.firstOffset}`, { limit: 'log.disk', lag, firstOffset: log.firstOffset });
       return true;
     }
-    if (!log.disk && lag > this.#maxLag) {
+    if (log.disk) return false;
+    if (lag > this.#maxLag) {
       this.#stats.replicasDroppedLag++;
-      this.close(`lag ${lag} bytes over replica-max-lag ${this.#maxLag}`);
+      this.close(`lag ${lag} bytes over replica-max-lag ${this.#maxLag}`, { limit: 'replication.replica-max-lag', lag, value: this.#maxLag });
       return true;
     }
+    if (this.#softLag > 0 && lag > this.#softLag) {
+      const now = Date.now();
+      if (this.#softSince === 0) this.#softSince = now;
+      else if (now - this.#softSince >= this.#softLagMs) {
+        this.#stats.replicasDroppedLag++;
+        this.close(`lag over replica-soft-lag ${this.#softLag} for ${now - this.#softSince} ms`, {
+          limit: 'replication.replica-soft-lag',
+          lag,
+          value: this.#softLag,
+          seconds: this.#softLagMs / 1000,
+        });
+        return true;
+      }
+    } else this.#softSince = 0;
     return false;
   }
 
@@ -238,9 +280,9 @@ export class ReplicaSession implements LogReader {
     return this.socket.write(buf);
   }
 
-  close(reason: string): void {
+  close(reason: string, fields: Record<string, unknown> = {}): void {
     if (this.#state === ReplicaState.Closed) return;
-    this.#logger.warn({ reason, offset: this.#offset, ackOffset: this.ackOffset }, 'closing replica');
+    this.#logger.warn({ reason, offset: this.#offset, ackOffset: this.ackOffset, ...fields }, 'closing replica');
     this.#setState(ReplicaState.Closed, reason);
     this.#log.removeReader(this);
     this.socket.destroy();

@@ -22,12 +22,17 @@ export interface DownstreamOptions {
   readonly stats: RelayStats;
   readonly logger: Logger;
   readonly maxLag: number;
+  /** replication.replica-soft-lag and replica-soft-seconds (ms); 0 = off. */
+  readonly softLag?: number;
+  readonly softLagMs?: number;
   readonly replicaTimeoutMs: number;
   /**
    * How long a replica asking for an offset ahead of ours (same replid) is held until the log reaches it, then
    * continued, instead of a full sync (replication.ahead-wait). 0 = full sync at once, as Redis does.
    */
   readonly aheadWaitMs?: number;
+  /** A replica acknowledged a higher offset (feeds the ack policy). */
+  readonly onAck?: () => void;
 }
 
 /** A PSYNC held because the replica is ahead of the relay: decided when the log reaches `offset`, or at `deadline`. */
@@ -76,6 +81,9 @@ export class DownstreamReplication {
       logger: client.logger.child({ replica: `${client.ip}:${rc.listeningPort}` }),
       stats,
       maxLag: this.#opts.maxLag,
+      softLag: this.#opts.softLag,
+      softLagMs: this.#opts.softLagMs,
+      onAck: () => this.#opts.onAck?.(),
       caps: { psync2: rc.capaPsync2, rdbOnly: rc.rdbOnly, rdbFilterEmpty: rc.rdbFilterEmpty, plainSync: replid === null },
       onClose: (s) => this.#remove(s),
     });
@@ -169,6 +177,40 @@ export class DownstreamReplication {
       this.#waiting.delete(session);
       const header = session.caps.plainSync ? Buffer.alloc(0) : Buffer.from(`+FULLRESYNC ${src.ids.replid} ${snap.offset}\r\n`);
       void session.fullSync(header, snap, src.snapshotPath, null, snap.offset + 1);
+    }
+  }
+
+  /**
+   * The offsets the streaming replicas acknowledged (for the ack policy): replicas that ACK (not plain SYNC),
+   * each capped at what it was sent, since a replica cannot hold more.
+   */
+  ackOffsets(): number[] {
+    const acks: number[] = [];
+    for (const s of this.#sessions) {
+      if (s.state === ReplicaState.Online && !s.caps.plainSync) acks.push(Math.min(s.ackOffset, s.offset));
+    }
+    return acks;
+  }
+
+  /**
+   * Graceful shutdown: resolves once every streaming replica holds the log's end (acknowledged it; a plain SYNC
+   * replica, which never ACKs, once its socket has taken every byte), or at `deadline` (ms since the epoch),
+   * with the replicas still behind. `cut` resolves it early (a second signal).
+   */
+  async flush(deadline: number, cut: Promise<void>): Promise<ReplicaSession[]> {
+    const end = this.#opts.source.log.endOffset;
+    const behind = () =>
+      [...this.#sessions].filter((s) => {
+        if (s.state !== ReplicaState.Online) return false;
+        if (s.caps.plainSync) return s.offset < end || s.socket.writableLength > 0;
+        return s.ackOffset < end;
+      });
+    let cutShort = false;
+    void cut.then(() => (cutShort = true));
+    for (;;) {
+      const left = behind();
+      if (left.length === 0 || cutShort || Date.now() >= deadline) return left;
+      await new Promise((r) => setTimeout(r, Math.max(1, Math.min(20, deadline - Date.now()))));
     }
   }
 

@@ -65,7 +65,7 @@ export class RequestParser {
     try {
       const args = this.#next();
       if (args === undefined && this.#buf.retained > this.#maxQueryBuffer) {
-        throw new ProtocolError('Protocol error: query buffer limit exceeded', this.#buf.offset);
+        throw limitError(new ProtocolError('Protocol error: query buffer limit exceeded', this.#buf.offset), 'listen.max-query-buffer');
       }
       return args;
     } catch (err) {
@@ -129,7 +129,9 @@ export class RequestParser {
           throw this.#fail(`Protocol error: expected '$', got '${got}'`, line.length);
         }
         const len = string2ll(line, 1);
-        if (len === null || len < 0 || len > this.#maxBulkLen) throw this.#fail('Protocol error: invalid bulk length', line.length);
+        if (len === null || len < 0) throw this.#fail('Protocol error: invalid bulk length', line.length);
+        // Redis gives the same error for a bulk past proto-max-bulk-len.
+        if (len > this.#maxBulkLen) throw limitError(this.#fail('Protocol error: invalid bulk length', line.length), 'listen.max-bulk-len');
         buf.skip(2);
         this.#bulkLen = len;
       }
@@ -163,6 +165,11 @@ export class RequestParser {
   #fail(message: string, back = 0): ProtocolError {
     return new ProtocolError(message, this.#buf.offset - back);
   }
+}
+
+function limitError(err: ProtocolError, limit: string): ProtocolError {
+  err.limit = limit;
+  return err;
 }
 
 /** redis `string2ll`: optional `-`, no `+`, no leading zeros, fits a signed 64-bit integer. Parses line[start..]. */

@@ -30,14 +30,19 @@ export function encodeCommand(args: ReadonlyArray<string | Buffer | number>): Bu
   return out;
 }
 
-/** Status reply. The text must not contain CR or LF (RESP cannot carry them in a simple string). */
-export function simpleString(s: string): Buffer {
-  return Buffer.from(`+${s}${CRLF}`, 'utf8');
+/** RESP cannot carry CR or LF in a status or error line: like Redis (addReplyErrorFormat), they become spaces. */
+function oneLine(s: string): string {
+  return /[\r\n]/.test(s) ? s.replace(/[\r\n]/g, ' ') : s;
 }
 
-/** Error reply; `s` is the full text without the leading `-`, e.g. `ERR unknown command`. */
+/** Status reply; CR and LF in the text become spaces. */
+export function simpleString(s: string): Buffer {
+  return Buffer.from(`+${oneLine(s)}${CRLF}`, 'utf8');
+}
+
+/** Error reply; `s` is the full text without the leading `-`, e.g. `ERR unknown command`. CR and LF become spaces (client input is echoed in some). */
 export function errorReply(s: string): Buffer {
-  return Buffer.from(`-${s}${CRLF}`, 'utf8');
+  return Buffer.from(`-${oneLine(s)}${CRLF}`, 'utf8');
 }
 
 export function integerReply(n: number | bigint): Buffer {

@@ -1,5 +1,7 @@
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import type { ClientTlsConfig } from '../config/types.js';
+import { dial } from '../tls.js';
 import { encodeCommand } from '../resp/writer.js';
 import { HandshakeError, ProtocolError, TimeoutError } from '../errors.js';
 import { HandshakeState, step, type HandshakeContext, type PsyncOutcome } from './handshake.js';
@@ -7,6 +9,8 @@ import { HandshakeState, step, type HandshakeContext, type PsyncOutcome } from '
 export interface OpenOptions extends HandshakeContext {
   readonly host: string;
   readonly port: number;
+  /** Talk TLS to upstream (upstream.tls); null/absent = plain TCP. */
+  readonly tls?: ClientTlsConfig | null;
   readonly connectTimeoutMs: number;
   /** How long to wait for the PSYNC reply (upstream may be busy forking): repl-timeout. */
   readonly replyTimeoutMs: number;
@@ -30,7 +34,7 @@ const MAX_LINE = 64 * 1024;
  */
 export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: opts.host, port: opts.port, noDelay: true });
+    const { socket, ready } = dial(opts.host, opts.port, opts.tls);
     opts.onSocket?.(socket);
     let state: HandshakeState = HandshakeState.Connecting;
     let pending: Buffer = Buffer.alloc(0);
@@ -99,7 +103,7 @@ export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink
     const onClose = () => finish(new HandshakeError(state, '', `upstream closed the connection in ${state}`));
 
     armTimer(opts.connectTimeoutMs, 'connecting');
-    socket.once('connect', () => {
+    socket.once(ready, () => {
       socket.setKeepAlive(true, 10_000);
       advance({ type: 'connected' });
     });

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import type { ClientTlsConfig } from '../config/types.js';
 import { encodeCommand } from '../resp/writer.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
 import { ProtocolError, TimeoutError } from '../errors.js';
@@ -51,6 +52,8 @@ export interface LinkOptions {
   readonly port: number;
   readonly user: string | null;
   readonly password: string | null;
+  /** upstream.tls: TLS to upstream; null = plain TCP. */
+  readonly tls?: ClientTlsConfig | null;
   readonly listeningPort: number;
   readonly announceIp: string | null;
   readonly timeoutMs: number;
@@ -213,6 +216,7 @@ export class UpstreamLink extends EventEmitter {
         port: this.#port,
         user: this.#opts.user,
         password: this.#opts.password,
+        tls: this.#opts.tls ?? null,
         listeningPort: this.#opts.listeningPort,
         announceIp: this.#opts.announceIp,
         rdbOnly: false,
@@ -358,6 +362,11 @@ export class UpstreamLink extends EventEmitter {
       }
     }
     this.#hostApi.commandSeen?.(cmd);
+  }
+
+  /** Send `REPLCONF ACK` now, not at the next second (the ack policy's offset went up). */
+  ackNow(): void {
+    this.#sendAck();
   }
 
   #sendAck(offset?: number): void {

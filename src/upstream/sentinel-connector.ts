@@ -1,6 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import type { ClientTlsConfig } from '../config/types.js';
+import { dial } from '../tls.js';
 import { ReplyReader, RespErrorValue, type RespValue } from '../resp/reply-reader.js';
 import { encodeCommand } from '../resp/writer.js';
 import { backoffDelay } from './backoff.js';
@@ -9,6 +11,8 @@ export interface SentinelConnectorOptions {
   readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
   readonly masterName: string;
   readonly password: string | null;
+  /** TLS to the Sentinels (upstream.tls when upstream.sentinel.tls is on); null/absent = plain TCP. */
+  readonly tls?: ClientTlsConfig | null;
   /** Connect timeout, and how long a subscribed Sentinel may stay silent (it answers our PING every second). */
   readonly connectTimeoutMs: number;
   readonly backoffMinMs: number;
@@ -112,7 +116,7 @@ export class SentinelConnector extends EventEmitter {
     this.#current = `${node.host}:${node.port}`;
     this.#setState(SentinelState.Asking, 'asking for the master');
 
-    const socket = connect({ host: node.host, port: node.port, noDelay: true });
+    const { socket, ready } = dial(node.host, node.port, this.#opts.tls);
     this.#socket = socket;
     const reader = new ReplyReader();
     const expect: Array<'auth' | 'master' | 'subscribe'> = [];
@@ -137,7 +141,7 @@ export class SentinelConnector extends EventEmitter {
     };
 
     const connectTimer = this.#timer(this.#opts.connectTimeoutMs, () => fail('connect or reply timeout'));
-    socket.once('connect', () => {
+    socket.once(ready, () => {
       const cmds: string[][] = [];
       if (this.#opts.password !== null) {
         cmds.push(['AUTH', this.#opts.password]);

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import type { ClientTlsConfig } from '../config/types.js';
 import { HandshakeError } from '../errors.js';
 import { openReplicationConnection } from './connection.js';
 import { RdbReceiver } from './rdb-receiver.js';
@@ -10,6 +11,8 @@ export interface FetchOptions {
   readonly port: number;
   readonly user: string | null;
   readonly password: string | null;
+  /** upstream.tls; null/absent = plain TCP. */
+  readonly tls?: ClientTlsConfig | null;
   readonly listeningPort: number;
   readonly connectTimeoutMs: number;
   readonly timeoutMs: number;

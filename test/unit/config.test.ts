@@ -20,21 +20,33 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     backoffMinMs: 100,
     backoffMaxMs: 5000,
     sentinel: null,
+    tls: null,
   },
   listen: {
     bind: '127.0.0.1',
     port: 6380,
     password: null,
+    users: [],
+    tls: null,
     maxClients: 10000,
     maxBulkLen: 512 * 1024 ** 2,
     maxQueryBuffer: 1024 ** 3,
+    handshakeTimeoutMs: 10_000,
     announceIp: null,
   },
   log: { memory: 64 * 1024 ** 2, disk: 1024 ** 3 },
-  replication: { replicaMaxLag: 256 * 1024 ** 2, replicaTimeoutMs: 60_000, aheadWaitMs: 5000 },
+  replication: {
+    replicaMaxLag: 256 * 1024 ** 2,
+    replicaTimeoutMs: 60_000,
+    aheadWaitMs: 5000,
+    replicaSoftLag: 64 * 1024 ** 2,
+    replicaSoftMs: 60_000,
+    ackPolicy: { kind: 'self' },
+  },
   web: { bind: '127.0.0.1', port: 8080, token: null, allowInsecure: false, maxBuffered: 16 * 1024 ** 2, slowClient: 'disconnect' },
   logging: { level: 'info' },
   dir: resolve(process.cwd(), 'data'),
+  shutdownTimeoutMs: 10_000,
   configFile: null,
 };
 
@@ -94,6 +106,39 @@ t.test('each invalid key is a ConfigError naming its path', async (t) => {
     [{ replication: { 'replica-max-lag': 'lots' } }, 'replication.replica-max-lag'],
     [{ replication: { 'replica-timeout': 0 } }, 'replication.replica-timeout'],
     [{ replication: { 'ahead-wait': '-1s' } }, 'replication.ahead-wait'],
+    [{ replication: { 'replica-soft-lag': -1 } }, 'replication.replica-soft-lag'],
+    [{ replication: { 'replica-soft-seconds': '-1s' } }, 'replication.replica-soft-seconds'],
+    [{ replication: { 'ack-policy': 'all' } }, 'replication.ack-policy'],
+    [{ replication: { 'ack-policy': 'quorum:0' } }, 'replication.ack-policy'],
+    [{ replication: { 'ack-policy': 'quorum:' } }, 'replication.ack-policy'],
+    [{ replication: { 'ack-policy': 'quorum:1.5' } }, 'replication.ack-policy'],
+    [{ replication: { 'ack-policy': 1 } }, 'replication.ack-policy'],
+    [{ listen: { 'handshake-timeout': 'soon' } }, 'listen.handshake-timeout'],
+    [{ 'shutdown-timeout': -1 }, 'shutdown-timeout'],
+    [{ listen: { port: -1 } }, 'listen.port'],
+    [{ listen: { users: 'repl' } }, 'listen.users'],
+    [{ listen: { users: [null] } }, 'listen.users.0'],
+    [{ listen: { users: [{ password: 'p' }] } }, 'listen.users.0.name'],
+    [{ listen: { users: [{ name: 'a b', password: 'p' }] } }, 'listen.users.0.name'],
+    [{ listen: { users: [{ name: 'default', password: 'p' }] } }, 'listen.users.0.name'],
+    [{ listen: { users: [{ name: 'r', password: 'p' }, { name: 'r', password: 'q' }] } }, 'listen.users.1.name'],
+    [{ listen: { users: [{ name: 'r' }] } }, 'listen.users.0.password'],
+    [{ listen: { users: [{ name: 'r', password: 'p', role: 'root' }] } }, 'listen.users.0.role'],
+    [{ listen: { users: [{ name: 'r', password: 'p', acl: '+@all' }] } }, 'listen.users.0.acl'],
+    [{ listen: { tls: 'on' } }, 'listen.tls'],
+    [{ listen: { tls: { cert: 'c', key: 'k' } } }, 'listen.tls.port'],
+    [{ listen: { tls: { port: 6381, key: 'k' } } }, 'listen.tls.cert'],
+    [{ listen: { tls: { port: 6381, cert: 'c' } } }, 'listen.tls.key'],
+    [{ listen: { tls: { port: 6380, cert: 'c', key: 'k' } } }, 'listen.tls.port'],
+    [{ listen: { tls: { port: 6381, cert: 'c', key: 'k', 'verify-clients': true } } }, 'listen.tls.ca'],
+    [{ listen: { tls: { port: 6381, cert: 'c', key: 'k', 'verify-clients': 'yes' } } }, 'listen.tls.verify-clients'],
+    [{ upstream: { tls: true } }, 'upstream.tls'],
+    [{ upstream: { tls: { cert: 'c' } } }, 'upstream.tls.key'],
+    [{ upstream: { tls: { key: 'k' } } }, 'upstream.tls.cert'],
+    [{ upstream: { tls: { verify: 'no' } } }, 'upstream.tls.verify'],
+    [{ upstream: { tls: { ca: '' } } }, 'upstream.tls.ca'],
+    [{ upstream: { tls: { sni: 'x' } } }, 'upstream.tls.sni'],
+    [{ upstream: { sentinel: { nodes: ['h:1'], 'master-name': 'm', tls: true } } }, 'upstream.sentinel.tls'],
     [{ upstream: { sentinel: 'x' } }, 'upstream.sentinel'],
     [{ upstream: { sentinel: { 'master-name': 'm' } } }, 'upstream.sentinel.nodes'],
     [{ upstream: { sentinel: { nodes: [], 'master-name': 'm' } } }, 'upstream.sentinel.nodes'],
@@ -123,6 +168,50 @@ t.test('each invalid key is a ConfigError naming its path', async (t) => {
   for (const [raw, path] of cases) {
     t.equal(configError(t, () => validateConfig(raw, null))?.path, path, JSON.stringify(raw));
   }
+});
+
+t.test('limits, ack policy and shutdown timeout', async (t) => {
+  const c = validateConfig(
+    {
+      listen: { 'handshake-timeout': 0 },
+      replication: { 'replica-soft-lag': 0, 'replica-soft-seconds': '500ms', 'ack-policy': 'quorum:2' },
+      'shutdown-timeout': '2s',
+    },
+    null,
+  );
+  t.equal(c.listen.handshakeTimeoutMs, 0, 'handshake timeout off');
+  t.equal(c.replication.replicaSoftLag, 0, 'soft limit off');
+  t.equal(c.replication.replicaSoftMs, 500);
+  t.strictSame(c.replication.ackPolicy, { kind: 'quorum', n: 2 });
+  t.strictSame(validateConfig({ replication: { 'ack-policy': 'min' } }, null).replication.ackPolicy, { kind: 'min' });
+  t.equal(c.shutdownTimeoutMs, 2000);
+});
+
+t.test('listen.users, listen.tls and upstream.tls', async (t) => {
+  const c = validateConfig(
+    {
+      listen: {
+        port: 0,
+        password: 'adm',
+        users: [{ name: 'repl', password: 'pw' }, { name: 'ops', password: 'op', role: 'admin' }],
+        tls: { port: 6381, cert: 'tls/relay.crt', key: '/etc/tls/relay.key', ca: 'tls/ca.crt', 'verify-clients': true },
+      },
+      upstream: { tls: { ca: 'tls/ca.crt', cert: 'tls/client.crt', key: 'tls/client.key', servername: 'redis.local' } },
+    },
+    '/etc/relay/relay.yaml',
+  );
+  t.strictSame(c.listen.users, [
+    { name: 'repl', password: 'pw', role: 'replication' },
+    { name: 'ops', password: 'op', role: 'admin' },
+  ], 'role defaults to replication');
+  t.strictSame(c.listen.tls, { port: 6381, cert: '/etc/relay/tls/relay.crt', key: '/etc/tls/relay.key', ca: '/etc/relay/tls/ca.crt', verifyClients: true }, 'paths resolve against the config file');
+  t.equal(c.listen.port, 0, 'no plain listener');
+  t.strictSame(c.upstream.tls, { ca: '/etc/relay/tls/ca.crt', cert: '/etc/relay/tls/client.crt', key: '/etc/relay/tls/client.key', servername: 'redis.local', verify: true });
+  t.strictSame(validateConfig({ upstream: { tls: {} } }, null).upstream.tls, { ca: null, cert: null, key: null, servername: null, verify: true }, '{} = TLS with the default CAs');
+  t.equal(validateConfig({ listen: { tls: { port: 1, cert: 'c', key: 'k' } } }, null).listen.tls?.verifyClients, false);
+  const s = validateConfig({ upstream: { tls: { verify: false }, sentinel: { nodes: ['h'], 'master-name': 'm', tls: true } } }, null).upstream;
+  t.equal(s.sentinel?.tls, true);
+  t.equal(s.tls?.verify, false);
 });
 
 t.test('a non-loopback web bind needs a token or allow-insecure', async (t) => {
@@ -169,6 +258,7 @@ t.test('upstream.sentinel lists the Sentinels and the master name', async (t) =>
     ],
     masterName: 'mymaster',
     password: 'pw',
+    tls: false,
   });
   t.ok(Object.isFrozen(c.upstream.sentinel?.nodes[0]));
   t.equal(validateConfig({ upstream: { sentinel: { nodes: ['h'], 'master-name': 'm' } } }, null).upstream.sentinel?.password, null);

@@ -1,0 +1,67 @@
+import { readFileSync } from 'node:fs';
+import { connect as netConnect, Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions, type TlsOptions } from 'node:tls';
+import type { ClientTlsConfig, ListenConfig, ServerTlsConfig } from './config/types.js';
+import { ConfigError } from './errors.js';
+
+/** Reads a PEM file named by config key `key`; a failure is a ConfigError naming the key and the file. */
+function pem(file: string, key: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(key, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * TLS options from the config's file paths. Files are read on every call, so a connection made after a
+ * certificate is replaced on disk uses the new one; a missing file throws (a failed connect, retried).
+ */
+export function clientTlsOptions(cfg: ClientTlsConfig): ConnectionOptions {
+  return {
+    ...(cfg.ca !== null && { ca: pem(cfg.ca, 'upstream.tls.ca') }),
+    ...(cfg.cert !== null && { cert: pem(cfg.cert, 'upstream.tls.cert') }),
+    ...(cfg.key !== null && { key: pem(cfg.key, 'upstream.tls.key') }),
+    ...(cfg.servername !== null && { servername: cfg.servername }),
+    rejectUnauthorized: cfg.verify,
+  };
+}
+
+export function serverTlsOptions(cfg: ServerTlsConfig): TlsOptions {
+  return {
+    cert: pem(cfg.cert, 'listen.tls.cert'),
+    key: pem(cfg.key, 'listen.tls.key'),
+    ...(cfg.ca !== null && { ca: pem(cfg.ca, 'listen.tls.ca') }),
+    requestCert: cfg.verifyClients,
+    rejectUnauthorized: cfg.verifyClients,
+  };
+}
+
+/**
+ * Opens a TCP connection, over TLS when `tls` is set. `ready` is the event after which the socket carries
+ * application data: `connect` for TCP, `secureConnect` (handshake done, certificate checked) for TLS.
+ */
+export function dial(host: string, port: number, tls: ClientTlsConfig | null | undefined): { socket: Socket; ready: 'connect' | 'secureConnect' } {
+  if (!tls) return { socket: netConnect({ host, port, noDelay: true }), ready: 'connect' };
+  // Built inside try so an unreadable file surfaces as a socket error, like a refused connection.
+  let options: ConnectionOptions;
+  try {
+    options = clientTlsOptions(tls);
+  } catch (err) {
+    const socket = new Socket();
+    socket.destroy(err as Error); // 'error' and 'close' are emitted on the next tick, after the caller's listeners are on
+    return { socket, ready: 'connect' };
+  }
+  const socket = tlsConnect({ host, port, ...options });
+  socket.setNoDelay(true);
+  return { socket, ready: 'secureConnect' };
+}
+
+/**
+ * The port the relay announces upstream (`REPLCONF listening-port`): the TLS port when it talks TLS upstream
+ * and has a TLS listener (as Redis does with tls-replication), or when it has no plain listener.
+ */
+export function announcedPort(listen: ListenConfig, upstreamTls: ClientTlsConfig | null): number {
+  if (listen.tls !== null && (upstreamTls !== null || listen.port === 0)) return listen.tls.port;
+  return listen.port;
+}

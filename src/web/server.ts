@@ -1,0 +1,193 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import uWS from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
+import type { WebConfig } from '../config/types.js';
+import { RelayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { RelayStatus } from '../observability/status.js';
+import { DASHBOARD_HTML } from './dashboard.js';
+import { formatMetrics, METRICS_CONTENT_TYPE, type WebMetrics } from './metrics.js';
+import { StreamHub, type StreamSink, type StreamSource, type Subscription } from './stream-hub.js';
+import { parseStreamOptions, StreamOptionsError, type StreamOptions } from './stream-message.js';
+
+/** The uWebSockets.js native addon is loaded (not its slower Node.js fallback). */
+export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSLApp'] === 'function';
+
+/** What the web server reads from the relay (Relay satisfies it). */
+export interface WebSource extends StreamSource {
+  status(): RelayStatus;
+  readonly stats: { readonly streamCommands: ReadonlyMap<string, number> };
+}
+
+interface WsData {
+  readonly opts: StreamOptions;
+  sub: Subscription | null;
+  alive: boolean;
+}
+
+/** A WebSocket close reason is at most 123 bytes. */
+const MAX_REASON = 120;
+
+/**
+ * HTTP + WebSocket server on uWebSockets.js: `/` dashboard, `/healthz`, `/readyz`, `/status` (JSON),
+ * `/metrics` (Prometheus), `WS /stream`. `web.token`, when set, guards /status, /metrics and /stream
+ * (`Authorization: Bearer <token>` or `?token=`); the dashboard page itself holds no data.
+ */
+export class WebServer {
+  readonly hub: StreamHub;
+  readonly #src: WebSource;
+  readonly #config: WebConfig;
+  readonly #log: Logger;
+  readonly #tokenDigest: Buffer | null;
+  readonly #app: TemplatedApp;
+  #listenSocket: us_listen_socket | null = null;
+  #port = 0;
+
+  constructor(source: WebSource, config: WebConfig, logger: Logger) {
+    this.#src = source;
+    this.#config = config;
+    this.#log = logger;
+    this.#tokenDigest = config.token === null ? null : digest(config.token);
+    this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, slowClient: config.slowClient, logger });
+    this.#app = this.#routes(uWS.App());
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  listen(): Promise<number> {
+    if (!uwsNative) this.#log.warn('uWebSockets.js runs its Node.js fallback, not the native addon');
+    return new Promise((resolve, reject) => {
+      this.#app.listen(this.#config.bind, this.#config.port, (ls) => {
+        if (!ls) {
+          reject(new RelayError('RELAY_ERR_WEB_LISTEN', `web server cannot listen on ${this.#config.bind}:${this.#config.port}`));
+          return;
+        }
+        this.#listenSocket = ls;
+        this.#port = uWS.us_socket_local_port(ls as unknown as uWS.us_socket);
+        this.#log.info({ bind: this.#config.bind, port: this.#port, auth: this.#tokenDigest !== null, native: uwsNative }, 'web server listening');
+        resolve(this.#port);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.hub.close();
+    if (this.#listenSocket) uWS.us_listen_socket_close(this.#listenSocket);
+    this.#listenSocket = null;
+  }
+
+  /** Web figures for /status and /metrics. */
+  webMetrics(): WebMetrics {
+    const hub = this.hub;
+    return { ...hub.stats, jsonSubscribers: hub.jsonSubscribers, rawSubscribers: hub.rawSubscribers, decoding: hub.decoding, bufferedBytes: hub.bufferedBytes };
+  }
+
+  #routes(app: TemplatedApp): TemplatedApp {
+    return app
+      .get('/', (res) => reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML))
+      .get('/index.html', (res) => reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML))
+      .get('/healthz', (res) => reply(res, '200 OK', 'text/plain; charset=utf-8', 'ok\n'))
+      .get('/readyz', (res) => {
+        const s = this.#src.status();
+        const ready = s.upstream.linkUp && s.snapshot !== null;
+        const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null });
+        reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
+      })
+      .get('/status', (res, req) => {
+        if (!this.#authorized(req)) return unauthorized(res);
+        reply(res, '200 OK', 'application/json', JSON.stringify(this.statusJson()) + '\n');
+      })
+      .get('/metrics', (res, req) => {
+        if (!this.#authorized(req)) return unauthorized(res);
+        reply(res, '200 OK', METRICS_CONTENT_TYPE, formatMetrics(this.#src.status(), this.webMetrics(), this.#src.stats.streamCommands));
+      })
+      .ws<WsData>('/stream', {
+        compression: uWS.DISABLED,
+        maxPayloadLength: 4096,
+        idleTimeout: 120,
+        sendPingsAutomatically: true,
+        // The hub enforces web.max-buffered itself; uWS must not drop silently before it.
+        maxBackpressure: Math.max(this.#config.maxBuffered * 4, 1024 ** 3),
+        upgrade: (res, req, context) => {
+          if (!this.#authorized(req)) return unauthorized(res);
+          let opts: StreamOptions;
+          try {
+            opts = parseStreamOptions(req.getQuery() ?? '');
+          } catch (err) {
+            if (!(err instanceof StreamOptionsError)) throw err;
+            return reply(res, '400 Bad Request', 'text/plain; charset=utf-8', `${err.message}\n`);
+          }
+          const key = req.getHeader('sec-websocket-key');
+          const protocol = req.getHeader('sec-websocket-protocol');
+          const extensions = req.getHeader('sec-websocket-extensions');
+          res.cork(() => res.upgrade<WsData>({ opts, sub: null, alive: true }, key, protocol, extensions, context));
+        },
+        open: (ws) => {
+          const data = ws.getUserData();
+          data.sub = this.hub.subscribe(sinkOf(ws), data.opts);
+        },
+        drain: (ws) => ws.getUserData().sub?.drain(),
+        close: (ws) => {
+          const data = ws.getUserData();
+          data.alive = false;
+          data.sub?.closed();
+        },
+      })
+      .any('/*', (res) => reply(res, '404 Not Found', 'text/plain; charset=utf-8', 'not found\n'));
+  }
+
+  /** relay.status() with the command counts as an object and the /stream figures. */
+  statusJson(): Record<string, unknown> {
+    const s = this.#src.status();
+    return { ...s, stats: { ...s.stats, streamCommands: Object.fromEntries(this.#src.stats.streamCommands) }, web: this.webMetrics() };
+  }
+
+  /** Read synchronously: uWS requests are only valid during the handler. */
+  #authorized(req: HttpRequest): boolean {
+    if (this.#tokenDigest === null) return true;
+    const header = req.getHeader('authorization');
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    const given = m?.[1] ?? new URLSearchParams(req.getQuery() ?? '').get('token');
+    return given !== null && given !== undefined && timingSafeEqual(digest(given), this.#tokenDigest);
+  }
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+function reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}): void {
+  res.cork(() => {
+    res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store');
+    for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+    res.end(body);
+  });
+}
+
+function unauthorized(res: HttpResponse): void {
+  reply(res, '401 Unauthorized', 'text/plain; charset=utf-8', 'unauthorized: web.token is set; send Authorization: Bearer <token> or ?token=\n', {
+    'www-authenticate': 'Bearer realm="psync-relay"',
+  });
+}
+
+/** The hub's view of a uWS WebSocket; inert once the socket closed. */
+function sinkOf(ws: WebSocket<WsData>): StreamSink {
+  const data = ws.getUserData();
+  return {
+    send: (msg, binary) => {
+      if (data.alive) ws.send(msg, binary);
+    },
+    bufferedAmount: () => (data.alive ? ws.getBufferedAmount() : 0),
+    end: (code, reason) => {
+      if (!data.alive) return;
+      data.alive = false;
+      ws.end(code, reason.length > MAX_REASON ? reason.slice(0, MAX_REASON) : reason);
+    },
+    cork: (fn) => {
+      if (data.alive) ws.cork(fn);
+      else fn();
+    },
+  };
+}

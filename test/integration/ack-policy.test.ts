@@ -1,0 +1,81 @@
+/**
+ * replication.ack-policy: with `min`, the relay acknowledges upstream only what its downstream replicas hold, so
+ * WAIT on the master means "held by the replicas behind the relay". With `self` (the default) it acknowledges
+ * what it holds itself, like a Redis replica.
+ */
+import t from 'tap';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRelay } from '../helpers/relay.js';
+import { startReplica, waitConverged } from '../helpers/replication.js';
+import { waitFor } from '../helpers/wait.js';
+
+t.teardown(stopAll);
+
+const master = await startRedis();
+const m = await master.client();
+t.teardown(() => m.close());
+
+/** The offset the master has from the relay's ACKs (INFO replication slave0 offset=). */
+async function relayAckOnMaster(): Promise<number> {
+  const line = (await m.info('replication'))['slave0'] ?? '';
+  return Number(/offset=(\d+)/.exec(line)?.[1] ?? -1);
+}
+
+t.test('ack-policy min: WAIT on the master counts the relay only once its replica holds the write', async (t) => {
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, replication: { 'ack-policy': 'min' } });
+  t.teardown(() => relay.stop());
+  const replica = await startReplica(relay.port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+
+  await m.call('SET', 'a', '1');
+  await waitConverged(m, [r], 'replica online');
+  t.equal(await m.call('WAIT', 1, 2000), 1, 'the replica holds the write: WAIT returns 1');
+
+  replica.proc.kill('SIGSTOP');
+  try {
+    await m.call('SET', 'b', '2');
+    const started = Date.now();
+    t.equal(await m.call('WAIT', 1, 1000), 0, 'replica frozen: WAIT times out with 0');
+    t.ok(Date.now() - started >= 900, 'WAIT waited its timeout');
+    const masterOffset = Number((await m.info('replication'))['master_repl_offset']);
+    t.ok((await relayAckOnMaster()) < masterOffset, 'the relay acknowledges less than the master sent');
+    const relayHeld = relay.relay.log.endOffset;
+    t.equal(relayHeld, masterOffset, 'though the relay itself holds everything');
+  } finally {
+    replica.proc.kill('SIGCONT');
+  }
+  const started = Date.now();
+  t.equal(await m.call('WAIT', 1, 5000), 1, 'replica resumed: WAIT returns 1');
+  t.ok(Date.now() - started < 3000, `promptly (${Date.now() - started} ms), not on the next periodic ACK`);
+  t.equal(await r.callString('GET', 'b'), '2');
+});
+
+t.test('ack-policy min with no replica connected acknowledges nothing new', async (t) => {
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, replication: { 'ack-policy': 'min' } });
+  t.teardown(() => relay.stop());
+  await m.call('SET', 'c', '3');
+  await waitFor(
+    async () => (relay.relay.link.state === 'connected' && relay.relay.log.endOffset === Number((await m.info('replication'))['master_repl_offset'])) || undefined,
+    { what: 'relay streaming, caught up' },
+  );
+  t.equal(await m.call('WAIT', 1, 500), 0, 'no replica behind the relay: WAIT returns 0');
+  t.ok((await relayAckOnMaster()) < Number((await m.info('replication'))['master_repl_offset']));
+});
+
+t.test('ack-policy self (default): the relay acknowledges what it holds, even with its replica frozen', async (t) => {
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => relay.stop());
+  const replica = await startReplica(relay.port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await m.call('SET', 'd', '4');
+  await waitConverged(m, [r], 'replica online');
+  replica.proc.kill('SIGSTOP');
+  try {
+    await m.call('SET', 'e', '5');
+    t.equal(await m.call('WAIT', 1, 2000), 1, 'WAIT returns 1: the relay holds the write');
+  } finally {
+    replica.proc.kill('SIGCONT');
+  }
+});

@@ -1,0 +1,215 @@
+/**
+ * Bad input over real sockets: garbage from the upstream (the relay logs it, drops that link, reconnects and PSYNCs
+ * from what it validly received, and its replicas end with exactly the valid stream), garbage from downstream
+ * clients (the relay keeps serving its replicas), and the downstream limits, each logged with a `limit` field.
+ */
+import t from 'tap';
+import fc from 'fast-check';
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRelay } from '../helpers/relay.js';
+import { startFakeMaster } from '../helpers/fake-master.js';
+import { startReplica, waitConverged, digest } from '../helpers/replication.js';
+import { freePort } from '../helpers/ports.js';
+import { waitFor } from '../helpers/wait.js';
+import { RedisClient } from '../helpers/redis-client.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+import { emptyRdb } from '../../src/backlog/snapshot-store.js';
+import { StreamScanner } from '../../src/resp/stream-scanner.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { createLogger } from '../../src/log.js';
+import { Relay } from '../../src/relay.js';
+
+t.teardown(stopAll);
+
+const REPLID = 'a'.repeat(8) + '0123456789abcdef0123456789abcdef';
+
+/** Would the relay's scanner reject `garbage` at its very first byte, after `valid`? Then no garbage byte is kept. */
+function rejectedAtOnce(valid: Buffer, garbage: Buffer): boolean {
+  const s = new StreamScanner(() => undefined);
+  s.reset(0);
+  s.scan(valid);
+  const r = s.scan(garbage);
+  return r.error !== null && r.validBytes === 0;
+}
+
+t.test('garbage from upstream: the relay drops the link, PSYNCs from the valid bytes, replicas end equal to the valid stream', async (t) => {
+  const ROUNDS = 10;
+  // Each round: some commands, cut at a random point, then garbage that is detectable right there (garbage that
+  // happens to be valid RESP cannot be told from the stream by anyone, the relay included).
+  const roundSpec = fc.record({
+    cmds: fc.array(
+      fc.tuple(fc.constantFrom('SET', 'APPEND', 'HSET', 'INCRBY', 'DEL'), fc.integer({ min: 0, max: 30 }), fc.string({ minLength: 1, maxLength: 40 })),
+      { minLength: 1, maxLength: 12 },
+    ),
+    cutAt: fc.double({ min: 0, max: 1, noNaN: true }),
+    garbage: fc.uint8Array({ minLength: 1, maxLength: 64 }).map((a) => Buffer.from(a)),
+  });
+  const specs = fc.sample(roundSpec, { seed: 7007, numRuns: ROUNDS });
+
+  const reference = await startRedis();
+  const ref = await reference.client();
+  t.teardown(() => ref.close());
+  let truth = encodeCommand(['SELECT', '0']);
+  await ref.call('SELECT', 0);
+  /** Where each round stops sending valid bytes: the relay keeps exactly truth[0, cut). */
+  const cuts: number[] = [];
+  const garbages: Buffer[] = [];
+  for (const spec of specs) {
+    const before = truth.length;
+    for (const [op, k, v] of spec.cmds) {
+      const key = `k${k}`;
+      const cmd = op === 'HSET' ? ['HSET', `h${k}`, 'f', v] : op === 'INCRBY' ? ['INCRBY', `n${k}`, String(v.length)] : op === 'DEL' ? ['DEL', key] : [op, key, v];
+      await ref.call(...cmd);
+      truth = Buffer.concat([truth, encodeCommand(cmd)]);
+    }
+    // The first cut point at or after the drawn one where this garbage is rejected at once.
+    let cut = before + Math.floor(spec.cutAt * (truth.length - before));
+    let garbage = spec.garbage;
+    while (cut < truth.length && !rejectedAtOnce(truth.subarray(0, cut), garbage)) cut++;
+    if (cut === truth.length && !rejectedAtOnce(truth, garbage)) garbage = Buffer.concat([Buffer.from('?'), garbage]);
+    cuts.push(cut);
+    garbages.push(garbage);
+  }
+
+  const fake = await startFakeMaster((socket: Socket, attempt, args) => {
+    let from = 0;
+    if (attempt === 0) {
+      const rdb = emptyRdb(10);
+      socket.write(Buffer.concat([Buffer.from(`+FULLRESYNC ${REPLID} 0\r\n$${rdb.length}\r\n`), rdb]));
+    } else {
+      from = Number(args[2]) - 1;
+      socket.write(`+CONTINUE ${REPLID}\r\n`);
+    }
+    if (attempt < ROUNDS) socket.write(Buffer.concat([truth.subarray(from, cuts[attempt]!), garbages[attempt]!]));
+    else socket.write(truth.subarray(from));
+  });
+  t.teardown(() => fake.close());
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: fake.port }, log: { disk: 0 } });
+  t.teardown(() => relay.stop());
+  const replicas = await Promise.all([0, 1].map(() => startReplica(relay.port)));
+  const rc = await Promise.all(replicas.map((r) => r.client()));
+  t.teardown(async () => {
+    for (const c of rc) await c.close().catch(() => undefined);
+  });
+
+  await waitFor(() => fake.psyncs.length === ROUNDS + 1, { what: 'one reconnect per garbage round', timeoutMs: 20000 });
+  for (let i = 1; i <= ROUNDS; i++) {
+    t.strictSame(fake.psyncs[i], ['PSYNC', REPLID, String(cuts[i - 1]! + 1)], `round ${i}: PSYNC from the last valid byte`);
+  }
+  t.match(relay.relay.link.stats.lastError, /garbage in the upstream stream/);
+  const want = await digest(ref);
+  await waitFor(
+    async () => {
+      for (const r of rc) {
+        const ri = await r.info('replication');
+        if (ri['master_link_status'] !== 'up' || Number(ri['master_repl_offset']) !== truth.length) return undefined;
+        if ((await digest(r)) !== want) return undefined;
+      }
+      return true;
+    },
+    { what: 'replicas hold exactly the valid stream', timeoutMs: 20000 },
+  );
+  t.equal(relay.relay.log.endOffset, truth.length, 'the relay holds exactly the valid stream');
+  t.equal(relay.relay.stats.syncFull, 2, 'each replica synced once: no garbage ever reached them');
+  t.equal(relay.relay.stats.syncPartialOk + relay.relay.stats.syncPartialErr, 0, 'and never had to come back');
+});
+
+t.test('garbage from downstream clients: the relay keeps serving its replicas', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, listen: { 'max-bulk-len': '4kb', 'max-query-buffer': '16kb' } });
+  t.teardown(() => relay.stop());
+  const replica = await startReplica(relay.port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await m.call('SET', 'before', '1');
+  await waitConverged(m, [r], 'replica online');
+
+  const inputs = fc.sample(
+    fc.oneof(
+      fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+      fc.array(fc.constantFrom(0x2a, 0x24, 0x0d, 0x0a, 0x20, 0x22, 0x2d, 0x30, 0x31, 0x39), { maxLength: 300 }).map((a) => Buffer.from(a)),
+      fc.array(fc.constantFrom('PSYNC ? -1', 'REPLCONF ACK 99999999', 'CLIENT KILL TYPE master', 'SYNC', 'MULTI', 'EXEC', 'SUBSCRIBE x', 'QUIT'), { maxLength: 5 })
+        .map((c) => Buffer.from(c.join('\r\n') + '\r\n')),
+    ),
+    { seed: 7008, numRuns: 200 },
+  );
+  for (let i = 0; i < inputs.length; i += 20) {
+    await Promise.all(
+      inputs.slice(i, i + 20).map(async (input) => {
+        const s = connect(relay.port, '127.0.0.1');
+        s.on('error', () => undefined);
+        s.on('data', () => undefined);
+        await once(s, 'connect');
+        s.end(input);
+        await once(s, 'close');
+      }),
+    );
+  }
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  t.equal(await x.callString('PING'), 'PONG', 'the relay still answers');
+  await m.call('SET', 'after', '2');
+  await waitConverged(m, [r], 'the replica still follows the master');
+  t.equal(await r.callString('GET', 'after'), '2');
+  t.ok(relay.relay.stats.protocolErrors > 0, `${relay.relay.stats.protocolErrors} protocol errors counted`);
+});
+
+t.test('downstream limits are enforced and logged with a limit field', async (t) => {
+  const lines: Array<Record<string, unknown>> = [];
+  const dest = { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) };
+  const port = await freePort();
+  const config = validateConfig(
+    {
+      upstream: { host: null },
+      listen: { port, 'max-clients': 3, 'max-bulk-len': '1kb', 'max-query-buffer': '4kb', 'handshake-timeout': '300ms' },
+      log: { disk: 0 },
+      web: { port: 0 },
+      dir: t.testdir({}),
+    },
+    null,
+  );
+  const relay = new Relay(config, createLogger('info', dest));
+  await relay.start();
+  t.teardown(() => relay.close());
+  const logged = (limit: string) => waitFor(() => lines.find((l) => l['limit'] === limit), { what: `a log line with limit ${limit}`, timeoutMs: 5000 });
+
+  /** A raw connection: what it receives, and when it closes. */
+  const raw = async (send?: Buffer) => {
+    const s = connect(port, '127.0.0.1');
+    let got = '';
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.on('error', () => undefined);
+    const closed = once(s, 'close').then(() => got);
+    await once(s, 'connect');
+    if (send) s.write(send);
+    return { s, closed };
+  };
+
+  const silent = await raw();
+  const started = Date.now();
+  await silent.closed;
+  t.ok(Date.now() - started < 2000, 'a silent connection is closed after listen.handshake-timeout');
+  t.match(await logged('listen.handshake-timeout'), { value: 300, bytesIn: 0 });
+
+  const bulk = await raw(Buffer.from('*2\r\n$4\r\necho\r\n$1025\r\n'));
+  t.equal(await bulk.closed, '-ERR Protocol error: invalid bulk length\r\n', 'a bulk over max-bulk-len');
+  t.match(await logged('listen.max-bulk-len'), { value: 1024 });
+
+  const big = Buffer.concat([Buffer.from('*9\r\n'), ...Array.from({ length: 5 }, () => encodeCommand(['x'.repeat(1000)]).subarray(4))]);
+  const query = await raw(big);
+  t.equal(await query.closed, '-ERR Protocol error: query buffer limit exceeded\r\n', 'an unfinished command over max-query-buffer');
+  t.match(await logged('listen.max-query-buffer'), { value: 4096 });
+
+  const clients = await Promise.all([0, 1, 2].map(() => RedisClient.connect(port)));
+  for (const c of clients) t.equal(await c.callString('PING'), 'PONG');
+  const fourth = await raw();
+  t.equal(await fourth.closed, '-ERR max number of clients reached\r\n', 'the client past max-clients is refused');
+  t.match(await logged('listen.max-clients'), { value: 3 });
+  t.equal(relay.stats.rejectedConnections, 1);
+  for (const c of clients) await c.close();
+  t.equal(relay.stats.protocolErrors, 2);
+});

@@ -1,0 +1,75 @@
+/**
+ * Graceful shutdown of the relay process (dist/main.js): SIGTERM stops accepting and stops the upstream link, waits
+ * up to shutdown-timeout for the replicas to acknowledge the stream, persists its state and exits 0; restarted, it
+ * continues without any full sync, upstream or downstream.
+ */
+import t from 'tap';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRelayProcess } from '../helpers/relay-process.js';
+import { freePort } from '../helpers/ports.js';
+import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { RedisClient } from '../helpers/redis-client.js';
+
+t.teardown(stopAll);
+
+t.test('SIGTERM: replicas get the whole stream, exit 0, and a restarted relay continues without a full sync', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const dir = mkdtempSync(join(tmpdir(), 'psync-relay-shutdown-'));
+  const config = join(dir, 'relay.yaml');
+  writeFileSync(config, 'shutdown-timeout: 2\nweb:\n  port: 0\nlog:\n  memory: 1mb\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n');
+  const port = await freePort();
+  const args = ['--config', config, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  let relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const replica = await startReplica(port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+
+  for (let i = 0; i < 200; i++) await m.call('SET', `k${i}`, `v${i}`);
+  await waitConverged(m, [r], 'replica online');
+
+  // 1. Everyone keeps up: the relay exits at once (within a replica ACK interval), code 0.
+  let started = Date.now();
+  t.equal(await relay.stop('SIGTERM'), 0, 'exit code 0');
+  t.ok(Date.now() - started < 2000, `stopped in ${Date.now() - started} ms, before the deadline`);
+  t.match(relay.logs(), /replicas hold the whole stream/);
+  t.notMatch(relay.logs(), /"level":50/, 'no error logged');
+
+  await m.call('SET', 'while-down', '1');
+  relay = await startRelayProcess(args);
+  await waitConverged(m, [r], 'replica back through the restarted relay');
+  let x = await RedisClient.connect(port);
+  let xs = await x.info('stats');
+  t.equal(stat(xs, 'sync_full'), 0, 'no full sync downstream');
+  t.equal(stat(xs, 'sync_partial_ok'), 1, 'the replica continued partially');
+  t.equal(stat(xs, 'relay_upstream_full_syncs'), 0, 'the relay continued upstream partially');
+  t.equal(stat(xs, 'relay_upstream_partial_syncs'), 1);
+  t.equal(stat(await m.info('stats'), 'sync_full'), 1, 'the master made one full sync in all');
+  await x.close();
+
+  // 2. A frozen replica: the relay waits shutdown-timeout for it, then exits 0 all the same.
+  replica.proc.kill('SIGSTOP');
+  try {
+    for (let i = 0; i < 100; i++) await m.call('SET', `late${i}`, 'x'.repeat(100));
+    started = Date.now();
+    t.equal(await relay.stop('SIGTERM'), 0, 'exit code 0 after the deadline');
+    const took = Date.now() - started;
+    t.ok(took >= 1900 && took < 6000, `waited for shutdown-timeout (2 s): ${took} ms`);
+    t.match(relay.logs(), /did not acknowledge the whole stream before the shutdown deadline/);
+  } finally {
+    replica.proc.kill('SIGCONT');
+  }
+  relay = await startRelayProcess(args);
+  await waitConverged(m, [r], 'the frozen replica catches up through the restarted relay');
+  x = await RedisClient.connect(port);
+  xs = await x.info('stats');
+  t.equal(stat(xs, 'sync_full'), 0, 'still no full sync downstream');
+  t.equal(stat(await m.info('stats'), 'sync_full'), 1, 'nor upstream');
+  await x.close();
+  t.equal(await relay.stop('SIGTERM'), 0);
+});

@@ -1,0 +1,237 @@
+/**
+ * Limits and the ack policy, in process: replica lag limits (hard, soft over time, none with a disk log), the
+ * downstream handshake timeout, and the ack policy's arithmetic.
+ */
+import t from 'tap';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { ReplLog } from '../../src/backlog/repl-log.js';
+import type { DiskLog } from '../../src/backlog/disk-log.js';
+import { ReplicaSession, ReplicaState } from '../../src/downstream/replica-session.js';
+import { ClientConnection } from '../../src/downstream/client.js';
+import { policyAckOffset, formatAckPolicy } from '../../src/downstream/ack-policy.js';
+import { createLogger } from '../../src/log.js';
+import { RelayStats } from '../../src/observability/stats.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+
+const logger = createLogger('silent');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A socket that takes `room` bytes, then reports itself full (write() returns false) and never drains. */
+class StuckSocket extends EventEmitter {
+  readonly remoteAddress = '127.0.0.1';
+  readonly remotePort = 50000;
+  writableLength = 0;
+  destroyed = false;
+  written = 0;
+  constructor(readonly room: number) {
+    super();
+  }
+  setNoDelay(): void {}
+  write(buf: Buffer | string): boolean {
+    if (this.destroyed) return false;
+    this.written += buf.length;
+    this.writableLength = Math.max(0, this.written - this.room);
+    return this.written <= this.room;
+  }
+  end(): void {}
+  destroy(): void {
+    this.destroyed = true;
+  }
+}
+
+function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLagMs?: number }, stats = new RelayStats(), log2 = logger) {
+  const socket = new StuckSocket(1000);
+  let closed = false;
+  const s = new ReplicaSession({
+    socket: socket as unknown as Socket,
+    log,
+    logger: log2,
+    stats,
+    caps: { psync2: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    onClose: () => (closed = true),
+    ...opts,
+  });
+  s.continueFrom(log.endOffset + 1);
+  // What DownstreamReplication does on every append.
+  log.onAppend(() => s.pump());
+  // The first block fills the socket (a block is handed over whole): from here on it lags.
+  log.append(Buffer.alloc(5000, 9));
+  return { s, socket, stats, closed: () => closed };
+}
+
+t.test('hard lag limit: a replica whose socket is full is dropped as soon as it is further behind', async (t) => {
+  const log = new ReplLog(16 * 1024);
+  const { s, socket, stats, closed } = session(log, { maxLag: 10_000 });
+  log.append(Buffer.alloc(6000, 1));
+  t.equal(s.state, ReplicaState.Online);
+  t.equal(s.lagBytes, 6000, 'it lags: its socket is full');
+  log.append(Buffer.alloc(6000, 2));
+  t.equal(s.state, ReplicaState.Closed, 'dropped on the append that took it past replica-max-lag');
+  t.ok(closed() && socket.destroyed);
+  t.equal(stats.replicasDroppedLag, 1);
+  t.equal(log.readers.size, 0, 'its cursor no longer holds the log');
+});
+
+t.test('soft lag limit: dropped only after being over it continuously for replica-soft-seconds', async (t) => {
+  const log = new ReplLog(16 * 1024);
+  const { s, stats } = session(log, { maxLag: 1 << 30, softLag: 4000, softLagMs: 300 });
+  log.append(Buffer.alloc(6000, 1));
+  t.equal(s.state, ReplicaState.Online, 'over the soft limit: the clock starts');
+  await sleep(150);
+  s.checkLag();
+  t.equal(s.state, ReplicaState.Online, 'not yet');
+  await sleep(200);
+  s.checkLag();
+  t.equal(s.state, ReplicaState.Closed, 'over it for longer than replica-soft-seconds');
+  t.equal(stats.replicasDroppedLag, 1);
+
+  // Dipping under the soft limit restarts the clock.
+  const log2 = new ReplLog(16 * 1024);
+  const socket = new StuckSocket(1 << 30);
+  const s2 = new ReplicaSession({
+    socket: socket as unknown as Socket,
+    log: log2,
+    logger,
+    stats,
+    maxLag: 1 << 30,
+    softLag: 4000,
+    softLagMs: 300,
+    caps: { psync2: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    onClose: () => undefined,
+  });
+  s2.continueFrom(1);
+  log2.onAppend(() => s2.pump());
+  socket.written = 1 << 30; // full from now on
+  log2.append(Buffer.alloc(5000, 1));
+  await sleep(200);
+  socket.written = 0;
+  socket.emit('drain'); // it catches up: under the limit
+  t.equal(s2.lagBytes, 0);
+  socket.written = 1 << 30;
+  log2.append(Buffer.alloc(5000, 1));
+  await sleep(200);
+  s2.checkLag();
+  t.equal(s2.state, ReplicaState.Online, 'the clock restarted when it caught up');
+  s2.close('test done');
+});
+
+t.test('a replica dropped at a lag limit is logged with the limit, its value and the lag', async (t) => {
+  const lines: Array<Record<string, unknown>> = [];
+  const capture = createLogger('warn', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const logs = [new ReplLog(16 * 1024), new ReplLog(16 * 1024)];
+  const hard = session(logs[0]!, { maxLag: 1000 }, new RelayStats(), capture);
+  const soft = session(logs[1]!, { maxLag: 1 << 30, softLag: 1000, softLagMs: 0 }, new RelayStats(), capture);
+  for (const log of logs) log.append(Buffer.alloc(5000, 1));
+  soft.s.checkLag();
+  t.equal(hard.s.state, ReplicaState.Closed);
+  t.equal(soft.s.state, ReplicaState.Closed);
+  t.match(lines, [
+    { msg: 'closing replica', limit: 'replication.replica-max-lag', value: 1000, lag: Number },
+    { msg: 'closing replica', limit: 'replication.replica-soft-lag', value: 1000, seconds: 0, lag: Number },
+  ]);
+});
+
+t.test('soft limit 0 is off; seconds 0 drops on the second check over it', async (t) => {
+  const log = new ReplLog(16 * 1024);
+  const off = session(log, { maxLag: 1 << 30, softLag: 0, softLagMs: 0 });
+  const now = session(log, { maxLag: 1 << 30, softLag: 100, softLagMs: 0 });
+  log.append(Buffer.alloc(6000, 1));
+  off.s.checkLag();
+  now.s.checkLag();
+  t.equal(off.s.state, ReplicaState.Online);
+  t.equal(now.s.state, ReplicaState.Closed);
+  off.s.close('test done');
+});
+
+t.test('with a disk log neither lag limit applies: a lagging replica holds no memory', async (t) => {
+  const log = new ReplLog(16 * 1024);
+  // Enough of a DiskLog: everything counts as written, so memory is trimmed regardless of readers.
+  const disk = { append: () => undefined, empty: false, firstOffset: 1, writtenOffset: 0 };
+  log.attachDisk(disk as unknown as DiskLog);
+  const { s } = session(log, { maxLag: 1000, softLag: 500, softLagMs: 0 });
+  for (let i = 0; i < 10; i++) {
+    disk.writtenOffset = log.endOffset;
+    log.append(Buffer.alloc(8000, i));
+  }
+  s.checkLag();
+  s.checkLag();
+  t.equal(s.state, ReplicaState.Online, 'still online, far past both limits');
+  t.ok(s.lagBytes > 50_000);
+  s.close('test done');
+});
+
+t.test('an ACK that raises the replica offset is reported once', async (t) => {
+  const log = new ReplLog(16 * 1024);
+  let acks = 0;
+  const s = new ReplicaSession({
+    socket: new StuckSocket(1 << 20) as unknown as Socket,
+    log,
+    logger,
+    stats: new RelayStats(),
+    maxLag: 1 << 20,
+    caps: { psync2: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    onClose: () => undefined,
+    onAck: () => acks++,
+  });
+  s.ackOffset = 10;
+  s.ackOffset = 10;
+  s.ackOffset = 12;
+  t.equal(s.ackOffset, 12);
+  t.equal(acks, 2);
+});
+
+t.test('ack policy arithmetic', async (t) => {
+  t.equal(policyAckOffset({ kind: 'self' }, [1, 2]), null);
+  t.equal(policyAckOffset({ kind: 'min' }, []), null, 'min with no replica: nothing new');
+  t.equal(policyAckOffset({ kind: 'min' }, [30, 10, 20]), 10);
+  t.equal(policyAckOffset({ kind: 'quorum', n: 1 }, [30, 10, 20]), 30, 'quorum:1 = the most advanced replica');
+  t.equal(policyAckOffset({ kind: 'quorum', n: 2 }, [30, 10, 20]), 20);
+  t.equal(policyAckOffset({ kind: 'quorum', n: 3 }, [30, 10, 20]), 10, 'quorum:N with N replicas = min');
+  t.equal(policyAckOffset({ kind: 'quorum', n: 4 }, [30, 10, 20]), null, 'too few replicas: nothing new');
+  t.equal(formatAckPolicy({ kind: 'quorum', n: 2 }), 'quorum:2');
+  t.equal(formatAckPolicy({ kind: 'min' }), 'min');
+});
+
+t.test('handshake timeout: silent or unauthenticated connections are closed, others are not', async (t) => {
+  const open = (needsAuth: boolean) => {
+    const socket = new StuckSocket(1 << 20);
+    const c = new ClientConnection(
+      socket as unknown as Socket,
+      logger,
+      new RelayStats(),
+      { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20, handshakeTimeoutMs: 100 },
+      {
+        dispatch: (client, args) => {
+          if (args[0]!.toString().toLowerCase() === 'auth') client.authenticated = true;
+        },
+        closed: () => undefined,
+      },
+      needsAuth,
+    );
+    return { c, socket };
+  };
+  const silent = open(false);
+  const spoke = open(false);
+  const unauth = open(true);
+  const authed = open(true);
+  spoke.socket.emit('data', encodeCommand(['PING']));
+  unauth.socket.emit('data', encodeCommand(['PING']));
+  authed.socket.emit('data', encodeCommand(['AUTH', 'secret']));
+  await sleep(250);
+  t.ok(silent.socket.destroyed, 'a connection that sent nothing is closed');
+  t.ok(unauth.socket.destroyed, 'a connection that did not authenticate is closed');
+  t.notOk(spoke.socket.destroyed, 'a connection that spoke (no auth) stays');
+  t.notOk(authed.socket.destroyed, 'an authenticated connection stays');
+
+  const off = new ClientConnection(
+    new StuckSocket(1) as unknown as Socket,
+    logger,
+    new RelayStats(),
+    { maxBulkLen: 1, maxQueryBuffer: 1, handshakeTimeoutMs: 0 },
+    { dispatch: () => undefined, closed: () => undefined },
+    true,
+  );
+  await sleep(20);
+  t.notOk(off.socket.destroyed, '0 = off');
+});

@@ -1,0 +1,375 @@
+import t from 'tap';
+import { EventEmitter } from 'node:events';
+import { ReplLog } from '../../src/backlog/repl-log.js';
+import { ReplIds } from '../../src/backlog/repl-ids.js';
+import { createLogger } from '../../src/log.js';
+import { StreamScanner, type ScannedCommand } from '../../src/resp/stream-scanner.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+import { CloseCode, StreamHub, type StreamSink, type StreamSource } from '../../src/web/stream-hub.js';
+import { parseStreamOptions } from '../../src/web/stream-message.js';
+import { mulberry32 } from '../helpers/chunks.js';
+
+interface Msg {
+  offset: number;
+  db: number | null;
+  cmd: string;
+  args: string[];
+  internal?: boolean;
+  b64?: boolean;
+}
+
+/** The relay as the hub sees it: a link scanner that reports commands, then appends the chunk to the log. */
+class FakeRelay implements StreamSource {
+  readonly log: ReplLog;
+  readonly ids = new ReplIds();
+  readonly link = Object.assign(new EventEmitter(), { stats: { fullSyncs: 0 } });
+  snapshot: { offset: number } | null = { offset: 0 };
+  readonly #listeners = new Set<(cmd: ScannedCommand) => void>();
+  readonly #scanner = new StreamScanner((cmd) => {
+    for (const fn of this.#listeners) fn(cmd);
+  });
+
+  constructor(limit = 64 * 1024 * 1024) {
+    this.log = new ReplLog(limit);
+  }
+  onCommand(fn: (cmd: ScannedCommand) => void): () => void {
+    this.#listeners.add(fn);
+    this.#scanner.decodeArgs = true;
+    return () => {
+      this.#listeners.delete(fn);
+      this.#scanner.decodeArgs = this.#listeners.size > 0;
+    };
+  }
+  get decoding(): boolean {
+    return this.#scanner.decodeArgs;
+  }
+  usableSnapshot(): { offset: number } | null {
+    return this.snapshot;
+  }
+  feed(chunk: Buffer): void {
+    const { error } = this.#scanner.scan(chunk);
+    if (error !== null) throw new Error(error);
+    this.log.append(chunk);
+  }
+  /** A new history (full sync): the log restarts at `offset`. */
+  fullSync(offset: number): void {
+    this.log.reset(offset);
+    this.ids.reset('f'.repeat(40));
+    this.#scanner.reset(offset);
+    this.link.stats.fullSyncs++;
+    this.link.emit('state', 'connected', 'transfer');
+  }
+}
+
+class FakeSink implements StreamSink {
+  readonly messages: Msg[] = [];
+  readonly raw: Buffer[] = [];
+  readonly texts: string[] = [];
+  buffered = 0;
+  closed: { code: number; reason: string } | null = null;
+  send(msg: string | Uint8Array, binary: boolean): void {
+    if (this.closed) throw new Error('send after end');
+    if (binary) this.raw.push(Buffer.from(msg as Uint8Array));
+    else if (this.texts.length === 0 && this.raw.length === 0 && String(msg).includes('"replid"')) this.texts.push(String(msg));
+    else this.messages.push(JSON.parse(String(msg)) as Msg);
+  }
+  bufferedAmount(): number {
+    return this.buffered;
+  }
+  end(code: number, reason: string): void {
+    this.closed ??= { code, reason };
+  }
+  cork(fn: () => void): void {
+    fn();
+  }
+}
+
+const logger = createLogger('silent');
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+const opts = (q: string) => parseStreamOptions(q);
+
+interface Written {
+  start: number;
+  end: number;
+  db: number | null;
+  cmd: string;
+  args: string[];
+}
+
+/** A random workload: SELECTs, SETs with small and large (> 64 byte, so straddling) values, MULTI/EXEC, PING, GETACK. */
+function workload(rand: () => number, n: number, startOffset = 0): { bytes: Buffer; cmds: Written[] } {
+  const cmds: Written[] = [];
+  const bufs: Buffer[] = [];
+  let off = startOffset;
+  let db: number | null = null;
+  for (let i = 0; i < n; i++) {
+    const r = rand();
+    let args: string[];
+    if (i === 0 || r < 0.08) args = ['SELECT', String(Math.floor(rand() * 4))];
+    else if (r < 0.12) args = ['PING'];
+    else if (r < 0.14) args = ['REPLCONF', 'GETACK', '*'];
+    else if (r < 0.17) args = ['MULTI'];
+    else if (r < 0.2) args = ['EXEC'];
+    else {
+      const len = rand() < 0.1 ? 3000 + Math.floor(rand() * 3000) : Math.floor(rand() * 120);
+      args = ['SET', `k:${i}`, 'v'.repeat(len)];
+    }
+    const b = encodeCommand(args);
+    bufs.push(b);
+    if (args[0] === 'SELECT') db = Number(args[1]);
+    cmds.push({ start: off + 1, end: off + b.length, db, cmd: args[0]!.toLowerCase(), args: args.slice(1) });
+    off += b.length;
+  }
+  return { bytes: Buffer.concat(bufs), cmds };
+}
+
+function split(bytes: Buffer, rand: () => number, max: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let pos = 0; pos < bytes.length; ) {
+    const n = 1 + Math.floor(rand() * max);
+    out.push(Buffer.from(bytes.subarray(pos, pos + n)));
+    pos += n;
+  }
+  return out;
+}
+
+const view = (m: Msg | Written) => ({ offset: 'offset' in m ? m.offset : m.end, db: m.db, cmd: m.cmd, args: m.args });
+
+t.test('subscribers joining anywhere get every later command once, in order, with its db', async (t) => {
+  for (let seed = 1; seed <= 40; seed++) {
+    const rand = mulberry32(seed);
+    const relay = new FakeRelay();
+    relay.snapshot = seed % 5 === 0 ? null : { offset: 0 };
+    const hub = new StreamHub(relay, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+    const { bytes, cmds } = workload(rand, 300);
+    const chunks = split(bytes, rand, seed % 3 === 0 ? 7 : 900);
+    const subs: { sink: FakeSink; expect: Written[]; name: string; head: number; sub: unknown }[] = [];
+    for (let i = 0; i < chunks.length; i++) {
+      if (rand() < 12 / chunks.length) {
+        // Join now: from the head, or from= a command boundary already in the log.
+        const sink = new FakeSink();
+        const head = relay.log.endOffset;
+        const done = cmds.filter((c) => c.end <= head);
+        if (rand() < 0.5 && done.length > 0) {
+          const from = done[Math.floor(rand() * done.length)]!.start;
+          const sub = hub.subscribe(sink, opts(`from=${from}`));
+          // Without a known boundary before `from` the db shows from the next SELECT on (checked below).
+          const expect = cmds.filter((c) => c.start >= from);
+          subs.push({ sink, expect, name: `seed ${seed} from=${from}`, head: Infinity, sub });
+        } else {
+          const sub = hub.subscribe(sink, opts(''));
+          // With an anchor the command in progress is included; without one the next command to start is first.
+          const expect = cmds.filter((c) => c.end > head);
+          subs.push({ sink, expect, name: `seed ${seed} join@${head}`, head, sub });
+        }
+      }
+      if (subs.length > 0 && rand() < 4 / chunks.length) {
+        // A subscriber leaves (maybe the last one: decoding stops, and restarts mid-command with the next).
+        const [gone] = subs.splice(Math.floor(rand() * subs.length), 1);
+        (gone!.sub as { closed(): void }).closed();
+      }
+      relay.feed(chunks[i]!);
+      if (rand() < 0.5) await tick();
+    }
+    await tick();
+    await tick();
+    for (const s of subs) {
+      t.equal(s.sink.closed, null, `${s.name}: still open`);
+      const got = s.sink.messages.map(view);
+      let want = s.expect.map(view);
+      if (relay.snapshot === null) {
+        // Without a snapshot anchor, a live checkpoint may still let a joiner pick up the command in progress.
+        if (got.length === want.length - 1 && s.expect[0] && s.expect[0].start <= s.head) want = want.slice(1);
+        // db may be unknown (null) until a SELECT; where known it must be right.
+        const anyDb = (m: ReturnType<typeof view>) => ({ ...m, db: 0 });
+        t.strictSame(got.map(anyDb), want.map(anyDb), `${s.name}: commands`);
+        const bad = got.filter((m, i) => m.db !== null && m.db !== want[i]?.db);
+        t.strictSame(bad, [], `${s.name}: known dbs are right`);
+      } else {
+        t.strictSame(got, want, `${s.name}: commands and dbs`);
+      }
+    }
+    hub.close();
+    t.equal(relay.decoding, false, 'decoding off once every subscriber left');
+  }
+});
+
+t.test('internal, cmd, key and db filters', async (t) => {
+  const relay = new FakeRelay();
+  const hub = new StreamHub(relay, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+  const sinks = {
+    all: new FakeSink(),
+    noInternal: new FakeSink(),
+    set: new FakeSink(),
+    key: new FakeSink(),
+    db: new FakeSink(),
+  };
+  hub.subscribe(sinks.all, opts(''));
+  hub.subscribe(sinks.noInternal, opts('internal=0'));
+  hub.subscribe(sinks.set, opts('cmd=SET,del'));
+  hub.subscribe(sinks.key, opts('key=user:*&key=x%3F'));
+  hub.subscribe(sinks.db, opts('db=2'));
+  const cmds = [
+    ['SELECT', '0'],
+    ['SET', 'user:1', 'a'],
+    ['PING'],
+    ['SET', 'other', 'b'],
+    ['DEL', 'q', 'user:2'],
+    ['MSET', 'x1', '1', 'user:3', 'x'],
+    ['SELECT', '2'],
+    ['REPLCONF', 'GETACK', '*'],
+    ['HSET', 'xy', 'f', 'v'],
+    ['SET', Buffer.from([0xff, 0x00]), 'bin'],
+  ];
+  relay.feed(Buffer.concat(cmds.map((c) => encodeCommand(c))));
+  await tick();
+  const names = (s: FakeSink) => s.messages.map((m) => m.cmd + (m.internal ? '!' : ''));
+  t.strictSame(names(sinks.all), ['select', 'set', 'ping!', 'set', 'del', 'mset', 'select', 'replconf!', 'hset', 'set']);
+  t.strictSame(names(sinks.noInternal), ['select', 'set', 'set', 'del', 'mset', 'select', 'hset', 'set']);
+  t.strictSame(names(sinks.set), ['set', 'set', 'del', 'set']);
+  t.strictSame(
+    sinks.key.messages.map((m) => m.args[0]),
+    ['user:1', 'q', 'x1', 'xy'],
+    'key globs match any key of the command (DEL, MSET keys too)',
+  );
+  t.strictSame(names(sinks.db), ['select', 'replconf!', 'hset', 'set']);
+  const bin = sinks.all.messages.at(-1)!;
+  t.equal(bin.b64, true, 'a non-UTF-8 argument turns on base64');
+  t.strictSame(bin.args, [Buffer.from([0xff, 0x00]).toString('base64'), Buffer.from('bin').toString('base64')]);
+  hub.close();
+});
+
+t.test('from= outside the log or not at a command boundary is refused', async (t) => {
+  const relay = new FakeRelay();
+  const hub = new StreamHub(relay, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+  const a = encodeCommand(['SET', 'a', '1']);
+  relay.feed(Buffer.concat([a, a]));
+  const ahead = new FakeSink();
+  hub.subscribe(ahead, opts(`from=${relay.log.endOffset + 2}`));
+  t.equal(ahead.closed?.code, CloseCode.OffsetGone);
+  const mid = new FakeSink();
+  hub.subscribe(mid, opts(`from=${a.length}`));
+  await tick();
+  t.equal(mid.closed?.code, CloseCode.NotBoundary);
+  const other = new FakeSink();
+  hub.subscribe(other, opts(`from=1&replid=${'ab'.repeat(20)}`));
+  t.equal(other.closed?.code, CloseCode.OffsetGone, 'another history');
+  const ok = new FakeSink();
+  hub.subscribe(ok, opts(`from=${a.length + 1}&replid=${relay.ids.replid}`));
+  await tick();
+  t.equal(ok.closed, null);
+  t.strictSame(ok.messages.map((m) => m.offset), [2 * a.length]);
+  // No anchor: the scan starts at `from` itself and fails on the first byte.
+  relay.snapshot = null;
+  const blind = new FakeSink();
+  hub.subscribe(blind, opts(`from=3`));
+  await tick();
+  t.equal(blind.closed?.code, CloseCode.NotBoundary);
+  hub.close();
+  t.equal(ok.closed?.code, CloseCode.GoingAway);
+});
+
+t.test('a live subscriber past max-buffered is disconnected, or its messages dropped and counted', async (t) => {
+  const relay = new FakeRelay();
+  const hub = new StreamHub(relay, { maxBuffered: 1000, slowClient: 'disconnect', logger });
+  const sink = new FakeSink();
+  hub.subscribe(sink, opts(''));
+  relay.feed(encodeCommand(['SET', 'a', '1']));
+  await tick();
+  t.equal(sink.messages.length, 1);
+  sink.buffered = 990;
+  relay.feed(encodeCommand(['SET', 'b', 'x'.repeat(100)]));
+  await tick();
+  t.equal(sink.closed?.code, CloseCode.SlowConsumer);
+  t.equal(hub.stats.slowDisconnects, 1);
+  t.equal(hub.jsonSubscribers, 0);
+  t.equal(relay.decoding, false, 'decoding stops with the last JSON subscriber');
+
+  const hub2 = new StreamHub(relay, { maxBuffered: 1000, slowClient: 'drop', logger });
+  const s2 = new FakeSink();
+  hub2.subscribe(s2, opts(''));
+  s2.buffered = 900;
+  relay.feed(encodeCommand(['SET', 'c', 'x'.repeat(100)]));
+  relay.feed(encodeCommand(['SET', 'd', '1']));
+  await tick();
+  t.strictSame(s2.messages.map((m) => m.args[0]), ['d'], 'the message that did not fit was dropped, the next sent');
+  t.equal(hub2.stats.droppedMessages, 1);
+  t.equal(s2.closed, null);
+  hub2.close();
+});
+
+t.test('a catching-up subscriber is paced by its socket and closed when the log drops its next byte', async (t) => {
+  const relay = new FakeRelay(16 * 1024);
+  relay.snapshot = null;
+  const hub = new StreamHub(relay, { maxBuffered: 4096, slowClient: 'disconnect', logger });
+  const cmd = encodeCommand(['SET', 'k', 'v'.repeat(100)]);
+  for (let i = 0; i < 50; i++) relay.feed(cmd);
+  const sink = new FakeSink();
+  sink.buffered = 10_000;
+  const from = Math.ceil((relay.log.firstOffset - 1) / cmd.length) * cmd.length + 1;
+  const sub = hub.subscribe(sink, opts(`from=${from}`));
+  await tick();
+  t.equal(sink.closed, null, 'paused, not closed');
+  const before = sink.messages.length;
+  t.ok(before < 10, 'paced: little sent while the socket is full');
+  for (let i = 0; i < 400; i++) relay.feed(cmd);
+  await tick();
+  t.equal(sink.messages.length, before, 'nothing sent while paused');
+  sink.buffered = 0;
+  sub.drain();
+  t.equal(sink.closed?.code, CloseCode.FellBehind, 'the log trimmed past it while it was paused');
+  t.equal(hub.jsonSubscribers, 0);
+  hub.close();
+});
+
+t.test('a raw subscriber gets the offset, then the bytes, paced, and is closed when it falls out of the log', async (t) => {
+  const relay = new FakeRelay(16 * 1024);
+  const hub = new StreamHub(relay, { maxBuffered: 8192, slowClient: 'disconnect', logger });
+  const cmd = encodeCommand(['SET', 'k', 'v'.repeat(200)]);
+  relay.feed(cmd);
+  const sink = new FakeSink();
+  const sub = hub.subscribe(sink, opts('format=raw&from=1'));
+  t.strictSame(JSON.parse(sink.texts[0]!), { offset: 1, replid: relay.ids.replid });
+  t.strictSame(Buffer.concat(sink.raw), cmd);
+  relay.feed(cmd);
+  t.strictSame(Buffer.concat(sink.raw), Buffer.concat([cmd, cmd]));
+  sink.buffered = 9000;
+  for (let i = 0; i < 200; i++) relay.feed(cmd);
+  t.equal(Buffer.concat(sink.raw).length, 2 * cmd.length, 'paused at max-buffered');
+  sink.buffered = 0;
+  sub.drain();
+  t.equal(sink.closed?.code, CloseCode.FellBehind);
+  t.equal(hub.rawSubscribers, 0);
+  hub.close();
+});
+
+t.test('a full resync upstream closes every subscriber with 4012', async (t) => {
+  const relay = new FakeRelay();
+  const hub = new StreamHub(relay, { maxBuffered: 1 << 20, slowClient: 'disconnect', logger });
+  const a = new FakeSink();
+  const b = new FakeSink();
+  hub.subscribe(a, opts(''));
+  hub.subscribe(b, opts('format=raw'));
+  relay.feed(encodeCommand(['SET', 'a', '1']));
+  relay.fullSync(5000);
+  t.equal(a.closed?.code, CloseCode.NewHistory);
+  t.equal(b.closed?.code, CloseCode.NewHistory);
+  t.equal(hub.jsonSubscribers + hub.rawSubscribers, 0);
+  // A failover (new replid, the old one as replid2) keeps the history and the subscribers.
+  const d = new FakeSink();
+  hub.subscribe(d, opts(''));
+  relay.ids.shift('e'.repeat(40), relay.log.endOffset);
+  relay.link.emit('state', 'connected', 'connecting');
+  t.equal(d.closed, null, 'a failover is not a new history');
+  // The ids switch before the link reports the full sync: that is enough to tell.
+  relay.ids.reset('d'.repeat(40));
+  relay.link.emit('state', 'transfer', 'connecting');
+  t.equal(d.closed?.code, CloseCode.NewHistory, 'a new replid without replid2 continuity is a new history');
+  const c = new FakeSink();
+  hub.subscribe(c, opts(''));
+  relay.feed(encodeCommand(['SELECT', '1']));
+  relay.feed(encodeCommand(['SET', 'b', '2']));
+  await tick();
+  t.strictSame(c.messages.map((m) => [m.offset > 5000, m.db, m.cmd]), [[true, 1, 'select'], [true, 1, 'set']]);
+  hub.close();
+});
