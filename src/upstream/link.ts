@@ -10,6 +10,7 @@ import { RdbReceiver } from './rdb-receiver.js';
 import { receiveRdb } from './receive-rdb.js';
 import { backoffDelay } from './backoff.js';
 import type { PsyncOutcome } from './handshake.js';
+import { TimerSet } from './timer-set.js';
 
 export const LinkState = {
   /** No upstream configured. */
@@ -76,7 +77,7 @@ export class UpstreamLink extends EventEmitter {
   #state: LinkState = LinkState.None;
   #socket: Socket | null = null;
   #attempt = 0;
-  #timers = new Set<NodeJS.Timeout>();
+  #timers = new TimerSet();
   #ackTimer: NodeJS.Timeout | null = null;
   #lastIo = 0;
   #scanner: StreamScanner;
@@ -164,19 +165,10 @@ export class UpstreamLink extends EventEmitter {
     return `${this.#host}:${this.#port}`;
   }
 
-  #timer(ms: number, fn: () => void): NodeJS.Timeout {
-    const t = setTimeout(() => {
-      this.#timers.delete(t);
-      fn();
-    }, ms);
-    this.#timers.add(t);
-    return t;
-  }
 
   /** Ends the current connection attempt or session without scheduling anything. */
   #teardown(): void {
     this.#generation++;
-    for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
     if (this.#ackTimer) clearInterval(this.#ackTimer);
     this.#ackTimer = null;
@@ -199,7 +191,7 @@ export class UpstreamLink extends EventEmitter {
     if (this.#stopped || this.#host === null) return;
     const delay = backoffDelay(this.#attempt++, this.#opts.backoffMinMs, this.#opts.backoffMaxMs);
     this.#setState(LinkState.Backoff, 'reconnect scheduled', { delayMs: delay });
-    this.#timer(delay, () => void this.#connect());
+    this.#timers.set(delay, () => void this.#connect());
   }
 
   async #connect(): Promise<void> {

@@ -6,6 +6,7 @@ import { dial } from '../tls.js';
 import { ReplyReader, RespErrorValue, type RespValue } from '../resp/reply-reader.js';
 import { encodeCommand } from '../resp/writer.js';
 import { backoffDelay } from './backoff.js';
+import { TimerSet } from './timer-set.js';
 
 export interface SentinelConnectorOptions {
   readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
@@ -51,7 +52,7 @@ export class SentinelConnector extends EventEmitter {
   #failures = 0;
   #attempt = 0;
   #socket: Socket | null = null;
-  #timers = new Set<NodeJS.Timeout>();
+  #timers = new TimerSet();
   #master: { host: string; port: number } | null = null;
   #current = '';
 
@@ -92,17 +93,8 @@ export class SentinelConnector extends EventEmitter {
     this.emit('state', next, from);
   }
 
-  #timer(ms: number, fn: () => void): NodeJS.Timeout {
-    const t = setTimeout(() => {
-      this.#timers.delete(t);
-      fn();
-    }, ms);
-    this.#timers.add(t);
-    return t;
-  }
 
   #teardown(): void {
-    for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
     this.#socket?.destroy();
     this.#socket = null;
@@ -137,10 +129,10 @@ export class SentinelConnector extends EventEmitter {
       this.#failures = 0;
       const delay = backoffDelay(this.#attempt++, this.#opts.backoffMinMs, this.#opts.backoffMaxMs);
       this.#setState(SentinelState.Backoff, 'no sentinel answered', { delayMs: delay });
-      this.#timer(delay, () => this.#connect());
+      this.#timers.set(delay, () => this.#connect());
     };
 
-    const connectTimer = this.#timer(this.#opts.connectTimeoutMs, () => fail('connect or reply timeout'));
+    const connectTimer = this.#timers.set(this.#opts.connectTimeoutMs, () => fail('connect or reply timeout'));
     socket.once(ready, () => {
       const cmds: string[][] = [];
       if (this.#opts.password !== null) {
@@ -163,8 +155,7 @@ export class SentinelConnector extends EventEmitter {
           if (step !== undefined) this.#handshakeReply(step, v, fail);
           else this.#event(v);
           if (step === 'subscribe' && !done) {
-            clearTimeout(connectTimer);
-            this.#timers.delete(connectTimer);
+            this.#timers.cancel(connectTimer);
             this.#failures = 0;
             this.#attempt = 0;
             this.#setState(SentinelState.Subscribed, 'subscribed to +switch-master');
@@ -177,7 +168,7 @@ export class SentinelConnector extends EventEmitter {
     });
 
     const keepalive = (): void => {
-      this.#timer(PING_INTERVAL_MS, () => {
+      this.#timers.set(PING_INTERVAL_MS, () => {
         if (done) return;
         if (Date.now() - lastIo > Math.max(this.#opts.connectTimeoutMs, 3 * PING_INTERVAL_MS)) return fail('sentinel went silent');
         socket.write(encodeCommand(['PING']));
