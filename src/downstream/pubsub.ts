@@ -1,5 +1,6 @@
 import { arrayReply, bulkReply, errorReply, integerReply } from '../resp/writer.js';
 import type { ClientConnection } from './client.js';
+import { globMatch } from '../util/glob.js';
 
 /**
  * Minimal pub/sub among the relay's own clients (RESP2), enough for Sentinel: it SUBSCRIBEs and PUBLISHes
@@ -59,10 +60,10 @@ export class PubSub {
         receivers++;
       }
     }
+    const channelText = channel.toString('latin1');
     for (const [pattern, clients] of this.#patterns) {
-      const p = Buffer.from(pattern, 'latin1');
-      if (!globMatch(p, channel)) continue;
-      const push = arrayReply([bulkReply('pmessage'), bulkReply(p), bulkReply(channel), bulkReply(message)]);
+      if (!globMatch(pattern, channelText)) continue;
+      const push = arrayReply([bulkReply('pmessage'), bulkReply(Buffer.from(pattern, 'latin1')), bulkReply(channel), bulkReply(message)]);
       for (const s of clients) {
         s.reply(push);
         receivers++;
@@ -76,8 +77,9 @@ export class PubSub {
     const sub = args[1]!.toString('latin1').toLowerCase();
     if (sub === 'channels' && args.length <= 3) {
       const pattern = args[2];
-      const names = [...this.#channels.keys()].map((n) => Buffer.from(n, 'latin1')).filter((n) => !pattern || globMatch(pattern, n));
-      return c.reply(arrayReply(names.map((n) => bulkReply(n))));
+      const glob = pattern?.toString('latin1');
+      const names = [...this.#channels.keys()].filter((n) => glob === undefined || globMatch(glob, n));
+      return c.reply(arrayReply(names.map((n) => bulkReply(Buffer.from(n, 'latin1')))));
     }
     if (sub === 'numsub') {
       const out: Buffer[] = [];
@@ -154,72 +156,4 @@ function remove(index: Map<string, Set<ClientConnection>>, name: string, c: Clie
   if (!set) return;
   set.delete(c);
   if (set.size === 0) index.delete(name);
-}
-
-const STAR = 0x2a;
-const QUESTION = 0x3f;
-const OPEN = 0x5b;
-const CLOSE = 0x5d;
-const CARET = 0x5e;
-const BACKSLASH = 0x5c;
-const DASH = 0x2d;
-
-/**
- * Glob-style match as Redis stringmatchlen: `*`, `?`, `[abc]`, `[^a-z]`, `\x`. One backtrack point for the last
- * `*` keeps it linear in practice (every other token matches exactly one byte).
- */
-export function globMatch(pattern: Buffer, subject: Buffer): boolean {
-  let p = 0;
-  let s = 0;
-  let starP = -1;
-  let starS = 0;
-  while (s < subject.length) {
-    if (p < pattern.length && pattern[p] === STAR) {
-      while (p < pattern.length && pattern[p] === STAR) p++;
-      if (p === pattern.length) return true;
-      starP = p;
-      starS = s;
-      continue;
-    }
-    const next = p < pattern.length ? matchOne(pattern, p, subject[s]!) : -1;
-    if (next >= 0) {
-      p = next;
-      s++;
-      continue;
-    }
-    if (starP < 0) return false;
-    p = starP;
-    s = ++starS;
-  }
-  while (p < pattern.length && pattern[p] === STAR) p++;
-  return p === pattern.length;
-}
-
-/** Matches the token at `p` against one byte: the index after the token, or -1. */
-function matchOne(pattern: Buffer, p: number, ch: number): number {
-  const t = pattern[p]!;
-  if (t === QUESTION) return p + 1;
-  if (t === BACKSLASH && p + 1 < pattern.length) return pattern[p + 1] === ch ? p + 2 : -1;
-  if (t !== OPEN) return t === ch ? p + 1 : -1;
-  let i = p + 1;
-  const not = pattern[i] === CARET;
-  if (not) i++;
-  let match = false;
-  for (; i < pattern.length && pattern[i] !== CLOSE; i++) {
-    if (pattern[i] === BACKSLASH && i + 1 < pattern.length) {
-      i++;
-      if (pattern[i] === ch) match = true;
-    } else if (i + 2 < pattern.length && pattern[i + 1] === DASH) {
-      let lo = pattern[i]!;
-      let hi = pattern[i + 2]!;
-      if (lo > hi) [lo, hi] = [hi, lo];
-      if (ch >= lo && ch <= hi) match = true;
-      i += 2;
-    } else if (pattern[i] === ch) {
-      match = true;
-    }
-  }
-  // An unterminated class ends the pattern, as in Redis.
-  const after = i < pattern.length ? i + 1 : i;
-  return match !== not ? after : -1;
 }

@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { RelayError } from '../errors.js';
-import { globBytes, globMatch } from './glob.js';
+import { globBytes, globMatch } from '../util/glob.js';
 
 /**
  * What a /stream subscriber asked for, parsed once from the query string, and how one replicated command

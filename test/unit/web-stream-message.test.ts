@@ -1,5 +1,5 @@
 import t from 'tap';
-import { globBytes, globMatch } from '../../src/web/glob.js';
+import { globBytes, globMatch } from '../../src/util/glob.js';
 import { commandKeys, formatCommand, parseStreamOptions, selectedDb, StreamOptionsError } from '../../src/web/stream-message.js';
 
 const b = (...xs: string[]) => xs.map((x) => Buffer.from(x));
