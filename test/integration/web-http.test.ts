@@ -217,7 +217,12 @@ interface PlaywrightLike {
   chromium: {
     launch(o: object): Promise<{
       close(): Promise<void>;
-      newPage(): Promise<{ goto(url: string): Promise<unknown>; waitForFunction(expr: string): Promise<unknown> }>;
+      newPage(): Promise<{
+        goto(url: string): Promise<unknown>;
+        waitForFunction(expr: string): Promise<unknown>;
+        evaluate(expr: string): Promise<unknown>;
+        screenshot(o: { path: string }): Promise<unknown>;
+      }>;
     }>;
   };
 }
@@ -227,15 +232,38 @@ const playwright = await loadPlaywright();
 const noBrowser = [existsSync(CHROMIUM) ? '' : `${CHROMIUM} not found`, playwright ? '' : 'playwright-core not installed'].filter(Boolean).join(', ');
 if (noBrowser) t.comment(`headless dashboard test skipped: ${noBrowser}`);
 
-t.test('a headless Chromium shows the replid on the dashboard', { skip: noBrowser ? `needs a browser: ${noBrowser}` : false }, async (t) => {
-  const relay = await startRelay({ web: { port: await freePort() } });
+t.test('a headless Chromium shows the link, the replicas and the live command tail', { skip: noBrowser ? `needs a browser: ${noBrowser}` : false }, async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close().catch(() => {}));
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, web: { port: await freePort() } });
   t.teardown(() => relay.stop());
-  const browser = await playwright!.chromium.launch({ executablePath: CHROMIUM, headless: true });
+  const replica = await startReplica(relay.port);
+  t.teardown(() => replica.stop());
+  const rc = await replica.client();
+  t.teardown(() => rc.close().catch(() => {}));
+  await waitConverged(m, [rc]);
+  const browser = await playwright!.chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
   t.teardown(() => browser.close());
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${relay.relay.webPort}/`);
   await page.waitForFunction(`document.getElementById('replid')?.textContent === ${JSON.stringify(relay.relay.ids.replid)}`);
   t.pass('the page shows the replid');
+  await page.waitForFunction(`/up|connected/i.test(document.getElementById('link-state')?.textContent ?? '')`);
+  t.pass('the page shows the upstream link up');
+  await page.waitForFunction(`(document.getElementById('replicas')?.textContent ?? '').includes('online')`);
+  t.pass('the replica table lists the online replica');
+  // The tail subscribes to /stream: a write on the master appears in the page.
+  await waitFor(async () => {
+    await m.call('SET', 'dashboard-key', 'shown');
+    return (await page.evaluate(`(document.getElementById('tail')?.textContent ?? '').includes('dashboard-key')`)) === true || undefined;
+  }, { what: 'the command tail shows the write' });
+  t.pass('the live tail shows the command written to the master');
+  if (process.env['DASHBOARD_SCREENSHOT']) await page.screenshot({ path: process.env['DASHBOARD_SCREENSHOT'] });
 });
 
 t.test('/status, /metrics and /readyz follow the workload and the upstream link', async (t) => {
