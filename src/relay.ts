@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import type { Logger } from './log.js';
 import type { RelayConfig } from './config/types.js';
 import { ReplLog, type LogReader } from './backlog/repl-log.js';
 import { ReplIds, randomReplid } from './backlog/repl-ids.js';
-import { SnapshotStore, writeFileAtomic, type SnapshotMeta } from './backlog/snapshot-store.js';
+import { SnapshotStore, type SnapshotMeta } from './backlog/snapshot-store.js';
+import { readState, writeState, type PersistedState } from './backlog/state-file.js';
 import { DiskLog } from './backlog/disk-log.js';
 import { join } from 'node:path';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
@@ -26,18 +26,6 @@ import type { RelayStatus } from './observability/status.js';
 import { WebServer } from './web/server.js';
 
 export const RELAY_VERSION = '0.1.0';
-
-const STATE_FILE = 'state.json';
-
-/** What survives a restart besides the snapshot and the log segments. */
-interface PersistedState {
-  readonly replid: string;
-  readonly replid2: string;
-  readonly secondReplOffset: number;
-  /** History counter: a snapshot is good only for the history it was taken in. */
-  readonly epoch: number;
-  readonly snapshot: { readonly replid: string; readonly offset: number; readonly epoch: number } | null;
-}
 
 /**
  * The composition root: the only module that knows every other one. Wires the upstream link to the
@@ -215,12 +203,7 @@ export class Relay {
    */
   async #recover(): Promise<void> {
     const recovered = await this.store.recover();
-    let state: PersistedState | null = null;
-    try {
-      state = JSON.parse(await readFile(join(this.config.dir, STATE_FILE), 'utf8')) as PersistedState;
-    } catch {
-      state = null;
-    }
+    const state = await readState(this.config.dir);
     if (this.config.log.disk > 0) {
       const disk = await DiskLog.open({
         dir: join(this.config.dir, 'log'),
@@ -273,7 +256,7 @@ export class Relay {
       snapshot: snap ? { replid: snap.replid, offset: snap.offset, epoch: this.#snapshotEpoch } : null,
     };
     try {
-      await writeFileAtomic(join(this.config.dir, STATE_FILE), JSON.stringify(state));
+      await writeState(this.config.dir, state);
     } catch (err) {
       this.#logger.error({ err }, 'could not persist replication state');
     }
