@@ -19,4 +19,6 @@ EXPOSE 6380 8080
 VOLUME /app/data
 
 USER node
-CMD ["node", "dist/main.js", "--config", "config/relay.yaml", "--bind", "0.0.0.0"]
+# Arguments given to `docker run` are appended: `docker run psync-relay --upstream master:6379`.
+ENTRYPOINT ["node", "dist/main.js", "--config", "config/relay.yaml", "--bind", "0.0.0.0"]
+CMD []
