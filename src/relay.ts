@@ -312,8 +312,10 @@ export class Relay {
     const snap = this.store.current;
     const now = Date.now();
     const mem = process.memoryUsage();
+    const clientOf = new Map<unknown, ClientConnection>();
+    for (const c of this.#server.clients) if (c.replica) clientOf.set(c.replica, c);
     const replicas = [...this.#downstream.sessions].map((s) => {
-      const client = [...this.#server.clients].find((c) => c.replica === s);
+      const client = clientOf.get(s);
       return {
         id: client?.id ?? 0,
         ip: client?.replconf.ipAddress || client?.ip || '',

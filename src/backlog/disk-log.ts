@@ -22,6 +22,8 @@ const segName = (start: number) => `seg-${String(start).padStart(20, '0')}.log`;
 const SEG_RE = /^seg-(\d{20})\.log$/;
 const READ_MAX = 1024 * 1024;
 const FSYNC_INTERVAL_MS = 1000;
+const FLUSH_BYTES = 64 * 1024;
+const FLUSH_DELAY_MS = 5;
 
 export interface DiskLogOptions {
   readonly dir: string;
@@ -54,6 +56,7 @@ export class DiskLog {
   #writing: Promise<void> | null = null;
   #lastSync = Date.now();
   #closed = false;
+  #flushTimer: NodeJS.Timeout | null = null;
   #indexWrite: Promise<void> = Promise.resolve();
   #error: Error | null = null;
   /** Called when bytes become readable from disk (the in-memory tail may then be trimmed). */
@@ -200,7 +203,18 @@ export class DiskLog {
     this.#queue.push(chunk);
     this.#queuedBytes += chunk.length;
     this.#endOffset += chunk.length;
-    this.#writing ??= this.#writeLoop();
+    // Small appends are gathered for up to FLUSH_DELAY_MS into one writev; 64 KiB queued is written at once.
+    if (this.#writing) return;
+    if (this.#queuedBytes >= FLUSH_BYTES) {
+      if (this.#flushTimer) clearTimeout(this.#flushTimer);
+      this.#flushTimer = null;
+      this.#writing = this.#writeLoop();
+    } else {
+      this.#flushTimer ??= setTimeout(() => {
+        this.#flushTimer = null;
+        this.#writing ??= this.#writeLoop();
+      }, FLUSH_DELAY_MS);
+    }
   }
 
   async #writeLoop(): Promise<void> {
@@ -267,6 +281,11 @@ export class DiskLog {
   }
 
   async #drain(): Promise<void> {
+    if (this.#flushTimer) {
+      clearTimeout(this.#flushTimer);
+      this.#flushTimer = null;
+      this.#writing ??= this.#writeLoop();
+    }
     while (this.#writing) await this.#writing;
   }
 
