@@ -74,8 +74,8 @@ export function formatMetrics(s: RelayStatus, web: WebMetrics, streamCommands: R
   e.metric('master_repl_offset', 'gauge', 'Offset of the last stream byte held (master_repl_offset).', s.masterReplOffset);
   e.metric('second_repl_offset', 'gauge', 'second_repl_offset: replid2 is valid up to here (-1: none).', s.secondReplOffset);
   e.metric('log_first_offset', 'gauge', 'Offset of the first byte the replication log holds (backlog_first_byte_offset).', s.log.firstOffset);
-  e.metric('log_size_bytes', 'gauge', 'Bytes held by the replication log (backlog_histlen).', s.log.size);
-  e.metric('log_limit_bytes', 'gauge', 'Configured replication log size (log.memory).', s.log.limit);
+  e.metric('log_size_bytes', 'gauge', 'Bytes of the replication log held in memory (log.memory bounds it).', s.log.size);
+  e.metric('log_limit_bytes', 'gauge', 'Configured in-memory log size (log.memory).', s.log.limit);
   e.metric('log_memory_first_offset', 'gauge', 'Offset of the first byte the log holds in memory (older bytes are on disk).', s.log.memFirstOffset);
   e.metric('log_disk_bytes', 'gauge', 'Bytes of the replication log in segment files on disk.', s.log.diskBytes);
   e.metric('log_disk_limit_bytes', 'gauge', 'Configured disk log size (log.disk; 0 = no disk log).', s.log.diskLimit);
