@@ -149,6 +149,20 @@ export function matches(opts: StreamOptions, name: string, args: readonly Buffer
  * `offset` is the stream offset of the command's last byte (what a replica's offset is after it); `cmd` is the
  * lower-case name; `args` excludes the name.
  */
+/** One /stream JSON message: a replicated command ending at stream offset `offset`. */
+export interface StreamMessage {
+  readonly offset: number;
+  /** The database the command applies to; null until the stream has named one. */
+  readonly db: number | null;
+  /** Lower-case command name. */
+  readonly cmd: string;
+  /** UTF-8 text, or base64 of every argument when `b64` is set (some argument is not valid UTF-8). */
+  readonly args: string[];
+  /** The master's own PING / REPLCONF GETACK. */
+  readonly internal?: boolean;
+  readonly b64?: boolean;
+}
+
 export function formatCommand(end: number, db: number | null, name: string, args: readonly Buffer[], internal: boolean): string {
   let b64 = false;
   for (let i = 1; i < args.length; i++) {
@@ -160,8 +174,8 @@ export function formatCommand(end: number, db: number | null, name: string, args
   const enc = b64 ? 'base64' : 'utf8';
   const rest: string[] = new Array<string>(Math.max(0, args.length - 1));
   for (let i = 1; i < args.length; i++) rest[i - 1] = args[i]!.toString(enc);
-  const msg: Record<string, unknown> = { offset: end, db, cmd: name, args: rest };
-  if (internal) msg['internal'] = true;
-  if (b64) msg['b64'] = true;
+  const msg: { -readonly [K in keyof StreamMessage]: StreamMessage[K] } = { offset: end, db, cmd: name, args: rest };
+  if (internal) msg.internal = true;
+  if (b64) msg.b64 = true;
   return JSON.stringify(msg);
 }

@@ -132,3 +132,31 @@ export async function sentinelMasterAddr(port: number): Promise<string> {
   const r = (await call(port, 'SENTINEL', 'get-master-addr-by-name', MASTER_NAME)) as Buffer[];
   return `${r[0]!.toString()}:${r[1]!.toString()}`;
 }
+
+/** Waits until the node on `port` is a master; resolves with its replid. */
+export async function waitPromoted(port: number): Promise<string> {
+  await waitFor(async () => (await infoOf(port))['role'] === 'master', { what: `${port} promoted`, timeoutMs: 30_000 });
+  return (await infoOf(port))['master_replid']!;
+}
+
+/** Waits until the node on `port` streams from `masterPort` under `replid`. */
+export async function waitFollowing(port: number, masterPort: number, replid: string, what: string): Promise<void> {
+  await waitFor(
+    async () => {
+      const i = await infoOf(port);
+      return num(i, 'master_port') === masterPort && i['master_link_status'] === 'up' && i['master_replid'] === replid;
+    },
+    { what, timeoutMs: 30_000 },
+  );
+}
+
+/** Waits until every node in `ports` carries `replid`. */
+export async function waitReplid(ports: number[], replid: string, what: string): Promise<void> {
+  await waitFor(
+    async () => {
+      for (const p of ports) if ((await infoOf(p))['master_replid'] !== replid) return false;
+      return true;
+    },
+    { what, timeoutMs: 30_000 },
+  );
+}

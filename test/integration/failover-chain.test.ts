@@ -13,6 +13,9 @@ import {
   sentinelsReady,
   startSentinels,
   writeKeys,
+  waitFollowing,
+  waitPromoted,
+  waitReplid,
 } from '../helpers/failover.js';
 
 t.teardown(stopAll);
@@ -47,23 +50,10 @@ t.test('relay chain M → X1 → X2 → replicas: after a failover of M everyone
 
   t.equal(await call(sentinels[1]!.port, 'SENTINEL', 'FAILOVER', 'mymaster'), 'OK');
 
-  await waitFor(async () => (await infoOf(r.port))['role'] === 'master', { what: 'R promoted', timeoutMs: 30_000 });
-  const rid = (await infoOf(r.port))['master_replid']!;
-  await waitFor(
-    async () => {
-      const i = await infoOf(x1.port);
-      return num(i, 'master_port') === r.port && i['master_link_status'] === 'up' && i['master_replid'] === rid;
-    },
-    { what: 'X1 follows R under its replid', timeoutMs: 30_000 },
-  );
+  const rid = await waitPromoted(r.port);
+  await waitFollowing(x1.port, r.port, rid, 'X1 follows R under its replid');
   // The new id travels down: X1 drops X2, X2 continues through replid2 and learns it, and so on to the leaves.
-  await waitFor(
-    async () => {
-      for (const p of [x2.port, ...leaves]) if ((await infoOf(p))['master_replid'] !== rid) return false;
-      return true;
-    },
-    { what: "every node below R has R's replid", timeoutMs: 30_000 },
-  );
+  await waitReplid([x2.port, ...leaves], rid, "every node below R has R's replid");
   t.equal(num(await infoOf(x2.port), 'master_port'), x1.port, 'X2 still follows X1');
 
   await waitFor(

@@ -6,7 +6,6 @@ import { startRelay } from '../helpers/relay.js';
 import { waitFor } from '../helpers/wait.js';
 import { ReplyReader, RespErrorValue, type RespValue } from '../../src/resp/reply-reader.js';
 import { encodeCommand } from '../../src/resp/writer.js';
-import { globMatch } from '../../src/util/glob.js';
 import { infoOf, num } from '../helpers/failover.js';
 
 t.teardown(stopAll);
@@ -68,32 +67,6 @@ function plain(v: RespValue): unknown {
   return v;
 }
 
-t.test('glob patterns match like Redis stringmatchlen', async (t) => {
-  const cases: Array<[string, string, boolean]> = [
-    ['*', '', true],
-    ['*', 'anything', true],
-    ['h?llo', 'hello', true],
-    ['h?llo', 'hllo', false],
-    ['h*llo', 'heeeello', true],
-    ['h*llo', 'hellox', false],
-    ['h[ae]llo', 'hallo', true],
-    ['h[ae]llo', 'hillo', false],
-    ['h[^e]llo', 'hallo', true],
-    ['h[^e]llo', 'hello', false],
-    ['h[a-c]llo', 'hbllo', true],
-    ['h[c-a]llo', 'hbllo', true],
-    ['h[a-c]llo', 'hdllo', false],
-    ['h\\*llo', 'h*llo', true],
-    ['h\\*llo', 'hello', false],
-    ['__sentinel__:*', '__sentinel__:hello', true],
-    ['*:hello', '__sentinel__:hello', true],
-    ['a*b*c', 'aXXbYYc', true],
-    ['a*b*c', 'aXXbYY', false],
-    ['**x', 'abcx', true],
-    ['[abc', 'a', true],
-  ];
-  for (const [p, s, want] of cases) t.equal(globMatch(p, s), want, `${p} ~ ${s}`);
-});
 
 t.test('pub/sub among the relay clients, as Sentinel uses it', async (t) => {
   const x = await startRelay();

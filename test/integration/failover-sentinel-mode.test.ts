@@ -5,7 +5,7 @@ import { startReplica } from '../helpers/replication.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
-import { MASTER_NAME, convergedPorts, infoOf, num, sentinelMasterAddr, sentinelsReady, startSentinels, writeKeys } from '../helpers/failover.js';
+import { MASTER_NAME, convergedPorts, infoOf, num, sentinelMasterAddr, sentinelsReady, startSentinels, waitPromoted, writeKeys } from '../helpers/failover.js';
 
 t.teardown(stopAll);
 
@@ -56,12 +56,11 @@ t.test('Sentinel mode: the relay finds the master through the Sentinels and foll
   await sentinels[0]!.stop();
   const live = sentinels.slice(1);
   await m.stop('SIGKILL');
-  await waitFor(async () => (await infoOf(r.port))['role'] === 'master', { what: 'R promoted', timeoutMs: 30_000 });
+  const rid = await waitPromoted(r.port);
   await waitFor(async () => (await sentinelMasterAddr(live[0]!.port)) === `127.0.0.1:${r.port}`, {
     what: 'the Sentinels switch to R',
     timeoutMs: 30_000,
   });
-  const rid = (await infoOf(r.port))['master_replid'];
   await waitFor(
     async () => {
       const i = await relayInfo(x.port);

@@ -14,6 +14,9 @@ import {
   sentinelsReady,
   startSentinels,
   writeKeys,
+  waitFollowing,
+  waitPromoted,
+  waitReplid,
 } from '../helpers/failover.js';
 
 t.teardown(stopAll);
@@ -49,22 +52,9 @@ async function topology(t: Test): Promise<Topology> {
 /** Waits for R to be master, X to follow it, and every replica of X to carry R's replid; then writes and converges. */
 async function afterFailover(t: Test, topo: Topology): Promise<void> {
   const { r, x, replicas, sentinels } = topo;
-  await waitFor(async () => (await infoOf(r.port))['role'] === 'master', { what: 'R promoted', timeoutMs: 30_000 });
-  const rid = (await infoOf(r.port))['master_replid']!;
-  await waitFor(
-    async () => {
-      const xi = await infoOf(x.port);
-      return num(xi, 'master_port') === r.port && xi['master_link_status'] === 'up' && xi['master_replid'] === rid;
-    },
-    { what: 'the relay follows R under its replid', timeoutMs: 30_000 },
-  );
-  await waitFor(
-    async () => {
-      for (const s of replicas) if ((await infoOf(s.port))['master_replid'] !== rid) return false;
-      return true;
-    },
-    { what: "every replica of the relay has R's replid" },
-  );
+  const rid = await waitPromoted(r.port);
+  await waitFollowing(x.port, r.port, rid, 'the relay follows R under its replid');
+  await waitReplid(replicas.map((s) => s.port), rid, "every replica of the relay has R's replid");
   await writeKeys(r.port, 'after');
   const { digest } = await convergedPorts(r.port, replicas.map((s) => s.port), 'replicas of the relay converge with R');
   t.not(digest, '0000000000000000000000000000000000000000', 'the dataset is not empty');

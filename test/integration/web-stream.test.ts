@@ -5,17 +5,10 @@ import { startRelay } from '../helpers/relay.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
+import type { StreamMessage as Msg } from '../../src/web/stream-message.js';
 
 t.teardown(stopAll);
 
-interface Msg {
-  offset: number;
-  db: number | null;
-  cmd: string;
-  args: string[];
-  internal?: boolean;
-  b64?: boolean;
-}
 
 interface Sub {
   readonly ws: WebSocket;

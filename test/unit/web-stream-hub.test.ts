@@ -6,17 +6,9 @@ import { createLogger } from '../../src/log.js';
 import { StreamScanner, type ScannedCommand } from '../../src/resp/stream-scanner.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 import { CloseCode, StreamHub, type StreamSink, type StreamSource } from '../../src/web/stream-hub.js';
-import { parseStreamOptions } from '../../src/web/stream-message.js';
+import { parseStreamOptions, type StreamMessage as Msg } from '../../src/web/stream-message.js';
 import { mulberry32 } from '../helpers/chunks.js';
 
-interface Msg {
-  offset: number;
-  db: number | null;
-  cmd: string;
-  args: string[];
-  internal?: boolean;
-  b64?: boolean;
-}
 
 /** The relay as the hub sees it: a link scanner that reports commands, then appends the chunk to the log. */
 class FakeRelay implements StreamSource {

@@ -1,35 +1,8 @@
 import t from 'tap';
-import { globBytes, globMatch } from '../../src/util/glob.js';
 import { commandKeys, formatCommand, parseStreamOptions, selectedDb, StreamOptionsError } from '../../src/web/stream-message.js';
 
 const b = (...xs: string[]) => xs.map((x) => Buffer.from(x));
 
-t.test('globs match like Redis KEYS patterns', async (t) => {
-  const cases: [string, string, boolean][] = [
-    ['*', '', true],
-    ['*', 'anything', true],
-    ['user:*', 'user:1', true],
-    ['user:*', 'usr:1', false],
-    ['h?llo', 'hello', true],
-    ['h?llo', 'hllo', false],
-    ['h[ae]llo', 'hallo', true],
-    ['h[ae]llo', 'hillo', false],
-    ['h[^e]llo', 'hallo', true],
-    ['h[^e]llo', 'hello', false],
-    ['h[a-c]llo', 'hbllo', true],
-    ['h[c-a]llo', 'hbllo', true],
-    ['h[a-c]llo', 'hdllo', false],
-    ['h\\*llo', 'h*llo', true],
-    ['h\\*llo', 'hallo', false],
-    ['*a*b*c*', 'xxaxxbxxcxx', true],
-    ['*a*b*c*', 'xxaxxcxxbxx', false],
-    ['a[', 'a[', false],
-    ['ab', 'abc', false],
-    ['abc**', 'abc', true],
-  ];
-  for (const [p, s, want] of cases) t.equal(globMatch(p, s), want, `${p} ~ ${s}`);
-  t.ok(globMatch(globBytes('ключ:*'), Buffer.from('ключ:1').toString('latin1')), 'UTF-8 patterns match byte for byte');
-});
 
 t.test('query options', async (t) => {
   const o = parseStreamOptions('cmd=SET,hset&cmd=del&key=a*&db=0,3&internal=0&from=10');
