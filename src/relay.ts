@@ -3,14 +3,12 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { Logger } from './log.js';
 import type { RelayConfig } from './config/types.js';
-import { ReplLog, type LogReader } from './backlog/repl-log.js';
-import { ReplIds, randomReplid } from './backlog/repl-ids.js';
-import { SnapshotStore, type SnapshotMeta } from './backlog/snapshot-store.js';
-import { readState, writeState, type PersistedState } from './backlog/state-file.js';
-import { DiskLog } from './backlog/disk-log.js';
-import { join } from 'node:path';
+import type { ReplLog } from './backlog/repl-log.js';
+import type { ReplIds } from './backlog/repl-ids.js';
+import type { SnapshotMeta, SnapshotStore } from './backlog/snapshot-store.js';
+import { History } from './backlog/history.js';
+import { SnapshotRefresher } from './snapshot-refresher.js';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
-import { fetchSnapshot } from './upstream/snapshot-fetcher.js';
 import { SentinelConnector } from './upstream/sentinel-connector.js';
 import { announcedPort } from './tls.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
@@ -35,31 +33,20 @@ export class Relay {
   readonly config: RelayConfig;
   readonly stats = new RelayStats();
   readonly runId = randomBytes(20).toString('hex');
-  readonly ids = new ReplIds();
-  readonly log: ReplLog;
-  readonly store: SnapshotStore;
+  readonly history: History;
+  #refresher: SnapshotRefresher;
   #logger: Logger;
   #link: UpstreamLink;
   #downstream: DownstreamReplication;
   #server: ReplicaServer;
   #startedAt = Date.now();
   #port = 0;
-  /** Bumped on every new history (full sync from upstream); a snapshot is only good for its own history. */
-  #epoch = 0;
-  #snapshotEpoch = -1;
-  /** We hold a position in some history (after a full sync, or a snapshot recovered from disk). */
-  #hasHistory = false;
-  #fetch: { socket: import('node:net').Socket | null; pin: { offset: number } } | null = null;
-  #fetchNotBefore = 0;
-  /** A fresh snapshot whose offset the log has not reached yet. */
-  #snapshotPendingAt: number | null = null;
   #linkDownSince = Date.now();
   #upstreamHost: string | null;
   #upstreamPort: number;
   #commandListeners = new Set<(cmd: ScannedCommand) => void>();
   #sentinel: SentinelConnector | null = null;
   #diskTimer: NodeJS.Timeout | null = null;
-  #dropping = false;
   #web: WebServer | null = null;
   /** Ack policy min/quorum: the highest offset acknowledged upstream in this history ("nothing new" stays here). */
   #ackFloor = 0;
@@ -70,8 +57,14 @@ export class Relay {
   constructor(config: RelayConfig, logger: Logger) {
     this.config = config;
     this.#logger = logger;
-    this.log = new ReplLog(config.log.memory);
-    this.store = new SnapshotStore(config.dir);
+    this.history = new History({
+      dir: config.dir,
+      memory: config.log.memory,
+      disk: config.log.disk,
+      diskQueue: config.log.diskQueue,
+      refreshHold: config.log.refreshHold,
+      logger,
+    });
     // Sentinel mode: no address until the Sentinels name the master.
     this.#upstreamHost = config.upstream.sentinel ? null : config.upstream.host;
     this.#upstreamPort = config.upstream.port;
@@ -114,6 +107,37 @@ export class Relay {
       this.#sentinel.on('master', (host: string, port: number) => this.#follow(host, port, 'sentinel'));
     }
     this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.stats, this.#commandHost());
+    this.#refresher = new SnapshotRefresher({
+      history: this.history,
+      logger: logger.child({ component: 'snapshot-fetch' }),
+      minIntervalMs: config.replication.snapshotRefreshMinIntervalMs,
+      linkReady: () => this.#link.state !== LinkState.Transfer && this.#link.state !== LinkState.Connecting,
+      source: () =>
+        this.#upstreamHost === null
+          ? null
+          : {
+              host: this.#upstreamHost,
+              port: this.#upstreamPort,
+              user: config.upstream.user,
+              password: config.upstream.password,
+              tls: config.upstream.tls,
+              listeningPort: announcedPort(config.listen, config.upstream.tls),
+              connectTimeoutMs: config.upstream.connectTimeoutMs,
+              timeoutMs: config.upstream.timeoutMs,
+            },
+      onUsable: () => this.#downstream.snapshotReady(),
+    });
+  }
+
+  /** The replication ids (History owns them). */
+  get ids(): ReplIds {
+    return this.history.ids;
+  }
+  get log(): ReplLog {
+    return this.history.log;
+  }
+  get store(): SnapshotStore {
+    return this.history.store;
   }
 
   get port(): number {
@@ -128,9 +152,8 @@ export class Relay {
   }
 
   async start(): Promise<void> {
-    await this.store.init();
-    await this.#recover();
-    this.#diskTimer = setInterval(() => void this.#enforceDiskLimit(), 1000);
+    await this.history.recover();
+    this.#diskTimer = setInterval(() => void this.history.enforceDiskLimit(), 1000);
     this.#diskTimer.unref();
     this.#port = await this.#server.listen();
     if (this.config.web.port !== 0) {
@@ -187,107 +210,12 @@ export class Relay {
   async close(): Promise<void> {
     if (this.#diskTimer) clearInterval(this.#diskTimer);
     this.#sentinel?.stop();
-    this.#fetch?.socket?.destroy();
+    this.#refresher.close();
     await this.#link.stop();
     this.#downstream.close();
     await this.#web?.close();
     await this.#server.close();
-    await this.log.disk?.close();
-    if (this.#hasHistory) await this.#persistState();
-  }
-
-  /**
-   * Picks up where a previous run stopped: the replication ids and the disk log (segments checked, a torn tail cut
-   * back), and the snapshot when it belongs to that history. Without a usable disk log, the snapshot alone
-   * still lets upstream continue us from its offset.
-   */
-  async #recover(): Promise<void> {
-    const recovered = await this.store.recover();
-    const state = await readState(this.config.dir);
-    if (this.config.log.disk > 0) {
-      const disk = await DiskLog.open({
-        dir: join(this.config.dir, 'log'),
-        maxBytes: this.config.log.disk,
-        segmentBytes: Math.max(64 * 1024, Math.min(64 * 1024 * 1024, Math.floor(this.config.log.disk / 8))),
-        logger: this.#logger.child({ component: 'disk-log' }),
-        // A history starts right after its snapshot: a command boundary even if the index missed a segment.
-        knownBoundaries: recovered && state?.snapshot?.offset === recovered.offset ? [recovered.offset] : [],
-      });
-      this.log.attachDisk(disk);
-      disk.onOverLimit = () => void this.#enforceDiskLimit();
-      if (state && !disk.empty) {
-        this.ids.replid = state.replid;
-        this.ids.replid2 = state.replid2;
-        this.ids.secondReplOffset = state.secondReplOffset;
-        this.#epoch = state.epoch;
-        this.log.reset(disk.endOffset);
-        this.#hasHistory = true;
-        const snapOk = recovered && state.snapshot && recovered.replid === state.snapshot.replid && recovered.offset === state.snapshot.offset;
-        this.#snapshotEpoch = snapOk && state.snapshot!.epoch === state.epoch ? this.#epoch : -1;
-        this.#logger.info(
-          { replid: this.ids.replid, replid2: this.ids.replid2, firstOffset: this.log.firstOffset, offset: this.log.endOffset, snapshotOffset: snapOk ? recovered.offset : null },
-          'replication log recovered',
-        );
-        return;
-      }
-    }
-    if (recovered) {
-      // Resume the history the snapshot belongs to: upstream can continue us from its offset.
-      this.ids.reset(recovered.replid);
-      if (state && state.replid === recovered.replid) {
-        this.ids.replid2 = state.replid2;
-        this.ids.secondReplOffset = state.secondReplOffset;
-      }
-      await this.log.resetHistory(recovered.offset);
-      this.#hasHistory = true;
-      this.#snapshotEpoch = this.#epoch;
-      this.#logger.info({ replid: recovered.replid, offset: recovered.offset, bytes: recovered.size }, 'snapshot recovered');
-    }
-  }
-
-  /** replid, replid2, second_repl_offset and which snapshot belongs to which history: temp file, fsync, rename. */
-  async #persistState(): Promise<void> {
-    const snap = this.store.current;
-    const state: PersistedState = {
-      replid: this.ids.replid,
-      replid2: this.ids.replid2,
-      secondReplOffset: this.ids.secondReplOffset,
-      epoch: this.#epoch,
-      snapshot: snap ? { replid: snap.replid, offset: snap.offset, epoch: this.#snapshotEpoch } : null,
-    };
-    try {
-      await writeState(this.config.dir, state);
-    } catch (err) {
-      this.#logger.error({ err }, 'could not persist replication state');
-    }
-  }
-
-  /**
-   * Keeps the disk log under log.disk. Dropping the segment that holds the byte after the snapshot would leave
-   * no consistent full sync, so a fresh snapshot is fetched first (started a segment early); the drop waits for it
-   * while the overshoot is within one segment.
-   */
-  async #enforceDiskLimit(): Promise<void> {
-    const disk = this.log.disk;
-    if (!disk || this.#dropping) return;
-    this.#dropping = true;
-    try {
-      const segBytes = Math.max(64 * 1024, Math.min(64 * 1024 * 1024, Math.floor(this.config.log.disk / 8)));
-      for (;;) {
-        const oldest = disk.oldestSegment;
-        if (!oldest || disk.segmentCount < 2) return;
-        const snap = this.usableSnapshot();
-        const needsOldest = snap !== null && snap.offset + 1 <= oldest.end;
-        if (needsOldest && disk.size > this.config.log.disk - segBytes) this.#refreshSnapshot();
-        if (disk.overLimit === 0) return;
-        if (needsOldest && disk.overLimit < segBytes && this.#fetch !== null) return;
-        this.#logger.debug({ bytes: disk.size, overLimit: disk.overLimit, oldest, needsOldest }, 'dropping the oldest log segment');
-        if (!(await disk.dropOldest())) return;
-        this.log.trim();
-      }
-    } finally {
-      this.#dropping = false;
-    }
+    await this.history.close();
   }
 
   /** Subscribe to every command seen in the upstream stream (turns on full argument decoding). */
@@ -301,15 +229,16 @@ export class Relay {
   }
 
   usableSnapshot(): SnapshotMeta | null {
-    const m = this.store.current;
-    if (!m || this.#snapshotEpoch !== this.#epoch || !this.log.holds(m.offset + 1)) return null;
-    return m;
+    return this.history.usableSnapshot();
   }
 
   status(): RelayStatus {
     const link = this.#link;
     const progress = link.syncProgress;
-    const snap = this.store.current;
+    // The snapshot a full sync would be served from; else the newest held (not usable: the log dropped its next byte).
+    const usable = this.history.usableSnapshot();
+    const shown = usable ?? this.history.newestSnapshot();
+    const disk = this.history.diskStatus();
     const now = Date.now();
     const mem = process.memoryUsage();
     const clientOf = new Map<unknown, ClientConnection>();
@@ -361,12 +290,20 @@ export class Relay {
         size: this.log.size,
         limit: this.log.limit,
         memFirstOffset: this.log.memFirstOffset,
-        diskBytes: this.log.disk && !this.log.disk.empty ? this.log.disk.size : 0,
+        diskBytes: this.log.disk?.active ? this.log.disk.size : 0,
         diskLimit: this.config.log.disk,
         diskSegments: this.log.disk?.segmentCount ?? 0,
+        diskState: disk.state,
+        diskProblem: disk.cause,
+        diskProblemSinceSeconds: disk.since > 0 ? Math.floor((now - disk.since) / 1000) : 0,
+        diskPendingBytes: disk.pending,
+        diskWriteErrors: disk.writeErrors,
+        diskDetaches: disk.detaches,
       },
-      snapshot: snap ? { replid: snap.replid, offset: snap.offset, size: snap.size, rdbVersion: snap.rdbVersion, usable: this.usableSnapshot() !== null } : null,
-      snapshotRefreshInProgress: this.#fetch !== null,
+      snapshot: shown ? { replid: shown.replid, offset: shown.offset, size: shown.size, rdbVersion: shown.rdbVersion, usable: shown === usable } : null,
+      snapshotRefreshInProgress: this.#refresher.inProgress,
+      snapshotRefreshes: this.#refresher.stats.started,
+      snapshotRefreshFailures: this.#refresher.stats.failed,
       connectedClients: this.#server.clients.size,
       maxClients: this.config.listen.maxClients,
       replicas,
@@ -377,46 +314,29 @@ export class Relay {
 
   #linkHost(): LinkHost {
     return {
-      psyncTarget: () => (this.#hasHistory ? { replid: this.ids.replid, offset: this.log.endOffset + 1 } : { replid: '?', offset: -1 }),
+      psyncTarget: () => this.history.psyncTarget(),
       ackOffset: (held) => this.#ackOffset(held),
       masterReplOffset: () => this.log.endOffset,
       tempSnapshotPath: () => this.store.tempPath(),
       discardTemp: (p) => this.store.discard(p),
       commitFullSync: async (tempPath, replid, offset) => {
-        const id = replid ?? randomReplid();
-        await this.store.commit(tempPath, { replid: id, offset });
-        // No full sync is served across the awaits below: the new snapshot is not usable (epoch ahead of
-        // snapshotEpoch) until the ids and the log have switched to its history, all in one synchronous step.
-        this.#epoch++;
-        this.#snapshotPendingAt = null;
+        // Replicas hold the previous history: they reconnect and PSYNC against the new one. Those still waiting
+        // for a snapshot were told nothing and are served from the new one.
+        this.#refresher.abort('new history from upstream');
         this.#ackFloor = 0;
         this.#lastAckSent = -1;
-        await this.log.resetHistory(offset);
-        this.ids.reset(id);
-        this.#snapshotEpoch = this.#epoch;
-        this.#hasHistory = true;
-        // Replicas hold the previous history; they reconnect and PSYNC against the new one.
+        const committed = this.history.fullSync(tempPath, replid, offset);
         this.#downstream.disconnectAll('upstream full resync: new history');
+        await committed;
         this.#downstream.snapshotReady();
-        await this.#persistState();
       },
-      continued: (replid) => {
-        if (replid !== null && replid !== this.ids.replid) {
-          this.#logger.info({ replid, replid2: this.ids.replid, offset: this.log.endOffset }, 'upstream has a new replid, shifting ids');
-          this.ids.shift(replid, this.log.endOffset);
-          void this.#persistState();
-          // Like Redis: replicas must learn the new id; they come back with the old one and continue via replid2.
-          this.#downstream.disconnectAll('replid changed');
-        }
+      continued: async (replid) => {
+        // Like Redis: replicas must learn the new id; they come back with the old one and continue via replid2.
+        if (await this.history.continued(replid)) this.#downstream.disconnectAll('replid changed');
       },
+      cannotResume: (reason) => this.history.forget(reason),
       readStream: (offset) => (offset >= this.log.memFirstOffset && this.log.holds(offset) ? this.log.read(offset) : null),
-      appendStream: (chunk, boundary) => {
-        this.log.append(chunk, boundary);
-        if (this.#snapshotPendingAt !== null && this.log.endOffset >= this.#snapshotPendingAt) {
-          this.#snapshotPendingAt = null;
-          this.#downstream.snapshotReady();
-        }
-      },
+      appendStream: (chunk, boundary) => this.log.append(chunk, boundary),
       commandSeen: (cmd) => {
         const name = cmd.args[0]?.toString('latin1').toLowerCase();
         if (name) this.stats.streamCommands.set(name, (this.stats.streamCommands.get(name) ?? 0) + 1);
@@ -460,69 +380,14 @@ export class Relay {
     return {
       ids: this.ids,
       log: this.log,
-      snapshotPath: this.store.path,
-      usableSnapshot: () => this.usableSnapshot(),
-      needSnapshot: () => this.#refreshSnapshot(),
+      usableSnapshot: () => this.history.usableSnapshot(),
+      lease: (snap) => this.store.lease(snap),
+      snapshotFailed: (snap, err) => {
+        this.#logger.error({ err, file: snap.path }, 'snapshot unreadable: it is no longer offered');
+        void this.store.remove(snap);
+      },
+      needSnapshot: () => this.#refresher.request(),
     };
-  }
-
-  /** Fetch a fresh snapshot on a second upstream connection, leaving the streaming link alone. */
-  #refreshSnapshot(): void {
-    const host = this.#upstreamHost;
-    if (this.#fetch || host === null || !this.#hasHistory) return;
-    // A full sync on the main link brings a snapshot of its own.
-    if (this.#link.state === LinkState.Transfer || this.#link.state === LinkState.Connecting) return;
-    if (Date.now() < this.#fetchNotBefore || this.#snapshotPendingAt !== null) return;
-    const epoch = this.#epoch;
-    const temp = this.store.tempPath();
-    const pin: LogReader & { offset: number } = { offset: this.log.endOffset };
-    const fetch = { socket: null as import('node:net').Socket | null, pin };
-    this.#fetch = fetch;
-    const logger = this.#logger.child({ component: 'snapshot-fetch' });
-    logger.info({ replid: this.ids.replid, firstOffset: this.log.firstOffset, endOffset: this.log.endOffset }, 'snapshot stale, fetching a fresh one');
-    fetchSnapshot(
-      {
-        host,
-        port: this.#upstreamPort,
-        user: this.config.upstream.user,
-        password: this.config.upstream.password,
-        tls: this.config.upstream.tls,
-        listeningPort: announcedPort(this.config.listen, this.config.upstream.tls),
-        connectTimeoutMs: this.config.upstream.connectTimeoutMs,
-        timeoutMs: this.config.upstream.timeoutMs,
-        log: logger,
-      },
-      temp,
-      (snap) => {
-        // Keep the stream from the new snapshot's offset while its RDB arrives.
-        pin.offset = Math.max(this.log.firstOffset - 1, Math.min(snap.offset, this.log.endOffset));
-        this.log.addReader(pin);
-      },
-      fetch,
-    )
-      .then(async (snap) => {
-        if (epoch !== this.#epoch || snap.replid !== this.ids.replid || snap.offset + 1 < this.log.firstOffset) {
-          logger.warn({ replid: snap.replid, offset: snap.offset, ours: this.ids.replid }, 'fetched snapshot does not fit our history, discarded');
-          await this.store.discard(temp);
-          this.#fetchNotBefore = Date.now() + 1000;
-          return;
-        }
-        await this.store.commit(temp, { replid: snap.replid, offset: snap.offset });
-        this.#snapshotEpoch = epoch;
-        await this.#persistState();
-        logger.info({ replid: snap.replid, offset: snap.offset }, 'fresh snapshot committed');
-        if (this.log.endOffset >= snap.offset) this.#downstream.snapshotReady();
-        else this.#snapshotPendingAt = snap.offset;
-      })
-      .catch(async (err: Error) => {
-        logger.warn({ err }, 'snapshot fetch failed');
-        this.#fetchNotBefore = Date.now() + 1000;
-        await this.store.discard(temp);
-      })
-      .finally(() => {
-        this.log.removeReader(pin);
-        if (this.#fetch === fetch) this.#fetch = null;
-      });
   }
 
   #commandHost(): CommandHost {
@@ -562,7 +427,7 @@ export class Relay {
     this.#logger.info({ from: `${this.#upstreamHost}:${this.#upstreamPort}`, to: `${host}:${port}`, how }, 'following a new upstream');
     this.#upstreamHost = host;
     this.#upstreamPort = port;
-    this.#fetch?.socket?.destroy();
+    this.#refresher.abort('following a new upstream');
     this.#link.setUpstream(host, port);
   }
 

@@ -1,300 +1,596 @@
-import { promises as fsp } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
-import { writeFileAtomic } from './snapshot-store.js';
+import { nodeFileIo, type FileHandleIo, type FileIo } from './file-io.js';
 
-/** One append-only file of raw stream bytes; its name carries the offset of its first byte. */
+/**
+ * One append-only file of raw stream bytes. Its name carries the history (epoch) and the offset of its first byte,
+ * and a segment always starts right after a command boundary, so recovery needs no index: the last segment is
+ * scanned from its start and cut back to its last whole command.
+ */
 interface Segment {
   readonly start: number;
+  /** Bytes the kernel took (a write returned them). Nothing else counts. */
   size: number;
-  /** A command boundary inside or just before this segment (offset of a command's last byte), or null when not yet known. */
-  firstBoundary: number | null;
 }
 
-interface IndexFile {
-  readonly segments: ReadonlyArray<{ start: number; firstBoundary: number | null }>;
+/** What the disk log copies from: the in-memory log, which keeps every byte the disk has not taken yet. */
+export interface DiskLogSource {
+  /** The last offset held. */
+  readonly endOffset: number;
+  /**
+   * A view of held bytes from `offset` (at most to the end of one block) and the offset of the last command
+   * boundary known inside that block (the last byte of a command), or -1. null when `offset` is not held.
+   */
+  view(offset: number): { readonly buf: Buffer; readonly boundary: number } | null;
+  /** The first known command boundary at or after `offset` that memory still holds the bytes after; null if none. */
+  boundaryFrom(offset: number): number | null;
 }
 
-const INDEX = 'index.json';
-const segName = (start: number) => `seg-${String(start).padStart(20, '0')}.log`;
-const SEG_RE = /^seg-(\d{20})\.log$/;
-const READ_MAX = 1024 * 1024;
-const FSYNC_INTERVAL_MS = 1000;
-const FLUSH_BYTES = 64 * 1024;
-const FLUSH_DELAY_MS = 5;
+/**
+ * ok: writing keeps up. failing: writes fail (ENOSPC, EIO, EFBIG, ...) or hang; they are retried with backoff and
+ * memory keeps what is not written. detached: the disk fell further behind than log.disk-queue; its history was
+ * dropped, the relay forwards from memory only, and a new history starts on disk once writes work again.
+ */
+export const DiskLogState = { Ok: 'ok', Failing: 'failing', Detached: 'detached', Closed: 'closed' } as const;
+export type DiskLogState = (typeof DiskLogState)[keyof typeof DiskLogState];
 
 export interface DiskLogOptions {
   readonly dir: string;
   /** log.disk: segments are dropped (oldest first) to stay under this. */
   readonly maxBytes: number;
   readonly segmentBytes: number;
+  /** log.disk-queue: most stream bytes memory may hold that the disk has not taken; past it the disk history is dropped. */
+  readonly maxPending: number;
+  /** The history the segments on disk must belong to; other segments are deleted. null = trust none. */
+  readonly epoch: number | null;
   readonly logger: Logger;
-  /** Offsets known to end a command (e.g. the snapshot's offset: a history starts there), for recovery. */
-  readonly knownBoundaries?: ReadonlyArray<number>;
+  readonly io?: FileIo;
+  /** Retry delays after a failed write (doubling), and between attempts to start again after a detach. */
+  readonly retryMinMs?: number;
+  readonly retryMaxMs?: number;
+  /** A write outstanding this long counts as failing (a hung disk). */
+  readonly hungMs?: number;
 }
 
+const SEG_RE = /^seg-(\d{10})-(\d{20})\.log$/;
+const segName = (epoch: number, start: number) => `seg-${String(epoch).padStart(10, '0')}-${String(start).padStart(20, '0')}.log`;
+/** Files of the previous on-disk format (segments that did not start at command boundaries, and their index). */
+const LEGACY_RE = /^(seg-\d{20}\.log|index\.json(\.tmp-.*)?)$/;
+const READ_MAX = 1024 * 1024;
+const FSYNC_INTERVAL_MS = 1000;
+const FLUSH_BYTES = 64 * 1024;
+const FLUSH_DELAY_MS = 5;
+const BATCH_MAX_BYTES = 4 * 1024 * 1024;
+const BATCH_MAX_BUFFERS = 256;
+/** Repeated failures are logged at most this often. */
+const LOG_EVERY_MS = 30_000;
+
 /**
- * The replication log on disk: the stream as raw bytes in append-only segment files behind the in-memory tail,
- * so replicas hours behind still resync partially and a restart loses nothing. Writes are queued and written in
- * batches (writev) off the forwarding path; reads are async, so a replica reading old bytes never stalls the live
- * fan-out. Segments start anywhere in the stream; each records a command boundary so recovery can cut a torn
- * tail back to the last whole command.
+ * The replication log on disk: the stream as raw bytes in append-only segment files behind the in-memory tail, so
+ * replicas hours behind still resync partially and a restart loses nothing.
+ *
+ * Trust rules (DESIGN.md): a byte counts as on disk only when a write returned it, and a short write continues
+ * where it stopped (positional writes, so a retry rewrites the same bytes at the same place). The writer copies
+ * from the memory log, which never drops a byte the disk has not taken; so a failed write loses nothing and is
+ * retried with backoff. When the disk falls more than `maxPending` behind, its history is dropped (memory then
+ * behaves as a memory-only log) and a new history starts on disk, at a command boundary, once writes work again:
+ * never a splice across a gap.
  */
 export class DiskLog {
   readonly dir: string;
   #opts: DiskLogOptions;
+  #io: FileIo;
+  #epoch: number;
   #segments: Segment[] = [];
-  /** Offset of the last byte handed to append() (queued or written). */
-  #endOffset = 0;
-  /** Offset of the last byte written to a file (readable through read()). */
-  #writtenOffset = 0;
-  #queue: Buffer[] = [];
-  #queuedBytes = 0;
-  #fh: FileHandle | null = null;
-  #writing: Promise<void> | null = null;
+  /** Offset of the last byte on disk; with no segment, the offset the next segment starts after. */
+  #written = 0;
+  /** The last command boundary known at or before #written. */
+  #boundary = 0;
+  #source: DiskLogSource | null = null;
+  #fh: FileHandleIo | null = null;
+  #fhStart = -1;
+  #state: DiskLogState = DiskLogState.Ok;
+  #cause: string | null = null;
+  #since = 0;
+  /** Bumped when the history on disk is replaced (reset, detach, close): late results of older work are ignored. */
+  #gen = 0;
+  #running = false;
+  #timer: NodeJS.Timeout | null = null;
+  #retryMs: number;
+  #inflightSince = 0;
   #lastSync = Date.now();
-  #closed = false;
-  #flushTimer: NodeJS.Timeout | null = null;
-  #indexWrite: Promise<void> = Promise.resolve();
-  #error: Error | null = null;
-  /** Called when bytes become readable from disk (the in-memory tail may then be trimmed). */
+  #dirDirty = false;
+  #lastLog = 0;
+  #lastDetach = 0;
+  #detachBackoff = 0;
+  /** Deletions of dropped histories, in order (a new history waits for them). */
+  #deleting: Promise<void> = Promise.resolve();
+  readonly stats = { writeErrors: 0, detaches: 0, bytesWritten: 0 };
+  /** Bytes became readable from disk (the memory tail may be trimmed). */
   onWritten: (() => void) | null = null;
-  /** Called when written bytes pass the disk limit (the owner drops old segments then). */
+  /** Written bytes passed the disk limit (the owner drops old segments then). */
   onOverLimit: (() => void) | null = null;
+  /** The state changed (ok, failing, detached). */
+  onState: ((state: DiskLogState, cause: string | null) => void) | null = null;
 
   private constructor(opts: DiskLogOptions) {
     this.dir = opts.dir;
     this.#opts = opts;
+    this.#io = opts.io ?? nodeFileIo;
+    this.#epoch = opts.epoch ?? 0;
+    this.#retryMs = opts.retryMinMs ?? 100;
   }
 
-  /** Opens the segments a previous run left, checks them and cuts a torn tail back to the last whole command. */
+  /** Opens the segments a previous run left for `opts.epoch`, and cuts a torn tail back to the last whole command. */
   static async open(opts: DiskLogOptions): Promise<DiskLog> {
     const log = new DiskLog(opts);
-    await fsp.mkdir(opts.dir, { recursive: true });
+    await log.#io.mkdir(opts.dir);
     await log.#recover();
     return log;
   }
 
   get firstOffset(): number {
-    return this.#segments.length > 0 ? this.#segments[0]!.start : this.#endOffset + 1;
+    return this.#segments.length > 0 ? this.#segments[0]!.start : this.#written + 1;
+  }
+  /** Offset of the last byte on disk (readable through read()). */
+  get writtenOffset(): number {
+    return this.#written;
   }
   get endOffset(): number {
-    return this.#endOffset;
+    return this.#written;
   }
-  /** Bytes up to here can be read back. */
-  get writtenOffset(): number {
-    return this.#writtenOffset;
-  }
-  /** Bytes written to segment files (queued bytes are still only in memory). */
+  /** Bytes in segment files. */
   get size(): number {
-    return Math.max(0, this.#writtenOffset - this.firstOffset + 1);
+    let n = 0;
+    for (const s of this.#segments) n += s.size;
+    return n;
   }
   get segmentCount(): number {
     return this.#segments.length;
   }
   get empty(): boolean {
-    return this.#segments.length === 0 || this.#endOffset < this.firstOffset;
+    return this.size === 0;
   }
-  /** The start offset of the oldest segment and where the next one starts (what dropping it would lose). */
+  get epoch(): number {
+    return this.#epoch;
+  }
+  /** Whether the disk holds a history the memory log continues (not detached or closed). */
+  get active(): boolean {
+    return this.#state === DiskLogState.Ok || this.#state === DiskLogState.Failing;
+  }
+  get state(): DiskLogState {
+    if (this.#state === DiskLogState.Ok && this.#hung()) return DiskLogState.Failing;
+    return this.#state;
+  }
+  /** Why the log is failing or detached, and since when (ms since the epoch); null when ok. */
+  get problem(): { readonly cause: string; readonly since: number } | null {
+    if (this.#state === DiskLogState.Ok && this.#hung()) return { cause: `a write has not returned for ${Date.now() - this.#inflightSince} ms`, since: this.#inflightSince };
+    return this.#cause === null ? null : { cause: this.#cause, since: this.#since };
+  }
+  /** Bytes the disk has not taken yet. */
+  get pending(): number {
+    return this.#source && this.active ? Math.max(0, this.#source.endOffset - this.#written) : 0;
+  }
+  /** The oldest segment's first and last offsets (what dropping it would lose). */
   get oldestSegment(): { start: number; end: number } | null {
     const s = this.#segments[0];
     return s ? { start: s.start, end: s.start + s.size - 1 } : null;
   }
+  /** Bytes the disk limit asks us to drop (0 when under it). */
+  get overLimit(): number {
+    return Math.max(0, this.size - this.#opts.maxBytes);
+  }
+
+  /** Does the disk hold `offset` and the bytes after it (up to writtenOffset)? */
+  holds(offset: number): boolean {
+    return this.active && this.#segments.length > 0 && offset >= this.firstOffset && offset <= this.#written;
+  }
+
+  #hung(): boolean {
+    return this.#inflightSince !== 0 && Date.now() - this.#inflightSince > (this.#opts.hungMs ?? 10_000);
+  }
 
   async #recover(): Promise<void> {
-    const names = (await fsp.readdir(this.dir)).filter((n) => SEG_RE.test(n)).sort();
-    let index: IndexFile = { segments: [] };
-    try {
-      index = JSON.parse(await fsp.readFile(join(this.dir, INDEX), 'utf8')) as IndexFile;
-    } catch {
-      // No index: segments without a known boundary are kept only if they are not the torn tail.
-    }
-    const boundaries = new Map(index.segments.map((s) => [s.start, s.firstBoundary]));
+    const io = this.#io;
     const segs: Segment[] = [];
-    for (const name of names) {
-      const start = Number(SEG_RE.exec(name)![1]);
-      const st = await fsp.stat(join(this.dir, name));
-      segs.push({ start, size: st.size, firstBoundary: boundaries.get(start) ?? null });
+    for (const name of (await io.readdir(this.dir)).sort()) {
+      const m = SEG_RE.exec(name);
+      if (!m) {
+        if (LEGACY_RE.test(name) || name.includes('.tmp-')) {
+          this.#opts.logger.warn({ file: name }, 'disk log file of an older format or an unfinished write removed');
+          await io.rm(join(this.dir, name));
+        }
+        continue;
+      }
+      if (this.#opts.epoch === null || Number(m[1]) !== this.#opts.epoch) {
+        this.#opts.logger.info({ segment: name, epoch: this.#opts.epoch }, 'log segment of another history removed');
+        await io.rm(join(this.dir, name));
+        continue;
+      }
+      const { size } = await io.stat(join(this.dir, name));
+      if (size === 0) {
+        await io.rm(join(this.dir, name));
+        continue;
+      }
+      segs.push({ start: Number(m[2]), size });
     }
-    // Keep the newest contiguous run: anything before a gap belongs to another history.
+    segs.sort((a, b) => a.start - b.start);
+    // Keep the newest contiguous run: anything before a gap is an older history, or was cut by a power loss.
     let from = 0;
-    for (let i = 1; i < segs.length; i++) {
-      if (segs[i - 1]!.start + segs[i - 1]!.size !== segs[i]!.start) from = i;
+    for (let i = 1; i < segs.length; i++) if (segs[i - 1]!.start + segs[i - 1]!.size !== segs[i]!.start) from = i;
+    for (const s of segs.slice(0, from)) {
+      this.#opts.logger.warn({ segment: segName(this.#epoch, s.start) }, 'log segment before a gap removed');
+      await io.rm(this.#path(s.start));
     }
-    for (const s of segs.slice(0, from)) await fsp.rm(join(this.dir, segName(s.start)), { force: true });
     this.#segments = segs.slice(from);
     await this.#cutTornTail();
     const last = this.#segments[this.#segments.length - 1];
-    this.#endOffset = last ? last.start + last.size - 1 : 0;
-    this.#writtenOffset = this.#endOffset;
-    await this.#writeIndex();
-  }
-
-  /** A crash can leave the last segment ending inside a command: cut it back to the last whole command. */
-  async #cutTornTail(): Promise<void> {
-    while (this.#segments.length > 0) {
-      const last = this.#segments[this.#segments.length - 1]!;
-      // The boundary to scan from: this segment's, else the previous one's.
-      const prev = this.#segments.length > 1 ? this.#segments[this.#segments.length - 2]! : null;
-      const known = (this.#opts.knownBoundaries ?? []).filter((b) => b >= this.firstOffset - 1 && b <= last.start + last.size - 1);
-      const from = last.firstBoundary ?? prev?.firstBoundary ?? (known.length > 0 ? Math.max(...known) : null);
-      if (from === null || from < this.firstOffset - 1) {
-        this.#opts.logger.warn({ segment: segName(last.start) }, 'log segment without a known command boundary dropped');
-        await fsp.rm(join(this.dir, segName(last.start)), { force: true });
-        this.#segments.pop();
-        continue;
-      }
-      const end = last.start + last.size - 1;
-      const scanner = new StreamScanner(() => {});
-      scanner.reset(from);
-      for (let o = from + 1; o <= end; ) {
-        const buf = await this.#readRange(o, Math.min(READ_MAX, end - o + 1));
-        if (buf.length === 0) break;
-        if (scanner.scan(buf).error !== null) break;
-        o += buf.length;
-      }
-      const keepEnd = scanner.boundary;
-      if (keepEnd < end) {
-        this.#opts.logger.warn({ segment: segName(last.start), from: end, to: keepEnd, bytes: end - keepEnd }, 'torn log tail cut back to the last whole command');
-        if (keepEnd < last.start) {
-          await fsp.rm(join(this.dir, segName(last.start)), { force: true });
-          this.#segments.pop();
-          // The previous segment ends before keepEnd+1 only if keepEnd is inside it; loop to cut it.
-          continue;
-        }
-        await fsp.truncate(join(this.dir, segName(last.start)), keepEnd - last.start + 1);
-        last.size = keepEnd - last.start + 1;
-      }
-      return;
-    }
-  }
-
-  /** Starts a new history: every segment is removed; the next appended byte has offset `offset + 1`. */
-  async reset(offset: number): Promise<void> {
-    await this.#drain();
-    await this.#fh?.close();
-    this.#fh = null;
-    for (const s of this.#segments) await fsp.rm(join(this.dir, segName(s.start)), { force: true });
-    this.#segments = [];
-    this.#endOffset = offset;
-    this.#writtenOffset = offset;
-    this.#error = null;
-    await this.#writeIndex();
+    this.#written = last ? last.start + last.size - 1 : 0;
+    this.#boundary = this.#written;
   }
 
   /**
-   * Queues stream bytes (the same Buffer the memory log holds: no copy). `boundary` is the offset of the last
-   * whole command the upstream scanner has seen, recorded for recovery.
+   * A crash can leave the last segment ending inside a command, or (power loss) shorter than the data after it was
+   * acknowledged. Every segment starts after a command boundary, so scan the last one from its start and cut it
+   * back to its last whole command; a segment left empty is removed, and the one before it ends at a boundary.
    */
-  append(chunk: Buffer, boundary: number): void {
-    if (this.#closed || chunk.length === 0) return;
-    const start = this.#endOffset + 1;
+  async #cutTornTail(): Promise<void> {
     const last = this.#segments[this.#segments.length - 1];
-    if (!last || last.size >= this.#opts.segmentBytes) {
-      this.#segments.push({ start, size: 0, firstBoundary: boundary >= start - 1 ? boundary : null });
-      this.#queue.push(Buffer.alloc(0)); // marks the roll point for the writer
-
+    if (!last) return;
+    const end = last.start + last.size - 1;
+    const scanner = new StreamScanner(() => {}, { maxBulkLen: Number.MAX_SAFE_INTEGER });
+    scanner.reset(last.start - 1);
+    const fh = await this.#io.open(this.#path(last.start), 'r');
+    try {
+      const buf = Buffer.allocUnsafe(Math.min(READ_MAX, last.size));
+      for (let o = last.start; o <= end; ) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - o + 1), o - last.start);
+        if (bytesRead <= 0) break;
+        if (scanner.scan(buf.subarray(0, bytesRead)).error !== null) break;
+        o += bytesRead;
+      }
+    } finally {
+      await fh.close();
     }
-    const cur = this.#segments[this.#segments.length - 1]!;
-    if (cur.firstBoundary === null && boundary >= cur.start - 1) cur.firstBoundary = boundary;
-    cur.size += chunk.length;
-    this.#queue.push(chunk);
-    this.#queuedBytes += chunk.length;
-    this.#endOffset += chunk.length;
-    // Small appends are gathered for up to FLUSH_DELAY_MS into one writev; 64 KiB queued is written at once.
-    if (this.#writing) return;
-    if (this.#queuedBytes >= FLUSH_BYTES) {
-      if (this.#flushTimer) clearTimeout(this.#flushTimer);
-      this.#flushTimer = null;
-      this.#writing = this.#writeLoop();
+    const keepEnd = scanner.boundary;
+    if (keepEnd >= end) return;
+    this.#opts.logger.warn(
+      { segment: segName(this.#epoch, last.start), from: end, to: keepEnd, bytes: end - keepEnd },
+      'torn log tail cut back to the last whole command',
+    );
+    if (keepEnd < last.start) {
+      await this.#io.rm(this.#path(last.start));
+      this.#segments.pop();
     } else {
-      this.#flushTimer ??= setTimeout(() => {
-        this.#flushTimer = null;
-        this.#writing ??= this.#writeLoop();
-      }, FLUSH_DELAY_MS);
+      await this.#io.truncate(this.#path(last.start), keepEnd - last.start + 1);
+      last.size = keepEnd - last.start + 1;
     }
   }
 
-  async #writeLoop(): Promise<void> {
+  #path(start: number): string {
+    return join(this.dir, segName(this.#epoch, start));
+  }
+
+  /** Starts copying from `source`, whose bytes after writtenOffset the disk does not have yet. */
+  attach(source: DiskLogSource): void {
+    this.#source = source;
+    this.notify();
+  }
+
+  /**
+   * Starts a new history: every segment is removed; the next byte written has offset `offset + 1`, which follows a
+   * command boundary (a full sync's offset). Also clears a failed state: the disk is tried again.
+   */
+  async reset(offset: number, epoch: number): Promise<void> {
+    this.#gen++;
+    this.#dropHandle();
+    const old = this.#segments.map((s) => this.#path(s.start));
+    this.#segments = [];
+    this.#epoch = epoch;
+    this.#written = offset;
+    this.#boundary = offset;
+    this.#clearTimer();
+    this.#running = false;
+    this.#inflightSince = 0;
+    this.#retryMs = this.#opts.retryMinMs ?? 100;
+    this.#deleteFiles(old);
+    await this.#deleting;
+    this.#setState(DiskLogState.Ok, null);
+    this.notify();
+  }
+
+  /** More bytes are held in memory: write them soon, or give the disk history up if it is too far behind. */
+  notify(): void {
+    const src = this.#source;
+    if (!src || !this.active) return;
+    const pending = src.endOffset - this.#written;
+    if (pending > this.#opts.maxPending) {
+      const p = this.problem;
+      this.#detach(`the disk is ${pending} bytes behind the stream, over log.disk-queue (${this.#opts.maxPending})${p ? `: ${p.cause}` : ''}`);
+      return;
+    }
+    if (this.#running || this.#timer !== null || pending <= 0) return;
+    if (pending >= FLUSH_BYTES) this.#start();
+    else this.#timer = setTimeout(() => this.#start(), FLUSH_DELAY_MS);
+  }
+
+  #start(): void {
+    this.#clearTimer();
+    if (this.#running || !this.active) return;
+    this.#running = true;
+    void this.#writeLoop(this.#gen);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  async #writeLoop(gen: number): Promise<void> {
     try {
-      while (this.#queue.length > 0) {
-        // Take everything queued up to the next roll marker.
-        const batch: Buffer[] = [];
-        let bytes = 0;
-        while (this.#queue.length > 0) {
-          const b = this.#queue[0]!;
-          if (b.length === 0) {
-            if (batch.length > 0) break;
-            this.#queue.shift();
-            await this.#roll();
-            continue;
-          }
-          batch.push(b);
-          bytes += b.length;
-          this.#queue.shift();
-          if (batch.length >= 512) break;
+      for (;;) {
+        if (gen !== this.#gen) return;
+        const src = this.#source!;
+        if (this.#written >= src.endOffset) break;
+        await this.#writeBatch(gen, src);
+      }
+      if (gen === this.#gen && this.#state === DiskLogState.Failing) this.#recovered();
+    } catch (err) {
+      if (gen !== this.#gen) return;
+      this.#failed(err as Error);
+      return;
+    } finally {
+      if (gen === this.#gen) this.#running = false;
+    }
+    // Bytes may have arrived while the last write was in flight.
+    if (gen === this.#gen) this.notify();
+  }
+
+  /**
+   * Writes one batch of views of the memory log to the current segment. A segment past segmentBytes is closed at
+   * the next command boundary, so every segment starts right after one.
+   */
+  async #writeBatch(gen: number, src: DiskLogSource): Promise<void> {
+    let seg = this.#segments[this.#segments.length - 1];
+    if (!seg || (seg.size >= this.#opts.segmentBytes && this.#boundary === this.#written)) {
+      if (seg) await this.#closeHandle(gen);
+      seg = { start: this.#written + 1, size: 0 };
+      this.#segments.push(seg);
+    }
+    const bufs: Buffer[] = [];
+    /** Command boundaries within the batch, in order, as offsets. */
+    const marks: number[] = [];
+    let bytes = 0;
+    let o = this.#written + 1;
+    let known = this.#boundary;
+    while (o <= src.endOffset && bufs.length < BATCH_MAX_BUFFERS && bytes < BATCH_MAX_BYTES) {
+      const due = seg.size + bytes >= this.#opts.segmentBytes;
+      if (due && known === o - 1 && bytes > 0) break;
+      const v = src.view(o);
+      if (!v) throw new Error(`the memory log no longer holds offset ${o}, which the disk does not have`);
+      let buf = v.buf;
+      const inView = v.boundary >= o && v.boundary < o + buf.length;
+      if (due && inView) buf = buf.subarray(0, v.boundary - o + 1);
+      bufs.push(buf);
+      bytes += buf.length;
+      o += buf.length;
+      if (v.boundary >= o - buf.length - 1 && v.boundary <= o - 1) {
+        known = v.boundary;
+        marks.push(known);
+      }
+      if (due && inView) break;
+    }
+    const fh = await this.#handle(seg, gen);
+    if (gen !== this.#gen) return;
+    this.#inflightSince = Date.now();
+    const { bytesWritten } = await fh.writev(bufs, seg.size);
+    this.#inflightSince = 0;
+    if (gen !== this.#gen) return;
+    if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    seg.size += bytesWritten;
+    this.#written += bytesWritten;
+    this.stats.bytesWritten += bytesWritten;
+    for (const m of marks) if (m <= this.#written) this.#boundary = m;
+    if (this.#state === DiskLogState.Failing) this.#recovered();
+    if (Date.now() - this.#lastSync >= FSYNC_INTERVAL_MS) await this.#sync(fh);
+    this.onWritten?.();
+    if (this.overLimit > 0) this.onOverLimit?.();
+  }
+
+  async #handle(seg: Segment, gen: number): Promise<FileHandleIo> {
+    if (this.#fh !== null && this.#fhStart === seg.start) return this.#fh;
+    // A new segment's file is created (truncating any leftover of a crashed run); an existing one is reopened.
+    const fh = await this.#io.open(this.#path(seg.start), seg.size === 0 ? 'w' : 'r+', 0o600);
+    if (gen !== this.#gen) {
+      // The history was replaced while the file opened: this handle belongs to nobody.
+      void fh.close().catch(() => {});
+      return fh;
+    }
+    if (seg.size === 0) this.#dirDirty = true;
+    this.#fh = fh;
+    this.#fhStart = seg.start;
+    return fh;
+  }
+
+  async #sync(fh: FileHandleIo): Promise<void> {
+    this.#lastSync = Date.now();
+    await fh.datasync();
+    if (this.#dirDirty) {
+      this.#dirDirty = false;
+      await this.#io.syncDir(this.dir);
+    }
+  }
+
+  /** The segment is complete: make it durable and let its handle go. */
+  async #closeHandle(gen: number): Promise<void> {
+    const fh = this.#fh;
+    if (!fh) return;
+    await this.#sync(fh);
+    if (gen !== this.#gen) return;
+    this.#fh = null;
+    this.#fhStart = -1;
+    await fh.close();
+  }
+
+  /** Forgets the handle without waiting (it may belong to a hung write). */
+  #dropHandle(): void {
+    const fh = this.#fh;
+    this.#fh = null;
+    this.#fhStart = -1;
+    if (fh) void fh.close().catch(() => {});
+  }
+
+  #failed(err: Error): void {
+    this.stats.writeErrors++;
+    this.#dropHandle();
+    this.#inflightSince = 0;
+    const code = (err as NodeJS.ErrnoException).code ?? 'ERR';
+    const cause = `${code}: ${err.message}`;
+    if (Date.now() - this.#lastLog >= LOG_EVERY_MS) {
+      this.#lastLog = Date.now();
+      this.#opts.logger.error(
+        { err, code, writtenOffset: this.#written, pending: this.pending, retryMs: this.#retryMs, limit: 'log.disk-queue', value: this.#opts.maxPending },
+        'disk log write failed: forwarding from memory, retrying',
+      );
+    }
+    this.#setState(DiskLogState.Failing, cause);
+    const delay = this.#retryMs;
+    this.#retryMs = Math.min(this.#retryMs * 2, this.#opts.retryMaxMs ?? 5000);
+    this.#clearTimer();
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#start();
+    }, delay);
+  }
+
+  #recovered(): void {
+    this.#opts.logger.warn({ writtenOffset: this.#written, failedForMs: Date.now() - this.#since }, 'disk log writes work again');
+    this.#retryMs = this.#opts.retryMinMs ?? 100;
+    this.#setState(DiskLogState.Ok, null);
+  }
+
+  /**
+   * The disk cannot keep up (or failed for too long): give its history up so that memory can be trimmed, and try to
+   * start a new one later. Replicas the disk was serving fall behind the log and full-sync.
+   */
+  #detach(cause: string): void {
+    this.#gen++;
+    this.stats.detaches++;
+    this.#dropHandle();
+    this.#clearTimer();
+    this.#running = false;
+    this.#inflightSince = 0;
+    const old = this.#segments.map((s) => this.#path(s.start));
+    this.#segments = [];
+    this.#deleteFiles(old);
+    this.#opts.logger.error({ cause, limit: 'log.disk-queue', value: this.#opts.maxPending, droppedSegments: old.length }, 'disk log detached: forwarding from memory only');
+    this.#setState(DiskLogState.Detached, cause);
+    // Detaching again soon after a restart (a disk that frees only what we delete) backs off further each time.
+    const max = this.#opts.retryMaxMs ?? 5000;
+    const min = this.#opts.retryMinMs ?? 100;
+    this.#detachBackoff = Date.now() - this.#lastDetach < 60_000 ? Math.min(Math.max(this.#detachBackoff * 2, min), max) : min;
+    this.#lastDetach = Date.now();
+    this.#retryMs = this.#detachBackoff;
+    this.#scheduleRestart();
+  }
+
+  #scheduleRestart(): void {
+    const delay = this.#retryMs;
+    this.#retryMs = Math.min(this.#retryMs * 2, this.#opts.retryMaxMs ?? 5000);
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#restart(this.#gen);
+    }, delay);
+  }
+
+  /**
+   * After a detach: a new history on disk, from a command boundary memory still holds the bytes after. The boundary
+   * is chosen after the file operations that may take long (deleting the old history), and checked again after the
+   * new file is created: the stream does not wait for the disk.
+   */
+  async #restart(gen: number): Promise<void> {
+    const src = this.#source;
+    if (!src || gen !== this.#gen || this.#state !== DiskLogState.Detached) return;
+    let fh: FileHandleIo | null = null;
+    let b: number | null = null;
+    try {
+      await this.#deleting;
+      for (let attempt = 0; attempt < 3 && gen === this.#gen; attempt++) {
+        // Start no further back than half the queue limit, so the new history is not over it at once.
+        b = src.boundaryFrom(Math.max(0, src.endOffset - Math.floor(this.#opts.maxPending / 2)));
+        if (b === null) break;
+        const path = this.#path(b + 1);
+        fh = await this.#io.open(path, 'w', 0o600);
+        if (src.view(b + 1) !== null || b === src.endOffset) {
+          if (src.endOffset - b <= this.#opts.maxPending) break;
         }
-        if (batch.length === 0) continue;
-        if (!this.#fh) await this.#roll();
-        await this.#fh!.writev(batch);
-        this.#queuedBytes -= bytes;
-        this.#writtenOffset += bytes;
-        if (Date.now() - this.#lastSync > FSYNC_INTERVAL_MS) {
-          this.#lastSync = Date.now();
-          await this.#fh!.datasync();
-        }
-        this.onWritten?.();
-        if (this.overLimit > 0) this.onOverLimit?.();
+        // The stream moved on while the file was created: try again from a newer boundary.
+        await fh.close().catch(() => {});
+        await this.#io.rm(path).catch(() => {});
+        fh = null;
       }
     } catch (err) {
-      this.#error = err as Error;
-      this.#opts.logger.error({ err }, 'log segment write failed');
-    } finally {
-      this.#writing = null;
+      if (fh) void fh.close().catch(() => {});
+      if (gen !== this.#gen) return;
+      if (Date.now() - this.#lastLog >= LOG_EVERY_MS) {
+        this.#lastLog = Date.now();
+        this.#opts.logger.error({ err }, 'disk log still cannot be written; forwarding from memory only');
+      }
+      return this.#scheduleRestart();
     }
+    if (gen !== this.#gen) {
+      if (fh) void fh.close().catch(() => {});
+      return;
+    }
+    if (fh === null || b === null) return this.#scheduleRestart();
+    this.#fh = fh;
+    this.#fhStart = b + 1;
+    this.#dirDirty = true;
+    this.#segments = [{ start: b + 1, size: 0 }];
+    this.#written = b;
+    this.#boundary = b;
+    this.#retryMs = this.#opts.retryMinMs ?? 100;
+    this.#opts.logger.warn({ from: b + 1 }, 'disk log resumed: a new history on disk (older bytes are in memory only)');
+    this.#setState(DiskLogState.Ok, null);
+    this.notify();
+    this.#start();
   }
 
-  /** Opens the newest segment's file for appending (after fsyncing the previous one) and records the index. */
-  async #roll(): Promise<void> {
-    if (this.#fh) {
-      await this.#fh.datasync();
-      await this.#fh.close();
-    }
-    // The segment holding the next byte to write (a new one at a roll point, else the recovered last one).
-    // The index names it before its file exists, so recovery always knows where its commands start.
-    // Not awaited: the index's fsyncs must not hold the stream back. A segment missing from the index is
-    // still recovered from a known boundary (the history start).
-    const seg = this.#segmentOf(this.#writtenOffset + 1);
-    void this.#writeIndex().catch((err: Error) => this.#opts.logger.warn({ err }, 'log index write failed'));
-    this.#fh = await fsp.open(join(this.dir, segName(seg.start)), 'a');
-  }
-
-  /** Index writes are serialised: each writes the segment list as it is when its turn comes. */
-  #writeIndex(): Promise<void> {
-    this.#indexWrite = this.#indexWrite.catch(() => {}).then(() => {
-      const body: IndexFile = { segments: this.#segments.map((s) => ({ start: s.start, firstBoundary: s.firstBoundary })) };
-      return writeFileAtomic(join(this.dir, INDEX), JSON.stringify(body));
+  #deleteFiles(paths: string[]): void {
+    if (paths.length === 0) return;
+    this.#deleting = this.#deleting.then(async () => {
+      for (const p of paths) {
+        await this.#io.rm(p).catch((err: Error) => this.#opts.logger.warn({ err, file: p }, 'could not remove a dropped log segment'));
+      }
     });
-    return this.#indexWrite;
   }
 
-  async #drain(): Promise<void> {
-    if (this.#flushTimer) {
-      clearTimeout(this.#flushTimer);
-      this.#flushTimer = null;
-      this.#writing ??= this.#writeLoop();
-    }
-    while (this.#writing) await this.#writing;
+  #setState(next: DiskLogState, cause: string | null): void {
+    const from = this.#state;
+    this.#cause = cause;
+    if (from === next) return;
+    this.#state = next;
+    this.#since = Date.now();
+    this.onState?.(next, cause);
   }
 
-  /** Reads up to 1 MiB of written stream bytes from `offset` (which must be ≥ firstOffset and ≤ writtenOffset). */
+  /** Reads up to `max` bytes from `offset`, which must be on disk; throws on a read that returns nothing. */
   async read(offset: number, max = READ_MAX): Promise<Buffer> {
-    if (offset < this.firstOffset || offset > this.#writtenOffset) {
-      throw new RangeError(`offset ${offset} not on disk [${this.firstOffset}, ${this.#writtenOffset}]`);
+    if (!this.holds(offset)) {
+      throw new RangeError(`offset ${offset} not on disk [${this.firstOffset}, ${this.#written}]`);
     }
-    return this.#readRange(offset, Math.min(max, this.#writtenOffset - offset + 1));
+    const seg = this.#segmentOf(offset);
+    const n = Math.min(max, this.#written - offset + 1, seg.start + seg.size - offset);
+    const buf = Buffer.allocUnsafe(n);
+    const fh = await this.#io.open(this.#path(seg.start), 'r');
+    try {
+      const { bytesRead } = await fh.read(buf, 0, n, offset - seg.start);
+      if (bytesRead <= 0) throw new Error(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${offset} returned nothing)`);
+      return bytesRead === n ? buf : buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
   }
 
   #segmentOf(offset: number): Segment {
@@ -308,46 +604,35 @@ export class DiskLog {
     return this.#segments[lo]!;
   }
 
-  async #readRange(offset: number, len: number): Promise<Buffer> {
-    const seg = this.#segmentOf(offset);
-    const n = Math.min(len, seg.start + seg.size - offset);
-    const buf = Buffer.allocUnsafe(n);
-    const fh = await fsp.open(join(this.dir, segName(seg.start)), 'r');
-    try {
-      const { bytesRead } = await fh.read(buf, 0, n, offset - seg.start);
-      return bytesRead === n ? buf : buf.subarray(0, bytesRead);
-    } finally {
-      await fh.close();
-    }
-  }
-
-  /** Drops the oldest segment, if it is wholly written and not the last one. Returns whether it did. */
+  /** Drops the oldest segment if it is not the one being written. Returns whether it did. */
   async dropOldest(): Promise<boolean> {
     const s = this.#segments[0];
-    if (this.#segments.length < 2 || !s || s.start + s.size - 1 > this.#writtenOffset) return false;
+    if (this.#segments.length < 2 || !s) return false;
     this.#segments.shift();
-    void this.#writeIndex().catch((err: Error) => this.#opts.logger.warn({ err }, 'log index write failed'));
-    await fsp.rm(join(this.dir, segName(s.start)), { force: true });
+    await this.#io.rm(this.#path(s.start)).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not remove the oldest log segment'));
     return true;
   }
 
-  /** Bytes the disk limit asks us to drop (0 when under it). */
-  get overLimit(): number {
-    return Math.max(0, this.size - this.#opts.maxBytes);
-  }
-
-  get error(): Error | null {
-    return this.#error;
-  }
-
-  /** Writes everything queued, fsyncs and closes. */
-  async close(): Promise<void> {
-    await this.#drain();
-    this.#closed = true;
-    if (this.#fh) {
-      await this.#fh.datasync();
-      await this.#fh.close();
-      this.#fh = null;
+  /**
+   * Writes what memory holds (for up to `timeoutMs`: a failing disk must not hold a shutdown forever), fsyncs and
+   * closes. Bytes not written stay only in memory: recovery ends at the last whole command on disk.
+   */
+  async close(timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.active && this.#source && this.#written < this.#source.endOffset && Date.now() < deadline) {
+      if (!this.#running) this.#start();
+      await new Promise((r) => setTimeout(r, 10));
     }
+    while (this.#running && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const gen = ++this.#gen;
+    this.#clearTimer();
+    const fh = this.#fh;
+    this.#fh = null;
+    if (fh && !this.#hung()) {
+      await fh.datasync().catch((err: Error) => this.#opts.logger.warn({ err }, 'final fsync of the disk log failed'));
+      await fh.close().catch(() => {});
+    }
+    void gen;
+    this.#setState(DiskLogState.Closed, null);
   }
 }

@@ -7,7 +7,7 @@
  * Offsets follow Redis: `endOffset` is master_repl_offset (the offset of the last byte held); the first byte
  * held has offset `firstOffset` (backlog_first_byte_offset). An empty log has firstOffset = endOffset + 1.
  */
-import type { DiskLog } from './disk-log.js';
+import type { DiskLog, DiskLogSource } from './disk-log.js';
 
 const PACK_BLOCK_SIZE = 16 * 1024;
 const PACK_THRESHOLD = 4 * 1024;
@@ -19,6 +19,8 @@ interface Block {
   /** Bytes of buf in use; only the tail block can grow. */
   used: number;
   packed: boolean;
+  /** The offset of the last command boundary known inside this block (the last byte of a command), or -1. */
+  boundary: number;
 }
 
 /** Anything that holds a position in the log: a replica's cursor, a snapshot being fetched. */
@@ -27,11 +29,13 @@ export interface LogReader {
   readonly offset: number;
 }
 
-export class ReplLog {
+export class ReplLog implements DiskLogSource {
   #blocks: Block[] = [];
   #head = 0;
   #firstOffset = 1;
   #endOffset = 0;
+  /** The last command boundary appended (offset of a command's last byte). */
+  #boundary = 0;
   #size = 0;
   #limit: number;
   #readers = new Set<LogReader>();
@@ -46,7 +50,12 @@ export class ReplLog {
   /** The first byte held, in memory or on disk (backlog_first_byte_offset). */
   get firstOffset(): number {
     const d = this.#disk;
-    return d && !d.empty ? Math.min(d.firstOffset, this.#firstOffset) : this.#firstOffset;
+    // The disk part and the memory part are contiguous: memory drops only bytes the disk holds (trim()).
+    return d && d.active && !d.empty ? Math.min(d.firstOffset, this.#firstOffset) : this.#firstOffset;
+  }
+  /** The last command boundary held (a replica starting here starts at a whole command). */
+  get lastBoundary(): number {
+    return this.#boundary;
   }
   /** The first byte held in memory; bytes before it are read with readDisk(). */
   get memFirstOffset(): number {
@@ -65,18 +74,28 @@ export class ReplLog {
     disk.onWritten = () => {
       if (this.#size > this.#limit) this.trim();
     };
+    disk.attach(this);
   }
 
-  /** Starts a new history on disk too. */
-  async resetHistory(offset: number): Promise<void> {
-    await this.#disk?.reset(offset);
+  /** Starts a new history (`epoch`), on disk too. */
+  async resetHistory(offset: number, epoch: number): Promise<void> {
     this.reset(offset);
+    await this.#disk?.reset(offset, epoch);
   }
 
   /** Reads bytes from `offset` that are no longer in memory (up to 1 MiB). */
   readDisk(offset: number): Promise<Buffer> {
-    if (!this.#disk) return Promise.reject(new RangeError(`offset ${offset} is before the log start ${this.#firstOffset}`));
+    if (!this.#disk?.holds(offset)) return Promise.reject(new RangeError(`offset ${offset} is before the log start ${this.firstOffset}`));
     return this.#disk.read(offset, Math.min(1024 * 1024, this.#firstOffset - offset));
+  }
+
+  /**
+   * Whether a reader at `offset` is covered by the disk log (written, or queued for it): it then holds no memory,
+   * since memory keeps only what the disk has not taken yet.
+   */
+  onDisk(offset: number): boolean {
+    const d = this.#disk;
+    return d !== null && d.active && offset >= d.firstOffset;
   }
   get endOffset(): number {
     return this.#endOffset;
@@ -98,6 +117,7 @@ export class ReplLog {
     this.#head = 0;
     this.#size = 0;
     this.#endOffset = offset;
+    this.#boundary = offset;
     this.#firstOffset = offset + 1;
   }
 
@@ -125,27 +145,51 @@ export class ReplLog {
   append(chunk: Buffer, boundary = -1): void {
     const len = chunk.length;
     if (len === 0) return;
-    this.#disk?.append(chunk, boundary);
+    const start = this.#endOffset + 1;
     const tail = this.#blocks.length > this.#head ? this.#blocks[this.#blocks.length - 1] : undefined;
+    let block: Block;
     let newBlock = true;
     if (len < PACK_THRESHOLD) {
       if (tail && tail.packed && tail.buf.length - tail.used >= len) {
         chunk.copy(tail.buf, tail.used);
         tail.used += len;
+        block = tail;
         newBlock = false;
       } else {
         const buf = Buffer.allocUnsafeSlow(PACK_BLOCK_SIZE);
         chunk.copy(buf, 0);
-        this.#blocks.push({ buf, start: this.#endOffset + 1, used: len, packed: true });
+        block = { buf, start, used: len, packed: true, boundary: -1 };
+        this.#blocks.push(block);
       }
     } else {
-      this.#blocks.push({ buf: chunk, start: this.#endOffset + 1, used: len, packed: false });
+      block = { buf: chunk, start, used: len, packed: false, boundary: -1 };
+      this.#blocks.push(block);
     }
+    if (boundary >= block.start - 1 && boundary > block.boundary) block.boundary = boundary;
+    if (boundary > this.#boundary) this.#boundary = boundary;
     this.#endOffset += len;
     this.#size += len;
+    this.#disk?.notify();
     // Trimming scans the readers, so do it per new block, not per append.
     if (newBlock && this.#size > this.#limit) this.trim();
     for (const fn of this.#onAppend) fn();
+  }
+
+  /** For the disk log: a view from `offset` and the last command boundary known in its block. */
+  view(offset: number): { buf: Buffer; boundary: number } | null {
+    if (offset > this.#endOffset || offset < this.#firstOffset) return null;
+    const block = this.#find(offset);
+    return { buf: block.buf.subarray(offset - block.start, block.used), boundary: block.boundary };
+  }
+
+  /** The first known command boundary at or after `offset` that memory holds the bytes after. */
+  boundaryFrom(offset: number): number | null {
+    if (this.#boundary < Math.max(offset, this.#firstOffset - 1)) return null;
+    for (let i = offset < this.#firstOffset ? this.#head : this.#findIndex(offset); i < this.#blocks.length; i++) {
+      const b = this.#blocks[i]!.boundary;
+      if (b >= offset && b >= this.#firstOffset - 1) return b;
+    }
+    return this.#boundary;
   }
 
   /**
@@ -160,17 +204,23 @@ export class ReplLog {
   }
 
   /**
-   * Drops head blocks beyond the size limit that no reader still needs. With a disk log, readers do not hold
-   * memory (they read behind the tail from disk); only bytes not yet written to disk stay.
+   * Drops head blocks beyond the size limit. A block goes when the disk log holds all of it (a reader behind the
+   * memory tail then reads from disk), or when no reader still needs it (memory-only: a lagging reader pins memory,
+   * and the replica lag limits bound that). Bytes the disk has not taken stay while the disk log is active.
    */
   trim(): void {
-    let minNeeded = Infinity;
-    if (this.#disk) minNeeded = this.#disk.writtenOffset + 1;
-    else for (const r of this.#readers) if (r.offset + 1 < minNeeded) minNeeded = r.offset + 1;
+    let readersNeed = Infinity;
+    for (const r of this.#readers) if (r.offset + 1 < readersNeed) readersNeed = r.offset + 1;
+    const d = this.#disk;
+    const diskActive = d !== null && d.active;
+    const diskFirst = diskActive ? d.firstOffset : Infinity;
+    const diskEnd = diskActive ? d.writtenOffset : Infinity;
     while (this.#head < this.#blocks.length - 1) {
       const block = this.#blocks[this.#head]!;
       if (this.#size - block.used < this.#limit) break;
-      if (block.start + block.used > minNeeded) break;
+      const end = block.start + block.used - 1;
+      if (end > diskEnd) break;
+      if (!(block.start >= diskFirst) && end >= readersNeed) break;
       this.#blocks[this.#head] = undefined as unknown as Block;
       this.#head++;
       this.#size -= block.used;
@@ -184,6 +234,10 @@ export class ReplLog {
   }
 
   #find(offset: number): Block {
+    return this.#blocks[this.#findIndex(offset)]!;
+  }
+
+  #findIndex(offset: number): number {
     let lo = this.#head;
     let hi = this.#blocks.length - 1;
     while (lo < hi) {
@@ -191,6 +245,6 @@ export class ReplLog {
       if (this.#blocks[mid]!.start <= offset) lo = mid;
       else hi = mid - 1;
     }
-    return this.#blocks[lo]!;
+    return lo;
   }
 }

@@ -1,5 +1,8 @@
-import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import type { Logger } from '../log.js';
+import { nodeFileIo, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
+
+export { writeFileAtomic };
 
 /** An RDB file the relay holds, and the point of the stream it was taken at. */
 export interface SnapshotMeta {
@@ -7,112 +10,220 @@ export interface SnapshotMeta {
   readonly replid: string;
   /** master_repl_offset the RDB corresponds to: the stream continues at offset + 1. */
   readonly offset: number;
+  /** The relay's history counter (a new one per full sync from upstream) the snapshot belongs to. */
+  readonly epoch: number;
   readonly size: number;
   /** RDB format version from the header (10 for Redis 7.0). */
   readonly rdbVersion: number;
   readonly createdAt: number;
+  /** The file, named after epoch, replid and offset. */
+  readonly path: string;
 }
 
-const SNAPSHOT_FILE = 'snapshot.rdb';
-const META_FILE = 'snapshot.json';
-
-/** Writes `data` to `path` atomically: temp file, fsync, rename, fsync of the directory. */
-let tmpSeq = 0;
-
-export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${++tmpSeq}`;
-  const fh = await fsp.open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fsp.rename(tmp, path);
-  await syncDir(path.slice(0, path.lastIndexOf('/')) || '.');
+/** A snapshot opened for one transfer; the file is kept until every lease is released. */
+export interface SnapshotLease {
+  readonly meta: SnapshotMeta;
+  readonly fh: FileHandleIo;
+  release(): Promise<void>;
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const dh = await fsp.open(dir, 'r');
-  try {
-    await dh.sync();
-  } catch {
-    // Some filesystems refuse fsync on a directory; the rename is still atomic.
-  } finally {
-    await dh.close();
-  }
+const NAME_RE = /^snapshot-(\d{10})-([0-9A-Za-z]{40})-(\d{20})\.rdb$/;
+const fileName = (epoch: number, replid: string, offset: number) =>
+  `snapshot-${String(epoch).padStart(10, '0')}-${replid}-${String(offset).padStart(20, '0')}.rdb`;
+/** Files of the previous layout (one snapshot.rdb whose metadata lived in snapshot.json). */
+const LEGACY = new Set(['snapshot.rdb', 'snapshot.json']);
+
+export interface SnapshotStoreOptions {
+  readonly io?: FileIo;
+  readonly logger?: Logger;
+  /** How many snapshots of the current history to keep (the newest ones); older ones go once no transfer reads them. */
+  readonly keep?: number;
 }
 
 /**
- * The relay's snapshot in its data directory. A new RDB is received into a temp file and only renamed
- * over snapshot.rdb when complete, so a transfer cut midway is never served. Readers open the file by
- * descriptor, so a replacement never disturbs a full sync in progress.
+ * The relay's snapshots in its data directory. Each snapshot is its own file, named by its history (epoch), replid
+ * and offset, so a snapshot and its metadata can never disagree: a rename publishes both at once, and a crash at any
+ * instant leaves the old snapshot, the new one, or both, never a mix. A transfer reads from an open handle (a
+ * lease); a superseded file is deleted only when no lease holds it. A new RDB is received into a temp file and only
+ * renamed into place when whole and checked.
  */
 export class SnapshotStore {
   readonly dir: string;
-  #current: SnapshotMeta | null = null;
+  #io: FileIo;
+  #logger: Logger | null;
+  #keep: number;
+  /** Every committed snapshot, oldest offset first. */
+  #snaps: SnapshotMeta[] = [];
+  #leases = new Map<string, number>();
+  /** Pruned snapshots a transfer still reads: deleted when released. */
+  #doomed = new Set<string>();
   #tempSeq = 0;
 
-  constructor(dir: string) {
+  constructor(dir: string, opts: SnapshotStoreOptions = {}) {
     this.dir = dir;
+    this.#io = opts.io ?? nodeFileIo;
+    this.#logger = opts.logger ?? null;
+    this.#keep = Math.max(1, opts.keep ?? 1);
   }
 
-  get current(): SnapshotMeta | null {
-    return this.#current;
-  }
-  get path(): string {
-    return join(this.dir, SNAPSHOT_FILE);
+  /** Every snapshot held, oldest first. */
+  get all(): readonly SnapshotMeta[] {
+    return this.#snaps;
   }
 
+  /** The newest snapshot of `epoch`, or null. */
+  newest(epoch: number): SnapshotMeta | null {
+    for (let i = this.#snaps.length - 1; i >= 0; i--) if (this.#snaps[i]!.epoch === epoch) return this.#snaps[i]!;
+    return null;
+  }
+
+  /** The newest snapshot of `epoch` for which `fits` holds (the log holds the byte after it). */
+  newestWhere(epoch: number, fits: (s: SnapshotMeta) => boolean): SnapshotMeta | null {
+    for (let i = this.#snaps.length - 1; i >= 0; i--) {
+      const s = this.#snaps[i]!;
+      if (s.epoch === epoch && fits(s)) return s;
+    }
+    return null;
+  }
+
+  /** Creates the directory; removes temp files (transfers that never completed) and files of the old layout. */
   async init(): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true });
-    // Leftover temp files are transfers that never completed.
-    for (const name of await fsp.readdir(this.dir)) {
-      if (name.startsWith('temp-') && name.endsWith('.rdb')) await fsp.rm(join(this.dir, name), { force: true });
+    await this.#io.mkdir(this.dir);
+    for (const name of await this.#io.readdir(this.dir)) {
+      if ((name.startsWith('temp-') && name.endsWith('.rdb')) || LEGACY.has(name) || (name.startsWith('snapshot') && name.includes('.tmp-'))) {
+        await this.#io.rm(join(this.dir, name));
+      }
     }
   }
 
-  /** Reads the snapshot a previous run left, if its file is whole. */
-  async recover(): Promise<SnapshotMeta | null> {
-    try {
-      const meta = JSON.parse(await fsp.readFile(join(this.dir, META_FILE), 'utf8')) as SnapshotMeta;
-      const st = await fsp.stat(this.path);
-      if (typeof meta.replid !== 'string' || typeof meta.offset !== 'number' || st.size !== meta.size) return null;
-      this.#current = Object.freeze({ ...meta });
-      return this.#current;
-    } catch {
-      return null;
+  /**
+   * Finds the snapshots a previous run left. With `epoch` set, those of other histories are deleted; with null
+   * (no state survived), all are kept and the caller picks.
+   */
+  async recover(epoch: number | null): Promise<readonly SnapshotMeta[]> {
+    const found: SnapshotMeta[] = [];
+    for (const name of await this.#io.readdir(this.dir)) {
+      const m = NAME_RE.exec(name);
+      if (!m) continue;
+      const path = join(this.dir, name);
+      const e = Number(m[1]);
+      if (epoch !== null && e !== epoch) {
+        this.#logger?.info({ file: name, epoch }, 'snapshot of another history removed');
+        await this.#io.rm(path);
+        continue;
+      }
+      try {
+        found.push(await this.#describe(path, m[2]!, Number(m[3]), e));
+      } catch (err) {
+        this.#logger?.warn({ err, file: name }, 'unreadable snapshot removed');
+        await this.#io.rm(path);
+      }
     }
+    this.#snaps = found.sort((a, b) => a.epoch - b.epoch || a.offset - b.offset);
+    return this.#snaps;
+  }
+
+  async #describe(path: string, replid: string, offset: number, epoch: number): Promise<SnapshotMeta> {
+    const st = await this.#io.stat(path);
+    const header = Buffer.alloc(9);
+    const fh = await this.#io.open(path, 'r');
+    try {
+      await fh.read(header, 0, 9, 0);
+    } finally {
+      await fh.close();
+    }
+    const rdbVersion = parseRdbVersion(header);
+    if (rdbVersion === 0) throw new Error('not an RDB file');
+    return Object.freeze({ replid, offset, epoch, size: st.size, rdbVersion, createdAt: st.mtimeMs, path });
   }
 
   tempPath(): string {
     return join(this.dir, `temp-${process.pid}-${++this.#tempSeq}.rdb`);
   }
 
-  /** Makes a completely received temp file the current snapshot. */
-  async commit(tempPath: string, meta: Omit<SnapshotMeta, 'createdAt' | 'size' | 'rdbVersion'>): Promise<SnapshotMeta> {
-    const st = await fsp.stat(tempPath);
-    const header = Buffer.alloc(9);
-    const fh = await fsp.open(tempPath, 'r');
-    try {
-      await fh.read(header, 0, 9, 0);
-    } finally {
-      await fh.close();
+  /**
+   * Publishes a completely received (and fsynced) temp file as a snapshot: one rename, then the directory fsynced.
+   * Nothing is deleted here: the caller prunes once its own state names the new history (see History.fullSync).
+   */
+  async commit(tempPath: string, meta: { readonly replid: string; readonly offset: number; readonly epoch: number }): Promise<SnapshotMeta> {
+    if (!/^[0-9A-Za-z]{40}$/.test(meta.replid)) throw new Error(`bad replid for a snapshot name: ${meta.replid}`);
+    const path = join(this.dir, fileName(meta.epoch, meta.replid, meta.offset));
+    const full = await this.#describe(tempPath, meta.replid, meta.offset, meta.epoch);
+    await this.#io.rename(tempPath, path);
+    await this.#io.syncDir(this.dir);
+    const snap = Object.freeze({ ...full, path, createdAt: Date.now() });
+    this.#snaps = this.#snaps.filter((s) => s.path !== path);
+    this.#snaps.push(snap);
+    this.#snaps.sort((a, b) => a.epoch - b.epoch || a.offset - b.offset);
+    return snap;
+  }
+
+  /**
+   * Deletes snapshots no longer wanted: those of other histories than `epoch`, and all but the newest `keep` of
+   * it, unless a transfer reads them (they go when it releases them).
+   */
+  async prune(epoch: number): Promise<void> {
+    const ofEpoch = this.#snaps.filter((s) => s.epoch === epoch);
+    const keep = new Set(ofEpoch.slice(-this.#keep).map((s) => s.path));
+    for (const s of [...this.#snaps]) {
+      if (keep.has(s.path)) continue;
+      // No longer offered; a file a transfer still reads goes when its last lease is released.
+      this.#snaps = this.#snaps.filter((x) => x !== s);
+      if ((this.#leases.get(s.path) ?? 0) > 0) this.#doomed.add(s.path);
+      else await this.#rm(s.path);
     }
-    const full: SnapshotMeta = Object.freeze({
-      ...meta,
-      size: st.size,
-      rdbVersion: parseRdbVersion(header),
-      createdAt: Date.now(),
-    });
-    await fsp.rename(tempPath, this.path);
-    await writeFileAtomic(join(this.dir, META_FILE), JSON.stringify(full));
-    this.#current = full;
-    return full;
+  }
+
+  async #rm(path: string): Promise<void> {
+    await this.#io.rm(path).catch((err: Error) => this.#logger?.warn({ err, file: path }, 'could not remove an old snapshot'));
+  }
+
+  /**
+   * Opens `meta` for a transfer. The lease is taken before the open, so the file cannot be pruned in between; the
+   * caller must release it (also when the transfer fails).
+   */
+  async lease(meta: SnapshotMeta): Promise<SnapshotLease> {
+    this.#leases.set(meta.path, (this.#leases.get(meta.path) ?? 0) + 1);
+    let released = false;
+    const release = async (fh: FileHandleIo | null): Promise<void> => {
+      if (released) return;
+      released = true;
+      await fh?.close().catch(() => {});
+      const n = (this.#leases.get(meta.path) ?? 1) - 1;
+      if (n > 0) this.#leases.set(meta.path, n);
+      else {
+        this.#leases.delete(meta.path);
+        if (this.#doomed.delete(meta.path)) await this.#rm(meta.path);
+      }
+    };
+    let fh: FileHandleIo;
+    try {
+      fh = await this.#io.open(meta.path, 'r');
+      const st = await fh.stat();
+      if (st.size !== meta.size) throw new Error(`snapshot file is ${st.size} bytes, expected ${meta.size}`);
+    } catch (err) {
+      await release(null);
+      throw err;
+    }
+    return { meta, fh, release: () => release(fh) };
+  }
+
+  /** Transfers reading any snapshot now. */
+  get leases(): number {
+    let n = 0;
+    for (const v of this.#leases.values()) n += v;
+    return n;
+  }
+
+  /** Stops offering `snap` (it could not be read) and deletes it once no transfer reads it. */
+  async remove(snap: SnapshotMeta): Promise<void> {
+    this.#snaps = this.#snaps.filter((s) => s.path !== snap.path);
+    if ((this.#leases.get(snap.path) ?? 0) > 0) this.#doomed.add(snap.path);
+    else await this.#rm(snap.path);
   }
 
   async discard(tempPath: string): Promise<void> {
-    await fsp.rm(tempPath, { force: true });
+    await this.#io.rm(tempPath);
   }
 }
 

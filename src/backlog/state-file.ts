@@ -1,30 +1,41 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from './snapshot-store.js';
+import { nodeFileIo, writeFileAtomic, type FileIo } from './file-io.js';
 
 const STATE_FILE = 'state.json';
 
-/** What survives a restart besides the snapshot and the log segments. */
+/** What survives a restart besides the snapshot files and the log segments. */
 export interface PersistedState {
   readonly replid: string;
   readonly replid2: string;
   readonly secondReplOffset: number;
-  /** History counter: a snapshot is good only for the history it was taken in. */
+  /** History counter: snapshot files and log segments carry it in their names, and only those of this epoch are used. */
   readonly epoch: number;
-  readonly snapshot: { readonly replid: string; readonly offset: number; readonly epoch: number } | null;
 }
 
-/** The state a previous run left in `dir`, or null (first start, or unreadable). */
-export async function readState(dir: string): Promise<PersistedState | null> {
+const REPLID_RE = /^[0-9A-Za-z]{40}$/;
+
+/**
+ * The state a previous run left in `dir`; null on a first start. Throws when the file exists but cannot be trusted
+ * (torn, not JSON, fields missing or of the wrong type): the caller says so and starts from scratch.
+ */
+export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<PersistedState | null> {
+  let text: string;
   try {
-    const s = JSON.parse(await readFile(join(dir, STATE_FILE), 'utf8')) as PersistedState;
-    return typeof s.replid === 'string' && typeof s.epoch === 'number' ? s : null;
-  } catch {
-    return null;
+    text = (await io.readFile(join(dir, STATE_FILE))).toString('utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
   }
+  const s = JSON.parse(text) as Partial<PersistedState>;
+  const ok =
+    typeof s.replid === 'string' && REPLID_RE.test(s.replid) &&
+    typeof s.replid2 === 'string' && REPLID_RE.test(s.replid2) &&
+    Number.isSafeInteger(s.secondReplOffset) && Number.isSafeInteger(s.epoch) && (s.epoch as number) >= 0;
+  if (!ok) throw new Error(`${STATE_FILE} has missing or malformed fields`);
+  return { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch! };
 }
 
-/** Temp file, fsync, rename: a crash leaves the old state or the new one, never half of either. */
-export function writeState(dir: string, state: PersistedState): Promise<void> {
-  return writeFileAtomic(join(dir, STATE_FILE), JSON.stringify(state));
+/** Temp file, fsync, rename, fsync of the directory: a crash leaves the old state or the new one, never half of either. */
+export function writeState(dir: string, state: PersistedState, io: FileIo = nodeFileIo): Promise<void> {
+  return writeFileAtomic(join(dir, STATE_FILE), JSON.stringify(state), io);
 }

@@ -35,6 +35,8 @@ export const DEFAULTS = deepFreeze({
   log: {
     memory: '64mb',
     disk: '1gb',
+    'disk-queue': '128mb',
+    'refresh-hold': '256mb',
   },
   replication: {
     'replica-max-lag': '256mb',
@@ -43,6 +45,7 @@ export const DEFAULTS = deepFreeze({
     'replica-soft-lag': '64mb',
     'replica-soft-seconds': 60,
     'ack-policy': 'self',
+    'snapshot-refresh-min-interval': '60s',
   },
   web: {
     bind: '127.0.0.1',
@@ -116,7 +119,12 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
   if (listen.tls !== null && listen.tls.port === listen.port) throw new ConfigError('listen.tls.port', 'must differ from listen.port');
 
   const lg = section('log');
-  const log = { memory: lg('memory', size(MIN_LOG_MEMORY)), disk: lg('disk', size(0)) };
+  const log = {
+    memory: lg('memory', size(MIN_LOG_MEMORY)),
+    disk: lg('disk', size(0)),
+    diskQueue: lg('disk-queue', size(1024 * 1024)),
+    refreshHold: lg('refresh-hold', size(0)),
+  };
 
   const re = section('replication');
   const replication = {
@@ -126,6 +134,7 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     replicaSoftLag: re('replica-soft-lag', size(0)),
     replicaSoftMs: re('replica-soft-seconds', duration(0)),
     ackPolicy: re('ack-policy', ackPolicy),
+    snapshotRefreshMinIntervalMs: re('snapshot-refresh-min-interval', duration(0)),
   };
 
   const we = section('web');

@@ -92,6 +92,10 @@ export interface LogConfig {
   readonly memory: number;
   /** Disk-backed log size (segment files in `dir/log`); 0 = memory only. */
   readonly disk: number;
+  /** Most stream bytes held in memory that the disk has not taken; past it the disk history is dropped. */
+  readonly diskQueue: number;
+  /** Most bytes the log keeps beyond its limit for a snapshot being fetched; past it the fetch is abandoned. */
+  readonly refreshHold: number;
 }
 
 /**
@@ -112,6 +116,8 @@ export interface ReplicationConfig {
   readonly replicaSoftMs: number;
   /** What the relay acknowledges upstream (REPLCONF ACK, GETACK answers): see AckPolicy. */
   readonly ackPolicy: AckPolicy;
+  /** At most one snapshot refresh from upstream (a fork on the master) per this interval. */
+  readonly snapshotRefreshMinIntervalMs: number;
 }
 
 export interface WebConfig {

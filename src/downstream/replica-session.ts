@@ -1,8 +1,8 @@
-import { createReadStream, promises as fsp } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import type { ReplLog, LogReader } from '../backlog/repl-log.js';
-import type { SnapshotMeta } from '../backlog/snapshot-store.js';
+import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import type { RelayStats } from '../observability/stats.js';
 
 /** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
@@ -126,31 +126,44 @@ export class ReplicaSession implements LogReader {
   }
 
   /**
-   * Full resync from `snapshot`: the replica's offset becomes `streamFrom - 1`. The log is pinned from there
-   * while the RDB is sent. `header` is the +FULLRESYNC line (empty for SYNC).
+   * Full resync: the replica's offset becomes `streamFrom - 1`, and the log is held from there (this session is a
+   * reader) while the payload is prepared and sent.
    */
-  async fullSync(header: Buffer, snapshot: SnapshotMeta | null, snapshotPath: string, payload: Buffer | null, streamFrom: number): Promise<void> {
+  beginFull(streamFrom: number): void {
     this.#offset = streamFrom - 1;
     this.#log.addReader(this);
     this.#setState(ReplicaState.SendBulk, 'full resync');
-    if (header.length > 0) this.#write(header);
+  }
+
+  /**
+   * Sends the payload of a full resync begun with beginFull(): `header` (the +FULLRESYNC line, empty for SYNC),
+   * then the snapshot the lease holds open (released when done, whatever happens) or an in-memory `payload`, then
+   * the stream.
+   */
+  async sendPayload(header: Buffer, rdb: { readonly lease: SnapshotLease } | { readonly payload: Buffer }): Promise<void> {
+    const lease = 'lease' in rdb ? rdb.lease : null;
     try {
-      if (payload) {
+      if (this.#state !== ReplicaState.SendBulk) return;
+      if (header.length > 0) this.#write(header);
+      if (lease) await this.#sendFile(lease);
+      else {
+        const payload = (rdb as { payload: Buffer }).payload;
         this.#write(Buffer.from(`$${payload.length}\r\n`));
         this.#write(payload);
-      } else {
-        await this.#sendFile(snapshotPath, snapshot!.size);
       }
     } catch (err) {
       this.close(`rdb send failed: ${(err as Error).message}`);
       return;
+    } finally {
+      await lease?.release();
     }
-    if (this.#state === ReplicaState.Closed) return;
+    if (this.#state !== ReplicaState.SendBulk) return;
     if (this.caps.rdbOnly) {
       // Like Redis: an rdb-only replica (redis-cli --rdb) is closed once it has the RDB.
       this.#log.removeReader(this);
       this.socket.end();
       this.#setState(ReplicaState.Closed, 'rdb-only transfer complete');
+      this.#onClose(this);
       return;
     }
     this.#setState(ReplicaState.Online, 'rdb sent');
@@ -158,34 +171,47 @@ export class ReplicaSession implements LogReader {
     this.pump();
   }
 
-  async #sendFile(path: string, size: number): Promise<void> {
-    // Open by descriptor first: a newer snapshot renamed over the path does not change what we send.
-    const fh = await fsp.open(path, 'r');
-    const st = await fh.stat();
-    if (st.size !== size) {
-      await fh.close();
-      throw new Error(`snapshot file is ${st.size} bytes, expected ${size}`);
-    }
-    this.#write(Buffer.from(`$${size}\r\n`));
-    await new Promise<void>((resolve, reject) => {
-      const rs = createReadStream('', { fd: fh.fd, autoClose: false, highWaterMark: 256 * 1024 });
-      const onClose = () => {
+  /**
+   * Streams the leased snapshot file to the socket, paced by the socket's backpressure. Settles only once no read
+   * is in flight, so the lease (and its descriptor) is never released under a pending read.
+   */
+  #sendFile(lease: SnapshotLease): Promise<void> {
+    const size = lease.meta.size;
+    return new Promise<void>((resolve, reject) => {
+      if (this.socket.destroyed) {
+        reject(new Error('replica closed before the RDB transfer'));
+        return;
+      }
+      let failure: Error | null = null;
+      let settled = false;
+      const settle = (): void => {
+        if (settled) return;
+        settled = true;
+        this.socket.off('close', onClose);
+        if (failure) reject(failure);
+        else resolve();
+      };
+      // Registered before anything can yield: a replica gone at any point ends the transfer.
+      const onClose = (): void => {
+        failure ??= new Error('replica closed during the RDB transfer');
         rs.destroy();
-        reject(new Error('replica closed during the RDB transfer'));
       };
       this.socket.once('close', onClose);
+      this.#write(Buffer.from(`$${size}\r\n`));
+      const rs = createReadStream('', { fd: lease.fh.fd, autoClose: false, start: 0, end: size - 1, highWaterMark: 256 * 1024 });
       rs.on('data', (chunk) => {
         if (!this.#write(chunk as Buffer)) {
           rs.pause();
           this.socket.once('drain', () => rs.resume());
         }
       });
-      rs.on('error', reject);
-      rs.on('end', () => {
-        this.socket.off('close', onClose);
-        resolve();
+      rs.on('error', (err) => {
+        failure ??= err;
       });
-    }).finally(() => fh.close());
+      rs.on('end', settle);
+      // After destroy() (socket gone, read error), 'close' comes once the read in flight has finished.
+      rs.on('close', settle);
+    });
   }
 
   /** Hands newly appended log bytes to the socket until it is full. */
@@ -219,6 +245,10 @@ export class ReplicaSession implements LogReader {
       (buf) => {
         this.#diskRead = false;
         if (this.#state !== ReplicaState.Online) return;
+        if (buf.length === 0) {
+          this.close('the disk log returned no bytes');
+          return;
+        }
         this.#offset += buf.length;
         this.#stats.replOutputBytes += buf.length;
         this.#stats.diskReadBytes += buf.length;
@@ -251,7 +281,8 @@ export class ReplicaSession implements LogReader {
       this.close(`fell behind the log: needs offset ${this.#offset + 1}, log starts at ${log.firstOffset}`, { limit: 'log.disk', lag, firstOffset: log.firstOffset });
       return true;
     }
-    if (log.disk) return false;
+    // Served from disk, the replica holds no memory: no lag limit. Behind memory not on disk, it does.
+    if (log.onDisk(this.#offset + 1)) return false;
     if (lag > this.#maxLag) {
       this.#stats.replicasDroppedLag++;
       this.close(`lag ${lag} bytes over replica-max-lag ${this.#maxLag}`, { limit: 'replication.replica-max-lag', lag, value: this.#maxLag });

@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { ReplLog } from '../backlog/repl-log.js';
 import type { ReplIds } from '../backlog/repl-ids.js';
-import { emptyRdb, type SnapshotMeta } from '../backlog/snapshot-store.js';
+import { emptyRdb, type SnapshotLease, type SnapshotMeta } from '../backlog/snapshot-store.js';
 import type { RelayStats } from '../observability/stats.js';
 import type { ClientConnection } from './client.js';
 import { ReplicaSession, ReplicaState } from './replica-session.js';
@@ -12,8 +12,11 @@ export interface ReplicationSource {
   readonly log: ReplLog;
   /** The snapshot, if the log holds the stream right after it (a consistent full sync is possible). */
   usableSnapshot(): SnapshotMeta | null;
-  readonly snapshotPath: string;
-  /** No usable snapshot and a replica needs one: get a fresh one from upstream. */
+  /** Opens a snapshot for one transfer; the file stays until the lease is released. */
+  lease(snap: SnapshotMeta): Promise<SnapshotLease>;
+  /** A snapshot could not be opened or read: stop offering it. */
+  snapshotFailed(snap: SnapshotMeta, err: Error): void;
+  /** No usable snapshot and a replica needs one: get a fresh one from upstream (rate-limited by the source). */
   needSnapshot(): void;
 }
 
@@ -162,11 +165,11 @@ export class DownstreamReplication {
         continue;
       }
       if (session.caps.rdbFilterEmpty) {
-        // No keys wanted: an empty RDB, and the stream from what we hold now.
+        // No keys wanted: an empty RDB, and the stream from the last whole command we hold (never mid-command).
         this.#waiting.delete(session);
-        const from = src.log.endOffset + 1;
-        const header = session.caps.plainSync ? Buffer.alloc(0) : Buffer.from(`+FULLRESYNC ${src.ids.replid} ${from - 1}\r\n`);
-        void session.fullSync(header, null, '', emptyRdb(src.usableSnapshot()?.rdbVersion ?? 10), from);
+        const from = src.log.lastBoundary + 1;
+        session.beginFull(from);
+        void session.sendPayload(this.#header(session, from - 1), { payload: emptyRdb(src.usableSnapshot()?.rdbVersion ?? 10) });
         continue;
       }
       snap ??= src.usableSnapshot();
@@ -175,9 +178,34 @@ export class DownstreamReplication {
         return;
       }
       this.#waiting.delete(session);
-      const header = session.caps.plainSync ? Buffer.alloc(0) : Buffer.from(`+FULLRESYNC ${src.ids.replid} ${snap.offset}\r\n`);
-      void session.fullSync(header, snap, src.snapshotPath, null, snap.offset + 1);
+      this.#sendSnapshot(session, snap);
     }
+  }
+
+  #header(session: ReplicaSession, offset: number): Buffer {
+    return session.caps.plainSync ? Buffer.alloc(0) : Buffer.from(`+FULLRESYNC ${this.#opts.source.ids.replid} ${offset}\r\n`);
+  }
+
+  /**
+   * The log is held from the snapshot's next byte at once (beginFull), then the file is opened; the +FULLRESYNC
+   * line names the offset of the very snapshot the lease holds open.
+   */
+  #sendSnapshot(session: ReplicaSession, snap: SnapshotMeta): void {
+    const src = this.#opts.source;
+    session.beginFull(snap.offset + 1);
+    src.lease(snap).then(
+      (lease) => {
+        if (session.state !== ReplicaState.SendBulk) {
+          void lease.release();
+          return;
+        }
+        void session.sendPayload(this.#header(session, lease.meta.offset), { lease });
+      },
+      (err: Error) => {
+        src.snapshotFailed(snap, err);
+        session.close(`snapshot unreadable: ${err.message}`);
+      },
+    );
   }
 
   /**

@@ -112,7 +112,15 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
       `relay_snapshot_offset:${s.snapshot ? s.snapshot.offset : -1}`,
       `relay_snapshot_size:${s.snapshot ? s.snapshot.size : 0}`,
       `relay_snapshot_usable:${s.snapshot?.usable ? 1 : 0}`,
+      `relay_snapshot_refreshes:${s.snapshotRefreshes}`,
+      `relay_snapshot_refresh_in_progress:${s.snapshotRefreshInProgress ? 1 : 0}`,
+      `relay_log_disk_state:${s.log.diskState}`,
+      `relay_log_disk_pending_bytes:${s.log.diskPendingBytes}`,
+      `relay_log_disk_write_errors:${s.log.diskWriteErrors}`,
+      `relay_log_disk_detaches:${s.log.diskDetaches}`,
     );
+    // The cause is free text from the OS: keep it on one line with no separators INFO parsers split on.
+    if (s.log.diskProblem !== null) lines.push(`relay_log_disk_problem:${s.log.diskProblem.replace(/[\r\n:,]+/g, ' ').slice(0, 200)}`);
     return lines;
   },
   cpu: () => {

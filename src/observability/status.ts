@@ -55,9 +55,23 @@ export interface RelayStatus {
     readonly diskBytes: number;
     readonly diskLimit: number;
     readonly diskSegments: number;
+    /** ok | failing | detached | closed | off (no disk log). */
+    readonly diskState: string;
+    /** Why the disk log is failing or detached (null when ok). */
+    readonly diskProblem: string | null;
+    readonly diskProblemSinceSeconds: number;
+    /** Stream bytes in memory the disk has not taken yet. */
+    readonly diskPendingBytes: number;
+    readonly diskWriteErrors: number;
+    /** Times the disk history was given up (the disk fell past log.disk-queue). */
+    readonly diskDetaches: number;
   };
+  /** The snapshot a full sync is served from (usable), else the newest one held (not usable); null when none. */
   readonly snapshot: { readonly replid: string; readonly offset: number; readonly size: number; readonly rdbVersion: number; readonly usable: boolean } | null;
   readonly snapshotRefreshInProgress: boolean;
+  /** Snapshot fetches from upstream started (each a fork on the master), and those that failed. */
+  readonly snapshotRefreshes: number;
+  readonly snapshotRefreshFailures: number;
   readonly connectedClients: number;
   readonly maxClients: number;
   readonly replicas: ReadonlyArray<ReplicaStatus>;

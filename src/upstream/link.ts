@@ -38,8 +38,10 @@ export interface LinkHost {
   /** A full sync's RDB is complete in `tempPath`: make it the snapshot and start a new history at `offset` (replid null after a plain SYNC). */
   commitFullSync(tempPath: string, replid: string | null, offset: number): Promise<void>;
   discardTemp(tempPath: string): Promise<void>;
-  /** Upstream continued us; `replid` is set when it has a new id (it failed over). */
-  continued(replid: string | null): void;
+  /** Upstream continued us; `replid` is set when it has a new id (it failed over). Resolves before any stream byte is appended. */
+  continued(replid: string | null): Promise<void>;
+  /** We cannot continue from our own position (upstream's stream after it keeps failing): the next PSYNC is a full sync. */
+  cannotResume(reason: string): void;
   /** A view of held stream bytes from `offset` (ReplLog.read), or null when not held. */
   readStream(offset: number): Buffer | null;
   /** Validated stream bytes, in order; `boundary` is the offset of the last whole command scanned. */
@@ -85,6 +87,8 @@ export class UpstreamLink extends EventEmitter {
   #generation = 0;
   #receiver: RdbReceiver | null = null;
   #scannerFailed = false;
+  /** masterReplOffset at the last garbage failure (-1: none since the last clean stretch). */
+  #garbageAt = -1;
   #replaying = false;
   #syncStartedAt = 0;
   /** Counters for INFO / status. */
@@ -97,7 +101,8 @@ export class UpstreamLink extends EventEmitter {
     this.#port = opts.port;
     this.#hostApi = host;
     this.#log = opts.log;
-    this.#scanner = new StreamScanner((cmd) => this.#onCommand(cmd));
+    // A master's stream is exempt from proto-max-bulk-len (Redis never limits its master client): no bulk cap.
+    this.#scanner = new StreamScanner((cmd) => this.#onCommand(cmd), { maxBulkLen: Number.MAX_SAFE_INTEGER });
   }
 
   get state(): LinkState {
@@ -246,8 +251,11 @@ export class UpstreamLink extends EventEmitter {
       case 'continue': {
         this.stats.partialSyncs++;
         log.info({ replid: outcome.replid ?? target.replid, offset: target.offset - 1, peer: this.#peer() }, 'partial resync accepted by upstream');
-        this.#hostApi.continued(outcome.replid);
-        this.#startStreaming(socket, rest);
+        // The new id (if any) is persisted before a byte of its stream is appended; the socket stays paused meanwhile.
+        this.#hostApi.continued(outcome.replid).then(
+          () => gen === this.#generation && this.#startStreaming(socket, rest),
+          (err: Error) => gen === this.#generation && this.#fail(err),
+        );
         return;
       }
       case 'full':
@@ -338,8 +346,14 @@ export class UpstreamLink extends EventEmitter {
     if (validBytes > 0) this.#hostApi.appendStream(validBytes === chunk.length ? chunk : chunk.subarray(0, validBytes), this.#scanner.boundary);
     if (error !== null) {
       this.#scannerFailed = true;
+      const at = this.#hostApi.masterReplOffset();
+      // The same failure at the same offset again: what follows our position does not parse as a continuation
+      // (our log ends inside a command the upstream does not have, or upstream is not what it claims). Retrying
+      // the same PSYNC would loop forever: give our position up and full-sync.
+      if (this.#garbageAt === at) this.#hostApi.cannotResume(`the upstream stream after offset ${at} failed to parse twice: ${error}`);
+      this.#garbageAt = at;
       // Keep what was valid; drop the link and PSYNC from there: upstream resends the rest.
-      this.#fail(new ProtocolError(`garbage in the upstream stream: ${error}`, this.#hostApi.masterReplOffset()));
+      this.#fail(new ProtocolError(`garbage in the upstream stream: ${error}`, at));
     }
   }
 

@@ -80,11 +80,16 @@ export function formatMetrics(s: RelayStatus, web: WebMetrics, streamCommands: R
   e.metric('log_disk_bytes', 'gauge', 'Bytes of the replication log in segment files on disk.', s.log.diskBytes);
   e.metric('log_disk_limit_bytes', 'gauge', 'Configured disk log size (log.disk; 0 = no disk log).', s.log.diskLimit);
   e.metric('log_disk_segments', 'gauge', 'Segment files of the disk log.', s.log.diskSegments);
+  e.metric('log_disk_failing', 'gauge', '1 when the disk log cannot take writes (failing or detached): the relay forwards from memory only.', s.log.diskState === 'failing' || s.log.diskState === 'detached' ? 1 : 0);
+  e.metric('log_disk_pending_bytes', 'gauge', 'Stream bytes held in memory that the disk log has not taken yet (log.disk-queue bounds it).', s.log.diskPendingBytes);
+  e.metric('log_disk_write_errors_total', 'counter', 'Disk log writes that failed (each is retried).', s.log.diskWriteErrors);
+  e.metric('log_disk_detaches_total', 'counter', 'Times the disk log history was given up because the disk fell past log.disk-queue.', s.log.diskDetaches);
   e.metric('snapshot_present', 'gauge', '1 when the relay holds a snapshot.', s.snapshot ? 1 : 0);
   e.metric('snapshot_usable', 'gauge', '1 when the snapshot can serve a full sync (its offset is still in the log).', s.snapshot?.usable ? 1 : 0);
   e.metric('snapshot_offset', 'gauge', 'Stream offset the snapshot was taken at (-1: none).', s.snapshot?.offset ?? -1);
   e.metric('snapshot_size_bytes', 'gauge', 'Snapshot RDB size.', s.snapshot?.size ?? 0);
   e.metric('snapshot_refresh_in_progress', 'gauge', '1 while a fresh snapshot is being fetched.', s.snapshotRefreshInProgress ? 1 : 0);
+  e.metric('snapshot_refreshes_total', 'counter', 'Fresh snapshots fetched from upstream (each is a fork on the master), started.', s.snapshotRefreshes);
   // Stream content
   e.metric(
     'stream_commands_total',

@@ -125,40 +125,69 @@ t.test('a torn last log segment is cut back on start and the relay continues par
   await replica.stop();
 });
 
-t.test('with a small disk limit the relay refreshes its snapshot and stays under the bound', async (t) => {
+t.test('with a small disk limit the disk log stays under its bound, and the master forks again only when a replica needs a full sync', async (t) => {
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
   await m.call('DEBUG', 'POPULATE', 2000, 'seed', 100);
   const limit = 4 * 1024 * 1024;
   const segment = limit / 8;
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '64kb', disk: limit } });
+  const relay = await startRelay({
+    upstream: { host: '127.0.0.1', port: master.port },
+    log: { memory: '64kb', disk: limit },
+    replication: { 'snapshot-refresh-min-interval': '1s' },
+  });
   t.teardown(() => relay.stop());
   const x = await relay.client();
   t.teardown(() => x.close());
-  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay link up' });
-  const firstSnapshot = stat(await x.info('replication'), 'relay_snapshot_offset');
+  const online = await startReplica(relay.port);
+  const a = await online.client();
+  t.teardown(() => a.close());
+  await waitConverged(m, [a], 'a replica online before the load');
+  const forksBefore = stat(await m.info('stats'), 'total_forks');
+  const fullBefore = stat(await m.info('stats'), 'sync_full');
 
   let maxDisk = 0;
   let sampling = true;
   const sampler = (async () => {
-    while (sampling) {
-      maxDisk = Math.max(maxDisk, stat(await x.info('replication'), 'relay_log_disk_bytes'));
-    }
+    while (sampling) maxDisk = Math.max(maxDisk, stat(await x.info('replication'), 'relay_log_disk_bytes'));
   })();
-  const load = benchmarkLoad(master.port, 60000, 256, 5000);
-  // A replica attached in the middle of the load gets a consistent full sync.
-  await waitFor(async () => stat(await m.info('replication'), 'master_repl_offset') > 6 * 1024 * 1024 || undefined, { what: 'load passes the disk limit' });
-  const replica = await startReplica(relay.port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
-  await load;
-  await m.call('SET', 'done', '1');
-  await waitConverged(m, [r], 'replica attached mid-load converges', 60000);
+  // Sustained writes, several times the disk limit, with the replica online throughout, until the disk log has
+  // dropped the bytes after the snapshot.
+  await benchmarkLoad(master.port, 60000, 256, 5000);
+  await waitFor(
+    async () => {
+      if (stat(await x.info('replication'), 'repl_backlog_first_byte_offset') > 3 * limit) return true;
+      await benchmarkLoad(master.port, 20000, 256, 5000);
+      return undefined;
+    },
+    { what: 'the disk log past several times its limit', timeoutMs: 120_000 },
+  );
+  await waitConverged(m, [a], 'the online replica keeps up', 60000);
   sampling = false;
   await sampler;
-  t.ok(stat(await x.info('replication'), 'relay_snapshot_offset') > firstSnapshot, 'the snapshot was refreshed');
   t.ok(maxDisk <= limit + segment + 64 * 1024, `disk use ${maxDisk} stays under the limit plus one segment`);
-  await replica.stop();
-});
+  let xi = await x.info('replication');
+  t.equal(stat(xi, 'relay_snapshot_usable'), 0, 'the log no longer holds the byte after the snapshot');
+  t.equal(stat(xi, 'relay_snapshot_refreshes'), 0, 'no snapshot fetched ahead of need');
+  t.equal(stat(await m.info('stats'), 'total_forks'), forksBefore, 'the master did not fork for the relay');
+  t.equal(stat(await m.info('stats'), 'sync_full'), fullBefore, 'nor full-sync it');
 
+  // A replica that needs a full sync: now, and only now, a fresh snapshot (one fork on the master).
+  const late = await startReplica(relay.port);
+  const b = await late.client();
+  t.teardown(() => b.close());
+  await m.call('SET', 'done', '1');
+  await waitConverged(m, [a, b], 'a replica attached after the load converges', 60000);
+  xi = await x.info('replication');
+  t.equal(stat(xi, 'relay_snapshot_refreshes'), 1, 'one snapshot fetched, for the replica that needed it');
+  t.equal(stat(await m.info('stats'), 'total_forks'), forksBefore + 1, 'one fork on the master');
+  // Another one served from that snapshot: no more forks.
+  const third = await startReplica(relay.port);
+  const c = await third.client();
+  t.teardown(() => c.close());
+  await waitConverged(m, [a, b, c], 'a third replica converges');
+  t.equal(stat(await x.info('replication'), 'relay_snapshot_refreshes'), 1, 'served from the fresh snapshot');
+  t.equal(stat(await m.info('stats'), 'total_forks'), forksBefore + 1, 'no further fork');
+  await Promise.all([online.stop(), late.stop(), third.stop()]);
+});

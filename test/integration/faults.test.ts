@@ -63,7 +63,7 @@ t.test('upstream killed mid-RDB: no half snapshot is served; the retry brings th
   const r = await replica.client();
   t.teardown(() => r.close());
   await waitFor(() => relay.relay.status().replicas.some((x) => x.state === 'wait_bgsave'), { what: 'replica waiting for a snapshot' });
-  t.equal(relay.relay.store.current, null, 'no snapshot while the transfer runs');
+  t.equal(relay.relay.store.all.length, 0, 'no snapshot while the transfer runs');
   replicaWaiting();
 
   await waitFor(async () => (await r.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'replica synced', timeoutMs: 20000 });
@@ -72,7 +72,7 @@ t.test('upstream killed mid-RDB: no half snapshot is served; the retry brings th
   t.strictSame(fake.psyncs[1], ['PSYNC', '?', '-1'], 'the retry starts over: the cut transfer gave no history');
   t.equal(relay.relay.link.stats.fullSyncs, 1, 'one complete full sync');
   t.equal(relay.relay.stats.syncFull, 1, 'the replica was served once, from the good snapshot');
-  t.ok(readFileSync(relay.relay.store.path).equals(rdb), 'the snapshot is the whole RDB');
+  t.ok(readFileSync(relay.relay.store.all[0]!.path).equals(rdb), 'the snapshot is the whole RDB');
   const ri = await r.info('replication');
   t.equal(ri['master_replid'], REPLID);
   t.equal(Number(ri['master_repl_offset']), 1000 + stream(['SELECT', 0], ['SET', 'after-rdb', 'yes']).length);

@@ -34,7 +34,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     handshakeTimeoutMs: 10_000,
     announceIp: null,
   },
-  log: { memory: 64 * 1024 ** 2, disk: 1024 ** 3 },
+  log: { memory: 64 * 1024 ** 2, disk: 1024 ** 3, diskQueue: 128 * 1024 ** 2, refreshHold: 256 * 1024 ** 2 },
   replication: {
     replicaMaxLag: 256 * 1024 ** 2,
     replicaTimeoutMs: 60_000,
@@ -42,6 +42,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     replicaSoftLag: 64 * 1024 ** 2,
     replicaSoftMs: 60_000,
     ackPolicy: { kind: 'self' },
+    snapshotRefreshMinIntervalMs: 60_000,
   },
   web: { bind: '127.0.0.1', port: 8080, token: null, allowInsecure: false, maxBuffered: 16 * 1024 ** 2, slowClient: 'disconnect' },
   logging: { level: 'info' },

@@ -6,7 +6,8 @@ import t from 'tap';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { ReplLog } from '../../src/backlog/repl-log.js';
-import type { DiskLog } from '../../src/backlog/disk-log.js';
+import { DiskLog } from '../../src/backlog/disk-log.js';
+import { waitFor } from '../helpers/wait.js';
 import { ReplicaSession, ReplicaState } from '../../src/downstream/replica-session.js';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { policyAckOffset, formatAckPolicy } from '../../src/downstream/ack-policy.js';
@@ -146,14 +147,16 @@ t.test('soft limit 0 is off; seconds 0 drops on the second check over it', async
 
 t.test('with a disk log neither lag limit applies: a lagging replica holds no memory', async (t) => {
   const log = new ReplLog(16 * 1024);
-  // Enough of a DiskLog: everything counts as written, so memory is trimmed regardless of readers.
-  const disk = { append: () => undefined, empty: false, firstOffset: 1, writtenOffset: 0 };
-  log.attachDisk(disk as unknown as DiskLog);
+  const disk = await DiskLog.open({ dir: t.testdir(), maxBytes: 1 << 30, segmentBytes: 1 << 20, maxPending: 1 << 30, epoch: 1, logger });
+  t.teardown(() => disk.close());
+  log.attachDisk(disk);
   const { s } = session(log, { maxLag: 1000, softLag: 500, softLagMs: 0 });
-  for (let i = 0; i < 10; i++) {
-    disk.writtenOffset = log.endOffset;
-    log.append(Buffer.alloc(8000, i));
-  }
+  // Whole commands, so that the disk log knows where they end.
+  const cmd = (i: number) => Buffer.concat([Buffer.from('*1\r\n$7992\r\n'), Buffer.alloc(7992, 97 + i), Buffer.from('\r\n')]);
+  for (let i = 0; i < 10; i++) log.append(cmd(i), log.endOffset + cmd(i).length);
+  await waitFor(() => disk.writtenOffset === log.endOffset || undefined, { what: 'the disk holds the stream' });
+  log.trim();
+  t.ok(log.size <= 32 * 1024, `memory trimmed to log.memory although the replica read nothing (${log.size})`);
   s.checkLag();
   s.checkLag();
   t.equal(s.state, ReplicaState.Online, 'still online, far past both limits');

@@ -1,7 +1,8 @@
 import t from 'tap';
-import { promises as fsp, existsSync } from 'node:fs';
-import { join, dirname } from 'node:path';
+import { promises as fsp, existsSync, symlinkSync } from 'node:fs';
+import { join, dirname, basename } from 'node:path';
 import { SnapshotStore, parseRdbVersion, emptyRdb, writeFileAtomic } from '../../src/backlog/snapshot-store.js';
+import { nodeFileIo, type FileIo } from '../../src/backlog/file-io.js';
 
 const REPLID = '0123456789abcdef0123456789abcdef01234567';
 const OTHER = 'f'.repeat(40);
@@ -13,152 +14,150 @@ function rdb(version: number, bodyLen = 100): Buffer {
   return Buffer.concat([Buffer.from(`REDIS${String(version).padStart(4, '0')}`, 'latin1'), body, Buffer.from([0xff]), Buffer.alloc(8, 1)]);
 }
 
-async function storeIn(dir: string): Promise<SnapshotStore> {
-  const store = new SnapshotStore(dir);
+async function storeIn(dir: string, keep = 1): Promise<SnapshotStore> {
+  const store = new SnapshotStore(dir, { keep });
   await store.init();
   return store;
 }
 
-t.test('commit renames the temp file and records replid, offset, size and rdbVersion', async (t) => {
+async function commit(store: SnapshotStore, meta: { replid: string; offset: number; epoch: number }, payload = rdb(10, 100)) {
+  const tmp = store.tempPath();
+  await fsp.writeFile(tmp, payload);
+  return store.commit(tmp, meta);
+}
+
+t.test('commit publishes the temp file under a name carrying epoch, replid and offset', async (t) => {
   const dir = t.testdir();
   const store = await storeIn(dir);
-  t.equal(store.current, null);
-  t.equal(store.path, join(dir, 'snapshot.rdb'));
+  t.same(store.all, []);
   const tmp = store.tempPath();
   t.equal(dirname(tmp), dir);
   const payload = rdb(11, 1234);
   await fsp.writeFile(tmp, payload);
-  const before = Date.now();
-  const meta = await store.commit(tmp, { replid: REPLID, offset: 4242 });
-  t.match(meta, { replid: REPLID, offset: 4242, size: payload.length, rdbVersion: 11 });
-  t.ok(meta.createdAt >= before && meta.createdAt <= Date.now(), 'createdAt is now');
-  t.equal(store.current, meta);
+  const meta = await store.commit(tmp, { replid: REPLID, offset: 4242, epoch: 3 });
+  t.match(meta, { replid: REPLID, offset: 4242, epoch: 3, size: payload.length, rdbVersion: 11 });
+  t.equal(basename(meta.path), `snapshot-0000000003-${REPLID}-00000000000000004242.rdb`);
   t.ok(Object.isFrozen(meta));
   t.notOk(existsSync(tmp), 'the temp file is gone');
-  t.ok((await fsp.readFile(store.path)).equals(payload), 'snapshot.rdb holds the payload');
-  const json = JSON.parse(await fsp.readFile(join(dir, 'snapshot.json'), 'utf8'));
-  t.same(json, meta, 'the metadata file matches');
-  t.same(
-    (await fsp.readdir(dir)).sort(),
-    ['snapshot.json', 'snapshot.rdb'],
-    'no temp files are left behind',
-  );
+  t.ok((await fsp.readFile(meta.path)).equals(payload), 'the file holds the payload');
+  t.same(await fsp.readdir(dir), [basename(meta.path)], 'nothing else: no separate metadata file to disagree with');
+  t.equal(store.newest(3), meta);
+  t.equal(store.newest(2), null, 'another history has none');
 });
 
-t.test('a second commit replaces the first', async (t) => {
-  const store = await storeIn(t.testdir());
-  const a = store.tempPath();
-  await fsp.writeFile(a, rdb(10, 10));
-  await store.commit(a, { replid: REPLID, offset: 1 });
-  const b = store.tempPath();
-  t.not(a, b, 'temp paths are unique');
-  await fsp.writeFile(b, rdb(12, 50));
-  const meta = await store.commit(b, { replid: OTHER, offset: 99 });
-  t.match(meta, { replid: OTHER, offset: 99, size: 50 + 18, rdbVersion: 12 });
-  const again = await new SnapshotStore(store.dir).recover();
-  t.same(again, meta);
-});
-
-t.test('commit of a file that is not an RDB records rdbVersion 0', async (t) => {
+t.test('a commit that is not an RDB is refused and the snapshot list is unchanged', async (t) => {
   const store = await storeIn(t.testdir());
   const tmp = store.tempPath();
   await fsp.writeFile(tmp, 'hello');
-  const meta = await store.commit(tmp, { replid: REPLID, offset: 0 });
-  t.same([meta.size, meta.rdbVersion], [5, 0]);
+  await t.rejects(store.commit(tmp, { replid: REPLID, offset: 0, epoch: 1 }), /not an RDB/);
+  t.same(store.all, []);
 });
 
-t.test('recover() in a new store instance returns the committed snapshot', async (t) => {
+t.test('a replid that cannot be part of a file name is refused', async (t) => {
+  const store = await storeIn(t.testdir());
+  const tmp = store.tempPath();
+  await fsp.writeFile(tmp, rdb(10));
+  await t.rejects(store.commit(tmp, { replid: '../../etc/passwd'.padEnd(40, 'x'), offset: 0, epoch: 1 }), /bad replid/);
+});
+
+t.test('recover() finds the snapshots of a history and removes those of other histories', async (t) => {
   const dir = t.testdir();
-  const first = await storeIn(dir);
-  const tmp = first.tempPath();
-  await fsp.writeFile(tmp, rdb(10, 500));
-  const meta = await first.commit(tmp, { replid: REPLID, offset: 777 });
+  const first = await storeIn(dir, 5);
+  const a = await commit(first, { replid: REPLID, offset: 100, epoch: 2 });
+  const b = await commit(first, { replid: REPLID, offset: 900, epoch: 2 }, rdb(10, 300));
+  const old = await commit(first, { replid: OTHER, offset: 50, epoch: 1 });
+  t.ok(existsSync(old.path), 'a snapshot of another history is kept while no prune ran for it');
 
-  const second = await storeIn(dir);
-  t.equal(second.current, null, 'nothing until recover()');
-  const got = await second.recover();
-  t.same(got, meta);
-  t.same(second.current, meta);
-  t.ok(Object.isFrozen(second.current));
+  const second = await storeIn(dir, 5);
+  t.same(second.all, [], 'nothing until recover()');
+  const got = await second.recover(2);
+  t.same(got.map((s) => [s.replid, s.offset, s.epoch, s.size]), [
+    [REPLID, 100, 2, a.size],
+    [REPLID, 900, 2, b.size],
+  ]);
+  t.notOk(existsSync(old.path), 'the other history is removed');
+  t.equal(second.newest(2)?.offset, 900);
+  t.equal(second.newestWhere(2, (s) => s.offset < 500)?.offset, 100, 'the newest that fits');
 });
 
-t.test('recover() returns null when there is nothing or it is not whole', async (t) => {
-  t.test('empty directory', async (t) => {
-    const store = await storeIn(t.testdir());
-    t.equal(await store.recover(), null);
-    t.equal(store.current, null);
-  });
-
-  const committed = async (dir: string) => {
-    const store = await storeIn(dir);
-    const tmp = store.tempPath();
-    await fsp.writeFile(tmp, rdb(10, 100));
-    await store.commit(tmp, { replid: REPLID, offset: 5 });
-    return store;
-  };
-
-  t.test('the file is longer than the metadata says', async (t) => {
-    const dir = t.testdir();
-    await committed(dir);
-    await fsp.appendFile(join(dir, 'snapshot.rdb'), 'x');
-    const store = new SnapshotStore(dir);
-    t.equal(await store.recover(), null);
-    t.equal(store.current, null);
-  });
-  t.test('the file is shorter than the metadata says', async (t) => {
-    const dir = t.testdir();
-    await committed(dir);
-    await fsp.truncate(join(dir, 'snapshot.rdb'), 50);
-    t.equal(await new SnapshotStore(dir).recover(), null);
-  });
-  t.test('the rdb file is missing', async (t) => {
-    const dir = t.testdir();
-    await committed(dir);
-    await fsp.rm(join(dir, 'snapshot.rdb'));
-    t.equal(await new SnapshotStore(dir).recover(), null);
-  });
-  t.test('the metadata is missing', async (t) => {
-    const dir = t.testdir();
-    await committed(dir);
-    await fsp.rm(join(dir, 'snapshot.json'));
-    t.equal(await new SnapshotStore(dir).recover(), null);
-  });
-  t.test('the metadata is not JSON', async (t) => {
-    const dir = t.testdir();
-    await committed(dir);
-    await fsp.writeFile(join(dir, 'snapshot.json'), '{"replid": ');
-    t.equal(await new SnapshotStore(dir).recover(), null);
-  });
-  t.test('the metadata lacks a replid or offset', async (t) => {
-    const dir = t.testdir();
-    await committed(dir);
-    await fsp.writeFile(join(dir, 'snapshot.json'), JSON.stringify({ offset: 5, size: 127 }));
-    t.equal(await new SnapshotStore(dir).recover(), null);
-    await fsp.writeFile(join(dir, 'snapshot.json'), JSON.stringify({ replid: REPLID, offset: '5', size: 127 }));
-    t.equal(await new SnapshotStore(dir).recover(), null);
-  });
+t.test('recover(null) keeps every history: the caller picks', async (t) => {
+  const dir = t.testdir();
+  const first = await storeIn(dir, 5);
+  await commit(first, { replid: OTHER, offset: 50, epoch: 1 });
+  await commit(first, { replid: REPLID, offset: 10, epoch: 4 });
+  const got = await new SnapshotStore(dir).recover(null);
+  t.same(got.map((s) => [s.epoch, s.offset]), [[1, 50], [4, 10]], 'ordered by epoch, then offset');
 });
 
-t.test('init() removes leftover temp files and keeps the rest', async (t) => {
+t.test('recover() removes a snapshot file that is not an RDB (torn by a crash before its rename? never: but a disk can lie)', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir);
+  const meta = await commit(store, { replid: REPLID, offset: 7, epoch: 1 });
+  await fsp.writeFile(meta.path, 'garbage');
+  t.same(await new SnapshotStore(dir).recover(1), []);
+  t.notOk(existsSync(meta.path));
+});
+
+t.test('prune keeps the newest `keep` of the current history and drops other histories', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir, 2);
+  const old = await commit(store, { replid: OTHER, offset: 5, epoch: 1 });
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 2 });
+  const b = await commit(store, { replid: REPLID, offset: 20, epoch: 2 });
+  const c = await commit(store, { replid: REPLID, offset: 30, epoch: 2 });
+  await store.prune(2);
+  t.same(store.all.map((s) => s.offset), [20, 30]);
+  for (const [s, present] of [[old, false], [a, false], [b, true], [c, true]] as const) t.equal(existsSync(s.path), present, `offset ${s.offset}`);
+});
+
+t.test('a leased snapshot is kept until its transfer releases it, and its handle reads the whole file', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir);
+  const payload = rdb(10, 5000);
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, payload);
+  const lease = await store.lease(a);
+  t.equal(store.leases, 1);
+  const b = await commit(store, { replid: REPLID, offset: 20, epoch: 1 });
+  await store.prune(1);
+  t.ok(existsSync(a.path), 'superseded but still being read');
+  t.same(store.all.map((s) => s.offset), [20], 'no longer offered');
+  const buf = Buffer.alloc(a.size);
+  const { bytesRead } = await lease.fh.read(buf, 0, a.size, 0);
+  t.equal(bytesRead, a.size);
+  t.ok(buf.equals(payload), 'the lease reads the snapshot it was given');
+  await lease.release();
+  await lease.release();
+  t.equal(store.leases, 0, 'a second release changes nothing');
+  t.notOk(existsSync(a.path), 'deleted once released');
+  t.same(store.all, [b]);
+});
+
+t.test('a lease on a file that changed size or vanished fails and holds nothing', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir);
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 1 });
+  await fsp.appendFile(a.path, 'x');
+  await t.rejects(store.lease(a), /expected/);
+  t.equal(store.leases, 0);
+  await fsp.rm(a.path);
+  await t.rejects(store.lease(a), { code: 'ENOENT' });
+  t.equal(store.leases, 0);
+  await store.remove(a);
+  t.same(store.all, []);
+});
+
+t.test('init() removes temp files, unfinished atomic writes and the files of the old layout', async (t) => {
   const dir = t.testdir({
     'temp-123-1.rdb': 'partial',
     'temp-999-42.rdb': 'partial',
-    'snapshot.rdb': 'keep',
+    'snapshot.rdb': 'old layout',
     'snapshot.json': '{}',
+    [`snapshot-0000000001-${REPLID}-00000000000000000001.rdb.tmp-1-x-1`]: 'unfinished',
     'temp-notes.txt': 'keep',
     'other.rdb': 'keep',
   });
-  const store = new SnapshotStore(dir);
-  await store.init();
-  t.same((await fsp.readdir(dir)).sort(), ['other.rdb', 'snapshot.json', 'snapshot.rdb', 'temp-notes.txt']);
-});
-
-t.test('init() removes what tempPath() named in an earlier run', async (t) => {
-  const dir = t.testdir();
-  const before = await storeIn(dir);
-  await fsp.writeFile(before.tempPath(), 'cut midway');
-  await storeIn(dir);
-  t.same(await fsp.readdir(dir), []);
+  await new SnapshotStore(dir).init();
+  t.same((await fsp.readdir(dir)).sort(), ['other.rdb', 'temp-notes.txt']);
 });
 
 t.test('init() creates a missing data directory', async (t) => {
@@ -176,13 +175,29 @@ t.test('discard() removes a temp file and tolerates a missing one', async (t) =>
   await store.discard(tmp);
 });
 
-t.test('writeFileAtomic writes the data and leaves no temp file', async (t) => {
+t.test('writeFileAtomic writes the data with mode 0600 and leaves no temp file', async (t) => {
   const dir = t.testdir({ 'f.json': 'old' });
   await writeFileAtomic(join(dir, 'f.json'), 'new');
   t.equal(await fsp.readFile(join(dir, 'f.json'), 'utf8'), 'new');
+  t.equal((await fsp.stat(join(dir, 'f.json'))).mode & 0o777, 0o600);
   await writeFileAtomic(join(dir, 'g.bin'), Buffer.from([0, 1, 2]));
   t.same([...(await fsp.readFile(join(dir, 'g.bin')))], [0, 1, 2]);
   t.same((await fsp.readdir(dir)).sort(), ['f.json', 'g.bin']);
+});
+
+t.test('writeFileAtomic never follows a symlink planted at its temp name', async (t) => {
+  const dir = t.testdir({ 'victim.txt': 'precious' });
+  // An attacker who wins the race plants a link exactly at the temp name just before it is opened.
+  const racing: FileIo = {
+    ...nodeFileIo,
+    open: (path, flags, mode) => {
+      if (path.includes('.tmp-')) symlinkSync(join(dir, 'victim.txt'), path);
+      return nodeFileIo.open(path, flags, mode);
+    },
+  };
+  await t.rejects(writeFileAtomic(join(dir, 'state.json'), 'mine', racing), { code: 'EEXIST' });
+  t.equal(await fsp.readFile(join(dir, 'victim.txt'), 'utf8'), 'precious', 'the link target is untouched');
+  t.notOk(existsSync(join(dir, 'state.json')));
 });
 
 t.test('parseRdbVersion reads REDISnnnn headers', async (t) => {

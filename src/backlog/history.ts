@@ -1,0 +1,284 @@
+import { join } from 'node:path';
+import type { Logger } from '../log.js';
+import { DiskLog, DiskLogState } from './disk-log.js';
+import { nodeFileIo, type FileIo } from './file-io.js';
+import { ReplIds, randomReplid } from './repl-ids.js';
+import { ReplLog, type LogReader } from './repl-log.js';
+import { SnapshotStore, type SnapshotMeta } from './snapshot-store.js';
+import { readState, writeState } from './state-file.js';
+
+export interface HistoryOptions {
+  readonly dir: string;
+  /** log.memory */
+  readonly memory: number;
+  /** log.disk; 0 = memory only. */
+  readonly disk: number;
+  /** log.disk-queue */
+  readonly diskQueue: number;
+  /** log.refresh-hold */
+  readonly refreshHold: number;
+  readonly logger: Logger;
+  readonly io?: FileIo;
+  /** Disk-log retry timings (tests shorten them). */
+  readonly diskRetryMinMs?: number;
+  readonly diskRetryMaxMs?: number;
+}
+
+/** Segment size for a disk log of `disk` bytes: an eighth of it, between 64 KiB and 64 MiB. */
+export function segmentBytesFor(disk: number): number {
+  return Math.max(64 * 1024, Math.min(64 * 1024 * 1024, Math.floor(disk / 8)));
+}
+
+/**
+ * The relay's replication history, and the one owner of its invariants: the replication ids (replid, replid2,
+ * second_repl_offset), the epoch (a new one per full sync from upstream; snapshot files and log segments carry
+ * it), the log (memory and disk) and the snapshots. Everything else asks it; each transition is one method:
+ * restart recovery, a full sync from upstream, `+CONTINUE <new id>`, a snapshot commit, giving the history up.
+ *
+ * Crash safety comes from the order of file operations in each transition (see each method): at any instant the
+ * files on disk describe the old history or the new one, never a mix.
+ */
+export class History {
+  readonly ids = new ReplIds();
+  readonly log: ReplLog;
+  readonly store: SnapshotStore;
+  #opts: HistoryOptions;
+  #io: FileIo;
+  #logger: Logger;
+  #epoch = 0;
+  /** We hold a position in some history (after a full sync, or recovered): upstream can continue us. */
+  #hasHistory = false;
+  /** Readers keeping the log from a snapshot being fetched (see hold()). */
+  #holds = new Set<LogReader>();
+  #dropping = false;
+
+  constructor(opts: HistoryOptions) {
+    this.#opts = opts;
+    this.#io = opts.io ?? nodeFileIo;
+    this.#logger = opts.logger;
+    this.log = new ReplLog(opts.memory);
+    this.store = new SnapshotStore(opts.dir, { io: this.#io, logger: opts.logger });
+  }
+
+  get epoch(): number {
+    return this.#epoch;
+  }
+  get hasHistory(): boolean {
+    return this.#hasHistory;
+  }
+  get disk(): DiskLog | null {
+    return this.log.disk;
+  }
+
+  /** Where to PSYNC upstream from: our replid and offset + 1, or `? -1` with no history. */
+  psyncTarget(): { replid: string; offset: number } {
+    return this.#hasHistory ? { replid: this.ids.replid, offset: this.log.endOffset + 1 } : { replid: '?', offset: -1 };
+  }
+
+  /** The newest snapshot of this history whose next byte the log holds: a full sync can be served from it. */
+  usableSnapshot(): SnapshotMeta | null {
+    return this.store.newestWhere(this.#epoch, (s) => this.log.holds(s.offset + 1));
+  }
+
+  /** The newest snapshot of this history, usable or not. */
+  newestSnapshot(): SnapshotMeta | null {
+    return this.store.newest(this.#epoch);
+  }
+
+  /**
+   * Restart recovery: picks up where a previous run stopped. With the state and a disk log of its epoch, the log
+   * continues from its last whole command; else the newest snapshot of that history lets upstream continue us
+   * from its offset; else (nothing usable, or a state file that cannot be trusted) we start without a history
+   * and upstream gives us a full sync. Each case is logged with its reason.
+   */
+  async recover(): Promise<void> {
+    await this.store.init();
+    let state = null;
+    try {
+      state = await readState(this.#opts.dir, this.#io);
+    } catch (err) {
+      this.#logger.error({ err }, 'state file unreadable: starting without a history (full sync from upstream)');
+    }
+    const snaps = await this.store.recover(state ? state.epoch : null);
+    if (this.#opts.disk > 0) {
+      const disk = await DiskLog.open({
+        dir: join(this.#opts.dir, 'log'),
+        maxBytes: this.#opts.disk,
+        segmentBytes: segmentBytesFor(this.#opts.disk),
+        maxPending: this.#opts.diskQueue,
+        epoch: state ? state.epoch : null,
+        logger: this.#logger.child({ component: 'disk-log' }),
+        io: this.#io,
+        retryMinMs: this.#opts.diskRetryMinMs,
+        retryMaxMs: this.#opts.diskRetryMaxMs,
+      });
+      disk.onOverLimit = () => void this.enforceDiskLimit();
+      if (state && !disk.empty) {
+        this.#adopt(state);
+        this.log.reset(disk.endOffset);
+        this.log.attachDisk(disk);
+        this.#hasHistory = true;
+        const snap = this.usableSnapshot();
+        this.#logger.info(
+          { replid: this.ids.replid, replid2: this.ids.replid2, epoch: this.#epoch, firstOffset: this.log.firstOffset, offset: this.log.endOffset, snapshotOffset: snap?.offset ?? null },
+          'replication log recovered',
+        );
+        return;
+      }
+      this.log.attachDisk(disk);
+    }
+    if (state) {
+      this.#adopt(state);
+      const snap = this.store.newest(state.epoch);
+      if (snap) {
+        await this.log.resetHistory(snap.offset, this.#epoch);
+        this.#hasHistory = true;
+        this.#logger.info({ replid: this.ids.replid, offset: snap.offset, bytes: snap.size }, 'snapshot recovered, no log after it: upstream continues from its offset');
+        return;
+      }
+      this.#logger.info({ epoch: state.epoch }, 'no log or snapshot of the last history survived: full sync from upstream');
+    } else if (snaps.length > 0) {
+      // No state (first run of this layout, or a torn file): the newest snapshot still names a point of a history.
+      const snap = snaps[snaps.length - 1]!;
+      this.#epoch = snap.epoch;
+      this.ids.reset(snap.replid);
+      await this.log.resetHistory(snap.offset, this.#epoch);
+      this.#hasHistory = true;
+      await this.persist();
+      this.#logger.info({ replid: snap.replid, offset: snap.offset }, 'snapshot recovered without a state file: upstream continues from its offset');
+      return;
+    }
+    await this.log.resetHistory(0, this.#epoch);
+  }
+
+  #adopt(state: { replid: string; replid2: string; secondReplOffset: number; epoch: number }): void {
+    this.ids.replid = state.replid;
+    this.ids.replid2 = state.replid2;
+    this.ids.secondReplOffset = state.secondReplOffset;
+    this.#epoch = state.epoch;
+  }
+
+  /**
+   * A full sync from upstream completed: `tempPath` holds its checked, fsynced RDB at `offset` of history
+   * `replid` (null after a plain SYNC: a random id). Order on disk: the old log segments go, then the snapshot is
+   * published under the new epoch, then the state names that epoch, then the old snapshots go. A crash before the
+   * state write recovers the old history from its snapshot; after it, the new one.
+   * In memory the switch is synchronous: no full sync is served from a mix of the two.
+   */
+  async fullSync(tempPath: string, replid: string | null, offset: number): Promise<SnapshotMeta> {
+    const id = replid ?? randomReplid();
+    this.#epoch++;
+    this.ids.reset(id);
+    this.#hasHistory = true;
+    this.#holds.clear();
+    await this.log.resetHistory(offset, this.#epoch);
+    const snap = await this.store.commit(tempPath, { replid: id, offset, epoch: this.#epoch });
+    await this.persist();
+    await this.store.prune(this.#epoch);
+    return snap;
+  }
+
+  /**
+   * Upstream continued us (`+CONTINUE [id]`). With a new id it failed over: replid2 takes the old id, valid up to
+   * our offset (Redis shiftReplicationId), persisted before any byte of the new id is appended. Returns whether
+   * the id changed (replicas must then learn it).
+   */
+  async continued(replid: string | null): Promise<boolean> {
+    if (replid === null || replid === this.ids.replid) return false;
+    this.#logger.info({ replid, replid2: this.ids.replid, offset: this.log.endOffset }, 'upstream has a new replid, shifting ids');
+    this.ids.shift(replid, this.log.endOffset);
+    await this.persist();
+    return true;
+  }
+
+  /**
+   * A fetched snapshot (a refresh) arrived in `tempPath`. It is published only if it belongs to this history: same
+   * epoch as when the fetch began, our replid, and an offset whose next byte the log holds or will hold. Returns
+   * it, or null (and removes the file) when it does not fit.
+   */
+  async commitSnapshot(tempPath: string, fetched: { replid: string; offset: number }, epochAtStart: number): Promise<SnapshotMeta | null> {
+    if (epochAtStart !== this.#epoch || fetched.replid !== this.ids.replid || fetched.offset + 1 < this.log.firstOffset) {
+      this.#logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: this.ids.replid, firstOffset: this.log.firstOffset }, 'fetched snapshot does not fit our history, discarded');
+      await this.store.discard(tempPath);
+      return null;
+    }
+    const snap = await this.store.commit(tempPath, { ...fetched, epoch: this.#epoch });
+    await this.store.prune(this.#epoch);
+    return snap;
+  }
+
+  /**
+   * We cannot continue from our own state (upstream keeps rejecting what follows our offset): the next PSYNC asks
+   * for a full sync. Replicas keep being served what we hold until it replaces our history.
+   */
+  forget(reason: string): void {
+    if (!this.#hasHistory) return;
+    this.#logger.error({ reason, replid: this.ids.replid, offset: this.log.endOffset }, 'giving up our own history: the next sync from upstream is a full sync');
+    this.#hasHistory = false;
+  }
+
+  /**
+   * Keeps the log from `reader.offset + 1` while a snapshot at that offset is fetched, up to log.refresh-hold
+   * beyond the log's limits. Returns the release function.
+   */
+  hold(reader: LogReader): () => void {
+    this.#holds.add(reader);
+    this.log.addReader(reader);
+    return () => {
+      this.#holds.delete(reader);
+      this.log.removeReader(reader);
+    };
+  }
+
+  /** Whether a hold is past log.refresh-hold (the fetch should be abandoned). */
+  holdExceeded(reader: LogReader): boolean {
+    if (!this.#holds.has(reader)) return false;
+    const d = this.log.disk;
+    if (d && d.active && this.log.onDisk(reader.offset + 1)) return d.size - this.#opts.disk > this.#opts.refreshHold;
+    return this.log.size - this.log.limit > this.#opts.refreshHold;
+  }
+
+  /**
+   * Keeps the disk log under log.disk by dropping its oldest segments. A segment a snapshot fetch is holding stays
+   * while the overshoot is within log.refresh-hold. Dropping the segment after the snapshot makes the snapshot
+   * unusable; a fresh one is fetched only when a replica needs a full sync (never ahead of need: each costs a fork).
+   */
+  async enforceDiskLimit(): Promise<void> {
+    const disk = this.log.disk;
+    if (!disk || this.#dropping) return;
+    this.#dropping = true;
+    try {
+      while (disk.overLimit > 0 && disk.segmentCount > 1) {
+        const oldest = disk.oldestSegment!;
+        const held = [...this.#holds].some((r) => r.offset + 1 <= oldest.end);
+        if (held && disk.overLimit <= this.#opts.refreshHold) return;
+        if (!(await disk.dropOldest())) return;
+        this.log.trim();
+      }
+    } finally {
+      this.#dropping = false;
+    }
+  }
+
+  /** replid, replid2, second_repl_offset and the epoch: temp file, fsync, rename. A failure is logged, not fatal. */
+  async persist(): Promise<void> {
+    try {
+      await writeState(this.#opts.dir, { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset, epoch: this.#epoch }, this.#io);
+    } catch (err) {
+      this.#logger.error({ err }, 'could not persist replication state');
+    }
+  }
+
+  /** Disk log health for INFO, /status and metrics. */
+  diskStatus(): { state: DiskLogState | 'off'; cause: string | null; since: number; pending: number; writeErrors: number; detaches: number } {
+    const d = this.log.disk;
+    if (!d) return { state: 'off', cause: null, since: 0, pending: 0, writeErrors: 0, detaches: 0 };
+    const p = d.problem;
+    return { state: d.state, cause: p?.cause ?? null, since: p?.since ?? 0, pending: d.pending, writeErrors: d.stats.writeErrors, detaches: d.stats.detaches };
+  }
+
+  async close(): Promise<void> {
+    await this.log.disk?.close();
+    if (this.#hasHistory) await this.persist();
+  }
+}

@@ -1,0 +1,142 @@
+import type { Socket } from 'node:net';
+import type { Logger } from './log.js';
+import type { History } from './backlog/history.js';
+import type { SnapshotMeta } from './backlog/snapshot-store.js';
+import { fetchSnapshot, type FetchOptions } from './upstream/snapshot-fetcher.js';
+
+export interface RefresherOptions {
+  readonly history: History;
+  readonly logger: Logger;
+  /** replication.snapshot-refresh-min-interval */
+  readonly minIntervalMs: number;
+  /** Where and how to fetch from now (null: no upstream known). */
+  readonly source: () => Omit<FetchOptions, 'log'> | null;
+  /** Whether the main link is in a state where a second connection makes sense (not itself full-syncing). */
+  readonly linkReady: () => boolean;
+  /** A new snapshot is usable: serve the replicas waiting for one. */
+  readonly onUsable: () => void;
+}
+
+/**
+ * Fetches a fresh snapshot from upstream (a second connection, `REPLCONF rdb-only 1`, `PSYNC ? -1`: a fork on
+ * the master) only when a replica needs a full sync that no snapshot the relay holds can serve, and never more often
+ * than the configured minimum interval. While the RDB arrives, the log is held from the snapshot's offset (bounded
+ * by log.refresh-hold) so that the stream after it is still there when it lands.
+ */
+export class SnapshotRefresher {
+  #opts: RefresherOptions;
+  #fetch: { socket: Socket | null; aborted: string | null } | null = null;
+  #lastStart = -Infinity;
+  #watch: NodeJS.Timeout | null = null;
+  #pendingUsable: (() => void) | null = null;
+  readonly stats = { started: 0, committed: 0, failed: 0, lastStartedAt: 0 };
+
+  constructor(opts: RefresherOptions) {
+    this.#opts = opts;
+  }
+
+  get inProgress(): boolean {
+    return this.#fetch !== null;
+  }
+  /** When the next refresh may start (ms since the epoch). */
+  get notBefore(): number {
+    return this.#lastStart + this.#opts.minIntervalMs;
+  }
+
+  /** A replica needs a full sync and no usable snapshot exists. */
+  request(): void {
+    const h = this.#opts.history;
+    if (this.#fetch || !h.hasHistory || !this.#opts.linkReady()) return;
+    if (Date.now() < this.notBefore) return;
+    const src = this.#opts.source();
+    if (!src) return;
+    this.#start(src);
+  }
+
+  /** Give up the fetch in progress (upstream changed, shutting down). */
+  abort(reason: string): void {
+    const f = this.#fetch;
+    if (!f) return;
+    f.aborted = reason;
+    f.socket?.destroy();
+  }
+
+  close(): void {
+    this.abort('relay closing');
+    this.#pendingUsable?.();
+  }
+
+  #start(src: Omit<FetchOptions, 'log'>): void {
+    const h = this.#opts.history;
+    const logger = this.#opts.logger;
+    const epoch = h.epoch;
+    const temp = h.store.tempPath();
+    const fetch = { socket: null as Socket | null, aborted: null as string | null };
+    this.#fetch = fetch;
+    this.#lastStart = Date.now();
+    this.stats.started++;
+    this.stats.lastStartedAt = this.#lastStart;
+    const hold = { offset: h.log.endOffset };
+    let release: (() => void) | null = null;
+    logger.info({ replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset, refreshes: this.stats.started }, 'no usable snapshot for a full sync: fetching a fresh one from upstream');
+    this.#watch = setInterval(() => {
+      if (h.holdExceeded(hold)) {
+        logger.warn({ limit: 'log.refresh-hold', offset: hold.offset }, 'snapshot fetch abandoned: holding the log for it went past log.refresh-hold');
+        this.abort('log.refresh-hold exceeded');
+      }
+    }, 1000);
+    this.#watch.unref();
+    fetchSnapshot(
+      { ...src, log: logger },
+      temp,
+      (snap) => {
+        // Keep the stream from the new snapshot's offset while its RDB arrives.
+        hold.offset = Math.max(h.log.firstOffset - 1, Math.min(snap.offset, h.log.endOffset));
+        release = h.hold(hold);
+      },
+      fetch,
+    )
+      .then(async (fetched) => {
+        if (fetch.aborted) throw new Error(fetch.aborted);
+        const snap = await h.commitSnapshot(temp, fetched, epoch);
+        if (!snap) {
+          this.stats.failed++;
+          return;
+        }
+        this.stats.committed++;
+        logger.info({ replid: snap.replid, offset: snap.offset, bytes: snap.size }, 'fresh snapshot committed');
+        this.#whenUsable(snap);
+      })
+      .catch(async (err: Error) => {
+        this.stats.failed++;
+        logger.warn({ err: fetch.aborted ?? err.message, nextAttemptInMs: Math.max(0, this.notBefore - Date.now()) }, 'snapshot fetch failed');
+        await h.store.discard(temp).catch(() => {});
+      })
+      .finally(() => {
+        if (this.#watch) clearInterval(this.#watch);
+        this.#watch = null;
+        release?.();
+        if (this.#fetch === fetch) this.#fetch = null;
+      });
+  }
+
+  /** A snapshot ahead of our stream becomes usable when the log reaches its offset. */
+  #whenUsable(snap: SnapshotMeta): void {
+    const h = this.#opts.history;
+    if (h.log.holds(snap.offset + 1)) {
+      this.#opts.onUsable();
+      return;
+    }
+    this.#pendingUsable?.();
+    const off = h.log.onAppend(() => {
+      if (h.log.endOffset < snap.offset) return;
+      done();
+      this.#opts.onUsable();
+    });
+    const done = (): void => {
+      off();
+      if (this.#pendingUsable === done) this.#pendingUsable = null;
+    };
+    this.#pendingUsable = done;
+  }
+}

@@ -1,0 +1,163 @@
+import { nodeFileIo, type FileHandleIo, type FileIo } from '../../src/backlog/file-io.js';
+
+/** The error a simulated crash throws: the process is "dead" from then on, every later operation throws too. */
+export class CrashError extends Error {
+  readonly code = 'ECRASH';
+}
+
+function errno(code: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code}: injected`), { code });
+}
+
+/**
+ * A real file layer (node's, on a temp dir) with faults injected on demand:
+ * - `shortWrites(n)`: every writev writes at most n bytes (the rest is left to the caller, as a real short write);
+ * - `failWrites(code, count)`: the next `count` writev calls fail with that errno (EIO, ENOSPC, EFBIG), writing nothing;
+ * - `hangWrites()`: writev calls never return until `release()`;
+ * - `crashAt(n, seed)`: the n-th mutating operation (open for writing, writev, datasync, sync, rename, rm, truncate) and
+ *   every operation after it throw CrashError; a writev that crashes first writes a seeded prefix of its data (torn).
+ * `ops` counts the mutating operations so far.
+ */
+export class FaultyIo implements FileIo {
+  ops = 0;
+  crashed = false;
+  #short = 0;
+  #fail: { code: string; left: number } | null = null;
+  #hang: Array<() => void> | null = null;
+  #crashAt = 0;
+  #seed = 1;
+  #inflight = new Set<Promise<unknown>>();
+
+  /** Resolves once every real operation started before now has finished: a crash is atomic for the ones in flight. */
+  async settled(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p);
+    void p.finally(() => this.#inflight.delete(p)).catch(() => {});
+    return p;
+  }
+
+  shortWrites(n: number): void {
+    this.#short = n;
+  }
+  failWrites(code: string, count: number): void {
+    this.#fail = { code, left: count };
+  }
+  hangWrites(): void {
+    this.#hang = [];
+  }
+  /** Lets hung writes go on (they then do their write). */
+  release(): void {
+    const waiting = this.#hang ?? [];
+    this.#hang = null;
+    for (const go of waiting) go();
+  }
+  crashAt(n: number, seed = 1): void {
+    this.#crashAt = n;
+    this.#seed = seed;
+  }
+
+  #rand(): number {
+    // mulberry32
+    let x = (this.#seed += 0x6d2b79f5);
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  }
+
+  /** Counts a mutating operation; true when this is the one that crashes. */
+  #step(): boolean {
+    if (this.crashed) throw new CrashError('crashed earlier');
+    this.ops++;
+    if (this.#crashAt > 0 && this.ops >= this.#crashAt) {
+      this.crashed = true;
+      return true;
+    }
+    return false;
+  }
+
+  #check(): void {
+    if (this.crashed) throw new CrashError('crashed earlier');
+  }
+
+  async open(path: string, flags: string, mode?: number): Promise<FileHandleIo> {
+    if (flags === 'r') this.#check();
+    else if (this.#step()) throw new CrashError(`crash at open ${path}`);
+    const fh = await this.#track(nodeFileIo.open(path, flags, mode));
+    return this.#wrap(fh);
+  }
+
+  #wrap(fh: FileHandleIo): FileHandleIo {
+    return {
+      fd: fh.fd,
+      writev: async (buffers, position) => {
+        const crash = this.#step();
+        if (crash) {
+          const all = Buffer.concat(buffers);
+          const torn = all.subarray(0, Math.floor(this.#rand() * all.length));
+          if (torn.length > 0) await this.#track(fh.writev([torn], position));
+          throw new CrashError('crash during writev');
+        }
+        if (this.#hang) await new Promise<void>((go) => this.#hang!.push(go));
+        if (this.#fail && this.#fail.left > 0) {
+          this.#fail.left--;
+          throw errno(this.#fail.code);
+        }
+        if (this.#short > 0) {
+          const all = Buffer.concat(buffers);
+          return this.#track(fh.writev([all.subarray(0, Math.min(this.#short, all.length))], position));
+        }
+        return this.#track(fh.writev(buffers, position));
+      },
+      read: (buffer, offset, length, position) => {
+        this.#check();
+        return fh.read(buffer, offset, length, position);
+      },
+      datasync: async () => {
+        if (this.#step()) throw new CrashError('crash at datasync');
+        return this.#track(fh.datasync());
+      },
+      sync: async () => {
+        if (this.#step()) throw new CrashError('crash at sync');
+        return this.#track(fh.sync());
+      },
+      stat: () => fh.stat(),
+      close: () => fh.close(),
+    };
+  }
+
+  async readdir(dir: string): Promise<string[]> {
+    this.#check();
+    return nodeFileIo.readdir(dir);
+  }
+  async stat(path: string): Promise<{ size: number; mtimeMs: number }> {
+    this.#check();
+    return nodeFileIo.stat(path);
+  }
+  async rm(path: string): Promise<void> {
+    if (this.#step()) throw new CrashError(`crash at rm ${path}`);
+    return this.#track(nodeFileIo.rm(path));
+  }
+  async truncate(path: string, len: number): Promise<void> {
+    if (this.#step()) throw new CrashError(`crash at truncate ${path}`);
+    return this.#track(nodeFileIo.truncate(path, len));
+  }
+  async rename(from: string, to: string): Promise<void> {
+    if (this.#step()) throw new CrashError(`crash at rename ${from}`);
+    return this.#track(nodeFileIo.rename(from, to));
+  }
+  async mkdir(dir: string): Promise<void> {
+    this.#check();
+    return nodeFileIo.mkdir(dir);
+  }
+  async readFile(path: string): Promise<Buffer> {
+    this.#check();
+    return nodeFileIo.readFile(path);
+  }
+  async syncDir(dir: string): Promise<void> {
+    if (this.#step()) throw new CrashError('crash at syncDir');
+    return this.#track(nodeFileIo.syncDir(dir));
+  }
+}
