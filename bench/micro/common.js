@@ -31,10 +31,10 @@ export function chunksOf(buf, size) {
   return out;
 }
 
-/** Runs fn() `rounds` times (after warming up for at least 3 calls and 0.3 s) and returns the median duration in seconds. */
+/** Runs fn() `rounds` times (after warming up for at least one call and 0.3 s) and returns the median duration in seconds. */
 export async function medianSeconds(rounds, fn) {
   const warm = performance.now();
-  for (let i = 0; i < 3 || performance.now() - warm < 300; i++) await fn();
+  for (let i = 0; i < 1 || performance.now() - warm < 300; i++) await fn();
   const times = [];
   for (let i = 0; i < rounds; i++) {
     const t = performance.now();
