@@ -78,6 +78,7 @@ const ops = {
     return { bytes: stream.length, offset: recorder.offset };
   },
   async serve() {
+    if (server) return { port: server.address().port, bytes: stream.length };
     server = net.createServer((sock) => {
       sock.setNoDelay(true);
       handshake(sock);

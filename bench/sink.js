@@ -7,10 +7,37 @@ const conns = new Map();
 let nextId = 1;
 const latency = new Samples(1 << 20);
 
-// REPLCONF ACK every 100 ms so the upstream sees progress (Redis replicas ack every second).
+// REPLCONF ACK once a second per connection, as Redis replicas do, spread over the second (a tenth of the
+// connections every 100 ms) so that 1,000 connections do not send 1,000 ACKs in one burst.
+let ackTick = 0;
 setInterval(() => {
-  for (const c of conns.values()) c.ack();
+  const slot = ackTick++ % 10;
+  for (const c of conns.values()) if (c.id % 10 === slot) c.ack();
 }, 100);
+
+/**
+ * Lag sampling: every `intervalMs`, the lowest offset among the selected connections that are streaming (a
+ * frozen or closed one counts with the offset it stopped at), with the time (CLOCK_MONOTONIC ms). The
+ * orchestrator sets it against the master's offsets sampled by bench/probe.js.
+ */
+let lag = null;
+function lagSample() {
+  let min = Infinity;
+  for (const c of lag.list) if (c.offset >= 0 && c.offset < min) min = c.offset;
+  if (min === Infinity) return;
+  if (lag.n === lag.t.length) {
+    const grow = (a) => {
+      const b = new Float64Array(a.length * 2);
+      b.set(a);
+      return b;
+    };
+    lag.t = grow(lag.t);
+    lag.off = grow(lag.off);
+  }
+  lag.t[lag.n] = nowMs();
+  lag.off[lag.n] = min;
+  lag.n++;
+}
 
 async function until(pred, timeoutMs, what) {
   const deadline = nowMs() + timeoutMs;
@@ -79,9 +106,34 @@ const ops = {
   snapshot({ ids }) {
     return select(ids).map(summary);
   },
-  freeze({ id }) {
-    conns.get(id).freeze();
+  freeze({ id, ids }) {
+    for (const c of select(ids ?? [id])) c.freeze();
     return true;
+  },
+  /** Resumes reading on frozen connections; returns their offsets at that moment and the time. */
+  unfreeze({ ids }) {
+    const list = select(ids);
+    const at = nowMs();
+    const offsets = list.map((c) => c.offset);
+    for (const c of list) c.unfreeze();
+    return { at, offsets };
+  },
+  lagStart({ ids, intervalMs = 10 }) {
+    if (lag) clearInterval(lag.timer);
+    lag = { list: select(ids), t: new Float64Array(4096), off: new Float64Array(4096), n: 0, timer: null };
+    lagSample();
+    lag.timer = setInterval(lagSample, intervalMs);
+    return true;
+  },
+  /** Stops lag sampling; returns [[t, minOffset], ...]. */
+  lagStop() {
+    if (!lag) return [];
+    clearInterval(lag.timer);
+    lagSample();
+    const out = [];
+    for (let i = 0; i < lag.n; i++) out.push([+lag.t[i].toFixed(2), lag.off[i]]);
+    lag = null;
+    return out;
   },
   latencyReset() {
     latency.reset();
@@ -92,6 +144,8 @@ const ops = {
     return latency.summary();
   },
   closeAll() {
+    if (lag) clearInterval(lag.timer);
+    lag = null;
     for (const c of conns.values()) c.destroy();
     conns.clear();
     return true;

@@ -126,10 +126,11 @@ class Node {
       await sleep(50);
     }
   }
-  async stop() {
+  /** SIGTERM, then SIGKILL after `graceMs` (a profiled relay needs time to write its profile). */
+  async stop(graceMs = this.graceMs ?? 5000) {
     this.client?.close();
     this.client = null;
-    await stopProc(this.proc, this.exited);
+    await stopProc(this.proc, this.exited, graceMs);
   }
 }
 
@@ -169,17 +170,17 @@ export async function startRedis(kind, extra = []) {
  * lag, long timeouts. `disk`: the log.disk setting; null keeps the relay's default (a 1gb disk log behind the
  * memory tail), 0 = memory only, the closest match to redis-server.
  */
-export async function startRelay(upstreamPort, repoRoot, { disk = null } = {}) {
+export async function startRelay(upstreamPort, repoRoot, { disk = null, maxLag = '256mb', nodeArgs: extraNodeArgs = [] } = {}) {
   const dir = tempDir('psync-bench-relay-');
   const cfg = join(dir, 'relay.yaml');
   writeFileSync(
     cfg,
-    `upstream:\n  timeout: 3600\nlog:\n  memory: 64mb\n${disk === null ? '' : `  disk: ${disk}\n`}replication:\n  replica-max-lag: 256mb\n  replica-timeout: 3600\n`,
+    `upstream:\n  timeout: 3600\nlog:\n  memory: 64mb\n${disk === null ? '' : `  disk: ${disk}\n`}replication:\n  replica-max-lag: ${maxLag}\n  replica-timeout: 3600\n`,
   );
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     // BENCH_RELAY_NODE_ARGS: extra node flags for the relay, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-    const nodeArgs = (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const nodeArgs = [...(process.env.BENCH_RELAY_NODE_ARGS ?? '').split(' ').filter(Boolean), ...extraNodeArgs];
     const args = [...nodeArgs, join(repoRoot, 'dist/main.js'), '--config', cfg, '--upstream', `127.0.0.1:${upstreamPort}`, '--port', String(port),
       '--dir', join(dir, 'data'), '--web-port', '0', '--log-level', 'warn'];
     const proc = spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });

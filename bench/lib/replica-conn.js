@@ -88,6 +88,15 @@ export class ReplicaConn {
     this.#sock.pause();
   }
 
+  /** Reads (and acknowledges) again after freeze(). */
+  unfreeze() {
+    if (!this.frozen) return;
+    this.frozen = false;
+    if (this.state === 'closed') return;
+    this.#sock.resume();
+    this.ack();
+  }
+
   ack() {
     if (this.state !== 'stream' || this.frozen || this.#sock.destroyed) return;
     this.#sock.write(encodeCommand(['REPLCONF', 'ACK', String(this.offset)]));

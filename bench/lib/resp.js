@@ -10,10 +10,10 @@ export function encodeCommand(args) {
   return Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p))));
 }
 
-class Incomplete extends Error {}
+export class Incomplete extends Error {}
 
 /** Parses one reply at `pos`; returns [value, nextPos]; throws Incomplete. Errors become Error objects. */
-function parseReply(buf, pos) {
+export function parseReply(buf, pos) {
   if (pos >= buf.length) throw new Incomplete();
   const eol = buf.indexOf('\r\n', pos);
   if (eol < 0) throw new Incomplete();

@@ -1,0 +1,42 @@
+// StreamScanner.scan (dist/resp/stream-scanner.js) over a redis-benchmark-like SET stream cut into socket-sized
+// chunks, with decodeArgs off (what the relay does while nobody subscribes to /stream) and on.
+//   node bench/micro/scanner.js [--quick] [--json]
+import { StreamScanner } from '../../dist/resp/stream-scanner.js';
+import { QUICK, chunksOf, medianSeconds, report, setStream } from './common.js';
+
+const MB = 1e6;
+const total = QUICK ? 32 * MB : 128 * MB;
+const rounds = QUICK ? 3 : 5;
+const results = [];
+for (const valueSize of [1024, 64]) {
+  const stream = setStream(total, valueSize);
+  for (const chunkSize of [64 * 1024, 1460]) {
+    if (chunkSize !== 64 * 1024 && valueSize !== 1024) continue;
+    const chunks = chunksOf(stream, chunkSize);
+    for (const decode of [false, true]) {
+      let commands = 0;
+      let argBytes = 0;
+      const scanner = new StreamScanner((cmd) => {
+        commands++;
+        argBytes += cmd.args.length;
+      });
+      const seconds = await medianSeconds(rounds, () => {
+        scanner.reset(0);
+        scanner.decodeArgs = decode;
+        commands = 0;
+        for (const c of chunks) {
+          const r = scanner.scan(c);
+          if (r.error !== null) throw new Error(r.error);
+        }
+      });
+      results.push({
+        case: `SET -d ${valueSize}, ${chunkSize} B chunks, decodeArgs ${decode ? 'on' : 'off'}`,
+        mbps: stream.length / MB / seconds,
+        opsPerSec: commands / seconds,
+        note: `${commands} commands`,
+      });
+      if (argBytes < 0) console.log(argBytes); // keep the callback's work observable
+    }
+  }
+}
+report('StreamScanner.scan', results);
