@@ -1,10 +1,12 @@
 /**
  * The Dockerfile and .dockerignore, read as text: no Docker engine runs here or in CI, so the image cannot be
- * built; these are the properties a build would otherwise show. (hadolint is neither in Debian nor on npm.)
+ * built; these are the properties a build would otherwise show. hadolint is neither in Debian nor on npm: the
+ * lint is dockerfile-utils, the linter of the VS Code Docker language server.
  */
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { validate as lintDockerfile } from 'dockerfile-utils';
 import { validateConfig } from '../../src/config/schema.js';
 import { REPO_ROOT } from '../helpers/relay-process.js';
 
@@ -42,6 +44,13 @@ const stages = parseDockerfile(dockerfile);
 const final = stages[stages.length - 1] ?? [];
 const all = (stage: Instruction[], keyword: string): Instruction[] => stage.filter((i) => i.keyword === keyword);
 const runs = (stage: Instruction[]): string => all(stage, 'RUN').map((i) => i.args).join('\n');
+
+t.test('dockerfile-utils finds no problem (and does find one in a broken copy)', async (t) => {
+  const problems = lintDockerfile(dockerfile).map((d) => `line ${d.range.start.line + 1}: ${d.message}`);
+  t.strictSame(problems, [], 'no problem');
+  const broken = dockerfile.replace('--start-period=', '--startperiod=');
+  t.match(lintDockerfile(broken).map((d) => d.message), ['Unknown flag: startperiod'], 'an unknown HEALTHCHECK flag is caught');
+});
 
 t.test('multi-stage: a build stage compiles, the runtime stage is node:20-bookworm-slim', async (t) => {
   t.ok(stages.length >= 2, `${stages.length} stages`);
