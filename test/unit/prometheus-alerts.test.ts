@@ -68,6 +68,20 @@ const CASES: Case[] = [
     at: '45m',
     firing: ['fast'],
   },
+  {
+    name: 'a disk log that cannot take writes for over a minute',
+    series: { ...relay('failing', { log_disk_failing: '0 0 1x10' }), ...relay('blip', { log_disk_failing: '0 1 0x10' }), ...relay('fine', { log_disk_failing: '0x12' }) },
+    alert: 'PsyncRelayDiskLogFailing',
+    at: '6m',
+    firing: ['failing'],
+  },
+  {
+    name: 'more than three snapshot refreshes in an hour',
+    series: { ...relay('often', { snapshot_refreshes_total: '0+1x60' }), ...relay('rare', { snapshot_refreshes_total: '0+0.02x60' }) },
+    alert: 'PsyncRelaySnapshotRefreshesFrequent',
+    at: '60m',
+    firing: ['often'],
+  },
 ];
 
 function relay(instance: string, metrics: Record<string, string>): Record<string, string> {
