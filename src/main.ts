@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { loadConfig, HELP_TEXT } from './config/load.js';
 import { createLogger } from './log.js';
-import { Relay } from './relay.js';
+import { Relay, RELAY_VERSION } from './relay.js';
 import { RelayError } from './errors.js';
 
 /**
@@ -19,6 +19,10 @@ async function main(): Promise<number> {
   }
   if (loaded.help) {
     process.stdout.write(HELP_TEXT);
+    return 0;
+  }
+  if (loaded.version) {
+    process.stdout.write(`psync-relay ${RELAY_VERSION}\n`);
     return 0;
   }
   const logger = createLogger(loaded.config.logging.level);

@@ -3,10 +3,11 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDocument } from 'yaml';
 import { ConfigError } from '../errors.js';
+import { ENV_KEYS, readEnvOverrides } from './env.js';
 import { DEFAULTS, LOG_LEVELS, validateConfig } from './schema.js';
 import type { RelayConfig } from './types.js';
 
-type FlagName = 'config' | 'upstream' | 'port' | 'bind' | 'web-port' | 'dir' | 'log-level' | 'help';
+type FlagName = 'config' | 'upstream' | 'port' | 'bind' | 'web-port' | 'dir' | 'log-level' | 'help' | 'version';
 
 /** Flags that set config keys: flag -> the YAML path it overrides and how its string value is read. */
 const FLAG_KEYS = {
@@ -27,6 +28,7 @@ const PARSE_ARGS_OPTIONS = {
   dir: { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
 } as const satisfies Record<FlagName, { type: 'string' | 'boolean'; short?: string }>;
 
 export const HELP_TEXT = `Usage: psync-relay [--config FILE] [options]
@@ -46,6 +48,12 @@ Options:
                          (default: ${DEFAULTS.dir} relative to the config file, else to the working directory)
   --log-level LEVEL      ${LOG_LEVELS.join('|')} (default: ${DEFAULTS.logging.level})
   -h, --help             print this help and exit
+  -v, --version          print the version and exit
+
+Environment (overrides the config file; flags override it):
+${Object.entries(ENV_KEYS)
+  .map(([name, path]) => `  ${name}[_FILE]`.padEnd(39) + ` ${path.join('.')}, or a file holding it`)
+  .join('\n')}
 `;
 
 /**
@@ -70,18 +78,19 @@ export function loadConfigFile(path: string): unknown {
 }
 
 /**
- * Builds the config from defaults <- the `--config` file <- flags. With `--help`/`-h` the flags are still checked
- * but the file is not read and `config` holds the defaults, so help works even with a broken config file.
+ * Builds the config from defaults <- the `--config` file <- environment overrides (env.ts) <- flags. With
+ * `--help`/`-h` or `--version`/`-v` the flags are still checked but neither the file nor the environment is read
+ * and `config` holds the defaults, so both work even with a broken config file.
  * Errors are ConfigError: a bad flag (unknown, missing or malformed value) has `path` = the flag as typed (`--port`);
- * a flag value out of range has `path` = the flag too; a bad file key has its dotted YAML path.
- * `env` is reserved for environment overrides; none are defined yet.
+ * a flag value out of range has `path` = the flag too; a bad file key has its dotted YAML path; a bad environment
+ * override has `path` = the variable's name.
  */
-export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): { config: RelayConfig; help: boolean } {
-  void env;
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): { config: RelayConfig; help: boolean; version: boolean } {
   const { tokens } = parseArgs({ args: argv, options: PARSE_ARGS_OPTIONS, strict: false, allowPositionals: true, tokens: true });
 
   let configFile: string | null = null;
   let help = false;
+  let version = false;
   const overrides: Array<{ flag: string; path: readonly string[]; value: unknown }> = [];
 
   for (const token of tokens) {
@@ -90,9 +99,10 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     const flag = token.rawName;
     if (!Object.hasOwn(PARSE_ARGS_OPTIONS, token.name)) throw new ConfigError(flag, 'unknown flag; see --help');
     const name = token.name as FlagName;
-    if (name === 'help') {
+    if (name === 'help' || name === 'version') {
       if (token.value !== undefined) throw new ConfigError(flag, 'takes no value');
-      help = true;
+      if (name === 'help') help = true;
+      else version = true;
       continue;
     }
     // `--port --bind x` would read "--bind" as the port: a value starting with "-" must be written `--flag=-value`.
@@ -105,7 +115,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     else overrides.push({ flag, path: FLAG_KEYS[name].path, value: FLAG_KEYS[name].parse(value, flag) });
   }
 
-  if (help) return { config: validateConfig({}, null), help };
+  if (help || version) return { config: validateConfig({}, null), help, version };
+  // Applied before the flags, so a flag setting the same key wins.
+  overrides.unshift(...readEnvOverrides(env).map((o) => ({ flag: o.source, path: o.path, value: o.value })));
 
   // An empty file parses to null: same as {}.
   const raw = (configFile === null ? {} : loadConfigFile(configFile)) ?? {};
@@ -114,9 +126,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     for (const { path, value } of overrides) setIn(merged, path, value);
   }
   try {
-    return { config: validateConfig(merged, configFile), help };
+    return { config: validateConfig(merged, configFile), help, version };
   } catch (err) {
-    // A flag's value failed validation: name the flag, not the key it set. The last flag setting a key wins.
+    // A flag's (or variable's) value failed validation: name it, not the key it set. The last one setting a key wins.
     const by = err instanceof ConfigError ? overrides.findLast((o) => o.path.join('.') === err.path) : undefined;
     if (by && err instanceof ConfigError) {
       throw new ConfigError(by.flag, err.message.slice(err.path.length + 2), { cause: err });
