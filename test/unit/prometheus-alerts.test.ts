@@ -43,17 +43,18 @@ const CASES: Case[] = [
     firing: ['down'],
   },
   {
-    name: 'an unusable snapshot matters with a disk log or with the upstream down, not a memory-only relay still linked',
+    name: 'an unusable snapshot fires only while replicas wait for a full sync',
     series: {
-      ...relay('disk', { snapshot_usable: '0x30', log_disk_limit_bytes: '1e9x30', upstream_link_up: '1x30' }),
-      ...relay('memory-linked', { snapshot_usable: '0x30', log_disk_limit_bytes: '0x30', upstream_link_up: '1x30' }),
-      ...relay('memory-down', { snapshot_usable: '0x30', log_disk_limit_bytes: '0x30', upstream_link_up: '0x30' }),
-      ...relay('fine', { snapshot_usable: '1x30', log_disk_limit_bytes: '1e9x30', upstream_link_up: '0x30' }),
+      ...relay('stuck', { snapshot_usable: '0x30', connected_replicas: '3x30', online_replicas: '1x30' }),
+      // Unusable but nobody waits: the normal state with refreshes by need.
+      ...relay('idle', { snapshot_usable: '0x30', connected_replicas: '3x30', online_replicas: '3x30' }),
+      ...relay('serving', { snapshot_usable: '1x30', connected_replicas: '3x30', online_replicas: '1x30' }),
     },
     alert: 'PsyncRelaySnapshotUnusable',
     at: '20m',
-    firing: ['disk', 'memory-down'],
+    firing: ['stuck'],
   },
+
   {
     name: 'a full disk log fires only when it holds under an hour of stream',
     series: {
