@@ -100,7 +100,7 @@ function sameCommand(reply: string, args: Buffer[], i: number): void {
     strictEqual(unknownCommandReply(args), reply, `command ${i}: same name and arguments`);
     return;
   }
-  // (EXEC, refused, also says EXECABORT first.)
+  // A refused EXEC says EXECABORT first.
   const named = /^-(?:EXECABORT [^:]*: )?(?:NOPERM this user has no permissions to run the|(?:ERR )?wrong number of arguments for) '([^'|]+)(?:\|[^']*)?' command/.exec(reply);
   if (named) {
     strictEqual(name, named[1], `command ${i}: same name`);
@@ -117,9 +117,9 @@ function sameCommand(reply: string, args: Buffer[], i: number): void {
 }
 
 /**
- * Known disagreement, kept visible in its own test below (its assertion is marked DISAGREES WITH REDIS): the relay quotes a byte
- * past 0x7f in `expected '$', got '<byte>'` UTF-8 encoded, Redis writes the byte itself. Undone here so that the
- * property checks everything else.
+ * Known disagreement, kept visible in its own test below (a TODO assertion, DISAGREES WITH REDIS): the relay
+ * quotes a byte past 0x7f in `expected '$', got '<byte>'` UTF-8 encoded, Redis writes the byte itself. Undone
+ * here so that the property checks everything else.
  */
 function knownEncodingDifference(output: string): string {
   const m = /^(-ERR Protocol error: expected '\$', got ')([\xc2\xc3][\x80-\xbf])('\r\n)$/.exec(output);
