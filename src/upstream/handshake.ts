@@ -10,6 +10,7 @@ export const HandshakeState = {
   ReceivePong: 'receive-pong',
   ReceiveAuth: 'receive-auth',
   ReceivePort: 'receive-port',
+  ReceiveIp: 'receive-ip',
   ReceiveRdbOnly: 'receive-rdb-only',
   ReceiveCapa: 'receive-capa',
   ReceivePsync: 'receive-psync',
@@ -22,6 +23,7 @@ export interface HandshakeContext {
   readonly password: string | null;
   /** Our downstream port, announced so the master's INFO lists us (and Sentinel finds us). */
   readonly listeningPort: number;
+  /** Sent as its own `REPLCONF ip-address <ip>` after listening-port (Redis replica-announce-ip); null = not sent. */
   readonly announceIp: string | null;
   /** Ask only for the RDB (a snapshot refresh connection), Redis 7's `REPLCONF rdb-only 1`. */
   readonly rdbOnly: boolean;
@@ -67,11 +69,15 @@ function nextAfter(state: HandshakeState, ctx: HandshakeContext): HandshakeState
   const order: HandshakeState[] = [
     HandshakeState.ReceiveAuth,
     HandshakeState.ReceivePort,
+    HandshakeState.ReceiveIp,
     HandshakeState.ReceiveRdbOnly,
     HandshakeState.ReceiveCapa,
   ];
   const present = order.filter(
-    (s) => (s !== HandshakeState.ReceiveAuth || ctx.password !== null) && (s !== HandshakeState.ReceiveRdbOnly || ctx.rdbOnly),
+    (s) =>
+      (s !== HandshakeState.ReceiveAuth || ctx.password !== null) &&
+      (s !== HandshakeState.ReceiveIp || ctx.announceIp !== null) &&
+      (s !== HandshakeState.ReceiveRdbOnly || ctx.rdbOnly),
   );
   const i = state === HandshakeState.ReceivePong ? 0 : present.indexOf(state) + 1;
   return present[i] ?? HandshakeState.ReceivePsync;
@@ -93,7 +99,8 @@ export function step(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       const send: string[][] = [];
       if (ctx.password !== null) send.push(ctx.user !== null ? ['AUTH', ctx.user, ctx.password] : ['AUTH', ctx.password]);
       send.push(['REPLCONF', 'listening-port', String(ctx.listeningPort)]);
-      if (ctx.announceIp !== null) send[send.length - 1] = [...send[send.length - 1]!, 'ip-address', ctx.announceIp];
+      // Redis 7.0 syncWithMaster: a command of its own, only when replica-announce-ip is set.
+      if (ctx.announceIp !== null) send.push(['REPLCONF', 'ip-address', ctx.announceIp]);
       if (ctx.rdbOnly) send.push(['REPLCONF', 'rdb-only', '1']);
       send.push(['REPLCONF', 'capa', 'eof', 'capa', 'psync2']);
       return { next: nextAfter(state, ctx), send };
@@ -103,6 +110,10 @@ export function step(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       return { next: nextAfter(state, ctx) };
     case HandshakeState.ReceivePort:
       if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF listening-port: ${line}` };
+      return { next: nextAfter(state, ctx) };
+    case HandshakeState.ReceiveIp:
+      // Like Redis: non critical, the master lists us under the connection's address instead.
+      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF ip-address: ${line}` };
       return { next: nextAfter(state, ctx) };
     case HandshakeState.ReceiveRdbOnly:
       // An upstream older than 7.0 refuses rdb-only: it will keep streaming after the RDB, which we ignore.

@@ -107,11 +107,11 @@ t.test('WAIT on the master counts the relay, and the master sees the relay offse
   await m.call('SET', 'wait-key', '1');
   t.equal(await m.call('WAIT', 1, 2000), 1);
   const offset = stat(await m.info('replication'), 'master_repl_offset');
-  await waitFor(async () => {
-    const mi = await m.info('replication');
-    return (mi['slave0'] ?? '').includes(`offset=${offset}`) ? true : undefined;
+  const line = await waitFor(async () => {
+    const slave0 = (await m.info('replication'))['slave0'] ?? '';
+    return slave0.includes(`offset=${offset},`) ? slave0 : undefined;
   }, { what: 'master INFO shows the relay at its offset' });
-  t.pass('relay offset reported');
+  t.match(line, new RegExp(`^ip=127\\.0\\.0\\.1,port=${relay.port},state=online,offset=${offset},lag=\\d+$`), 'the relay, online at the master offset');
 });
 
 t.test('malformed RESP from a downstream client gets a protocol error and only that client is closed', async (t) => {

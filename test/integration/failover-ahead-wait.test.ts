@@ -52,23 +52,38 @@ t.test('a replica ahead of the relay is held until the relay catches up, then co
   t.equal(num(await infoOf(d.port), 'master_port'), x.port, 'D follows the relay');
 });
 
-/** Sends PSYNC on a raw connection and resolves with the first reply line (keepalive newlines skipped) and the time it took. */
-async function psync(port: number, replid: string, offset: number): Promise<{ line: string; ms: number }> {
+/**
+ * Sends PSYNC on a raw connection that announces `tag` as its listening port (so INFO names it); `reply` resolves
+ * with the first reply line (keepalive newlines skipped), `answered()` says whether it has arrived.
+ */
+async function psync(port: number, replid: string, offset: number, tag: number): Promise<{ reply: Promise<string>; answered(): boolean }> {
   const s = connect({ port, host: '127.0.0.1' });
+  t.teardown(() => s.destroy());
   await once(s, 'connect');
-  const started = Date.now();
-  s.write(Buffer.concat([encodeCommand(['REPLCONF', 'capa', 'eof', 'capa', 'psync2']), encodeCommand(['PSYNC', replid, String(offset)])]));
+  s.write(
+    Buffer.concat([
+      encodeCommand(['REPLCONF', 'listening-port', String(tag)]),
+      encodeCommand(['REPLCONF', 'capa', 'eof', 'capa', 'psync2']),
+      encodeCommand(['PSYNC', replid, String(offset)]),
+    ]),
+  );
   let text = '';
   s.on('data', (d: Buffer) => (text += d.toString('latin1')));
-  const line = await waitFor(() => /^\+OK\r\n\n*(\+[A-Z]+[^\r]*)\r\n/.exec(text)?.[1], { what: 'PSYNC reply', timeoutMs: 10_000 });
-  s.destroy();
-  return { line, ms: Date.now() - started };
+  const line = () => /^\+OK\r\n\+OK\r\n\n*(\+[A-Z]+[^\r]*)\r\n/.exec(text)?.[1];
+  const reply = waitFor(line, { what: 'PSYNC reply', timeoutMs: 10_000 });
+  return { reply, answered: () => line() !== undefined };
 }
 
-t.test('a replica too far ahead gets a full sync after ahead-wait (at once with 0)', async (t) => {
+/** The INFO slaveN line of the raw replica announced as `tag`. */
+async function replicaLine(port: number, tag: number): Promise<string> {
+  const info = await infoOf(port);
+  return Object.entries(info).find(([k, v]) => /^slave\d+$/.test(k) && v.includes(`port=${tag},`))?.[1] ?? '';
+}
+
+t.test('a replica too far ahead gets a full sync after ahead-wait (at once with 0, or for another replid)', async (t) => {
   const m = await startRedis();
   await writeKeys(m.port, 'data');
-  const y = await startRelay({ upstream: { host: '127.0.0.1', port: m.port }, replication: { 'ahead-wait': '1s' } });
+  const y = await startRelay({ upstream: { host: '127.0.0.1', port: m.port }, replication: { 'ahead-wait': '2s' } });
   const z = await startRelay({ upstream: { host: '127.0.0.1', port: m.port }, replication: { 'ahead-wait': 0 } });
   t.teardown(() => Promise.all([y.stop(), z.stop()]));
   for (const r of [y, z]) {
@@ -79,20 +94,21 @@ t.test('a replica too far ahead gets a full sync after ahead-wait (at once with 
 
   const yBefore = await infoOf(y.port, 'stats');
   const ahead = num(mi, 'master_repl_offset') + 10_000;
-  const pending = psync(y.port, mi['master_replid']!, ahead);
-  await waitFor(async () => /state=wait_bgsave/.test((await infoOf(y.port))['slave0'] ?? ''), { what: 'y holds the PSYNC' });
+  const held = await psync(y.port, mi['master_replid']!, ahead, 1001);
+  await waitFor(async () => /state=wait_bgsave/.test(await replicaLine(y.port, 1001)), { what: 'y holds the PSYNC' });
   t.equal(num(await infoOf(y.port, 'stats'), 'sync_partial_err'), num(yBefore, 'sync_partial_err'), 'undecided while held');
-  const { line, ms } = await pending;
-  t.match(line, /^\+FULLRESYNC [0-9a-f]{40} \d+$/, 'full sync once the wait is over');
-  t.ok(ms >= 900, `held about ahead-wait (${ms} ms)`);
-  const yAfter = await infoOf(y.port, 'stats');
-  t.equal(num(yAfter, 'sync_partial_err') - num(yBefore, 'sync_partial_err'), 1);
-  t.equal(num(yAfter, 'sync_full') - num(yBefore, 'sync_full'), 1);
 
-  const other = await psync(y.port, 'f'.repeat(40), ahead);
-  t.match(other.line, /^\+FULLRESYNC/, 'another replid is not waited for');
-  t.ok(other.ms < 900, 'at once');
-  const zero = await psync(z.port, mi['master_replid']!, ahead);
-  t.match(zero.line, /^\+FULLRESYNC/, 'ahead-wait 0: full sync at once, as Redis');
-  t.ok(zero.ms < 900, 'at once');
+  // Orderings instead of stopwatches: while y still holds that PSYNC (until its ahead-wait runs out), a PSYNC for
+  // another replid and one to a relay with ahead-wait 0 are both answered.
+  const other = await psync(y.port, 'f'.repeat(40), ahead, 1002);
+  t.match(await other.reply, /^\+FULLRESYNC/, 'another replid is not waited for');
+  const zero = await psync(z.port, mi['master_replid']!, ahead, 1003);
+  t.match(await zero.reply, /^\+FULLRESYNC/, 'ahead-wait 0: full sync at once, as Redis');
+  t.notOk(held.answered(), 'both answered while the first PSYNC is still held');
+  t.match(await replicaLine(y.port, 1001), /state=wait_bgsave/, 'which y still holds, undecided');
+
+  t.match(await held.reply, /^\+FULLRESYNC [0-9a-f]{40} \d+$/, 'full sync once the wait is over');
+  const yAfter = await infoOf(y.port, 'stats');
+  t.equal(num(yAfter, 'sync_partial_err') - num(yBefore, 'sync_partial_err'), 2, 'two refusals: the other replid, then the held one');
+  t.equal(num(yAfter, 'sync_full') - num(yBefore, 'sync_full'), 2);
 });

@@ -33,11 +33,10 @@ t.test('SIGTERM: replicas get the whole stream, exit 0, and a restarted relay co
   for (let i = 0; i < 200; i++) await m.call('SET', `k${i}`, `v${i}`);
   await waitConverged(m, [r], 'replica online');
 
-  // 1. Everyone keeps up: the relay exits at once (within a replica ACK interval), code 0.
-  let started = Date.now();
+  // 1. Everyone keeps up: the relay exits as soon as the replica acknowledged everything, before the deadline, code 0.
   t.equal(await relay.stop('SIGTERM'), 0, 'exit code 0');
-  t.ok(Date.now() - started < 2000, `stopped in ${Date.now() - started} ms, before the deadline`);
-  t.match(relay.logs(), /replicas hold the whole stream/);
+  t.match(relay.logs(), /replicas hold the whole stream/, 'it exited because the replica holds the whole stream');
+  t.notMatch(relay.logs(), /before the shutdown deadline/, 'not because the deadline passed');
   t.notMatch(relay.logs(), /"level":50/, 'no error logged');
 
   await m.call('SET', 'while-down', '1');
@@ -56,11 +55,11 @@ t.test('SIGTERM: replicas get the whole stream, exit 0, and a restarted relay co
   replica.proc.kill('SIGSTOP');
   try {
     for (let i = 0; i < 100; i++) await m.call('SET', `late${i}`, 'x'.repeat(100));
-    started = Date.now();
     t.equal(await relay.stop('SIGTERM'), 0, 'exit code 0 after the deadline');
-    const took = Date.now() - started;
-    t.ok(took >= 1900 && took < 6000, `waited for shutdown-timeout (2 s): ${took} ms`);
-    t.match(relay.logs(), /did not acknowledge the whole stream before the shutdown deadline/);
+    const logs = relay.logs();
+    t.match(logs, /did not acknowledge the whole stream before the shutdown deadline/, 'it waited for the frozen replica until shutdown-timeout');
+    t.match(logs, /"limit":"shutdown-timeout"/, 'and says which limit ended the wait');
+    t.notMatch(logs, /replicas hold the whole stream/);
   } finally {
     replica.proc.kill('SIGCONT');
   }

@@ -25,16 +25,17 @@ t.test('for many attempts, random() = 0 gives min/2 and random() = 1 gives the c
     [1000, 60_000],
     [7, 1000],
   ] as const) {
+    const wrong: string[] = [];
     for (let attempt = 0; attempt <= 200; attempt++) {
       const low = backoffDelay(attempt, min, max, zero);
       const high = backoffDelay(attempt, min, max, one);
       const ceiling = Math.min(max, min * 2 ** attempt);
-      if (low !== Math.round(min / 2)) t.fail(`attempt ${attempt} min ${min}: low ${low}`);
-      if (high !== ceiling) t.fail(`attempt ${attempt} min ${min} max ${max}: high ${high}, want ${ceiling}`);
-      if (!Number.isInteger(low) || !Number.isInteger(high)) t.fail('delays are whole milliseconds');
+      if (low !== Math.round(min / 2)) wrong.push(`attempt ${attempt}: low ${low}, want ${Math.round(min / 2)}`);
+      if (high !== ceiling) wrong.push(`attempt ${attempt}: high ${high}, want ${ceiling}`);
+      if (!Number.isInteger(low) || !Number.isInteger(high)) wrong.push(`attempt ${attempt}: ${low}, ${high} not whole milliseconds`);
     }
+    t.same(wrong, [], `min ${min} max ${max}: bounds hold for attempts 0..200`);
   }
-  t.pass('bounds hold for attempts 0..200');
 });
 
 t.test('delays stay within [min/2, max] for random values in between', async (t) => {
@@ -55,10 +56,9 @@ t.test('huge attempt numbers do not overflow to Infinity or NaN', async (t) => {
   }
 });
 
-t.test('the default random source stays within bounds', async (t) => {
-  for (let i = 0; i < 200; i++) {
-    const d = backoffDelay(5, 100, 1000);
-    if (d < 50 || d > 1000) t.fail(`delay ${d}`);
-  }
-  t.pass();
+t.test('the default random source stays within bounds and spreads the delays', async (t) => {
+  const delays = Array.from({ length: 200 }, () => backoffDelay(5, 100, 1000));
+  t.ok(Math.min(...delays) >= 50, `no delay under min/2 (lowest ${Math.min(...delays)})`);
+  t.ok(Math.max(...delays) <= 1000, `no delay over max (highest ${Math.max(...delays)})`);
+  t.ok(new Set(delays).size > 20, `jitter: ${new Set(delays).size} distinct delays in 200`);
 });

@@ -112,20 +112,22 @@ const table: Row[] = [
     expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'rdb-only', '1'], CAPA]),
   },
   {
-    name: 'announceIp adds ip-address to the listening-port REPLCONF',
+    // Redis 7.0 syncWithMaster: `REPLCONF ip-address <replica-announce-ip>` is its own command, after listening-port.
+    name: 'announceIp sends REPLCONF ip-address as its own command after listening-port',
     ctx: ctx({ announceIp: '10.0.0.7' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceivePort, [[...PORT, 'ip-address', '10.0.0.7'], CAPA]),
+    expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'ip-address', '10.0.0.7'], CAPA]),
   },
   {
-    name: 'everything at once keeps the order AUTH, port+ip, rdb-only, capa',
+    name: 'everything at once keeps the order AUTH, port, ip, rdb-only, capa',
     ctx: ctx({ user: 'u', password: 'p', announceIp: '::1', rdbOnly: true, listeningPort: 7000 }),
     state: S.ReceivePong,
     input: reply('+PONG'),
     expect: ok(S.ReceiveAuth, [
       ['AUTH', 'u', 'p'],
-      ['REPLCONF', 'listening-port', '7000', 'ip-address', '::1'],
+      ['REPLCONF', 'listening-port', '7000'],
+      ['REPLCONF', 'ip-address', '::1'],
       ['REPLCONF', 'rdb-only', '1'],
       CAPA,
     ]),
@@ -152,6 +154,19 @@ const table: Row[] = [
   { name: '+OK to listening-port moves to capa', ctx: ctx(), state: S.ReceivePort, input: reply('+OK'), expect: ok(S.ReceiveCapa) },
   { name: '+OK to listening-port with rdbOnly moves to rdb-only', ctx: ctx({ rdbOnly: true }), state: S.ReceivePort, input: reply('+OK'), expect: ok(S.ReceiveRdbOnly) },
   { name: 'an error to listening-port is only a warning', ctx: ctx(), state: S.ReceivePort, input: reply('-ERR Unrecognized REPLCONF option'), expect: ok(S.ReceiveCapa, [], { warning: true }) },
+  { name: '+OK to listening-port with announceIp moves to ip-address', ctx: ctx({ announceIp: '10.0.0.7' }), state: S.ReceivePort, input: reply('+OK'), expect: ok(S.ReceiveIp) },
+
+  // ReceiveIp
+  { name: '+OK to ip-address moves to capa', ctx: ctx({ announceIp: '10.0.0.7' }), state: S.ReceiveIp, input: reply('+OK'), expect: ok(S.ReceiveCapa) },
+  { name: '+OK to ip-address with rdbOnly moves to rdb-only', ctx: ctx({ announceIp: '10.0.0.7', rdbOnly: true }), state: S.ReceiveIp, input: reply('+OK'), expect: ok(S.ReceiveRdbOnly) },
+  {
+    // Redis: "(Non critical) Master does not understand REPLCONF ip-address".
+    name: 'an error to ip-address is only a warning',
+    ctx: ctx({ announceIp: '10.0.0.7' }),
+    state: S.ReceiveIp,
+    input: reply('-ERR REPLCONF ip-address provided by replica instance is too long: 60 bytes'),
+    expect: ok(S.ReceiveCapa, [], { warning: true }),
+  },
 
   // ReceiveRdbOnly
   { name: '+OK to rdb-only moves to capa', ctx: ctx({ rdbOnly: true }), state: S.ReceiveRdbOnly, input: reply('+OK'), expect: ok(S.ReceiveCapa) },
@@ -266,12 +281,13 @@ t.test('a full handshake with user, password, rdbOnly and announceIp', async (t)
   t.same(r.sent, [
     ['PING'],
     ['AUTH', 'u', 'p'],
-    ['REPLCONF', 'listening-port', '6380', 'ip-address', '1.2.3.4'],
+    ['REPLCONF', 'listening-port', '6380'],
+    ['REPLCONF', 'ip-address', '1.2.3.4'],
     ['REPLCONF', 'rdb-only', '1'],
     CAPA,
     FIRST_PSYNC,
   ]);
-  t.same(r.states, [S.Connecting, S.ReceivePong, S.ReceiveAuth, S.ReceivePort, S.ReceiveRdbOnly, S.ReceiveCapa, S.ReceivePsync, S.Done]);
+  t.same(r.states, [S.Connecting, S.ReceivePong, S.ReceiveAuth, S.ReceivePort, S.ReceiveIp, S.ReceiveRdbOnly, S.ReceiveCapa, S.ReceivePsync, S.Done]);
   t.same(r.outcome, { kind: 'full', replid: REPLID, offset: 100 });
   t.same(r.warnings, []);
 });
@@ -285,10 +301,10 @@ t.test('a reconnect handshake without password continues', async (t) => {
 });
 
 t.test('an old master refusing every REPLCONF and PSYNC ends in SYNC with warnings', async (t) => {
-  const r = drive(ctx({ rdbOnly: true }), (cmd) => (cmd[0] === 'PING' ? '+PONG' : '-ERR unknown command'));
-  t.same(r.sent, [['PING'], PORT, ['REPLCONF', 'rdb-only', '1'], CAPA, FIRST_PSYNC, ['SYNC']]);
+  const r = drive(ctx({ rdbOnly: true, announceIp: '10.0.0.7' }), (cmd) => (cmd[0] === 'PING' ? '+PONG' : '-ERR unknown command'));
+  t.same(r.sent, [['PING'], PORT, ['REPLCONF', 'ip-address', '10.0.0.7'], ['REPLCONF', 'rdb-only', '1'], CAPA, FIRST_PSYNC, ['SYNC']]);
   t.same(r.outcome, { kind: 'sync' });
-  t.equal(r.warnings.length, 4, 'listening-port, rdb-only, capa, psync');
+  t.equal(r.warnings.length, 5, 'listening-port, ip-address, rdb-only, capa, psync');
   t.equal(r.error, null);
 });
 

@@ -122,6 +122,9 @@ t.test('waitFor stops polling when its signal aborts', async (t) => {
   ac.abort(new Error('gave up'));
   await t.rejects(p, /gave up/);
   const seen = calls;
-  await new Promise((r) => setImmediate(r));
+  // An ordering, not a pause: a timer set now with waitFor's interval fires after any pause timer waitFor had set
+  // (same-duration timers fire in the order they were set), and each poll runs as soon as its pause ends.
+  await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 5));
   t.equal(calls, seen, 'no polls after abort');
 });

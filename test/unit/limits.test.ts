@@ -14,9 +14,10 @@ import { policyAckOffset, formatAckPolicy } from '../../src/downstream/ack-polic
 import { createLogger } from '../../src/log.js';
 import { RelayStats } from '../../src/observability/stats.js';
 import { encodeCommand } from '../../src/resp/writer.js';
+import { fakeNow } from '../helpers/clock.js';
+import { waitFor } from '../helpers/wait.js';
 
 const logger = createLogger('silent');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A socket that takes `room` bytes, then reports itself full (write() returns false) and never drains. */
 class StuckSocket extends EventEmitter {
@@ -75,16 +76,20 @@ t.test('hard lag limit: a replica whose socket is full is dropped as soon as it 
 });
 
 t.test('soft lag limit: dropped only after being over it continuously for replica-soft-seconds', async (t) => {
+  const clock = fakeNow(t);
   const log = new ReplLog(16 * 1024);
   const { s, stats } = session(log, { maxLag: 1 << 30, softLag: 4000, softLagMs: 300 });
   log.append(Buffer.alloc(6000, 1));
   t.equal(s.state, ReplicaState.Online, 'over the soft limit: the clock starts');
-  await sleep(150);
+  clock.advance(150);
   s.checkLag();
-  t.equal(s.state, ReplicaState.Online, 'not yet');
-  await sleep(200);
+  t.equal(s.state, ReplicaState.Online, 'not yet after 150 ms');
+  clock.advance(149);
   s.checkLag();
-  t.equal(s.state, ReplicaState.Closed, 'over it for longer than replica-soft-seconds');
+  t.equal(s.state, ReplicaState.Online, 'not yet after 299 ms');
+  clock.advance(1);
+  s.checkLag();
+  t.equal(s.state, ReplicaState.Closed, 'over it for replica-soft-seconds (300 ms)');
   t.equal(stats.replicasDroppedLag, 1);
 
   // Dipping under the soft limit restarts the clock.
@@ -103,18 +108,26 @@ t.test('soft lag limit: dropped only after being over it continuously for replic
   });
   s2.continueFrom(1);
   log2.onAppend(() => s2.pump());
+  // Lag counts the bytes not yet handed to the socket: the first block fills it, the second waits.
   socket.written = 1 << 30; // full from now on
   log2.append(Buffer.alloc(5000, 1));
-  await sleep(200);
+  log2.append(Buffer.alloc(5000, 2));
+  t.equal(s2.lagBytes, 5000, 'over the soft limit: the clock starts');
+  clock.advance(200);
   socket.written = 0;
-  socket.emit('drain'); // it catches up: under the limit
+  socket.emit('drain'); // it catches up
   t.equal(s2.lagBytes, 0);
+  s2.checkLag(); // the periodic check sees it under the limit: the clock stops
   socket.written = 1 << 30;
-  log2.append(Buffer.alloc(5000, 1));
-  await sleep(200);
+  log2.append(Buffer.alloc(5000, 3));
+  log2.append(Buffer.alloc(5000, 4));
+  t.equal(s2.lagBytes, 5000, 'over again, 200 ms after it first went over');
+  clock.advance(299);
   s2.checkLag();
-  t.equal(s2.state, ReplicaState.Online, 'the clock restarted when it caught up');
-  s2.close('test done');
+  t.equal(s2.state, ReplicaState.Online, 'the clock restarted: 499 ms since it first went over, 299 since it went over again');
+  clock.advance(1);
+  s2.checkLag();
+  t.equal(s2.state, ReplicaState.Closed, 'and the restarted clock runs out 300 ms after it went over again');
 });
 
 t.test('a replica dropped at a lag limit is logged with the limit, its value and the lag', async (t) => {
@@ -218,15 +231,6 @@ t.test('handshake timeout: silent or unauthenticated connections are closed, oth
   const spoke = open(false);
   const unauth = open(true);
   const authed = open(true);
-  spoke.socket.emit('data', encodeCommand(['PING']));
-  unauth.socket.emit('data', encodeCommand(['PING']));
-  authed.socket.emit('data', encodeCommand(['AUTH', 'secret']));
-  await sleep(250);
-  t.ok(silent.socket.destroyed, 'a connection that sent nothing is closed');
-  t.ok(unauth.socket.destroyed, 'a connection that did not authenticate is closed');
-  t.notOk(spoke.socket.destroyed, 'a connection that spoke (no auth) stays');
-  t.notOk(authed.socket.destroyed, 'an authenticated connection stays');
-
   const off = new ClientConnection(
     new StuckSocket(1) as unknown as Socket,
     logger,
@@ -235,6 +239,16 @@ t.test('handshake timeout: silent or unauthenticated connections are closed, oth
     { dispatch: () => undefined, closed: () => undefined },
     true,
   );
-  await sleep(20);
-  t.notOk(off.socket.destroyed, '0 = off');
+  spoke.socket.emit('data', encodeCommand(['PING']));
+  unauth.socket.emit('data', encodeCommand(['PING']));
+  authed.socket.emit('data', encodeCommand(['AUTH', 'secret']));
+  // An ordering, not a pause: timers of the same duration fire in the order they were set, so once the timeout of a
+  // connection opened after all the others has fired, theirs have fired too (or were cleared).
+  const witness = open(false);
+  await waitFor(() => witness.socket.destroyed, { what: 'the last connection opened to reach its handshake timeout', intervalMs: 10 });
+  t.ok(silent.socket.destroyed, 'a connection that sent nothing is closed');
+  t.ok(unauth.socket.destroyed, 'a connection that did not authenticate is closed');
+  t.notOk(spoke.socket.destroyed, 'a connection that spoke (no auth) stays');
+  t.notOk(authed.socket.destroyed, 'an authenticated connection stays');
+  t.notOk(off.socket.destroyed, 'handshake-timeout 0 = off: a silent, unauthenticated connection stays');
 });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { RdbReceiver, RdbReceiverState } from '../../src/upstream/rdb-receiver.js';
 import { ProtocolError } from '../../src/errors.js';
 import { ways, mulberry32, randomSplit } from '../helpers/chunks.js';
+import { waitFor } from '../helpers/wait.js';
 
 const MARK = 'f3a1c9e07b5d2486aa0193cc7e5f1b2d4c6e8a90';
 
@@ -126,18 +127,21 @@ t.test('$EOF:<mark> payload', async (t) => {
 t.test('random splits of many payload sizes', async (t) => {
   const rand = mulberry32(99);
   const dir = t.testdir();
-  let n = 0;
+  const wrong: string[] = [];
+  let eofRounds = 0;
   for (let round = 0; round < 60; round++) {
     const size = Math.floor(rand() * 3000);
     const rdb = payload(size, round + 1000);
     const useEof = size > 0 && round % 2 === 0;
+    if (useEof) eofRounds++;
     const input = useEof ? eof(rdb, '\n'.repeat(round % 3)) : Buffer.concat([bulk(rdb, '\n'.repeat(round % 3)), STREAM]);
-    const r = await feed(join(dir, `r${n++}.rdb`), randomSplit(input, rand));
-    if (!r.done || !r.file.equals(rdb) || !r.rest.equals(useEof ? Buffer.alloc(0) : STREAM) || r.rx.received !== size) {
-      t.fail(`round ${round}: size ${size} eof ${useEof}`);
-    }
+    const r = await feed(join(dir, `r${round}.rdb`), randomSplit(input, rand));
+    const got = { done: r.done, file: r.file.equals(rdb), rest: r.rest.equals(useEof ? Buffer.alloc(0) : STREAM), received: r.rx.received };
+    const want = { done: true, file: true, rest: true, received: size };
+    if (JSON.stringify(got) !== JSON.stringify(want)) wrong.push(`round ${round} (size ${size}, eof ${useEof}): ${JSON.stringify(got)}`);
   }
-  t.pass('60 rounds');
+  t.same(wrong, [], 'every round: done, the file holds the RDB, the rest is the stream, received = size');
+  t.ok(eofRounds > 10 && eofRounds < 50, `both kinds of payload were fed (${eofRounds} of 60 EOF-marked)`);
 });
 
 t.test('zero-length payload', async (t) => {
@@ -234,10 +238,25 @@ t.test('a large chunk reports backpressure and drained() resolves', async (t) =>
   t.ok((await fsp.readFile(path)).equals(rdb));
 });
 
+/** The error an empty push (which changes nothing) throws, or undefined. */
+function pushError(rx: RdbReceiver): NodeJS.ErrnoException | undefined {
+  try {
+    rx.push(Buffer.alloc(0));
+    return undefined;
+  } catch (err) {
+    return err as NodeJS.ErrnoException;
+  }
+}
+
 t.test('drained() resolves at once without backpressure', async (t) => {
   const rx = new RdbReceiver(join(t.testdir(), 'x.rdb'));
-  await rx.drained();
-  t.pass();
+  rx.push(Buffer.from('$3\r\nab'));
+  // "At once": within the same turn, before a microtask queued after the call (a wait for 'drain' comes later).
+  const order: string[] = [];
+  const drained = rx.drained().then(() => order.push('drained'));
+  await Promise.resolve().then(() => order.push('queued after'));
+  await drained;
+  t.same(order, ['drained', 'queued after']);
   await rx.abort();
 });
 
@@ -245,14 +264,18 @@ t.test('abort() stops writing and resolves; a second abort() too', async (t) => 
   const path = join(t.testdir(), 'x.rdb');
   const rx = new RdbReceiver(path);
   rx.push(Buffer.from('$100\r\nabc'));
-  await rx.abort();
-  await rx.abort();
-  t.pass('aborted');
+  await t.resolves(rx.abort(), 'the first abort() resolves');
+  await t.resolves(rx.abort(), 'so does a second one');
+  // abort() resolved on the file's 'close': nothing is pending, and bytes pushed after it never reach the file.
+  rx.push(Buffer.from('def'));
+  t.ok('abc'.startsWith(await fsp.readFile(path, 'latin1')), 'the file holds at most what was pushed before abort()');
 });
 
 t.test('a file error surfaces on the next push and in finish()', async (t) => {
   const rx = new RdbReceiver(join(t.testdir(), 'missing-dir', 'x.rdb'));
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  t.throws(() => rx.push(Buffer.from('$1\r\na')), { code: 'ENOENT' });
+  // The open fails asynchronously: poll with empty pushes until one reports it.
+  const err = await waitFor(() => pushError(rx), { what: 'a push to report the failed open', intervalMs: 5 });
+  t.equal(err.code, 'ENOENT');
+  t.throws(() => rx.push(Buffer.from('$1\r\na')), { code: 'ENOENT' }, 'every later push reports it');
   await t.rejects(rx.finish(), { code: 'ENOENT' });
 });

@@ -1,5 +1,6 @@
 import t from 'tap';
 import fc from 'fast-check';
+import { assertProperty } from '../helpers/property.js';
 import { ReplLog, type LogReader } from '../../src/backlog/repl-log.js';
 
 const PACK_THRESHOLD = 4 * 1024;
@@ -293,7 +294,9 @@ t.test('property: reads from any held offset return the stream bytes; offsets st
     move: fc.option(fc.tuple(fc.nat(), fc.double({ min: 0, max: 1, noNaN: true }))),
     probe: fc.double({ min: 0, max: 1, noNaN: true }),
   });
-  fc.assert(
+  assertProperty(
+    t,
+    '500 runs of appends, reads and reader moves',
     fc.property(
       fc.integer({ min: 0, max: 80_000 }),
       fc.integer({ min: 0, max: 1_000_000 }),
@@ -346,5 +349,4 @@ t.test('property: reads from any held offset return the stream bytes; offsets st
     ),
     { seed: 20240611, numRuns: 500 },
   );
-  t.pass('500 runs');
 });

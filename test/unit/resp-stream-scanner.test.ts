@@ -4,6 +4,7 @@ import { deepStrictEqual, ok } from 'node:assert';
 import { StreamScanner, type ScannedCommand, type StreamScannerOptions } from '../../src/resp/stream-scanner.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 import { ways, randomSplit, mulberry32 } from '../helpers/chunks.js';
+import { assertProperty } from '../helpers/property.js';
 
 interface Scanned {
   commands: Array<{ start: number; end: number; argc: number; args: string[] }>;
@@ -204,7 +205,9 @@ const arg = fc.oneof(
 const command = fc.array(arg, { minLength: 1, maxLength: 5 });
 
 t.test('stream scanner end offsets equal the cumulative encoded lengths', async (t) => {
-  fc.assert(
+  assertProperty(
+    t,
+    '2000 random streams scanned',
     fc.property(fc.array(command, { minLength: 1, maxLength: 8 }), fc.nat(), fc.integer(), fc.boolean(), (commands, from, seed, decodeArgs) => {
       const encoded = commands.map((c) => encodeCommand(c));
       const wire = Buffer.concat(encoded);
@@ -234,7 +237,6 @@ t.test('stream scanner end offsets equal the cumulative encoded lengths', async 
     }),
     { seed: 42, numRuns: 2000 },
   );
-  t.pass('2000 random streams scanned');
 });
 
 t.test('stream scanner never throws on random garbage and fails for good', async (t) => {
@@ -244,7 +246,9 @@ t.test('stream scanner never throws on random garbage and fails for good', async
     fc.array(alphabet, { maxLength: 200 }).map((a) => Buffer.from(a)),
     fc.tuple(command, fc.array(alphabet, { maxLength: 20 })).map(([c, g]) => Buffer.concat([encodeCommand(c), Buffer.from(g)])),
   );
-  fc.assert(
+  assertProperty(
+    t,
+    '2000 garbage inputs',
     fc.property(garbage, fc.integer(), (input, seed) => {
       const scanner = new StreamScanner(() => {}, { maxBulkLen: 100 });
       scanner.reset(0);
@@ -276,5 +280,4 @@ t.test('stream scanner never throws on random garbage and fails for good', async
     }),
     { seed: 42, numRuns: 2000 },
   );
-  t.pass('no exception');
 });
