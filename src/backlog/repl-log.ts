@@ -8,6 +8,7 @@
  * held has offset `firstOffset` (backlog_first_byte_offset). An empty log has firstOffset = endOffset + 1.
  */
 import type { DiskLog, DiskLogSource } from './disk-log.js';
+import { DiskChunkCache } from './disk-chunk-cache.js';
 
 const PACK_BLOCK_SIZE = 16 * 1024;
 const PACK_THRESHOLD = 4 * 1024;
@@ -41,6 +42,7 @@ export class ReplLog implements DiskLogSource {
   #readers = new Set<LogReader>();
   #onAppend: Array<() => void> = [];
   #disk: DiskLog | null = null;
+  #diskCache: DiskChunkCache | null = null;
 
   constructor(limit: number, offset = 0) {
     this.#limit = limit;
@@ -74,7 +76,13 @@ export class ReplLog implements DiskLogSource {
     disk.onWritten = () => {
       if (this.#size > this.#limit) this.trim();
     };
+    this.#diskCache = new DiskChunkCache((offset, max) => disk.read(offset, max));
     disk.attach(this);
+  }
+
+  /** Disk reads shared between readers (see DiskChunkCache). */
+  get diskCacheStats(): { hits: number; reads: number; bytesRead: number } {
+    return this.#diskCache?.stats ?? { hits: 0, reads: 0, bytesRead: 0 };
   }
 
   /** Starts a new history (`epoch`), on disk too. */
@@ -83,10 +91,13 @@ export class ReplLog implements DiskLogSource {
     await this.#disk?.reset(offset, epoch);
   }
 
-  /** Reads bytes from `offset` that are no longer in memory (up to 1 MiB). */
-  readDisk(offset: number): Promise<Buffer> {
-    if (!this.#disk?.holds(offset)) return Promise.reject(new RangeError(`offset ${offset} is before the log start ${this.firstOffset}`));
-    return this.#disk.read(offset, Math.min(1024 * 1024, this.#firstOffset - offset));
+  /**
+   * Bytes from `offset`, which memory no longer holds: a view of a disk chunk another reader may already have read,
+   * or a promise that settles once one is read (LogCursor.peek).
+   */
+  diskView(offset: number): Buffer | Promise<void> {
+    if (!this.#disk?.holds(offset) || !this.#diskCache) return Promise.reject(new RangeError(`offset ${offset} is before the log start ${this.firstOffset}`));
+    return this.#diskCache.view(offset);
   }
 
   /**
@@ -113,6 +124,7 @@ export class ReplLog implements DiskLogSource {
 
   /** Start a new history: the next appended byte has offset `offset + 1`. */
   reset(offset: number): void {
+    this.#diskCache?.clear();
     this.#blocks = [];
     this.#head = 0;
     this.#size = 0;

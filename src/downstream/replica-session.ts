@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
-import type { ReplLog, LogReader } from '../backlog/repl-log.js';
+import type { ReplLog } from '../backlog/repl-log.js';
+import { LogCursor } from '../backlog/log-cursor.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import type { RelayStats } from '../observability/stats.js';
 
@@ -40,12 +41,15 @@ export interface SessionOptions {
   readonly onAck?: (session: ReplicaSession) => void;
 }
 
+/** Stream bytes handed to one replica's socket per turn of the event loop: no replica starves the others. */
+const PUMP_BUDGET = 256 * 1024;
+
 /**
  * One downstream replica: a cursor into the shared log plus its socket's backpressure. The stream is
  * written as views of the log's blocks, never copied; when the socket is full we stop and wait for 'drain',
  * holding our place in the log (which keeps those bytes until every cursor has passed them).
  */
-export class ReplicaSession implements LogReader {
+export class ReplicaSession {
   readonly socket: Socket;
   readonly caps: ReplicaCapabilities;
   readonly createdAt = Date.now();
@@ -60,9 +64,11 @@ export class ReplicaSession implements LogReader {
   #onClose: (s: ReplicaSession) => void;
   #onAck: ((s: ReplicaSession) => void) | undefined;
   #state: ReplicaState = ReplicaState.WaitBgsave;
-  #offset = -1;
+  #cursor: LogCursor | null = null;
   #blocked = false;
   #diskRead = false;
+  /** A pump is queued for the next turn (the budget ran out). */
+  #queued = false;
   #ackOffset = 0;
   /** Set by REPLCONF ACK. */
   ackTime = Date.now();
@@ -96,26 +102,25 @@ export class ReplicaSession implements LogReader {
     this.#ackOffset = offset;
     if (rose) this.#onAck?.(this);
   }
-  /** The offset of the last stream byte handed to the socket. */
+  /** The offset of the last stream byte handed to the socket (-1 before the stream starts). */
   get offset(): number {
-    return this.#offset;
+    return this.#cursor?.offset ?? -1;
   }
   /** Bytes of stream the replica has not been sent yet. */
   get lagBytes(): number {
-    return this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk ? this.#log.endOffset - this.#offset : 0;
+    return (this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) && this.#cursor ? this.#cursor.behind : 0;
   }
 
   #setState(next: ReplicaState, reason: string): void {
     const from = this.#state;
     if (from === next) return;
     this.#state = next;
-    this.#logger.info({ from, to: next, reason, offset: this.#offset }, 'replica state');
+    this.#logger.info({ from, to: next, reason, offset: this.offset }, 'replica state');
   }
 
   /** Partial resync: stream from `offset` (the first byte the replica lacks) on. */
   continueFrom(offset: number): void {
-    this.#offset = offset - 1;
-    this.#log.addReader(this);
+    this.#cursor = new LogCursor(this.#log, offset - 1, { pin: true });
     this.#setState(ReplicaState.Online, 'partial resync');
     this.pump();
   }
@@ -130,8 +135,7 @@ export class ReplicaSession implements LogReader {
    * reader) while the payload is prepared and sent.
    */
   beginFull(streamFrom: number): void {
-    this.#offset = streamFrom - 1;
-    this.#log.addReader(this);
+    this.#cursor = new LogCursor(this.#log, streamFrom - 1, { pin: true });
     this.#setState(ReplicaState.SendBulk, 'full resync');
   }
 
@@ -160,7 +164,7 @@ export class ReplicaSession implements LogReader {
     if (this.#state !== ReplicaState.SendBulk) return;
     if (this.caps.rdbOnly) {
       // Like Redis: an rdb-only replica (redis-cli --rdb) is closed once it has the RDB.
-      this.#log.removeReader(this);
+      this.#cursor?.close();
       this.socket.end();
       this.#setState(ReplicaState.Closed, 'rdb-only transfer complete');
       this.#onClose(this);
@@ -214,46 +218,60 @@ export class ReplicaSession implements LogReader {
     });
   }
 
-  /** Hands newly appended log bytes to the socket until it is full. */
+  /**
+   * Hands held log bytes to the socket, as views, until it is full or this turn's budget is spent (then again on
+   * the next turn). Writes are corked so that one turn's views leave in one writev.
+   */
   pump(): void {
-    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead) {
+    const c = this.#cursor;
+    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead || this.#queued || !c) {
       // Not sending now (socket full, RDB still going out): the stream still grows, so check the lag limits.
       if (this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) this.#overLimit();
       return;
     }
-    const log = this.#log;
-    while (this.#offset < log.endOffset) {
-      if (this.#overLimit()) return;
-      if (this.#offset + 1 < log.memFirstOffset) {
-        this.#readFromDisk();
-        return;
+    let budget = PUMP_BUDGET;
+    let corked = false;
+    try {
+      while (budget > 0) {
+        if (this.#overLimit()) return;
+        const v = c.peek();
+        if (v === null) return;
+        if (!Buffer.isBuffer(v)) {
+          this.#awaitDisk(v);
+          return;
+        }
+        const view = v.length > budget ? v.subarray(0, budget) : v;
+        const fromDisk = c.onDisk;
+        if (!corked) {
+          this.socket.cork();
+          corked = true;
+        }
+        c.advance(view.length);
+        budget -= view.length;
+        this.#stats.replOutputBytes += view.length;
+        if (fromDisk) this.#stats.diskReadBytes += view.length;
+        if (!this.#write(view)) {
+          this.#blocked = true;
+          return;
+        }
       }
-      const view = log.read(this.#offset + 1)!;
-      this.#offset += view.length;
-      this.#stats.replOutputBytes += view.length;
-      if (!this.#write(view)) {
-        this.#blocked = true;
-        return;
-      }
+      this.#queued = true;
+      setImmediate(() => {
+        this.#queued = false;
+        this.pump();
+      });
+    } finally {
+      if (corked) this.socket.uncork();
     }
   }
 
-  /** Behind the memory tail: read the next piece from the disk log, asynchronously, then carry on. */
-  #readFromDisk(): void {
+  /** Behind the memory tail: wait for a (possibly shared) disk read, then carry on. */
+  #awaitDisk(read: Promise<void>): void {
     this.#diskRead = true;
-    this.#log.readDisk(this.#offset + 1).then(
-      (buf) => {
+    read.then(
+      () => {
         this.#diskRead = false;
-        if (this.#state !== ReplicaState.Online) return;
-        if (buf.length === 0) {
-          this.close('the disk log returned no bytes');
-          return;
-        }
-        this.#offset += buf.length;
-        this.#stats.replOutputBytes += buf.length;
-        this.#stats.diskReadBytes += buf.length;
-        if (!this.#write(buf)) this.#blocked = true;
-        else this.pump();
+        if (this.#state === ReplicaState.Online) this.pump();
       },
       (err: Error) => {
         this.#diskRead = false;
@@ -275,14 +293,16 @@ export class ReplicaSession implements LogReader {
    */
   #overLimit(): boolean {
     const log = this.#log;
-    const lag = log.endOffset - this.#offset;
-    if (this.#offset + 1 < log.firstOffset) {
+    const c = this.#cursor;
+    if (!c) return false;
+    const lag = c.behind;
+    if (c.lost) {
       this.#stats.replicasDroppedLag++;
-      this.close(`fell behind the log: needs offset ${this.#offset + 1}, log starts at ${log.firstOffset}`, { limit: 'log.disk', lag, firstOffset: log.firstOffset });
+      this.close(`fell behind the log: needs offset ${c.offset + 1}, log starts at ${log.firstOffset}`, { limit: 'log.disk', lag, firstOffset: log.firstOffset });
       return true;
     }
     // Served from disk, the replica holds no memory: no lag limit. Behind memory not on disk, it does.
-    if (log.onDisk(this.#offset + 1)) return false;
+    if (log.onDisk(c.offset + 1)) return false;
     if (lag > this.#maxLag) {
       this.#stats.replicasDroppedLag++;
       this.close(`lag ${lag} bytes over replica-max-lag ${this.#maxLag}`, { limit: 'replication.replica-max-lag', lag, value: this.#maxLag });
@@ -313,9 +333,9 @@ export class ReplicaSession implements LogReader {
 
   close(reason: string, fields: Record<string, unknown> = {}): void {
     if (this.#state === ReplicaState.Closed) return;
-    this.#logger.warn({ reason, offset: this.#offset, ackOffset: this.ackOffset, ...fields }, 'closing replica');
+    this.#logger.warn({ reason, offset: this.offset, ackOffset: this.ackOffset, ...fields }, 'closing replica');
     this.#setState(ReplicaState.Closed, reason);
-    this.#log.removeReader(this);
+    this.#cursor?.close();
     this.socket.destroy();
     this.#onClose(this);
   }
@@ -324,7 +344,7 @@ export class ReplicaSession implements LogReader {
   closed(): void {
     if (this.#state === ReplicaState.Closed) return;
     this.#setState(ReplicaState.Closed, 'connection closed');
-    this.#log.removeReader(this);
+    this.#cursor?.close();
     this.#onClose(this);
   }
 }

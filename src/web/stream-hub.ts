@@ -1,4 +1,5 @@
 import type { ReplLog } from '../backlog/repl-log.js';
+import { LogCursor } from '../backlog/log-cursor.js';
 import type { Logger } from '../log.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
 import { commandName, formatCommand, isInternal, matches, selectedDb, StreamFormat, type StreamOptions } from './stream-message.js';
@@ -101,8 +102,8 @@ class Subscriber implements Subscription {
   readonly opts: StreamOptions;
   readonly sink: StreamSink;
   scanner: StreamScanner | null = null;
-  /** Last log byte scanned (json) or sent (raw). */
-  cursor = 0;
+  /** Position in the log: the last byte scanned (json) or sent (raw). Shares disk reads with every other reader. */
+  readonly pos: LogCursor;
   /** Commands ending at or before this are only tracked for db, not delivered. */
   seekTo = 0;
   requireBoundary = false;
@@ -119,16 +120,20 @@ class Subscriber implements Subscription {
   scheduled = false;
   /** A read from the disk log is in flight. */
   reading = false;
-  /** Bytes read from the disk log, starting at offset diskStart. */
-  diskBuf: Buffer | null = null;
-  diskStart = 0;
   readonly stats = { sent: 0, dropped: 0 };
   readonly #hub: StreamHub;
 
-  constructor(hub: StreamHub, sink: StreamSink, opts: StreamOptions) {
+  constructor(hub: StreamHub, sink: StreamSink, opts: StreamOptions, log: ReplLog) {
     this.#hub = hub;
     this.sink = sink;
     this.opts = opts;
+    this.pos = new LogCursor(log, log.endOffset);
+  }
+  get cursor(): number {
+    return this.pos.offset;
+  }
+  set cursor(offset: number) {
+    this.pos.seek(offset);
   }
   drain(): void {
     this.#hub.drained(this);
@@ -189,7 +194,7 @@ export class StreamHub {
 
   subscribe(sink: StreamSink, opts: StreamOptions): Subscription {
     this.#checkHistory();
-    const sub = new Subscriber(this, sink, opts);
+    const sub = new Subscriber(this, sink, opts, this.#src.log);
     this.stats.subscribersTotal++;
     const log = this.#src.log;
     if (opts.from !== null) {
@@ -515,25 +520,16 @@ export class StreamHub {
 
   /**
    * The bytes after the subscriber's cursor (held by the log: the caller checked firstOffset): a view of memory, or
-   * of what was read from the disk log. null when they are on disk and not read yet: a read starts and pumps again.
+   * of a disk chunk read for any reader. null when they are on disk and not read yet: a read starts and pumps again.
    */
   #next(sub: Subscriber): Buffer | null {
-    const log = this.#src.log;
-    const at = sub.cursor + 1;
-    if (at >= log.memFirstOffset) {
-      sub.diskBuf = null;
-      return log.read(at)!;
-    }
-    const buf = sub.diskBuf;
-    if (buf !== null && at >= sub.diskStart && at < sub.diskStart + buf.length) return buf.subarray(at - sub.diskStart);
-    sub.diskBuf = null;
+    const v = sub.pos.peek();
+    if (v === null || Buffer.isBuffer(v)) return v;
     sub.reading = true;
-    log.readDisk(at).then(
-      (data) => {
+    v.then(
+      () => {
         sub.reading = false;
         if (sub.phase === Phase.Closed) return;
-        sub.diskBuf = data;
-        sub.diskStart = at;
         if (sub.phase === Phase.Raw) this.#pumpRaw(sub);
         else if (!sub.paused) this.#pump(sub);
       },

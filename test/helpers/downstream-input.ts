@@ -18,6 +18,8 @@ export class FakeSocket extends EventEmitter {
   ended = false;
   readonly out: Buffer[] = [];
   setNoDelay(): void {}
+  cork(): void {}
+  uncork(): void {}
   write(buf: Buffer | string): boolean {
     if (!this.destroyed && !this.ended) this.out.push(Buffer.from(buf));
     return true;

@@ -55,6 +55,15 @@ async function feedPaced(log: ReplLog, disk: DiskLog, s: { bytes: Buffer; ends: 
   }
 }
 
+/** The held bytes from `o`, from memory or through the log's shared disk reads. */
+async function readAt(log: ReplLog, o: number): Promise<Buffer> {
+  for (;;) {
+    const v = o >= log.memFirstOffset ? log.read(o)! : log.diskView(o);
+    if (Buffer.isBuffer(v)) return v;
+    await v;
+  }
+}
+
 interface Setup {
   dir: string;
   io: FaultyIo;
@@ -151,7 +160,7 @@ for (const code of ['EIO', 'ENOSPC', 'EFBIG']) {
     // While failing, everything the disk lacks is still in memory and every held offset reads the true byte.
     t.ok(log.memFirstOffset <= disk.writtenOffset + 1, 'memory keeps what the disk has not taken');
     for (let o = log.firstOffset; o <= log.endOffset; o += 997) {
-      const b = o >= log.memFirstOffset ? log.read(o)! : await log.readDisk(o);
+      const b = await readAt(log, o);
       t.equal(b[0], s.bytes[o - 1], `offset ${o}`);
     }
     await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'retries succeed' });

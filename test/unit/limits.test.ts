@@ -7,7 +7,6 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { ReplLog } from '../../src/backlog/repl-log.js';
 import { DiskLog } from '../../src/backlog/disk-log.js';
-import { waitFor } from '../helpers/wait.js';
 import { ReplicaSession, ReplicaState } from '../../src/downstream/replica-session.js';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { policyAckOffset, formatAckPolicy } from '../../src/downstream/ack-policy.js';
@@ -30,6 +29,8 @@ class StuckSocket extends EventEmitter {
     super();
   }
   setNoDelay(): void {}
+  cork(): void {}
+  uncork(): void {}
   write(buf: Buffer | string): boolean {
     if (this.destroyed) return false;
     this.written += buf.length;
