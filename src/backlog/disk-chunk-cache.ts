@@ -11,13 +11,16 @@ const MAX_CHUNKS = 16;
  */
 export class DiskChunkCache {
   #read: (offset: number, max: number) => Promise<Buffer>;
+  #first: () => number;
   #entries: Array<{ start: number; buf: Buffer }> = [];
   #inflight = new Map<number, Promise<void>>();
   #gen = 0;
   readonly stats = { hits: 0, reads: 0, bytesRead: 0 };
 
-  constructor(read: (offset: number, max: number) => Promise<Buffer>) {
+  /** `first`: the first offset the disk holds (an aligned start before it cannot be read). */
+  constructor(read: (offset: number, max: number) => Promise<Buffer>, first: () => number) {
     this.#read = read;
+    this.#first = first;
   }
 
   /** A view from `at` when a chunk holding it is cached, else a promise that settles once one is (or the read failed). */
@@ -31,8 +34,9 @@ export class DiskChunkCache {
       }
     }
     for (const [start, p] of this.#inflight) if (at >= start && at < start + CHUNK) return p;
-    // Aligned, so that neighbours share; but a chunk cut short (a segment ends inside it) is continued from `at`.
-    let start = Math.floor((at - 1) / CHUNK) * CHUNK + 1;
+    // Aligned, so that neighbours share (but not before the disk's first byte); a chunk cut short (a segment ends
+    // inside it) is continued from `at`.
+    let start = Math.max(Math.floor((at - 1) / CHUNK) * CHUNK + 1, Math.min(at, this.#first()));
     if (entries.some((e) => e.start === start)) start = at;
     const gen = this.#gen;
     this.stats.reads++;
@@ -46,7 +50,6 @@ export class DiskChunkCache {
       .finally(() => {
         if (this.#inflight.get(start) === p) this.#inflight.delete(start);
       });
-    // A start can read less than asked and still not cover `at` (a read ending at a segment end): read from `at` then.
     this.#inflight.set(start, p);
     return p;
   }

@@ -40,7 +40,9 @@ export class ReplIds {
    * The caller still checks that the log holds `offset`.
    */
   accepts(replid: string, offset: number): boolean {
-    if (replid === this.replid) return true;
-    return replid === this.replid2 && replid !== NULL_REPLID && offset <= this.secondReplOffset;
+    // Redis compares with strcasecmp.
+    const id = replid.toLowerCase();
+    if (id === this.replid.toLowerCase()) return true;
+    return id === this.replid2.toLowerCase() && replid !== NULL_REPLID && offset <= this.secondReplOffset;
   }
 }

@@ -76,7 +76,7 @@ export class ReplLog implements DiskLogSource {
     disk.onWritten = () => {
       if (this.#size > this.#limit) this.trim();
     };
-    this.#diskCache = new DiskChunkCache((offset, max) => disk.read(offset, max));
+    this.#diskCache = new DiskChunkCache((offset, max) => disk.read(offset, max), () => disk.firstOffset);
     disk.attach(this);
   }
 

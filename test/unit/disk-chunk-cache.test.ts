@@ -1,0 +1,63 @@
+import t from 'tap';
+import { DiskChunkCache } from '../../src/backlog/disk-chunk-cache.js';
+
+const MiB = 1024 * 1024;
+/** A disk holding offsets [first, last], byte at offset o = o & 0xff, in segments of `seg` bytes starting at `first`. */
+function disk(first: number, last: number, seg = Infinity) {
+  const reads: Array<[number, number]> = [];
+  const read = async (offset: number, max: number): Promise<Buffer> => {
+    reads.push([offset, max]);
+    if (offset < first || offset > last) throw new RangeError(`offset ${offset} not on disk [${first}, ${last}]`);
+    const segEnd = seg === Infinity ? last : first + Math.floor((offset - first) / seg) * seg + seg - 1;
+    const n = Math.min(max, last - offset + 1, segEnd - offset + 1);
+    return Buffer.from(Array.from({ length: n }, (_, i) => (offset + i) & 0xff));
+  };
+  return { read, reads };
+}
+
+async function viewAt(cache: DiskChunkCache, at: number): Promise<Buffer> {
+  for (;;) {
+    const v = cache.view(at);
+    if (Buffer.isBuffer(v)) return v;
+    await v;
+  }
+}
+
+t.test('readers at nearby offsets share one read, in flight and cached', async (t) => {
+  const d = disk(1, 10 * MiB);
+  const cache = new DiskChunkCache(d.read, () => 1);
+  const [a, b] = await Promise.all([viewAt(cache, 100), viewAt(cache, 5000)]);
+  t.equal(a[0], 100 & 0xff);
+  t.equal(b[0], 5000 & 0xff);
+  t.equal(d.reads.length, 1, 'one read for both');
+  t.same(d.reads[0], [1, MiB], 'aligned on a MiB');
+  await viewAt(cache, MiB);
+  t.equal(d.reads.length, 1, 'still cached');
+});
+
+t.test('an aligned start before the first byte on disk reads from the first byte', async (t) => {
+  const first = 4_253_423;
+  const d = disk(first, first + 3 * MiB);
+  const cache = new DiskChunkCache(d.read, () => first);
+  const v = await viewAt(cache, first + 23);
+  t.equal(v[0], (first + 23) & 0xff);
+  t.equal(d.reads[0]![0], first);
+});
+
+t.test('a chunk cut short by a segment end is continued from the offset asked', async (t) => {
+  const d = disk(1, 4 * MiB, 300_000);
+  const cache = new DiskChunkCache(d.read, () => 1);
+  const v = await viewAt(cache, 400_000);
+  t.equal(v[0], 400_000 & 0xff, 'the second segment, not a loop on the first');
+  t.ok(d.reads.length <= 2);
+});
+
+t.test('clear() forgets a new history\'s stale chunks, and a failed read rejects', async (t) => {
+  const d = disk(1, MiB);
+  const cache = new DiskChunkCache(d.read, () => 1);
+  await viewAt(cache, 10);
+  cache.clear();
+  await viewAt(cache, 10);
+  t.equal(d.reads.length, 2);
+  await t.rejects(viewAt(cache, 2 * MiB), RangeError);
+});
