@@ -164,6 +164,7 @@ export class Relay {
     const cutP = new Promise<void>((r) => (cut = r));
     const run = async () => {
       const timeoutMs = this.config.shutdownTimeoutMs;
+      this.#web?.shuttingDown();
       this.#server.stopAccepting();
       await this.#link.stop();
       const end = this.log.endOffset;
