@@ -4,7 +4,7 @@ import type { ClientConnection } from './client.js';
 import type { ListenUser } from '../config/types.js';
 import { WRITE_COMMANDS } from './write-commands.js';
 import { pubsubFor, SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount } from './pubsub.js';
-import { channelAllowed, channelArgs, roleAllows, type Role } from './roles.js';
+import { channelAllowed, channelArgs, roleAllows } from './roles.js';
 import { clip, validClientName, validHost } from '../util/text.js';
 
 /** What commands need from the rest of the relay. */
@@ -436,7 +436,7 @@ function permissionError(c: ClientConnection, name: string, spec: CommandSpec | 
  */
 function securityWarning(c: ClientConnection): void {
   c.warn(
-    { peer: c.addr },
+    {},
     'Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: commands to the relay. This is likely due to an attacker attempting to use Cross Protocol Scripting to compromise it. Connection aborted.',
     1,
   );
