@@ -4,6 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { waitFor } from './wait.js';
 
 /** A raw TCP connection: everything received so far, and a promise of all of it once the peer closed. */
 export interface RawConnection {
@@ -51,4 +52,12 @@ export function logLines(logs: string, msg: RegExp): Array<Record<string, unknow
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((l) => msg.test(String(l['msg'])));
+}
+
+/**
+ * Waits for a log line of a relay process whose `msg` matches (its stdout reaches us after its socket replies do).
+ * A process logs in order: once a line is seen, every line logged before it is there too.
+ */
+export function loggedLine(proc: { logs(): string }, msg: RegExp): Promise<Record<string, unknown>> {
+  return waitFor(() => logLines(proc.logs(), msg)[0], { what: `a log line matching ${msg}`, timeoutMs: 10_000 });
 }

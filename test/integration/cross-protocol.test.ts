@@ -7,7 +7,7 @@ import t from 'tap';
 import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { RedisClient } from '../helpers/redis-client.js';
-import { logLines, rawConnect, writeConfig } from '../helpers/raw.js';
+import { logLines, loggedLine, rawConnect, writeConfig } from '../helpers/raw.js';
 
 const port = await freePort();
 const dir = t.testdir({});
@@ -43,6 +43,9 @@ t.test("a browser-style fetch POST gets no HTTP answer and changes nothing", asy
 });
 
 t.test('the attack is logged once, not once per request', async (t) => {
+  // A later line, from a protocol error: once it is in, every warning the attacks caused is in too.
+  await (await rawConnect(port, '127.0.0.1', { send: '*x\r\n' })).closed;
+  await loggedLine(relay, /^protocol error from client/);
   const lines = logLines(relay.logs(), ATTACK);
   t.equal(lines.length, 1, 'three attempts, one warning (rate limited like Redis: once a minute)');
   t.match(lines[0], { level: 40, peer: /^127\.0\.0\.1:/ });

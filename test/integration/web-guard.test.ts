@@ -12,7 +12,7 @@ import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { waitFor } from '../helpers/wait.js';
-import { logLines, rawConnect, writeConfig } from '../helpers/raw.js';
+import { loggedLine, rawConnect, writeConfig } from '../helpers/raw.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 
 t.teardown(stopAll);
@@ -64,8 +64,7 @@ t.test('DNS rebinding: a foreign Host gets 403 and no data on every path; IPs, l
   t.match(JSON.parse((await curl(r.webPort, '/status')).body), { replid: String }, 'curl with its own Host gets the status');
   const ws = await openStream(r.webPort, { host: `rebind.evil.example:${r.webPort}` });
   t.equal(ws.result, 403, '/stream with a foreign Host');
-  const refused = logLines(r.logs(), /web request refused/);
-  t.match(refused[0], { level: 40, limit: 'web.allowed-hosts', host: `rebind.evil.example:${r.webPort}` });
+  t.match(await loggedLine(r, /web request refused/), { level: 40, limit: 'web.allowed-hosts', host: `rebind.evil.example:${r.webPort}` });
 });
 
 t.test('cross-site WebSocket hijacking: a foreign Origin gets 403 and no message; same-origin and allowed origins open', async (t) => {
@@ -84,7 +83,7 @@ t.test('cross-site WebSocket hijacking: a foreign Origin gets 403 and no message
     opened.push(s.ws);
   }
   t.equal((await curl(r.webPort, '/status', { origin: 'http://evil.example' })).status, 403, 'a cross-site fetch of /status too');
-  t.match(logLines(r.logs(), /web request refused/)[0], { limit: 'web.allowed-origins', origin: 'http://evil.example' });
+  t.match(await loggedLine(r, /web request refused/), { limit: 'web.allowed-origins', origin: 'http://evil.example' });
 });
 
 t.test('web.max-subscribers: one more /stream subscriber gets 503; a slot frees when one leaves', async (t) => {
@@ -93,7 +92,7 @@ t.test('web.max-subscribers: one more /stream subscriber gets 503; a slot frees 
   const b = await openStream(r.webPort);
   t.teardown(() => [a, b].forEach((s) => s.ws.terminate()));
   t.equal((await openStream(r.webPort)).result, 503, 'the third is refused');
-  t.match(logLines(r.logs(), /subscriber refused/)[0], { limit: 'web.max-subscribers', value: 2 });
+  t.match(await loggedLine(r, /subscriber refused/), { limit: 'web.max-subscribers', value: 2 });
   a.ws.close();
   await waitFor(async () => {
     const c = await openStream(r.webPort);
