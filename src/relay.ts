@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { parseDocument } from 'yaml';
 import type { Logger } from './log.js';
 import type { RelayConfig } from './config/types.js';
 import type { ReplLog } from './backlog/repl-log.js';
@@ -22,6 +20,7 @@ import { RelayStats } from './observability/stats.js';
 import { formatInfo } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
 import { WebServer } from './web/server.js';
+import { rewriteUpstream } from './config/rewrite.js';
 
 export const RELAY_VERSION = '0.1.0';
 
@@ -187,6 +186,7 @@ export class Relay {
     const cutP = new Promise<void>((r) => (cut = r));
     const run = async () => {
       const timeoutMs = this.config.shutdownTimeoutMs;
+      this.#web?.shuttingDown();
       this.#server.stopAccepting();
       await this.#link.stop();
       const end = this.log.endOffset;
@@ -439,12 +439,7 @@ export class Relay {
       return null;
     }
     try {
-      const doc = parseDocument(readFileSync(file, 'utf8'));
-      doc.setIn(['upstream', 'host'], this.#upstreamHost);
-      doc.setIn(['upstream', 'port'], this.#upstreamPort);
-      const tmp = `${file}.tmp-${process.pid}`;
-      writeFileSync(tmp, doc.toString());
-      renameSync(tmp, file);
+      rewriteUpstream(file, this.#upstreamHost, this.#upstreamPort);
       this.#logger.info({ file, upstream: `${this.#upstreamHost}:${this.#upstreamPort}` }, 'CONFIG REWRITE: upstream persisted');
       return null;
     } catch (err) {

@@ -1,6 +1,17 @@
 import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
-import type { AckPolicy, ClientTlsConfig, ListenUser, LoggingConfig, RelayConfig, SentinelConfig, ServerTlsConfig, WebConfig } from './types.js';
+import type {
+  AckPolicy,
+  ClientTlsConfig,
+  ListenConfig,
+  ListenUser,
+  LoggingConfig,
+  OutputBufferLimit,
+  RelayConfig,
+  SentinelConfig,
+  ServerTlsConfig,
+  WebConfig,
+} from './types.js';
 import { parseDuration, parseSize, show } from './units.js';
 
 /**
@@ -31,6 +42,13 @@ export const DEFAULTS = deepFreeze({
     'announce-ip': null,
     users: [],
     tls: null,
+    'protected-mode': true,
+    'max-clients-memory': '256mb',
+    'max-multi-commands': 1000,
+    'client-output-buffer-limit': {
+      normal: { hard: 0, soft: 0, 'soft-seconds': 0 },
+      pubsub: { hard: '32mb', soft: '8mb', 'soft-seconds': 60 },
+    },
   },
   log: {
     memory: '64mb',
@@ -54,6 +72,9 @@ export const DEFAULTS = deepFreeze({
     'allow-insecure': false,
     'max-buffered': '16mb',
     'slow-client': 'disconnect',
+    'max-subscribers': 100,
+    'allowed-hosts': [],
+    'allowed-origins': [],
   },
   logging: {
     level: 'info',
@@ -114,6 +135,10 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     maxQueryBuffer: li('max-query-buffer', size(1)),
     handshakeTimeoutMs: li('handshake-timeout', duration(0)),
     announceIp: li('announce-ip', nullableString),
+    protectedMode: li('protected-mode', boolean),
+    maxClientsMemory: li('max-clients-memory', size(0)),
+    maxMultiCommands: li('max-multi-commands', integer(1, 1_000_000)),
+    clientOutputBufferLimit: li('client-output-buffer-limit', outputBufferLimits),
   };
   if (listen.port === 0 && listen.tls === null) throw new ConfigError('listen.port', '0 (no plain listener) needs listen.tls');
   if (listen.tls !== null && listen.tls.port === listen.port) throw new ConfigError('listen.tls.port', 'must differ from listen.port');
@@ -145,6 +170,9 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     allowInsecure: we('allow-insecure', boolean),
     maxBuffered: we('max-buffered', size(1024)),
     slowClient: we('slow-client', oneOf(SLOW_CLIENT_POLICIES)) satisfies WebConfig['slowClient'],
+    maxSubscribers: we('max-subscribers', integer(1, 100_000)),
+    allowedHosts: we('allowed-hosts', stringList(hostPattern)),
+    allowedOrigins: we('allowed-origins', stringList(originPattern)),
   };
   if (web.port !== 0 && web.token === null && !web.allowInsecure && !isLoopback(web.bind)) {
     throw new ConfigError('web.token', `required when web.bind (${web.bind}) is not a loopback address; set a token or web.allow-insecure: true`);
@@ -206,6 +234,41 @@ export function isLoopback(host: string): boolean {
   return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
 }
 
+/**
+ * `listen.client-output-buffer-limit`: `{normal, pubsub}`, each `{hard, soft, soft-seconds}` as in Redis's
+ * `client-output-buffer-limit <class> <hard> <soft> <soft-seconds>` (0 = no limit).
+ */
+function outputBufferLimits(value: unknown, path: string): ListenConfig['clientOutputBufferLimit'] {
+  const defaults = DEFAULTS.listen['client-output-buffer-limit'];
+  const r = reader(value, path, defaults);
+  const one = (cls: keyof typeof defaults): Parse<OutputBufferLimit> => (v, p) => {
+    const c = reader(v, p, defaults[cls]);
+    return { hard: c('hard', size(0)), soft: c('soft', size(0)), softMs: c('soft-seconds', duration(0)) };
+  };
+  return { normal: r('normal', one('normal')), pubsub: r('pubsub', one('pubsub')) };
+}
+
+/** A list of strings, each checked by `item`. */
+function stringList(item: (s: string) => boolean): Parse<string[]> {
+  return (value, path) => {
+    if (!Array.isArray(value)) throw new ConfigError(path, `expected a list of strings, got ${typeOf(value)}`);
+    return value.map((v, i) => {
+      if (typeof v !== 'string' || !item(v)) throw new ConfigError(`${path}.${i}`, `not allowed here: ${show(v)}`);
+      return v.toLowerCase();
+    });
+  };
+}
+
+/** `web.allowed-hosts` entries: a host name or IP as a browser sends it in Host (no port), or `*` for any. */
+function hostPattern(s: string): boolean {
+  return s === '*' || /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)$/i.test(s);
+}
+
+/** `web.allowed-origins` entries: `scheme://host[:port]` exactly as browsers send Origin, or `*` for any. */
+function originPattern(s: string): boolean {
+  return s === '*' || /^https?:\/\/(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$/i.test(s);
+}
+
 /** `upstream.sentinel`: null, or `{nodes: [host:port, ...], master-name, password}`. */
 function sentinelConfig(value: unknown, path: string): SentinelConfig | null {
   if (value === null) return null;
@@ -261,7 +324,7 @@ function serverTls(base: string): Parse<ServerTlsConfig | null> {
   };
 }
 
-export const USER_ROLES = ['replication', 'admin'] as const;
+export const USER_ROLES = ['replication', 'sentinel', 'admin'] as const;
 
 /** `listen.users`: a list of `{name, password, role}`; names unique, not `default` (that is listen.password). */
 function listenUsers(value: unknown, path: string): ListenUser[] {

@@ -51,8 +51,8 @@ export interface ServerTlsConfig {
 export interface ListenUser {
   readonly name: string;
   readonly password: string;
-  /** replication: the commands a replica, Sentinel or sync tool needs; admin: everything. */
-  readonly role: 'replication' | 'admin';
+  /** replication: what a replica or sync tool sends; sentinel: what Sentinel sends to a replica; admin: everything. */
+  readonly role: 'replication' | 'sentinel' | 'admin';
 }
 
 export interface SentinelConfig {
@@ -85,6 +85,21 @@ export interface ListenConfig {
   readonly handshakeTimeoutMs: number;
   /** The IP the relay reports for itself in INFO/ROLE; null = the socket's. */
   readonly announceIp: string | null;
+  /** Redis protected-mode: with no password and no users, only loopback clients (127.0.0.1, ::1) may connect. */
+  readonly protectedMode: boolean;
+  /** Most bytes all clients' query and output buffers may hold together (Redis maxmemory-clients); 0 = no cap. */
+  readonly maxClientsMemory: number;
+  /** Most commands one MULTI may queue; past it the transaction is aborted (EXECABORT at EXEC). */
+  readonly maxMultiCommands: number;
+  /** Redis client-output-buffer-limit for normal and pub/sub clients (replicas have replication.replica-*-lag). */
+  readonly clientOutputBufferLimit: { readonly normal: OutputBufferLimit; readonly pubsub: OutputBufferLimit };
+}
+
+/** One class of Redis's client-output-buffer-limit: bytes, and how long the soft limit may be exceeded; 0 = none. */
+export interface OutputBufferLimit {
+  readonly hard: number;
+  readonly soft: number;
+  readonly softMs: number;
 }
 
 export interface LogConfig {
@@ -132,6 +147,12 @@ export interface WebConfig {
   readonly maxBuffered: number;
   /** What happens to a /stream subscriber past maxBuffered: closed (4008), or its messages dropped and counted. */
   readonly slowClient: 'disconnect' | 'drop';
+  /** Most /stream subscribers at once. */
+  readonly maxSubscribers: number;
+  /** Host names (lower case) requests may carry in Host besides the same-host defaults; `*` = any. */
+  readonly allowedHosts: ReadonlyArray<string>;
+  /** Origins (lower case) allowed besides the relay's own; `*` = any. */
+  readonly allowedOrigins: ReadonlyArray<string>;
 }
 
 export interface LoggingConfig {

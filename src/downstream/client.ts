@@ -1,10 +1,15 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
-import { RequestParser } from '../resp/request-parser.js';
+import { ARG_OVERHEAD, FIXED_LIMITS, RequestParser } from '../resp/request-parser.js';
 import { errorReply } from '../resp/writer.js';
 import { ProtocolError } from '../errors.js';
+import type { OutputBufferLimit } from '../config/types.js';
 import type { RelayStats } from '../observability/stats.js';
+import { LogLimiter } from '../util/log-limiter.js';
 import type { ReplicaSession } from './replica-session.js';
+import type { ClientMemory, MemoryUser } from './client-memory.js';
+import { checkOutputLimit } from './output-limit.js';
+import type { Role } from './roles.js';
 
 let nextClientId = 1;
 
@@ -13,12 +18,20 @@ export interface ClientLimits {
   readonly maxQueryBuffer: number;
   /** Close a connection that has sent nothing, or not authenticated (auth on), this long after it opened; 0 = off. */
   readonly handshakeTimeoutMs?: number;
+  /** Redis client-output-buffer-limit for normal and pub/sub clients; absent = none. */
+  readonly clientOutputBufferLimit?: { readonly normal: OutputBufferLimit; readonly pubsub: OutputBufferLimit };
+  /** Most commands one MULTI may queue; absent = no cap. */
+  readonly maxMultiCommands?: number;
 }
 
-/** What a command handler may do with the connection that sent it. */
+/** What a command handler may do with the connection that sent it, and what the server shares among clients. */
 export interface ClientHandlers {
   dispatch(client: ClientConnection, args: Buffer[]): void;
   closed(client: ClientConnection): void;
+  /** listen.max-clients-memory; absent = not counted. */
+  readonly memory?: ClientMemory;
+  /** Rate limit for the warnings a client can trigger; absent = one of its own. */
+  readonly warnings?: LogLimiter;
 }
 
 /**
@@ -26,15 +39,16 @@ export interface ClientHandlers {
  * writes replies. Once it sends PSYNC/SYNC it carries a ReplicaSession; replies to a replica are never
  * written (they would corrupt its stream), as in Redis.
  */
-export class ClientConnection {
+export class ClientConnection implements MemoryUser {
   readonly id = nextClientId++;
   readonly socket: Socket;
   readonly addr: string;
   readonly createdAt = Date.now();
   readonly logger: Logger;
   name = '';
-  authenticated: boolean;
   user = 'default';
+  /** The logged-in user's role (roles.ts); `default` is an admin. */
+  role: Role = 'admin';
   lastCommand = '';
   lastInteraction = Date.now();
   /** From REPLCONF before PSYNC. */
@@ -46,13 +60,17 @@ export class ClientConnection {
   /** Pub/sub subscriptions (pubsub.ts), names as latin1 strings. */
   readonly channels = new Set<string>();
   readonly patterns = new Set<string>();
+  readonly maxMultiCommands: number;
+  #authenticated: boolean;
   #parser: RequestParser;
   #stats: RelayStats;
   #handlers: ClientHandlers;
+  #warnings: LogLimiter;
   #closing = false;
   #limits: ClientLimits;
   #bytesIn = 0;
   #handshakeTimer: NodeJS.Timeout | null = null;
+  readonly #softLimit = { softSince: 0 };
 
   constructor(socket: Socket, logger: Logger, stats: RelayStats, limits: ClientLimits, handlers: ClientHandlers, needsAuth: boolean) {
     this.socket = socket;
@@ -60,14 +78,19 @@ export class ClientConnection {
     this.logger = logger.child({ peer: this.addr, client: this.id });
     this.#stats = stats;
     this.#handlers = handlers;
-    this.authenticated = !needsAuth;
+    this.#warnings = handlers.warnings ?? new LogLimiter();
     this.#limits = limits;
+    this.maxMultiCommands = limits.maxMultiCommands ?? Infinity;
     this.#parser = new RequestParser({ maxBulkLen: limits.maxBulkLen, maxQueryBuffer: limits.maxQueryBuffer });
+    this.#authenticated = !needsAuth;
+    this.#parser.unauthenticated = needsAuth;
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('drain', () => this.#updateMemory());
     socket.on('error', (err) => this.logger.debug({ err }, 'client socket error'));
     socket.on('close', () => {
       if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
+      this.#handlers.memory?.remove(this);
       this.#handlers.closed(this);
     });
     const handshakeMs = limits.handshakeTimeoutMs ?? 0;
@@ -77,11 +100,25 @@ export class ClientConnection {
     }
   }
 
+  /** Logged in (always true when no auth is configured). Until then Redis 7's unauthenticated input limits apply. */
+  get authenticated(): boolean {
+    return this.#authenticated;
+  }
+  set authenticated(v: boolean) {
+    this.#authenticated = v;
+    this.#parser.unauthenticated = !v;
+  }
+
+  /** A warning this client caused, rate limited per message (a client must not be able to flood the log). */
+  warn(obj: Record<string, unknown>, msg: string, burst?: number): void {
+    this.#warnings.warn(this.logger, obj, msg, burst);
+  }
+
   /** listen.handshake-timeout: a connection that never spoke, or never authenticated, is closed. */
   #handshakeExpired(ms: number): void {
     this.#handshakeTimer = null;
     if (this.#handshakeDone() || this.socket.destroyed) return;
-    this.logger.warn(
+    this.warn(
       { limit: 'listen.handshake-timeout', value: ms, bytesIn: this.#bytesIn, authenticated: this.authenticated },
       this.#bytesIn === 0 ? 'client sent nothing within the handshake timeout, closing it' : 'client did not authenticate within the handshake timeout, closing it',
     );
@@ -97,6 +134,32 @@ export class ClientConnection {
     return this.socket.remoteAddress ?? '';
   }
 
+  /** Query buffer (with parsed arguments), queued MULTI commands and output buffer, as Redis's tot-mem; 0 for a replica. */
+  memoryUsage(): number {
+    if (this.replica) return 0;
+    return this.#parser.memory + this.multiMemory() + this.socket.writableLength;
+  }
+
+  /** Bytes the queued MULTI commands hold (Redis multi-mem). */
+  multiMemory(): number {
+    let n = 0;
+    for (const args of this.multi ?? []) for (const a of args) n += a.length + ARG_OVERHEAD;
+    return n;
+  }
+
+  evictForMemory(limit: number, used: number): void {
+    this.warn({ limit: 'listen.max-clients-memory', value: limit, used }, 'clients past their memory cap: closing the client holding the most');
+    this.#closing = true;
+    this.socket.end(errorReply(`ERR client evicted: the clients' buffers went past listen.max-clients-memory (${limit} bytes) and this client held the most (${used} bytes)`));
+    // A peer that does not read would keep its output buffer: drop it now rather than hold the memory.
+    if (this.socket.writableLength > 0) this.socket.destroy();
+    else setTimeout(() => this.socket.destroy(), 5000).unref();
+  }
+
+  #updateMemory(): void {
+    if (!this.#closing) this.#handlers.memory?.update(this, this.memoryUsage());
+  }
+
   #onData(chunk: Buffer): void {
     if (this.#closing) return;
     this.#stats.netInputBytes += chunk.length;
@@ -108,19 +171,7 @@ export class ClientConnection {
       try {
         args = this.#parser.next();
       } catch (err) {
-        this.#stats.protocolErrors++;
-        const e = err as Error;
-        const limit = err instanceof ProtocolError ? err.limit : null;
-        if (limit !== null) {
-          const value = limit === 'listen.max-bulk-len' ? this.#limits.maxBulkLen : this.#limits.maxQueryBuffer;
-          this.logger.warn({ limit, value, buffered: this.#parser.buffered, err: e.message }, 'client went past a limit, closing it');
-        } else if (err instanceof ProtocolError) {
-          this.logger.warn({ err: e.message }, 'protocol error from client, closing it');
-        } else {
-          this.logger.error({ err }, 'request parser failed, closing the client');
-        }
-        this.reply(errorReply(`ERR ${err instanceof ProtocolError ? e.message : 'Protocol error'}`), true);
-        this.closeAfterWrite();
+        this.#protocolError(err);
         return;
       }
       if (!args) break;
@@ -138,13 +189,44 @@ export class ClientConnection {
       clearTimeout(this.#handshakeTimer);
       this.#handshakeTimer = null;
     }
+    this.#updateMemory();
   }
 
-  /** Writes a reply unless this connection is a replica (its socket carries only the stream). */
+  #protocolError(err: unknown): void {
+    this.#stats.protocolErrors++;
+    const e = err as Error;
+    const limit = err instanceof ProtocolError ? err.limit : null;
+    if (limit !== null) {
+      const value = limit === 'listen.max-bulk-len' ? this.#limits.maxBulkLen : limit === 'listen.max-query-buffer' ? this.#limits.maxQueryBuffer : FIXED_LIMITS[limit];
+      this.warn({ limit, value, buffered: this.#parser.buffered, err: e.message }, 'client went past a limit, closing it');
+    } else if (err instanceof ProtocolError) {
+      this.warn({ err: e.message }, 'protocol error from client, closing it');
+    } else {
+      this.logger.error({ err }, 'request parser failed, closing the client');
+    }
+    this.reply(errorReply(`ERR ${err instanceof ProtocolError ? e.message : 'Protocol error'}`), true);
+    this.closeAfterWrite();
+  }
+
+  /** Writes a reply unless this connection is a replica (its socket carries only the stream); then checks the output limits. */
   reply(buf: Buffer, force = false): void {
-    if ((this.replica && !force) || this.socket.destroyed) return;
+    if ((this.replica && !force) || this.socket.destroyed || (this.#closing && !force)) return;
     this.#stats.netOutputBytes += buf.length;
     this.socket.write(buf);
+    if (this.replica) return;
+    const limits = this.#limits.clientOutputBufferLimit;
+    if (limits) {
+      const cls = this.channels.size + this.patterns.size > 0 ? 'pubsub' : 'normal';
+      const used = this.socket.writableLength;
+      const hit = checkOutputLimit(cls, limits[cls], used, Date.now(), this.#softLimit);
+      if (hit) {
+        this.warn({ ...hit, used }, 'client past its output buffer limit, closing it');
+        // Like Redis: what it did not read is dropped with it.
+        this.kill();
+        return;
+      }
+    }
+    this.#updateMemory();
   }
 
   closeAfterWrite(): void {

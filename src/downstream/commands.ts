@@ -1,9 +1,11 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { arrayReply, bulkReply, errorReply, integerReply, OK, PONG, simpleString } from '../resp/writer.js';
 import type { ClientConnection } from './client.js';
 import type { ListenUser } from '../config/types.js';
 import { WRITE_COMMANDS } from './write-commands.js';
 import { pubsubFor, SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount } from './pubsub.js';
+import { channelAllowed, channelArgs, roleAllows } from './roles.js';
+import { clip, validClientName, validHost } from '../util/text.js';
 
 /** What commands need from the rest of the relay. */
 export interface CommandHost {
@@ -34,11 +36,16 @@ interface CommandSpec {
 
 const str = (b: Buffer | undefined): string => (b ? b.toString('utf8') : '');
 const lower = (b: Buffer | undefined): string => str(b).toLowerCase();
+/** Client input shown in an error reply: at most 128 characters, as Redis does. */
+const echo = (b: Buffer | undefined): string => clip(str(b));
 
-function passwordMatches(expected: string, given: string): boolean {
-  const a = Buffer.from(expected);
-  const b = Buffer.from(given);
-  return a.length === b.length && timingSafeEqual(a, b);
+/** Compares SHA-256 digests, so the time taken tells nothing about the password, its length included (as Redis's ACL). */
+export function passwordMatches(expected: string, given: string): boolean {
+  return timingSafeEqual(digest(expected), digest(given));
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
 }
 
 const WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
@@ -54,14 +61,17 @@ function auth(host: CommandHost, client: ClientConnection, user: string, pass: s
     client.reply(errorReply('ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?'));
     return false;
   }
-  const expected = user === 'default' ? host.password : (host.users.find((u) => u.name === user)?.password ?? null);
-  if (expected === null || !passwordMatches(expected, pass)) {
-    client.logger.warn({ user }, 'auth failed');
+  const named = host.users.find((u) => u.name === user);
+  const expected = user === 'default' ? host.password : (named?.password ?? null);
+  // An unknown user is compared too, so the time taken does not tell which users exist.
+  if (!passwordMatches(expected ?? '', pass) || expected === null) {
+    client.warn({ user: clip(user) }, 'auth failed');
     client.reply(WRONGPASS);
     return false;
   }
   client.authenticated = true;
   client.user = user;
+  client.role = named?.role ?? 'admin';
   return true;
 }
 
@@ -107,18 +117,23 @@ const COMMANDS: Record<string, CommandSpec> = {
         if (ver !== 2) return c.reply(errorReply('NOPROTO unsupported protocol version'));
         i = 2;
       }
+      // As Redis helloCommand: options first, then AUTH, then (authenticated only) SETNAME with CLIENT SETNAME's rules.
+      let creds: [string, string] | null = null;
+      let name: string | null = null;
       for (; i < a.length; i++) {
         const opt = lower(a[i]);
         if (opt === 'auth' && i + 2 < a.length) {
-          if (!auth(h, c, str(a[i + 1]), str(a[i + 2]))) return;
+          creds = [str(a[i + 1]), str(a[i + 2])];
           i += 2;
         } else if (opt === 'setname' && i + 1 < a.length) {
-          c.name = str(a[++i]);
+          name = str(a[++i]);
         } else {
-          return c.reply(errorReply(`ERR Syntax error in HELLO option '${str(a[i])}'`));
+          return c.reply(errorReply(`ERR Syntax error in HELLO option '${echo(a[i])}'`));
         }
       }
+      if (creds && !auth(h, c, creds[0], creds[1])) return;
       if (!c.authenticated) return c.reply(errorReply('NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time'));
+      if (name !== null && !setName(c, name)) return;
       c.reply(
         arrayReply([
           bulkReply('server'), bulkReply('redis'),
@@ -180,7 +195,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       if (sub === 'get') return c.reply(arrayReply([]));
       if (sub === 'set') return c.reply(errorReply('ERR CONFIG SET is not supported by psync-relay; edit the config file'));
       if (sub === 'resetstat') return c.reply(OK);
-      c.reply(errorReply(`ERR unknown subcommand '${str(a[1])}'. Try CONFIG HELP.`));
+      c.reply(errorReply(`ERR unknown subcommand '${echo(a[1])}'. Try CONFIG HELP.`));
     },
   },
   multi: {
@@ -218,6 +233,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       pubsubFor(h).drop(c);
       c.name = '';
       c.user = 'default';
+      c.role = 'admin';
       c.authenticated = !authRequired(h);
       c.reply(simpleString('RESET'));
     },
@@ -239,6 +255,9 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
         break;
       }
       case 'ip-address':
+        // Shown in INFO's slaveN: lines (which Sentinel parses) and /status: only a real address or host name.
+        if (val.length >= 256) return c.reply(errorReply(`ERR REPLCONF ip-address provided by replica instance is too long: ${val.length} bytes`));
+        if (!validHost(val)) return c.reply(errorReply('ERR REPLCONF ip-address provided by replica instance is not a valid IP address or host name'));
         c.replconf.ipAddress = val;
         break;
       case 'capa':
@@ -262,6 +281,7 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
         // Only a master asks this; we are its master, so there is nothing to answer.
         return;
       case 'version':
+        if (!/^[0-9A-Za-z.+-]{1,32}$/.test(val)) return c.reply(errorReply('ERR REPLCONF version is not a version number'));
         c.replconf.version = val;
         break;
       case 'rdb-only':
@@ -273,7 +293,7 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
         c.replconf.rdbFilterEmpty = true;
         break;
       default:
-        c.logger.debug({ option: opt }, 'unknown REPLCONF option accepted');
+        c.logger.debug({ option: clip(opt) }, 'unknown REPLCONF option accepted');
     }
   }
   c.reply(OK);
@@ -287,6 +307,8 @@ function replicaof(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
   }
   const port = Number(portText);
   if (!Number.isInteger(port) || port < 1 || port > 65535) return c.reply(errorReply('ERR Invalid master port'));
+  // The host shows in INFO (master_host): it must never carry a line of its own.
+  if (!validHost(host)) return c.reply(errorReply('ERR Invalid master host: not an IP address or host name'));
   const err = h.replicaOf(host, port);
   c.reply(err === null ? OK : errorReply(err));
 }
@@ -296,9 +318,8 @@ function client(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
   switch (sub) {
     case 'setname':
       if (a.length !== 3) return c.reply(errorReply("ERR wrong number of arguments for 'client|setname' command"));
-      if (/[\s]/.test(str(a[2]))) return c.reply(errorReply('ERR Client names cannot contain spaces, newlines or special characters.'));
-      c.name = str(a[2]);
-      return c.reply(OK);
+      if (setName(c, str(a[2]))) c.reply(OK);
+      return;
     case 'getname':
       return c.reply(bulkReply(c.name === '' ? null : c.name));
     case 'id':
@@ -315,8 +336,18 @@ function client(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
     case 'no-touch':
       return c.reply(OK);
     default:
-      return c.reply(errorReply(`ERR unknown subcommand '${str(a[1])}'. Try CLIENT HELP.`));
+      return c.reply(errorReply(`ERR unknown subcommand '${echo(a[1])}'. Try CLIENT HELP.`));
   }
+}
+
+/** Redis clientSetName: '' clears the name; otherwise printable ASCII without spaces, so CLIENT LIST stays one line per client. */
+function setName(c: ClientConnection, name: string): boolean {
+  if (!validClientName(name)) {
+    c.reply(errorReply('ERR Client names cannot contain spaces, newlines or special characters.'));
+    return false;
+  }
+  c.name = name;
+  return true;
 }
 
 function clientLine(c: ClientConnection): string {
@@ -351,7 +382,7 @@ function clientKill(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
       else return c.reply(errorReply('ERR syntax error'));
     }
     if (type !== null && !['normal', 'replica', 'slave', 'pubsub', 'master'].includes(type)) {
-      return c.reply(errorReply(`ERR Unknown client type '${type}'`));
+      return c.reply(errorReply(`ERR Unknown client type '${clip(type)}'`));
     }
   }
   const victims = [...h.clients()].filter((x) => {
@@ -375,12 +406,6 @@ function clientKill(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
   for (const v of victims) v.kill();
 }
 
-/** What the `replication` role may run (`command|subcommand` for CLIENT and CONFIG); `admin` runs everything. */
-const REPLICATION_ROLE = new Set([
-  'auth', 'hello', 'ping', 'quit', 'echo', 'select', 'reset', 'psync', 'sync', 'replconf', 'info', 'role', 'command',
-  'client|setname', 'client|getname', 'client|id', 'client|info', 'client|setinfo',
-  'subscribe', 'unsubscribe', 'psubscribe', 'punsubscribe', 'publish', 'pubsub',
-]);
 /** Commands whose permission is per subcommand, with the subcommands their handlers know. */
 const SUBCOMMANDS: Record<string, ReadonlySet<string>> = {
   client: new Set(['setname', 'getname', 'id', 'list', 'info', 'kill', 'setinfo', 'reply', 'no-evict', 'no-touch']),
@@ -388,58 +413,92 @@ const SUBCOMMANDS: Record<string, ReadonlySet<string>> = {
 };
 
 /**
- * The ACL check, as Redis 7.0 words it: null when `c`'s user may run the command. `default` (listen.password) and
- * `admin` users may run everything; unknown commands, wrong arities and unknown subcommands are left to the usual errors.
+ * The ACL check, as Redis 7.0 words it: null when `c`'s role may run the command (roles.ts). Unknown commands, wrong
+ * arities and unknown subcommands are left to the usual errors.
  */
-function permissionError(host: CommandHost, c: ClientConnection, name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {
-  if (c.user === 'default' || host.users.find((u) => u.name === c.user)?.role === 'admin') return null;
+function permissionError(c: ClientConnection, name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {
+  if (c.role === 'admin') return null;
   if (spec ? !arityOk(spec, args) : !WRITE_COMMANDS.has(name)) return null;
   const subs = SUBCOMMANDS[name];
   if (subs && !subs.has(lower(args[1]))) return null;
   const full = subs ? `${name}|${lower(args[1])}` : name;
-  return REPLICATION_ROLE.has(full) ? null : `NOPERM this user has no permissions to run the '${full}' command`;
+  if (!roleAllows(c.role, full)) return `NOPERM this user has no permissions to run the '${full}' command`;
+  const channels = channelArgs(name, args);
+  if (channels && !channels.every((ch) => channelAllowed(c.role, ch))) {
+    return 'NOPERM this user has no permissions to access one of the channels used as arguments';
+  }
+  return null;
+}
+
+/**
+ * Redis registers `POST` and `Host:` as commands that close the connection: an HTTP request sent to the RESP port
+ * by a browser (a cross-protocol attack) is cut at its first line, before any command in its body runs.
+ */
+function securityWarning(c: ClientConnection): void {
+  c.warn(
+    {},
+    'Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: commands to the relay. This is likely due to an attacker attempting to use Cross Protocol Scripting to compromise it. Connection aborted.',
+    1,
+  );
+  c.kill();
 }
 
 /** Runs one command: auth check, permission check, arity, MULTI queueing, then the handler. */
 export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[]): void {
   const name = lower(args[0]);
-  c.lastCommand = name;
+  if (name === 'post' || name === 'host:') return securityWarning(c);
   const spec = COMMANDS[name];
+  if (spec) c.lastCommand = name;
   if (!c.authenticated && !spec?.noAuth) {
     c.reply(errorReply('NOAUTH Authentication required.'));
     return;
   }
-  const denied = permissionError(host, c, name, spec, args);
+  const denied = permissionError(c, name, spec, args);
   if (denied) {
-    c.logger.warn({ user: c.user, command: name }, 'command refused: no permission');
+    c.warn({ user: c.user, role: c.role, command: name }, 'command refused: no permission');
     if (c.multi) c.multiError = true;
     return c.reply(errorReply(denied));
   }
   if (subscriptionCount(c) > 0 && !SUBSCRIBED_MODE_COMMANDS.has(name)) {
     return c.reply(
-      errorReply(`ERR Can't execute '${name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context`),
+      errorReply(`ERR Can't execute '${clip(name)}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context`),
     );
   }
-  if (c.multi && name !== 'exec' && name !== 'discard' && name !== 'multi' && name !== 'quit') {
-    const err = checkCommand(name, spec, args);
-    if (err) {
-      c.multiError = true;
-      return c.reply(errorReply(err));
-    }
-    c.multi.push(args);
-    return c.reply(simpleString('QUEUED'));
-  }
+  if (c.multi && name !== 'exec' && name !== 'discard' && name !== 'multi' && name !== 'quit') return queue(c, name, spec, args);
   if (name === 'exec') return exec(host, c);
   const err = checkCommand(name, spec, args);
   if (err) return c.reply(errorReply(err));
   spec!.handler(host, c, args);
 }
 
+/**
+ * Inside MULTI: queue the command. A transaction that already failed is only acknowledged (EXEC will refuse it
+ * anyway), and one that reaches listen.max-multi-commands is aborted and its queue freed.
+ */
+function queue(c: ClientConnection, name: string, spec: CommandSpec | undefined, args: Buffer[]): void {
+  const err = checkCommand(name, spec, args);
+  if (err) {
+    c.multiError = true;
+    return c.reply(errorReply(err));
+  }
+  if (c.multiError) return c.reply(simpleString('QUEUED'));
+  if (c.multi!.length >= c.maxMultiCommands) {
+    c.warn({ limit: 'listen.max-multi-commands', value: c.maxMultiCommands }, 'MULTI queue full, transaction aborted');
+    c.multi = [];
+    c.multiError = true;
+    return c.reply(errorReply(`ERR MULTI queue full: listen.max-multi-commands is ${c.maxMultiCommands}; the transaction is aborted (EXEC will answer EXECABORT)`));
+  }
+  c.multi!.push(args);
+  c.reply(simpleString('QUEUED'));
+}
+
 function checkCommand(name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {
   if (!spec) {
     if (WRITE_COMMANDS.has(name)) return "READONLY You can't write against a read only replica.";
-    const shown = args.slice(1, 21).map((x) => `'${str(x).slice(0, 128)}'`).join(' ');
-    return `ERR unknown command '${str(args[0]).slice(0, 128)}', with args beginning with: ${shown}${shown ? ' ' : ''}`;
+    // Redis: the name cut to 128 characters, then arguments until 128 characters of them are shown.
+    let shown = '';
+    for (let i = 1; i < args.length && shown.length < 128; i++) shown += `'${str(args[i]).slice(0, 128 - shown.length)}' `;
+    return `ERR unknown command '${str(args[0]).slice(0, 128)}', with args beginning with: ${shown}`;
   }
   if (!arityOk(spec, args)) return `ERR wrong number of arguments for '${name}' command`;
   return null;
@@ -465,7 +524,7 @@ function exec(host: CommandHost, c: ClientConnection): void {
     for (const args of queued) {
       // Checked again at EXEC, as Redis does: an AUTH queued earlier in the transaction may have changed the user.
       const name = lower(args[0]);
-      const denied = permissionError(host, c, name, COMMANDS[name], args);
+      const denied = permissionError(c, name, COMMANDS[name], args);
       if (denied) c.reply(errorReply(denied));
       else COMMANDS[name]!.handler(host, c, args);
     }

@@ -1,6 +1,7 @@
 import { arrayReply, bulkReply, errorReply, integerReply } from '../resp/writer.js';
 import type { ClientConnection } from './client.js';
 import { globMatch } from '../util/glob.js';
+import { clip } from '../util/text.js';
 
 /**
  * Minimal pub/sub among the relay's own clients (RESP2), enough for Sentinel: it SUBSCRIBEs and PUBLISHes
@@ -87,7 +88,7 @@ export class PubSub {
       return c.reply(arrayReply(out));
     }
     if (sub === 'numpat' && args.length === 2) return c.reply(integerReply(this.#patterns.size));
-    c.reply(errorReply(`ERR unknown subcommand or wrong number of arguments for '${args[1]!.toString('utf8')}'. Try PUBSUB HELP.`));
+    c.reply(errorReply(`ERR unknown subcommand or wrong number of arguments for '${clip(args[1]!.toString('utf8'))}'. Try PUBSUB HELP.`));
   }
 
   /** Forget every subscription of `c` without telling it (a closed connection, RESET). */

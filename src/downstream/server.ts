@@ -6,10 +6,14 @@ import type { ListenConfig } from '../config/types.js';
 import type { RelayStats } from '../observability/stats.js';
 import { ClientConnection } from './client.js';
 import { dispatch, type CommandHost } from './commands.js';
+import { ClientMemory } from './client-memory.js';
+import { DENIED, isLocalPeer, protectedModeOn, protectedModeWarning } from './protected-mode.js';
+import { LogLimiter } from '../util/log-limiter.js';
 
 /**
  * The downstream RESP listeners: plain TCP on `listen.port` (none when 0) and TLS on `listen.tls.port`; both serve
- * the same commands to the same client set. Accepts connections, enforces maxclients, tracks clients.
+ * the same commands to the same client set. Accepts connections, enforces protected mode and maxclients (TLS
+ * connections still in their handshake count), tracks clients and their memory.
  */
 export class ReplicaServer {
   #config: ListenConfig;
@@ -20,12 +24,19 @@ export class ReplicaServer {
   #tlsServer: ReturnType<typeof createTlsServer> | null = null;
   #tlsPort = 0;
   #clients = new Set<ClientConnection>();
+  /** Raw TCP sockets of the TLS listener, open (in their handshake, or under a TLS client). */
+  #tlsRaw = new Set<Socket>();
+  /** Clients in #clients that came over TLS (their raw sockets are in #tlsRaw too). */
+  #tlsClients = 0;
+  readonly #memory: ClientMemory;
+  readonly #warnings = new LogLimiter();
 
   constructor(config: ListenConfig, logger: Logger, stats: RelayStats, host: CommandHost) {
     this.#config = config;
     this.#logger = logger;
     this.#stats = stats;
     this.#host = host;
+    this.#memory = new ClientMemory(config.maxClientsMemory);
     if (config.port !== 0) {
       this.#server = createServer((socket) => this.#accept(socket));
       this.#server.on('error', (err) => this.#logger.error({ err }, 'listener error'));
@@ -45,16 +56,37 @@ export class ReplicaServer {
   async listen(): Promise<number> {
     const tls = this.#config.tls;
     if (tls !== null) {
-      // Certificate files are read here: a missing or bad one fails the start, naming the key.
-      const server = createTlsServer(serverTlsOptions(tls), (socket) => this.#accept(socket));
+      // Certificate files are read here: a missing or bad one fails the start, naming the key. Node's own default
+      // handshake timeout is 120 s; listen.handshake-timeout bounds the handshake too.
+      const handshakeTimeout = this.#config.handshakeTimeoutMs > 0 ? this.#config.handshakeTimeoutMs : undefined;
+      const server = createTlsServer({ ...serverTlsOptions(tls), handshakeTimeout }, (socket) => {
+        this.#tlsClients++;
+        socket.once('close', () => this.#tlsClients--);
+        this.#accept(socket, true);
+      });
       server.on('error', (err) => this.#logger.error({ err }, 'TLS listener error'));
-      server.on('tlsClientError', (err, socket) =>
-        this.#logger.warn({ err: err.message, peer: `${socket.remoteAddress}:${socket.remotePort}` }, 'TLS handshake with a client failed'),
-      );
+      // Before the handshake: a connection in it holds a slot of listen.max-clients.
+      server.on('connection', (raw: Socket) => {
+        if (this.#refuseAtCapacity(raw, false)) return;
+        this.#tlsRaw.add(raw);
+        raw.once('close', () => this.#tlsRaw.delete(raw));
+      });
+      server.on('tlsClientError', (err, socket) => {
+        const timeout = (err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
+        this.#warnings.warn(
+          this.#logger,
+          { err: err.message, ...(timeout && { limit: 'listen.handshake-timeout', value: this.#config.handshakeTimeoutMs }) },
+          timeout ? 'TLS handshake not finished within the handshake timeout, closing it' : 'TLS handshake with a client failed',
+        );
+        // Node leaves a socket whose handshake timed out open: close it.
+        socket.destroy();
+      });
       this.#tlsServer = server;
     }
     const plain = this.#server ? await this.#listenOn(this.#server, this.#config.port, 'listening for replicas') : 0;
     if (this.#tlsServer && tls !== null) this.#tlsPort = await this.#listenOn(this.#tlsServer, tls.port, 'listening for replicas over TLS');
+    const warning = protectedModeWarning(this.#config);
+    if (warning) this.#logger.warn({ bind: this.#config.bind, protectedMode: this.#config.protectedMode }, warning);
     return plain || this.#tlsPort;
   }
 
@@ -71,18 +103,44 @@ export class ReplicaServer {
     });
   }
 
-  #accept(socket: Socket): void {
+  /** Connections counted against listen.max-clients: clients, and TLS connections still in their handshake. */
+  get #connections(): number {
+    return this.#clients.size + this.#tlsRaw.size - this.#tlsClients;
+  }
+
+  /** listen.max-clients: refuses `socket` when every slot is taken (`plain`: it can read the error; a TLS handshake cannot). */
+  #refuseAtCapacity(socket: Socket, plain: boolean): boolean {
+    if (this.#connections < this.#config.maxClients) return false;
     this.#stats.totalConnectionsReceived++;
-    if (this.#clients.size >= this.#config.maxClients) {
-      this.#stats.rejectedConnections++;
-      this.#logger.warn(
-        { limit: 'listen.max-clients', value: this.#config.maxClients, peer: `${socket.remoteAddress}:${socket.remotePort}` },
-        'max clients reached, connection refused',
+    this.#stats.rejectedConnections++;
+    this.#warnings.warn(
+      this.#logger,
+      { limit: 'listen.max-clients', value: this.#config.maxClients, peer: `${socket.remoteAddress}:${socket.remotePort}` },
+      'max clients reached, connection refused',
+    );
+    this.#refuse(socket, plain ? '-ERR max number of clients reached\r\n' : null);
+    return true;
+  }
+
+  #refuse(socket: Socket, error: string | null): void {
+    socket.on('error', () => {});
+    if (error === null) return void socket.destroy();
+    socket.end(error);
+    // A peer that never reads must not keep the refused socket open.
+    setTimeout(() => socket.destroy(), 5000).unref();
+  }
+
+  /** A new client; `tls`: its slot was taken when its handshake began. */
+  #accept(socket: Socket, tls = false): void {
+    if (!tls && this.#refuseAtCapacity(socket, true)) return;
+    this.#stats.totalConnectionsReceived++;
+    if (protectedModeOn(this.#config) && !isLocalPeer(socket.remoteAddress)) {
+      this.#warnings.warn(
+        this.#logger,
+        { limit: 'listen.protected-mode', value: true, peer: `${socket.remoteAddress}:${socket.remotePort}` },
+        'protected mode: connection from a non-loopback address refused (no listen.password or listen.users set)',
       );
-      socket.on('error', () => {});
-      socket.end('-ERR max number of clients reached\r\n');
-      // A peer that never reads must not keep the refused socket open.
-      setTimeout(() => socket.destroy(), 5000).unref();
+      this.#refuse(socket, DENIED);
       return;
     }
     const client = new ClientConnection(
@@ -96,6 +154,8 @@ export class ReplicaServer {
           this.#clients.delete(c);
           c.replica?.closed();
         },
+        memory: this.#memory,
+        warnings: this.#warnings,
       },
       this.#config.password !== null || this.#config.users.length > 0,
     );

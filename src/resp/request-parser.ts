@@ -20,6 +20,11 @@ const BACKSLASH = 0x5c;
 /** PROTO_INLINE_MAX_SIZE: also bounds the wait for a multibulk or bulk header's CR */
 const INLINE_MAX = 64 * 1024;
 const INT_MAX = 2 ** 31 - 1;
+/** Redis 7 processMultibulkBuffer: before AUTH (auth on), at most 10 arguments and 16 KiB per bulk. */
+const UNAUTH_MAX_ARGS = 10;
+const UNAUTH_MAX_BULK = 16 * 1024;
+/** Heap bytes one parsed argument costs besides its payload (a Buffer view: measured about 195 on Node 20). */
+export const ARG_OVERHEAD = 200;
 
 const ReqType = { Unknown: 0, Inline: 1, Multibulk: 2 } as const;
 type ReqType = (typeof ReqType)[keyof typeof ReqType];
@@ -43,6 +48,8 @@ export class RequestParser {
   #bulkLen = -1;
   #args: Buffer[] = [];
   #error: ProtocolError | null = null;
+  /** The client must still AUTH: Redis 7's unauthenticated limits apply to the next commands. */
+  unauthenticated = false;
 
   constructor(opts: RequestParserOptions) {
     this.#maxBulkLen = opts.maxBulkLen;
@@ -57,6 +64,11 @@ export class RequestParser {
   /** Bytes pushed and not yet returned as part of a command (the unfinished command's bytes included). */
   get buffered(): number {
     return this.#buf.retained;
+  }
+
+  /** Memory the unfinished input holds: its bytes plus the argument objects parsed so far (Redis argv-mem). */
+  get memory(): number {
+    return this.#buf.retained + this.#args.length * ARG_OVERHEAD;
   }
 
   /** One complete command's args, or undefined when more bytes are needed. Throws ProtocolError, then again on every call. */
@@ -113,6 +125,9 @@ export class RequestParser {
       if (line === undefined) return undefined;
       const n = string2ll(line, 1);
       if (n === null || n > this.#maxMultibulkLen) throw this.#fail('Protocol error: invalid multibulk length', line.length);
+      if (this.unauthenticated && n > UNAUTH_MAX_ARGS) {
+        throw limitError(this.#fail('Protocol error: unauthenticated multibulk length', line.length), 'unauthenticated-multibulk-len');
+      }
       buf.skip(2);
       if (n <= 0) return [];
       this.#multibulkLen = n;
@@ -132,6 +147,9 @@ export class RequestParser {
         if (len === null || len < 0) throw this.#fail('Protocol error: invalid bulk length', line.length);
         // Redis gives the same error for a bulk past proto-max-bulk-len.
         if (len > this.#maxBulkLen) throw limitError(this.#fail('Protocol error: invalid bulk length', line.length), 'listen.max-bulk-len');
+        if (this.unauthenticated && len > UNAUTH_MAX_BULK) {
+          throw limitError(this.#fail('Protocol error: unauthenticated bulk length', line.length), 'unauthenticated-bulk-len');
+        }
         buf.skip(2);
         this.#bulkLen = len;
       }
@@ -166,6 +184,12 @@ export class RequestParser {
     return new ProtocolError(message, this.#buf.offset - back);
   }
 }
+
+/** The fixed limits that have no config key, by the name ProtocolError.limit gives them. */
+export const FIXED_LIMITS: Readonly<Record<string, number>> = {
+  'unauthenticated-multibulk-len': UNAUTH_MAX_ARGS,
+  'unauthenticated-bulk-len': UNAUTH_MAX_BULK,
+};
 
 function limitError(err: ProtocolError, limit: string): ProtocolError {
   err.limit = limit;

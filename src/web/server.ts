@@ -9,6 +9,9 @@ import { DASHBOARD_HTML } from './dashboard.js';
 import { formatMetrics, METRICS_CONTENT_TYPE, type WebMetrics } from './metrics.js';
 import { StreamHub, type StreamSink, type StreamSource, type Subscription } from './stream-hub.js';
 import { parseStreamOptions, StreamOptionsError, type StreamOptions } from './stream-message.js';
+import { RequestGuard } from './request-guard.js';
+import { LogLimiter } from '../util/log-limiter.js';
+import { clip } from '../util/text.js';
 
 /** The uWebSockets.js native addon is loaded (not its slower Node.js fallback). */
 export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSLApp'] === 'function';
@@ -30,8 +33,9 @@ const MAX_REASON = 120;
 
 /**
  * HTTP + WebSocket server on uWebSockets.js: `/` dashboard, `/healthz`, `/readyz`, `/status` (JSON),
- * `/metrics` (Prometheus), `WS /stream`. `web.token`, when set, guards /status, /metrics and /stream
- * (`Authorization: Bearer <token>` or `?token=`); the dashboard page itself holds no data.
+ * `/metrics` (Prometheus), `WS /stream`. Every request must pass the same-host checks (request-guard.ts: Host, and
+ * Origin when sent); `web.token`, when set, also guards /status, /metrics and /stream (`Authorization: Bearer <token>`
+ * or `?token=`); the dashboard page itself holds no data.
  */
 export class WebServer {
   readonly hub: StreamHub;
@@ -40,14 +44,18 @@ export class WebServer {
   readonly #log: Logger;
   readonly #tokenDigest: Buffer | null;
   readonly #app: TemplatedApp;
+  readonly #guard: RequestGuard;
+  readonly #warnings = new LogLimiter();
   #listenSocket: us_listen_socket | null = null;
   #port = 0;
+  #shuttingDown = false;
 
   constructor(source: WebSource, config: WebConfig, logger: Logger) {
     this.#src = source;
     this.#config = config;
     this.#log = logger;
     this.#tokenDigest = config.token === null ? null : digest(config.token);
+    this.#guard = new RequestGuard(config);
     this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, slowClient: config.slowClient, logger });
     this.#app = this.#routes(uWS.App());
   }
@@ -72,6 +80,11 @@ export class WebServer {
     });
   }
 
+  /** The relay is shutting down: /healthz and /readyz answer 503 so load balancers stop sending clients. */
+  shuttingDown(): void {
+    this.#shuttingDown = true;
+  }
+
   async close(): Promise<void> {
     this.hub.close();
     if (this.#listenSocket) uWS.us_listen_socket_close(this.#listenSocket);
@@ -85,21 +98,31 @@ export class WebServer {
   }
 
   #routes(app: TemplatedApp): TemplatedApp {
+    const page = (res: HttpResponse, req: HttpRequest) => {
+      if (this.#allowed(res, req)) reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML);
+    };
     return app
-      .get('/', (res) => reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML))
-      .get('/index.html', (res) => reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML))
-      .get('/healthz', (res) => reply(res, '200 OK', 'text/plain; charset=utf-8', 'ok\n'))
-      .get('/readyz', (res) => {
+      .get('/', page)
+      .get('/index.html', page)
+      .get('/healthz', (res, req) => {
+        if (!this.#allowed(res, req)) return;
+        if (this.#shuttingDown) return reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', 'shutting down\n');
+        reply(res, '200 OK', 'text/plain; charset=utf-8', 'ok\n');
+      })
+      .get('/readyz', (res, req) => {
+        if (!this.#allowed(res, req)) return;
         const s = this.#src.status();
-        const ready = s.upstream.linkUp && s.snapshot !== null;
-        const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null });
+        const ready = s.upstream.linkUp && s.snapshot !== null && !this.#shuttingDown;
+        const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown });
         reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
       })
       .get('/status', (res, req) => {
+        if (!this.#allowed(res, req)) return;
         if (!this.#authorized(req)) return unauthorized(res);
         reply(res, '200 OK', 'application/json', JSON.stringify(this.statusJson()) + '\n');
       })
       .get('/metrics', (res, req) => {
+        if (!this.#allowed(res, req)) return;
         if (!this.#authorized(req)) return unauthorized(res);
         reply(res, '200 OK', METRICS_CONTENT_TYPE, formatMetrics(this.#src.status(), this.webMetrics(), this.#src.stats.streamCommands));
       })
@@ -111,7 +134,13 @@ export class WebServer {
         // The hub enforces web.max-buffered itself; uWS must not drop silently before it.
         maxBackpressure: Math.max(this.#config.maxBuffered * 4, 1024 ** 3),
         upgrade: (res, req, context) => {
+          if (!this.#allowed(res, req)) return;
           if (!this.#authorized(req)) return unauthorized(res);
+          const subscribers = this.hub.jsonSubscribers + this.hub.rawSubscribers;
+          if (subscribers >= this.#config.maxSubscribers) {
+            this.#warnings.warn(this.#log, { limit: 'web.max-subscribers', value: this.#config.maxSubscribers }, '/stream subscriber refused: too many subscribers');
+            return reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', `too many /stream subscribers (web.max-subscribers: ${this.#config.maxSubscribers})\n`);
+          }
           let opts: StreamOptions;
           try {
             opts = parseStreamOptions(req.getQuery() ?? '');
@@ -135,7 +164,24 @@ export class WebServer {
           data.sub?.closed();
         },
       })
-      .any('/*', (res) => reply(res, '404 Not Found', 'text/plain; charset=utf-8', 'not found\n'));
+      .any('/*', (res, req) => {
+        if (this.#allowed(res, req)) reply(res, '404 Not Found', 'text/plain; charset=utf-8', 'not found\n');
+      });
+  }
+
+  /** The same-host checks (request-guard.ts); answers 403 with no data and returns false when they fail. */
+  #allowed(res: HttpResponse, req: HttpRequest): boolean {
+    const host = req.getHeader('host');
+    const origin = req.getHeader('origin');
+    const refused = this.#guard.check(host, origin);
+    if (refused === null) return true;
+    this.#warnings.warn(
+      this.#log,
+      { limit: refused, host: clip(host), origin: clip(origin), url: clip(req.getUrl()) },
+      'web request refused: Host or Origin not allowed (possible DNS rebinding or cross-site request)',
+    );
+    reply(res, '403 Forbidden', 'text/plain; charset=utf-8', `forbidden: this ${refused === 'web.allowed-hosts' ? 'Host' : 'Origin'} is not allowed (${refused})\n`);
+    return false;
   }
 
   /** relay.status() with the command counts as an object and the /stream figures. */

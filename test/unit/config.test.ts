@@ -33,6 +33,13 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     maxQueryBuffer: 1024 ** 3,
     handshakeTimeoutMs: 10_000,
     announceIp: null,
+    protectedMode: true,
+    maxClientsMemory: 256 * 1024 ** 2,
+    maxMultiCommands: 1000,
+    clientOutputBufferLimit: {
+      normal: { hard: 0, soft: 0, softMs: 0 },
+      pubsub: { hard: 32 * 1024 ** 2, soft: 8 * 1024 ** 2, softMs: 60_000 },
+    },
   },
   log: { memory: 64 * 1024 ** 2, disk: 1024 ** 3, diskQueue: 128 * 1024 ** 2, refreshHold: 256 * 1024 ** 2 },
   replication: {
@@ -44,7 +51,17 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     ackPolicy: { kind: 'self' },
     snapshotRefreshMinIntervalMs: 60_000,
   },
-  web: { bind: '127.0.0.1', port: 8080, token: null, allowInsecure: false, maxBuffered: 16 * 1024 ** 2, slowClient: 'disconnect' },
+  web: {
+    bind: '127.0.0.1',
+    port: 8080,
+    token: null,
+    allowInsecure: false,
+    maxBuffered: 16 * 1024 ** 2,
+    slowClient: 'disconnect',
+    maxSubscribers: 100,
+    allowedHosts: [],
+    allowedOrigins: [],
+  },
   logging: { level: 'info' },
   dir: resolve(process.cwd(), 'data'),
   shutdownTimeoutMs: 10_000,
@@ -161,6 +178,19 @@ t.test('each invalid key is a ConfigError naming its path', async (t) => {
     [{ web: { bind: '0.0.0.0' } }, 'web.token'],
     [{ web: { bind: '::' } }, 'web.token'],
     [{ web: { bind: '10.1.2.3' } }, 'web.token'],
+    [{ listen: { 'protected-mode': 'no' } }, 'listen.protected-mode'],
+    [{ listen: { 'max-clients-memory': 'lots' } }, 'listen.max-clients-memory'],
+    [{ listen: { 'max-multi-commands': 0 } }, 'listen.max-multi-commands'],
+    [{ listen: { 'client-output-buffer-limit': 'pubsub 32mb 8mb 60' } }, 'listen.client-output-buffer-limit'],
+    [{ listen: { 'client-output-buffer-limit': { replica: {} } } }, 'listen.client-output-buffer-limit.replica'],
+    [{ listen: { 'client-output-buffer-limit': { pubsub: { hard: 'x' } } } }, 'listen.client-output-buffer-limit.pubsub.hard'],
+    [{ listen: { 'client-output-buffer-limit': { normal: { 'soft-seconds': -1 } } } }, 'listen.client-output-buffer-limit.normal.soft-seconds'],
+    [{ web: { 'max-subscribers': 0 } }, 'web.max-subscribers'],
+    [{ web: { 'allowed-hosts': 'example.com' } }, 'web.allowed-hosts'],
+    [{ web: { 'allowed-hosts': ['example.com:8080'] } }, 'web.allowed-hosts.0'],
+    [{ web: { 'allowed-hosts': ['evil\r\nx'] } }, 'web.allowed-hosts.0'],
+    [{ web: { 'allowed-origins': ['example.com'] } }, 'web.allowed-origins.0'],
+    [{ web: { 'allowed-origins': ['https://example.com/'] } }, 'web.allowed-origins.0'],
     [{ logging: { level: 'verbose' } }, 'logging.level'],
     [{ logging: { level: 'INFO' } }, 'logging.level'],
     [{ dir: 5 }, 'dir'],
@@ -213,6 +243,33 @@ t.test('listen.users, listen.tls and upstream.tls', async (t) => {
   const s = validateConfig({ upstream: { tls: { verify: false }, sentinel: { nodes: ['h'], 'master-name': 'm', tls: true } } }, null).upstream;
   t.equal(s.sentinel?.tls, true);
   t.equal(s.tls?.verify, false);
+});
+
+t.test('security keys: protected mode, client memory, output buffer limits, web allow-lists, roles', async (t) => {
+  const c = validateConfig(
+    {
+      listen: {
+        'protected-mode': false,
+        'max-clients-memory': 0,
+        'max-multi-commands': 5,
+        'client-output-buffer-limit': { pubsub: { hard: '1mb', 'soft-seconds': '500ms' } },
+        users: [{ name: 's', password: 'p', role: 'sentinel' }],
+      },
+      web: { 'max-subscribers': 3, 'allowed-hosts': ['Relay.Example.com', '*'], 'allowed-origins': ['https://Ops.example.com:8443'] },
+    },
+    null,
+  );
+  t.equal(c.listen.protectedMode, false);
+  t.equal(c.listen.maxClientsMemory, 0, '0 = no cap');
+  t.equal(c.listen.maxMultiCommands, 5);
+  t.strictSame(c.listen.clientOutputBufferLimit, {
+    normal: { hard: 0, soft: 0, softMs: 0 },
+    pubsub: { hard: 1024 * 1024, soft: 8 * 1024 * 1024, softMs: 500 },
+  }, 'a class given in part takes the rest from its defaults');
+  t.equal(c.listen.users[0]?.role, 'sentinel');
+  t.equal(c.web.maxSubscribers, 3);
+  t.strictSame(c.web.allowedHosts, ['relay.example.com', '*'], 'lower-cased');
+  t.strictSame(c.web.allowedOrigins, ['https://ops.example.com:8443']);
 });
 
 t.test('a non-loopback web bind needs a token or allow-insecure', async (t) => {

@@ -1,0 +1,29 @@
+import { isIP } from 'node:net';
+
+/** Most characters of client input echoed into a reply or a log line (Redis echoes at most 128). */
+export const ECHO_MAX = 128;
+
+/** `s` cut to `max` characters, marked with `...` when cut. */
+export function clip(s: string, max = ECHO_MAX): string {
+  return s.length > max ? `${s.slice(0, max)}...` : s;
+}
+
+/**
+ * A host as a replica may announce it (REPLCONF ip-address) or REPLICAOF may name it: an IPv4/IPv6 address or a
+ * DNS name (letters, digits, `-`, `_` and dots, labels up to 63), shorter than Redis's NET_HOST_STR_LEN (256).
+ * Nothing else, so it can never carry a CR, LF, comma or `=` into INFO or CLIENT LIST.
+ */
+export function validHost(s: string): boolean {
+  if (s.length === 0 || s.length > 255) return false;
+  if (isIP(s) !== 0) return true;
+  return s.split('.').every((label) => /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(label));
+}
+
+/** CLIENT SETNAME's rule (Redis clientSetName): printable ASCII from `!` to `~`, so no spaces or newlines. */
+export function validClientName(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}

@@ -1,0 +1,63 @@
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { networkInterfaces } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { waitFor } from './wait.js';
+
+/** A raw TCP connection: everything received so far, and a promise of all of it once the peer closed. */
+export interface RawConnection {
+  readonly socket: Socket;
+  received(): string;
+  /** Resolves with everything received when the connection closes. */
+  readonly closed: Promise<string>;
+}
+
+/** Connects to host:port (from `localAddress` when given), resolves once connected. Writes `send` if given. */
+export async function rawConnect(port: number, host = '127.0.0.1', opts: { localAddress?: string; send?: string | Buffer } = {}): Promise<RawConnection> {
+  const socket = connect({ port, host, ...(opts.localAddress !== undefined && { localAddress: opts.localAddress }) });
+  let got = '';
+  socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  socket.on('error', () => undefined);
+  // Not events.once: it rejects when 'error' (an ECONNRESET) comes before 'close'.
+  const closed = new Promise<string>((resolve) => socket.once('close', () => resolve(got)));
+  await once(socket, 'connect');
+  if (opts.send !== undefined) socket.write(opts.send);
+  return { socket, received: () => got, closed };
+}
+
+/**
+ * An IPv4 address of this machine that is not loopback (for protected mode: a client connecting to it has it as
+ * its source address). Throws, naming what is missing, when there is none: such a test must not pass unnoticed.
+ */
+export function nonLoopbackIPv4(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  throw new Error('this test needs a non-loopback IPv4 address on this machine (none found in os.networkInterfaces())');
+}
+
+/** Writes `config` (YAML-shaped, kebab-case keys) to <dir>/relay.yaml; returns its path. */
+export function writeConfig(dir: string, config: Record<string, unknown>, mode = 0o644): string {
+  const file = join(dir, 'relay.yaml');
+  writeFileSync(file, stringify(config), { mode });
+  return file;
+}
+
+/** The JSON log lines of a relay process whose `msg` matches. */
+export function logLines(logs: string, msg: RegExp): Array<Record<string, unknown>> {
+  return logs
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => msg.test(String(l['msg'])));
+}
+
+/**
+ * Waits for a log line of a relay process whose `msg` matches (its stdout reaches us after its socket replies do).
+ * A process logs in order: once a line is seen, every line logged before it is there too.
+ */
+export function loggedLine(proc: { logs(): string }, msg: RegExp): Promise<Record<string, unknown>> {
+  return waitFor(() => logLines(proc.logs(), msg)[0], { what: `a log line matching ${msg}`, timeoutMs: 10_000 });
+}

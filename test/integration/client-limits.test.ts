@@ -1,0 +1,191 @@
+/**
+ * What one client may cost the relay, over real sockets: Redis 7's limits before AUTH, the cap on all clients'
+ * buffers together (listen.max-clients-memory), output-buffer limits for normal and pub/sub clients, the MULTI
+ * queue cap, and TLS connections that never finish their handshake. Each limit hit is logged with its key, and the
+ * other clients keep being served.
+ */
+import t, { type Test } from 'tap';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { freePort } from '../helpers/ports.js';
+import { waitFor } from '../helpers/wait.js';
+import { RedisClient } from '../helpers/redis-client.js';
+import { rawConnect } from '../helpers/raw.js';
+import { makeCerts } from '../helpers/tls.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+import { startLoggedRelay } from '../helpers/logged-relay.js';
+
+/** An in-process relay with no upstream whose log lines are kept; `listen` as in the config file. */
+const relay = (t: Test, listen: Record<string, unknown> = {}) => startLoggedRelay(t, { listen });
+
+/** Writes `chunk` to `socket` until it closes (honouring backpressure); fails past `maxBytes`. */
+async function floodUntilClosed(socket: Socket, chunk: Buffer, maxBytes: number): Promise<number> {
+  let sent = 0;
+  let closed = false;
+  socket.once('close', () => (closed = true));
+  while (!closed) {
+    if (sent > maxBytes) throw new Error(`still open after ${sent} bytes`);
+    sent += chunk.length;
+    // Not events.once: it rejects on the ECONNRESET the close may bring.
+    if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve).once('close', resolve));
+  }
+  return sent;
+}
+
+t.test('before AUTH: at most 10 arguments and 16 KiB per bulk (Redis 7 texts); after AUTH the usual limits', async (t) => {
+  const { port, logged } = await relay(t, { password: 'pw' });
+  const many = await rawConnect(port, '127.0.0.1', { send: '*11\r\n' });
+  t.equal(await many.closed, '-ERR Protocol error: unauthenticated multibulk length\r\n');
+  t.match(await logged('unauthenticated-multibulk-len'), { value: 10 });
+  const huge = await rawConnect(port, '127.0.0.1', { send: `*1048576\r\n${'$0\r\n\r\n'.repeat(1000)}` });
+  t.equal(await huge.closed, '-ERR Protocol error: unauthenticated multibulk length\r\n', 'refused at the header, before any argument is kept');
+  const big = await rawConnect(port, '127.0.0.1', { send: '*2\r\n$4\r\nECHO\r\n$16385\r\n' });
+  t.equal(await big.closed, '-ERR Protocol error: unauthenticated bulk length\r\n');
+  t.match(await logged('unauthenticated-bulk-len'), { value: 16384 });
+
+  const c = await RedisClient.connect(port);
+  t.teardown(() => c.close());
+  await t.rejects(c.call('ECHO', 'x'.repeat(16384)), { message: 'NOAUTH Authentication required.' }, '16 KiB exactly is a command');
+  // AUTH pipelined with what only an authenticated client may send: the limits lift between the two.
+  const [ok, echoed] = await c.pipeline([['AUTH', 'pw'], ['ECHO', 'y'.repeat(100_000)]]);
+  t.equal(ok, 'OK');
+  t.equal(String(echoed).length, 100_000, 'a 100 KB bulk after AUTH');
+  await t.rejects(c.call('PING', ...Array.from({ length: 10 }, () => 'a')), /^ERR wrong number of arguments/, '11 arguments after AUTH');
+  t.equal(await c.call('RESET'), 'RESET');
+  await t.rejects(c.call('ECHO', 'z'.repeat(20_000)), /unauthenticated bulk length/, 'RESET logs out: the limits are back');
+});
+
+t.test('without auth configured there are no pre-auth limits (as Redis)', async (t) => {
+  const { client } = await relay(t);
+  const c = await client();
+  t.equal(String(await c.call('ECHO', 'x'.repeat(20_000))).length, 20_000);
+});
+
+t.test('listen.max-clients-memory: the client holding the most is closed with an error; the others are served', async (t) => {
+  const { port, logged, client } = await relay(t, { 'max-clients-memory': '1mb' });
+  const bystander = await client();
+  t.equal(await bystander.callString('PING'), 'PONG');
+  const hog = await rawConnect(port, '127.0.0.1', { send: Buffer.concat([Buffer.from('*2\r\n$4\r\nECHO\r\n$3000000\r\n'), Buffer.alloc(1_500_000, 120)]) });
+  t.match(await hog.closed, /^-ERR client evicted: the clients' buffers went past listen\.max-clients-memory \(1048576 bytes\) and this client held the most \(\d+ bytes\)\r\n$/);
+  t.match(await logged('listen.max-clients-memory'), { value: 1024 * 1024, used: Number });
+  t.equal(await bystander.callString('PING'), 'PONG', 'the other client is untouched');
+});
+
+t.test('a client that never reads its replies is closed at listen.max-clients-memory, before AUTH too', async (t) => {
+  const { port, logged, client } = await relay(t, { password: 'pw', 'max-clients-memory': '2mb' });
+  const reader = await client();
+  t.equal(await reader.call('AUTH', 'pw'), 'OK');
+  const silent = await rawConnect(port);
+  silent.socket.pause();
+  // Each PING echoes its 16 KiB argument back (PING is allowed before AUTH); nothing is read.
+  const sent = await floodUntilClosed(silent.socket, encodeCommand(['PING', 'p'.repeat(16 * 1024)]), 512 * 1024 * 1024);
+  t.ok(sent > 2 * 1024 * 1024, `closed after ${sent} bytes of requests`);
+  t.match(await logged('listen.max-clients-memory'), { value: 2 * 1024 * 1024 });
+  t.equal(await reader.callString('PING'), 'PONG');
+});
+
+t.test('listen.client-output-buffer-limit normal: a client past the hard limit is closed', async (t) => {
+  const { port, logged, client } = await relay(t, { 'client-output-buffer-limit': { normal: { hard: '1mb' } } });
+  const other = await client();
+  const silent = await rawConnect(port);
+  silent.socket.pause();
+  await floodUntilClosed(silent.socket, encodeCommand(['ECHO', 'e'.repeat(64 * 1024)]), 512 * 1024 * 1024);
+  t.match(await logged('listen.client-output-buffer-limit.normal.hard'), { value: 1024 * 1024, used: Number });
+  t.equal(await other.callString('PING'), 'PONG');
+});
+
+async function subscriber(port: number): Promise<Socket> {
+  const s = await rawConnect(port, '127.0.0.1', { send: encodeCommand(['SUBSCRIBE', 'news']) });
+  await waitFor(() => s.received().includes('news'), { what: 'the subscription is confirmed' });
+  s.socket.pause();
+  return s.socket;
+}
+
+/** Publishes `message` until nobody receives it (the subscriber, which never reads, was cut); fails past 512 MB. */
+async function publishUntilCut(pub: RedisClient, message: Buffer): Promise<void> {
+  for (let sent = 0; (await pub.call('PUBLISH', 'news', message)) !== 0; sent += message.length) {
+    if (sent > 512 * 1024 * 1024) throw new Error('the subscriber is still connected');
+  }
+}
+
+t.test('pub/sub: a subscriber that does not read is cut at the hard limit; the publisher is unaffected', async (t) => {
+  const { port, relay: r, logged, client } = await relay(t, { 'client-output-buffer-limit': { pubsub: { hard: '1mb', soft: 0 } } });
+  const pub = await client();
+  await subscriber(port);
+  await publishUntilCut(pub, Buffer.alloc(64 * 1024, 109));
+  t.match(await logged('listen.client-output-buffer-limit.pubsub.hard'), { value: 1024 * 1024 });
+  t.strictSame(await pub.call('PUBSUB', 'NUMSUB', 'news'), [Buffer.from('news'), 0], 'its subscription is gone');
+  t.equal(r.status().connectedClients, 1, 'only the publisher is left');
+});
+
+t.test('pub/sub: a subscriber over the soft limit for longer than soft-seconds is cut', async (t) => {
+  const { port, logged, client } = await relay(t, { 'client-output-buffer-limit': { pubsub: { hard: 0, soft: '256kb', 'soft-seconds': '200ms' } } });
+  const pub = await client();
+  await subscriber(port);
+  await publishUntilCut(pub, Buffer.alloc(16 * 1024, 109));
+  t.match(await logged('listen.client-output-buffer-limit.pubsub.soft'), { value: 256 * 1024 });
+});
+
+t.test('listen.max-multi-commands: the transaction past it is aborted (EXECABORT) and logged; the client goes on', async (t) => {
+  const { logged, client } = await relay(t, { 'max-multi-commands': 3 });
+  const c = await client();
+  const replies = await c.pipeline([['MULTI'], ['PING'], ['PING'], ['PING'], ['PING'], ['PING'], ['EXEC'], ['PING']]);
+  t.strictSame(replies.slice(0, 4), ['OK', 'QUEUED', 'QUEUED', 'QUEUED']);
+  t.match(replies[4], { message: /^ERR MULTI queue full: listen\.max-multi-commands is 3; the transaction is aborted/ });
+  t.equal(replies[5], 'QUEUED', 'later commands are acknowledged, not kept');
+  t.match(replies[6], { message: /^EXECABORT Transaction discarded because of previous errors\./ });
+  t.equal(replies[7], 'PONG');
+  t.match(await logged('listen.max-multi-commands'), { value: 3 });
+});
+
+t.test('TLS: a handshake never finished is closed after listen.handshake-timeout and holds a max-clients slot meanwhile', async (t) => {
+  const certs = makeCerts();
+  const tlsPort = await freePort();
+  const { port, lines, logged, client } = await relay(t, {
+    'max-clients': 2,
+    'handshake-timeout': '1s',
+    tls: { port: tlsPort, cert: certs.serverCert, key: certs.serverKey },
+  });
+  const stalled = await Promise.all([0, 1].map(() => rawConnect(tlsPort)));
+  await waitFor(async () => {
+    const third = await rawConnect(port);
+    return (await third.closed) === '-ERR max number of clients reached\r\n';
+  }, { what: 'two stalled TLS handshakes take both slots' });
+  for (const s of stalled) t.equal(await s.closed, '', 'closed by the relay without a handshake');
+  t.match(await logged('listen.handshake-timeout'), { value: 1000 });
+  t.ok(lines.some((l) => /TLS handshake not finished within the handshake timeout/.test(String(l['msg']))));
+  const c = await client();
+  t.equal(await c.callString('PING'), 'PONG', 'the slots are free again');
+  const secure = tlsConnect({ port: tlsPort, host: '127.0.0.1', ca: readFileSync(certs.ca) });
+  await once(secure, 'secureConnect');
+  secure.write(encodeCommand(['PING']));
+  const [reply] = (await once(secure, 'data')) as [Buffer];
+  t.equal(reply.toString(), '+PONG\r\n', 'a TLS client that finishes its handshake is served');
+  secure.destroy();
+});
+
+t.test('client text is cut to 128 characters in replies and logs; repeated warnings are rate limited', async (t) => {
+  const { lines, client } = await relay(t, { password: 'pw' });
+  const c = await client();
+  const long = 'L'.repeat(100_000);
+  const lengths = async (args: string[]) => {
+    const e = (await c.pipeline([args]))[0] as { message: string };
+    return e.message.length;
+  };
+  // Before AUTH a bulk may hold 16 KiB at most.
+  t.ok((await lengths(['AUTH', 'U'.repeat(16 * 1024), 'x'])) < 100, 'WRONGPASS does not echo');
+  for (let i = 0; i < 30; i++) await c.call('AUTH', `user${i}`, 'wrong').catch(() => undefined);
+  t.equal(await c.call('AUTH', 'pw'), 'OK');
+  t.ok((await lengths([long, ...Array.from({ length: 30 }, () => long)])) < 400, 'unknown command: name and arguments cut');
+  t.ok((await lengths(['CLIENT', long])) < 200, 'CLIENT unknown subcommand');
+  t.ok((await lengths(['CONFIG', long])) < 200, 'CONFIG unknown subcommand');
+  t.ok((await lengths(['HELLO', '2', long])) < 200, 'HELLO unknown option');
+  t.ok((await lengths(['PUBSUB', long])) < 250, 'PUBSUB unknown subcommand');
+  t.ok((await lengths(['CLIENT', 'KILL', 'TYPE', long])) < 200, 'CLIENT KILL unknown type');
+  const failed = lines.filter((l) => l['msg'] === 'auth failed');
+  t.equal(failed.length, 10, '31 failed AUTHs, 10 warnings (then suppressed for the minute)');
+  t.equal(failed[0]!['user'], `${'U'.repeat(128)}...`, 'the user name logged is cut');
+  t.ok(lines.every((l) => JSON.stringify(l).length < 1024), 'no log line carries the 100 KB');
+});

@@ -1,0 +1,127 @@
+/**
+ * The web port against browsers on other sites, end to end with a relay process, curl and a WebSocket client:
+ * DNS rebinding (a foreign Host) and cross-site WebSocket hijacking (a foreign Origin) get 403 and no data; the
+ * allow-lists open exactly what they name; /stream subscribers are capped; /healthz says 503 once shutdown begins.
+ */
+import t, { type Test } from 'tap';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import WebSocket from 'ws';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { freePort } from '../helpers/ports.js';
+import { startRelayProcess } from '../helpers/relay-process.js';
+import { RedisClient } from '../helpers/redis-client.js';
+import { waitFor } from '../helpers/wait.js';
+import { loggedLine, rawConnect, writeConfig } from '../helpers/raw.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+
+t.teardown(stopAll);
+const run = promisify(execFile);
+
+async function relay(t: Test, config: Record<string, unknown> = {}) {
+  const port = await freePort();
+  const webPort = await freePort();
+  const dir = t.testdir({});
+  const file = writeConfig(dir, { dir, log: { disk: 0 }, upstream: { host: null }, ...config, web: { port: webPort, ...(config['web'] as object | undefined) } });
+  const r = await startRelayProcess(['--config', file, '--port', String(port)]);
+  t.teardown(() => r.stop());
+  return { ...r, webPort };
+}
+
+/** curl: status code and body, with the given Host (and Origin) headers. */
+async function curl(port: number, path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  const args = ['-s', '-w', '\n%{http_code}', ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), `http://127.0.0.1:${port}${path}`];
+  const { stdout } = await run('curl', args);
+  const i = stdout.lastIndexOf('\n');
+  return { status: Number(stdout.slice(i + 1)), body: stdout.slice(0, i) };
+}
+
+/** Opens /stream; resolves with 'open' or the HTTP status of the refused upgrade. */
+function openStream(port: number, opts: { origin?: string; host?: string } = {}): Promise<{ result: 'open' | number; ws: WebSocket; messages: string[] }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/stream`, { ...(opts.origin && { origin: opts.origin }), ...(opts.host && { headers: { host: opts.host } }) });
+  const messages: string[] = [];
+  ws.on('message', (m) => messages.push(String(m)));
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve({ result: 'open', ws, messages }));
+    ws.once('unexpected-response', (req, res) => {
+      req.destroy();
+      resolve({ result: res.statusCode ?? 0, ws, messages });
+    });
+    ws.once('error', reject);
+  });
+}
+
+t.test('DNS rebinding: a foreign Host gets 403 and no data on every path; IPs, localhost and allowed names are served', async (t) => {
+  const r = await relay(t, { web: { 'allowed-hosts': ['relay.example.com'] } });
+  for (const path of ['/status', '/metrics', '/healthz', '/readyz', '/', '/nope']) {
+    const res = await curl(r.webPort, path, { host: `rebind.evil.example:${r.webPort}` });
+    t.equal(res.status, 403, `${path} with a foreign Host`);
+    t.equal(res.body, 'forbidden: this Host is not allowed (web.allowed-hosts)\n', 'and no data');
+  }
+  for (const host of [`127.0.0.1:${r.webPort}`, `localhost:${r.webPort}`, 'relay.example.com', `RELAY.example.com:${r.webPort}`, '[::1]:80']) {
+    t.equal((await curl(r.webPort, '/status', { host })).status, 200, `Host ${host}`);
+  }
+  t.match(JSON.parse((await curl(r.webPort, '/status')).body), { replid: String }, 'curl with its own Host gets the status');
+  const ws = await openStream(r.webPort, { host: `rebind.evil.example:${r.webPort}` });
+  t.equal(ws.result, 403, '/stream with a foreign Host');
+  t.match(await loggedLine(r, /web request refused/), { level: 40, limit: 'web.allowed-hosts', host: `rebind.evil.example:${r.webPort}` });
+});
+
+t.test('cross-site WebSocket hijacking: a foreign Origin gets 403 and no message; same-origin and allowed origins open', async (t) => {
+  const r = await relay(t, { web: { 'allowed-origins': ['https://ops.example.com'] } });
+  const evil = await openStream(r.webPort, { origin: 'http://evil.example' });
+  t.equal(evil.result, 403, 'Origin http://evil.example');
+  t.same(evil.messages, []);
+  for (const origin of ['null', `http://127.0.0.1:${r.webPort + 1}`, `http://localhost:${r.webPort}`]) {
+    t.equal((await openStream(r.webPort, { origin })).result, 403, `Origin ${origin}: not the page's own origin`);
+  }
+  const opened: WebSocket[] = [];
+  t.teardown(() => opened.forEach((w) => w.terminate()));
+  for (const origin of [`http://127.0.0.1:${r.webPort}`, 'https://ops.example.com', undefined]) {
+    const s = await openStream(r.webPort, origin === undefined ? {} : { origin });
+    t.equal(s.result, 'open', `Origin ${origin ?? '(none: not a browser)'}`);
+    opened.push(s.ws);
+  }
+  t.equal((await curl(r.webPort, '/status', { origin: 'http://evil.example' })).status, 403, 'a cross-site fetch of /status too');
+  t.match(await loggedLine(r, /web request refused/), { limit: 'web.allowed-origins', origin: 'http://evil.example' });
+});
+
+t.test('web.max-subscribers: one more /stream subscriber gets 503; a slot frees when one leaves', async (t) => {
+  const r = await relay(t, { web: { 'max-subscribers': 2 } });
+  const a = await openStream(r.webPort);
+  const b = await openStream(r.webPort);
+  t.teardown(() => [a, b].forEach((s) => s.ws.terminate()));
+  t.equal((await openStream(r.webPort)).result, 503, 'the third is refused');
+  t.match(await loggedLine(r, /subscriber refused/), { limit: 'web.max-subscribers', value: 2 });
+  a.ws.close();
+  await waitFor(async () => {
+    const c = await openStream(r.webPort);
+    c.ws.terminate();
+    return c.result === 'open';
+  }, { what: 'a subscriber opens once one left' });
+});
+
+t.test('/healthz and /readyz answer 503 once shutdown begins, while replicas are still given time', async (t) => {
+  const master = await startRedis();
+  const r = await relay(t, { upstream: { host: '127.0.0.1', port: master.port }, 'shutdown-timeout': 60 });
+  await waitFor(async () => (await curl(r.webPort, '/readyz')).status === 200, { what: 'the relay is ready' });
+  // A replica that never acknowledges: shutdown waits for it (up to shutdown-timeout).
+  const replica = await rawConnect(r.port, '127.0.0.1', { send: encodeCommand(['PSYNC', '?', '-1']) });
+  t.teardown(() => replica.socket.destroy());
+  const admin = await RedisClient.connect(r.port);
+  await waitFor(async () => /slave0:.*state=online/.test(await admin.callString('INFO', 'replication')), { what: 'the replica is online' });
+  const m = await master.client();
+  await m.call('SET', 'k', 'v');
+  await m.close();
+  await waitFor(async () => Number((await admin.info('replication'))['master_repl_offset']) > 0, { what: 'the relay has stream bytes the replica never acknowledges' });
+  await admin.close();
+  t.equal((await curl(r.webPort, '/healthz')).status, 200);
+  r.proc.kill('SIGTERM');
+  const res = await waitFor(async () => {
+    const h = await curl(r.webPort, '/healthz');
+    return h.status === 503 && h;
+  }, { what: '/healthz says 503' });
+  t.equal(res.body, 'shutting down\n');
+  t.equal((await curl(r.webPort, '/readyz')).status, 503);
+  t.equal(await r.stop('SIGTERM'), 0, 'a second signal ends the wait; exit 0');
+});
