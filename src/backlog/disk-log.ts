@@ -446,7 +446,7 @@ export class DiskLog {
     this.#dropHandle();
     this.#inflightSince = 0;
     const code = (err as NodeJS.ErrnoException).code ?? 'ERR';
-    const cause = `${code}: ${err.message}`;
+    const cause = err.message.startsWith(code) ? err.message : `${code}: ${err.message}`;
     if (Date.now() - this.#lastLog >= LOG_EVERY_MS) {
       this.#lastLog = Date.now();
       this.#opts.logger.error(

@@ -35,9 +35,11 @@ interface CommandSpec {
 }
 
 const str = (b: Buffer | undefined): string => (b ? b.toString('utf8') : '');
+/** Client bytes as they are (one character per byte), for echoing them in an error as Redis does. */
+const raw = (b: Buffer | undefined): string => (b ? b.toString('latin1') : '');
 const lower = (b: Buffer | undefined): string => str(b).toLowerCase();
 /** Client input shown in an error reply: at most 128 characters, as Redis does. */
-const echo = (b: Buffer | undefined): string => clip(str(b));
+const echo = (b: Buffer | undefined): string => clip(raw(b));
 
 /** Compares SHA-256 digests, so the time taken tells nothing about the password, its length included (as Redis's ACL). */
 export function passwordMatches(expected: string, given: string): boolean {
@@ -497,8 +499,8 @@ function checkCommand(name: string, spec: CommandSpec | undefined, args: Buffer[
     if (WRITE_COMMANDS.has(name)) return "READONLY You can't write against a read only replica.";
     // Redis: the name cut to 128 characters, then arguments until 128 characters of them are shown.
     let shown = '';
-    for (let i = 1; i < args.length && shown.length < 128; i++) shown += `'${str(args[i]).slice(0, 128 - shown.length)}' `;
-    return `ERR unknown command '${str(args[0]).slice(0, 128)}', with args beginning with: ${shown}`;
+    for (let i = 1; i < args.length && shown.length < 128; i++) shown += `'${raw(args[i]).slice(0, 128 - shown.length)}' `;
+    return `ERR unknown command '${raw(args[0]).slice(0, 128)}', with args beginning with: ${shown}`;
   }
   if (!arityOk(spec, args)) return `ERR wrong number of arguments for '${name}' command`;
   return null;

@@ -40,9 +40,15 @@ export function simpleString(s: string): Buffer {
   return Buffer.from(`+${oneLine(s)}${CRLF}`, 'utf8');
 }
 
-/** Error reply; `s` is the full text without the leading `-`, e.g. `ERR unknown command`. CR and LF become spaces (client input is echoed in some). */
+/**
+ * Error reply; `s` is the full text without the leading `-`, e.g. `ERR unknown command`. CR and LF become spaces
+ * (client input is echoed in some). Client bytes are echoed as Redis does, byte for byte: callers decode them as
+ * latin1, so a text with no character past U+00FF is written as latin1.
+ */
 export function errorReply(s: string): Buffer {
-  return Buffer.from(`-${oneLine(s)}${CRLF}`, 'utf8');
+  const line = `-${oneLine(s)}${CRLF}`;
+  // eslint-disable-next-line no-control-regex
+  return Buffer.from(line, /^[\u0000-\u00ff]*$/.test(line) ? 'latin1' : 'utf8');
 }
 
 export function integerReply(n: number | bigint): Buffer {

@@ -113,7 +113,9 @@ export class WebServer {
         if (!this.#allowed(res, req)) return;
         const s = this.#src.status();
         const ready = s.upstream.linkUp && s.snapshot !== null && !this.#shuttingDown;
-        const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown });
+        // Still ready (replicas are served), but worth a look: the disk log is failing or detached.
+        const notes = s.log.diskProblem !== null ? [`disk log ${s.log.diskState}: ${s.log.diskProblem}`] : [];
+        const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown, notes });
         reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
       })
       .get('/status', (res, req) => {

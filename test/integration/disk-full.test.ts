@@ -61,9 +61,11 @@ t.test('a disk that fills under load: forwarding goes on from memory, nothing wr
 
   const fs = smallFilesystem(t, '48m');
   const conf = join(mkdtempSync(join(tmpdir(), 'relay-conf-')), 'relay.yaml');
+  const webPort = await freePort();
   writeFileSync(
     conf,
-    'log:\n  memory: 1mb\n  disk: 1gb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\n' +
+    'log:\n  memory: 1mb\n  disk: 1gb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\n' +
+      `web:\n  port: ${webPort}\n` +
       'upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n',
   );
   const port = await freePort();
@@ -90,6 +92,7 @@ t.test('a disk that fills under load: forwarding goes on from memory, nothing wr
   t.ok(filled > 0, `filesystem filled (${filled} bytes of filler)`);
 
   const states = new Set<string>();
+  const readyNotes = new Set<string>();
   let problem = '';
   let polling = true;
   const poller = (async () => {
@@ -97,6 +100,8 @@ t.test('a disk that fills under load: forwarding goes on from memory, nothing wr
       const xi = await x.info('replication');
       states.add(xi['relay_log_disk_state']!);
       if (xi['relay_log_disk_problem']) problem = xi['relay_log_disk_problem'];
+      const ready = (await (await fetch(`http://127.0.0.1:${webPort}/readyz`, { headers: { connection: 'close' } })).json()) as { notes: string[] };
+      for (const n of ready.notes) readyNotes.add(n);
       if ((await x.callString('PING')) !== 'PONG') throw new Error('the relay stopped answering');
     }
   })();
@@ -105,6 +110,7 @@ t.test('a disk that fills under load: forwarding goes on from memory, nothing wr
   await waitFor(() => states.has('detached') || undefined, { what: 'the disk log given up past log.disk-queue' });
   t.ok(states.has('failing') || states.has('detached'), `disk states seen: ${[...states].join(', ')}`);
   t.match(problem, /ENOSPC/, 'INFO names the cause');
+  t.ok([...readyNotes].some((n) => /ENOSPC/.test(n)), `/readyz notes it: ${[...readyNotes].join('; ')}`);
   t.match(relay.logs(), /disk log write failed: forwarding from memory, retrying/, 'the failure is logged');
   t.match(relay.logs(), /"code":"ENOSPC"/);
 

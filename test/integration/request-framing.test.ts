@@ -116,16 +116,6 @@ function sameCommand(reply: string, args: Buffer[], i: number): void {
   ok(['auth', 'hello', 'reset', 'quit'].includes(name), `command ${i}: ${JSON.stringify(name)} got ${JSON.stringify(reply.slice(0, 80))}`);
 }
 
-/**
- * Known disagreement, kept visible in its own test below (a TODO assertion, DISAGREES WITH REDIS): the relay
- * quotes a byte past 0x7f in `expected '$', got '<byte>'` UTF-8 encoded, Redis writes the byte itself. Undone
- * here so that the property checks everything else.
- */
-function knownEncodingDifference(output: string): string {
-  const m = /^(-ERR Protocol error: expected '\$', got ')([\xc2\xc3][\x80-\xbf])('\r\n)$/.exec(output);
-  return m ? m[1]! + Buffer.from(m[2]!, 'latin1').toString('utf8') + m[3]! : output;
-}
-
 async function sameFraming(input: Buffer): Promise<void> {
   const replies = await redisReplies(input);
   const relay = relayParses(input);
@@ -135,7 +125,7 @@ async function sameFraming(input: Buffer): Promise<void> {
   strictEqual(relay.commands.length, perCommand.length, 'as many commands as Redis parsed');
   perCommand.forEach((reply, i) => sameCommand(reply, relay.commands[i]!, i));
   // The recording command table writes nothing: the only thing the relay wrote is its protocol error, if any.
-  strictEqual(relay.output === '' ? null : knownEncodingDifference(relay.output), redisError, 'the same protocol error, or none');
+  strictEqual(relay.output === '' ? null : relay.output, redisError, 'the same protocol error, or none');
   const quit = relay.commands.some((c) => c[0]!.toString('latin1').toLowerCase() === 'quit');
   strictEqual(relay.closed, redisError !== null || quit, 'closed exactly when Redis closes (protocol error or QUIT)');
 }
@@ -168,14 +158,10 @@ t.test('random, mutated and garbage requests are framed as Redis frames them', a
   await assertAsyncProperty(t, '1200 inputs', fc.asyncProperty(inputs, sameFraming), { seed: 6101, numRuns: 1200 });
 });
 
-/** Rows where the relay is known to disagree with Redis: each runs and shows `not ok ... # TODO <why>` until fixed. */
-const DISAGREES = 'DISAGREES WITH REDIS (known, reported; not fixed here)';
 
 t.test('a protocol error quotes a byte past 0x7f as the byte itself', async (t) => {
   const input = Buffer.from('*1\r\n\x80\r\n', 'latin1');
   const [reply] = await redisReplies(input);
   t.equal(reply, "-ERR Protocol error: expected '$', got '\x80'\r\n", 'what Redis 7.0 writes (bytes shown as latin1)');
-  t.equal(relayParses(input).output, reply, 'the relay writes the same bytes', {
-    todo: `${DISAGREES}: src/downstream/client.ts writes the parser's message with errorReply(), which encodes it as UTF-8 (0xc2 0x80)`,
-  });
+  t.equal(relayParses(input).output, reply, 'the relay writes the same bytes');
 });
