@@ -12,10 +12,9 @@ import { announcedPort } from './tls.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
 import { ReplicaServer } from './downstream/server.js';
 import { DownstreamReplication, type ReplicationSource } from './downstream/replication.js';
-import { formatAckPolicy, policyAckOffset } from './downstream/ack-policy.js';
+import { AckTracker, formatAckPolicy } from './downstream/ack-policy.js';
 import { REDIS_VERSION, type CommandHost } from './downstream/commands.js';
 import type { ClientConnection } from './downstream/client.js';
-import { arrayReply, bulkReply, integerReply } from './resp/writer.js';
 import { RelayStats } from './observability/stats.js';
 import { formatInfo } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
@@ -41,16 +40,11 @@ export class Relay {
   #startedAt = Date.now();
   #port = 0;
   #linkDownSince = Date.now();
-  #upstreamHost: string | null;
-  #upstreamPort: number;
   #commandListeners = new Set<(cmd: ScannedCommand) => void>();
   #sentinel: SentinelConnector | null = null;
   #diskTimer: NodeJS.Timeout | null = null;
   #web: WebServer | null = null;
-  /** Ack policy min/quorum: the highest offset acknowledged upstream in this history ("nothing new" stays here). */
-  #ackFloor = 0;
-  #lastAckSent = -1;
-  #ackCheckQueued = false;
+  #acks: AckTracker;
   #shutdown: { promise: Promise<void>; cut: () => void } | null = null;
 
   constructor(config: RelayConfig, logger: Logger) {
@@ -64,14 +58,12 @@ export class Relay {
       refreshHold: config.log.refreshHold,
       logger,
     });
-    // Sentinel mode: no address until the Sentinels name the master.
-    this.#upstreamHost = config.upstream.sentinel ? null : config.upstream.host;
-    this.#upstreamPort = config.upstream.port;
 
     this.#link = new UpstreamLink(
       {
         ...config.upstream,
-        host: this.#upstreamHost,
+        // Sentinel mode: no address until the Sentinels name the master. The link owns the address from here on.
+        host: config.upstream.sentinel ? null : config.upstream.host,
         listeningPort: announcedPort(config.listen, config.upstream.tls),
         announceIp: config.listen.announceIp,
         log: logger.child({ component: 'upstream' }),
@@ -82,6 +74,12 @@ export class Relay {
       if (from === LinkState.Connected) this.#linkDownSince = Date.now();
       void to;
     });
+    this.#acks = new AckTracker(config.replication.ackPolicy, {
+      acks: () => this.#downstream.ackOffsets(),
+      endOffset: () => this.log.endOffset,
+      linkUp: () => this.#link.state === LinkState.Connected,
+      ackNow: () => this.#link.ackNow(),
+    });
     this.#downstream = new DownstreamReplication({
       source: this.#replicationSource(),
       stats: this.stats,
@@ -91,7 +89,7 @@ export class Relay {
       softLagMs: config.replication.replicaSoftMs,
       replicaTimeoutMs: config.replication.replicaTimeoutMs,
       aheadWaitMs: config.replication.aheadWaitMs,
-      onAck: () => this.#replicaAcked(),
+      onAck: () => this.#acks.replicaAcked(),
     });
     if (config.upstream.sentinel) {
       const sc = config.upstream.sentinel;
@@ -112,11 +110,11 @@ export class Relay {
       minIntervalMs: config.replication.snapshotRefreshMinIntervalMs,
       linkReady: () => this.#link.state !== LinkState.Transfer && this.#link.state !== LinkState.Connecting,
       source: () =>
-        this.#upstreamHost === null
+        this.#link.host === null
           ? null
           : {
-              host: this.#upstreamHost,
-              port: this.#upstreamPort,
+              host: this.#link.host,
+              port: this.#link.port,
               user: config.upstream.user,
               password: config.upstream.password,
               tls: config.upstream.tls,
@@ -163,7 +161,7 @@ export class Relay {
       {
         replid: this.ids.replid,
         offset: this.log.endOffset,
-        upstream: `${this.#upstreamHost}:${this.#upstreamPort}`,
+        upstream: `${this.#link.host}:${this.#link.port}`,
         ackPolicy: formatAckPolicy(this.config.replication.ackPolicy),
       },
       'relay started',
@@ -265,8 +263,8 @@ export class Relay {
       tcpPort: this.#port,
       configFile: this.config.configFile ?? '',
       upstream: {
-        host: this.#upstreamHost,
-        port: this.#upstreamPort,
+        host: this.#link.host,
+        port: this.#link.port,
         state: link.state,
         linkUp: link.state === LinkState.Connected,
         lastIoSecondsAgo: link.lastIoAgoMs < 0 ? -1 : Math.floor(link.lastIoAgoMs / 1000),
@@ -315,7 +313,7 @@ export class Relay {
   #linkHost(): LinkHost {
     return {
       psyncTarget: () => this.history.psyncTarget(),
-      ackOffset: (held) => this.#ackOffset(held),
+      ackOffset: (held) => this.#acks.offsetFor(held),
       masterReplOffset: () => this.log.endOffset,
       tempSnapshotPath: () => this.store.tempPath(),
       discardTemp: (p) => this.store.discard(p),
@@ -323,8 +321,7 @@ export class Relay {
         // Replicas hold the previous history: they reconnect and PSYNC against the new one. Those still waiting
         // for a snapshot were told nothing and are served from the new one.
         this.#refresher.abort('new history from upstream');
-        this.#ackFloor = 0;
-        this.#lastAckSent = -1;
+        this.#acks.reset();
         const committed = this.history.fullSync(tempPath, replid, offset);
         this.#downstream.disconnectAll('upstream full resync: new history');
         await committed;
@@ -343,37 +340,6 @@ export class Relay {
         for (const fn of this.#commandListeners) fn(cmd);
       },
     };
-  }
-
-  /**
-   * replication.ack-policy: what to acknowledge upstream, never more than `held` (the offset the relay holds, or
-   * for a GETACK the offset before it). min/quorum acknowledge what the online replicas hold; with too few of
-   * them online, nothing new (the last offset acknowledged in this history), so WAIT counts only what replicas hold.
-   */
-  #ackOffset(held: number): number {
-    const policy = this.config.replication.ackPolicy;
-    if (policy.kind === 'self') return held;
-    const v = policyAckOffset(policy, this.#downstream.ackOffsets());
-    if (v !== null && v > this.#ackFloor) this.#ackFloor = v;
-    const ack = Math.min(held, this.#ackFloor);
-    this.#lastAckSent = ack;
-    return ack;
-  }
-
-  /**
-   * A downstream replica acknowledged more: under min/quorum, tell upstream now so WAIT returns promptly. Checked
-   * once per turn of the event loop, however many replicas acknowledged in it.
-   */
-  #replicaAcked(): void {
-    const policy = this.config.replication.ackPolicy;
-    if (policy.kind === 'self' || this.#ackCheckQueued) return;
-    this.#ackCheckQueued = true;
-    setImmediate(() => {
-      this.#ackCheckQueued = false;
-      if (this.#link.state !== LinkState.Connected) return;
-      const v = policyAckOffset(policy, this.#downstream.ackOffsets());
-      if (v !== null && Math.min(v, this.log.endOffset) > this.#lastAckSent) this.#link.ackNow();
-    });
   }
 
   #replicationSource(): ReplicationSource {
@@ -395,18 +361,7 @@ export class Relay {
       password: this.config.listen.password,
       users: this.config.listen.users,
       info: (sections) => formatInfo(this.status(), sections, REDIS_VERSION),
-      role: () => {
-        const state = this.#link.state;
-        const role =
-          state === LinkState.Connected ? 'connected' : state === LinkState.Transfer ? 'sync' : state === LinkState.Connecting ? 'connecting' : 'connect';
-        return arrayReply([
-          bulkReply('slave'),
-          bulkReply(this.#upstreamHost ?? '?'),
-          integerReply(this.#upstreamPort),
-          bulkReply(role),
-          integerReply(this.log.endOffset),
-        ]);
-      },
+      role: () => ({ host: this.#link.host, port: this.#link.port, linkState: this.#link.state, offset: this.log.endOffset }),
       startSync: (client, replid, offset) => this.#downstream.startSync(client, replid, offset),
       replicaOf: (host, port) => {
         this.#follow(host, port, 'REPLICAOF');
@@ -423,10 +378,8 @@ export class Relay {
    * Sentinel's SLAVEOF and its +switch-master event both name the new master.
    */
   #follow(host: string, port: number, how: string): void {
-    if (host === this.#upstreamHost && port === this.#upstreamPort) return;
-    this.#logger.info({ from: `${this.#upstreamHost}:${this.#upstreamPort}`, to: `${host}:${port}`, how }, 'following a new upstream');
-    this.#upstreamHost = host;
-    this.#upstreamPort = port;
+    if (host === this.#link.host && port === this.#link.port) return;
+    this.#logger.info({ from: `${this.#link.host}:${this.#link.port}`, to: `${host}:${port}`, how }, 'following a new upstream');
     this.#refresher.abort('following a new upstream');
     this.#link.setUpstream(host, port);
   }
@@ -439,8 +392,8 @@ export class Relay {
       return null;
     }
     try {
-      rewriteUpstream(file, this.#upstreamHost, this.#upstreamPort);
-      this.#logger.info({ file, upstream: `${this.#upstreamHost}:${this.#upstreamPort}` }, 'CONFIG REWRITE: upstream persisted');
+      rewriteUpstream(file, this.#link.host, this.#link.port);
+      this.#logger.info({ file, upstream: `${this.#link.host}:${this.#link.port}` }, 'CONFIG REWRITE: upstream persisted');
       return null;
     } catch (err) {
       this.#logger.error({ err, file }, 'CONFIG REWRITE failed');

@@ -14,7 +14,8 @@ export interface CommandHost {
   /** listen.users: named users with a role. */
   readonly users: ReadonlyArray<ListenUser>;
   info(sections: string[]): string;
-  role(): Buffer;
+  /** What ROLE reports: the upstream, the link's state (LinkState) and master_repl_offset. */
+  role(): { host: string | null; port: number; linkState: string; offset: number };
   /** PSYNC (`replid`, `offset`) or SYNC (`replid` null). */
   startSync(client: ClientConnection, replid: string | null, offset: number): void;
   /** REPLICAOF host port; returns an error text, or null on success. */
@@ -173,7 +174,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     arity: -1,
     handler: (h, c, a) => c.reply(infoLines(h.info(a.slice(1).map((x) => lower(x))))),
   },
-  role: { arity: 1, handler: (h, c) => c.reply(h.role()) },
+  role: { arity: 1, handler: (h, c) => c.reply(roleReply(h.role())) },
   command: {
     arity: -1,
     handler: (_h, c, a) => {
@@ -241,6 +242,12 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
   },
 };
+
+/** ROLE as a Redis replica answers it: `slave`, its master, the link state in Redis's words, its offset. */
+function roleReply(r: ReturnType<CommandHost['role']>): Buffer {
+  const state = r.linkState === 'connected' ? 'connected' : r.linkState === 'transfer' ? 'sync' : r.linkState === 'connecting' ? 'connecting' : 'connect';
+  return arrayReply([bulkReply('slave'), bulkReply(r.host ?? '?'), integerReply(r.port), bulkReply(state), integerReply(r.offset)]);
+}
 
 export const REDIS_VERSION = '7.0.0';
 

@@ -53,7 +53,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
     password: auth ? 'secret' : null,
     users: auth ? [{ name: 'repl', password: 'pw', role: 'replication' }] : [],
     info: (sections: string[]) => `# Replication\r\nrole:slave\r\nsections:${sections.join(',')}\r\n`,
-    role: () => arrayReply([bulkReply('slave'), bulkReply('127.0.0.1'), integerReply(6379), bulkReply('connected'), integerReply(1)]),
+    role: () => ({ host: '127.0.0.1', port: 6379, linkState: 'connected', offset: 1 }),
     startSync: (c: ClientConnection) => {
       // A replica: replies stop (they would corrupt its stream); ACKs update the session.
       c.replica = { ackOffset: 0, ackTime: 0, close: () => c.socket.destroy(), closed: () => undefined } as unknown as ClientConnection['replica'];
