@@ -14,6 +14,7 @@ import { ReplicaServer } from './downstream/server.js';
 import { DownstreamReplication, type ReplicationSource } from './downstream/replication.js';
 import { AckTracker, formatAckPolicy } from './downstream/ack-policy.js';
 import { REDIS_VERSION, type CommandHost } from './downstream/commands.js';
+import { PubSub } from './downstream/pubsub.js';
 import type { ClientConnection } from './downstream/client.js';
 import { RelayStats } from './observability/stats.js';
 import { formatInfo } from './observability/info.js';
@@ -360,6 +361,7 @@ export class Relay {
     return {
       password: this.config.listen.password,
       users: this.config.listen.users,
+      pubsub: new PubSub(),
       info: (sections) => formatInfo(this.status(), sections, REDIS_VERSION),
       role: () => ({ host: this.#link.host, port: this.#link.port, linkState: this.#link.state, offset: this.log.endOffset }),
       startSync: (client, replid, offset) => this.#downstream.startSync(client, replid, offset),

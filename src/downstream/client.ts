@@ -70,6 +70,8 @@ export class ClientConnection implements MemoryUser {
   #limits: ClientLimits;
   #bytesIn = 0;
   #handshakeTimer: NodeJS.Timeout | null = null;
+  /** Replies being gathered for EXEC (gatherReplies), or null. */
+  #gathered: Buffer[] | null = null;
   readonly #softLimit = { softSince: 0 };
 
   constructor(socket: Socket, logger: Logger, stats: RelayStats, limits: ClientLimits, handlers: ClientHandlers, needsAuth: boolean) {
@@ -209,7 +211,27 @@ export class ClientConnection implements MemoryUser {
   }
 
   /** Writes a reply unless this connection is a replica (its socket carries only the stream); then checks the output limits. */
+  /**
+   * Runs `fn` with replies gathered instead of written (EXEC answers its queued commands as one array), and
+   * returns them.
+   */
+  gatherReplies(fn: () => void): Buffer[] {
+    const outer = this.#gathered;
+    const replies: Buffer[] = [];
+    this.#gathered = replies;
+    try {
+      fn();
+    } finally {
+      this.#gathered = outer;
+    }
+    return replies;
+  }
+
   reply(buf: Buffer, force = false): void {
+    if (this.#gathered !== null && !force) {
+      this.#gathered.push(buf);
+      return;
+    }
     if ((this.replica && !force) || this.socket.destroyed || (this.#closing && !force)) return;
     this.#stats.netOutputBytes += buf.length;
     this.socket.write(buf);

@@ -3,8 +3,8 @@ import { arrayReply, bulkReply, errorReply, integerReply, OK, PONG, simpleString
 import type { ClientConnection } from './client.js';
 import type { ListenUser } from '../config/types.js';
 import { WRITE_COMMANDS } from './write-commands.js';
-import { pubsubFor, SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount } from './pubsub.js';
-import { channelAllowed, channelArgs, roleAllows } from './roles.js';
+import { SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount, type PubSub } from './pubsub.js';
+import { authRequired, channelAllowed, channelArgs, roleAllows } from './roles.js';
 import { clip, validClientName, validHost } from '../util/text.js';
 
 /** What commands need from the rest of the relay. */
@@ -13,6 +13,8 @@ export interface CommandHost {
   readonly password: string | null;
   /** listen.users: named users with a role. */
   readonly users: ReadonlyArray<ListenUser>;
+  /** The relay's pub/sub among its own clients (Sentinel's hello channel). */
+  readonly pubsub: PubSub;
   info(sections: string[]): string;
   /** What ROLE reports: the upstream, the link's state (LinkState) and master_repl_offset. */
   role(): { host: string | null; port: number; linkState: string; offset: number };
@@ -53,10 +55,6 @@ function digest(s: string): Buffer {
 
 const WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
 
-/** Clients must AUTH when the default user has a password or named users exist (the default user is then off without one). */
-export function authRequired(host: CommandHost): boolean {
-  return host.password !== null || host.users.length > 0;
-}
 
 /** AUTH / HELLO AUTH: `default` with listen.password, or a listen.users entry. */
 function auth(host: CommandHost, client: ClientConnection, user: string, pass: string): boolean {
@@ -220,12 +218,12 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   exec: { arity: 1, handler: () => undefined /* handled in dispatch */ },
   // Pub/sub among the relay's own clients (Sentinel's hello channel): see pubsub.ts.
-  subscribe: { arity: -2, handler: (h, c, a) => pubsubFor(h).subscribe(c, a.slice(1)) },
-  unsubscribe: { arity: -1, handler: (h, c, a) => pubsubFor(h).unsubscribe(c, a.slice(1)) },
-  psubscribe: { arity: -2, handler: (h, c, a) => pubsubFor(h).psubscribe(c, a.slice(1)) },
-  punsubscribe: { arity: -1, handler: (h, c, a) => pubsubFor(h).punsubscribe(c, a.slice(1)) },
-  publish: { arity: 3, handler: (h, c, a) => c.reply(integerReply(pubsubFor(h).publish(a[1]!, a[2]!))) },
-  pubsub: { arity: -2, handler: (h, c, a) => pubsubFor(h).introspect(c, a) },
+  subscribe: { arity: -2, handler: (h, c, a) => h.pubsub.subscribe(c, a.slice(1)) },
+  unsubscribe: { arity: -1, handler: (h, c, a) => h.pubsub.unsubscribe(c, a.slice(1)) },
+  psubscribe: { arity: -2, handler: (h, c, a) => h.pubsub.psubscribe(c, a.slice(1)) },
+  punsubscribe: { arity: -1, handler: (h, c, a) => h.pubsub.punsubscribe(c, a.slice(1)) },
+  publish: { arity: 3, handler: (h, c, a) => c.reply(integerReply(h.pubsub.publish(a[1]!, a[2]!))) },
+  pubsub: { arity: -2, handler: (h, c, a) => h.pubsub.introspect(c, a) },
   reset: {
     arity: 1,
     noAuth: true,
@@ -233,7 +231,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       // Redis clearClientConnectionState: leave MULTI and pub/sub, forget the name, back to the default user.
       c.multi = null;
       c.multiError = false;
-      pubsubFor(h).drop(c);
+      h.pubsub.drop(c);
       c.name = '';
       c.user = 'default';
       c.role = 'admin';
@@ -526,10 +524,7 @@ function exec(host: CommandHost, c: ClientConnection): void {
     c.multiError = false;
     return c.reply(errorReply('EXECABORT Transaction discarded because of previous errors.'));
   }
-  const replies: Buffer[] = [];
-  const real = c.reply.bind(c);
-  c.reply = (buf: Buffer) => void replies.push(buf);
-  try {
+  const replies = c.gatherReplies(() => {
     for (const args of queued) {
       // Checked again at EXEC, as Redis does: an AUTH queued earlier in the transaction may have changed the user.
       const name = lower(args[0]);
@@ -537,8 +532,6 @@ function exec(host: CommandHost, c: ClientConnection): void {
       if (denied) c.reply(errorReply(denied));
       else COMMANDS[name]!.handler(host, c, args);
     }
-  } finally {
-    c.reply = real;
-  }
+  });
   c.reply(arrayReply(replies));
 }

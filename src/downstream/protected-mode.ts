@@ -1,5 +1,6 @@
 import { isLoopback } from '../config/schema.js';
 import type { ListenConfig } from '../config/types.js';
+import { authRequired } from './roles.js';
 
 /**
  * Redis protected-mode: with `listen.protected-mode` on and no way to authenticate (no `listen.password`, no
@@ -28,7 +29,7 @@ export const DENIED =
 
 /** What to warn about at start, if anything: an exposed listener nobody can use, or one anybody can. */
 export function protectedModeWarning(config: Pick<ListenConfig, 'protectedMode' | 'password' | 'users' | 'bind'>): string | null {
-  if (config.password !== null || config.users.length > 0 || isLoopback(config.bind)) return null;
+  if (authRequired(config) || isLoopback(config.bind)) return null;
   return config.protectedMode
     ? 'protected mode: no listen.password or listen.users, so only loopback clients will be accepted; set a password or users to serve replicas on other hosts'
     : 'listen.protected-mode is off with no listen.password or listen.users on a non-loopback bind: any client that can reach the port may read the whole dataset, run REPLICAOF and CLIENT KILL';

@@ -130,18 +130,6 @@ export function subscribedPong(arg: Buffer | undefined): Buffer {
   return arrayReply([bulkReply('pong'), bulkReply(arg ?? '')]);
 }
 
-const registries = new WeakMap<object, PubSub>();
-
-/** The pub/sub registry of one relay, keyed by its command host (each relay has its own; tests run several in one process). */
-export function pubsubFor(host: object): PubSub {
-  let r = registries.get(host);
-  if (!r) {
-    r = new PubSub();
-    registries.set(host, r);
-  }
-  return r;
-}
-
 function confirmation(kind: string, name: Buffer | null, c: ClientConnection): Buffer {
   return arrayReply([bulkReply(kind), bulkReply(name), integerReply(subscriptionCount(c))]);
 }

@@ -2,6 +2,14 @@ import type { ListenUser } from '../config/types.js';
 
 export type Role = ListenUser['role'];
 
+/**
+ * Clients must AUTH when the default user has a password or named users exist (the default user is then off
+ * without one). The one test of "auth is configured": commands, the listener and protected mode ask it.
+ */
+export function authRequired(cfg: { readonly password: string | null; readonly users: readonly unknown[] }): boolean {
+  return cfg.password !== null || cfg.users.length > 0;
+}
+
 /** The channel Sentinels announce themselves and the master on (Redis sentinel.c). */
 export const SENTINEL_HELLO_CHANNEL = '__sentinel__:hello';
 

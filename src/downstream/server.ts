@@ -9,6 +9,7 @@ import { dispatch, type CommandHost } from './commands.js';
 import { ClientMemory } from './client-memory.js';
 import { DENIED, isLocalPeer, protectedModeOn, protectedModeWarning } from './protected-mode.js';
 import { LogLimiter } from '../util/log-limiter.js';
+import { authRequired } from './roles.js';
 
 /**
  * The downstream RESP listeners: plain TCP on `listen.port` (none when 0) and TLS on `listen.tls.port`; both serve
@@ -157,7 +158,7 @@ export class ReplicaServer {
         memory: this.#memory,
         warnings: this.#warnings,
       },
-      this.#config.password !== null || this.#config.users.length > 0,
+      authRequired(this.#config),
     );
     this.#clients.add(client);
   }

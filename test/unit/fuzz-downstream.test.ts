@@ -17,6 +17,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { deepStrictEqual, ok } from 'node:assert/strict';
 import type { Socket } from 'node:net';
+import { PubSub } from '../../src/downstream/pubsub.js';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { dispatch, type CommandHost } from '../../src/downstream/commands.js';
 import { createLogger } from '../../src/log.js';
@@ -52,6 +53,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
   const host = {
     password: auth ? 'secret' : null,
     users: auth ? [{ name: 'repl', password: 'pw', role: 'replication' }] : [],
+    pubsub: new PubSub(),
     info: (sections: string[]) => `# Replication\r\nrole:slave\r\nsections:${sections.join(',')}\r\n`,
     role: () => ({ host: '127.0.0.1', port: 6379, linkState: 'connected', offset: 1 }),
     startSync: (c: ClientConnection) => {
@@ -61,7 +63,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
     replicaOf: () => null,
     clients: () => [client],
     configRewrite: () => null,
-  } as unknown as CommandHost;
+  } satisfies CommandHost;
   client = new ClientConnection(
     socket as unknown as Socket,
     logger,
