@@ -1,10 +1,62 @@
-/** Errors with stable, greppable codes. Tests assert `code`, never message text. */
+/** Every error code the relay raises: stable and greppable. */
+export type ErrorCode =
+  | 'RELAY_ERR_CONFIG'
+  | 'RELAY_ERR_PROTOCOL'
+  | 'RELAY_ERR_HANDSHAKE'
+  | 'RELAY_ERR_SNAPSHOT'
+  | 'RELAY_ERR_TIMEOUT'
+  | 'RELAY_ERR_WEB_LISTEN'
+  | 'RELAY_ERR_STREAM_OPTIONS'
+  | 'RELAY_ERR_LINK'
+  | 'RELAY_ERR_LOG_RANGE'
+  | 'RELAY_ERR_STORAGE'
+  | 'RELAY_ERR_REPLICA_GONE'
+  | 'RELAY_ERR_INTERNAL';
+
+/** Errors with stable, greppable codes. Tests assert `code`, never message text. `cause` is passed on. */
 export class RelayError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: ErrorOptions) {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
+  }
+}
+
+/** The upstream link ended: closed by the peer, refused for now, cut on purpose. */
+export class LinkError extends RelayError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('RELAY_ERR_LINK', message, options);
+  }
+}
+
+/** An offset the log (memory or disk) does not hold. */
+export class LogRangeError extends RelayError {
+  readonly offset: number;
+  constructor(offset: number, message: string) {
+    super('RELAY_ERR_LOG_RANGE', message);
+    this.offset = offset;
+  }
+}
+
+/** Files on disk that are not what they must be (a short segment, a malformed state file, not an RDB). */
+export class StorageError extends RelayError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('RELAY_ERR_STORAGE', message, options);
+  }
+}
+
+/** A downstream replica went away during its transfer. */
+export class ReplicaGoneError extends RelayError {
+  constructor(message: string) {
+    super('RELAY_ERR_REPLICA_GONE', message);
+  }
+}
+
+/** A state the code believes impossible. */
+export class InternalError extends RelayError {
+  constructor(message: string) {
+    super('RELAY_ERR_INTERNAL', message);
   }
 }
 

@@ -3,6 +3,7 @@ import type { Logger } from './log.js';
 import type { History } from './backlog/history.js';
 import type { SnapshotMeta } from './backlog/snapshot-store.js';
 import { fetchSnapshot, type FetchOptions } from './upstream/snapshot-fetcher.js';
+import { LinkError } from './errors.js';
 
 export interface RefresherOptions {
   readonly history: History;
@@ -97,7 +98,7 @@ export class SnapshotRefresher {
       fetch,
     )
       .then(async (fetched) => {
-        if (fetch.aborted) throw new Error(fetch.aborted);
+        if (fetch.aborted) throw new LinkError(fetch.aborted);
         const snap = await h.commitSnapshot(temp, fetched, epoch);
         if (!snap) {
           this.stats.failed++;

@@ -2,6 +2,8 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
 import { nodeFileIo, type FileHandleIo, type FileIo } from './file-io.js';
+import { InternalError, LogRangeError, StorageError } from '../errors.js';
+import { checkTransition, type Transitions } from '../util/transitions.js';
 
 /**
  * One append-only file of raw stream bytes. Its name carries the history (epoch) and the offset of its first byte,
@@ -34,6 +36,13 @@ export interface DiskLogSource {
  */
 export const DiskLogState = { Ok: 'ok', Failing: 'failing', Detached: 'detached', Closed: 'closed' } as const;
 export type DiskLogState = (typeof DiskLogState)[keyof typeof DiskLogState];
+
+const DISK_TRANSITIONS: Transitions<DiskLogState> = {
+  ok: ['failing', 'detached', 'closed'],
+  failing: ['ok', 'detached', 'closed'],
+  detached: ['ok', 'closed'],
+  closed: [],
+};
 
 export interface DiskLogOptions {
   readonly dir: string;
@@ -368,7 +377,7 @@ export class DiskLog {
       const due = seg.size + bytes >= this.#opts.segmentBytes;
       if (due && known === o - 1 && bytes > 0) break;
       const v = src.view(o);
-      if (!v) throw new Error(`the memory log no longer holds offset ${o}, which the disk does not have`);
+      if (!v) throw new InternalError(`the memory log no longer holds offset ${o}, which the disk does not have`);
       let buf = v.buf;
       const inView = v.boundary >= o && v.boundary < o + buf.length;
       if (due && inView) buf = buf.subarray(0, v.boundary - o + 1);
@@ -570,6 +579,7 @@ export class DiskLog {
     const from = this.#state;
     this.#cause = cause;
     if (from === next) return;
+    checkTransition(DISK_TRANSITIONS, 'disk log', from, next);
     this.#state = next;
     this.#since = Date.now();
     this.onState?.(next, cause);
@@ -578,7 +588,7 @@ export class DiskLog {
   /** Reads up to `max` bytes from `offset`, which must be on disk; throws on a read that returns nothing. */
   async read(offset: number, max = READ_MAX): Promise<Buffer> {
     if (!this.holds(offset)) {
-      throw new RangeError(`offset ${offset} not on disk [${this.firstOffset}, ${this.#written}]`);
+      throw new LogRangeError(offset, `offset ${offset} not on disk [${this.firstOffset}, ${this.#written}]`);
     }
     const seg = this.#segmentOf(offset);
     const n = Math.min(max, this.#written - offset + 1, seg.start + seg.size - offset);
@@ -586,7 +596,7 @@ export class DiskLog {
     const fh = await this.#io.open(this.#path(seg.start), 'r');
     try {
       const { bytesRead } = await fh.read(buf, 0, n, offset - seg.start);
-      if (bytesRead <= 0) throw new Error(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${offset} returned nothing)`);
+      if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${offset} returned nothing)`);
       return bytesRead === n ? buf : buf.subarray(0, bytesRead);
     } finally {
       await fh.close();

@@ -2,6 +2,7 @@ import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { failpoint } from '../util/failpoint.js';
+import { StorageError } from '../errors.js';
 
 /**
  * The file operations the storage modules use, behind one interface so that tests can inject faults (short writes,
@@ -105,7 +106,7 @@ export async function writeFileAtomic(path: string, data: string | Buffer, io: F
     let done = 0;
     while (done < buf.length) {
       const { bytesWritten } = await fh.writev([buf.subarray(done)], done);
-      if (bytesWritten <= 0) throw new Error(`no progress writing ${tmp}`);
+      if (bytesWritten <= 0) throw new StorageError(`no progress writing ${tmp}`);
       done += bytesWritten;
     }
     await fh.sync();

@@ -9,6 +9,7 @@
  */
 import type { DiskLog, DiskLogSource } from './disk-log.js';
 import { DiskChunkCache } from './disk-chunk-cache.js';
+import { LogRangeError } from '../errors.js';
 
 const PACK_BLOCK_SIZE = 16 * 1024;
 const PACK_THRESHOLD = 4 * 1024;
@@ -96,7 +97,7 @@ export class ReplLog implements DiskLogSource {
    * or a promise that settles once one is read (LogCursor.peek).
    */
   diskView(offset: number): Buffer | Promise<void> {
-    if (!this.#disk?.holds(offset) || !this.#diskCache) return Promise.reject(new RangeError(`offset ${offset} is before the log start ${this.firstOffset}`));
+    if (!this.#disk?.holds(offset) || !this.#diskCache) return Promise.reject(new LogRangeError(offset, `offset ${offset} is before the log start ${this.firstOffset}`));
     return this.#diskCache.view(offset);
   }
 
@@ -210,7 +211,7 @@ export class ReplLog implements DiskLogSource {
    */
   read(offset: number): Buffer | null {
     if (offset > this.#endOffset) return null;
-    if (offset < this.#firstOffset) throw new RangeError(`offset ${offset} is before the log start ${this.#firstOffset}`);
+    if (offset < this.#firstOffset) throw new LogRangeError(offset, `offset ${offset} is before the log start ${this.#firstOffset}`);
     const block = this.#find(offset);
     return block.buf.subarray(offset - block.start, block.used);
   }

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { nodeFileIo, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
+import { StorageError } from '../errors.js';
 
 export { writeFileAtomic };
 
@@ -133,7 +134,7 @@ export class SnapshotStore {
       await fh.close();
     }
     const rdbVersion = parseRdbVersion(header);
-    if (rdbVersion === 0) throw new Error('not an RDB file');
+    if (rdbVersion === 0) throw new StorageError('not an RDB file');
     return Object.freeze({ replid, offset, epoch, size: st.size, rdbVersion, createdAt: st.mtimeMs, path });
   }
 
@@ -146,7 +147,7 @@ export class SnapshotStore {
    * Nothing is deleted here: the caller prunes once its own state names the new history (see History.fullSync).
    */
   async commit(tempPath: string, meta: { readonly replid: string; readonly offset: number; readonly epoch: number }): Promise<SnapshotMeta> {
-    if (!/^[0-9A-Za-z]{40}$/.test(meta.replid)) throw new Error(`bad replid for a snapshot name: ${meta.replid}`);
+    if (!/^[0-9A-Za-z]{40}$/.test(meta.replid)) throw new StorageError(`bad replid for a snapshot name: ${meta.replid}`);
     const path = join(this.dir, fileName(meta.epoch, meta.replid, meta.offset));
     const full = await this.#describe(tempPath, meta.replid, meta.offset, meta.epoch);
     await this.#io.rename(tempPath, path);
@@ -200,7 +201,7 @@ export class SnapshotStore {
     try {
       fh = await this.#io.open(meta.path, 'r');
       const st = await fh.stat();
-      if (st.size !== meta.size) throw new Error(`snapshot file is ${st.size} bytes, expected ${meta.size}`);
+      if (st.size !== meta.size) throw new StorageError(`snapshot file is ${st.size} bytes, expected ${meta.size}`);
     } catch (err) {
       await release(null);
       throw err;

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { nodeFileIo, writeFileAtomic, type FileIo } from './file-io.js';
+import { StorageError } from '../errors.js';
 
 const STATE_FILE = 'state.json';
 
@@ -31,7 +32,7 @@ export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<P
     typeof s.replid === 'string' && REPLID_RE.test(s.replid) &&
     typeof s.replid2 === 'string' && REPLID_RE.test(s.replid2) &&
     Number.isSafeInteger(s.secondReplOffset) && Number.isSafeInteger(s.epoch) && (s.epoch as number) >= 0;
-  if (!ok) throw new Error(`${STATE_FILE} has missing or malformed fields`);
+  if (!ok) throw new StorageError(`${STATE_FILE} has missing or malformed fields`);
   return { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch! };
 }
 

@@ -5,6 +5,8 @@ import type { ReplLog } from '../backlog/repl-log.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import type { RelayStats } from '../observability/stats.js';
+import { ReplicaGoneError } from '../errors.js';
+import { checkTransition, type Transitions } from '../util/transitions.js';
 
 /** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
 export const ReplicaState = {
@@ -14,6 +16,13 @@ export const ReplicaState = {
   Closed: 'closed',
 } as const;
 export type ReplicaState = (typeof ReplicaState)[keyof typeof ReplicaState];
+
+const REPLICA_TRANSITIONS: Transitions<ReplicaState> = {
+  wait_bgsave: ['send_bulk', 'online', 'closed'],
+  send_bulk: ['online', 'closed'],
+  online: ['closed'],
+  closed: [],
+};
 
 export interface ReplicaCapabilities {
   /** `REPLCONF capa psync2`: +CONTINUE carries the replid. */
@@ -114,6 +123,7 @@ export class ReplicaSession {
   #setState(next: ReplicaState, reason: string): void {
     const from = this.#state;
     if (from === next) return;
+    checkTransition(REPLICA_TRANSITIONS, 'replica', from, next);
     this.#state = next;
     this.#logger.info({ from, to: next, reason, offset: this.offset }, 'replica state');
   }
@@ -183,7 +193,7 @@ export class ReplicaSession {
     const size = lease.meta.size;
     return new Promise<void>((resolve, reject) => {
       if (this.socket.destroyed) {
-        reject(new Error('replica closed before the RDB transfer'));
+        reject(new ReplicaGoneError('replica closed before the RDB transfer'));
         return;
       }
       let failure: Error | null = null;
@@ -197,7 +207,7 @@ export class ReplicaSession {
       };
       // Registered before anything can yield: a replica gone at any point ends the transfer.
       const onClose = (): void => {
-        failure ??= new Error('replica closed during the RDB transfer');
+        failure ??= new ReplicaGoneError('replica closed during the RDB transfer');
         rs.destroy();
       };
       this.socket.once('close', onClose);

@@ -3,6 +3,7 @@
  * offsets without copying the stream. A byte-level state machine (nats.js parser) that survives any
  * chunk split, even inside a length number or a CRLF; bulk payloads are skipped by arithmetic.
  */
+import { InternalError } from '../errors.js';
 
 /** Passed to `onCommand`; the scanner reuses one object (and its args array) for every command. */
 export interface ScannedCommand {
@@ -242,7 +243,7 @@ export class StreamScanner {
           break;
         /* c8 ignore next 2 */
         default:
-          throw new Error(`stream scanner in state ${state}`); // Failed is handled on entry
+          throw new InternalError(`stream scanner in state ${state}`); // Failed is handled on entry
       }
     }
     this.#state = state;

@@ -4,13 +4,14 @@ import type { Logger } from '../log.js';
 import type { ClientTlsConfig } from '../config/types.js';
 import { encodeCommand } from '../resp/writer.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
-import { ProtocolError, TimeoutError } from '../errors.js';
+import { LinkError, ProtocolError, TimeoutError } from '../errors.js';
 import { openReplicationConnection } from './connection.js';
 import { RdbReceiver } from './rdb-receiver.js';
 import { receiveRdb } from './receive-rdb.js';
 import { backoffDelay } from './backoff.js';
 import type { PsyncOutcome } from './handshake.js';
 import { TimerSet } from './timer-set.js';
+import { checkTransition, type Transitions } from '../util/transitions.js';
 
 export const LinkState = {
   /** No upstream configured. */
@@ -25,6 +26,15 @@ export const LinkState = {
   Stopped: 'stopped',
 } as const;
 export type LinkState = (typeof LinkState)[keyof typeof LinkState];
+
+const LINK_TRANSITIONS: Transitions<LinkState> = {
+  none: ['connecting', 'stopped'],
+  connecting: ['transfer', 'connected', 'backoff', 'stopped', 'none'],
+  transfer: ['connected', 'backoff', 'stopped', 'none', 'connecting'],
+  connected: ['backoff', 'stopped', 'none', 'connecting'],
+  backoff: ['connecting', 'stopped', 'none'],
+  stopped: ['connecting', 'none'],
+};
 
 /** What the link needs from the relay; keeps upstream/ free of backlog/ and downstream/ imports. */
 export interface LinkHost {
@@ -149,7 +159,7 @@ export class UpstreamLink extends EventEmitter {
 
   /** Cut the link now and reconnect (tests, CLIENT KILL on a relay of relays). */
   reconnect(reason: string): void {
-    this.#fail(new Error(reason));
+    this.#fail(new LinkError(reason));
   }
 
   async stop(): Promise<void> {
@@ -161,6 +171,7 @@ export class UpstreamLink extends EventEmitter {
   #setState(next: LinkState, reason: string, fields: Record<string, unknown> = {}): void {
     const from = this.#state;
     if (from === next) return;
+    checkTransition(LINK_TRANSITIONS, 'upstream link', from, next);
     this.#state = next;
     this.#log.info({ from, to: next, reason, peer: this.#peer(), ...fields }, 'upstream link state');
     this.emit('state', next, from);
@@ -243,10 +254,10 @@ export class UpstreamLink extends EventEmitter {
     const log = this.#log;
     const gen = this.#generation;
     socket.on('error', (err) => gen === this.#generation && this.#fail(err));
-    socket.on('close', () => gen === this.#generation && this.#fail(new Error('upstream closed the connection')));
+    socket.on('close', () => gen === this.#generation && this.#fail(new LinkError('upstream closed the connection')));
     switch (outcome.kind) {
       case 'try-later':
-        this.#fail(new Error(`upstream cannot serve us yet: ${outcome.reply}`));
+        this.#fail(new LinkError(`upstream cannot serve us yet: ${outcome.reply}`));
         return;
       case 'continue': {
         this.stats.partialSyncs++;

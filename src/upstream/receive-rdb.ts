@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
-import { TimeoutError } from '../errors.js';
+import { LinkError, TimeoutError } from '../errors.js';
 import { RdbReceiver } from './rdb-receiver.js';
 
 const PROGRESS_INTERVAL_MS = 2000;
@@ -78,7 +78,7 @@ export function receiveRdb(socket: Socket, first: Buffer, receiver: RdbReceiver,
         });
       }
     };
-    const onClose = () => done(new Error('upstream closed the connection during the RDB transfer'));
+    const onClose = () => done(new LinkError('upstream closed the connection during the RDB transfer'));
     const onError = (err: Error) => done(err);
     socket.on('data', onData);
     socket.on('close', onClose);

@@ -7,6 +7,8 @@ import { ReplyReader, RespErrorValue, type RespValue } from '../resp/reply-reade
 import { encodeCommand } from '../resp/writer.js';
 import { backoffDelay } from './backoff.js';
 import { TimerSet } from './timer-set.js';
+import { InternalError } from '../errors.js';
+import { checkTransition, type Transitions } from '../util/transitions.js';
 
 export interface SentinelConnectorOptions {
   readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
@@ -33,6 +35,14 @@ export const SentinelState = {
 } as const;
 export type SentinelState = (typeof SentinelState)[keyof typeof SentinelState];
 
+const SENTINEL_TRANSITIONS: Transitions<SentinelState> = {
+  idle: ['asking', 'stopped'],
+  asking: ['subscribed', 'backoff', 'stopped'],
+  subscribed: ['asking', 'backoff', 'stopped'],
+  backoff: ['asking', 'stopped'],
+  stopped: ['asking'],
+};
+
 const PING_INTERVAL_MS = 1000;
 const SWITCH_MASTER = '+switch-master';
 
@@ -58,7 +68,7 @@ export class SentinelConnector extends EventEmitter {
 
   constructor(opts: SentinelConnectorOptions) {
     super();
-    if (opts.nodes.length === 0) throw new Error('SentinelConnector needs at least one Sentinel');
+    if (opts.nodes.length === 0) throw new InternalError('SentinelConnector needs at least one Sentinel');
     this.#opts = opts;
     this.#log = opts.log;
   }
@@ -88,6 +98,7 @@ export class SentinelConnector extends EventEmitter {
   #setState(next: SentinelState, reason: string, fields: Record<string, unknown> = {}): void {
     const from = this.#state;
     if (from === next) return;
+    checkTransition(SENTINEL_TRANSITIONS, 'sentinel connector', from, next);
     this.#state = next;
     this.#log.info({ from, to: next, reason, sentinel: this.#current, ...fields }, 'sentinel connector state');
     this.emit('state', next, from);

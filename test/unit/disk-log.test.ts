@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import { LogRangeError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { DiskLog, DiskLogState, type DiskLogOptions } from '../../src/backlog/disk-log.js';
 import { ReplLog } from '../../src/backlog/repl-log.js';
@@ -239,8 +240,8 @@ t.test('dropOldest keeps the segment being written; reads never return bytes pas
   const first = disk.firstOffset;
   const b = await disk.read(first, 1 << 20);
   t.ok(b.equals(s.bytes.subarray(first - 1, first - 1 + b.length)));
-  await t.rejects(disk.read(disk.writtenOffset + 1), RangeError);
-  await t.rejects(disk.read(first - 1), RangeError);
+  await t.rejects(disk.read(disk.writtenOffset + 1), LogRangeError);
+  await t.rejects(disk.read(first - 1), LogRangeError);
 });
 
 t.test('recovery', async (t) => {

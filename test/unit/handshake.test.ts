@@ -61,7 +61,7 @@ const err = (state: HandshakeState, line: string) => ({
   send: [],
   outcome: null,
   warning: false,
-  error: { code: 'RELAY_ERR_HANDSHAKE', state, reply: line },
+  error: { code: 'RELAY_ERR_HANDSHAKE' as const, state, reply: line },
 });
 
 const PORT = ['REPLCONF', 'listening-port', '6380'];

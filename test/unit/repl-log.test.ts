@@ -1,6 +1,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { assertProperty } from '../helpers/property.js';
+import { LogRangeError } from '../../src/errors.js';
 import { ReplLog, type LogReader } from '../../src/backlog/repl-log.js';
 
 const PACK_THRESHOLD = 4 * 1024;
@@ -242,13 +243,13 @@ t.test('trimming never drops bytes a registered reader still needs', async (t) =
   });
 });
 
-t.test('reading a trimmed offset throws RangeError', async (t) => {
+t.test('reading a trimmed offset throws LogRangeError', async (t) => {
   const log = new ReplLog(1000);
   appendStream(log, 5000);
   appendStream(log, 5000);
   t.equal(log.firstOffset, 5001);
-  t.throws(() => log.read(5000), RangeError);
-  t.throws(() => log.read(1), RangeError);
+  t.throws(() => log.read(5000), LogRangeError);
+  t.throws(() => log.read(1), LogRangeError);
   t.ok(readAll(log, 5001).equals(expected(5001, 10_000)));
 });
 
@@ -259,13 +260,13 @@ t.test('reset() starts a new history at the given offset', async (t) => {
   log.reset(777);
   t.same([log.firstOffset, log.endOffset, log.size], [778, 777, 0]);
   t.equal(log.read(778), null);
-  t.throws(() => log.read(777), RangeError);
+  t.throws(() => log.read(777), LogRangeError);
   t.ok(log.holds(778));
   t.notOk(log.holds(1));
   appendStream(log, 10);
   t.same([log.firstOffset, log.endOffset, log.size], [778, 787, 10]);
   t.ok(readAll(log, 778).equals(expected(778, 787)));
-  t.throws(() => log.read(1), RangeError, 'offsets of the old history are not held');
+  t.throws(() => log.read(1), LogRangeError, 'offsets of the old history are not held');
 });
 
 t.test('onAppend listeners are called after every append and can unsubscribe', async (t) => {
@@ -329,7 +330,7 @@ t.test('property: reads from any held offset return the stream bytes; offsets st
               log.read(log.firstOffset - 1);
               return false;
             } catch (err) {
-              if (!(err instanceof RangeError)) return false;
+              if (!(err instanceof LogRangeError)) return false;
             }
           }
 
