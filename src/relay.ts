@@ -134,6 +134,13 @@ export class Relay {
   get log(): ReplLog {
     return this.history.log;
   }
+  /** The history counter: a new value after every full sync from upstream. */
+  get epoch(): number {
+    return this.history.epoch;
+  }
+  onNewHistory(fn: () => void): () => void {
+    return this.history.onNewHistory(fn);
+  }
   get store(): SnapshotStore {
     return this.history.store;
   }

@@ -51,6 +51,7 @@ export class History {
   /** Readers keeping the log from a snapshot being fetched (see hold()). */
   #holds = new Set<LogReader>();
   #dropping = false;
+  #newHistory = new Set<() => void>();
 
   constructor(opts: HistoryOptions) {
     this.#opts = opts;
@@ -62,6 +63,12 @@ export class History {
 
   get epoch(): number {
     return this.#epoch;
+  }
+
+  /** `fn` runs (synchronously, once the ids and the log have switched) when a full sync starts a new history. */
+  onNewHistory(fn: () => void): () => void {
+    this.#newHistory.add(fn);
+    return () => this.#newHistory.delete(fn);
   }
   get hasHistory(): boolean {
     return this.#hasHistory;
@@ -171,7 +178,9 @@ export class History {
     this.ids.reset(id);
     this.#hasHistory = true;
     this.#holds.clear();
-    await this.log.resetHistory(offset, this.#epoch);
+    const reset = this.log.resetHistory(offset, this.#epoch);
+    for (const fn of this.#newHistory) fn();
+    await reset;
     const snap = await this.store.commit(tempPath, { replid: id, offset, epoch: this.#epoch });
     await this.persist();
     await this.store.prune(this.#epoch);

@@ -1,6 +1,7 @@
 import type { ReplLog } from '../backlog/repl-log.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { Logger } from '../log.js';
+import { checkTransition, type Transitions } from '../util/transitions.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
 import { commandName, formatCommand, isInternal, matches, selectedDb, StreamFormat, type StreamOptions } from './stream-message.js';
 
@@ -38,12 +39,11 @@ export const CloseCode = {
 /** What the hub needs from the relay (Relay satisfies it). */
 export interface StreamSource {
   readonly log: ReplLog;
-  readonly ids: { readonly replid: string; readonly replid2: string; accepts(replid: string, offset: number): boolean };
-  readonly link: {
-    readonly stats: { readonly fullSyncs: number };
-    on(event: 'state', fn: () => void): unknown;
-    off(event: 'state', fn: () => void): unknown;
-  };
+  readonly ids: { readonly replid: string; accepts(replid: string, offset: number): boolean };
+  /** The history counter (History.epoch): a new value means a full sync from upstream, offsets restart. */
+  readonly epoch: number;
+  /** `fn` runs when a new history starts; returns the unsubscribe function. */
+  onNewHistory(fn: () => void): () => void;
   onCommand(fn: (cmd: ScannedCommand) => void): () => void;
   usableSnapshot(): { readonly offset: number } | null;
 }
@@ -73,6 +73,15 @@ export interface StreamHubStats {
 const Phase = { Seek: 'seek', CatchUp: 'catch-up', Live: 'live', Raw: 'raw', Closed: 'closed' } as const;
 type Phase = (typeof Phase)[keyof typeof Phase];
 
+/** Seek → catch-up → live for JSON (live at once when there is nothing to seek from); raw for raw; any may end. */
+const PHASES: Transitions<Phase> = {
+  seek: ['catch-up', 'live', 'closed'],
+  'catch-up': ['live', 'closed'],
+  live: ['closed'],
+  raw: ['closed'],
+  closed: [],
+};
+
 /** Log bytes scanned per turn of the event loop while catching up. */
 const PUMP_BUDGET = 1024 * 1024;
 /** Bytes per raw message. */
@@ -97,81 +106,394 @@ export interface Subscription {
   readonly stats: { readonly sent: number; readonly dropped: number };
 }
 
-class Subscriber implements Subscription {
-  phase: Phase = Phase.Seek;
-  readonly opts: StreamOptions;
-  readonly sink: StreamSink;
-  scanner: StreamScanner | null = null;
-  /** Position in the log: the last byte scanned (json) or sent (raw). Shares disk reads with every other reader. */
-  readonly pos: LogCursor;
-  /** Commands ending at or before this are only tracked for db, not delivered. */
-  seekTo = 0;
-  requireBoundary = false;
-  /** A command past seekTo was scanned: the start point was a command boundary. */
-  startConfirmed = false;
-  /** Live: deliver commands starting after this. */
-  liveAfter = 0;
-  db: number | null = null;
-  out: string[] = [];
-  outBytes = 0;
-  /** Waiting for drain. */
-  paused = false;
-  /** A pump is queued with setImmediate. */
-  scheduled = false;
-  /** A read from the disk log is in flight. */
-  reading = false;
-  readonly stats = { sent: 0, dropped: 0 };
-  readonly #hub: StreamHub;
+/** What a subscriber shares with its hub. */
+interface HubContext {
+  readonly log: ReplLog;
+  readonly logger: Logger;
+  readonly stats: StreamHubStats;
+  readonly maxBuffered: number;
+  readonly slowClient: 'disconnect' | 'drop';
+  /** Bytes a catching-up subscriber may have queued before it waits for its socket. */
+  readonly pace: number;
+  /** log.endOffset when live decoding began: a command starting after it arrives decoded. */
+  decodeSince(): number;
+  /** The db at the live head, when known; a subscriber going live may teach it. */
+  headDb(): number | null;
+  learnHeadDb(db: number): void;
+  /** Queue a live subscriber's messages for the flush after the link's chunk is appended. */
+  queueFlush(sub: Subscriber): void;
+  /** The subscriber ended (any reason): forget it. */
+  removed(sub: Subscriber): void;
+}
 
-  constructor(hub: StreamHub, sink: StreamSink, opts: StreamOptions, log: ReplLog) {
-    this.#hub = hub;
-    this.sink = sink;
-    this.opts = opts;
-    this.pos = new LogCursor(log, log.endOffset);
+/**
+ * One /stream subscriber: its position in the log (a LogCursor: memory views or shared disk reads), its private
+ * scanner while seeking and catching up, its db, its queued messages and its pacing. All of it is private; the
+ * phase changes only through #setState.
+ */
+class Subscriber implements Subscription {
+  readonly stats = { sent: 0, dropped: 0 };
+  readonly #ctx: HubContext;
+  readonly #sink: StreamSink;
+  readonly #opts: StreamOptions;
+  readonly #pos: LogCursor;
+  #phase: Phase;
+  #scanner: StreamScanner | null = null;
+  /** Commands ending at or before this are only tracked for db, not delivered. */
+  #seekTo = 0;
+  #requireBoundary = false;
+  /** A command past seekTo was scanned: the start point was a command boundary. */
+  #startConfirmed = false;
+  /** Live: deliver commands starting after this. */
+  #liveAfter = 0;
+  #db: number | null = null;
+  #out: string[] = [];
+  #outBytes = 0;
+  /** Waiting for drain. */
+  #paused = false;
+  /** A pump is queued with setImmediate. */
+  #scheduled = false;
+  /** A read from the disk log is in flight. */
+  #reading = false;
+
+  constructor(ctx: HubContext, sink: StreamSink, opts: StreamOptions, phase: Phase) {
+    this.#ctx = ctx;
+    this.#sink = sink;
+    this.#opts = opts;
+    this.#phase = phase;
+    this.#pos = new LogCursor(ctx.log, ctx.log.endOffset);
   }
-  get cursor(): number {
-    return this.pos.offset;
+
+  get live(): boolean {
+    return this.#phase === Phase.Live;
   }
-  set cursor(offset: number) {
-    this.pos.seek(offset);
+  get ended(): boolean {
+    return this.#phase === Phase.Closed;
   }
+  /** Bytes queued: in the socket's buffer and not yet handed to it. */
+  get buffered(): number {
+    return this.#sink.bufferedAmount() + this.#outBytes;
+  }
+
+  #setState(next: Phase): void {
+    if (this.#phase === next) return;
+    checkTransition(PHASES, 'stream subscriber', this.#phase, next);
+    this.#phase = next;
+  }
+
+  // Subscription (socket events)
   drain(): void {
-    this.#hub.drained(this);
+    if (!this.#paused) return;
+    this.#paused = false;
+    if (this.#reading) return; // the read in flight pumps when it completes
+    this.wake();
   }
   closed(): void {
-    this.#hub.remove(this);
+    this.#end();
+  }
+
+  /** Raw: the offset line, then bytes from `after + 1`. */
+  startRaw(after: number, replid: string): void {
+    this.#pos.seek(after);
+    this.#sink.send(JSON.stringify({ offset: after + 1, replid }), false);
+    this.#pumpRaw();
+  }
+
+  /** JSON from a known boundary `anchor` (db known there): scan quietly up to `target`, then deliver. */
+  startSeek(anchor: { offset: number; db: number | null }, target: number, requireBoundary: boolean): void {
+    this.#seekTo = target;
+    this.#requireBoundary = requireBoundary;
+    this.#db = anchor.db;
+    this.#pos.seek(anchor.offset);
+    this.#scanner = this.#newScanner(anchor.offset, false);
+    this.#pump();
+  }
+
+  /** JSON from `target + 1`, which must be a command boundary; the db shows with the next SELECT. */
+  startCatchUp(target: number): void {
+    this.#setState(Phase.CatchUp);
+    this.#seekTo = target;
+    this.#requireBoundary = true;
+    this.#pos.seek(target);
+    this.#scanner = this.#newScanner(target, true);
+    this.#pump();
+  }
+
+  /** Live from the commands starting after `after`. */
+  goLive(after: number): void {
+    this.#setState(Phase.Live);
+    this.#liveAfter = after;
+    this.#scanner = null;
+    // The hub saw no SELECT since decoding started; the subscriber's db holds at the head too.
+    const head = this.#ctx.headDb();
+    if (head === null && this.#db !== null) this.#ctx.learnHeadDb(this.#db);
+    else if (this.#db === null) this.#db = head;
+  }
+
+  /** The log grew: a subscriber working from the log carries on. */
+  wake(): void {
+    if (this.#paused || this.#reading) return;
+    if (this.#phase === Phase.Raw) this.#pumpRaw();
+    else if ((this.#phase === Phase.Seek || this.#phase === Phase.CatchUp) && !this.#scheduled) this.#pump();
+  }
+
+  /** A command the upstream link just decoded; `cache` shares the JSON text between live subscribers. */
+  onLive(cmd: ScannedCommand, name: string, cache: Map<number | null, string>): void {
+    if (this.#phase !== Phase.Live || cmd.start <= this.#liveAfter) return;
+    this.#liveAfter = cmd.end;
+    this.#deliver(cmd, name, cache);
+  }
+
+  #newScanner(offset: number, decode: boolean): StreamScanner {
+    const sc = new StreamScanner((cmd) => this.#onScanned(cmd));
+    sc.reset(offset);
+    sc.decodeArgs = decode;
+    return sc;
+  }
+
+  /** A command from this subscriber's own scan of the log. */
+  #onScanned(cmd: ScannedCommand): void {
+    const name = commandName(cmd.args);
+    if (cmd.end <= this.#seekTo) {
+      const db = selectedDb(name, cmd.argc, cmd.args[1]);
+      if (db !== null) this.#db = db;
+      return;
+    }
+    this.#startConfirmed = true;
+    this.#deliver(cmd, name, null);
+  }
+
+  /** Filter, format and queue one command. */
+  #deliver(cmd: ScannedCommand, name: string, cache: Map<number | null, string> | null): void {
+    const db = selectedDb(name, cmd.argc, cmd.args[1]);
+    if (db !== null) this.#db = db;
+    const internal = isInternal(name);
+    if (!matches(this.#opts, name, cmd.args, this.#db, internal)) return;
+    if (cmd.args.length !== cmd.argc) {
+      this.#ctx.logger.error({ offset: cmd.end, argc: cmd.argc, decoded: cmd.args.length }, 'stream command not fully decoded');
+      this.close(CloseCode.Internal, 'internal error: command not decoded');
+      return;
+    }
+    let msg = cache?.get(this.#db);
+    if (msg === undefined) {
+      msg = formatCommand(cmd.end, this.#db, name, cmd.args, internal);
+      cache?.set(this.#db, msg);
+    }
+    this.#out.push(msg);
+    this.#outBytes += msg.length;
+    if (this.#phase === Phase.Live) this.#ctx.queueFlush(this);
+  }
+
+  /** Scan the log while seeking / catching up, paced by the socket, then switch to live. */
+  #pump(): void {
+    const log = this.#ctx.log;
+    let budget = PUMP_BUDGET;
+    for (;;) {
+      if ((this.#phase !== Phase.Seek && this.#phase !== Phase.CatchUp) || this.#reading) return;
+      const scanner = this.#scanner!;
+      if (this.#phase === Phase.CatchUp && this.#outBytes + this.#sink.bufferedAmount() > this.#ctx.pace) {
+        this.flush();
+        if (this.#sink.bufferedAmount() > this.#ctx.pace) {
+          this.#paused = true;
+          return;
+        }
+        continue;
+      }
+      const stop = this.#phase === Phase.Seek ? this.#seekTo : log.endOffset;
+      if (this.#pos.offset >= stop) {
+        if (this.#phase === Phase.Seek) {
+          this.#endSeek(scanner);
+          continue;
+        }
+        break;
+      }
+      if (this.#pos.lost) {
+        this.close(CloseCode.FellBehind, 'fell behind: the log no longer holds the next offset');
+        return;
+      }
+      if (budget <= 0) {
+        this.flush();
+        this.#scheduled = true;
+        setImmediate(() => {
+          this.#scheduled = false;
+          if (!this.#paused) this.#pump();
+        });
+        return;
+      }
+      const chunk = this.#next();
+      if (chunk === null) return; // a disk read is under way; it pumps again
+      const n = Math.min(chunk.length, stop - this.#pos.offset, budget);
+      const { error } = scanner.scan(n === chunk.length ? chunk : chunk.subarray(0, n));
+      this.#pos.advance(n);
+      budget -= n;
+      if (error !== null) {
+        if (this.#requireBoundary && !this.#startConfirmed) {
+          this.close(CloseCode.NotBoundary, `offset ${this.#seekTo + 1} is not the start of a command`);
+        } else {
+          this.#ctx.logger.error({ error, offset: this.#pos.offset }, 'stream subscriber cannot scan the log');
+          this.close(CloseCode.Internal, 'internal error: unreadable log');
+        }
+        return;
+      }
+    }
+    this.flush();
+    // At the head; live takes over if the command in progress (if any) is one the link decodes in full.
+    const boundary = this.#scanner?.boundary ?? -1;
+    if (this.#phase === Phase.CatchUp && this.#pos.offset === log.endOffset && boundary >= this.#ctx.decodeSince()) this.goLive(boundary);
+  }
+
+  /** The scan reached the start point. */
+  #endSeek(scanner: StreamScanner): void {
+    if (scanner.boundary !== this.#seekTo) {
+      if (this.#requireBoundary) {
+        this.close(CloseCode.NotBoundary, `offset ${this.#seekTo + 1} is not the start of a command`);
+        return;
+      }
+      // Joined mid-command: rescan that command from its start, decoded.
+      this.#pos.seek(scanner.boundary);
+      scanner.reset(scanner.boundary);
+    }
+    scanner.decodeArgs = true;
+    this.#setState(Phase.CatchUp);
+  }
+
+  /** Send queued messages; a live subscriber past maxBuffered is closed or has messages dropped. */
+  flush(): void {
+    if (this.#out.length === 0 || this.#phase === Phase.Closed) return;
+    const out = this.#out;
+    this.#out = [];
+    this.#outBytes = 0;
+    const live = this.#phase === Phase.Live;
+    const { maxBuffered: max, stats } = this.#ctx;
+    let slow = false;
+    this.#sink.cork(() => {
+      for (const msg of out) {
+        if (live) {
+          const buffered = this.#sink.bufferedAmount();
+          if (buffered > 0 && buffered + msg.length > max) {
+            if (this.#ctx.slowClient === 'disconnect') {
+              slow = true;
+              break;
+            }
+            this.stats.dropped++;
+            stats.droppedMessages++;
+            continue;
+          }
+        }
+        this.#sink.send(msg, false);
+        this.stats.sent++;
+        stats.messagesSent++;
+        stats.bytesSent += msg.length;
+      }
+    });
+    if (slow) {
+      stats.slowDisconnects++;
+      this.close(CloseCode.SlowConsumer, `slow consumer: more than ${max} bytes buffered`);
+    }
+  }
+
+  /**
+   * The bytes after the position (held by the log: the caller checked `lost`): a view of memory, or of a disk chunk
+   * read for any reader. null when they are on disk and not read yet: a read starts and pumps again.
+   */
+  #next(): Buffer | null {
+    const v = this.#pos.peek();
+    if (v === null || Buffer.isBuffer(v)) return v;
+    this.#reading = true;
+    v.then(
+      () => {
+        this.#reading = false;
+        if (!this.#paused) this.wake();
+      },
+      (err: Error) => {
+        this.#reading = false;
+        this.close(CloseCode.FellBehind, `fell behind: reading the disk log failed: ${err.message}`);
+      },
+    );
+    return null;
+  }
+
+  /** Send raw log bytes while the socket has room. */
+  #pumpRaw(): void {
+    if (this.#phase !== Phase.Raw || this.#reading) return;
+    const log = this.#ctx.log;
+    if (this.#pos.offset >= log.endOffset) return;
+    const stats = this.#ctx.stats;
+    this.#sink.cork(() => {
+      while (this.#pos.offset < log.endOffset) {
+        if (this.#sink.bufferedAmount() >= this.#ctx.pace) {
+          this.#paused = true;
+          return;
+        }
+        if (this.#pos.lost) return;
+        const chunk = this.#next();
+        if (chunk === null) return;
+        const n = Math.min(chunk.length, RAW_SLICE);
+        this.#sink.send(n === chunk.length ? chunk : chunk.subarray(0, n), true);
+        this.#pos.advance(n);
+        this.stats.sent++;
+        stats.messagesSent++;
+        stats.bytesSent += n;
+      }
+    });
+    if (this.#pos.lost) this.close(CloseCode.FellBehind, 'fell behind: the log no longer holds the next offset');
+  }
+
+  /** Ends the subscription with a close code (the socket is told why). */
+  close(code: number, reason: string): void {
+    if (this.#phase === Phase.Closed) return;
+    this.#ctx.logger.debug({ code, reason, sent: this.stats.sent, dropped: this.stats.dropped }, 'stream subscriber closed');
+    this.#end();
+    this.#sink.end(code, reason);
+  }
+
+  #end(): void {
+    if (this.#phase === Phase.Closed) return;
+    this.#setState(Phase.Closed);
+    this.#scanner = null;
+    this.#out = [];
+    this.#outBytes = 0;
+    this.#ctx.removed(this);
   }
 }
 
 export class StreamHub {
   readonly stats: StreamHubStats = { subscribersTotal: 0, messagesSent: 0, bytesSent: 0, droppedMessages: 0, slowDisconnects: 0 };
   readonly #src: StreamSource;
-  readonly #opts: StreamHubOptions;
-  readonly #log: Logger;
-  readonly #pace: number;
+  readonly #ctx: HubContext;
   readonly #json = new Set<Subscriber>();
   readonly #raw = new Set<Subscriber>();
   #unsubCommands: (() => void) | null = null;
   #unsubAppend: (() => void) | null = null;
+  readonly #unsubHistory: () => void;
   /** log.endOffset when live decoding was turned on: commands starting after it arrive fully decoded. */
   #decodeSince = 0;
   /** The db at the live head, as far as known. */
   #db: number | null = null;
   #checkpoints: Checkpoint[] = [];
-  #fullSyncs: number;
-  #replid: string;
+  #epoch: number;
   #flushQueued = false;
   readonly #dirty = new Set<Subscriber>();
-  readonly #onState = (): void => this.#checkHistory();
 
   constructor(src: StreamSource, opts: StreamHubOptions) {
     this.#src = src;
-    this.#opts = opts;
-    this.#log = opts.logger;
-    this.#pace = Math.min(opts.maxBuffered, 1024 * 1024);
-    this.#fullSyncs = src.link.stats.fullSyncs;
-    this.#replid = src.ids.replid;
-    src.link.on('state', this.#onState);
+    this.#epoch = src.epoch;
+    this.#ctx = {
+      log: src.log,
+      logger: opts.logger,
+      stats: this.stats,
+      maxBuffered: opts.maxBuffered,
+      slowClient: opts.slowClient,
+      pace: Math.min(opts.maxBuffered, 1024 * 1024),
+      decodeSince: () => this.#decodeSince,
+      headDb: () => this.#db,
+      learnHeadDb: (db) => {
+        this.#db = db;
+      },
+      queueFlush: (sub) => this.#queueFlush(sub),
+      removed: (sub) => this.#removed(sub),
+    };
+    this.#unsubHistory = src.onNewHistory(() => this.#checkHistory());
   }
 
   get jsonSubscribers(): number {
@@ -183,8 +505,8 @@ export class StreamHub {
   /** Bytes queued for subscribers: in their sockets' buffers and not yet handed to them. */
   get bufferedBytes(): number {
     let n = 0;
-    for (const sub of this.#json) n += sub.sink.bufferedAmount() + sub.outBytes;
-    for (const sub of this.#raw) n += sub.sink.bufferedAmount();
+    for (const sub of this.#json) n += sub.buffered;
+    for (const sub of this.#raw) n += sub.buffered;
     return n;
   }
   /** Live decoding is on (someone subscribes to JSON). */
@@ -194,25 +516,24 @@ export class StreamHub {
 
   subscribe(sink: StreamSink, opts: StreamOptions): Subscription {
     this.#checkHistory();
-    const sub = new Subscriber(this, sink, opts, this.#src.log);
     this.stats.subscribersTotal++;
     const log = this.#src.log;
+    const raw = opts.format === StreamFormat.Raw;
     if (opts.from !== null) {
       const from = opts.from;
       if (!log.holds(from)) {
-        return this.#refuse(sub, CloseCode.OffsetGone, `offset ${from} is not in the log (${log.firstOffset}..${log.endOffset + 1})`);
+        return this.#refuse(sink, opts, CloseCode.OffsetGone, `offset ${from} is not in the log (${log.firstOffset}..${log.endOffset + 1})`);
       }
       if (opts.replid !== null && !this.#src.ids.accepts(opts.replid, from)) {
-        return this.#refuse(sub, CloseCode.OffsetGone, `replid ${opts.replid} is not this history (${this.#src.ids.replid})`);
+        return this.#refuse(sink, opts, CloseCode.OffsetGone, `replid ${opts.replid} is not this history (${this.#src.ids.replid})`);
       }
     }
     if (this.#unsubAppend === null) this.#unsubAppend = log.onAppend(() => this.#onAppend());
-    if (opts.format === StreamFormat.Raw) {
-      sub.phase = Phase.Raw;
-      sub.cursor = opts.from === null ? log.endOffset : opts.from - 1;
+    const target = opts.from === null ? log.endOffset : opts.from - 1;
+    if (raw) {
+      const sub = new Subscriber(this.#ctx, sink, opts, Phase.Raw);
       this.#raw.add(sub);
-      sink.send(JSON.stringify({ offset: sub.cursor + 1, replid: this.#src.ids.replid }), false);
-      this.#pumpRaw(sub);
+      sub.startRaw(target, this.#src.ids.replid);
       return sub;
     }
     if (this.#unsubCommands === null) {
@@ -220,50 +541,24 @@ export class StreamHub {
       this.#db = null;
       this.#unsubCommands = this.#src.onCommand((cmd) => this.#onLive(cmd));
     }
+    const sub = new Subscriber(this.#ctx, sink, opts, Phase.Seek);
     this.#json.add(sub);
-    const target = opts.from === null ? log.endOffset : opts.from - 1;
     const anchor = this.#anchor(target);
-    if (anchor !== null) {
-      sub.phase = Phase.Seek;
-      sub.seekTo = target;
-      sub.requireBoundary = opts.from !== null;
-      sub.db = anchor.db;
-      sub.cursor = anchor.offset;
-      sub.scanner = this.#scannerFor(sub, anchor.offset, false);
-      this.#pump(sub);
-    } else if (opts.from !== null) {
-      // No known boundary before `from`: scan from it directly; the db shows with the next SELECT.
-      sub.phase = Phase.CatchUp;
-      sub.seekTo = target;
-      sub.requireBoundary = true;
-      sub.cursor = target;
-      sub.scanner = this.#scannerFor(sub, target, true);
-      this.#pump(sub);
-    } else {
-      // Nothing to seek from: start with the next command to begin.
-      this.#goLive(sub, target);
-    }
+    if (anchor !== null) sub.startSeek(anchor, target, opts.from !== null);
+    // No known boundary before `from`: scan from it directly.
+    else if (opts.from !== null) sub.startCatchUp(target);
+    // Nothing to seek from: start with the next command to begin.
+    else sub.goLive(target);
     return sub;
   }
 
   /** Close every subscriber (server shutting down) and let go of the relay. */
   close(): void {
-    for (const sub of [...this.#json, ...this.#raw]) this.#close(sub, CloseCode.GoingAway, 'relay shutting down');
-    this.#src.link.off('state', this.#onState);
+    for (const sub of [...this.#json, ...this.#raw]) sub.close(CloseCode.GoingAway, 'relay shutting down');
+    this.#unsubHistory();
   }
 
-  drained(sub: Subscriber): void {
-    if (!sub.paused) return;
-    sub.paused = false;
-    if (sub.reading) return; // the read in flight pumps when it completes
-    if (sub.phase === Phase.Raw) this.#pumpRaw(sub);
-    else if (sub.phase === Phase.Seek || sub.phase === Phase.CatchUp) this.#pump(sub);
-  }
-
-  remove(sub: Subscriber): void {
-    sub.phase = Phase.Closed;
-    sub.scanner = null;
-    sub.out = [];
+  #removed(sub: Subscriber): void {
     this.#dirty.delete(sub);
     this.#json.delete(sub);
     this.#raw.delete(sub);
@@ -278,31 +573,19 @@ export class StreamHub {
     }
   }
 
-  #refuse(sub: Subscriber, code: number, reason: string): Subscription {
-    sub.phase = Phase.Closed;
-    sub.sink.end(code, reason);
+  #refuse(sink: StreamSink, opts: StreamOptions, code: number, reason: string): Subscription {
+    const sub = new Subscriber(this.#ctx, sink, opts, opts.format === StreamFormat.Raw ? Phase.Raw : Phase.Seek);
+    sub.close(code, reason);
     return sub;
   }
 
-  #close(sub: Subscriber, code: number, reason: string): void {
-    if (sub.phase === Phase.Closed) return;
-    this.#log.debug({ code, reason, sent: sub.stats.sent, dropped: sub.stats.dropped }, 'stream subscriber closed');
-    this.remove(sub);
-    sub.sink.end(code, reason);
-  }
-
-  /** The upstream full-resynced: offsets and history restart, so every subscriber is told to start over. */
+  /** A full sync from upstream started a new history: offsets restart, so every subscriber is told to start over. */
   #checkHistory(): void {
-    const n = this.#src.link.stats.fullSyncs;
-    const ids = this.#src.ids;
-    // A failover keeps the history (replid2 = the old id, offsets continue); a full sync starts a new one.
-    const sameHistory = ids.replid === this.#replid || ids.replid2 === this.#replid;
-    this.#replid = ids.replid;
-    if (n === this.#fullSyncs && sameHistory) return;
-    this.#fullSyncs = n;
+    if (this.#src.epoch === this.#epoch) return;
+    this.#epoch = this.#src.epoch;
     this.#checkpoints = [];
     this.#db = null;
-    for (const sub of [...this.#json, ...this.#raw]) this.#close(sub, CloseCode.NewHistory, 'new history: upstream full resync, offsets restart');
+    for (const sub of [...this.#json, ...this.#raw]) sub.close(CloseCode.NewHistory, 'new history: upstream full resync, offsets restart');
   }
 
   /** The latest known command boundary at or before `offset` still held by the log, preferring one with a known db. */
@@ -322,46 +605,6 @@ export class StreamHub {
     return best;
   }
 
-  #scannerFor(sub: Subscriber, offset: number, decode: boolean): StreamScanner {
-    const sc = new StreamScanner((cmd) => this.#onScanned(sub, cmd));
-    sc.reset(offset);
-    sc.decodeArgs = decode;
-    return sc;
-  }
-
-  /** A command from a subscriber's private scan of the log. */
-  #onScanned(sub: Subscriber, cmd: ScannedCommand): void {
-    const name = commandName(cmd.args);
-    if (cmd.end <= sub.seekTo) {
-      const db = selectedDb(name, cmd.argc, cmd.args[1]);
-      if (db !== null) sub.db = db;
-      return;
-    }
-    sub.startConfirmed = true;
-    this.#deliver(sub, cmd, name, null);
-  }
-
-  /** Filter, format and queue one command for a subscriber. `cache` shares the JSON between live subscribers. */
-  #deliver(sub: Subscriber, cmd: ScannedCommand, name: string, cache: Map<number | null, string> | null): void {
-    const db = selectedDb(name, cmd.argc, cmd.args[1]);
-    if (db !== null) sub.db = db;
-    const internal = isInternal(name);
-    if (!matches(sub.opts, name, cmd.args, sub.db, internal)) return;
-    if (cmd.args.length !== cmd.argc) {
-      this.#log.error({ offset: cmd.end, argc: cmd.argc, decoded: cmd.args.length }, 'stream command not fully decoded');
-      this.#close(sub, CloseCode.Internal, 'internal error: command not decoded');
-      return;
-    }
-    let msg = cache?.get(sub.db);
-    if (msg === undefined) {
-      msg = formatCommand(cmd.end, sub.db, name, cmd.args, internal);
-      cache?.set(sub.db, msg);
-    }
-    sub.out.push(msg);
-    sub.outBytes += msg.length;
-    if (sub.phase === Phase.Live) this.#queueFlush(sub);
-  }
-
   /** A command the upstream link just scanned (its bytes are appended to the log right after). */
   #onLive(cmd: ScannedCommand): void {
     const name = commandName(cmd.args);
@@ -372,102 +615,15 @@ export class StreamHub {
     if (this.#db !== null && (last === undefined || cmd.end - last.offset >= CHECKPOINT_EVERY)) this.#checkpoints.push({ offset: cmd.end, db: this.#db });
     let cache: Map<number | null, string> | null = null;
     for (const sub of this.#json) {
-      if (sub.phase !== Phase.Live || cmd.start <= sub.liveAfter) continue;
-      sub.liveAfter = cmd.end;
+      if (!sub.live) continue;
       cache ??= new Map();
-      this.#deliver(sub, cmd, name, cache);
+      sub.onLive(cmd, name, cache);
     }
-  }
-
-  #goLive(sub: Subscriber, after: number): void {
-    sub.phase = Phase.Live;
-    sub.liveAfter = after;
-    sub.scanner = null;
-    // The hub saw no SELECT since decoding started; the subscriber's db holds at the head too.
-    if (this.#db === null && sub.db !== null) this.#db = sub.db;
-    else if (sub.db === null) sub.db = this.#db;
   }
 
   #onAppend(): void {
-    for (const sub of this.#json) {
-      if ((sub.phase === Phase.CatchUp || sub.phase === Phase.Seek) && !sub.paused && !sub.scheduled && !sub.reading) this.#pump(sub);
-    }
-    for (const sub of this.#raw) if (!sub.paused && !sub.reading) this.#pumpRaw(sub);
-  }
-
-  /** Scan the log for a seeking / catching-up subscriber, paced by its socket, then switch it to live. */
-  #pump(sub: Subscriber): void {
-    this.#checkHistory();
-    const log = this.#src.log;
-    let budget = PUMP_BUDGET;
-    for (;;) {
-      if ((sub.phase !== Phase.Seek && sub.phase !== Phase.CatchUp) || sub.reading) return;
-      const scanner = sub.scanner!;
-      if (sub.phase === Phase.CatchUp && sub.outBytes + sub.sink.bufferedAmount() > this.#pace) {
-        this.#flush(sub);
-        if (sub.sink.bufferedAmount() > this.#pace) {
-          sub.paused = true;
-          return;
-        }
-        continue;
-      }
-      const stop = sub.phase === Phase.Seek ? sub.seekTo : log.endOffset;
-      if (sub.cursor >= stop) {
-        if (sub.phase === Phase.Seek) {
-          this.#endSeek(sub, scanner);
-          continue;
-        }
-        break;
-      }
-      if (sub.cursor + 1 < log.firstOffset) {
-        this.#close(sub, CloseCode.FellBehind, 'fell behind: the log no longer holds the next offset');
-        return;
-      }
-      if (budget <= 0) {
-        this.#flush(sub);
-        sub.scheduled = true;
-        setImmediate(() => {
-          sub.scheduled = false;
-          if (!sub.paused) this.#pump(sub);
-        });
-        return;
-      }
-      const chunk = this.#next(sub);
-      if (chunk === null) return; // a disk read is under way; it pumps again
-      const n = Math.min(chunk.length, stop - sub.cursor, budget);
-      const { error } = scanner.scan(n === chunk.length ? chunk : chunk.subarray(0, n));
-      sub.cursor += n;
-      budget -= n;
-      if (error !== null) {
-        if (sub.requireBoundary && !sub.startConfirmed) {
-          this.#close(sub, CloseCode.NotBoundary, `offset ${sub.seekTo + 1} is not the start of a command`);
-        } else {
-          this.#log.error({ error, offset: sub.cursor }, 'stream subscriber cannot scan the log');
-          this.#close(sub, CloseCode.Internal, 'internal error: unreadable log');
-        }
-        return;
-      }
-    }
-    this.#flush(sub);
-    // At the head; live takes over if the command in progress (if any) is one the link decodes in full.
-    if (sub.phase === Phase.CatchUp && sub.cursor === log.endOffset && sub.scanner!.boundary >= this.#decodeSince) {
-      this.#goLive(sub, sub.scanner!.boundary);
-    }
-  }
-
-  /** The subscriber's scan reached its start point. */
-  #endSeek(sub: Subscriber, scanner: StreamScanner): void {
-    if (scanner.boundary !== sub.seekTo) {
-      if (sub.requireBoundary) {
-        this.#close(sub, CloseCode.NotBoundary, `offset ${sub.seekTo + 1} is not the start of a command`);
-        return;
-      }
-      // Joined mid-command: rescan that command from its start, decoded.
-      sub.cursor = scanner.boundary;
-      scanner.reset(scanner.boundary);
-    }
-    scanner.decodeArgs = true;
-    sub.phase = Phase.CatchUp;
+    for (const sub of this.#json) sub.wake();
+    for (const sub of this.#raw) sub.wake();
   }
 
   #queueFlush(sub: Subscriber): void {
@@ -479,91 +635,7 @@ export class StreamHub {
       this.#flushQueued = false;
       const subs = [...this.#dirty];
       this.#dirty.clear();
-      for (const s of subs) this.#flush(s);
+      for (const s of subs) s.flush();
     });
-  }
-
-  /** Send queued messages; a live subscriber past maxBuffered is closed or has messages dropped. */
-  #flush(sub: Subscriber): void {
-    if (sub.out.length === 0 || sub.phase === Phase.Closed) return;
-    const out = sub.out;
-    sub.out = [];
-    sub.outBytes = 0;
-    const live = sub.phase === Phase.Live;
-    const max = this.#opts.maxBuffered;
-    let slow = false;
-    sub.sink.cork(() => {
-      for (const msg of out) {
-        if (live) {
-          const buffered = sub.sink.bufferedAmount();
-          if (buffered > 0 && buffered + msg.length > max) {
-            if (this.#opts.slowClient === 'disconnect') {
-              slow = true;
-              break;
-            }
-            sub.stats.dropped++;
-            this.stats.droppedMessages++;
-            continue;
-          }
-        }
-        sub.sink.send(msg, false);
-        sub.stats.sent++;
-        this.stats.messagesSent++;
-        this.stats.bytesSent += msg.length;
-      }
-    });
-    if (slow) {
-      this.stats.slowDisconnects++;
-      this.#close(sub, CloseCode.SlowConsumer, `slow consumer: more than ${max} bytes buffered`);
-    }
-  }
-
-  /**
-   * The bytes after the subscriber's cursor (held by the log: the caller checked firstOffset): a view of memory, or
-   * of a disk chunk read for any reader. null when they are on disk and not read yet: a read starts and pumps again.
-   */
-  #next(sub: Subscriber): Buffer | null {
-    const v = sub.pos.peek();
-    if (v === null || Buffer.isBuffer(v)) return v;
-    sub.reading = true;
-    v.then(
-      () => {
-        sub.reading = false;
-        if (sub.phase === Phase.Closed) return;
-        if (sub.phase === Phase.Raw) this.#pumpRaw(sub);
-        else if (!sub.paused) this.#pump(sub);
-      },
-      (err: Error) => {
-        sub.reading = false;
-        this.#close(sub, CloseCode.FellBehind, `fell behind: reading the disk log failed: ${err.message}`);
-      },
-    );
-    return null;
-  }
-
-  /** Send raw log bytes while the socket has room. */
-  #pumpRaw(sub: Subscriber): void {
-    this.#checkHistory();
-    if (sub.phase !== Phase.Raw || sub.reading) return;
-    const log = this.#src.log;
-    if (sub.cursor >= log.endOffset) return;
-    sub.sink.cork(() => {
-      while (sub.cursor < log.endOffset) {
-        if (sub.sink.bufferedAmount() >= this.#pace) {
-          sub.paused = true;
-          return;
-        }
-        if (sub.cursor + 1 < log.firstOffset) return;
-        const chunk = this.#next(sub);
-        if (chunk === null) return;
-        const n = Math.min(chunk.length, RAW_SLICE);
-        sub.sink.send(n === chunk.length ? chunk : chunk.subarray(0, n), true);
-        sub.cursor += n;
-        sub.stats.sent++;
-        this.stats.messagesSent++;
-        this.stats.bytesSent += n;
-      }
-    });
-    if (sub.cursor + 1 < log.firstOffset) this.#close(sub, CloseCode.FellBehind, 'fell behind: the log no longer holds the next offset');
   }
 }

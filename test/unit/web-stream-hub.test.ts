@@ -1,5 +1,4 @@
 import t from 'tap';
-import { EventEmitter } from 'node:events';
 import { ReplLog } from '../../src/backlog/repl-log.js';
 import { ReplIds } from '../../src/backlog/repl-ids.js';
 import { createLogger } from '../../src/log.js';
@@ -14,7 +13,8 @@ import { mulberry32 } from '../helpers/chunks.js';
 class FakeRelay implements StreamSource {
   readonly log: ReplLog;
   readonly ids = new ReplIds();
-  readonly link = Object.assign(new EventEmitter(), { stats: { fullSyncs: 0 } });
+  epoch = 0;
+  readonly #history = new Set<() => void>();
   snapshot: { offset: number } | null = { offset: 0 };
   readonly #listeners = new Set<(cmd: ScannedCommand) => void>();
   readonly #scanner = new StreamScanner((cmd) => {
@@ -38,6 +38,10 @@ class FakeRelay implements StreamSource {
   usableSnapshot(): { offset: number } | null {
     return this.snapshot;
   }
+  onNewHistory(fn: () => void): () => void {
+    this.#history.add(fn);
+    return () => this.#history.delete(fn);
+  }
   feed(chunk: Buffer): void {
     const { error } = this.#scanner.scan(chunk);
     if (error !== null) throw new Error(error);
@@ -48,8 +52,8 @@ class FakeRelay implements StreamSource {
     this.log.reset(offset);
     this.ids.reset('f'.repeat(40));
     this.#scanner.reset(offset);
-    this.link.stats.fullSyncs++;
-    this.link.emit('state', 'connected', 'transfer');
+    this.epoch++;
+    for (const fn of this.#history) fn();
   }
 }
 
@@ -351,12 +355,9 @@ t.test('a full resync upstream closes every subscriber with 4012', async (t) => 
   const d = new FakeSink();
   hub.subscribe(d, opts(''));
   relay.ids.shift('e'.repeat(40), relay.log.endOffset);
-  relay.link.emit('state', 'connected', 'connecting');
-  t.equal(d.closed, null, 'a failover is not a new history');
-  // The ids switch before the link reports the full sync: that is enough to tell.
-  relay.ids.reset('d'.repeat(40));
-  relay.link.emit('state', 'transfer', 'connecting');
-  t.equal(d.closed?.code, CloseCode.NewHistory, 'a new replid without replid2 continuity is a new history');
+  t.equal(d.closed, null, 'a failover (a new replid, the history continues) is not a new history');
+  relay.fullSync(relay.log.endOffset);
+  t.equal(d.closed?.code, CloseCode.NewHistory, 'a full sync is');
   const c = new FakeSink();
   hub.subscribe(c, opts(''));
   relay.feed(encodeCommand(['SELECT', '1']));
