@@ -154,12 +154,12 @@ export class ReplicaSession {
    * then the snapshot the lease holds open (released when done, whatever happens) or an in-memory `payload`, then
    * the stream.
    */
-  async sendPayload(header: Buffer, rdb: { readonly lease: SnapshotLease } | { readonly payload: Buffer }): Promise<void> {
+  async sendPayload(header: Buffer, rdb: { readonly lease: SnapshotLease } | { readonly payload: Buffer }, rate = 0): Promise<void> {
     const lease = 'lease' in rdb ? rdb.lease : null;
     try {
       if (this.#state !== ReplicaState.SendBulk) return;
       if (header.length > 0) this.#write(header);
-      if (lease) await this.#sendFile(lease);
+      if (lease) await this.#sendFile(lease, rate);
       else {
         const payload = (rdb as { payload: Buffer }).payload;
         this.#write(Buffer.from(`$${payload.length}\r\n`));
@@ -189,8 +189,10 @@ export class ReplicaSession {
    * Streams the leased snapshot file to the socket, paced by the socket's backpressure. Settles only once no read
    * is in flight, so the lease (and its descriptor) is never released under a pending read.
    */
-  #sendFile(lease: SnapshotLease): Promise<void> {
+  #sendFile(lease: SnapshotLease, rate: number): Promise<void> {
     const size = lease.meta.size;
+    const startedAt = Date.now();
+    let sent = 0;
     return new Promise<void>((resolve, reject) => {
       if (this.socket.destroyed) {
         reject(new ReplicaGoneError('replica closed before the RDB transfer'));
@@ -214,9 +216,23 @@ export class ReplicaSession {
       this.#write(Buffer.from(`$${size}\r\n`));
       const rs = createReadStream('', { fd: lease.fh.fd, autoClose: false, start: 0, end: size - 1, highWaterMark: 256 * 1024 });
       rs.on('data', (chunk) => {
-        if (!this.#write(chunk as Buffer)) {
-          rs.pause();
-          this.socket.once('drain', () => rs.resume());
+        const ok = this.#write(chunk as Buffer);
+        sent += chunk.length;
+        // replication.full-sync-rate: no faster than `rate` bytes per second, on average since the start.
+        const early = rate > 0 ? (sent * 1000) / rate - (Date.now() - startedAt) : 0;
+        if (ok && early <= 0) return;
+        rs.pause();
+        let waits = 0;
+        const go = (): void => {
+          if (--waits === 0) rs.resume();
+        };
+        if (!ok) {
+          waits++;
+          this.socket.once('drain', go);
+        }
+        if (early > 0) {
+          waits++;
+          setTimeout(go, early).unref();
         }
       });
       rs.on('error', (err) => {

@@ -36,6 +36,10 @@ export interface DownstreamOptions {
   readonly aheadWaitMs?: number;
   /** A replica acknowledged a higher offset (feeds the ack policy). */
   readonly onAck?: () => void;
+  /** replication.full-sync-concurrency: at most this many snapshot transfers at once (the rest wait in order); 0 = no limit. */
+  readonly fullSyncConcurrency?: number;
+  /** replication.full-sync-rate: bytes per second per snapshot transfer; 0 = no limit. */
+  readonly fullSyncRate?: number;
 }
 
 /** A PSYNC held because the replica is ahead of the relay: decided when the log reaches `offset`, or at `deadline`. */
@@ -53,7 +57,10 @@ interface AheadWait {
 export class DownstreamReplication {
   #opts: DownstreamOptions;
   #sessions = new Set<ReplicaSession>();
+  /** Replicas waiting for a full sync, in arrival order (a Set iterates in insertion order). */
   #waiting = new Set<ReplicaSession>();
+  /** Snapshot transfers in progress (full-sync-concurrency counts them). */
+  #transfers = new Set<ReplicaSession>();
   #ahead = new Map<ReplicaSession, AheadWait>();
   #tick: NodeJS.Timeout;
   #unsubscribe: () => void;
@@ -154,10 +161,22 @@ export class DownstreamReplication {
     }
   }
 
-  /** Starts the full syncs that can start now. */
+  /** Replicas waiting for a full sync (for a snapshot, or for their turn under full-sync-concurrency). */
+  get fullSyncsWaiting(): number {
+    let n = 0;
+    for (const s of this.#waiting) if (s.state === ReplicaState.WaitBgsave) n++;
+    return n;
+  }
+  /** Snapshot transfers in progress. */
+  get fullSyncsActive(): number {
+    return this.#transfers.size;
+  }
+
+  /** Starts the full syncs that can start now, in arrival order. */
   #serveWaiting(): void {
     if (this.#waiting.size === 0) return;
     const src = this.#opts.source;
+    const limit = this.#opts.fullSyncConcurrency ?? 0;
     let snap: SnapshotMeta | null | undefined;
     for (const session of this.#waiting) {
       if (session.state !== ReplicaState.WaitBgsave) {
@@ -177,7 +196,10 @@ export class DownstreamReplication {
         src.needSnapshot();
         return;
       }
+      // The others keep waiting (kept alive with newlines) until a transfer ends.
+      if (limit > 0 && this.#transfers.size >= limit) return;
       this.#waiting.delete(session);
+      this.#transfers.add(session);
       this.#sendSnapshot(session, snap);
     }
   }
@@ -199,7 +221,7 @@ export class DownstreamReplication {
           void lease.release();
           return;
         }
-        void session.sendPayload(this.#header(session, lease.meta.offset), { lease });
+        void session.sendPayload(this.#header(session, lease.meta.offset), { lease }, this.#opts.fullSyncRate ?? 0).finally(() => this.#transferEnded(session));
       },
       (err: Error) => {
         src.snapshotFailed(snap, err);
@@ -260,6 +282,12 @@ export class DownstreamReplication {
     this.#sessions.delete(s);
     this.#waiting.delete(s);
     this.#ahead.delete(s);
+    this.#transferEnded(s);
+  }
+
+  /** A snapshot transfer finished (or its replica went): the next replica in line may start. */
+  #transferEnded(s: ReplicaSession): void {
+    if (this.#transfers.delete(s)) this.#serveWaiting();
   }
 
   #onTick(): void {
