@@ -331,7 +331,7 @@ export class Relay {
         this.#refresher.abort('new history from upstream');
         this.#acks.reset();
         const committed = this.history.fullSync(tempPath, replid, offset);
-        this.#downstream.disconnectAll('upstream full resync: new history');
+        this.#downstream.newHistory('upstream full resync: new history');
         await committed;
         this.#downstream.snapshotReady();
       },
@@ -340,6 +340,7 @@ export class Relay {
         if (await this.history.continued(replid)) this.#downstream.disconnectAll('replid changed');
       },
       cannotResume: (reason) => this.history.forget(reason),
+      transferStarted: (transfer) => this.#downstream.incoming(transfer),
       readStream: (offset) => (offset >= this.log.memFirstOffset && this.log.holds(offset) ? this.log.read(offset) : null),
       appendStream: (chunk, boundary) => this.log.append(chunk, boundary),
       commandSeen: (cmd) => {

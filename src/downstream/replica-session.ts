@@ -1,11 +1,12 @@
 import { createReadStream } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import type { ReplLog } from '../backlog/repl-log.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import type { RelayStats } from '../observability/stats.js';
-import { ReplicaGoneError } from '../errors.js';
+import { LinkError, ReplicaGoneError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 
 /** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
@@ -27,12 +28,24 @@ const REPLICA_TRANSITIONS: Transitions<ReplicaState> = {
 export interface ReplicaCapabilities {
   /** `REPLCONF capa psync2`: +CONTINUE carries the replid. */
   readonly psync2: boolean;
+  /** `REPLCONF capa eof`: takes an EOF-marked payload (size unknown up front). */
+  readonly eof: boolean;
   /** `REPLCONF rdb-only 1`: the RDB, then close (redis-cli --rdb). */
   readonly rdbOnly: boolean;
   /** `REPLCONF rdb-filter-only ""`: no keys wanted (redis-cli --replica); we send an empty RDB. */
   readonly rdbFilterEmpty: boolean;
   /** Plain SYNC: no +FULLRESYNC line, no ACKs expected. */
   readonly plainSync: boolean;
+}
+
+/** An RDB still arriving from upstream (the same shape as replication.ts's IncomingSnapshot). */
+export interface IncomingRdb {
+  total(): number | null;
+  flushed(): number;
+  progress(): 'receiving' | 'complete' | 'failed';
+  waitBeyond(bytes: number): Promise<void>;
+  openReader(): { read(position: number, length: number): Promise<Buffer>; close(): void };
+  readonly outcome: Promise<boolean>;
 }
 
 export interface SessionOptions {
@@ -74,6 +87,8 @@ export class ReplicaSession {
   #onAck: ((s: ReplicaSession) => void) | undefined;
   #state: ReplicaState = ReplicaState.WaitBgsave;
   #cursor: LogCursor | null = null;
+  /** The first stream byte after a payload still arriving from upstream (beginFull without a pin). */
+  #streamFrom = 0;
   #blocked = false;
   #diskRead = false;
   /** A pump is queued for the next turn (the budget ran out). */
@@ -144,9 +159,77 @@ export class ReplicaSession {
    * Full resync: the replica's offset becomes `streamFrom - 1`, and the log is held from there (this session is a
    * reader) while the payload is prepared and sent.
    */
-  beginFull(streamFrom: number): void {
-    this.#cursor = new LogCursor(this.#log, streamFrom - 1, { pin: true });
+  beginFull(streamFrom: number, pin = true): void {
+    // Taking an RDB still arriving, the log holds another history until it is committed: no cursor before that.
+    if (pin) this.#cursor = new LogCursor(this.#log, streamFrom - 1, { pin: true });
+    else this.#streamFrom = streamFrom;
     this.#setState(ReplicaState.SendBulk, 'full resync');
+  }
+
+  /**
+   * A full resync from an RDB still arriving from upstream (a pipelined cold start): the payload is read from the
+   * file as it grows, with its size when upstream announced it, else EOF-marked. Once the transfer is checked and
+   * committed as the new history, the stream follows from the log; a transfer that fails ends this one too.
+   */
+  async sendIncoming(header: Buffer, inc: IncomingRdb, rate = 0): Promise<void> {
+    let reader: ReturnType<IncomingRdb['openReader']> | null = null;
+    try {
+      if (this.#state !== ReplicaState.SendBulk) return;
+      if (header.length > 0) this.#write(header);
+      const total = inc.total();
+      const mark = total === null ? randomBytes(20).toString('hex') : null;
+      this.#write(Buffer.from(mark === null ? `$${total}\r\n` : `$EOF:${mark}\r\n`));
+      reader = inc.openReader();
+      const startedAt = Date.now();
+      for (let pos = 0; ; ) {
+        if (this.#state !== ReplicaState.SendBulk) throw new ReplicaGoneError('replica closed during the RDB transfer');
+        const progress = inc.progress();
+        if (progress === 'failed') throw new LinkError('the RDB transfer from upstream failed');
+        const avail = inc.flushed() - pos;
+        if (avail > 0) {
+          // A buffer per read: the socket may still hold the previous one.
+          const chunk = await reader.read(pos, Math.min(avail, 256 * 1024));
+          if (chunk.length === 0) throw new StorageError('the arriving RDB file is shorter than written');
+          pos += chunk.length;
+          const ok = this.#write(chunk);
+          const early = rate > 0 ? (pos * 1000) / rate - (Date.now() - startedAt) : 0;
+          if (!ok) await this.#drained();
+          if (early > 0) await new Promise((r) => setTimeout(r, early).unref());
+          continue;
+        }
+        if (progress === 'complete') break;
+        await inc.waitBeyond(pos);
+      }
+      if (mark !== null) this.#write(Buffer.from(mark));
+    } catch (err) {
+      this.close(`rdb send failed: ${(err as Error).message}`);
+      return;
+    } finally {
+      reader?.close();
+    }
+    if (!(await inc.outcome)) {
+      this.close('the RDB from upstream failed its check or its commit');
+      return;
+    }
+    if (this.#state !== ReplicaState.SendBulk) return;
+    // Committed: the log now holds the new history from the snapshot's next byte.
+    this.#cursor = new LogCursor(this.#log, this.#streamFrom - 1, { pin: true });
+    this.#setState(ReplicaState.Online, 'rdb sent');
+    this.ackTime = Date.now();
+    this.pump();
+  }
+
+  /** Resolves when the socket drains or closes. */
+  #drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.once('drain', done);
+      this.socket.once('close', done);
+    });
   }
 
   /**

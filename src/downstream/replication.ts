@@ -6,6 +6,23 @@ import type { RelayStats } from '../observability/stats.js';
 import type { ClientConnection } from './client.js';
 import { ReplicaSession, ReplicaState } from './replica-session.js';
 
+/**
+ * A full sync's RDB still arriving from upstream (the link's RdbTransfer): replicas may take it as it comes instead
+ * of waiting for the whole file (a pipelined cold start).
+ */
+export interface IncomingSnapshot {
+  readonly replid: string;
+  readonly offset: number;
+  readonly path: string;
+  total(): number | null;
+  flushed(): number;
+  progress(): 'receiving' | 'complete' | 'failed';
+  waitBeyond(bytes: number): Promise<void>;
+  openReader(): { read(position: number, length: number): Promise<Buffer>; close(): void };
+  /** true once checked and committed as the new history. */
+  readonly outcome: Promise<boolean>;
+}
+
 /** What the master side needs from the relay's backlog. */
 export interface ReplicationSource {
   readonly ids: ReplIds;
@@ -61,6 +78,10 @@ export class DownstreamReplication {
   #waiting = new Set<ReplicaSession>();
   /** Snapshot transfers in progress (full-sync-concurrency counts them). */
   #transfers = new Set<ReplicaSession>();
+  /** The RDB arriving from upstream, while it does. */
+  #incoming: IncomingSnapshot | null = null;
+  /** Sessions taking #incoming as it arrives: the new history's first replicas, kept when it is committed. */
+  #pipelined = new Set<ReplicaSession>();
   #ahead = new Map<ReplicaSession, AheadWait>();
   #tick: NodeJS.Timeout;
   #unsubscribe: () => void;
@@ -94,7 +115,7 @@ export class DownstreamReplication {
       softLag: this.#opts.softLag,
       softLagMs: this.#opts.softLagMs,
       onAck: () => this.#opts.onAck?.(),
-      caps: { psync2: rc.capaPsync2, rdbOnly: rc.rdbOnly, rdbFilterEmpty: rc.rdbFilterEmpty, plainSync: replid === null },
+      caps: { psync2: rc.capaPsync2, eof: rc.capaEof, rdbOnly: rc.rdbOnly, rdbFilterEmpty: rc.rdbFilterEmpty, plainSync: replid === null },
       onClose: (s) => this.#remove(s),
     });
     client.replica = session;
@@ -191,6 +212,20 @@ export class DownstreamReplication {
         void session.sendPayload(this.#header(session, from - 1), { payload: emptyRdb(src.usableSnapshot()?.rdbVersion ?? 10) });
         continue;
       }
+      // A new history arriving from upstream replaces what we hold: take it as it comes when the replica can
+      // (its size is known, or the replica reads an EOF-marked payload).
+      const inc = this.#incoming;
+      if (inc && inc.progress() !== 'failed' && (inc.total() !== null || (session.caps.eof && !session.caps.plainSync))) {
+        if (limit > 0 && this.#transfers.size >= limit) return;
+        this.#waiting.delete(session);
+        this.#transfers.add(session);
+        this.#pipelined.add(session);
+        session.beginFull(inc.offset + 1, false);
+        const header = session.caps.plainSync ? Buffer.alloc(0) : Buffer.from(`+FULLRESYNC ${inc.replid} ${inc.offset}\r\n`);
+        void session.sendIncoming(header, inc, this.#opts.fullSyncRate ?? 0).finally(() => this.#transferEnded(session));
+        continue;
+      }
+      if (inc) continue; // it waits for the new history's snapshot
       snap ??= src.usableSnapshot();
       if (!snap) {
         src.needSnapshot();
@@ -269,6 +304,25 @@ export class DownstreamReplication {
     this.#serveWaiting();
   }
 
+  /** Upstream started sending a full sync: waiting replicas may take it as it arrives. */
+  incoming(inc: IncomingSnapshot): void {
+    this.#incoming = inc;
+    void inc.outcome.then(() => {
+      if (this.#incoming === inc) this.#incoming = null;
+      this.#serveWaiting();
+    });
+    this.#serveWaiting();
+  }
+
+  /**
+   * A full sync from upstream started a new history: every replica told the old one is dropped (they reconnect and
+   * PSYNC against the new one), except those already taking the new history's RDB as it arrived. Replicas still
+   * waiting for a snapshot have been told nothing: they stay and are served from the new one.
+   */
+  newHistory(reason: string): void {
+    for (const s of [...this.#sessions]) if (s.state !== ReplicaState.WaitBgsave && !this.#pipelined.has(s)) s.close(reason);
+  }
+
   /**
    * Drop every replica that has been told a replid or offset (new history, or a new replid they must learn);
    * they reconnect and PSYNC. Replicas still waiting for a snapshot have been told nothing: they stay and
@@ -280,6 +334,7 @@ export class DownstreamReplication {
 
   #remove(s: ReplicaSession): void {
     this.#sessions.delete(s);
+    this.#pipelined.delete(s);
     this.#waiting.delete(s);
     this.#ahead.delete(s);
     this.#transferEnded(s);
@@ -287,6 +342,7 @@ export class DownstreamReplication {
 
   /** A snapshot transfer finished (or its replica went): the next replica in line may start. */
   #transferEnded(s: ReplicaSession): void {
+    this.#pipelined.delete(s);
     if (this.#transfers.delete(s)) this.#serveWaiting();
   }
 

@@ -36,6 +36,28 @@ const LINK_TRANSITIONS: Transitions<LinkState> = {
   stopped: ['connecting', 'none'],
 };
 
+/**
+ * A full sync's RDB while it arrives from upstream, for replicas that take it before it is whole (a pipelined cold
+ * start). Its bytes are unchecked until the end: a transfer that fails ends theirs too.
+ */
+export interface RdbTransfer {
+  readonly replid: string;
+  readonly offset: number;
+  readonly path: string;
+  /** The payload size: announced by upstream ($<len>), or for an EOF-marked transfer known once it ended; else null. */
+  total(): number | null;
+  /** Payload bytes in the file so far. */
+  flushed(): number;
+  /** receiving; complete (every payload byte is in the file; checked and committed later: see outcome); failed. */
+  progress(): 'receiving' | 'complete' | 'failed';
+  /** Resolves once more than `bytes` are in the file, or the transfer ended. */
+  waitBeyond(bytes: number): Promise<void>;
+  /** Reads the file while it arrives (also after it was committed under another name); close() when done. */
+  openReader(): { read(position: number, length: number): Promise<Buffer>; close(): void };
+  /** true once the RDB is checked and committed as the new history; false when the transfer failed. */
+  readonly outcome: Promise<boolean>;
+}
+
 /** What the link needs from the relay; keeps upstream/ free of backlog/ and downstream/ imports. */
 export interface LinkHost {
   /** Where to PSYNC from: `?`/-1 on first contact, else our replid and offset + 1. */
@@ -58,6 +80,8 @@ export interface LinkHost {
   appendStream(chunk: Buffer, boundary: number): void;
   /** Every command seen in the stream (for subscribers); called before the bytes are appended. */
   commandSeen?(cmd: ScannedCommand): void;
+  /** A full sync's RDB started arriving (its header is read): replicas may take it as it comes. */
+  transferStarted?(transfer: RdbTransfer): void;
 }
 
 export interface LinkOptions {
@@ -97,6 +121,8 @@ export class UpstreamLink extends EventEmitter {
   #generation = 0;
   #receiver: RdbReceiver | null = null;
   #scannerFailed = false;
+  /** Settles the RdbTransfer in progress (false: it failed). */
+  #settleTransfer: ((committed: boolean) => void) | null = null;
   /** masterReplOffset at the last garbage failure (-1: none since the last clean stretch). */
   #garbageAt = -1;
   #replaying = false;
@@ -193,6 +219,9 @@ export class UpstreamLink extends EventEmitter {
     const r = this.#receiver;
     this.#receiver = null;
     if (r) void r.abort().then(() => this.#hostApi.discardTemp(r.path));
+    // A transfer that replicas take as it arrives ends for them too.
+    this.#settleTransfer?.(false);
+    this.#settleTransfer = null;
   }
 
   #fail(err: Error): void {
@@ -282,10 +311,30 @@ export class UpstreamLink extends EventEmitter {
 
   async #receiveRdb(socket: Socket, first: Buffer, replid: string | null, offset: number): Promise<void> {
     const gen = this.#generation;
-    const receiver = new RdbReceiver(this.#hostApi.tempSnapshotPath());
+    const shared = replid !== null && this.#hostApi.transferStarted !== undefined;
+    const receiver = new RdbReceiver(this.#hostApi.tempSnapshotPath(), { shareReads: shared });
     this.#receiver = receiver;
     this.#syncStartedAt = Date.now();
     this.#setState(LinkState.Transfer, 'receiving RDB', { replid, offset });
+    let settle: (committed: boolean) => void = () => undefined;
+    if (replid !== null && shared) {
+      const outcome = new Promise<boolean>((resolve) => (settle = resolve));
+      // Readers that joined while it arrived keep the shared descriptor until they are done.
+      void outcome.then(() => receiver.releaseReaders());
+      this.#settleTransfer = settle;
+      const transfer: RdbTransfer = {
+        replid,
+        offset,
+        path: receiver.path,
+        total: () => receiver.total ?? (receiver.progress === 'complete' ? receiver.flushed : null),
+        flushed: () => receiver.flushed,
+        progress: () => receiver.progress,
+        waitBeyond: (bytes) => receiver.waitBeyond(bytes),
+        openReader: () => receiver.openReader(),
+        outcome,
+      };
+      receiver.onHeader = () => this.#hostApi.transferStarted?.(transfer);
+    }
     try {
       const rest = await receiveRdb(socket, first, receiver, { timeoutMs: this.#opts.timeoutMs, log: this.#log, peer: this.#peer() });
       if (gen !== this.#generation) return;
@@ -297,6 +346,8 @@ export class UpstreamLink extends EventEmitter {
       this.stats.fullSyncs++;
       const seconds = +((Date.now() - this.#syncStartedAt) / 1000).toFixed(2);
       this.#log.info({ replid, offset, bytes: receiver.received, seconds, peer: this.#peer() }, 'rdb received, snapshot committed');
+      this.#settleTransfer = null;
+      settle(true);
       this.#startStreaming(socket, rest);
       // A Redis 7.0 master holds the stream back after an EOF-marked RDB until our first ACK.
       this.#sendAck();

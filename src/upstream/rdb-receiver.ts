@@ -1,5 +1,6 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { ProtocolError, SnapshotError } from '../errors.js';
+import { open, type FileHandle } from 'node:fs/promises';
+import { InternalError, ProtocolError, SnapshotError } from '../errors.js';
 import { Crc64 } from '../backlog/crc64.js';
 
 const EOF_MARK_LEN = 40;
@@ -37,17 +38,74 @@ export class RdbReceiver {
   #received = 0;
   #total: number | null = null;
   #fileError: Error | null = null;
+  #flushed = 0;
+  /** The descriptor readers share, opened as soon as the file exists (see openReader). */
+  #readFh: Promise<FileHandle>;
+  #readers = 0;
+  #readersReleased = false;
+  #readClosed = false;
+  #ended = false;
+  #aborted = false;
+  #waiters: Array<() => void> = [];
   /** CRC over every payload byte but the last 8 (the RDB trailer), which wait in #crcTail. */
   #crc = new Crc64();
   #crcTail: Buffer = Buffer.alloc(0);
   #rdbHead: Buffer = Buffer.alloc(0);
 
-  constructor(path: string) {
+  /** Called once, when the payload header ($<len> or $EOF:<mark>) has been read. */
+  onHeader: (() => void) | null = null;
+
+  /** `shareReads`: open the descriptor readers share (openReader) as soon as the file exists; release it with releaseReaders(). */
+  constructor(path: string, opts: { shareReads?: boolean } = {}) {
     this.path = path;
     this.#file = createWriteStream(path, { flush: true });
     this.#file.on('error', (err) => {
       this.#fileError = err;
     });
+    this.#readFh = opts.shareReads
+      ? new Promise<FileHandle>((resolve, reject) => {
+          this.#file.once('ready', () => void open(path, 'r').then(resolve, reject));
+          this.#file.once('error', reject);
+        })
+      : Promise.reject(new InternalError('this RDB transfer is not shared with readers'));
+    this.#readFh.catch(() => {});
+    this.#readClosed = !opts.shareReads;
+  }
+
+  /**
+   * A reader of the payload while it arrives (a replica taking it as it comes). All readers share one descriptor,
+   * opened when the file is created, so the file can be renamed (committed) or removed under them. It is closed once
+   * the owner released it (the transfer's outcome is settled) and the last reader closed.
+   */
+  openReader(): { read(position: number, length: number): Promise<Buffer>; close(): void } {
+    const fh = this.#readFh;
+    this.#readers++;
+    let closed = false;
+    return {
+      read: async (position, length) => {
+        const b = Buffer.allocUnsafe(length);
+        const { bytesRead } = await (await fh).read(b, 0, length, position);
+        return bytesRead === length ? b : b.subarray(0, bytesRead);
+      },
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this.#readers--;
+        this.#maybeCloseReaders();
+      },
+    };
+  }
+
+  /** No new reader will come (the transfer's outcome is settled): the descriptor goes with the last reader. */
+  releaseReaders(): void {
+    this.#readersReleased = true;
+    this.#maybeCloseReaders();
+  }
+
+  #maybeCloseReaders(): void {
+    if (!this.#readersReleased || this.#readers > 0 || this.#readClosed) return;
+    this.#readClosed = true;
+    void this.#readFh.then((h) => h.close()).catch(() => {});
   }
 
   get state(): RdbReceiverState {
@@ -119,7 +177,34 @@ export class RdbReceiver {
       this.#crc.update(merged, 0, cut);
       this.#crcTail = merged.subarray(cut);
     }
-    return this.#file.write(buf);
+    const n = buf.length;
+    return this.#file.write(buf, (err) => {
+      if (err) return;
+      this.#flushed += n;
+      this.#wake();
+    });
+  }
+
+  /** receiving, complete (every payload byte is in the file, not yet checked), or failed (aborted). */
+  get progress(): 'receiving' | 'complete' | 'failed' {
+    return this.#aborted ? 'failed' : this.#ended ? 'complete' : 'receiving';
+  }
+
+  /** Payload bytes the file holds (written by the kernel, readable by another descriptor). */
+  get flushed(): number {
+    return this.#flushed;
+  }
+
+  /** Resolves once more than `bytes` payload bytes are in the file, or the transfer ended (either way). */
+  waitBeyond(bytes: number): Promise<void> {
+    if (this.#flushed > bytes || this.#ended) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  #wake(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const fn of w) fn();
   }
 
   /**
@@ -148,15 +233,21 @@ export class RdbReceiver {
 
   /** Flushes and closes the file (fsync included); rejects on a write error. */
   finish(): Promise<void> {
-    return new Promise((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       if (this.#fileError) return reject(this.#fileError);
       this.#file.once('error', reject);
       this.#file.end(() => resolve());
+    }).finally(() => {
+      this.#ended = true;
+      this.#wake();
     });
   }
 
   /** Stops writing; the caller removes the file. */
   abort(): Promise<void> {
+    this.#ended = true;
+    this.#aborted = true;
+    this.#wake();
     return new Promise((resolve) => {
       if (this.#file.closed) return resolve();
       this.#file.once('close', () => resolve());
@@ -191,12 +282,14 @@ export class RdbReceiver {
         if (mark.length !== EOF_MARK_LEN) throw new ProtocolError('bad EOF mark in RDB payload header');
         this.#mark = Buffer.from(mark, 'latin1');
         this.#state = RdbReceiverState.EofMarked;
+        this.onHeader?.();
       } else {
         const len = /^\$\d{1,15}$/.test(line) ? Number(line.slice(1)) : NaN;
         if (!Number.isSafeInteger(len)) throw new ProtocolError(`bad RDB payload length: ${line.slice(0, 64)}`);
         this.#remaining = len;
         this.#total = len;
         this.#state = RdbReceiverState.Bulk;
+        this.onHeader?.();
       }
       return rest;
     }

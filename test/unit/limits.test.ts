@@ -51,7 +51,7 @@ function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLag
     log,
     logger: log2,
     stats,
-    caps: { psync2: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
     onClose: () => (closed = true),
     ...opts,
   });
@@ -104,7 +104,7 @@ t.test('soft lag limit: dropped only after being over it continuously for replic
     maxLag: 1 << 30,
     softLag: 4000,
     softLagMs: 300,
-    caps: { psync2: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
     onClose: () => undefined,
   });
   s2.continueFrom(1);
@@ -187,7 +187,7 @@ t.test('an ACK that raises the replica offset is reported once', async (t) => {
     logger,
     stats: new RelayStats(),
     maxLag: 1 << 20,
-    caps: { psync2: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
     onClose: () => undefined,
     onAck: () => acks++,
   });

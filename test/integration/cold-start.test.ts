@@ -1,0 +1,83 @@
+/**
+ * Pipelined cold start: replicas that ask a fresh relay for a full sync while it is still receiving its own RDB
+ * get that RDB as it arrives, instead of waiting for the whole file.
+ */
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Socket } from 'node:net';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRelay } from '../helpers/relay.js';
+import { startFakeMaster } from '../helpers/fake-master.js';
+import { startReplica, waitConverged, digest, stat } from '../helpers/replication.js';
+import { waitFor } from '../helpers/wait.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+
+t.teardown(stopAll);
+
+const REPLID = 'c'.repeat(8) + '0123456789abcdef0123456789abcdef';
+
+t.test('replicas waiting on a relay that is still receiving its RDB get it as it arrives ($<len> form)', async (t) => {
+  const src = await startRedis();
+  const c = await src.client();
+  await c.call('DEBUG', 'POPULATE', 30000, 'key', 100);
+  await c.call('SAVE');
+  await c.call('SET', 'after-rdb', 'yes');
+  const want = await digest(c);
+  await c.close();
+  const rdb = readFileSync(join(src.dir, 'dump.rdb'));
+  await src.stop();
+
+  let master: Socket | null = null;
+  const fake = await startFakeMaster((socket) => {
+    master = socket;
+    socket.write(`+FULLRESYNC ${REPLID} 500\r\n$${rdb.length}\r\n`);
+    socket.write(rdb.subarray(0, rdb.length >> 1));
+  });
+  t.teardown(() => fake.close());
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: fake.port } });
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.relay.link.state === 'transfer' || undefined, { what: 'the relay receiving its RDB' });
+  const replicas = await Promise.all([0, 1, 2].map(() => startReplica(relay.port)));
+  const clients = await Promise.all(replicas.map((r) => r.client()));
+  t.teardown(() => Promise.all(clients.map((x) => x.close())));
+  // Each replica has half the RDB while the relay itself has not got the rest.
+  await waitFor(
+    async () => {
+      for (const r of clients) if (stat(await r.info('replication'), 'master_sync_read_bytes') < rdb.length >> 2) return undefined;
+      return true;
+    },
+    { what: 'every replica reading the RDB before the relay has it whole' },
+  );
+  t.equal(relay.relay.link.state, 'transfer', 'the relay is still receiving it');
+  t.equal(relay.relay.store.all.length, 0, 'and holds no snapshot yet');
+
+  master!.write(rdb.subarray(rdb.length >> 1));
+  // Like a 7.0 master after the RDB: the stream follows the replica's first ACK.
+  master!.once('data', () => master!.write(encodeCommand(['SET', 'after-rdb', 'yes'])));
+  for (const r of clients) {
+    await waitFor(async () => (await r.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'replica synced' });
+    await waitFor(async () => (await r.call('EXISTS', 'after-rdb')) === 1 || undefined, { what: 'the stream after the RDB' });
+    t.equal(await digest(r), want, 'the dataset of the RDB plus the stream');
+    t.equal((await r.info('replication'))['master_replid'], REPLID);
+  }
+  t.equal(relay.relay.stats.syncFull, 3, 'one full sync each');
+  await Promise.all(replicas.map((r) => r.stop()));
+});
+
+t.test('ten replicas on a fresh relay behind a real master (EOF-marked RDB) are served as it arrives and converge', async (t) => {
+  const master = await startRedis({ args: ['--repl-diskless-sync-delay', '1'] });
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 50000, 'key', 64);
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => relay.stop());
+  const replicas = await Promise.all(Array.from({ length: 10 }, () => startReplica(relay.port)));
+  const clients = await Promise.all(replicas.map((r) => r.client()));
+  t.teardown(() => Promise.all(clients.map((x) => x.close())));
+  await m.call('SET', 'after', '1');
+  await waitConverged(m, clients, 'all ten replicas', 60_000);
+  t.equal(stat(await m.info('stats'), 'sync_full'), 1, 'the master made one full sync');
+  t.equal(relay.relay.stats.syncFull, 10, 'the relay one for each replica');
+  await Promise.all(replicas.map((r) => r.stop()));
+});
