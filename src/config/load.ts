@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util';
 import { parseDocument } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { ENV_KEYS, readEnvOverrides } from './env.js';
-import { DEFAULTS, LOG_LEVELS, validateConfig } from './schema.js';
+import { defaultOf } from './keys.js';
+import { LOG_LEVELS, validateConfig } from './schema.js';
 import type { RelayConfig } from './types.js';
 
 type FlagName = 'config' | 'upstream' | 'port' | 'bind' | 'web-port' | 'dir' | 'log-level' | 'help' | 'version';
@@ -40,13 +41,13 @@ Each flag takes its value as "--flag value" or "--flag=value".
 Options:
   --config FILE          YAML config file, see config/relay.yaml (default: none)
   --upstream HOST:PORT   master to replicate from; IPv6 as [::1]:6379; port optional
-                         (default: none, wait for REPLICAOF; port ${DEFAULTS.upstream.port})
-  --port N               port replicas connect to, listen.port (default: ${DEFAULTS.listen.port})
-  --bind ADDR            address replicas connect to, listen.bind (default: ${DEFAULTS.listen.bind})
-  --web-port N           HTTP status/metrics port, 0 = off, web.port (default: ${DEFAULTS.web.port})
+                         (default: none, wait for REPLICAOF; port ${defaultOf('upstream.port')})
+  --port N               port replicas connect to, listen.port (default: ${defaultOf('listen.port')})
+  --bind ADDR            address replicas connect to, listen.bind (default: ${defaultOf('listen.bind')})
+  --web-port N           HTTP status/metrics port, 0 = off, web.port (default: ${defaultOf('web.port')})
   --dir PATH             data directory, relative to the working directory
-                         (default: ${DEFAULTS.dir} relative to the config file, else to the working directory)
-  --log-level LEVEL      ${LOG_LEVELS.join('|')} (default: ${DEFAULTS.logging.level})
+                         (default: ${defaultOf('dir')} relative to the config file, else to the working directory)
+  --log-level LEVEL      ${LOG_LEVELS.join('|')} (default: ${defaultOf('logging.level')})
   -h, --help             print this help and exit
   -v, --version          print the version and exit
 

@@ -1,229 +1,221 @@
 import { dirname, resolve } from 'node:path';
+import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import type {
-  AckPolicy,
-  ClientTlsConfig,
-  ListenConfig,
-  ListenUser,
-  LoggingConfig,
-  OutputBufferLimit,
-  RelayConfig,
-  SentinelConfig,
-  ServerTlsConfig,
-  WebConfig,
-} from './types.js';
-import { parseDuration, parseSize, show } from './units.js';
-
-/**
- * Defaults in the YAML shape (kebab-case keys, unit strings). The key set here is also the set of allowed keys:
- * anything else in a config file is an error. config/relay.yaml mirrors this object (a test keeps them equal).
- */
-export const DEFAULTS = deepFreeze({
-  upstream: {
-    host: null,
-    port: 6379,
-    user: null,
-    password: null,
-    timeout: 60,
-    'connect-timeout': 10,
-    'backoff-min': '100ms',
-    'backoff-max': '5s',
-    sentinel: null,
-    tls: null,
-  },
-  listen: {
-    bind: '127.0.0.1',
-    port: 6380,
-    password: null,
-    'max-clients': 10000,
-    'max-bulk-len': '512mb',
-    'max-query-buffer': '1gb',
-    'handshake-timeout': '10s',
-    'announce-ip': null,
-    users: [],
-    tls: null,
-    'protected-mode': true,
-    'max-clients-memory': '256mb',
-    'max-multi-commands': 1000,
-    'client-output-buffer-limit': {
-      normal: { hard: 0, soft: 0, 'soft-seconds': 0 },
-      pubsub: { hard: '32mb', soft: '8mb', 'soft-seconds': 60 },
-    },
-  },
-  log: {
-    memory: '64mb',
-    disk: '1gb',
-    'disk-queue': '128mb',
-    'refresh-hold': '256mb',
-  },
-  replication: {
-    'replica-max-lag': '256mb',
-    'replica-timeout': 60,
-    'ahead-wait': '5s',
-    'replica-soft-lag': '64mb',
-    'replica-soft-seconds': 60,
-    'ack-policy': 'self',
-    'snapshot-refresh-min-interval': '60s',
-  },
-  web: {
-    bind: '127.0.0.1',
-    port: 8080,
-    token: null,
-    'allow-insecure': false,
-    'max-buffered': '16mb',
-    'slow-client': 'disconnect',
-    'max-subscribers': 100,
-    'allowed-hosts': [],
-    'allowed-origins': [],
-  },
-  logging: {
-    level: 'info',
-  },
-  dir: './data',
-  'shutdown-timeout': 10,
-});
+import { key, mapping, optionalSection, REQUIRED, section } from './section.js';
+import type { DeepReadonly, RelayConfig } from './types.js';
+import {
+  ackPolicy,
+  boolean,
+  duration,
+  filePath,
+  hostPort,
+  integer,
+  listOf,
+  matching,
+  nullableFilePath,
+  nullableText,
+  oneOf,
+  size,
+  text,
+} from './value-types.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const SLOW_CLIENT_POLICIES = ['disconnect', 'drop'] as const;
-
-/** Smallest accepted `log.memory` (16kb). */
-const MIN_LOG_MEMORY = 16 * 1024;
-
-type Parse<T> = (value: unknown, path: string) => T;
-type Read = <T>(key: string, parse: Parse<T>) => T;
+export const USER_ROLES = ['replication', 'sentinel', 'admin'] as const;
 
 /**
- * Validates a parsed config file (or `{}`), fills in defaults and returns a deep-frozen RelayConfig.
- * `configFile` is the file `raw` came from; a relative `dir` is resolved against its directory (cwd when null).
- * Throws ConfigError whose `path` is the dotted YAML key (`listen.port`); `''` for the document itself.
+ * Where relative paths (dir, TLS files) resolve during one validateConfig call: the config file's directory, else
+ * the cwd. Set before each (synchronous) parse because zod passes a transform no context, and building the schema
+ * per call costs about ten times the parse.
  */
-export function validateConfig(raw: unknown, configFile: string | null): RelayConfig {
-  const file = configFile === null ? null : resolve(configFile);
-  const base = file === null ? process.cwd() : dirname(file);
-  const top = reader(raw, '', DEFAULTS);
-  const section = (name: keyof typeof DEFAULTS & string): Read => reader(top(name, (v) => v), name, DEFAULTS[name] as object);
-
-  const up = section('upstream');
-  const upstream = {
-    host: up('host', nullableString),
-    port: up('port', integer(1, 65535)),
-    user: up('user', nullableString),
-    password: up('password', nullableString),
-    timeoutMs: up('timeout', duration(1)),
-    connectTimeoutMs: up('connect-timeout', duration(1)),
-    backoffMinMs: up('backoff-min', duration(0)),
-    backoffMaxMs: up('backoff-max', duration(1)),
-    sentinel: up('sentinel', sentinelConfig),
-    tls: up('tls', clientTls(base)),
-  };
-  if (upstream.sentinel?.tls && upstream.tls === null) {
-    throw new ConfigError('upstream.sentinel.tls', 'needs upstream.tls (its ca, cert and key are used for the Sentinels)');
-  }
-  if (upstream.backoffMaxMs < upstream.backoffMinMs) {
-    throw new ConfigError('upstream.backoff-max', 'must not be less than upstream.backoff-min');
-  }
-
-  const li = section('listen');
-  const listen = {
-    bind: li('bind', nonEmptyString),
-    port: li('port', integer(0, 65535)),
-    password: li('password', nullableString),
-    users: li('users', listenUsers),
-    tls: li('tls', serverTls(base)),
-    maxClients: li('max-clients', integer(1, 1_000_000)),
-    maxBulkLen: li('max-bulk-len', size(1)),
-    maxQueryBuffer: li('max-query-buffer', size(1)),
-    handshakeTimeoutMs: li('handshake-timeout', duration(0)),
-    announceIp: li('announce-ip', nullableString),
-    protectedMode: li('protected-mode', boolean),
-    maxClientsMemory: li('max-clients-memory', size(0)),
-    maxMultiCommands: li('max-multi-commands', integer(1, 1_000_000)),
-    clientOutputBufferLimit: li('client-output-buffer-limit', outputBufferLimits),
-  };
-  if (listen.port === 0 && listen.tls === null) throw new ConfigError('listen.port', '0 (no plain listener) needs listen.tls');
-  if (listen.tls !== null && listen.tls.port === listen.port) throw new ConfigError('listen.tls.port', 'must differ from listen.port');
-
-  const lg = section('log');
-  const log = {
-    memory: lg('memory', size(MIN_LOG_MEMORY)),
-    disk: lg('disk', size(0)),
-    diskQueue: lg('disk-queue', size(1024 * 1024)),
-    refreshHold: lg('refresh-hold', size(0)),
-  };
-
-  const re = section('replication');
-  const replication = {
-    replicaMaxLag: re('replica-max-lag', size(1)),
-    replicaTimeoutMs: re('replica-timeout', duration(1)),
-    aheadWaitMs: re('ahead-wait', duration(0)),
-    replicaSoftLag: re('replica-soft-lag', size(0)),
-    replicaSoftMs: re('replica-soft-seconds', duration(0)),
-    ackPolicy: re('ack-policy', ackPolicy),
-    snapshotRefreshMinIntervalMs: re('snapshot-refresh-min-interval', duration(0)),
-  };
-
-  const we = section('web');
-  const web = {
-    bind: we('bind', nonEmptyString),
-    port: we('port', integer(0, 65535)),
-    token: we('token', nullableString),
-    allowInsecure: we('allow-insecure', boolean),
-    maxBuffered: we('max-buffered', size(1024)),
-    slowClient: we('slow-client', oneOf(SLOW_CLIENT_POLICIES)) satisfies WebConfig['slowClient'],
-    maxSubscribers: we('max-subscribers', integer(1, 100_000)),
-    allowedHosts: we('allowed-hosts', stringList(hostPattern)),
-    allowedOrigins: we('allowed-origins', stringList(originPattern)),
-  };
-  if (web.port !== 0 && web.token === null && !web.allowInsecure && !isLoopback(web.bind)) {
-    throw new ConfigError('web.token', `required when web.bind (${web.bind}) is not a loopback address; set a token or web.allow-insecure: true`);
-  }
-
-  const logging = { level: section('logging')('level', oneOf(LOG_LEVELS)) satisfies LoggingConfig['level'] };
-
-  const dir = resolve(base, top('dir', nonEmptyString));
-
-  const shutdownTimeoutMs = top('shutdown-timeout', duration(0));
-
-  const config: RelayConfig = { upstream, listen, log, replication, web, logging, dir, shutdownTimeoutMs, configFile: file };
-  return deepFreeze(config);
-}
+let base = process.cwd();
+const baseDir = () => base;
 
 /**
- * Checks that `raw` is a mapping whose keys all appear in `defaults` and returns a reader that parses one key
- * (the default when absent). `null`/absent means an empty mapping, so `upstream:` with every key commented out is fine.
+ * The config schema: every key with its type (and so its unit), its default as written in YAML and what it means.
+ * config/relay.yaml and the README's configuration table document these keys; tests hold them to this schema.
  */
-function reader(raw: unknown, path: string, defaults: object): Read {
-  if (raw !== null && raw !== undefined && (typeof raw !== 'object' || Array.isArray(raw))) {
-    throw new ConfigError(path, `expected a mapping, got ${show(raw)}`);
-  }
-  const obj = (raw ?? {}) as Record<string, unknown>;
-  for (const key of Object.keys(obj)) {
-    if (!Object.hasOwn(defaults, key)) throw new ConfigError(join(path, key), 'unknown key');
-  }
-  return (key, parse) => {
-    const value = Object.hasOwn(obj, key) ? obj[key] : (defaults as Record<string, unknown>)[key];
-    return parse(value, join(path, key));
+export const relaySchema = section(
+  {
+    upstream: section(
+      {
+        host: key(nullableText(), null, 'master host or IP; null = no master yet, wait for REPLICAOF'),
+        port: key(integer(1, 65535), 6379, 'master port'),
+        user: key(nullableText(), null, 'ACL user for AUTH, like Redis masteruser; null = password-only AUTH'),
+        password: key(nullableText(), null, 'AUTH password, like Redis masterauth; null = no AUTH'),
+        timeout: key(duration(1), 60, 'a link with no data for this long is dead, like Redis repl-timeout'),
+        'connect-timeout': key(duration(1), 10, 'give up a TCP connect or handshake step after this long'),
+        'backoff-min': key(duration(0), '100ms', 'first reconnect delay; doubles per failure, with jitter'),
+        'backoff-max': key(duration(1), '5s', 'cap on the reconnect delay'),
+        sentinel: optionalSection(
+          {
+            nodes: key(
+              listOf(hostPort(26379), 'host:port').min(1, { error: 'must be a non-empty list of host:port' }),
+              REQUIRED,
+              'the Sentinels, asked in turn; port 26379 when omitted',
+            ),
+            'master-name': key(text(), REQUIRED, "the name in the Sentinels' `sentinel monitor <name> ...`"),
+            password: key(nullableText(), null, "AUTH password for the Sentinels (their requirepass); null = none"),
+            tls: key(boolean(), false, "connect to the Sentinels over TLS, with upstream.tls's ca, cert and key"),
+          },
+          'Sentinel mode: ask these Sentinels for the master instead of using host/port, and follow their failovers; null = off',
+        ),
+        tls: optionalSection(
+          {
+            ca: key(nullableFilePath(baseDir), null, "CA bundle to verify the master with, like tls-ca-cert-file; null = Node's default CAs"),
+            cert: key(nullableFilePath(baseDir), null, 'client certificate, for a master with tls-auth-clients yes (with key)'),
+            key: key(nullableFilePath(baseDir), null, 'its private key, like tls-key-file'),
+            servername: key(nullableText(), null, "SNI and the name the master's certificate must match; null = upstream.host"),
+            verify: key(boolean(), true, "check the master's certificate (chain and name); false = encrypt only"),
+          },
+          'TLS to the master, like a Redis replica with tls-replication yes; null = plain TCP; paths relative to the config file',
+          (tls, report) => {
+            if ((tls.cert === null) !== (tls.key === null)) report(tls.cert === null ? 'cert' : 'key', 'cert and key go together');
+          },
+        ),
+      },
+      'The master the relay replicates from (the relay is its replica)',
+      (upstream, report) => {
+        if (upstream.sentinel?.tls && upstream.tls === null) {
+          report('sentinel.tls', 'needs upstream.tls (its ca, cert and key are used for the Sentinels)');
+        }
+        if (upstream.backoffMaxMs < upstream.backoffMinMs) report('backoff-max', 'must not be less than upstream.backoff-min');
+      },
+    ),
+
+    listen: section(
+      {
+        bind: key(text(), '127.0.0.1', 'address to listen on, like Redis bind'),
+        port: key(integer(0, 65535), 6380, 'port to listen on, like Redis port; 0 = no plain TCP listener (needs tls)'),
+        password: key(nullableText(), null, 'password clients must AUTH with, like Redis requirepass (user `default`, an admin)'),
+        'max-clients': key(integer(1, 1_000_000), 10000, 'most connected clients, like Redis maxclients'),
+        'max-bulk-len': key(size(1), '512mb', 'largest bulk string a client may send, like Redis proto-max-bulk-len'),
+        'max-query-buffer': key(size(1), '1gb', 'most unparsed input per client, like Redis client-query-buffer-limit'),
+        'handshake-timeout': key(duration(0), '10s', 'close a connection that sent nothing (or has not authenticated, with auth on) this long; 0 = off'),
+        'announce-ip': key(nullableText(), null, 'IP the relay tells its upstream master (REPLCONF ip-address), like Redis replica-announce-ip'),
+        users: key(
+          listOf(
+            mapping(
+              {
+                name: key(text(), REQUIRED, 'the user name in AUTH <name> <password>'),
+                password: key(text(), REQUIRED, 'its password'),
+                role: key(oneOf(USER_ROLES), 'replication', 'replication (what replicas send), sentinel (what Sentinel sends) or admin'),
+              },
+              (user, report) => {
+                if (/\s/.test(user.name)) report('name', 'must not contain spaces');
+                else if (user.name === 'default') report('name', 'the default user is listen.password');
+              },
+              'a mapping {name, password, role}',
+            ),
+            '{name, password, role}',
+          ).superRefine((users, ctx) => {
+            const seen = new Set<string>();
+            users.forEach(({ name }, i) => {
+              if (seen.has(name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], input: name, message: `duplicate user ${name}` });
+              seen.add(name);
+            });
+          }),
+          [],
+          'named users (AUTH <name> <password>); with any set, every client must AUTH',
+        ),
+        tls: optionalSection(
+          {
+            port: key(integer(1, 65535), REQUIRED, 'the TLS port, like tls-port'),
+            cert: key(filePath(baseDir), REQUIRED, 'server certificate (PEM), like tls-cert-file'),
+            key: key(filePath(baseDir), REQUIRED, 'its private key, like tls-key-file'),
+            ca: key(nullableFilePath(baseDir), null, 'CA bundle client certificates must chain to, like tls-ca-cert-file'),
+            'verify-clients': key(boolean(), false, 'require a client certificate signed by ca, like tls-auth-clients yes'),
+          },
+          'a TLS listener beside the plain one, like Redis tls-port; null = none',
+          (tls, report) => {
+            if (tls.verifyClients && tls.ca === null) report('ca', 'required with verify-clients: true');
+          },
+        ),
+        'protected-mode': key(boolean(), true, 'like Redis protected-mode: with no password and no users, only 127.0.0.1 and ::1 may connect'),
+        'max-clients-memory': key(size(0), '256mb', "most bytes all clients' buffers may hold together, like Redis maxmemory-clients; 0 = no cap"),
+        'max-multi-commands': key(integer(1, 1_000_000), 1000, 'most commands one MULTI may queue; past it EXEC answers EXECABORT'),
+        'client-output-buffer-limit': section(
+          {
+            normal: section(outputBufferLimit(0, 0, 0), 'clients without subscriptions (Redis: 0 0 0)'),
+            pubsub: section(outputBufferLimit('32mb', '8mb', 60), 'subscribers (Redis: 32mb 8mb 60)'),
+          },
+          'like Redis client-output-buffer-limit <class> <hard> <soft> <soft-seconds>; 0 = no limit',
+        ),
+      },
+      'The RESP server replicas connect to (the relay is their master)',
+      (listen, report) => {
+        if (listen.port === 0 && listen.tls === null) report('port', '0 (no plain listener) needs listen.tls');
+        if (listen.tls !== null && listen.tls.port === listen.port) report('tls.port', 'must differ from listen.port');
+      },
+    ),
+
+    log: section(
+      {
+        memory: key(size(16 * 1024), '64mb', 'in-memory tail of the log, like Redis repl-backlog-size (at least 16kb)'),
+        disk: key(size(0), '1gb', 'segment files in <dir>/log behind the memory tail; 0 = memory only'),
+        'disk-queue': key(size(1024 * 1024), '128mb', 'most stream bytes held in memory that the disk has not taken yet; past it the disk history is dropped'),
+        'refresh-hold': key(size(0), '256mb', 'while a fresh snapshot is fetched, how far past its limit the log may grow; past it the fetch is abandoned'),
+      },
+      'The replication log that replicas resume from with PSYNC',
+    ),
+
+    replication: section(
+      {
+        'replica-max-lag': key(size(1), '256mb', 'disconnect a replica this far behind the log head'),
+        'replica-timeout': key(duration(1), 60, 'disconnect a replica silent (no REPLCONF ACK) this long'),
+        'ahead-wait': key(duration(0), '5s', 'hold a replica asking for an offset the relay has not received yet this long; 0 = full sync at once'),
+        'replica-soft-lag': key(size(0), '64mb', 'disconnect a replica further behind than this for replica-soft-seconds in a row; 0 = off'),
+        'replica-soft-seconds': key(duration(0), 60, 'how long a replica may stay past replica-soft-lag'),
+        'ack-policy': key(ackPolicy(), 'self', 'what the relay ACKs upstream: self, min (every online replica) or quorum:N (N of them)'),
+        'snapshot-refresh-min-interval': key(duration(0), '60s', 'at most one snapshot fetch from upstream (a fork on the master) per interval'),
+      },
+      'Downstream replicas',
+    ),
+
+    web: section(
+      {
+        bind: key(text(), '127.0.0.1', 'address to listen on'),
+        port: key(integer(0, 65535), 8080, 'port to listen on; 0 = web server off'),
+        token: key(nullableText(), null, 'bearer token for /status, /metrics and /stream; null = no auth'),
+        'allow-insecure': key(boolean(), false, 'allow a non-loopback bind without a token'),
+        'max-buffered': key(size(1024), '16mb', 'most bytes a /stream subscriber may have queued before slow-client applies'),
+        'slow-client': key(oneOf(SLOW_CLIENT_POLICIES), 'disconnect', 'past max-buffered: disconnect (close code 4008) or drop (messages dropped, counted)'),
+        'max-subscribers': key(integer(1, 100_000), 100, 'most /stream subscribers at once; more get 503'),
+        'allowed-hosts': key(
+          listOf(matching(/^(\*|\[[0-9a-f:.]+\]|[a-z0-9.-]+)$/i, 'a host name or IP as sent in Host (no port), or *'), 'host names'),
+          [],
+          "Host names requests may carry besides IP addresses, localhost and this machine's name; * = any",
+        ),
+        'allowed-origins': key(
+          listOf(matching(/^(\*|https?:\/\/(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?)$/i, 'scheme://host[:port] as sent in Origin, or *'), 'origins'),
+          [],
+          "origins allowed besides the relay's own page; * = any",
+        ),
+      },
+      'HTTP status, metrics and dashboard',
+      (web, report) => {
+        if (web.port !== 0 && web.token === null && !web.allowInsecure && !isLoopback(web.bind)) {
+          report('token', `required when web.bind (${web.bind}) is not a loopback address; set a token or web.allow-insecure: true`);
+        }
+      },
+    ),
+
+    logging: section({ level: key(oneOf(LOG_LEVELS), 'info', 'pino log level') }, 'Logging'),
+
+    dir: key(filePath(baseDir), './data', 'data directory (snapshot, state, log segments), relative to the config file'),
+
+    'shutdown-timeout': key(duration(0), 10, 'on SIGTERM/SIGINT, how long online replicas get to acknowledge the stream, like Redis shutdown-timeout'),
+  },
+  'psync-relay configuration',
+);
+
+/** One class of `listen.client-output-buffer-limit`. */
+function outputBufferLimit(hard: number | string, soft: number | string, softSeconds: number) {
+  return {
+    hard: key(size(0), hard, 'unsent reply bytes that close the client at once; 0 = no limit'),
+    soft: key(size(0), soft, 'unsent reply bytes a client may hold for soft-seconds; 0 = no limit'),
+    'soft-seconds': key(duration(0), softSeconds, 'how long a client may stay past soft'),
   };
-}
-
-function join(path: string, key: string): string {
-  return path === '' ? key : `${path}.${key}`;
-}
-
-// Neither string check echoes the value: they also check passwords and tokens.
-function nonEmptyString(value: unknown, path: string): string {
-  if (typeof value === 'string' && value !== '') return value;
-  throw new ConfigError(path, `expected a non-empty string, got ${value === '' ? 'an empty string' : typeOf(value)}`);
-}
-
-function nullableString(value: unknown, path: string): string | null {
-  if (value === null || (typeof value === 'string' && value !== '')) return value;
-  throw new ConfigError(path, `expected a non-empty string or null, got ${value === '' ? 'an empty string' : typeOf(value)}`);
-}
-
-function boolean(value: unknown, path: string): boolean {
-  if (typeof value === 'boolean') return value;
-  throw new ConfigError(path, `expected true or false, got ${show(value)}`);
 }
 
 /** 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) and localhost. */
@@ -235,172 +227,28 @@ export function isLoopback(host: string): boolean {
 }
 
 /**
- * `listen.client-output-buffer-limit`: `{normal, pubsub}`, each `{hard, soft, soft-seconds}` as in Redis's
- * `client-output-buffer-limit <class> <hard> <soft> <soft-seconds>` (0 = no limit).
+ * Validates a parsed config file (or `{}`), fills in defaults and returns a deep-frozen RelayConfig.
+ * `configFile` is the file `raw` came from; relative paths resolve against its directory (cwd when null).
+ * Throws ConfigError whose `path` is the dotted YAML key (`listen.port`); `''` for the document itself.
  */
-function outputBufferLimits(value: unknown, path: string): ListenConfig['clientOutputBufferLimit'] {
-  const defaults = DEFAULTS.listen['client-output-buffer-limit'];
-  const r = reader(value, path, defaults);
-  const one = (cls: keyof typeof defaults): Parse<OutputBufferLimit> => (v, p) => {
-    const c = reader(v, p, defaults[cls]);
-    return { hard: c('hard', size(0)), soft: c('soft', size(0)), softMs: c('soft-seconds', duration(0)) };
-  };
-  return { normal: r('normal', one('normal')), pubsub: r('pubsub', one('pubsub')) };
+export function validateConfig(raw: unknown, configFile: string | null): RelayConfig {
+  const file = configFile === null ? null : resolve(configFile);
+  base = file === null ? process.cwd() : dirname(file);
+  const result = relaySchema.schema.safeParse(raw);
+  if (!result.success) throw configError(result.error.issues);
+  return deepFreeze({ ...result.data, configFile: file });
 }
 
-/** A list of strings, each checked by `item`. */
-function stringList(item: (s: string) => boolean): Parse<string[]> {
-  return (value, path) => {
-    if (!Array.isArray(value)) throw new ConfigError(path, `expected a list of strings, got ${typeOf(value)}`);
-    return value.map((v, i) => {
-      if (typeof v !== 'string' || !item(v)) throw new ConfigError(`${path}.${i}`, `not allowed here: ${show(v)}`);
-      return v.toLowerCase();
-    });
-  };
-}
-
-/** `web.allowed-hosts` entries: a host name or IP as a browser sends it in Host (no port), or `*` for any. */
-function hostPattern(s: string): boolean {
-  return s === '*' || /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)$/i.test(s);
-}
-
-/** `web.allowed-origins` entries: `scheme://host[:port]` exactly as browsers send Origin, or `*` for any. */
-function originPattern(s: string): boolean {
-  return s === '*' || /^https?:\/\/(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$/i.test(s);
-}
-
-/** `upstream.sentinel`: null, or `{nodes: [host:port, ...], master-name, password}`. */
-function sentinelConfig(value: unknown, path: string): SentinelConfig | null {
-  if (value === null) return null;
-  const r = reader(value, path, { nodes: null, 'master-name': null, password: null, tls: false });
-  return {
-    nodes: r('nodes', sentinelNodes),
-    masterName: r('master-name', nonEmptyString),
-    password: r('password', nullableString),
-    tls: r('tls', boolean),
-  };
-}
-
-/** A file path (PEM) resolved against `base` (the config file's directory); not read here. */
-function filePath(base: string): Parse<string> {
-  return (value, path) => resolve(base, nonEmptyString(value, path));
-}
-
-function nullableFilePath(base: string): Parse<string | null> {
-  return (value, path) => (value === null ? null : filePath(base)(value, path));
-}
-
-/** `upstream.tls`: null, or `{ca, cert, key, servername, verify}` (`{}` = TLS with Node's CAs). */
-function clientTls(base: string): Parse<ClientTlsConfig | null> {
-  return (value, path) => {
-    if (value === null) return null;
-    const r = reader(value, path, { ca: null, cert: null, key: null, servername: null, verify: true });
-    const tls = {
-      ca: r('ca', nullableFilePath(base)),
-      cert: r('cert', nullableFilePath(base)),
-      key: r('key', nullableFilePath(base)),
-      servername: r('servername', nullableString),
-      verify: r('verify', boolean),
-    };
-    if ((tls.cert === null) !== (tls.key === null)) throw new ConfigError(join(path, tls.cert === null ? 'cert' : 'key'), 'cert and key go together');
-    return tls;
-  };
-}
-
-/** `listen.tls`: null, or `{port, cert, key, ca, verify-clients}`. */
-function serverTls(base: string): Parse<ServerTlsConfig | null> {
-  return (value, path) => {
-    if (value === null) return null;
-    const r = reader(value, path, { port: null, cert: null, key: null, ca: null, 'verify-clients': false });
-    const tls = {
-      port: r('port', integer(1, 65535)),
-      cert: r('cert', filePath(base)),
-      key: r('key', filePath(base)),
-      ca: r('ca', nullableFilePath(base)),
-      verifyClients: r('verify-clients', boolean),
-    };
-    if (tls.verifyClients && tls.ca === null) throw new ConfigError(join(path, 'ca'), 'required with verify-clients: true');
-    return tls;
-  };
-}
-
-export const USER_ROLES = ['replication', 'sentinel', 'admin'] as const;
-
-/** `listen.users`: a list of `{name, password, role}`; names unique, not `default` (that is listen.password). */
-function listenUsers(value: unknown, path: string): ListenUser[] {
-  if (!Array.isArray(value)) throw new ConfigError(path, `expected a list of {name, password, role}, got ${typeOf(value)}`);
-  const seen = new Set<string>();
-  return value.map((item, i) => {
-    const at = `${path}.${i}`;
-    if (item === null || item === undefined) throw new ConfigError(at, 'expected a mapping {name, password, role}');
-    const r = reader(item, at, { name: null, password: null, role: 'replication' });
-    const name = r('name', nonEmptyString);
-    if (/[\s]/.test(name)) throw new ConfigError(`${at}.name`, 'must not contain spaces');
-    if (name === 'default') throw new ConfigError(`${at}.name`, 'the default user is listen.password');
-    if (seen.has(name)) throw new ConfigError(`${at}.name`, `duplicate user ${name}`);
-    seen.add(name);
-    return { name, password: r('password', nonEmptyString), role: r('role', oneOf(USER_ROLES)) };
-  });
-}
-
-/** A non-empty list of `host:port` (`[v6]:port`; port 26379 when omitted). */
-function sentinelNodes(value: unknown, path: string): SentinelConfig['nodes'] {
-  if (!Array.isArray(value) || value.length === 0) {
-    throw new ConfigError(path, `expected a non-empty list of host:port, got ${value === null || value === undefined ? 'nothing' : typeOf(value)}`);
+/** The first problem as a ConfigError; an unknown key first, as it is often the cause of the rest (a typo). */
+function configError(issues: readonly z.core.$ZodIssue[]): ConfigError {
+  const issue = issues.find((i) => i.code === 'unrecognized_keys') ?? issues[0]!;
+  const path = issue.path.map(String);
+  if (issue.code === 'unrecognized_keys') {
+    const [first, ...more] = issue.keys;
+    return new ConfigError([...path, first].join('.'), more.length === 0 ? 'unknown key' : `unknown key (also unknown: ${more.join(', ')})`);
   }
-  return value.map((item, i) => {
-    const m = typeof item === 'string' ? (/^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(item) ?? /^([^:[\]]+)(?::(\d{1,5}))?$/.exec(item)) : null;
-    const port = m?.[2] === undefined ? 26379 : Number(m[2]);
-    if (!m || port < 1 || port > 65535) throw new ConfigError(`${path}.${i}`, `expected host:port, got ${show(item)}`);
-    return { host: m[1]!, port };
-  });
+  return new ConfigError(path.join('.'), issue.message);
 }
-
-/** `self`, `min` or `quorum:N` (N ≥ 1). */
-function ackPolicy(value: unknown, path: string): AckPolicy {
-  if (value === 'self' || value === 'min') return { kind: value };
-  const m = typeof value === 'string' ? /^quorum:([1-9]\d{0,5})$/.exec(value) : null;
-  if (m) return { kind: 'quorum', n: Number(m[1]) };
-  throw new ConfigError(path, `expected self, min or quorum:N (N an integer from 1), got ${show(value)}`);
-}
-
-function integer(min: number, max: number): Parse<number> {
-  return (value, path) => {
-    if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return value;
-    throw new ConfigError(path, `expected an integer in ${min}..${max}, got ${show(value)}`);
-  };
-}
-
-function size(min: number): Parse<number> {
-  return (value, path) => {
-    const bytes = parseSize(value, path);
-    if (bytes < min) throw new ConfigError(path, `must be at least ${min} bytes, got ${bytes}`);
-    return bytes;
-  };
-}
-
-function duration(minMs: number): Parse<number> {
-  return (value, path) => {
-    const ms = parseDuration(value, path);
-    if (ms < minMs) throw new ConfigError(path, `must be at least ${minMs}ms, got ${ms}ms`);
-    return ms;
-  };
-}
-
-function oneOf<const T extends readonly string[]>(allowed: T): Parse<T[number]> {
-  return (value, path) => {
-    if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T[number];
-    throw new ConfigError(path, `expected one of ${allowed.join(', ')}; got ${show(value)}`);
-  };
-}
-
-function typeOf(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  return typeof value === 'object' ? 'a mapping' : typeof value;
-}
-
-type DeepReadonly<T> = T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
 
 function deepFreeze<T>(value: T): DeepReadonly<T> {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {

@@ -1,5 +1,3 @@
-import { ConfigError } from '../errors.js';
-
 /** Redis memory units (`memtoull` in redis util.c): lower-case suffix -> bytes. */
 const SIZE_UNITS: Readonly<Record<string, number>> = {
   '': 1,
@@ -24,27 +22,23 @@ const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/i;
 
 /**
  * Bytes from a non-negative integer or a Redis-style size string (`1k` = 1000, `1kb` = 1024, `m`, `mb`, `g`, `gb`;
- * case-insensitive, no spaces). Throws ConfigError naming `path`.
+ * case-insensitive, no spaces); undefined when `value` is neither.
  */
-export function parseSize(value: unknown, path: string): number {
-  if (typeof value === 'number') {
-    if (Number.isSafeInteger(value) && value >= 0) return value;
-  } else if (typeof value === 'string') {
-    const m = SIZE_RE.exec(value);
-    const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
-    if (m && unit !== undefined) {
-      const bytes = Number(m[1]) * unit;
-      if (Number.isSafeInteger(bytes)) return bytes;
-    }
-  }
-  throw new ConfigError(path, `expected a size: bytes (non-negative integer) or a string like 64mb, 1gb, 500k; got ${show(value)}`);
+export function sizeToBytes(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const m = SIZE_RE.exec(value);
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) return undefined;
+  const bytes = Number(m[1]) * unit;
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
 /**
- * Milliseconds from a number of seconds (may be fractional) or a string `500ms`, `10s`, `5m`, `1h`
- * (a bare numeric string means seconds). Rounded to whole milliseconds. Throws ConfigError naming `path`.
+ * Milliseconds from a number of seconds (may be fractional) or a string `500ms`, `10s`, `5m`, `1h` (a bare numeric
+ * string means seconds), rounded to whole milliseconds; undefined when `value` is neither.
  */
-export function parseDuration(value: unknown, path: string): number {
+export function durationToMs(value: unknown): number | undefined {
   let ms: number | undefined;
   if (typeof value === 'number') {
     if (Number.isFinite(value) && value >= 0) ms = Math.round(value * 1000);
@@ -52,15 +46,24 @@ export function parseDuration(value: unknown, path: string): number {
     const m = DURATION_RE.exec(value);
     if (m) ms = Math.round(Number(m[1]) * DURATION_UNITS[(m[2] ?? 's').toLowerCase()]!);
   }
-  if (ms !== undefined && Number.isSafeInteger(ms)) return ms;
-  throw new ConfigError(path, `expected a duration: seconds (number) or a string like 500ms, 10s, 5m, 1h; got ${show(value)}`);
+  return ms !== undefined && Number.isSafeInteger(ms) ? ms : undefined;
 }
 
 /** Short description of a bad value for error messages. */
 export function show(value: unknown): string {
+  if (value === undefined) return 'nothing';
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   return `${typeof value} ${String(value)}`;
+}
+
+/** What kind of value `value` is, never the value itself (for keys that may hold secrets). */
+export function kindOf(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === '') return 'an empty string';
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  return typeof value === 'object' ? 'a mapping' : typeof value;
 }
