@@ -90,6 +90,8 @@ export class Relay {
       softLagMs: config.replication.replicaSoftMs,
       replicaTimeoutMs: config.replication.replicaTimeoutMs,
       aheadWaitMs: config.replication.aheadWaitMs,
+      fullSyncConcurrency: config.replication.fullSyncConcurrency,
+      fullSyncRate: config.replication.fullSyncRate,
       onAck: () => this.#acks.replicaAcked(),
     });
     if (config.upstream.sentinel) {

@@ -46,7 +46,7 @@ export const relaySchema = section(
         timeout: key(duration(1), 60, 'a link with no data for this long is dead, like Redis repl-timeout'),
         'connect-timeout': key(duration(1), 10, 'give up a TCP connect or handshake step after this long'),
         'backoff-min': key(duration(0), '100ms', 'first reconnect delay; doubles per failure, with jitter'),
-        'backoff-max': key(duration(1), '5s', 'cap on the reconnect delay'),
+        'backoff-max': key(duration(1), '1s', 'cap on the reconnect delay (a Redis replica retries every second)'),
         sentinel: optionalSection(
           {
             nodes: key(
@@ -168,6 +168,8 @@ export const relaySchema = section(
         'replica-soft-seconds': key(duration(0), 60, 'how long a replica may stay past replica-soft-lag'),
         'ack-policy': key(ackPolicy(), 'self', 'what the relay ACKs upstream: self, min (every online replica) or quorum:N (N of them)'),
         'snapshot-refresh-min-interval': key(duration(0), '60s', 'at most one snapshot fetch from upstream (a fork on the master) per interval'),
+        'full-sync-concurrency': key(integer(0, 100000), 0, 'at most this many replicas receive a snapshot at once, the others wait in arrival order; 0 = no limit'),
+        'full-sync-rate': key(size(0), 0, 'bytes per second per snapshot transfer; 0 = no limit'),
       },
       'Downstream replicas',
     ),

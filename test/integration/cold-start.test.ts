@@ -81,3 +81,51 @@ t.test('ten replicas on a fresh relay behind a real master (EOF-marked RDB) are 
   t.equal(relay.relay.stats.syncFull, 10, 'the relay one for each replica');
   await Promise.all(replicas.map((r) => r.stop()));
 });
+
+t.test('full-sync-concurrency 1 and full-sync-rate: one snapshot transfer at a time, in arrival order, no faster than the rate', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 20000, 'key', 100);
+  const rate = 300 * 1024;
+  const relay = await startRelay({
+    upstream: { host: '127.0.0.1', port: master.port },
+    replication: { 'full-sync-concurrency': 1, 'full-sync-rate': rate },
+  });
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.relay.usableSnapshot() ?? undefined, { what: 'the relay holds a snapshot' });
+  const size = relay.relay.usableSnapshot()!.size;
+  let maxSending = 0;
+  let maxWaiting = 0;
+  const order: number[] = [];
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const reps = relay.relay.status().replicas;
+      maxSending = Math.max(maxSending, reps.filter((r) => r.state === 'send_bulk').length);
+      maxWaiting = Math.max(maxWaiting, reps.filter((r) => r.state === 'wait_bgsave').length);
+      for (const r of reps) if (r.state !== 'wait_bgsave' && !order.includes(r.port)) order.push(r.port);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  })();
+  const replicas = [];
+  for (let i = 0; i < 3; i++) {
+    replicas.push(await startReplica(relay.port));
+    // Arrival order is what the relay sees: wait until this one has asked.
+    await waitFor(() => relay.relay.status().replicas.length === i + 1 || undefined, { what: `replica ${i} connected` });
+  }
+  const clients = await Promise.all(replicas.map((r) => r.client()));
+  t.teardown(() => Promise.all(clients.map((x) => x.close())));
+  const started = Date.now();
+  await waitConverged(m, clients, 'all three replicas', 60_000);
+  const elapsed = Date.now() - started;
+  sampling = false;
+  await sampler;
+  t.equal(maxSending, 1, 'never more than one snapshot transfer at once');
+  t.ok(maxWaiting >= 1, `the others waited (up to ${maxWaiting} at once)`);
+  const ports = replicas.map((r) => r.port);
+  t.strictSame(order, ports, 'served in arrival order');
+  // A lower bound only: three transfers of `size` bytes, one after the other, at `rate`, cannot be quicker.
+  t.ok(elapsed >= ((3 * size) / rate) * 1000 * 0.8, `three ${size}-byte transfers at ${rate} B/s took ${elapsed} ms`);
+  await Promise.all(replicas.map((r) => r.stop()));
+});

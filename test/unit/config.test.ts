@@ -15,7 +15,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     timeoutMs: 60_000,
     connectTimeoutMs: 10_000,
     backoffMinMs: 100,
-    backoffMaxMs: 5000,
+    backoffMaxMs: 1000,
     sentinel: null,
     tls: null,
   },
@@ -47,6 +47,8 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     replicaSoftMs: 60_000,
     ackPolicy: { kind: 'self' },
     snapshotRefreshMinIntervalMs: 60_000,
+    fullSyncConcurrency: 0,
+    fullSyncRate: 0,
   },
   web: {
     bind: '127.0.0.1',
