@@ -125,6 +125,21 @@ export class Relay {
               connectTimeoutMs: config.upstream.connectTimeoutMs,
               timeoutMs: config.upstream.timeoutMs,
             },
+      snapshotSource: () => {
+        const sc = config.upstream.snapshotSource;
+        return sc === null
+          ? null
+          : {
+              host: sc.host,
+              port: sc.port,
+              user: sc.user,
+              password: sc.password,
+              tls: sc.tls ? config.upstream.tls : null,
+              listeningPort: announcedPort(config.listen, config.upstream.tls),
+              connectTimeoutMs: config.upstream.connectTimeoutMs,
+              timeoutMs: config.upstream.timeoutMs,
+            };
+      },
       onUsable: () => this.#downstream.snapshotReady(),
     });
   }

@@ -12,6 +12,8 @@ export interface RefresherOptions {
   readonly minIntervalMs: number;
   /** Where and how to fetch from now (null: no upstream known). */
   readonly source: () => Omit<FetchOptions, 'log'> | null;
+  /** upstream.snapshot-source: a replica of the same master, asked first (null: none configured). */
+  readonly snapshotSource?: () => Omit<FetchOptions, 'log'> | null;
   /** Whether the main link is in a state where a second connection makes sense (not itself full-syncing). */
   readonly linkReady: () => boolean;
   /** A new snapshot is usable: serve the replicas waiting for one. */
@@ -30,7 +32,7 @@ export class SnapshotRefresher {
   #lastStart = -Infinity;
   #watch: NodeJS.Timeout | null = null;
   #pendingUsable: (() => void) | null = null;
-  readonly stats = { started: 0, committed: 0, failed: 0, lastStartedAt: 0 };
+  readonly stats = { started: 0, committed: 0, failed: 0, fromMaster: 0, fromSource: 0, lastStartedAt: 0 };
 
   constructor(opts: RefresherOptions) {
     this.#opts = opts;
@@ -49,9 +51,12 @@ export class SnapshotRefresher {
     const h = this.#opts.history;
     if (this.#fetch || !h.hasHistory || !this.#opts.linkReady()) return;
     if (Date.now() < this.notBefore) return;
-    const src = this.#opts.source();
-    if (!src) return;
-    this.#start(src);
+    const master = this.#opts.source();
+    if (!master) return;
+    const replica = this.#opts.snapshotSource?.() ?? null;
+    // A snapshot source spares the master its fork; when it cannot supply one that fits, the master does.
+    if (replica) this.#start(replica, 'snapshot-source', () => this.#start(master, 'master', null));
+    else this.#start(master, 'master', null);
   }
 
   /** Give up the fetch in progress (upstream changed, shutting down). */
@@ -67,18 +72,22 @@ export class SnapshotRefresher {
     this.#pendingUsable?.();
   }
 
-  #start(src: Omit<FetchOptions, 'log'>): void {
+  /** Fetches from `src`; when that fails or does not fit our history, `fallback` (if any) runs next. */
+  #start(src: Omit<FetchOptions, 'log'>, from: 'master' | 'snapshot-source', fallback: (() => void) | null): void {
     const h = this.#opts.history;
-    const logger = this.#opts.logger;
+    const logger = this.#opts.logger.child({ from, source: `${src.host}:${src.port}` });
     const epoch = h.epoch;
     const temp = h.store.tempPath();
     const fetch = { socket: null as Socket | null, aborted: null as string | null };
     this.#fetch = fetch;
     this.#lastStart = Date.now();
     this.stats.started++;
+    if (from === 'master') this.stats.fromMaster++;
+    else this.stats.fromSource++;
     this.stats.lastStartedAt = this.#lastStart;
     const hold = { offset: h.log.endOffset };
     let release: (() => void) | null = null;
+    let again: (() => void) | null = null;
     logger.info({ replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset, refreshes: this.stats.started }, 'no usable snapshot for a full sync: fetching a fresh one from upstream');
     this.#watch = setInterval(() => {
       if (h.holdExceeded(hold)) {
@@ -102,6 +111,10 @@ export class SnapshotRefresher {
         const snap = await h.commitSnapshot(temp, fetched, epoch);
         if (!snap) {
           this.stats.failed++;
+          if (fallback) {
+            logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: h.ids.replid }, 'the snapshot source is not in our history: fetching from the master instead');
+            again = fallback;
+          }
           return;
         }
         this.stats.committed++;
@@ -110,7 +123,10 @@ export class SnapshotRefresher {
       })
       .catch(async (err: Error) => {
         this.stats.failed++;
-        logger.warn({ err: fetch.aborted ?? err.message, nextAttemptInMs: Math.max(0, this.notBefore - Date.now()) }, 'snapshot fetch failed');
+        if (fallback && !fetch.aborted) {
+          logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
+          again = fallback;
+        } else logger.warn({ err: fetch.aborted ?? err.message, nextAttemptInMs: Math.max(0, this.notBefore - Date.now()) }, 'snapshot fetch failed');
         await h.store.discard(temp).catch(() => {});
       })
       .finally(() => {
@@ -118,6 +134,7 @@ export class SnapshotRefresher {
         this.#watch = null;
         release?.();
         if (this.#fetch === fetch) this.#fetch = null;
+        again?.();
       });
   }
 

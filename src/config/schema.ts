@@ -60,6 +60,16 @@ export const relaySchema = section(
           },
           'Sentinel mode: ask these Sentinels for the master instead of using host/port, and follow their failovers; null = off',
         ),
+        'snapshot-source': optionalSection(
+          {
+            host: key(text(), REQUIRED, 'host or IP of a replica of the same master'),
+            port: key(integer(1, 65535), 6379, 'its port'),
+            user: key(nullableText(), null, 'ACL user for AUTH there; null = password-only AUTH'),
+            password: key(nullableText(), null, 'AUTH password there; null = no AUTH'),
+            tls: key(boolean(), false, "connect over TLS, with upstream.tls's ca, cert and key"),
+          },
+          'a replica of the same master to fetch fresh snapshots from, so the master never forks for the relay after its first sync; null = fetch from the master',
+        ),
         tls: optionalSection(
           {
             ca: key(nullableFilePath(baseDir), null, "CA bundle to verify the master with, like tls-ca-cert-file; null = Node's default CAs"),
@@ -76,6 +86,9 @@ export const relaySchema = section(
       },
       'The master the relay replicates from (the relay is its replica)',
       (upstream, report) => {
+        if (upstream.snapshotSource?.tls && upstream.tls === null) {
+          report('snapshot-source.tls', 'needs upstream.tls (its ca, cert and key are used for the snapshot source)');
+        }
         if (upstream.sentinel?.tls && upstream.tls === null) {
           report('sentinel.tls', 'needs upstream.tls (its ca, cert and key are used for the Sentinels)');
         }

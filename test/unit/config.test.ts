@@ -17,6 +17,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     backoffMinMs: 100,
     backoffMaxMs: 1000,
     sentinel: null,
+    snapshotSource: null,
     tls: null,
   },
   listen: {
