@@ -63,6 +63,9 @@ export interface SessionOptions {
   readonly onAck?: (session: ReplicaSession) => void;
 }
 
+/** Bytes read at a time from an RDB still arriving. */
+const INCOMING_READ = 256 * 1024;
+
 /** Stream bytes handed to one replica's socket per turn of the event loop: no replica starves the others. */
 const PUMP_BUDGET = 256 * 1024;
 
@@ -186,9 +189,14 @@ export class ReplicaSession {
         const progress = inc.progress();
         if (progress === 'failed') throw new LinkError('the RDB transfer from upstream failed');
         const avail = inc.flushed() - pos;
+        // Read in large pieces (fewer reads and writes per byte) unless the transfer has ended.
+        if (avail > 0 && avail < INCOMING_READ && progress === 'receiving') {
+          await inc.waitBeyond(pos + INCOMING_READ - 1);
+          continue;
+        }
         if (avail > 0) {
           // A buffer per read: the socket may still hold the previous one.
-          const chunk = await reader.read(pos, Math.min(avail, 256 * 1024));
+          const chunk = await reader.read(pos, Math.min(avail, INCOMING_READ));
           if (chunk.length === 0) throw new StorageError('the arriving RDB file is shorter than written');
           pos += chunk.length;
           const ok = this.#write(chunk);
