@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import type { ReplLog } from '../backlog/repl-log.js';
 import { LogCursor } from '../backlog/log-cursor.js';
+import type { RdbTransfer } from '../util/rdb-transfer.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import type { RelayStats } from '../observability/stats.js';
 import { LinkError, ReplicaGoneError, StorageError } from '../errors.js';
@@ -36,16 +37,6 @@ export interface ReplicaCapabilities {
   readonly rdbFilterEmpty: boolean;
   /** Plain SYNC: no +FULLRESYNC line, no ACKs expected. */
   readonly plainSync: boolean;
-}
-
-/** An RDB still arriving from upstream (the same shape as replication.ts's IncomingSnapshot). */
-export interface IncomingRdb {
-  total(): number | null;
-  flushed(): number;
-  progress(): 'receiving' | 'complete' | 'failed';
-  waitBeyond(bytes: number): Promise<void>;
-  openReader(): { read(position: number, length: number): Promise<Buffer>; close(): void };
-  readonly outcome: Promise<boolean>;
 }
 
 export interface SessionOptions {
@@ -174,8 +165,8 @@ export class ReplicaSession {
    * file as it grows, with its size when upstream announced it, else EOF-marked. Once the transfer is checked and
    * committed as the new history, the stream follows from the log; a transfer that fails ends this one too.
    */
-  async sendIncoming(header: Buffer, inc: IncomingRdb, rate = 0): Promise<void> {
-    let reader: ReturnType<IncomingRdb['openReader']> | null = null;
+  async sendIncoming(header: Buffer, inc: RdbTransfer, rate = 0): Promise<void> {
+    let reader: ReturnType<RdbTransfer['openReader']> | null = null;
     try {
       if (this.#state !== ReplicaState.SendBulk) return;
       if (header.length > 0) this.#write(header);

@@ -5,23 +5,7 @@ import { emptyRdb, type SnapshotLease, type SnapshotMeta } from '../backlog/snap
 import type { RelayStats } from '../observability/stats.js';
 import type { ClientConnection } from './client.js';
 import { ReplicaSession, ReplicaState } from './replica-session.js';
-
-/**
- * A full sync's RDB still arriving from upstream (the link's RdbTransfer): replicas may take it as it comes instead
- * of waiting for the whole file (a pipelined cold start).
- */
-export interface IncomingSnapshot {
-  readonly replid: string;
-  readonly offset: number;
-  readonly path: string;
-  total(): number | null;
-  flushed(): number;
-  progress(): 'receiving' | 'complete' | 'failed';
-  waitBeyond(bytes: number): Promise<void>;
-  openReader(): { read(position: number, length: number): Promise<Buffer>; close(): void };
-  /** true once checked and committed as the new history. */
-  readonly outcome: Promise<boolean>;
-}
+import type { RdbTransfer } from '../util/rdb-transfer.js';
 
 /** What the master side needs from the relay's backlog. */
 export interface ReplicationSource {
@@ -79,7 +63,7 @@ export class DownstreamReplication {
   /** Snapshot transfers in progress (full-sync-concurrency counts them). */
   #transfers = new Set<ReplicaSession>();
   /** The RDB arriving from upstream, while it does. */
-  #incoming: IncomingSnapshot | null = null;
+  #incoming: RdbTransfer | null = null;
   /** Sessions taking #incoming as it arrives: the new history's first replicas, kept when it is committed. */
   #pipelined = new Set<ReplicaSession>();
   #ahead = new Map<ReplicaSession, AheadWait>();
@@ -305,7 +289,7 @@ export class DownstreamReplication {
   }
 
   /** Upstream started sending a full sync: waiting replicas may take it as it arrives. */
-  incoming(inc: IncomingSnapshot): void {
+  incoming(inc: RdbTransfer): void {
     this.#incoming = inc;
     void inc.outcome.then(() => {
       if (this.#incoming === inc) this.#incoming = null;

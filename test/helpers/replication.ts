@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { RedisClient } from './redis-client.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 import { waitFor } from './wait.js';
@@ -39,4 +41,21 @@ export function stat(infoMap: Record<string, string>, key: string): number {
   const v = infoMap[key];
   if (v === undefined) throw new Error(`INFO has no ${key}`);
   return Number(v);
+}
+
+/**
+ * A real dataset's RDB (DEBUG POPULATE `keys` keys, SAVE), and the digest after `SET after-rdb yes`, for a scripted
+ * upstream to serve: what a replica holds after that RDB and that one command.
+ */
+export async function datasetRdb(keys = 20000): Promise<{ rdb: Buffer; digest: string }> {
+  const src = await startRedis();
+  const c = await src.client();
+  await c.call('DEBUG', 'POPULATE', keys, 'key', 100);
+  await c.call('SAVE');
+  await c.call('SET', 'after-rdb', 'yes');
+  const d = await digest(c);
+  await c.close();
+  const rdb = readFileSync(join(src.dir, 'dump.rdb'));
+  await src.stop();
+  return { rdb, digest: d };
 }

@@ -3,13 +3,11 @@
  * get that RDB as it arrives, instead of waiting for the whole file.
  */
 import t from 'tap';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { startFakeMaster } from '../helpers/fake-master.js';
-import { startReplica, waitConverged, digest, stat } from '../helpers/replication.js';
+import { startReplica, waitConverged, digest, stat, datasetRdb } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 
@@ -18,15 +16,7 @@ t.teardown(stopAll);
 const REPLID = 'c'.repeat(8) + '0123456789abcdef0123456789abcdef';
 
 t.test('replicas waiting on a relay that is still receiving its RDB get it as it arrives ($<len> form)', async (t) => {
-  const src = await startRedis();
-  const c = await src.client();
-  await c.call('DEBUG', 'POPULATE', 30000, 'key', 100);
-  await c.call('SAVE');
-  await c.call('SET', 'after-rdb', 'yes');
-  const want = await digest(c);
-  await c.close();
-  const rdb = readFileSync(join(src.dir, 'dump.rdb'));
-  await src.stop();
+  const { rdb, digest: want } = await datasetRdb(30000);
 
   let master: Socket | null = null;
   const fake = await startFakeMaster((socket) => {

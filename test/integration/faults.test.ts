@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { startFakeMaster } from '../helpers/fake-master.js';
-import { startReplica, waitConverged, digest } from '../helpers/replication.js';
+import { startReplica, waitConverged, digest, datasetRdb } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { encodeCommand } from '../../src/resp/writer.js';
@@ -19,20 +19,6 @@ import { emptyRdb } from '../../src/backlog/snapshot-store.js';
 t.teardown(stopAll);
 
 const REPLID = 'f'.repeat(8) + '0123456789abcdef0123456789abcdef';
-
-/** A real dataset's RDB (DEBUG POPULATE, SAVE), and the digest after `SET after-rdb yes`, for a fake master to serve. */
-async function datasetRdb(): Promise<{ rdb: Buffer; digest: string }> {
-  const src = await startRedis();
-  const c = await src.client();
-  await c.call('DEBUG', 'POPULATE', 20000, 'key', 100);
-  await c.call('SAVE');
-  await c.call('SET', 'after-rdb', 'yes');
-  const d = await digest(c);
-  await c.close();
-  const rdb = readFileSync(join(src.dir, 'dump.rdb'));
-  await src.stop();
-  return { rdb, digest: d };
-}
 
 const stream = (...cmds: (string | number)[][]) => Buffer.concat(cmds.map((c) => encodeCommand(c)));
 

@@ -2,15 +2,29 @@
  * upstream.snapshot-source: fresh snapshots come from a replica of the same master, so the master never forks for
  * the relay after its first sync; a source that is not in the relay's history is refused in favour of the master.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { startRelay } from '../helpers/relay.js';
+import { startRelay, type TestRelay } from '../helpers/relay.js';
 import { startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
+
+/** A relay behind `master` with a small disk log, refreshing at once, fetching snapshots from `sourcePort`; linked. */
+async function relayWithSource(t: Test, masterPort: number, sourcePort: number): Promise<{ relay: TestRelay; x: RedisClient }> {
+  const relay = await startRelay({
+    upstream: { host: '127.0.0.1', port: masterPort, 'snapshot-source': { host: '127.0.0.1', port: sourcePort } },
+    log: { memory: '64kb', disk: '2mb' },
+    replication: { 'snapshot-refresh-min-interval': '0s' },
+  });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay linked' });
+  return { relay, x };
+}
 
 /** Writes until the relay's small disk log no longer holds the byte after its snapshot. */
 async function outgrowSnapshot(masterPort: number, x: RedisClient): Promise<void> {
@@ -33,15 +47,7 @@ t.test('a fresh snapshot comes from the snapshot source: its fork, not the maste
   const s = await source.client();
   t.teardown(() => s.close());
   await waitConverged(m, [s], 'the source replica online');
-  const relay = await startRelay({
-    upstream: { host: '127.0.0.1', port: master.port, 'snapshot-source': { host: '127.0.0.1', port: source.port } },
-    log: { memory: '64kb', disk: '2mb' },
-    replication: { 'snapshot-refresh-min-interval': '0s' },
-  });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
-  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay linked' });
+  const { relay, x } = await relayWithSource(t, master.port, source.port);
   await outgrowSnapshot(master.port, x);
   const masterForks = stat(await m.info('stats'), 'total_forks');
   const sourceForks = stat(await s.info('stats'), 'total_forks');
@@ -65,15 +71,7 @@ t.test('a snapshot source of another history is refused and the master supplies 
   const u = await unrelated.client();
   t.teardown(() => u.close());
   await u.call('SET', 'not-ours', '1');
-  const relay = await startRelay({
-    upstream: { host: '127.0.0.1', port: master.port, 'snapshot-source': { host: '127.0.0.1', port: unrelated.port } },
-    log: { memory: '64kb', disk: '2mb' },
-    replication: { 'snapshot-refresh-min-interval': '0s' },
-  });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
-  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay linked' });
+  const { relay, x } = await relayWithSource(t, master.port, unrelated.port);
   await outgrowSnapshot(master.port, x);
   const masterForks = stat(await m.info('stats'), 'total_forks');
   const replica = await startReplica(relay.port);
