@@ -1,18 +1,5 @@
 import type { RelayStatus } from '../observability/status.js';
 
-/** /stream figures exported next to the relay's own. */
-export interface WebMetrics {
-  readonly jsonSubscribers: number;
-  readonly rawSubscribers: number;
-  readonly subscribersTotal: number;
-  readonly messagesSent: number;
-  readonly bytesSent: number;
-  readonly droppedMessages: number;
-  readonly slowDisconnects: number;
-  readonly decoding: boolean;
-  readonly bufferedBytes: number;
-}
-
 type Labels = Readonly<Record<string, string | number>>;
 type Sample = readonly [labels: Labels, value: number];
 
@@ -50,8 +37,9 @@ function formatValue(v: number): string {
 const LINK_STATES = ['none', 'connecting', 'transfer', 'connected', 'backoff', 'stopped'] as const;
 
 /** The /metrics body for one status snapshot. */
-export function formatMetrics(s: RelayStatus, web: WebMetrics, streamCommands: ReadonlyMap<string, number>): string {
+export function formatMetrics(s: RelayStatus): string {
   const e = new Exposition();
+  const web = s.web;
   const up = s.upstream;
   e.metric('info', 'gauge', 'Relay build and identity; always 1.', [[{ version: s.version, run_id: s.runId, replid: s.replid }, 1]]);
   e.metric('uptime_seconds', 'gauge', 'Seconds since the relay started.', s.uptimeSeconds);
@@ -95,7 +83,7 @@ export function formatMetrics(s: RelayStatus, web: WebMetrics, streamCommands: R
     'stream_commands_total',
     'counter',
     'Commands seen in the upstream replication stream, by lower-case name.',
-    [...streamCommands].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([cmd, n]) => [{ cmd }, n] as const),
+    Object.entries(s.stats.streamCommands).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([cmd, n]) => [{ cmd }, n] as const),
   );
   // Downstream
   e.metric('connected_clients', 'gauge', 'Connected downstream clients (replicas included).', s.connectedClients);

@@ -2,7 +2,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { formatMetrics, type WebMetrics } from '../../src/web/metrics.js';
+import { formatMetrics } from '../../src/web/metrics.js';
 import type { RelayStatus } from '../../src/observability/status.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -73,12 +73,13 @@ const status: RelayStatus = {
     replicasDroppedTimeout: 0,
     protocolErrors: 0,
     diskReadBytes: 0,
+    streamCommands: { set: 3, 'we"ird\\name\n': 1 },
   },
+  web: { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, decoding: true, bufferedBytes: 0 },
   memory: { rss: 1, heapUsed: 1, external: 1 },
 };
-const web: WebMetrics = { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, decoding: true, bufferedBytes: 0 };
 
-const text = formatMetrics(status, web, new Map([['set', 3], ['we"ird\\name\n', 1]]));
+const text = formatMetrics(status);
 const families = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => m[1]!);
 
 t.test('exposition', async (t) => {
