@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { RelayStatus, WebStatus } from '../observability/status.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { DASHBOARD_HTML } from './dashboard.js';
-import { formatMetrics, METRICS_CONTENT_TYPE } from './metrics.js';
+import { METRICS_CONTENT_TYPE, RelayMetrics } from './metrics.js';
 import { StreamHub, type StreamSink, type StreamSource, type Subscription } from './stream-hub.js';
 import { parseStreamOptions, StreamOptionsError, type StreamOptions } from './stream-message.js';
 import { RequestGuard } from './request-guard.js';
@@ -45,6 +45,7 @@ export class WebServer {
   readonly #tokenDigest: Buffer | null;
   readonly #app: TemplatedApp;
   readonly #guard: RequestGuard;
+  readonly #metrics: RelayMetrics;
   readonly #warnings = new LogLimiter();
   #listenSocket: us_listen_socket | null = null;
   #port = 0;
@@ -57,6 +58,7 @@ export class WebServer {
     this.#tokenDigest = config.token === null ? null : digest(config.token);
     this.#guard = new RequestGuard(config);
     this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, slowClient: config.slowClient, logger, telemetry });
+    this.#metrics = new RelayMetrics(() => source.status());
     this.#app = this.#routes(uWS.App());
   }
 
@@ -126,7 +128,7 @@ export class WebServer {
       .get('/metrics', (res, req) => {
         if (!this.#allowed(res, req)) return;
         if (!this.#authorized(req)) return unauthorized(res);
-        reply(res, '200 OK', METRICS_CONTENT_TYPE, formatMetrics(this.#src.status()));
+        this.#serveMetrics(res);
       })
       .ws<WsData>('/stream', {
         compression: uWS.DISABLED,
@@ -184,6 +186,19 @@ export class WebServer {
     );
     reply(res, '403 Forbidden', 'text/plain; charset=utf-8', `forbidden: this ${refused === 'web.allowed-hosts' ? 'Host' : 'Origin'} is not allowed (${refused})\n`);
     return false;
+  }
+
+  /** prom-client renders asynchronously: the response may be aborted meanwhile, and must not be touched then. */
+  #serveMetrics(res: HttpResponse): void {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    this.#metrics.render().then(
+      (body) => aborted || reply(res, '200 OK', METRICS_CONTENT_TYPE, body),
+      (err: Error) => {
+        this.#log.error({ err }, '/metrics could not be rendered');
+        if (!aborted) reply(res, '500 Internal Server Error', 'text/plain; charset=utf-8', 'metrics could not be rendered\n');
+      },
+    );
   }
 
   /** Read synchronously: uWS requests are only valid during the handler. */
