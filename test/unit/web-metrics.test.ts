@@ -151,7 +151,10 @@ t.test('the shipped alerts and Grafana dashboard only use metrics that exist', a
   for (const want of ['PsyncRelayUpstreamLinkDown', 'PsyncRelayReplicaLagBytes', 'PsyncRelayFullSyncsPilingUp']) t.ok(names.includes(want), want);
   const dash = JSON.parse(readFileSync(`${REPO}config/grafana-dashboard.json`, 'utf8')) as { panels: { targets: { expr: string }[] }[] };
   const exprs = [...alerts.map((a) => a.expr), ...dash.panels.flatMap((p) => p.targets.map((x) => x.expr))];
+  const histograms = [...text.matchAll(/^# TYPE (\S+) histogram$/gm)].map((m) => m[1]!);
+  // A histogram's series are named after it with a suffix.
+  const exists = (name: string) => families.includes(name) || histograms.includes(name.replace(/_(bucket|sum|count)$/, ''));
   for (const e of exprs) {
-    for (const m of e.matchAll(/\b(?:psync_relay|process|nodejs)_[a-z0-9_]+/g)) t.ok(families.includes(m[0]), `${m[0]} exists (${e})`);
+    for (const m of e.matchAll(/\b(?:psync_relay|process|nodejs)_[a-z0-9_]+/g)) t.ok(exists(m[0]), `${m[0]} exists (${e})`);
   }
 });
