@@ -17,6 +17,8 @@ import { REDIS_VERSION, type CommandHost } from './downstream/commands.js';
 import { PubSub } from './downstream/pubsub.js';
 import type { ClientConnection } from './downstream/client.js';
 import { RelayStats } from './observability/stats.js';
+import { StatusBuilder } from './observability/status-builder.js';
+import { Telemetry } from './observability/telemetry.js';
 import { formatInfo } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
 import { WebServer } from './web/server.js';
@@ -30,17 +32,17 @@ export const RELAY_VERSION = '0.1.0';
  */
 export class Relay {
   readonly config: RelayConfig;
-  readonly stats = new RelayStats();
   readonly runId = randomBytes(20).toString('hex');
+  readonly #telemetry = new Telemetry(this.runId);
+  readonly #stats = new RelayStats(this.#telemetry);
+  readonly #status: StatusBuilder;
   readonly history: History;
   #refresher: SnapshotRefresher;
   #logger: Logger;
   #link: UpstreamLink;
   #downstream: DownstreamReplication;
   #server: ReplicaServer;
-  #startedAt = Date.now();
   #port = 0;
-  #linkDownSince = Date.now();
   #commandListeners = new Set<(cmd: ScannedCommand) => void>();
   #sentinel: SentinelConnector | null = null;
   #diskTimer: NodeJS.Timeout | null = null;
@@ -58,6 +60,7 @@ export class Relay {
       diskQueue: config.log.diskQueue,
       refreshHold: config.log.refreshHold,
       logger,
+      telemetry: this.#telemetry,
     });
 
     this.#link = new UpstreamLink(
@@ -68,13 +71,10 @@ export class Relay {
         listeningPort: announcedPort(config.listen, config.upstream.tls),
         announceIp: config.listen.announceIp,
         log: logger.child({ component: 'upstream' }),
+        telemetry: this.#telemetry,
       },
       this.#linkHost(),
     );
-    this.#link.on('state', (to: LinkState, from: LinkState) => {
-      if (from === LinkState.Connected) this.#linkDownSince = Date.now();
-      void to;
-    });
     this.#acks = new AckTracker(config.replication.ackPolicy, {
       acks: () => this.#downstream.ackOffsets(),
       endOffset: () => this.log.endOffset,
@@ -83,7 +83,7 @@ export class Relay {
     });
     this.#downstream = new DownstreamReplication({
       source: this.#replicationSource(),
-      stats: this.stats,
+      telemetry: this.#telemetry,
       logger: logger.child({ component: 'downstream' }),
       maxLag: config.replication.replicaMaxLag,
       softLag: config.replication.replicaSoftLag,
@@ -106,10 +106,11 @@ export class Relay {
       });
       this.#sentinel.on('master', (host: string, port: number) => this.#follow(host, port, 'sentinel'));
     }
-    this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.stats, this.#commandHost());
+    this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.#telemetry, this.#commandHost());
     this.#refresher = new SnapshotRefresher({
       history: this.history,
       logger: logger.child({ component: 'snapshot-fetch' }),
+      telemetry: this.#telemetry,
       minIntervalMs: config.replication.snapshotRefreshMinIntervalMs,
       linkReady: () => this.#link.state !== LinkState.Transfer && this.#link.state !== LinkState.Connecting,
       source: () =>
@@ -141,6 +142,19 @@ export class Relay {
             };
       },
       onUsable: () => this.#downstream.snapshotReady(),
+    });
+    this.#status = new StatusBuilder({
+      version: RELAY_VERSION,
+      runId: this.runId,
+      config,
+      link: this.#link,
+      history: this.history,
+      refresher: this.#refresher,
+      clients: () => this.#server.clients,
+      sessions: () => this.#downstream.sessions,
+      stats: this.#stats,
+      port: () => this.#port,
+      web: () => this.#web?.gauges() ?? null,
     });
   }
 
@@ -179,7 +193,7 @@ export class Relay {
     this.#diskTimer.unref();
     this.#port = await this.#server.listen();
     if (this.config.web.port !== 0) {
-      this.#web = new WebServer(this, this.config.web, this.#logger.child({ component: 'web' }));
+      this.#web = new WebServer(this, this.config.web, this.#logger.child({ component: 'web' }), this.#telemetry);
       await this.#web.listen();
     }
     this.#logger.info(
@@ -239,6 +253,7 @@ export class Relay {
     await this.#web?.close();
     await this.#server.close();
     await this.history.close();
+    this.#stats.close();
   }
 
   /** Subscribe to every command seen in the upstream stream (turns on full argument decoding). */
@@ -255,84 +270,9 @@ export class Relay {
     return this.history.usableSnapshot();
   }
 
+  /** What INFO, /status and /metrics show (observability/status-builder.ts). */
   status(): RelayStatus {
-    const link = this.#link;
-    const progress = link.syncProgress;
-    // The snapshot a full sync would be served from; else the newest held (not usable: the log dropped its next byte).
-    const usable = this.history.usableSnapshot();
-    const shown = usable ?? this.history.newestSnapshot();
-    const disk = this.history.diskStatus();
-    const now = Date.now();
-    const mem = process.memoryUsage();
-    const clientOf = new Map<unknown, ClientConnection>();
-    for (const c of this.#server.clients) if (c.replica) clientOf.set(c.replica, c);
-    const replicas = [...this.#downstream.sessions].map((s) => {
-      const client = clientOf.get(s);
-      return {
-        id: client?.id ?? 0,
-        ip: client?.replconf.ipAddress || client?.ip || '',
-        port: client?.replconf.listeningPort ?? 0,
-        state: s.state,
-        offset: s.offset,
-        ackOffset: s.ackOffset,
-        lagSeconds: Math.floor((now - s.ackTime) / 1000),
-        lagBytes: s.lagBytes,
-        version: client?.replconf.version ?? '',
-      };
-    });
-    return {
-      version: RELAY_VERSION,
-      runId: this.runId,
-      pid: process.pid,
-      uptimeSeconds: Math.floor((now - this.#startedAt) / 1000),
-      tcpPort: this.#port,
-      configFile: this.config.configFile ?? '',
-      upstream: {
-        host: this.#link.host,
-        port: this.#link.port,
-        state: link.state,
-        linkUp: link.state === LinkState.Connected,
-        lastIoSecondsAgo: link.lastIoAgoMs < 0 ? -1 : Math.floor(link.lastIoAgoMs / 1000),
-        linkDownSinceSeconds: link.state === LinkState.Connected ? 0 : Math.floor((now - this.#linkDownSince) / 1000),
-        syncInProgress: progress !== null,
-        syncReceivedBytes: progress?.received ?? 0,
-        syncTotalBytes: progress?.total ?? null,
-        syncLastIoSecondsAgo: link.lastIoAgoMs < 0 ? -1 : Math.floor(link.lastIoAgoMs / 1000),
-        fullSyncs: link.stats.fullSyncs,
-        partialSyncs: link.stats.partialSyncs,
-        bytesIn: link.stats.bytesIn,
-        lastError: link.stats.lastError,
-      },
-      replid: this.ids.replid,
-      replid2: this.ids.replid2,
-      masterReplOffset: this.log.endOffset,
-      secondReplOffset: this.ids.secondReplOffset,
-      log: {
-        firstOffset: this.log.firstOffset,
-        endOffset: this.log.endOffset,
-        size: this.log.size,
-        limit: this.log.limit,
-        memFirstOffset: this.log.memFirstOffset,
-        diskBytes: this.log.disk?.active ? this.log.disk.size : 0,
-        diskLimit: this.config.log.disk,
-        diskSegments: this.log.disk?.segmentCount ?? 0,
-        diskState: disk.state,
-        diskProblem: disk.cause,
-        diskProblemSinceSeconds: disk.since > 0 ? Math.floor((now - disk.since) / 1000) : 0,
-        diskPendingBytes: disk.pending,
-        diskWriteErrors: disk.writeErrors,
-        diskDetaches: disk.detaches,
-      },
-      snapshot: shown ? { replid: shown.replid, offset: shown.offset, size: shown.size, rdbVersion: shown.rdbVersion, usable: shown === usable } : null,
-      snapshotRefreshInProgress: this.#refresher.inProgress,
-      snapshotRefreshes: this.#refresher.stats.started,
-      snapshotRefreshFailures: this.#refresher.stats.failed,
-      connectedClients: this.#server.clients.size,
-      maxClients: this.config.listen.maxClients,
-      replicas,
-      stats: { ...this.stats },
-      memory: { rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external },
-    };
+    return this.#status.build();
   }
 
   #linkHost(): LinkHost {
@@ -362,7 +302,7 @@ export class Relay {
       appendStream: (chunk, boundary) => this.log.append(chunk, boundary),
       commandSeen: (cmd) => {
         const name = cmd.args[0]?.toString('latin1').toLowerCase();
-        if (name) this.stats.streamCommands.set(name, (this.stats.streamCommands.get(name) ?? 0) + 1);
+        if (name) this.#telemetry.traffic.streamCommand(name);
         for (const fn of this.#commandListeners) fn(cmd);
       },
     };

@@ -4,10 +4,12 @@ import type { History } from './backlog/history.js';
 import type { SnapshotMeta } from './backlog/snapshot-store.js';
 import { fetchSnapshot, type FetchOptions } from './upstream/snapshot-fetcher.js';
 import { LinkError } from './errors.js';
+import type { Telemetry } from './observability/telemetry.js';
 
 export interface RefresherOptions {
   readonly history: History;
   readonly logger: Logger;
+  readonly telemetry: Telemetry;
   /** replication.snapshot-refresh-min-interval */
   readonly minIntervalMs: number;
   /** Where and how to fetch from now (null: no upstream known). */
@@ -32,7 +34,6 @@ export class SnapshotRefresher {
   #lastStart = -Infinity;
   #watch: NodeJS.Timeout | null = null;
   #pendingUsable: (() => void) | null = null;
-  readonly stats = { started: 0, committed: 0, failed: 0, fromMaster: 0, fromSource: 0, lastStartedAt: 0 };
 
   constructor(opts: RefresherOptions) {
     this.#opts = opts;
@@ -81,14 +82,11 @@ export class SnapshotRefresher {
     const fetch = { socket: null as Socket | null, aborted: null as string | null };
     this.#fetch = fetch;
     this.#lastStart = Date.now();
-    this.stats.started++;
-    if (from === 'master') this.stats.fromMaster++;
-    else this.stats.fromSource++;
-    this.stats.lastStartedAt = this.#lastStart;
+    this.#opts.telemetry.emit('snapshot.refresh', { phase: 'started', from, reason: null });
     const hold = { offset: h.log.endOffset };
     let release: (() => void) | null = null;
     let again: (() => void) | null = null;
-    logger.info({ replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset, refreshes: this.stats.started }, 'no usable snapshot for a full sync: fetching a fresh one from upstream');
+    logger.info({ replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset }, 'no usable snapshot for a full sync: fetching a fresh one from upstream');
     this.#watch = setInterval(() => {
       if (h.holdExceeded(hold)) {
         logger.warn({ limit: 'log.refresh-hold', offset: hold.offset }, 'snapshot fetch abandoned: holding the log for it went past log.refresh-hold');
@@ -110,19 +108,19 @@ export class SnapshotRefresher {
         if (fetch.aborted) throw new LinkError(fetch.aborted);
         const snap = await h.commitSnapshot(temp, fetched, epoch);
         if (!snap) {
-          this.stats.failed++;
+          this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason: 'it does not fit the history held (a new one began, or the log moved past it)' });
           if (fallback) {
             logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: h.ids.replid }, 'the snapshot source is not in our history: fetching from the master instead');
             again = fallback;
           }
           return;
         }
-        this.stats.committed++;
+        this.#opts.telemetry.emit('snapshot.refresh', { phase: 'committed', from, reason: null });
         logger.info({ replid: snap.replid, offset: snap.offset, bytes: snap.size }, 'fresh snapshot committed');
         this.#whenUsable(snap);
       })
       .catch(async (err: Error) => {
-        this.stats.failed++;
+        this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason: fetch.aborted ?? err.message });
         if (fallback && !fetch.aborted) {
           logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
           again = fallback;

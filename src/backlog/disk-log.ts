@@ -4,6 +4,7 @@ import { StreamScanner } from '../resp/stream-scanner.js';
 import { nodeFileIo, type FileHandleIo, type FileIo } from './file-io.js';
 import { InternalError, LogRangeError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
+import { Telemetry } from '../observability/telemetry.js';
 
 /**
  * One append-only file of raw stream bytes. Its name carries the history (epoch) and the offset of its first byte,
@@ -60,6 +61,8 @@ export interface DiskLogOptions {
   readonly retryMaxMs?: number;
   /** A write outstanding this long counts as failing (a hung disk). */
   readonly hungMs?: number;
+  /** Where write errors, detaches and state changes are published; absent (standalone use): a relay id of ''. */
+  readonly telemetry?: Telemetry;
 }
 
 const SEG_RE = /^seg-(\d{10})-(\d{20})\.log$/;
@@ -90,6 +93,7 @@ export class DiskLog {
   readonly dir: string;
   #opts: DiskLogOptions;
   #io: FileIo;
+  #telemetry: Telemetry;
   #epoch: number;
   #segments: Segment[] = [];
   /** Offset of the last byte on disk; with no segment, the offset the next segment starts after. */
@@ -115,7 +119,6 @@ export class DiskLog {
   #detachBackoff = 0;
   /** Deletions of dropped histories, in order (a new history waits for them). */
   #deleting: Promise<void> = Promise.resolve();
-  readonly stats = { writeErrors: 0, detaches: 0, bytesWritten: 0 };
   /** Bytes became readable from disk (the memory tail may be trimmed). */
   onWritten: (() => void) | null = null;
   /** Written bytes passed the disk limit (the owner drops old segments then). */
@@ -127,6 +130,7 @@ export class DiskLog {
     this.dir = opts.dir;
     this.#opts = opts;
     this.#io = opts.io ?? nodeFileIo;
+    this.#telemetry = opts.telemetry ?? new Telemetry('');
     this.#epoch = opts.epoch ?? 0;
     this.#retryMs = opts.retryMinMs ?? 100;
   }
@@ -399,7 +403,6 @@ export class DiskLog {
     if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
     seg.size += bytesWritten;
     this.#written += bytesWritten;
-    this.stats.bytesWritten += bytesWritten;
     for (const m of marks) if (m <= this.#written) this.#boundary = m;
     if (this.#state === DiskLogState.Failing) this.#recovered();
     if (Date.now() - this.#lastSync >= FSYNC_INTERVAL_MS) await this.#sync(fh);
@@ -451,11 +454,11 @@ export class DiskLog {
   }
 
   #failed(err: Error): void {
-    this.stats.writeErrors++;
     this.#dropHandle();
     this.#inflightSince = 0;
     const code = (err as NodeJS.ErrnoException).code ?? 'ERR';
     const cause = err.message.startsWith(code) ? err.message : `${code}: ${err.message}`;
+    this.#telemetry.emit('disk.write-error', { cause });
     if (Date.now() - this.#lastLog >= LOG_EVERY_MS) {
       this.#lastLog = Date.now();
       this.#opts.logger.error(
@@ -485,7 +488,7 @@ export class DiskLog {
    */
   #detach(cause: string): void {
     this.#gen++;
-    this.stats.detaches++;
+    this.#telemetry.emit('disk.detached', { cause });
     this.#dropHandle();
     this.#clearTimer();
     this.#running = false;
@@ -583,6 +586,7 @@ export class DiskLog {
     this.#state = next;
     this.#since = Date.now();
     this.onState?.(next, cause);
+    this.#telemetry.emit('disk.state', { from, to: next, cause });
   }
 
   /** Reads up to `max` bytes from `offset`, which must be on disk; throws on a read that returns nothing. */

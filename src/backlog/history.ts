@@ -6,6 +6,7 @@ import { ReplIds, randomReplid } from './repl-ids.js';
 import { ReplLog, type LogReader } from './repl-log.js';
 import { SnapshotStore, type SnapshotMeta } from './snapshot-store.js';
 import { readState, writeState } from './state-file.js';
+import type { Telemetry } from '../observability/telemetry.js';
 
 export interface HistoryOptions {
   readonly dir: string;
@@ -18,6 +19,7 @@ export interface HistoryOptions {
   /** log.refresh-hold */
   readonly refreshHold: number;
   readonly logger: Logger;
+  readonly telemetry: Telemetry;
   readonly io?: FileIo;
   /** Disk-log retry timings (tests shorten them). */
   readonly diskRetryMinMs?: number;
@@ -118,6 +120,7 @@ export class History {
         io: this.#io,
         retryMinMs: this.#opts.diskRetryMinMs,
         retryMaxMs: this.#opts.diskRetryMaxMs,
+        telemetry: this.#opts.telemetry,
       });
       disk.onOverLimit = () => void this.enforceDiskLimit();
       if (state && !disk.empty) {
@@ -278,12 +281,12 @@ export class History {
     }
   }
 
-  /** Disk log health for INFO, /status and metrics. */
-  diskStatus(): { state: DiskLogState | 'off'; cause: string | null; since: number; pending: number; writeErrors: number; detaches: number } {
+  /** Disk log health for INFO, /status and metrics (its write errors and detaches are counted from its telemetry). */
+  diskStatus(): { state: DiskLogState | 'off'; cause: string | null; since: number; pending: number } {
     const d = this.log.disk;
-    if (!d) return { state: 'off', cause: null, since: 0, pending: 0, writeErrors: 0, detaches: 0 };
+    if (!d) return { state: 'off', cause: null, since: 0, pending: 0 };
     const p = d.problem;
-    return { state: d.state, cause: p?.cause ?? null, since: p?.since ?? 0, pending: d.pending, writeErrors: d.stats.writeErrors, detaches: d.stats.detaches };
+    return { state: d.state, cause: p?.cause ?? null, since: p?.since ?? 0, pending: d.pending };
   }
 
   async close(): Promise<void> {

@@ -4,7 +4,7 @@ import { ARG_OVERHEAD, FIXED_LIMITS, RequestParser } from '../resp/request-parse
 import { errorReply } from '../resp/writer.js';
 import { ProtocolError } from '../errors.js';
 import type { OutputBufferLimit } from '../config/types.js';
-import type { RelayStats } from '../observability/stats.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import type { ReplicaSession } from './replica-session.js';
 import type { ClientMemory, MemoryUser } from './client-memory.js';
@@ -63,7 +63,7 @@ export class ClientConnection implements MemoryUser {
   readonly maxMultiCommands: number;
   #authenticated: boolean;
   #parser: RequestParser;
-  #stats: RelayStats;
+  #telemetry: Telemetry;
   #handlers: ClientHandlers;
   #warnings: LogLimiter;
   #closing = false;
@@ -74,11 +74,11 @@ export class ClientConnection implements MemoryUser {
   #gathered: Buffer[] | null = null;
   readonly #softLimit = { softSince: 0 };
 
-  constructor(socket: Socket, logger: Logger, stats: RelayStats, limits: ClientLimits, handlers: ClientHandlers, needsAuth: boolean) {
+  constructor(socket: Socket, logger: Logger, telemetry: Telemetry, limits: ClientLimits, handlers: ClientHandlers, needsAuth: boolean) {
     this.socket = socket;
     this.addr = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     this.logger = logger.child({ peer: this.addr, client: this.id });
-    this.#stats = stats;
+    this.#telemetry = telemetry;
     this.#handlers = handlers;
     this.#warnings = handlers.warnings ?? new LogLimiter();
     this.#limits = limits;
@@ -164,7 +164,7 @@ export class ClientConnection implements MemoryUser {
 
   #onData(chunk: Buffer): void {
     if (this.#closing) return;
-    this.#stats.netInputBytes += chunk.length;
+    this.#telemetry.traffic.netInputBytes += chunk.length;
     this.#bytesIn += chunk.length;
     this.lastInteraction = Date.now();
     this.#parser.push(chunk);
@@ -177,7 +177,7 @@ export class ClientConnection implements MemoryUser {
         return;
       }
       if (!args) break;
-      this.#stats.totalCommandsProcessed++;
+      this.#telemetry.traffic.commandsProcessed++;
       try {
         this.#handlers.dispatch(this, args);
       } catch (err) {
@@ -195,9 +195,9 @@ export class ClientConnection implements MemoryUser {
   }
 
   #protocolError(err: unknown): void {
-    this.#stats.protocolErrors++;
     const e = err as Error;
     const limit = err instanceof ProtocolError ? err.limit : null;
+    this.#telemetry.emit('protocol-error', { peer: this.addr, limit });
     if (limit !== null) {
       const value = limit === 'listen.max-bulk-len' ? this.#limits.maxBulkLen : limit === 'listen.max-query-buffer' ? this.#limits.maxQueryBuffer : FIXED_LIMITS[limit];
       this.warn({ limit, value, buffered: this.#parser.buffered, err: e.message }, 'client went past a limit, closing it');
@@ -233,7 +233,7 @@ export class ClientConnection implements MemoryUser {
       return;
     }
     if ((this.replica && !force) || this.socket.destroyed || (this.#closing && !force)) return;
-    this.#stats.netOutputBytes += buf.length;
+    this.#telemetry.traffic.netOutputBytes += buf.length;
     this.socket.write(buf);
     if (this.replica) return;
     const limits = this.#limits.clientOutputBufferLimit;

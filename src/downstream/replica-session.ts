@@ -6,9 +6,9 @@ import type { ReplLog } from '../backlog/repl-log.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
-import type { RelayStats } from '../observability/stats.js';
 import { LinkError, ReplicaGoneError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
+import type { Telemetry } from '../observability/telemetry.js';
 
 /** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
 export const ReplicaState = {
@@ -43,7 +43,7 @@ export interface SessionOptions {
   readonly socket: Socket;
   readonly log: ReplLog;
   readonly logger: Logger;
-  readonly stats: RelayStats;
+  readonly telemetry: Telemetry;
   readonly maxLag: number;
   /** Soft lag limit (replication.replica-soft-lag): over it continuously for softLagMs, the replica is dropped; 0 = off. */
   readonly softLag?: number;
@@ -71,7 +71,7 @@ export class ReplicaSession {
   readonly createdAt = Date.now();
   #log: ReplLog;
   #logger: Logger;
-  #stats: RelayStats;
+  #telemetry: Telemetry;
   #maxLag: number;
   #softLag: number;
   #softLagMs: number;
@@ -96,7 +96,7 @@ export class ReplicaSession {
     this.caps = opts.caps;
     this.#log = opts.log;
     this.#logger = opts.logger;
-    this.#stats = opts.stats;
+    this.#telemetry = opts.telemetry;
     this.#maxLag = opts.maxLag;
     this.#softLag = opts.softLag ?? 0;
     this.#softLagMs = opts.softLagMs ?? 0;
@@ -123,6 +123,10 @@ export class ReplicaSession {
   /** The offset of the last stream byte handed to the socket (-1 before the stream starts). */
   get offset(): number {
     return this.#cursor?.offset ?? -1;
+  }
+  /** The replica's address as the socket sees it (for telemetry). */
+  get peer(): string {
+    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? 0}`;
   }
   /** Bytes of stream the replica has not been sent yet. */
   get lagBytes(): number {
@@ -356,8 +360,8 @@ export class ReplicaSession {
         }
         c.advance(view.length);
         budget -= view.length;
-        this.#stats.replOutputBytes += view.length;
-        if (fromDisk) this.#stats.diskReadBytes += view.length;
+        this.#telemetry.traffic.replOutputBytes += view.length;
+        if (fromDisk) this.#telemetry.traffic.diskReadBytes += view.length;
         if (!this.#write(view)) {
           this.#blocked = true;
           return;
@@ -405,23 +409,20 @@ export class ReplicaSession {
     if (!c) return false;
     const lag = c.behind;
     if (c.lost) {
-      this.#stats.replicasDroppedLag++;
-      this.close(`fell behind the log: needs offset ${c.offset + 1}, log starts at ${log.firstOffset}`, { limit: 'log.disk', lag, firstOffset: log.firstOffset });
+      this.#dropForLag(`fell behind the log: needs offset ${c.offset + 1}, log starts at ${log.firstOffset}`, { limit: 'log.disk', lag, firstOffset: log.firstOffset });
       return true;
     }
     // Served from disk, the replica holds no memory: no lag limit. Behind memory not on disk, it does.
     if (log.onDisk(c.offset + 1)) return false;
     if (lag > this.#maxLag) {
-      this.#stats.replicasDroppedLag++;
-      this.close(`lag ${lag} bytes over replica-max-lag ${this.#maxLag}`, { limit: 'replication.replica-max-lag', lag, value: this.#maxLag });
+      this.#dropForLag(`lag ${lag} bytes over replica-max-lag ${this.#maxLag}`, { limit: 'replication.replica-max-lag', lag, value: this.#maxLag });
       return true;
     }
     if (this.#softLag > 0 && lag > this.#softLag) {
       const now = Date.now();
       if (this.#softSince === 0) this.#softSince = now;
       else if (now - this.#softSince >= this.#softLagMs) {
-        this.#stats.replicasDroppedLag++;
-        this.close(`lag over replica-soft-lag ${this.#softLag} for ${now - this.#softSince} ms`, {
+        this.#dropForLag(`lag over replica-soft-lag ${this.#softLag} for ${now - this.#softSince} ms`, {
           limit: 'replication.replica-soft-lag',
           lag,
           value: this.#softLag,
@@ -433,9 +434,14 @@ export class ReplicaSession {
     return false;
   }
 
+  #dropForLag(reason: string, fields: Record<string, unknown>): void {
+    this.#telemetry.emit('replica.dropped', { reason: 'lag', peer: this.peer, detail: reason });
+    this.close(reason, fields);
+  }
+
   #write(buf: Buffer): boolean {
     if (this.socket.destroyed) return false;
-    this.#stats.netOutputBytes += buf.length;
+    this.#telemetry.traffic.netOutputBytes += buf.length;
     return this.socket.write(buf);
   }
 

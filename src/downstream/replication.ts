@@ -2,7 +2,7 @@ import type { Logger } from '../log.js';
 import type { ReplLog } from '../backlog/repl-log.js';
 import type { ReplIds } from '../backlog/repl-ids.js';
 import { emptyRdb, type SnapshotLease, type SnapshotMeta } from '../backlog/snapshot-store.js';
-import type { RelayStats } from '../observability/stats.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import type { ClientConnection } from './client.js';
 import { ReplicaSession, ReplicaState } from './replica-session.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
@@ -23,7 +23,7 @@ export interface ReplicationSource {
 
 export interface DownstreamOptions {
   readonly source: ReplicationSource;
-  readonly stats: RelayStats;
+  readonly telemetry: Telemetry;
   readonly logger: Logger;
   readonly maxLag: number;
   /** replication.replica-soft-lag and replica-soft-seconds (ms); 0 = off. */
@@ -88,13 +88,12 @@ export class DownstreamReplication {
   startSync(client: ClientConnection, replid: string | null, offset: number): void {
     if (client.replica) return;
     const { ids, log } = this.#opts.source;
-    const stats = this.#opts.stats;
     const rc = client.replconf;
     const session = new ReplicaSession({
       socket: client.socket,
       log,
       logger: client.logger.child({ replica: `${client.ip}:${rc.listeningPort}` }),
-      stats,
+      telemetry: this.#opts.telemetry,
       maxLag: this.#opts.maxLag,
       softLag: this.#opts.softLag,
       softLagMs: this.#opts.softLagMs,
@@ -125,7 +124,7 @@ export class DownstreamReplication {
   #tryContinue(client: ClientConnection, session: ReplicaSession, replid: string, offset: number): boolean {
     const { ids, log } = this.#opts.source;
     if (!ids.accepts(replid, offset) || !log.holds(offset)) return false;
-    this.#opts.stats.syncPartialOk++;
+    this.#opts.telemetry.emit('replica.sync', { kind: 'partial', peer: client.addr });
     const line = client.replconf.capaPsync2 ? `+CONTINUE ${ids.replid}\r\n` : '+CONTINUE\r\n';
     client.socket.write(line);
     client.logger.info({ replid: ids.replid, offset, backlogBytes: log.endOffset - offset + 1 }, 'partial resync accepted');
@@ -135,7 +134,7 @@ export class DownstreamReplication {
 
   #refusePartial(client: ClientConnection, replid: string, offset: number): void {
     const { ids, log } = this.#opts.source;
-    this.#opts.stats.syncPartialErr++;
+    this.#opts.telemetry.emit('replica.partial-refused', { peer: client.addr, replid, offset });
     client.logger.info(
       { askedReplid: replid, askedOffset: offset, replid: ids.replid, replid2: ids.replid2, firstOffset: log.firstOffset, endOffset: log.endOffset },
       'partial resync refused, full resync',
@@ -143,7 +142,7 @@ export class DownstreamReplication {
   }
 
   #startFull(session: ReplicaSession): void {
-    this.#opts.stats.syncFull++;
+    this.#opts.telemetry.emit('replica.sync', { kind: 'full', peer: session.peer });
     this.#waiting.add(session);
     this.#serveWaiting();
   }
@@ -335,7 +334,7 @@ export class DownstreamReplication {
     for (const s of [...this.#sessions]) {
       if (s.state === ReplicaState.WaitBgsave) s.keepalive();
       else if (s.state === ReplicaState.Online && !s.caps.plainSync && now - s.ackTime > this.#opts.replicaTimeoutMs) {
-        this.#opts.stats.replicasDroppedTimeout++;
+        this.#opts.telemetry.emit('replica.dropped', { reason: 'timeout', peer: s.peer, detail: 'no REPLCONF ACK within replica-timeout' });
         s.close('timeout: no REPLCONF ACK within replica-timeout');
       } else s.checkLag();
     }

@@ -3,7 +3,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Logger } from '../log.js';
 import { serverTlsOptions } from '../tls.js';
 import type { ListenConfig } from '../config/types.js';
-import type { RelayStats } from '../observability/stats.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import { ClientConnection } from './client.js';
 import { dispatch, type CommandHost } from './commands.js';
 import { ClientMemory } from './client-memory.js';
@@ -19,7 +19,7 @@ import { authRequired } from './roles.js';
 export class ReplicaServer {
   #config: ListenConfig;
   #logger: Logger;
-  #stats: RelayStats;
+  #telemetry: Telemetry;
   #host: CommandHost;
   #server: Server | null = null;
   #tlsServer: ReturnType<typeof createTlsServer> | null = null;
@@ -32,10 +32,10 @@ export class ReplicaServer {
   readonly #memory: ClientMemory;
   readonly #warnings = new LogLimiter();
 
-  constructor(config: ListenConfig, logger: Logger, stats: RelayStats, host: CommandHost) {
+  constructor(config: ListenConfig, logger: Logger, telemetry: Telemetry, host: CommandHost) {
     this.#config = config;
     this.#logger = logger;
-    this.#stats = stats;
+    this.#telemetry = telemetry;
     this.#host = host;
     this.#memory = new ClientMemory(config.maxClientsMemory);
     if (config.port !== 0) {
@@ -112,8 +112,7 @@ export class ReplicaServer {
   /** listen.max-clients: refuses `socket` when every slot is taken (`plain`: it can read the error; a TLS handshake cannot). */
   #refuseAtCapacity(socket: Socket, plain: boolean): boolean {
     if (this.#connections < this.#config.maxClients) return false;
-    this.#stats.totalConnectionsReceived++;
-    this.#stats.rejectedConnections++;
+    this.#telemetry.emit('connection', { result: 'max-clients', peer: `${socket.remoteAddress}:${socket.remotePort}` });
     this.#warnings.warn(
       this.#logger,
       { limit: 'listen.max-clients', value: this.#config.maxClients, peer: `${socket.remoteAddress}:${socket.remotePort}` },
@@ -134,8 +133,9 @@ export class ReplicaServer {
   /** A new client; `tls`: its slot was taken when its handshake began. */
   #accept(socket: Socket, tls = false): void {
     if (!tls && this.#refuseAtCapacity(socket, true)) return;
-    this.#stats.totalConnectionsReceived++;
-    if (protectedModeOn(this.#config) && !isLocalPeer(socket.remoteAddress)) {
+    const refused = protectedModeOn(this.#config) && !isLocalPeer(socket.remoteAddress);
+    this.#telemetry.emit('connection', { result: refused ? 'protected-mode' : 'accepted', peer: `${socket.remoteAddress}:${socket.remotePort}` });
+    if (refused) {
       this.#warnings.warn(
         this.#logger,
         { limit: 'listen.protected-mode', value: true, peer: `${socket.remoteAddress}:${socket.remotePort}` },
@@ -147,7 +147,7 @@ export class ReplicaServer {
     const client = new ClientConnection(
       socket,
       this.#logger,
-      this.#stats,
+      this.#telemetry,
       this.#config,
       {
         dispatch: (c, args) => dispatch(this.#host, c, args),

@@ -1,24 +1,118 @@
-/** Counters read by INFO stats, /status and /metrics. Plain fields: incremented on the hot path. */
+import { subscribe, type Telemetry, type TelemetryEvent, type TelemetryMessage } from './telemetry.js';
+
+/** Every counter of one relay, as INFO, /status and /metrics show them (through the status builder). */
+export interface StatsSnapshot {
+  readonly downstream: {
+    readonly totalConnectionsReceived: number;
+    readonly totalCommandsProcessed: number;
+    readonly rejectedConnections: number;
+    readonly syncFull: number;
+    readonly syncPartialOk: number;
+    readonly syncPartialErr: number;
+    readonly netInputBytes: number;
+    readonly netOutputBytes: number;
+    readonly replOutputBytes: number;
+    readonly replicasDroppedLag: number;
+    readonly replicasDroppedTimeout: number;
+    readonly protocolErrors: number;
+    readonly diskReadBytes: number;
+    /** Commands seen in the upstream stream, by lower-case name. */
+    readonly streamCommands: Readonly<Record<string, number>>;
+  };
+  readonly upstream: { readonly fullSyncs: number; readonly partialSyncs: number; readonly bytesIn: number; readonly lastError: string };
+  readonly snapshotRefreshes: { readonly started: number; readonly committed: number; readonly failed: number };
+  readonly disk: { readonly writeErrors: number; readonly detaches: number };
+  readonly web: {
+    readonly subscribersTotal: number;
+    readonly messagesSent: number;
+    readonly bytesSent: number;
+    readonly droppedMessages: number;
+    readonly slowDisconnects: number;
+  };
+}
+
+/**
+ * The one stats model of a relay: counts its telemetry messages (telemetry.ts) and reads the hot-path counters the
+ * modules bump in place (Traffic). Nothing else holds a counter.
+ */
 export class RelayStats {
-  totalConnectionsReceived = 0;
-  totalCommandsProcessed = 0;
-  rejectedConnections = 0;
-  syncFull = 0;
-  syncPartialOk = 0;
-  syncPartialErr = 0;
-  /** Bytes read from downstream clients. */
-  netInputBytes = 0;
-  /** Bytes written to downstream clients (replies, RDB payloads, stream). */
-  netOutputBytes = 0;
-  /** Stream bytes written to downstream replicas. */
-  replOutputBytes = 0;
-  /** Replicas dropped for lagging past replication.replica-max-lag. */
-  replicasDroppedLag = 0;
-  /** Replicas dropped for not acknowledging within replication.replica-timeout. */
-  replicasDroppedTimeout = 0;
-  protocolErrors = 0;
-  /** Stream bytes sent to replicas from the disk log (they were behind the memory tail). */
-  diskReadBytes = 0;
-  /** Commands seen in the upstream stream, by lower-case name. */
-  readonly streamCommands = new Map<string, number>();
+  readonly #telemetry: Telemetry;
+  readonly #off: (() => void)[] = [];
+  #connections = 0;
+  #rejected = 0;
+  #protocolErrors = 0;
+  #syncFull = 0;
+  #syncPartialOk = 0;
+  #syncPartialErr = 0;
+  #droppedLag = 0;
+  #droppedTimeout = 0;
+  #upstreamFull = 0;
+  #upstreamPartial = 0;
+  #upstreamError = '';
+  #diskWriteErrors = 0;
+  #diskDetaches = 0;
+  #refreshes = { started: 0, committed: 0, failed: 0 };
+  #webSubscribers = 0;
+  #webSlowDisconnects = 0;
+
+  constructor(telemetry: Telemetry) {
+    this.#telemetry = telemetry;
+    this.#on('connection', (m) => {
+      this.#connections++;
+      if (m.result === 'max-clients') this.#rejected++;
+    });
+    this.#on('protocol-error', () => this.#protocolErrors++);
+    this.#on('replica.sync', (m) => (m.kind === 'full' ? this.#syncFull++ : this.#syncPartialOk++));
+    this.#on('replica.partial-refused', () => this.#syncPartialErr++);
+    this.#on('replica.dropped', (m) => (m.reason === 'lag' ? this.#droppedLag++ : this.#droppedTimeout++));
+    this.#on('upstream.sync', (m) => (m.kind === 'full' ? this.#upstreamFull++ : this.#upstreamPartial++));
+    this.#on('upstream.error', (m) => (this.#upstreamError = m.message));
+    this.#on('disk.write-error', () => this.#diskWriteErrors++);
+    this.#on('disk.detached', () => this.#diskDetaches++);
+    this.#on('snapshot.refresh', (m) => this.#refreshes[m.phase]++);
+    this.#on('stream.subscribed', () => this.#webSubscribers++);
+    this.#on('stream.slow-disconnect', () => this.#webSlowDisconnects++);
+  }
+
+  #on<E extends TelemetryEvent>(event: E, fn: (msg: TelemetryMessage<E>) => void): void {
+    const relay = this.#telemetry.relay;
+    this.#off.push(subscribe(event, (msg) => msg.relay === relay && fn(msg)));
+  }
+
+  snapshot(): StatsSnapshot {
+    const t = this.#telemetry.traffic;
+    return {
+      downstream: {
+        totalConnectionsReceived: this.#connections,
+        totalCommandsProcessed: t.commandsProcessed,
+        rejectedConnections: this.#rejected,
+        syncFull: this.#syncFull,
+        syncPartialOk: this.#syncPartialOk,
+        syncPartialErr: this.#syncPartialErr,
+        netInputBytes: t.netInputBytes,
+        netOutputBytes: t.netOutputBytes,
+        replOutputBytes: t.replOutputBytes,
+        replicasDroppedLag: this.#droppedLag,
+        replicasDroppedTimeout: this.#droppedTimeout,
+        protocolErrors: this.#protocolErrors,
+        diskReadBytes: t.diskReadBytes,
+        streamCommands: Object.fromEntries(t.streamCommands),
+      },
+      upstream: { fullSyncs: this.#upstreamFull, partialSyncs: this.#upstreamPartial, bytesIn: t.upstreamBytesIn, lastError: this.#upstreamError },
+      snapshotRefreshes: { ...this.#refreshes },
+      disk: { writeErrors: this.#diskWriteErrors, detaches: this.#diskDetaches },
+      web: {
+        subscribersTotal: this.#webSubscribers,
+        messagesSent: t.webMessagesSent,
+        bytesSent: t.webBytesSent,
+        droppedMessages: t.webDroppedMessages,
+        slowDisconnects: this.#webSlowDisconnects,
+      },
+    };
+  }
+
+  /** Stops counting (the relay closed): the channels are process-wide and would keep this model alive. */
+  close(): void {
+    for (const off of this.#off.splice(0)) off();
+  }
 }

@@ -15,6 +15,20 @@ export interface ReplicaStatus {
   readonly version: string;
 }
 
+export interface WebStatus {
+  readonly jsonSubscribers: number;
+  readonly rawSubscribers: number;
+  readonly subscribersTotal: number;
+  readonly messagesSent: number;
+  readonly bytesSent: number;
+  readonly droppedMessages: number;
+  readonly slowDisconnects: number;
+  /** Stream commands are decoded (a JSON subscriber is connected). */
+  readonly decoding: boolean;
+  /** Bytes queued in the subscribers' socket buffers. */
+  readonly bufferedBytes: number;
+}
+
 export interface RelayStatus {
   readonly version: string;
   readonly runId: string;
@@ -89,6 +103,10 @@ export interface RelayStatus {
     readonly replicasDroppedTimeout: number;
     readonly protocolErrors: number;
     readonly diskReadBytes: number;
+    /** Commands seen in the upstream stream, by lower-case name. */
+    readonly streamCommands: Readonly<Record<string, number>>;
   };
+  /** The /stream WebSocket figures (zeros when the web server is off). */
+  readonly web: WebStatus;
   readonly memory: { readonly rss: number; readonly heapUsed: number; readonly external: number };
 }

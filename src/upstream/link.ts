@@ -15,6 +15,7 @@ import type { RdbTransfer } from '../util/rdb-transfer.js';
 
 export type { RdbTransfer };
 import { checkTransition, type Transitions } from '../util/transitions.js';
+import type { Telemetry } from '../observability/telemetry.js';
 
 export const LinkState = {
   /** No upstream configured. */
@@ -79,6 +80,7 @@ export interface LinkOptions {
   readonly backoffMinMs: number;
   readonly backoffMaxMs: number;
   readonly log: Logger;
+  readonly telemetry: Telemetry;
 }
 
 /**
@@ -108,8 +110,6 @@ export class UpstreamLink extends EventEmitter {
   #garbageAt = -1;
   #replaying = false;
   #syncStartedAt = 0;
-  /** Counters for INFO / status. */
-  readonly stats = { connects: 0, fullSyncs: 0, partialSyncs: 0, bytesIn: 0, lastError: '' as string };
 
   constructor(opts: LinkOptions, host: LinkHost) {
     super();
@@ -207,7 +207,7 @@ export class UpstreamLink extends EventEmitter {
 
   #fail(err: Error): void {
     if (this.#stopped) return;
-    this.stats.lastError = err.message;
+    this.#opts.telemetry.emit('upstream.error', { message: err.message });
     this.#log.warn({ err, peer: this.#peer(), offset: this.#hostApi.masterReplOffset() }, 'upstream link failed');
     this.#teardown();
     this.#scheduleReconnect();
@@ -226,7 +226,6 @@ export class UpstreamLink extends EventEmitter {
     if (host === null || this.#stopped) return;
     this.#setState(LinkState.Connecting, 'connecting');
     const target = this.#hostApi.psyncTarget();
-    this.stats.connects++;
     let opened;
     try {
       opened = await openReplicationConnection({
@@ -270,7 +269,7 @@ export class UpstreamLink extends EventEmitter {
         this.#fail(new LinkError(`upstream cannot serve us yet: ${outcome.reply}`));
         return;
       case 'continue': {
-        this.stats.partialSyncs++;
+        this.#opts.telemetry.emit('upstream.sync', { kind: 'partial', replid: outcome.replid ?? target.replid, offset: target.offset - 1 });
         log.info({ replid: outcome.replid ?? target.replid, offset: target.offset - 1, peer: this.#peer() }, 'partial resync accepted by upstream');
         // The new id (if any) is persisted before a byte of its stream is appended; the socket stays paused meanwhile.
         this.#hostApi.continued(outcome.replid).then(
@@ -324,7 +323,7 @@ export class UpstreamLink extends EventEmitter {
       await this.#hostApi.commitFullSync(receiver.path, replid, offset);
       if (gen !== this.#generation) return;
       this.#scanner.reset(offset);
-      this.stats.fullSyncs++;
+      this.#opts.telemetry.emit('upstream.sync', { kind: 'full', replid, offset });
       const seconds = +((Date.now() - this.#syncStartedAt) / 1000).toFixed(2);
       this.#log.info({ replid, offset, bytes: receiver.received, seconds, peer: this.#peer() }, 'rdb received, snapshot committed');
       this.#settleTransfer = null;
@@ -384,7 +383,7 @@ export class UpstreamLink extends EventEmitter {
 
   #onStream(chunk: Buffer): void {
     this.#lastIo = Date.now();
-    this.stats.bytesIn += chunk.length;
+    this.#opts.telemetry.traffic.upstreamBytesIn += chunk.length;
     const { validBytes, error } = this.#scanner.scan(chunk);
     if (validBytes > 0) this.#hostApi.appendStream(validBytes === chunk.length ? chunk : chunk.subarray(0, validBytes), this.#scanner.boundary);
     if (error !== null) {

@@ -1,141 +1,243 @@
-import type { RelayStatus } from '../observability/status.js';
-
-/** /stream figures exported next to the relay's own. */
-export interface WebMetrics {
-  readonly jsonSubscribers: number;
-  readonly rawSubscribers: number;
-  readonly subscribersTotal: number;
-  readonly messagesSent: number;
-  readonly bytesSent: number;
-  readonly droppedMessages: number;
-  readonly slowDisconnects: number;
-  readonly decoding: boolean;
-  readonly bufferedBytes: number;
-}
-
-type Labels = Readonly<Record<string, string | number>>;
-type Sample = readonly [labels: Labels, value: number];
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { RelayStatus, ReplicaStatus } from '../observability/status.js';
 
 /** Prometheus text exposition format 0.0.4. */
-export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 
-/** Every metric: name (without the psync_relay_ prefix), type and help. The README documents the same list. */
-class Exposition {
-  #out: string[] = [];
+type Labels = Readonly<Record<string, string | number>>;
 
-  metric(name: string, type: 'counter' | 'gauge', help: string, samples: number | readonly Sample[]): void {
-    const full = `psync_relay_${name}`;
-    this.#out.push(`# HELP ${full} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`, `# TYPE ${full} ${type}`);
-    const list: readonly Sample[] = typeof samples === 'number' ? [[{}, samples]] : samples;
-    for (const [labels, value] of list) this.#out.push(`${full}${formatLabels(labels)} ${formatValue(value)}`);
-  }
-
-  toString(): string {
-    return this.#out.join('\n') + '\n';
-  }
-}
-
-function formatLabels(labels: Labels): string {
-  const parts = Object.entries(labels).map(([k, v]) => `${k}="${String(v).replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')}"`);
-  return parts.length ? `{${parts.join(',')}}` : '';
-}
-
-function formatValue(v: number): string {
-  if (Number.isNaN(v)) return 'NaN';
-  if (v === Infinity) return '+Inf';
-  if (v === -Infinity) return '-Inf';
-  return String(v);
+/** One psync_relay_* family: name (without the prefix), type, help, label names, and how to read it from a status. */
+interface Family {
+  readonly name: string;
+  readonly type: 'gauge' | 'counter';
+  readonly help: string;
+  readonly labels?: readonly string[];
+  /** One value, or one per label set. */
+  readonly read?: (s: RelayStatus) => number | readonly (readonly [Labels, number])[];
+  /** A per-replica gauge (labels replica and id): all of them are filled in one pass over the replicas. */
+  readonly replica?: (r: ReplicaStatus) => number;
 }
 
 const LINK_STATES = ['none', 'connecting', 'transfer', 'connected', 'backoff', 'stopped'] as const;
+const REPLICA_LABELS = ['replica', 'id'] as const;
+const flag = (b: boolean | undefined): number => (b ? 1 : 0);
 
-/** The /metrics body for one status snapshot. */
-export function formatMetrics(s: RelayStatus, web: WebMetrics, streamCommands: ReadonlyMap<string, number>): string {
-  const e = new Exposition();
-  const up = s.upstream;
-  e.metric('info', 'gauge', 'Relay build and identity; always 1.', [[{ version: s.version, run_id: s.runId, replid: s.replid }, 1]]);
-  e.metric('uptime_seconds', 'gauge', 'Seconds since the relay started.', s.uptimeSeconds);
+/** Every psync_relay_ family, in exposition order. The README's metrics table documents the same list. */
+const FAMILIES: readonly Family[] = [
+  { name: 'info', type: 'gauge', help: 'Relay build and identity; always 1.', labels: ['version', 'run_id', 'replid'], read: (s) => [[{ version: s.version, run_id: s.runId, replid: s.replid }, 1]] },
+  { name: 'uptime_seconds', type: 'gauge', help: 'Seconds since the relay started.', read: (s) => s.uptimeSeconds },
   // Upstream link
-  e.metric('upstream_link_up', 'gauge', '1 while the upstream link is streaming (master_link_status:up).', up.linkUp ? 1 : 0);
-  e.metric(
-    'upstream_link_state',
-    'gauge',
-    'Upstream link state: 1 for the current state, 0 for the others.',
-    LINK_STATES.map((st) => [{ state: st }, up.state === st ? 1 : 0] as const),
-  );
-  e.metric('upstream_last_io_seconds', 'gauge', 'Seconds since the last byte from upstream (-1: never).', up.lastIoSecondsAgo);
-  e.metric('upstream_link_down_seconds', 'gauge', 'Seconds the upstream link has been down (0 while up).', up.linkDownSinceSeconds);
-  e.metric('upstream_sync_in_progress', 'gauge', '1 while an RDB is being received from upstream.', up.syncInProgress ? 1 : 0);
-  e.metric('upstream_sync_received_bytes', 'gauge', 'RDB bytes received in the transfer in progress.', up.syncReceivedBytes);
-  e.metric('upstream_full_syncs_total', 'counter', 'Full resyncs the relay received from upstream.', up.fullSyncs);
-  e.metric('upstream_partial_syncs_total', 'counter', 'Partial resyncs (+CONTINUE) upstream accepted.', up.partialSyncs);
-  e.metric('upstream_bytes_total', 'counter', 'Bytes received from upstream (bytes in).', up.bytesIn);
+  { name: 'upstream_link_up', type: 'gauge', help: '1 while the upstream link is streaming (master_link_status:up).', read: (s) => flag(s.upstream.linkUp) },
+  {
+    name: 'upstream_link_state',
+    type: 'gauge',
+    help: 'Upstream link state: 1 for the current state, 0 for the others.',
+    labels: ['state'],
+    read: (s) => LINK_STATES.map((st) => [{ state: st }, flag(s.upstream.state === st)] as const),
+  },
+  { name: 'upstream_last_io_seconds', type: 'gauge', help: 'Seconds since the last byte from upstream (-1: never).', read: (s) => s.upstream.lastIoSecondsAgo },
+  { name: 'upstream_link_down_seconds', type: 'gauge', help: 'Seconds the upstream link has been down (0 while up).', read: (s) => s.upstream.linkDownSinceSeconds },
+  { name: 'upstream_sync_in_progress', type: 'gauge', help: '1 while an RDB is being received from upstream.', read: (s) => flag(s.upstream.syncInProgress) },
+  { name: 'upstream_sync_received_bytes', type: 'gauge', help: 'RDB bytes received in the transfer in progress.', read: (s) => s.upstream.syncReceivedBytes },
+  { name: 'upstream_full_syncs_total', type: 'counter', help: 'Full resyncs the relay received from upstream.', read: (s) => s.upstream.fullSyncs },
+  { name: 'upstream_partial_syncs_total', type: 'counter', help: 'Partial resyncs (+CONTINUE) upstream accepted.', read: (s) => s.upstream.partialSyncs },
+  { name: 'upstream_bytes_total', type: 'counter', help: 'Bytes received from upstream (bytes in).', read: (s) => s.upstream.bytesIn },
   // Offsets, log, snapshot
-  e.metric('master_repl_offset', 'gauge', 'Offset of the last stream byte held (master_repl_offset).', s.masterReplOffset);
-  e.metric('second_repl_offset', 'gauge', 'second_repl_offset: replid2 is valid up to here (-1: none).', s.secondReplOffset);
-  e.metric('log_first_offset', 'gauge', 'Offset of the first byte the replication log holds (backlog_first_byte_offset).', s.log.firstOffset);
-  e.metric('log_size_bytes', 'gauge', 'Bytes of the replication log held in memory (log.memory bounds it).', s.log.size);
-  e.metric('log_limit_bytes', 'gauge', 'Configured in-memory log size (log.memory).', s.log.limit);
-  e.metric('log_memory_first_offset', 'gauge', 'Offset of the first byte the log holds in memory (older bytes are on disk).', s.log.memFirstOffset);
-  e.metric('log_disk_bytes', 'gauge', 'Bytes of the replication log in segment files on disk.', s.log.diskBytes);
-  e.metric('log_disk_limit_bytes', 'gauge', 'Configured disk log size (log.disk; 0 = no disk log).', s.log.diskLimit);
-  e.metric('log_disk_segments', 'gauge', 'Segment files of the disk log.', s.log.diskSegments);
-  e.metric('log_disk_failing', 'gauge', '1 when the disk log cannot take writes (failing or detached): the relay forwards from memory only.', s.log.diskState === 'failing' || s.log.diskState === 'detached' ? 1 : 0);
-  e.metric('log_disk_pending_bytes', 'gauge', 'Stream bytes held in memory that the disk log has not taken yet (log.disk-queue bounds it).', s.log.diskPendingBytes);
-  e.metric('log_disk_write_errors_total', 'counter', 'Disk log writes that failed (each is retried).', s.log.diskWriteErrors);
-  e.metric('log_disk_detaches_total', 'counter', 'Times the disk log history was given up because the disk fell past log.disk-queue.', s.log.diskDetaches);
-  e.metric('snapshot_present', 'gauge', '1 when the relay holds a snapshot.', s.snapshot ? 1 : 0);
-  e.metric('snapshot_usable', 'gauge', '1 when the snapshot can serve a full sync (its offset is still in the log).', s.snapshot?.usable ? 1 : 0);
-  e.metric('snapshot_offset', 'gauge', 'Stream offset the snapshot was taken at (-1: none).', s.snapshot?.offset ?? -1);
-  e.metric('snapshot_size_bytes', 'gauge', 'Snapshot RDB size.', s.snapshot?.size ?? 0);
-  e.metric('snapshot_refresh_in_progress', 'gauge', '1 while a fresh snapshot is being fetched.', s.snapshotRefreshInProgress ? 1 : 0);
-  e.metric('snapshot_refreshes_total', 'counter', 'Fresh snapshots fetched from upstream (each is a fork on the master), started.', s.snapshotRefreshes);
+  { name: 'master_repl_offset', type: 'gauge', help: 'Offset of the last stream byte held (master_repl_offset).', read: (s) => s.masterReplOffset },
+  { name: 'second_repl_offset', type: 'gauge', help: 'second_repl_offset: replid2 is valid up to here (-1: none).', read: (s) => s.secondReplOffset },
+  { name: 'log_first_offset', type: 'gauge', help: 'Offset of the first byte the replication log holds (backlog_first_byte_offset).', read: (s) => s.log.firstOffset },
+  { name: 'log_size_bytes', type: 'gauge', help: 'Bytes of the replication log held in memory (log.memory bounds it).', read: (s) => s.log.size },
+  { name: 'log_limit_bytes', type: 'gauge', help: 'Configured in-memory log size (log.memory).', read: (s) => s.log.limit },
+  { name: 'log_memory_first_offset', type: 'gauge', help: 'Offset of the first byte the log holds in memory (older bytes are on disk).', read: (s) => s.log.memFirstOffset },
+  { name: 'log_disk_bytes', type: 'gauge', help: 'Bytes of the replication log in segment files on disk.', read: (s) => s.log.diskBytes },
+  { name: 'log_disk_limit_bytes', type: 'gauge', help: 'Configured disk log size (log.disk; 0 = no disk log).', read: (s) => s.log.diskLimit },
+  { name: 'log_disk_segments', type: 'gauge', help: 'Segment files of the disk log.', read: (s) => s.log.diskSegments },
+  {
+    name: 'log_disk_failing',
+    type: 'gauge',
+    help: '1 when the disk log cannot take writes (failing or detached): the relay forwards from memory only.',
+    read: (s) => flag(s.log.diskState === 'failing' || s.log.diskState === 'detached'),
+  },
+  {
+    name: 'log_disk_pending_bytes',
+    type: 'gauge',
+    help: 'Stream bytes held in memory that the disk log has not taken yet (log.disk-queue bounds it).',
+    read: (s) => s.log.diskPendingBytes,
+  },
+  { name: 'log_disk_write_errors_total', type: 'counter', help: 'Disk log writes that failed (each is retried).', read: (s) => s.log.diskWriteErrors },
+  {
+    name: 'log_disk_detaches_total',
+    type: 'counter',
+    help: 'Times the disk log history was given up because the disk fell past log.disk-queue.',
+    read: (s) => s.log.diskDetaches,
+  },
+  { name: 'snapshot_present', type: 'gauge', help: '1 when the relay holds a snapshot.', read: (s) => flag(s.snapshot !== null) },
+  { name: 'snapshot_usable', type: 'gauge', help: '1 when the snapshot can serve a full sync (its offset is still in the log).', read: (s) => flag(s.snapshot?.usable) },
+  { name: 'snapshot_offset', type: 'gauge', help: 'Stream offset the snapshot was taken at (-1: none).', read: (s) => s.snapshot?.offset ?? -1 },
+  { name: 'snapshot_size_bytes', type: 'gauge', help: 'Snapshot RDB size.', read: (s) => s.snapshot?.size ?? 0 },
+  { name: 'snapshot_refresh_in_progress', type: 'gauge', help: '1 while a fresh snapshot is being fetched.', read: (s) => flag(s.snapshotRefreshInProgress) },
+  {
+    name: 'snapshot_refreshes_total',
+    type: 'counter',
+    help: 'Fresh snapshots fetched from upstream (each is a fork on the master), started.',
+    read: (s) => s.snapshotRefreshes,
+  },
   // Stream content
-  e.metric(
-    'stream_commands_total',
-    'counter',
-    'Commands seen in the upstream replication stream, by lower-case name.',
-    [...streamCommands].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([cmd, n]) => [{ cmd }, n] as const),
-  );
+  {
+    name: 'stream_commands_total',
+    type: 'counter',
+    help: 'Commands seen in the upstream replication stream, by lower-case name.',
+    labels: ['cmd'],
+    read: (s) =>
+      Object.entries(s.stats.streamCommands)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([cmd, n]) => [{ cmd }, n] as const),
+  },
   // Downstream
-  e.metric('connected_clients', 'gauge', 'Connected downstream clients (replicas included).', s.connectedClients);
-  e.metric('connected_replicas', 'gauge', 'Connected downstream replicas.', s.replicas.length);
-  e.metric('online_replicas', 'gauge', 'Downstream replicas streaming (state online).', s.replicas.filter((r) => r.state === 'online').length);
-  const rl = (r: RelayStatus['replicas'][number]): Labels => ({ replica: `${r.ip}:${r.port}`, id: r.id });
-  e.metric('replica_lag_bytes', 'gauge', 'Stream bytes a replica has not been sent yet.', s.replicas.map((r) => [rl(r), r.lagBytes] as const));
-  e.metric('replica_lag_seconds', 'gauge', 'Seconds since a replica last acknowledged (REPLCONF ACK).', s.replicas.map((r) => [rl(r), r.lagSeconds] as const));
-  e.metric('replica_offset', 'gauge', 'Last stream offset handed to a replica socket.', s.replicas.map((r) => [rl(r), r.offset] as const));
-  e.metric('replica_ack_offset', 'gauge', 'Last offset a replica acknowledged.', s.replicas.map((r) => [rl(r), r.ackOffset] as const));
-  const st = s.stats;
-  e.metric('sync_full_total', 'counter', 'Full syncs served to downstream replicas (sync_full).', st.syncFull);
-  e.metric('sync_partial_ok_total', 'counter', 'Partial resyncs accepted from downstream replicas (sync_partial_ok).', st.syncPartialOk);
-  e.metric('sync_partial_err_total', 'counter', 'Partial resyncs refused to downstream replicas (sync_partial_err).', st.syncPartialErr);
-  e.metric('net_input_bytes_total', 'counter', 'Bytes read from downstream clients.', st.netInputBytes);
-  e.metric('net_output_bytes_total', 'counter', 'Bytes written to downstream clients (bytes out: replies, RDB, stream).', st.netOutputBytes);
-  e.metric('repl_output_bytes_total', 'counter', 'Stream bytes written to downstream replicas.', st.replOutputBytes);
-  e.metric('disk_read_bytes_total', 'counter', 'Stream bytes sent to replicas from the disk log (they were behind the memory tail).', st.diskReadBytes);
-  e.metric('connections_received_total', 'counter', 'Downstream connections accepted.', st.totalConnectionsReceived);
-  e.metric('rejected_connections_total', 'counter', 'Downstream connections refused (max-clients).', st.rejectedConnections);
-  e.metric('commands_processed_total', 'counter', 'Commands processed from downstream clients.', st.totalCommandsProcessed);
-  e.metric('protocol_errors_total', 'counter', 'Protocol errors from downstream clients.', st.protocolErrors);
-  e.metric('replicas_dropped_total', 'counter', 'Downstream replicas disconnected, by reason (lag: replica-max-lag, timeout: replica-timeout).', [
-    [{ reason: 'lag' }, st.replicasDroppedLag],
-    [{ reason: 'timeout' }, st.replicasDroppedTimeout],
-  ]);
+  { name: 'connected_clients', type: 'gauge', help: 'Connected downstream clients (replicas included).', read: (s) => s.connectedClients },
+  { name: 'connected_replicas', type: 'gauge', help: 'Connected downstream replicas.', read: (s) => s.replicas.length },
+  { name: 'online_replicas', type: 'gauge', help: 'Downstream replicas streaming (state online).', read: (s) => s.replicas.filter((r) => r.state === 'online').length },
+  { name: 'replica_lag_bytes', type: 'gauge', help: 'Stream bytes a replica has not been sent yet.', replica: (r) => r.lagBytes },
+  { name: 'replica_lag_seconds', type: 'gauge', help: 'Seconds since a replica last acknowledged (REPLCONF ACK).', replica: (r) => r.lagSeconds },
+  { name: 'replica_offset', type: 'gauge', help: 'Last stream offset handed to a replica socket.', replica: (r) => r.offset },
+  { name: 'replica_ack_offset', type: 'gauge', help: 'Last offset a replica acknowledged.', replica: (r) => r.ackOffset },
+  { name: 'sync_full_total', type: 'counter', help: 'Full syncs served to downstream replicas (sync_full).', read: (s) => s.stats.syncFull },
+  { name: 'sync_partial_ok_total', type: 'counter', help: 'Partial resyncs accepted from downstream replicas (sync_partial_ok).', read: (s) => s.stats.syncPartialOk },
+  { name: 'sync_partial_err_total', type: 'counter', help: 'Partial resyncs refused to downstream replicas (sync_partial_err).', read: (s) => s.stats.syncPartialErr },
+  { name: 'net_input_bytes_total', type: 'counter', help: 'Bytes read from downstream clients.', read: (s) => s.stats.netInputBytes },
+  {
+    name: 'net_output_bytes_total',
+    type: 'counter',
+    help: 'Bytes written to downstream clients (bytes out: replies, RDB, stream).',
+    read: (s) => s.stats.netOutputBytes,
+  },
+  { name: 'repl_output_bytes_total', type: 'counter', help: 'Stream bytes written to downstream replicas.', read: (s) => s.stats.replOutputBytes },
+  {
+    name: 'disk_read_bytes_total',
+    type: 'counter',
+    help: 'Stream bytes sent to replicas from the disk log (they were behind the memory tail).',
+    read: (s) => s.stats.diskReadBytes,
+  },
+  { name: 'connections_received_total', type: 'counter', help: 'Downstream connections accepted.', read: (s) => s.stats.totalConnectionsReceived },
+  { name: 'rejected_connections_total', type: 'counter', help: 'Downstream connections refused (max-clients).', read: (s) => s.stats.rejectedConnections },
+  { name: 'commands_processed_total', type: 'counter', help: 'Commands processed from downstream clients.', read: (s) => s.stats.totalCommandsProcessed },
+  { name: 'protocol_errors_total', type: 'counter', help: 'Protocol errors from downstream clients.', read: (s) => s.stats.protocolErrors },
+  {
+    name: 'replicas_dropped_total',
+    type: 'counter',
+    help: 'Downstream replicas disconnected, by reason (lag: replica-max-lag, timeout: replica-timeout).',
+    labels: ['reason'],
+    read: (s) => [
+      [{ reason: 'lag' }, s.stats.replicasDroppedLag],
+      [{ reason: 'timeout' }, s.stats.replicasDroppedTimeout],
+    ],
+  },
   // Process
-  e.metric('memory_rss_bytes', 'gauge', 'Resident set size of the relay process.', s.memory.rss);
-  e.metric('memory_heap_used_bytes', 'gauge', 'V8 heap in use.', s.memory.heapUsed);
+  { name: 'memory_rss_bytes', type: 'gauge', help: 'Resident set size of the relay process.', read: (s) => s.memory.rss },
+  { name: 'memory_heap_used_bytes', type: 'gauge', help: 'V8 heap in use.', read: (s) => s.memory.heapUsed },
   // WebSocket /stream
-  e.metric('web_subscribers', 'gauge', 'Connected /stream WebSocket subscribers, by format.', [
-    [{ format: 'json' }, web.jsonSubscribers],
-    [{ format: 'raw' }, web.rawSubscribers],
-  ]);
-  e.metric('web_subscribers_total', 'counter', '/stream subscriptions accepted.', web.subscribersTotal);
-  e.metric('web_messages_sent_total', 'counter', 'WebSocket messages sent to /stream subscribers.', web.messagesSent);
-  e.metric('web_bytes_sent_total', 'counter', 'Payload bytes sent to /stream subscribers (JSON characters or raw bytes).', web.bytesSent);
-  e.metric('web_dropped_messages_total', 'counter', 'Messages dropped for slow /stream subscribers (web.slow-client: drop).', web.droppedMessages);
-  e.metric('web_slow_disconnects_total', 'counter', 'Slow /stream subscribers disconnected (web.slow-client: disconnect).', web.slowDisconnects);
-  e.metric('web_buffered_bytes', 'gauge', 'Bytes queued for /stream subscribers (socket buffers), bounded by web.max-buffered each.', web.bufferedBytes);
-  e.metric('web_decoding', 'gauge', '1 while stream commands are decoded for JSON subscribers.', web.decoding ? 1 : 0);
-  return e.toString();
+  {
+    name: 'web_subscribers',
+    type: 'gauge',
+    help: 'Connected /stream WebSocket subscribers, by format.',
+    labels: ['format'],
+    read: (s) => [
+      [{ format: 'json' }, s.web.jsonSubscribers],
+      [{ format: 'raw' }, s.web.rawSubscribers],
+    ],
+  },
+  { name: 'web_subscribers_total', type: 'counter', help: '/stream subscriptions accepted.', read: (s) => s.web.subscribersTotal },
+  { name: 'web_messages_sent_total', type: 'counter', help: 'WebSocket messages sent to /stream subscribers.', read: (s) => s.web.messagesSent },
+  {
+    name: 'web_bytes_sent_total',
+    type: 'counter',
+    help: 'Payload bytes sent to /stream subscribers (JSON characters or raw bytes).',
+    read: (s) => s.web.bytesSent,
+  },
+  {
+    name: 'web_dropped_messages_total',
+    type: 'counter',
+    help: 'Messages dropped for slow /stream subscribers (web.slow-client: drop).',
+    read: (s) => s.web.droppedMessages,
+  },
+  {
+    name: 'web_slow_disconnects_total',
+    type: 'counter',
+    help: 'Slow /stream subscribers disconnected (web.slow-client: disconnect).',
+    read: (s) => s.web.slowDisconnects,
+  },
+  {
+    name: 'web_buffered_bytes',
+    type: 'gauge',
+    help: 'Bytes queued for /stream subscribers (socket buffers), bounded by web.max-buffered each.',
+    read: (s) => s.web.bufferedBytes,
+  },
+  { name: 'web_decoding', type: 'gauge', help: '1 while stream commands are decoded for JSON subscribers.', read: (s) => flag(s.web.decoding) },
+];
+
+let processRegistry: Registry | null = null;
+
+/**
+ * prom-client's standard process and Node.js metrics (CPU, memory, file descriptors, event-loop lag, GC, heap
+ * spaces, handles). One set per process, shared by every relay in it: they describe the process, and collecting
+ * them starts a GC observer and an event-loop delay monitor that must not run twice.
+ */
+function processMetrics(): Registry {
+  if (processRegistry === null) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
+/**
+ * GET /metrics: the psync_relay_* families read from one status (the stats model through the status builder), and
+ * the process families, in prom-client's exposition. A scrape builds the status once: the first family's collect()
+ * fills every family (prom-client collects in registration order, synchronously), the per-replica gauges in one
+ * pass over the replicas.
+ */
+export class RelayMetrics {
+  readonly #status: () => RelayStatus;
+  readonly #scrape: Registry;
+  readonly #metrics = new Map<Family, Gauge | Counter>();
+
+  constructor(status: () => RelayStatus) {
+    this.#status = status;
+    const own = new Registry();
+    FAMILIES.forEach((f, i) => {
+      const config = {
+        name: `psync_relay_${f.name}`,
+        help: f.help,
+        labelNames: f.replica ? REPLICA_LABELS : (f.labels ?? []),
+        registers: [own],
+        ...(i === 0 && { collect: () => this.#fill() }),
+      };
+      this.#metrics.set(f, f.type === 'gauge' ? new Gauge(config) : new Counter(config));
+    });
+    this.#scrape = Registry.merge([own, processMetrics()]);
+  }
+
+  /** The exposition text. */
+  render(): Promise<string> {
+    return this.#scrape.metrics();
+  }
+
+  #fill(): void {
+    const s = this.#status();
+    const replicaGauges: [Gauge, (r: ReplicaStatus) => number][] = [];
+    for (const [f, m] of this.#metrics) {
+      m.reset();
+      if (f.replica) replicaGauges.push([m as Gauge, f.replica]);
+      const v = f.read?.(s);
+      if (v === undefined) continue;
+      // Counters are totals kept by the stats model: after reset(), inc() writes the total.
+      const write = (labels: Labels, n: number): void => (m instanceof Gauge ? m.set(labels, n) : m.inc(labels, n));
+      if (typeof v === 'number') write({}, v);
+      else for (const [labels, n] of v) write(labels, n);
+    }
+    for (const r of s.replicas) {
+      const labels = { replica: `${r.ip}:${r.port}`, id: r.id };
+      for (const [g, read] of replicaGauges) g.set(labels, read(r));
+    }
+  }
 }

@@ -4,9 +4,10 @@ import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket, WebSock
 import type { WebConfig } from '../config/types.js';
 import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { RelayStatus } from '../observability/status.js';
+import type { RelayStatus, WebStatus } from '../observability/status.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import { DASHBOARD_HTML } from './dashboard.js';
-import { formatMetrics, METRICS_CONTENT_TYPE, type WebMetrics } from './metrics.js';
+import { METRICS_CONTENT_TYPE, RelayMetrics } from './metrics.js';
 import { StreamHub, type StreamSink, type StreamSource, type Subscription } from './stream-hub.js';
 import { parseStreamOptions, StreamOptionsError, type StreamOptions } from './stream-message.js';
 import { RequestGuard } from './request-guard.js';
@@ -19,7 +20,6 @@ export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSL
 /** What the web server reads from the relay (Relay satisfies it). */
 export interface WebSource extends StreamSource {
   status(): RelayStatus;
-  readonly stats: { readonly streamCommands: ReadonlyMap<string, number> };
 }
 
 interface WsData {
@@ -45,18 +45,20 @@ export class WebServer {
   readonly #tokenDigest: Buffer | null;
   readonly #app: TemplatedApp;
   readonly #guard: RequestGuard;
+  readonly #metrics: RelayMetrics;
   readonly #warnings = new LogLimiter();
   #listenSocket: us_listen_socket | null = null;
   #port = 0;
   #shuttingDown = false;
 
-  constructor(source: WebSource, config: WebConfig, logger: Logger) {
+  constructor(source: WebSource, config: WebConfig, logger: Logger, telemetry: Telemetry) {
     this.#src = source;
     this.#config = config;
     this.#log = logger;
     this.#tokenDigest = config.token === null ? null : digest(config.token);
     this.#guard = new RequestGuard(config);
-    this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, slowClient: config.slowClient, logger });
+    this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, slowClient: config.slowClient, logger, telemetry });
+    this.#metrics = new RelayMetrics(() => source.status());
     this.#app = this.#routes(uWS.App());
   }
 
@@ -91,10 +93,10 @@ export class WebServer {
     this.#listenSocket = null;
   }
 
-  /** Web figures for /status and /metrics. */
-  webMetrics(): WebMetrics {
+  /** The /stream figures that are state, not counters (the stats model holds those), for the status builder. */
+  gauges(): Pick<WebStatus, 'jsonSubscribers' | 'rawSubscribers' | 'decoding' | 'bufferedBytes'> {
     const hub = this.hub;
-    return { ...hub.stats, jsonSubscribers: hub.jsonSubscribers, rawSubscribers: hub.rawSubscribers, decoding: hub.decoding, bufferedBytes: hub.bufferedBytes };
+    return { jsonSubscribers: hub.jsonSubscribers, rawSubscribers: hub.rawSubscribers, decoding: hub.decoding, bufferedBytes: hub.bufferedBytes };
   }
 
   #routes(app: TemplatedApp): TemplatedApp {
@@ -121,12 +123,12 @@ export class WebServer {
       .get('/status', (res, req) => {
         if (!this.#allowed(res, req)) return;
         if (!this.#authorized(req)) return unauthorized(res);
-        reply(res, '200 OK', 'application/json', JSON.stringify(this.statusJson()) + '\n');
+        reply(res, '200 OK', 'application/json', JSON.stringify(this.#src.status()) + '\n');
       })
       .get('/metrics', (res, req) => {
         if (!this.#allowed(res, req)) return;
         if (!this.#authorized(req)) return unauthorized(res);
-        reply(res, '200 OK', METRICS_CONTENT_TYPE, formatMetrics(this.#src.status(), this.webMetrics(), this.#src.stats.streamCommands));
+        this.#serveMetrics(res);
       })
       .ws<WsData>('/stream', {
         compression: uWS.DISABLED,
@@ -186,10 +188,17 @@ export class WebServer {
     return false;
   }
 
-  /** relay.status() with the command counts as an object and the /stream figures. */
-  statusJson(): Record<string, unknown> {
-    const s = this.#src.status();
-    return { ...s, stats: { ...s.stats, streamCommands: Object.fromEntries(this.#src.stats.streamCommands) }, web: this.webMetrics() };
+  /** prom-client renders asynchronously: the response may be aborted meanwhile, and must not be touched then. */
+  #serveMetrics(res: HttpResponse): void {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    this.#metrics.render().then(
+      (body) => aborted || reply(res, '200 OK', METRICS_CONTENT_TYPE, body),
+      (err: Error) => {
+        this.#log.error({ err }, '/metrics could not be rendered');
+        if (!aborted) reply(res, '500 Internal Server Error', 'text/plain; charset=utf-8', 'metrics could not be rendered\n');
+      },
+    );
   }
 
   /** Read synchronously: uWS requests are only valid during the handler. */

@@ -1,6 +1,7 @@
 import type { ReplLog } from '../backlog/repl-log.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { Logger } from '../log.js';
+import { Telemetry } from '../observability/telemetry.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
 import { commandName, formatCommand, isInternal, matches, selectedDb, StreamFormat, type StreamOptions } from './stream-message.js';
@@ -60,14 +61,8 @@ export interface StreamHubOptions {
   readonly maxBuffered: number;
   readonly slowClient: 'disconnect' | 'drop';
   readonly logger: Logger;
-}
-
-export interface StreamHubStats {
-  subscribersTotal: number;
-  messagesSent: number;
-  bytesSent: number;
-  droppedMessages: number;
-  slowDisconnects: number;
+  /** Where subscriptions and slow disconnects are published and messages counted; absent (standalone use): a relay id of ''. */
+  readonly telemetry?: Telemetry;
 }
 
 const Phase = { Seek: 'seek', CatchUp: 'catch-up', Live: 'live', Raw: 'raw', Closed: 'closed' } as const;
@@ -110,7 +105,7 @@ export interface Subscription {
 interface HubContext {
   readonly log: ReplLog;
   readonly logger: Logger;
-  readonly stats: StreamHubStats;
+  readonly telemetry: Telemetry;
   readonly maxBuffered: number;
   readonly slowClient: 'disconnect' | 'drop';
   /** Bytes a catching-up subscriber may have queued before it waits for its socket. */
@@ -364,7 +359,7 @@ class Subscriber implements Subscription {
     this.#out = [];
     this.#outBytes = 0;
     const live = this.#phase === Phase.Live;
-    const { maxBuffered: max, stats } = this.#ctx;
+    const { maxBuffered: max, telemetry } = this.#ctx;
     let slow = false;
     this.#sink.cork(() => {
       for (const msg of out) {
@@ -376,18 +371,18 @@ class Subscriber implements Subscription {
               break;
             }
             this.stats.dropped++;
-            stats.droppedMessages++;
+            telemetry.traffic.webDroppedMessages++;
             continue;
           }
         }
         this.#sink.send(msg, false);
         this.stats.sent++;
-        stats.messagesSent++;
-        stats.bytesSent += msg.length;
+        telemetry.traffic.webMessagesSent++;
+        telemetry.traffic.webBytesSent += msg.length;
       }
     });
     if (slow) {
-      stats.slowDisconnects++;
+      telemetry.emit('stream.slow-disconnect', { buffered: this.#sink.bufferedAmount() });
       this.close(CloseCode.SlowConsumer, `slow consumer: more than ${max} bytes buffered`);
     }
   }
@@ -418,7 +413,7 @@ class Subscriber implements Subscription {
     if (this.#phase !== Phase.Raw || this.#reading) return;
     const log = this.#ctx.log;
     if (this.#pos.offset >= log.endOffset) return;
-    const stats = this.#ctx.stats;
+    const traffic = this.#ctx.telemetry.traffic;
     this.#sink.cork(() => {
       while (this.#pos.offset < log.endOffset) {
         if (this.#sink.bufferedAmount() >= this.#ctx.pace) {
@@ -432,8 +427,8 @@ class Subscriber implements Subscription {
         this.#sink.send(n === chunk.length ? chunk : chunk.subarray(0, n), true);
         this.#pos.advance(n);
         this.stats.sent++;
-        stats.messagesSent++;
-        stats.bytesSent += n;
+        traffic.webMessagesSent++;
+        traffic.webBytesSent += n;
       }
     });
     if (this.#pos.lost) this.close(CloseCode.FellBehind, 'fell behind: the log no longer holds the next offset');
@@ -458,7 +453,6 @@ class Subscriber implements Subscription {
 }
 
 export class StreamHub {
-  readonly stats: StreamHubStats = { subscribersTotal: 0, messagesSent: 0, bytesSent: 0, droppedMessages: 0, slowDisconnects: 0 };
   readonly #src: StreamSource;
   readonly #ctx: HubContext;
   readonly #json = new Set<Subscriber>();
@@ -481,7 +475,7 @@ export class StreamHub {
     this.#ctx = {
       log: src.log,
       logger: opts.logger,
-      stats: this.stats,
+      telemetry: opts.telemetry ?? new Telemetry(''),
       maxBuffered: opts.maxBuffered,
       slowClient: opts.slowClient,
       pace: Math.min(opts.maxBuffered, 1024 * 1024),
@@ -516,7 +510,7 @@ export class StreamHub {
 
   subscribe(sink: StreamSink, opts: StreamOptions): Subscription {
     this.#checkHistory();
-    this.stats.subscribersTotal++;
+    this.#ctx.telemetry.emit('stream.subscribed', { format: opts.format });
     const log = this.#src.log;
     const raw = opts.format === StreamFormat.Raw;
     if (opts.from !== null) {

@@ -98,7 +98,7 @@ t.test('garbage from upstream: the relay drops the link, PSYNCs from the valid b
   for (let i = 1; i <= ROUNDS; i++) {
     t.strictSame(fake.psyncs[i], ['PSYNC', REPLID, String(cuts[i - 1]! + 1)], `round ${i}: PSYNC from the last valid byte`);
   }
-  t.match(relay.relay.link.stats.lastError, /garbage in the upstream stream/);
+  t.match(relay.relay.status().upstream.lastError, /garbage in the upstream stream/);
   const want = await digest(ref);
   await waitFor(
     async () => {
@@ -112,8 +112,8 @@ t.test('garbage from upstream: the relay drops the link, PSYNCs from the valid b
     { what: 'replicas hold exactly the valid stream', timeoutMs: 20000 },
   );
   t.equal(relay.relay.log.endOffset, truth.length, 'the relay holds exactly the valid stream');
-  t.equal(relay.relay.stats.syncFull, 2, 'each replica synced once: no garbage ever reached them');
-  t.equal(relay.relay.stats.syncPartialOk + relay.relay.stats.syncPartialErr, 0, 'and never had to come back');
+  t.equal(relay.relay.status().stats.syncFull, 2, 'each replica synced once: no garbage ever reached them');
+  t.equal(relay.relay.status().stats.syncPartialOk + relay.relay.status().stats.syncPartialErr, 0, 'and never had to come back');
 });
 
 t.test('garbage from downstream clients: the relay keeps serving its replicas', async (t) => {
@@ -155,7 +155,7 @@ t.test('garbage from downstream clients: the relay keeps serving its replicas', 
   await m.call('SET', 'after', '2');
   await waitConverged(m, [r], 'the replica still follows the master');
   t.equal(await r.callString('GET', 'after'), '2');
-  t.ok(relay.relay.stats.protocolErrors > 0, `${relay.relay.stats.protocolErrors} protocol errors counted`);
+  t.ok(relay.relay.status().stats.protocolErrors > 0, `${relay.relay.status().stats.protocolErrors} protocol errors counted`);
 });
 
 t.test('downstream limits are enforced and logged with a limit field', async (t) => {
@@ -215,7 +215,7 @@ t.test('downstream limits are enforced and logged with a limit field', async (t)
   const fourth = await raw();
   t.equal(await fourth.closed, '-ERR max number of clients reached\r\n', 'the client past max-clients is refused');
   t.match(await logged('listen.max-clients'), { value: 3 });
-  t.equal(relay.stats.rejectedConnections, 1);
+  t.equal(relay.status().stats.rejectedConnections, 1);
   for (const c of clients) await c.close();
-  t.equal(relay.stats.protocolErrors, 2);
+  t.equal(relay.status().stats.protocolErrors, 2);
 });

@@ -51,7 +51,7 @@ t.test('replicas waiting on a relay that is still receiving its RDB get it as it
     t.equal(await digest(r), want, 'the dataset of the RDB plus the stream');
     t.equal((await r.info('replication'))['master_replid'], REPLID);
   }
-  t.equal(relay.relay.stats.syncFull, 3, 'one full sync each');
+  t.equal(relay.relay.status().stats.syncFull, 3, 'one full sync each');
   await Promise.all(replicas.map((r) => r.stop()));
 });
 
@@ -68,7 +68,7 @@ t.test('ten replicas on a fresh relay behind a real master (EOF-marked RDB) are 
   await m.call('SET', 'after', '1');
   await waitConverged(m, clients, 'all ten replicas', 60_000);
   t.equal(stat(await m.info('stats'), 'sync_full'), 1, 'the master made one full sync');
-  t.equal(relay.relay.stats.syncFull, 10, 'the relay one for each replica');
+  t.equal(relay.relay.status().stats.syncFull, 10, 'the relay one for each replica');
   await Promise.all(replicas.map((r) => r.stop()));
 });
 

@@ -56,10 +56,10 @@ t.test('upstream killed mid-RDB: no half snapshot becomes the snapshot; a replic
   await waitFor(async () => (await r.call('EXISTS', 'after-rdb')) === 1 || undefined, { what: 'stream after the RDB' });
   t.equal(fake.psyncs.length, 2, 'one retry');
   t.strictSame(fake.psyncs[1], ['PSYNC', '?', '-1'], 'the retry starts over: the cut transfer gave no history');
-  t.equal(relay.relay.link.stats.fullSyncs, 1, 'one complete full sync');
+  t.equal(relay.relay.status().upstream.fullSyncs, 1, 'one complete full sync');
   // The replica took the first RDB as it arrived (pipelined): that transfer was cut with the upstream's, then the
   // retry's RDB served it.
-  t.equal(relay.relay.stats.syncFull, 2, 'the replica was served twice: the cut transfer, then the good one');
+  t.equal(relay.relay.status().stats.syncFull, 2, 'the replica was served twice: the cut transfer, then the good one');
   t.ok(readFileSync(relay.relay.store.all[0]!.path).equals(rdb), 'the snapshot is the whole RDB');
   const ri = await r.info('replication');
   t.equal(ri['master_replid'], REPLID);
@@ -103,7 +103,7 @@ t.test('upstream stalls (handshake, RDB, stream): with upstream.timeout 2s the r
   await waitFor(async () => (await r.call('EXISTS', 'k3')) === 1 || undefined, { what: 'replica gets the stream after the last reconnect' });
   t.equal(Number((await r.info('replication'))['master_repl_offset']), part1.length + part2.length, 'offsets intact across the reconnects');
   t.equal(relay.relay.link.state, 'connected');
-  t.ok(relay.relay.link.stats.lastError.includes('timeout'), `last error: ${relay.relay.link.stats.lastError}`);
+  t.ok(relay.relay.status().upstream.lastError.includes('timeout'), `last error: ${relay.relay.status().upstream.lastError}`);
   await replica.stop();
 });
 
@@ -138,7 +138,7 @@ t.test('a downstream replica frozen with SIGSTOP: memory stays bounded, the othe
     // ~120 MB of stream: more than the kernel buffers of the frozen link can swallow.
     await benchmarkLoad(master.port, 12000, 10 * 1024, 2000);
     const frozenPort = replicas[0]!.port;
-    await waitFor(() => (x.stats.replicasDroppedLag >= 1 && !x.status().replicas.some((s) => s.port === frozenPort)) || undefined, {
+    await waitFor(() => (x.status().stats.replicasDroppedLag >= 1 && !x.status().replicas.some((s) => s.port === frozenPort)) || undefined, {
       what: 'the frozen replica dropped for lag',
       timeoutMs: 15000,
     });
@@ -152,6 +152,6 @@ t.test('a downstream replica frozen with SIGSTOP: memory stays bounded, the othe
   t.ok(maxLog > 4 * 1024 * 1024, 'the frozen replica did hold the log back until it was dropped');
   t.ok(maxRss - rssBefore < 200 * 1024 * 1024, `RSS grew by ${((maxRss - rssBefore) / 1048576).toFixed(1)} MB`);
   // A healthy replica may also be dropped under this burst (it then resyncs, as with Redis): at least the frozen one was.
-  t.ok(x.stats.replicasDroppedLag >= 1, `replicas dropped for lag: ${x.stats.replicasDroppedLag}`);
+  t.ok(x.status().stats.replicasDroppedLag >= 1, `replicas dropped for lag: ${x.status().stats.replicasDroppedLag}`);
   await waitConverged(m, rc, 'the frozen replica recovers after SIGCONT', 30000);
 });

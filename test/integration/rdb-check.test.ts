@@ -42,5 +42,5 @@ t.test('a corrupted RDB from upstream is refused and fetched again', async (t) =
   t.equal(stat(await x.info('stats'), 'relay_upstream_full_syncs'), 1, 'only the good RDB became a snapshot');
   t.same(relay.relay.store.all.length, 1, 'one snapshot file');
   t.same(readFileSync(relay.relay.store.all[0]!.path), rdb, 'the stored snapshot is the intact RDB');
-  t.match(relay.relay.link.stats.lastError, /checksum mismatch/);
+  t.match(relay.relay.status().upstream.lastError, /checksum mismatch/);
 });

@@ -21,7 +21,7 @@ import { FakeSocket, garbage, mutated, session, splitReplies } from '../helpers/
 import { assertAsyncProperty } from '../helpers/property.js';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { createLogger } from '../../src/log.js';
-import { RelayStats } from '../../src/observability/stats.js';
+import { Telemetry } from '../../src/observability/telemetry.js';
 
 t.teardown(stopAll);
 
@@ -64,7 +64,7 @@ function relayParses(input: Buffer): RelaySide {
   new ClientConnection(
     socket as unknown as Socket,
     logger,
-    new RelayStats(),
+    new Telemetry('test'),
     REDIS_LIMITS,
     {
       dispatch: (c, args) => {

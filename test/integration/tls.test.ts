@@ -107,7 +107,7 @@ t.test('refusals: no client certificate, plain TCP on the TLS port, an untrusted
   const other = makeCerts('another CA');
   const c = await startRelay({ upstream: { host: '127.0.0.1', port: masterTls, tls: { ca: other.ca, cert: certs.clientCert, key: certs.clientKey } } });
   t.teardown(() => c.stop());
-  await waitFor(() => /certificate/i.test(c.relay.link.stats.lastError), { what: 'the link fails on the certificate', timeoutMs: 10_000 });
+  await waitFor(() => /certificate/i.test(c.relay.status().upstream.lastError), { what: 'the link fails on the certificate', timeoutMs: 10_000 });
   t.not(c.relay.link.state, 'connected', 'a master whose certificate does not chain to upstream.tls.ca is not followed');
 });
 

@@ -8,6 +8,7 @@ import { startRelay } from '../helpers/relay.js';
 import { freePort } from '../helpers/ports.js';
 import { startReplica, waitConverged } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
+import { parseProm, sample } from '../helpers/prom-text.js';
 import { uwsNative } from '../../src/web/server.js';
 
 t.teardown(stopAll);
@@ -15,88 +16,6 @@ t.teardown(stopAll);
 async function get(port: number, path: string, headers: Record<string, string> = {}): Promise<{ status: number; type: string; body: string }> {
   const r = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { connection: 'close', ...headers } });
   return { status: r.status, type: r.headers.get('content-type') ?? '', body: await r.text() };
-}
-
-interface Family {
-  type: string;
-  help: string;
-  samples: Map<string, number>;
-}
-
-/**
- * A strict reader of the Prometheus text format 0.0.4: every family has one HELP and one TYPE before its samples,
- * samples of a family are contiguous, names, label names and escapes are valid, no series repeats. Throws on anything else.
- */
-function parseProm(text: string): Map<string, Family> {
-  const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-  const families = new Map<string, Family>();
-  const done = new Set<string>();
-  let current: string | null = null;
-  if (!text.endsWith('\n')) throw new Error('exposition must end with a newline');
-  const lines = text.slice(0, -1).split('\n');
-  lines.forEach((line, i) => {
-    const where = `line ${i + 1}: ${line}`;
-    const family = (name: string): Family => {
-      if (!NAME.test(name)) throw new Error(`bad metric name, ${where}`);
-      if (current !== name) {
-        if (current !== null) done.add(current);
-        if (done.has(name)) throw new Error(`family ${name} is not contiguous, ${where}`);
-        current = name;
-      }
-      let f = families.get(name);
-      if (!f) families.set(name, (f = { type: '', help: '', samples: new Map() }));
-      return f;
-    };
-    if (line === '') throw new Error(`empty line, ${where}`);
-    const meta = /^# (HELP|TYPE) (\S+) ?(.*)$/.exec(line);
-    if (meta) {
-      const f = family(meta[2]!);
-      if (f.samples.size > 0) throw new Error(`${meta[1]} after samples, ${where}`);
-      if (meta[1] === 'HELP') {
-        if (f.help) throw new Error(`second HELP, ${where}`);
-        if (/\\[^\\n]/.test(meta[3]!.replace(/\\\\/g, ''))) throw new Error(`bad HELP escape, ${where}`);
-        f.help = meta[3]!;
-      } else {
-        if (f.type) throw new Error(`second TYPE, ${where}`);
-        if (!['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(meta[3]!)) throw new Error(`bad TYPE, ${where}`);
-        f.type = meta[3]!;
-      }
-      return;
-    }
-    if (line.startsWith('#')) return;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)( -?\d+)?$/.exec(line);
-    if (!m) throw new Error(`bad sample, ${where}`);
-    const f = family(m[1]!);
-    if (!f.type) throw new Error(`sample before TYPE, ${where}`);
-    let labels = '';
-    if (m[2]) {
-      const body = m[2].slice(1, -1);
-      const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\["\\n])*)"(,|$)/y;
-      const names = new Set<string>();
-      let pos = 0;
-      while (pos < body.length) {
-        LABEL.lastIndex = pos;
-        const lm = LABEL.exec(body);
-        if (!lm) throw new Error(`bad labels, ${where}`);
-        if (names.has(lm[1]!)) throw new Error(`repeated label, ${where}`);
-        names.add(lm[1]!);
-        pos = LABEL.lastIndex;
-        if (lm[3] === ',' && pos === body.length) throw new Error(`trailing comma, ${where}`);
-      }
-      labels = m[2];
-    }
-    const v = m[3]!;
-    if (!/^(NaN|[+-]Inf|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)$/.test(v)) throw new Error(`bad value, ${where}`);
-    if (f.samples.has(labels)) throw new Error(`repeated series, ${where}`);
-    f.samples.set(labels, v === 'NaN' ? NaN : v.endsWith('Inf') ? (v.startsWith('-') ? -Infinity : Infinity) : Number(v));
-  });
-  return families;
-}
-
-function sample(fams: Map<string, Family>, name: string, labels = ''): number {
-  const v = fams.get(name)?.samples.get(labels);
-  if (v === undefined) throw new Error(`no sample ${name}${labels}`);
-  return v;
 }
 
 t.test('the native uWebSockets.js addon is the one loaded, not its Node.js fallback', async (t) => {
@@ -299,10 +218,24 @@ t.test('/status, /metrics and /readyz follow the workload and the upstream link'
 
   const before = parseProm((await get(port, '/metrics')).body);
   for (const [name, f] of before) {
-    t.ok(name.startsWith('psync_relay_'), `${name} is prefixed`);
+    t.ok(/^(psync_relay|process|nodejs)_/.test(name), `${name}: the relay's own, or a standard process or Node.js family`);
     t.ok(f.help.length > 0, `${name} has HELP`);
     if (f.type === 'counter') t.ok(name.endsWith('_total'), `counter ${name} ends in _total`);
   }
+  // prom-client's standard families, under their standard names.
+  t.match(
+    Object.fromEntries(['process_cpu_seconds_total', 'process_open_fds', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_gc_duration_seconds'].map((n) => [n, before.get(n)?.type])),
+    {
+      process_cpu_seconds_total: 'counter',
+      process_open_fds: 'gauge',
+      process_resident_memory_bytes: 'gauge',
+      nodejs_eventloop_lag_seconds: 'gauge',
+      nodejs_eventloop_lag_p99_seconds: 'gauge',
+      nodejs_heap_size_used_bytes: 'gauge',
+      nodejs_gc_duration_seconds: 'histogram',
+    },
+  );
+  t.ok(sample(before, 'process_open_fds') > 0, 'open file descriptors counted');
   const ws = new WebSocket(`ws://127.0.0.1:${port}/stream`);
   let received = 0;
   ws.on('message', () => received++);
@@ -354,4 +287,13 @@ t.test('the metrics parser used here is strict', async (t) => {
   t.throws(() => parseProm('# TYPE x gauge\nx 1\n# TYPE y gauge\ny 1\nx{a="b"} 1\n'), /not contiguous/);
   t.throws(() => parseProm('# TYPE x gauge\nx one\n'), /bad value/);
   t.ok(parseProm('# HELP x a \\\\ b\n# TYPE x gauge\nx{a="q\\"\\n"} +Inf\n').get('x'));
+  t.throws(() => parseProm('# TYPE x gauge\n\nx 1\n'), /empty line inside/, 'an empty line only separates families');
+  t.throws(() => parseProm('# TYPE x gauge\nx 1\n\n\n# TYPE y gauge\ny 1\n'), /empty line/);
+  t.ok(parseProm('# TYPE x gauge\nx 1\n\n# TYPE y gauge\ny Nan\n').get('y'), 'one empty line between families; NaN as Go parses it');
+  const h = (count: number) => `# TYPE h histogram\nh_bucket{le="1",k="a"} 1\nh_bucket{le="+Inf",k="a"} 2\nh_sum{k="a"} 3\nh_count{k="a"} ${count}\n`;
+  t.equal(sample(parseProm(h(2)), 'h', '_count{k="a"}'), 2, 'a histogram: _bucket, _sum and _count samples');
+  t.throws(() => parseProm(h(3)), /\+Inf bucket/);
+  t.throws(() => parseProm('# TYPE h histogram\nh_bucket{k="a"} 1\n'), /le on its buckets/);
+  t.throws(() => parseProm('# TYPE h histogram\nh 1\n'), /needs _bucket/);
+  t.throws(() => parseProm('# TYPE g gauge\ng_sum 1\n'), /before TYPE/, 'only histograms and summaries own suffixed samples');
 });

@@ -8,6 +8,7 @@ import { ReplLog } from '../../src/backlog/repl-log.js';
 import { nodeFileIo } from '../../src/backlog/file-io.js';
 import { CrashError, FaultyIo } from '../helpers/faulty-io.js';
 import { waitFor } from '../helpers/wait.js';
+import { recordTelemetry, type TelemetryRecorder } from '../helpers/telemetry.js';
 
 const silent = createLogger('silent');
 
@@ -70,11 +71,15 @@ interface Setup {
   io: FaultyIo;
   disk: DiskLog;
   log: ReplLog;
+  /** What the disk log published. */
+  events: TelemetryRecorder;
 }
 
 async function setup(t: Test, opts: Partial<DiskLogOptions> & { memory?: number; dir?: string; io?: FaultyIo } = {}): Promise<Setup> {
   const dir = opts.dir ?? t.testdir();
   const io = opts.io ?? new FaultyIo();
+  const events = recordTelemetry();
+  t.teardown(() => events.close());
   const disk = await DiskLog.open({
     dir,
     maxBytes: 1 << 30,
@@ -85,13 +90,14 @@ async function setup(t: Test, opts: Partial<DiskLogOptions> & { memory?: number;
     io,
     retryMinMs: 5,
     retryMaxMs: 20,
+    telemetry: events.telemetry,
     ...opts,
   });
   const log = new ReplLog(opts.memory ?? 1024);
   log.reset(disk.endOffset);
   log.attachDisk(disk);
   t.teardown(() => disk.close(100));
-  return { dir, io, disk, log };
+  return { dir, io, disk, log, events };
 }
 
 /** Segment files of `dir`, in offset order, with their start offsets and contents. */
@@ -149,9 +155,7 @@ t.test('short writes are continued where they stopped, and only written bytes co
 for (const code of ['EIO', 'ENOSPC', 'EFBIG']) {
   t.test(`${code} on writes: forwarding goes on from memory, the writes are retried, nothing is lost or shifted`, async (t) => {
     const s = makeStream(300, 3);
-    const { dir, io, disk, log } = await setup(t);
-    const states: string[] = [];
-    disk.onState = (st) => states.push(st);
+    const { dir, io, disk, log, events } = await setup(t);
     feed(log, s, 0, 20000);
     await waitFor(() => disk.writtenOffset === 20000, { what: 'the first part written' });
     io.failWrites(code, 6);
@@ -166,15 +170,23 @@ for (const code of ['EIO', 'ENOSPC', 'EFBIG']) {
     }
     await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'retries succeed' });
     t.equal(disk.state, DiskLogState.Ok);
-    t.same(states, ['failing', 'ok']);
-    t.equal(disk.stats.writeErrors, 6);
+    t.same(
+      events.messages('disk.state').map((m) => [m.from, m.to]),
+      [
+        ['ok', 'failing'],
+        ['failing', 'ok'],
+      ],
+      'disk.state: failing, then ok',
+    );
+    t.equal(events.messages('disk.write-error').length, 6, 'one disk.write-error per failed write');
+    t.match(events.messages('disk.write-error')[0], { cause: new RegExp(code) });
     t.ok((await onDisk(t, dir)).data.equals(s.bytes), 'the disk holds the stream, with no hole and no shift');
   });
 }
 
 t.test('a hung write: reported failing, then past log.disk-queue the disk history is dropped and memory is bounded', async (t) => {
   const s = makeStream(2000, 4);
-  const { dir, io, disk, log } = await setup(t, { maxPending: 64 * 1024, hungMs: 20, memory: 16 * 1024 });
+  const { dir, io, disk, log, events } = await setup(t, { maxPending: 64 * 1024, hungMs: 20, memory: 16 * 1024 });
   feed(log, s, 0, 30000);
   await waitFor(() => disk.writtenOffset === 30000, { what: 'the first part written' });
   io.hangWrites();
@@ -197,7 +209,7 @@ t.test('a hung write: reported failing, then past log.disk-queue the disk histor
   t.ok(data.equals(s.bytes.subarray(first - 1, log.endOffset)), 'and holds the stream from there');
   await feedPaced(log, disk, s, 150000, s.bytes.length);
   t.ok((await onDisk(t, dir)).data.equals(s.bytes.subarray(first - 1)));
-  t.equal(disk.stats.detaches, 1);
+  t.match(events.messages('disk.detached'), [{ cause: /log\.disk-queue/ }], 'one disk.detached');
 });
 
 t.test('a disk that keeps failing past log.disk-queue is detached and retried until it takes writes', async (t) => {

@@ -21,7 +21,7 @@ import { PubSub } from '../../src/downstream/pubsub.js';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { dispatch, type CommandHost } from '../../src/downstream/commands.js';
 import { createLogger } from '../../src/log.js';
-import { RelayStats } from '../../src/observability/stats.js';
+import { Telemetry } from '../../src/observability/telemetry.js';
 import { arrayReply, bulkReply, encodeCommand, integerReply } from '../../src/resp/writer.js';
 import { byteByByte, mulberry32, randomSplit } from '../helpers/chunks.js';
 import { FakeSocket, garbage, mutated, session, splitReplies } from '../helpers/downstream-input.js';
@@ -67,7 +67,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
   client = new ClientConnection(
     socket as unknown as Socket,
     logger,
-    new RelayStats(),
+    new Telemetry('test'),
     { ...limits, handshakeTimeoutMs: 0 },
     {
       dispatch: (c, args) => {

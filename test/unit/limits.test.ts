@@ -11,10 +11,11 @@ import { ReplicaSession, ReplicaState } from '../../src/downstream/replica-sessi
 import { ClientConnection } from '../../src/downstream/client.js';
 import { policyAckOffset, formatAckPolicy } from '../../src/downstream/ack-policy.js';
 import { createLogger } from '../../src/log.js';
-import { RelayStats } from '../../src/observability/stats.js';
+import { Telemetry } from '../../src/observability/telemetry.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 import { fakeNow } from '../helpers/clock.js';
 import { waitFor } from '../helpers/wait.js';
+import { recordTelemetry, type TelemetryRecorder } from '../helpers/telemetry.js';
 
 const logger = createLogger('silent');
 
@@ -43,14 +44,14 @@ class StuckSocket extends EventEmitter {
   }
 }
 
-function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLagMs?: number }, stats = new RelayStats(), log2 = logger) {
+function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLagMs?: number }, events?: TelemetryRecorder, log2 = logger) {
   const socket = new StuckSocket(1000);
   let closed = false;
   const s = new ReplicaSession({
     socket: socket as unknown as Socket,
     log,
     logger: log2,
-    stats,
+    telemetry: events?.telemetry ?? new Telemetry('test'),
     caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
     onClose: () => (closed = true),
     ...opts,
@@ -60,26 +61,30 @@ function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLag
   log.onAppend(() => s.pump());
   // The first block fills the socket (a block is handed over whole): from here on it lags.
   log.append(Buffer.alloc(5000, 9));
-  return { s, socket, stats, closed: () => closed };
+  return { s, socket, closed: () => closed };
 }
 
 t.test('hard lag limit: a replica whose socket is full is dropped as soon as it is further behind', async (t) => {
   const log = new ReplLog(16 * 1024);
-  const { s, socket, stats, closed } = session(log, { maxLag: 10_000 });
+  const events = recordTelemetry();
+  t.teardown(() => events.close());
+  const { s, socket, closed } = session(log, { maxLag: 10_000 }, events);
   log.append(Buffer.alloc(6000, 1));
   t.equal(s.state, ReplicaState.Online);
   t.equal(s.lagBytes, 6000, 'it lags: its socket is full');
   log.append(Buffer.alloc(6000, 2));
   t.equal(s.state, ReplicaState.Closed, 'dropped on the append that took it past replica-max-lag');
   t.ok(closed() && socket.destroyed);
-  t.equal(stats.replicasDroppedLag, 1);
+  t.match(events.messages('replica.dropped'), [{ reason: 'lag', peer: '127.0.0.1:50000', detail: /replica-max-lag/ }], 'one replica.dropped (lag) message');
   t.equal(log.readers.size, 0, 'its cursor no longer holds the log');
 });
 
 t.test('soft lag limit: dropped only after being over it continuously for replica-soft-seconds', async (t) => {
   const clock = fakeNow(t);
   const log = new ReplLog(16 * 1024);
-  const { s, stats } = session(log, { maxLag: 1 << 30, softLag: 4000, softLagMs: 300 });
+  const events = recordTelemetry();
+  t.teardown(() => events.close());
+  const { s } = session(log, { maxLag: 1 << 30, softLag: 4000, softLagMs: 300 }, events);
   log.append(Buffer.alloc(6000, 1));
   t.equal(s.state, ReplicaState.Online, 'over the soft limit: the clock starts');
   clock.advance(150);
@@ -91,7 +96,7 @@ t.test('soft lag limit: dropped only after being over it continuously for replic
   clock.advance(1);
   s.checkLag();
   t.equal(s.state, ReplicaState.Closed, 'over it for replica-soft-seconds (300 ms)');
-  t.equal(stats.replicasDroppedLag, 1);
+  t.match(events.messages('replica.dropped'), [{ reason: 'lag', detail: /replica-soft-lag/ }], 'one replica.dropped (lag) message');
 
   // Dipping under the soft limit restarts the clock.
   const log2 = new ReplLog(16 * 1024);
@@ -100,7 +105,7 @@ t.test('soft lag limit: dropped only after being over it continuously for replic
     socket: socket as unknown as Socket,
     log: log2,
     logger,
-    stats,
+    telemetry: events.telemetry,
     maxLag: 1 << 30,
     softLag: 4000,
     softLagMs: 300,
@@ -135,8 +140,10 @@ t.test('a replica dropped at a lag limit is logged with the limit, its value and
   const lines: Array<Record<string, unknown>> = [];
   const capture = createLogger('warn', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
   const logs = [new ReplLog(16 * 1024), new ReplLog(16 * 1024)];
-  const hard = session(logs[0]!, { maxLag: 1000 }, new RelayStats(), capture);
-  const soft = session(logs[1]!, { maxLag: 1 << 30, softLag: 1000, softLagMs: 0 }, new RelayStats(), capture);
+  const events = recordTelemetry();
+  t.teardown(() => events.close());
+  const hard = session(logs[0]!, { maxLag: 1000 }, events, capture);
+  const soft = session(logs[1]!, { maxLag: 1 << 30, softLag: 1000, softLagMs: 0 }, events, capture);
   for (const log of logs) log.append(Buffer.alloc(5000, 1));
   soft.s.checkLag();
   t.equal(hard.s.state, ReplicaState.Closed);
@@ -185,7 +192,7 @@ t.test('an ACK that raises the replica offset is reported once', async (t) => {
     socket: new StuckSocket(1 << 20) as unknown as Socket,
     log,
     logger,
-    stats: new RelayStats(),
+    telemetry: new Telemetry('test'),
     maxLag: 1 << 20,
     caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
     onClose: () => undefined,
@@ -216,7 +223,7 @@ t.test('handshake timeout: silent or unauthenticated connections are closed, oth
     const c = new ClientConnection(
       socket as unknown as Socket,
       logger,
-      new RelayStats(),
+      new Telemetry('test'),
       { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20, handshakeTimeoutMs: 100 },
       {
         dispatch: (client, args) => {
@@ -235,7 +242,7 @@ t.test('handshake timeout: silent or unauthenticated connections are closed, oth
   const off = new ClientConnection(
     new StuckSocket(1) as unknown as Socket,
     logger,
-    new RelayStats(),
+    new Telemetry('test'),
     { maxBulkLen: 1, maxQueryBuffer: 1, handshakeTimeoutMs: 0 },
     { dispatch: () => undefined, closed: () => undefined },
     true,

@@ -83,6 +83,18 @@ const CASES: Case[] = [
     at: '60m',
     firing: ['often'],
   },
+  {
+    name: 'an event-loop p99 over 0.5 s for five minutes, not a spike, not another job',
+    series: {
+      [`nodejs_eventloop_lag_p99_seconds{${J},instance="stalled"}`]: '0.8x20',
+      [`nodejs_eventloop_lag_p99_seconds{${J},instance="spike"}`]: '0.01 0.9 0.9 0.01x17',
+      [`nodejs_eventloop_lag_p99_seconds{${J},instance="fine"}`]: '0.02x20',
+      'nodejs_eventloop_lag_p99_seconds{job="other",instance="x"}': '2x20',
+    },
+    alert: 'PsyncRelayEventLoopLag',
+    at: '10m',
+    firing: ['stalled'],
+  },
 ];
 
 function relay(instance: string, metrics: Record<string, string>): Record<string, string> {

@@ -2,8 +2,9 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { formatMetrics, type WebMetrics } from '../../src/web/metrics.js';
-import type { RelayStatus } from '../../src/observability/status.js';
+import { RelayMetrics } from '../../src/web/metrics.js';
+import type { RelayStatus, ReplicaStatus } from '../../src/observability/status.js';
+import { parseProm, sample } from '../helpers/prom-text.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -73,23 +74,61 @@ const status: RelayStatus = {
     replicasDroppedTimeout: 0,
     protocolErrors: 0,
     diskReadBytes: 0,
+    streamCommands: { set: 3, 'we"ird\\name\n': 1 },
   },
+  web: { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, decoding: true, bufferedBytes: 0 },
   memory: { rss: 1, heapUsed: 1, external: 1 },
 };
-const web: WebMetrics = { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, decoding: true, bufferedBytes: 0 };
 
-const text = formatMetrics(status, web, new Map([['set', 3], ['we"ird\\name\n', 1]]));
+const text = await new RelayMetrics(() => status).render();
 const families = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => m[1]!);
+const relayFamilies = families.filter((f) => f.startsWith('psync_relay_'));
 
 t.test('exposition', async (t) => {
-  t.ok(families.length > 40, `${families.length} families`);
+  t.ok(relayFamilies.length > 40, `${relayFamilies.length} psync_relay_ families`);
   t.equal(new Set(families).size, families.length, 'no family twice');
+  t.doesNotThrow(() => parseProm(text), 'strict text format 0.0.4');
   t.match(text, /^psync_relay_stream_commands_total\{cmd="set"\} 3$/m);
   t.match(text, /^psync_relay_stream_commands_total\{cmd="we\\"ird\\\\name\\n"\} 1$/m, 'label values escaped');
   t.match(text, /^psync_relay_replica_lag_bytes\{replica="10\.0\.0\.2:6379",id="7"\} 0$/m);
   t.match(text, /^psync_relay_upstream_link_state\{state="connected"\} 1$/m);
   t.match(text, /^psync_relay_snapshot_offset 0$/m);
-  for (const f of families) t.ok(f.startsWith('psync_relay_'), f);
+  t.match(text, /^psync_relay_replicas_dropped_total\{reason="timeout"\} 0$/m, 'a labelled counter shows its zero series');
+  for (const f of families) t.match(f, /^(psync_relay|process|nodejs)_/, `${f}: the relay's own, or prom-client's standard process and Node.js families`);
+  for (const f of ['process_cpu_seconds_total', 'process_open_fds', 'nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_gc_duration_seconds', 'nodejs_heap_size_used_bytes']) {
+    t.ok(families.includes(f), `${f} exported`);
+  }
+});
+
+t.test('the same families, types and labels as the hand-written exposition had', async (t) => {
+  // The hand-written formatter's output for the status above, captured before prom-client replaced it (a frozen
+  // record: that formatter is gone, so the file is not regenerated).
+  const before = readFileSync(`${REPO}test/fixtures/metrics-before-prom-client.txt`, 'utf8');
+  const typeOf = (s: string) => new Map([...s.matchAll(/^# TYPE (psync_relay_\S+) (\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
+  t.same([...typeOf(text)], [...typeOf(before)], 'names, types and order');
+  const series = (s: string) => [...s.matchAll(/^(psync_relay_[^ ]+) (\S+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+  t.same(series(text), series(before), 'every series with its labels and value');
+});
+
+t.test('a scrape reads the status once and exports every replica, whatever their number', async (t) => {
+  let reads = 0;
+  const replicas: ReplicaStatus[] = Array.from({ length: 1000 }, (_, i) => ({
+    id: i + 1, ip: '10.0.0.1', port: 10000 + i, state: 'online', offset: 5000, ackOffset: 4000 + i, lagSeconds: 0, lagBytes: i, version: '7.0.15',
+  }));
+  let current: RelayStatus = { ...status, replicas };
+  const metrics = new RelayMetrics(() => (reads++, current));
+  const fams = parseProm(await metrics.render());
+  t.equal(reads, 1, 'one status per scrape: every family is filled from it in one pass');
+  for (const f of ['replica_lag_bytes', 'replica_lag_seconds', 'replica_offset', 'replica_ack_offset']) {
+    t.equal(fams.get(`psync_relay_${f}`)?.samples.size, 1000, `${f}: one series per replica`);
+  }
+  t.equal(sample(fams, 'psync_relay_replica_ack_offset', '{replica="10.0.0.1:10999",id="1000"}'), 4999);
+  // A replica that left is gone from the next scrape, not frozen at its last value.
+  current = { ...status, replicas: replicas.slice(0, 2) };
+  const next = parseProm(await metrics.render());
+  t.equal(reads, 2);
+  t.equal(next.get('psync_relay_replica_lag_bytes')?.samples.size, 2);
+  t.equal(sample(next, 'psync_relay_connected_replicas'), 2);
 });
 
 t.test('the README section documents every metric', async (t) => {
@@ -98,7 +137,7 @@ t.test('the README section documents every metric', async (t) => {
   t.ok(start >= 0, 'section present');
   const section = readme.slice(start, readme.indexOf('\n## ', start + 10));
   for (const f of families) t.match(section, new RegExp(`\`${f}[\`{]`), `${f} documented`);
-  const documented = [...section.matchAll(/`(psync_relay_[a-z_]+)[`{]/g)].map((m) => m[1]!);
+  const documented = [...section.matchAll(/`((?:psync_relay|process|nodejs)_[a-z0-9_]+)[`{]/g)].map((m) => m[1]!);
   for (const d of documented) t.ok(families.includes(d), `${d} exists`);
 });
 
@@ -112,7 +151,10 @@ t.test('the shipped alerts and Grafana dashboard only use metrics that exist', a
   for (const want of ['PsyncRelayUpstreamLinkDown', 'PsyncRelayReplicaLagBytes', 'PsyncRelayFullSyncsPilingUp']) t.ok(names.includes(want), want);
   const dash = JSON.parse(readFileSync(`${REPO}config/grafana-dashboard.json`, 'utf8')) as { panels: { targets: { expr: string }[] }[] };
   const exprs = [...alerts.map((a) => a.expr), ...dash.panels.flatMap((p) => p.targets.map((x) => x.expr))];
+  const histograms = [...text.matchAll(/^# TYPE (\S+) histogram$/gm)].map((m) => m[1]!);
+  // A histogram's series are named after it with a suffix.
+  const exists = (name: string) => families.includes(name) || histograms.includes(name.replace(/_(bucket|sum|count)$/, ''));
   for (const e of exprs) {
-    for (const m of e.matchAll(/psync_relay_[a-z_]+/g)) t.ok(families.includes(m[0]), `${m[0]} exists (${e})`);
+    for (const m of e.matchAll(/\b(?:psync_relay|process|nodejs)_[a-z0-9_]+/g)) t.ok(exists(m[0]), `${m[0]} exists (${e})`);
   }
 });

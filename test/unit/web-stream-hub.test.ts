@@ -7,6 +7,7 @@ import { encodeCommand } from '../../src/resp/writer.js';
 import { CloseCode, StreamHub, type StreamSink, type StreamSource } from '../../src/web/stream-hub.js';
 import { parseStreamOptions, type StreamMessage as Msg } from '../../src/web/stream-message.js';
 import { mulberry32 } from '../helpers/chunks.js';
+import { recordTelemetry } from '../helpers/telemetry.js';
 
 
 /** The relay as the hub sees it: a link scanner that reports commands, then appends the chunk to the log. */
@@ -267,7 +268,9 @@ t.test('from= outside the log or not at a command boundary is refused', async (t
 
 t.test('a live subscriber past max-buffered is disconnected, or its messages dropped and counted', async (t) => {
   const relay = new FakeRelay();
-  const hub = new StreamHub(relay, { maxBuffered: 1000, slowClient: 'disconnect', logger });
+  const events = recordTelemetry();
+  t.teardown(() => events.close());
+  const hub = new StreamHub(relay, { maxBuffered: 1000, slowClient: 'disconnect', logger, telemetry: events.telemetry });
   const sink = new FakeSink();
   hub.subscribe(sink, opts(''));
   relay.feed(encodeCommand(['SET', 'a', '1']));
@@ -277,11 +280,11 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
   relay.feed(encodeCommand(['SET', 'b', 'x'.repeat(100)]));
   await tick();
   t.equal(sink.closed?.code, CloseCode.SlowConsumer);
-  t.equal(hub.stats.slowDisconnects, 1);
+  t.equal(events.messages('stream.slow-disconnect').length, 1, 'one stream.slow-disconnect message');
   t.equal(hub.jsonSubscribers, 0);
   t.equal(relay.decoding, false, 'decoding stops with the last JSON subscriber');
 
-  const hub2 = new StreamHub(relay, { maxBuffered: 1000, slowClient: 'drop', logger });
+  const hub2 = new StreamHub(relay, { maxBuffered: 1000, slowClient: 'drop', logger, telemetry: events.telemetry });
   const s2 = new FakeSink();
   hub2.subscribe(s2, opts(''));
   s2.buffered = 900;
@@ -289,7 +292,7 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
   relay.feed(encodeCommand(['SET', 'd', '1']));
   await tick();
   t.strictSame(s2.messages.map((m) => m.args[0]), ['d'], 'the message that did not fit was dropped, the next sent');
-  t.equal(hub2.stats.droppedMessages, 1);
+  t.equal(events.telemetry.traffic.webDroppedMessages, 1, 'the drop is counted');
   t.equal(s2.closed, null);
   hub2.close();
 });
