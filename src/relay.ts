@@ -152,6 +152,7 @@ export class Relay {
       refresher: this.#refresher,
       clients: () => this.#server.clients,
       sessions: () => this.#downstream.sessions,
+      fullSyncs: () => ({ waiting: this.#downstream.fullSyncsWaiting, active: this.#downstream.fullSyncsActive }),
       stats: this.#stats,
       port: () => this.#port,
       web: () => this.#web?.gauges() ?? null,

@@ -16,6 +16,8 @@ export interface StatusSources {
   readonly refresher: { readonly inProgress: boolean };
   readonly clients: () => ReadonlySet<ClientConnection>;
   readonly sessions: () => ReadonlySet<ReplicaSession>;
+  /** Replicas waiting for a full sync (a snapshot, or their turn), and snapshot transfers in progress. */
+  readonly fullSyncs: () => { readonly waiting: number; readonly active: number };
   readonly stats: RelayStats;
   /** The RESP port, once listening. */
   readonly port: () => number;
@@ -93,6 +95,8 @@ export class StatusBuilder {
       snapshotRefreshInProgress: this.#src.refresher.inProgress,
       snapshotRefreshes: counters.snapshotRefreshes.started,
       snapshotRefreshFailures: counters.snapshotRefreshes.failed,
+      fullSyncsWaiting: this.#src.fullSyncs().waiting,
+      fullSyncsActive: this.#src.fullSyncs().active,
       connectedClients: clients.size,
       maxClients: config.listen.maxClients,
       replicas: this.#replicas(clients, now),

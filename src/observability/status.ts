@@ -85,6 +85,10 @@ export interface RelayStatus {
   readonly snapshotRefreshInProgress: boolean;
   /** Snapshot fetches from upstream started (each a fork on the master), and those that failed. */
   readonly snapshotRefreshes: number;
+  /** Replicas waiting for a full sync (for a snapshot, or their turn under replication.full-sync-concurrency). */
+  readonly fullSyncsWaiting: number;
+  /** Snapshot transfers to replicas in progress. */
+  readonly fullSyncsActive: number;
   readonly snapshotRefreshFailures: number;
   readonly connectedClients: number;
   readonly maxClients: number;
