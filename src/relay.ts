@@ -67,6 +67,7 @@ export class Relay {
         host: config.upstream.sentinel ? null : config.upstream.host,
         listeningPort: announcedPort(config.listen, config.upstream.tls),
         announceIp: config.listen.announceIp,
+        compression: config.upstream.compression ? config.upstream.compressionLevel : null,
         log: logger.child({ component: 'upstream' }),
       },
       this.#linkHost(),
@@ -91,6 +92,7 @@ export class Relay {
       replicaTimeoutMs: config.replication.replicaTimeoutMs,
       aheadWaitMs: config.replication.aheadWaitMs,
       onAck: () => this.#acks.replicaAcked(),
+      compression: config.replication.compression,
     });
     if (config.upstream.sentinel) {
       const sc = config.upstream.sentinel;
@@ -122,6 +124,7 @@ export class Relay {
               listeningPort: announcedPort(config.listen, config.upstream.tls),
               connectTimeoutMs: config.upstream.connectTimeoutMs,
               timeoutMs: config.upstream.timeoutMs,
+              compression: config.upstream.compression ? config.upstream.compressionLevel : null,
             },
       onUsable: () => this.#downstream.snapshotReady(),
     });

@@ -13,6 +13,7 @@ import type {
   WebConfig,
 } from './types.js';
 import { parseDuration, parseSize, show } from './units.js';
+import { DEFAULT_COMPRESSION_LEVEL } from '../compression.js';
 
 /**
  * Defaults in the YAML shape (kebab-case keys, unit strings). The key set here is also the set of allowed keys:
@@ -30,6 +31,8 @@ export const DEFAULTS = deepFreeze({
     'backoff-max': '5s',
     sentinel: null,
     tls: null,
+    compression: 'on',
+    'compression-level': DEFAULT_COMPRESSION_LEVEL,
   },
   listen: {
     bind: '127.0.0.1',
@@ -64,6 +67,7 @@ export const DEFAULTS = deepFreeze({
     'replica-soft-seconds': 60,
     'ack-policy': 'self',
     'snapshot-refresh-min-interval': '60s',
+    compression: 'on',
   },
   web: {
     bind: '127.0.0.1',
@@ -115,6 +119,8 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     backoffMaxMs: up('backoff-max', duration(1)),
     sentinel: up('sentinel', sentinelConfig),
     tls: up('tls', clientTls(base)),
+    compression: up('compression', onOff),
+    compressionLevel: up('compression-level', integer(1, 9)),
   };
   if (upstream.sentinel?.tls && upstream.tls === null) {
     throw new ConfigError('upstream.sentinel.tls', 'needs upstream.tls (its ca, cert and key are used for the Sentinels)');
@@ -160,6 +166,7 @@ export function validateConfig(raw: unknown, configFile: string | null): RelayCo
     replicaSoftMs: re('replica-soft-seconds', duration(0)),
     ackPolicy: re('ack-policy', ackPolicy),
     snapshotRefreshMinIntervalMs: re('snapshot-refresh-min-interval', duration(0)),
+    compression: re('compression', onOff),
   };
 
   const we = section('web');
@@ -219,6 +226,13 @@ function nonEmptyString(value: unknown, path: string): string {
 function nullableString(value: unknown, path: string): string | null {
   if (value === null || (typeof value === 'string' && value !== '')) return value;
   throw new ConfigError(path, `expected a non-empty string or null, got ${value === '' ? 'an empty string' : typeOf(value)}`);
+}
+
+/** `on`/`off` (also true/false: YAML 1.1 habits). */
+function onOff(value: unknown, path: string): boolean {
+  if (value === 'on' || value === true) return true;
+  if (value === 'off' || value === false) return false;
+  throw new ConfigError(path, `expected on or off, got ${show(value)}`);
 }
 
 function boolean(value: unknown, path: string): boolean {

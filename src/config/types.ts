@@ -21,6 +21,10 @@ export interface UpstreamConfig {
   readonly sentinel: SentinelConfig | null;
   /** Connect to the master over TLS (like Redis tls-replication); null = plain TCP. */
   readonly tls: ClientTlsConfig | null;
+  /** Ask an upstream psync-relay to compress the RDB and stream (capa psync-relay-z1); a Redis upstream ignores it. */
+  readonly compression: boolean;
+  /** The zlib level 1-9 the upstream relay compresses at. */
+  readonly compressionLevel: number;
 }
 
 /** TLS client side (upstream.tls). File paths are absolute (resolved against the config file's directory). */
@@ -133,6 +137,8 @@ export interface ReplicationConfig {
   readonly ackPolicy: AckPolicy;
   /** At most one snapshot refresh from upstream (a fork on the master) per this interval. */
   readonly snapshotRefreshMinIntervalMs: number;
+  /** Compress for downstream relays that ask (upstream.compression on their side); false = always plain. */
+  readonly compression: boolean;
 }
 
 export interface WebConfig {

@@ -5,6 +5,7 @@ import { emptyRdb, type SnapshotLease, type SnapshotMeta } from '../backlog/snap
 import type { RelayStats } from '../observability/stats.js';
 import type { ClientConnection } from './client.js';
 import { ReplicaSession, ReplicaState } from './replica-session.js';
+import { psyncReplyLine } from '../compression.js';
 
 /** What the master side needs from the relay's backlog. */
 export interface ReplicationSource {
@@ -40,6 +41,8 @@ export interface DownstreamOptions {
   readonly fullSyncConcurrency?: number;
   /** replication.full-sync-rate: bytes per second per snapshot transfer; 0 = no limit. */
   readonly fullSyncRate?: number;
+  /** replication.compression: compress for downstream relays that ask (capa psync-relay-z1); false = always plain. */
+  readonly compression?: boolean;
 }
 
 /** A PSYNC held because the replica is ahead of the relay: decided when the log reaches `offset`, or at `deadline`. */
@@ -94,7 +97,14 @@ export class DownstreamReplication {
       softLag: this.#opts.softLag,
       softLagMs: this.#opts.softLagMs,
       onAck: () => this.#opts.onAck?.(),
-      caps: { psync2: rc.capaPsync2, rdbOnly: rc.rdbOnly, rdbFilterEmpty: rc.rdbFilterEmpty, plainSync: replid === null },
+      caps: {
+        psync2: rc.capaPsync2,
+        rdbOnly: rc.rdbOnly,
+        rdbFilterEmpty: rc.rdbFilterEmpty,
+        plainSync: replid === null,
+        // A plain SYNC has no reply line to mark: never compressed.
+        compression: this.#opts.compression !== false && replid !== null ? client.capaCompression : null,
+      },
       onClose: (s) => this.#remove(s),
     });
     client.replica = session;
@@ -121,7 +131,8 @@ export class DownstreamReplication {
     const { ids, log } = this.#opts.source;
     if (!ids.accepts(replid, offset) || !log.holds(offset)) return false;
     this.#opts.stats.syncPartialOk++;
-    const line = client.replconf.capaPsync2 ? `+CONTINUE ${ids.replid}\r\n` : '+CONTINUE\r\n';
+    const z = session.caps.compression != null;
+    const line = psyncReplyLine(client.replconf.capaPsync2 || z ? `+CONTINUE ${ids.replid}` : '+CONTINUE', z);
     client.socket.write(line);
     client.logger.info({ replid: ids.replid, offset, backlogBytes: log.endOffset - offset + 1 }, 'partial resync accepted');
     session.continueFrom(offset);
@@ -205,7 +216,8 @@ export class DownstreamReplication {
   }
 
   #header(session: ReplicaSession, offset: number): Buffer {
-    return session.caps.plainSync ? Buffer.alloc(0) : Buffer.from(`+FULLRESYNC ${this.#opts.source.ids.replid} ${offset}\r\n`);
+    if (session.caps.plainSync) return Buffer.alloc(0);
+    return Buffer.from(psyncReplyLine(`+FULLRESYNC ${this.#opts.source.ids.replid} ${offset}`, session.caps.compression != null));
   }
 
   /**

@@ -17,6 +17,9 @@ export class RelayStats {
   /** Replicas dropped for not acknowledging within replication.replica-timeout. */
   replicasDroppedTimeout = 0;
   protocolErrors = 0;
+  /** Bytes handed to compressing replicas' compressors (psync-relay-z1), and what they sent on the wire. */
+  compressedRawBytes = 0;
+  compressedWireBytes = 0;
   /** Stream bytes sent to replicas from the disk log (they were behind the memory tail). */
   diskReadBytes = 0;
   /** Commands seen in the upstream stream, by lower-case name. */

@@ -21,6 +21,8 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     backoffMaxMs: 5000,
     sentinel: null,
     tls: null,
+    compression: true,
+    compressionLevel: 1,
   },
   listen: {
     bind: '127.0.0.1',
@@ -50,6 +52,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     replicaSoftMs: 60_000,
     ackPolicy: { kind: 'self' },
     snapshotRefreshMinIntervalMs: 60_000,
+    compression: true,
   },
   web: {
     bind: '127.0.0.1',
