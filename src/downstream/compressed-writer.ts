@@ -17,6 +17,29 @@ const COMPRESSIBLE_BITS = 7.5;
 const SAMPLE_SLICES = 16;
 const SAMPLE_SLICE = 256;
 
+/**
+ * zlib runs on libuv's thread pool (UV_THREADPOOL_SIZE, 4 by default), which file I/O shares: the disk log's
+ * writes and reads, snapshot transfers. All compressors together hold at most half of its threads, in arrival
+ * order, so a relay with a hundred compressing replicas still writes its log on time; a replica waiting for a
+ * thread gathers a bigger batch meanwhile.
+ */
+const ZLIB_SLOTS = Math.max(1, Math.floor((Number(process.env['UV_THREADPOOL_SIZE']) || 4) / 2));
+const slots = { free: ZLIB_SLOTS, queue: [] as Array<() => void> };
+
+function acquireSlot(start: () => void): void {
+  if (slots.free > 0) {
+    slots.free--;
+    start();
+  } else slots.queue.push(start);
+}
+
+/** Hands the slot to the next waiting compressor, or frees it. */
+function releaseSlot(): void {
+  const next = slots.queue.shift();
+  if (next) next();
+  else slots.free++;
+}
+
 export interface CompressedWriterOptions {
   /** zlib level 1-9 (upstream.compression-level of the replica relay). */
   readonly level: number;
@@ -49,8 +72,10 @@ export class CompressedWriter extends EventEmitter {
   #current: number;
   #pending: Buffer[] = [];
   #pendingBytes = 0;
-  /** A write or a level change is in zlib. */
+  /** Holding a zlib slot: a batch (or a level change) is in zlib. */
   #busy = false;
+  /** Queued for a zlib slot. */
+  #waiting = false;
   #inflight = 0;
   #scheduled = false;
   #needDrain = false;
@@ -75,7 +100,11 @@ export class CompressedWriter extends EventEmitter {
       if (!this.#socket.destroyed) this.#socket.write(chunk);
     });
     this.#z.on('end', () => this.#socket.end());
-    this.#z.on('error', (err) => this.#socket.destroy(err));
+    this.#z.on('error', (err) => {
+      // A callback that will not come must not keep its zlib slot from every other replica.
+      this.#done();
+      this.#socket.destroy(err);
+    });
     socket.on('drain', () => {
       this.#next();
       this.#maybeDrain();
@@ -118,7 +147,7 @@ export class CompressedWriter extends EventEmitter {
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#busy) return;
+    if (this.#scheduled || this.#busy || this.#waiting) return;
     this.#scheduled = true;
     // After the current turn's writes: one batch per turn.
     process.nextTick(() => {
@@ -128,7 +157,7 @@ export class CompressedWriter extends EventEmitter {
   }
 
   #next(): void {
-    if (this.#busy) return;
+    if (this.#busy || this.#waiting) return;
     if (this.#closed) {
       this.#z.destroy();
       return;
@@ -139,10 +168,24 @@ export class CompressedWriter extends EventEmitter {
     }
     // The socket still holds a batch: wait for its 'drain', so the next batch grows instead of its buffer.
     if (this.#socket.writableLength >= this.#hwm) return;
+    this.#waiting = true;
+    acquireSlot(() => {
+      this.#waiting = false;
+      this.#busy = true;
+      this.#startBatch();
+    });
+  }
+
+  /** Holding a slot: everything pending is the batch (it grew while we waited). */
+  #startBatch(): void {
+    if (this.#closed || this.#pendingBytes === 0) {
+      this.#done();
+      this.#next();
+      return;
+    }
     const batch = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
     this.#pending = [];
     this.#pendingBytes = 0;
-    this.#busy = true;
     this.#inflight = batch.length;
     if (this.#storedLeft > 0 && batch.length >= PROBE_MIN && sampledBitsPerByte(batch) < COMPRESSIBLE_BITS) {
       this.#storedLeft = 0;
@@ -163,13 +206,19 @@ export class CompressedWriter extends EventEmitter {
   #compress(batch: Buffer): void {
     const before = this.#wire;
     this.#z.write(batch, (err) => {
-      this.#busy = false;
-      this.#inflight = 0;
+      this.#done();
       if (err) return;
       this.#account(batch.length, this.#wire - before);
       this.#next();
       this.#maybeDrain();
     });
+  }
+
+  #done(): void {
+    if (!this.#busy) return;
+    this.#busy = false;
+    this.#inflight = 0;
+    releaseSlot();
   }
 
   #account(raw: number, wire: number): void {

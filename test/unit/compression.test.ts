@@ -206,6 +206,22 @@ t.test('JSON-like documents at level 1 take less than 40% of their size', async 
   t.ok(total.wire < raw * 0.4, `${total.wire} bytes on the wire for ${raw}`);
 });
 
+t.test('twenty compressors sharing the zlib slots each deliver every byte, in order', async (t) => {
+  const pairs = await Promise.all(Array.from({ length: 20 }, () => socketPair(t)));
+  const expected: Buffer[][] = pairs.map(() => []);
+  const writers = pairs.map((p) => new CompressedWriter(p.writer, { level: 1 }));
+  for (let round = 0; round < 30; round++) {
+    writers.forEach((w, k) => {
+      const cmd = (round + k) % 4 === 0 ? randomCmd(round, 4096) : jsonDoc(round * 20 + k);
+      expected[k]!.push(cmd);
+      w.write(cmd);
+    });
+    await turn();
+  }
+  await waitFor(() => pairs.every((p, k) => inflated(p.received()).length === Buffer.concat(expected[k]!).length), { what: 'every stream complete' });
+  t.ok(pairs.every((p, k) => inflated(p.received()).equals(Buffer.concat(expected[k]!))), 'each replica got exactly its bytes');
+});
+
 t.test('write() returns false past the high-water mark, and drain comes once the reader takes the bytes', async (t) => {
   const { writer, reader, received } = await socketPair(t);
   reader.pause();
