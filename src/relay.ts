@@ -70,6 +70,7 @@ export class Relay {
         host: config.upstream.sentinel ? null : config.upstream.host,
         listeningPort: announcedPort(config.listen, config.upstream.tls),
         announceIp: config.listen.announceIp,
+        compression: config.upstream.compression ? config.upstream.compressionLevel : null,
         log: logger.child({ component: 'upstream' }),
         telemetry: this.#telemetry,
       },
@@ -93,6 +94,7 @@ export class Relay {
       fullSyncConcurrency: config.replication.fullSyncConcurrency,
       fullSyncRate: config.replication.fullSyncRate,
       onAck: () => this.#acks.replicaAcked(),
+      compression: config.replication.compression,
     });
     if (config.upstream.sentinel) {
       const sc = config.upstream.sentinel;
@@ -125,6 +127,7 @@ export class Relay {
               listeningPort: announcedPort(config.listen, config.upstream.tls),
               connectTimeoutMs: config.upstream.connectTimeoutMs,
               timeoutMs: config.upstream.timeoutMs,
+              compression: config.upstream.compression ? config.upstream.compressionLevel : null,
             },
       snapshotSource: () => {
         const sc = config.upstream.snapshotSource;

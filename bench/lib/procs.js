@@ -170,12 +170,13 @@ export async function startRedis(kind, extra = []) {
  * lag, long timeouts. `disk`: the log.disk setting; null keeps the relay's default (a 1gb disk log behind the
  * memory tail), 0 = memory only, the closest match to redis-server.
  */
-export async function startRelay(upstreamPort, repoRoot, { disk = null, maxLag = '256mb', nodeArgs: extraNodeArgs = [] } = {}) {
+export async function startRelay(upstreamPort, repoRoot, { disk = null, maxLag = '256mb', nodeArgs: extraNodeArgs = [], yaml = null } = {}) {
   const dir = tempDir('psync-bench-relay-');
   const cfg = join(dir, 'relay.yaml');
+  // `yaml`: the whole config file instead (bench/wan.js); the flags below still set upstream, port, dir, web, log level.
   writeFileSync(
     cfg,
-    `upstream:\n  timeout: 3600\nlog:\n  memory: 64mb\n${disk === null ? '' : `  disk: ${disk}\n`}replication:\n  replica-max-lag: ${maxLag}\n  replica-timeout: 3600\n`,
+    yaml ?? `upstream:\n  timeout: 3600\nlog:\n  memory: 64mb\n${disk === null ? '' : `  disk: ${disk}\n`}replication:\n  replica-max-lag: ${maxLag}\n  replica-timeout: 3600\n`,
   );
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();

@@ -15,6 +15,7 @@ import {
   nullableFilePath,
   nullableText,
   oneOf,
+  onOff,
   size,
   text,
 } from './value-types.js';
@@ -83,6 +84,8 @@ export const relaySchema = section(
             if ((tls.cert === null) !== (tls.key === null)) report(tls.cert === null ? 'cert' : 'key', 'cert and key go together');
           },
         ),
+        compression: key(onOff(), 'on', 'when the upstream is another psync-relay, ask it to compress the RDB and the stream (a redis-server or Valkey upstream ignores the request)'),
+        'compression-level': key(integer(1, 9), 1, 'zlib level 1-9 the upstream relay compresses at: 1 = fastest, 9 = smallest'),
       },
       'The master the relay replicates from (the relay is its replica)',
       (upstream, report) => {
@@ -183,6 +186,7 @@ export const relaySchema = section(
         'snapshot-refresh-min-interval': key(duration(0), '60s', 'at most one snapshot fetch from upstream (a fork on the master) per interval'),
         'full-sync-concurrency': key(integer(0, 100000), 0, 'at most this many replicas receive a snapshot at once, the others wait in arrival order; 0 = no limit'),
         'full-sync-rate': key(size(0), 0, 'bytes per second per snapshot transfer; 0 = no limit'),
+        compression: key(onOff(), 'on', 'compress for downstream psync-relays that ask (their upstream.compression); off = always plain'),
       },
       'Downstream replicas',
     ),

@@ -39,6 +39,13 @@ export function boolean() {
   return z.boolean({ error: (iss) => `must be true or false, got ${show(iss.input)}` });
 }
 
+/** A switch: `on` or `off` (true and false accepted too), as a boolean. */
+export function onOff() {
+  return z
+    .union([z.literal('on'), z.literal('off'), z.boolean()], { error: (iss) => `must be on or off, got ${show(iss.input)}` })
+    .transform((v) => v === 'on' || v === true);
+}
+
 /** One of `values`. */
 export function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
   return z.enum(values, { error: (iss) => `must be one of ${values.join(', ')}; got ${show(iss.input)}` });

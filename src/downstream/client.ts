@@ -53,6 +53,8 @@ export class ClientConnection implements MemoryUser {
   lastInteraction = Date.now();
   /** From REPLCONF before PSYNC. */
   replconf = { listeningPort: 0, ipAddress: '', capaEof: false, capaPsync2: false, rdbOnly: false, rdbFilterEmpty: false, version: '' };
+  /** `REPLCONF capa psync-relay-z1:<level>`: a relay asking for a compressed stream at that level (src/compression.ts); null = not asked. */
+  capaCompression: number | null = null;
   replica: ReplicaSession | null = null;
   /** MULTI state: queued commands, or null outside a transaction. */
   multi: Buffer[][] | null = null;

@@ -6,6 +6,7 @@ import { WRITE_COMMANDS } from './write-commands.js';
 import { SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount, type PubSub } from './pubsub.js';
 import { authRequired, channelAllowed, channelArgs, roleAllows } from './roles.js';
 import { clip, validClientName, validHost } from '../util/text.js';
+import { parseCompressionCapa } from '../compression.js';
 
 /** What commands need from the rest of the relay. */
 export interface CommandHost {
@@ -271,6 +272,7 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
         // Unknown capabilities (dual-channel, ...) are ignored, so newer replicas fall back cleanly.
         if (val.toLowerCase() === 'eof') c.replconf.capaEof = true;
         else if (val.toLowerCase() === 'psync2') c.replconf.capaPsync2 = true;
+        else c.capaCompression = parseCompressionCapa(val) ?? c.capaCompression;
         break;
       case 'ack':
       case 'fack': {

@@ -9,6 +9,7 @@ import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import { LinkError, ReplicaGoneError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import type { Telemetry } from '../observability/telemetry.js';
+import { CompressedWriter } from './compressed-writer.js';
 
 /** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
 export const ReplicaState = {
@@ -37,6 +38,8 @@ export interface ReplicaCapabilities {
   readonly rdbFilterEmpty: boolean;
   /** Plain SYNC: no +FULLRESYNC line, no ACKs expected. */
   readonly plainSync: boolean;
+  /** A downstream relay's psync-relay-z1 level: everything after the PSYNC reply line is compressed; null/absent = plain. */
+  readonly compression?: number | null;
 }
 
 export interface SessionOptions {
@@ -79,6 +82,8 @@ export class ReplicaSession {
   #softSince = 0;
   #onClose: (s: ReplicaSession) => void;
   #onAck: ((s: ReplicaSession) => void) | undefined;
+  /** This replica's own compressor once its PSYNC reply line is out (caps.compression), else null: bytes go to the socket. */
+  #z: CompressedWriter | null = null;
   #state: ReplicaState = ReplicaState.WaitBgsave;
   #cursor: LogCursor | null = null;
   /** The first stream byte after a payload still arriving from upstream (beginFull without a pin). */
@@ -143,6 +148,7 @@ export class ReplicaSession {
 
   /** Partial resync: stream from `offset` (the first byte the replica lacks) on. */
   continueFrom(offset: number): void {
+    this.#startCompression();
     this.#cursor = new LogCursor(this.#log, offset - 1, { pin: true });
     this.#setState(ReplicaState.Online, 'partial resync');
     this.pump();
@@ -245,6 +251,7 @@ export class ReplicaSession {
     try {
       if (this.#state !== ReplicaState.SendBulk) return;
       if (header.length > 0) this.#write(header);
+      this.#startCompression();
       if (lease) await this.#sendFile(lease, rate);
       else {
         const payload = (rdb as { payload: Buffer }).payload;
@@ -261,7 +268,7 @@ export class ReplicaSession {
     if (this.caps.rdbOnly) {
       // Like Redis: an rdb-only replica (redis-cli --rdb) is closed once it has the RDB.
       this.#cursor?.close();
-      this.socket.end();
+      (this.#z ?? this.socket).end();
       this.#setState(ReplicaState.Closed, 'rdb-only transfer complete');
       this.#onClose(this);
       return;
@@ -314,7 +321,7 @@ export class ReplicaSession {
         };
         if (!ok) {
           waits++;
-          this.socket.once('drain', go);
+          (this.#z ?? this.socket).once('drain', go);
         }
         if (early > 0) {
           waits++;
@@ -441,8 +448,27 @@ export class ReplicaSession {
 
   #write(buf: Buffer): boolean {
     if (this.socket.destroyed) return false;
+    if (this.#z) return this.#z.write(buf);
     this.#telemetry.traffic.netOutputBytes += buf.length;
     return this.socket.write(buf);
+  }
+
+  /** From here on, bytes go through this replica's own compressor (src/compression.ts); its 'drain' resumes the pump. */
+  #startCompression(): void {
+    const level = this.caps.compression;
+    if (level == null || this.#z) return;
+    const traffic = this.#telemetry.traffic;
+    const onBatch = (raw: number, wire: number): void => {
+      traffic.netOutputBytes += wire;
+      traffic.compressedRawBytes += raw;
+      traffic.compressedWireBytes += wire;
+    };
+    this.#z = new CompressedWriter(this.socket, { level, onBatch });
+    this.#z.on('drain', () => {
+      this.#blocked = false;
+      this.pump();
+    });
+    this.#logger.info({ compression: 'psync-relay-z1', level }, 'replica stream compressed');
   }
 
   close(reason: string, fields: Record<string, unknown> = {}): void {

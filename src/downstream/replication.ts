@@ -6,6 +6,7 @@ import type { Telemetry } from '../observability/telemetry.js';
 import type { ClientConnection } from './client.js';
 import { ReplicaSession, ReplicaState } from './replica-session.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
+import { psyncReplyLine } from '../compression.js';
 
 /** What the master side needs from the relay's backlog. */
 export interface ReplicationSource {
@@ -41,6 +42,8 @@ export interface DownstreamOptions {
   readonly fullSyncConcurrency?: number;
   /** replication.full-sync-rate: bytes per second per snapshot transfer; 0 = no limit. */
   readonly fullSyncRate?: number;
+  /** replication.compression: compress for downstream relays that ask (capa psync-relay-z1); false = always plain. */
+  readonly compression?: boolean;
 }
 
 /** A PSYNC held because the replica is ahead of the relay: decided when the log reaches `offset`, or at `deadline`. */
@@ -98,7 +101,15 @@ export class DownstreamReplication {
       softLag: this.#opts.softLag,
       softLagMs: this.#opts.softLagMs,
       onAck: () => this.#opts.onAck?.(),
-      caps: { psync2: rc.capaPsync2, eof: rc.capaEof, rdbOnly: rc.rdbOnly, rdbFilterEmpty: rc.rdbFilterEmpty, plainSync: replid === null },
+      caps: {
+        psync2: rc.capaPsync2,
+        eof: rc.capaEof,
+        rdbOnly: rc.rdbOnly,
+        rdbFilterEmpty: rc.rdbFilterEmpty,
+        plainSync: replid === null,
+        // A plain SYNC has no reply line to mark: never compressed.
+        compression: this.#opts.compression !== false && replid !== null ? client.capaCompression : null,
+      },
       onClose: (s) => this.#remove(s),
     });
     client.replica = session;
@@ -125,7 +136,8 @@ export class DownstreamReplication {
     const { ids, log } = this.#opts.source;
     if (!ids.accepts(replid, offset) || !log.holds(offset)) return false;
     this.#opts.telemetry.emit('replica.sync', { kind: 'partial', peer: client.addr });
-    const line = client.replconf.capaPsync2 ? `+CONTINUE ${ids.replid}\r\n` : '+CONTINUE\r\n';
+    const z = session.caps.compression != null;
+    const line = psyncReplyLine(client.replconf.capaPsync2 || z ? `+CONTINUE ${ids.replid}` : '+CONTINUE', z);
     client.socket.write(line);
     client.logger.info({ replid: ids.replid, offset, backlogBytes: log.endOffset - offset + 1 }, 'partial resync accepted');
     session.continueFrom(offset);
@@ -223,7 +235,8 @@ export class DownstreamReplication {
   }
 
   #header(session: ReplicaSession, offset: number): Buffer {
-    return session.caps.plainSync ? Buffer.alloc(0) : Buffer.from(`+FULLRESYNC ${this.#opts.source.ids.replid} ${offset}\r\n`);
+    if (session.caps.plainSync) return Buffer.alloc(0);
+    return Buffer.from(psyncReplyLine(`+FULLRESYNC ${this.#opts.source.ids.replid} ${offset}`, session.caps.compression != null));
   }
 
   /**

@@ -57,6 +57,8 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
     `relay_replicas_dropped_timeout:${s.stats.replicasDroppedTimeout}`,
     `relay_protocol_errors:${s.stats.protocolErrors}`,
     `relay_disk_read_bytes:${s.stats.diskReadBytes}`,
+    `relay_compressed_raw_bytes:${s.stats.compressedRawBytes}`,
+    `relay_compressed_wire_bytes:${s.stats.compressedWireBytes}`,
   ],
   replication: (s) => {
     const u = s.upstream;

@@ -16,6 +16,9 @@ export interface StatsSnapshot {
     readonly replicasDroppedTimeout: number;
     readonly protocolErrors: number;
     readonly diskReadBytes: number;
+    /** Stream and RDB bytes handed to compressing replicas' compressors (psync-relay-z1), and what went on the wire. */
+    readonly compressedRawBytes: number;
+    readonly compressedWireBytes: number;
     /** Commands seen in the upstream stream, by lower-case name. */
     readonly streamCommands: Readonly<Record<string, number>>;
   };
@@ -96,6 +99,8 @@ export class RelayStats {
         replicasDroppedTimeout: this.#droppedTimeout,
         protocolErrors: this.#protocolErrors,
         diskReadBytes: t.diskReadBytes,
+        compressedRawBytes: t.compressedRawBytes,
+        compressedWireBytes: t.compressedWireBytes,
         streamCommands: Object.fromEntries(t.streamCommands),
       },
       upstream: { fullSyncs: this.#upstreamFull, partialSyncs: this.#upstreamPartial, bytesIn: t.upstreamBytesIn, lastError: this.#upstreamError },

@@ -107,6 +107,8 @@ export interface RelayStatus {
     readonly replicasDroppedTimeout: number;
     readonly protocolErrors: number;
     readonly diskReadBytes: number;
+    readonly compressedRawBytes: number;
+    readonly compressedWireBytes: number;
     /** Commands seen in the upstream stream, by lower-case name. */
     readonly streamCommands: Readonly<Record<string, number>>;
   };

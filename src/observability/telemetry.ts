@@ -81,6 +81,9 @@ export class Traffic {
   webMessagesSent = 0;
   webBytesSent = 0;
   webDroppedMessages = 0;
+  /** Bytes handed to compressing replicas' compressors (psync-relay-z1), and what they sent on the wire. */
+  compressedRawBytes = 0;
+  compressedWireBytes = 0;
   /** Commands seen in the upstream stream, by lower-case name. */
   readonly streamCommands = new Map<string, number>();
 

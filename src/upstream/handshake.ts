@@ -1,4 +1,5 @@
 import { HandshakeError } from '../errors.js';
+import { Z1, compressionCapa } from '../compression.js';
 
 /**
  * The replica side of the replication handshake as a pure state machine: no sockets, no timers.
@@ -31,11 +32,13 @@ export interface HandshakeContext {
   readonly psyncReplid: string;
   /** Our offset + 1, or -1 on first contact. */
   readonly psyncOffset: number;
+  /** Announce `capa psync-relay-z1:<level>` (upstream.compression); null/absent = not announced. */
+  readonly compression?: number | null;
 }
 
 export type PsyncOutcome =
-  | { readonly kind: 'full'; readonly replid: string; readonly offset: number }
-  | { readonly kind: 'continue'; readonly replid: string | null }
+  | { readonly kind: 'full'; readonly replid: string; readonly offset: number; readonly compressed?: true }
+  | { readonly kind: 'continue'; readonly replid: string | null; readonly compressed?: true }
   /** Upstream does not know PSYNC: we sent SYNC and the payload follows without a +FULLRESYNC line. */
   | { readonly kind: 'sync' }
   /** -NOMASTERLINK / -LOADING: upstream cannot serve us now. */
@@ -102,7 +105,7 @@ export function step(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       // Redis 7.0 syncWithMaster: a command of its own, only when replica-announce-ip is set.
       if (ctx.announceIp !== null) send.push(['REPLCONF', 'ip-address', ctx.announceIp]);
       if (ctx.rdbOnly) send.push(['REPLCONF', 'rdb-only', '1']);
-      send.push(['REPLCONF', 'capa', 'eof', 'capa', 'psync2']);
+      send.push(['REPLCONF', 'capa', 'eof', 'capa', 'psync2', ...(ctx.compression ? ['capa', compressionCapa(ctx.compression)] : [])]);
       return { next: nextAfter(state, ctx), send };
     }
     case HandshakeState.ReceiveAuth:
@@ -124,24 +127,33 @@ export function step(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       return isError ? { ...r, warning: `upstream refused REPLCONF capa: ${line}` } : r;
     }
     case HandshakeState.ReceivePsync:
-      return psyncReply(line);
+      return psyncReply(line, !!ctx.compression);
     default:
       return fail(state, line, 'handshake already finished');
   }
 }
 
-/** Parses the reply to PSYNC (Redis slaveTryPartialResynchronization). */
-export function psyncReply(line: string): StepResult {
+/**
+ * Parses the reply to PSYNC (Redis slaveTryPartialResynchronization). With `compressionAnnounced`, a trailing
+ * `psync-relay-z1` token says everything after the line is compressed (src/compression.ts); without it, the token
+ * is a malformed reply.
+ */
+export function psyncReply(line: string, compressionAnnounced = false): StepResult {
   const state = HandshakeState.ReceivePsync;
-  if (line.startsWith('+FULLRESYNC')) {
-    const m = /^\+FULLRESYNC ([0-9a-zA-Z]{40}) (-?\d+)\s*$/.exec(line);
+  const marked = compressionAnnounced && line.endsWith(` ${Z1}`);
+  const text = marked ? line.slice(0, -(Z1.length + 1)) : line;
+  const z = marked ? ({ compressed: true } as const) : {};
+  if (text.startsWith('+FULLRESYNC')) {
+    const m = /^\+FULLRESYNC ([0-9a-zA-Z]{40}) (-?\d+)\s*$/.exec(text);
     if (!m) return fail(state, line, `malformed +FULLRESYNC reply: ${line}`);
-    return { next: HandshakeState.Done, outcome: { kind: 'full', replid: m[1]!, offset: Number(m[2]) } };
+    return { next: HandshakeState.Done, outcome: { kind: 'full', replid: m[1]!, offset: Number(m[2]), ...z } };
   }
-  if (line.startsWith('+CONTINUE')) {
-    const id = line.slice('+CONTINUE'.length).trim();
+  if (text.startsWith('+CONTINUE')) {
+    const id = text.slice('+CONTINUE'.length).trim();
     if (id !== '' && !/^[0-9a-zA-Z]{40}$/.test(id)) return fail(state, line, `malformed +CONTINUE reply: ${line}`);
-    return { next: HandshakeState.Done, outcome: { kind: 'continue', replid: id === '' ? null : id } };
+    // A compressing relay always names its replid (src/compression.ts).
+    if (marked && id === '') return fail(state, line, `malformed +CONTINUE reply: ${line}`);
+    return { next: HandshakeState.Done, outcome: { kind: 'continue', replid: id === '' ? null : id, ...z } };
   }
   if (line.startsWith('-NOMASTERLINK') || line.startsWith('-LOADING')) {
     return { next: HandshakeState.Done, outcome: { kind: 'try-later', reply: line } };

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { ClientTlsConfig } from '../config/types.js';
 import { encodeCommand } from '../resp/writer.js';
@@ -8,6 +9,7 @@ import { LinkError, ProtocolError, TimeoutError } from '../errors.js';
 import { openReplicationConnection } from './connection.js';
 import { RdbReceiver } from './rdb-receiver.js';
 import { receiveRdb } from './receive-rdb.js';
+import { payloadSource } from './decompress-stream.js';
 import { backoffDelay } from './backoff.js';
 import type { PsyncOutcome } from './handshake.js';
 import { TimerSet } from './timer-set.js';
@@ -79,6 +81,8 @@ export interface LinkOptions {
   readonly connectTimeoutMs: number;
   readonly backoffMinMs: number;
   readonly backoffMaxMs: number;
+  /** Ask an upstream relay to compress at this zlib level (upstream.compression); null/absent = plain. */
+  readonly compression?: number | null;
   readonly log: Logger;
   readonly telemetry: Telemetry;
 }
@@ -239,6 +243,7 @@ export class UpstreamLink extends EventEmitter {
         rdbOnly: false,
         psyncReplid: target.replid,
         psyncOffset: target.offset,
+        compression: this.#opts.compression ?? null,
         connectTimeoutMs: this.#opts.connectTimeoutMs,
         replyTimeoutMs: this.#opts.timeoutMs,
         log: this.#log,
@@ -256,10 +261,12 @@ export class UpstreamLink extends EventEmitter {
     }
     this.#socket = opened.socket;
     this.#lastIo = Date.now();
-    this.#handleOutcome(opened.outcome, opened.socket, opened.rest, target);
+    // Compressed by an upstream relay: read through an inflater (the socket stays ours for ACKs).
+    const { source, rest } = payloadSource(opened);
+    this.#handleOutcome(opened.outcome, source, rest, target);
   }
 
-  #handleOutcome(outcome: PsyncOutcome, socket: Socket, rest: Buffer, target: { replid: string; offset: number }): void {
+  #handleOutcome(outcome: PsyncOutcome, socket: Readable, rest: Buffer, target: { replid: string; offset: number }): void {
     const log = this.#log;
     const gen = this.#generation;
     socket.on('error', (err) => gen === this.#generation && this.#fail(err));
@@ -270,7 +277,7 @@ export class UpstreamLink extends EventEmitter {
         return;
       case 'continue': {
         this.#opts.telemetry.emit('upstream.sync', { kind: 'partial', replid: outcome.replid ?? target.replid, offset: target.offset - 1 });
-        log.info({ replid: outcome.replid ?? target.replid, offset: target.offset - 1, peer: this.#peer() }, 'partial resync accepted by upstream');
+        log.info({ replid: outcome.replid ?? target.replid, offset: target.offset - 1, peer: this.#peer(), compressed: outcome.compressed === true }, 'partial resync accepted by upstream');
         // The new id (if any) is persisted before a byte of its stream is appended; the socket stays paused meanwhile.
         this.#hostApi.continued(outcome.replid).then(
           () => gen === this.#generation && this.#startStreaming(socket, rest),
@@ -282,14 +289,14 @@ export class UpstreamLink extends EventEmitter {
       case 'sync': {
         const replid = outcome.kind === 'full' ? outcome.replid : null;
         const offset = outcome.kind === 'full' ? outcome.offset : 0;
-        log.info({ replid, offset, peer: this.#peer() }, 'full resync from upstream');
+        log.info({ replid, offset, peer: this.#peer(), compressed: outcome.kind === 'full' && outcome.compressed === true }, 'full resync from upstream');
         void this.#receiveRdb(socket, rest, replid, offset);
         return;
       }
     }
   }
 
-  async #receiveRdb(socket: Socket, first: Buffer, replid: string | null, offset: number): Promise<void> {
+  async #receiveRdb(socket: Readable, first: Buffer, replid: string | null, offset: number): Promise<void> {
     const gen = this.#generation;
     const shared = replid !== null && this.#hostApi.transferStarted !== undefined;
     const receiver = new RdbReceiver(this.#hostApi.tempSnapshotPath(), { shareReads: shared });
@@ -336,7 +343,7 @@ export class UpstreamLink extends EventEmitter {
     }
   }
 
-  #startStreaming(socket: Socket, rest: Buffer): void {
+  #startStreaming(socket: Readable, rest: Buffer): void {
     this.#attempt = 0;
     this.#resyncScanner();
     this.#setState(LinkState.Connected, 'streaming', { offset: this.#hostApi.masterReplOffset() });

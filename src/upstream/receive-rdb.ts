@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import { LinkError, TimeoutError } from '../errors.js';
 import { RdbReceiver } from './rdb-receiver.js';
@@ -12,11 +12,11 @@ export interface ReceiveOptions {
 }
 
 /**
- * Reads a full sync's payload from `socket` (after the PSYNC reply; `first` holds bytes already read) into
+ * Reads a full sync's payload from `socket` (the connection, or its inflater; after the PSYNC reply; `first` holds bytes already read) into
  * `receiver`'s file, honouring the file's backpressure, logging progress, failing after `timeoutMs` of silence.
  * Resolves with the bytes after the payload, the file flushed, and the socket paused.
  */
-export function receiveRdb(socket: Socket, first: Buffer, receiver: RdbReceiver, opts: ReceiveOptions): Promise<Buffer> {
+export function receiveRdb(socket: Readable, first: Buffer, receiver: RdbReceiver, opts: ReceiveOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const startedAt = Date.now();
     let lastIo = startedAt;

@@ -5,6 +5,7 @@ import { HandshakeError } from '../errors.js';
 import { openReplicationConnection } from './connection.js';
 import { RdbReceiver } from './rdb-receiver.js';
 import { receiveRdb } from './receive-rdb.js';
+import { payloadSource } from './decompress-stream.js';
 
 export interface FetchOptions {
   readonly host: string;
@@ -16,6 +17,8 @@ export interface FetchOptions {
   readonly listeningPort: number;
   readonly connectTimeoutMs: number;
   readonly timeoutMs: number;
+  /** Ask an upstream relay to compress the RDB (upstream.compression); null/absent = plain. */
+  readonly compression?: number | null;
   readonly log: Logger;
 }
 
@@ -53,7 +56,8 @@ export async function fetchSnapshot(
     const snap = { replid: outcome.replid, offset: outcome.offset };
     onStart(snap);
     const receiver = new RdbReceiver(tempPath);
-    await receiveRdb(socket, opened.rest, receiver, { timeoutMs: opts.timeoutMs, log: opts.log, peer: `${opts.host}:${opts.port}` });
+    const { source, rest } = payloadSource(opened);
+    await receiveRdb(source, rest, receiver, { timeoutMs: opts.timeoutMs, log: opts.log, peer: `${opts.host}:${opts.port}` });
     return snap;
   } finally {
     socket.destroy();

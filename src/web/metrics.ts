@@ -120,6 +120,18 @@ const FAMILIES: readonly Family[] = [
     help: 'Stream bytes sent to replicas from the disk log (they were behind the memory tail).',
     read: (s) => s.stats.diskReadBytes,
   },
+  {
+    name: 'compressed_raw_bytes_total',
+    type: 'counter',
+    help: 'Bytes (RDB and stream) handed to the compressors of downstream relays that asked for compression.',
+    read: (s) => s.stats.compressedRawBytes,
+  },
+  {
+    name: 'compressed_wire_bytes_total',
+    type: 'counter',
+    help: 'What those compressors sent on the wire (compare with compressed_raw_bytes_total for the ratio).',
+    read: (s) => s.stats.compressedWireBytes,
+  },
   { name: 'connections_received_total', type: 'counter', help: 'Downstream connections accepted.', read: (s) => s.stats.totalConnectionsReceived },
   { name: 'rejected_connections_total', type: 'counter', help: 'Downstream connections refused (max-clients).', read: (s) => s.stats.rejectedConnections },
   { name: 'commands_processed_total', type: 'counter', help: 'Commands processed from downstream clients.', read: (s) => s.stats.totalCommandsProcessed },

@@ -17,6 +17,8 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     backoffMinMs: 100,
     backoffMaxMs: 1000,
     sentinel: null,
+    compression: true,
+    compressionLevel: 1,
     snapshotSource: null,
     tls: null,
   },
@@ -50,6 +52,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     snapshotRefreshMinIntervalMs: 60_000,
     fullSyncConcurrency: 0,
     fullSyncRate: 0,
+    compression: true,
   },
   web: {
     bind: '127.0.0.1',

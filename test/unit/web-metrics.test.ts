@@ -76,6 +76,8 @@ const status: RelayStatus = {
     replicasDroppedTimeout: 0,
     protocolErrors: 0,
     diskReadBytes: 0,
+    compressedRawBytes: 0,
+    compressedWireBytes: 0,
     streamCommands: { set: 3, 'we"ird\\name\n': 1 },
   },
   web: { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, decoding: true, bufferedBytes: 0 },

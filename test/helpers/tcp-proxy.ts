@@ -1,0 +1,109 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+
+/** How much of each direction of each connection is kept for inspection (the handshake and the payload's start). */
+const CAPTURE = 64 * 1024;
+
+/** One proxied connection: bytes in each direction and the first CAPTURE bytes of each. */
+export interface ProxiedConnection {
+  /** Client → target (a replica's handshake and ACKs). */
+  up: Buffer;
+  /** Target → client (replies, then the payload and stream). */
+  down: Buffer;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of `targetPort` that counts the bytes of every connection in both directions
+ * and keeps their beginnings, so a test can see what crossed a replication link (is it compressed, what did the
+ * handshake say). cut() drops every open connection, as a network failure would.
+ */
+export class TcpProxy {
+  readonly connections: ProxiedConnection[] = [];
+  #server: Server;
+  #open = new Set<Socket>();
+  #port = 0;
+
+  private constructor(server: Server) {
+    this.#server = server;
+  }
+
+  static async start(targetPort: number): Promise<TcpProxy> {
+    const server = createServer();
+    const proxy = new TcpProxy(server);
+    server.on('connection', (client) => proxy.#pair(client, targetPort));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const addr = server.address();
+    if (addr === null || typeof addr === 'string') throw new Error('proxy: no port');
+    proxy.#port = addr.port;
+    return proxy;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+  get bytesUp(): number {
+    return this.connections.reduce((n, c) => n + c.bytesUp, 0);
+  }
+  get bytesDown(): number {
+    return this.connections.reduce((n, c) => n + c.bytesDown, 0);
+  }
+  get last(): ProxiedConnection | undefined {
+    return this.connections[this.connections.length - 1];
+  }
+
+  /** Drops every open connection (both ends). */
+  cut(): void {
+    for (const s of this.#open) s.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #pair(client: Socket, targetPort: number): void {
+    const target = connect({ port: targetPort, host: '127.0.0.1' });
+    const conn: ProxiedConnection = { up: Buffer.alloc(0), down: Buffer.alloc(0), bytesUp: 0, bytesDown: 0 };
+    this.connections.push(conn);
+    for (const s of [client, target]) {
+      this.#open.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        this.#open.delete(s);
+        client.destroy();
+        target.destroy();
+      });
+    }
+    const forward = (from: Socket, to: Socket, dir: 'up' | 'down'): void => {
+      from.on('data', (chunk: Buffer) => {
+        if (dir === 'up') conn.bytesUp += chunk.length;
+        else conn.bytesDown += chunk.length;
+        if (conn[dir].length < CAPTURE) conn[dir] = Buffer.concat([conn[dir], chunk.subarray(0, CAPTURE - conn[dir].length)]);
+        if (!to.write(chunk)) {
+          from.pause();
+          to.once('drain', () => from.resume());
+        }
+      });
+    };
+    forward(client, target, 'up');
+    forward(target, client, 'down');
+  }
+}
+
+/** The PSYNC reply line (`+FULLRESYNC ...` or `+CONTINUE ...`, without CRLF) a proxied replica received, or null. */
+export function psyncReplyOf(conn: ProxiedConnection): string | null {
+  const text = conn.down.toString('latin1');
+  const m = /(?:^|\n)(\+(?:FULLRESYNC|CONTINUE)[^\r\n]*)\r\n/.exec(text);
+  return m ? m[1]! : null;
+}
+
+/** The bytes a proxied replica received after its PSYNC reply line (as far as captured). */
+export function afterPsyncReply(conn: ProxiedConnection): Buffer {
+  const line = psyncReplyOf(conn);
+  if (line === null) return Buffer.alloc(0);
+  const at = conn.down.indexOf(`${line}\r\n`, 0, 'latin1');
+  return conn.down.subarray(at + line.length + 2);
+}
