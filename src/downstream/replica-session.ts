@@ -180,6 +180,7 @@ export class ReplicaSession {
     try {
       if (this.#state !== ReplicaState.SendBulk) return;
       if (header.length > 0) this.#write(header);
+      this.#startCompression();
       const total = inc.total();
       const mark = total === null ? randomBytes(20).toString('hex') : null;
       this.#write(Buffer.from(mark === null ? `$${total}\r\n` : `$EOF:${mark}\r\n`));
@@ -228,15 +229,16 @@ export class ReplicaSession {
     this.pump();
   }
 
-  /** Resolves when the socket drains or closes. */
+  /** Resolves when what the session writes to (the socket, or its compressor) drains, or the socket closes. */
   #drained(): Promise<void> {
+    const target = this.#z ?? this.socket;
     return new Promise((resolve) => {
       const done = (): void => {
-        this.socket.off('drain', done);
+        target.off('drain', done);
         this.socket.off('close', done);
         resolve();
       };
-      this.socket.once('drain', done);
+      target.once('drain', done);
       this.socket.once('close', done);
     });
   }

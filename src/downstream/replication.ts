@@ -216,7 +216,7 @@ export class DownstreamReplication {
         this.#transfers.add(session);
         this.#pipelined.add(session);
         session.beginFull(inc.offset + 1, false);
-        const header = session.caps.plainSync ? Buffer.alloc(0) : Buffer.from(`+FULLRESYNC ${inc.replid} ${inc.offset}\r\n`);
+        const header = this.#header(session, inc.offset, inc.replid);
         void session.sendIncoming(header, inc, this.#opts.fullSyncRate ?? 0).finally(() => this.#transferEnded(session));
         continue;
       }
@@ -234,9 +234,10 @@ export class DownstreamReplication {
     }
   }
 
-  #header(session: ReplicaSession, offset: number): Buffer {
+  /** The +FULLRESYNC line (marked for a compressing replica), empty for SYNC; `replid` of the history served. */
+  #header(session: ReplicaSession, offset: number, replid = this.#opts.source.ids.replid): Buffer {
     if (session.caps.plainSync) return Buffer.alloc(0);
-    return Buffer.from(psyncReplyLine(`+FULLRESYNC ${this.#opts.source.ids.replid} ${offset}`, session.caps.compression != null));
+    return Buffer.from(psyncReplyLine(`+FULLRESYNC ${replid} ${offset}`, session.caps.compression != null));
   }
 
   /**
