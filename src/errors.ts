@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'RELAY_ERR_LOG_RANGE'
   | 'RELAY_ERR_STORAGE'
   | 'RELAY_ERR_REPLICA_GONE'
+  | 'RELAY_ERR_PITR'
   | 'RELAY_ERR_INTERNAL';
 
 /** Errors with stable, greppable codes. Tests assert `code`, never message text. `cause` is passed on. */

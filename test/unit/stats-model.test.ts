@@ -48,6 +48,8 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
       protocolErrors: 1,
       diskReadBytes: 0,
       streamCommands: { set: 2 },
+      compressedRawBytes: 0,
+      compressedWireBytes: 0,
     },
     upstream: { fullSyncs: 1, partialSyncs: 1, bytesIn: 0, lastError: 'second' },
     snapshotRefreshes: { started: 2, committed: 1, failed: 1 },
