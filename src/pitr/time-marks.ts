@@ -1,0 +1,111 @@
+import { appendFile, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../log.js';
+
+/** One point of the stream in time: the last byte of a whole command, and when the relay received it. */
+export interface TimeMark {
+  readonly offset: number;
+  readonly ms: number;
+}
+
+const EVERY_MS = 1000;
+
+/**
+ * The wall-clock time of the stream: at most one mark a second (the command boundary the relay held then, and the
+ * time), kept in memory and appended to `dir/log/marks-<epoch>.log` so that a restart still knows when each part of
+ * the disk log arrived. Marks older than the log's first byte are forgotten. Used by point-in-time requests
+ * (`RELAY PITR TIME`) and to say when an offset was written.
+ */
+export class TimeMarks {
+  #dir: string;
+  #logger: Logger;
+  #epoch = -1;
+  #marks: TimeMark[] = [];
+  #pending: string[] = [];
+  #writing = false;
+
+  constructor(dir: string, logger: Logger) {
+    this.#dir = dir;
+    this.#logger = logger;
+  }
+
+  get all(): readonly TimeMark[] {
+    return this.#marks;
+  }
+
+  #file(epoch: number): string {
+    return join(this.#dir, `marks-${String(epoch).padStart(10, '0')}.log`);
+  }
+
+  /** Loads the marks of `epoch` a previous run left (those past `endOffset` were never on disk: dropped). */
+  async load(epoch: number, endOffset: number): Promise<void> {
+    this.#epoch = epoch;
+    this.#marks = [];
+    try {
+      for (const line of (await readFile(this.#file(epoch), 'utf8')).split('\n')) {
+        const m = /^(\d+) (\d+)$/.exec(line);
+        if (!m) continue;
+        const mark = { offset: Number(m[1]), ms: Number(m[2]) };
+        if (mark.offset <= endOffset && (this.#marks.length === 0 || mark.offset > this.#marks[this.#marks.length - 1]!.offset)) this.#marks.push(mark);
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#logger.warn({ err }, 'time marks unreadable: times of older offsets unknown');
+    }
+  }
+
+  /** A new history: its marks start empty (the old file goes). */
+  reset(epoch: number): void {
+    const old = this.#epoch;
+    this.#epoch = epoch;
+    this.#marks = [];
+    this.#pending = [];
+    if (old >= 0 && old !== epoch) void rm(this.#file(old), { force: true }).catch(() => {});
+  }
+
+  /** The relay holds a whole command ending at `boundary`; marked when a second has passed since the last mark. */
+  note(boundary: number, now = Date.now()): void {
+    const last = this.#marks[this.#marks.length - 1];
+    if (last && (now - last.ms < EVERY_MS || boundary <= last.offset)) return;
+    this.#marks.push({ offset: boundary, ms: now });
+    this.#pending.push(`${boundary} ${now}\n`);
+    void this.#flush();
+  }
+
+  /** Forgets marks before `firstOffset` (the log no longer holds those bytes). */
+  trim(firstOffset: number): void {
+    let i = 0;
+    while (i < this.#marks.length - 1 && this.#marks[i + 1]!.offset < firstOffset) i++;
+    if (i > 0) this.#marks = this.#marks.slice(i);
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#writing || this.#pending.length === 0 || this.#epoch < 0) return;
+    this.#writing = true;
+    const lines = this.#pending.join('');
+    this.#pending = [];
+    try {
+      await appendFile(this.#file(this.#epoch), lines);
+    } catch (err) {
+      this.#logger.debug({ err }, 'time marks not written');
+    } finally {
+      this.#writing = false;
+    }
+    if (this.#pending.length > 0) void this.#flush();
+  }
+
+  /** The last mark at or before `ms` (null: none that old is held). */
+  atOrBefore(ms: number): TimeMark | null {
+    let best: TimeMark | null = null;
+    for (const m of this.#marks) {
+      if (m.ms > ms) break;
+      best = m;
+    }
+    return best;
+  }
+
+  /** When `offset` was received, as far as the marks tell (the first mark at or after it); null if unknown. */
+  timeOf(offset: number): number | null {
+    for (const m of this.#marks) if (m.offset >= offset) return m.ms;
+    return null;
+  }
+}
