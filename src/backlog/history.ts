@@ -7,6 +7,7 @@ import { ReplLog, type LogReader } from './repl-log.js';
 import { SnapshotStore, type SnapshotMeta } from './snapshot-store.js';
 import { readState, writeState } from './state-file.js';
 import type { Telemetry } from '../observability/telemetry.js';
+import { TimeMarks } from '../pitr/time-marks.js';
 
 export interface HistoryOptions {
   readonly dir: string;
@@ -18,6 +19,8 @@ export interface HistoryOptions {
   readonly diskQueue: number;
   /** log.refresh-hold */
   readonly refreshHold: number;
+  /** history.keep-snapshots (default 1). */
+  readonly keepSnapshots?: number;
   readonly logger: Logger;
   readonly telemetry: Telemetry;
   readonly io?: FileIo;
@@ -44,6 +47,8 @@ export class History {
   readonly ids = new ReplIds();
   readonly log: ReplLog;
   readonly store: SnapshotStore;
+  /** When each part of this history's stream arrived (point-in-time requests by time). */
+  readonly marks: TimeMarks;
   #opts: HistoryOptions;
   #io: FileIo;
   #logger: Logger;
@@ -60,7 +65,9 @@ export class History {
     this.#io = opts.io ?? nodeFileIo;
     this.#logger = opts.logger;
     this.log = new ReplLog(opts.memory);
-    this.store = new SnapshotStore(opts.dir, { io: this.#io, logger: opts.logger });
+    this.store = new SnapshotStore(opts.dir, { io: this.#io, logger: opts.logger, keep: opts.keepSnapshots ?? 1 });
+    this.marks = new TimeMarks(opts.dir, opts.logger);
+    this.log.onAppend(() => this.marks.note(this.log.lastBoundary, this.log.firstOffset));
   }
 
   get epoch(): number {
@@ -101,6 +108,11 @@ export class History {
    * and upstream gives us a full sync. Each case is logged with its reason.
    */
   async recover(): Promise<void> {
+    await this.#recover();
+    await this.marks.load(this.#epoch, this.log.endOffset);
+  }
+
+  async #recover(): Promise<void> {
     await this.store.init();
     let state = null;
     try {
@@ -181,6 +193,7 @@ export class History {
     this.ids.reset(id);
     this.#hasHistory = true;
     this.#holds.clear();
+    this.marks.reset(this.#epoch);
     const reset = this.log.resetHistory(offset, this.#epoch);
     for (const fn of this.#newHistory) fn();
     await reset;

@@ -191,6 +191,16 @@ export const relaySchema = section(
       'Downstream replicas',
     ),
 
+    history: section(
+      {
+        'keep-snapshots': key(integer(1, 1000), 3, 'snapshots of the current history kept on disk (the newest ones); older points in time start from them'),
+        'snapshot-interval': key(duration(0), '30m', 'take a fresh snapshot this often (from upstream.snapshot-source when set, else the master: a fork there); 0 = only when a replica needs one'),
+        'pitr-idle-timeout': key(duration(1000), '10m', 'a point-in-time listener with no replica connected this long is closed'),
+        'pitr-max-listeners': key(integer(0, 1000), 4, 'point-in-time listeners open at once; 0 = RELAY PITR off'),
+      },
+      'Point-in-time replicas: the snapshots and stream times kept to serve them',
+    ),
+
     web: section(
       {
         bind: key(text(), '127.0.0.1', 'address to listen on'),

@@ -71,6 +71,8 @@ export class ClientConnection implements MemoryUser {
   #closing = false;
   #limits: ClientLimits;
   #bytesIn = 0;
+  /** A command is being answered asynchronously (suspend()). */
+  #suspended = false;
   #handshakeTimer: NodeJS.Timeout | null = null;
   /** Replies being gathered for EXEC (gatherReplies), or null. */
   #gathered: Buffer[] | null = null;
@@ -170,7 +172,15 @@ export class ClientConnection implements MemoryUser {
     this.#bytesIn += chunk.length;
     this.lastInteraction = Date.now();
     this.#parser.push(chunk);
-    for (;;) {
+    this.#process();
+  }
+
+  /**
+   * Runs the commands parsed so far, in order. A command answered later (suspend()) stops this until it has
+   * replied: the replies of a pipeline keep the order of its commands.
+   */
+  #process(): void {
+    while (!this.#suspended) {
       let args: Buffer[] | undefined;
       try {
         args = this.#parser.next();
@@ -194,6 +204,17 @@ export class ClientConnection implements MemoryUser {
       this.#handshakeTimer = null;
     }
     this.#updateMemory();
+  }
+
+  /** The command being run replies when `work` settles; the client's next commands wait for it. */
+  suspend(work: Promise<unknown>): void {
+    this.#suspended = true;
+    void work
+      .catch(() => {})
+      .finally(() => {
+        this.#suspended = false;
+        if (!this.#closing && !this.socket.destroyed) this.#process();
+      });
   }
 
   #protocolError(err: unknown): void {

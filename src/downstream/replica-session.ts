@@ -55,6 +55,12 @@ export interface SessionOptions {
   readonly onClose: (session: ReplicaSession) => void;
   /** The replica acknowledged a higher offset (REPLCONF ACK). */
   readonly onAck?: (session: ReplicaSession) => void;
+  /**
+   * A point-in-time replica: the stream stops at this offset (a command boundary). Once sent, the session lets go
+   * of the log and only keeps the replica alive with newlines, which a Redis replica does not count into its offset
+   * while no command follows them.
+   */
+  readonly until?: number;
 }
 
 /** Bytes read at a time from an RDB still arriving. */
@@ -93,6 +99,9 @@ export class ReplicaSession {
   /** A pump is queued for the next turn (the budget ran out). */
   #queued = false;
   #ackOffset = 0;
+  #until: number;
+  /** `until` was reached: the cursor is closed, the offset stays there. */
+  #parked = false;
   /** Set by REPLCONF ACK. */
   ackTime = Date.now();
 
@@ -107,6 +116,7 @@ export class ReplicaSession {
     this.#softLagMs = opts.softLagMs ?? 0;
     this.#onClose = opts.onClose;
     this.#onAck = opts.onAck;
+    this.#until = opts.until ?? Infinity;
     this.socket.on('drain', () => {
       this.#blocked = false;
       this.pump();
@@ -127,6 +137,7 @@ export class ReplicaSession {
   }
   /** The offset of the last stream byte handed to the socket (-1 before the stream starts). */
   get offset(): number {
+    if (this.#parked) return this.#until;
     return this.#cursor?.offset ?? -1;
   }
   /** The replica's address as the socket sees it (for telemetry). */
@@ -135,7 +146,12 @@ export class ReplicaSession {
   }
   /** Bytes of stream the replica has not been sent yet. */
   get lagBytes(): number {
-    return (this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) && this.#cursor ? this.#cursor.behind : 0;
+    return (this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) && this.#cursor ? this.#behind(this.#cursor) : 0;
+  }
+
+  /** Bytes this replica is still to be sent: up to the log's end, or to `until`. */
+  #behind(c: LogCursor): number {
+    return Math.min(c.behind, this.#until - c.offset);
   }
 
   #setState(next: ReplicaState, reason: string): void {
@@ -156,7 +172,12 @@ export class ReplicaSession {
 
   /** Keepalive for a replica still waiting for its payload (Redis sends `\n`; it is not part of the stream). */
   keepalive(): void {
-    if (this.#state === ReplicaState.WaitBgsave) this.#write(Buffer.from('\n'));
+    if (this.#state === ReplicaState.WaitBgsave || this.#parked) this.#write(Buffer.from('\n'));
+  }
+
+  /** A point-in-time replica has its last byte: nothing more is read from the log. */
+  get parked(): boolean {
+    return this.#parked;
   }
 
   /**
@@ -355,13 +376,16 @@ export class ReplicaSession {
     try {
       while (budget > 0) {
         if (this.#overLimit()) return;
+        const left = this.#until - c.offset;
+        if (left <= 0) return this.#park(c);
         const v = c.peek();
         if (v === null) return;
         if (!Buffer.isBuffer(v)) {
           this.#awaitDisk(v);
           return;
         }
-        const view = v.length > budget ? v.subarray(0, budget) : v;
+        const n = Math.min(v.length, budget, left);
+        const view = n < v.length ? v.subarray(0, n) : v;
         const fromDisk = c.onDisk;
         if (!corked) {
           this.socket.cork();
@@ -384,6 +408,13 @@ export class ReplicaSession {
     } finally {
       if (corked) this.socket.uncork();
     }
+  }
+
+  #park(c: LogCursor): void {
+    this.#parked = true;
+    this.#cursor = null;
+    c.close();
+    this.#logger.info({ offset: this.#until }, 'point-in-time replica has the stream up to its target; held there');
   }
 
   /** Behind the memory tail: wait for a (possibly shared) disk read, then carry on. */
@@ -416,7 +447,7 @@ export class ReplicaSession {
     const log = this.#log;
     const c = this.#cursor;
     if (!c) return false;
-    const lag = c.behind;
+    const lag = this.#behind(c);
     if (c.lost) {
       this.#dropForLag(`fell behind the log: needs offset ${c.offset + 1}, log starts at ${log.firstOffset}`, { limit: 'log.disk', lag, firstOffset: log.firstOffset });
       return true;

@@ -44,6 +44,8 @@ export interface DownstreamOptions {
   readonly fullSyncRate?: number;
   /** replication.compression: compress for downstream relays that ask (capa psync-relay-z1); false = always plain. */
   readonly compression?: boolean;
+  /** A point-in-time listener: replicas get the stream up to this offset and nothing after it (see ReplicaSession). */
+  readonly until?: number;
 }
 
 /** A PSYNC held because the replica is ahead of the relay: decided when the log reaches `offset`, or at `deadline`. */
@@ -111,6 +113,7 @@ export class DownstreamReplication {
         compression: this.#opts.compression !== false && replid !== null ? client.capaCompression : null,
       },
       onClose: (s) => this.#remove(s),
+      until: this.#opts.until,
     });
     client.replica = session;
     this.#sessions.add(session);
@@ -134,7 +137,7 @@ export class DownstreamReplication {
   /** `+CONTINUE` when the ids and the log allow it (Redis masterTryPartialResynchronization). */
   #tryContinue(client: ClientConnection, session: ReplicaSession, replid: string, offset: number): boolean {
     const { ids, log } = this.#opts.source;
-    if (!ids.accepts(replid, offset) || !log.holds(offset)) return false;
+    if (!ids.accepts(replid, offset) || !log.holds(offset) || offset > (this.#opts.until ?? Infinity) + 1) return false;
     this.#opts.telemetry.emit('replica.sync', { kind: 'partial', peer: client.addr });
     const z = session.caps.compression != null;
     const line = psyncReplyLine(client.replconf.capaPsync2 || z ? `+CONTINUE ${ids.replid}` : '+CONTINUE', z);
@@ -346,7 +349,7 @@ export class DownstreamReplication {
   #onTick(): void {
     const now = Date.now();
     for (const s of [...this.#sessions]) {
-      if (s.state === ReplicaState.WaitBgsave) s.keepalive();
+      if (s.state === ReplicaState.WaitBgsave || s.parked) s.keepalive();
       else if (s.state === ReplicaState.Online && !s.caps.plainSync && now - s.ackTime > this.#opts.replicaTimeoutMs) {
         this.#opts.telemetry.emit('replica.dropped', { reason: 'timeout', peer: s.peer, detail: 'no REPLCONF ACK within replica-timeout' });
         s.close('timeout: no REPLCONF ACK within replica-timeout');

@@ -31,9 +31,12 @@ export class ReplicaServer {
   #tlsClients = 0;
   readonly #memory: ClientMemory;
   readonly #warnings = new LogLimiter();
+  /** A port the system picks, one listener only (the plain one when listen.port is set, else TLS): point-in-time listeners. */
+  readonly #ephemeral: boolean;
 
-  constructor(config: ListenConfig, logger: Logger, telemetry: Telemetry, host: CommandHost) {
+  constructor(config: ListenConfig, logger: Logger, telemetry: Telemetry, host: CommandHost, opts: { ephemeral?: boolean } = {}) {
     this.#config = config;
+    this.#ephemeral = opts.ephemeral ?? false;
     this.#logger = logger;
     this.#telemetry = telemetry;
     this.#host = host;
@@ -55,7 +58,7 @@ export class ReplicaServer {
 
   /** Starts the listeners; resolves with the plain port, or the TLS port when there is no plain listener. */
   async listen(): Promise<number> {
-    const tls = this.#config.tls;
+    const tls = this.#ephemeral && this.#server ? null : this.#config.tls;
     if (tls !== null) {
       // Certificate files are read here: a missing or bad one fails the start, naming the key. Node's own default
       // handshake timeout is 120 s; listen.handshake-timeout bounds the handshake too.
@@ -84,9 +87,9 @@ export class ReplicaServer {
       });
       this.#tlsServer = server;
     }
-    const plain = this.#server ? await this.#listenOn(this.#server, this.#config.port, 'listening for replicas') : 0;
-    if (this.#tlsServer && tls !== null) this.#tlsPort = await this.#listenOn(this.#tlsServer, tls.port, 'listening for replicas over TLS');
-    const warning = protectedModeWarning(this.#config);
+    const plain = this.#server ? await this.#listenOn(this.#server, this.#ephemeral ? 0 : this.#config.port, 'listening for replicas') : 0;
+    if (this.#tlsServer && tls !== null) this.#tlsPort = await this.#listenOn(this.#tlsServer, this.#ephemeral ? 0 : tls.port, 'listening for replicas over TLS');
+    const warning = this.#ephemeral ? null : protectedModeWarning(this.#config);
     if (warning) this.#logger.warn({ bind: this.#config.bind, protectedMode: this.#config.protectedMode }, warning);
     return plain || this.#tlsPort;
   }

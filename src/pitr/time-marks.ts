@@ -1,6 +1,7 @@
-import { appendFile, readFile, rm } from 'node:fs/promises';
+import { appendFile, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
+import { writeFileAtomic } from '../backlog/file-io.js';
 
 /** One point of the stream in time: the last byte of a whole command, and when the relay received it. */
 export interface TimeMark {
@@ -9,10 +10,12 @@ export interface TimeMark {
 }
 
 const EVERY_MS = 1000;
+/** Forgotten marks after which the file is rewritten with only the kept ones (it never grows without bound). */
+const COMPACT_AFTER = 3600;
 
 /**
  * The wall-clock time of the stream: at most one mark a second (the command boundary the relay held then, and the
- * time), kept in memory and appended to `dir/log/marks-<epoch>.log` so that a restart still knows when each part of
+ * time), kept in memory and appended to `<dir>/marks-<epoch>.log` so that a restart still knows when each part of
  * the disk log arrived. Marks older than the log's first byte are forgotten. Used by point-in-time requests
  * (`RELAY PITR TIME`) and to say when an offset was written.
  */
@@ -23,6 +26,8 @@ export class TimeMarks {
   #marks: TimeMark[] = [];
   #pending: string[] = [];
   #writing = false;
+  /** Marks forgotten since the file was last rewritten. */
+  #dropped = 0;
 
   constructor(dir: string, logger: Logger) {
     this.#dir = dir;
@@ -41,6 +46,10 @@ export class TimeMarks {
   async load(epoch: number, endOffset: number): Promise<void> {
     this.#epoch = epoch;
     this.#marks = [];
+    // Files of other histories (a crash between a new history and the old file's removal) go.
+    for (const name of await readdir(this.#dir).catch(() => [] as string[])) {
+      if (/^marks-\d{10}\.log$/.test(name) && join(this.#dir, name) !== this.#file(epoch)) await rm(join(this.#dir, name), { force: true }).catch(() => {});
+    }
     try {
       for (const line of (await readFile(this.#file(epoch), 'utf8')).split('\n')) {
         const m = /^(\d+) (\d+)$/.exec(line);
@@ -59,32 +68,42 @@ export class TimeMarks {
     this.#epoch = epoch;
     this.#marks = [];
     this.#pending = [];
+    this.#dropped = 0;
     if (old >= 0 && old !== epoch) void rm(this.#file(old), { force: true }).catch(() => {});
   }
 
-  /** The relay holds a whole command ending at `boundary`; marked when a second has passed since the last mark. */
-  note(boundary: number, now = Date.now()): void {
+  /**
+   * The relay holds a whole command ending at `boundary`; marked when a second has passed since the last mark.
+   * Marks before `firstOffset` (bytes the log no longer holds) are forgotten on the way.
+   */
+  note(boundary: number, firstOffset: number, now = Date.now()): void {
     const last = this.#marks[this.#marks.length - 1];
     if (last && (now - last.ms < EVERY_MS || boundary <= last.offset)) return;
     this.#marks.push({ offset: boundary, ms: now });
     this.#pending.push(`${boundary} ${now}\n`);
+    this.#trim(firstOffset);
     void this.#flush();
   }
 
-  /** Forgets marks before `firstOffset` (the log no longer holds those bytes). */
-  trim(firstOffset: number): void {
+  /** Keeps the last mark before `firstOffset` (it still dates the log's first bytes) and those after it. */
+  #trim(firstOffset: number): void {
     let i = 0;
     while (i < this.#marks.length - 1 && this.#marks[i + 1]!.offset < firstOffset) i++;
-    if (i > 0) this.#marks = this.#marks.slice(i);
+    if (i === 0) return;
+    this.#marks = this.#marks.slice(i);
+    this.#dropped += i;
   }
 
   async #flush(): Promise<void> {
     if (this.#writing || this.#pending.length === 0 || this.#epoch < 0) return;
     this.#writing = true;
-    const lines = this.#pending.join('');
+    const compact = this.#dropped >= COMPACT_AFTER;
+    const lines = compact ? this.#marks.map((m) => `${m.offset} ${m.ms}\n`).join('') : this.#pending.join('');
     this.#pending = [];
+    if (compact) this.#dropped = 0;
     try {
-      await appendFile(this.#file(this.#epoch), lines);
+      if (compact) await writeFileAtomic(this.#file(this.#epoch), lines);
+      else await appendFile(this.#file(this.#epoch), lines);
     } catch (err) {
       this.#logger.debug({ err }, 'time marks not written');
     } finally {

@@ -54,6 +54,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     fullSyncRate: 0,
     compression: true,
   },
+  history: { keepSnapshots: 3, snapshotIntervalMs: 1_800_000, pitrIdleTimeoutMs: 600_000, pitrMaxListeners: 4 },
   web: {
     bind: '127.0.0.1',
     port: 8080,
