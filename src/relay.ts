@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from './log.js';
 import type { RelayConfig } from './config/types.js';
-import type { ReplLog } from './backlog/repl-log.js';
-import type { ReplIds } from './backlog/repl-ids.js';
 import type { SnapshotMeta, SnapshotStore } from './backlog/snapshot-store.js';
 import { History } from './backlog/history.js';
 import { SnapshotRefresher } from './snapshot-refresher.js';
@@ -21,7 +19,7 @@ import { StatusBuilder } from './observability/status-builder.js';
 import { Telemetry } from './observability/telemetry.js';
 import { formatInfo } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
-import { WebServer } from './web/server.js';
+import { WebServer, type WebSource } from './web/server.js';
 import { rewriteUpstream } from './config/rewrite.js';
 
 export const RELAY_VERSION = '0.1.0';
@@ -36,7 +34,7 @@ export class Relay {
   readonly #telemetry = new Telemetry(this.runId);
   readonly #stats = new RelayStats(this.#telemetry);
   readonly #status: StatusBuilder;
-  readonly history: History;
+  readonly #history: History;
   #refresher: SnapshotRefresher;
   #logger: Logger;
   #link: UpstreamLink;
@@ -53,7 +51,7 @@ export class Relay {
   constructor(config: RelayConfig, logger: Logger) {
     this.config = config;
     this.#logger = logger;
-    this.history = new History({
+    this.#history = new History({
       dir: config.dir,
       memory: config.log.memory,
       disk: config.log.disk,
@@ -78,7 +76,7 @@ export class Relay {
     );
     this.#acks = new AckTracker(config.replication.ackPolicy, {
       acks: () => this.#downstream.ackOffsets(),
-      endOffset: () => this.log.endOffset,
+      endOffset: () => this.#history.log.endOffset,
       linkUp: () => this.#link.state === LinkState.Connected,
       ackNow: () => this.#link.ackNow(),
     });
@@ -110,7 +108,7 @@ export class Relay {
     }
     this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.#telemetry, this.#commandHost());
     this.#refresher = new SnapshotRefresher({
-      history: this.history,
+      history: this.#history,
       logger: logger.child({ component: 'snapshot-fetch' }),
       telemetry: this.#telemetry,
       minIntervalMs: config.replication.snapshotRefreshMinIntervalMs,
@@ -151,7 +149,7 @@ export class Relay {
       runId: this.runId,
       config,
       link: this.#link,
-      history: this.history,
+      history: this.#history,
       refresher: this.#refresher,
       clients: () => this.#server.clients,
       sessions: () => this.#downstream.sessions,
@@ -162,29 +160,13 @@ export class Relay {
     });
   }
 
-  /** The replication ids (History owns them). */
-  get ids(): ReplIds {
-    return this.history.ids;
-  }
-  get log(): ReplLog {
-    return this.history.log;
-  }
-  /** The history counter: a new value after every full sync from upstream. */
-  get epoch(): number {
-    return this.history.epoch;
-  }
-  onNewHistory(fn: () => void): () => void {
-    return this.history.onNewHistory(fn);
-  }
+  /** The snapshot store (History owns it). */
   get store(): SnapshotStore {
-    return this.history.store;
+    return this.#history.store;
   }
 
   get port(): number {
     return this.#port;
-  }
-  get link(): UpstreamLink {
-    return this.#link;
   }
   /** The web server's port; 0 when it is off (web.port 0). */
   get webPort(): number {
@@ -192,18 +174,18 @@ export class Relay {
   }
 
   async start(): Promise<void> {
-    await this.history.recover();
-    this.#diskTimer = setInterval(() => void this.history.enforceDiskLimit(), 1000);
+    await this.#history.recover();
+    this.#diskTimer = setInterval(() => void this.#history.enforceDiskLimit(), 1000);
     this.#diskTimer.unref();
     this.#port = await this.#server.listen();
     if (this.config.web.port !== 0) {
-      this.#web = new WebServer(this, this.config.web, this.#logger.child({ component: 'web' }), this.#telemetry);
+      this.#web = new WebServer(this.#webSource(), this.config.web, this.#logger.child({ component: 'web' }), this.#telemetry);
       await this.#web.listen();
     }
     this.#logger.info(
       {
-        replid: this.ids.replid,
-        offset: this.log.endOffset,
+        replid: this.#history.ids.replid,
+        offset: this.#history.log.endOffset,
         upstream: `${this.#link.host}:${this.#link.port}`,
         ackPolicy: formatAckPolicy(this.config.replication.ackPolicy),
       },
@@ -230,7 +212,7 @@ export class Relay {
       this.#web?.shuttingDown();
       this.#server.stopAccepting();
       await this.#link.stop();
-      const end = this.log.endOffset;
+      const end = this.#history.log.endOffset;
       this.#logger.info({ offset: end, replicas: this.#downstream.sessions.size, timeoutMs }, 'shutting down: waiting for replicas to acknowledge the stream');
       const started = Date.now();
       const behind = await this.#downstream.flush(started + timeoutMs, cutP);
@@ -256,7 +238,7 @@ export class Relay {
     this.#downstream.close();
     await this.#web?.close();
     await this.#server.close();
-    await this.history.close();
+    await this.#history.close();
     this.#stats.close();
   }
 
@@ -271,7 +253,7 @@ export class Relay {
   }
 
   usableSnapshot(): SnapshotMeta | null {
-    return this.history.usableSnapshot();
+    return this.#history.usableSnapshot();
   }
 
   /** What INFO, /status and /metrics show (observability/status-builder.ts). */
@@ -280,30 +262,31 @@ export class Relay {
   }
 
   #linkHost(): LinkHost {
+    const log = this.#history.log;
     return {
-      psyncTarget: () => this.history.psyncTarget(),
+      psyncTarget: () => this.#history.psyncTarget(),
       ackOffset: (held) => this.#acks.offsetFor(held),
-      masterReplOffset: () => this.log.endOffset,
-      tempSnapshotPath: () => this.store.tempPath(),
-      discardTemp: (p) => this.store.discard(p),
+      masterReplOffset: () => log.endOffset,
+      tempSnapshotPath: () => this.#history.store.tempPath(),
+      discardTemp: (p) => this.#history.store.discard(p),
       commitFullSync: async (tempPath, replid, offset) => {
         // Replicas hold the previous history: they reconnect and PSYNC against the new one. Those still waiting
         // for a snapshot were told nothing and are served from the new one.
         this.#refresher.abort('new history from upstream');
         this.#acks.reset();
-        const committed = this.history.fullSync(tempPath, replid, offset);
+        const committed = this.#history.fullSync(tempPath, replid, offset);
         this.#downstream.newHistory('upstream full resync: new history');
         await committed;
         this.#downstream.snapshotReady();
       },
       continued: async (replid) => {
         // Like Redis: replicas must learn the new id; they come back with the old one and continue via replid2.
-        if (await this.history.continued(replid)) this.#downstream.disconnectAll('replid changed');
+        if (await this.#history.continued(replid)) this.#downstream.disconnectAll('replid changed');
       },
-      cannotResume: (reason) => this.history.forget(reason),
+      cannotResume: (reason) => this.#history.forget(reason),
       transferStarted: (transfer) => this.#downstream.incoming(transfer),
-      readStream: (offset) => (offset >= this.log.memFirstOffset && this.log.holds(offset) ? this.log.read(offset) : null),
-      appendStream: (chunk, boundary) => this.log.append(chunk, boundary),
+      readStream: (offset) => (offset >= log.memFirstOffset && log.holds(offset) ? log.read(offset) : null),
+      appendStream: (chunk, boundary) => log.append(chunk, boundary),
       commandSeen: (cmd) => {
         const name = cmd.args[0]?.toString('latin1').toLowerCase();
         if (name) this.#telemetry.traffic.streamCommand(name);
@@ -312,15 +295,31 @@ export class Relay {
     };
   }
 
+  /** What the web server (/status, /metrics, /stream) reads: the status, and the log and ids the stream hub tails. */
+  #webSource(): WebSource {
+    const history = this.#history;
+    return {
+      log: history.log,
+      ids: history.ids,
+      get epoch() {
+        return history.epoch;
+      },
+      onNewHistory: (fn) => history.onNewHistory(fn),
+      onCommand: (fn) => this.onCommand(fn),
+      usableSnapshot: () => history.usableSnapshot(),
+      status: () => this.status(),
+    };
+  }
+
   #replicationSource(): ReplicationSource {
     return {
-      ids: this.ids,
-      log: this.log,
-      usableSnapshot: () => this.history.usableSnapshot(),
-      lease: (snap) => this.store.lease(snap),
+      ids: this.#history.ids,
+      log: this.#history.log,
+      usableSnapshot: () => this.#history.usableSnapshot(),
+      lease: (snap) => this.#history.store.lease(snap),
       snapshotFailed: (snap, err) => {
         this.#logger.error({ err, file: snap.path }, 'snapshot unreadable: it is no longer offered');
-        void this.store.remove(snap);
+        void this.#history.store.remove(snap);
       },
       needSnapshot: () => this.#refresher.request(),
     };
@@ -332,7 +331,7 @@ export class Relay {
       users: this.config.listen.users,
       pubsub: new PubSub(),
       info: (sections) => formatInfo(this.status(), sections, REDIS_VERSION),
-      role: () => ({ host: this.#link.host, port: this.#link.port, linkState: this.#link.state, offset: this.log.endOffset }),
+      role: () => ({ host: this.#link.host, port: this.#link.port, linkState: this.#link.state, offset: this.#history.log.endOffset }),
       startSync: (client, replid, offset) => this.#downstream.startSync(client, replid, offset),
       replicaOf: (host, port) => {
         this.#follow(host, port, 'REPLICAOF');

@@ -168,11 +168,6 @@ export class UpstreamLink extends EventEmitter {
     else void this.#connect();
   }
 
-  /** Cut the link now and reconnect (tests, CLIENT KILL on a relay of relays). */
-  reconnect(reason: string): void {
-    this.#fail(new LinkError(reason));
-  }
-
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#teardown();

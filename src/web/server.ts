@@ -17,7 +17,7 @@ import { clip } from '../util/text.js';
 /** The uWebSockets.js native addon is loaded (not its slower Node.js fallback). */
 export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSLApp'] === 'function';
 
-/** What the web server reads from the relay (Relay satisfies it). */
+/** What the web server reads from the relay (the relay hands it one, built from its history and status). */
 export interface WebSource extends StreamSource {
   status(): RelayStatus;
 }

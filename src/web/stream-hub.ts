@@ -37,7 +37,7 @@ export const CloseCode = {
   FellBehind: 4013,
 } as const;
 
-/** What the hub needs from the relay (Relay satisfies it). */
+/** What the hub needs from the relay (the relay builds one from its history; see WebSource). */
 export interface StreamSource {
   readonly log: ReplLog;
   readonly ids: { readonly replid: string; accepts(replid: string, offset: number): boolean };

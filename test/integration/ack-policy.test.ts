@@ -42,7 +42,7 @@ t.test('ack-policy min: WAIT on the master counts the relay only once its replic
     t.equal(await m.call('WAIT', 1, 1000), 0, 'replica frozen: WAIT times out with 0');
     const masterOffset = Number((await m.info('replication'))['master_repl_offset']);
     t.ok((await relayAckOnMaster()) < masterOffset, 'the relay acknowledges less than the master sent');
-    const relayHeld = relay.relay.log.endOffset;
+    const relayHeld = relay.relay.status().masterReplOffset;
     t.equal(relayHeld, masterOffset, 'though the relay itself holds everything');
   } finally {
     replica.proc.kill('SIGCONT');
@@ -57,7 +57,10 @@ t.test('ack-policy min with no replica connected acknowledges nothing new', asyn
   t.teardown(() => relay.stop());
   await m.call('SET', 'c', '3');
   await waitFor(
-    async () => (relay.relay.link.state === 'connected' && relay.relay.log.endOffset === Number((await m.info('replication'))['master_repl_offset'])) || undefined,
+    async () => {
+      const s = relay.relay.status();
+      return (s.upstream.linkUp && s.masterReplOffset === Number((await m.info('replication'))['master_repl_offset'])) || undefined;
+    },
     { what: 'relay streaming, caught up' },
   );
   t.equal(await m.call('WAIT', 1, 500), 0, 'no replica behind the relay: WAIT returns 0');

@@ -164,5 +164,5 @@ t.test('upstream AUTH with a password only (requirepass): the relay syncs and st
   await writeKeys(m2, 'pw2');
   await waitConverged(m2, [r2], 'the stream flows');
   await waitFor(() => /WRONGPASS/.test(bad.relay.status().upstream.lastError), { what: 'the wrong password is refused', timeoutMs: 10_000 });
-  t.not(bad.relay.link.state, 'connected');
+  t.not(bad.relay.status().upstream.state, 'connected');
 });

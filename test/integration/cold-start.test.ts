@@ -27,7 +27,7 @@ t.test('replicas waiting on a relay that is still receiving its RDB get it as it
   t.teardown(() => fake.close());
   const relay = await startRelay({ upstream: { host: '127.0.0.1', port: fake.port } });
   t.teardown(() => relay.stop());
-  await waitFor(() => relay.relay.link.state === 'transfer' || undefined, { what: 'the relay receiving its RDB' });
+  await waitFor(() => relay.relay.status().upstream.state === 'transfer' || undefined, { what: 'the relay receiving its RDB' });
   const replicas = await Promise.all([0, 1, 2].map(() => startReplica(relay.port)));
   const clients = await Promise.all(replicas.map((r) => r.client()));
   t.teardown(() => Promise.all(clients.map((x) => x.close())));
@@ -39,7 +39,7 @@ t.test('replicas waiting on a relay that is still receiving its RDB get it as it
     },
     { what: 'every replica reading the RDB before the relay has it whole' },
   );
-  t.equal(relay.relay.link.state, 'transfer', 'the relay is still receiving it');
+  t.equal(relay.relay.status().upstream.state, 'transfer', 'the relay is still receiving it');
   t.equal(relay.relay.store.all.length, 0, 'and holds no snapshot yet');
 
   master!.write(rdb.subarray(rdb.length >> 1));

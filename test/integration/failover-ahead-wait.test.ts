@@ -22,7 +22,17 @@ t.test('a replica ahead of the relay is held until the relay catches up, then co
     what: 'the relay follows M',
   });
 
-  x.relay.link.reconnect('test: fall behind');
+  // Cut the relay's link from the master's side, as an operator would: CLIENT KILL on M of its replica connection
+  // that is not D's (D's is the one from D's end of its master link).
+  const dLink = String(await call(d.port, 'CLIENT', 'LIST', 'TYPE', 'master'));
+  const dAddr = /\bladdr=(\S+)/.exec(dLink)?.[1];
+  t.ok(dAddr, `D's end of its master link: ${dAddr}`);
+  const others = String(await call(m.port, 'CLIENT', 'LIST', 'TYPE', 'replica'))
+    .split('\n')
+    .filter((line) => line !== '' && !line.includes(` addr=${dAddr} `));
+  t.equal(others.length, 1, "M has one replica connection besides D's: the relay's");
+  t.equal(await call(m.port, 'CLIENT', 'KILL', 'ID', /^id=(\d+)/.exec(others[0]!)![1]!), 1, "M cuts the relay's link");
+  await waitFor(async () => (await infoOf(x.port))['master_link_status'] === 'down', { what: 'the relay sees its link cut' });
   await writeKeys(m.port, 'ahead');
   const mOffset = num(await infoOf(m.port), 'master_repl_offset');
   await waitFor(async () => num(await infoOf(d.port), 'master_repl_offset') === mOffset, { what: 'D has the new writes' });

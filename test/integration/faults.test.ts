@@ -43,7 +43,7 @@ t.test('upstream killed mid-RDB: no half snapshot becomes the snapshot; a replic
   t.teardown(() => fake.close());
   const relay = await startRelay({ upstream: { host: '127.0.0.1', port: fake.port, timeout: 5 } });
   t.teardown(() => relay.stop());
-  await waitFor(() => relay.relay.link.state === 'transfer', { what: 'relay receiving the RDB' });
+  await waitFor(() => relay.relay.status().upstream.state === 'transfer', { what: 'relay receiving the RDB' });
 
   const replica = await startReplica(relay.port);
   const r = await replica.client();
@@ -102,7 +102,7 @@ t.test('upstream stalls (handshake, RDB, stream): with upstream.timeout 2s the r
   t.strictSame(fake.psyncs[3], ['PSYNC', REPLID, String(part1.length + 1)], 'after a streaming stall: partial resync from the held offset');
   await waitFor(async () => (await r.call('EXISTS', 'k3')) === 1 || undefined, { what: 'replica gets the stream after the last reconnect' });
   t.equal(Number((await r.info('replication'))['master_repl_offset']), part1.length + part2.length, 'offsets intact across the reconnects');
-  t.equal(relay.relay.link.state, 'connected');
+  t.equal(relay.relay.status().upstream.state, 'connected');
   t.ok(relay.relay.status().upstream.lastError.includes('timeout'), `last error: ${relay.relay.status().upstream.lastError}`);
   await replica.stop();
 });
@@ -130,7 +130,7 @@ t.test('a downstream replica frozen with SIGSTOP: memory stays bounded, the othe
   let maxLog = 0;
   let maxRss = 0;
   const sampler = setInterval(() => {
-    maxLog = Math.max(maxLog, x.log.size);
+    maxLog = Math.max(maxLog, x.status().log.size);
     maxRss = Math.max(maxRss, process.memoryUsage().rss);
   }, 10);
   replicas[0]!.proc.kill('SIGSTOP');

@@ -82,7 +82,7 @@ t.test('an upstream whose stream after our offset never parses: two tries, then 
   t.strictSame(fake.psyncs[1], ['PSYNC', REPLID, String(cmds.length + 1)], 'first it continues from its offset');
   t.strictSame(fake.psyncs[2], ['PSYNC', REPLID, String(cmds.length + 1)], 'once more');
   t.strictSame(fake.psyncs[3], ['PSYNC', '?', '-1'], 'then gives its position up and asks for a full sync');
-  await waitFor(() => (relay.relay.link.state === 'connected' && relay.relay.log.endOffset === 5000) || undefined, { what: 'the new history' });
+  await waitFor(() => (relay.relay.status().upstream.state === 'connected' && relay.relay.status().masterReplOffset === 5000) || undefined, { what: 'the new history' });
 });
 
 t.test('redis-cli --replica (rdb-filter-only "") starts at a whole command even when the relay holds half of one', async (t) => {
@@ -97,7 +97,7 @@ t.test('redis-cli --replica (rdb-filter-only "") starts at a whole command even 
   t.teardown(() => fake.close());
   const relay = await startRelay({ upstream: { host: '127.0.0.1', port: fake.port } });
   t.teardown(() => relay.stop());
-  await waitFor(() => relay.relay.log.endOffset === ping.length + 10 || undefined, { what: 'half a SET held' });
+  await waitFor(() => relay.relay.status().masterReplOffset === ping.length + 10 || undefined, { what: 'half a SET held' });
   const r = await rawReplica(relay.port, [['REPLCONF', 'rdb-filter-only', ''], ['PSYNC', '?', '-1']]);
   t.teardown(() => r.socket.destroy());
   const header = `+FULLRESYNC ${REPLID} ${ping.length}\r\n`;

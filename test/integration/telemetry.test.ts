@@ -36,7 +36,7 @@ t.test('a relay publishes its syncs, connections and errors; INFO and /status co
   await m.call('SET', 'k', 'v');
   await waitConverged(m, [rc]);
 
-  t.match(of(id, 'upstream.sync'), [{ kind: 'full', replid: relay.relay.ids.replid }], 'one full sync from upstream');
+  t.match(of(id, 'upstream.sync'), [{ kind: 'full', replid: relay.relay.status().replid }], 'one full sync from upstream');
   t.match(of(id, 'replica.sync'), [{ kind: 'full', peer: /^127\.0\.0\.1:\d+$/ }], 'one full sync served');
 
   // A client that breaks the protocol, on this relay; a plain connection to the other one.

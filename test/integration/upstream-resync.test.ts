@@ -114,7 +114,7 @@ t.test('a Redis 7.0 replica and the relay ask the scripted upstream for the same
 
   t.test('the relay', async (t) => {
     ROWS.forEach(([what, expected], i) => t.same(relayUpstream.syncs[i], expected, `${i}. ${what}`));
-    t.equal(relay.relay.ids.replid, B, 'it follows history B, the last one it completed');
+    t.equal(relay.relay.status().replid, B, 'it follows history B, the last one it completed');
   });
 
   t.test('the handshake before the first PSYNC', async (t) => {

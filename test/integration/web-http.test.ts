@@ -8,6 +8,7 @@ import { startRelay } from '../helpers/relay.js';
 import { freePort } from '../helpers/ports.js';
 import { startReplica, waitConverged } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
+import { infoOf } from '../helpers/failover.js';
 import { parseProm, sample } from '../helpers/prom-text.js';
 import { uwsNative } from '../../src/web/server.js';
 
@@ -116,8 +117,9 @@ t.test('the dashboard page', async (t) => {
     for (const x of timers) clearInterval(x);
     for (const w of sockets) w.terminate();
   });
+  const replid = (await infoOf(relay.port))['master_replid'];
   new Function(...Object.keys(sandbox), script)(...Object.values(sandbox));
-  await waitFor(() => byId('replid')!['textContent'] === relay.relay.ids.replid, { what: 'the page script shows the replid' });
+  await waitFor(() => byId('replid')!['textContent'] === replid, { what: 'the page script shows the replid (INFO master_replid)' });
   t.equal(byId('link-state')!['textContent'], 'none', 'and the link state');
   const streamState = await waitFor(() => byId('stream-state')!['textContent'] === 'live' && 'live', { what: 'the page tails /stream' });
   t.equal(streamState, 'live', 'the page script opens /stream');
@@ -179,8 +181,9 @@ t.test('a headless Chromium shows the link, the replicas and the live command ta
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${relay.relay.webPort}/`);
   const text = async (id: string): Promise<string> => String(await page.evaluate(`document.getElementById(${JSON.stringify(id)})?.textContent ?? ''`));
-  await page.waitForFunction(`document.getElementById('replid')?.textContent === ${JSON.stringify(relay.relay.ids.replid)}`);
-  t.equal(await text('replid'), relay.relay.ids.replid, 'the page shows the replid');
+  const replid = (await infoOf(relay.port))['master_replid'];
+  await page.waitForFunction(`document.getElementById('replid')?.textContent === ${JSON.stringify(replid)}`);
+  t.equal(await text('replid'), replid, 'the page shows the replid (INFO master_replid)');
   await page.waitForFunction(`/up|connected/i.test(document.getElementById('link-state')?.textContent ?? '')`);
   t.match(await text('link-state'), /up|connected/i, 'the page shows the upstream link up');
   await page.waitForFunction(`(document.getElementById('replicas')?.textContent ?? '').includes('online')`);
@@ -209,7 +212,7 @@ t.test('/status, /metrics and /readyz follow the workload and the upstream link'
   await waitConverged(m, [rc]);
 
   const status = JSON.parse((await get(port, '/status')).body);
-  t.equal(status.replid, relay.relay.ids.replid);
+  t.equal(status.replid, (await rc.info('replication'))['master_replid'], 'the replid its replica took from it');
   t.equal(status.upstream.linkUp, true);
   t.equal(status.upstream.port, master.port);
   t.equal(status.replicas.length, 1);
@@ -256,7 +259,7 @@ t.test('/status, /metrics and /readyz follow the workload and the upstream link'
   t.ok(sample(after, 'psync_relay_upstream_bytes_total') - sample(before, 'psync_relay_upstream_bytes_total') >= N * 100, 'bytes in moved');
   t.ok(sample(after, 'psync_relay_repl_output_bytes_total') - sample(before, 'psync_relay_repl_output_bytes_total') >= N * 100, 'bytes out to replicas moved');
   t.ok(sample(after, 'psync_relay_net_output_bytes_total') > sample(before, 'psync_relay_net_output_bytes_total'));
-  t.equal(sample(after, 'psync_relay_master_repl_offset'), relay.relay.log.endOffset);
+  t.equal(sample(after, 'psync_relay_master_repl_offset'), relay.relay.status().masterReplOffset);
   t.equal(sample(after, 'psync_relay_connected_replicas'), 1);
   t.equal(sample(after, 'psync_relay_sync_full_total'), 1, 'one full sync served');
   t.equal(sample(after, 'psync_relay_upstream_link_up'), 1);

@@ -1,4 +1,6 @@
 import t from 'tap';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import WebSocket from 'ws';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
@@ -6,6 +8,7 @@ import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
 import type { StreamMessage as Msg } from '../../src/web/stream-message.js';
+import { encodeCommand } from '../../src/resp/writer.js';
 
 t.teardown(stopAll);
 
@@ -44,6 +47,39 @@ function subscribe(port: number, query = ''): Promise<Sub> {
     });
     ws.once('error', reject);
   });
+}
+
+/**
+ * The relay's stream from offset `from` to `end` (both included) as a replica continuing at `from` receives it:
+ * `PSYNC <replid> <from>` on a plain connection, then the bytes after `+CONTINUE`.
+ */
+async function replicated(port: number, replid: string, from: number, end: number): Promise<Buffer> {
+  const s = connect(port, '127.0.0.1');
+  s.on('error', () => undefined);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  s.on('data', (d: Buffer) => {
+    chunks.push(d);
+    size += d.length;
+  });
+  await once(s, 'connect');
+  try {
+    s.write(Buffer.concat([encodeCommand(['REPLCONF', 'capa', 'psync2']), encodeCommand(['PSYNC', replid, String(from)])]));
+    const head = `+OK\r\n+CONTINUE ${replid}\r\n`;
+    const want = end - from + 1;
+    return await waitFor(
+      () => {
+        const got = Buffer.concat(chunks);
+        if (got.length >= head.length && got.toString('latin1', 0, head.length) !== head) {
+          throw new Error(`not continued: ${JSON.stringify(got.toString('latin1', 0, 80))}`);
+        }
+        return size >= head.length + want && got.subarray(head.length, head.length + want);
+      },
+      { what: `the stream ${from}..${end} over PSYNC` },
+    );
+  } finally {
+    s.destroy();
+  }
 }
 
 type Cmd = (string | number | Buffer)[];
@@ -115,8 +151,10 @@ t.test('a WebSocket client receives exactly the commands written, in order, with
   );
   // (The master may have sent a PING since: hidden here, it can move the relay offset further.)
   const last = offsets.at(-1)!;
-  t.ok(last <= relay.relay.log.endOffset, 'offsets are relay stream offsets');
-  t.equal(relay.relay.log.read(last - 1)?.subarray(0, 2).toString('latin1'), '\r\n', 'an offset is the last byte of its command');
+  const status = relay.relay.status();
+  t.ok(last <= status.masterReplOffset, 'offsets are relay stream offsets');
+  const around = await replicated(relay.port, status.replid, last - 1, last);
+  t.equal(around.toString('latin1'), '\r\n', 'an offset is the last byte of its command');
   const multi = seen(sub.msgs).findIndex((x) => x.cmd === 'multi');
   t.strictSame(
     seen(sub.msgs)
@@ -146,7 +184,7 @@ t.test('from= resumes after a disconnect with no gap and no duplicate, also whil
   const e4 = expected(w4, e3.db);
   clientDb = e4.db;
   const writing = m.pipeline(w4);
-  const second = await subscribe(web, `from=${last + 1}&internal=0&replid=${relay.relay.ids.replid}`);
+  const second = await subscribe(web, `from=${last + 1}&internal=0&replid=${relay.relay.status().replid}`);
   await writing;
   const want = [...e3.list, ...e4.list];
   await waitFor(() => seen(second.msgs).length >= want.length, { what: 'w3 and w4 on the resumed stream' });
@@ -156,7 +194,7 @@ t.test('from= resumes after a disconnect with no gap and no duplicate, also whil
 });
 
 t.test('from= outside the log or inside a command is refused with a close code', async (t) => {
-  const ahead = await subscribe(web, `from=${relay.relay.log.endOffset + 100}`);
+  const ahead = await subscribe(web, `from=${relay.relay.status().masterReplOffset + 100}`);
   t.equal((await ahead.closed).code, 4010);
   const sub = await subscribe(web, 'internal=0');
   await m.call('SET', 'edge', 'x');
@@ -206,21 +244,15 @@ t.test('filters: cmd, key glob, db; the master PING / REPLCONF GETACK are flagge
 });
 
 t.test('format=raw sends the offset, then the stream bytes as the relay holds them', async (t) => {
-  const log = relay.relay.log;
-  const from = log.firstOffset;
+  const from = relay.relay.status().log.firstOffset;
   const raw = await subscribe(web, `format=raw&from=${from}`);
   await m.call('SET', 'raw:k', 'v');
-  const end = log.endOffset;
+  const { masterReplOffset: end, replid } = relay.relay.status();
   await waitFor(() => raw.raw.reduce((n, b) => n + b.length, 0) >= end - from + 1, { what: 'raw bytes' });
-  t.strictSame(JSON.parse(raw.texts[0]!), { offset: from, replid: relay.relay.ids.replid });
+  t.strictSame(JSON.parse(raw.texts[0]!), { offset: from, replid });
   const got = Buffer.concat(raw.raw).subarray(0, end - from + 1);
-  const want: Buffer[] = [];
-  for (let o = from; o <= end; ) {
-    const b = log.read(o)!.subarray(0, end - o + 1);
-    want.push(b);
-    o += b.length;
-  }
-  t.ok(got.equals(Buffer.concat(want)), 'byte for byte');
+  // The relay's stream as a replica continuing at `from` gets it (PSYNC): what the relay holds, byte for byte.
+  t.ok(got.equals(await replicated(relay.port, replid, from, end)), 'byte for byte');
   raw.ws.close();
 });
 
@@ -242,15 +274,15 @@ t.test('from= replays from the disk log when memory no longer holds the offset',
   const first = live.msgs.findIndex((x) => x.args[0] === 'disk:0');
   t.ok(first > 0, 'a message precedes disk:0');
   const startOfFirst = live.msgs[first - 1]!.offset + 1;
-  const log = small.relay.log;
+  const memFirstOffset = (): number => small.relay.status().log.memFirstOffset;
   // Bytes leave memory once the disk log has written them.
-  await waitFor(() => startOfFirst < log.memFirstOffset, { what: 'the start of the workload to be on disk only' });
-  t.ok(startOfFirst < log.memFirstOffset, `offset ${startOfFirst} is on disk only (memory from ${log.memFirstOffset})`);
+  await waitFor(() => startOfFirst < memFirstOffset(), { what: 'the start of the workload to be on disk only' });
+  t.ok(startOfFirst < memFirstOffset(), `offset ${startOfFirst} is on disk only (memory from ${memFirstOffset()})`);
   const replay = await subscribe(small.relay.webPort, `from=${startOfFirst}&internal=0`);
   await waitFor(() => seen(replay.msgs).length >= want.length, { what: 'replay from disk' });
   t.strictSame(seen(replay.msgs), want, 'the replay from disk is exact');
   const raw = await subscribe(small.relay.webPort, `format=raw&from=${startOfFirst}`);
-  const total = log.endOffset - startOfFirst + 1;
+  const total = small.relay.status().masterReplOffset - startOfFirst + 1;
   await waitFor(() => raw.raw.reduce((n, b) => n + b.length, 0) >= total, { what: 'raw replay from disk' });
   const bytes = Buffer.concat(raw.raw);
   t.equal(bytes.length, total);

@@ -10,8 +10,11 @@ import { mulberry32 } from '../helpers/chunks.js';
 import { recordTelemetry } from '../helpers/telemetry.js';
 
 
-/** The relay as the hub sees it: a link scanner that reports commands, then appends the chunk to the log. */
-class FakeRelay implements StreamSource {
+/**
+ * The hub's StreamSource (its public constructor dependency), built from the public ReplLog and ReplIds modules: a
+ * link scanner that reports commands, then appends the chunk to the log. No Relay: this is the relay as the hub sees it.
+ */
+class FakeSource implements StreamSource {
   readonly log: ReplLog;
   readonly ids = new ReplIds();
   epoch = 0;
@@ -135,9 +138,9 @@ const view = (m: Msg | Written) => ({ offset: 'offset' in m ? m.offset : m.end, 
 t.test('subscribers joining anywhere get every later command once, in order, with its db', async (t) => {
   for (let seed = 1; seed <= 40; seed++) {
     const rand = mulberry32(seed);
-    const relay = new FakeRelay();
-    relay.snapshot = seed % 5 === 0 ? null : { offset: 0 };
-    const hub = new StreamHub(relay, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+    const source = new FakeSource();
+    source.snapshot = seed % 5 === 0 ? null : { offset: 0 };
+    const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
     const { bytes, cmds } = workload(rand, 300);
     const chunks = split(bytes, rand, seed % 3 === 0 ? 7 : 900);
     const subs: { sink: FakeSink; expect: Written[]; name: string; head: number; sub: unknown }[] = [];
@@ -145,7 +148,7 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
       if (rand() < 12 / chunks.length) {
         // Join now: from the head, or from= a command boundary already in the log.
         const sink = new FakeSink();
-        const head = relay.log.endOffset;
+        const head = source.log.endOffset;
         const done = cmds.filter((c) => c.end <= head);
         if (rand() < 0.5 && done.length > 0) {
           const from = done[Math.floor(rand() * done.length)]!.start;
@@ -165,7 +168,7 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
         const [gone] = subs.splice(Math.floor(rand() * subs.length), 1);
         (gone!.sub as { closed(): void }).closed();
       }
-      relay.feed(chunks[i]!);
+      source.feed(chunks[i]!);
       if (rand() < 0.5) await tick();
     }
     await tick();
@@ -174,7 +177,7 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
       t.equal(s.sink.closed, null, `${s.name}: still open`);
       const got = s.sink.messages.map(view);
       let want = s.expect.map(view);
-      if (relay.snapshot === null) {
+      if (source.snapshot === null) {
         // Without a snapshot anchor, a live checkpoint may still let a joiner pick up the command in progress.
         if (got.length === want.length - 1 && s.expect[0] && s.expect[0].start <= s.head) want = want.slice(1);
         // db may be unknown (null) until a SELECT; where known it must be right.
@@ -187,13 +190,13 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
       }
     }
     hub.close();
-    t.equal(relay.decoding, false, 'decoding off once every subscriber left');
+    t.equal(source.decoding, false, 'decoding off once every subscriber left');
   }
 });
 
 t.test('internal, cmd, key and db filters', async (t) => {
-  const relay = new FakeRelay();
-  const hub = new StreamHub(relay, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+  const source = new FakeSource();
+  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
   const sinks = {
     all: new FakeSink(),
     noInternal: new FakeSink(),
@@ -218,7 +221,7 @@ t.test('internal, cmd, key and db filters', async (t) => {
     ['HSET', 'xy', 'f', 'v'],
     ['SET', Buffer.from([0xff, 0x00]), 'bin'],
   ];
-  relay.feed(Buffer.concat(cmds.map((c) => encodeCommand(c))));
+  source.feed(Buffer.concat(cmds.map((c) => encodeCommand(c))));
   await tick();
   const names = (s: FakeSink) => s.messages.map((m) => m.cmd + (m.internal ? '!' : ''));
   t.strictSame(names(sinks.all), ['select', 'set', 'ping!', 'set', 'del', 'mset', 'select', 'replconf!', 'hset', 'set']);
@@ -237,12 +240,12 @@ t.test('internal, cmd, key and db filters', async (t) => {
 });
 
 t.test('from= outside the log or not at a command boundary is refused', async (t) => {
-  const relay = new FakeRelay();
-  const hub = new StreamHub(relay, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+  const source = new FakeSource();
+  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
   const a = encodeCommand(['SET', 'a', '1']);
-  relay.feed(Buffer.concat([a, a]));
+  source.feed(Buffer.concat([a, a]));
   const ahead = new FakeSink();
-  hub.subscribe(ahead, opts(`from=${relay.log.endOffset + 2}`));
+  hub.subscribe(ahead, opts(`from=${source.log.endOffset + 2}`));
   t.equal(ahead.closed?.code, CloseCode.OffsetGone);
   const mid = new FakeSink();
   hub.subscribe(mid, opts(`from=${a.length}`));
@@ -252,12 +255,12 @@ t.test('from= outside the log or not at a command boundary is refused', async (t
   hub.subscribe(other, opts(`from=1&replid=${'ab'.repeat(20)}`));
   t.equal(other.closed?.code, CloseCode.OffsetGone, 'another history');
   const ok = new FakeSink();
-  hub.subscribe(ok, opts(`from=${a.length + 1}&replid=${relay.ids.replid}`));
+  hub.subscribe(ok, opts(`from=${a.length + 1}&replid=${source.ids.replid}`));
   await tick();
   t.equal(ok.closed, null);
   t.strictSame(ok.messages.map((m) => m.offset), [2 * a.length]);
   // No anchor: the scan starts at `from` itself and fails on the first byte.
-  relay.snapshot = null;
+  source.snapshot = null;
   const blind = new FakeSink();
   hub.subscribe(blind, opts(`from=3`));
   await tick();
@@ -267,29 +270,29 @@ t.test('from= outside the log or not at a command boundary is refused', async (t
 });
 
 t.test('a live subscriber past max-buffered is disconnected, or its messages dropped and counted', async (t) => {
-  const relay = new FakeRelay();
+  const source = new FakeSource();
   const events = recordTelemetry();
   t.teardown(() => events.close());
-  const hub = new StreamHub(relay, { maxBuffered: 1000, slowClient: 'disconnect', logger, telemetry: events.telemetry });
+  const hub = new StreamHub(source, { maxBuffered: 1000, slowClient: 'disconnect', logger, telemetry: events.telemetry });
   const sink = new FakeSink();
   hub.subscribe(sink, opts(''));
-  relay.feed(encodeCommand(['SET', 'a', '1']));
+  source.feed(encodeCommand(['SET', 'a', '1']));
   await tick();
   t.equal(sink.messages.length, 1);
   sink.buffered = 990;
-  relay.feed(encodeCommand(['SET', 'b', 'x'.repeat(100)]));
+  source.feed(encodeCommand(['SET', 'b', 'x'.repeat(100)]));
   await tick();
   t.equal(sink.closed?.code, CloseCode.SlowConsumer);
   t.equal(events.messages('stream.slow-disconnect').length, 1, 'one stream.slow-disconnect message');
   t.equal(hub.jsonSubscribers, 0);
-  t.equal(relay.decoding, false, 'decoding stops with the last JSON subscriber');
+  t.equal(source.decoding, false, 'decoding stops with the last JSON subscriber');
 
-  const hub2 = new StreamHub(relay, { maxBuffered: 1000, slowClient: 'drop', logger, telemetry: events.telemetry });
+  const hub2 = new StreamHub(source, { maxBuffered: 1000, slowClient: 'drop', logger, telemetry: events.telemetry });
   const s2 = new FakeSink();
   hub2.subscribe(s2, opts(''));
   s2.buffered = 900;
-  relay.feed(encodeCommand(['SET', 'c', 'x'.repeat(100)]));
-  relay.feed(encodeCommand(['SET', 'd', '1']));
+  source.feed(encodeCommand(['SET', 'c', 'x'.repeat(100)]));
+  source.feed(encodeCommand(['SET', 'd', '1']));
   await tick();
   t.strictSame(s2.messages.map((m) => m.args[0]), ['d'], 'the message that did not fit was dropped, the next sent');
   t.equal(events.telemetry.traffic.webDroppedMessages, 1, 'the drop is counted');
@@ -298,20 +301,20 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
 });
 
 t.test('a catching-up subscriber is paced by its socket and closed when the log drops its next byte', async (t) => {
-  const relay = new FakeRelay(16 * 1024);
-  relay.snapshot = null;
-  const hub = new StreamHub(relay, { maxBuffered: 4096, slowClient: 'disconnect', logger });
+  const source = new FakeSource(16 * 1024);
+  source.snapshot = null;
+  const hub = new StreamHub(source, { maxBuffered: 4096, slowClient: 'disconnect', logger });
   const cmd = encodeCommand(['SET', 'k', 'v'.repeat(100)]);
-  for (let i = 0; i < 50; i++) relay.feed(cmd);
+  for (let i = 0; i < 50; i++) source.feed(cmd);
   const sink = new FakeSink();
   sink.buffered = 10_000;
-  const from = Math.ceil((relay.log.firstOffset - 1) / cmd.length) * cmd.length + 1;
+  const from = Math.ceil((source.log.firstOffset - 1) / cmd.length) * cmd.length + 1;
   const sub = hub.subscribe(sink, opts(`from=${from}`));
   await tick();
   t.equal(sink.closed, null, 'paused, not closed');
   const before = sink.messages.length;
   t.ok(before < 10, 'paced: little sent while the socket is full');
-  for (let i = 0; i < 400; i++) relay.feed(cmd);
+  for (let i = 0; i < 400; i++) source.feed(cmd);
   await tick();
   t.equal(sink.messages.length, before, 'nothing sent while paused');
   sink.buffered = 0;
@@ -322,18 +325,18 @@ t.test('a catching-up subscriber is paced by its socket and closed when the log 
 });
 
 t.test('a raw subscriber gets the offset, then the bytes, paced, and is closed when it falls out of the log', async (t) => {
-  const relay = new FakeRelay(16 * 1024);
-  const hub = new StreamHub(relay, { maxBuffered: 8192, slowClient: 'disconnect', logger });
+  const source = new FakeSource(16 * 1024);
+  const hub = new StreamHub(source, { maxBuffered: 8192, slowClient: 'disconnect', logger });
   const cmd = encodeCommand(['SET', 'k', 'v'.repeat(200)]);
-  relay.feed(cmd);
+  source.feed(cmd);
   const sink = new FakeSink();
   const sub = hub.subscribe(sink, opts('format=raw&from=1'));
-  t.strictSame(JSON.parse(sink.texts[0]!), { offset: 1, replid: relay.ids.replid });
+  t.strictSame(JSON.parse(sink.texts[0]!), { offset: 1, replid: source.ids.replid });
   t.strictSame(Buffer.concat(sink.raw), cmd);
-  relay.feed(cmd);
+  source.feed(cmd);
   t.strictSame(Buffer.concat(sink.raw), Buffer.concat([cmd, cmd]));
   sink.buffered = 9000;
-  for (let i = 0; i < 200; i++) relay.feed(cmd);
+  for (let i = 0; i < 200; i++) source.feed(cmd);
   t.equal(Buffer.concat(sink.raw).length, 2 * cmd.length, 'paused at max-buffered');
   sink.buffered = 0;
   sub.drain();
@@ -343,28 +346,28 @@ t.test('a raw subscriber gets the offset, then the bytes, paced, and is closed w
 });
 
 t.test('a full resync upstream closes every subscriber with 4012', async (t) => {
-  const relay = new FakeRelay();
-  const hub = new StreamHub(relay, { maxBuffered: 1 << 20, slowClient: 'disconnect', logger });
+  const source = new FakeSource();
+  const hub = new StreamHub(source, { maxBuffered: 1 << 20, slowClient: 'disconnect', logger });
   const a = new FakeSink();
   const b = new FakeSink();
   hub.subscribe(a, opts(''));
   hub.subscribe(b, opts('format=raw'));
-  relay.feed(encodeCommand(['SET', 'a', '1']));
-  relay.fullSync(5000);
+  source.feed(encodeCommand(['SET', 'a', '1']));
+  source.fullSync(5000);
   t.equal(a.closed?.code, CloseCode.NewHistory);
   t.equal(b.closed?.code, CloseCode.NewHistory);
   t.equal(hub.jsonSubscribers + hub.rawSubscribers, 0);
   // A failover (new replid, the old one as replid2) keeps the history and the subscribers.
   const d = new FakeSink();
   hub.subscribe(d, opts(''));
-  relay.ids.shift('e'.repeat(40), relay.log.endOffset);
+  source.ids.shift('e'.repeat(40), source.log.endOffset);
   t.equal(d.closed, null, 'a failover (a new replid, the history continues) is not a new history');
-  relay.fullSync(relay.log.endOffset);
+  source.fullSync(source.log.endOffset);
   t.equal(d.closed?.code, CloseCode.NewHistory, 'a full sync is');
   const c = new FakeSink();
   hub.subscribe(c, opts(''));
-  relay.feed(encodeCommand(['SELECT', '1']));
-  relay.feed(encodeCommand(['SET', 'b', '2']));
+  source.feed(encodeCommand(['SELECT', '1']));
+  source.feed(encodeCommand(['SET', 'b', '2']));
   await tick();
   t.strictSame(c.messages.map((m) => [m.offset > 5000, m.db, m.cmd]), [[true, 1, 'select'], [true, 1, 'set']]);
   hub.close();
