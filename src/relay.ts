@@ -22,6 +22,7 @@ import { Telemetry } from './observability/telemetry.js';
 import { formatInfo } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
 import { WebServer } from './web/server.js';
+import type { PitrApi } from './pitr/api.js';
 import { rewriteUpstream } from './config/rewrite.js';
 
 export const RELAY_VERSION = '0.1.0';
@@ -185,6 +186,10 @@ export class Relay {
   }
   get link(): UpstreamLink {
     return this.#link;
+  }
+  /** Point-in-time replicas for the web API; null until the PITR service is wired in. */
+  get pitr(): PitrApi | null {
+    return null;
   }
   /** The web server's port; 0 when it is off (web.port 0). */
   get webPort(): number {
