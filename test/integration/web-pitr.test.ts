@@ -1,11 +1,14 @@
 /**
- * The web API of point-in-time replicas (GET /history, POST /pitr, DELETE /pitr/<port>), against a fake PitrApi: a WebServer is built directly on a source that is a real Relay (its
+ * The web API of point-in-time replicas (GET /history, POST /pitr, DELETE /pitr/<port>) and the dashboard's
+ * "restore" action, against a fake PitrApi: a WebServer is built directly on a source that is a real Relay (its
  * log, ids, status, /stream) with the fake as its `pitr`. What the real service does with a target is tested with it.
  */
 import t, { type Test } from 'tap';
+import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { Writable } from 'node:stream';
+import WebSocket from 'ws';
 import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { Telemetry } from '../../src/observability/telemetry.js';
@@ -13,7 +16,7 @@ import type { HistoryView, PitrAnswer, PitrApi } from '../../src/pitr/api.js';
 import { PitrError, type PitrTarget } from '../../src/pitr/planner.js';
 import type { Relay } from '../../src/relay.js';
 import { WebServer, type WebSource } from '../../src/web/server.js';
-import { stopAll } from '../helpers/redis-server.js';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
@@ -368,4 +371,97 @@ t.test("the relay's own web server: no PITR service yet, 503", async (t) => {
   const res = await call(relay.relay.webPort, 'GET', '/history');
   t.equal(res.status, 503);
   t.match(res.json, { code: 'RELAY_ERR_PITR' });
+});
+
+/** Loads `playwright-core` (a devDependency; it drives the system's Chromium, it downloads no browser). */
+async function loadPlaywright(): Promise<PlaywrightLike | null> {
+  try {
+    const name = 'playwright-core';
+    return (await import(name)) as PlaywrightLike;
+  } catch {
+    return null;
+  }
+}
+interface PlaywrightLike {
+  chromium: {
+    launch(o: object): Promise<{
+      close(): Promise<void>;
+      newPage(): Promise<{
+        goto(url: string): Promise<unknown>;
+        waitForFunction(expr: string): Promise<unknown>;
+        evaluate(expr: string): Promise<unknown>;
+        click(selector: string): Promise<void>;
+        screenshot(o: { path: string }): Promise<unknown>;
+      }>;
+    }>;
+  };
+}
+
+const CHROMIUM = '/usr/bin/chromium';
+const playwright = await loadPlaywright();
+const noBrowser = [existsSync(CHROMIUM) ? '' : `${CHROMIUM} not found`, playwright ? '' : 'playwright-core not installed'].filter(Boolean).join(', ');
+const inCi = /^(1|true)$/i.test(process.env['CI'] ?? '');
+if (noBrowser && !inCi) t.comment(`headless dashboard test skipped: ${noBrowser}`);
+
+t.test('the dashboard: "restore to here" on a stream row posts its offset, with the token, and shows the port', { skip: noBrowser && !inCi ? `needs a browser: ${noBrowser}` : false }, async (t) => {
+  if (noBrowser) {
+    t.fail(`CI=${process.env['CI']}: the dashboard's browser test cannot run (${noBrowser}); install chromium (.ci/run does)`);
+    return;
+  }
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close().catch(() => {}));
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => relay.stop());
+  const s = await serve(t, relay.relay, { token: 's3cret' });
+  // Subscribers opened before the first full sync would be closed by it (a new history).
+  await waitFor(() => relay.relay.status().upstream.linkUp, { what: 'the relay streams from the master' });
+
+  // The offset the relay gives the command, as a /stream subscriber of its own sees it.
+  const tap = new WebSocket(`ws://127.0.0.1:${s.port}/stream?cmd=set&token=s3cret`);
+  t.teardown(() => tap.terminate());
+  const seen: { offset: number; args: string[] }[] = [];
+  tap.on('message', (d) => seen.push(JSON.parse(String(d)) as { offset: number; args: string[] }));
+  await new Promise((resolve, reject) => {
+    tap.once('open', resolve);
+    tap.once('error', reject);
+  });
+
+  const browser = await playwright!.chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${s.port}/?token=s3cret`);
+  await page.waitForFunction(`document.getElementById('stream-state')?.textContent === 'live'`);
+  await m.call('SET', 'pitr-key', 'v1');
+  const row = await waitFor(() => seen.find((x) => x.args[0] === 'pitr-key'), { what: 'the SET on /stream' });
+  await page.waitForFunction(`(document.getElementById('tail')?.textContent ?? '').includes('pitr-key')`);
+  const shown = Number(await page.evaluate(`[...document.querySelectorAll('#tail li')].find((li) => li.textContent.includes('pitr-key')).querySelector('.off').textContent.trim()`));
+  t.equal(shown, row.offset, 'the row shows the offset of the command');
+
+  await page.click('#tail li:has-text("pitr-key") button.here');
+  await page.waitForFunction(`(document.getElementById('pitr-cmd')?.textContent ?? '') !== ''`);
+  t.same(s.pitr.opened, [{ kind: 'offset', offset: row.offset }], '"restore to here": the offset of the row, with the token (else 401)');
+  const answer = [...s.pitr.listeners.values()][0]!;
+  t.equal(String(await page.evaluate(`document.getElementById('pitr-cmd').textContent`)), `REPLICAOF 127.0.0.1 ${answer.port}`, 'a REPLICAOF line to copy');
+  t.match(String(await page.evaluate(`document.getElementById('pitr-answer').textContent`)), new RegExp(`port ${answer.port} .*offset ${row.offset} \\(2025-01-31T02:30:00.000Z\\)`));
+
+  if (process.env['DASHBOARD_SCREENSHOT']) await page.screenshot({ path: process.env['DASHBOARD_SCREENSHOT'] });
+  await page.click('#pitr-close');
+  await page.waitForFunction(`(document.getElementById('pitr-answer')?.textContent ?? '').startsWith('closed')`);
+  t.same(s.pitr.closed, [answer.port], 'close listener: DELETE /pitr/<port>');
+
+  await page.click('#tail li:has-text("pitr-key") button.before');
+  await page.waitForFunction(`(document.getElementById('pitr-cmd')?.textContent ?? '') !== ''`);
+  t.same(s.pitr.opened[1], { kind: 'offset', offset: row.offset - 1 }, '"before": the offset just before the command (the relay settles it on the previous command)');
+
+  s.pitr.fail = new PitrError('offset 3 is outside the window: the window is offsets 100..5000');
+  await page.click('#tail li:has-text("pitr-key") button.here');
+  await page.waitForFunction(`(document.getElementById('pitr-answer')?.textContent ?? '').includes('outside the window')`);
+  t.match(String(await page.evaluate(`document.getElementById('pitr-answer').textContent`)), /restore refused: offset 3 is outside the window.*\(RELAY_ERR_PITR\)/, 'the error, shown');
+  t.equal(String(await page.evaluate(`document.getElementById('pitr').className`)), 'bad');
+  t.equal(String(await page.evaluate(`document.getElementById('pitr-cmd').textContent`)), '', 'no REPLICAOF line');
 });
