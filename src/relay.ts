@@ -20,6 +20,7 @@ import { Telemetry } from './observability/telemetry.js';
 import { formatInfo } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
 import { WebServer, type WebSource } from './web/server.js';
+import type { PitrApi } from './pitr/api.js';
 import { rewriteUpstream } from './config/rewrite.js';
 
 export const RELAY_VERSION = '0.1.0';
@@ -168,6 +169,10 @@ export class Relay {
   get port(): number {
     return this.#port;
   }
+  /** Point-in-time replicas for the web API; null until the PITR service is wired in. */
+  get pitr(): PitrApi | null {
+    return null;
+  }
   /** The web server's port; 0 when it is off (web.port 0). */
   get webPort(): number {
     return this.#web?.port ?? 0;
@@ -179,7 +184,7 @@ export class Relay {
     this.#diskTimer.unref();
     this.#port = await this.#server.listen();
     if (this.config.web.port !== 0) {
-      this.#web = new WebServer(this.#webSource(), this.config.web, this.#logger.child({ component: 'web' }), this.#telemetry);
+      this.#web = new WebServer(this.webSource(), this.config.web, this.#logger.child({ component: 'web' }), this.#telemetry);
       await this.#web.listen();
     }
     this.#logger.info(
@@ -295,8 +300,8 @@ export class Relay {
     };
   }
 
-  /** What the web server (/status, /metrics, /stream) reads: the status, and the log and ids the stream hub tails. */
-  #webSource(): WebSource {
+  /** What the web server (/status, /metrics, /stream, /history, /pitr) reads: the status, the log and ids the stream hub tails, point-in-time requests. */
+  webSource(): WebSource {
     const history = this.#history;
     return {
       log: history.log,
@@ -308,6 +313,7 @@ export class Relay {
       onCommand: (fn) => this.onCommand(fn),
       usableSnapshot: () => history.usableSnapshot(),
       status: () => this.status(),
+      pitr: this.pitr,
     };
   }
 

@@ -1,8 +1,12 @@
 /**
  * The dashboard served at `/`: one static page, inline CSS and JS, no build step and no library. It polls
  * /status once a second (link state, ids, offsets, replicas, ops/s and bytes/s chart on a canvas) and tails
- * /stream over a WebSocket with the filters typed in. A token comes from `?token=` or the token field
- * (kept in localStorage) and is sent as `Authorization: Bearer` to /status and `?token=` to /stream.
+ * /stream over a WebSocket with the filters typed in. Each row of the tail offers "restore": POST /pitr at the
+ * row's offset (the dataset right after that command) or at its offset - 1 (the relay settles that on the command
+ * before it: the dataset right before this one), showing the listener's port as a REPLICAOF line, and DELETE
+ * /pitr/<port> to close it. A token comes from `?token=` or the token field (kept in localStorage) and is sent as
+ * `Authorization: Bearer` to /status and /pitr and `?token=` to /stream. Text from the relay only ever goes in
+ * through textContent.
  */
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en">
@@ -34,6 +38,9 @@ export const DASHBOARD_HTML = `<!doctype html>
   form { display:flex; gap:8px; flex-wrap:wrap; margin-bottom:8px; align-items:center; }
   input, button, select { background:#0f1419; color:var(--fg); border:1px solid #334155; border-radius:4px; padding:3px 6px; font:inherit; }
   button { cursor:pointer; } .wide { grid-column: 1 / -1; } #error { color:var(--bad); }
+  #tail button { padding:0 4px; margin-right:4px; font-size:11px; opacity:.6; } #tail li:hover button { opacity:1; }
+  #pitr { margin-bottom:8px; padding:6px 8px; border:1px solid #334155; border-radius:4px; } #pitr.bad { color:var(--bad); border-color:var(--bad); }
+  #pitr-cmd { user-select:all; color:var(--ok); } #pitr-cmd:empty { display:none; }
 </style>
 </head>
 <body>
@@ -84,6 +91,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <span id="stream-state" class="pill">closed</span>
       <span id="stream-count"></span>
     </form>
+    <div id="pitr" hidden><span id="pitr-answer"></span> <code id="pitr-cmd"></code> <button type="button" id="pitr-close" hidden>close listener</button></div>
     <ul id="tail"></ul>
   </section>
 </main>
@@ -97,13 +105,14 @@ export const DASHBOARD_HTML = `<!doctype html>
   $('token').addEventListener('change', () => { token = $('token').value.trim(); localStorage.setItem('psync-relay-token', token); poll(); openStream(); });
   const fmt = (n) => n >= 1e9 ? (n / 1e9).toFixed(2) + 'G' : n >= 1e6 ? (n / 1e6).toFixed(2) + 'M' : n >= 1e3 ? (n / 1e3).toFixed(1) + 'k' : String(Math.round(n));
   const set = (id, v) => { $(id).textContent = v; };
+  const auth = (headers) => Object.assign(token ? { authorization: 'Bearer ' + token } : {}, headers);
 
   // ---- /status poll and chart
   const points = []; // {ops, bytes}
   let prev = null;
   async function poll() {
     try {
-      const r = await fetch('status', { headers: token ? { authorization: 'Bearer ' + token } : {}, cache: 'no-store' });
+      const r = await fetch('status', { headers: auth({}), cache: 'no-store' });
       if (r.status === 401) { set('error', 'unauthorized: enter the web.token'); return; }
       if (!r.ok) { set('error', 'status: HTTP ' + r.status); return; }
       set('error', '');
@@ -200,6 +209,8 @@ export const DASHBOARD_HTML = `<!doctype html>
       if (paused) return;
       const li = document.createElement('li');
       if (m.internal) li.className = 'int';
+      li.appendChild(restoreButton('here', 'restore to here', m.offset, 'open a point-in-time replica of the dataset right after this command (offset ' + m.offset + ')'));
+      li.appendChild(restoreButton('before', 'before this', m.offset - 1, 'open a point-in-time replica of the dataset right before this command'));
       const parts = [['off', String(m.offset).padStart(12)], ['db', ' db' + (m.db === null ? '?' : m.db) + ' '], ['cmd', m.cmd]];
       for (const [cls, text] of parts) { const s = document.createElement('span'); s.className = cls; s.textContent = text; li.appendChild(s); }
       const args = m.args.map((a) => (m.b64 ? 'b64:' : '') + (a.length > 200 ? a.slice(0, 200) + '…(' + a.length + ')' : JSON.stringify(a)));
@@ -218,6 +229,46 @@ export const DASHBOARD_HTML = `<!doctype html>
       setTimeout(() => { if (me === wanted) openStream(resume); }, 2000);
     };
   }
+
+  // ---- point in time: POST /pitr, DELETE /pitr/<port>
+  let pitrPort = null;
+  function restoreButton(cls, label, offset, title) {
+    const b = document.createElement('button');
+    b.type = 'button'; b.className = cls; b.textContent = label; b.title = title;
+    b.addEventListener('click', () => restore(offset));
+    return b;
+  }
+  function showPitr(text, cmd, bad) {
+    $('pitr').hidden = false; $('pitr').className = bad ? 'bad' : '';
+    set('pitr-answer', text); set('pitr-cmd', cmd);
+    $('pitr-close').hidden = pitrPort === null;
+  }
+  async function failed(r, what) {
+    if (r.status === 401) return 'unauthorized: enter the web.token';
+    const body = await r.json().catch(() => null);
+    return what + ': ' + (body && body.error ? body.error + ' (' + body.code + ')' : 'HTTP ' + r.status);
+  }
+  async function restore(offset) {
+    pitrPort = null;
+    showPitr('opening a point-in-time replica at offset ' + offset + '…', '', false);
+    try {
+      const r = await fetch('pitr', { method: 'POST', headers: auth({ 'content-type': 'application/json' }), body: JSON.stringify({ offset }), cache: 'no-store' });
+      if (!r.ok) return showPitr(await failed(r, 'restore refused'), '', true);
+      const a = await r.json();
+      pitrPort = a.port;
+      const host = location.hostname.replace(/^\\[|\\]$/g, '');
+      showPitr('port ' + a.port + ' serves the dataset at offset ' + a.offset + (a.time ? ' (' + a.time + ')' : '') + ', from the snapshot at ' + a.snapshotOffset + '; point a replica at it:', 'REPLICAOF ' + host + ' ' + a.port, false);
+    } catch (e) { showPitr('restore failed: relay unreachable', '', true); }
+  }
+  $('pitr-close').addEventListener('click', async () => {
+    const port = pitrPort;
+    if (port === null) return;
+    try {
+      const r = await fetch('pitr/' + port, { method: 'DELETE', headers: auth({}), cache: 'no-store' });
+      if (r.ok || r.status === 404) pitrPort = null;
+      showPitr(r.ok ? 'closed the listener on port ' + port : await failed(r, 'close'), '', !r.ok);
+    } catch (e) { showPitr('close failed: relay unreachable', '', true); }
+  });
   $('filters').addEventListener('submit', (e) => { e.preventDefault(); lastOffset = null; openStream(); });
   $('pause').addEventListener('click', () => { paused = !paused; $('pause').textContent = paused ? 'resume' : 'pause'; });
   $('clear').addEventListener('click', () => { $('tail').replaceChildren(); count = 0; set('stream-count', ''); });

@@ -4,6 +4,8 @@ import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket, WebSock
 import type { WebConfig } from '../config/types.js';
 import { RelayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { PitrApi } from '../pitr/api.js';
+import { PitrError } from '../pitr/planner.js';
 import type { RelayStatus, WebStatus } from '../observability/status.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { DASHBOARD_HTML } from './dashboard.js';
@@ -11,6 +13,7 @@ import { METRICS_CONTENT_TYPE, RelayMetrics } from './metrics.js';
 import { StreamHub, type StreamSink, type StreamSource, type Subscription } from './stream-hub.js';
 import { parseStreamOptions, StreamOptionsError, type StreamOptions } from './stream-message.js';
 import { RequestGuard } from './request-guard.js';
+import { isJsonContentType, MAX_PITR_BODY, parsePitrBody, WebRequestError } from './pitr-request.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import { clip } from '../util/text.js';
 
@@ -20,6 +23,8 @@ export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSL
 /** What the web server reads from the relay (the relay hands it one, built from its history and status). */
 export interface WebSource extends StreamSource {
   status(): RelayStatus;
+  /** Point-in-time replicas (GET /history, POST /pitr, DELETE /pitr/<port>); null: not available on this relay. */
+  readonly pitr: PitrApi | null;
 }
 
 interface WsData {
@@ -33,9 +38,10 @@ const MAX_REASON = 120;
 
 /**
  * HTTP + WebSocket server on uWebSockets.js: `/` dashboard, `/healthz`, `/readyz`, `/status` (JSON),
- * `/metrics` (Prometheus), `WS /stream`. Every request must pass the same-host checks (request-guard.ts: Host, and
- * Origin when sent); `web.token`, when set, also guards /status, /metrics and /stream (`Authorization: Bearer <token>`
- * or `?token=`); the dashboard page itself holds no data.
+ * `/metrics` (Prometheus), `WS /stream`, and point-in-time replicas: `GET /history`, `POST /pitr`,
+ * `DELETE /pitr/<port>` (JSON). Every request must pass the same-host checks (request-guard.ts: Host, and Origin
+ * when sent); `web.token`, when set, also guards /status, /metrics, /stream, /history and /pitr
+ * (`Authorization: Bearer <token>` or `?token=`); the dashboard page itself holds no data.
  */
 export class WebServer {
   readonly hub: StreamHub;
@@ -130,6 +136,39 @@ export class WebServer {
         if (!this.#authorized(req)) return unauthorized(res);
         this.#serveMetrics(res);
       })
+      .get('/history', (res, req) => {
+        if (!this.#allowed(res, req)) return;
+        if (!this.#authorized(req)) return unauthorized(res);
+        const pitr = this.#src.pitr;
+        if (pitr === null) return pitrUnavailable(res);
+        try {
+          json(res, '200 OK', pitr.history());
+        } catch (err) {
+          this.#pitrFailed(res, err, 'GET /history');
+        }
+      })
+      .post('/pitr', (res, req) => this.#openPitr(res, req))
+      .del('/pitr/:port', (res, req) => {
+        if (!this.#allowed(res, req)) return;
+        if (!this.#authorized(req)) return unauthorized(res);
+        const pitr = this.#src.pitr;
+        if (pitr === null) return pitrUnavailable(res);
+        const raw = req.getParameter(0) ?? '';
+        const port = /^[1-9]\d{0,4}$/.test(raw) ? Number(raw) : 0;
+        if (port < 1 || port > 65535) return jsonError(res, '400 Bad Request', new WebRequestError('the port must be an integer 1..65535: DELETE /pitr/<port>'));
+        let closed: boolean;
+        try {
+          closed = pitr.close(port);
+        } catch (err) {
+          return this.#pitrFailed(res, err, 'DELETE /pitr');
+        }
+        if (!closed) return jsonError(res, '404 Not Found', new PitrError(`no point-in-time listener on port ${port}`));
+        this.#log.info({ port }, 'point-in-time listener closed (web)');
+        json(res, '200 OK', { port, closed: true });
+      })
+      .any('/pitr', (res, req) => {
+        if (this.#allowed(res, req)) reply(res, '405 Method Not Allowed', 'text/plain; charset=utf-8', 'POST /pitr opens a point-in-time listener\n', { allow: 'POST' });
+      })
       .ws<WsData>('/stream', {
         compression: uWS.DISABLED,
         maxPayloadLength: 4096,
@@ -201,6 +240,78 @@ export class WebServer {
     );
   }
 
+  /**
+   * POST /pitr: reads the JSON body (at most MAX_PITR_BODY bytes), opens a listener, answers with it. Headers are
+   * read before the handler returns (uWS requests are only valid then); onAborted is registered before any body
+   * or async work, and nothing is written to an aborted response.
+   */
+  #openPitr(res: HttpResponse, req: HttpRequest): void {
+    if (!this.#allowed(res, req)) return;
+    if (!this.#authorized(req)) return unauthorized(res);
+    const pitr = this.#src.pitr;
+    if (pitr === null) return pitrUnavailable(res);
+    // A cross-site form can post text/plain without a CORS preflight; application/json cannot.
+    if (!isJsonContentType(req.getHeader('content-type'))) {
+      return jsonError(res, '415 Unsupported Media Type', new WebRequestError('the body must be JSON, sent with Content-Type: application/json'), true);
+    }
+    const length = req.getHeader('content-length');
+    if (length !== '' && !(Number(length) <= MAX_PITR_BODY)) return tooLarge(res);
+    let aborted = false;
+    let opening = false;
+    res.onAborted(() => {
+      aborted = true;
+      if (opening) this.#log.debug('POST /pitr: the client went away while its listener opens');
+    });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    res.onData((chunk, isLast) => {
+      if (done || aborted) return;
+      size += chunk.byteLength;
+      if (size > MAX_PITR_BODY) {
+        done = true;
+        return tooLarge(res);
+      }
+      // uWS reuses (and frees) the chunk's memory once this callback returns: copy it.
+      chunks.push(Buffer.from(new Uint8Array(chunk)));
+      if (!isLast) return;
+      done = true;
+      let target;
+      try {
+        target = parsePitrBody(Buffer.concat(chunks));
+      } catch (err) {
+        if (!(err instanceof WebRequestError)) throw err;
+        return jsonError(res, '400 Bad Request', err);
+      }
+      opening = true;
+      Promise.resolve()
+        .then(() => pitr.open(target))
+        .then(
+          (answer) => {
+            opening = false;
+            this.#log.info({ target, port: answer.port, offset: answer.offset }, 'point-in-time listener opened (web)');
+            if (aborted) {
+              this.#log.info({ port: answer.port }, 'POST /pitr: the client went away before the answer; the listener stays until closed or idle');
+              return;
+            }
+            json(res, '200 OK', answer);
+          },
+          (err: unknown) => {
+            opening = false;
+            if (!aborted) this.#pitrFailed(res, err, 'POST /pitr');
+            else if (!(err instanceof PitrError)) this.#log.error({ err }, 'POST /pitr failed');
+          },
+        );
+    });
+  }
+
+  /** A PitrError is the request's (409, its message names the window); anything else is ours (500, logged). */
+  #pitrFailed(res: HttpResponse, err: unknown, what: string): void {
+    if (err instanceof PitrError) return jsonError(res, '409 Conflict', err);
+    this.#log.error({ err }, `${what} failed`);
+    jsonError(res, '500 Internal Server Error', { code: 'RELAY_ERR_INTERNAL', message: `${what} failed: see the relay's log` });
+  }
+
   /** Read synchronously: uWS requests are only valid during the handler. */
   #authorized(req: HttpRequest): boolean {
     if (this.#tokenDigest === null) return true;
@@ -215,12 +326,30 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-function reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}): void {
+/** `closeConnection`: the request's body was not read (too large, or not wanted): do not read it to keep the connection. */
+function reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}, closeConnection = false): void {
   res.cork(() => {
     res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store');
     for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-    res.end(body);
+    res.end(body, closeConnection);
   });
+}
+
+function json(res: HttpResponse, status: string, value: unknown): void {
+  reply(res, status, 'application/json', JSON.stringify(value) + '\n');
+}
+
+/** The web API's errors: `{"error": <message>, "code": <RELAY_ERR_…>}`. */
+function jsonError(res: HttpResponse, status: string, err: { readonly code: string; readonly message: string }, closeConnection = false): void {
+  reply(res, status, 'application/json', JSON.stringify({ error: err.message, code: err.code }) + '\n', {}, closeConnection);
+}
+
+function tooLarge(res: HttpResponse): void {
+  jsonError(res, '413 Payload Too Large', new WebRequestError(`the body is larger than ${MAX_PITR_BODY} bytes`), true);
+}
+
+function pitrUnavailable(res: HttpResponse): void {
+  jsonError(res, '503 Service Unavailable', new PitrError('point-in-time replicas are not available on this relay'));
 }
 
 function unauthorized(res: HttpResponse): void {
