@@ -21,6 +21,7 @@ import { formatInfo } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
 import { WebServer, type WebSource } from './web/server.js';
 import type { PitrApi } from './pitr/api.js';
+import { PitrService } from './pitr/service.js';
 import { rewriteUpstream } from './config/rewrite.js';
 
 export const RELAY_VERSION = '0.1.0';
@@ -47,6 +48,7 @@ export class Relay {
   #diskTimer: NodeJS.Timeout | null = null;
   #web: WebServer | null = null;
   #acks: AckTracker;
+  #pitr: PitrService;
   #shutdown: { promise: Promise<void>; cut: () => void } | null = null;
 
   constructor(config: RelayConfig, logger: Logger) {
@@ -58,6 +60,7 @@ export class Relay {
       disk: config.log.disk,
       diskQueue: config.log.diskQueue,
       refreshHold: config.log.refreshHold,
+      keepSnapshots: config.history.keepSnapshots,
       logger,
       telemetry: this.#telemetry,
     });
@@ -107,12 +110,22 @@ export class Relay {
       });
       this.#sentinel.on('master', (host: string, port: number) => this.#follow(host, port, 'sentinel'));
     }
+    this.#pitr = new PitrService({
+      history: this.#history,
+      listen: config.listen,
+      logger: logger.child({ component: 'pitr' }),
+      telemetry: this.#telemetry,
+      idleTimeoutMs: config.history.pitrIdleTimeoutMs,
+      maxListeners: config.history.pitrMaxListeners,
+      replicaTimeoutMs: config.replication.replicaTimeoutMs,
+    });
     this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.#telemetry, this.#commandHost());
     this.#refresher = new SnapshotRefresher({
       history: this.#history,
       logger: logger.child({ component: 'snapshot-fetch' }),
       telemetry: this.#telemetry,
       minIntervalMs: config.replication.snapshotRefreshMinIntervalMs,
+      intervalMs: config.history.snapshotIntervalMs,
       linkReady: () => this.#link.state !== LinkState.Transfer && this.#link.state !== LinkState.Connecting,
       source: () =>
         this.#link.host === null
@@ -169,9 +182,9 @@ export class Relay {
   get port(): number {
     return this.#port;
   }
-  /** Point-in-time replicas for the web API; null until the PITR service is wired in. */
-  get pitr(): PitrApi | null {
-    return null;
+  /** Point-in-time replicas (RELAY PITR, RELAY HISTORY, the web API). */
+  get pitr(): PitrApi {
+    return this.#pitr;
   }
   /** The web server's port; 0 when it is off (web.port 0). */
   get webPort(): number {
@@ -216,6 +229,7 @@ export class Relay {
       const timeoutMs = this.config.shutdownTimeoutMs;
       this.#web?.shuttingDown();
       this.#server.stopAccepting();
+      this.#pitr.closeAll();
       await this.#link.stop();
       const end = this.#history.log.endOffset;
       this.#logger.info({ offset: end, replicas: this.#downstream.sessions.size, timeoutMs }, 'shutting down: waiting for replicas to acknowledge the stream');
@@ -239,6 +253,7 @@ export class Relay {
     if (this.#diskTimer) clearInterval(this.#diskTimer);
     this.#sentinel?.stop();
     this.#refresher.close();
+    this.#pitr.closeAll();
     await this.#link.stop();
     this.#downstream.close();
     await this.#web?.close();
@@ -345,6 +360,7 @@ export class Relay {
       },
       clients: (): Iterable<ClientConnection> => this.#server.clients,
       configRewrite: () => this.#configRewrite(),
+      pitr: this.#pitr,
     };
   }
 

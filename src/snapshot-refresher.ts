@@ -20,6 +20,8 @@ export interface RefresherOptions {
   readonly linkReady: () => boolean;
   /** A new snapshot is usable: serve the replicas waiting for one. */
   readonly onUsable: () => void;
+  /** history.snapshot-interval: also fetch when the newest snapshot is this old (point-in-time replicas); 0 = off. */
+  readonly intervalMs?: number;
 }
 
 /**
@@ -34,9 +36,18 @@ export class SnapshotRefresher {
   #lastStart = -Infinity;
   #watch: NodeJS.Timeout | null = null;
   #pendingUsable: (() => void) | null = null;
+  #interval: NodeJS.Timeout | null = null;
 
   constructor(opts: RefresherOptions) {
     this.#opts = opts;
+    const every = opts.intervalMs ?? 0;
+    if (every > 0) {
+      this.#interval = setInterval(() => {
+        const newest = opts.history.newestSnapshot();
+        if (newest === null || Date.now() - newest.createdAt >= every) this.request();
+      }, Math.min(every, 10_000));
+      this.#interval.unref();
+    }
   }
 
   get inProgress(): boolean {
@@ -47,7 +58,7 @@ export class SnapshotRefresher {
     return this.#lastStart + this.#opts.minIntervalMs;
   }
 
-  /** A replica needs a full sync and no usable snapshot exists. */
+  /** A replica needs a full sync and no usable snapshot exists, or the newest snapshot is history.snapshot-interval old. */
   request(): void {
     const h = this.#opts.history;
     if (this.#fetch || !h.hasHistory || !this.#opts.linkReady()) return;
@@ -69,6 +80,7 @@ export class SnapshotRefresher {
   }
 
   close(): void {
+    if (this.#interval) clearInterval(this.#interval);
     this.abort('relay closing');
     this.#pendingUsable?.();
   }

@@ -7,6 +7,8 @@ import { SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount, type PubSu
 import { authRequired, channelAllowed, channelArgs, roleAllows } from './roles.js';
 import { clip, validClientName, validHost } from '../util/text.js';
 import { parseCompressionCapa } from '../compression.js';
+import type { PitrApi } from '../pitr/api.js';
+import { relayCommand } from './relay-command.js';
 
 /** What commands need from the rest of the relay. */
 export interface CommandHost {
@@ -26,6 +28,8 @@ export interface CommandHost {
   clients(): Iterable<ClientConnection>;
   /** CONFIG REWRITE: persist the upstream in the config file; returns an error text, or null. */
   configRewrite(): string | null;
+  /** Point-in-time replicas (RELAY PITR, RELAY HISTORY); null: not here. */
+  readonly pitr: PitrApi | null;
 }
 
 type Handler = (host: CommandHost, client: ClientConnection, args: Buffer[]) => void;
@@ -36,6 +40,8 @@ interface CommandSpec {
   readonly handler: Handler;
   /** Allowed before AUTH. */
   readonly noAuth?: boolean;
+  /** Answered asynchronously: refused inside MULTI (EXEC gathers replies synchronously). */
+  readonly noMulti?: boolean;
 }
 
 const str = (b: Buffer | undefined): string => (b ? b.toString('utf8') : '');
@@ -185,6 +191,7 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   client: { arity: -2, handler: client },
   replicaof: { arity: 3, handler: replicaof },
+  relay: { arity: -2, handler: (h, c, a) => relayCommand(h.pitr, c, a.slice(1).map(str)), noMulti: true },
   slaveof: { arity: 3, handler: replicaof },
   config: {
     arity: -2,
@@ -419,6 +426,7 @@ function clientKill(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
 const SUBCOMMANDS: Record<string, ReadonlySet<string>> = {
   client: new Set(['setname', 'getname', 'id', 'list', 'info', 'kill', 'setinfo', 'reply', 'no-evict', 'no-touch']),
   config: new Set(['get', 'set', 'rewrite', 'resetstat']),
+  relay: new Set(['pitr', 'history']),
 };
 
 /**
@@ -485,7 +493,7 @@ export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[])
  * anyway), and one that reaches listen.max-multi-commands is aborted and its queue freed.
  */
 function queue(c: ClientConnection, name: string, spec: CommandSpec | undefined, args: Buffer[]): void {
-  const err = checkCommand(name, spec, args);
+  const err = spec?.noMulti ? 'ERR Command not allowed inside a transaction' : checkCommand(name, spec, args);
   if (err) {
     c.multiError = true;
     return c.reply(errorReply(err));

@@ -28,6 +28,8 @@ export class TimeMarks {
   #writing = false;
   /** Marks forgotten since the file was last rewritten. */
   #dropped = 0;
+  /** The boundary held after the previous append, and when. */
+  #seen: TimeMark | null = null;
 
   constructor(dir: string, logger: Logger) {
     this.#dir = dir;
@@ -69,6 +71,7 @@ export class TimeMarks {
     this.#marks = [];
     this.#pending = [];
     this.#dropped = 0;
+    this.#seen = null;
     if (old >= 0 && old !== epoch) void rm(this.#file(old), { force: true }).catch(() => {});
   }
 
@@ -77,12 +80,23 @@ export class TimeMarks {
    * Marks before `firstOffset` (bytes the log no longer holds) are forgotten on the way.
    */
   note(boundary: number, firstOffset: number, now = Date.now()): void {
+    const seen = this.#seen;
+    this.#seen = { offset: boundary, ms: now };
+    // After a quiet second, the end of the previous burst is marked with its own time: a point in the quiet
+    // stretch then resolves to exactly what was held, not to a mark inside the burst.
+    if (seen && now - seen.ms >= EVERY_MS) this.#mark(seen);
     const last = this.#marks[this.#marks.length - 1];
-    if (last && (now - last.ms < EVERY_MS || boundary <= last.offset)) return;
-    this.#marks.push({ offset: boundary, ms: now });
-    this.#pending.push(`${boundary} ${now}\n`);
+    if (last && now - last.ms < EVERY_MS) return;
+    this.#mark(this.#seen);
     this.#trim(firstOffset);
     void this.#flush();
+  }
+
+  #mark(m: TimeMark): void {
+    const last = this.#marks[this.#marks.length - 1];
+    if (last && (m.offset <= last.offset || m.ms < last.ms)) return;
+    this.#marks.push(m);
+    this.#pending.push(`${m.offset} ${m.ms}\n`);
   }
 
   /** Keeps the last mark before `firstOffset` (it still dates the log's first bytes) and those after it. */
@@ -125,6 +139,7 @@ export class TimeMarks {
   /** When `offset` was received, as far as the marks tell (the first mark at or after it); null if unknown. */
   timeOf(offset: number): number | null {
     for (const m of this.#marks) if (m.offset >= offset) return m.ms;
-    return null;
+    // Newer than the last mark: held since the last append at the latest.
+    return this.#seen && this.#seen.offset >= offset ? this.#seen.ms : null;
   }
 }

@@ -54,6 +54,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
     password: auth ? 'secret' : null,
     users: auth ? [{ name: 'repl', password: 'pw', role: 'replication' }] : [],
     pubsub: new PubSub(),
+    pitr: null,
     info: (sections: string[]) => `# Replication\r\nrole:slave\r\nsections:${sections.join(',')}\r\n`,
     role: () => ({ host: '127.0.0.1', port: 6379, linkState: 'connected', offset: 1 }),
     startSync: (c: ClientConnection) => {

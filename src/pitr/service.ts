@@ -1,0 +1,200 @@
+import type { Logger } from '../log.js';
+import type { ListenConfig } from '../config/types.js';
+import type { History } from '../backlog/history.js';
+import { ReplIds } from '../backlog/repl-ids.js';
+import type { SnapshotLease } from '../backlog/snapshot-store.js';
+import type { Telemetry } from '../observability/telemetry.js';
+import { ReplicaServer } from '../downstream/server.js';
+import { DownstreamReplication } from '../downstream/replication.js';
+import { PubSub } from '../downstream/pubsub.js';
+import type { CommandHost } from '../downstream/commands.js';
+import type { ClientConnection } from '../downstream/client.js';
+import { PitrError, PitrPlanner, type PitrPlan, type PitrTarget } from './planner.js';
+import type { HistoryView, PitrAnswer, PitrApi } from './api.js';
+
+export interface PitrServiceOptions {
+  readonly history: History;
+  /** The main listener's settings: a point-in-time listener binds the same address with the same auth. */
+  readonly listen: ListenConfig;
+  readonly logger: Logger;
+  readonly telemetry: Telemetry;
+  /** history.pitr-idle-timeout */
+  readonly idleTimeoutMs: number;
+  /** history.pitr-max-listeners (0: off) */
+  readonly maxListeners: number;
+  /** replication.replica-timeout */
+  readonly replicaTimeoutMs: number;
+}
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+/**
+ * Point-in-time replicas. Each request gets a listener of its own: a replica pointed at it receives the chosen
+ * snapshot, the stream up to the chosen offset, and nothing after it (the session then holds it there with
+ * newlines). The listener keeps its snapshot file open (a lease) so that retention cannot delete it under a replica;
+ * the log bytes it needs are read like any lagging replica's, and retention (log.disk) may still drop them: a
+ * replica that then cannot be served is told so in the log and disconnected. A new history from upstream closes
+ * every listener (their offsets belong to the old one).
+ */
+export class PitrService implements PitrApi {
+  #opts: PitrServiceOptions;
+  #planner: PitrPlanner;
+  #listeners = new Map<number, PitrListener>();
+  #opening = 0;
+  #unsubscribe: () => void;
+
+  constructor(opts: PitrServiceOptions) {
+    this.#opts = opts;
+    const h = opts.history;
+    this.#planner = new PitrPlanner({ log: h.log, marks: h.marks, snapshots: () => h.store.all.filter((s) => s.epoch === h.epoch) });
+    this.#unsubscribe = h.onNewHistory(() => {
+      for (const l of [...this.#listeners.values()]) l.close('a new history from upstream replaced the one it was taken from');
+    });
+  }
+
+  history(): HistoryView {
+    const w = this.#planner.window();
+    const marks = this.#opts.history.marks;
+    return {
+      replid: this.#opts.history.ids.replid,
+      firstOffset: w.firstOffset,
+      lastOffset: w.snapshots.length === 0 ? -1 : w.lastOffset,
+      firstTime: iso(w.firstMs),
+      lastTime: iso(w.lastMs),
+      snapshots: w.snapshots.map((s) => ({ replid: s.replid, offset: s.offset, time: iso(marks.timeOf(s.offset) ?? s.createdAt)!, bytes: s.size })),
+      listeners: [...this.#listeners.values()].map((l) => l.answer),
+    };
+  }
+
+  async open(target: PitrTarget): Promise<PitrAnswer> {
+    const max = this.#opts.maxListeners;
+    if (max === 0) throw new PitrError('point-in-time replicas are off (history.pitr-max-listeners is 0)');
+    if (this.#listeners.size + this.#opening >= max) {
+      throw new PitrError(`${this.#listeners.size} point-in-time listeners are open, history.pitr-max-listeners is ${max}: close one first (RELAY PITR CLOSE <port>)`);
+    }
+    this.#opening++;
+    try {
+      const h = this.#opts.history;
+      const epoch = h.epoch;
+      const plan = await this.#planner.plan(target);
+      const lease = await h.store.lease(plan.snapshot);
+      if (h.epoch !== epoch) {
+        await lease.release();
+        throw new PitrError('a new history from upstream began while the point was chosen: ask again');
+      }
+      const listener = new PitrListener(plan, lease, this.#opts, (l) => this.#listeners.delete(l.port));
+      try {
+        await listener.listen();
+      } catch (err) {
+        listener.close('listen failed');
+        throw err;
+      }
+      this.#listeners.set(listener.port, listener);
+      return listener.answer;
+    } finally {
+      this.#opening--;
+    }
+  }
+
+  close(port: number): boolean {
+    const l = this.#listeners.get(port);
+    if (!l) return false;
+    l.close('closed on request');
+    return true;
+  }
+
+  closeAll(): void {
+    this.#unsubscribe();
+    for (const l of [...this.#listeners.values()]) l.close('relay shutting down');
+  }
+}
+
+/** One point-in-time listener: its own RESP server and replication, serving one plan. */
+class PitrListener {
+  readonly #plan: PitrPlan;
+  readonly #lease: SnapshotLease;
+  readonly #logger: Logger;
+  readonly #server: ReplicaServer;
+  readonly #downstream: DownstreamReplication;
+  readonly #onClosed: (l: PitrListener) => void;
+  readonly #idleTimeoutMs: number;
+  #port = 0;
+  #idleSince = Date.now();
+  #timer: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(plan: PitrPlan, lease: SnapshotLease, opts: PitrServiceOptions, onClosed: (l: PitrListener) => void) {
+    this.#plan = plan;
+    this.#lease = lease;
+    this.#onClosed = onClosed;
+    this.#idleTimeoutMs = opts.idleTimeoutMs;
+    this.#logger = opts.logger.child({ component: 'pitr', offset: plan.offset });
+    const log = opts.history.log;
+    // The history as it was at the snapshot: a replica is told the snapshot's replid and can only be continued in it.
+    const ids = new ReplIds(plan.snapshot.replid);
+    this.#downstream = new DownstreamReplication({
+      source: {
+        ids,
+        log,
+        usableSnapshot: () => plan.snapshot,
+        lease: (snap) => opts.history.store.lease(snap),
+        snapshotFailed: (_snap, err) => this.#logger.error({ err }, 'point-in-time snapshot unreadable'),
+        needSnapshot: () => {},
+      },
+      telemetry: opts.telemetry,
+      logger: this.#logger,
+      // It reads what it needs from the log like any replica; it never holds more than the stream up to its target.
+      maxLag: Number.MAX_SAFE_INTEGER,
+      replicaTimeoutMs: opts.replicaTimeoutMs,
+      compression: false,
+      until: plan.offset,
+    });
+    const downstream = this.#downstream;
+    const host: CommandHost = {
+      password: opts.listen.password,
+      users: opts.listen.users,
+      pubsub: new PubSub(),
+      info: () =>
+        ['# Replication', 'role:master', `connected_slaves:${downstream.sessions.size}`, `master_replid:${ids.replid}`, `master_repl_offset:${plan.offset}`, 'psync_relay_pitr:1', ''].join('\r\n'),
+      role: () => ({ host: null, port: 0, linkState: 'connected', offset: plan.offset }),
+      startSync: (c: ClientConnection, replid: string | null, offset: number) => {
+        this.#idleSince = Date.now();
+        downstream.startSync(c, replid, offset);
+      },
+      replicaOf: () => 'ERR a point-in-time listener has no upstream',
+      clients: () => this.#server.clients,
+      configRewrite: () => 'ERR not on a point-in-time listener',
+      pitr: null,
+    };
+    this.#server = new ReplicaServer(opts.listen, this.#logger, opts.telemetry, host, { ephemeral: true });
+    this.#timer = setInterval(() => {
+      if (this.#downstream.sessions.size > 0) this.#idleSince = Date.now();
+      else if (Date.now() - this.#idleSince >= this.#idleTimeoutMs) this.close(`no replica for history.pitr-idle-timeout (${this.#idleTimeoutMs} ms)`);
+    }, Math.min(1000, this.#idleTimeoutMs));
+    this.#timer.unref();
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get answer(): PitrAnswer {
+    return { port: this.#port, offset: this.#plan.offset, time: iso(this.#plan.ms), replid: this.#plan.snapshot.replid, snapshotOffset: this.#plan.snapshot.offset };
+  }
+
+  async listen(): Promise<void> {
+    this.#port = await this.#server.listen();
+    this.#logger.info({ port: this.#port, snapshotOffset: this.#plan.snapshot.offset, time: iso(this.#plan.ms) }, 'point-in-time listener open');
+  }
+
+  close(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#downstream.close();
+    void this.#server.close();
+    void this.#lease.release();
+    this.#logger.info({ port: this.#port, reason }, 'point-in-time listener closed');
+    this.#onClosed(this);
+  }
+}
