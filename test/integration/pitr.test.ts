@@ -10,6 +10,7 @@ import { startRelay, type TestRelay } from '../helpers/relay.js';
 import { digest, startReplica, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
+import { freePort } from '../helpers/ports.js';
 
 t.teardown(stopAll);
 
@@ -226,4 +227,34 @@ t.test('RELAY PITR is refused to non-admin users and inside MULTI, and its argum
   const replies = await x.pipeline([['RELAY', 'PITR', 'BEFORE', 'NOSUCHCOMMAND'], ['PING']]);
   t.match((replies[0] as { message: string }).message, /no NOSUCHCOMMAND in the window|no point in time can be served/);
   t.equal(replies[1], 'PONG');
+});
+
+t.test('POST /pitr with the real service: a replica of the port it returns holds the dataset before FLUSHALL', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const relay = await startRelay({ ...RELAY_CONFIG, upstream: { host: '127.0.0.1', port: master.port }, web: { port: await freePort(), token: 'tok' } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay linked' });
+  await writeBatch(m, 'w');
+  const before = await settled(m, x);
+  await m.call('FLUSHALL');
+  await settled(m, x);
+  const base = `http://127.0.0.1:${relay.relay.webPort}`;
+  const headers = { authorization: 'Bearer tok', 'content-type': 'application/json' };
+  const res = await fetch(`${base}/pitr`, { method: 'POST', headers, body: JSON.stringify({ before: 'flushall' }) });
+  t.equal(res.status, 200);
+  const answer = (await res.json()) as { port: number; offset: number; time: string };
+  t.equal(answer.offset, before.offset);
+  const r = await replicaAt(t, { port: answer.port, offset: answer.offset, time: answer.time });
+  t.equal(await digest(r.c), before.digest);
+  const hist = (await (await fetch(`${base}/history`, { headers })).json()) as { listeners: { port: number }[]; lastOffset: number };
+  t.same(hist.listeners.map((l) => l.port), [answer.port]);
+  t.ok(hist.lastOffset > answer.offset);
+  const outside = await fetch(`${base}/pitr`, { method: 'POST', headers, body: JSON.stringify({ offset: before.offset * 1000 }) });
+  t.equal(outside.status, 409);
+  t.match(((await outside.json()) as { error: string }).error, /outside the window/);
+  t.equal((await fetch(`${base}/pitr/${answer.port}`, { method: 'DELETE', headers })).status, 200);
 });

@@ -1,0 +1,60 @@
+import t from 'tap';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TimeMarks } from '../../src/pitr/time-marks.js';
+import { createLogger } from '../../src/log.js';
+import { waitFor } from '../helpers/wait.js';
+
+const logger = createLogger('silent');
+const file = (dir: string, epoch: number) => join(dir, `marks-${String(epoch).padStart(10, '0')}.log`);
+
+t.test('at most one mark a second, plus the end of a burst after a quiet second', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'marks-'));
+  const m = new TimeMarks(dir, logger);
+  await m.load(1, 0);
+  m.note(100, 1, 10_000);
+  m.note(200, 1, 10_400);
+  m.note(300, 1, 10_900);
+  m.note(400, 1, 11_000); // a second after the first mark
+  m.note(500, 1, 11_200);
+  m.note(600, 1, 15_000); // after a quiet stretch: 500 was held from 11 200 on
+  t.same(m.all, [
+    { offset: 100, ms: 10_000 },
+    { offset: 400, ms: 11_000 },
+    { offset: 500, ms: 11_200 },
+    { offset: 600, ms: 15_000 },
+  ]);
+  t.same(m.atOrBefore(14_000), { offset: 500, ms: 11_200 }, 'a time in the quiet stretch is the end of the burst');
+  t.equal(m.atOrBefore(9_000), null, 'before the first mark: unknown');
+  t.equal(m.timeOf(250), 11_000, 'an offset is dated by the first mark at or after it');
+  t.equal(m.timeOf(600), 15_000);
+});
+
+t.test('marks survive a restart up to the recovered end, and another history starts empty', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'marks-'));
+  const a = new TimeMarks(dir, logger);
+  await a.load(3, 0);
+  a.note(100, 1, 1_000);
+  a.note(200, 1, 2_000);
+  a.note(300, 1, 3_000);
+  await waitFor(() => readFileSync(file(dir, 3), 'utf8').split('\n').length === 4 || undefined, { what: 'three marks written' });
+  const b = new TimeMarks(dir, logger);
+  await b.load(3, 250);
+  t.same(b.all, [
+    { offset: 100, ms: 1_000 },
+    { offset: 200, ms: 2_000 },
+  ], 'marks past the recovered log end are dropped');
+  b.reset(4);
+  t.same(b.all, []);
+  await waitFor(() => { try { readFileSync(file(dir, 3)); return undefined; } catch { return true; } }, { what: 'the old history’s file removed' });
+});
+
+t.test('marks before the log start are forgotten and the file is compacted', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'marks-'));
+  const m = new TimeMarks(dir, logger);
+  await m.load(1, 0);
+  for (let i = 1; i <= 5000; i++) m.note(i * 10, i * 10, i * 1000);
+  t.equal(m.all.length, 2, 'only the mark before the log start and the newest stay');
+  await waitFor(() => readFileSync(file(dir, 1), 'utf8').split('\n').length < 2000 || undefined, { what: 'the file compacted' });
+});
