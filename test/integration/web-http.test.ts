@@ -1,5 +1,4 @@
 import t from 'tap';
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
@@ -11,6 +10,7 @@ import { waitFor } from '../helpers/wait.js';
 import { infoOf } from '../helpers/failover.js';
 import { parseProm, sample } from '../helpers/prom-text.js';
 import { uwsNative } from '../../src/web/server.js';
+import { browserTest, launchChromium } from '../helpers/browser.js';
 
 t.teardown(stopAll);
 
@@ -126,42 +126,7 @@ t.test('the dashboard page', async (t) => {
   t.equal(sockets.length, 1, 'one WebSocket');
 });
 
-/** Loads `playwright-core` (a devDependency; it drives the system's Chromium, it downloads no browser). */
-async function loadPlaywright(): Promise<PlaywrightLike | null> {
-  try {
-    const name = 'playwright-core';
-    return (await import(name)) as PlaywrightLike;
-  } catch {
-    return null;
-  }
-}
-interface PlaywrightLike {
-  chromium: {
-    launch(o: object): Promise<{
-      close(): Promise<void>;
-      newPage(): Promise<{
-        goto(url: string): Promise<unknown>;
-        waitForFunction(expr: string): Promise<unknown>;
-        evaluate(expr: string): Promise<unknown>;
-        screenshot(o: { path: string }): Promise<unknown>;
-      }>;
-    }>;
-  };
-}
-
-const CHROMIUM = '/usr/bin/chromium';
-const playwright = await loadPlaywright();
-const noBrowser = [existsSync(CHROMIUM) ? '' : `${CHROMIUM} not found`, playwright ? '' : 'playwright-core not installed'].filter(Boolean).join(', ');
-// Outside CI a missing browser skips the test, saying why; in CI (CI=true) it fails: the dashboard must not go
-// untested there without anyone noticing.
-const inCi = /^(1|true)$/i.test(process.env['CI'] ?? '');
-if (noBrowser && !inCi) t.comment(`headless dashboard test skipped: ${noBrowser}`);
-
-t.test('a headless Chromium shows the link, the replicas and the live command tail', { skip: noBrowser && !inCi ? `needs a browser: ${noBrowser}` : false }, async (t) => {
-  if (noBrowser) {
-    t.fail(`CI=${process.env['CI']}: the dashboard's browser test cannot run (${noBrowser}); install chromium (.ci/run does)`);
-    return;
-  }
+browserTest('a headless Chromium shows the link, the replicas and the live command tail', async (t) => {
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close().catch(() => {}));
@@ -172,12 +137,7 @@ t.test('a headless Chromium shows the link, the replicas and the live command ta
   const rc = await replica.client();
   t.teardown(() => rc.close().catch(() => {}));
   await waitConverged(m, [rc]);
-  const browser = await playwright!.chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-  });
-  t.teardown(() => browser.close());
+  const browser = await launchChromium(t);
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${relay.relay.webPort}/`);
   const text = async (id: string): Promise<string> => String(await page.evaluate(`document.getElementById(${JSON.stringify(id)})?.textContent ?? ''`));

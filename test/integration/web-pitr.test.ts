@@ -4,7 +4,6 @@
  * log, ids, status, /stream) with the fake as its `pitr`. What the real service does with a target is tested with it.
  */
 import t, { type Test } from 'tap';
-import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { Writable } from 'node:stream';
@@ -20,6 +19,7 @@ import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
+import { browserTest, launchChromium } from '../helpers/browser.js';
 
 t.teardown(stopAll);
 
@@ -351,49 +351,18 @@ t.test('the web API', async (t) => {
   });
 });
 
-t.test("the relay's own web server: no PITR service yet, 503", async (t) => {
+t.test("the relay's own web server serves its PITR service: an empty window before any sync, and a 409 naming it", async (t) => {
   const relay = await startRelay({ web: { port: await freePort() } });
   t.teardown(() => relay.stop());
   const res = await call(relay.relay.webPort, 'GET', '/history');
-  t.equal(res.status, 503);
-  t.match(res.json, { code: 'RELAY_ERR_PITR' });
+  t.equal(res.status, 200);
+  t.match(res.json, { firstOffset: -1, lastOffset: -1, snapshots: [], listeners: [] });
+  const open = await call(relay.relay.webPort, 'POST', '/pitr', { body: '{"offset": 1}', headers: { 'content-type': 'application/json' } });
+  t.equal(open.status, 409);
+  t.match(open.json, { code: 'RELAY_ERR_PITR', error: /no point in time can be served/ });
 });
 
-/** Loads `playwright-core` (a devDependency; it drives the system's Chromium, it downloads no browser). */
-async function loadPlaywright(): Promise<PlaywrightLike | null> {
-  try {
-    const name = 'playwright-core';
-    return (await import(name)) as PlaywrightLike;
-  } catch {
-    return null;
-  }
-}
-interface PlaywrightLike {
-  chromium: {
-    launch(o: object): Promise<{
-      close(): Promise<void>;
-      newPage(): Promise<{
-        goto(url: string): Promise<unknown>;
-        waitForFunction(expr: string): Promise<unknown>;
-        evaluate(expr: string): Promise<unknown>;
-        click(selector: string): Promise<void>;
-        screenshot(o: { path: string }): Promise<unknown>;
-      }>;
-    }>;
-  };
-}
-
-const CHROMIUM = '/usr/bin/chromium';
-const playwright = await loadPlaywright();
-const noBrowser = [existsSync(CHROMIUM) ? '' : `${CHROMIUM} not found`, playwright ? '' : 'playwright-core not installed'].filter(Boolean).join(', ');
-const inCi = /^(1|true)$/i.test(process.env['CI'] ?? '');
-if (noBrowser && !inCi) t.comment(`headless dashboard test skipped: ${noBrowser}`);
-
-t.test('the dashboard: "restore to here" on a stream row posts its offset, with the token, and shows the port', { skip: noBrowser && !inCi ? `needs a browser: ${noBrowser}` : false }, async (t) => {
-  if (noBrowser) {
-    t.fail(`CI=${process.env['CI']}: the dashboard's browser test cannot run (${noBrowser}); install chromium (.ci/run does)`);
-    return;
-  }
+browserTest('the dashboard: "restore to here" on a stream row posts its offset, with the token, and shows the port', async (t) => {
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close().catch(() => {}));
@@ -413,12 +382,7 @@ t.test('the dashboard: "restore to here" on a stream row posts its offset, with 
     tap.once('error', reject);
   });
 
-  const browser = await playwright!.chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-  });
-  t.teardown(() => browser.close());
+  const browser = await launchChromium(t);
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${s.port}/?token=s3cret`);
   await page.waitForFunction(`document.getElementById('stream-state')?.textContent === 'live'`);

@@ -9,10 +9,16 @@ import { waitFor } from '../helpers/wait.js';
 const logger = createLogger('silent');
 const file = (dir: string, epoch: number) => join(dir, `marks-${String(epoch).padStart(10, '0')}.log`);
 
-t.test('at most one mark a second, plus the end of a burst after a quiet second', async (t) => {
+/** Marks of history `epoch` in a fresh directory. */
+async function fresh(epoch: number): Promise<{ dir: string; m: TimeMarks }> {
   const dir = mkdtempSync(join(tmpdir(), 'marks-'));
   const m = new TimeMarks(dir, logger);
-  await m.load(1, 0);
+  await m.load(epoch, 0);
+  return { dir, m };
+}
+
+t.test('at most one mark a second, plus the end of a burst after a quiet second', async (t) => {
+  const { m } = await fresh(1);
   m.note(100, 1, 10_000);
   m.note(200, 1, 10_400);
   m.note(300, 1, 10_900);
@@ -32,9 +38,7 @@ t.test('at most one mark a second, plus the end of a burst after a quiet second'
 });
 
 t.test('marks survive a restart up to the recovered end, and another history starts empty', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'marks-'));
-  const a = new TimeMarks(dir, logger);
-  await a.load(3, 0);
+  const { dir, m: a } = await fresh(3);
   a.note(100, 1, 1_000);
   a.note(200, 1, 2_000);
   a.note(300, 1, 3_000);
@@ -51,9 +55,7 @@ t.test('marks survive a restart up to the recovered end, and another history sta
 });
 
 t.test('marks before the log start are forgotten and the file is compacted', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'marks-'));
-  const m = new TimeMarks(dir, logger);
-  await m.load(1, 0);
+  const { dir, m } = await fresh(1);
   for (let i = 1; i <= 5000; i++) m.note(i * 10, i * 10, i * 1000);
   t.equal(m.all.length, 2, 'only the mark before the log start and the newest stay');
   await waitFor(() => readFileSync(file(dir, 1), 'utf8').split('\n').length < 2000 || undefined, { what: 'the file compacted' });

@@ -1,0 +1,62 @@
+import tap, { type Test } from 'tap';
+import { existsSync } from 'node:fs';
+
+/** The parts of playwright-core the dashboard tests use. */
+export interface PlaywrightLike {
+  chromium: {
+    launch(o: object): Promise<{
+      close(): Promise<void>;
+      newPage(): Promise<{
+        goto(url: string): Promise<unknown>;
+        waitForFunction(expr: string): Promise<unknown>;
+        evaluate(expr: string): Promise<unknown>;
+        click(selector: string): Promise<void>;
+        screenshot(o: { path: string }): Promise<unknown>;
+      }>;
+    }>;
+  };
+}
+
+/** Debian's chromium, which playwright-core drives (it downloads no browser). */
+export const CHROMIUM = '/usr/bin/chromium';
+
+/** Loads `playwright-core` (a devDependency); null when it is not installed. */
+async function loadPlaywright(): Promise<PlaywrightLike | null> {
+  try {
+    const name = 'playwright-core';
+    return (await import(name)) as PlaywrightLike;
+  } catch {
+    return null;
+  }
+}
+
+export const playwright = await loadPlaywright();
+/** Why the browser tests cannot run here ('' when they can). */
+export const noBrowser = [existsSync(CHROMIUM) ? '' : `${CHROMIUM} not found`, playwright ? '' : 'playwright-core not installed'].filter(Boolean).join(', ');
+export const inCi = /^(1|true)$/i.test(process.env['CI'] ?? '');
+
+/**
+ * A test that drives Chromium: skipped (saying why) outside CI when no browser is installed, failed in CI, where the
+ * dashboard must not go untested without anyone noticing.
+ */
+export function browserTest(name: string, fn: (t: Test) => Promise<void>): void {
+  if (noBrowser && !inCi) tap.comment(`headless dashboard test skipped: ${noBrowser}`);
+  tap.test(name, { skip: noBrowser && !inCi ? `needs a browser: ${noBrowser}` : false }, async (t) => {
+    if (noBrowser) {
+      t.fail(`CI=${process.env['CI']}: the dashboard's browser test cannot run (${noBrowser}); install chromium (.ci/run does)`);
+      return;
+    }
+    await fn(t);
+  });
+}
+
+/** A headless Chromium, closed when `t` ends. */
+export async function launchChromium(t: Test): ReturnType<PlaywrightLike['chromium']['launch']> {
+  const browser = await playwright!.chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
+  t.teardown(() => browser.close());
+  return browser;
+}
