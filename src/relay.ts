@@ -305,7 +305,8 @@ export class Relay {
       readStream: (offset) => (offset >= this.log.memFirstOffset && this.log.holds(offset) ? this.log.read(offset) : null),
       appendStream: (chunk, boundary) => this.log.append(chunk, boundary),
       commandSeen: (cmd) => {
-        const name = cmd.args[0]?.toString('latin1').toLowerCase();
+        // From the name's bytes: no string per command (without decodeArgs the scanner's args are scratch views).
+        const name = cmd.args[0];
         if (name) this.#telemetry.traffic.streamCommand(name);
         for (const fn of this.#commandListeners) fn(cmd);
       },

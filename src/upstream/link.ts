@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { ClientTlsConfig } from '../config/types.js';
 import { encodeCommand } from '../resp/writer.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
+import { isWord } from '../resp/command-names.js';
 import { LinkError, ProtocolError, TimeoutError } from '../errors.js';
 import { openReplicationConnection } from './connection.js';
 import { RdbReceiver } from './rdb-receiver.js';
@@ -408,13 +409,10 @@ export class UpstreamLink extends EventEmitter {
 
   #onCommand(cmd: ScannedCommand): void {
     if (this.#replaying) return;
-    const a0 = cmd.args[0];
-    if (a0 && a0.length === 8 && a0.toString('latin1').toUpperCase() === 'REPLCONF') {
-      const a1 = cmd.args[1];
-      if (a1 && a1.toString('latin1').toUpperCase() === 'GETACK') {
-        // Redis answers with the offset before the GETACK command itself (this chunk is not appended yet).
-        this.#sendAck(cmd.start - 1);
-      }
+    // Compared as bytes: no string per command.
+    if (isWord(cmd.args[0], 'REPLCONF') && isWord(cmd.args[1], 'GETACK')) {
+      // Redis answers with the offset before the GETACK command itself (this chunk is not appended yet).
+      this.#sendAck(cmd.start - 1);
     }
     this.#hostApi.commandSeen?.(cmd);
   }
