@@ -20,6 +20,14 @@ export type { RdbTransfer };
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import type { Telemetry } from '../observability/telemetry.js';
 
+/**
+ * Reading pauses until the next turn of the event loop once READ_MAX bytes came in since it last did (a busy socket
+ * delivers up to 32 reads per turn). The relay then takes no more stream per turn than the fan-out pass hands each
+ * replica (256 KiB), so it reads no faster than it fans out (the rest waits in the upstream's output buffer, as it
+ * does for a Redis replica), lag limits are checked often enough to hold, and upstream reads never hold the loop.
+ */
+const READ_MAX = 256 * 1024;
+
 export const LinkState = {
   /** No upstream configured. */
   None: 'none',
@@ -114,6 +122,8 @@ export class UpstreamLink extends EventEmitter {
   /** masterReplOffset at the last garbage failure (-1: none since the last clean stretch). */
   #garbageAt = -1;
   #replaying = false;
+  /** Bytes read since reading last paused for a turn. */
+  #sinceYield = 0;
   #syncStartedAt = 0;
 
   constructor(opts: LinkOptions, host: LinkHost) {
@@ -355,7 +365,13 @@ export class UpstreamLink extends EventEmitter {
       }
       this.#sendAck();
     }, 1000);
-    socket.on('data', (chunk: Buffer) => this.#onStream(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      this.#onStream(chunk);
+      if (this.#readEnough(chunk.length)) {
+        socket.pause();
+        this.#resumeNextTurn(socket);
+      }
+    });
     if (rest.length > 0) this.#onStream(rest);
     socket.resume();
   }
@@ -405,6 +421,19 @@ export class UpstreamLink extends EventEmitter {
       // Keep what was valid; drop the link and PSYNC from there: upstream resends the rest.
       this.#fail(new ProtocolError(`garbage in the upstream stream: ${error}`, at));
     }
+  }
+
+  /** Whether reading should pause until the next turn after `n` more bytes (READ_MAX). */
+  #readEnough(n: number): boolean {
+    this.#sinceYield += n;
+    if (this.#sinceYield < READ_MAX) return false;
+    this.#sinceYield = 0;
+    return true;
+  }
+
+  #resumeNextTurn(source: Readable): void {
+    const gen = this.#generation;
+    setImmediate(() => gen === this.#generation && !source.destroyed && source.resume());
   }
 
   #onCommand(cmd: ScannedCommand): void {
