@@ -304,6 +304,8 @@ export class Relay {
       transferStarted: (transfer) => this.#downstream.incoming(transfer),
       readStream: (offset) => (offset >= this.log.memFirstOffset && this.log.holds(offset) ? this.log.read(offset) : null),
       appendStream: (chunk, boundary) => this.log.append(chunk, boundary),
+      reserveStream: (min, max) => this.log.reserve(min, max),
+      commitStream: (space, n, boundary) => this.log.commit(space, n, boundary),
       commandSeen: (cmd) => {
         // From the name's bytes: no string per command (without decodeArgs the scanner's args are scratch views).
         const name = cmd.args[0];
