@@ -307,8 +307,11 @@ export class Relay {
       transferStarted: (transfer) => this.#downstream.incoming(transfer),
       readStream: (offset) => (offset >= log.memFirstOffset && log.holds(offset) ? log.read(offset) : null),
       appendStream: (chunk, boundary) => log.append(chunk, boundary),
+      reserveStream: (min, max) => log.reserve(min, max),
+      commitStream: (space, n, boundary) => log.commit(space, n, boundary),
       commandSeen: (cmd) => {
-        const name = cmd.args[0]?.toString('latin1').toLowerCase();
+        // From the name's bytes: no string per command (without decodeArgs the scanner's args are scratch views).
+        const name = cmd.args[0];
         if (name) this.#telemetry.traffic.streamCommand(name);
         for (const fn of this.#commandListeners) fn(cmd);
       },

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { connect as netConnect, Socket } from 'node:net';
+import { connect as netConnect, Socket, type OnReadOpts } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TlsOptions } from 'node:tls';
 import type { ClientTlsConfig, ListenConfig, ServerTlsConfig } from './config/types.js';
 import { ConfigError } from './errors.js';
@@ -41,8 +41,9 @@ export function serverTlsOptions(cfg: ServerTlsConfig): TlsOptions {
  * Opens a TCP connection, over TLS when `tls` is set. `ready` is the event after which the socket carries
  * application data: `connect` for TCP, `secureConnect` (handshake done, certificate checked) for TLS.
  */
-export function dial(host: string, port: number, tls: ClientTlsConfig | null | undefined): { socket: Socket; ready: 'connect' | 'secureConnect' } {
-  if (!tls) return { socket: netConnect({ host, port, noDelay: true }), ready: 'connect' };
+export function dial(host: string, port: number, tls: ClientTlsConfig | null | undefined, onread?: OnReadOpts): { socket: Socket; ready: 'connect' | 'secureConnect' } {
+  // `onread` (plain TCP only): reads go to the caller's buffers (upstream/read-tap.ts).
+  if (!tls) return { socket: netConnect({ host, port, noDelay: true, ...(onread && { onread }) }), ready: 'connect' };
   // Built inside try so an unreadable file surfaces as a socket error, like a refused connection.
   let options: ConnectionOptions;
   try {

@@ -1,8 +1,10 @@
 /**
  * The shared replication log: the stream bytes after the snapshot, with offsets, held once and read by every
- * downstream replica through its own cursor (Redis 7's shared replBufBlock list). Large socket chunks are kept
- * as they arrived (no copy); small ones are packed into 16 KiB blocks so a slow trickle of tiny writes does not
- * cost an object per write. Bytes once appended never change, so a view handed to a socket stays valid.
+ * downstream replica through its own cursor (Redis 7's shared replBufBlock list). The upstream socket reads straight
+ * into the tail block (reserve() / commit(): no allocation and no copy per read). Chunks appended from elsewhere
+ * are kept as they arrived when large (no copy); small ones are packed into 16 KiB blocks so a slow trickle of tiny
+ * writes does not cost an object per write. Bytes once appended never change, so a view handed to a socket stays
+ * valid; a block's memory is never reused (it goes to the garbage collector once dropped and no view holds it).
  *
  * Offsets follow Redis: `endOffset` is master_repl_offset (the offset of the last byte held); the first byte
  * held has offset `firstOffset` (backlog_first_byte_offset). An empty log has firstOffset = endOffset + 1.
@@ -13,6 +15,8 @@ import { LogRangeError } from '../errors.js';
 
 const PACK_BLOCK_SIZE = 16 * 1024;
 const PACK_THRESHOLD = 4 * 1024;
+/** Read blocks (reserve()): at most this big, and an eighth of the memory limit, but no smaller than a packed block. */
+const READ_BLOCK_MAX = 1024 * 1024;
 
 interface Block {
   buf: Buffer;
@@ -21,6 +25,8 @@ interface Block {
   /** Bytes of buf in use; only the tail block can grow. */
   used: number;
   packed: boolean;
+  /** A read block (reserve()): sockets read into its free space. */
+  read: boolean;
   /** The offset of the last command boundary known inside this block (the last byte of a command), or -1. */
   boundary: number;
 }
@@ -44,9 +50,13 @@ export class ReplLog implements DiskLogSource {
   #onAppend: Array<() => void> = [];
   #disk: DiskLog | null = null;
   #diskCache: DiskChunkCache | null = null;
+  /** The space handed out by reserve(), until commit(), an append or a reset. */
+  #reserved: Buffer | null = null;
+  readonly #readBlock: number;
 
   constructor(limit: number, offset = 0) {
     this.#limit = limit;
+    this.#readBlock = Math.max(PACK_BLOCK_SIZE, Math.min(READ_BLOCK_MAX, 2 ** Math.floor(Math.log2(Math.max(1, limit / 8)))));
     this.reset(offset);
   }
 
@@ -126,6 +136,8 @@ export class ReplLog implements DiskLogSource {
   /** Start a new history: the next appended byte has offset `offset + 1`. */
   reset(offset: number): void {
     this.#diskCache?.clear();
+    // A read may still land in the reserved space (a socket that has not seen the reset): commit() then copies.
+    this.#reserved = null;
     this.#blocks = [];
     this.#head = 0;
     this.#size = 0;
@@ -154,16 +166,22 @@ export class ReplLog implements DiskLogSource {
     };
   }
 
-  /** `boundary`: offset of the last whole command seen (for disk recovery); -1 when unknown. */
+  /**
+   * `boundary`: offset of the last whole command seen (for disk recovery); -1 when unknown. `chunk` is kept (large)
+   * or copied (small): the caller must not change it afterwards.
+   */
   append(chunk: Buffer, boundary = -1): void {
     const len = chunk.length;
     if (len === 0) return;
     const start = this.#endOffset + 1;
-    const tail = this.#blocks.length > this.#head ? this.#blocks[this.#blocks.length - 1] : undefined;
+    const tail = this.#tail();
+    // Reserved space may be written by a read in flight: an append never goes there, and voids the reservation.
+    const room = tail && tail.packed && this.#reserved === null ? tail.buf.length - tail.used : 0;
+    this.#reserved = null;
     let block: Block;
     let newBlock = true;
     if (len < PACK_THRESHOLD) {
-      if (tail && tail.packed && tail.buf.length - tail.used >= len) {
+      if (tail && room >= len) {
         chunk.copy(tail.buf, tail.used);
         tail.used += len;
         block = tail;
@@ -171,13 +189,48 @@ export class ReplLog implements DiskLogSource {
       } else {
         const buf = Buffer.allocUnsafeSlow(PACK_BLOCK_SIZE);
         chunk.copy(buf, 0);
-        block = { buf, start, used: len, packed: true, boundary: -1 };
+        block = { buf, start, used: len, packed: true, read: false, boundary: -1 };
         this.#blocks.push(block);
       }
     } else {
-      block = { buf: chunk, start, used: len, packed: false, boundary: -1 };
+      block = { buf: chunk, start, used: len, packed: false, read: false, boundary: -1 };
       this.#blocks.push(block);
     }
+    this.#appended(block, len, boundary, newBlock);
+  }
+
+  /**
+   * Free space at the tail for a socket to read into, at least `min` bytes (a new read block when the tail has less)
+   * and at most `max`. The bytes that arrive there become stream bytes with commit(); until then nothing else is
+   * written there.
+   */
+  reserve(min = 64 * 1024, max = Infinity): Buffer {
+    let tail = this.#tail();
+    if (!tail || !tail.read || tail.buf.length - tail.used < Math.min(min, this.#readBlock)) {
+      tail = { buf: Buffer.allocUnsafeSlow(this.#readBlock), start: this.#endOffset + 1, used: 0, packed: true, read: true, boundary: -1 };
+      this.#blocks.push(tail);
+    }
+    this.#reserved = tail.buf.subarray(tail.used, Math.min(tail.buf.length, tail.used + max));
+    return this.#reserved;
+  }
+
+  /**
+   * The first `n` bytes of `space` (from reserve()) are the next stream bytes. They stay where they are, unless
+   * `space` is no longer reserved (something was appended, or the log was reset, meanwhile): then they are copied.
+   */
+  commit(space: Buffer, n: number, boundary = -1): void {
+    if (n <= 0) return;
+    if (space !== this.#reserved) {
+      this.append(Buffer.from(space.subarray(0, n)), boundary);
+      return;
+    }
+    this.#reserved = null;
+    const tail = this.#tail()!;
+    tail.used += n;
+    this.#appended(tail, n, boundary, tail.used === n);
+  }
+
+  #appended(block: Block, len: number, boundary: number, newBlock: boolean): void {
     if (boundary >= block.start - 1 && boundary > block.boundary) block.boundary = boundary;
     if (boundary > this.#boundary) this.#boundary = boundary;
     this.#endOffset += len;
@@ -186,6 +239,10 @@ export class ReplLog implements DiskLogSource {
     // Trimming scans the readers, so do it per new block, not per append.
     if (newBlock && this.#size > this.#limit) this.trim();
     for (const fn of this.#onAppend) fn();
+  }
+
+  #tail(): Block | undefined {
+    return this.#blocks.length > this.#head ? this.#blocks[this.#blocks.length - 1] : undefined;
   }
 
   /** For the disk log: a view from `offset` and the last command boundary known in its block. */

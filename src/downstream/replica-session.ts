@@ -10,6 +10,7 @@ import { LinkError, ReplicaGoneError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { CompressedWriter } from './compressed-writer.js';
+import { Fanout, Flush, type FanoutMember } from './fanout.js';
 
 /** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
 export const ReplicaState = {
@@ -61,20 +62,20 @@ export interface SessionOptions {
    * while no command follows them.
    */
   readonly until?: number;
+  /** Schedules the stream writes of every session (DownstreamReplication's); default: one of its own. */
+  readonly fanout?: Fanout;
 }
 
 /** Bytes read at a time from an RDB still arriving. */
 const INCOMING_READ = 256 * 1024;
 
-/** Stream bytes handed to one replica's socket per turn of the event loop: no replica starves the others. */
-const PUMP_BUDGET = 256 * 1024;
-
 /**
  * One downstream replica: a cursor into the shared log plus its socket's backpressure. The stream is
- * written as views of the log's blocks, never copied; when the socket is full we stop and wait for 'drain',
- * holding our place in the log (which keeps those bytes until every cursor has passed them).
+ * written as views of the log's blocks, never copied, when the fan-out (fanout.ts) gives this session its
+ * turn; when the socket is full we stop and wait for 'drain', holding our place in the log (which keeps those
+ * bytes until every cursor has passed them, or until the disk log holds them).
  */
-export class ReplicaSession {
+export class ReplicaSession implements FanoutMember {
   readonly socket: Socket;
   readonly caps: ReplicaCapabilities;
   readonly createdAt = Date.now();
@@ -96,8 +97,7 @@ export class ReplicaSession {
   #streamFrom = 0;
   #blocked = false;
   #diskRead = false;
-  /** A pump is queued for the next turn (the budget ran out). */
-  #queued = false;
+  #fanout: Fanout;
   #ackOffset = 0;
   #until: number;
   /** `until` was reached: the cursor is closed, the offset stays there. */
@@ -117,6 +117,8 @@ export class ReplicaSession {
     this.#onClose = opts.onClose;
     this.#onAck = opts.onAck;
     this.#until = opts.until ?? Infinity;
+    this.#fanout = opts.fanout ?? new Fanout();
+    this.#fanout.add(this);
     this.socket.on('drain', () => {
       this.#blocked = false;
       this.pump();
@@ -291,6 +293,7 @@ export class ReplicaSession {
     if (this.caps.rdbOnly) {
       // Like Redis: an rdb-only replica (redis-cli --rdb) is closed once it has the RDB.
       this.#cursor?.close();
+      this.#fanout.remove(this);
       (this.#z ?? this.socket).end();
       this.#setState(ReplicaState.Closed, 'rdb-only transfer complete');
       this.#onClose(this);
@@ -360,31 +363,39 @@ export class ReplicaSession {
     });
   }
 
-  /**
-   * Hands held log bytes to the socket, as views, until it is full or this turn's budget is spent (then again on
-   * the next turn). Writes are corked so that one turn's views leave in one writev.
-   */
+  /** There may be bytes to send: the fan-out gives this session a turn (never a write from here: see flush). */
   pump(): void {
+    if (this.#state === ReplicaState.Online && !this.#blocked && !this.#diskRead) this.#fanout.wake(this);
+  }
+
+  /**
+   * The fan-out's turn: hands at most `budget` held log bytes to the socket, as views, corked so that they leave
+   * in one writev. The whole budget goes even past the socket's high-water mark (views cost no memory of their
+   * own, and the kernel then has bytes to take until the next turn); then, if the socket is full, 'drain' wakes us.
+   * Stops early when the next bytes must be read from disk first.
+   */
+  flush(budget: number): Flush {
     const c = this.#cursor;
-    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead || this.#queued || !c) {
-      // Not sending now (socket full, RDB still going out): the stream still grows, so check the lag limits.
-      if (this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) this.#overLimit();
-      return;
-    }
-    let budget = PUMP_BUDGET;
+    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead || !c) return Flush.Wait;
+    let left = budget;
     let corked = false;
+    let full = false;
     try {
-      while (budget > 0) {
-        if (this.#overLimit()) return;
-        const left = this.#until - c.offset;
-        if (left <= 0) return this.#park(c);
+      for (;;) {
+        if (this.#overLimit()) return Flush.Wait;
+        const toUntil = this.#until - c.offset;
+        if (toUntil <= 0) {
+          this.#park(c);
+          return Flush.Wait;
+        }
         const v = c.peek();
-        if (v === null) return;
+        if (v === null) break;
         if (!Buffer.isBuffer(v)) {
           this.#awaitDisk(v);
-          return;
+          return Flush.Wait;
         }
-        const n = Math.min(v.length, budget, left);
+        if (left === 0) break;
+        const n = Math.min(v.length, left, toUntil);
         const view = n < v.length ? v.subarray(0, n) : v;
         const fromDisk = c.onDisk;
         if (!corked) {
@@ -392,22 +403,22 @@ export class ReplicaSession {
           corked = true;
         }
         c.advance(view.length);
-        budget -= view.length;
+        left -= view.length;
         this.#telemetry.traffic.replOutputBytes += view.length;
         if (fromDisk) this.#telemetry.traffic.diskReadBytes += view.length;
         if (!this.#write(view)) {
-          this.#blocked = true;
-          return;
+          if (this.socket.destroyed) return Flush.Wait;
+          full = true;
         }
       }
-      this.#queued = true;
-      setImmediate(() => {
-        this.#queued = false;
-        this.pump();
-      });
     } finally {
       if (corked) this.socket.uncork();
     }
+    if (full) {
+      this.#blocked = true;
+      return Flush.Wait;
+    }
+    return left === 0 ? Flush.More : Flush.Idle;
   }
 
   #park(c: LogCursor): void {
@@ -423,7 +434,7 @@ export class ReplicaSession {
     read.then(
       () => {
         this.#diskRead = false;
-        if (this.#state === ReplicaState.Online) this.pump();
+        this.pump();
       },
       (err: Error) => {
         this.#diskRead = false;
@@ -432,7 +443,7 @@ export class ReplicaSession {
     );
   }
 
-  /** Checks the lag limit for a replica whose socket is full (the pump is not running for it). */
+  /** Checks the lag limits of a replica that is not being sent to (socket full, RDB still going out). */
   checkLag(): void {
     if (this.#state === ReplicaState.Online || this.#state === ReplicaState.SendBulk) this.#overLimit();
   }
@@ -509,6 +520,7 @@ export class ReplicaSession {
     this.#logger.warn({ reason, offset: this.offset, ackOffset: this.ackOffset, ...fields }, 'closing replica');
     this.#setState(ReplicaState.Closed, reason);
     this.#cursor?.close();
+    this.#fanout.remove(this);
     this.socket.destroy();
     this.#onClose(this);
   }
@@ -518,6 +530,7 @@ export class ReplicaSession {
     if (this.#state === ReplicaState.Closed) return;
     this.#setState(ReplicaState.Closed, 'connection closed');
     this.#cursor?.close();
+    this.#fanout.remove(this);
     this.#onClose(this);
   }
 }

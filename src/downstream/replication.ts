@@ -5,6 +5,7 @@ import { emptyRdb, type SnapshotLease, type SnapshotMeta } from '../backlog/snap
 import type { Telemetry } from '../observability/telemetry.js';
 import type { ClientConnection } from './client.js';
 import { ReplicaSession, ReplicaState } from './replica-session.js';
+import { Fanout } from './fanout.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 import { psyncReplyLine } from '../compression.js';
 
@@ -72,13 +73,15 @@ export class DownstreamReplication {
   /** Sessions taking #incoming as it arrives: the new history's first replicas, kept when it is committed. */
   #pipelined = new Set<ReplicaSession>();
   #ahead = new Map<ReplicaSession, AheadWait>();
+  /** Writes the stream to every session in passes, one per turn of the event loop. */
+  readonly fanout = new Fanout();
   #tick: NodeJS.Timeout;
   #unsubscribe: () => void;
 
   constructor(opts: DownstreamOptions) {
     this.#opts = opts;
     this.#unsubscribe = opts.source.log.onAppend(() => {
-      for (const s of this.#sessions) s.pump();
+      this.fanout.appended();
       if (this.#ahead.size > 0) this.#checkAhead(false);
     });
     this.#tick = setInterval(() => this.#onTick(), 1000);
@@ -103,6 +106,7 @@ export class DownstreamReplication {
       softLag: this.#opts.softLag,
       softLagMs: this.#opts.softLagMs,
       onAck: () => this.#opts.onAck?.(),
+      fanout: this.fanout,
       caps: {
         psync2: rc.capaPsync2,
         eof: rc.capaEof,
@@ -363,5 +367,6 @@ export class DownstreamReplication {
     clearInterval(this.#tick);
     this.#unsubscribe();
     this.disconnectAll('relay shutting down', true);
+    this.fanout.close();
   }
 }

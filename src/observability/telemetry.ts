@@ -1,4 +1,5 @@
 import dc from 'node:diagnostics_channel';
+import { CommandCounter } from '../resp/command-names.js';
 
 /**
  * What happens in the relay, as typed messages on node:diagnostics_channel channels named `psync-relay:<event>`.
@@ -86,9 +87,11 @@ export class Traffic {
   compressedWireBytes = 0;
   /** Commands seen in the upstream stream, by lower-case name. */
   readonly streamCommands = new Map<string, number>();
+  readonly #names = new CommandCounter(this.streamCommands);
 
-  streamCommand(name: string): void {
-    this.streamCommands.set(name, (this.streamCommands.get(name) ?? 0) + 1);
+  /** One command named by these bytes (any case): counted without making a string per command. */
+  streamCommand(name: Uint8Array): void {
+    this.#names.count(name);
   }
 }
 

@@ -15,8 +15,10 @@ export interface ScannedCommand {
   /**
    * Decoded args: all of them when `decodeArgs` is true; otherwise a prefix of at most args[0] and
    * args[1], each only when it is ≤ 64 bytes (args[1] only if args[0] is there), enough to recognise
-   * `REPLCONF GETACK`, `PING`, `SELECT`, `MULTI`. Bulks inside one chunk are subarrays of it; bulks
-   * that straddle chunks are copied.
+   * `REPLCONF GETACK`, `PING`, `SELECT`, `MULTI`.
+   * With `decodeArgs`, bulks inside one chunk are subarrays of it and bulks that straddle chunks are copied.
+   * Without it, args[0] and args[1] are views of the scanner's own scratch space, overwritten by the next
+   * command: no allocation per command. Either way, copy what you keep.
    */
   args: Buffer[];
 }
@@ -39,6 +41,9 @@ const LF = 10;
 const STAR = 0x2a;
 const DOLLAR = 0x24;
 const MINUS = 0x2d;
+
+const Capture = { None: 0, Scratch: 1, Full: 2 } as const;
+type Capture = (typeof Capture)[keyof typeof Capture];
 
 // Small integers: compared in the hot loop, never logged.
 const State = {
@@ -81,10 +86,14 @@ export class StreamScanner {
   #argi = 0;
   /** payload bytes of the current bulk still to come */
   #remaining = 0;
-  /** whether the current bulk is decoded, and its copy when it straddles chunks */
-  #capture = false;
+  /** how the current bulk is decoded: not, into scratch (small args[0]/args[1]), or in full */
+  #capture: Capture = Capture.None;
+  /** a fully decoded bulk's copy when it straddles chunks */
   #capBuf: Buffer | null = null;
   #capFill = 0;
+  /** Scratch for args[0] and args[1] without decodeArgs, and views of it by length (made once, on first use). */
+  readonly #scratch: [Buffer, Buffer] = [Buffer.allocUnsafeSlow(SMALL_ARG), Buffer.allocUnsafeSlow(SMALL_ARG)];
+  readonly #views: [Array<Buffer | undefined>, Array<Buffer | undefined>] = [[], []];
 
   constructor(onCommand: (cmd: ScannedCommand) => void, opts: StreamScannerOptions = {}) {
     this.#onCommand = onCommand;
@@ -136,18 +145,18 @@ export class StreamScanner {
           const rem = this.#remaining;
           const avail = len - pos;
           if (avail >= rem + 2 && chunk[pos + rem] === CR && chunk[pos + rem + 1] === LF) {
-            if (this.#capture) this.#captureEnd(chunk, pos, rem);
+            if (this.#capture !== Capture.None) this.#captureEnd(chunk, pos, rem);
             pos += rem + 2;
             state = this.#bulkDone(base + pos - 1);
             break;
           }
           if (avail < rem) {
-            if (this.#capture) this.#capturePart(chunk, pos, len);
+            if (this.#capture !== Capture.None) this.#capturePart(chunk, pos, len);
             this.#remaining = rem - avail;
             pos = len;
             break;
           }
-          if (this.#capture) this.#captureEnd(chunk, pos, rem);
+          if (this.#capture !== Capture.None) this.#captureEnd(chunk, pos, rem);
           pos += rem;
           state = State.PayloadCr;
           break;
@@ -298,8 +307,10 @@ export class StreamScanner {
   #bulkHeaderDone(): void {
     const n = this.#num;
     this.#remaining = n;
-    this.#capture = this.#decode || (n <= SMALL_ARG && this.#argi < 2 && this.#cmd.args.length === this.#argi);
+    this.#capFill = 0;
     this.#capBuf = null;
+    if (this.#decode) this.#capture = Capture.Full;
+    else this.#capture = n <= SMALL_ARG && this.#argi < 2 && this.#cmd.args.length === this.#argi ? Capture.Scratch : Capture.None;
   }
 
   /** A bulk's final LF at `lf`: emit the command if it was the last arg; the next state. */
@@ -314,12 +325,23 @@ export class StreamScanner {
 
   /** The last `rem` payload bytes of a decoded bulk are chunk[pos, pos + rem). */
   #captureEnd(chunk: Buffer, pos: number, rem: number): void {
-    if (this.#capBuf === null) this.#cmd.args.push(chunk.subarray(pos, pos + rem));
+    if (this.#capture === Capture.Scratch) {
+      this.#capturePart(chunk, pos, pos + rem);
+      const slot = this.#argi as 0 | 1;
+      const n = this.#capFill;
+      this.#cmd.args.push(this.#views[slot][n] ?? this.#view(slot, n));
+    } else if (this.#capBuf === null) this.#cmd.args.push(chunk.subarray(pos, pos + rem));
     else {
       this.#capturePart(chunk, pos, pos + rem);
       this.#cmd.args.push(this.#capBuf);
       this.#capBuf = null;
     }
+  }
+
+  #view(slot: 0 | 1, n: number): Buffer {
+    const v = this.#scratch[slot].subarray(0, n);
+    this.#views[slot][n] = v;
+    return v;
   }
 
   #startNumber(): void {
@@ -350,8 +372,16 @@ export class StreamScanner {
     return true;
   }
 
-  /** Copy chunk[from, to) of the current bulk, which straddles chunks, into its own buffer. */
+  /** Copy chunk[from, to) of the current bulk into the scratch space, or (in full) into its own buffer when it straddles chunks. */
   #capturePart(chunk: Buffer, from: number, to: number): void {
+    if (this.#capture === Capture.Scratch) {
+      // At most 64 bytes: a loop beats a call into Buffer.copy.
+      const dst = this.#scratch[this.#argi as 0 | 1];
+      let fill = this.#capFill;
+      for (let i = from; i < to; i++) dst[fill++] = chunk[i]!;
+      this.#capFill = fill;
+      return;
+    }
     if (this.#capBuf === null) {
       this.#capBuf = Buffer.allocUnsafe(this.#remaining);
       this.#capFill = 0;

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { OnReadOpts, Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import type { ClientTlsConfig } from '../config/types.js';
 import { dial } from '../tls.js';
@@ -17,6 +17,8 @@ export interface OpenOptions extends HandshakeContext {
   readonly log: Logger;
   /** Called with the socket as soon as it exists, so a caller can abort by destroying it. */
   readonly onSocket?: (socket: Socket) => void;
+  /** net's `onread` for a plain TCP socket (a ReadTap; it keeps emitting 'data' until streaming). */
+  readonly onread?: OnReadOpts;
 }
 
 export interface OpenedLink {
@@ -34,7 +36,7 @@ const MAX_LINE = 64 * 1024;
  */
 export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink> {
   return new Promise((resolve, reject) => {
-    const { socket, ready } = dial(opts.host, opts.port, opts.tls);
+    const { socket, ready } = dial(opts.host, opts.port, opts.tls, opts.onread);
     opts.onSocket?.(socket);
     let state: HandshakeState = HandshakeState.Connecting;
     let pending: Buffer = Buffer.alloc(0);

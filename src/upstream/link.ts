@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { ClientTlsConfig } from '../config/types.js';
 import { encodeCommand } from '../resp/writer.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
+import { isWord } from '../resp/command-names.js';
 import { LinkError, ProtocolError, TimeoutError } from '../errors.js';
 import { openReplicationConnection } from './connection.js';
 import { RdbReceiver } from './rdb-receiver.js';
@@ -13,11 +14,22 @@ import { payloadSource } from './decompress-stream.js';
 import { backoffDelay } from './backoff.js';
 import type { PsyncOutcome } from './handshake.js';
 import { TimerSet } from './timer-set.js';
+import { ReadTap } from './read-tap.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 
 export type { RdbTransfer };
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import type { Telemetry } from '../observability/telemetry.js';
+
+/**
+ * Reading pauses until the next turn of the event loop once READ_MAX bytes came in since it last did (a busy socket
+ * delivers up to 32 reads per turn). The relay then takes no more stream per turn than the fan-out pass hands each
+ * replica (256 KiB), so it reads no faster than it fans out (the rest waits in the upstream's output buffer, as it
+ * does for a Redis replica), lag limits are checked often enough to hold, and upstream reads never hold the loop.
+ * Reads in place (plain TCP) get between READ_MIN and READ_MAX bytes of room in the log's tail block.
+ */
+const READ_MIN = 64 * 1024;
+const READ_MAX = 256 * 1024;
 
 export const LinkState = {
   /** No upstream configured. */
@@ -62,6 +74,10 @@ export interface LinkHost {
   readStream(offset: number): Buffer | null;
   /** Validated stream bytes, in order; `boundary` is the offset of the last whole command scanned. */
   appendStream(chunk: Buffer, boundary: number): void;
+  /** Room (`min` to `max` bytes) at the log's tail for the socket to read into (ReplLog.reserve); absent: copies. */
+  reserveStream?(min: number, max: number): Buffer;
+  /** The first `n` bytes of `space` (from reserveStream) are validated stream bytes (ReplLog.commit). */
+  commitStream?(space: Buffer, n: number, boundary: number): void;
   /** Every command seen in the stream (for subscribers); called before the bytes are appended. */
   commandSeen?(cmd: ScannedCommand): void;
   /** A full sync's RDB started arriving (its header is read): replicas may take it as it comes. */
@@ -99,6 +115,8 @@ export class UpstreamLink extends EventEmitter {
   #log: Logger;
   #state: LinkState = LinkState.None;
   #socket: Socket | null = null;
+  /** Reads of the current plain TCP socket (null over TLS). */
+  #tap: ReadTap | null = null;
   #attempt = 0;
   #timers = new TimerSet();
   #ackTimer: NodeJS.Timeout | null = null;
@@ -113,6 +131,8 @@ export class UpstreamLink extends EventEmitter {
   /** masterReplOffset at the last garbage failure (-1: none since the last clean stretch). */
   #garbageAt = -1;
   #replaying = false;
+  /** Bytes read since reading last paused for a turn. */
+  #sinceYield = 0;
   #syncStartedAt = 0;
 
   constructor(opts: LinkOptions, host: LinkHost) {
@@ -196,6 +216,8 @@ export class UpstreamLink extends EventEmitter {
     this.#ackTimer = null;
     this.#socket?.destroy();
     this.#socket = null;
+    if (this.#tap) this.#tap.sink = null;
+    this.#tap = null;
     const r = this.#receiver;
     this.#receiver = null;
     if (r) void r.abort().then(() => this.#hostApi.discardTemp(r.path));
@@ -225,6 +247,9 @@ export class UpstreamLink extends EventEmitter {
     if (host === null || this.#stopped) return;
     this.#setState(LinkState.Connecting, 'connecting');
     const target = this.#hostApi.psyncTarget();
+    // Plain TCP: reads go through a ReadTap, straight into the log once streaming. (TLS sockets read on their own.)
+    const tap = this.#opts.tls ? null : new ReadTap();
+    this.#tap = tap;
     let opened;
     try {
       opened = await openReplicationConnection({
@@ -242,7 +267,9 @@ export class UpstreamLink extends EventEmitter {
         connectTimeoutMs: this.#opts.connectTimeoutMs,
         replyTimeoutMs: this.#opts.timeoutMs,
         log: this.#log,
+        ...(tap && { onread: tap.onread }),
         onSocket: (s) => {
+          if (tap) tap.socket = s;
           if (gen === this.#generation) this.#socket = s;
         },
       });
@@ -349,8 +376,25 @@ export class UpstreamLink extends EventEmitter {
       }
       this.#sendAck();
     }, 1000);
-    socket.on('data', (chunk: Buffer) => this.#onStream(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      this.#onStream(chunk);
+      if (this.#readEnough(chunk.length)) {
+        socket.pause();
+        this.#resumeNextTurn(socket);
+      }
+    });
     if (rest.length > 0) this.#onStream(rest);
+    const host = this.#hostApi;
+    const tap = this.#tap;
+    // Not when the stream comes through an inflater (compressed): then the socket's reads are not stream bytes.
+    const raw = this.#socket;
+    if (tap && raw && socket === raw && host.reserveStream && host.commitStream) {
+      const gen = this.#generation;
+      tap.sink = {
+        space: () => host.reserveStream!(READ_MIN, READ_MAX),
+        arrived: (space, n) => gen === this.#generation && this.#onArrived(raw, space, n),
+      };
+    }
     socket.resume();
   }
 
@@ -383,33 +427,67 @@ export class UpstreamLink extends EventEmitter {
     this.#scanner.reset(offset);
   }
 
+  /** Stream bytes that arrived in a buffer of their own ('data'): appended as they are. */
   #onStream(chunk: Buffer): void {
+    const { validBytes, error } = this.#scan(chunk);
+    if (validBytes > 0) this.#hostApi.appendStream(validBytes === chunk.length ? chunk : chunk.subarray(0, validBytes), this.#scanner.boundary);
+    if (error !== null) this.#garbage(error);
+  }
+
+  /**
+   * Stream bytes read straight into the log's tail (`space`, from reserveStream): committed where they are. Returns
+   * false to pause reading until the next turn (READ_MAX).
+   */
+  #onArrived(socket: Socket, space: Buffer, n: number): boolean {
+    const { validBytes, error } = this.#scan(n === space.length ? space : space.subarray(0, n));
+    if (validBytes > 0) this.#hostApi.commitStream!(space, validBytes, this.#scanner.boundary);
+    if (error !== null) {
+      this.#garbage(error);
+      return false;
+    }
+    if (!this.#readEnough(n)) return true;
+    this.#resumeNextTurn(socket);
+    return false;
+  }
+
+  /** Whether reading should pause until the next turn after `n` more bytes (READ_MAX). */
+  #readEnough(n: number): boolean {
+    this.#sinceYield += n;
+    if (this.#sinceYield < READ_MAX) return false;
+    this.#sinceYield = 0;
+    return true;
+  }
+
+  #resumeNextTurn(source: Readable): void {
+    const gen = this.#generation;
+    setImmediate(() => gen === this.#generation && !source.destroyed && source.resume());
+  }
+
+  #scan(chunk: Buffer): { validBytes: number; error: string | null } {
     this.#lastIo = Date.now();
     this.#opts.telemetry.traffic.upstreamBytesIn += chunk.length;
-    const { validBytes, error } = this.#scanner.scan(chunk);
-    if (validBytes > 0) this.#hostApi.appendStream(validBytes === chunk.length ? chunk : chunk.subarray(0, validBytes), this.#scanner.boundary);
-    if (error !== null) {
-      this.#scannerFailed = true;
-      const at = this.#hostApi.masterReplOffset();
-      // The same failure at the same offset again: what follows our position does not parse as a continuation
-      // (our log ends inside a command the upstream does not have, or upstream is not what it claims). Retrying
-      // the same PSYNC would loop forever: give our position up and full-sync.
-      if (this.#garbageAt === at) this.#hostApi.cannotResume(`the upstream stream after offset ${at} failed to parse twice: ${error}`);
-      this.#garbageAt = at;
-      // Keep what was valid; drop the link and PSYNC from there: upstream resends the rest.
-      this.#fail(new ProtocolError(`garbage in the upstream stream: ${error}`, at));
-    }
+    return this.#scanner.scan(chunk);
+  }
+
+  /** The stream stopped parsing: what was valid is kept; drop the link and PSYNC from there. */
+  #garbage(error: string): void {
+    this.#scannerFailed = true;
+    const at = this.#hostApi.masterReplOffset();
+    // The same failure at the same offset again: what follows our position does not parse as a continuation
+    // (our log ends inside a command the upstream does not have, or upstream is not what it claims). Retrying
+    // the same PSYNC would loop forever: give our position up and full-sync.
+    if (this.#garbageAt === at) this.#hostApi.cannotResume(`the upstream stream after offset ${at} failed to parse twice: ${error}`);
+    this.#garbageAt = at;
+    // Upstream resends the rest.
+    this.#fail(new ProtocolError(`garbage in the upstream stream: ${error}`, at));
   }
 
   #onCommand(cmd: ScannedCommand): void {
     if (this.#replaying) return;
-    const a0 = cmd.args[0];
-    if (a0 && a0.length === 8 && a0.toString('latin1').toUpperCase() === 'REPLCONF') {
-      const a1 = cmd.args[1];
-      if (a1 && a1.toString('latin1').toUpperCase() === 'GETACK') {
-        // Redis answers with the offset before the GETACK command itself (this chunk is not appended yet).
-        this.#sendAck(cmd.start - 1);
-      }
+    // Compared as bytes: no string per command.
+    if (isWord(cmd.args[0], 'REPLCONF') && isWord(cmd.args[1], 'GETACK')) {
+      // Redis answers with the offset before the GETACK command itself (this chunk is not appended yet).
+      this.#sendAck(cmd.start - 1);
     }
     this.#hostApi.commandSeen?.(cmd);
   }

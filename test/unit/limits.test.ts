@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import { ReplLog } from '../../src/backlog/repl-log.js';
 import { DiskLog } from '../../src/backlog/disk-log.js';
 import { ReplicaSession, ReplicaState } from '../../src/downstream/replica-session.js';
+import { Fanout } from '../../src/downstream/fanout.js';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { policyAckOffset, formatAckPolicy } from '../../src/downstream/ack-policy.js';
 import { createLogger } from '../../src/log.js';
@@ -18,6 +19,8 @@ import { waitFor } from '../helpers/wait.js';
 import { recordTelemetry, type TelemetryRecorder } from '../helpers/telemetry.js';
 
 const logger = createLogger('silent');
+/** One turn of the event loop: the fan-out pass an append or a drain scheduled has run. */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** A socket that takes `room` bytes, then reports itself full (write() returns false) and never drains. */
 class StuckSocket extends EventEmitter {
@@ -44,10 +47,12 @@ class StuckSocket extends EventEmitter {
   }
 }
 
-function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLagMs?: number }, events?: TelemetryRecorder, log2 = logger) {
+async function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLagMs?: number }, events?: TelemetryRecorder, log2 = logger) {
   const socket = new StuckSocket(1000);
+  const fanout = new Fanout();
   let closed = false;
   const s = new ReplicaSession({
+    fanout,
     socket: socket as unknown as Socket,
     log,
     logger: log2,
@@ -58,9 +63,10 @@ function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLag
   });
   s.continueFrom(log.endOffset + 1);
   // What DownstreamReplication does on every append.
-  log.onAppend(() => s.pump());
+  log.onAppend(() => fanout.appended());
   // The first block fills the socket (a block is handed over whole): from here on it lags.
   log.append(Buffer.alloc(5000, 9));
+  await turn();
   return { s, socket, closed: () => closed };
 }
 
@@ -68,12 +74,14 @@ t.test('hard lag limit: a replica whose socket is full is dropped as soon as it 
   const log = new ReplLog(16 * 1024);
   const events = recordTelemetry();
   t.teardown(() => events.close());
-  const { s, socket, closed } = session(log, { maxLag: 10_000 }, events);
+  const { s, socket, closed } = await session(log, { maxLag: 10_000 }, events);
   log.append(Buffer.alloc(6000, 1));
+  await turn();
   t.equal(s.state, ReplicaState.Online);
   t.equal(s.lagBytes, 6000, 'it lags: its socket is full');
   log.append(Buffer.alloc(6000, 2));
-  t.equal(s.state, ReplicaState.Closed, 'dropped on the append that took it past replica-max-lag');
+  await turn();
+  t.equal(s.state, ReplicaState.Closed, 'dropped in the fan-out pass after the append that took it past replica-max-lag');
   t.ok(closed() && socket.destroyed);
   t.match(events.messages('replica.dropped'), [{ reason: 'lag', peer: '127.0.0.1:50000', detail: /replica-max-lag/ }], 'one replica.dropped (lag) message');
   t.equal(log.readers.size, 0, 'its cursor no longer holds the log');
@@ -84,8 +92,9 @@ t.test('soft lag limit: dropped only after being over it continuously for replic
   const log = new ReplLog(16 * 1024);
   const events = recordTelemetry();
   t.teardown(() => events.close());
-  const { s } = session(log, { maxLag: 1 << 30, softLag: 4000, softLagMs: 300 }, events);
+  const { s } = await session(log, { maxLag: 1 << 30, softLag: 4000, softLagMs: 300 }, events);
   log.append(Buffer.alloc(6000, 1));
+  await turn();
   t.equal(s.state, ReplicaState.Online, 'over the soft limit: the clock starts');
   clock.advance(150);
   s.checkLag();
@@ -101,7 +110,9 @@ t.test('soft lag limit: dropped only after being over it continuously for replic
   // Dipping under the soft limit restarts the clock.
   const log2 = new ReplLog(16 * 1024);
   const socket = new StuckSocket(1 << 30);
+  const fanout = new Fanout();
   const s2 = new ReplicaSession({
+    fanout,
     socket: socket as unknown as Socket,
     log: log2,
     logger,
@@ -113,20 +124,25 @@ t.test('soft lag limit: dropped only after being over it continuously for replic
     onClose: () => undefined,
   });
   s2.continueFrom(1);
-  log2.onAppend(() => s2.pump());
+  log2.onAppend(() => fanout.appended());
   // Lag counts the bytes not yet handed to the socket: the first block fills it, the second waits.
   socket.written = 1 << 30; // full from now on
   log2.append(Buffer.alloc(5000, 1));
+  await turn();
   log2.append(Buffer.alloc(5000, 2));
+  await turn();
   t.equal(s2.lagBytes, 5000, 'over the soft limit: the clock starts');
   clock.advance(200);
   socket.written = 0;
   socket.emit('drain'); // it catches up
+  await turn();
   t.equal(s2.lagBytes, 0);
   s2.checkLag(); // the periodic check sees it under the limit: the clock stops
   socket.written = 1 << 30;
   log2.append(Buffer.alloc(5000, 3));
+  await turn();
   log2.append(Buffer.alloc(5000, 4));
+  await turn();
   t.equal(s2.lagBytes, 5000, 'over again, 200 ms after it first went over');
   clock.advance(299);
   s2.checkLag();
@@ -142,9 +158,10 @@ t.test('a replica dropped at a lag limit is logged with the limit, its value and
   const logs = [new ReplLog(16 * 1024), new ReplLog(16 * 1024)];
   const events = recordTelemetry();
   t.teardown(() => events.close());
-  const hard = session(logs[0]!, { maxLag: 1000 }, events, capture);
-  const soft = session(logs[1]!, { maxLag: 1 << 30, softLag: 1000, softLagMs: 0 }, events, capture);
+  const hard = await session(logs[0]!, { maxLag: 1000 }, events, capture);
+  const soft = await session(logs[1]!, { maxLag: 1 << 30, softLag: 1000, softLagMs: 0 }, events, capture);
   for (const log of logs) log.append(Buffer.alloc(5000, 1));
+  await turn();
   soft.s.checkLag();
   t.equal(hard.s.state, ReplicaState.Closed);
   t.equal(soft.s.state, ReplicaState.Closed);
@@ -156,9 +173,10 @@ t.test('a replica dropped at a lag limit is logged with the limit, its value and
 
 t.test('soft limit 0 is off; seconds 0 drops on the second check over it', async (t) => {
   const log = new ReplLog(16 * 1024);
-  const off = session(log, { maxLag: 1 << 30, softLag: 0, softLagMs: 0 });
-  const now = session(log, { maxLag: 1 << 30, softLag: 100, softLagMs: 0 });
+  const off = await session(log, { maxLag: 1 << 30, softLag: 0, softLagMs: 0 });
+  const now = await session(log, { maxLag: 1 << 30, softLag: 100, softLagMs: 0 });
   log.append(Buffer.alloc(6000, 1));
+  await turn();
   off.s.checkLag();
   now.s.checkLag();
   t.equal(off.s.state, ReplicaState.Online);
@@ -171,7 +189,7 @@ t.test('with a disk log neither lag limit applies: a lagging replica holds no me
   const disk = await DiskLog.open({ dir: t.testdir(), maxBytes: 1 << 30, segmentBytes: 1 << 20, maxPending: 1 << 30, epoch: 1, logger });
   t.teardown(() => disk.close());
   log.attachDisk(disk);
-  const { s } = session(log, { maxLag: 1000, softLag: 500, softLagMs: 0 });
+  const { s } = await session(log, { maxLag: 1000, softLag: 500, softLagMs: 0 });
   // Whole commands, so that the disk log knows where they end.
   const cmd = (i: number) => Buffer.concat([Buffer.from('*1\r\n$7992\r\n'), Buffer.alloc(7992, 97 + i), Buffer.from('\r\n')]);
   for (let i = 0; i < 10; i++) log.append(cmd(i), log.endOffset + cmd(i).length);

@@ -351,3 +351,95 @@ t.test('property: reads from any held offset return the stream bytes; offsets st
     { seed: 20240611, numRuns: 500 },
   );
 });
+
+// --- reads into the log (reserve / commit) ------------------------------------------------------------------------
+
+/** Reads `size` stream bytes straight into the log, as the upstream socket does (in pieces that fit the space). */
+function readInto(log: ReplLog, size: number, min = 1024): Buffer[] {
+  const spaces: Buffer[] = [];
+  while (size > 0) {
+    const space = log.reserve(min);
+    const n = Math.min(size, space.length);
+    expected(log.endOffset + 1, log.endOffset + n).copy(space);
+    log.commit(space, n);
+    spaces.push(space);
+    size -= n;
+  }
+  return spaces;
+}
+
+t.test('bytes read into reserved space are committed where they are: no copy', async (t) => {
+  const log = new ReplLog(64 << 20, 10);
+  const space = log.reserve(64 * 1024);
+  t.ok(space.length >= 64 * 1024, 'at least the room asked for');
+  expected(11, 110).copy(space);
+  log.commit(space, 100);
+  t.same([log.endOffset, log.size], [110, 100]);
+  const view = log.read(11)!;
+  t.equal(view.buffer, space.buffer, 'the log holds the read buffer itself');
+  t.equal(view.byteOffset, space.byteOffset);
+  t.ok(view.equals(expected(11, 110)));
+  // The next reserve continues in the same block, after the committed bytes.
+  const next = log.reserve(1024);
+  t.equal(next.buffer, space.buffer);
+  t.equal(next.byteOffset, space.byteOffset + 100);
+  t.not(log.reserve(next.length + 1).buffer, space.buffer, 'more room than the block has left: a new block');
+});
+
+t.test('an append while space is reserved goes elsewhere; a commit of that space then copies', async (t) => {
+  const log = new ReplLog(64 << 20);
+  readInto(log, 50);
+  const space = log.reserve(1024);
+  const before = Buffer.from(space.subarray(0, 200));
+  // A chunk from elsewhere (the 'data' path) arrives while a read into `space` is under way.
+  appendStream(log, 30);
+  t.ok(space.subarray(0, 200).equals(before), 'the append did not write into the reserved space');
+  expected(81, 120).copy(space);
+  log.commit(space, 40);
+  t.equal(log.endOffset, 120);
+  t.ok(readAll(log, 1).equals(expected(1, 120)), 'the late read is appended after the chunk, as a copy');
+  t.not(log.read(81)!.buffer, space.buffer, 'copied: the space may be read into again');
+});
+
+t.test('a read that lands in space reserved before a reset is copied into the new history', async (t) => {
+  const log = new ReplLog(16 * 1024);
+  readInto(log, 40 * 1024);
+  const space = log.reserve(1024);
+  log.reset(1_000_000);
+  expected(1_000_001, 1_000_010).copy(space);
+  log.commit(space, 10);
+  t.same([log.firstOffset, log.endOffset], [1_000_001, 1_000_010]);
+  t.ok(readAll(log, 1_000_001).equals(expected(1_000_001, 1_000_010)));
+  t.not(log.read(1_000_001)!.buffer, space.buffer);
+});
+
+t.test('property: reads into the log, appends, reservations and trims keep every byte and every view', async (t) => {
+  const stepArb = fc.record({
+    kind: fc.constantFrom('read', 'read', 'append', 'view', 'reserve-only'),
+    size: fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 40_000 })),
+    at: fc.double({ min: 0, max: 1, noNaN: true }),
+  });
+  assertProperty(
+    t,
+    '300 runs of reads, appends and views',
+    fc.property(fc.integer({ min: 0, max: 200_000 }), fc.array(stepArb, { minLength: 1, maxLength: 40 }), (limit, steps) => {
+      const log = new ReplLog(limit);
+      const held: Array<{ view: Buffer; copy: Buffer }> = [];
+      for (const s of steps) {
+        if (s.kind === 'read') readInto(log, s.size);
+        else if (s.kind === 'append') appendStream(log, s.size);
+        else if (s.kind === 'reserve-only') log.reserve(s.size);
+        else if (s.kind === 'view' && log.size > 0) {
+          // A socket takes a view and has not written it yet: its bytes must never change.
+          const view = log.read(log.firstOffset + Math.min(log.size - 1, Math.floor(s.at * log.size)))!;
+          held.push({ view, copy: Buffer.from(view) });
+        }
+        if (log.size !== log.endOffset - log.firstOffset + 1) return false;
+        if (!readAll(log, log.firstOffset).equals(expected(log.firstOffset, log.endOffset))) return false;
+        for (const x of held) if (!x.view.equals(x.copy)) return false;
+      }
+      return true;
+    }),
+    { seed: 7, numRuns: 300 },
+  );
+});

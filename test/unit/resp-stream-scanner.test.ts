@@ -212,7 +212,8 @@ t.test('stream scanner end offsets equal the cumulative encoded lengths', async 
       const encoded = commands.map((c) => encodeCommand(c));
       const wire = Buffer.concat(encoded);
       const got: Array<{ start: number; end: number; argc: number; args: Buffer[] }> = [];
-      const scanner = new StreamScanner((c) => got.push({ ...c, args: [...c.args] }));
+      // Args are copied: without decodeArgs they are the scanner's scratch views, overwritten by the next command.
+      const scanner = new StreamScanner((c) => got.push({ ...c, args: c.args.map((a) => Buffer.from(a)) }));
       scanner.reset(from);
       scanner.decodeArgs = decodeArgs;
       for (const chunk of randomSplit(wire, mulberry32(seed))) {
@@ -280,4 +281,22 @@ t.test('stream scanner never throws on random garbage and fails for good', async
     }),
     { seed: 42, numRuns: 2000 },
   );
+});
+
+t.test('stream scanner without decodeArgs hands small args as scratch views, overwritten by the next command', async (t) => {
+  const held: Buffer[] = [];
+  const seen: string[][] = [];
+  const scanner = new StreamScanner((c) => {
+    seen.push(c.args.map(String));
+    held.push(...c.args);
+  });
+  scanner.reset(0);
+  const wire = b(enc('SET', 'key1', 'v') + enc('DEL', 'k2'));
+  // Split inside the second command's name and key: the scratch copy is assembled across chunks.
+  const cut = wire.length - 6;
+  scanner.scan(wire.subarray(0, cut));
+  scanner.scan(wire.subarray(cut));
+  t.same(seen, [['SET', 'key1'], ['DEL', 'k2']]);
+  t.equal(held[0]!.buffer, held[2]!.buffer, 'args[0] of both commands share the scratch space');
+  t.equal(held[0]!.toString(), 'DEL', 'an arg kept past its command shows the next one');
 });

@@ -30,8 +30,8 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
   tel.emit('stream.subscribed', { format: 'json' });
   tel.emit('stream.slow-disconnect', { buffered: 1 });
   tel.traffic.netOutputBytes += 100;
-  tel.traffic.streamCommand('set');
-  tel.traffic.streamCommand('set');
+  tel.traffic.streamCommand(Buffer.from('SET'));
+  tel.traffic.streamCommand(Buffer.from('set'));
   t.same(stats.snapshot(), {
     downstream: {
       totalConnectionsReceived: 3,

@@ -1,0 +1,136 @@
+import { performance } from 'node:perf_hooks';
+
+/** What a member's flush did. */
+export const Flush = {
+  /** It holds every byte of the log: woken by the next append. */
+  Idle: 0,
+  /** Its budget ran out with bytes left to send and room in its socket: it stays in line. */
+  More: 1,
+  /** It waits for its own event (socket drain, disk read, the RDB transfer) and calls wake() then; or it closed. */
+  Wait: 2,
+} as const;
+export type Flush = (typeof Flush)[keyof typeof Flush];
+
+/** A reader the fan-out feeds: a replica session. */
+export interface FanoutMember {
+  /** Hands at most `budget` held bytes to the socket. */
+  flush(budget: number): Flush;
+  /** The log grew while this member was waiting: check its lag limits. */
+  checkLag(): void;
+}
+
+export interface FanoutOptions {
+  /** Bytes one member may hand to its socket per pass (redis-like 256 KiB). */
+  readonly memberBudget?: number;
+  /** Wall time one pass may take before it yields to the event loop (ms). */
+  readonly passMs?: number;
+}
+
+const Where = { Ready: 0, Idle: 1, Parked: 2 } as const;
+type Where = (typeof Where)[keyof typeof Where];
+
+/**
+ * Feeds every replica from the shared log in passes, one pass per turn of the event loop (setImmediate): appends
+ * and drains only mark members ready, so an upstream read costs one pass however many replicas there are, and
+ * the bytes that arrived meanwhile leave together. A pass serves ready members round-robin, at most `memberBudget`
+ * bytes each, and stops after `passMs`: what is left goes first in the next pass, after the loop has read
+ * upstream and answered clients. No replica starves the others and the loop keeps answering.
+ */
+export class Fanout {
+  readonly #memberBudget: number;
+  readonly #passMs: number;
+  readonly #where = new Map<FanoutMember, Where>();
+  /** Ready members in order; entries no longer ready are skipped (a member is in it at most once). */
+  #line: FanoutMember[] = [];
+  #head = 0;
+  #scheduled = false;
+  #appended = false;
+  #closed = false;
+  readonly stats = { passes: 0, yields: 0 };
+
+  constructor(opts: FanoutOptions = {}) {
+    this.#memberBudget = opts.memberBudget ?? 256 * 1024;
+    this.#passMs = opts.passMs ?? 5;
+  }
+
+  /** A new member, waiting for its own wake() (it is not streaming yet). */
+  add(m: FanoutMember): void {
+    if (!this.#where.has(m)) this.#where.set(m, Where.Parked);
+  }
+
+  remove(m: FanoutMember): void {
+    this.#where.delete(m);
+  }
+
+  /** `m` may have bytes to send (it went online, its socket drained, a disk read finished). */
+  wake(m: FanoutMember): void {
+    const w = this.#where.get(m);
+    if (w === undefined || w === Where.Ready) return;
+    this.#ready(m);
+    this.#schedule();
+  }
+
+  /** The log grew: idle members become ready (in the next pass, once for all appends of this turn). */
+  appended(): void {
+    this.#appended = true;
+    this.#schedule();
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#where.clear();
+    this.#line = [];
+    this.#head = 0;
+  }
+
+  #ready(m: FanoutMember): void {
+    this.#where.set(m, Where.Ready);
+    this.#line.push(m);
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#closed) return;
+    this.#scheduled = true;
+    setImmediate(() => this.#pass());
+  }
+
+  #pass(): void {
+    this.#scheduled = false;
+    if (this.#closed) return;
+    this.stats.passes++;
+    if (this.#appended) {
+      this.#appended = false;
+      for (const [m, w] of this.#where) {
+        if (w === Where.Idle) this.#ready(m);
+        else if (w === Where.Parked) m.checkLag();
+      }
+    }
+    const deadline = performance.now() + this.#passMs;
+    const budget = this.#memberBudget;
+    // Members re-queued in this pass go behind the ones already waiting.
+    while (this.#head < this.#line.length) {
+      const m = this.#line[this.#head++]!;
+      if (this.#where.get(m) !== Where.Ready) continue;
+      // Parked while it flushes: a wake() meanwhile puts it back in line.
+      this.#where.set(m, Where.Parked);
+      const r = m.flush(budget);
+      const now = this.#where.get(m);
+      if (now === Where.Parked) {
+        if (r === Flush.More) this.#ready(m);
+        else if (r === Flush.Idle) this.#where.set(m, Where.Idle);
+      }
+      if (performance.now() >= deadline) break;
+    }
+    if (this.#head >= this.#line.length) {
+      this.#line = [];
+      this.#head = 0;
+    } else {
+      if (this.#head > 1024 && this.#head * 2 > this.#line.length) {
+        this.#line = this.#line.slice(this.#head);
+        this.#head = 0;
+      }
+      this.stats.yields++;
+      this.#schedule();
+    }
+  }
+}
