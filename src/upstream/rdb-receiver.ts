@@ -5,6 +5,14 @@ import { Crc64 } from '../backlog/crc64.js';
 
 const EOF_MARK_LEN = 40;
 const MAX_HEADER = 256;
+/**
+ * The newest payload bytes kept in memory for readers taking the RDB as it arrives: a reader that keeps pace reads
+ * them from here, not from the file, so its reads never queue on the thread pool ahead of the file's own writes
+ * (which would slow the transfer from upstream itself).
+ */
+const RECENT_BYTES = 8 * 1024 * 1024;
+/** The file's write buffer: the upstream socket is paused only past this much unwritten payload. */
+const WRITE_BUFFER = 1024 * 1024;
 
 export const RdbReceiverState = {
   Header: 'header',
@@ -51,6 +59,11 @@ export class RdbReceiver {
   #crc = new Crc64();
   #crcTail: Buffer = Buffer.alloc(0);
   #rdbHead: Buffer = Buffer.alloc(0);
+  /** Payload bytes handed to the file so far (written or queued). */
+  #emitted = 0;
+  /** The newest emitted payload pieces (see RECENT_BYTES), oldest first, with their file positions. */
+  #recent: Array<{ readonly at: number; readonly buf: Buffer }> = [];
+  #recentBytes = 0;
 
   /** Called once, when the payload header ($<len> or $EOF:<mark>) has been read. */
   onHeader: (() => void) | null = null;
@@ -58,7 +71,7 @@ export class RdbReceiver {
   /** `shareReads`: open the descriptor readers share (openReader) as soon as the file exists; release it with releaseReaders(). */
   constructor(path: string, opts: { shareReads?: boolean } = {}) {
     this.path = path;
-    this.#file = createWriteStream(path, { flush: true });
+    this.#file = createWriteStream(path, { flush: true, highWaterMark: WRITE_BUFFER });
     this.#file.on('error', (err) => {
       this.#fileError = err;
     });
@@ -83,6 +96,8 @@ export class RdbReceiver {
     let closed = false;
     return {
       read: async (position, length) => {
+        const hot = this.#fromRecent(position, length);
+        if (hot !== null) return hot;
         const b = Buffer.allocUnsafe(length);
         const { bytesRead } = await (await fh).read(b, 0, length, position);
         return bytesRead === length ? b : b.subarray(0, bytesRead);
@@ -96,6 +111,25 @@ export class RdbReceiver {
     };
   }
 
+  /** `length` bytes at `position` from the newest payload pieces, if they are all there (a view when in one piece). */
+  #fromRecent(position: number, length: number): Buffer | null {
+    const r = this.#recent;
+    if (r.length === 0 || position < r[0]!.at || position + length > this.#emitted) return null;
+    let i = r.length - 1;
+    while (r[i]!.at > position) i--;
+    const first = r[i]!;
+    const off = position - first.at;
+    if (off + length <= first.buf.length) return first.buf.subarray(off, off + length);
+    const parts: Buffer[] = [first.buf.subarray(off)];
+    let got = parts[0]!.length;
+    for (let j = i + 1; got < length; j++) {
+      const piece = r[j]!.buf.subarray(0, length - got);
+      parts.push(piece);
+      got += piece.length;
+    }
+    return Buffer.concat(parts, length);
+  }
+
   /** No new reader will come (the transfer's outcome is settled): the descriptor goes with the last reader. */
   releaseReaders(): void {
     this.#readersReleased = true;
@@ -105,6 +139,8 @@ export class RdbReceiver {
   #maybeCloseReaders(): void {
     if (!this.#readersReleased || this.#readers > 0 || this.#readClosed) return;
     this.#readClosed = true;
+    this.#recent = [];
+    this.#recentBytes = 0;
     void this.#readFh.then((h) => h.close()).catch(() => {});
   }
 
@@ -178,6 +214,13 @@ export class RdbReceiver {
       this.#crcTail = merged.subarray(cut);
     }
     const n = buf.length;
+    if (!this.#readClosed) {
+      // The pieces are never written to again (the file write holds them too): views, no copy.
+      this.#recent.push({ at: this.#emitted, buf });
+      this.#recentBytes += n;
+      while (this.#recentBytes - this.#recent[0]!.buf.length >= RECENT_BYTES) this.#recentBytes -= this.#recent.shift()!.buf.length;
+    }
+    this.#emitted += n;
     return this.#file.write(buf, (err) => {
       if (err) return;
       this.#flushed += n;

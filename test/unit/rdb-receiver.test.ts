@@ -279,3 +279,34 @@ t.test('a file error surfaces on the next push and in finish()', async (t) => {
   t.throws(() => rx.push(Buffer.from('$1\r\na')), { code: 'ENOENT' }, 'every later push reports it');
   await t.rejects(rx.finish(), { code: 'ENOENT' });
 });
+
+t.test('a reader taking the RDB as it arrives reads the exact bytes, from memory while it keeps pace and from the file after', async (t) => {
+  const rdb = payload(12 * 1024 * 1024, 7); // more than the 8 MiB kept in memory
+  for (const [name, framed] of [['$<len>', bulk(rdb)], ['EOF-marked', eof(rdb)]] as const) {
+    const dir = t.testdir({});
+    const rx = new RdbReceiver(join(dir, `rx-${name === '$<len>' ? 'bulk' : 'eof'}.rdb`), { shareReads: true });
+    const reader = rx.openReader();
+    const rnd = mulberry32(name.length);
+    let read = 0;
+    for (const chunk of randomSplit(framed, rnd)) {
+      rx.push(chunk);
+      // Reads of every size, spanning pieces, each checked against the payload.
+      const upTo = rx.flushed;
+      while (read < upTo) {
+        const n = Math.min(upTo - read, 1 + Math.floor(rnd() * 300_000));
+        const got = await reader.read(read, n);
+        t.equal(got.length, n);
+        if (!got.equals(rdb.subarray(read, read + n))) t.fail(`${name}: bytes ${read}..${read + n} differ`);
+        read += n;
+      }
+      await rx.drained();
+      await rx.waitBeyond(Math.min(read, rdb.length - 1));
+    }
+    await rx.finish();
+    // Long after: the oldest bytes come from the file.
+    t.ok((await reader.read(0, 4096)).equals(rdb.subarray(0, 4096)), `${name}: the first bytes, from the file`);
+    t.ok((await reader.read(rdb.length - 100, 100)).equals(rdb.subarray(rdb.length - 100)), `${name}: the last bytes`);
+    reader.close();
+    rx.releaseReaders();
+  }
+});
