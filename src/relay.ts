@@ -118,6 +118,7 @@ export class Relay {
       idleTimeoutMs: config.history.pitrIdleTimeoutMs,
       maxListeners: config.history.pitrMaxListeners,
       replicaTimeoutMs: config.replication.replicaTimeoutMs,
+      maxLag: config.replication.replicaMaxLag,
     });
     this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.#telemetry, this.#commandHost());
     this.#refresher = new SnapshotRefresher({

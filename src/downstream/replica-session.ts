@@ -458,7 +458,8 @@ export class ReplicaSession implements FanoutMember {
     const log = this.#log;
     const c = this.#cursor;
     if (!c) return false;
-    const lag = this.#behind(c);
+    // What the session pins in memory: everything after its position (also past a point-in-time target).
+    const lag = c.behind;
     if (c.lost) {
       this.#dropForLag(`fell behind the log: needs offset ${c.offset + 1}, log starts at ${log.firstOffset}`, { limit: 'log.disk', lag, firstOffset: log.firstOffset });
       return true;

@@ -24,6 +24,8 @@ export interface PitrServiceOptions {
   readonly maxListeners: number;
   /** replication.replica-timeout */
   readonly replicaTimeoutMs: number;
+  /** replication.replica-max-lag */
+  readonly maxLag: number;
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
@@ -143,8 +145,8 @@ class PitrListener {
       },
       telemetry: opts.telemetry,
       logger: this.#logger,
-      // It reads what it needs from the log like any replica; it never holds more than the stream up to its target.
-      maxLag: Number.MAX_SAFE_INTEGER,
+      // Behind the memory tail without a disk log, it pins memory like any replica: the same limit applies.
+      maxLag: opts.maxLag,
       replicaTimeoutMs: opts.replicaTimeoutMs,
       compression: false,
       until: plan.offset,

@@ -11,6 +11,10 @@ import { digest, startReplica, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
 import { freePort } from '../helpers/ports.js';
+import { benchmarkLoad } from '../helpers/load.js';
+import { connect } from 'node:net';
+import { encodeCommand } from '../../src/resp/writer.js';
+import { subscribe } from '../../src/observability/telemetry.js';
 
 t.teardown(stopAll);
 
@@ -257,4 +261,44 @@ t.test('POST /pitr with the real service: a replica of the port it returns holds
   t.equal(outside.status, 409);
   t.match(((await outside.json()) as { error: string }).error, /outside the window/);
   t.equal((await fetch(`${base}/pitr/${answer.port}`, { method: 'DELETE', headers })).status, 200);
+});
+
+t.test('without a disk log, a point-in-time replica that stops reading is dropped at replica-max-lag, not left pinning memory', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const relay = await startRelay({
+    upstream: { host: '127.0.0.1', port: master.port },
+    log: { memory: '64mb', disk: 0 },
+    history: { 'snapshot-interval': 0 },
+    replication: { 'replica-max-lag': '14mb' },
+  });
+  t.teardown(() => relay.stop());
+  const drops: string[] = [];
+  const off = subscribe('replica.dropped', (msg) => msg.relay === relay.relay.runId && drops.push(msg.detail));
+  t.teardown(off);
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay linked' });
+  // 12 MB between the snapshot and the target: more than the sockets between relay and replica hold, less than
+  // replica-max-lag: what it still has to be sent is within the limit, what it pins in memory soon is not.
+  await benchmarkLoad(master.port, 12_000, 1024, 1000);
+  const at = await settled(m, x);
+  const p = await pitr(x, 'OFFSET', at.offset);
+  const socket = connect(p.port, '127.0.0.1');
+  socket.on('error', () => {});
+  t.teardown(() => socket.destroy());
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  socket.write(encodeCommand(['PSYNC', '?', '-1']));
+  socket.pause(); // never reads: the relay's socket to it fills up short of the target
+  // The stream goes on upstream; the session holds its place in the log, which keeps everything after it.
+  await waitFor(
+    async () => {
+      if (drops.length > 0) return true;
+      await benchmarkLoad(master.port, 4000, 1024, 1000);
+      return undefined;
+    },
+    { what: 'the non-reading point-in-time replica dropped', timeoutMs: 90_000 },
+  );
+  t.match(drops[0], /over replica-max-lag/);
 });
