@@ -1,4 +1,3 @@
-import { createReadStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
@@ -65,6 +64,9 @@ export interface SessionOptions {
   /** Schedules the stream writes of every session (DownstreamReplication's); default: one of its own. */
   readonly fanout?: Fanout;
 }
+
+/** Bytes read at a time from a snapshot file. */
+const FILE_READ = 256 * 1024;
 
 /** Bytes read at a time from an RDB still arriving. */
 const INCOMING_READ = 256 * 1024;
@@ -254,6 +256,7 @@ export class ReplicaSession implements FanoutMember {
 
   /** Resolves when what the session writes to (the socket, or its compressor) drains, or the socket closes. */
   #drained(): Promise<void> {
+    if (this.socket.destroyed) return Promise.resolve();
     const target = this.#z ?? this.socket;
     return new Promise((resolve) => {
       const done = (): void => {
@@ -305,62 +308,30 @@ export class ReplicaSession implements FanoutMember {
   }
 
   /**
-   * Streams the leased snapshot file to the socket, paced by the socket's backpressure. Settles only once no read
-   * is in flight, so the lease (and its descriptor) is never released under a pending read.
+   * Streams the leased snapshot file to the socket, paced by the socket's backpressure (and full-sync-rate). Reads go
+   * through the lease's handle, one at a time and each awaited: when this returns, no read is in flight and the
+   * descriptor is untouched, so the lease alone closes it. (A fs.ReadStream on the descriptor would close it when
+   * destroyed, autoClose or not, and the lease would then close a number the process may have reused.)
    */
-  #sendFile(lease: SnapshotLease, rate: number): Promise<void> {
+  async #sendFile(lease: SnapshotLease, rate: number): Promise<void> {
     const size = lease.meta.size;
     const startedAt = Date.now();
-    let sent = 0;
-    return new Promise<void>((resolve, reject) => {
-      if (this.socket.destroyed) {
-        reject(new ReplicaGoneError('replica closed before the RDB transfer'));
-        return;
-      }
-      let failure: Error | null = null;
-      let settled = false;
-      const settle = (): void => {
-        if (settled) return;
-        settled = true;
-        this.socket.off('close', onClose);
-        if (failure) reject(failure);
-        else resolve();
-      };
-      // Registered before anything can yield: a replica gone at any point ends the transfer.
-      const onClose = (): void => {
-        failure ??= new ReplicaGoneError('replica closed during the RDB transfer');
-        rs.destroy();
-      };
-      this.socket.once('close', onClose);
-      this.#write(Buffer.from(`$${size}\r\n`));
-      const rs = createReadStream('', { fd: lease.fh.fd, autoClose: false, start: 0, end: size - 1, highWaterMark: 256 * 1024 });
-      rs.on('data', (chunk) => {
-        const ok = this.#write(chunk as Buffer);
-        sent += chunk.length;
-        // replication.full-sync-rate: no faster than `rate` bytes per second, on average since the start.
-        const early = rate > 0 ? (sent * 1000) / rate - (Date.now() - startedAt) : 0;
-        if (ok && early <= 0) return;
-        rs.pause();
-        let waits = 0;
-        const go = (): void => {
-          if (--waits === 0) rs.resume();
-        };
-        if (!ok) {
-          waits++;
-          (this.#z ?? this.socket).once('drain', go);
-        }
-        if (early > 0) {
-          waits++;
-          setTimeout(go, early).unref();
-        }
-      });
-      rs.on('error', (err) => {
-        failure ??= err;
-      });
-      rs.on('end', settle);
-      // After destroy() (socket gone, read error), 'close' comes once the read in flight has finished.
-      rs.on('close', settle);
-    });
+    if (this.socket.destroyed) throw new ReplicaGoneError('replica closed before the RDB transfer');
+    this.#write(Buffer.from(`$${size}\r\n`));
+    for (let sent = 0; sent < size; ) {
+      if (this.socket.destroyed || this.#state !== ReplicaState.SendBulk) throw new ReplicaGoneError('replica closed during the RDB transfer');
+      const n = Math.min(FILE_READ, size - sent);
+      // A buffer per read: the socket may still hold the previous one.
+      const buf = Buffer.allocUnsafe(n);
+      const { bytesRead } = await lease.fh.read(buf, 0, n, sent);
+      if (bytesRead === 0) throw new StorageError(`snapshot file ended at ${sent} of ${size} bytes`);
+      sent += bytesRead;
+      const ok = this.#write(bytesRead === n ? buf : buf.subarray(0, bytesRead));
+      // replication.full-sync-rate: no faster than `rate` bytes per second, on average since the start.
+      const early = rate > 0 ? (sent * 1000) / rate - (Date.now() - startedAt) : 0;
+      if (!ok) await this.#drained();
+      if (early > 0) await new Promise((r) => setTimeout(r, early).unref());
+    }
   }
 
   /** There may be bytes to send: the fan-out gives this session a turn (never a write from here: see flush). */

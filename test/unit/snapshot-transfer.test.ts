@@ -1,0 +1,94 @@
+/**
+ * A full sync from a snapshot file, cut short by the replica: the transfer ends without touching the lease's file
+ * descriptor, which only the lease closes. A descriptor closed twice is a descriptor the process may have reused
+ * for a socket or a log segment in between: closing it again closes that (libuv then aborts the process, or a
+ * connection fails with a bogus error).
+ */
+import t from 'tap';
+import { fstatSync, promises as fsp } from 'node:fs';
+import { createServer, connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { SnapshotStore } from '../../src/backlog/snapshot-store.js';
+import { nodeFileIo, type FileIo } from '../../src/backlog/file-io.js';
+import { ReplLog } from '../../src/backlog/repl-log.js';
+import { ReplicaSession, ReplicaState } from '../../src/downstream/replica-session.js';
+import { Telemetry } from '../../src/observability/telemetry.js';
+import { createLogger } from '../../src/log.js';
+import { waitFor } from '../helpers/wait.js';
+
+const REPLID = '0123456789abcdef0123456789abcdef01234567';
+
+/** nodeFileIo, recording for each handle closed whether its descriptor was still open at that moment. */
+function recordingIo(closes: Array<{ fd: number; open: boolean }>): FileIo {
+  return {
+    ...nodeFileIo,
+    open: async (path, flags, mode) => {
+      const h = await nodeFileIo.open(path, flags, mode);
+      return {
+        ...h,
+        fd: h.fd,
+        writev: (b, p) => h.writev(b, p),
+        read: (b, o, l, p) => h.read(b, o, l, p),
+        datasync: () => h.datasync(),
+        sync: () => h.sync(),
+        stat: () => h.stat(),
+        close: async () => {
+          let open = true;
+          try {
+            fstatSync(h.fd);
+          } catch {
+            open = false;
+          }
+          closes.push({ fd: h.fd, open });
+          await h.close().catch(() => {});
+        },
+      };
+    },
+  };
+}
+
+t.test('a replica gone in the middle of its RDB leaves the snapshot descriptor to the lease, closed once', async (t) => {
+  const dir = t.testdir({});
+  const closes: Array<{ fd: number; open: boolean }> = [];
+  const store = new SnapshotStore(dir, { io: recordingIo(closes) });
+  await store.init();
+  const tmp = store.tempPath();
+  const rdb = Buffer.concat([Buffer.from('REDIS0010'), Buffer.alloc(32 * 1024 * 1024, 7)]);
+  await fsp.writeFile(tmp, rdb);
+  const meta = await store.commit(tmp, { replid: REPLID, offset: 100, epoch: 1 });
+
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const client = connect((server.address() as { port: number }).port, '127.0.0.1');
+  client.on('error', () => {});
+  const [socket] = await accepted;
+  let got = 0;
+  client.on('data', (d: Buffer) => {
+    got += d.length;
+    // Gone once a few MB have arrived: the file is still being read.
+    if (got > 4 * 1024 * 1024) client.destroy();
+  });
+
+  const log = new ReplLog(1024 * 1024, 100);
+  const session = new ReplicaSession({
+    socket,
+    log,
+    logger: createLogger('silent'),
+    telemetry: new Telemetry('snapshot-transfer-test'),
+    maxLag: 1 << 30,
+    caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    onClose: () => {},
+  });
+  socket.on('close', () => session.closed());
+  session.beginFull(101);
+  const lease = await store.lease(meta);
+  await session.sendPayload(Buffer.from(`+FULLRESYNC ${REPLID} 100\r\n`), { lease });
+  await waitFor(() => session.state === ReplicaState.Closed || undefined, { what: 'the session closed' });
+  t.ok(got < rdb.length, 'the replica went away before the whole RDB');
+  t.equal(store.leases, 0, 'the lease is released');
+  const leaseCloses = closes.filter((c) => c.fd === lease.fh.fd);
+  t.same(leaseCloses.map((c) => c.open), [true], 'the lease closed its descriptor once, while it was still open');
+});
