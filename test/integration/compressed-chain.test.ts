@@ -60,13 +60,16 @@ const replicas = await Promise.all([0, 1].map(() => startReplica(b.port)));
 const rc: RedisClient[] = await Promise.all(replicas.map((r) => r.client()));
 const ac = await a.client();
 const bc = await b.client();
+// A connection that sends nothing is closed after listen.handshake-timeout (10 s): speak at once, since the tests
+// below first use these after the replicas' syncs and a workload, which take longer than that on a loaded machine.
+await Promise.all([ac.call('PING'), bc.call('PING')]);
 t.teardown(async () => {
   for (const c of [m, ac, bc, ...rc]) await c.close().catch(() => {});
 });
 
 t.test('master → relay A → relay B → redis replicas: digests and offsets equal everywhere, and the A→B link carries compressed bytes', async (t) => {
   await workload(m, 'live');
-  const { offset, digest: d } = await waitConverged(m, rc, "B's replicas converge with the master");
+  const { offset, digest: d } = await waitConverged(m, rc, "B's replicas converge with the master", 90_000);
   t.not(d, '0000000000000000000000000000000000000000', 'the dataset is not empty');
   const mi = await m.info('replication');
   for (const [name, c] of [['A', ac], ['B', bc], ['replica 1', rc[0]!], ['replica 2', rc[1]!]] as const) {
@@ -189,7 +192,7 @@ t.test('replication.compression off on the upstream relay: a relay that asks get
   t.teardown(() => b2.stop());
   await m.call('SET', 'upstream-off', '1');
   const target = await offsetOf(master.port);
-  await waitFor(async () => (await offsetOf(b2.port)) === target, { what: 'B2 reaches the master offset' });
+  await waitFor(async () => (await offsetOf(b2.port)) === target, { what: 'B2 reaches the master offset', timeoutMs: 60_000 });
   const conn = tap.connections[0]!;
   t.match(conn.up.toString('latin1'), /psync-relay-z1/, 'B2 asked');
   t.match(psyncReplyOf(conn), PLAIN_FULL, 'A2 answered unmarked');
