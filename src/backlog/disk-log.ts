@@ -112,6 +112,8 @@ export class DiskLog {
   #timer: NodeJS.Timeout | null = null;
   #retryMs: number;
   #inflightSince = 0;
+  /** The first offset of the write in flight (views of the memory log), or Infinity. */
+  #inflightFrom = Infinity;
   #lastSync = Date.now();
   #dirDirty = false;
   #lastLog = 0;
@@ -145,6 +147,10 @@ export class DiskLog {
 
   get firstOffset(): number {
     return this.#segments.length > 0 ? this.#segments[0]!.start : this.#written + 1;
+  }
+  /** LogHolder: a write in flight still reads the memory log's blocks from here. */
+  get heldFrom(): number {
+    return this.#inflightFrom;
   }
   /** Offset of the last byte on disk (readable through read()). */
   get writtenOffset(): number {
@@ -397,7 +403,14 @@ export class DiskLog {
     const fh = await this.#handle(seg, gen);
     if (gen !== this.#gen) return;
     this.#inflightSince = Date.now();
-    const { bytesWritten } = await fh.writev(bufs, seg.size);
+    // The thread pool reads these views until the write returns, whatever happens to this log meanwhile.
+    this.#inflightFrom = this.#written + 1;
+    let bytesWritten: number;
+    try {
+      ({ bytesWritten } = await fh.writev(bufs, seg.size));
+    } finally {
+      this.#inflightFrom = Infinity;
+    }
     this.#inflightSince = 0;
     if (gen !== this.#gen) return;
     if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });

@@ -3,14 +3,16 @@
  * downstream replica through its own cursor (Redis 7's shared replBufBlock list). The upstream socket reads straight
  * into the tail block (reserve() / commit(): no allocation and no copy per read). Chunks appended from elsewhere
  * are kept as they arrived when large (no copy); small ones are packed into 16 KiB blocks so a slow trickle of tiny
- * writes does not cost an object per write. Bytes once appended never change, so a view handed to a socket stays
- * valid; a block's memory is never reused (it goes to the garbage collector once dropped and no view holds it).
+ * writes does not cost an object per write. Bytes once appended never change while the log holds them. A dropped
+ * read block is reused (BlockPool) only once every holder of views (addHolder) is past it; other blocks go to the
+ * garbage collector.
  *
  * Offsets follow Redis: `endOffset` is master_repl_offset (the offset of the last byte held); the first byte
  * held has offset `firstOffset` (backlog_first_byte_offset). An empty log has firstOffset = endOffset + 1.
  */
 import type { DiskLog, DiskLogSource } from './disk-log.js';
 import { DiskChunkCache } from './disk-chunk-cache.js';
+import { BlockPool, type LogHolder } from './block-pool.js';
 import { LogRangeError } from '../errors.js';
 
 const PACK_BLOCK_SIZE = 16 * 1024;
@@ -52,12 +54,29 @@ export class ReplLog implements DiskLogSource {
   #diskCache: DiskChunkCache | null = null;
   /** The space handed out by reserve(), until commit(), an append or a reset. */
   #reserved: Buffer | null = null;
-  readonly #readBlock: number;
+  readonly #pool: BlockPool;
 
   constructor(limit: number, offset = 0) {
     this.#limit = limit;
-    this.#readBlock = Math.max(PACK_BLOCK_SIZE, Math.min(READ_BLOCK_MAX, 2 ** Math.floor(Math.log2(Math.max(1, limit / 8)))));
+    const readBlock = Math.max(PACK_BLOCK_SIZE, Math.min(READ_BLOCK_MAX, 2 ** Math.floor(Math.log2(Math.max(1, limit / 8)))));
+    // Up to an eighth of the memory limit more, in blocks waiting for reuse.
+    this.#pool = new BlockPool(readBlock, Math.max(4, Math.floor(limit / 8 / readBlock)));
     this.reset(offset);
+  }
+
+  /**
+   * `h` may read views of log memory after the call that handed them out returned (a socket write in flight): the
+   * log does not reuse memory from h.heldFrom on. Views read synchronously need no holder.
+   */
+  addHolder(h: LogHolder): void {
+    this.#pool.addHolder(h);
+  }
+  removeHolder(h: LogHolder): void {
+    this.#pool.removeHolder(h);
+  }
+  /** Read blocks allocated, reused, and left to the garbage collector. */
+  get blockStats(): { readonly allocated: number; readonly reused: number; readonly discarded: number } {
+    return this.#pool.stats;
   }
 
   /** The first byte held, in memory or on disk (backlog_first_byte_offset). */
@@ -84,6 +103,7 @@ export class ReplLog implements DiskLogSource {
    */
   attachDisk(disk: DiskLog): void {
     this.#disk = disk;
+    this.addHolder(disk);
     disk.onWritten = () => {
       if (this.#size > this.#limit) this.trim();
     };
@@ -138,6 +158,7 @@ export class ReplLog implements DiskLogSource {
     this.#diskCache?.clear();
     // A read may still land in the reserved space (a socket that has not seen the reset): commit() then copies.
     this.#reserved = null;
+    this.#pool.reset();
     this.#blocks = [];
     this.#head = 0;
     this.#size = 0;
@@ -206,8 +227,8 @@ export class ReplLog implements DiskLogSource {
    */
   reserve(min = 64 * 1024, max = Infinity): Buffer {
     let tail = this.#tail();
-    if (!tail || !tail.read || tail.buf.length - tail.used < Math.min(min, this.#readBlock)) {
-      tail = { buf: Buffer.allocUnsafeSlow(this.#readBlock), start: this.#endOffset + 1, used: 0, packed: true, read: true, boundary: -1 };
+    if (!tail || !tail.read || tail.buf.length - tail.used < Math.min(min, this.#pool.size)) {
+      tail = { buf: this.#pool.take(), start: this.#endOffset + 1, used: 0, packed: true, read: true, boundary: -1 };
       this.#blocks.push(tail);
     }
     this.#reserved = tail.buf.subarray(tail.used, Math.min(tail.buf.length, tail.used + max));
@@ -295,6 +316,7 @@ export class ReplLog implements DiskLogSource {
       this.#head++;
       this.#size -= block.used;
       this.#firstOffset = block.start + block.used;
+      if (block.read) this.#pool.retire(block.buf, end);
     }
     // Compact the array now and then so dropped slots do not accumulate.
     if (this.#head > 1024 && this.#head * 2 > this.#blocks.length) {

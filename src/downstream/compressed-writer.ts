@@ -183,7 +183,9 @@ export class CompressedWriter extends EventEmitter {
       this.#next();
       return;
     }
-    const batch = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
+    // Always a copy: zlib reads the batch on the thread pool, even after the socket closed, and the log reuses
+    // its memory once no open socket holds it (block-pool.ts).
+    const batch = Buffer.concat(this.#pending, this.#pendingBytes);
     this.#pending = [];
     this.#pendingBytes = 0;
     this.#inflight = batch.length;

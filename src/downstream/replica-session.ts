@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import type { ReplLog } from '../backlog/repl-log.js';
+import type { LogHolder } from '../backlog/block-pool.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
@@ -77,7 +78,7 @@ const INCOMING_READ = 256 * 1024;
  * turn; when the socket is full we stop and wait for 'drain', holding our place in the log (which keeps those
  * bytes until every cursor has passed them, or until the disk log holds them).
  */
-export class ReplicaSession implements FanoutMember {
+export class ReplicaSession implements FanoutMember, LogHolder {
   readonly socket: Socket;
   readonly caps: ReplicaCapabilities;
   readonly createdAt = Date.now();
@@ -121,6 +122,7 @@ export class ReplicaSession implements FanoutMember {
     this.#until = opts.until ?? Infinity;
     this.#fanout = opts.fanout ?? new Fanout();
     this.#fanout.add(this);
+    this.#log.addHolder(this);
     this.socket.on('drain', () => {
       this.#blocked = false;
       this.pump();
@@ -144,6 +146,17 @@ export class ReplicaSession implements FanoutMember {
     if (this.#parked) return this.#until;
     return this.#cursor?.offset ?? -1;
   }
+  /**
+   * LogHolder: the socket (or the compressor in front of it) still reads the last `writableLength` bytes handed to
+   * it, in order, and the stream's views are the last bytes handed to it. A destroyed socket reads nothing more
+   * (libuv stops its writes when the handle closes).
+   */
+  get heldFrom(): number {
+    if (this.socket.destroyed) return Infinity;
+    const at = this.#parked ? this.#until : this.#cursor?.offset;
+    return at === undefined ? Infinity : at + 1 - (this.#z ?? this.socket).writableLength;
+  }
+
   /** The replica's address as the socket sees it (for telemetry). */
   get peer(): string {
     return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? 0}`;
@@ -494,6 +507,7 @@ export class ReplicaSession implements FanoutMember {
     this.#cursor?.close();
     this.#fanout.remove(this);
     this.socket.destroy();
+    this.#log.removeHolder(this);
     this.#onClose(this);
   }
 
@@ -503,6 +517,7 @@ export class ReplicaSession implements FanoutMember {
     this.#setState(ReplicaState.Closed, 'connection closed');
     this.#cursor?.close();
     this.#fanout.remove(this);
+    this.#log.removeHolder(this);
     this.#onClose(this);
   }
 }

@@ -16,7 +16,8 @@ export interface ScannedCommand {
    * Decoded args: all of them when `decodeArgs` is true; otherwise a prefix of at most args[0] and
    * args[1], each only when it is ≤ 64 bytes (args[1] only if args[0] is there), enough to recognise
    * `REPLCONF GETACK`, `PING`, `SELECT`, `MULTI`.
-   * With `decodeArgs`, bulks inside one chunk are subarrays of it and bulks that straddle chunks are copied.
+   * With `decodeArgs`, bulks inside one chunk are subarrays of it and bulks that straddle chunks are copied; so are
+   * the bulks of a command that continues in a later chunk: once scan() returns, no arg is a view of its chunk.
    * Without it, args[0] and args[1] are views of the scanner's own scratch space, overwritten by the next
    * command: no allocation per command. Either way, copy what you keep.
    */
@@ -255,9 +256,17 @@ export class StreamScanner {
           throw new InternalError(`stream scanner in state ${state}`); // Failed is handled on entry
       }
     }
+    // Mid-command, decoded args that are views of this chunk are copied: after scan() returns the scanner holds no
+    // view of it (the log reuses a block's memory once it dropped it, block-pool.ts).
+    if (this.#decode && state !== State.CmdStart) this.#detachArgs(chunk);
     this.#state = state;
     this.#offset = base + len - 1;
     return { validBytes: len, error: null };
+  }
+
+  #detachArgs(chunk: Buffer): void {
+    const args = this.#cmd.args;
+    for (let i = 0; i < args.length; i++) if (args[i]!.buffer === chunk.buffer) args[i] = Buffer.from(args[i]!);
   }
 
   /**

@@ -13,7 +13,7 @@ function errno(code: string): NodeJS.ErrnoException {
  * A real file layer (node's, on a temp dir) with faults injected on demand:
  * - `shortWrites(n)`: every writev writes at most n bytes (the rest is left to the caller, as a real short write);
  * - `failWrites(code, count)`: the next `count` writev calls fail with that errno (EIO, ENOSPC, EFBIG), writing nothing;
- * - `hangWrites()`: writev calls never return until `release()`;
+ * - `hangWrites()`: writev calls never return until `release()` (then they write, and `releasedWrites` shows what);
  * - `crashAt(n, seed)`: the n-th mutating operation (open for writing, writev, datasync, sync, rename, rm, truncate) and
  *   every operation after it throw CrashError; a writev that crashes first writes a seeded prefix of its data (torn).
  * `ops` counts the mutating operations so far.
@@ -27,6 +27,8 @@ export class FaultyIo implements FileIo {
   #crashAt = 0;
   #seed = 1;
   #inflight = new Set<Promise<unknown>>();
+  /** Writes that hung and were released, with what they wrote. */
+  readonly releasedWrites: Array<{ position: number; data: Buffer }> = [];
 
   /** Resolves once every real operation started before now has finished: a crash is atomic for the ones in flight. */
   async settled(): Promise<void> {
@@ -100,7 +102,11 @@ export class FaultyIo implements FileIo {
           if (torn.length > 0) await this.#track(fh.writev([torn], position));
           throw new CrashError('crash during writev');
         }
-        if (this.#hang) await new Promise<void>((go) => this.#hang!.push(go));
+        if (this.#hang) {
+          await new Promise<void>((go) => this.#hang!.push(go));
+          // What the released write writes: the bytes its buffers hold now, not when it was called.
+          this.releasedWrites.push({ position, data: Buffer.concat(buffers) });
+        }
         if (this.#fail && this.#fail.left > 0) {
           this.#fail.left--;
           throw errno(this.#fail.code);

@@ -212,6 +212,39 @@ t.test('a hung write: reported failing, then past log.disk-queue the disk histor
   t.match(events.messages('disk.detached'), [{ cause: /log\.disk-queue/ }], 'one disk.detached');
 });
 
+/** Feeds like the upstream socket: read straight into the log's reserved space (read blocks, reused once dropped). */
+function readFeed(log: ReplLog, s: { bytes: Buffer; ends: number[] }, from: number, to: number): void {
+  let e = 0;
+  for (let o = from; o < to; ) {
+    const space = log.reserve(1024, 5000);
+    const n = Math.min(to - o, space.length);
+    s.bytes.copy(space, 0, o, o + n);
+    while (e < s.ends.length && s.ends[e]! <= o + n) e++;
+    log.commit(space, n, e > 0 ? s.ends[e - 1]! : 0);
+    o += n;
+  }
+}
+
+t.test('a write in flight holds the memory it writes from: the log reuses none of it until the write returns', async (t) => {
+  const s = makeStream(4000, 4);
+  const { io, disk, log } = await setup(t, { maxPending: 64 * 1024, hungMs: 20, memory: 16 * 1024 });
+  readFeed(log, s, 0, 30000);
+  await waitFor(() => disk.writtenOffset === 30000 || undefined, { what: 'the first part written' });
+  io.hangWrites();
+  readFeed(log, s, 30000, 50000);
+  await waitFor(() => disk.heldFrom === 30001 || undefined, { what: 'a write of offset 30001 on in flight' });
+  // Past log.disk-queue: detached, so memory drops the bytes that write still reads, and the log reads on.
+  readFeed(log, s, 50000, s.bytes.length);
+  t.equal(disk.state, DiskLogState.Detached);
+  t.ok(log.memFirstOffset > 100000, 'memory dropped the blocks the write reads from');
+  t.equal(disk.heldFrom, 30001, 'the hung write still holds them');
+  io.release();
+  await waitFor(() => io.releasedWrites.length > 0 || undefined, { what: 'the hung write released' });
+  const w = io.releasedWrites[0]!;
+  t.ok(w.data.length > 0 && w.data.equals(s.bytes.subarray(30000, 30000 + w.data.length)), 'it wrote the stream bytes it was given, not reused memory');
+  await waitFor(() => disk.heldFrom === Infinity || undefined, { what: 'the write returned and holds nothing' });
+});
+
 t.test('a disk that keeps failing past log.disk-queue is detached and retried until it takes writes', async (t) => {
   const s = makeStream(1500, 5);
   const { dir, io, disk, log } = await setup(t, { maxPending: 32 * 1024, memory: 8 * 1024 });

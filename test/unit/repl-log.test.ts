@@ -413,9 +413,9 @@ t.test('a read that lands in space reserved before a reset is copied into the ne
   t.not(log.read(1_000_001)!.buffer, space.buffer);
 });
 
-t.test('property: reads into the log, appends, reservations and trims keep every byte and every view', async (t) => {
+t.test('property: reads into the log, appends, reservations, trims and block reuse keep every byte and every held view', async (t) => {
   const stepArb = fc.record({
-    kind: fc.constantFrom('read', 'read', 'append', 'view', 'reserve-only'),
+    kind: fc.constantFrom('read', 'read', 'append', 'view', 'reserve-only', 'release'),
     size: fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 40_000 })),
     at: fc.double({ min: 0, max: 1, noNaN: true }),
   });
@@ -424,15 +424,21 @@ t.test('property: reads into the log, appends, reservations and trims keep every
     '300 runs of reads, appends and views',
     fc.property(fc.integer({ min: 0, max: 200_000 }), fc.array(stepArb, { minLength: 1, maxLength: 40 }), (limit, steps) => {
       const log = new ReplLog(limit);
-      const held: Array<{ view: Buffer; copy: Buffer }> = [];
+      const held: Array<{ view: Buffer; copy: Buffer; holder: { heldFrom: number } }> = [];
       for (const s of steps) {
         if (s.kind === 'read') readInto(log, s.size);
         else if (s.kind === 'append') appendStream(log, s.size);
         else if (s.kind === 'reserve-only') log.reserve(s.size);
         else if (s.kind === 'view' && log.size > 0) {
-          // A socket takes a view and has not written it yet: its bytes must never change.
-          const view = log.read(log.firstOffset + Math.min(log.size - 1, Math.floor(s.at * log.size)))!;
-          held.push({ view, copy: Buffer.from(view) });
+          // A socket takes a view and has not written it yet: while it holds it, its bytes must never change.
+          const at = log.firstOffset + Math.min(log.size - 1, Math.floor(s.at * log.size));
+          const holder = { heldFrom: at };
+          log.addHolder(holder);
+          const view = log.read(at)!;
+          held.push({ view, copy: Buffer.from(view), holder });
+        } else if (s.kind === 'release' && held.length > 0) {
+          // The write finished: the oldest view is let go, and its memory may be reused from now on.
+          log.removeHolder(held.shift()!.holder);
         }
         if (log.size !== log.endOffset - log.firstOffset + 1) return false;
         if (!readAll(log, log.firstOffset).equals(expected(log.firstOffset, log.endOffset))) return false;
@@ -442,4 +448,31 @@ t.test('property: reads into the log, appends, reservations and trims keep every
     }),
     { seed: 7, numRuns: 300 },
   );
+});
+
+t.test('a dropped read block is reused only once every holder is past its last byte', async (t) => {
+  const log = new ReplLog(64 * 1024); // 16 KiB read blocks; at most 4 wait for reuse
+  const holder = { heldFrom: 1 };
+  log.addHolder(holder);
+  readInto(log, 16 * 1024);
+  const first = log.read(1)!;
+  t.equal(first.length, 16 * 1024, 'the first read block, whole');
+  readInto(log, 16 * 1024 * 20);
+  t.ok(log.memFirstOffset > 16 * 1024, 'the first block was dropped');
+  t.ok(first.equals(expected(1, 16 * 1024)), 'a holder behind it: its bytes are untouched');
+  t.equal(log.blockStats.reused, 0, 'no block reused while the holder is behind them all');
+  t.ok(log.blockStats.discarded > 0, 'blocks past the pool cap went to the garbage collector');
+
+  holder.heldFrom = Infinity; // its writes finished
+  const before = log.blockStats.allocated;
+  readInto(log, 16 * 1024 * 20);
+  t.ok(log.blockStats.reused >= 15, `once the holder is past them, dropped blocks are reused (${log.blockStats.reused})`);
+  t.ok(log.blockStats.allocated - before <= 5, 'and hardly any new one is allocated');
+  t.ok(readAll(log, log.memFirstOffset).equals(expected(log.memFirstOffset, log.endOffset)), 'the log holds the stream');
+
+  log.removeHolder(holder);
+  log.reset(log.endOffset);
+  const reused = log.blockStats.reused;
+  readInto(log, 16 * 1024 * 2);
+  t.ok(log.blockStats.reused - reused <= 4, 'a new history reuses only blocks released before it (never ones retired with older offsets)');
 });

@@ -1,0 +1,99 @@
+// The log reuses the memory of the blocks it dropped (src/backlog/block-pool.ts). A replica that stops reading
+// leaves writes of views of those blocks in flight on its socket: they must leave with the bytes they had.
+import t from 'tap';
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRelay } from '../helpers/relay.js';
+import { info } from '../helpers/replication.js';
+import { benchmarkLoad } from '../helpers/load.js';
+import { waitFor } from '../helpers/wait.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+
+t.teardown(stopAll);
+
+interface Psync {
+  readonly socket: Socket;
+  /** Stream bytes received after the +CONTINUE line. */
+  stream(): Buffer;
+}
+
+/** `PSYNC <replid> <from>` on a plain connection; collects what follows +CONTINUE. */
+async function psync(port: number, replid: string, from: number): Promise<Psync> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  t.teardown(() => socket.destroy());
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  await once(socket, 'connect');
+  // As a replica does: PSYNC only once REPLCONF is answered (Redis refuses PSYNC "with pending output").
+  socket.write(encodeCommand(['REPLCONF', 'capa', 'psync2']));
+  await waitFor(() => Buffer.concat(chunks).length >= 5 || undefined, { what: `REPLCONF answered on port ${port}` });
+  socket.write(encodeCommand(['PSYNC', replid, String(from)]));
+  const head = `+OK\r\n+CONTINUE ${replid}\r\n`;
+  await waitFor(() => Buffer.concat(chunks).length >= head.length || undefined, { what: `the reply to PSYNC on port ${port}` });
+  const got = Buffer.concat(chunks).toString('latin1', 0, head.length);
+  if (got !== head) throw new Error(`not continued on port ${port}: ${JSON.stringify(got)}`);
+  return {
+    socket,
+    stream: () => {
+      const all = Buffer.concat(chunks);
+      chunks.length = 0;
+      chunks.push(all);
+      return all.subarray(head.length);
+    },
+  };
+}
+
+t.test('a replica that stops reading while the log reuses its blocks gets the master stream byte for byte', async (t) => {
+  const master = await startRedis();
+  // A small memory tail: 128 KiB read blocks, reused many times over while the replica is stopped.
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '1mb' } });
+  t.teardown(() => relay.stop());
+  const rc = await relay.client();
+  t.teardown(() => rc.close());
+  const mc = await master.client();
+  t.teardown(() => mc.close());
+  await mc.call('SET', 'warm', 'up');
+  const synced = await waitFor(
+    async () => {
+      const [m, r] = await Promise.all([info(mc), info(rc)]);
+      return r['master_link_status'] === 'up' && m['master_repl_offset'] === r['master_repl_offset'] ? m : undefined;
+    },
+    { what: 'the relay caught up with the master' },
+  );
+  const replid = synced['master_replid']!;
+  const from = Number(synced['master_repl_offset']) + 1;
+
+  // The same stream, straight from the master (read at once) and through the relay (not read for a while).
+  const reference = await psync(master.port, replid, from);
+  const stopped = await psync(relay.port, replid, from);
+  stopped.socket.pause();
+  await benchmarkLoad(master.port, 40000, 1024, 1000);
+  const end = Number((await info(mc))['master_repl_offset']);
+  const want = end - from + 1;
+  t.ok(want > 40 * 1024 * 1024, `${want} stream bytes went by, 40 times the memory tail`);
+  await waitFor(() => reference.stream().length >= want || undefined, { what: 'the master stream to its end', timeoutMs: 60_000 });
+  const held = await waitFor(
+    async () => {
+      const r = await info(rc, 'all');
+      const line = Object.entries(r).find(([k]) => /^slave\d+$/.test(k))?.[1] ?? '';
+      return Number(r['master_repl_offset']) === end && line.includes('state=online') ? line : undefined;
+    },
+    { what: 'the relay has the whole stream', timeoutMs: 60_000 },
+  );
+  t.match(held, /state=online/, 'the stopped replica is still connected');
+
+  stopped.socket.resume();
+  await waitFor(() => stopped.stream().length >= want || undefined, { what: 'the relay stream to its end', timeoutMs: 60_000 });
+  const a = reference.stream().subarray(0, want);
+  const b = stopped.stream().subarray(0, want);
+  let diff = -1;
+  for (let i = 0; i < want; i++) {
+    if (a[i] !== b[i]) {
+      diff = i;
+      break;
+    }
+  }
+  t.equal(diff, -1, 'the first byte that differs (none)');
+});
