@@ -59,7 +59,7 @@ export class ReplLog implements DiskLogSource {
   constructor(limit: number, offset = 0) {
     this.#limit = limit;
     const readBlock = Math.max(PACK_BLOCK_SIZE, Math.min(READ_BLOCK_MAX, 2 ** Math.floor(Math.log2(Math.max(1, limit / 8)))));
-    // Up to an eighth of the memory limit more, in blocks waiting for reuse.
+    // Up to an eighth of the memory limit more (at least 4 blocks) waits for reuse.
     this.#pool = new BlockPool(readBlock, Math.max(4, Math.floor(limit / 8 / readBlock)));
     this.reset(offset);
   }
