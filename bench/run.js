@@ -17,18 +17,13 @@ import { drainRun } from './scenarios/drain.js';
 import { fanoutRun, rawRecord, rawRun } from './scenarios/fanout.js';
 import { idleRun } from './scenarios/idle.js';
 import { frozenRun, frozenTable, fullSyncRun, fullSyncTable, latencyRun, latencyTable } from './scenarios/legacy.js';
+import { list, parseArgs } from './lib/args.js';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(BENCH);
 
 // ---------------------------------------------------------------- options
-const argv = process.argv.slice(2);
-const flag = (name) => argv.includes(name);
-const opt = (name) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-};
-const list = (s) => s.split(',').filter(Boolean);
+const { argv, flag, opt } = parseArgs();
 const QUICK = flag('--quick');
 const DEFAULT_SECTIONS = ['fanout', 'drain', 'idle', 'micro'];
 const LEGACY_SECTIONS = ['latency', 'frozen', 'fullsync'];

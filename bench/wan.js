@@ -20,17 +20,12 @@ import { cleanupAll, cpuSeconds, forkHelper, memorySampler, rssBytes, startRedis
 import { NO_REPLICA_LIMIT, waitOffsetOf } from './lib/topology.js';
 import { fmt, table } from './lib/report.js';
 import { WORKLOAD_LABEL } from './lib/workloads.js';
+import { list, parseArgs } from './lib/args.js';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(BENCH);
 
-const argv = process.argv.slice(2);
-const flag = (name) => argv.includes(name);
-const opt = (name) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-};
-const list = (s) => s.split(',').filter(Boolean);
+const { argv, flag, opt } = parseArgs();
 const QUICK = flag('--quick');
 const SECTIONS = list(opt('--only') ?? 'link,cpu');
 const WORKLOADS = list(opt('--workloads') ?? 'random,json,counters');

@@ -1,3 +1,5 @@
+import type { StatsSnapshot } from './stats.js';
+
 /** A point-in-time picture of the relay: formatted by INFO, served as /status JSON, exported as metrics. */
 export interface ReplicaStatus {
   readonly id: number;
@@ -93,25 +95,8 @@ export interface RelayStatus {
   readonly connectedClients: number;
   readonly maxClients: number;
   readonly replicas: ReadonlyArray<ReplicaStatus>;
-  readonly stats: {
-    readonly totalConnectionsReceived: number;
-    readonly totalCommandsProcessed: number;
-    readonly rejectedConnections: number;
-    readonly syncFull: number;
-    readonly syncPartialOk: number;
-    readonly syncPartialErr: number;
-    readonly netInputBytes: number;
-    readonly netOutputBytes: number;
-    readonly replOutputBytes: number;
-    readonly replicasDroppedLag: number;
-    readonly replicasDroppedTimeout: number;
-    readonly protocolErrors: number;
-    readonly diskReadBytes: number;
-    readonly compressedRawBytes: number;
-    readonly compressedWireBytes: number;
-    /** Commands seen in the upstream stream, by lower-case name. */
-    readonly streamCommands: Readonly<Record<string, number>>;
-  };
+  /** The downstream counters (stats.ts). */
+  readonly stats: StatsSnapshot['downstream'];
   /** The /stream WebSocket figures (zeros when the web server is off). */
   readonly web: WebStatus;
   readonly memory: { readonly rss: number; readonly heapUsed: number; readonly external: number };
