@@ -3,8 +3,8 @@
  * per 4 KiB when the kernel first writes into it, and V8 answers the growth of external memory with major garbage
  * collections: at replication rates that was a third of the relay's CPU. A block the log has dropped is reused only
  * once nothing can still read it: every holder (a replica socket with writes in flight, the disk log's write in
- * flight) reports the first offset it may still read from memory, and a retired block waits until all of them are
- * past its last byte. Blocks are never reused across histories (offsets restart), and the pool holds at most `cap`
+ * flight) reports the range of offsets it may still read from memory, and a retired block waits until it lies
+ * outside all of them (a replica stopped at its socket holds the views it was handed last, not what came after). Blocks are never reused across histories (offsets restart), and the pool holds at most `cap`
  * blocks, retired and free together: a holder stuck far behind makes the log allocate, never hold more memory.
  */
 
@@ -12,11 +12,14 @@
 export interface LogHolder {
   /** The first offset whose memory it may still read; Infinity when none. */
   readonly heldFrom: number;
+  /** The last offset whose memory it may still read (it was handed nothing past it). */
+  readonly heldTo: number;
 }
 
 interface Retired {
   readonly buf: Buffer;
-  /** Offset of the block's last byte. */
+  /** Offsets of the block's first and last bytes. */
+  readonly start: number;
   readonly end: number;
 }
 
@@ -53,13 +56,16 @@ export class BlockPool {
     return Buffer.allocUnsafeSlow(this.size);
   }
 
-  /** The log dropped `buf` (a block from take()), whose last byte has offset `end`. */
-  retire(buf: Buffer, end: number): void {
+  /** The log dropped `buf` (a block from take()), which held offsets start..end. */
+  retire(buf: Buffer, start: number, end: number): void {
     if (buf.length !== this.size) return;
-    this.#retired.push({ buf, end });
-    // Over the cap: the oldest retired block goes to the garbage collector instead.
-    if (this.#retired.length + this.#free.length > this.#cap) {
-      this.#retired.shift();
+    this.#retired.push({ buf, start, end });
+    if (this.#retired.length + this.#free.length <= this.#cap) return;
+    // Over the cap: what is held longest goes to the garbage collector instead, else a free block.
+    this.#release();
+    while (this.#retired.length + this.#free.length > this.#cap) {
+      if (this.#retired.length > 0) this.#retired.shift();
+      else this.#free.pop();
       this.stats.discarded++;
     }
   }
@@ -73,13 +79,18 @@ export class BlockPool {
   /** Moves the retired blocks no holder can still read to the free list. */
   #release(): void {
     if (this.#retired.length === 0) return;
-    let held = Infinity;
+    const ranges: number[] = [];
     for (const h of this.#holders) {
       const from = h.heldFrom;
-      if (from < held) held = from;
+      if (from !== Infinity) ranges.push(from, h.heldTo);
     }
-    let i = 0;
-    while (i < this.#retired.length && this.#retired[i]!.end < held) this.#free.push(this.#retired[i++]!.buf);
-    if (i > 0) this.#retired = this.#retired.slice(i);
+    const kept: Retired[] = [];
+    for (const r of this.#retired) {
+      let held = false;
+      for (let i = 0; i < ranges.length && !held; i += 2) held = r.start <= ranges[i + 1]! && r.end >= ranges[i]!;
+      if (held) kept.push(r);
+      else this.#free.push(r.buf);
+    }
+    this.#retired = kept;
   }
 }

@@ -112,8 +112,9 @@ export class DiskLog {
   #timer: NodeJS.Timeout | null = null;
   #retryMs: number;
   #inflightSince = 0;
-  /** The first offset of the write in flight (views of the memory log), or Infinity. */
+  /** The offsets of the write in flight (views of the memory log); from is Infinity when none is. */
   #inflightFrom = Infinity;
+  #inflightTo = -1;
   #lastSync = Date.now();
   #dirDirty = false;
   #lastLog = 0;
@@ -148,9 +149,12 @@ export class DiskLog {
   get firstOffset(): number {
     return this.#segments.length > 0 ? this.#segments[0]!.start : this.#written + 1;
   }
-  /** LogHolder: a write in flight still reads the memory log's blocks from here. */
+  /** LogHolder: a write in flight still reads these offsets of the memory log's blocks. */
   get heldFrom(): number {
     return this.#inflightFrom;
+  }
+  get heldTo(): number {
+    return this.#inflightTo;
   }
   /** Offset of the last byte on disk (readable through read()). */
   get writtenOffset(): number {
@@ -405,6 +409,7 @@ export class DiskLog {
     this.#inflightSince = Date.now();
     // The thread pool reads these views until the write returns, whatever happens to this log meanwhile.
     this.#inflightFrom = this.#written + 1;
+    this.#inflightTo = this.#written + bytes;
     let bytesWritten: number;
     try {
       ({ bytesWritten } = await fh.writev(bufs, seg.size));

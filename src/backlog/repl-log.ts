@@ -66,7 +66,7 @@ export class ReplLog implements DiskLogSource {
 
   /**
    * `h` may read views of log memory after the call that handed them out returned (a socket write in flight): the
-   * log does not reuse memory from h.heldFrom on. Views read synchronously need no holder.
+   * log does not reuse the memory of offsets h.heldFrom..h.heldTo. Views read synchronously need no holder.
    */
   addHolder(h: LogHolder): void {
     this.#pool.addHolder(h);
@@ -316,7 +316,7 @@ export class ReplLog implements DiskLogSource {
       this.#head++;
       this.#size -= block.used;
       this.#firstOffset = block.start + block.used;
-      if (block.read) this.#pool.retire(block.buf, end);
+      if (block.read) this.#pool.retire(block.buf, block.start, end);
     }
     // Compact the array now and then so dropped slots do not accumulate.
     if (this.#head > 1024 && this.#head * 2 > this.#blocks.length) {

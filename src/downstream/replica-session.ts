@@ -153,8 +153,12 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    */
   get heldFrom(): number {
     if (this.socket.destroyed) return Infinity;
-    const at = this.#parked ? this.#until : this.#cursor?.offset;
-    return at === undefined ? Infinity : at + 1 - (this.#z ?? this.socket).writableLength;
+    const at = this.heldTo;
+    return at < 0 ? Infinity : at + 1 - (this.#z ?? this.socket).writableLength;
+  }
+  /** The last stream byte handed to the socket: nothing after it is held. */
+  get heldTo(): number {
+    return this.#parked ? this.#until : (this.#cursor?.offset ?? -1);
   }
 
   /** The replica's address as the socket sees it (for telemetry). */

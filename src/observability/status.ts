@@ -81,6 +81,10 @@ export interface RelayStatus {
     readonly diskWriteErrors: number;
     /** Times the disk history was given up (the disk fell past log.disk-queue). */
     readonly diskDetaches: number;
+    /** Read blocks the upstream socket read into: newly allocated, reused once dropped, left to the garbage collector. */
+    readonly blocksAllocated: number;
+    readonly blocksReused: number;
+    readonly blocksDiscarded: number;
   };
   /** The snapshot a full sync is served from (usable), else the newest one held (not usable); null when none. */
   readonly snapshot: { readonly replid: string; readonly offset: number; readonly size: number; readonly rdbVersion: number; readonly usable: boolean } | null;
