@@ -4,8 +4,9 @@
  * collections: at replication rates that was a third of the relay's CPU. A block the log has dropped is reused only
  * once nothing can still read it: every holder (a replica socket with writes in flight, the disk log's write in
  * flight) reports the range of offsets it may still read from memory, and a retired block waits until it lies
- * outside all of them (a replica stopped at its socket holds the views it was handed last, not what came after). Blocks are never reused across histories (offsets restart), and the pool holds at most `cap`
- * blocks, retired and free together: a holder stuck far behind makes the log allocate, never hold more memory.
+ * outside all of them (a replica stopped at its socket holds the views it was handed last, not what came after).
+ * Blocks are never reused across histories (offsets restart), and the pool holds at most `cap` blocks, retired and
+ * free together: a holder stuck behind makes the log allocate, never hold more memory.
  */
 
 /** Something that may still read log memory it was handed after the call that handed it returned. */
@@ -27,7 +28,7 @@ export class BlockPool {
   readonly size: number;
   readonly #cap: number;
   #free: Buffer[] = [];
-  /** Dropped by the log, oldest first: reusable once every holder is past `end`. */
+  /** Dropped by the log, oldest first: reusable once no holder's range covers start..end. */
   #retired: Retired[] = [];
   readonly #holders = new Set<LogHolder>();
   readonly stats = { allocated: 0, reused: 0, discarded: 0 };

@@ -4,8 +4,8 @@
  * into the tail block (reserve() / commit(): no allocation and no copy per read). Chunks appended from elsewhere
  * are kept as they arrived when large (no copy); small ones are packed into 16 KiB blocks so a slow trickle of tiny
  * writes does not cost an object per write. Bytes once appended never change while the log holds them. A dropped
- * read block is reused (BlockPool) only once every holder of views (addHolder) is past it; other blocks go to the
- * garbage collector.
+ * read block is reused (BlockPool) only once no holder of views (addHolder) may still read it; other blocks go to
+ * the garbage collector.
  *
  * Offsets follow Redis: `endOffset` is master_repl_offset (the offset of the last byte held); the first byte
  * held has offset `firstOffset` (backlog_first_byte_offset). An empty log has firstOffset = endOffset + 1.
