@@ -2,12 +2,16 @@
 // leaves writes of views of those blocks in flight on its socket: they must leave with the bytes they had.
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { info } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
+import { freePort } from '../helpers/ports.js';
+import { makeCerts } from '../helpers/tls.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 
 t.teardown(stopAll);
@@ -18,14 +22,14 @@ interface Psync {
   stream(): Buffer;
 }
 
-/** `PSYNC <replid> <from>` on a plain connection; collects what follows +CONTINUE. */
-async function psync(port: number, replid: string, from: number): Promise<Psync> {
-  const socket = connect(port, '127.0.0.1');
+/** `PSYNC <replid> <from>` on a plain connection (or TLS, trusting `ca`); collects what follows +CONTINUE. */
+async function psync(port: number, replid: string, from: number, ca?: Buffer): Promise<Psync> {
+  const socket = ca ? tlsConnect({ port, host: '127.0.0.1', ca, servername: 'localhost' }) : connect(port, '127.0.0.1');
   socket.on('error', () => undefined);
   t.teardown(() => socket.destroy());
   const chunks: Buffer[] = [];
   socket.on('data', (d: Buffer) => chunks.push(d));
-  await once(socket, 'connect');
+  await once(socket, ca ? 'secureConnect' : 'connect');
   // As a replica does: PSYNC only once REPLCONF is answered (Redis refuses PSYNC "with pending output").
   socket.write(encodeCommand(['REPLCONF', 'capa', 'psync2']));
   await waitFor(() => Buffer.concat(chunks).length >= 5 || undefined, { what: `REPLCONF answered on port ${port}` });
@@ -45,10 +49,16 @@ async function psync(port: number, replid: string, from: number): Promise<Psync>
   };
 }
 
-t.test('a replica that stops reading while the log reuses its blocks gets the master stream byte for byte', async (t) => {
+t.test('replicas that stop reading (plain and TLS) while the log reuses its blocks get the master stream byte for byte', async (t) => {
   const master = await startRedis();
-  // A small memory tail: 128 KiB read blocks, reused many times over while the replica is stopped.
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '1mb' } });
+  const certs = makeCerts();
+  const tlsPort = await freePort();
+  // A small memory tail: 128 KiB read blocks, reused many times over while the replicas are stopped.
+  const relay = await startRelay({
+    upstream: { host: '127.0.0.1', port: master.port },
+    log: { memory: '1mb' },
+    listen: { tls: { port: tlsPort, cert: certs.serverCert, key: certs.serverKey } },
+  });
   t.teardown(() => relay.stop());
   const rc = await relay.client();
   t.teardown(() => rc.close());
@@ -68,7 +78,9 @@ t.test('a replica that stops reading while the log reuses its blocks gets the ma
   // The same stream, straight from the master (read at once) and through the relay (not read for a while).
   const reference = await psync(master.port, replid, from);
   const stopped = await psync(relay.port, replid, from);
+  const stoppedTls = await psync(tlsPort, replid, from, readFileSync(certs.ca));
   stopped.socket.pause();
+  stoppedTls.socket.pause();
   await benchmarkLoad(master.port, 40000, 1024, 1000);
   const end = Number((await info(mc))['master_repl_offset']);
   const want = end - from + 1;
@@ -78,24 +90,27 @@ t.test('a replica that stops reading while the log reuses its blocks gets the ma
     async () => {
       const r = await info(rc, 'all');
       const line = Object.entries(r).find(([k]) => /^slave\d+$/.test(k))?.[1] ?? '';
-      return Number(r['master_repl_offset']) === end && line.includes('state=online') ? line : undefined;
+      const online = Object.entries(r).filter(([k, v]) => /^slave\d+$/.test(k) && v.includes('state=online')).length;
+      return Number(r['master_repl_offset']) === end && online === 2 ? line : undefined;
     },
     { what: 'the relay has the whole stream', timeoutMs: 60_000 },
   );
-  t.match(held, /state=online/, 'the stopped replica is still connected');
+  t.match(held, /state=online/, 'the stopped replicas are still connected');
 
-  stopped.socket.resume();
-  await waitFor(() => stopped.stream().length >= want || undefined, { what: 'the relay stream to its end', timeoutMs: 60_000 });
   const a = reference.stream().subarray(0, want);
-  const b = stopped.stream().subarray(0, want);
-  let diff = -1;
-  for (let i = 0; i < want; i++) {
-    if (a[i] !== b[i]) {
-      diff = i;
-      break;
+  for (const [what, r] of [['plain', stopped], ['TLS', stoppedTls]] as const) {
+    r.socket.resume();
+    await waitFor(() => r.stream().length >= want || undefined, { what: `the relay stream to its end (${what})`, timeoutMs: 60_000 });
+    const b = r.stream().subarray(0, want);
+    let diff = -1;
+    for (let i = 0; i < want; i++) {
+      if (a[i] !== b[i]) {
+        diff = i;
+        break;
+      }
     }
+    t.equal(diff, -1, `${what}: the first byte that differs (none)`);
   }
-  t.equal(diff, -1, 'the first byte that differs (none)');
   const blocks = relay.relay.status().log;
   // The stopped replica holds only the views it was handed last: the blocks after them are reused meanwhile.
   t.ok(blocks.blocksReused > blocks.blocksAllocated, `blocks were reused (${blocks.blocksReused} reused, ${blocks.blocksAllocated} allocated, ${blocks.blocksDiscarded} discarded)`);
