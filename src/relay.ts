@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from './log.js';
 import type { RelayConfig } from './config/types.js';
-import type { SnapshotMeta, SnapshotStore } from './backlog/snapshot-store.js';
+import type { SnapshotMeta } from './backlog/snapshot-store.js';
 import { History } from './backlog/history.js';
 import { SnapshotRefresher } from './snapshot-refresher.js';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
@@ -173,11 +173,6 @@ export class Relay {
       port: () => this.#port,
       web: () => this.#web?.gauges() ?? null,
     });
-  }
-
-  /** The snapshot store (History owns it). */
-  get store(): SnapshotStore {
-    return this.#history.store;
   }
 
   get port(): number {

@@ -12,7 +12,7 @@ export interface StatusSources {
   readonly runId: string;
   readonly config: RelayConfig;
   readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'on'>;
-  readonly history: Pick<History, 'usableSnapshot' | 'newestSnapshot' | 'diskStatus' | 'ids' | 'log'>;
+  readonly history: Pick<History, 'usableSnapshot' | 'newestSnapshot' | 'diskStatus' | 'ids' | 'log' | 'store'>;
   readonly refresher: { readonly inProgress: boolean };
   readonly clients: () => ReadonlySet<ClientConnection>;
   readonly sessions: () => ReadonlySet<ReplicaSession>;
@@ -95,6 +95,7 @@ export class StatusBuilder {
         blocksDiscarded: log.blockStats.discarded,
       },
       snapshot: shown ? { replid: shown.replid, offset: shown.offset, size: shown.size, rdbVersion: shown.rdbVersion, usable: shown === usable } : null,
+      snapshotLeases: history.store.leases,
       snapshotRefreshInProgress: this.#src.refresher.inProgress,
       snapshotRefreshes: counters.snapshotRefreshes.started,
       snapshotRefreshFailures: counters.snapshotRefreshes.failed,

@@ -88,6 +88,8 @@ export interface RelayStatus {
   };
   /** The snapshot a full sync is served from (usable), else the newest one held (not usable); null when none. */
   readonly snapshot: { readonly replid: string; readonly offset: number; readonly size: number; readonly rdbVersion: number; readonly usable: boolean } | null;
+  /** Snapshot files held open by full syncs and point-in-time listeners (leases). */
+  readonly snapshotLeases: number;
   readonly snapshotRefreshInProgress: boolean;
   /** Snapshot fetches from upstream started (each a fork on the master), and those that failed. */
   readonly snapshotRefreshes: number;

@@ -75,6 +75,7 @@ const FAMILIES: readonly Family[] = [
     read: (s) => s.log.diskDetaches,
   },
   { name: 'snapshot_present', type: 'gauge', help: '1 when the relay holds a snapshot.', read: (s) => flag(s.snapshot !== null) },
+  { name: 'snapshot_leases', type: 'gauge', help: 'Snapshot files held open by full syncs and point-in-time listeners.', read: (s) => s.snapshotLeases },
   { name: 'snapshot_usable', type: 'gauge', help: '1 when the snapshot can serve a full sync (its offset is still in the log).', read: (s) => flag(s.snapshot?.usable) },
   { name: 'snapshot_offset', type: 'gauge', help: 'Stream offset the snapshot was taken at (-1: none).', read: (s) => s.snapshot?.offset ?? -1 },
   { name: 'snapshot_size_bytes', type: 'gauge', help: 'Snapshot RDB size.', read: (s) => s.snapshot?.size ?? 0 },

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '../../src/log.js';
@@ -45,4 +45,12 @@ export async function startRelay(config: Record<string, unknown> = {}, dir?: str
       await relay.close();
     },
   };
+}
+
+/** The published snapshot files in a relay's data dir (snapshot-<epoch>-<replid>-<offset>.rdb), oldest first. */
+export function snapshotFiles(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((n) => /^snapshot-\d+-[0-9a-f]{40}-\d+\.rdb$/.test(n))
+    .sort()
+    .map((n) => join(dir, n));
 }

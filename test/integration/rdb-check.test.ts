@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startFakeMaster } from '../helpers/fake-master.js';
-import { startRelay } from '../helpers/relay.js';
+import { snapshotFiles, startRelay } from '../helpers/relay.js';
 import { waitFor } from '../helpers/wait.js';
 import { stat } from '../helpers/replication.js';
 
@@ -40,7 +40,7 @@ t.test('a corrupted RDB from upstream is refused and fetched again', async (t) =
   t.equal(xi['master_replid'], REPLID);
   t.equal(stat(xi, 'relay_snapshot_offset'), 100);
   t.equal(stat(await x.info('stats'), 'relay_upstream_full_syncs'), 1, 'only the good RDB became a snapshot');
-  t.same(relay.relay.store.all.length, 1, 'one snapshot file');
-  t.same(readFileSync(relay.relay.store.all[0]!.path), rdb, 'the stored snapshot is the intact RDB');
+  t.same(snapshotFiles(relay.dir).length, 1, 'one snapshot file');
+  t.same(readFileSync(snapshotFiles(relay.dir)[0]!), rdb, 'the stored snapshot is the intact RDB');
   t.match(relay.relay.status().upstream.lastError, /checksum mismatch/);
 });

@@ -127,14 +127,14 @@ t.test('replicas that vanish during their full sync leave no open file, no snaps
     for (let k = 0; k < i % 8; k++) await new Promise((resolve) => setImmediate(resolve));
     r.socket.destroy();
   }
-  await waitFor(() => (relay.relay.store.leases === 0 && relay.relay.status().replicas.length === 0) || undefined, { what: 'every transfer ended' });
+  await waitFor(() => (relay.relay.status().snapshotLeases === 0 && relay.relay.status().replicas.length === 0) || undefined, { what: 'every transfer ended' });
   await waitFor(() => fds() <= before + 2 || undefined, { what: `file descriptors back to ${before} (now ${fds()})` });
   // The full sync path still works.
   const replica = await startReplica(relay.port);
   const rc = await replica.client();
   t.teardown(() => rc.close());
   await waitConverged(m, [rc], 'a replica after them converges');
-  t.equal(relay.relay.store.leases, 0);
+  t.equal(relay.relay.status().snapshotLeases, 0, 'no snapshot file held open');
   await replica.stop();
 });
 

@@ -55,6 +55,7 @@ const status: RelayStatus = {
     blocksDiscarded: 3,
   },
   snapshot: { replid: 'a'.repeat(40), offset: 0, size: 200, rdbVersion: 10, usable: true },
+  snapshotLeases: 1,
   snapshotRefreshInProgress: false,
   snapshotRefreshes: 1,
   snapshotRefreshFailures: 0,
