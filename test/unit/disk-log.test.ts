@@ -243,6 +243,8 @@ t.test('a write in flight holds the memory it writes from: the log reuses none o
   const w = io.releasedWrites[0]!;
   t.ok(w.data.length > 0 && w.data.equals(s.bytes.subarray(30000, 30000 + w.data.length)), 'it wrote the stream bytes it was given, not reused memory');
   await waitFor(() => disk.heldFrom === Infinity || undefined, { what: 'the write returned and holds nothing' });
+  // Done only once the disk took a new history and caught up: no file is being created while the test dir goes.
+  await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'resumed and caught up' });
 });
 
 t.test('a disk that keeps failing past log.disk-queue is detached and retried until it takes writes', async (t) => {
