@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { failpoint } from '../util/failpoint.js';
@@ -15,14 +15,24 @@ export interface FileHandleIo {
   read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
   datasync(): Promise<void>;
   sync(): Promise<void>;
+  /** ftruncate. */
+  truncate(len: number): Promise<void>;
   stat(): Promise<{ size: number }>;
   close(): Promise<void>;
   /** The descriptor, for streaming a whole file to a socket. */
   readonly fd: number;
 }
 
+export interface OpenOptions {
+  /**
+   * O_DIRECT, for 'w' and 'r+' (the file is then also readable): transfers bypass the page cache and must be
+   * aligned (DirectWriter). Filesystems without it refuse the open with EINVAL.
+   */
+  readonly direct?: boolean;
+}
+
 export interface FileIo {
-  open(path: string, flags: string, mode?: number): Promise<FileHandleIo>;
+  open(path: string, flags: string, mode?: number, opts?: OpenOptions): Promise<FileHandleIo>;
   readdir(dir: string): Promise<string[]>;
   stat(path: string): Promise<{ size: number; mtimeMs: number }>;
   rm(path: string): Promise<void>;
@@ -51,15 +61,26 @@ function wrapHandle(fh: FileHandle): FileHandleIo {
       failpoint('sync');
       return fh.sync();
     },
+    truncate: (len) => {
+      failpoint('ftruncate');
+      return fh.truncate(len);
+    },
     stat: () => fh.stat(),
     close: () => fh.close(),
   };
 }
 
+/** The numeric flags of an O_DIRECT open; 'w' opens for reading too, so a writer can read its partial block back. */
+function directFlags(flags: string): number {
+  if (flags === 'w') return fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_DIRECT;
+  if (flags === 'r+') return fsc.O_RDWR | fsc.O_DIRECT;
+  throw new TypeError(`no O_DIRECT open for flags '${flags}'`);
+}
+
 export const nodeFileIo: FileIo = {
-  open: async (path, flags, mode) => {
+  open: async (path, flags, mode, opts) => {
     failpoint(`open:${flags}`);
-    return wrapHandle(await fsp.open(path, flags, mode));
+    return wrapHandle(await fsp.open(path, opts?.direct ? directFlags(flags) : flags, mode));
   },
   readdir: (dir) => fsp.readdir(dir),
   stat: (path) => fsp.stat(path),

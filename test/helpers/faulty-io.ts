@@ -1,4 +1,5 @@
-import { nodeFileIo, type FileHandleIo, type FileIo } from '../../src/backlog/file-io.js';
+import { nodeFileIo, type FileHandleIo, type FileIo, type OpenOptions } from '../../src/backlog/file-io.js';
+import { DIRECT_ALIGN } from '../../src/backlog/direct-writer.js';
 
 /** The error a simulated crash throws: the process is "dead" from then on, every later operation throws too. */
 export class CrashError extends Error {
@@ -12,10 +13,14 @@ function errno(code: string): NodeJS.ErrnoException {
 /**
  * A real file layer (node's, on a temp dir) with faults injected on demand:
  * - `shortWrites(n)`: every writev writes at most n bytes (the rest is left to the caller, as a real short write);
+ *   on an O_DIRECT file, whole blocks (at least one), as the kernel would;
  * - `failWrites(code, count)`: the next `count` writev calls fail with that errno (EIO, ENOSPC, EFBIG), writing nothing;
  * - `hangWrites()`: writev calls never return until `release()` (then they write, and `releasedWrites` shows what);
  * - `crashAt(n, seed)`: the n-th mutating operation (open for writing, writev, datasync, sync, rename, rm, truncate) and
- *   every operation after it throw CrashError; a writev that crashes first writes a seeded prefix of its data (torn).
+ *   every operation after it throw CrashError; a writev that crashes first writes a seeded prefix of its data (torn;
+ *   whole blocks on an O_DIRECT file, as a device tears a write);
+ * - `refuseDirect('open' | 'write')`: O_DIRECT opens, or writes on O_DIRECT files, fail with EINVAL (a filesystem
+ *   without O_DIRECT; a device whose block is larger than the writer aligns to);
  * `ops` counts the mutating operations so far.
  */
 export class FaultyIo implements FileIo {
@@ -27,6 +32,7 @@ export class FaultyIo implements FileIo {
   #crashAt = 0;
   #seed = 1;
   #inflight = new Set<Promise<unknown>>();
+  #refuseDirect: 'open' | 'write' | null = null;
   /** Writes that hung and were released, with what they wrote. */
   readonly releasedWrites: Array<{ position: number; data: Buffer }> = [];
 
@@ -56,6 +62,9 @@ export class FaultyIo implements FileIo {
     this.#hang = null;
     for (const go of waiting) go();
   }
+  refuseDirect(what: 'open' | 'write'): void {
+    this.#refuseDirect = what;
+  }
   crashAt(n: number, seed = 1): void {
     this.#crashAt = n;
     this.#seed = seed;
@@ -84,21 +93,24 @@ export class FaultyIo implements FileIo {
     if (this.crashed) throw new CrashError('crashed earlier');
   }
 
-  async open(path: string, flags: string, mode?: number): Promise<FileHandleIo> {
+  async open(path: string, flags: string, mode?: number, opts?: OpenOptions): Promise<FileHandleIo> {
     if (flags === 'r') this.#check();
     else if (this.#step()) throw new CrashError(`crash at open ${path}`);
-    const fh = await this.#track(nodeFileIo.open(path, flags, mode));
-    return this.#wrap(fh);
+    if (opts?.direct && this.#refuseDirect === 'open') throw errno('EINVAL');
+    const fh = await this.#track(nodeFileIo.open(path, flags, mode, opts));
+    return this.#wrap(fh, opts?.direct === true);
   }
 
-  #wrap(fh: FileHandleIo): FileHandleIo {
+  #wrap(fh: FileHandleIo, direct: boolean): FileHandleIo {
+    // O_DIRECT transfers stay whole blocks.
+    const cut = (n: number, min: number): number => (direct ? Math.max(min, n - (n % DIRECT_ALIGN)) : n);
     return {
       fd: fh.fd,
       writev: async (buffers, position) => {
         const crash = this.#step();
         if (crash) {
           const all = Buffer.concat(buffers);
-          const torn = all.subarray(0, Math.floor(this.#rand() * all.length));
+          const torn = all.subarray(0, cut(Math.floor(this.#rand() * all.length), 0));
           if (torn.length > 0) await this.#track(fh.writev([torn], position));
           throw new CrashError('crash during writev');
         }
@@ -107,13 +119,14 @@ export class FaultyIo implements FileIo {
           // What the released write writes: the bytes its buffers hold now, not when it was called.
           this.releasedWrites.push({ position, data: Buffer.concat(buffers) });
         }
+        if (direct && this.#refuseDirect === 'write') throw errno('EINVAL');
         if (this.#fail && this.#fail.left > 0) {
           this.#fail.left--;
           throw errno(this.#fail.code);
         }
         if (this.#short > 0) {
           const all = Buffer.concat(buffers);
-          return this.#track(fh.writev([all.subarray(0, Math.min(this.#short, all.length))], position));
+          return this.#track(fh.writev([all.subarray(0, Math.min(cut(this.#short, DIRECT_ALIGN), all.length))], position));
         }
         return this.#track(fh.writev(buffers, position));
       },
@@ -128,6 +141,10 @@ export class FaultyIo implements FileIo {
       sync: async () => {
         if (this.#step()) throw new CrashError('crash at sync');
         return this.#track(fh.sync());
+      },
+      truncate: async (len) => {
+        if (this.#step()) throw new CrashError('crash at ftruncate');
+        return this.#track(fh.truncate(len));
       },
       stat: () => fh.stat(),
       close: () => fh.close(),
