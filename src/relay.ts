@@ -59,6 +59,7 @@ export class Relay {
       memory: config.log.memory,
       disk: config.log.disk,
       diskQueue: config.log.diskQueue,
+      diskDirect: config.log.diskDirect,
       refreshHold: config.log.refreshHold,
       keepSnapshots: config.history.keepSnapshots,
       logger,

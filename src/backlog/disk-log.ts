@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
 import { nodeFileIo, type FileHandleIo, type FileIo } from './file-io.js';
+import { DirectWriter } from './direct-writer.js';
 import { InternalError, LogRangeError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import { Telemetry } from '../observability/telemetry.js';
@@ -63,6 +64,8 @@ export interface DiskLogOptions {
   readonly hungMs?: number;
   /** Where write errors, detaches and state changes are published; absent (standalone use): a relay id of ''. */
   readonly telemetry?: Telemetry;
+  /** log.disk-direct: write segments with O_DIRECT (DirectWriter), falling back to the page cache where refused. */
+  readonly direct?: boolean;
 }
 
 const SEG_RE = /^seg-(\d{10})-(\d{20})\.log$/;
@@ -103,6 +106,10 @@ export class DiskLog {
   #source: DiskLogSource | null = null;
   #fh: FileHandleIo | null = null;
   #fhStart = -1;
+  /** Whether #fh was opened with O_DIRECT (its writes then go through #direct). */
+  #fhDirect = false;
+  /** null: writes go through the page cache (not asked for, or the filesystem refused O_DIRECT). */
+  #direct: DirectWriter | null;
   #state: DiskLogState = DiskLogState.Ok;
   #cause: string | null = null;
   #since = 0;
@@ -136,6 +143,12 @@ export class DiskLog {
     this.#telemetry = opts.telemetry ?? new Telemetry('');
     this.#epoch = opts.epoch ?? 0;
     this.#retryMs = opts.retryMinMs ?? 100;
+    this.#direct = opts.direct ? new DirectWriter(BATCH_MAX_BYTES) : null;
+  }
+
+  /** Whether segments are written with O_DIRECT (false once the filesystem refused it). */
+  get direct(): boolean {
+    return this.#direct !== null;
   }
 
   /** Opens the segments a previous run left for `opts.epoch`, and cuts a torn tail back to the last whole command. */
@@ -377,7 +390,7 @@ export class DiskLog {
   async #writeBatch(gen: number, src: DiskLogSource): Promise<void> {
     let seg = this.#segments[this.#segments.length - 1];
     if (!seg || (seg.size >= this.#opts.segmentBytes && this.#boundary === this.#written)) {
-      if (seg) await this.#closeHandle(gen);
+      if (seg) await this.#closeHandle(gen, seg);
       seg = { start: this.#written + 1, size: 0 };
       this.#segments.push(seg);
     }
@@ -412,7 +425,12 @@ export class DiskLog {
     this.#inflightTo = this.#written + bytes;
     let bytesWritten: number;
     try {
-      ({ bytesWritten } = await fh.writev(bufs, seg.size));
+      ({ bytesWritten } = this.#fhDirect && this.#direct ? await this.#direct.write(fh, bufs, seg.size) : await fh.writev(bufs, seg.size));
+    } catch (err) {
+      if (gen !== this.#gen || !this.#fhDirect || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      this.#directRefused(err as Error);
+      this.#dropHandle();
+      return;
     } finally {
       this.#inflightFrom = Infinity;
     }
@@ -431,16 +449,40 @@ export class DiskLog {
   async #handle(seg: Segment, gen: number): Promise<FileHandleIo> {
     if (this.#fh !== null && this.#fhStart === seg.start) return this.#fh;
     // A new segment's file is created (truncating any leftover of a crashed run); an existing one is reopened.
-    const fh = await this.#io.open(this.#path(seg.start), seg.size === 0 ? 'w' : 'r+', 0o600);
+    const { fh, direct } = await this.#open(this.#path(seg.start), seg.size === 0 ? 'w' : 'r+');
     if (gen !== this.#gen) {
       // The history was replaced while the file opened: this handle belongs to nobody.
       void fh.close().catch(() => {});
       return fh;
     }
     if (seg.size === 0) this.#dirDirty = true;
-    this.#fh = fh;
-    this.#fhStart = seg.start;
+    this.#setHandle(fh, seg.start, direct);
     return fh;
+  }
+
+  /** Opens a segment for writing, with O_DIRECT unless it is off or the filesystem refuses it. */
+  async #open(path: string, flags: 'w' | 'r+'): Promise<{ fh: FileHandleIo; direct: boolean }> {
+    if (this.#direct !== null) {
+      try {
+        return { fh: await this.#io.open(path, flags, 0o600, { direct: true }), direct: true };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        this.#directRefused(err as Error);
+      }
+    }
+    return { fh: await this.#io.open(path, flags, 0o600), direct: false };
+  }
+
+  #directRefused(err: Error): void {
+    if (this.#direct === null) return;
+    this.#direct = null;
+    this.#opts.logger.warn({ err, dir: this.dir }, 'the filesystem refuses O_DIRECT: the disk log writes through the page cache');
+  }
+
+  #setHandle(fh: FileHandleIo, start: number, direct: boolean): void {
+    this.#fh = fh;
+    this.#fhStart = start;
+    this.#fhDirect = direct;
   }
 
   async #sync(fh: FileHandleIo): Promise<void> {
@@ -452,10 +494,14 @@ export class DiskLog {
     }
   }
 
-  /** The segment is complete: make it durable and let its handle go. */
-  async #closeHandle(gen: number): Promise<void> {
+  /**
+   * The segment is complete: cut it to its bytes (O_DIRECT writes end in zero padding), make it durable and let its
+   * handle go. Only the last segment can end in padding after a crash; recovery cuts that one.
+   */
+  async #closeHandle(gen: number, seg: Segment): Promise<void> {
     const fh = this.#fh;
     if (!fh) return;
+    await fh.truncate(seg.size);
     await this.#sync(fh);
     if (gen !== this.#gen) return;
     this.#fh = null;
@@ -543,6 +589,7 @@ export class DiskLog {
     const src = this.#source;
     if (!src || gen !== this.#gen || this.#state !== DiskLogState.Detached) return;
     let fh: FileHandleIo | null = null;
+    let direct = false;
     let b: number | null = null;
     try {
       await this.#deleting;
@@ -551,7 +598,7 @@ export class DiskLog {
         b = src.boundaryFrom(Math.max(0, src.endOffset - Math.floor(this.#opts.maxPending / 2)));
         if (b === null) break;
         const path = this.#path(b + 1);
-        fh = await this.#io.open(path, 'w', 0o600);
+        ({ fh, direct } = await this.#open(path, 'w'));
         if (src.view(b + 1) !== null || b === src.endOffset) {
           if (src.endOffset - b <= this.#opts.maxPending) break;
         }
@@ -574,8 +621,7 @@ export class DiskLog {
       return;
     }
     if (fh === null || b === null) return this.#scheduleRestart();
-    this.#fh = fh;
-    this.#fhStart = b + 1;
+    this.#setHandle(fh, b + 1, direct);
     this.#dirDirty = true;
     this.#segments = [{ start: b + 1, size: 0 }];
     this.#written = b;
@@ -659,8 +705,12 @@ export class DiskLog {
     const gen = ++this.#gen;
     this.#clearTimer();
     const fh = this.#fh;
+    const last = this.#segments[this.#segments.length - 1];
     this.#fh = null;
     if (fh && !this.#hung()) {
+      if (last && this.#fhStart === last.start) {
+        await fh.truncate(last.size).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not cut the last log segment to its bytes'));
+      }
       await fh.datasync().catch((err: Error) => this.#opts.logger.warn({ err }, 'final fsync of the disk log failed'));
       await fh.close().catch(() => {});
     }

@@ -106,111 +106,129 @@ async function segments(dir: string): Promise<Array<{ name: string; start: numbe
   return Promise.all(names.map(async (name) => ({ name, start: Number(name.slice(15, 35)), data: await fsp.readFile(join(dir, name)) })));
 }
 
-/** The bytes on disk from the first segment on, checked to be contiguous. */
-async function onDisk(t: Test, dir: string): Promise<{ first: number; data: Buffer }> {
+/**
+ * The bytes on disk from the first segment on, checked to be contiguous. The segment being written may end in the
+ * zero padding of O_DIRECT writes: it is checked to be zeros and left out (`disk` tells where the bytes end).
+ */
+async function onDisk(t: Test, dir: string, disk?: DiskLog): Promise<{ first: number; data: Buffer }> {
   const segs = await segments(dir);
   for (let i = 1; i < segs.length; i++) t.equal(segs[i]!.start, segs[i - 1]!.start + segs[i - 1]!.data.length, `${segs[i]!.name} follows the previous segment`);
-  return { first: segs[0]?.start ?? 0, data: Buffer.concat(segs.map((s) => s.data)) };
+  const first = segs[0]?.start ?? 0;
+  let data = Buffer.concat(segs.map((s) => s.data));
+  if (disk && data.length > disk.endOffset - first + 1) {
+    const end = disk.endOffset - first + 1;
+    t.ok(data.length - end < 4096 && data.subarray(end).every((b) => b === 0), 'after its last byte, the open segment holds only the zero padding of one block');
+    data = data.subarray(0, end);
+  }
+  return { first, data };
 }
 
 const isBoundary = (s: { ends: number[] }, offset: number): boolean => offset === 0 || s.ends.includes(offset);
 
-t.test('the stream lands on disk byte for byte, each segment starting right after a whole command', async (t) => {
-  const s = makeStream(400, 1);
-  const { dir, disk, log } = await setup(t);
-  feed(log, s, 0, s.bytes.length);
-  await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'everything written' });
-  const { first, data } = await onDisk(t, dir);
-  t.equal(first, 1);
-  t.ok(data.equals(s.bytes), 'the disk holds the stream');
-  const segs = await segments(dir);
-  t.ok(segs.length > 10, `rolled into ${segs.length} segments`);
-  for (const seg of segs) t.ok(isBoundary(s, seg.start - 1), `${seg.name} starts after a command boundary`);
-  t.equal(disk.state, DiskLogState.Ok);
-  t.ok(log.memFirstOffset > 1, 'memory was trimmed once the disk held the bytes');
-  t.ok(log.size <= 1024 + 12000, 'memory stays near log.memory');
-});
+/** Test names say which write path they run: through the page cache, or O_DIRECT (DirectWriter). */
+const mode = (direct: boolean): string => (direct ? ' (O_DIRECT)' : '');
 
-t.test('short writes are continued where they stopped, and only written bytes count', async (t) => {
-  const s = makeStream(60, 2);
-  const { dir, io, disk, log } = await setup(t);
-  io.shortWrites(7);
-  feed(log, s, 0, s.bytes.length);
-  let sawPartial = false;
-  await waitFor(
-    async () => {
-      const w = disk.writtenOffset;
-      const { data } = await onDiskQuiet(dir);
-      // Never more counted than the files hold.
-      if (data.length < w) throw new Error(`writtenOffset ${w} > ${data.length} bytes on disk`);
-      if (w > 0 && w < s.bytes.length) sawPartial = true;
-      return w === s.bytes.length || undefined;
-    },
-    { what: 'everything written in 7-byte pieces', intervalMs: 1 },
-  );
-  t.ok(sawPartial, 'progress was observed mid-way');
-  t.ok((await onDisk(t, dir)).data.equals(s.bytes));
-});
-
-for (const code of ['EIO', 'ENOSPC', 'EFBIG']) {
-  t.test(`${code} on writes: forwarding goes on from memory, the writes are retried, nothing is lost or shifted`, async (t) => {
-    const s = makeStream(300, 3);
-    const { dir, io, disk, log, events } = await setup(t);
-    feed(log, s, 0, 20000);
-    await waitFor(() => disk.writtenOffset === 20000, { what: 'the first part written' });
-    io.failWrites(code, 6);
-    feed(log, s, 20000, s.bytes.length);
-    await waitFor(() => disk.state === DiskLogState.Failing || undefined, { what: 'failing' });
-    t.match(disk.problem?.cause, new RegExp(code));
-    // While failing, everything the disk lacks is still in memory and every held offset reads the true byte.
-    t.ok(log.memFirstOffset <= disk.writtenOffset + 1, 'memory keeps what the disk has not taken');
-    for (let o = log.firstOffset; o <= log.endOffset; o += 997) {
-      const b = await readAt(log, o);
-      t.equal(b[0], s.bytes[o - 1], `offset ${o}`);
-    }
-    await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'retries succeed' });
+for (const direct of [false, true]) {
+  t.test(`the stream lands on disk byte for byte, each segment starting right after a whole command${mode(direct)}`, async (t) => {
+    const s = makeStream(400, 1);
+    const { dir, disk, log } = await setup(t, { direct });
+    feed(log, s, 0, s.bytes.length);
+    await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'everything written' });
+    const { first, data } = await onDisk(t, dir, disk);
+    t.equal(first, 1);
+    t.ok(data.equals(s.bytes), 'the disk holds the stream');
+    const segs = await segments(dir);
+    t.ok(segs.length > 10, `rolled into ${segs.length} segments`);
+    for (const seg of segs) t.ok(isBoundary(s, seg.start - 1), `${seg.name} starts after a command boundary`);
     t.equal(disk.state, DiskLogState.Ok);
-    t.same(
-      events.messages('disk.state').map((m) => [m.from, m.to]),
-      [
-        ['ok', 'failing'],
-        ['failing', 'ok'],
-      ],
-      'disk.state: failing, then ok',
+    t.equal(disk.direct, direct, direct ? 'written with O_DIRECT (the test dir takes it)' : 'written through the page cache');
+    t.ok(log.memFirstOffset > 1, 'memory was trimmed once the disk held the bytes');
+    t.ok(log.size <= 1024 + 12000, 'memory stays near log.memory');
+    await disk.close();
+    t.ok((await onDiskQuiet(dir)).data.equals(s.bytes), 'closed, every segment file holds exactly its bytes (no padding)');
+  });
+
+  t.test(`short writes are continued where they stopped, and only written bytes count${mode(direct)}`, async (t) => {
+    const s = makeStream(60, 2);
+    const { dir, io, disk, log } = await setup(t, { direct });
+    io.shortWrites(7);
+    feed(log, s, 0, s.bytes.length);
+    let sawPartial = false;
+    await waitFor(
+      async () => {
+        const w = disk.writtenOffset;
+        const { data } = await onDiskQuiet(dir);
+        // Never more counted than the files hold.
+        if (data.length < w) throw new Error(`writtenOffset ${w} > ${data.length} bytes on disk`);
+        if (w > 0 && w < s.bytes.length) sawPartial = true;
+        return w === s.bytes.length || undefined;
+      },
+      { what: 'everything written in 7-byte pieces', intervalMs: 1 },
     );
-    t.equal(events.messages('disk.write-error').length, 6, 'one disk.write-error per failed write');
-    t.match(events.messages('disk.write-error')[0], { cause: new RegExp(code) });
-    t.ok((await onDisk(t, dir)).data.equals(s.bytes), 'the disk holds the stream, with no hole and no shift');
+    t.ok(sawPartial, 'progress was observed mid-way');
+    t.ok((await onDisk(t, dir, disk)).data.equals(s.bytes));
+  });
+
+  for (const code of ['EIO', 'ENOSPC', 'EFBIG']) {
+    t.test(`${code} on writes: forwarding goes on from memory, the writes are retried, nothing is lost or shifted${mode(direct)}`, async (t) => {
+      const s = makeStream(300, 3);
+      const { dir, io, disk, log, events } = await setup(t, { direct });
+      feed(log, s, 0, 20000);
+      await waitFor(() => disk.writtenOffset === 20000, { what: 'the first part written' });
+      io.failWrites(code, 6);
+      feed(log, s, 20000, s.bytes.length);
+      await waitFor(() => disk.state === DiskLogState.Failing || undefined, { what: 'failing' });
+      t.match(disk.problem?.cause, new RegExp(code));
+      // While failing, everything the disk lacks is still in memory and every held offset reads the true byte.
+      t.ok(log.memFirstOffset <= disk.writtenOffset + 1, 'memory keeps what the disk has not taken');
+      for (let o = log.firstOffset; o <= log.endOffset; o += 997) {
+        const b = await readAt(log, o);
+        t.equal(b[0], s.bytes[o - 1], `offset ${o}`);
+      }
+      await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'retries succeed' });
+      t.equal(disk.state, DiskLogState.Ok);
+      t.same(
+        events.messages('disk.state').map((m) => [m.from, m.to]),
+        [
+          ['ok', 'failing'],
+          ['failing', 'ok'],
+        ],
+        'disk.state: failing, then ok',
+      );
+      t.equal(events.messages('disk.write-error').length, 6, 'one disk.write-error per failed write');
+      t.match(events.messages('disk.write-error')[0], { cause: new RegExp(code) });
+      t.ok((await onDisk(t, dir, disk)).data.equals(s.bytes), 'the disk holds the stream, with no hole and no shift');
+    });
+  }
+
+  t.test(`a hung write: reported failing, then past log.disk-queue the disk history is dropped and memory is bounded${mode(direct)}`, async (t) => {
+    const s = makeStream(2000, 4);
+    const { dir, io, disk, log, events } = await setup(t, { direct, maxPending: 64 * 1024, hungMs: 20, memory: 16 * 1024 });
+    feed(log, s, 0, 30000);
+    await waitFor(() => disk.writtenOffset === 30000, { what: 'the first part written' });
+    io.hangWrites();
+    feed(log, s, 30000, 50000);
+    await waitFor(() => disk.state === DiskLogState.Failing || undefined, { what: 'the hung write reported' });
+    t.match(disk.problem?.cause, /has not returned/);
+    t.equal(log.firstOffset, 1, 'the disk history still serves the start');
+    feed(log, s, 50000, 150000);
+    t.equal(disk.state, DiskLogState.Detached, 'detached once the disk is past log.disk-queue');
+    t.match(disk.problem?.cause, /log\.disk-queue/);
+    t.ok(log.size <= 16 * 1024 + 6000, `memory is trimmed back to log.memory (${log.size})`);
+    t.ok(log.firstOffset > 30000, 'offsets only on the dropped disk history are no longer held');
+    t.notOk(log.holds(1));
+    // The disk comes back: a new history starts at a command boundary, never spliced onto the old one.
+    io.release();
+    await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'resumed and caught up' });
+    const { first, data } = await onDisk(t, dir, disk);
+    t.ok(first > 50000, `the new history starts at ${first}`);
+    t.ok(isBoundary(s, first - 1), 'right after a whole command');
+    t.ok(data.equals(s.bytes.subarray(first - 1, log.endOffset)), 'and holds the stream from there');
+    await feedPaced(log, disk, s, 150000, s.bytes.length);
+    t.ok((await onDisk(t, dir, disk)).data.equals(s.bytes.subarray(first - 1)));
+    t.match(events.messages('disk.detached'), [{ cause: /log\.disk-queue/ }], 'one disk.detached');
   });
 }
-
-t.test('a hung write: reported failing, then past log.disk-queue the disk history is dropped and memory is bounded', async (t) => {
-  const s = makeStream(2000, 4);
-  const { dir, io, disk, log, events } = await setup(t, { maxPending: 64 * 1024, hungMs: 20, memory: 16 * 1024 });
-  feed(log, s, 0, 30000);
-  await waitFor(() => disk.writtenOffset === 30000, { what: 'the first part written' });
-  io.hangWrites();
-  feed(log, s, 30000, 50000);
-  await waitFor(() => disk.state === DiskLogState.Failing || undefined, { what: 'the hung write reported' });
-  t.match(disk.problem?.cause, /has not returned/);
-  t.equal(log.firstOffset, 1, 'the disk history still serves the start');
-  feed(log, s, 50000, 150000);
-  t.equal(disk.state, DiskLogState.Detached, 'detached once the disk is past log.disk-queue');
-  t.match(disk.problem?.cause, /log\.disk-queue/);
-  t.ok(log.size <= 16 * 1024 + 6000, `memory is trimmed back to log.memory (${log.size})`);
-  t.ok(log.firstOffset > 30000, 'offsets only on the dropped disk history are no longer held');
-  t.notOk(log.holds(1));
-  // The disk comes back: a new history starts at a command boundary, never spliced onto the old one.
-  io.release();
-  await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'resumed and caught up' });
-  const { first, data } = await onDisk(t, dir);
-  t.ok(first > 50000, `the new history starts at ${first}`);
-  t.ok(isBoundary(s, first - 1), 'right after a whole command');
-  t.ok(data.equals(s.bytes.subarray(first - 1, log.endOffset)), 'and holds the stream from there');
-  await feedPaced(log, disk, s, 150000, s.bytes.length);
-  t.ok((await onDisk(t, dir)).data.equals(s.bytes.subarray(first - 1)));
-  t.match(events.messages('disk.detached'), [{ cause: /log\.disk-queue/ }], 'one disk.detached');
-});
 
 /** Feeds like the upstream socket: read straight into the log's reserved space (read blocks, reused once dropped). */
 function readFeed(log: ReplLog, s: { bytes: Buffer; ends: number[] }, from: number, to: number): void {
@@ -224,6 +242,45 @@ function readFeed(log: ReplLog, s: { bytes: Buffer; ends: number[] }, from: numb
     o += n;
   }
 }
+
+for (const refused of ['open', 'write'] as const) {
+  t.test(`a filesystem that refuses O_DIRECT at ${refused}: the log writes through the page cache, nothing lost`, async (t) => {
+    const s = makeStream(300, 12);
+    const io = new FaultyIo();
+    io.refuseDirect(refused);
+    const { dir, disk, log, events } = await setup(t, { direct: true, io });
+    feed(log, s, 0, s.bytes.length);
+    await waitFor(() => disk.writtenOffset === s.bytes.length || undefined, { what: 'everything written' });
+    t.equal(disk.direct, false, 'O_DIRECT given up');
+    t.equal(disk.state, DiskLogState.Ok, 'never failing');
+    t.same(events.messages('disk.write-error'), [], 'no write error reported');
+    t.ok((await onDisk(t, dir, disk)).data.equals(s.bytes));
+  });
+}
+
+t.test('a crash after O_DIRECT writes leaves zero padding: recovery cuts it and ends at the last byte written', async (t) => {
+  const s = makeStream(300, 13);
+  const dir = t.testdir();
+  const io = new FaultyIo();
+  const { disk, log } = await setup(t, { direct: true, io, dir, segmentBytes: 1 << 20 });
+  const half = s.ends[150]!;
+  feed(log, s, 0, half);
+  await waitFor(() => disk.writtenOffset === half || undefined, { what: 'written' });
+  const [seg] = await segments(dir);
+  t.ok(seg!.data.length > half && seg!.data.length % 4096 === 0, `the file is padded to a block (${seg!.data.length} bytes for ${half})`);
+  // The process dies here: no close. The next run recovers from the files alone.
+  io.crashAt(io.ops + 1);
+  const d = await DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 1 << 20, maxPending: 1 << 30, epoch: 1, logger: silent, direct: true });
+  t.equal(d.endOffset, half, 'recovered up to the last byte written');
+  t.ok((await onDiskQuiet(dir)).data.equals(s.bytes.subarray(0, half)), 'the padding is cut from the file');
+  const log2 = new ReplLog(1024);
+  log2.reset(d.endOffset);
+  log2.attachDisk(d);
+  t.teardown(() => d.close(100));
+  feed(log2, s, half, s.bytes.length);
+  await waitFor(() => d.writtenOffset === s.bytes.length || undefined, { what: 'the rest written after the restart' });
+  t.ok((await onDisk(t, dir, d)).data.equals(s.bytes), 'writing goes on in the partial block the last run left');
+});
 
 t.test('a write in flight holds the memory it writes from: the log reuses none of it until the write returns', async (t) => {
   const s = makeStream(4000, 4);
@@ -247,178 +304,184 @@ t.test('a write in flight holds the memory it writes from: the log reuses none o
   await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'resumed and caught up' });
 });
 
-t.test('a disk that keeps failing past log.disk-queue is detached and retried until it takes writes', async (t) => {
-  const s = makeStream(1500, 5);
-  const { dir, io, disk, log } = await setup(t, { maxPending: 32 * 1024, memory: 8 * 1024 });
-  io.failWrites('ENOSPC', 1_000_000);
-  feed(log, s, 0, 100000);
-  t.equal(disk.state, DiskLogState.Detached);
-  t.same(await segments(dir), [], 'nothing on disk');
-  t.ok(log.size <= 8 * 1024 + 6000, 'memory bounded');
-  io.failWrites('ENOSPC', 0);
-  await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'writes resume by themselves' });
-  const { first, data } = await onDisk(t, dir);
-  t.ok(data.equals(s.bytes.subarray(first - 1, log.endOffset)));
-});
+for (const direct of [false, true]) {
+  t.test(`a disk that keeps failing past log.disk-queue is detached and retried until it takes writes${mode(direct)}`, async (t) => {
+    const s = makeStream(1500, 5);
+    const { dir, io, disk, log } = await setup(t, { direct, maxPending: 32 * 1024, memory: 8 * 1024 });
+    io.failWrites('ENOSPC', 1_000_000);
+    feed(log, s, 0, 100000);
+    t.equal(disk.state, DiskLogState.Detached);
+    t.same(await segments(dir), [], 'nothing on disk');
+    t.ok(log.size <= 8 * 1024 + 6000, 'memory bounded');
+    io.failWrites('ENOSPC', 0);
+    await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'writes resume by themselves' });
+    const { first, data } = await onDisk(t, dir, disk);
+    t.ok(data.equals(s.bytes.subarray(first - 1, log.endOffset)));
+  });
 
-t.test('reset() removes every segment and starts a new history after the given offset', async (t) => {
-  const s = makeStream(200, 6);
-  const { dir, disk, log } = await setup(t);
-  feed(log, s, 0, s.bytes.length);
-  await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
-  await log.resetHistory(5000, 2);
-  t.same(await segments(dir), []);
-  t.equal(disk.epoch, 2);
-  const next = makeStream(50, 7);
-  feed(log, { bytes: next.bytes, ends: next.ends }, 0, next.bytes.length);
-  await waitFor(() => disk.writtenOffset === 5000 + next.bytes.length, { what: 'the new history written' });
-  const segs = await segments(dir);
-  t.match(segs[0]!.name, /^seg-0000000002-00000000000000005001\.log$/);
-  t.ok((await onDisk(t, dir)).data.equals(next.bytes));
-});
-
-t.test('dropOldest keeps the segment being written; reads never return bytes past writtenOffset', async (t) => {
-  const s = makeStream(300, 8);
-  const { disk, log } = await setup(t, { maxBytes: 16 * 1024 });
-  feed(log, s, 0, s.bytes.length);
-  await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
-  while (await disk.dropOldest());
-  t.equal(disk.segmentCount, 1);
-  const first = disk.firstOffset;
-  const b = await disk.read(first, 1 << 20);
-  t.ok(b.equals(s.bytes.subarray(first - 1, first - 1 + b.length)));
-  await t.rejects(disk.read(disk.writtenOffset + 1), LogRangeError);
-  await t.rejects(disk.read(first - 1), LogRangeError);
-});
-
-t.test('recovery', async (t) => {
-  const s = makeStream(500, 9);
-  async function written(dir: string): Promise<void> {
-    const io = new FaultyIo();
-    const disk = await DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 4096, maxPending: 1 << 30, epoch: 1, logger: silent, io });
-    const log = new ReplLog(1024);
-    log.reset(0);
-    log.attachDisk(disk);
+  t.test(`reset() removes every segment and starts a new history after the given offset${mode(direct)}`, async (t) => {
+    const s = makeStream(200, 6);
+    const { dir, disk, log } = await setup(t, { direct });
     feed(log, s, 0, s.bytes.length);
     await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
-    await disk.close();
-  }
-  const reopen = (dir: string, epoch: number | null = 1) =>
-    DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 4096, maxPending: 1 << 30, epoch, logger: silent });
-
-  t.test('a clean log reopens whole', async (t) => {
-    const dir = t.testdir();
-    await written(dir);
-    const d = await reopen(dir);
-    t.equal(d.firstOffset, 1);
-    t.equal(d.endOffset, s.bytes.length);
-  });
-
-  t.test('a torn tail is cut back to the last whole command', async (t) => {
-    const dir = t.testdir();
-    await written(dir);
+    await log.resetHistory(5000, 2);
+    t.same(await segments(dir), []);
+    t.equal(disk.epoch, 2);
+    const next = makeStream(50, 7);
+    feed(log, { bytes: next.bytes, ends: next.ends }, 0, next.bytes.length);
+    await waitFor(() => disk.writtenOffset === 5000 + next.bytes.length, { what: 'the new history written' });
     const segs = await segments(dir);
-    const last = segs[segs.length - 1]!;
-    await fsp.truncate(join(dir, last.name), last.data.length - 5);
-    const d = await reopen(dir);
-    const end = d.endOffset;
-    t.ok(end < s.bytes.length && isBoundary(s, end), `ends at ${end}, a command boundary`);
-    t.ok(end >= last.start - 1);
+    t.match(segs[0]!.name, /^seg-0000000002-00000000000000005001\.log$/);
+    t.ok((await onDisk(t, dir, disk)).data.equals(next.bytes));
   });
 
-  t.test('a last segment holding only part of a command is removed; the one before ends at a boundary', async (t) => {
-    const dir = t.testdir();
-    await written(dir);
-    const segs = await segments(dir);
-    const last = segs[segs.length - 1]!;
-    await fsp.truncate(join(dir, last.name), 3);
-    const d = await reopen(dir);
-    t.equal(d.endOffset, last.start - 1);
-    t.ok(isBoundary(s, d.endOffset));
-    t.equal(d.segmentCount, segs.length - 1);
+  t.test(`dropOldest keeps the segment being written; reads never return bytes past writtenOffset${mode(direct)}`, async (t) => {
+    const s = makeStream(300, 8);
+    const { disk, log } = await setup(t, { direct, maxBytes: 16 * 1024 });
+    feed(log, s, 0, s.bytes.length);
+    await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
+    while (await disk.dropOldest());
+    t.equal(disk.segmentCount, 1);
+    const first = disk.firstOffset;
+    const b = await disk.read(first, 1 << 20);
+    t.ok(b.equals(s.bytes.subarray(first - 1, first - 1 + b.length)));
+    await t.rejects(disk.read(disk.writtenOffset + 1), LogRangeError);
+    await t.rejects(disk.read(first - 1), LogRangeError);
   });
+}
 
-  t.test('an empty last segment (created at a roll, never written) is removed', async (t) => {
-    const dir = t.testdir();
-    await written(dir);
-    const segs = await segments(dir);
-    await fsp.writeFile(join(dir, `seg-0000000001-${String(s.bytes.length + 1).padStart(20, '0')}.log`), '');
-    const d = await reopen(dir);
-    t.equal(d.endOffset, s.bytes.length);
-    t.equal(d.segmentCount, segs.length);
-  });
-
-  t.test('a gap keeps only the newest contiguous run', async (t) => {
-    const dir = t.testdir();
-    await written(dir);
-    const segs = await segments(dir);
-    await fsp.rm(join(dir, segs[3]!.name));
-    const d = await reopen(dir);
-    t.equal(d.firstOffset, segs[4]!.start);
-    t.equal(d.endOffset, s.bytes.length);
-    t.equal((await segments(dir)).length, segs.length - 4, 'the segments before the gap are removed');
-  });
-
-  t.test('segments of another history, of the old format, and with no trusted history are removed', async (t) => {
-    const dir = t.testdir();
-    await written(dir);
-    await fsp.writeFile(join(dir, `seg-0000000000-${'1'.padStart(20, '0')}.log`), '*1\r\n$4\r\nPING\r\n');
-    await fsp.writeFile(join(dir, `seg-${'1'.padStart(20, '0')}.log`), 'old');
-    await fsp.writeFile(join(dir, 'index.json'), '{}');
-    const d = await reopen(dir);
-    t.equal(d.endOffset, s.bytes.length);
-    const names = await fsp.readdir(dir);
-    t.notOk(names.some((n) => n.startsWith('seg-0000000000-') || n === 'index.json' || /^seg-\d{20}\.log$/.test(n)));
-    const none = await reopen(dir, null);
-    t.ok(none.empty, 'epoch null trusts nothing');
-    t.same(await fsp.readdir(dir), []);
-  });
-});
-
-t.test('a crash between any two file operations recovers a prefix of the stream that ends at a whole command', async (t) => {
-  const s = makeStream(250, 11);
-  // How many mutating file operations a clean run makes (opening, writing, fsyncing, rolling, dropping segments).
-  async function run(dir: string, io: FaultyIo): Promise<void> {
-    const disk = await DiskLog.open({ dir, maxBytes: 24 * 1024, segmentBytes: 4096, maxPending: 1 << 30, epoch: 1, logger: silent, io, retryMinMs: 1, retryMaxMs: 2 });
-    const log = new ReplLog(2048);
-    log.reset(0);
-    log.attachDisk(disk);
-    disk.onOverLimit = () => void disk.dropOldest().catch(() => {});
-    for (let part = 0; part < 5; part++) {
-      feed(log, s, Math.floor((s.bytes.length * part) / 5), Math.floor((s.bytes.length * (part + 1)) / 5), part + 1);
-      await waitFor(() => io.crashed || disk.writtenOffset === log.endOffset || undefined, { what: 'written or crashed', intervalMs: 1 });
-      if (io.crashed) break;
+for (const direct of [false, true]) {
+  t.test(`recovery${mode(direct)}`, async (t) => {
+    const s = makeStream(500, 9);
+    async function written(dir: string): Promise<void> {
+      const io = new FaultyIo();
+      const disk = await DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 4096, maxPending: 1 << 30, epoch: 1, logger: silent, io, direct });
+      const log = new ReplLog(1024);
+      log.reset(0);
+      log.attachDisk(disk);
+      feed(log, s, 0, s.bytes.length);
+      await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
+      await disk.close();
     }
-    await disk.close(0).catch(() => {});
-    await io.settled();
-  }
-  const clean = new FaultyIo();
-  await run(t.testdir(), clean);
-  t.ok(clean.ops > 30, `a clean run makes ${clean.ops} file operations`);
-  const problems: string[] = [];
-  let recovered = 0;
-  for (let k = 1; k <= clean.ops; k++) {
-    const dir = join(t.testdir(), String(k));
-    await fsp.mkdir(dir, { recursive: true });
-    const io = new FaultyIo();
-    io.crashAt(k, k);
-    await run(dir, io).catch((err: Error) => {
-      if (!(err instanceof CrashError)) throw err;
+    const reopen = (dir: string, epoch: number | null = 1) =>
+      DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 4096, maxPending: 1 << 30, epoch, logger: silent });
+
+    t.test('a clean log reopens whole', async (t) => {
+      const dir = t.testdir();
+      await written(dir);
+      const d = await reopen(dir);
+      t.equal(d.firstOffset, 1);
+      t.equal(d.endOffset, s.bytes.length);
     });
-    const d = await DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 4096, maxPending: 1 << 30, epoch: 1, logger: silent, io: nodeFileIo });
-    if (d.empty) continue;
-    recovered++;
-    const end = d.endOffset;
-    if (!isBoundary(s, end)) problems.push(`crash at operation ${k}: recovery ends at ${end}, inside a command`);
-    const { first, data } = await onDiskQuiet(dir);
-    if (first !== d.firstOffset || first - 1 + data.length !== end) problems.push(`crash at operation ${k}: files [${first}, +${data.length}) disagree with [${d.firstOffset}, ${end}]`);
-    if (!data.equals(s.bytes.subarray(first - 1, first - 1 + data.length))) problems.push(`crash at operation ${k}: the recovered bytes are not the stream`);
-    const b = await d.read(end, 1);
-    if (b[0] !== s.bytes[end - 1]) problems.push(`crash at operation ${k}: read() of the last byte is wrong`);
-  }
-  t.same(problems, [], `every one of ${clean.ops} crash points recovers a whole-command prefix of the stream`);
-  t.ok(recovered > clean.ops / 2, `most crash points leave a log to recover (${recovered})`);
-});
+
+    t.test('a torn tail is cut back to the last whole command', async (t) => {
+      const dir = t.testdir();
+      await written(dir);
+      const segs = await segments(dir);
+      const last = segs[segs.length - 1]!;
+      await fsp.truncate(join(dir, last.name), last.data.length - 5);
+      const d = await reopen(dir);
+      const end = d.endOffset;
+      t.ok(end < s.bytes.length && isBoundary(s, end), `ends at ${end}, a command boundary`);
+      t.ok(end >= last.start - 1);
+    });
+
+    t.test('a last segment holding only part of a command is removed; the one before ends at a boundary', async (t) => {
+      const dir = t.testdir();
+      await written(dir);
+      const segs = await segments(dir);
+      const last = segs[segs.length - 1]!;
+      await fsp.truncate(join(dir, last.name), 3);
+      const d = await reopen(dir);
+      t.equal(d.endOffset, last.start - 1);
+      t.ok(isBoundary(s, d.endOffset));
+      t.equal(d.segmentCount, segs.length - 1);
+    });
+
+    t.test('an empty last segment (created at a roll, never written) is removed', async (t) => {
+      const dir = t.testdir();
+      await written(dir);
+      const segs = await segments(dir);
+      await fsp.writeFile(join(dir, `seg-0000000001-${String(s.bytes.length + 1).padStart(20, '0')}.log`), '');
+      const d = await reopen(dir);
+      t.equal(d.endOffset, s.bytes.length);
+      t.equal(d.segmentCount, segs.length);
+    });
+
+    t.test('a gap keeps only the newest contiguous run', async (t) => {
+      const dir = t.testdir();
+      await written(dir);
+      const segs = await segments(dir);
+      await fsp.rm(join(dir, segs[3]!.name));
+      const d = await reopen(dir);
+      t.equal(d.firstOffset, segs[4]!.start);
+      t.equal(d.endOffset, s.bytes.length);
+      t.equal((await segments(dir)).length, segs.length - 4, 'the segments before the gap are removed');
+    });
+
+    t.test('segments of another history, of the old format, and with no trusted history are removed', async (t) => {
+      const dir = t.testdir();
+      await written(dir);
+      await fsp.writeFile(join(dir, `seg-0000000000-${'1'.padStart(20, '0')}.log`), '*1\r\n$4\r\nPING\r\n');
+      await fsp.writeFile(join(dir, `seg-${'1'.padStart(20, '0')}.log`), 'old');
+      await fsp.writeFile(join(dir, 'index.json'), '{}');
+      const d = await reopen(dir);
+      t.equal(d.endOffset, s.bytes.length);
+      const names = await fsp.readdir(dir);
+      t.notOk(names.some((n) => n.startsWith('seg-0000000000-') || n === 'index.json' || /^seg-\d{20}\.log$/.test(n)));
+      const none = await reopen(dir, null);
+      t.ok(none.empty, 'epoch null trusts nothing');
+      t.same(await fsp.readdir(dir), []);
+    });
+  });
+}
+
+for (const direct of [false, true]) {
+  t.test(`a crash between any two file operations recovers a prefix of the stream that ends at a whole command${mode(direct)}`, async (t) => {
+    const s = makeStream(250, 11);
+    // How many mutating file operations a clean run makes (opening, writing, fsyncing, rolling, dropping segments).
+    async function run(dir: string, io: FaultyIo): Promise<void> {
+      const disk = await DiskLog.open({ dir, maxBytes: 24 * 1024, segmentBytes: 4096, maxPending: 1 << 30, epoch: 1, logger: silent, io, direct, retryMinMs: 1, retryMaxMs: 2 });
+      const log = new ReplLog(2048);
+      log.reset(0);
+      log.attachDisk(disk);
+      disk.onOverLimit = () => void disk.dropOldest().catch(() => {});
+      for (let part = 0; part < 5; part++) {
+        feed(log, s, Math.floor((s.bytes.length * part) / 5), Math.floor((s.bytes.length * (part + 1)) / 5), part + 1);
+        await waitFor(() => io.crashed || disk.writtenOffset === log.endOffset || undefined, { what: 'written or crashed', intervalMs: 1 });
+        if (io.crashed) break;
+      }
+      await disk.close(0).catch(() => {});
+      await io.settled();
+    }
+    const clean = new FaultyIo();
+    await run(t.testdir(), clean);
+    t.ok(clean.ops > 30, `a clean run makes ${clean.ops} file operations`);
+    const problems: string[] = [];
+    let recovered = 0;
+    for (let k = 1; k <= clean.ops; k++) {
+      const dir = join(t.testdir(), String(k));
+      await fsp.mkdir(dir, { recursive: true });
+      const io = new FaultyIo();
+      io.crashAt(k, k);
+      await run(dir, io).catch((err: Error) => {
+        if (!(err instanceof CrashError)) throw err;
+      });
+      const d = await DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 4096, maxPending: 1 << 30, epoch: 1, logger: silent, io: nodeFileIo });
+      if (d.empty) continue;
+      recovered++;
+      const end = d.endOffset;
+      if (!isBoundary(s, end)) problems.push(`crash at operation ${k}: recovery ends at ${end}, inside a command`);
+      const { first, data } = await onDiskQuiet(dir);
+      if (first !== d.firstOffset || first - 1 + data.length !== end) problems.push(`crash at operation ${k}: files [${first}, +${data.length}) disagree with [${d.firstOffset}, ${end}]`);
+      if (!data.equals(s.bytes.subarray(first - 1, first - 1 + data.length))) problems.push(`crash at operation ${k}: the recovered bytes are not the stream`);
+      const b = await d.read(end, 1);
+      if (b[0] !== s.bytes[end - 1]) problems.push(`crash at operation ${k}: read() of the last byte is wrong`);
+    }
+    t.same(problems, [], `every one of ${clean.ops} crash points recovers a whole-command prefix of the stream`);
+    t.ok(recovered > clean.ops / 2, `most crash points leave a log to recover (${recovered})`);
+  });
+}
 
 async function onDiskQuiet(dir: string): Promise<{ first: number; data: Buffer }> {
   const segs = await segments(dir);
