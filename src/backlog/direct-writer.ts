@@ -15,11 +15,27 @@ const alignDown = (n: number): number => n - (n % DIRECT_ALIGN);
 const alignUp = (n: number): number => alignDown(n + DIRECT_ALIGN - 1);
 
 /**
+ * No page-aligned memory could be had: V8 reserves gigabytes of address space around every WebAssembly.Memory,
+ * which an address-space limit (`ulimit -v`, systemd's LimitAS=) refuses.
+ */
+export class AlignedMemoryError extends Error {}
+
+/** Whether `err`, from opening or writing with O_DIRECT, means it cannot be used here (rather than a failing disk). */
+export function directUnavailable(err: unknown): boolean {
+  return err instanceof AlignedMemoryError || (err as NodeJS.ErrnoException | null)?.code === 'EINVAL';
+}
+
+/**
  * Page-aligned memory: a WebAssembly.Memory is mmapped, so its first byte starts a page. Node's own Buffers come
  * from malloc and are not aligned (O_DIRECT refuses them with EINVAL).
  */
 function alignedBuffer(bytes: number): Buffer {
-  const mem = new WebAssembly.Memory({ initial: Math.ceil(bytes / WASM_PAGE) });
+  let mem: { readonly buffer: ArrayBuffer };
+  try {
+    mem = new WebAssembly.Memory({ initial: Math.ceil(bytes / WASM_PAGE) });
+  } catch (err) {
+    throw new AlignedMemoryError(`no page-aligned memory for O_DIRECT writes: ${(err as Error).message}`);
+  }
   return Buffer.from(mem.buffer);
 }
 

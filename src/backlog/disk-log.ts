@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
 import { nodeFileIo, type FileHandleIo, type FileIo } from './file-io.js';
-import { DirectWriter } from './direct-writer.js';
+import { DirectWriter, directUnavailable } from './direct-writer.js';
 import { InternalError, LogRangeError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import { Telemetry } from '../observability/telemetry.js';
@@ -108,7 +108,7 @@ export class DiskLog {
   #fhStart = -1;
   /** Whether #fh was opened with O_DIRECT (its writes then go through #direct). */
   #fhDirect = false;
-  /** null: writes go through the page cache (not asked for, or the filesystem refused O_DIRECT). */
+  /** null: writes go through the page cache (not asked for, or O_DIRECT proved unavailable: refused by the filesystem, or no aligned memory). */
   #direct: DirectWriter | null;
   #state: DiskLogState = DiskLogState.Ok;
   #cause: string | null = null;
@@ -146,7 +146,7 @@ export class DiskLog {
     this.#direct = opts.direct ? new DirectWriter(BATCH_MAX_BYTES) : null;
   }
 
-  /** Whether segments are written with O_DIRECT (false once the filesystem refused it). */
+  /** Whether segments are written with O_DIRECT (false once it proved unavailable). */
   get direct(): boolean {
     return this.#direct !== null;
   }
@@ -427,7 +427,7 @@ export class DiskLog {
     try {
       ({ bytesWritten } = this.#fhDirect && this.#direct ? await this.#direct.write(fh, bufs, seg.size) : await fh.writev(bufs, seg.size));
     } catch (err) {
-      if (gen !== this.#gen || !this.#fhDirect || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      if (gen !== this.#gen || !this.#fhDirect || !directUnavailable(err)) throw err;
       this.#directRefused(err as Error);
       this.#dropHandle();
       return;
@@ -466,7 +466,7 @@ export class DiskLog {
       try {
         return { fh: await this.#io.open(path, flags, 0o600, { direct: true }), direct: true };
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        if (!directUnavailable(err)) throw err;
         this.#directRefused(err as Error);
       }
     }
@@ -476,7 +476,7 @@ export class DiskLog {
   #directRefused(err: Error): void {
     if (this.#direct === null) return;
     this.#direct = null;
-    this.#opts.logger.warn({ err, dir: this.dir }, 'the filesystem refuses O_DIRECT: the disk log writes through the page cache');
+    this.#opts.logger.warn({ err, dir: this.dir }, 'O_DIRECT is not available (the filesystem refuses it, or no aligned memory): the disk log writes through the page cache');
   }
 
   #setHandle(fh: FileHandleIo, start: number, direct: boolean): void {

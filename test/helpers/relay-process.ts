@@ -20,6 +20,8 @@ export interface StartRelayOptions {
   env?: NodeJS.ProcessEnv;
   /** Readiness deadline (default 20000 ms). */
   timeoutMs?: number;
+  /** A command that runs node, e.g. `['prlimit', '--as=2147483648', '--']` (default: none, node itself). */
+  prefix?: readonly string[];
 }
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -50,7 +52,8 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
   const host = bind === undefined || bind === '0.0.0.0' || bind === '::' ? '127.0.0.1' : bind;
 
   let log = '';
-  const proc = spawn(process.execPath, [MAIN, ...args], {
+  const argv = [...(opts.prefix ?? []), process.execPath, MAIN, ...args];
+  const proc = spawn(argv[0]!, argv.slice(1), {
     cwd: REPO_ROOT,
     env: opts.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],

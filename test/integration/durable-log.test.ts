@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mkdtempSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -10,6 +10,7 @@ import { startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
+import { loggedLine } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -113,9 +114,13 @@ t.test('a torn last log segment is cut back on start and the relay continues par
   await relay.stop('SIGKILL');
 
   const logDir = join(dir, 'data', 'log');
-  const last = readdirSync(logDir).filter((n) => n.startsWith('seg-')).sort().pop()!;
-  const size = statSync(join(logDir, last)).size;
-  truncateSync(join(logDir, last), size - 5);
+  const last = join(logDir, readdirSync(logDir).filter((n) => n.startsWith('seg-')).sort().pop()!);
+  // Cut into the last command: an O_DIRECT log killed mid-segment ends in zero padding, which is no command.
+  const bytes = readFileSync(last);
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  t.ok(end > 5, 'the last segment holds stream bytes');
+  truncateSync(last, end - 5);
   const mBefore = await m.info('stats');
 
   relay = await startRelayProcess(args);
@@ -125,6 +130,35 @@ t.test('a torn last log segment is cut back on start and the relay continues par
   const mAfter = await m.info('stats');
   t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'no full sync from the master');
   t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the relay continued partially');
+  await replica.stop();
+});
+
+t.test('a relay without aligned memory for O_DIRECT (an address-space limit) says so and keeps its disk log through the page cache', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 2000, 'seed', 100);
+  const dir = mkdtempSync(join(tmpdir(), 'relay-as-limit-'));
+  const port = await freePort();
+  const args = ['--config', configFile(dir, ''), '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  // Node and the relay run in 1.5 GB of address space; V8 reserves far more around a WebAssembly.Memory.
+  const relay = await startRelayProcess(args, { prefix: ['prlimit', `--as=${3 * 1024 ** 3}`, '--'] });
+  t.teardown(() => relay.stop('SIGKILL'));
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'the relay streams from the master' });
+  // Far more than log.memory (1mb): a replica that joins now gets the stream after the snapshot from disk.
+  await benchmarkLoad(master.port, 20000, 256, 1000);
+  const line = await loggedLine(relay, /^O_DIRECT is not available/);
+  t.match(String((line['err'] as { message?: string } | undefined)?.message), /no page-aligned memory/, 'the cause logged is the memory');
+  const xr = await x.info('replication');
+  t.equal(xr['relay_log_disk_state'], 'ok', 'the disk log is not failing');
+
+  const replica = await startReplica(port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await waitConverged(m, [r], 'a replica full-syncs through the disk log', 60000);
+  t.ok(stat(await x.info('stats'), 'relay_disk_read_bytes') > 4 * 1024 * 1024, 'the stream after the snapshot came from disk');
   await replica.stop();
 });
 
