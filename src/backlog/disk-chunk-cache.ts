@@ -2,56 +2,50 @@
 const CHUNK = 1024 * 1024;
 /** Chunks kept (16 MiB). */
 const MAX_CHUNKS = 16;
+/**
+ * Chunks read ahead of the one a reader is in. The disk log is written past the page cache (O_DIRECT), so a read
+ * behind the memory tail goes to the device: reading ahead lets the device work while the sockets send.
+ */
+const AHEAD = 2;
+
+/** The first offset of the aligned chunk that holds `at`. */
+const chunkStart = (at: number): number => Math.floor((at - 1) / CHUNK) * CHUNK + 1;
 
 /**
  * Recently read chunks of the disk log, shared by every reader behind the memory tail: a hundred replicas draining
  * the same history cost one disk read per chunk, not a hundred. Reads start at chunk-aligned offsets so that
- * readers a few bytes apart ask for the same chunk; a read in flight is shared too. The bytes at an offset never
- * change within a history, so entries need clearing only when a new history starts.
+ * readers a few bytes apart ask for the same chunk; a read in flight is shared too, and the next chunks are read
+ * ahead. The bytes at an offset never change within a history, so entries need clearing only when a new history
+ * starts.
  */
 export class DiskChunkCache {
   #read: (offset: number, max: number) => Promise<Buffer>;
   #first: () => number;
+  #last: () => number;
   #entries: Array<{ start: number; buf: Buffer }> = [];
   #inflight = new Map<number, Promise<void>>();
+  /** Chunks whose read ahead failed: not read ahead again in this history (only a reader that needs one reads it). */
+  #aheadFailed = new Set<number>();
   #gen = 0;
   readonly stats = { hits: 0, reads: 0, bytesRead: 0 };
 
-  /** `first`: the first offset the disk holds (an aligned start before it cannot be read). */
-  constructor(read: (offset: number, max: number) => Promise<Buffer>, first: () => number) {
+  /**
+   * `first`: the first offset the disk holds (an aligned start before it cannot be read); `last`: the last offset
+   * worth reading ahead (on disk, and not in memory: readers take those from memory).
+   */
+  constructor(read: (offset: number, max: number) => Promise<Buffer>, first: () => number, last: () => number) {
     this.#read = read;
     this.#first = first;
+    this.#last = last;
   }
 
   /** A view from `at` when a chunk holding it is cached, else a promise that settles once one is (or the read failed). */
   view(at: number): Buffer | Promise<void> {
-    const entries = this.#entries;
-    for (let i = entries.length - 1; i >= 0; i--) {
-      const e = entries[i]!;
-      if (at >= e.start && at < e.start + e.buf.length) {
-        this.stats.hits++;
-        return e.buf.subarray(at - e.start);
-      }
-    }
-    for (const [start, p] of this.#inflight) if (at >= start && at < start + CHUNK) return p;
-    // Aligned, so that neighbours share (but not before the disk's first byte); a chunk cut short (a segment ends
-    // inside it) is continued from `at`.
-    let start = Math.max(Math.floor((at - 1) / CHUNK) * CHUNK + 1, Math.min(at, this.#first()));
-    if (entries.some((e) => e.start === start)) start = at;
-    const gen = this.#gen;
-    this.stats.reads++;
-    const p = this.#read(start, CHUNK - (start - 1) % CHUNK)
-      .then((buf) => {
-        if (gen !== this.#gen || buf.length === 0) return;
-        this.stats.bytesRead += buf.length;
-        this.#entries.push({ start, buf });
-        if (this.#entries.length > MAX_CHUNKS) this.#entries.shift();
-      })
-      .finally(() => {
-        if (this.#inflight.get(start) === p) this.#inflight.delete(start);
-      });
-    this.#inflight.set(start, p);
-    return p;
+    const hit = this.#cached(at);
+    if (hit !== null) this.stats.hits++;
+    const got = hit ?? this.#inflightAt(at) ?? this.#fetch(at);
+    this.#readAhead(at);
+    return got;
   }
 
   /** A new history: offsets mean other bytes now. */
@@ -59,5 +53,59 @@ export class DiskChunkCache {
     this.#gen++;
     this.#entries = [];
     this.#inflight.clear();
+    this.#aheadFailed.clear();
+  }
+
+  #cached(at: number): Buffer | null {
+    const entries = this.#entries;
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const e = entries[i]!;
+      if (at >= e.start && at < e.start + e.buf.length) return e.buf.subarray(at - e.start);
+    }
+    return null;
+  }
+
+  #inflightAt(at: number): Promise<void> | null {
+    for (const [start, p] of this.#inflight) if (at >= start && at < start + CHUNK) return p;
+    return null;
+  }
+
+  /** Reads the chunk holding `at`; `ahead`: for no reader yet (a failure is remembered, see #aheadFailed). */
+  #fetch(at: number, ahead = false): Promise<void> {
+    // Aligned, so that neighbours share (but not before the disk's first byte); a chunk cut short (a segment ends
+    // inside it) is continued from `at`.
+    let start = Math.max(chunkStart(at), Math.min(at, this.#first()));
+    if (this.#entries.some((e) => e.start === start)) start = at;
+    const gen = this.#gen;
+    this.stats.reads++;
+    const p = this.#read(start, CHUNK - ((start - 1) % CHUNK))
+      .then(
+        (buf) => {
+          if (gen !== this.#gen || buf.length === 0) return;
+          this.stats.bytesRead += buf.length;
+          this.#entries.push({ start, buf });
+          if (this.#entries.length > MAX_CHUNKS) this.#entries.shift();
+        },
+        (err: unknown) => {
+          // Before the read leaves #inflight: no view in between may start it again.
+          if (ahead && gen === this.#gen) this.#aheadFailed.add(start);
+          throw err;
+        },
+      )
+      .finally(() => {
+        if (this.#inflight.get(start) === p) this.#inflight.delete(start);
+      });
+    this.#inflight.set(start, p);
+    return p;
+  }
+
+  /** Starts reading the AHEAD chunks after the one holding `at` that are neither cached nor being read. */
+  #readAhead(at: number): void {
+    const last = this.#last();
+    for (let next = chunkStart(at) + CHUNK, k = 0; k < AHEAD && next <= last; next += CHUNK, k++) {
+      if (next < this.#first() || this.#aheadFailed.has(next) || this.#cached(next) !== null || this.#inflightAt(next) !== null) continue;
+      // A failed read ahead is no error: the reader that needs the chunk reads it again and gets the error.
+      this.#fetch(next, true).catch(() => {});
+    }
   }
 }

@@ -107,7 +107,11 @@ export class ReplLog implements DiskLogSource {
     disk.onWritten = () => {
       if (this.#size > this.#limit) this.trim();
     };
-    this.#diskCache = new DiskChunkCache((offset, max) => disk.read(offset, max), () => disk.firstOffset);
+    this.#diskCache = new DiskChunkCache(
+      (offset, max) => disk.read(offset, max),
+      () => disk.firstOffset,
+      () => Math.min(disk.writtenOffset, this.memFirstOffset - 1),
+    );
     disk.attach(this);
   }
 

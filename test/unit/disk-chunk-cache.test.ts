@@ -25,7 +25,8 @@ async function viewAt(cache: DiskChunkCache, at: number): Promise<Buffer> {
 
 t.test('readers at nearby offsets share one read, in flight and cached', async (t) => {
   const d = disk(1, 10 * MiB);
-  const cache = new DiskChunkCache(d.read, () => 1);
+  // Nothing after the first chunk is worth reading ahead (memory holds it).
+  const cache = new DiskChunkCache(d.read, () => 1, () => MiB);
   const [a, b] = await Promise.all([viewAt(cache, 100), viewAt(cache, 5000)]);
   t.equal(a[0], 100 & 0xff);
   t.equal(b[0], 5000 & 0xff);
@@ -38,7 +39,7 @@ t.test('readers at nearby offsets share one read, in flight and cached', async (
 t.test('an aligned start before the first byte on disk reads from the first byte', async (t) => {
   const first = 4_253_423;
   const d = disk(first, first + 3 * MiB);
-  const cache = new DiskChunkCache(d.read, () => first);
+  const cache = new DiskChunkCache(d.read, () => first, () => first + 3 * MiB);
   const v = await viewAt(cache, first + 23);
   t.equal(v[0], (first + 23) & 0xff);
   t.equal(d.reads[0]![0], first);
@@ -46,7 +47,7 @@ t.test('an aligned start before the first byte on disk reads from the first byte
 
 t.test('a chunk cut short by a segment end is continued from the offset asked', async (t) => {
   const d = disk(1, 4 * MiB, 300_000);
-  const cache = new DiskChunkCache(d.read, () => 1);
+  const cache = new DiskChunkCache(d.read, () => 1, () => 0);
   const v = await viewAt(cache, 400_000);
   t.equal(v[0], 400_000 & 0xff, 'the second segment, not a loop on the first');
   t.ok(d.reads.length <= 2);
@@ -54,10 +55,37 @@ t.test('a chunk cut short by a segment end is continued from the offset asked', 
 
 t.test('clear() forgets a new history\'s stale chunks, and a failed read rejects', async (t) => {
   const d = disk(1, MiB);
-  const cache = new DiskChunkCache(d.read, () => 1);
+  const cache = new DiskChunkCache(d.read, () => 1, () => MiB);
   await viewAt(cache, 10);
   cache.clear();
   await viewAt(cache, 10);
   t.equal(d.reads.length, 2);
   await t.rejects(viewAt(cache, 2 * MiB), RangeError);
+});
+
+t.test('a reader moving through the disk finds the next two chunks read ahead, never past the last offset worth reading', async (t) => {
+  const d = disk(1, 10 * MiB);
+  const cache = new DiskChunkCache(d.read, () => 1, () => 3 * MiB + 5);
+  await viewAt(cache, 100);
+  t.same(d.reads, [[1, MiB], [MiB + 1, MiB], [2 * MiB + 1, MiB]], 'its chunk, then the two after it');
+  const v = await viewAt(cache, MiB + 10);
+  t.equal(v[0], (MiB + 10) & 0xff);
+  t.same(d.reads.slice(3), [[3 * MiB + 1, MiB]], 'no read for the chunk read ahead; the next one ahead starts');
+  await viewAt(cache, 2 * MiB + 10);
+  await viewAt(cache, 3 * MiB + 1);
+  t.equal(d.reads.length, 4, 'nothing read past the last offset worth reading, nothing read twice');
+});
+
+t.test('a read ahead that fails is no error until a reader needs its chunk', async (t) => {
+  const d = disk(1, MiB + 100);
+  // `last` claims more than the disk holds: the second read ahead fails.
+  const cache = new DiskChunkCache(d.read, () => 1, () => 3 * MiB);
+  await viewAt(cache, 10);
+  t.same(d.reads, [[1, MiB], [MiB + 1, MiB], [2 * MiB + 1, MiB]], 'its chunk and two read ahead');
+  const v = await viewAt(cache, MiB + 50);
+  t.equal(v[0], (MiB + 50) & 0xff, 'the chunk read ahead serves');
+  await viewAt(cache, 20);
+  t.equal(d.reads.length, 3, 'the failed chunk is not read ahead again');
+  await t.rejects(viewAt(cache, 2 * MiB + 1), RangeError, 'the reader of the failed chunk gets the error');
+  t.equal(d.reads.length, 4, 'that reader read it itself');
 });
