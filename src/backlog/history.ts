@@ -298,11 +298,11 @@ export class History {
   }
 
   /** Disk log health for INFO, /status and metrics (its write errors and detaches are counted from its telemetry). */
-  diskStatus(): { state: DiskLogState | 'off'; cause: string | null; since: number; pending: number } {
+  diskStatus(): { state: DiskLogState | 'off'; cause: string | null; since: number; pending: number; direct: boolean } {
     const d = this.log.disk;
-    if (!d) return { state: 'off', cause: null, since: 0, pending: 0 };
+    if (!d) return { state: 'off', cause: null, since: 0, pending: 0, direct: false };
     const p = d.problem;
-    return { state: d.state, cause: p?.cause ?? null, since: p?.since ?? 0, pending: d.pending };
+    return { state: d.state, cause: p?.cause ?? null, since: p?.since ?? 0, pending: d.pending, direct: d.direct };
   }
 
   async close(): Promise<void> {

@@ -119,6 +119,7 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
       `relay_full_syncs_active:${s.fullSyncsActive}`,
       `relay_snapshot_refresh_in_progress:${s.snapshotRefreshInProgress ? 1 : 0}`,
       `relay_log_disk_state:${s.log.diskState}`,
+      `relay_log_disk_direct:${s.log.diskDirect ? 1 : 0}`,
       `relay_log_disk_pending_bytes:${s.log.diskPendingBytes}`,
       `relay_log_disk_write_errors:${s.log.diskWriteErrors}`,
       `relay_log_disk_detaches:${s.log.diskDetaches}`,

@@ -85,6 +85,7 @@ export class StatusBuilder {
         diskLimit: config.log.disk,
         diskSegments: log.disk?.segmentCount ?? 0,
         diskState: disk.state,
+        diskDirect: disk.direct,
         diskProblem: disk.cause,
         diskProblemSinceSeconds: disk.since > 0 ? Math.floor((now - disk.since) / 1000) : 0,
         diskPendingBytes: disk.pending,

@@ -73,6 +73,8 @@ export interface RelayStatus {
     readonly diskSegments: number;
     /** ok | failing | detached | closed | off (no disk log). */
     readonly diskState: string;
+    /** Whether the disk log writes with O_DIRECT (log.disk-direct, where the filesystem and memory allow it). */
+    readonly diskDirect: boolean;
     /** Why the disk log is failing or detached (null when ok). */
     readonly diskProblem: string | null;
     readonly diskProblemSinceSeconds: number;

@@ -59,6 +59,12 @@ const FAMILIES: readonly Family[] = [
     read: (s) => flag(s.log.diskState === 'failing' || s.log.diskState === 'detached'),
   },
   {
+    name: 'log_disk_direct',
+    type: 'gauge',
+    help: '1 when the disk log writes with O_DIRECT (log.disk-direct, where the filesystem and memory allow it); 0: through the page cache, or no disk log.',
+    read: (s) => flag(s.log.diskDirect),
+  },
+  {
     name: 'log_disk_pending_bytes',
     type: 'gauge',
     help: 'Stream bytes held in memory that the disk log has not taken yet (log.disk-queue bounds it).',

@@ -79,6 +79,10 @@ t.test('a relay killed with SIGKILL under load restarts without any full sync', 
 
   const load = benchmarkLoad(master.port, 150000, 256, 20000);
   await waitFor(async () => stat(await m.info('replication'), 'master_repl_offset') > 5_000_000 || undefined, { what: 'load under way' });
+  // The test directory is on the machine's own filesystem (ext4 here): the log writes past the page cache.
+  const probe = await RedisClient.connect(port);
+  t.equal((await probe.info('replication'))['relay_log_disk_direct'], '1', 'the disk log writes with O_DIRECT');
+  await probe.close();
   await relay.stop('SIGKILL');
   relay = await startRelayProcess(args);
   await load;
@@ -153,6 +157,7 @@ t.test('a relay without aligned memory for O_DIRECT (an address-space limit) say
   t.match(String((line['err'] as { message?: string } | undefined)?.message), /no page-aligned memory/, 'the cause logged is the memory');
   const xr = await x.info('replication');
   t.equal(xr['relay_log_disk_state'], 'ok', 'the disk log is not failing');
+  t.equal(xr['relay_log_disk_direct'], '0', 'INFO says the log writes through the page cache');
 
   const replica = await startReplica(port);
   const r = await replica.client();

@@ -45,6 +45,7 @@ const status: RelayStatus = {
     diskLimit: 1 << 30,
     diskSegments: 1,
     diskState: 'failing',
+    diskDirect: true,
     diskProblem: 'ENOSPC: no space left on device',
     diskProblemSinceSeconds: 3,
     diskPendingBytes: 4096,
@@ -101,6 +102,7 @@ t.test('exposition', async (t) => {
   t.match(text, /^psync_relay_replica_lag_bytes\{replica="10\.0\.0\.2:6379",id="7"\} 0$/m);
   t.match(text, /^psync_relay_upstream_link_state\{state="connected"\} 1$/m);
   t.match(text, /^psync_relay_snapshot_offset 0$/m);
+  t.match(text, /^psync_relay_log_disk_direct 1$/m, 'whether the disk log writes with O_DIRECT');
   t.match(text, /^psync_relay_replicas_dropped_total\{reason="timeout"\} 0$/m, 'a labelled counter shows its zero series');
   for (const f of families) t.match(f, /^(psync_relay|process|nodejs)_/, `${f}: the relay's own, or prom-client's standard process and Node.js families`);
   for (const f of ['process_cpu_seconds_total', 'process_open_fds', 'nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_gc_duration_seconds', 'nodejs_heap_size_used_bytes']) {
