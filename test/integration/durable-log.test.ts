@@ -20,6 +20,13 @@ function configFile(dir: string, extra: string): string {
   return file;
 }
 
+/** A data directory, a port and the arguments of a relay process that follows the master on `masterPort`. */
+async function relayCommand(dirPrefix: string, masterPort: number): Promise<{ dir: string; port: number; args: string[] }> {
+  const dir = mkdtempSync(join(tmpdir(), dirPrefix));
+  const port = await freePort();
+  return { dir, port, args: ['--config', configFile(dir, ''), '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', join(dir, 'data')] };
+}
+
 t.test('a downstream replica away while 200 MB pass resyncs partially from the disk log', async (t) => {
   const master = await startRedis();
   const m = await master.client();
@@ -64,9 +71,7 @@ t.test('a relay killed with SIGKILL under load restarts without any full sync', 
   const m = await master.client();
   t.teardown(() => m.close());
   await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
-  const dir = mkdtempSync(join(tmpdir(), 'relay-kill-'));
-  const port = await freePort();
-  const args = ['--config', configFile(dir, ''), '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  const { port, args } = await relayCommand('relay-kill-', master.port);
   let relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
   const replicas = [await startReplica(port), await startReplica(port)];
@@ -105,9 +110,7 @@ t.test('a torn last log segment is cut back on start and the relay continues par
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
-  const dir = mkdtempSync(join(tmpdir(), 'relay-torn-'));
-  const port = await freePort();
-  const args = ['--config', configFile(dir, ''), '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  const { dir, port, args } = await relayCommand('relay-torn-', master.port);
   let relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
   const replica = await startReplica(port);
@@ -142,9 +145,7 @@ t.test('a relay without aligned memory for O_DIRECT (an address-space limit) say
   const m = await master.client();
   t.teardown(() => m.close());
   await m.call('DEBUG', 'POPULATE', 2000, 'seed', 100);
-  const dir = mkdtempSync(join(tmpdir(), 'relay-as-limit-'));
-  const port = await freePort();
-  const args = ['--config', configFile(dir, ''), '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  const { port, args } = await relayCommand('relay-as-limit-', master.port);
   // Node and the relay run in 1.5 GB of address space; V8 reserves far more around a WebAssembly.Memory.
   const relay = await startRelayProcess(args, { prefix: ['prlimit', `--as=${3 * 1024 ** 3}`, '--'] });
   t.teardown(() => relay.stop('SIGKILL'));
