@@ -277,7 +277,7 @@ export class StreamScanner {
   #wholeNumber(chunk: Buffer, i: number, allowNeg: boolean, max: number): number {
     const len = chunk.length;
     let neg = false;
-    if (allowNeg && chunk[i] === MINUS) {
+    if (allowNeg && i < len && chunk[i] === MINUS) {
       neg = true;
       i++;
     }
