@@ -73,8 +73,9 @@ export class DirectWriter {
   /**
    * Writes `bufs` at logical position `pos` of the file behind `fh` (opened with O_DIRECT and for reading too).
    * Returns how many of their bytes the file took: fewer than given after a short write, or past the capacity.
+   * `copied` is called once `bufs` are copied and no longer read (before the write reaches the device).
    */
-  async write(fh: FileHandleIo, bufs: readonly Buffer[], pos: number): Promise<{ bytesWritten: number }> {
+  async write(fh: FileHandleIo, bufs: readonly Buffer[], pos: number, copied?: () => void): Promise<{ bytesWritten: number }> {
     if (this.#buf === null || this.#busy === this.#buf) {
       this.#buf = alignedBuffer(this.#capacity + 2 * DIRECT_ALIGN);
       this.#fh = null;
@@ -97,6 +98,7 @@ export class DirectWriter {
         n += take;
         if (take < b.length) break;
       }
+      copied?.();
       const len = alignUp(n);
       buf.fill(0, n, len);
       const { bytesWritten } = await fh.writev([buf.subarray(0, len)], base);

@@ -420,19 +420,23 @@ export class DiskLog {
     const fh = await this.#handle(seg, gen);
     if (gen !== this.#gen) return;
     this.#inflightSince = Date.now();
-    // The thread pool reads these views until the write returns, whatever happens to this log meanwhile.
+    // The thread pool reads these views until the write returns, whatever happens to this log meanwhile; an O_DIRECT
+    // write reads them only until DirectWriter has copied them into its aligned buffer.
     this.#inflightFrom = this.#written + 1;
     this.#inflightTo = this.#written + bytes;
+    const released = (): void => {
+      this.#inflightFrom = Infinity;
+    };
     let bytesWritten: number;
     try {
-      ({ bytesWritten } = this.#fhDirect && this.#direct ? await this.#direct.write(fh, bufs, seg.size) : await fh.writev(bufs, seg.size));
+      ({ bytesWritten } = this.#fhDirect && this.#direct ? await this.#direct.write(fh, bufs, seg.size, released) : await fh.writev(bufs, seg.size));
     } catch (err) {
       if (gen !== this.#gen || !this.#fhDirect || !directUnavailable(err)) throw err;
       this.#directRefused(err as Error);
       this.#dropHandle();
       return;
     } finally {
-      this.#inflightFrom = Infinity;
+      released();
     }
     this.#inflightSince = 0;
     if (gen !== this.#gen) return;
@@ -476,7 +480,12 @@ export class DiskLog {
   #directRefused(err: Error): void {
     if (this.#direct === null) return;
     this.#direct = null;
-    this.#opts.logger.warn({ err, dir: this.dir }, 'O_DIRECT is not available (the filesystem refuses it, or no aligned memory): the disk log writes through the page cache');
+    // EINVAL also comes from a write that a file size limit (RLIMIT_FSIZE) cut to an unaligned length: the page
+    // cache then reports the limit itself (EFBIG) on the next write.
+    this.#opts.logger.warn(
+      { err, dir: this.dir },
+      'O_DIRECT is not available (the filesystem refuses it, no aligned memory, or a file size limit cut a write): the disk log writes through the page cache',
+    );
   }
 
   #setHandle(fh: FileHandleIo, start: number, direct: boolean): void {

@@ -56,6 +56,10 @@ export class FaultyIo implements FileIo {
   hangWrites(): void {
     this.#hang = [];
   }
+  /** Writes waiting in hangWrites(). */
+  get hungWrites(): number {
+    return this.#hang?.length ?? 0;
+  }
   /** Lets hung writes go on (they then do their write). */
   release(): void {
     const waiting = this.#hang ?? [];

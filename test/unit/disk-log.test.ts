@@ -304,6 +304,32 @@ t.test('a write in flight holds the memory it writes from: the log reuses none o
   await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'resumed and caught up' });
 });
 
+t.test('an O_DIRECT write in flight holds no log memory: it copied its bytes before it went to the device', async (t) => {
+  const s = makeStream(4000, 4);
+  const { dir, io, disk, log } = await setup(t, { direct: true, maxPending: 64 * 1024, hungMs: 20, memory: 16 * 1024 });
+  readFeed(log, s, 0, 30000);
+  await waitFor(() => disk.writtenOffset === 30000 || undefined, { what: 'the first part written' });
+  io.hangWrites();
+  readFeed(log, s, 30000, 50000);
+  await waitFor(() => io.hungWrites > 0 || undefined, { what: 'a write of offset 30001 on in flight' });
+  t.equal(disk.heldFrom, Infinity, 'the write in flight holds no log memory');
+  const segStart = (await segments(dir)).pop()!.start;
+  // Past log.disk-queue: detached, memory drops and reuses its blocks, and the log reads on.
+  readFeed(log, s, 50000, s.bytes.length);
+  t.ok(log.memFirstOffset > 100000, 'memory moved on past the bytes of the hung write');
+  io.release();
+  await waitFor(() => io.releasedWrites.length > 0 || undefined, { what: 'the hung write released' });
+  // Whole blocks from the aligned position at or before offset 30001: the stream, then zero padding.
+  const { position, data } = io.releasedWrites[0]!;
+  const from = segStart - 1 + position;
+  let n = 0;
+  while (n < data.length && from + n < s.bytes.length && data[n] === s.bytes[from + n]) n++;
+  t.ok(from <= 30000 && from + n > 30000, `it wrote the stream through offset 30001 and on (${n} bytes from offset ${from + 1})`);
+  t.ok(data.subarray(n).every((b) => b === 0), 'then only zero padding: no reused memory');
+  t.equal(data.length % 4096, 0, 'whole blocks');
+  await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'resumed and caught up' });
+});
+
 for (const direct of [false, true]) {
   t.test(`a disk that keeps failing past log.disk-queue is detached and retried until it takes writes${mode(direct)}`, async (t) => {
     const s = makeStream(1500, 5);
