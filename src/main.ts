@@ -53,6 +53,10 @@ async function main(): Promise<number> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  // A file size limit (RLIMIT_FSIZE) must fail the write with EFBIG (the disk log reports it and retries), never end
+  // the process: Node ignores SIGXFSZ, but a preloaded module that listens for signals (signal-exit, as under tap's
+  // coverage) re-raises it unless the process has a listener of its own.
+  process.on('SIGXFSZ', () => {});
   return -1;
 }
 

@@ -168,6 +168,34 @@ t.test('a relay without aligned memory for O_DIRECT (an address-space limit) say
   await replica.stop();
 });
 
+t.test('a file size limit (RLIMIT_FSIZE) under the relay: the disk log reports EFBIG, the relay lives on and its replica keeps the stream', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const { port, args } = await relayCommand('relay-fsize-', master.port);
+  // Not a multiple of 4 KiB: the O_DIRECT write that reaches it is cut to an unaligned length (EINVAL).
+  const relay = await startRelayProcess(args, { prefix: ['prlimit', '--fsize=4000000', '--'] });
+  t.teardown(() => relay.stop('SIGKILL'));
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  const replica = await startReplica(port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await waitConverged(m, [r], 'replica online');
+
+  await benchmarkLoad(master.port, 20000, 512, 1000);
+  const problem = await waitFor(async () => {
+    const p = (await x.info('replication'))['relay_log_disk_problem'];
+    return p !== undefined && /EFBIG/.test(p) ? p : undefined;
+  }, { what: 'INFO names the file size limit' });
+  t.match(problem, /EFBIG/);
+  await m.call('SET', 'after-the-limit', '1');
+  await waitConverged(m, [r], 'the replica keeps the stream from memory', 60000);
+  t.equal(relay.proc.exitCode, null, 'the relay is alive (SIGXFSZ does not kill it)');
+  t.equal(stat(await x.info('stats'), 'sync_full'), 1, 'the replica never needed a second full sync');
+  await replica.stop();
+});
+
 t.test('with a small disk limit the disk log stays under its bound, and the master forks again only when a replica needs a full sync', async (t) => {
   const master = await startRedis();
   const m = await master.client();
