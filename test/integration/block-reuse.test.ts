@@ -112,6 +112,8 @@ t.test('replicas that stop reading (plain and TLS) while the log reuses its bloc
     t.equal(diff, -1, `${what}: the first byte that differs (none)`);
   }
   const blocks = relay.relay.status().log;
-  // The stopped replica holds only the views it was handed last: the blocks after them are reused meanwhile.
-  t.ok(blocks.blocksReused > blocks.blocksAllocated, `blocks were reused (${blocks.blocksReused} reused, ${blocks.blocksAllocated} allocated, ${blocks.blocksDiscarded} discarded)`);
+  // The stopped replica holds only the views it was handed last: the blocks after them are reused meanwhile, so the
+  // byte-for-byte checks above ran over reused memory. How many depends on timing (a holder in the way when a block
+  // is retired past the pool's cap lets it go to the garbage collector): 112-288 of the ~330 blocks in 7 runs.
+  t.ok(blocks.blocksReused >= 64, `blocks were reused (${blocks.blocksReused} reused, ${blocks.blocksAllocated} allocated, ${blocks.blocksDiscarded} discarded)`);
 });
