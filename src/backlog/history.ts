@@ -17,8 +17,8 @@ export interface HistoryOptions {
   readonly disk: number;
   /** log.disk-queue */
   readonly diskQueue: number;
-  /** log.disk-direct (default true). */
-  readonly diskDirect?: boolean;
+  /** log.disk-direct */
+  readonly diskDirect: boolean;
   /** log.refresh-hold */
   readonly refreshHold: number;
   /** history.keep-snapshots (default 1). */
@@ -135,7 +135,7 @@ export class History {
         retryMinMs: this.#opts.diskRetryMinMs,
         retryMaxMs: this.#opts.diskRetryMaxMs,
         telemetry: this.#opts.telemetry,
-        direct: this.#opts.diskDirect ?? true,
+        direct: this.#opts.diskDirect,
       });
       disk.onOverLimit = () => void this.enforceDiskLimit();
       if (state && !disk.empty) {
