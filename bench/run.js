@@ -48,6 +48,9 @@ const CFG = QUICK
 CFG.probe = { pingMs: 10, infoMs: 20, offsetMs: 10, info: ['INFO'] };
 // --no-probe: no PING/INFO (to see what probing costs); the master's offset is still sampled for the lag.
 if (flag('--no-probe')) Object.assign(CFG.probe, { pingMs: 0, infoMs: 0 });
+// --warm: fan-out measures a second burst of the same workload on the same processes (both forwarders warm: JIT
+// compiled, log and backlog memory touched once), as a long-running forwarder would meet it.
+CFG.warmBurst = flag('--warm');
 CFG.legacy = QUICK
   ? { ns: [1, 10], latencyRate: 2000, latencyMs: 3000, latencyRepeats: 1, frozenN: 3, frozenRequests: 300000, fullSyncKeys: 250000, joiners: 10 }
   : { ns: [1, 10, 100], latencyRate: 2000, latencyMs: 4000, latencyRepeats: 3, frozenN: 5, frozenRequests: 400000, fullSyncKeys: 1000000, joiners: 10 };
@@ -124,7 +127,7 @@ function meta() {
   return {
     date: new Date().toISOString(),
     command: `node bench/run.js ${argv.join(' ')}`.trim(),
-    mode: QUICK ? 'quick' : onlyOpt || opt('--n') ? 'partial' : 'full',
+    mode: QUICK ? 'quick' : onlyOpt || opt('--n') || CFG.warmBurst ? 'partial' : 'full',
     machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? '?', memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1), kernel: os.release(), arch: os.arch(), loadavgAtStart: os.loadavg().map((x) => +x.toFixed(2)) },
     node: process.version,
     redis: execFileSync('redis-server', ['--version'], { encoding: 'utf8' }).trim(),

@@ -20,6 +20,14 @@ export async function attachReplicas(ctx, topo, n) {
   return { ids, onlineSeconds };
 }
 
+/** --warm: the same workload once, unmeasured, until every replica has it (the measured run is the second burst). */
+async function warmBurst(ctx, topo, ids, requests) {
+  await ctx.probe.call('phase', { name: 'warm' });
+  await redisBenchmark(topo.master.port, requests);
+  const target = await topo.master.offset();
+  await ctx.sink.call('waitOffset', { target, ids, timeoutMs: 600000 }, 630000);
+}
+
 /** Starts the PING/INFO probe on the forwarder and the master-offset sampler. */
 export function startProbe(ctx, topo, phase) {
   return ctx.probe.call('start', { port: topo.forwarder.port, masterPort: topo.master.port, phase, ...ctx.cfg.probe });
@@ -40,6 +48,7 @@ export async function fanoutRun(ctx, kind, n, requests) {
   try {
     await startProbe(ctx, topo, 'connect');
     const { ids, onlineSeconds } = await attachReplicas(ctx, topo, n);
+    if (ctx.cfg.warmBurst) await warmBurst(ctx, topo, ids, requests);
     await sleep(200);
     const fwd = topo.forwarder;
     const idleRss = rssBytes(fwd.pid);
@@ -70,6 +79,7 @@ export async function fanoutRun(ctx, kind, n, requests) {
       topology: kind,
       n,
       requests,
+      warm: ctx.cfg.warmBurst,
       streamBytes: bytes,
       complete: o.complete,
       dropped: o.dropped,
