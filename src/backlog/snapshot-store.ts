@@ -25,8 +25,21 @@ export interface SnapshotMeta {
 export interface SnapshotLease {
   readonly meta: SnapshotMeta;
   readonly fh: FileHandleIo;
+  /**
+   * Up to `n` bytes of the file from `pos` (at least one; a file that ends first is an error). Transfers of the same
+   * snapshot share their recent reads: replicas that full-sync together cost one read per chunk, not one each. A
+   * read goes through the handle of the lease that asked first, which stays open while its caller awaits it.
+   */
+  read(pos: number, n: number): Promise<Buffer>;
   release(): Promise<void>;
 }
+
+/**
+ * Reads kept per snapshot file for other transfers to share (of up to 256 KiB each: 8 MiB). A thousand replicas
+ * connecting at once read the same 1 MB file: each read its own copy into a fresh buffer, and the copies and their
+ * page faults on libuv's threads took the cores from the event loop for over a second (bench/README.md).
+ */
+const SHARED_READS = 32;
 
 const NAME_RE = /^snapshot-(\d{10})-([0-9A-Za-z]{40})-(\d{20})\.rdb$/;
 const fileName = (epoch: number, replid: string, offset: number) =>
@@ -56,6 +69,8 @@ export class SnapshotStore {
   /** Every committed snapshot, oldest offset first. */
   #snaps: SnapshotMeta[] = [];
   #leases = new Map<string, number>();
+  /** Per snapshot file while it is leased: recent reads by position, oldest first. */
+  #reads = new Map<string, Map<number, Promise<Buffer>>>();
   /** Pruned snapshots a transfer still reads: deleted when released. */
   #doomed = new Set<string>();
   #tempSeq = 0;
@@ -194,6 +209,7 @@ export class SnapshotStore {
       if (n > 0) this.#leases.set(meta.path, n);
       else {
         this.#leases.delete(meta.path);
+        this.#reads.delete(meta.path);
         if (this.#doomed.delete(meta.path)) await this.#rm(meta.path);
       }
     };
@@ -206,7 +222,25 @@ export class SnapshotStore {
       await release(null);
       throw err;
     }
-    return { meta, fh, release: () => release(fh) };
+    return { meta, fh, read: (pos, n) => this.#sharedRead(meta, fh, pos, n), release: () => release(fh) };
+  }
+
+  #sharedRead(meta: SnapshotMeta, fh: FileHandleIo, pos: number, n: number): Promise<Buffer> {
+    let reads = this.#reads.get(meta.path);
+    if (reads === undefined) this.#reads.set(meta.path, (reads = new Map()));
+    let p = reads.get(pos);
+    if (p === undefined) {
+      const mine = readAt(meta, fh, pos, n);
+      reads.set(pos, mine);
+      if (reads.size > SHARED_READS) reads.delete(reads.keys().next().value!);
+      // A failed read is not kept: the next transfer that needs these bytes tries again.
+      const own = reads;
+      mine.catch(() => {
+        if (own.get(pos) === mine) own.delete(pos);
+      });
+      p = mine;
+    }
+    return p.then((buf) => (buf.length > n ? buf.subarray(0, n) : buf));
   }
 
   /** Transfers reading any snapshot now. */
@@ -229,6 +263,13 @@ export class SnapshotStore {
 }
 
 /** "REDIS0010" → 10; 0 when the header is not an RDB header. */
+async function readAt(meta: SnapshotMeta, fh: FileHandleIo, pos: number, n: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(n);
+  const { bytesRead } = await fh.read(buf, 0, n, pos);
+  if (bytesRead === 0) throw new StorageError(`snapshot file ended at ${pos} of ${meta.size} bytes`);
+  return bytesRead === n ? buf : buf.subarray(0, bytesRead);
+}
+
 export function parseRdbVersion(header: Buffer): number {
   if (header.length < 9 || header.toString('latin1', 0, 5) !== 'REDIS') return 0;
   const v = Number(header.toString('latin1', 5, 9));

@@ -326,9 +326,9 @@ export class ReplicaSession implements FanoutMember, LogHolder {
 
   /**
    * Streams the leased snapshot file to the socket, paced by the socket's backpressure (and full-sync-rate). Reads go
-   * through the lease's handle, one at a time and each awaited: when this returns, no read is in flight and the
-   * descriptor is untouched, so the lease alone closes it. (A fs.ReadStream on the descriptor would close it when
-   * destroyed, autoClose or not, and the lease would then close a number the process may have reused.)
+   * through the lease, one at a time and each awaited: when this returns, no read through this lease's handle is in
+   * flight, so the lease alone closes it. (A fs.ReadStream on the descriptor would close it when destroyed, autoClose
+   * or not, and the lease would then close a number the process may have reused.)
    */
   async #sendFile(lease: SnapshotLease, rate: number): Promise<void> {
     const size = lease.meta.size;
@@ -337,13 +337,10 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#write(Buffer.from(`$${size}\r\n`));
     for (let sent = 0; sent < size; ) {
       if (this.socket.destroyed || this.#state !== ReplicaState.SendBulk) throw new ReplicaGoneError('replica closed during the RDB transfer');
-      const n = Math.min(FILE_READ, size - sent);
-      // A buffer per read: the socket may still hold the previous one.
-      const buf = Buffer.allocUnsafe(n);
-      const { bytesRead } = await lease.fh.read(buf, 0, n, sent);
-      if (bytesRead === 0) throw new StorageError(`snapshot file ended at ${sent} of ${size} bytes`);
-      sent += bytesRead;
-      const ok = this.#write(bytesRead === n ? buf : buf.subarray(0, bytesRead));
+      // Shared with the other transfers of this snapshot; never written to, so sockets may hold it as long as they like.
+      const chunk = await lease.read(sent, Math.min(FILE_READ, size - sent));
+      sent += chunk.length;
+      const ok = this.#write(chunk);
       // replication.full-sync-rate: no faster than `rate` bytes per second, on average since the start.
       const early = rate > 0 ? (sent * 1000) / rate - (Date.now() - startedAt) : 0;
       if (!ok) await this.#drained();

@@ -132,6 +132,72 @@ t.test('a leased snapshot is kept until its transfer releases it, and its handle
   t.same(store.all, [b]);
 });
 
+t.test('transfers of one snapshot share their reads: one read per chunk, the same bytes for every lease', async (t) => {
+  const dir = t.testdir();
+  let reads = 0;
+  const io: FileIo = {
+    ...nodeFileIo,
+    open: async (...args) => {
+      const fh = await nodeFileIo.open(...args);
+      return { ...fh, fd: fh.fd, read: (...r) => (reads++, fh.read(...r)) };
+    },
+  };
+  const store = new SnapshotStore(dir, { io });
+  await store.init();
+  const payload = rdb(10, 300_000);
+  const meta = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, payload);
+  reads = 0; // the commit read the header
+  const leases = await Promise.all([store.lease(meta), store.lease(meta), store.lease(meta)]);
+  const chunk = 128 * 1024;
+  for (let pos = 0; pos < meta.size; pos += chunk) {
+    const n = Math.min(chunk, meta.size - pos);
+    const got = await Promise.all(leases.map((l) => l.read(pos, n)));
+    for (const g of got) t.ok(g.equals(payload.subarray(pos, pos + n)), `bytes ${pos}..${pos + n - 1}`);
+  }
+  t.equal(reads, Math.ceil(meta.size / chunk), 'one read per chunk for three leases');
+  t.ok((await leases[0]!.read(0, 10)).equals(payload.subarray(0, 10)), 'a shorter read of a shared chunk is cut to its length');
+  await t.rejects(leases[1]!.read(meta.size, 10), /snapshot file ended at/, 'past the end: an error, not an empty chunk');
+  for (const l of leases) await l.release();
+  const again = await store.lease(meta);
+  const before = reads;
+  await again.read(0, chunk);
+  t.equal(reads, before + 1, 'once every lease is released, nothing is kept');
+  await again.release();
+});
+
+t.test('a shared read that failed is not kept: the next transfer reads again', async (t) => {
+  const dir = t.testdir();
+  let failNext = 0;
+  let reads = 0;
+  const io: FileIo = {
+    ...nodeFileIo,
+    open: async (...args) => {
+      const fh = await nodeFileIo.open(...args);
+      return {
+        ...fh,
+        fd: fh.fd,
+        read: (...r) => {
+          reads++;
+          if (failNext-- > 0) return Promise.reject(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' }));
+          return fh.read(...r);
+        },
+      };
+    },
+  };
+  const store = new SnapshotStore(dir, { io });
+  await store.init();
+  const payload = rdb(10, 1000);
+  const meta = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, payload);
+  const [a, b] = await Promise.all([store.lease(meta), store.lease(meta)]);
+  reads = 0;
+  failNext = 1;
+  await t.rejects(a.read(0, meta.size), /EIO/);
+  t.ok((await b.read(0, meta.size)).equals(payload), 'read again, and right');
+  t.equal(reads, 2);
+  await a.release();
+  await b.release();
+});
+
 t.test('a lease on a file that changed size or vanished fails and holds nothing', async (t) => {
   const dir = t.testdir();
   const store = await storeIn(dir);
