@@ -262,7 +262,7 @@ export class SnapshotStore {
   }
 }
 
-/** "REDIS0010" → 10; 0 when the header is not an RDB header. */
+/** One read of a snapshot file: up to `n` bytes from `pos`, at least one. */
 async function readAt(meta: SnapshotMeta, fh: FileHandleIo, pos: number, n: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(n);
   const { bytesRead } = await fh.read(buf, 0, n, pos);
@@ -270,6 +270,7 @@ async function readAt(meta: SnapshotMeta, fh: FileHandleIo, pos: number, n: numb
   return bytesRead === n ? buf : buf.subarray(0, bytesRead);
 }
 
+/** "REDIS0010" → 10; 0 when the header is not an RDB header. */
 export function parseRdbVersion(header: Buffer): number {
   if (header.length < 9 || header.toString('latin1', 0, 5) !== 'REDIS') return 0;
   const v = Number(header.toString('latin1', 5, 9));

@@ -110,7 +110,7 @@ t.test('prune keeps the newest `keep` of the current history and drops other his
   for (const [s, present] of [[old, false], [a, false], [b, true], [c, true]] as const) t.equal(existsSync(s.path), present, `offset ${s.offset}`);
 });
 
-t.test('a leased snapshot is kept until its transfer releases it, and its handle reads the whole file', async (t) => {
+t.test('a leased snapshot is kept until its transfer releases it, and the lease reads the whole file', async (t) => {
   const dir = t.testdir();
   const store = await storeIn(dir);
   const payload = rdb(10, 5000);
@@ -121,9 +121,8 @@ t.test('a leased snapshot is kept until its transfer releases it, and its handle
   await store.prune(1);
   t.ok(existsSync(a.path), 'superseded but still being read');
   t.same(store.all.map((s) => s.offset), [20], 'no longer offered');
-  const buf = Buffer.alloc(a.size);
-  const { bytesRead } = await lease.fh.read(buf, 0, a.size, 0);
-  t.equal(bytesRead, a.size);
+  const buf = await lease.read(0, a.size);
+  t.equal(buf.length, a.size);
   t.ok(buf.equals(payload), 'the lease reads the snapshot it was given');
   await lease.release();
   await lease.release();
@@ -132,17 +131,28 @@ t.test('a leased snapshot is kept until its transfer releases it, and its handle
   t.same(store.all, [b]);
 });
 
-t.test('transfers of one snapshot share their reads: one read per chunk, the same bytes for every lease', async (t) => {
-  const dir = t.testdir();
-  let reads = 0;
-  const io: FileIo = {
+/** The real file system, with `onRead` in front of every handle's read (it may fail the read instead). */
+function readHookedIo(onRead: () => Error | null): FileIo {
+  return {
     ...nodeFileIo,
     open: async (...args) => {
       const fh = await nodeFileIo.open(...args);
-      return { ...fh, fd: fh.fd, read: (...r) => (reads++, fh.read(...r)) };
+      return {
+        ...fh,
+        fd: fh.fd,
+        read: (...r) => {
+          const err = onRead();
+          return err ? Promise.reject(err) : fh.read(...r);
+        },
+      };
     },
   };
-  const store = new SnapshotStore(dir, { io });
+}
+
+t.test('transfers of one snapshot share their reads: one read per chunk, the same bytes for every lease', async (t) => {
+  const dir = t.testdir();
+  let reads = 0;
+  const store = new SnapshotStore(dir, { io: readHookedIo(() => (reads++, null)) });
   await store.init();
   const payload = rdb(10, 300_000);
   const meta = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, payload);
@@ -169,22 +179,8 @@ t.test('a shared read that failed is not kept: the next transfer reads again', a
   const dir = t.testdir();
   let failNext = 0;
   let reads = 0;
-  const io: FileIo = {
-    ...nodeFileIo,
-    open: async (...args) => {
-      const fh = await nodeFileIo.open(...args);
-      return {
-        ...fh,
-        fd: fh.fd,
-        read: (...r) => {
-          reads++;
-          if (failNext-- > 0) return Promise.reject(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' }));
-          return fh.read(...r);
-        },
-      };
-    },
-  };
-  const store = new SnapshotStore(dir, { io });
+  const eio = () => Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+  const store = new SnapshotStore(dir, { io: readHookedIo(() => (reads++, failNext-- > 0 ? eio() : null)) });
   await store.init();
   const payload = rdb(10, 1000);
   const meta = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, payload);
