@@ -285,10 +285,7 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
       case 'fack': {
         if (c.replica && opt === 'ack') {
           const off = Number(val);
-          if (Number.isInteger(off)) {
-            if (off > c.replica.ackOffset) c.replica.ackOffset = off;
-            c.replica.ackTime = Date.now();
-          }
+          if (Number.isInteger(off)) c.replica.acknowledged(off);
         }
         // ACK never gets a reply.
         return;

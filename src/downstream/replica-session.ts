@@ -99,6 +99,12 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   /** The first stream byte after a payload still arriving from upstream (beginFull without a pin). */
   #streamFrom = 0;
   #blocked = false;
+  /**
+   * After an EOF-marked payload the replica finds the end in the last 40 bytes it has read, so stream bytes read
+   * together with the mark would hide it: the stream waits for the replica's first REPLCONF ACK, as a 7.0 master's
+   * does after a diskless transfer (repl_put_online_on_ack).
+   */
+  #awaitingAck = false;
   #diskRead = false;
   #fanout: Fanout;
   #ackOffset = 0;
@@ -136,10 +142,16 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   get ackOffset(): number {
     return this.#ackOffset;
   }
-  set ackOffset(offset: number) {
-    const rose = offset > this.#ackOffset;
+  /** REPLCONF ACK `offset`. The first one after an EOF-marked payload, whatever its offset, lets the stream start. */
+  acknowledged(offset: number): void {
+    this.ackTime = Date.now();
+    if (this.#awaitingAck) {
+      this.#awaitingAck = false;
+      this.pump();
+    }
+    if (offset <= this.#ackOffset) return;
     this.#ackOffset = offset;
-    if (rose) this.#onAck?.(this);
+    this.#onAck?.(this);
   }
   /** The offset of the last stream byte handed to the socket (-1 before the stream starts). */
   get offset(): number {
@@ -219,6 +231,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    */
   async sendIncoming(header: Buffer, inc: RdbTransfer, rate = 0): Promise<void> {
     let reader: ReturnType<RdbTransfer['openReader']> | null = null;
+    let marked = false;
     try {
       if (this.#state !== ReplicaState.SendBulk) return;
       if (header.length > 0) this.#write(header);
@@ -253,6 +266,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
         await inc.waitBeyond(pos);
       }
       if (mark !== null) this.#write(Buffer.from(mark));
+      marked = mark !== null;
     } catch (err) {
       this.close(`rdb send failed: ${(err as Error).message}`);
       return;
@@ -266,6 +280,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     if (this.#state !== ReplicaState.SendBulk) return;
     // Committed: the log now holds the new history from the snapshot's next byte.
     this.#cursor = new LogCursor(this.#log, this.#streamFrom - 1, { pin: true });
+    this.#awaitingAck = marked;
     this.#setState(ReplicaState.Online, 'rdb sent');
     this.ackTime = Date.now();
     this.pump();
@@ -350,7 +365,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
 
   /** There may be bytes to send: the fan-out gives this session a turn (never a write from here: see flush). */
   pump(): void {
-    if (this.#state === ReplicaState.Online && !this.#blocked && !this.#diskRead) this.#fanout.wake(this);
+    if (this.#state === ReplicaState.Online && !this.#blocked && !this.#diskRead && !this.#awaitingAck) this.#fanout.wake(this);
   }
 
   /**
@@ -361,7 +376,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    */
   flush(budget: number): Flush {
     const c = this.#cursor;
-    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead || !c) return Flush.Wait;
+    if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead || this.#awaitingAck || !c) return Flush.Wait;
     let left = budget;
     let corked = false;
     let full = false;

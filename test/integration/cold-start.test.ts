@@ -55,6 +55,41 @@ t.test('replicas waiting on a relay that is still receiving its RDB get it as it
   await Promise.all(replicas.map((r) => r.stop()));
 });
 
+t.test("an EOF-marked RDB passed on as it arrives: the stream waits for the replica's first ACK, as a 7.0 master does", async (t) => {
+  // A replica finds the end of an EOF-marked payload in the last 40 bytes it has read: stream bytes read together
+  // with the mark hide it, and the replica waits for the end until repl-timeout. Pausing the replica makes the mark
+  // and whatever the relay sends after it arrive in one read.
+  const { rdb, digest: want } = await datasetRdb(20000);
+  const mark = 'e'.repeat(40);
+  let master: Socket | null = null;
+  const fake = await startFakeMaster((socket) => {
+    master = socket;
+    // Offset 0, as from a master that never wrote: the replica's first ACK then says 0, which must count too.
+    socket.write(`+FULLRESYNC ${REPLID} 0\r\n$EOF:${mark}\r\n`);
+    socket.write(rdb.subarray(0, rdb.length >> 1));
+  });
+  t.teardown(() => fake.close());
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: fake.port } });
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.relay.status().upstream.state === 'transfer' || undefined, { what: 'the relay receiving its RDB' });
+  const replica = await startReplica(relay.port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await waitFor(async () => stat(await r.info('replication'), 'master_sync_read_bytes') > 0 || undefined, { what: 'the replica reading the RDB' });
+  replica.proc.kill('SIGSTOP');
+  t.teardown(() => replica.proc.kill('SIGCONT'));
+  master!.write(Buffer.concat([rdb.subarray(rdb.length >> 1), Buffer.from(mark)]));
+  master!.once('data', () => master!.write(encodeCommand(['SET', 'after-rdb', 'yes'])));
+  const end = encodeCommand(['SET', 'after-rdb', 'yes']).length;
+  await waitFor(() => (relay.relay.status().replicas[0]?.state === 'online' && relay.relay.status().masterReplOffset === end) || undefined, {
+    what: 'the relay done with the RDB and holding the stream after it',
+  });
+  replica.proc.kill('SIGCONT');
+  await waitFor(async () => (await r.call('EXISTS', 'after-rdb')) === 1 || undefined, { what: 'the replica past the RDB and into the stream', timeoutMs: 30_000 });
+  t.equal(await digest(r), want, 'the dataset of the RDB plus the stream');
+  await replica.stop();
+});
+
 t.test('ten replicas on a fresh relay behind a real master (EOF-marked RDB) are served as it arrives and converge', async (t) => {
   const master = await startRedis({ args: ['--repl-diskless-sync-delay', '1'] });
   const m = await master.client();
