@@ -25,6 +25,8 @@ function errno(code: string): NodeJS.ErrnoException {
  */
 export class FaultyIo implements FileIo {
   ops = 0;
+  /** The bytes of every writev call so far, in order. */
+  readonly writes: number[] = [];
   crashed = false;
   #short = 0;
   #fail: { code: string; left: number } | null = null;
@@ -111,6 +113,7 @@ export class FaultyIo implements FileIo {
     return {
       fd: fh.fd,
       writev: async (buffers, position) => {
+        this.writes.push(buffers.reduce((n, b) => n + b.length, 0));
         const crash = this.#step();
         if (crash) {
           const all = Buffer.concat(buffers);

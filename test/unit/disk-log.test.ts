@@ -148,6 +148,25 @@ for (const direct of [false, true]) {
     t.ok((await onDiskQuiet(dir)).data.equals(s.bytes), 'closed, every segment file holds exactly its bytes (no padding)');
   });
 
+  t.test(`a busy stream goes to disk in writes of a MiB or more, not one per arrival${mode(direct)}`, async (t) => {
+    // No write by the timer in this test: only a MiB pending starts one.
+    const { dir, disk, io, log } = await setup(t, { direct, segmentBytes: 64 << 20, memory: 64 << 20, flushDelayMs: 60_000 });
+    // 8 MiB as a busy socket delivers it: 64 KiB per turn of the event loop, each piece whole commands.
+    const value = 'v'.repeat(1000);
+    const cmd = `*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${value.length}\r\n${value}\r\n`;
+    const piece = Buffer.from(cmd.repeat(Math.floor((64 * 1024) / cmd.length)));
+    const pieces = Math.ceil((8 << 20) / piece.length);
+    for (let i = 0; i < pieces; i++) {
+      log.append(piece, log.endOffset + piece.length);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await waitFor(() => disk.writtenOffset >= log.endOffset - (1 << 20) || undefined, { what: 'all but the last MiB written' });
+    t.ok(io.writes.length >= 1 && io.writes.every((n) => n >= 1 << 20), `every write took a MiB or more: ${io.writes.join(', ')}`);
+    await disk.close();
+    t.equal(disk.writtenOffset, log.endOffset, 'close() wrote the rest');
+    t.ok((await onDiskQuiet(dir)).data.equals(Buffer.concat(new Array<Buffer>(pieces).fill(piece))), 'the disk holds the stream');
+  });
+
   t.test(`short writes are continued where they stopped, and only written bytes count${mode(direct)}`, async (t) => {
     const s = makeStream(60, 2);
     const { dir, io, disk, log } = await setup(t, { direct });
