@@ -25,7 +25,7 @@ function errno(code: string): NodeJS.ErrnoException {
  */
 export class FaultyIo implements FileIo {
   ops = 0;
-  /** The bytes of every writev call so far, in order. */
+  /** The size in bytes of every writev call so far, in order. */
   readonly writes: number[] = [];
   crashed = false;
   #short = 0;
