@@ -180,24 +180,31 @@ export class ClientConnection implements MemoryUser {
    * replied: the replies of a pipeline keep the order of its commands.
    */
   #process(): void {
-    while (!this.#suspended) {
-      let args: Buffer[] | undefined;
-      try {
-        args = this.#parser.next();
-      } catch (err) {
-        this.#protocolError(err);
-        return;
+    // The replies to one read leave in one write, as Redis writes a client's replies once per turn (a replica's
+    // handshake sent at once: four replies, one syscall; a thousand replicas connecting cost 3,000 writes before).
+    this.socket.cork();
+    try {
+      while (!this.#suspended) {
+        let args: Buffer[] | undefined;
+        try {
+          args = this.#parser.next();
+        } catch (err) {
+          this.#protocolError(err);
+          return;
+        }
+        if (!args) break;
+        this.#telemetry.traffic.commandsProcessed++;
+        try {
+          this.#handlers.dispatch(this, args);
+        } catch (err) {
+          // A bug in a command must not take the relay down: answer an error, as for any failed command.
+          this.logger.error({ err, command: args[0]?.toString('latin1').slice(0, 64) }, 'command failed');
+          this.reply(errorReply('ERR internal error'));
+        }
+        if (this.#closing) return;
       }
-      if (!args) break;
-      this.#telemetry.traffic.commandsProcessed++;
-      try {
-        this.#handlers.dispatch(this, args);
-      } catch (err) {
-        // A bug in a command must not take the relay down: answer an error, as for any failed command.
-        this.logger.error({ err, command: args[0]?.toString('latin1').slice(0, 64) }, 'command failed');
-        this.reply(errorReply('ERR internal error'));
-      }
-      if (this.#closing) return;
+    } finally {
+      this.socket.uncork();
     }
     if (this.#handshakeTimer && this.#handshakeDone()) {
       clearTimeout(this.#handshakeTimer);

@@ -1,0 +1,35 @@
+import t from 'tap';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import { ClientConnection } from '../../src/downstream/client.js';
+import { createLogger } from '../../src/log.js';
+import { Telemetry } from '../../src/observability/telemetry.js';
+import { waitFor } from '../helpers/wait.js';
+
+t.test('the replies to commands that arrived together leave in one socket write', async (t) => {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const peer = connect((server.address() as { port: number }).port, '127.0.0.1');
+  t.teardown(() => peer.destroy());
+  const [socket] = await accepted;
+  // What reaches the socket's implementation: one call per write or writev it makes.
+  let writes = 0;
+  const s = socket as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+  const write = s._write.bind(socket);
+  const writev = s._writev.bind(socket);
+  s._write = (...a) => (writes++, write(...a));
+  s._writev = (...a) => (writes++, writev(...a));
+  new ClientConnection(socket, createLogger('silent'), new Telemetry('client-replies-test'), { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 }, {
+    dispatch: (client) => client.reply(Buffer.from('+PONG\r\n')),
+    closed: () => undefined,
+  }, false);
+  let got = '';
+  peer.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  // A replica's handshake sent at once, as many clients pipeline it.
+  peer.write('PING\r\nPING\r\nPING\r\nPING\r\n');
+  await waitFor(() => got === '+PONG\r\n'.repeat(4) || undefined, { what: 'four replies' });
+  t.equal(writes, 1, 'four replies, one write');
+});
