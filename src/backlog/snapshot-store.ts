@@ -27,8 +27,8 @@ export interface SnapshotLease {
   readonly fh: FileHandleIo;
   /**
    * Up to `n` bytes of the file from `pos` (at least one; a file that ends first is an error). Transfers of the same
-   * snapshot share their recent reads: replicas that full-sync together cost one read per chunk, not one each. A
-   * read goes through the handle of the lease that asked first, which stays open while its caller awaits it.
+   * snapshot share their recent reads: replicas that full-sync together cost one read per chunk, not one each. The
+   * leases of a file share one handle, closed with the last release: so a transfer awaits every read it starts.
    */
   read(pos: number, n: number): Promise<Buffer>;
   release(): Promise<void>;
@@ -69,6 +69,8 @@ export class SnapshotStore {
   /** Every committed snapshot, oldest offset first. */
   #snaps: SnapshotMeta[] = [];
   #leases = new Map<string, number>();
+  /** Per snapshot file while it is leased: its one open handle (#handle). */
+  #handles = new Map<string, Promise<FileHandleIo>>();
   /** Per snapshot file while it is leased: recent reads by position, oldest first. */
   #reads = new Map<string, Map<number, Promise<Buffer>>>();
   /** Pruned snapshots a transfer still reads: deleted when released. */
@@ -201,28 +203,58 @@ export class SnapshotStore {
   async lease(meta: SnapshotMeta): Promise<SnapshotLease> {
     this.#leases.set(meta.path, (this.#leases.get(meta.path) ?? 0) + 1);
     let released = false;
-    const release = async (fh: FileHandleIo | null): Promise<void> => {
+    const release = async (): Promise<void> => {
       if (released) return;
       released = true;
-      await fh?.close().catch(() => {});
       const n = (this.#leases.get(meta.path) ?? 1) - 1;
-      if (n > 0) this.#leases.set(meta.path, n);
-      else {
-        this.#leases.delete(meta.path);
-        this.#reads.delete(meta.path);
-        if (this.#doomed.delete(meta.path)) await this.#rm(meta.path);
+      if (n > 0) {
+        this.#leases.set(meta.path, n);
+        return;
       }
+      this.#leases.delete(meta.path);
+      this.#reads.delete(meta.path);
+      // Every lease awaited its reads before its release: none is in flight on the handle now.
+      const handle = this.#handles.get(meta.path);
+      this.#handles.delete(meta.path);
+      await handle?.then((fh) => fh.close()).catch(() => {});
+      if (this.#doomed.delete(meta.path)) await this.#rm(meta.path);
     };
     let fh: FileHandleIo;
     try {
-      fh = await this.#io.open(meta.path, 'r');
-      const st = await fh.stat();
-      if (st.size !== meta.size) throw new StorageError(`snapshot file is ${st.size} bytes, expected ${meta.size}`);
+      fh = await this.#handle(meta);
     } catch (err) {
-      await release(null);
+      await release();
       throw err;
     }
-    return { meta, fh, read: (pos, n) => this.#sharedRead(meta, fh, pos, n), release: () => release(fh) };
+    return { meta, fh, read: (pos, n) => this.#sharedRead(meta, fh, pos, n), release };
+  }
+
+  /**
+   * The open handle of a leased file, one for all its leases (checked against the size it was committed with). A
+   * thousand replicas full-syncing at once cost one open, not a thousand: each open is a hand-off to the thread pool
+   * that took ~0.1 ms of the event loop (bench/README.md). A failed open is not kept: the next lease tries again.
+   */
+  #handle(meta: SnapshotMeta): Promise<FileHandleIo> {
+    let handle = this.#handles.get(meta.path);
+    if (handle === undefined) {
+      const opening = (async () => {
+        const fh = await this.#io.open(meta.path, 'r');
+        try {
+          const st = await fh.stat();
+          if (st.size !== meta.size) throw new StorageError(`snapshot file is ${st.size} bytes, expected ${meta.size}`);
+          return fh;
+        } catch (err) {
+          await fh.close().catch(() => {});
+          throw err;
+        }
+      })();
+      handle = opening;
+      this.#handles.set(meta.path, opening);
+      opening.catch(() => {
+        if (this.#handles.get(meta.path) === opening) this.#handles.delete(meta.path);
+      });
+    }
+    return handle;
   }
 
   #sharedRead(meta: SnapshotMeta, fh: FileHandleIo, pos: number, n: number): Promise<Buffer> {

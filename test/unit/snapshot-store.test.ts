@@ -194,6 +194,42 @@ t.test('a shared read that failed is not kept: the next transfer reads again', a
   await b.release();
 });
 
+t.test('the leases of one snapshot share one open handle, closed with the last release; a failed open is not kept', async (t) => {
+  const dir = t.testdir();
+  const opens: Array<{ closed: boolean }> = [];
+  let failOpen = false;
+  const io: FileIo = {
+    ...nodeFileIo,
+    open: async (...args) => {
+      if (failOpen) throw Object.assign(new Error('EMFILE: too many open files, open'), { code: 'EMFILE' });
+      const fh = await nodeFileIo.open(...args);
+      const o = { closed: false };
+      opens.push(o);
+      return { ...fh, fd: fh.fd, close: async () => ((o.closed = true), fh.close()) };
+    },
+  };
+  const store = new SnapshotStore(dir, { io });
+  await store.init();
+  const payload = rdb(10, 1000);
+  const meta = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, payload);
+  opens.length = 0; // the commit's own opens
+  const leases = await Promise.all(Array.from({ length: 50 }, () => store.lease(meta)));
+  t.equal(opens.length, 1, 'fifty leases, one open');
+  for (const l of leases.slice(1)) await l.release();
+  t.notOk(opens[0]!.closed, 'open while a lease holds it');
+  t.ok((await leases[0]!.read(0, meta.size)).equals(payload), 'the last lease still reads');
+  await leases[0]!.release();
+  t.ok(opens[0]!.closed, 'closed with the last release');
+  failOpen = true;
+  await t.rejects(store.lease(meta), /EMFILE/);
+  t.equal(store.leases, 0, 'the failed lease holds nothing');
+  failOpen = false;
+  const again = await store.lease(meta);
+  t.equal(opens.length, 2, 'the next lease opens again');
+  t.ok((await again.read(0, meta.size)).equals(payload));
+  await again.release();
+});
+
 t.test('a lease on a file that changed size or vanished fails and holds nothing', async (t) => {
   const dir = t.testdir();
   const store = await storeIn(dir);
