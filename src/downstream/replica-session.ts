@@ -11,6 +11,7 @@ import { checkTransition, type Transitions } from '../util/transitions.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { CompressedWriter } from './compressed-writer.js';
 import { Fanout, Flush, type FanoutMember } from './fanout.js';
+import { WritePacer } from './write-pacer.js';
 
 /** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
 export const ReplicaState = {
@@ -64,6 +65,8 @@ export interface SessionOptions {
   readonly until?: number;
   /** Schedules the stream writes of every session (DownstreamReplication's); default: one of its own. */
   readonly fanout?: Fanout;
+  /** Paces the snapshot transfers' chunk writes over turns of the event loop; shared by the relay's sessions. */
+  readonly pacer?: WritePacer;
 }
 
 /** Bytes read at a time from a snapshot file. */
@@ -107,6 +110,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   #awaitingAck = false;
   #diskRead = false;
   #fanout: Fanout;
+  #pacer: WritePacer;
   #ackOffset = 0;
   #until: number;
   /** `until` was reached: the cursor is closed, the offset stays there. */
@@ -127,6 +131,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#onAck = opts.onAck;
     this.#until = opts.until ?? Infinity;
     this.#fanout = opts.fanout ?? new Fanout();
+    this.#pacer = opts.pacer ?? new WritePacer();
     this.#fanout.add(this);
     this.#log.addHolder(this);
     this.socket.on('drain', () => {
@@ -256,7 +261,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
           const chunk = await reader.read(pos, Math.min(avail, INCOMING_READ));
           if (chunk.length === 0) throw new StorageError('the arriving RDB file is shorter than written');
           pos += chunk.length;
-          const ok = this.#write(chunk);
+          const ok = await this.#pacer.run(() => this.#write(chunk));
           const early = rate > 0 ? (pos * 1000) / rate - (Date.now() - startedAt) : 0;
           if (!ok) await this.#drained();
           if (early > 0) await new Promise((r) => setTimeout(r, early).unref());
@@ -341,9 +346,9 @@ export class ReplicaSession implements FanoutMember, LogHolder {
 
   /**
    * Streams the leased snapshot file to the socket, paced by the socket's backpressure (and full-sync-rate). Reads go
-   * through the lease, one at a time and each awaited: when this returns, no read through this lease's handle is in
-   * flight, so the lease alone closes it. (A fs.ReadStream on the descriptor would close it when destroyed, autoClose
-   * or not, and the lease would then close a number the process may have reused.)
+   * through the lease, one at a time and each awaited: when this returns, no read it started is in flight, so the
+   * store may close the file's handle once the last lease is released. (A fs.ReadStream on the descriptor would close
+   * it when destroyed, autoClose or not, and the store would then close a number the process may have reused.)
    */
   async #sendFile(lease: SnapshotLease, rate: number): Promise<void> {
     const size = lease.meta.size;
@@ -355,7 +360,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       // Shared with the other transfers of this snapshot; never written to, so sockets may hold it as long as they like.
       const chunk = await lease.read(sent, Math.min(FILE_READ, size - sent));
       sent += chunk.length;
-      const ok = this.#write(chunk);
+      const ok = await this.#pacer.run(() => this.#write(chunk));
       // replication.full-sync-rate: no faster than `rate` bytes per second, on average since the start.
       const early = rate > 0 ? (sent * 1000) / rate - (Date.now() - startedAt) : 0;
       if (!ok) await this.#drained();

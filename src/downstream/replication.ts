@@ -6,6 +6,7 @@ import type { Telemetry } from '../observability/telemetry.js';
 import type { ClientConnection } from './client.js';
 import { ReplicaSession, ReplicaState } from './replica-session.js';
 import { Fanout } from './fanout.js';
+import { WritePacer } from './write-pacer.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 import { psyncReplyLine } from '../compression.js';
 
@@ -75,6 +76,7 @@ export class DownstreamReplication {
   #ahead = new Map<ReplicaSession, AheadWait>();
   /** Writes the stream to every session in passes, one per turn of the event loop. */
   readonly fanout = new Fanout();
+  readonly pacer = new WritePacer();
   #tick: NodeJS.Timeout;
   #unsubscribe: () => void;
 
@@ -107,6 +109,7 @@ export class DownstreamReplication {
       softLagMs: this.#opts.softLagMs,
       onAck: () => this.#opts.onAck?.(),
       fanout: this.fanout,
+      pacer: this.pacer,
       caps: {
         psync2: rc.capaPsync2,
         eof: rc.capaEof,
