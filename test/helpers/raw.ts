@@ -1,4 +1,4 @@
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { networkInterfaces } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -60,4 +60,25 @@ export function logLines(logs: string, msg: RegExp): Array<Record<string, unknow
  */
 export function loggedLine(proc: { logs(): string }, msg: RegExp): Promise<Record<string, unknown>> {
   return waitFor(() => logLines(proc.logs(), msg)[0], { what: `a log line matching ${msg}`, timeoutMs: 10_000 });
+}
+
+/**
+ * A connected TCP pair on loopback, destroyed at the test's end: `server` is the accepted side (the relay's socket to
+ * a client or replica), `client` the peer. Neither side's 'error' (a reset when the other goes) is left unhandled.
+ */
+export async function loopbackPair(t: { teardown(fn: () => void): void }): Promise<{ server: Socket; client: Socket }> {
+  const listener = createServer();
+  listener.listen(0, '127.0.0.1');
+  await once(listener, 'listening');
+  const accepted = once(listener, 'connection') as Promise<[Socket]>;
+  const client = connect((listener.address() as { port: number }).port, '127.0.0.1');
+  const [server] = await accepted;
+  listener.close();
+  client.on('error', () => undefined);
+  server.on('error', () => undefined);
+  t.teardown(() => {
+    client.destroy();
+    server.destroy();
+  });
+  return { server, client };
 }

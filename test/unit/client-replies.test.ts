@@ -1,20 +1,12 @@
 import t from 'tap';
-import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { createLogger } from '../../src/log.js';
 import { Telemetry } from '../../src/observability/telemetry.js';
+import { loopbackPair } from '../helpers/raw.js';
 import { waitFor } from '../helpers/wait.js';
 
 t.test('the replies to commands that arrived together leave in one socket write', async (t) => {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => server.close());
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const peer = connect((server.address() as { port: number }).port, '127.0.0.1');
-  t.teardown(() => peer.destroy());
-  const [socket] = await accepted;
+  const { server: socket, client: peer } = await loopbackPair(t);
   // What reaches the socket's implementation: one call per write or writev it makes.
   let writes = 0;
   const s = socket as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };

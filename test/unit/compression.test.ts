@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { once } from 'node:events';
-import { createServer, connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { constants, createInflateRaw, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { Z1, compressionCapa, parseCompressionCapa, psyncReplyLine } from '../../src/compression.js';
@@ -8,6 +8,7 @@ import { CompressedWriter, sampledBitsPerByte } from '../../src/downstream/compr
 import { payloadSource } from '../../src/upstream/decompress-stream.js';
 import { HandshakeState as S, psyncReply, step, type HandshakeContext } from '../../src/upstream/handshake.js';
 import { byteByByte, mulberry32, randomSplit } from '../helpers/chunks.js';
+import { loopbackPair } from '../helpers/raw.js';
 import { waitFor } from '../helpers/wait.js';
 
 const REPLID = 'a'.repeat(40);
@@ -36,23 +37,10 @@ const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 /** A connected TCP pair on loopback: `writer` side (the relay's socket to a replica) and `reader` side. */
 async function socketPair(t: Test): Promise<{ writer: Socket; reader: Socket; received: () => Buffer; ended: Promise<void> }> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const reader = connect({ port, host: '127.0.0.1' });
-  const [writer] = await accepted;
-  server.close();
+  const { server: writer, client: reader } = await loopbackPair(t);
   const chunks: Buffer[] = [];
   reader.on('data', (d: Buffer) => chunks.push(d));
   const ended = new Promise<void>((resolve) => reader.once('end', () => resolve()));
-  reader.on('error', () => undefined);
-  writer.on('error', () => undefined);
-  t.teardown(() => {
-    reader.destroy();
-    writer.destroy();
-  });
   return { writer, reader, received: () => Buffer.concat(chunks), ended };
 }
 
