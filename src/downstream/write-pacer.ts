@@ -42,9 +42,8 @@ export class WritePacer {
     this.#scheduled = false;
     this.stats.runs++;
     const deadline = performance.now() + this.#budgetMs;
-    // Writes queued meanwhile (by the continuations of these, after this callback) wait for the next turn.
-    const end = this.#queue.length;
-    while (this.#head < end) {
+    // What the continuations of these writes queue comes after this callback, so in the next turn.
+    while (this.#head < this.#queue.length) {
       this.#queue[this.#head++]!();
       if (performance.now() >= deadline) break;
     }
