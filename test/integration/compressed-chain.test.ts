@@ -45,6 +45,14 @@ async function offsetOf(port: number): Promise<number> {
   }
 }
 
+/**
+ * Waits until the relay on `port` is at the master's offset. Compared with the master's offset of the moment, not
+ * one read before: a relay that gets the writes together with the master's next PING never stops at the earlier one.
+ */
+async function reachesMaster(port: number, what: string, timeoutMs?: number): Promise<void> {
+  await waitFor(async () => (await offsetOf(port)) === (await offsetOf(master.port)) || undefined, { what, timeoutMs });
+}
+
 // master (with data before the relays start, so the first RDB is a real one) → A → [proxy] → B → two replicas.
 const master = await startRedis();
 const m = await master.client();
@@ -175,8 +183,7 @@ t.test('upstream.compression off: the relay does not ask and gets a plain stream
   const d = await startRelay({ upstream: { host: '127.0.0.1', port: tap.port, compression: 'off' } });
   t.teardown(() => d.stop());
   await m.call('SET', 'compression-off', '1');
-  const target = await offsetOf(master.port);
-  await waitFor(async () => (await offsetOf(d.port)) === target, { what: 'D reaches the master offset' });
+  await reachesMaster(d.port, 'D reaches the master offset');
   const conn = tap.connections[0]!;
   t.notMatch(conn.up.toString('latin1'), /psync-relay/, 'no compression capa');
   t.match(psyncReplyOf(conn), PLAIN_FULL, 'an unmarked +FULLRESYNC');
@@ -191,8 +198,7 @@ t.test('replication.compression off on the upstream relay: a relay that asks get
   const b2 = await startRelay({ upstream: { host: '127.0.0.1', port: tap.port } });
   t.teardown(() => b2.stop());
   await m.call('SET', 'upstream-off', '1');
-  const target = await offsetOf(master.port);
-  await waitFor(async () => (await offsetOf(b2.port)) === target, { what: 'B2 reaches the master offset', timeoutMs: 60_000 });
+  await reachesMaster(b2.port, 'B2 reaches the master offset', 60_000);
   const conn = tap.connections[0]!;
   t.match(conn.up.toString('latin1'), /psync-relay-z1/, 'B2 asked');
   t.match(psyncReplyOf(conn), PLAIN_FULL, 'A2 answered unmarked');

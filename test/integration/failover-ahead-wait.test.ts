@@ -35,7 +35,7 @@ t.test('a replica ahead of the relay is held until the relay catches up, then co
   await waitFor(async () => (await infoOf(x.port))['master_link_status'] === 'down', { what: 'the relay sees its link cut' });
   await writeKeys(m.port, 'ahead');
   const mOffset = num(await infoOf(m.port), 'master_repl_offset');
-  await waitFor(async () => num(await infoOf(d.port), 'master_repl_offset') === mOffset, { what: 'D has the new writes' });
+  await waitFor(async () => num(await infoOf(d.port), 'master_repl_offset') >= mOffset || undefined, { what: 'D has the new writes' });
   t.ok(num(await infoOf(x.port), 'master_repl_offset') < mOffset, 'the relay is behind D');
   const before = await infoOf(x.port, 'stats');
 
