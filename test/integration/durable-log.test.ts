@@ -154,6 +154,11 @@ t.test('a relay without aligned memory for O_DIRECT (an address-space limit) say
   await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'the relay streams from the master' });
   // Far more than log.memory (1mb): a replica that joins now gets the stream after the snapshot from disk.
   await benchmarkLoad(master.port, 20000, 256, 1000);
+  // The load returns once the master has the writes; what the relay has not received yet, a replica would later
+  // get from memory, as it arrives.
+  await waitFor(async () => stat(await x.info('replication'), 'master_repl_offset') === stat(await m.info('replication'), 'master_repl_offset') || undefined, {
+    what: 'the relay has the whole load',
+  });
   const line = await loggedLine(relay, /^O_DIRECT is not available/);
   t.match(String((line['err'] as { message?: string } | undefined)?.message), /no page-aligned memory/, 'the cause logged is the memory');
   const xr = await x.info('replication');
