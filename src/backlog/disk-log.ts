@@ -57,6 +57,12 @@ export interface DiskLogOptions {
   readonly epoch: number | null;
   readonly logger: Logger;
   readonly io?: FileIo;
+  /**
+   * log.memory. A batch waits for no more than an eighth of it either: memory holds what waits on top of log.memory
+   * (with a 1 MiB tail, a 1 MiB batch doubled it), and what a write took is dropped in one piece, so its read blocks
+   * past their reuse slack (an eighth of log.memory, block-pool.ts) go to the garbage collector. Unset: no bound.
+   */
+  readonly memory?: number;
   /** How long pending bytes under FLUSH_BYTES wait for more before they are written (ms; FLUSH_DELAY_MS). */
   readonly flushDelayMs?: number;
   /** Retry delays after a failed write (doubling), and between attempts to start again after a detach. */
@@ -81,7 +87,8 @@ const FSYNC_INTERVAL_MS = 1000;
  * when less than this came in during a write. Every write costs something besides its bytes (the thread pool's
  * hand-off, the device's doorbell, a block allocation): starting at 64 KiB, a busy stream went out in writes of
  * ~580 KB; at 1 MiB, ~1.4 MB, with less than half the pwrite and futex calls (bench/README.md). Never more than an
- * eighth of log.disk-queue, so that waiting for a batch cannot come near the detach limit. Memory holds what waits.
+ * eighth of log.disk-queue, so that waiting for a batch cannot come near the detach limit, nor of log.memory (see
+ * DiskLogOptions.memory). Memory holds what waits.
  */
 const FLUSH_BYTES = 1024 * 1024;
 const FLUSH_DELAY_MS = 10;
@@ -128,7 +135,7 @@ export class DiskLog {
   #timer: NodeJS.Timeout | null = null;
   /** #timer is the flush delay (not a retry's or a restart's). */
   #flushDelay = false;
-  /** Pending bytes that start a write at once (FLUSH_BYTES, or less under a small log.disk-queue). */
+  /** Pending bytes that start a write at once (FLUSH_BYTES, or less under a small log.disk-queue or log.memory). */
   readonly #flushBytes: number;
   #retryMs: number;
   #inflightSince = 0;
@@ -157,7 +164,7 @@ export class DiskLog {
     this.#epoch = opts.epoch ?? 0;
     this.#retryMs = opts.retryMinMs ?? 100;
     this.#direct = opts.direct ? new DirectWriter(BATCH_MAX_BYTES) : null;
-    this.#flushBytes = Math.min(FLUSH_BYTES, Math.max(64 * 1024, Math.floor(opts.maxPending / 8)));
+    this.#flushBytes = Math.min(FLUSH_BYTES, Math.max(64 * 1024, Math.floor(Math.min(opts.maxPending, opts.memory ?? Infinity) / 8)));
   }
 
   /** Whether segments are written with O_DIRECT (false once it proved unavailable). */

@@ -129,6 +129,7 @@ export class History {
         maxBytes: this.#opts.disk,
         segmentBytes: segmentBytesFor(this.#opts.disk),
         maxPending: this.#opts.diskQueue,
+        memory: this.#opts.memory,
         epoch: state ? state.epoch : null,
         logger: this.#logger.child({ component: 'disk-log' }),
         io: this.#io,

@@ -167,6 +167,21 @@ for (const direct of [false, true]) {
     t.ok((await onDiskQuiet(dir)).data.equals(Buffer.concat(new Array<Buffer>(pieces).fill(piece))), 'the disk holds the stream');
   });
 
+  t.test(`under a small log.memory a batch waits for an eighth of it, so the log's read blocks stay reusable${mode(direct)}`, async (t) => {
+    const { disk, io, log } = await setup(t, { direct, segmentBytes: 64 << 20, memory: 1 << 20, flushDelayMs: 60_000 });
+    const piece = Buffer.from(`*1\r\n$${64 * 1024 - 14}\r\n${'x'.repeat(64 * 1024 - 14)}\r\n`);
+    t.equal(piece.length, 64 * 1024);
+    for (let i = 0; i < 32; i++) {
+      log.append(piece, log.endOffset + piece.length);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await waitFor(() => io.writes.length >= 2 || undefined, { what: 'two writes' });
+    // The first write takes what is pending when 128 KiB is (the pieces are 64 KiB): 1 MiB under the default.
+    t.ok(io.writes[0]! <= 192 * 1024, `the first write carried ${io.writes[0]} bytes`);
+    await disk.close();
+    t.equal(disk.writtenOffset, log.endOffset, 'close() wrote the rest');
+  });
+
   t.test(`short writes are continued where they stopped, and only written bytes count${mode(direct)}`, async (t) => {
     const s = makeStream(60, 2);
     const { dir, io, disk, log } = await setup(t, { direct });
