@@ -114,6 +114,7 @@ t.test('replicas that stop reading (plain and TLS) while the log reuses its bloc
   const blocks = relay.relay.status().log;
   // The stopped replica holds only the views it was handed last: the blocks after them are reused meanwhile, so the
   // byte-for-byte checks above ran over reused memory. How many depends on timing (a holder in the way when a block
-  // is retired past the pool's cap lets it go to the garbage collector): 112-288 of the ~330 blocks in 7 runs.
-  t.ok(blocks.blocksReused >= 64, `blocks were reused (${blocks.blocksReused} reused, ${blocks.blocksAllocated} allocated, ${blocks.blocksDiscarded} discarded)`);
+  // is retired past the pool's cap lets it go to the garbage collector): 74-262 of the ~330 blocks in 8 runs on a
+  // quiet machine, down to 28 with two test suites running side by side on its 2 cores.
+  t.ok(blocks.blocksReused >= 16, `blocks were reused (${blocks.blocksReused} reused, ${blocks.blocksAllocated} allocated, ${blocks.blocksDiscarded} discarded)`);
 });
