@@ -83,7 +83,7 @@ for (const chunkSize of [64 * 1024, 1024]) {
   const dir = mkdtempSync(join(tmpdir(), 'psync-bench-micro-log-'));
   try {
     // direct: as the relay's default (log.disk-direct); disk.direct says whether the filesystem took it.
-    const disk = await DiskLog.open({ dir, maxBytes: 1024 * 1024 * 1024, segmentBytes: 64 * 1024 * 1024, maxPending: 1024 * 1024 * 1024, epoch: 1, logger, direct: true });
+    const disk = await DiskLog.open({ dir, maxBytes: 1024 * 1024 * 1024, segmentBytes: 64 * 1024 * 1024, maxPending: 1024 * 1024 * 1024, memory: 1024 * 1024 * 1024, epoch: 1, logger, direct: true });
     disk.onOverLimit = () => void disk.dropOldest();
     const log = new ReplLog(LIMIT);
     log.attachDisk(disk);

@@ -60,9 +60,10 @@ export interface DiskLogOptions {
   /**
    * log.memory. A batch waits for no more than an eighth of it either: memory holds what waits on top of log.memory
    * (with a 1 MiB tail, a 1 MiB batch doubled it), and what a write took is dropped in one piece, so its read blocks
-   * past their reuse slack (an eighth of log.memory, block-pool.ts) go to the garbage collector. Unset: no bound.
+   * past their reuse slack (an eighth of log.memory, block-pool.ts) go to the garbage collector. Required, so that
+   * the history passes it on.
    */
-  readonly memory?: number;
+  readonly memory: number;
   /** How long pending bytes under FLUSH_BYTES wait for more before they are written (ms; FLUSH_DELAY_MS). */
   readonly flushDelayMs?: number;
   /** Retry delays after a failed write (doubling), and between attempts to start again after a detach. */
@@ -164,7 +165,7 @@ export class DiskLog {
     this.#epoch = opts.epoch ?? 0;
     this.#retryMs = opts.retryMinMs ?? 100;
     this.#direct = opts.direct ? new DirectWriter(BATCH_MAX_BYTES) : null;
-    this.#flushBytes = Math.min(FLUSH_BYTES, Math.max(64 * 1024, Math.floor(Math.min(opts.maxPending, opts.memory ?? Infinity) / 8)));
+    this.#flushBytes = Math.min(FLUSH_BYTES, Math.max(64 * 1024, Math.floor(Math.min(opts.maxPending, opts.memory) / 8)));
   }
 
   /** Whether segments are written with O_DIRECT (false once it proved unavailable). */

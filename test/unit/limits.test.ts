@@ -186,7 +186,7 @@ t.test('soft limit 0 is off; seconds 0 drops on the second check over it', async
 
 t.test('with a disk log neither lag limit applies: a lagging replica holds no memory', async (t) => {
   const log = new ReplLog(16 * 1024);
-  const disk = await DiskLog.open({ dir: t.testdir(), maxBytes: 1 << 30, segmentBytes: 1 << 20, maxPending: 1 << 30, epoch: 1, logger });
+  const disk = await DiskLog.open({ dir: t.testdir(), maxBytes: 1 << 30, segmentBytes: 1 << 20, maxPending: 1 << 30, memory: 1 << 30, epoch: 1, logger });
   t.teardown(() => disk.close());
   log.attachDisk(disk);
   const { s } = await session(log, { maxLag: 1000, softLag: 500, softLagMs: 0 });
