@@ -9,7 +9,7 @@
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../test/helpers/redis-server.js';
@@ -17,6 +17,7 @@ import { startRelayProcess, type RelayProcess } from '../test/helpers/relay-proc
 import { freePort } from '../test/helpers/ports.js';
 import { startReplica, waitConverged, stat } from '../test/helpers/replication.js';
 import { mixedLoad } from '../test/helpers/mixed-load.js';
+import { tempDir } from '../test/helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -39,10 +40,10 @@ t.test(`storage soak: ${MINUTES} minutes of mixed load with disk faults, crashes
   const master = await startRedis({ args: ['--repl-backlog-size', '512mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
-  const fsDir = mkdtempSync(join(tmpdir(), 'relay-soak-'));
+  const fsDir = tempDir('relay-soak-');
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160m', 'tmpfs', fsDir]);
   t.teardown(() => execFileSync('umount', ['-l', fsDir]));
-  const conf = join(mkdtempSync(join(tmpdir(), 'relay-soak-conf-')), 'relay.yaml');
+  const conf = join(tempDir('relay-soak-conf-'), 'relay.yaml');
   writeFileSync(
     conf,
     'log:\n  memory: 8mb\n  disk: 96mb\n  disk-queue: 32mb\nreplication:\n  snapshot-refresh-min-interval: 5s\nweb:\n  port: 0\n' +

@@ -1,10 +1,11 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, mkdtempSync, writeFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { freePort } from './ports.js';
 import { RedisClient } from './redis-client.js';
 import { waitFor } from './wait.js';
+import { tempDir } from './temp-dir.js';
 
 export interface StartRedisOptions {
   /** Extra argv for redis-server (no shell), appended after the defaults so they can override them. */
@@ -73,7 +74,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisSer
   const bin = opts.sentinel ? 'redis-sentinel' : 'redis-server';
   requireBinary(bin);
   if (opts.sentinel && opts.sentinelConf === undefined) throw new Error('startRedis: sentinel: true needs sentinelConf');
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), opts.sentinel ? 'psync-relay-sentinel-' : 'psync-relay-redis-'));
+  const dir = opts.dir ?? tempDir(opts.sentinel ? 'psync-relay-sentinel-' : 'psync-relay-redis-');
   let confFile: string | undefined;
   if (opts.sentinel) {
     confFile = join(dir, 'sentinel.conf');

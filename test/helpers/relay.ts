@@ -1,11 +1,11 @@
-import { mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLogger } from '../../src/log.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { Relay } from '../../src/relay.js';
 import { freePort } from './ports.js';
 import { RedisClient } from './redis-client.js';
+import { tempDir } from './temp-dir.js';
 
 export interface TestRelay {
   readonly relay: Relay;
@@ -21,7 +21,7 @@ export interface TestRelay {
  */
 export async function startRelay(config: Record<string, unknown> = {}, dir?: string): Promise<TestRelay> {
   const port = await freePort();
-  const dataDir = dir ?? mkdtempSync(join(tmpdir(), 'psync-relay-test-'));
+  const dataDir = dir ?? tempDir('psync-relay-test-');
   const raw = {
     dir: dataDir,
     ...config,

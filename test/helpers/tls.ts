@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { ReplyReader, type RespValue } from '../../src/resp/reply-reader.js';
 import { encodeCommand } from '../../src/resp/writer.js';
+import { tempDir } from './temp-dir.js';
 
 /** PEM file paths of a throwaway PKI: a CA, a server certificate for 127.0.0.1/localhost, a client certificate. */
 export interface TestCerts {
@@ -30,7 +30,7 @@ function openssl(dir: string, args: string[]): void {
  * Both certificates carry serverAuth and clientAuth, since Redis uses tls-cert-file for both sides of a connection.
  */
 export function makeCerts(cn = 'psync-relay test CA'): TestCerts {
-  const dir = mkdtempSync(join(tmpdir(), 'psync-relay-tls-'));
+  const dir = tempDir('psync-relay-tls-');
   const key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   openssl(dir, ['req', '-x509', ...key, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', `/CN=${cn}`,
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);

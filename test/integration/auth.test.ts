@@ -1,6 +1,4 @@
 import t from 'tap';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
@@ -9,6 +7,7 @@ import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { createLogger } from '../../src/log.js';
 import { fetchSnapshot } from '../../src/upstream/snapshot-fetcher.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -76,7 +75,7 @@ t.test('upstream AUTH as an ACL user with only +psync +replconf +ping: the relay
 });
 
 t.test('the snapshot fetcher authenticates as the ACL user too', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'psync-relay-auth-'));
+  const dir = tempDir('psync-relay-auth-');
   const opts = { host: '127.0.0.1', port: master.port, user: REPL_USER, password: REPL_PASS, listeningPort: 0, connectTimeoutMs: 5000, timeoutMs: 10_000, log: createLogger('silent') };
   const snap = await fetchSnapshot(opts, join(dir, 'a.rdb'), () => undefined, { socket: null });
   t.equal(snap.replid, (await m.info('replication'))['master_replid']);

@@ -1,7 +1,6 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync} from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
@@ -11,6 +10,7 @@ import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { fetchSnapshot } from '../../src/upstream/snapshot-fetcher.js';
 import { createLogger } from '../../src/log.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -205,7 +205,7 @@ t.test('replication.compression off on the upstream relay: a relay that asks get
 });
 
 t.test("a snapshot fetched from a compressing relay (rdb-only connection) is byte for byte A's RDB", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'psync-relay-fetch-'));
+  const dir = tempDir('psync-relay-fetch-');
   const tap = await TcpProxy.start(a.port);
   t.teardown(() => tap.close());
   const fetch = async (compression: number | null, file: string) =>

@@ -8,8 +8,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
@@ -18,6 +17,7 @@ import { startReplica, waitConverged } from '../helpers/replication.js';
 import { mixedLoad } from '../helpers/mixed-load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -54,7 +54,7 @@ t.test('a relay killed before any file operation recovers and its replica conver
   const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
-  const dir = mkdtempSync(join(tmpdir(), 'relay-crash-'));
+  const dir = tempDir('relay-crash-');
   const conf = join(dir, 'relay.yaml');
   writeFileSync(
     conf,

@@ -6,8 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, openSync, closeSync, writeSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { openSync, closeSync, writeSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
@@ -16,6 +15,7 @@ import { startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -25,7 +25,7 @@ t.teardown(stopAll);
  * never skipping it) when that is not allowed.
  */
 function smallFilesystem(t: Test, kind: 'tmpfs' | 'ext4', size: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `relay-${kind}-`));
+  const dir = tempDir(`relay-${kind}-`);
   const image = `${dir}.img`;
   try {
     if (kind === 'tmpfs') execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir]);
@@ -73,7 +73,7 @@ for (const kind of ['tmpfs', 'ext4'] as const) {
     await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
 
     const fs = smallFilesystem(t, kind, '48m');
-    const conf = join(mkdtempSync(join(tmpdir(), 'relay-conf-')), 'relay.yaml');
+    const conf = join(tempDir('relay-conf-'), 'relay.yaml');
     const webPort = await freePort();
     writeFileSync(
       conf,

@@ -1,6 +1,5 @@
 import t from 'tap';
-import { mkdtempSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
@@ -11,6 +10,7 @@ import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { loggedLine } from '../helpers/raw.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -22,7 +22,7 @@ function configFile(dir: string, extra: string): string {
 
 /** A data directory, a port and the arguments of a relay process that follows the master on `masterPort`. */
 async function relayCommand(dirPrefix: string, masterPort: number): Promise<{ dir: string; port: number; args: string[] }> {
-  const dir = mkdtempSync(join(tmpdir(), dirPrefix));
+  const dir = tempDir(dirPrefix);
   const port = await freePort();
   return { dir, port, args: ['--config', configFile(dir, ''), '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', join(dir, 'data')] };
 }

@@ -1,8 +1,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.js';
@@ -11,6 +10,7 @@ import { freePort } from '../helpers/ports.js';
 import { startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -62,7 +62,7 @@ t.test('redis-cli --replica and --rdb work against the relay', async (t) => {
   await waitFor(() => out.includes('"seen-by-cli"') || undefined, { what: 'redis-cli --replica prints the command' });
   t.match(out, /"SET","seen-by-cli","hello"/);
 
-  const dir = mkdtempSync(join(tmpdir(), 'relay-rdb-'));
+  const dir = tempDir('relay-rdb-');
   const file = join(dir, 'dump.rdb');
   const rdb = spawn('redis-cli', ['-p', String(relay.port), '--rdb', file], { stdio: 'ignore' });
   const [code] = (await once(rdb, 'exit')) as [number];

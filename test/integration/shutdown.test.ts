@@ -4,14 +4,14 @@
  * continues without any full sync, upstream or downstream.
  */
 import t from 'tap';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
 import { startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { RedisClient } from '../helpers/redis-client.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -19,7 +19,7 @@ t.test('SIGTERM: replicas get the whole stream, exit 0, and a restarted relay co
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
-  const dir = mkdtempSync(join(tmpdir(), 'psync-relay-shutdown-'));
+  const dir = tempDir('psync-relay-shutdown-');
   const config = join(dir, 'relay.yaml');
   writeFileSync(config, 'shutdown-timeout: 2\nweb:\n  port: 0\nlog:\n  memory: 1mb\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n');
   const port = await freePort();

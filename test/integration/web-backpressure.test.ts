@@ -1,7 +1,6 @@
 import t from 'tap';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -10,6 +9,7 @@ import { freePort } from '../helpers/ports.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { startReplica, waitConverged, digest } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -74,7 +74,7 @@ t.teardown(() => m.close().catch(() => {}));
 for (const policy of ['disconnect', 'drop'] as const) {
   t.test(`a client that never reads (slow-client: ${policy}) does not slow replication or grow memory`, async (t) => {
     // A separate process, so its memory is the relay's alone.
-    const dir = mkdtempSync(join(tmpdir(), 'psync-relay-web-bp-'));
+    const dir = tempDir('psync-relay-web-bp-');
     const [port, webPort] = [await freePort(), await freePort()];
     const config = join(dir, 'relay.yaml');
     writeFileSync(

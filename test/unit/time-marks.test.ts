@@ -1,17 +1,17 @@
 import t from 'tap';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TimeMarks } from '../../src/pitr/time-marks.js';
 import { createLogger } from '../../src/log.js';
 import { waitFor } from '../helpers/wait.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const logger = createLogger('silent');
 const file = (dir: string, epoch: number) => join(dir, `marks-${String(epoch).padStart(10, '0')}.log`);
 
 /** Marks of history `epoch` in a fresh directory. */
 async function fresh(epoch: number): Promise<{ dir: string; m: TimeMarks }> {
-  const dir = mkdtempSync(join(tmpdir(), 'marks-'));
+  const dir = tempDir('marks-');
   const m = new TimeMarks(dir, logger);
   await m.load(epoch, 0);
   return { dir, m };
