@@ -157,29 +157,29 @@ for (const direct of [false, true]) {
     t.ok((await onDiskQuiet(dir)).data.equals(s.bytes), 'closed, every segment file holds exactly its bytes (no padding)');
   });
 
-  t.test(`a busy stream goes to disk in writes of a MiB or more, not one per arrival${mode(direct)}`, async (t) => {
-    // No write by the timer in this test: only a MiB pending starts one.
+  t.test(`a busy stream goes to disk in writes of 4 MiB or more, not one per arrival${mode(direct)}`, async (t) => {
+    // No write by the timer in this test: only 4 MiB pending starts one.
     const { dir, disk, io, log } = await setup(t, { direct, segmentBytes: 64 << 20, memory: 64 << 20, flushDelayMs: 60_000 });
-    // 8 MiB as a busy socket delivers it: 64 KiB per turn of the event loop, each piece whole commands.
+    // 16 MiB as a busy socket delivers it: 64 KiB per turn of the event loop, each piece whole commands.
     const value = 'v'.repeat(1000);
     const cmd = `*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${value.length}\r\n${value}\r\n`;
     const piece = Buffer.from(cmd.repeat(Math.floor((64 * 1024) / cmd.length)));
-    const pieces = Math.ceil((8 << 20) / piece.length);
+    const pieces = Math.ceil((16 << 20) / piece.length);
     await arriveInPieces(log, piece, pieces);
-    await waitFor(() => disk.writtenOffset >= log.endOffset - (1 << 20) || undefined, { what: 'all but the last MiB written' });
-    t.ok(io.writes.length >= 1 && io.writes.every((n) => n >= 1 << 20), `every write took a MiB or more: ${io.writes.join(', ')}`);
+    await waitFor(() => disk.writtenOffset >= log.endOffset - (4 << 20) || undefined, { what: 'all but the last 4 MiB written' });
+    t.ok(io.writes.length >= 1 && io.writes.every((n) => n >= 4 << 20), `every write took 4 MiB or more: ${io.writes.join(', ')}`);
     await disk.close();
     t.equal(disk.writtenOffset, log.endOffset, 'close() wrote the rest');
     t.ok((await onDiskQuiet(dir)).data.equals(Buffer.concat(new Array<Buffer>(pieces).fill(piece))), 'the disk holds the stream');
   });
 
-  t.test(`under a small log.memory a write starts once an eighth of it is pending, not 1 MiB${mode(direct)}`, async (t) => {
+  t.test(`under a small log.memory a write starts once an eighth of it is pending, not 4 MiB${mode(direct)}`, async (t) => {
     const { disk, io, log } = await setup(t, { direct, segmentBytes: 64 << 20, memory: 1 << 20, flushDelayMs: 60_000 });
     const piece = Buffer.from(`*1\r\n$${64 * 1024 - 14}\r\n${'x'.repeat(64 * 1024 - 14)}\r\n`);
     t.equal(piece.length, 64 * 1024);
     await arriveInPieces(log, piece, 32);
     await waitFor(() => io.writes.length >= 2 || undefined, { what: 'two writes' });
-    // The first write takes what is pending when 128 KiB is (the pieces are 64 KiB): 1 MiB under the default.
+    // The first write takes what is pending when 128 KiB is (the pieces are 64 KiB): 4 MiB under the default.
     t.ok(io.writes[0]! <= 192 * 1024, `the first write carried ${io.writes[0]} bytes`);
     await disk.close();
     t.equal(disk.writtenOffset, log.endOffset, 'close() wrote the rest');
