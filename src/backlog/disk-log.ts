@@ -88,7 +88,7 @@ const FSYNC_INTERVAL_MS = 1000;
  * when less than this came in during a write. Every write costs something besides its bytes (the thread pool's
  * hand-off, the device's doorbell and, on a virtual disk, the hypervisor's work per request): starting at 64 KiB, a
  * busy stream went out in writes of ~580 KB; at 1 MiB, ~1.4 MB; at 4 MiB, ~3.5 MB, and the relay's CPU per GB fell
- * by a fifth on the bench's VM (bench/README.md). Never more than an eighth of log.disk-queue, so that waiting for a
+ * by 5-20% on the bench's VM (bench/README.md). Never more than an eighth of log.disk-queue, so that waiting for a
  * batch cannot come near the detach limit, nor of log.memory (see DiskLogOptions.memory). Memory holds what waits.
  */
 const FLUSH_BYTES = 4 * 1024 * 1024;
