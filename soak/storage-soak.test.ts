@@ -10,7 +10,6 @@ import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../test/helpers/redis-server.js';
 import { startRelayProcess, type RelayProcess } from '../test/helpers/relay-process.js';
@@ -43,7 +42,8 @@ t.test(`storage soak: ${MINUTES} minutes of mixed load with disk faults, crashes
   const fsDir = tempDir('relay-soak-');
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160m', 'tmpfs', fsDir]);
   t.teardown(() => execFileSync('umount', ['-l', fsDir]));
-  const conf = join(tempDir('relay-soak-conf-'), 'relay.yaml');
+  const scratch = tempDir('relay-soak-conf-');
+  const conf = join(scratch, 'relay.yaml');
   writeFileSync(
     conf,
     'log:\n  memory: 8mb\n  disk: 96mb\n  disk-queue: 32mb\nreplication:\n  snapshot-refresh-min-interval: 5s\nweb:\n  port: 0\n' +
@@ -113,7 +113,7 @@ t.test(`storage soak: ${MINUTES} minutes of mixed load with disk faults, crashes
         break;
       }
       default: {
-        const p = spawn('redis-cli', ['-p', String(port), '--rdb', join(tmpdir(), `soak-${process.pid}.rdb`)], { stdio: 'ignore' });
+        const p = spawn('redis-cli', ['-p', String(port), '--rdb', join(scratch, 'rdb-only.rdb')], { stdio: 'ignore' });
         await once(p, 'exit');
         faults.push('redis-cli --rdb (a full sync, maybe a refresh)');
       }
