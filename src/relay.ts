@@ -192,6 +192,12 @@ export class Relay {
     await this.#history.recover();
     this.#diskTimer = setInterval(() => void this.#history.enforceDiskLimit(), 1000);
     this.#diskTimer.unref();
+    // Before listening: once the relay answers, its memory is what it will be (and no client waits on this).
+    if (this.config.log.memoryPrefault) {
+      const started = performance.now();
+      const blocks = this.#history.log.prefault();
+      if (blocks > 0) this.#logger.info({ blocks, ms: Math.round(performance.now() - started) }, 'memory tail prefaulted (log.memory-prefault)');
+    }
     this.#port = await this.#server.listen();
     if (this.config.web.port !== 0) {
       this.#web = new WebServer(this.webSource(), this.config.web, this.#logger.child({ component: 'web' }), this.#telemetry);

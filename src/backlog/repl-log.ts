@@ -74,9 +74,25 @@ export class ReplLog implements DiskLogSource {
   removeHolder(h: LogHolder): void {
     this.#pool.removeHolder(h);
   }
-  /** Read blocks allocated, reused, and left to the garbage collector. */
-  get blockStats(): { readonly allocated: number; readonly reused: number; readonly discarded: number } {
+  /** Read blocks allocated, reused, left to the garbage collector, and made by prefault(). */
+  get blockStats(): { readonly allocated: number; readonly reused: number; readonly discarded: number; readonly prefaulted: number } {
     return this.#pool.stats;
+  }
+
+  /**
+   * Backs the memory tail before the stream needs it (log.memory-prefault): makes read blocks with their pages
+   * written until what the log holds and the blocks made reach the memory limit. The memory is the same the tail
+   * takes after its first log.memory bytes; written here, the first stream does not pay for it. Returns the
+   * blocks made.
+   */
+  prefault(): number {
+    const pool = this.#pool;
+    let made = 0;
+    while (this.#size + pool.freeBytes + pool.size <= this.#limit) {
+      pool.addPrefaulted();
+      made++;
+    }
+    return made;
   }
 
   /** The first byte held, in memory or on disk (backlog_first_byte_offset). */

@@ -94,6 +94,7 @@ export class StatusBuilder {
         blocksAllocated: log.blockStats.allocated,
         blocksReused: log.blockStats.reused,
         blocksDiscarded: log.blockStats.discarded,
+        blocksPrefaulted: log.blockStats.prefaulted,
       },
       snapshot: shown ? { replid: shown.replid, offset: shown.offset, size: shown.size, rdbVersion: shown.rdbVersion, usable: shown === usable } : null,
       snapshotLeases: history.store.leases,

@@ -87,6 +87,8 @@ export interface RelayStatus {
     readonly blocksAllocated: number;
     readonly blocksReused: number;
     readonly blocksDiscarded: number;
+    /** Read blocks made at start with their pages written (log.memory-prefault). */
+    readonly blocksPrefaulted: number;
   };
   /** The snapshot a full sync is served from (usable), else the newest one held (not usable); null when none. */
   readonly snapshot: { readonly replid: string; readonly offset: number; readonly size: number; readonly rdbVersion: number; readonly usable: boolean } | null;

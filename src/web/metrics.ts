@@ -72,6 +72,7 @@ const FAMILIES: readonly Family[] = [
   },
   { name: 'log_blocks_allocated_total', type: 'counter', help: 'Log read blocks allocated (the upstream socket reads into them).', read: (s) => s.log.blocksAllocated },
   { name: 'log_blocks_reused_total', type: 'counter', help: 'Log read blocks reused once dropped and read by nothing any more.', read: (s) => s.log.blocksReused },
+  { name: 'log_blocks_prefaulted_total', type: 'counter', help: 'Log read blocks made with their pages written before the stream needed them (log.memory-prefault).', read: (s) => s.log.blocksPrefaulted },
   { name: 'log_blocks_discarded_total', type: 'counter', help: 'Dropped log read blocks left to the garbage collector (a holder stayed behind them, or a new history began).', read: (s) => s.log.blocksDiscarded },
   { name: 'log_disk_write_errors_total', type: 'counter', help: 'Disk log writes that failed (each is retried).', read: (s) => s.log.diskWriteErrors },
   {

@@ -41,7 +41,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
       pubsub: { hard: 32 * 1024 ** 2, soft: 8 * 1024 ** 2, softMs: 60_000 },
     },
   },
-  log: { memory: 64 * 1024 ** 2, disk: 1024 ** 3, diskQueue: 128 * 1024 ** 2, diskDirect: true, refreshHold: 256 * 1024 ** 2 },
+  log: { memory: 64 * 1024 ** 2, memoryPrefault: true, disk: 1024 ** 3, diskQueue: 128 * 1024 ** 2, diskDirect: true, refreshHold: 256 * 1024 ** 2 },
   replication: {
     replicaMaxLag: 256 * 1024 ** 2,
     replicaTimeoutMs: 60_000,

@@ -480,3 +480,21 @@ t.test('a dropped read block is reused only once no holder may still read it', a
   readInto(log, 16 * 1024 * 2);
   t.ok(log.blockStats.reused - reused <= 4, 'a new history reuses only blocks released before it (never ones retired with older offsets)');
 });
+
+t.test('prefault() makes the memory tail ahead of the stream: its first log.memory bytes allocate no block', async (t) => {
+  const MiB = 1024 * 1024;
+  const log = new ReplLog(8 * MiB); // 1 MiB read blocks
+  t.equal(log.prefault(), 8, 'eight blocks: the memory limit');
+  t.equal(log.blockStats.prefaulted, 8);
+  readInto(log, 8 * MiB, 64 * 1024);
+  t.equal(log.blockStats.allocated, 0, 'the stream went into the prefaulted blocks');
+  t.equal(log.blockStats.reused, 0, 'and they are not counted as reused');
+  t.ok(readAll(log, log.memFirstOffset).equals(expected(log.memFirstOffset, log.endOffset)), 'the log holds the stream');
+  readInto(log, 4 * MiB, 64 * 1024);
+  t.ok(log.blockStats.allocated + log.blockStats.reused >= 3, 'past the limit, blocks come from the pool as before');
+
+  const held = new ReplLog(8 * MiB);
+  readInto(held, 5 * MiB, 64 * 1024);
+  t.ok(held.prefault() <= 3, 'what the log already holds counts: memory stays within the limit');
+  t.equal(held.prefault(), 0, 'and a second call makes nothing');
+});

@@ -54,6 +54,7 @@ const status: RelayStatus = {
     blocksAllocated: 64,
     blocksReused: 470,
     blocksDiscarded: 3,
+    blocksPrefaulted: 64,
   },
   snapshot: { replid: 'a'.repeat(40), offset: 0, size: 200, rdbVersion: 10, usable: true },
   snapshotLeases: 1,
