@@ -26,6 +26,9 @@ import { rewriteUpstream } from './config/rewrite.js';
 
 export const RELAY_VERSION = '0.1.0';
 
+/** log.memory-prefault makes at most this much at start (under a second on a VM); a larger tail fills as it comes. */
+const PREFAULT_MAX = 256 * 1024 * 1024;
+
 /**
  * The composition root: the only module that knows every other one. Wires the upstream link to the
  * backlog (log, ids, snapshot) and the backlog to the downstream server.
@@ -195,7 +198,7 @@ export class Relay {
     // Before listening: once the relay answers, its memory is what it will be (and no client waits on this).
     if (this.config.log.memoryPrefault) {
       const started = performance.now();
-      const blocks = this.#history.log.prefault();
+      const blocks = this.#history.log.prefault(PREFAULT_MAX);
       if (blocks > 0) this.#logger.info({ blocks, ms: Math.round(performance.now() - started) }, 'memory tail prefaulted (log.memory-prefault)');
     }
     this.#port = await this.#server.listen();

@@ -81,14 +81,14 @@ export class ReplLog implements DiskLogSource {
 
   /**
    * Backs the memory tail before the stream needs it (log.memory-prefault): makes read blocks with their pages
-   * written until what the log holds and the blocks made reach the memory limit. The memory is the same the tail
-   * takes after its first log.memory bytes; written here, the first stream does not pay for it. Returns the
-   * blocks made.
+   * written until what the log holds and the blocks made reach the memory limit, or `max` bytes are made. The
+   * memory is the same the tail takes after its first log.memory bytes; written here, the first stream does not
+   * pay for it. Returns the blocks made.
    */
-  prefault(): number {
+  prefault(max = Infinity): number {
     const pool = this.#pool;
     let made = 0;
-    while (this.#size + pool.freeBytes + pool.size <= this.#limit) {
+    while (this.#size + pool.freeBytes + pool.size <= this.#limit && (made + 1) * pool.size <= max) {
       pool.addPrefaulted();
       made++;
     }

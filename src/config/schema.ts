@@ -168,7 +168,7 @@ export const relaySchema = section(
     log: section(
       {
         memory: key(size(16 * 1024), '64mb', 'in-memory tail of the log, like Redis repl-backlog-size (at least 16kb)'),
-        'memory-prefault': key(boolean(), true, 'at start, before listening, allocate the memory tail (log.memory) and write its pages'),
+        'memory-prefault': key(boolean(), true, 'at start, before listening, allocate the memory tail (log.memory, its first 256mb at most) and write its pages'),
         disk: key(size(0), '1gb', 'segment files in <dir>/log behind the memory tail; 0 = memory only'),
         'disk-queue': key(size(1024 * 1024), '128mb', 'most stream bytes held in memory that the disk has not taken yet; past it the disk history is dropped'),
         'disk-direct': key(boolean(), true, 'write the disk log with O_DIRECT, past the page cache (falls back where the filesystem refuses it)'),
