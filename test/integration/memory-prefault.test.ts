@@ -28,7 +28,6 @@ t.test('log.memory-prefault: the memory tail is made at start, and the first str
   const a = on.relay.status().log;
   t.ok(a.size > 10 * 1024 * 1024, `the relay holds the stream in memory (${a.size} bytes)`);
   t.equal(a.blocksAllocated, 0, 'no block allocated while the stream filled the prefaulted tail');
-  t.ok(a.blocksPrefaulted <= 16, 'no more than log.memory was made');
   const b = off.relay.status().log;
   t.equal(b.blocksPrefaulted, 0, 'memory-prefault: false makes none');
   t.ok(b.blocksAllocated >= 10, `and that relay allocates its blocks as the stream arrives (${b.blocksAllocated})`);
