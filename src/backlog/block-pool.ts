@@ -9,6 +9,7 @@
  * free together: a holder stuck behind makes the log allocate, never hold more memory. Blocks made ahead of the
  * stream (addPrefaulted(), up to the log's memory limit) are taken first and are not counted against the cap.
  */
+import { prefault } from '../util/prefault.js';
 
 /** Something that may still read log memory it was handed after the call that handed it returned. */
 export interface LogHolder {
@@ -54,12 +55,16 @@ export class BlockPool {
   }
 
   /**
-   * One more free block, its pages written now: the kernel backs a fresh buffer a page at a time when it is first
-   * written (12 us per 4 KiB on a VM), which the socket's reads would otherwise pay on the hot path.
+   * `count` more free blocks, their pages backed now for user space and for the kernel (util/prefault.ts): the
+   * socket's reads into a fresh block and the scanner's reads of it would otherwise pay a trap per page on the hot
+   * path.
    */
-  addPrefaulted(): void {
-    this.#prefaulted.push(Buffer.allocUnsafeSlow(this.size).fill(0));
-    this.stats.prefaulted++;
+  addPrefaulted(count: number): void {
+    const bufs: Buffer[] = [];
+    for (let i = 0; i < count; i++) bufs.push(Buffer.allocUnsafeSlow(this.size));
+    prefault(bufs);
+    for (const buf of bufs) this.#prefaulted.push(buf);
+    this.stats.prefaulted += count;
   }
 
   /** A block of `size` bytes whose contents nobody reads any more. */

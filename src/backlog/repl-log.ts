@@ -88,10 +88,8 @@ export class ReplLog implements DiskLogSource {
   prefault(max = Infinity): number {
     const pool = this.#pool;
     let made = 0;
-    while (this.#size + pool.freeBytes + pool.size <= this.#limit && (made + 1) * pool.size <= max) {
-      pool.addPrefaulted();
-      made++;
-    }
+    while (this.#size + pool.freeBytes + (made + 1) * pool.size <= this.#limit && (made + 1) * pool.size <= max) made++;
+    pool.addPrefaulted(made);
     return made;
   }
 

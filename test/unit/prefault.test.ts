@@ -1,0 +1,14 @@
+import t from 'tap';
+import { prefault } from '../../src/util/prefault.js';
+import { bytesRead } from '../helpers/proc-io.js';
+
+t.test('prefault() leaves buffers zeroed, written by user space and by the kernel (a read of /dev/zero into them)', async (t) => {
+  const MiB = 1024 * 1024;
+  const bufs = [Buffer.alloc(MiB, 0xab), Buffer.alloc(3 * MiB + 17, 0xcd)];
+  const before = bytesRead();
+  prefault(bufs);
+  const read = bytesRead() - before;
+  t.ok(bufs.every((b) => b.every((byte) => byte === 0)), 'every byte is zero');
+  // The /proc read above is counted too: allow for it, but the buffers' bytes must have come through read(2).
+  t.ok(read >= 4 * MiB + 17 && read < 4 * MiB + 17 + 64 * 1024, `the kernel wrote every byte (${read} bytes read)`);
+});
