@@ -319,7 +319,8 @@ export class Relay {
         // From the name's bytes: no string per command (without decodeArgs the scanner's args are scratch views).
         const name = cmd.args[0];
         if (name) this.#telemetry.traffic.streamCommand(name);
-        for (const fn of this.#commandListeners) fn(cmd);
+        // Per command: no iterator over an empty set (there is no listener unless /stream has a subscriber).
+        if (this.#commandListeners.size > 0) for (const fn of this.#commandListeners) fn(cmd);
       },
     };
   }

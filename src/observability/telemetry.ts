@@ -85,9 +85,12 @@ export class Traffic {
   /** Bytes handed to compressing replicas' compressors (psync-relay-z1), and what they sent on the wire. */
   compressedRawBytes = 0;
   compressedWireBytes = 0;
-  /** Commands seen in the upstream stream, by lower-case name. */
-  readonly streamCommands = new Map<string, number>();
-  readonly #names = new CommandCounter(this.streamCommands);
+  readonly #names = new CommandCounter();
+
+  /** Commands seen in the upstream stream, by lower-case name (a new map on each call). */
+  get streamCommands(): Map<string, number> {
+    return this.#names.counts();
+  }
 
   /** One command named by these bytes (any case): counted without making a string per command. */
   streamCommand(name: Uint8Array): void {

@@ -5,7 +5,7 @@
  */
 import { InternalError } from '../errors.js';
 
-/** Passed to `onCommand`; the scanner reuses one object (and its args array) for every command. */
+/** Passed to `onCommand`; the scanner reuses one object (and a few args arrays) for every command. */
 export interface ScannedCommand {
   /** stream offset of the command's first byte */
   start: number;
@@ -19,7 +19,7 @@ export interface ScannedCommand {
    * With `decodeArgs`, bulks inside one chunk are subarrays of it and bulks that straddle chunks are copied; so are
    * the bulks of a command that continues in a later chunk: once scan() returns, no arg is a view of its chunk.
    * Without it, args[0] and args[1] are views of the scanner's own scratch space, overwritten by the next
-   * command: no allocation per command. Either way, copy what you keep.
+   * command: no allocation per command. Either way, copy what you keep, and never modify `args`.
    */
   args: Buffer[];
 }
@@ -83,6 +83,16 @@ export class StreamScanner {
 
   // The command being read. #cmd is reused for every command: no allocation per command.
   readonly #cmd: ScannedCommand = { start: 0, end: 0, argc: 0, args: [] };
+  /**
+   * Without decodeArgs, #cmd.args is one of three arrays of fixed length 0, 1 and 2, whose elements are set in place.
+   * Emptying and refilling one array per command cost a call into V8's Array.prototype.push per arg (emptied, an
+   * array drops its backing store, and the next push grows it again).
+   */
+  readonly #smallArgs: [Buffer[], Buffer[], Buffer[]];
+  /** Args decoded into scratch in this command (0-2): #cmd.args is #smallArgs[#small]. */
+  #small = 0;
+  /** #cmd.args with decodeArgs: emptied and filled per command. */
+  readonly #decoded: Buffer[] = [];
   #decode = false;
   #argi = 0;
   /** payload bytes of the current bulk still to come */
@@ -99,6 +109,9 @@ export class StreamScanner {
   constructor(onCommand: (cmd: ScannedCommand) => void, opts: StreamScannerOptions = {}) {
     this.#onCommand = onCommand;
     this.#maxBulkLen = opts.maxBulkLen ?? 512 * 1024 * 1024;
+    const [a, b] = this.#scratch;
+    this.#smallArgs = [[], [a], [a, b]];
+    this.#cmd.args = this.#smallArgs[0];
   }
 
   /** The next byte scanned has offset `offset + 1` (offset = the relay's master_repl_offset). Clears any partial state. */
@@ -108,7 +121,8 @@ export class StreamScanner {
     this.#state = State.CmdStart;
     this.#error = null;
     this.#capBuf = null;
-    this.#cmd.args.length = 0;
+    this.#small = 0;
+    this.#cmd.args = this.#smallArgs[0];
   }
 
   /** offset of the last byte scanned */
@@ -129,8 +143,8 @@ export class StreamScanner {
    * Scan one chunk. `validBytes` = bytes that are valid RESP so far: the whole chunk, unless `error` holds a
    * Redis-like protocol error text; the scanner then stays failed (validBytes 0) until `reset()`.
    * `onCommand` is called synchronously for each command that ends in this chunk. It gets the same
-   * ScannedCommand object (and args array) every time, so it must copy what it keeps; it must not throw
-   * or call `reset()`.
+   * ScannedCommand object (and args arrays the scanner reuses) every time, so it must copy what it keeps; it must
+   * not throw, modify `args`, or call `reset()`.
    */
   scan(chunk: Buffer): ScanResult {
     if (this.#state === State.Failed) return { validBytes: 0, error: this.#error };
@@ -306,10 +320,15 @@ export class StreamScanner {
     }
     const cmd = this.#cmd;
     cmd.argc = this.#num;
-    // Emptied in place: the array is reused (pop is cheaper than `length = 0`).
-    while (cmd.args.length > 0) cmd.args.pop();
     this.#argi = 0;
+    this.#small = 0;
     this.#decode = this.decodeArgs;
+    if (this.#decode) {
+      // Emptied in place: the array is reused (pop is cheaper than `length = 0`).
+      const args = this.#decoded;
+      while (args.length > 0) args.pop();
+      cmd.args = args;
+    } else cmd.args = this.#smallArgs[0];
     return State.Dollar;
   }
 
@@ -319,7 +338,7 @@ export class StreamScanner {
     this.#capFill = 0;
     this.#capBuf = null;
     if (this.#decode) this.#capture = Capture.Full;
-    else this.#capture = n <= SMALL_ARG && this.#argi < 2 && this.#cmd.args.length === this.#argi ? Capture.Scratch : Capture.None;
+    else this.#capture = n <= SMALL_ARG && this.#argi < 2 && this.#small === this.#argi ? Capture.Scratch : Capture.None;
   }
 
   /** A bulk's final LF at `lf`: emit the command if it was the last arg; the next state. */
@@ -335,10 +354,14 @@ export class StreamScanner {
   /** The last `rem` payload bytes of a decoded bulk are chunk[pos, pos + rem). */
   #captureEnd(chunk: Buffer, pos: number, rem: number): void {
     if (this.#capture === Capture.Scratch) {
-      this.#capturePart(chunk, pos, pos + rem);
       const slot = this.#argi as 0 | 1;
-      const n = this.#capFill;
-      this.#cmd.args.push(this.#views[slot][n] ?? this.#view(slot, n));
+      const n = this.#copyScratch(chunk, pos, pos + rem);
+      const view = this.#views[slot][n] ?? this.#view(slot, n);
+      const small = this.#smallArgs;
+      if (slot === 0) small[1][0] = view;
+      small[2][slot] = view;
+      this.#small = slot + 1;
+      this.#cmd.args = small[slot + 1]!;
     } else if (this.#capBuf === null) this.#cmd.args.push(chunk.subarray(pos, pos + rem));
     else {
       this.#capturePart(chunk, pos, pos + rem);
@@ -384,11 +407,7 @@ export class StreamScanner {
   /** Copy chunk[from, to) of the current bulk into the scratch space, or (in full) into its own buffer when it straddles chunks. */
   #capturePart(chunk: Buffer, from: number, to: number): void {
     if (this.#capture === Capture.Scratch) {
-      // At most 64 bytes: a loop beats a call into Buffer.copy.
-      const dst = this.#scratch[this.#argi as 0 | 1];
-      let fill = this.#capFill;
-      for (let i = from; i < to; i++) dst[fill++] = chunk[i]!;
-      this.#capFill = fill;
+      this.#copyScratch(chunk, from, to);
       return;
     }
     if (this.#capBuf === null) {
@@ -396,6 +415,16 @@ export class StreamScanner {
       this.#capFill = 0;
     }
     this.#capFill += chunk.copy(this.#capBuf, this.#capFill, from, to);
+  }
+
+  /** Appends chunk[from, to) to the scratch of the current arg; returns the bytes it holds now. Kept small so V8 inlines it. */
+  #copyScratch(chunk: Buffer, from: number, to: number): number {
+    // At most 64 bytes: a loop beats a call into Buffer.copy.
+    const dst = this.#scratch[this.#argi as 0 | 1];
+    let fill = this.#capFill;
+    for (let i = from; i < to; i++) dst[fill++] = chunk[i]!;
+    this.#capFill = fill;
+    return fill;
   }
 
   #fail(base: number, pos: number, message: string): ScanResult {

@@ -112,6 +112,25 @@ t.test('stream scanner applies a decodeArgs change from the next command', async
   t.same(seen, [['A', 'b'], ['D', 'e', 'f']]);
 });
 
+t.test('stream scanner hands each command its own args when decodeArgs goes on and off between commands', async (t) => {
+  const input = b(enc('SET', 'k1', 'v1') + enc('DEL', 'a', 'b', 'c') + enc('PING') + enc('MSET', 'x', '1', 'y', '2') + enc('SET', 'k2', 'v2') + enc('EXEC'));
+  // decodeArgs for each command, set from inside the callback for the next one (it applies from the next command).
+  const plan = [false, true, false, true, false, false];
+  for (const [how, chunks] of ways(input.toString('latin1'))) {
+    t.test(how, async (t) => {
+      const seen: string[][] = [];
+      const scanner = new StreamScanner((c) => {
+        seen.push(c.args.map(String));
+        scanner.decodeArgs = plan[seen.length] ?? false;
+      });
+      scanner.reset(0);
+      scanner.decodeArgs = plan[0]!;
+      for (const c of chunks) scanner.scan(c);
+      t.same(seen, [['SET', 'k1'], ['DEL', 'a', 'b', 'c'], ['PING'], ['MSET', 'x', '1', 'y', '2'], ['SET', 'k2'], ['EXEC']]);
+    });
+  }
+});
+
 t.test('stream scanner returns args inside one chunk as subarrays, and copies straddling ones and those of a command that continues in the next chunk', async (t) => {
   const wire = encodeCommand(['SET', 'key', 'value']);
   let args: Buffer[] = [];
