@@ -34,19 +34,14 @@ export class BlockPool {
   #prefaulted: Buffer[] = [];
   /** Dropped by the log, oldest first: reusable once no holder's range covers start..end. */
   #retired: Retired[] = [];
-  readonly #holders = new Set<LogHolder>();
+  /** The owner's holders (the log's: every pool of log memory answers to the same ones). */
+  readonly #holders: ReadonlySet<LogHolder>;
   readonly stats = { allocated: 0, reused: 0, discarded: 0, prefaulted: 0 };
 
-  constructor(size: number, cap: number) {
+  constructor(size: number, cap: number, holders: ReadonlySet<LogHolder>) {
     this.size = size;
     this.#cap = Math.max(1, cap);
-  }
-
-  addHolder(h: LogHolder): void {
-    this.#holders.add(h);
-  }
-  removeHolder(h: LogHolder): void {
-    this.#holders.delete(h);
+    this.#holders = holders;
   }
 
   /** Bytes of the blocks ready for take(). */

@@ -695,19 +695,23 @@ export class DiskLog {
     this.#telemetry.emit('disk.state', { from, to: next, cause });
   }
 
-  /** Reads up to `max` bytes from `offset`, which must be on disk; throws on a read that returns nothing. */
-  async read(offset: number, max = READ_MAX): Promise<Buffer> {
+  /**
+   * Reads up to `max` bytes from `offset`, which must be on disk, into `into` (at least `max` bytes) or a new
+   * buffer; returns a view of what was read. Throws on a read that returns nothing.
+   */
+  async read(offset: number, max = READ_MAX, into?: Buffer): Promise<Buffer> {
     if (!this.holds(offset)) {
       throw new LogRangeError(offset, `offset ${offset} not on disk [${this.firstOffset}, ${this.#written}]`);
     }
     const seg = this.#segmentOf(offset);
     const n = Math.min(max, this.#written - offset + 1, seg.start + seg.size - offset);
-    const buf = Buffer.allocUnsafe(n);
+    if (into !== undefined && into.length < n) throw new InternalError(`a disk log read of ${n} bytes into ${into.length}`);
+    const buf = into ?? Buffer.allocUnsafe(n);
     const fh = await this.#io.open(this.#path(seg.start), 'r');
     try {
       const { bytesRead } = await fh.read(buf, 0, n, offset - seg.start);
       if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${offset} returned nothing)`);
-      return bytesRead === n ? buf : buf.subarray(0, bytesRead);
+      return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
     } finally {
       await fh.close();
     }

@@ -55,12 +55,14 @@ export class ReplLog implements DiskLogSource {
   /** The space handed out by reserve(), until commit(), an append or a reset. */
   #reserved: Buffer | null = null;
   readonly #pool: BlockPool;
+  /** Whoever may read views after the call that handed them out returned (addHolder): both pools answer to them. */
+  readonly #holders = new Set<LogHolder>();
 
   constructor(limit: number, offset = 0) {
     this.#limit = limit;
     const readBlock = Math.max(PACK_BLOCK_SIZE, Math.min(READ_BLOCK_MAX, 2 ** Math.floor(Math.log2(Math.max(1, limit / 8)))));
     // Up to an eighth of the memory limit more (at least 4 blocks) waits for reuse.
-    this.#pool = new BlockPool(readBlock, Math.max(4, Math.floor(limit / 8 / readBlock)));
+    this.#pool = new BlockPool(readBlock, Math.max(4, Math.floor(limit / 8 / readBlock)), this.#holders);
     this.reset(offset);
   }
 
@@ -69,10 +71,10 @@ export class ReplLog implements DiskLogSource {
    * log does not reuse the memory of offsets h.heldFrom..h.heldTo. Views read synchronously need no holder.
    */
   addHolder(h: LogHolder): void {
-    this.#pool.addHolder(h);
+    this.#holders.add(h);
   }
   removeHolder(h: LogHolder): void {
-    this.#pool.removeHolder(h);
+    this.#holders.delete(h);
   }
   /** Read blocks allocated, reused, left to the garbage collector, and made by prefault(). */
   get blockStats(): { readonly allocated: number; readonly reused: number; readonly discarded: number; readonly prefaulted: number } {
@@ -122,16 +124,19 @@ export class ReplLog implements DiskLogSource {
       if (this.#size > this.#limit) this.trim();
     };
     this.#diskCache = new DiskChunkCache(
-      (offset, max) => disk.read(offset, max),
+      (offset, max, into) => disk.read(offset, max, into),
       () => disk.firstOffset,
       () => Math.min(disk.writtenOffset, this.memFirstOffset - 1),
+      this.#holders,
     );
     disk.attach(this);
   }
 
-  /** Disk reads shared between readers (see DiskChunkCache). */
-  get diskCacheStats(): { hits: number; reads: number; bytesRead: number } {
-    return this.#diskCache?.stats ?? { hits: 0, reads: 0, bytesRead: 0 };
+  /** Disk reads shared between readers, and the blocks they were read into (see DiskChunkCache). */
+  get diskCacheStats(): { hits: number; reads: number; bytesRead: number; blocksAllocated: number; blocksReused: number } {
+    const c = this.#diskCache;
+    if (c === null) return { hits: 0, reads: 0, bytesRead: 0, blocksAllocated: 0, blocksReused: 0 };
+    return { ...c.stats, blocksAllocated: c.blockStats.allocated, blocksReused: c.blockStats.reused };
   }
 
   /** Starts a new history (`epoch`), on disk too. */

@@ -1,5 +1,6 @@
-// The log reuses the memory of the blocks it dropped (src/backlog/block-pool.ts). A replica that stops reading
-// leaves writes of views of those blocks in flight on its socket: they must leave with the bytes they had.
+// The log reuses the memory of the blocks it dropped (src/backlog/block-pool.ts), and of the disk chunks it read
+// (src/backlog/disk-chunk-cache.ts). A replica that stops reading leaves writes of views of those blocks in flight
+// on its socket: they must leave with the bytes they had.
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -117,4 +118,8 @@ t.test('replicas that stop reading (plain and TLS) while the log reuses its bloc
   // is retired past the pool's cap lets it go to the garbage collector): 74-262 of the ~330 blocks in 8 runs on a
   // quiet machine, down to 28 with two test suites running side by side on its 2 cores.
   t.ok(blocks.blocksReused >= 16, `blocks were reused (${blocks.blocksReused} reused, ${blocks.blocksAllocated} allocated, ${blocks.blocksDiscarded} discarded)`);
+  // Resumed 40 MB behind a 1 MB tail, the replicas read the stream back from the disk log in 1 MiB chunks, the
+  // cache keeping 16: the checks above ran over reused chunk blocks too.
+  const disk = relay.relay.webSource().log.diskCacheStats;
+  t.ok(disk.blocksReused >= 8, `disk chunk blocks were reused (${disk.blocksReused} reused, ${disk.blocksAllocated} allocated, ${disk.reads} reads)`);
 });

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { DiskChunkCache } from '../../src/backlog/disk-chunk-cache.js';
+import type { LogHolder } from '../../src/backlog/block-pool.js';
 
 const MiB = 1024 * 1024;
 /** A disk holding offsets [first, last], byte at offset o = o & 0xff, in segments of `seg` bytes starting at `first`. */
@@ -12,7 +13,13 @@ function disk(first: number, last: number, seg = Infinity) {
     const n = Math.min(max, last - offset + 1, segEnd - offset + 1);
     return Buffer.from(Array.from({ length: n }, (_, i) => (offset + i) & 0xff));
   };
-  return { read, reads };
+  /** The same, into the buffer given (as the disk log reads). */
+  const readInto = async (offset: number, max: number, into: Buffer): Promise<Buffer> => {
+    const got = await read(offset, max);
+    got.copy(into);
+    return into.subarray(0, got.length);
+  };
+  return { read, readInto, reads };
 }
 
 async function viewAt(cache: DiskChunkCache, at: number): Promise<Buffer> {
@@ -88,4 +95,33 @@ t.test('a read ahead that fails is no error until a reader needs its chunk', asy
   t.equal(d.reads.length, 3, 'the failed chunk is not read ahead again');
   await t.rejects(viewAt(cache, 2 * MiB + 1), RangeError, 'the reader of the failed chunk gets the error');
   t.equal(d.reads.length, 4, 'that reader read it itself');
+});
+
+/** Whether `v`, a view from offset `at`, still holds the disk's bytes there. */
+const intact = (v: Buffer, at: number): boolean => v.every((byte, i) => byte === ((at + i) & 0xff));
+
+t.test('chunk blocks are reused once dropped from the cache and no holder may read their offsets', async (t) => {
+  const d = disk(1, 64 * MiB);
+  const cache = new DiskChunkCache(d.readInto, () => 1, () => 64 * MiB);
+  for (let c = 0; c < 48; c++) t.ok(intact(await viewAt(cache, c * MiB + 1), c * MiB + 1), `chunk ${c} read right`);
+  const { allocated, reused } = cache.blockStats;
+  t.ok(allocated <= 20, `48 chunks read into at most 20 blocks (${allocated})`);
+  t.ok(reused >= 28, `the rest reused (${reused})`);
+});
+
+t.test('a chunk block a holder may still read is never overwritten, and is reused once it lets go', async (t) => {
+  const d = disk(1, 64 * MiB);
+  const holders = new Set<LogHolder>();
+  const cache = new DiskChunkCache(d.readInto, () => 1, () => 64 * MiB, holders);
+  const held = await viewAt(cache, 1000);
+  // A replica socket with the chunk's bytes 1000..1999 still to write.
+  const socket: LogHolder = { heldFrom: 1000, heldTo: 1999 };
+  holders.add(socket);
+  for (let c = 1; c < 48; c++) await viewAt(cache, c * MiB + 1);
+  t.ok(intact(held, 1000), 'the held view still shows its bytes after 47 more chunks');
+  const reusedHeld = cache.blockStats.reused;
+  holders.delete(socket);
+  for (let c = 0; c < 24; c++) await viewAt(cache, c * MiB + 1);
+  t.ok(cache.blockStats.reused > reusedHeld, 'reading goes on reusing blocks once the holder let go');
+  t.ok(cache.blockStats.allocated <= 21, `memory stays bounded: ${cache.blockStats.allocated} blocks in all`);
 });
