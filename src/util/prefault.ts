@@ -15,11 +15,11 @@ import { closeSync, openSync, readSync } from 'node:fs';
  * So both are done: fill(0) from user space, then a read of /dev/zero, which the kernel writes. Where /dev/zero
  * cannot be read (a minimal container) only the first is.
  */
-export function prefault(bufs: readonly Buffer[]): void {
+export function prefault(bufs: readonly Buffer[], zeroDevice = '/dev/zero'): void {
   for (const buf of bufs) buf.fill(0);
   let fd: number;
   try {
-    fd = openSync('/dev/zero', 'r');
+    fd = openSync(zeroDevice, 'r');
   } catch {
     return;
   }

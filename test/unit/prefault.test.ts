@@ -12,3 +12,11 @@ t.test('prefault() leaves buffers zeroed, written by user space and by the kerne
   // The /proc read above is counted too: allow for it, but the buffers' bytes must have come through read(2).
   t.ok(read >= 4 * MiB + 17 && read < 4 * MiB + 17 + 64 * 1024, `the kernel wrote every byte (${read} bytes read)`);
 });
+
+t.test('prefault() without a readable /dev/zero still zeroes the buffers, from user space, and does not throw', async (t) => {
+  for (const device of ['/nonexistent/zero', '/']) {
+    const bufs = [Buffer.alloc(64 * 1024, 0xee)];
+    t.doesNotThrow(() => prefault(bufs, device), `with ${device}`);
+    t.ok(bufs[0]!.every((byte) => byte === 0), `every byte is zero with ${device}`);
+  }
+});
