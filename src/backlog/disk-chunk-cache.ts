@@ -52,8 +52,9 @@ export class DiskChunkCache {
     this.#read = read;
     this.#first = first;
     this.#last = last;
-    // The cached chunks, the reads ahead and as many again waiting for their holders: past that, blocks go to the GC.
-    this.#pool = new BlockPool(CHUNK, 2 * (MAX_CHUNKS + AHEAD), holders);
+    // As many blocks again as are cached and read ahead may wait for their holders or a next chunk (18 MiB, kept
+    // once a drain is over); past that, dropped blocks go to the garbage collector.
+    this.#pool = new BlockPool(CHUNK, MAX_CHUNKS + AHEAD, holders);
   }
 
   /** Chunk blocks allocated, reused and left to the garbage collector. */
