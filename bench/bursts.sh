@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Relay CPU per burst, split by thread: a master, the relay (dist/, its defaults plus RELAY_YAML), one redis-server
 # replica of the relay, then BURSTS bursts of issue 15's workload (redis-benchmark -t set -d 1024 -P 32 -r 100000
-# -n 500000, 535 MB of stream). After each burst, once the replica has the master's offset, it prints the relay's
-# CPU seconds per GB in, and how they split between the main thread and the others (libuv's thread pool: disk
-# writes; V8's: compilation, concurrent marking). Burst 1 is what a fresh relay pays; the later ones, a warm one.
+# -n 500000, 535 MB of stream; WORKLOAD replaces those arguments). After each burst, once the replica has the
+# master's offset, it prints the relay's CPU seconds per GB in, and how they split between the main thread and the
+# others (libuv's thread pool: disk writes; V8's: compilation, concurrent marking). Burst 1 is what a fresh relay pays; the later ones, a warm one.
 #   npm run build && bash bench/bursts.sh [BURSTS]
 #   RELAY_YAML=$'log:\n  disk: 0\n' bash bench/bursts.sh 3         # the same without the disk log
 #   NODE_ARGS=--perf-basic-prof bash bench/bursts.sh                # then: perf record -g -p <relay pid>
+#   WORKLOAD='-t set -d 16 -P 32 -r 100000 -n 3000000' bash bench/bursts.sh   # another redis-benchmark load
 set -euo pipefail
 BURSTS=${1:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,7 +48,8 @@ echo "relay pid $RPID"
 for b in $(seq 1 "$BURSTS"); do
   threads "$RPID" > "$D/t0"
   o0=$(offset "$MP")
-  redis-benchmark -p "$MP" -t set -d 1024 -P 32 -r 100000 -n 500000 -q > /dev/null
+  # shellcheck disable=SC2086 # WORKLOAD is a list of redis-benchmark arguments
+  redis-benchmark -p "$MP" ${WORKLOAD:--t set -d 1024 -P 32 -r 100000 -n 500000} -q > /dev/null
   o1=$(offset "$MP")
   until [ "$(offset "$SP")" = "$o1" ]; do sleep 0.05; done
   threads "$RPID" > "$D/t1"
