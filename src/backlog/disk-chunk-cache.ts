@@ -28,8 +28,8 @@ export class DiskChunkCache {
   #read: (offset: number, max: number, into: Buffer) => Promise<Buffer>;
   #first: () => number;
   #last: () => number;
-  /** `block`: the pool's block `buf` is a view of (null when the read returned a buffer of its own). */
-  #entries: Array<{ start: number; buf: Buffer; block: Buffer | null }> = [];
+  /** `buf`: what was read, a view of `block` (the pool's). */
+  #entries: Array<{ start: number; buf: Buffer; block: Buffer }> = [];
   readonly #pool: BlockPool;
   #inflight = new Map<number, Promise<void>>();
   /** Chunks whose read ahead failed: not read ahead again in this history (only a reader that needs one reads it). */
@@ -110,10 +110,10 @@ export class DiskChunkCache {
           // A block no reader got a view of is simply dropped (the garbage collector takes it).
           if (gen !== this.#gen || buf.length === 0) return;
           this.stats.bytesRead += buf.length;
-          this.#entries.push({ start, buf, block: buf.buffer === block.buffer ? block : null });
+          this.#entries.push({ start, buf, block });
           if (this.#entries.length > MAX_CHUNKS) {
             const old = this.#entries.shift()!;
-            if (old.block !== null) this.#pool.retire(old.block, old.start, old.start + old.buf.length - 1);
+            this.#pool.retire(old.block, old.start, old.start + old.buf.length - 1);
           }
         },
         (err: unknown) => {

@@ -89,8 +89,6 @@ export class StreamScanner {
    * array drops its backing store, and the next push grows it again).
    */
   readonly #smallArgs: [Buffer[], Buffer[], Buffer[]];
-  /** Args decoded into scratch in this command (0-2): #cmd.args is #smallArgs[#small]. */
-  #small = 0;
   /** #cmd.args with decodeArgs: emptied and filled per command. */
   readonly #decoded: Buffer[] = [];
   #decode = false;
@@ -121,7 +119,6 @@ export class StreamScanner {
     this.#state = State.CmdStart;
     this.#error = null;
     this.#capBuf = null;
-    this.#small = 0;
     this.#cmd.args = this.#smallArgs[0];
   }
 
@@ -321,7 +318,6 @@ export class StreamScanner {
     const cmd = this.#cmd;
     cmd.argc = this.#num;
     this.#argi = 0;
-    this.#small = 0;
     this.#decode = this.decodeArgs;
     if (this.#decode) {
       // Emptied in place: the array is reused (pop is cheaper than `length = 0`).
@@ -338,7 +334,7 @@ export class StreamScanner {
     this.#capFill = 0;
     this.#capBuf = null;
     if (this.#decode) this.#capture = Capture.Full;
-    else this.#capture = n <= SMALL_ARG && this.#argi < 2 && this.#small === this.#argi ? Capture.Scratch : Capture.None;
+    else this.#capture = n <= SMALL_ARG && this.#argi < 2 && this.#cmd.args.length === this.#argi ? Capture.Scratch : Capture.None;
   }
 
   /** A bulk's final LF at `lf`: emit the command if it was the last arg; the next state. */
@@ -360,7 +356,6 @@ export class StreamScanner {
       const small = this.#smallArgs;
       if (slot === 0) small[1][0] = view;
       small[2][slot] = view;
-      this.#small = slot + 1;
       this.#cmd.args = small[slot + 1]!;
     } else if (this.#capBuf === null) this.#cmd.args.push(chunk.subarray(pos, pos + rem));
     else {
