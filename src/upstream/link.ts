@@ -18,14 +18,12 @@ import { ReadTap } from './read-tap.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 
 export type { RdbTransfer };
+import { ReadBudget } from './read-budget.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import type { Telemetry } from '../observability/telemetry.js';
 
 /**
- * Reading pauses until the next turn of the event loop once READ_MAX bytes came in since it last did (a busy socket
- * delivers up to 32 reads per turn). The relay then takes no more stream per turn than the fan-out pass hands each
- * replica (256 KiB), so it reads no faster than it fans out (the rest waits in the upstream's output buffer, as it
- * does for a Redis replica), lag limits are checked often enough to hold, and upstream reads never hold the loop.
+ * Stream read per turn of the event loop: what the fan-out pass hands each replica (256 KiB; see ReadBudget).
  * Reads in place (plain TCP) get between READ_MIN and READ_MAX bytes of room in the log's tail block.
  */
 const READ_MIN = 64 * 1024;
@@ -132,7 +130,7 @@ export class UpstreamLink extends EventEmitter {
   #garbageAt = -1;
   #replaying = false;
   /** Bytes read since reading last paused for a turn. */
-  #sinceYield = 0;
+  readonly #readBudget = new ReadBudget(READ_MAX);
   #syncStartedAt = 0;
 
   constructor(opts: LinkOptions, host: LinkHost) {
@@ -378,7 +376,7 @@ export class UpstreamLink extends EventEmitter {
     }, 1000);
     socket.on('data', (chunk: Buffer) => {
       this.#onStream(chunk);
-      if (this.#readEnough(chunk.length)) {
+      if (this.#readBudget.spend(chunk.length, false)) {
         socket.pause();
         this.#resumeNextTurn(socket);
       }
@@ -445,17 +443,9 @@ export class UpstreamLink extends EventEmitter {
       this.#garbage(error);
       return false;
     }
-    if (!this.#readEnough(n)) return true;
+    if (!this.#readBudget.spend(n, n < space.length)) return true;
     this.#resumeNextTurn(socket);
     return false;
-  }
-
-  /** Whether reading should pause until the next turn after `n` more bytes (READ_MAX). */
-  #readEnough(n: number): boolean {
-    this.#sinceYield += n;
-    if (this.#sinceYield < READ_MAX) return false;
-    this.#sinceYield = 0;
-    return true;
   }
 
   #resumeNextTurn(source: Readable): void {

@@ -1,0 +1,26 @@
+import t from 'tap';
+import { ReadBudget } from '../../src/upstream/read-budget.js';
+
+t.test('reads that fill their buffer pause once max bytes came in during the turn', async (t) => {
+  const b = new ReadBudget(256);
+  t.equal(b.spend(100, false), false);
+  t.equal(b.spend(100, false), false);
+  t.equal(b.spend(100, false), true, '300 bytes read without a break: pause');
+  t.equal(b.spend(255, false), false, 'the count starts again after the pause');
+  t.equal(b.spend(1, false), true);
+});
+
+t.test('a read that drains the socket ends the turn: the count starts again without a pause', async (t) => {
+  const b = new ReadBudget(256);
+  // Each turn one short read: the loop turns after each, so no pause is needed however many come.
+  for (let i = 0; i < 10; i++) t.equal(b.spend(100, true), false, `short read ${i + 1}`);
+  t.equal(b.spend(200, false), false, 'a full read starts a new turn count');
+  t.equal(b.spend(100, false), true, 'a turn of 300 bytes pauses');
+});
+
+t.test('a drained read never pauses, even past max: the loop turns anyway', async (t) => {
+  const b = new ReadBudget(256);
+  t.equal(b.spend(200, false), false);
+  t.equal(b.spend(56, true), false, 'drained: the turn ends by itself');
+  t.equal(b.spend(255, false), false, 'new turn');
+});
