@@ -1,6 +1,8 @@
 // The probe: a separate process that, during a whole scenario run, sends PING and INFO to the forwarder (the
 // relay or the redis intermediate) on their own connections at a fixed schedule, and samples the master's
-// replication offset (ROLE) for the lag computation. Driven by bench/run.js over IPC like the sink.
+// replication offset (ROLE) for the lag computation and its output buffer for the forwarder (CLIENT LIST: how much
+// of the stream waits in the master because the forwarder has not read it). Driven by bench/run.js over IPC like
+// the sink.
 //
 // One request at a time per connection, sent every `period` ms (or as soon as the previous reply arrives when
 // that took longer). A reply that took longer than the period stands for the requests a client would have sent
@@ -93,15 +95,16 @@ let run = null;
 
 const ops = {
   /**
-   * port: the forwarder; masterPort: the master (its offset every offsetMs; 0 = none).
-   * pingMs / infoMs: request period on each connection (0 = none). info: the INFO arguments.
+   * port: the forwarder; masterPort: the master (its offset every offsetMs, its replica output buffers every
+   * obufMs; 0 = none). pingMs / infoMs: request period on each connection (0 = none). info: the INFO arguments.
    */
-  async start({ port, masterPort = 0, pingMs = 10, infoMs = 20, offsetMs = 10, info = ['INFO'], phase = 'run' }) {
+  async start({ port, masterPort = 0, pingMs = 10, infoMs = 20, offsetMs = 10, obufMs = 50, info = ['INFO'], phase = 'run' }) {
     if (run) ops.stop();
     const r = {
       phase,
       samples: { ping: {}, info: {} },
       master: [],
+      masterObufMax: 0,
       probes: [],
       timer: null,
       lateMax: 0,
@@ -120,6 +123,13 @@ const ops = {
         if (Array.isArray(v) && typeof v[1] === 'number') r.master.push([+now.toFixed(2), v[1]]);
       };
       r.probes.push({ kind: 'role', ...schedule(offsetMs, new Prober(masterPort, ['ROLE'], onRole)) });
+    }
+    if (masterPort > 0 && obufMs > 0) {
+      // The master's only replica is the forwarder: omem is the stream the master holds for it, unread.
+      const onList = (_ms, v) => {
+        for (const m of String(v).matchAll(/ omem=(\d+)/g)) r.masterObufMax = Math.max(r.masterObufMax, Number(m[1]));
+      };
+      r.probes.push({ kind: 'obuf', ...schedule(obufMs, new Prober(masterPort, ['CLIENT', 'LIST', 'TYPE', 'replica'], onList)) });
     }
     r.loop.enable();
     r.timer = setInterval(() => {
@@ -147,10 +157,10 @@ const ops = {
     clearInterval(r.timer);
     r.loop.disable();
     const now = nowMs();
-    const out = { seconds: (now - r.startedAt) / 1000, ping: {}, info: {}, master: r.master, errors: [] };
+    const out = { seconds: (now - r.startedAt) / 1000, ping: {}, info: {}, master: r.master, masterObufMax: r.masterObufMax, errors: [] };
     for (const p of r.probes) {
       const age = p.prober.pendingAge(now);
-      if (p.kind !== 'role' && age !== null) record((r.samples[p.kind][r.phase] ??= []), age, p.period);
+      if ((p.kind === 'ping' || p.kind === 'info') && age !== null) record((r.samples[p.kind][r.phase] ??= []), age, p.period);
       if (p.prober.error !== null && p.prober.error !== 'closed') out.errors.push(`${p.kind}: ${p.prober.error}`);
       p.prober.close();
     }

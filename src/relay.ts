@@ -5,6 +5,7 @@ import type { SnapshotMeta } from './backlog/snapshot-store.js';
 import { History } from './backlog/history.js';
 import { SnapshotRefresher } from './snapshot-refresher.js';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
+import { turnRead } from './upstream/read-budget.js';
 import { SentinelConnector } from './upstream/sentinel-connector.js';
 import { announcedPort } from './tls.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
@@ -77,6 +78,7 @@ export class Relay {
         listeningPort: announcedPort(config.listen, config.upstream.tls),
         announceIp: config.listen.announceIp,
         compression: config.upstream.compression ? config.upstream.compressionLevel : null,
+        turnRead: turnRead(config.log),
         log: logger.child({ component: 'upstream' }),
         telemetry: this.#telemetry,
       },

@@ -57,6 +57,7 @@ function combine(list) {
     seconds: m((r) => r.seconds ?? r.drainSeconds),
     lagBytes: m((r) => r.lag?.maxBytes),
     lagSeconds: m((r) => r.lag?.maxSeconds),
+    masterObuf: x((r) => r.probe?.masterObufMax),
     cpuPerGBIn: m((r) => r.cpu?.perGBIn),
     cpuPerGBOut: m((r) => r.cpu?.perGBOut),
     sinkPerGBOut: m((r) => r.cpu?.sinkPerGBOut),
@@ -120,6 +121,7 @@ export function fanoutTable(runs, { repeats } = {}) {
       lr === null && lrb === null ? '' : `${ratioCell(lrb)} / ${ratioCell(lr)}`,
       lTarget ? `<=${lTarget}x` : '',
       lTarget && lr !== null ? mark(lr <= lTarget && (lrb ?? 0) <= lTarget) : '',
+      raw ? '-' : fmt(a.masterObuf / MB, 1),
       raw ? '-' : fmt(a.cpuPerGBIn, 2),
       raw ? '-' : mib(a.rssIdle),
       raw ? '-' : mib(a.rssPeak),
@@ -131,7 +133,7 @@ export function fanoutTable(runs, { repeats } = {}) {
   });
   return table(
     `Live fan-out: ${'redis-benchmark -t set -d 1024 -P 32 -r 100000'} ${sizes.join(', ')}; time = benchmark start -> last replica at the master's offset${repeats > 1 ? `; median of ${repeats} runs (PING/INFO max: max of all)` : ''}`,
-    ['N', 'topology', 'stream MB', 'done', 'time s', 'MB/s total', 'vs redis', 'target', '', 'max lag MB', 'max lag s', 'lag vs redis MB / s', 'target', '', 'CPU s/GB in', 'RSS idle MiB', 'RSS peak MiB', 'PING max/p99 ms', 'INFO max/p99 ms', '<=100ms', 'sink CPU s/GB'],
+    ['N', 'topology', 'stream MB', 'done', 'time s', 'MB/s total', 'vs redis', 'target', '', 'max lag MB', 'max lag s', 'lag vs redis MB / s', 'target', '', 'master obuf MB', 'CPU s/GB in', 'RSS idle MiB', 'RSS peak MiB', 'PING max/p99 ms', 'INFO max/p99 ms', '<=100ms', 'sink CPU s/GB'],
     rows,
   );
 }

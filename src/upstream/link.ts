@@ -22,10 +22,7 @@ import { ReadBudget } from './read-budget.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import type { Telemetry } from '../observability/telemetry.js';
 
-/**
- * Stream read per turn of the event loop: what the fan-out pass hands each replica (256 KiB; see ReadBudget).
- * Reads in place (plain TCP) get between READ_MIN and READ_MAX bytes of room in the log's tail block.
- */
+/** Reads in place (plain TCP) get between READ_MIN and READ_MAX bytes of room in the log's tail block. */
 const READ_MIN = 64 * 1024;
 const READ_MAX = 256 * 1024;
 
@@ -97,6 +94,8 @@ export interface LinkOptions {
   readonly backoffMaxMs: number;
   /** Ask an upstream relay to compress at this zlib level (upstream.compression); null/absent = plain. */
   readonly compression?: number | null;
+  /** Stream read per turn of the event loop, at most (turnRead()); default 256 KiB. */
+  readonly turnRead?: number;
   readonly log: Logger;
   readonly telemetry: Telemetry;
 }
@@ -130,12 +129,13 @@ export class UpstreamLink extends EventEmitter {
   #garbageAt = -1;
   #replaying = false;
   /** Bytes read since reading last paused for a turn. */
-  readonly #readBudget = new ReadBudget(READ_MAX);
+  readonly #readBudget: ReadBudget;
   #syncStartedAt = 0;
 
   constructor(opts: LinkOptions, host: LinkHost) {
     super();
     this.#opts = opts;
+    this.#readBudget = new ReadBudget(opts.turnRead ?? READ_MAX);
     this.#host = opts.host;
     this.#port = opts.port;
     this.#hostApi = host;
@@ -434,7 +434,7 @@ export class UpstreamLink extends EventEmitter {
 
   /**
    * Stream bytes read straight into the log's tail (`space`, from reserveStream): committed where they are. Returns
-   * false to pause reading until the next turn (READ_MAX).
+   * false to pause reading until the next turn (LinkOptions.turnRead).
    */
   #onArrived(socket: Socket, space: Buffer, n: number): boolean {
     const { validBytes, error } = this.#scan(n === space.length ? space : space.subarray(0, n));

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ReadBudget } from '../../src/upstream/read-budget.js';
+import { ReadBudget, turnRead } from '../../src/upstream/read-budget.js';
 
 t.test('reads that fill their buffer pause once max bytes came in during the turn', async (t) => {
   const b = new ReadBudget(256);
@@ -23,4 +23,13 @@ t.test('a drained read never pauses, even past max: the loop turns anyway', asyn
   t.equal(b.spend(200, false), false);
   t.equal(b.spend(56, true), false, 'drained: the turn ends by itself');
   t.equal(b.spend(255, false), false, 'new turn');
+});
+
+t.test('stream per turn: 256 KiB without a disk log; with one, 1/16 of log.disk-queue between 256 KiB and 2 MiB', async (t) => {
+  const MiB = 1024 * 1024;
+  t.equal(turnRead({ disk: 0, diskQueue: 128 * MiB }), 256 * 1024, 'memory only: what a pass hands each replica');
+  t.equal(turnRead({ disk: 1024 * MiB, diskQueue: 128 * MiB }), 2 * MiB, 'the default log.disk-queue');
+  t.equal(turnRead({ disk: 1024 * MiB, diskQueue: 1024 * MiB }), 2 * MiB, 'capped');
+  t.equal(turnRead({ disk: 1024 * MiB, diskQueue: 8 * MiB }), 512 * 1024);
+  t.equal(turnRead({ disk: 1024 * MiB, diskQueue: 1 * MiB }), 256 * 1024, 'floor: the smallest log.disk-queue');
 });
