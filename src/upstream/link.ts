@@ -15,10 +15,10 @@ import { backoffDelay } from './backoff.js';
 import type { PsyncOutcome } from './handshake.js';
 import { TimerSet } from './timer-set.js';
 import { ReadTap } from './read-tap.js';
+import { ReadBudget } from './read-budget.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 
 export type { RdbTransfer };
-import { ReadBudget } from './read-budget.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import type { Telemetry } from '../observability/telemetry.js';
 
@@ -128,7 +128,7 @@ export class UpstreamLink extends EventEmitter {
   /** masterReplOffset at the last garbage failure (-1: none since the last clean stretch). */
   #garbageAt = -1;
   #replaying = false;
-  /** Bytes read since reading last paused for a turn. */
+  /** When reading pauses until the next turn (LinkOptions.turnRead). */
   readonly #readBudget: ReadBudget;
   #syncStartedAt = 0;
 
