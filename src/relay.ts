@@ -78,7 +78,7 @@ export class Relay {
         listeningPort: announcedPort(config.listen, config.upstream.tls),
         announceIp: config.listen.announceIp,
         compression: config.upstream.compression ? config.upstream.compressionLevel : null,
-        turnRead: turnRead(config.log),
+        turnRead: () => turnRead(config.log, this.#history.log.disk?.active ?? false),
         log: logger.child({ component: 'upstream' }),
         telemetry: this.#telemetry,
       },

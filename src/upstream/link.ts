@@ -15,7 +15,7 @@ import { backoffDelay } from './backoff.js';
 import type { PsyncOutcome } from './handshake.js';
 import { TimerSet } from './timer-set.js';
 import { ReadTap } from './read-tap.js';
-import { ReadBudget } from './read-budget.js';
+import { ReadBudget, TURN_READ_MEMORY } from './read-budget.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 
 export type { RdbTransfer };
@@ -94,8 +94,8 @@ export interface LinkOptions {
   readonly backoffMaxMs: number;
   /** Ask an upstream relay to compress at this zlib level (upstream.compression); null/absent = plain. */
   readonly compression?: number | null;
-  /** Stream read per turn of the event loop, at most (turnRead()); default 256 KiB. */
-  readonly turnRead?: number;
+  /** Stream read per turn of the event loop, at most, asked per read (turnRead()); default TURN_READ_MEMORY. */
+  readonly turnRead?: () => number;
   readonly log: Logger;
   readonly telemetry: Telemetry;
 }
@@ -135,7 +135,7 @@ export class UpstreamLink extends EventEmitter {
   constructor(opts: LinkOptions, host: LinkHost) {
     super();
     this.#opts = opts;
-    this.#readBudget = new ReadBudget(opts.turnRead ?? READ_MAX);
+    this.#readBudget = new ReadBudget(opts.turnRead ?? (() => TURN_READ_MEMORY));
     this.#host = opts.host;
     this.#port = opts.port;
     this.#hostApi = host;

@@ -18,7 +18,9 @@ function busy(ms: number): void {
 /**
  * A relay with `log` config behind a fake master that floods 24 MiB of SETs, in a loop whose turns each take 4 ms
  * (as with a fan-out pass to many replicas), so the stream piles up in the socket: the most stream the relay read in
- * one turn, measured once per turn (an immediate that re-arms itself runs in the next turn's check phase).
+ * one turn, measured once per turn (an immediate that re-arms itself runs in the next turn's check phase). A fake
+ * master because the test needs 24 MiB queued at the relay's socket at the moment the meter starts; a real master
+ * sends at the pace of a load generator, which a starved machine slows too.
  */
 async function mostPerTurn(t: Test, log: Record<string, unknown>): Promise<number> {
   const value = 'v'.repeat(1000);
