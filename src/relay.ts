@@ -79,6 +79,7 @@ export class Relay {
         announceIp: config.listen.announceIp,
         compression: config.upstream.compression ? config.upstream.compressionLevel : null,
         turnRead: () => turnRead(config.log, this.#history.log.disk?.active ?? false),
+        readWait: () => this.#history.log.disk?.readWait() ?? null,
         log: logger.child({ component: 'upstream' }),
         telemetry: this.#telemetry,
       },

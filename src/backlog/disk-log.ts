@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
 import { nodeFileIo, type FileHandleIo, type FileIo } from './file-io.js';
+import { DiskWait } from './disk-wait.js';
 import { DirectWriter, directUnavailable } from './direct-writer.js';
 import { InternalError, LogRangeError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
@@ -150,6 +151,8 @@ export class DiskLog {
   #detachBackoff = 0;
   /** Deletions of dropped histories, in order (a new history waits for them). */
   #deleting: Promise<void> = Promise.resolve();
+  /** When upstream reads wait for this disk (a burst faster than it). */
+  readonly #wait: DiskWait;
   /** Bytes became readable from disk (the memory tail may be trimmed). */
   onWritten: (() => void) | null = null;
   /** Written bytes passed the disk limit (the owner drops old segments then). */
@@ -166,7 +169,17 @@ export class DiskLog {
     this.#retryMs = opts.retryMinMs ?? 100;
     this.#direct = opts.direct ? new DirectWriter(BATCH_MAX_BYTES) : null;
     this.#flushBytes = Math.min(FLUSH_BYTES, Math.max(64 * 1024, Math.floor(Math.min(opts.maxPending, opts.memory) / 8)));
+    this.#wait = new DiskWait({ from: Math.floor(opts.maxPending / 2), onWaited: (ms) => this.#telemetry.emit('disk.read-wait', { ms }) });
   }
+
+  /**
+   * Asked after each upstream read: a promise while the reads should wait for this disk (DiskWait: a healthy disk
+   * more than half of log.disk-queue behind), null to read on.
+   */
+  readWait(): Promise<void> | null {
+    return this.#wait.check(this.pending, this.#state === DiskLogState.Ok, this.#inflightSince);
+  }
+
 
   /** Whether segments are written with O_DIRECT (false once it proved unavailable). */
   get direct(): boolean {
@@ -342,6 +355,7 @@ export class DiskLog {
    */
   async reset(offset: number, epoch: number): Promise<void> {
     this.#gen++;
+    this.#wait.release();
     this.#dropHandle();
     const old = this.#segments.map((s) => this.#path(s.start));
     this.#segments = [];
@@ -478,6 +492,7 @@ export class DiskLog {
     if (this.#state === DiskLogState.Failing) this.#recovered();
     if (Date.now() - this.#lastSync >= FSYNC_INTERVAL_MS) await this.#sync(fh);
     this.onWritten?.();
+    this.#wait.progressed(this.pending);
     if (this.overLimit > 0) this.onOverLimit?.();
     return bytesWritten === bytes;
   }
@@ -691,6 +706,7 @@ export class DiskLog {
     checkTransition(DISK_TRANSITIONS, 'disk log', from, next);
     this.#state = next;
     this.#since = Date.now();
+    this.#wait.release();
     this.onState?.(next, cause);
     this.#telemetry.emit('disk.state', { from, to: next, cause });
   }

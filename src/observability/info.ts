@@ -123,6 +123,8 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
       `relay_log_disk_pending_bytes:${s.log.diskPendingBytes}`,
       `relay_log_disk_write_errors:${s.log.diskWriteErrors}`,
       `relay_log_disk_detaches:${s.log.diskDetaches}`,
+      `relay_log_disk_read_waits:${s.log.diskReadWaits}`,
+      `relay_log_disk_read_wait_ms:${Math.round(s.log.diskReadWaitSeconds * 1000)}`,
     );
     // The cause is free text from the OS: keep it on one line with no separators INFO parsers split on.
     if (s.log.diskProblem !== null) lines.push(`relay_log_disk_problem:${s.log.diskProblem.replace(/[\r\n:,]+/g, ' ').slice(0, 200)}`);

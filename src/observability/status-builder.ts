@@ -91,6 +91,8 @@ export class StatusBuilder {
         diskPendingBytes: disk.pending,
         diskWriteErrors: counters.disk.writeErrors,
         diskDetaches: counters.disk.detaches,
+        diskReadWaits: counters.disk.readWaits,
+        diskReadWaitSeconds: counters.disk.readWaitMs / 1000,
         blocksAllocated: log.blockStats.allocated,
         blocksReused: log.blockStats.reused,
         blocksDiscarded: log.blockStats.discarded,

@@ -83,6 +83,9 @@ export interface RelayStatus {
     readonly diskWriteErrors: number;
     /** Times the disk history was given up (the disk fell past log.disk-queue). */
     readonly diskDetaches: number;
+    /** Bursts faster than the disk that held the upstream reads back (DiskWait), and for how long in all (s). */
+    readonly diskReadWaits: number;
+    readonly diskReadWaitSeconds: number;
     /** Read blocks the upstream socket read into: newly allocated, reused once dropped, left to the garbage collector. */
     readonly blocksAllocated: number;
     readonly blocksReused: number;

@@ -96,6 +96,8 @@ export interface LinkOptions {
   readonly compression?: number | null;
   /** Stream read per turn of the event loop, at most, asked per read (turnRead()); default TURN_READ_MEMORY. */
   readonly turnRead?: () => number;
+  /** Asked after each stream read: a promise while reading must wait (for the disk log: DiskWait), null to go on. */
+  readonly readWait?: () => Promise<void> | null;
   readonly log: Logger;
   readonly telemetry: Telemetry;
 }
@@ -376,7 +378,11 @@ export class UpstreamLink extends EventEmitter {
     }, 1000);
     socket.on('data', (chunk: Buffer) => {
       this.#onStream(chunk);
-      if (this.#readBudget.spend(chunk.length, false)) {
+      const wait = this.#opts.readWait?.() ?? null;
+      if (wait !== null) {
+        socket.pause();
+        this.#resumeAfter(socket, wait);
+      } else if (this.#readBudget.spend(chunk.length, false)) {
         socket.pause();
         this.#resumeNextTurn(socket);
       }
@@ -443,6 +449,11 @@ export class UpstreamLink extends EventEmitter {
       this.#garbage(error);
       return false;
     }
+    const wait = this.#opts.readWait?.() ?? null;
+    if (wait !== null) {
+      this.#resumeAfter(socket, wait);
+      return false;
+    }
     if (!this.#readBudget.spend(n, n < space.length)) return true;
     this.#resumeNextTurn(socket);
     return false;
@@ -451,6 +462,12 @@ export class UpstreamLink extends EventEmitter {
   #resumeNextTurn(source: Readable): void {
     const gen = this.#generation;
     setImmediate(() => gen === this.#generation && !source.destroyed && source.resume());
+  }
+
+  /** Reading waits for `wait` (the disk log behind a burst; DiskWait lets it read again at least once a second). */
+  #resumeAfter(source: Readable, wait: Promise<void>): void {
+    const gen = this.#generation;
+    void wait.then(() => gen === this.#generation && !source.destroyed && source.resume());
   }
 
   #scan(chunk: Buffer): { validBytes: number; error: string | null } {

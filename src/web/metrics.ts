@@ -81,6 +81,18 @@ const FAMILIES: readonly Family[] = [
     help: 'Times the disk log history was given up because the disk fell past log.disk-queue.',
     read: (s) => s.log.diskDetaches,
   },
+  {
+    name: 'log_disk_read_waits_total',
+    type: 'counter',
+    help: 'Bursts faster than the disk (a relay catching up on its master) that held the upstream reads back so that the disk log keeps its history.',
+    read: (s) => s.log.diskReadWaits,
+  },
+  {
+    name: 'log_disk_read_wait_seconds_total',
+    type: 'counter',
+    help: 'Time those bursts kept the disk more than half of log.disk-queue behind (the upstream reads waiting for it, at most 5 s each).',
+    read: (s) => s.log.diskReadWaitSeconds,
+  },
   { name: 'snapshot_present', type: 'gauge', help: '1 when the relay holds a snapshot.', read: (s) => flag(s.snapshot !== null) },
   { name: 'snapshot_leases', type: 'gauge', help: 'Snapshot files held open by full syncs and point-in-time listeners.', read: (s) => s.snapshotLeases },
   { name: 'snapshot_usable', type: 'gauge', help: '1 when the snapshot can serve a full sync (its offset is still in the log).', read: (s) => flag(s.snapshot?.usable) },

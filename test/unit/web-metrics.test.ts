@@ -51,6 +51,8 @@ const status: RelayStatus = {
     diskPendingBytes: 4096,
     diskWriteErrors: 2,
     diskDetaches: 0,
+    diskReadWaits: 0,
+    diskReadWaitSeconds: 0,
     blocksAllocated: 64,
     blocksReused: 470,
     blocksDiscarded: 3,
