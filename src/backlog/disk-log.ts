@@ -96,6 +96,8 @@ const FLUSH_BYTES = 4 * 1024 * 1024;
 const FLUSH_DELAY_MS = 10;
 const BATCH_MAX_BYTES = 4 * 1024 * 1024;
 const BATCH_MAX_BUFFERS = 256;
+/** Read errors that say nothing about the segment (out of descriptors or memory): the reader tries again later. */
+const TRANSIENT_READ = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN', 'EINTR', 'EBUSY']);
 /** Repeated failures are logged at most this often. */
 const LOG_EVERY_MS = 30_000;
 
@@ -723,14 +725,43 @@ export class DiskLog {
     const n = Math.min(max, this.#written - offset + 1, seg.start + seg.size - offset);
     if (into !== undefined && into.length < n) throw new InternalError(`a disk log read of ${n} bytes into ${into.length}`);
     const buf = into ?? Buffer.allocUnsafe(n);
-    const fh = await this.#io.open(this.#path(seg.start), 'r');
+    const gen = this.#gen;
     try {
-      const { bytesRead } = await fh.read(buf, 0, n, offset - seg.start);
-      if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${offset} returned nothing)`);
-      return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-    } finally {
-      await fh.close();
+      const fh = await this.#io.open(this.#path(seg.start), 'r');
+      try {
+        const { bytesRead } = await fh.read(buf, 0, n, offset - seg.start);
+        if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${offset} returned nothing)`);
+        return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if (gen === this.#gen && !TRANSIENT_READ.has((err as NodeJS.ErrnoException).code ?? '')) this.#unreadable(seg, err as Error);
+      throw err;
     }
+  }
+
+  /**
+   * A segment could not be read back (EIO from a bad sector; the file removed or cut short behind our back): its
+   * bytes can no longer be served, so it goes with every older segment (the history on disk stays one contiguous
+   * run). Readers there fall behind the log and their replicas full-sync, instead of being continued from it, failing
+   * and coming back for the same bytes forever. The segment being written takes the whole history with it (detach).
+   */
+  #unreadable(seg: Segment, err: Error): void {
+    const i = this.#segments.indexOf(seg);
+    if (i < 0) return;
+    const cause = `log segment ${segName(this.#epoch, seg.start)} unreadable: ${err.message}`;
+    this.#telemetry.emit('disk.read-error', { cause });
+    if (i === this.#segments.length - 1) {
+      this.#detach(cause);
+      return;
+    }
+    const dropped = this.#segments.splice(0, i + 1);
+    this.#deleteFiles(dropped.map((s) => this.#path(s.start)));
+    this.#opts.logger.error(
+      { err, segment: segName(this.#epoch, seg.start), droppedSegments: dropped.length, firstOffset: this.firstOffset },
+      'disk log segment unreadable: it and the segments before it are given up; replicas that need them full-sync',
+    );
   }
 
   #segmentOf(offset: number): Segment {

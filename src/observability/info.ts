@@ -123,6 +123,7 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
       `relay_log_disk_pending_bytes:${s.log.diskPendingBytes}`,
       `relay_log_disk_write_errors:${s.log.diskWriteErrors}`,
       `relay_log_disk_detaches:${s.log.diskDetaches}`,
+      `relay_log_disk_read_errors:${s.log.diskReadErrors}`,
       `relay_log_disk_read_waits:${s.log.diskReadWaits}`,
       `relay_log_disk_read_wait_ms:${Math.round(s.log.diskReadWaitSeconds * 1000)}`,
     );

@@ -24,8 +24,8 @@ export interface StatsSnapshot {
   };
   readonly upstream: { readonly fullSyncs: number; readonly partialSyncs: number; readonly bytesIn: number; readonly lastError: string };
   readonly snapshotRefreshes: { readonly started: number; readonly committed: number; readonly failed: number };
-  /** readWaits: bursts that held the upstream reads back for the disk (DiskWait), readWaitMs: how long in all. */
-  readonly disk: { readonly writeErrors: number; readonly detaches: number; readonly readWaits: number; readonly readWaitMs: number };
+  /** readErrors: segments that could not be read back (given up); readWaits: bursts that held the upstream reads back for the disk (DiskWait), readWaitMs: how long in all. */
+  readonly disk: { readonly writeErrors: number; readonly detaches: number; readonly readErrors: number; readonly readWaits: number; readonly readWaitMs: number };
   readonly web: {
     readonly subscribersTotal: number;
     readonly messagesSent: number;
@@ -55,6 +55,7 @@ export class RelayStats {
   #upstreamError = '';
   #diskWriteErrors = 0;
   #diskDetaches = 0;
+  #diskReadErrors = 0;
   #diskReadWaits = 0;
   #diskReadWaitMs = 0;
   #refreshes = { started: 0, committed: 0, failed: 0 };
@@ -75,6 +76,7 @@ export class RelayStats {
     this.#on('upstream.error', (m) => (this.#upstreamError = m.message));
     this.#on('disk.write-error', () => this.#diskWriteErrors++);
     this.#on('disk.detached', () => this.#diskDetaches++);
+    this.#on('disk.read-error', () => this.#diskReadErrors++);
     this.#on('disk.read-wait', (m) => {
       this.#diskReadWaits++;
       this.#diskReadWaitMs += m.ms;
@@ -112,7 +114,7 @@ export class RelayStats {
       },
       upstream: { fullSyncs: this.#upstreamFull, partialSyncs: this.#upstreamPartial, bytesIn: t.upstreamBytesIn, lastError: this.#upstreamError },
       snapshotRefreshes: { ...this.#refreshes },
-      disk: { writeErrors: this.#diskWriteErrors, detaches: this.#diskDetaches, readWaits: this.#diskReadWaits, readWaitMs: this.#diskReadWaitMs },
+      disk: { writeErrors: this.#diskWriteErrors, detaches: this.#diskDetaches, readErrors: this.#diskReadErrors, readWaits: this.#diskReadWaits, readWaitMs: this.#diskReadWaitMs },
       web: {
         subscribersTotal: this.#webSubscribers,
         messagesSent: t.webMessagesSent,

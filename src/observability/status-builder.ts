@@ -91,6 +91,7 @@ export class StatusBuilder {
         diskPendingBytes: disk.pending,
         diskWriteErrors: counters.disk.writeErrors,
         diskDetaches: counters.disk.detaches,
+        diskReadErrors: counters.disk.readErrors,
         diskReadWaits: counters.disk.readWaits,
         diskReadWaitSeconds: counters.disk.readWaitMs / 1000,
         blocksAllocated: log.blockStats.allocated,

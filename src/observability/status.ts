@@ -83,6 +83,8 @@ export interface RelayStatus {
     readonly diskWriteErrors: number;
     /** Times the disk history was given up (the disk fell past log.disk-queue). */
     readonly diskDetaches: number;
+    /** Disk log segments that could not be read back (given up with the older ones; replicas there full-sync). */
+    readonly diskReadErrors: number;
     /** Bursts faster than the disk that held the upstream reads back (DiskWait), and for how long in all (s). */
     readonly diskReadWaits: number;
     readonly diskReadWaitSeconds: number;

@@ -28,6 +28,8 @@ export interface TelemetryEvents {
   'disk.write-error': { readonly cause: string };
   /** The disk log gave its history up (the disk fell past log.disk-queue). */
   'disk.detached': { readonly cause: string };
+  /** A disk log segment could not be read back; it and older segments were given up (or the history, if it was the last). */
+  'disk.read-error': { readonly cause: string };
   /** A burst faster than the disk held the upstream reads back (DiskWait); ms: how long it was over the mark. */
   'disk.read-wait': { readonly ms: number };
   /** A snapshot fetch started, was committed, or failed: from the master (a fork on it) or from upstream.snapshot-source. */
@@ -52,6 +54,7 @@ export const TELEMETRY_EVENTS = [
   'disk.state',
   'disk.write-error',
   'disk.detached',
+  'disk.read-error',
   'disk.read-wait',
   'snapshot.refresh',
   'stream.subscribed',

@@ -82,6 +82,12 @@ const FAMILIES: readonly Family[] = [
     read: (s) => s.log.diskDetaches,
   },
   {
+    name: 'log_disk_read_errors_total',
+    type: 'counter',
+    help: 'Disk log segments that could not be read back (EIO, removed or cut short): given up with the older ones; replicas that needed them full-sync.',
+    read: (s) => s.log.diskReadErrors,
+  },
+  {
     name: 'log_disk_read_waits_total',
     type: 'counter',
     help: 'Bursts faster than the disk (a relay catching up on its master) that held the upstream reads back so that the disk log keeps its history.',

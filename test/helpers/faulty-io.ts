@@ -15,6 +15,7 @@ function errno(code: string): NodeJS.ErrnoException {
  * - `shortWrites(n)`: every writev writes at most n bytes (the rest is left to the caller, as a real short write);
  *   on an O_DIRECT file, whole blocks (at least one), as the kernel would;
  * - `failWrites(code, count)`: the next `count` writev calls fail with that errno (EIO, ENOSPC, EFBIG), writing nothing;
+ * - `failReads(code, count)`: the next `count` reads fail with that errno;
  * - `hangWrites()`: writev calls never return until `release()` (then they write, and `releasedWrites` shows what);
  * - `crashAt(n, seed)`: the n-th mutating operation (open for writing, writev, datasync, sync, rename, rm, truncate) and
  *   every operation after it throw CrashError; a writev that crashes first writes a seeded prefix of its data (torn;
@@ -30,6 +31,7 @@ export class FaultyIo implements FileIo {
   crashed = false;
   #short = 0;
   #fail: { code: string; left: number } | null = null;
+  #failRead: { code: string; left: number } | null = null;
   #hang: Array<() => void> | null = null;
   #crashAt = 0;
   #seed = 1;
@@ -54,6 +56,10 @@ export class FaultyIo implements FileIo {
   }
   failWrites(code: string, count: number): void {
     this.#fail = { code, left: count };
+  }
+  /** The next `count` reads fail with that errno (EIO: a bad sector; EMFILE: out of descriptors). */
+  failReads(code: string, count: number): void {
+    this.#failRead = { code, left: count };
   }
   hangWrites(): void {
     this.#hang = [];
@@ -137,8 +143,12 @@ export class FaultyIo implements FileIo {
         }
         return this.#track(fh.writev(buffers, position));
       },
-      read: (buffer, offset, length, position) => {
+      read: async (buffer, offset, length, position) => {
         this.#check();
+        if (this.#failRead && this.#failRead.left > 0) {
+          this.#failRead.left--;
+          throw errno(this.#failRead.code);
+        }
         return fh.read(buffer, offset, length, position);
       },
       datasync: async () => {

@@ -416,6 +416,33 @@ for (const direct of [false, true]) {
   });
 }
 
+t.test('a segment that cannot be read back goes with the older ones; one that is busy (EMFILE) stays', async (t) => {
+  const s = makeStream(300, 8);
+  const { disk, log, io, events } = await setup(t);
+  feed(log, s, 0, s.bytes.length);
+  await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
+  t.ok(disk.segmentCount >= 4, `${disk.segmentCount} segments`);
+  const third = (await segments(t.testdirName)).at(2)!.start;
+
+  io.failReads('EMFILE', 1);
+  await t.rejects(disk.read(third), { code: 'EMFILE' });
+  t.equal(disk.firstOffset, 1, 'out of descriptors says nothing about the segment: nothing given up');
+
+  io.failReads('EIO', 1);
+  await t.rejects(disk.read(third), { code: 'EIO' });
+  t.ok(disk.firstOffset > third, 'the unreadable segment and those before it are given up');
+  t.equal(disk.state, DiskLogState.Ok, 'the rest of the history stays');
+  t.ok(log.firstOffset > third, 'the log no longer offers those offsets: a replica there full-syncs');
+  const b = await disk.read(disk.firstOffset);
+  t.ok(b.equals(s.bytes.subarray(disk.firstOffset - 1, disk.firstOffset - 1 + b.length)), 'what remains reads back whole');
+  t.match(events.messages('disk.read-error'), [{ cause: /unreadable: EIO/ }], 'one disk.read-error');
+  await waitFor(async () => (await segments(t.testdirName)).every((g) => g.start >= disk.firstOffset) || undefined, { what: 'their files deleted' });
+
+  io.failReads('EIO', 1);
+  await t.rejects(disk.read(disk.writtenOffset), { code: 'EIO' });
+  t.equal(disk.state, DiskLogState.Detached, 'the segment being written: the whole history is given up');
+});
+
 for (const direct of [false, true]) {
   t.test(`recovery${mode(direct)}`, async (t) => {
     const s = makeStream(500, 9);

@@ -23,6 +23,7 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
   tel.emit('upstream.error', { message: 'second' });
   tel.emit('disk.write-error', { cause: 'ENOSPC' });
   tel.emit('disk.detached', { cause: 'log.disk-queue' });
+  tel.emit('disk.read-error', { cause: 'EIO' });
   tel.emit('disk.read-wait', { ms: 1200 });
   tel.emit('disk.read-wait', { ms: 300 });
   tel.emit('snapshot.refresh', { phase: 'started', from: 'master', reason: null });
@@ -55,7 +56,7 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
     },
     upstream: { fullSyncs: 1, partialSyncs: 1, bytesIn: 0, lastError: 'second' },
     snapshotRefreshes: { started: 2, committed: 1, failed: 1 },
-    disk: { writeErrors: 1, detaches: 1, readWaits: 2, readWaitMs: 1500 },
+    disk: { writeErrors: 1, detaches: 1, readErrors: 1, readWaits: 2, readWaitMs: 1500 },
     web: { subscribersTotal: 1, messagesSent: 0, bytesSent: 0, droppedMessages: 0, slowDisconnects: 1 },
   });
 });

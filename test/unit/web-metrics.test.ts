@@ -51,6 +51,7 @@ const status: RelayStatus = {
     diskPendingBytes: 4096,
     diskWriteErrors: 2,
     diskDetaches: 0,
+    diskReadErrors: 0,
     diskReadWaits: 0,
     diskReadWaitSeconds: 0,
     blocksAllocated: 64,
