@@ -77,6 +77,13 @@ const CASES: Case[] = [
     firing: ['failing'],
   },
   {
+    name: 'a disk log segment that could not be read back, within the last 15 minutes',
+    series: { ...relay('bad', { log_disk_read_errors_total: '0 0 1x10' }), ...relay('fine', { log_disk_read_errors_total: '0x12' }) },
+    alert: 'PsyncRelayDiskLogUnreadable',
+    at: '6m',
+    firing: ['bad'],
+  },
+  {
     name: 'more than three snapshot refreshes in an hour',
     series: { ...relay('often', { snapshot_refreshes_total: '0+1x60' }), ...relay('rare', { snapshot_refreshes_total: '0+0.02x60' }) },
     alert: 'PsyncRelaySnapshotRefreshesFrequent',
