@@ -1,0 +1,52 @@
+/**
+ * A snapshot file damaged behind the relay's back (removed, or cut short): a replica asking for a full sync must
+ * not be sent it, fail, and come back for the same file forever. The relay gives the snapshot up, says so, fetches
+ * a fresh one, and the replica ends with the master's dataset.
+ */
+import t from 'tap';
+import { readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRelayProcess } from '../helpers/relay-process.js';
+import { freePort } from '../helpers/ports.js';
+import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { RedisClient } from '../helpers/redis-client.js';
+import { tempDir } from '../helpers/temp-dir.js';
+
+t.teardown(stopAll);
+
+for (const damage of ['removed', 'cut short'] as const) {
+  t.test(`a snapshot ${damage} behind the relay's back: the next full sync gets a fresh one, not the damaged file in a loop`, async (t) => {
+    const master = await startRedis();
+    const m = await master.client();
+    t.teardown(() => m.close());
+    await m.call('DEBUG', 'POPULATE', 20000, 'key', 100);
+    const dir = tempDir('relay-snap-fault-');
+    const conf = join(dir, 'relay.yaml');
+    writeFileSync(conf, 'web:\n  port: 0\nreplication:\n  snapshot-refresh-min-interval: 1s\n');
+    const port = await freePort();
+    const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')]);
+    t.teardown(() => relay.stop('SIGKILL'));
+    const x = await RedisClient.connect(port);
+    t.teardown(() => x.close());
+    const first = await startReplica(port);
+    const a = await first.client();
+    t.teardown(() => a.close());
+    await waitConverged(m, [a], 'first replica online');
+
+    const data = join(dir, 'data');
+    const snap = readdirSync(data).find((n) => /^snapshot-.*\.rdb$/.test(n));
+    t.ok(snap, `the relay holds a snapshot (${snap})`);
+    if (damage === 'removed') rmSync(join(data, snap!));
+    else truncateSync(join(data, snap!), 100);
+    await m.call('SET', 'after-the-damage', '1');
+
+    const second = await startReplica(port);
+    const b = await second.client();
+    t.teardown(() => b.close());
+    await waitConverged(m, [a, b], 'the new replica ends with the master dataset', 60000);
+    t.match(relay.logs(), /snapshot .*unreadable/, 'the relay says the snapshot could not be read');
+    t.ok(stat(await x.info('stats'), 'sync_full') <= 3, 'no loop of full syncs');
+    await Promise.all([first.stop(), second.stop()]);
+  });
+}
