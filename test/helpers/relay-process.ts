@@ -1,7 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from './ports.js';
 import { RedisClient } from './redis-client.js';
+import { tempDir } from './temp-dir.js';
 import { stdioDrained } from './redis-server.js';
 import { waitFor } from './wait.js';
 
@@ -115,4 +118,16 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
   }
 
   return { port, proc, logs: () => log, stop };
+}
+
+/**
+ * A fresh directory (`dirPrefix`), a free port and the arguments of a relay process that follows the master on
+ * `masterPort`, with `yaml` as its relay.yaml and `dir`/data as its data directory: restart it with the same args.
+ */
+export async function relayArgs(dirPrefix: string, masterPort: number, yaml: string): Promise<{ dir: string; port: number; args: string[] }> {
+  const dir = tempDir(dirPrefix);
+  const port = await freePort();
+  const conf = join(dir, 'relay.yaml');
+  writeFileSync(conf, yaml);
+  return { dir, port, args: ['--config', conf, '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', join(dir, 'data')] };
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Test } from 'tap';
 import type { RedisClient } from './redis-client.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 import { waitFor } from './wait.js';
@@ -7,6 +8,18 @@ import { waitFor } from './wait.js';
 /** A real redis-server replica of `port` (a relay or a master). */
 export function startReplica(port: number, extraArgs: string[] = []): Promise<RedisServer> {
   return startRedis({ args: ['--replicaof', '127.0.0.1', String(port), ...extraArgs] });
+}
+
+/** `n` redis-server replicas of `port` with a client each (closed at the end of `t`), once they hold `master`'s dataset. */
+export async function onlineReplicas(t: Test, port: number, master: RedisClient, n: number): Promise<{ servers: RedisServer[]; clients: RedisClient[] }> {
+  const servers: RedisServer[] = [];
+  for (let i = 0; i < n; i++) servers.push(await startReplica(port));
+  const clients = await Promise.all(servers.map((s) => s.client()));
+  t.teardown(async () => {
+    for (const c of clients) await c.close();
+  });
+  await waitConverged(master, clients, 'replicas online');
+  return { servers, clients };
 }
 
 export async function info(c: RedisClient, section = 'replication'): Promise<Record<string, string>> {

@@ -6,15 +6,12 @@
  */
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
-import { freePort } from '../helpers/ports.js';
-import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
+import { onlineReplicas, waitConverged, stat } from '../helpers/replication.js';
 import { mixedLoad } from '../helpers/mixed-load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
-import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -25,19 +22,10 @@ t.test(`a relay SIGKILLed ${KILLS} times under an order-sensitive load: replicas
   const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
-  const dir = tempDir('relay-storm-');
-  const port = await freePort();
-  const conf = join(dir, 'relay.yaml');
-  writeFileSync(conf, `log:\n  memory: ${MEMORY}\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n`);
-  const args = ['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  const { port, args } = await relayArgs('relay-storm-', master.port, `log:\n  memory: ${MEMORY}\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n`);
   let relay: RelayProcess = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
-  const replicas = [await startReplica(port), await startReplica(port)];
-  const rc = await Promise.all(replicas.map((s) => s.client()));
-  t.teardown(async () => {
-    for (const c of rc) await c.close();
-  });
-  await waitConverged(m, rc, 'replicas online');
+  const { servers: replicas, clients: rc } = await onlineReplicas(t, port, m, 2);
   const mBefore = await m.info('stats');
   const x0 = await RedisClient.connect(port);
   // The replicas' first syncs are full ones; after that, none.

@@ -4,16 +4,12 @@
  * disk and drop its history: replicas behind the memory tail need it for their partial resync.
  */
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { startRelayProcess } from '../helpers/relay-process.js';
-import { freePort } from '../helpers/ports.js';
-import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { relayWithReplicas } from '../helpers/relay-setup.js';
+import { waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
-import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -21,25 +17,13 @@ t.test('a relay catching up on 150 MB faster than its disk writes keeps its disk
   const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
-  const dir = tempDir('relay-disk-pace-');
-  const conf = join(dir, 'relay.yaml');
   // A small queue makes any burst "faster than the disk": 150 MB arrive in well under a second on loopback.
-  writeFileSync(conf, 'log:\n  memory: 1mb\n  disk: 1gb\n  disk-queue: 8mb\nweb:\n  port: 0\n');
-  const port = await freePort();
-  const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')]);
-  t.teardown(() => relay.stop('SIGKILL'));
-  const x = await RedisClient.connect(port);
-  t.teardown(() => x.close());
-  const replica = await startReplica(port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
-  await benchmarkLoad(master.port, 2000, 512, 2000);
-  await waitConverged(m, [r], 'replica online');
+  const { relay, x, replicas: [replica], clients: [r] } = await relayWithReplicas(t, 'relay-disk-pace-', { port: master.port, client: m }, 'log:\n  memory: 1mb\n  disk: 1gb\n  disk-queue: 8mb\nweb:\n  port: 0\n', 1);
 
   const before = await x.info('stats');
   // The replica stops reading (it will need the burst from disk); the relay stops too, and the master goes on alone.
-  replica.proc.kill('SIGSTOP');
-  t.teardown(() => replica.proc.kill('SIGCONT'));
+  replica!.proc.kill('SIGSTOP');
+  t.teardown(() => replica!.proc.kill('SIGCONT'));
   relay.proc.kill('SIGSTOP');
   t.teardown(() => relay.proc.kill('SIGCONT'));
   await benchmarkLoad(master.port, 150000, 1024, 20000);
@@ -54,11 +38,11 @@ t.test('a relay catching up on 150 MB faster than its disk writes keeps its disk
   t.equal(xi['relay_log_disk_state'], 'ok');
   t.ok(stat(xi, 'relay_log_disk_bytes') > 140 * 1000 * 1000, 'the disk log holds the burst');
 
-  replica.proc.kill('SIGCONT');
+  replica!.proc.kill('SIGCONT');
   await m.call('SET', 'after-the-burst', '1');
-  await waitConverged(m, [r], 'the replica catches up from the disk log', 60000);
+  await waitConverged(m, [r!], 'the replica catches up from the disk log', 60000);
   const after = await x.info('stats');
   t.equal(stat(after, 'sync_full'), stat(before, 'sync_full'), 'no full sync');
   t.ok(stat(after, 'relay_disk_read_bytes') - stat(before, 'relay_disk_read_bytes') > 100 * 1000 * 1000, 'the replica read the burst from disk');
-  await replica.stop();
+  await replica!.stop();
 });

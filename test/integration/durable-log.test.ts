@@ -1,31 +1,20 @@
 import t from 'tap';
-import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
-import { startRelayProcess } from '../helpers/relay-process.js';
-import { freePort } from '../helpers/ports.js';
-import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
+import { onlineReplicas, startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { loggedLine } from '../helpers/raw.js';
-import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
-function configFile(dir: string, extra: string, memory = '1mb'): string {
-  const file = join(dir, 'relay.yaml');
-  writeFileSync(file, `log:\n  memory: ${memory}\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n${extra}`);
-  return file;
-}
-
 /** A data directory, a port and the arguments of a relay process that follows the master on `masterPort`. */
-async function relayCommand(dirPrefix: string, masterPort: number, memory?: string): Promise<{ dir: string; port: number; args: string[] }> {
-  const dir = tempDir(dirPrefix);
-  const port = await freePort();
-  const conf = configFile(dir, '', memory);
-  return { dir, port, args: ['--config', conf, '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', join(dir, 'data')] };
+function relayCommand(dirPrefix: string, masterPort: number, memory = '1mb'): Promise<{ dir: string; port: number; args: string[] }> {
+  return relayArgs(dirPrefix, masterPort, `log:\n  memory: ${memory}\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n`);
 }
 
 t.test('a downstream replica away while 200 MB pass resyncs partially from the disk log', async (t) => {
@@ -78,12 +67,7 @@ for (const memory of ['1mb', '64mb']) {
     const { port, args } = await relayCommand('relay-kill-', master.port, memory);
     let relay = await startRelayProcess(args);
     t.teardown(() => relay.stop('SIGKILL'));
-    const replicas = [await startReplica(port), await startReplica(port)];
-    const rc = await Promise.all(replicas.map((s) => s.client()));
-    t.teardown(async () => {
-      for (const c of rc) await c.close();
-    });
-    await waitConverged(m, rc, 'replicas online');
+    const { servers: replicas, clients: rc } = await onlineReplicas(t, port, m, 2);
     const mBefore = await m.info('stats');
 
     const load = benchmarkLoad(master.port, 150000, 256, 20000);

@@ -4,14 +4,12 @@
  * a fresh one, and the replica ends with the master's dataset.
  */
 import t from 'tap';
-import { readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { startRelayProcess } from '../helpers/relay-process.js';
-import { freePort } from '../helpers/ports.js';
+import { relayWithReplicas } from '../helpers/relay-setup.js';
 import { startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { RedisClient } from '../helpers/redis-client.js';
-import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -21,18 +19,7 @@ for (const damage of ['removed', 'cut short'] as const) {
     const m = await master.client();
     t.teardown(() => m.close());
     await m.call('DEBUG', 'POPULATE', 20000, 'key', 100);
-    const dir = tempDir('relay-snap-fault-');
-    const conf = join(dir, 'relay.yaml');
-    writeFileSync(conf, 'web:\n  port: 0\nreplication:\n  snapshot-refresh-min-interval: 1s\n');
-    const port = await freePort();
-    const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')]);
-    t.teardown(() => relay.stop('SIGKILL'));
-    const x = await RedisClient.connect(port);
-    t.teardown(() => x.close());
-    const first = await startReplica(port);
-    const a = await first.client();
-    t.teardown(() => a.close());
-    await waitConverged(m, [a], 'first replica online');
+    const { relay, dir, port, x, replicas: [first], clients: [a] } = await relayWithReplicas(t, 'relay-snap-fault-', { port: master.port, client: m }, 'web:\n  port: 0\nreplication:\n  snapshot-refresh-min-interval: 1s\n', 1);
 
     const data = join(dir, 'data');
     const snap = readdirSync(data).find((n) => /^snapshot-.*\.rdb$/.test(n));
@@ -44,9 +31,9 @@ for (const damage of ['removed', 'cut short'] as const) {
     const second = await startReplica(port);
     const b = await second.client();
     t.teardown(() => b.close());
-    await waitConverged(m, [a, b], 'the new replica ends with the master dataset', 60000);
+    await waitConverged(m, [a!, b], 'the new replica ends with the master dataset', 60000);
     t.match(relay.logs(), /snapshot .*unreadable/, 'the relay says the snapshot could not be read');
     t.ok(stat(await x.info('stats'), 'sync_full') <= 3, 'no loop of full syncs');
-    await Promise.all([first.stop(), second.stop()]);
+    await Promise.all([first!.stop(), second.stop()]);
   });
 }

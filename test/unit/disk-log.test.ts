@@ -441,6 +441,8 @@ t.test('a segment that cannot be read back goes with the older ones; one that is
   io.failReads('EIO', 1);
   await t.rejects(disk.read(disk.writtenOffset), { code: 'EIO' });
   t.equal(disk.state, DiskLogState.Detached, 'the segment being written: the whole history is given up');
+  // A detach restarts a new history by itself (retryMinMs later): let it, so that no file appears during teardown.
+  await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'a new history on disk' });
 });
 
 for (const direct of [false, true]) {
