@@ -182,7 +182,6 @@ export class DiskLog {
     return this.#wait.check(this.pending, this.#state === DiskLogState.Ok, this.#inflightSince);
   }
 
-
   /** Whether segments are written with O_DIRECT (false once it proved unavailable). */
   get direct(): boolean {
     return this.#direct !== null;
