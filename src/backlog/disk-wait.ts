@@ -1,7 +1,7 @@
 /** The longest one burst holds the upstream reads back for the disk (ms). */
-export const DISK_WAIT_MAX_MS = 5000;
+const DISK_WAIT_MAX_MS = 5000;
 /** A write outstanding this long is not waited for: the disk may be hung (DiskLogOptions.hungMs then says so). */
-export const DISK_WAIT_HUNG_MS = 1000;
+const DISK_WAIT_HUNG_MS = 1000;
 
 export interface DiskWaitOptions {
   /** Bytes the disk may be behind before the reads wait (half of log.disk-queue). */
@@ -19,9 +19,9 @@ export interface DiskWaitOptions {
  * the memory tail need for a partial resync. So while a healthy disk is more than `from` bytes behind, the reads
  * wait for it and the master's output buffer holds the rest, as it does for any replica that reads slowly.
  *
- * Never for long: a burst waits at most `maxWaitMs` in all (a disk slower than the stream for longer is given up past
- * log.disk-queue as before, so that the relay keeps up with its master instead of being dropped by it), and not at
- * all while a write has been out for `hungMs`, nor for a failing disk.
+ * Never for long: a burst waits only within `maxWaitMs` of its first wait (a disk slower than the stream for longer
+ * is given up past log.disk-queue as before, so that the relay keeps up with its master instead of being dropped by
+ * it), and not at all while a write has been out for `hungMs`, nor for a failing disk.
  */
 export class DiskWait {
   readonly #from: number;

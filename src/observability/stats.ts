@@ -24,8 +24,15 @@ export interface StatsSnapshot {
   };
   readonly upstream: { readonly fullSyncs: number; readonly partialSyncs: number; readonly bytesIn: number; readonly lastError: string };
   readonly snapshotRefreshes: { readonly started: number; readonly committed: number; readonly failed: number };
-  /** readErrors: segments that could not be read back (given up); readWaits: bursts that held the upstream reads back for the disk (DiskWait), readWaitMs: how long in all. */
-  readonly disk: { readonly writeErrors: number; readonly detaches: number; readonly readErrors: number; readonly readWaits: number; readonly readWaitMs: number };
+  readonly disk: {
+    readonly writeErrors: number;
+    readonly detaches: number;
+    /** Segments that could not be read back (given up with the older ones). */
+    readonly readErrors: number;
+    /** Bursts that held the upstream reads back for the disk (DiskWait), and how long they were over its mark. */
+    readonly readWaits: number;
+    readonly readWaitMs: number;
+  };
   readonly web: {
     readonly subscribersTotal: number;
     readonly messagesSent: number;
@@ -114,7 +121,13 @@ export class RelayStats {
       },
       upstream: { fullSyncs: this.#upstreamFull, partialSyncs: this.#upstreamPartial, bytesIn: t.upstreamBytesIn, lastError: this.#upstreamError },
       snapshotRefreshes: { ...this.#refreshes },
-      disk: { writeErrors: this.#diskWriteErrors, detaches: this.#diskDetaches, readErrors: this.#diskReadErrors, readWaits: this.#diskReadWaits, readWaitMs: this.#diskReadWaitMs },
+      disk: {
+        writeErrors: this.#diskWriteErrors,
+        detaches: this.#diskDetaches,
+        readErrors: this.#diskReadErrors,
+        readWaits: this.#diskReadWaits,
+        readWaitMs: this.#diskReadWaitMs,
+      },
       web: {
         subscribersTotal: this.#webSubscribers,
         messagesSent: t.webMessagesSent,

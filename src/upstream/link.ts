@@ -378,11 +378,8 @@ export class UpstreamLink extends EventEmitter {
     }, 1000);
     socket.on('data', (chunk: Buffer) => {
       this.#onStream(chunk);
-      const wait = this.#opts.readWait?.() ?? null;
-      if (wait !== null) {
-        socket.pause();
-        this.#resumeAfter(socket, wait);
-      } else if (this.#readBudget.spend(chunk.length, false)) {
+      if (this.#heldForLog(socket)) socket.pause();
+      else if (this.#readBudget.spend(chunk.length, false)) {
         socket.pause();
         this.#resumeNextTurn(socket);
       }
@@ -449,11 +446,7 @@ export class UpstreamLink extends EventEmitter {
       this.#garbage(error);
       return false;
     }
-    const wait = this.#opts.readWait?.() ?? null;
-    if (wait !== null) {
-      this.#resumeAfter(socket, wait);
-      return false;
-    }
+    if (this.#heldForLog(socket)) return false;
     if (!this.#readBudget.spend(n, n < space.length)) return true;
     this.#resumeNextTurn(socket);
     return false;
@@ -464,10 +457,16 @@ export class UpstreamLink extends EventEmitter {
     setImmediate(() => gen === this.#generation && !source.destroyed && source.resume());
   }
 
-  /** Reading waits for `wait` (the disk log behind a burst; DiskWait lets it read again at least once a second). */
-  #resumeAfter(source: Readable, wait: Promise<void>): void {
+  /**
+   * Whether reading must wait for the log (its disk behind a burst: LinkOptions.readWait); if so, `source` is resumed
+   * once it may read again (DiskWait lets it ask again at least once a second). The caller pauses it.
+   */
+  #heldForLog(source: Readable): boolean {
+    const wait = this.#opts.readWait?.() ?? null;
+    if (wait === null) return false;
     const gen = this.#generation;
     void wait.then(() => gen === this.#generation && !source.destroyed && source.resume());
+    return true;
   }
 
   #scan(chunk: Buffer): { validBytes: number; error: string | null } {
