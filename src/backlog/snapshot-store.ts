@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { nodeFileIo, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
 import { StorageError } from '../errors.js';
+import { Crc64 } from './crc64.js';
 
 export { writeFileAtomic };
 
@@ -31,7 +32,31 @@ export interface SnapshotLease {
    * leases of a file share one handle, closed with the last release: so a transfer awaits every read it starts.
    */
   read(pos: number, n: number): Promise<Buffer>;
+  /**
+   * Bytes at the end of the file to send only once verify() resolved: the RDB's CRC-64 trailer (8), or 0 for an RDB
+   * older than version 5, which has none.
+   */
+  readonly trailer: number;
+  /**
+   * Resolves when the bytes before the trailer match it, and throws a SnapshotCorruptError (the snapshot is then no
+   * longer offered) when they do not. A Redis replica that loads an RDB with a wrong checksum exits, so a file
+   * damaged on disk since it was received must never go out whole.
+   */
+  verify(): Promise<void>;
   release(): Promise<void>;
+}
+
+/** A snapshot file's bytes do not match its own checksum: it changed on disk since it was received and checked. */
+export class SnapshotCorruptError extends StorageError {}
+
+/**
+ * The CRC of a leased file, computed once for all the transfers that read it together: every read that reaches
+ * `pos` moves it on. Dropped with the file's handle, so each later group of transfers checks the file again.
+ */
+interface Check {
+  pos: number;
+  readonly crc: Crc64;
+  result: Promise<void> | null;
 }
 
 /**
@@ -40,6 +65,8 @@ export interface SnapshotLease {
  * page faults on libuv's threads took the cores from the event loop for over a second (bench/README.md).
  */
 const SHARED_READS = 32;
+/** Bytes per read when verify() reads what no transfer did. */
+const CHECK_READ = 256 * 1024;
 
 const NAME_RE = /^snapshot-(\d{10})-([0-9A-Za-z]{40})-(\d{20})\.rdb$/;
 const fileName = (epoch: number, replid: string, offset: number) =>
@@ -73,6 +100,8 @@ export class SnapshotStore {
   #handles = new Map<string, Promise<FileHandleIo>>();
   /** Per snapshot file while it is leased: recent reads by position, oldest first. */
   #reads = new Map<string, Map<number, Promise<Buffer>>>();
+  /** Per snapshot file while it is leased: its checksum so far. */
+  #checks = new Map<string, Check>();
   /** Pruned snapshots a transfer still reads: deleted when released. */
   #doomed = new Set<string>();
   #tempSeq = 0;
@@ -213,6 +242,7 @@ export class SnapshotStore {
       }
       this.#leases.delete(meta.path);
       this.#reads.delete(meta.path);
+      this.#checks.delete(meta.path);
       // Every lease awaited its reads before its release: none is in flight on the handle now.
       const handle = this.#handles.get(meta.path);
       this.#handles.delete(meta.path);
@@ -226,7 +256,45 @@ export class SnapshotStore {
       await release();
       throw err;
     }
-    return { meta, fh, read: (pos, n) => this.#sharedRead(meta, fh, pos, n), release };
+    const trailer = meta.rdbVersion >= 5 && meta.size >= 9 + 1 + 8 ? 8 : 0;
+    return { meta, fh, read: (pos, n) => this.#sharedRead(meta, fh, pos, n), trailer, verify: () => (trailer > 0 ? this.#verify(meta, fh) : Promise.resolve()), release };
+  }
+
+  #check(path: string): Check {
+    let c = this.#checks.get(path);
+    if (c === undefined) this.#checks.set(path, (c = { pos: 0, crc: new Crc64(), result: null }));
+    return c;
+  }
+
+  /** A read of `buf` at `pos` came back: the checksum takes whatever of it lies past its position (never the trailer). */
+  #checked(meta: SnapshotMeta, pos: number, buf: Buffer): void {
+    const c = this.#checks.get(meta.path);
+    const body = meta.size - 8;
+    if (c === undefined || c.pos < pos || c.pos >= pos + buf.length || c.pos >= body) return;
+    const end = Math.min(buf.length, body - pos);
+    c.crc.update(buf, c.pos - pos, end);
+    c.pos = pos + end;
+  }
+
+  /**
+   * Reads whatever the transfers did not (a short read may have shifted their positions), then compares the CRC
+   * with the trailer. A zero trailer means the master saved without checksums (rdbchecksum no).
+   */
+  #verify(meta: SnapshotMeta, fh: FileHandleIo): Promise<void> {
+    const c = this.#check(meta.path);
+    c.result ??= (async () => {
+      const body = meta.size - 8;
+      while (c.pos < body) await this.#sharedRead(meta, fh, c.pos, Math.min(CHECK_READ, body - c.pos));
+      const trailer = await readAt(meta, fh, body, 8);
+      if (trailer.length < 8 || trailer.every((b) => b === 0)) return;
+      const computed = c.crc.digestLE();
+      if (computed.equals(trailer)) return;
+      const err = new SnapshotCorruptError(`snapshot checksum mismatch: its trailer says ${trailer.toString('hex')}, its bytes give ${computed.toString('hex')}`);
+      this.#logger?.error({ err, file: meta.path }, 'snapshot damaged on disk: it is no longer offered; replicas that need a full sync get a fresh one');
+      await this.remove(meta);
+      throw err;
+    })();
+    return c.result;
   }
 
   /**
@@ -272,7 +340,11 @@ export class SnapshotStore {
       });
       p = mine;
     }
-    return p.then((buf) => (buf.length > n ? buf.subarray(0, n) : buf));
+    this.#check(meta.path);
+    return p.then((buf) => {
+      this.#checked(meta, pos, buf);
+      return buf.length > n ? buf.subarray(0, n) : buf;
+    });
   }
 
   /** Transfers reading any snapshot now. */

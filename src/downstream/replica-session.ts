@@ -357,8 +357,12 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#write(Buffer.from(`$${size}\r\n`));
     for (let sent = 0; sent < size; ) {
       if (this.socket.destroyed || this.#state !== ReplicaState.SendBulk) throw new ReplicaGoneError('replica closed during the RDB transfer');
+      // The checksum trailer goes only once the bytes before it proved to match it: a damaged file is cut short
+      // (the replica retries) instead of reaching a replica that would exit on it.
+      const body = size - lease.trailer;
+      if (sent === body) await lease.verify();
       // Shared with the other transfers of this snapshot; never written to, so sockets may hold it as long as they like.
-      const chunk = await lease.read(sent, Math.min(FILE_READ, size - sent));
+      const chunk = await lease.read(sent, Math.min(FILE_READ, (sent < body ? body : size) - sent));
       sent += chunk.length;
       const ok = await this.#pacer.run(() => this.#write(chunk));
       // replication.full-sync-rate: no faster than `rate` bytes per second, on average since the start.

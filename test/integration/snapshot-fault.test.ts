@@ -1,10 +1,11 @@
 /**
- * A snapshot file damaged behind the relay's back (removed, or cut short): a replica asking for a full sync must
- * not be sent it, fail, and come back for the same file forever. The relay gives the snapshot up, says so, fetches
- * a fresh one, and the replica ends with the master's dataset.
+ * A snapshot file damaged behind the relay's back (removed, cut short, or one byte changed: bit rot): a replica
+ * asking for a full sync must not be sent it, fail, and come back for the same file forever (or, for a wrong CRC-64,
+ * exit: a Redis replica that loads an RDB with a wrong checksum terminates). The relay gives the snapshot up, says
+ * so, fetches a fresh one, and the replica ends with the master's dataset.
  */
 import t from 'tap';
-import { readdirSync, rmSync, truncateSync } from 'node:fs';
+import { openSync, readSync, writeSync, closeSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayWithReplicas } from '../helpers/relay-setup.js';
@@ -13,7 +14,7 @@ import { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
 
-for (const damage of ['removed', 'cut short'] as const) {
+for (const damage of ['removed', 'cut short', 'with one byte changed'] as const) {
   t.test(`a snapshot ${damage} behind the relay's back: the next full sync gets a fresh one, not the damaged file in a loop`, async (t) => {
     const master = await startRedis();
     const m = await master.client();
@@ -25,15 +26,27 @@ for (const damage of ['removed', 'cut short'] as const) {
     const snap = readdirSync(data).find((n) => /^snapshot-.*\.rdb$/.test(n));
     t.ok(snap, `the relay holds a snapshot (${snap})`);
     if (damage === 'removed') rmSync(join(data, snap!));
-    else truncateSync(join(data, snap!), 100);
+    else if (damage === 'cut short') truncateSync(join(data, snap!), 100);
+    else flipByte(join(data, snap!));
     await m.call('SET', 'after-the-damage', '1');
 
     const second = await startReplica(port);
     const b = await second.client();
     t.teardown(() => b.close());
     await waitConverged(m, [a!, b], 'the new replica ends with the master dataset', 60000);
-    t.match(relay.logs(), /snapshot .*unreadable/, 'the relay says the snapshot could not be read');
+    t.match(relay.logs(), damage === 'with one byte changed' ? /snapshot damaged on disk/ : /snapshot .*unreadable/, 'the relay says the snapshot could not be used');
     t.ok(stat(await x.info('stats'), 'sync_full') <= 3, 'no loop of full syncs');
     await Promise.all([first!.stop(), second.stop()]);
   });
+}
+
+/** Changes one byte in the middle of a file (a value's bytes: the RDB still parses, its checksum no longer matches). */
+function flipByte(path: string): void {
+  const at = Math.floor(statSync(path).size / 2);
+  const fd = openSync(path, 'r+');
+  const b = Buffer.alloc(1);
+  readSync(fd, b, 0, 1, at);
+  b[0] ^= 0x01;
+  writeSync(fd, b, 0, 1, at);
+  closeSync(fd);
 }

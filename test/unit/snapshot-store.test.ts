@@ -1,7 +1,8 @@
 import t from 'tap';
 import { promises as fsp, existsSync, symlinkSync } from 'node:fs';
 import { join, dirname, basename } from 'node:path';
-import { SnapshotStore, parseRdbVersion, emptyRdb, writeFileAtomic } from '../../src/backlog/snapshot-store.js';
+import { SnapshotStore, SnapshotCorruptError, parseRdbVersion, emptyRdb, writeFileAtomic } from '../../src/backlog/snapshot-store.js';
+import { Crc64 } from '../../src/backlog/crc64.js';
 import { nodeFileIo, type FileIo } from '../../src/backlog/file-io.js';
 
 const REPLID = '0123456789abcdef0123456789abcdef01234567';
@@ -129,6 +130,67 @@ t.test('a leased snapshot is kept until its transfer releases it, and the lease 
   t.equal(store.leases, 0, 'a second release changes nothing');
   t.notOk(existsSync(a.path), 'deleted once released');
   t.same(store.all, [b]);
+});
+
+/** rdb() with the CRC-64 trailer Redis writes (over every byte before it). */
+function checkedRdb(bodyLen: number): Buffer {
+  const r = rdb(10, bodyLen);
+  new Crc64().update(r, 0, r.length - 8).digestLE().copy(r, r.length - 8);
+  return r;
+}
+
+/** Reads a lease the way a transfer does: the body in chunks, then verify(), then the trailer. */
+async function transfer(lease: Awaited<ReturnType<SnapshotStore['lease']>>, chunk: number): Promise<void> {
+  const body = lease.meta.size - lease.trailer;
+  for (let pos = 0; pos < body; ) pos += (await lease.read(pos, Math.min(chunk, body - pos))).length;
+  await lease.verify();
+}
+
+t.test('a snapshot whose bytes match its CRC-64 trailer verifies, whether the transfers read it or not', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir);
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, checkedRdb(300_000));
+  const [x, y] = [await store.lease(a), await store.lease(a)];
+  t.equal(x.trailer, 8, 'the 8 trailer bytes wait for the check');
+  await Promise.all([transfer(x, 65536), transfer(y, 100_000)]);
+  await Promise.all([x.release(), y.release()]);
+  const z = await store.lease(a);
+  await z.verify();
+  await z.release();
+  t.same(store.all, [a], 'still offered');
+});
+
+t.test('a snapshot with one byte changed on disk fails verify() for every transfer, and is no longer offered', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir);
+  const payload = checkedRdb(300_000);
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, payload);
+  const fh = await fsp.open(a.path, 'r+');
+  await fh.write(Buffer.from([payload[150_000]! ^ 0x20]), 0, 1, 150_000);
+  await fh.close();
+  const [x, y] = [await store.lease(a), await store.lease(a)];
+  await t.rejects(transfer(x, 65536), SnapshotCorruptError, 'the first transfer is refused the trailer');
+  await t.rejects(transfer(y, 65536), /checksum mismatch/, 'and so is the second');
+  t.same(store.all, [], 'no longer offered');
+  t.ok(existsSync(a.path), 'kept while transfers hold it');
+  await Promise.all([x.release(), y.release()]);
+  t.notOk(existsSync(a.path), 'deleted once released');
+});
+
+t.test('an RDB saved without checksums (zero trailer, rdbchecksum no) and one older than version 5 are sent as they are', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir);
+  const zero = rdb(10, 1000);
+  zero.fill(0, zero.length - 8);
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, zero);
+  const x = await store.lease(a);
+  await transfer(x, 4096);
+  await x.release();
+  const b = await commit(store, { replid: REPLID, offset: 20, epoch: 1 }, rdb(4, 1000));
+  const y = await store.lease(b);
+  t.equal(y.trailer, 0, 'RDB 4 has no trailer to hold back');
+  await y.verify();
+  await y.release();
 });
 
 /** The real file system, with `onRead` in front of every handle's read (it may fail the read instead). */
