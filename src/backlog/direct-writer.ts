@@ -73,9 +73,10 @@ export class DirectWriter {
   /**
    * Writes `bufs` at logical position `pos` of the file behind `fh` (opened with O_DIRECT and for reading too).
    * Returns how many of their bytes the file took: fewer than given after a short write, or past the capacity.
-   * `copied` is called once `bufs` are copied and no longer read (before the write reaches the device).
+   * `copied` is called once `bufs` are copied and no longer read (before the write reaches the device); `taken`, after
+   * the write, with a view of the bytes the file took (valid only during the call).
    */
-  async write(fh: FileHandleIo, bufs: readonly Buffer[], pos: number, copied?: () => void): Promise<{ bytesWritten: number }> {
+  async write(fh: FileHandleIo, bufs: readonly Buffer[], pos: number, copied?: () => void, taken?: (bytes: Buffer) => void): Promise<{ bytesWritten: number }> {
     if (this.#buf === null || this.#busy === this.#buf) {
       this.#buf = alignedBuffer(this.#capacity + 2 * DIRECT_ALIGN);
       this.#fh = null;
@@ -103,6 +104,7 @@ export class DirectWriter {
       buf.fill(0, n, len);
       const { bytesWritten } = await fh.writev([buf.subarray(0, len)], base);
       const took = Math.max(0, Math.min(bytesWritten, n) - kept);
+      if (took > 0) taken?.(buf.subarray(kept, kept + took));
       const end = pos + took;
       // Keep the new partial block at the front, for the next write.
       buf.copyWithin(0, alignDown(end) - base, end - base);

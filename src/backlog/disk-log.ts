@@ -1,9 +1,12 @@
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
 import { nodeFileIo, type FileHandleIo, type FileIo } from './file-io.js';
 import { DiskWait } from './disk-wait.js';
 import { DirectWriter, directUnavailable } from './direct-writer.js';
+import { SegmentSums, mismatch, pieceEnd, pieceStart } from './segment-sums.js';
+import { writeFileAtomic } from './file-io.js';
 import { InternalError, LogRangeError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import { Telemetry } from '../observability/telemetry.js';
@@ -11,12 +14,15 @@ import { Telemetry } from '../observability/telemetry.js';
 /**
  * One append-only file of raw stream bytes. Its name carries the history (epoch) and the offset of its first byte,
  * and a segment always starts right after a command boundary, so recovery needs no index: the last segment is
- * scanned from its start and cut back to its last whole command.
+ * scanned from its start and cut back to its last whole command. Beside it, a `.sum` file holds the CRC of each of
+ * its pieces (SegmentSums), against which every read is checked.
  */
 interface Segment {
   readonly start: number;
   /** Bytes the kernel took (a write returned them). Nothing else counts. */
   size: number;
+  /** The CRCs of its bytes, up to start + size - 1. */
+  sums: SegmentSums;
 }
 
 /** What the disk log copies from: the in-memory log, which keeps every byte the disk has not taken yet. */
@@ -80,6 +86,8 @@ export interface DiskLogOptions {
 
 const SEG_RE = /^seg-(\d{10})-(\d{20})\.log$/;
 const segName = (epoch: number, start: number) => `seg-${String(epoch).padStart(10, '0')}-${String(start).padStart(20, '0')}.log`;
+const SUM_RE = /^seg-(\d{10})-(\d{20})\.sum$/;
+const sumName = (epoch: number, start: number) => segName(epoch, start).slice(0, -4) + '.sum';
 /** Files of the previous on-disk format (segments that did not start at command boundaries, and their index). */
 const LEGACY_RE = /^(seg-\d{20}\.log|index\.json(\.tmp-.*)?)$/;
 const READ_MAX = 1024 * 1024;
@@ -128,6 +136,9 @@ export class DiskLog {
   #fhStart = -1;
   /** Whether #fh was opened with O_DIRECT (its writes then go through #direct). */
   #fhDirect = false;
+  /** The `.sum` file of the segment #sumStart, open for writing its CRCs. */
+  #sumFh: FileHandleIo | null = null;
+  #sumStart = -1;
   /** null: writes go through the page cache (not asked for, or O_DIRECT proved unavailable: refused by the filesystem, or no aligned memory). */
   #direct: DirectWriter | null;
   #state: DiskLogState = DiskLogState.Ok;
@@ -266,8 +277,9 @@ export class DiskLog {
   async #recover(): Promise<void> {
     const io = this.#io;
     const segs: Segment[] = [];
+    const sums = new Set<string>();
     for (const name of (await io.readdir(this.dir)).sort()) {
-      const m = SEG_RE.exec(name);
+      const m = SEG_RE.exec(name) ?? SUM_RE.exec(name);
       if (!m) {
         if (LEGACY_RE.test(name) || name.includes('.tmp-')) {
           this.#opts.logger.warn({ file: name }, 'disk log file of an older format or an unfinished write removed');
@@ -276,8 +288,12 @@ export class DiskLog {
         continue;
       }
       if (this.#opts.epoch === null || Number(m[1]) !== this.#opts.epoch) {
-        this.#opts.logger.info({ segment: name, epoch: this.#opts.epoch }, 'log segment of another history removed');
+        this.#opts.logger.info({ file: name, epoch: this.#opts.epoch }, 'log file of another history removed');
         await io.rm(join(this.dir, name));
+        continue;
+      }
+      if (name.endsWith('.sum')) {
+        sums.add(name);
         continue;
       }
       const { size } = await io.stat(join(this.dir, name));
@@ -285,7 +301,8 @@ export class DiskLog {
         await io.rm(join(this.dir, name));
         continue;
       }
-      segs.push({ start: Number(m[2]), size });
+      const start = Number(m[2]);
+      segs.push({ start, size, sums: new SegmentSums(start) });
     }
     segs.sort((a, b) => a.start - b.start);
     // Keep the newest contiguous run: anything before a gap is an older history, or was cut by a power loss.
@@ -293,19 +310,105 @@ export class DiskLog {
     for (let i = 1; i < segs.length; i++) if (segs[i - 1]!.start + segs[i - 1]!.size !== segs[i]!.start) from = i;
     for (const s of segs.slice(0, from)) {
       this.#opts.logger.warn({ segment: segName(this.#epoch, s.start) }, 'log segment before a gap removed');
-      await io.rm(this.#path(s.start));
+      await this.#removeSegment(s.start);
     }
     this.#segments = segs.slice(from);
+    await this.#loadSums();
     await this.#cutTornTail();
+    for (const name of sums) {
+      if (!this.#segments.some((s) => sumName(this.#epoch, s.start) === name)) await io.rm(join(this.dir, name));
+    }
     const last = this.#segments[this.#segments.length - 1];
     this.#written = last ? last.start + last.size - 1 : 0;
     this.#boundary = this.#written;
   }
 
   /**
+   * The CRCs of every segment but the last, from their `.sum` files; they are checked when the bytes are read. A
+   * segment whose file misses some (one written before checksums existed, or a crash just after the segment was
+   * closed) is read once and the missing ones computed; one whose bytes contradict its stored CRCs goes, with every
+   * segment before it (the history on disk stays one contiguous run).
+   */
+  async #loadSums(): Promise<void> {
+    for (let i = 0; i < this.#segments.length - 1; i++) {
+      const seg = this.#segments[i]!;
+      const end = seg.start + seg.size - 1;
+      const stored = await this.#storedSums(seg.start);
+      const need = seg.sums.index(end) + 1;
+      if (stored.length >= need) {
+        seg.sums = SegmentSums.restore(seg.start, end, stored.slice(0, need), true);
+        continue;
+      }
+      const { crcs, bad } = await this.#readPieces(seg, stored);
+      if (bad >= 0) {
+        const dropped = this.#segments.splice(0, i + 1);
+        for (const d of dropped) await this.#removeSegment(d.start);
+        this.#opts.logger.error(
+          { segment: segName(this.#epoch, seg.start), offset: bad, droppedSegments: dropped.length },
+          'log segment bytes do not match their checksum: it and the segments before it are given up',
+        );
+        i = -1;
+        continue;
+      }
+      seg.sums = SegmentSums.restore(seg.start, end, crcs, true);
+      await writeFileAtomic(this.#sumPath(seg.start), seg.sums.encode(0), this.#io);
+      seg.sums.persisted = seg.sums.count;
+      this.#opts.logger.warn({ segment: segName(this.#epoch, seg.start), pieces: need, stored: stored.length }, 'log segment checksums computed from its bytes');
+    }
+  }
+
+  /** The CRCs a segment's `.sum` file holds (none when it is missing or unreadable: they are computed again). */
+  async #storedSums(start: number): Promise<number[]> {
+    try {
+      return SegmentSums.stored(await this.#io.readFile(this.#sumPath(start)));
+    } catch {
+      return [];
+    }
+  }
+
+  /**
+   * Reads a segment from its start, one piece at a time (reads stay on the piece grid), and computes each piece's
+   * CRC, checking it against `stored` where that has one. `each` sees the bytes of every piece that matched and may
+   * stop the reading (false). Stops at the first piece that does not match: `bad` is its first offset (-1: none).
+   */
+  async #readPieces(seg: Segment, stored: readonly number[], each?: (piece: Buffer) => boolean): Promise<{ crcs: number[]; bad: number }> {
+    const crcs: number[] = [];
+    const end = seg.start + seg.size - 1;
+    const fh = await this.#io.open(this.#path(seg.start), 'r');
+    try {
+      const buf = Buffer.allocUnsafe(READ_MAX);
+      for (let o = seg.start; o <= end; ) {
+        // Whole pieces per read (READ_MAX is a multiple of PIECE), the first one cut by the segment's start.
+        const to = Math.min(end, pieceStart(o) + READ_MAX - 1);
+        const len = to - o + 1;
+        let got = 0;
+        for (let r = 1; got < len && r > 0; got += r) ({ bytesRead: r } = await fh.read(buf, got, len - got, o - seg.start + got));
+        for (let p = o; p < o + got; ) {
+          const stop = Math.min(pieceEnd(p), o + got - 1);
+          // A file shorter than recorded: what it lacks cannot be checked.
+          if (stop !== pieceEnd(p) && stop !== end) return { crcs, bad: p };
+          const piece = buf.subarray(p - o, stop - o + 1);
+          const c = crc32(piece) >>> 0;
+          if (crcs.length < stored.length && stored[crcs.length] !== c) return { crcs, bad: p };
+          crcs.push(c);
+          if (each && !each(piece)) return { crcs, bad: -1 };
+          p = stop + 1;
+        }
+        if (got < len) return { crcs, bad: o + got };
+        o = to + 1;
+      }
+    } finally {
+      await fh.close();
+    }
+    return { crcs, bad: -1 };
+  }
+
+  /**
    * A crash can leave the last segment ending inside a command, or (power loss) shorter than the data after it was
-   * acknowledged. Every segment starts after a command boundary, so scan the last one from its start and cut it
-   * back to its last whole command; a segment left empty is removed, and the one before it ends at a boundary.
+   * acknowledged, and a disk can hand back other bytes than were written. Every segment starts after a command
+   * boundary, so the last one is read from its start, each piece checked against its stored CRC and scanned, and
+   * the segment is cut back to its last whole command before the first piece that does not match; a segment left
+   * empty is removed, and the one before it ends at a boundary. Its `.sum` file is then written anew.
    */
   async #cutTornTail(): Promise<void> {
     const last = this.#segments[this.#segments.length - 1];
@@ -313,31 +416,62 @@ export class DiskLog {
     const end = last.start + last.size - 1;
     const scanner = new StreamScanner(() => {}, { maxBulkLen: Number.MAX_SAFE_INTEGER });
     scanner.reset(last.start - 1);
+    const { crcs, bad } = await this.#readPieces(last, await this.#storedSums(last.start), (piece) => scanner.scan(piece).error === null);
+    if (bad >= 0) {
+      this.#opts.logger.error(
+        { segment: segName(this.#epoch, last.start), offset: bad },
+        'log segment bytes do not match their checksum: the segment is cut back to the last whole command before them',
+      );
+    }
+    const keepEnd = scanner.boundary;
+    if (keepEnd < end) {
+      this.#opts.logger.warn(
+        { segment: segName(this.#epoch, last.start), from: end, to: keepEnd, bytes: end - keepEnd },
+        'torn log tail cut back to the last whole command',
+      );
+    }
+    if (keepEnd < last.start) {
+      await this.#removeSegment(last.start);
+      this.#segments.pop();
+      return;
+    }
+    if (keepEnd < end) {
+      await this.#io.truncate(this.#path(last.start), keepEnd - last.start + 1);
+      last.size = keepEnd - last.start + 1;
+    }
+    // The pieces up to the one holding keepEnd; that one again when the cut falls inside it.
+    const kept = crcs.slice(0, last.sums.index(keepEnd));
+    const from = Math.max(last.start, pieceStart(keepEnd));
+    const tail = Buffer.allocUnsafe(keepEnd - from + 1);
     const fh = await this.#io.open(this.#path(last.start), 'r');
     try {
-      const buf = Buffer.allocUnsafe(Math.min(READ_MAX, last.size));
-      for (let o = last.start; o <= end; ) {
-        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - o + 1), o - last.start);
-        if (bytesRead <= 0) break;
-        if (scanner.scan(buf.subarray(0, bytesRead)).error !== null) break;
-        o += bytesRead;
+      for (let got = 0; got < tail.length; ) {
+        const { bytesRead } = await fh.read(tail, got, tail.length - got, from - last.start + got);
+        if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, last.start)} ended while read back at recovery`);
+        got += bytesRead;
       }
     } finally {
       await fh.close();
     }
-    const keepEnd = scanner.boundary;
-    if (keepEnd >= end) return;
-    this.#opts.logger.warn(
-      { segment: segName(this.#epoch, last.start), from: end, to: keepEnd, bytes: end - keepEnd },
-      'torn log tail cut back to the last whole command',
-    );
-    if (keepEnd < last.start) {
-      await this.#io.rm(this.#path(last.start));
-      this.#segments.pop();
-    } else {
-      await this.#io.truncate(this.#path(last.start), keepEnd - last.start + 1);
-      last.size = keepEnd - last.start + 1;
-    }
+    kept.push(crc32(tail) >>> 0);
+    last.sums = SegmentSums.restore(last.start, keepEnd, kept, false);
+    await writeFileAtomic(this.#sumPath(last.start), last.sums.encode(0), this.#io);
+    last.sums.persisted = last.sums.count;
+  }
+
+  /** Removes a segment and its `.sum` file. */
+  async #removeSegment(start: number): Promise<void> {
+    await this.#io.rm(this.#path(start));
+    await this.#io.rm(this.#sumPath(start));
+  }
+
+  /** A segment's files: its bytes and its CRCs. */
+  #paths(start: number): string[] {
+    return [this.#path(start), this.#sumPath(start)];
+  }
+
+  #sumPath(start: number): string {
+    return join(this.dir, sumName(this.#epoch, start));
   }
 
   #path(start: number): string {
@@ -358,7 +492,7 @@ export class DiskLog {
     this.#gen++;
     this.#wait.release();
     this.#dropHandle();
-    const old = this.#segments.map((s) => this.#path(s.start));
+    const old = this.#segments.flatMap((s) => this.#paths(s.start));
     this.#segments = [];
     this.#epoch = epoch;
     this.#written = offset;
@@ -435,7 +569,7 @@ export class DiskLog {
     let seg = this.#segments[this.#segments.length - 1];
     if (!seg || (seg.size >= this.#opts.segmentBytes && this.#boundary === this.#written)) {
       if (seg) await this.#closeHandle(gen, seg);
-      seg = { start: this.#written + 1, size: 0 };
+      seg = { start: this.#written + 1, size: 0, sums: new SegmentSums(this.#written + 1) };
       this.#segments.push(seg);
     }
     const bufs: Buffer[] = [];
@@ -474,8 +608,18 @@ export class DiskLog {
       this.#inflightFrom = Infinity;
     };
     let bytesWritten: number;
+    const sums = seg.sums;
     try {
-      ({ bytesWritten } = this.#fhDirect && this.#direct ? await this.#direct.write(fh, bufs, seg.size, released) : await fh.writev(bufs, seg.size));
+      if (this.#fhDirect && this.#direct) ({ bytesWritten } = await this.#direct.write(fh, bufs, seg.size, released, (taken) => sums.add(taken)));
+      else {
+        ({ bytesWritten } = await fh.writev(bufs, seg.size));
+        // The views are still the memory log's until released() below.
+        for (let left = bytesWritten, i = 0; left > 0 && i < bufs.length; i++) {
+          const b = bufs[i]!;
+          sums.add(left >= b.length ? b : b.subarray(0, left));
+          left -= b.length;
+        }
+      }
     } catch (err) {
       if (gen !== this.#gen || !this.#fhDirect || !directUnavailable(err)) throw err;
       this.#directRefused(err as Error);
@@ -489,9 +633,10 @@ export class DiskLog {
     if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
     seg.size += bytesWritten;
     this.#written += bytesWritten;
+    if (sums.end !== this.#written) throw new InternalError(`checksums cover up to ${sums.end}, the disk log up to ${this.#written}`);
     for (const m of marks) if (m <= this.#written) this.#boundary = m;
     if (this.#state === DiskLogState.Failing) this.#recovered();
-    if (Date.now() - this.#lastSync >= FSYNC_INTERVAL_MS) await this.#sync(fh);
+    if (Date.now() - this.#lastSync >= FSYNC_INTERVAL_MS) await this.#sync(fh, seg);
     this.onWritten?.();
     this.#wait.progressed(this.pending);
     if (this.overLimit > 0) this.onOverLimit?.();
@@ -542,9 +687,10 @@ export class DiskLog {
     this.#fhDirect = direct;
   }
 
-  async #sync(fh: FileHandleIo): Promise<void> {
+  async #sync(fh: FileHandleIo, seg: Segment): Promise<void> {
     this.#lastSync = Date.now();
     await fh.datasync();
+    await this.#persistSums(seg);
     if (this.#dirDirty) {
       this.#dirDirty = false;
       await this.#io.syncDir(this.dir);
@@ -556,14 +702,54 @@ export class DiskLog {
    * handle go. Only the last segment can end in padding after a crash; recovery cuts that one.
    */
   async #closeHandle(gen: number, seg: Segment): Promise<void> {
+    seg.sums.seal();
     const fh = this.#fh;
-    if (!fh) return;
+    if (!fh) {
+      await this.#persistSums(seg);
+      await this.#closeSums();
+      return;
+    }
     await fh.truncate(seg.size);
-    await this.#sync(fh);
+    await this.#sync(fh, seg);
     if (gen !== this.#gen) return;
     this.#fh = null;
     this.#fhStart = -1;
     await fh.close();
+    await this.#closeSums();
+  }
+
+  /**
+   * Writes the CRCs of `seg` its `.sum` file does not hold yet (those of complete pieces; all of them once the
+   * segment is sealed), and makes them durable. After a crash the file may hold fewer than the segment
+   * has pieces: recovery computes the rest from the bytes.
+   */
+  async #persistSums(seg: Segment): Promise<void> {
+    const sums = seg.sums;
+    const from = sums.persisted;
+    // A segment no longer in this log (a detach or reset dropped it) gets no file again.
+    if (sums.count === from || !this.#segments.includes(seg)) return;
+    if (this.#sumFh === null || this.#sumStart !== seg.start) {
+      await this.#closeSums();
+      this.#sumFh = await this.#io.open(this.#sumPath(seg.start), from === 0 ? 'w' : 'r+', 0o600);
+      this.#sumStart = seg.start;
+      if (from === 0) this.#dirDirty = true;
+    }
+    const fh = this.#sumFh;
+    const data = sums.encode(from);
+    for (let done = 0; done < data.length; ) {
+      const { bytesWritten } = await fh.writev([data.subarray(done)], from * 4 + done);
+      if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+      done += bytesWritten;
+    }
+    sums.persisted = from + data.length / 4;
+    await fh.datasync();
+  }
+
+  async #closeSums(): Promise<void> {
+    const fh = this.#sumFh;
+    this.#sumFh = null;
+    this.#sumStart = -1;
+    await fh?.close().catch(() => {});
   }
 
   /** Forgets the handle without waiting (it may belong to a hung write). */
@@ -572,6 +758,7 @@ export class DiskLog {
     this.#fh = null;
     this.#fhStart = -1;
     if (fh) void fh.close().catch(() => {});
+    void this.#closeSums();
   }
 
   #failed(err: Error): void {
@@ -614,7 +801,7 @@ export class DiskLog {
     this.#clearTimer();
     this.#running = false;
     this.#inflightSince = 0;
-    const old = this.#segments.map((s) => this.#path(s.start));
+    const old = this.#segments.flatMap((s) => this.#paths(s.start));
     this.#segments = [];
     this.#deleteFiles(old);
     this.#opts.logger.error({ cause, limit: 'log.disk-queue', value: this.#opts.maxPending, droppedSegments: old.length }, 'disk log detached: forwarding from memory only');
@@ -681,7 +868,7 @@ export class DiskLog {
     if (fh === null || b === null) return this.#scheduleRestart();
     this.#setHandle(fh, b + 1, direct);
     this.#dirDirty = true;
-    this.#segments = [{ start: b + 1, size: 0 }];
+    this.#segments = [{ start: b + 1, size: 0, sums: new SegmentSums(b + 1) }];
     this.#written = b;
     this.#boundary = b;
     this.#retryMs = this.#opts.retryMinMs ?? 100;
@@ -714,7 +901,10 @@ export class DiskLog {
 
   /**
    * Reads up to `max` bytes from `offset`, which must be on disk, into `into` (at least `max` bytes) or a new
-   * buffer; returns a view of what was read. Throws on a read that returns nothing.
+   * buffer; returns a view of them. The read covers whole pieces (SegmentSums), widened for that when needed (into
+   * `into` when they fit: a read from a piece's start to a piece's end, as DiskChunkCache's are, is not widened), and
+   * is checked against their CRCs: bytes that do not match, like a segment shorter than recorded, are never
+   * returned; the segment is given up (#unreadable).
    */
   async read(offset: number, max = READ_MAX, into?: Buffer): Promise<Buffer> {
     if (!this.holds(offset)) {
@@ -723,17 +913,27 @@ export class DiskLog {
     const seg = this.#segmentOf(offset);
     const n = Math.min(max, this.#written - offset + 1, seg.start + seg.size - offset);
     if (into !== undefined && into.length < n) throw new InternalError(`a disk log read of ${n} bytes into ${into.length}`);
-    const buf = into ?? Buffer.allocUnsafe(n);
+    // As of now: bytes written later do not change these offsets, only the CRC of a piece still growing.
+    const want = seg.sums.expect(offset, offset + n - 1);
+    const len = want.to - want.from + 1;
+    const buf = into !== undefined && into.length >= len ? into : Buffer.allocUnsafe(len);
     const gen = this.#gen;
     try {
       const fh = await this.#io.open(this.#path(seg.start), 'r');
       try {
-        const { bytesRead } = await fh.read(buf, 0, n, offset - seg.start);
-        if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${offset} returned nothing)`);
-        return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+        for (let got = 0; got < len; ) {
+          const { bytesRead } = await fh.read(buf, got, len - got, want.from - seg.start + got);
+          if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${want.from + got} returned nothing)`);
+          got += bytesRead;
+        }
       } finally {
         await fh.close();
       }
+      const bad = mismatch(want, buf);
+      if (bad >= 0) {
+        throw new StorageError(`log segment ${segName(this.#epoch, seg.start)}: the bytes from offset ${bad} do not match their checksum (changed on disk)`);
+      }
+      return buf.subarray(offset - want.from, offset - want.from + n);
     } catch (err) {
       if (gen === this.#gen && !TRANSIENT_READ.has((err as NodeJS.ErrnoException).code ?? '')) this.#unreadable(seg, err as Error);
       throw err;
@@ -756,7 +956,7 @@ export class DiskLog {
       return;
     }
     const dropped = this.#segments.splice(0, i + 1);
-    this.#deleteFiles(dropped.map((s) => this.#path(s.start)));
+    this.#deleteFiles(dropped.flatMap((s) => this.#paths(s.start)));
     this.#opts.logger.error(
       { err, segment: segName(this.#epoch, seg.start), droppedSegments: dropped.length, firstOffset: this.firstOffset },
       'disk log segment unreadable: it and the segments before it are given up; replicas that need them full-sync',
@@ -779,7 +979,7 @@ export class DiskLog {
     const s = this.#segments[0];
     if (this.#segments.length < 2 || !s) return false;
     this.#segments.shift();
-    await this.#io.rm(this.#path(s.start)).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not remove the oldest log segment'));
+    await this.#removeSegment(s.start).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not remove the oldest log segment'));
     return true;
   }
 
@@ -805,7 +1005,13 @@ export class DiskLog {
       }
       await fh.datasync().catch((err: Error) => this.#opts.logger.warn({ err }, 'final fsync of the disk log failed'));
       await fh.close().catch(() => {});
+      if (last) {
+        // All its CRCs, the growing last piece's too: a restart checks the whole segment.
+        last.sums.seal();
+        await this.#persistSums(last).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not write the last log segment checksums'));
+      }
     }
+    await this.#closeSums();
     void gen;
     this.#setState(DiskLogState.Closed, null);
   }

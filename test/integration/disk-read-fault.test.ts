@@ -1,10 +1,13 @@
 /**
  * A disk log segment the relay cannot read back (a bad sector's EIO, a file removed or cut behind the relay's
- * back): the replica that needs it must not be continued from it again and again. The relay gives the unreadable
- * range up, says so, and the replica full-syncs and ends with the master's dataset.
+ * back) or that reads back other bytes than were written (one byte changed: bit rot): the replica that needs it must
+ * neither be continued from it again and again nor be sent the changed bytes (its data would silently differ from
+ * the master's). The relay gives the damaged range up, says so, and the replica full-syncs and ends with the
+ * master's dataset.
  */
 import t from 'tap';
 import { readdirSync, rmSync, truncateSync } from 'node:fs';
+import { flipByte } from '../helpers/damage.js';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayWithReplicas } from '../helpers/relay-setup.js';
@@ -15,7 +18,7 @@ import { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
 
-for (const damage of ['removed', 'cut short'] as const) {
+for (const damage of ['removed', 'cut short', 'with one byte changed'] as const) {
   t.test(`a segment ${damage} behind the relay's back: the replica that needs it full-syncs once, it is not continued from it in a loop`, async (t) => {
     const master = await startRedis();
     const m = await master.client();
@@ -30,12 +33,13 @@ for (const damage of ['removed', 'cut short'] as const) {
     await waitFor(async () => stat(await x.info('replication'), 'master_repl_offset') === masterOffset || undefined, { what: 'the relay has the stream' });
     await waitFor(async () => stat(await x.info('replication'), 'relay_log_disk_pending_bytes') === 0 || undefined, { what: 'the disk has it too' });
     const logDir = join(dir, 'data', 'log');
-    const segs = readdirSync(logDir).filter((n) => n.startsWith('seg-')).sort();
+    const segs = readdirSync(logDir).filter((n) => n.startsWith('seg-') && n.endsWith('.log')).sort();
     t.ok(segs.length >= 4, `the stream spans ${segs.length} segments`);
     // The second segment: the replica reads the first one whole, then needs this one.
     const victim = join(logDir, segs[1]!);
     if (damage === 'removed') rmSync(victim);
-    else truncateSync(victim, 4096);
+    else if (damage === 'cut short') truncateSync(victim, 4096);
+    else flipByte(victim);
     const before = await x.info('stats');
 
     replica!.proc.kill('SIGCONT');
@@ -44,7 +48,7 @@ for (const damage of ['removed', 'cut short'] as const) {
     const after = await x.info('stats');
     t.equal(stat(after, 'sync_full') - stat(before, 'sync_full'), 1, 'one full sync');
     t.ok(stat(after, 'sync_partial_ok') - stat(before, 'sync_partial_ok') <= 1, `not continued from the damaged range again and again (${stat(after, 'sync_partial_ok') - stat(before, 'sync_partial_ok')} partial resyncs)`);
-    t.match(relay.logs(), /disk log segment unreadable/, 'the relay says which segment it could not read');
+    t.match(relay.logs(), damage === 'with one byte changed' ? /do not match their checksum/ : /disk log segment unreadable/, 'the relay says which segment it could not use');
     const xr = await x.info('replication');
     t.ok(stat(xr, 'repl_backlog_first_byte_offset') > 16_000_000, 'the log now starts after the damaged segment');
     t.equal(stat(xr, 'relay_log_disk_read_errors'), 1, 'one read error counted');

@@ -5,7 +5,8 @@
  * so, fetches a fresh one, and the replica ends with the master's dataset.
  */
 import t from 'tap';
-import { openSync, readSync, writeSync, closeSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { readdirSync, rmSync, truncateSync } from 'node:fs';
+import { flipByte } from '../helpers/damage.js';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayWithReplicas } from '../helpers/relay-setup.js';
@@ -38,15 +39,4 @@ for (const damage of ['removed', 'cut short', 'with one byte changed'] as const)
     t.ok(stat(await x.info('stats'), 'sync_full') <= 3, 'no loop of full syncs');
     await Promise.all([first!.stop(), second.stop()]);
   });
-}
-
-/** Changes one byte in the middle of a file (a value's bytes: the RDB still parses, its checksum no longer matches). */
-function flipByte(path: string): void {
-  const at = Math.floor(statSync(path).size / 2);
-  const fd = openSync(path, 'r+');
-  const b = Buffer.alloc(1);
-  readSync(fd, b, 0, 1, at);
-  b[0] ^= 0x01;
-  writeSync(fd, b, 0, 1, at);
-  closeSync(fd);
 }

@@ -7,6 +7,8 @@ import { DiskLog, DiskLogState, type DiskLogOptions } from '../../src/backlog/di
 import { ReplLog } from '../../src/backlog/repl-log.js';
 import { nodeFileIo } from '../../src/backlog/file-io.js';
 import { CrashError, FaultyIo } from '../helpers/faulty-io.js';
+import { flipByte } from '../helpers/damage.js';
+import { pieceStart } from '../../src/backlog/segment-sums.js';
 import { waitFor } from '../helpers/wait.js';
 import { recordTelemetry, type TelemetryRecorder } from '../helpers/telemetry.js';
 
@@ -111,7 +113,7 @@ async function arriveInPieces(log: ReplLog, piece: Buffer, n: number): Promise<v
 
 /** Segment files of `dir`, in offset order, with their start offsets and contents. */
 async function segments(dir: string): Promise<Array<{ name: string; start: number; data: Buffer }>> {
-  const names = (await fsp.readdir(dir)).filter((n) => n.startsWith('seg-')).sort();
+  const names = (await fsp.readdir(dir)).filter((n) => n.startsWith('seg-') && n.endsWith('.log')).sort();
   return Promise.all(names.map(async (name) => ({ name, start: Number(name.slice(15, 35)), data: await fsp.readFile(join(dir, name)) })));
 }
 
@@ -444,6 +446,120 @@ t.test('a segment that cannot be read back goes with the older ones; one that is
   // A detach restarts a new history by itself (retryMinMs later): let it, so that no file appears during teardown.
   await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'a new history on disk' });
 });
+
+for (const direct of [false, true]) {
+  t.test(`checksums${mode(direct)}`, async (t) => {
+    // Segments of 256 KiB: several 64 KiB pieces each, the first and last cut by the segment's ends.
+    const s = makeStream(2500, 5);
+    const opts = { maxBytes: 1 << 30, segmentBytes: 256 * 1024, maxPending: 1 << 30, memory: 1 << 30, epoch: 1, logger: silent };
+    async function written(dir: string): Promise<DiskLog> {
+      const disk = await DiskLog.open({ dir, ...opts, direct });
+      const log = new ReplLog(1024);
+      log.reset(0);
+      log.attachDisk(disk);
+      feed(log, s, 0, s.bytes.length);
+      await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
+      return disk;
+    }
+    const reopen = (dir: string) => DiskLog.open({ dir, ...opts });
+    t.ok(s.bytes.length > 1_000_000, `a stream of ${s.bytes.length} bytes`);
+
+    t.test('reads from any offset and of any length come back exact: widened to whole pieces, checked, and cut to what was asked', async (t) => {
+      const dir = t.testdir();
+      const disk = await written(dir);
+      t.teardown(() => disk.close(100));
+      let x = 11;
+      for (let i = 0; i < 300; i++) {
+        x = (x * 1103515245 + 12345) & 0x7fffffff;
+        const o = 1 + (x % s.bytes.length);
+        const max = 1 + ((x >>> 8) % 300_000);
+        const b = await disk.read(o, max, i % 2 === 0 ? Buffer.alloc(max) : undefined);
+        if (!b.equals(s.bytes.subarray(o - 1, o - 1 + b.length)) || b.length === 0 || b.length > max) {
+          t.fail(`read(${o}, ${max}) returned ${b.length} bytes that are not the stream's`);
+          return;
+        }
+      }
+      t.equal(disk.state, DiskLogState.Ok, '300 reads, every one exact');
+    });
+
+    t.test('a byte changed in an older segment is never read back, even by a read that stops before it: the segment goes with those before it', async (t) => {
+      const dir = t.testdir();
+      const events = recordTelemetry();
+      t.teardown(() => events.close());
+      const disk = await DiskLog.open({ dir, ...opts, direct, telemetry: events.telemetry });
+      t.teardown(() => disk.close(100));
+      const log = new ReplLog(1024);
+      log.reset(0);
+      log.attachDisk(disk);
+      feed(log, s, 0, s.bytes.length);
+      await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
+      const segs = await segments(dir);
+      t.ok(segs.length >= 4, `${segs.length} segments`);
+      const victim = segs[1]!;
+      const changed = victim.start + flipByte(join(dir, victim.name), 150_000);
+      const from = Math.max(victim.start, pieceStart(changed));
+      t.ok(from < changed - 10, 'the read below starts in the same piece, before the changed byte');
+      await t.rejects(disk.read(from, 10), /do not match their checksum/, 'ten bytes before the change, in the same piece: refused');
+      t.equal(disk.firstOffset, segs[2]!.start, 'the segment and those before it are given up');
+      t.equal(disk.state, DiskLogState.Ok, 'the rest of the history stays');
+      t.match(events.messages('disk.read-error'), [{ cause: /do not match their checksum/ }], 'one disk.read-error');
+      const b = await disk.read(disk.firstOffset);
+      t.ok(b.equals(s.bytes.subarray(disk.firstOffset - 1, disk.firstOffset - 1 + b.length)), 'what remains reads back whole');
+    });
+
+    t.test('a byte changed in the piece still being written is refused too: the whole history goes', async (t) => {
+      const dir = t.testdir();
+      const disk = await written(dir);
+      t.teardown(() => disk.close(100));
+      const last = (await segments(dir)).at(-1)!;
+      const end = last.start + (disk.endOffset - last.start + 1) - 1;
+      t.ok(end % (64 * 1024) !== 0, 'the last piece is incomplete');
+      flipByte(join(dir, last.name), end - last.start - 2);
+      await t.rejects(disk.read(end - 1), /do not match their checksum/);
+      t.equal(disk.state, DiskLogState.Detached);
+    });
+
+    t.test('recovery checks the last segment: a byte changed there cuts the log back to the last whole command before its piece', async (t) => {
+      const dir = t.testdir();
+      await (await written(dir)).close();
+      const segs = await segments(dir);
+      const last = segs.at(-1)!;
+      const changed = last.start + flipByte(join(dir, last.name), Math.floor(last.data.length * 0.7));
+      const d = await reopen(dir);
+      t.ok(d.endOffset < Math.max(last.start, pieceStart(changed)) && isBoundary(s, d.endOffset), `ends at ${d.endOffset}, a command boundary before the changed piece`);
+      t.ok(d.endOffset >= last.start - 1, 'the segments before are kept');
+      const b = await d.read(d.endOffset - 100, 100);
+      t.ok(b.equals(s.bytes.subarray(d.endOffset - 101, d.endOffset - 1)), 'the kept bytes read back whole');
+      await d.close();
+      const again = await reopen(dir);
+      t.equal(again.endOffset, d.endOffset, 'the cut segment and its checksums agree at the next start');
+      await again.close();
+    });
+
+    t.test('segments written before checksums existed get them at recovery, and their reads are checked from then on', async (t) => {
+      const dir = t.testdir();
+      await (await written(dir)).close();
+      for (const n of await fsp.readdir(dir)) if (n.endsWith('.sum')) await fsp.rm(join(dir, n));
+      const d = await reopen(dir);
+      t.teardown(() => d.close(100));
+      t.equal(d.endOffset, s.bytes.length, 'nothing is lost');
+      t.ok((await fsp.readdir(dir)).some((n) => n.endsWith('.sum')), 'their checksum files are written');
+      const victim = (await segments(dir))[1]!;
+      const changed = victim.start + flipByte(join(dir, victim.name), 100_000);
+      await t.rejects(d.read(changed), /do not match their checksum/);
+    });
+
+    t.test('checksum files of segments that are gone are removed at recovery', async (t) => {
+      const dir = t.testdir();
+      await (await written(dir)).close();
+      const segs = await segments(dir);
+      await fsp.rm(join(dir, segs[0]!.name));
+      const d = await reopen(dir);
+      await d.close();
+      t.notOk((await fsp.readdir(dir)).includes(segs[0]!.name.replace(/\.log$/, '.sum')));
+    });
+  });
+}
 
 for (const direct of [false, true]) {
   t.test(`recovery${mode(direct)}`, async (t) => {
