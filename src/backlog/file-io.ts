@@ -17,7 +17,8 @@ export interface FileHandleIo {
   sync(): Promise<void>;
   /** ftruncate. */
   truncate(len: number): Promise<void>;
-  stat(): Promise<{ size: number }>;
+  /** ctimeMs changes with any write to the file (and cannot be set back by utimes). */
+  stat(): Promise<{ size: number; ctimeMs: number }>;
   close(): Promise<void>;
   /** The descriptor, for streaming a whole file to a socket. */
   readonly fd: number;

@@ -51,7 +51,8 @@ export class SnapshotCorruptError extends StorageError {}
 
 /**
  * The CRC of a leased file, computed once for all the transfers that read it together: every read that reaches
- * `pos` moves it on. Dropped with the file's handle, so each later group of transfers checks the file again.
+ * `pos` moves it on. A file that matched is not checked again until it changes (its ctime): ten replicas joining
+ * one after another paid 28-60 ms each for a 23.6 MiB RDB otherwise (bench/README.md).
  */
 interface Check {
   pos: number;
@@ -100,8 +101,12 @@ export class SnapshotStore {
   #handles = new Map<string, Promise<FileHandleIo>>();
   /** Per snapshot file while it is leased: recent reads by position, oldest first. */
   #reads = new Map<string, Map<number, Promise<Buffer>>>();
-  /** Per snapshot file while it is leased: its checksum so far. */
+  /** Per snapshot file while it is leased and not known to match: its checksum so far. */
   #checks = new Map<string, Check>();
+  /** Per snapshot file: the ctime it had when its bytes last matched its trailer. */
+  #verified = new Map<string, number>();
+  /** Per snapshot file while it is leased: its ctime when opened. */
+  #ctimes = new Map<string, number>();
   /** Pruned snapshots a transfer still reads: deleted when released. */
   #doomed = new Set<string>();
   #tempSeq = 0;
@@ -222,6 +227,7 @@ export class SnapshotStore {
   }
 
   async #rm(path: string): Promise<void> {
+    this.#verified.delete(path);
     await this.#io.rm(path).catch((err: Error) => this.#logger?.warn({ err, file: path }, 'could not remove an old snapshot'));
   }
 
@@ -243,6 +249,7 @@ export class SnapshotStore {
       this.#leases.delete(meta.path);
       this.#reads.delete(meta.path);
       this.#checks.delete(meta.path);
+      this.#ctimes.delete(meta.path);
       // Every lease awaited its reads before its release: none is in flight on the handle now.
       const handle = this.#handles.get(meta.path);
       this.#handles.delete(meta.path);
@@ -260,12 +267,6 @@ export class SnapshotStore {
     return { meta, fh, read: (pos, n) => this.#sharedRead(meta, fh, pos, n), trailer, verify: () => (trailer > 0 ? this.#verify(meta, fh) : Promise.resolve()), release };
   }
 
-  #check(path: string): Check {
-    let c = this.#checks.get(path);
-    if (c === undefined) this.#checks.set(path, (c = { pos: 0, crc: new Crc64(), result: null }));
-    return c;
-  }
-
   /** A read of `buf` at `pos` came back: the checksum takes whatever of it lies past its position (never the trailer). */
   #checked(meta: SnapshotMeta, pos: number, buf: Buffer): void {
     const c = this.#checks.get(meta.path);
@@ -281,14 +282,18 @@ export class SnapshotStore {
    * with the trailer. A zero trailer means the master saved without checksums (rdbchecksum no).
    */
   #verify(meta: SnapshotMeta, fh: FileHandleIo): Promise<void> {
-    const c = this.#check(meta.path);
+    const c = this.#checks.get(meta.path);
+    if (c === undefined) return Promise.resolve();
     c.result ??= (async () => {
       const body = meta.size - 8;
       while (c.pos < body) await this.#sharedRead(meta, fh, c.pos, Math.min(CHECK_READ, body - c.pos));
       const trailer = await readAt(meta, fh, body, 8);
-      if (trailer.length < 8 || trailer.every((b) => b === 0)) return;
       const computed = c.crc.digestLE();
-      if (computed.equals(trailer)) return;
+      if (trailer.every((b) => b === 0) || computed.equals(trailer)) {
+        const ctime = this.#ctimes.get(meta.path);
+        if (ctime !== undefined) this.#verified.set(meta.path, ctime);
+        return;
+      }
       const err = new SnapshotCorruptError(`snapshot checksum mismatch: its trailer says ${trailer.toString('hex')}, its bytes give ${computed.toString('hex')}`);
       this.#logger?.error({ err, file: meta.path }, 'snapshot damaged on disk: it is no longer offered; replicas that need a full sync get a fresh one');
       await this.remove(meta);
@@ -310,6 +315,8 @@ export class SnapshotStore {
         try {
           const st = await fh.stat();
           if (st.size !== meta.size) throw new StorageError(`snapshot file is ${st.size} bytes, expected ${meta.size}`);
+          this.#ctimes.set(meta.path, st.ctimeMs);
+          if (this.#verified.get(meta.path) !== st.ctimeMs) this.#checks.set(meta.path, { pos: 0, crc: new Crc64(), result: null });
           return fh;
         } catch (err) {
           await fh.close().catch(() => {});
@@ -340,7 +347,6 @@ export class SnapshotStore {
       });
       p = mine;
     }
-    this.#check(meta.path);
     return p.then((buf) => {
       this.#checked(meta, pos, buf);
       return buf.length > n ? buf.subarray(0, n) : buf;
