@@ -1005,11 +1005,11 @@ export class DiskLog {
       }
       await fh.datasync().catch((err: Error) => this.#opts.logger.warn({ err }, 'final fsync of the disk log failed'));
       await fh.close().catch(() => {});
-      if (last) {
-        // All its CRCs, the growing last piece's too: a restart checks the whole segment.
-        last.sums.seal();
-        await this.#persistSums(last).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not write the last log segment checksums'));
-      }
+    }
+    if (last && this.active && !this.#hung()) {
+      // All its CRCs, the growing last piece's too: a restart checks the whole segment.
+      last.sums.seal();
+      await this.#persistSums(last).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not write the last log segment checksums'));
     }
     await this.#closeSums();
     void gen;

@@ -536,6 +536,17 @@ for (const direct of [false, true]) {
       await again.close();
     });
 
+    t.test('a log closed with no write since it opened still leaves the last piece checked at the next start', async (t) => {
+      const dir = t.testdir();
+      await (await written(dir)).close();
+      await (await reopen(dir)).close();
+      const last = (await segments(dir)).at(-1)!;
+      const changed = last.start + flipByte(join(dir, last.name), last.data.length - 3);
+      const d = await reopen(dir);
+      t.ok(d.endOffset < Math.max(last.start, pieceStart(changed)), `ends at ${d.endOffset}, before the changed piece`);
+      await d.close();
+    });
+
     t.test('segments written before checksums existed get them at recovery, and their reads are checked from then on', async (t) => {
       const dir = t.testdir();
       await (await written(dir)).close();
