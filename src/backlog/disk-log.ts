@@ -339,7 +339,11 @@ export class DiskLog {
         seg.sums = SegmentSums.restore(seg.start, end, stored.slice(0, need), true);
         continue;
       }
-      const { crcs, bad } = await this.#readPieces(seg, stored);
+      // Unreadable (EIO) counts as not matching: it must not keep the relay from starting.
+      const { crcs, bad } = await this.#readPieces(seg, stored).catch((err: Error) => {
+        this.#opts.logger.error({ err, segment: segName(this.#epoch, seg.start) }, 'log segment unreadable at recovery');
+        return { crcs: [], bad: seg.start };
+      });
       if (bad >= 0) {
         const dropped = this.#segments.splice(0, i + 1);
         for (const d of dropped) await this.#removeSegment(d.start);
@@ -351,8 +355,7 @@ export class DiskLog {
         continue;
       }
       seg.sums = SegmentSums.restore(seg.start, end, crcs, true);
-      await writeFileAtomic(this.#sumPath(seg.start), seg.sums.encode(0), this.#io);
-      seg.sums.persisted = seg.sums.count;
+      await this.#rewriteSums(seg);
       this.#opts.logger.warn({ segment: segName(this.#epoch, seg.start), pieces: need, stored: stored.length }, 'log segment checksums computed from its bytes');
     }
   }
@@ -455,8 +458,23 @@ export class DiskLog {
     }
     kept.push(crc32(tail) >>> 0);
     last.sums = SegmentSums.restore(last.start, keepEnd, kept, false);
-    await writeFileAtomic(this.#sumPath(last.start), last.sums.encode(0), this.#io);
-    last.sums.persisted = last.sums.count;
+    await this.#rewriteSums(last);
+  }
+
+  /**
+   * Replaces a segment's `.sum` file with the CRCs recovery settled on. A disk too full for it (or failing) must not
+   * keep the relay from starting: the stale file is removed instead (it could name pieces the segment no longer
+   * has), and the CRCs are written again with the segment's next ones, or computed again at the next start.
+   */
+  async #rewriteSums(seg: Segment): Promise<void> {
+    try {
+      await writeFileAtomic(this.#sumPath(seg.start), seg.sums.encode(0), this.#io);
+      seg.sums.persisted = seg.sums.count;
+    } catch (err) {
+      this.#opts.logger.warn({ err, segment: segName(this.#epoch, seg.start) }, 'could not write log segment checksums at recovery; they are written later');
+      await this.#io.rm(this.#sumPath(seg.start)).catch(() => {});
+      seg.sums.persisted = 0;
+    }
   }
 
   /** Removes a segment and its `.sum` file. */

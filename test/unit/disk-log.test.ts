@@ -547,6 +547,22 @@ for (const direct of [false, true]) {
       await d.close();
     });
 
+    t.test('a disk too full for the checksum files at recovery does not keep the log from opening', async (t) => {
+      const dir = t.testdir();
+      await (await written(dir)).close();
+      const segs = await segments(dir);
+      await fsp.truncate(join(dir, segs.at(-1)!.name), segs.at(-1)!.data.length - 5);
+      await fsp.rm(join(dir, segs[0]!.name.replace(/\.log$/, '.sum')));
+      const io = new FaultyIo();
+      io.failWrites('ENOSPC', 1000);
+      const d = await DiskLog.open({ dir, ...opts, io });
+      t.ok(d.endOffset < s.bytes.length && isBoundary(s, d.endOffset), 'the torn tail is cut as ever');
+      t.notOk((await fsp.readdir(dir)).includes(segs.at(-1)!.name.replace(/\.log$/, '.sum')), 'the stale checksum file of the cut segment is removed');
+      const b = await d.read(1, 1000);
+      t.ok(b.equals(s.bytes.subarray(0, b.length)), 'the segment whose checksums were computed reads back');
+      await d.close(100);
+    });
+
     t.test('segments written before checksums existed get them at recovery, and their reads are checked from then on', async (t) => {
       const dir = t.testdir();
       await (await written(dir)).close();
