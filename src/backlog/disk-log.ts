@@ -416,6 +416,17 @@ export class DiskLog {
   async #cutTornTail(): Promise<void> {
     const last = this.#segments[this.#segments.length - 1];
     if (!last) return;
+    try {
+      await this.#cutLast(last);
+    } catch (err) {
+      // Unreadable (EIO): it must not keep the relay from starting. The segment before it ends at a command boundary.
+      this.#opts.logger.error({ err, segment: segName(this.#epoch, last.start) }, 'last log segment unreadable at recovery: given up, the log ends with the segment before it');
+      if (this.#segments[this.#segments.length - 1] === last) this.#segments.pop();
+      await this.#removeSegment(last.start).catch(() => {});
+    }
+  }
+
+  async #cutLast(last: Segment): Promise<void> {
     const end = last.start + last.size - 1;
     const scanner = new StreamScanner(() => {}, { maxBulkLen: Number.MAX_SAFE_INTEGER });
     scanner.reset(last.start - 1);

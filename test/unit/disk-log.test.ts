@@ -563,6 +563,18 @@ for (const direct of [false, true]) {
       await d.close(100);
     });
 
+    t.test('a last segment that cannot be read at recovery (EIO) is given up; the log opens and ends with the one before', async (t) => {
+      const dir = t.testdir();
+      await (await written(dir)).close();
+      const segs = await segments(dir);
+      const io = new FaultyIo();
+      io.failReads('EIO', 1);
+      const d = await DiskLog.open({ dir, ...opts, io });
+      t.equal(d.endOffset, segs.at(-1)!.start - 1, 'it ends where the last segment began, a command boundary');
+      t.ok(isBoundary(s, d.endOffset));
+      await d.close(100);
+    });
+
     t.test('segments written before checksums existed get them at recovery, and their reads are checked from then on', async (t) => {
       const dir = t.testdir();
       await (await written(dir)).close();
