@@ -353,6 +353,7 @@ export class Relay {
       lease: (snap) => this.#history.store.lease(snap),
       snapshotFailed: (snap, err) => {
         this.#logger.error({ err, file: snap.path }, 'snapshot unreadable: it is no longer offered');
+        this.#telemetry.emit('snapshot.given-up', { reason: 'unreadable', cause: err.message });
         void this.#history.store.remove(snap);
       },
       needSnapshot: () => this.#refresher.request(),

@@ -67,7 +67,7 @@ export class History {
     this.#io = opts.io ?? nodeFileIo;
     this.#logger = opts.logger;
     this.log = new ReplLog(opts.memory);
-    this.store = new SnapshotStore(opts.dir, { io: this.#io, logger: opts.logger, keep: opts.keepSnapshots ?? 1 });
+    this.store = new SnapshotStore(opts.dir, { io: this.#io, logger: opts.logger, keep: opts.keepSnapshots ?? 1, telemetry: opts.telemetry });
     this.marks = new TimeMarks(opts.dir, opts.logger);
     this.log.onAppend(() => this.marks.note(this.log.lastBoundary, this.log.firstOffset));
   }

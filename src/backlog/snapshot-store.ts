@@ -3,6 +3,7 @@ import type { Logger } from '../log.js';
 import { nodeFileIo, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
 import { StorageError } from '../errors.js';
 import { Crc64 } from './crc64.js';
+import { Telemetry } from '../observability/telemetry.js';
 
 export { writeFileAtomic };
 
@@ -80,6 +81,8 @@ export interface SnapshotStoreOptions {
   readonly logger?: Logger;
   /** How many snapshots of the current history to keep (the newest ones); older ones go once no transfer reads them. */
   readonly keep?: number;
+  /** Where a damaged snapshot is published; absent (standalone use): a relay id of ''. */
+  readonly telemetry?: Telemetry;
 }
 
 /**
@@ -94,6 +97,7 @@ export class SnapshotStore {
   #io: FileIo;
   #logger: Logger | null;
   #keep: number;
+  #telemetry: Telemetry;
   /** Every committed snapshot, oldest offset first. */
   #snaps: SnapshotMeta[] = [];
   #leases = new Map<string, number>();
@@ -116,6 +120,7 @@ export class SnapshotStore {
     this.#io = opts.io ?? nodeFileIo;
     this.#logger = opts.logger ?? null;
     this.#keep = Math.max(1, opts.keep ?? 1);
+    this.#telemetry = opts.telemetry ?? new Telemetry('');
   }
 
   /** Every snapshot held, oldest first. */
@@ -296,6 +301,7 @@ export class SnapshotStore {
       }
       const err = new SnapshotCorruptError(`snapshot checksum mismatch: its trailer says ${trailer.toString('hex')}, its bytes give ${computed.toString('hex')}`);
       this.#logger?.error({ err, file: meta.path }, 'snapshot damaged on disk: it is no longer offered; replicas that need a full sync get a fresh one');
+      this.#telemetry.emit('snapshot.given-up', { reason: 'damaged', cause: err.message });
       await this.remove(meta);
       throw err;
     })();

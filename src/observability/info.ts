@@ -115,6 +115,7 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
       `relay_snapshot_size:${s.snapshot ? s.snapshot.size : 0}`,
       `relay_snapshot_usable:${s.snapshot?.usable ? 1 : 0}`,
       `relay_snapshot_refreshes:${s.snapshotRefreshes}`,
+      `relay_snapshots_given_up:${s.snapshotsGivenUp}`,
       `relay_full_syncs_waiting:${s.fullSyncsWaiting}`,
       `relay_full_syncs_active:${s.fullSyncsActive}`,
       `relay_snapshot_refresh_in_progress:${s.snapshotRefreshInProgress ? 1 : 0}`,

@@ -24,6 +24,8 @@ export interface StatsSnapshot {
   };
   readonly upstream: { readonly fullSyncs: number; readonly partialSyncs: number; readonly bytesIn: number; readonly lastError: string };
   readonly snapshotRefreshes: { readonly started: number; readonly committed: number; readonly failed: number };
+  /** Held snapshots given up because they could not be read or no longer matched their checksum. */
+  readonly snapshotsGivenUp: number;
   readonly disk: {
     readonly writeErrors: number;
     readonly detaches: number;
@@ -66,6 +68,7 @@ export class RelayStats {
   #diskReadWaits = 0;
   #diskReadWaitMs = 0;
   #refreshes = { started: 0, committed: 0, failed: 0 };
+  #snapshotsGivenUp = 0;
   #webSubscribers = 0;
   #webSlowDisconnects = 0;
 
@@ -89,6 +92,7 @@ export class RelayStats {
       this.#diskReadWaitMs += m.ms;
     });
     this.#on('snapshot.refresh', (m) => this.#refreshes[m.phase]++);
+    this.#on('snapshot.given-up', () => this.#snapshotsGivenUp++);
     this.#on('stream.subscribed', () => this.#webSubscribers++);
     this.#on('stream.slow-disconnect', () => this.#webSlowDisconnects++);
   }
@@ -121,6 +125,7 @@ export class RelayStats {
       },
       upstream: { fullSyncs: this.#upstreamFull, partialSyncs: this.#upstreamPartial, bytesIn: t.upstreamBytesIn, lastError: this.#upstreamError },
       snapshotRefreshes: { ...this.#refreshes },
+      snapshotsGivenUp: this.#snapshotsGivenUp,
       disk: {
         writeErrors: this.#diskWriteErrors,
         detaches: this.#diskDetaches,

@@ -104,6 +104,7 @@ export class StatusBuilder {
       snapshotRefreshInProgress: this.#src.refresher.inProgress,
       snapshotRefreshes: counters.snapshotRefreshes.started,
       snapshotRefreshFailures: counters.snapshotRefreshes.failed,
+      snapshotsGivenUp: counters.snapshotsGivenUp,
       fullSyncsWaiting: this.#src.fullSyncs().waiting,
       fullSyncsActive: this.#src.fullSyncs().active,
       connectedClients: clients.size,

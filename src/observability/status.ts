@@ -107,6 +107,8 @@ export interface RelayStatus {
   /** Snapshot transfers to replicas in progress. */
   readonly fullSyncsActive: number;
   readonly snapshotRefreshFailures: number;
+  /** Held snapshots given up: unreadable, or their bytes no longer matching their CRC-64 (damaged on disk). */
+  readonly snapshotsGivenUp: number;
   readonly connectedClients: number;
   readonly maxClients: number;
   readonly replicas: ReadonlyArray<ReplicaStatus>;

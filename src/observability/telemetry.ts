@@ -32,6 +32,11 @@ export interface TelemetryEvents {
   'disk.read-error': { readonly cause: string };
   /** A burst faster than the disk held the upstream reads back (DiskWait); ms: how long it was over the mark. */
   'disk.read-wait': { readonly ms: number };
+  /**
+   * A held snapshot could not be served and is no longer offered: its file could not be opened or had the wrong size
+   * (unreadable), or its bytes no longer match its CRC-64 (damaged).
+   */
+  'snapshot.given-up': { readonly reason: 'unreadable' | 'damaged'; readonly cause: string };
   /** A snapshot fetch started, was committed, or failed: from the master (a fork on it) or from upstream.snapshot-source. */
   'snapshot.refresh': { readonly phase: 'started' | 'committed' | 'failed'; readonly from: 'master' | 'snapshot-source'; readonly reason: string | null };
   /** A /stream WebSocket subscriber was accepted. */
@@ -56,6 +61,7 @@ export const TELEMETRY_EVENTS = [
   'disk.detached',
   'disk.read-error',
   'disk.read-wait',
+  'snapshot.given-up',
   'snapshot.refresh',
   'stream.subscribed',
   'stream.slow-disconnect',

@@ -113,6 +113,12 @@ const FAMILIES: readonly Family[] = [
     help: 'Fresh snapshots fetched from upstream (each is a fork on the master), started.',
     read: (s) => s.snapshotRefreshes,
   },
+  {
+    name: 'snapshots_given_up_total',
+    type: 'counter',
+    help: 'Held snapshots given up: unreadable, or their bytes no longer matching their CRC-64 (damaged on disk).',
+    read: (s) => s.snapshotsGivenUp,
+  },
   // Stream content
   {
     name: 'stream_commands_total',

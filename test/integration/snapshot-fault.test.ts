@@ -37,6 +37,7 @@ for (const damage of ['removed', 'cut short', 'with one byte changed'] as const)
     await waitConverged(m, [a!, b], 'the new replica ends with the master dataset', 60000);
     t.match(relay.logs(), damage === 'with one byte changed' ? /snapshot damaged on disk/ : /snapshot .*unreadable/, 'the relay says the snapshot could not be used');
     t.ok(stat(await x.info('stats'), 'sync_full') <= 3, 'no loop of full syncs');
+    t.equal(stat(await x.info('replication'), 'relay_snapshots_given_up'), 1, 'counted once (INFO, /metrics)');
     await Promise.all([first!.stop(), second.stop()]);
   });
 }

@@ -84,6 +84,13 @@ const CASES: Case[] = [
     firing: ['bad'],
   },
   {
+    name: 'a held snapshot given up (unreadable or damaged), within the last 15 minutes',
+    series: { ...relay('bad', { snapshots_given_up_total: '0 0 1x10' }), ...relay('fine', { snapshots_given_up_total: '0x12' }) },
+    alert: 'PsyncRelaySnapshotGivenUp',
+    at: '6m',
+    firing: ['bad'],
+  },
+  {
     name: 'more than three snapshot refreshes in an hour',
     series: { ...relay('often', { snapshot_refreshes_total: '0+1x60' }), ...relay('rare', { snapshot_refreshes_total: '0+0.02x60' }) },
     alert: 'PsyncRelaySnapshotRefreshesFrequent',

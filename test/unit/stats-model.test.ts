@@ -30,6 +30,8 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
   tel.emit('snapshot.refresh', { phase: 'failed', from: 'master', reason: 'x' });
   tel.emit('snapshot.refresh', { phase: 'started', from: 'master', reason: null });
   tel.emit('snapshot.refresh', { phase: 'committed', from: 'master', reason: null });
+  tel.emit('snapshot.given-up', { reason: 'damaged', cause: 'checksum mismatch' });
+  tel.emit('snapshot.given-up', { reason: 'unreadable', cause: 'ENOENT' });
   tel.emit('stream.subscribed', { format: 'json' });
   tel.emit('stream.slow-disconnect', { buffered: 1 });
   tel.traffic.netOutputBytes += 100;
@@ -56,6 +58,7 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
     },
     upstream: { fullSyncs: 1, partialSyncs: 1, bytesIn: 0, lastError: 'second' },
     snapshotRefreshes: { started: 2, committed: 1, failed: 1 },
+    snapshotsGivenUp: 2,
     disk: { writeErrors: 1, detaches: 1, readErrors: 1, readWaits: 2, readWaitMs: 1500 },
     web: { subscribersTotal: 1, messagesSent: 0, bytesSent: 0, droppedMessages: 0, slowDisconnects: 1 },
   });

@@ -64,6 +64,7 @@ const status: RelayStatus = {
   snapshotRefreshInProgress: false,
   snapshotRefreshes: 1,
   snapshotRefreshFailures: 0,
+  snapshotsGivenUp: 0,
   fullSyncsWaiting: 2,
   fullSyncsActive: 1,
   connectedClients: 2,
