@@ -31,6 +31,7 @@ export class SegmentSums {
   #end: number;
   /** How many of #sums the `.sum` file holds. */
   persisted = 0;
+  #sealed = false;
 
   constructor(start: number) {
     this.start = start;
@@ -52,6 +53,7 @@ export class SegmentSums {
 
   /** Adds the bytes that follow `end` (what a write just took). */
   add(buf: Buffer): void {
+    if (this.#sealed) throw new RangeError('bytes added to a sealed segment');
     for (let i = 0; i < buf.length; ) {
       const stop = pieceEnd(this.#end + 1);
       const take = Math.min(buf.length - i, stop - this.#end);
@@ -64,6 +66,9 @@ export class SegmentSums {
 
   /** The segment ends here (closed, or cut at recovery): its incomplete last piece counts as complete. */
   seal(): void {
+    // Once: a close that failed after sealing (ENOSPC on the .sum write) is retried.
+    if (this.#sealed) return;
+    this.#sealed = true;
     if (this.#end >= this.start && this.#end !== pieceEnd(this.#end)) this.#complete();
   }
 
