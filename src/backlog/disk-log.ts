@@ -139,6 +139,8 @@ export class DiskLog {
   /** The `.sum` file of the segment #sumStart, open for writing its CRCs. */
   #sumFh: FileHandleIo | null = null;
   #sumStart = -1;
+  /** #sumFh took writes since its last fsync. */
+  #sumsUnsynced = false;
   /** null: writes go through the page cache (not asked for, or O_DIRECT proved unavailable: refused by the filesystem, or no aligned memory). */
   #direct: DirectWriter | null;
   #state: DiskLogState = DiskLogState.Ok;
@@ -666,6 +668,7 @@ export class DiskLog {
     for (const m of marks) if (m <= this.#written) this.#boundary = m;
     if (this.#state === DiskLogState.Failing) this.#recovered();
     if (Date.now() - this.#lastSync >= FSYNC_INTERVAL_MS) await this.#sync(fh, seg);
+    else await this.#persistSums(seg, false);
     this.onWritten?.();
     this.#wait.progressed(this.pending);
     if (this.overLimit > 0) this.onOverLimit?.();
@@ -719,7 +722,7 @@ export class DiskLog {
   async #sync(fh: FileHandleIo, seg: Segment): Promise<void> {
     this.#lastSync = Date.now();
     await fh.datasync();
-    await this.#persistSums(seg);
+    await this.#persistSums(seg, true);
     if (this.#dirDirty) {
       this.#dirDirty = false;
       await this.#io.syncDir(this.dir);
@@ -734,7 +737,7 @@ export class DiskLog {
     seg.sums.seal();
     const fh = this.#fh;
     if (!fh) {
-      await this.#persistSums(seg);
+      await this.#persistSums(seg, true);
       await this.#closeSums();
       return;
     }
@@ -749,35 +752,42 @@ export class DiskLog {
 
   /**
    * Writes the CRCs of `seg` its `.sum` file does not hold yet (those of complete pieces; all of them once the
-   * segment is sealed), and makes them durable. After a crash the file may hold fewer than the segment
-   * has pieces: recovery computes the rest from the bytes.
+   * segment is sealed), after every write: a SIGKILL then leaves unchecked at most the pieces of the write in
+   * flight. `sync` (at each fsync of the segment, and when it closes) also makes them durable. After a crash the file
+   * may hold fewer than the segment has pieces: recovery computes the rest from the bytes.
    */
-  async #persistSums(seg: Segment): Promise<void> {
+  async #persistSums(seg: Segment, sync: boolean): Promise<void> {
     const sums = seg.sums;
     const from = sums.persisted;
     // A segment no longer in this log (a detach or reset dropped it) gets no file again.
-    if (sums.count === from || !this.#segments.includes(seg)) return;
-    if (this.#sumFh === null || this.#sumStart !== seg.start) {
-      await this.#closeSums();
-      this.#sumFh = await this.#io.open(this.#sumPath(seg.start), from === 0 ? 'w' : 'r+', 0o600);
-      this.#sumStart = seg.start;
-      if (from === 0) this.#dirDirty = true;
+    if (!this.#segments.includes(seg)) return;
+    if (sums.count > from) {
+      if (this.#sumFh === null || this.#sumStart !== seg.start) {
+        await this.#closeSums();
+        this.#sumFh = await this.#io.open(this.#sumPath(seg.start), from === 0 ? 'w' : 'r+', 0o600);
+        this.#sumStart = seg.start;
+        if (from === 0) this.#dirDirty = true;
+      }
+      const data = sums.encode(from);
+      for (let done = 0; done < data.length; ) {
+        const { bytesWritten } = await this.#sumFh.writev([data.subarray(done)], from * 4 + done);
+        if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+        done += bytesWritten;
+      }
+      sums.persisted = from + data.length / 4;
+      this.#sumsUnsynced = true;
     }
-    const fh = this.#sumFh;
-    const data = sums.encode(from);
-    for (let done = 0; done < data.length; ) {
-      const { bytesWritten } = await fh.writev([data.subarray(done)], from * 4 + done);
-      if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
-      done += bytesWritten;
+    if (sync && this.#sumsUnsynced && this.#sumFh !== null) {
+      this.#sumsUnsynced = false;
+      await this.#sumFh.datasync();
     }
-    sums.persisted = from + data.length / 4;
-    await fh.datasync();
   }
 
   async #closeSums(): Promise<void> {
     const fh = this.#sumFh;
     this.#sumFh = null;
     this.#sumStart = -1;
+    this.#sumsUnsynced = false;
     await fh?.close().catch(() => {});
   }
 
@@ -1038,7 +1048,7 @@ export class DiskLog {
     if (last && this.active && !this.#hung()) {
       // All its CRCs, the growing last piece's too: a restart checks the whole segment.
       last.sums.seal();
-      await this.#persistSums(last).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not write the last log segment checksums'));
+      await this.#persistSums(last, true).catch((err: Error) => this.#opts.logger.warn({ err }, 'could not write the last log segment checksums'));
     }
     await this.#closeSums();
     void gen;

@@ -26,7 +26,7 @@ function errno(code: string): NodeJS.ErrnoException {
  */
 export class FaultyIo implements FileIo {
   ops = 0;
-  /** The size in bytes of every writev call so far, in order. */
+  /** The size in bytes of every writev call so far to a disk log segment (`.log`), in order. */
   readonly writes: number[] = [];
   crashed = false;
   #short = 0;
@@ -110,16 +110,16 @@ export class FaultyIo implements FileIo {
     else if (this.#step()) throw new CrashError(`crash at open ${path}`);
     if (opts?.direct && this.#refuseDirect === 'open') throw errno('EINVAL');
     const fh = await this.#track(nodeFileIo.open(path, flags, mode, opts));
-    return this.#wrap(fh, opts?.direct === true);
+    return this.#wrap(fh, opts?.direct === true, path.endsWith('.log'));
   }
 
-  #wrap(fh: FileHandleIo, direct: boolean): FileHandleIo {
+  #wrap(fh: FileHandleIo, direct: boolean, segment: boolean): FileHandleIo {
     // O_DIRECT transfers stay whole blocks.
     const cut = (n: number, min: number): number => (direct ? Math.max(min, n - (n % DIRECT_ALIGN)) : n);
     return {
       fd: fh.fd,
       writev: async (buffers, position) => {
-        this.writes.push(buffers.reduce((n, b) => n + b.length, 0));
+        if (segment) this.writes.push(buffers.reduce((n, b) => n + b.length, 0));
         const crash = this.#step();
         if (crash) {
           const all = Buffer.concat(buffers);

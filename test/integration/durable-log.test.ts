@@ -9,8 +9,12 @@ import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { loggedLine } from '../helpers/raw.js';
+import { flipByte } from '../helpers/damage.js';
 
 t.teardown(stopAll);
+
+/** The name of the newest segment file in `logDir` (not its .sum file). */
+const lastSegment = (logDir: string): string => readdirSync(logDir).filter((n) => n.startsWith('seg-') && n.endsWith('.log')).sort().pop()!;
 
 /** A data directory, a port and the arguments of a relay process that follows the master on `masterPort`. */
 function relayCommand(dirPrefix: string, masterPort: number, memory = '1mb'): Promise<{ dir: string; port: number; args: string[] }> {
@@ -110,7 +114,7 @@ t.test('a torn last log segment is cut back on start and the relay continues par
   await relay.stop('SIGKILL');
 
   const logDir = join(dir, 'data', 'log');
-  const last = join(logDir, readdirSync(logDir).filter((n) => n.startsWith('seg-')).sort().pop()!);
+  const last = join(logDir, lastSegment(logDir));
   // Cut into the last command: an O_DIRECT log killed mid-segment ends in zero padding, which is no command.
   const bytes = readFileSync(last);
   let end = bytes.length;
@@ -126,6 +130,43 @@ t.test('a torn last log segment is cut back on start and the relay continues par
   const mAfter = await m.info('stats');
   t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'no full sync from the master');
   t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the relay continued partially');
+  await replica.stop();
+});
+
+t.test('a byte changed in the last log segment while the relay was down: the start cuts the log back before it and the relay continues partially', async (t) => {
+  // The cut can go back a few MB: the master's backlog must still hold them.
+  const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const { dir, port, args } = await relayCommand('relay-rot-', master.port);
+  let relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const replica = await startReplica(port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await benchmarkLoad(master.port, 20000, 100, 1000);
+  await waitConverged(m, [r], 'replica online');
+  await relay.stop('SIGKILL');
+
+  const logDir = join(dir, 'data', 'log');
+  const last = join(logDir, lastSegment(logDir));
+  const bytes = readFileSync(last);
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  t.ok(end > 200_000, `the last segment holds ${end} stream bytes`);
+  flipByte(last, Math.floor(end / 2));
+  const mBefore = await m.info('stats');
+
+  relay = await startRelayProcess(args);
+  await m.call('SET', 'after-the-damage', '1');
+  await waitConverged(m, [r], 'replica converges after the cut');
+  t.match(relay.logs(), /do not match their checksum/, 'the damage was found and logged');
+  const mAfter = await m.info('stats');
+  t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'no full sync from the master');
+  t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the relay continued partially from before the damage');
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  t.equal(stat(await x.info('stats'), 'sync_full'), 0, 'the replica, ahead of the cut, was not full-synced');
   await replica.stop();
 });
 
