@@ -160,6 +160,10 @@ export class DiskLog {
   #inflightFrom = Infinity;
   #inflightTo = -1;
   #lastSync = Date.now();
+  /** Writes returned since the last fsync. */
+  #unsynced = false;
+  /** Fsyncs what a stream that went quiet left unsynced (#syncLater). */
+  #syncTimer: NodeJS.Timeout | null = null;
   #dirDirty = false;
   #lastLog = 0;
   #lastDetach = 0;
@@ -569,6 +573,38 @@ export class DiskLog {
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
     this.#flushDelay = false;
+    if (this.#syncTimer !== null) clearTimeout(this.#syncTimer);
+    this.#syncTimer = null;
+  }
+
+  /**
+   * Writes are fsynced at most once a second, after a write; a stream that goes quiet would leave its last writes
+   * (and their checksums) unsynced until the next one, for as long as it stays quiet. So the write loop, when it
+   * stops with writes unsynced, has them fsynced a second after the last fsync.
+   */
+  #syncLater(): void {
+    if (!this.#unsynced || this.#syncTimer !== null) return;
+    const gen = this.#gen;
+    this.#syncTimer = setTimeout(() => {
+      this.#syncTimer = null;
+      const seg = this.#segments[this.#segments.length - 1];
+      const fh = this.#fh;
+      if (gen !== this.#gen || this.#running || !this.active || !this.#unsynced || !seg || fh === null || this.#fhStart !== seg.start) return;
+      // As a write loop: none starts meanwhile, and a failing fsync is retried like a failing write.
+      this.#running = true;
+      this.#sync(fh, seg).then(
+        () => {
+          if (gen === this.#gen) this.#running = false;
+          if (gen === this.#gen) this.notify();
+        },
+        (err: Error) => {
+          if (gen !== this.#gen) return;
+          this.#running = false;
+          this.#failed(err);
+        },
+      );
+    }, Math.max(0, FSYNC_INTERVAL_MS - (Date.now() - this.#lastSync)));
+    this.#syncTimer.unref();
   }
 
   async #writeLoop(gen: number): Promise<void> {
@@ -590,6 +626,7 @@ export class DiskLog {
     }
     // Bytes may have arrived while the last write was in flight.
     if (gen === this.#gen) this.notify();
+    if (gen === this.#gen && !this.#running) this.#syncLater();
   }
 
   /**
@@ -664,6 +701,7 @@ export class DiskLog {
     if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
     seg.size += bytesWritten;
     this.#written += bytesWritten;
+    this.#unsynced = true;
     if (sums.end !== this.#written) throw new InternalError(`checksums cover up to ${sums.end}, the disk log up to ${this.#written}`);
     for (const m of marks) if (m <= this.#written) this.#boundary = m;
     if (this.#state === DiskLogState.Failing) this.#recovered();
@@ -722,6 +760,7 @@ export class DiskLog {
   async #sync(fh: FileHandleIo, seg: Segment): Promise<void> {
     this.#lastSync = Date.now();
     await fh.datasync();
+    this.#unsynced = false;
     await this.#persistSums(seg, true);
     if (this.#dirDirty) {
       this.#dirDirty = false;

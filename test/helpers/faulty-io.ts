@@ -28,6 +28,8 @@ export class FaultyIo implements FileIo {
   ops = 0;
   /** The size in bytes of every writev call so far to a disk log segment (`.log`), in order. */
   readonly writes: number[] = [];
+  /** datasync calls on disk log segments (`.log`) so far. */
+  segmentSyncs = 0;
   crashed = false;
   #short = 0;
   #fail: { code: string; left: number } | null = null;
@@ -152,6 +154,7 @@ export class FaultyIo implements FileIo {
         return fh.read(buffer, offset, length, position);
       },
       datasync: async () => {
+        if (segment) this.segmentSyncs++;
         if (this.#step()) throw new CrashError('crash at datasync');
         return this.#track(fh.datasync());
       },

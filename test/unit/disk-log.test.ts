@@ -175,6 +175,15 @@ for (const direct of [false, true]) {
     t.ok((await onDiskQuiet(dir)).data.equals(Buffer.concat(new Array<Buffer>(pieces).fill(piece))), 'the disk holds the stream');
   });
 
+  t.test(`a stream that goes quiet is fsynced about a second after the last fsync, not left unsynced until the next write${mode(direct)}`, async (t) => {
+    const { disk, io, log } = await setup(t, { direct, flushDelayMs: 1, segmentBytes: 1 << 20 });
+    const s = makeStream(20, 4);
+    feed(log, s, 0, s.bytes.length);
+    await waitFor(() => disk.writtenOffset === s.bytes.length || undefined, { what: 'written' });
+    await waitFor(() => io.segmentSyncs > 0 || undefined, { what: 'an fsync of the segment with no further write', timeoutMs: 5000 });
+    t.equal(disk.state, DiskLogState.Ok);
+  });
+
   t.test(`under a small log.memory a write starts once an eighth of it is pending, not 4 MiB${mode(direct)}`, async (t) => {
     const { disk, io, log } = await setup(t, { direct, segmentBytes: 64 << 20, memory: 1 << 20, flushDelayMs: 60_000 });
     const piece = Buffer.from(`*1\r\n$${64 * 1024 - 14}\r\n${'x'.repeat(64 * 1024 - 14)}\r\n`);
