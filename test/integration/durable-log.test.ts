@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync, readdirSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -99,46 +99,17 @@ for (const memory of ['1mb', '64mb']) {
   });
 }
 
-t.test('a torn last log segment is cut back on start and the relay continues partially', async (t) => {
-  const master = await startRedis();
+/**
+ * A relay with a replica online after a short load, SIGKILLed; `damage` changes its last segment (`path`, whose
+ * stream bytes end at `end`: an O_DIRECT log killed mid-segment ends in zero padding) before it starts again. Then
+ * the master writes once more, the replica must converge, and the master must have continued the relay partially.
+ * Returns the restarted relay's logs.
+ */
+async function damagedRestart(t: Test, prefix: string, damage: (path: string, end: number) => void, masterArgs: string[] = []): Promise<{ logs: string; port: number }> {
+  const master = await startRedis({ args: masterArgs });
   const m = await master.client();
   t.teardown(() => m.close());
-  const { dir, port, args } = await relayCommand('relay-torn-', master.port);
-  let relay = await startRelayProcess(args);
-  t.teardown(() => relay.stop('SIGKILL'));
-  const replica = await startReplica(port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
-  await benchmarkLoad(master.port, 20000, 100, 1000);
-  await waitConverged(m, [r], 'replica online');
-  await relay.stop('SIGKILL');
-
-  const logDir = join(dir, 'data', 'log');
-  const last = join(logDir, lastSegment(logDir));
-  // Cut into the last command: an O_DIRECT log killed mid-segment ends in zero padding, which is no command.
-  const bytes = readFileSync(last);
-  let end = bytes.length;
-  while (end > 0 && bytes[end - 1] === 0) end--;
-  t.ok(end > 5, 'the last segment holds stream bytes');
-  truncateSync(last, end - 5);
-  const mBefore = await m.info('stats');
-
-  relay = await startRelayProcess(args);
-  await m.call('SET', 'after-repair', '1');
-  await waitConverged(m, [r], 'replica converges after the repair');
-  t.match(relay.logs(), /torn log tail cut back/, 'the repair was logged');
-  const mAfter = await m.info('stats');
-  t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'no full sync from the master');
-  t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the relay continued partially');
-  await replica.stop();
-});
-
-t.test('a byte changed in the last log segment while the relay was down: the start cuts the log back before it and the relay continues partially', async (t) => {
-  // The cut can go back a few MB: the master's backlog must still hold them.
-  const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
-  const m = await master.client();
-  t.teardown(() => m.close());
-  const { dir, port, args } = await relayCommand('relay-rot-', master.port);
+  const { dir, port, args } = await relayCommand(prefix, master.port);
   let relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
   const replica = await startReplica(port);
@@ -153,21 +124,42 @@ t.test('a byte changed in the last log segment while the relay was down: the sta
   const bytes = readFileSync(last);
   let end = bytes.length;
   while (end > 0 && bytes[end - 1] === 0) end--;
-  t.ok(end > 200_000, `the last segment holds ${end} stream bytes`);
-  flipByte(last, Math.floor(end / 2));
+  damage(last, end);
   const mBefore = await m.info('stats');
 
   relay = await startRelayProcess(args);
   await m.call('SET', 'after-the-damage', '1');
-  await waitConverged(m, [r], 'replica converges after the cut');
-  t.match(relay.logs(), /do not match their checksum/, 'the damage was found and logged');
+  await waitConverged(m, [r], 'replica converges after the damage is cut');
   const mAfter = await m.info('stats');
   t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'no full sync from the master');
-  t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the relay continued partially from before the damage');
+  t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the relay continued partially');
+  await replica.stop();
+  return { logs: relay.logs(), port };
+}
+
+t.test('a torn last log segment is cut back on start and the relay continues partially', async (t) => {
+  const { logs } = await damagedRestart(t, 'relay-torn-', (last, end) => {
+    t.ok(end > 5, 'the last segment holds stream bytes');
+    truncateSync(last, end - 5);
+  });
+  t.match(logs, /torn log tail cut back/, 'the repair was logged');
+});
+
+t.test('a byte changed in the last log segment while the relay was down: the start cuts the log back before it and the relay continues partially', async (t) => {
+  // The cut can go back a few MB: the master's backlog must still hold them.
+  const { logs, port } = await damagedRestart(
+    t,
+    'relay-rot-',
+    (last, end) => {
+      t.ok(end > 200_000, `the last segment holds ${end} stream bytes`);
+      flipByte(last, Math.floor(end / 2));
+    },
+    ['--repl-backlog-size', '64mb'],
+  );
+  t.match(logs, /do not match their checksum/, 'the damage was found and logged');
   const x = await RedisClient.connect(port);
   t.teardown(() => x.close());
   t.equal(stat(await x.info('stats'), 'sync_full'), 0, 'the replica, ahead of the cut, was not full-synced');
-  await replica.stop();
 });
 
 t.test('a relay without aligned memory for O_DIRECT (an address-space limit) says so and keeps its disk log through the page cache', async (t) => {
