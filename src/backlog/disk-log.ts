@@ -2,11 +2,10 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
-import { nodeFileIo, type FileHandleIo, type FileIo } from './file-io.js';
+import { nodeFileIo, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
 import { DiskWait } from './disk-wait.js';
 import { DirectWriter, directUnavailable } from './direct-writer.js';
 import { SegmentSums, mismatch, pieceEnd, pieceStart } from './segment-sums.js';
-import { writeFileAtomic } from './file-io.js';
 import { InternalError, LogRangeError, StorageError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import { Telemetry } from '../observability/telemetry.js';
@@ -390,8 +389,7 @@ export class DiskLog {
         // Whole pieces per read (READ_MAX is a multiple of PIECE), the first one cut by the segment's start.
         const to = Math.min(end, pieceStart(o) + READ_MAX - 1);
         const len = to - o + 1;
-        let got = 0;
-        for (let r = 1; got < len && r > 0; got += r) ({ bytesRead: r } = await fh.read(buf, got, len - got, o - seg.start + got));
+        const got = await readFully(fh, buf, len, o - seg.start);
         for (let p = o; p < o + got; ) {
           const stop = Math.min(pieceEnd(p), o + got - 1);
           // A file shorter than recorded: what it lacks cannot be checked.
@@ -463,16 +461,7 @@ export class DiskLog {
     const kept = crcs.slice(0, last.sums.index(keepEnd));
     const from = Math.max(last.start, pieceStart(keepEnd));
     const tail = Buffer.allocUnsafe(keepEnd - from + 1);
-    const fh = await this.#io.open(this.#path(last.start), 'r');
-    try {
-      for (let got = 0; got < tail.length; ) {
-        const { bytesRead } = await fh.read(tail, got, tail.length - got, from - last.start + got);
-        if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, last.start)} ended while read back at recovery`);
-        got += bytesRead;
-      }
-    } finally {
-      await fh.close();
-    }
+    await this.#readWhole(last.start, tail, tail.length, from);
     kept.push(crc32(tail) >>> 0);
     last.sums = SegmentSums.restore(last.start, keepEnd, kept, false);
     await this.#rewriteSums(last);
@@ -491,6 +480,17 @@ export class DiskLog {
       this.#opts.logger.warn({ err, segment: segName(this.#epoch, seg.start) }, 'could not write log segment checksums at recovery; they are written later');
       await this.#io.rm(this.#sumPath(seg.start)).catch(() => {});
       seg.sums.persisted = 0;
+    }
+  }
+
+  /** Reads `len` bytes of the segment starting at `start`, from stream offset `from`, into `buf`; a file that ends first is an error. */
+  async #readWhole(start: number, buf: Buffer, len: number, from: number): Promise<void> {
+    const fh = await this.#io.open(this.#path(start), 'r');
+    try {
+      const got = await readFully(fh, buf, len, from - start);
+      if (got < len) throw new StorageError(`log segment ${segName(this.#epoch, start)} is shorter than recorded (a read at ${from + got} returned nothing)`);
+    } finally {
+      await fh.close();
     }
   }
 
@@ -997,16 +997,7 @@ export class DiskLog {
     const buf = into !== undefined && into.length >= len ? into : Buffer.allocUnsafe(len);
     const gen = this.#gen;
     try {
-      const fh = await this.#io.open(this.#path(seg.start), 'r');
-      try {
-        for (let got = 0; got < len; ) {
-          const { bytesRead } = await fh.read(buf, got, len - got, want.from - seg.start + got);
-          if (bytesRead <= 0) throw new StorageError(`log segment ${segName(this.#epoch, seg.start)} is shorter than recorded (read at ${want.from + got} returned nothing)`);
-          got += bytesRead;
-        }
-      } finally {
-        await fh.close();
-      }
+      await this.#readWhole(seg.start, buf, len, want.from);
       const bad = mismatch(want, buf);
       if (bad >= 0) {
         throw new StorageError(`log segment ${segName(this.#epoch, seg.start)}: the bytes from offset ${bad} do not match their checksum (changed on disk)`);
@@ -1093,4 +1084,11 @@ export class DiskLog {
     void gen;
     this.#setState(DiskLogState.Closed, null);
   }
+}
+
+/** Reads `len` bytes at file `position` into the start of `buf`, continuing short reads; fewer only at the file's end. */
+async function readFully(fh: FileHandleIo, buf: Buffer, len: number, position: number): Promise<number> {
+  let got = 0;
+  for (let r = 1; got < len && r > 0; got += r) ({ bytesRead: r } = await fh.read(buf, got, len - got, position + got));
+  return got;
 }

@@ -89,6 +89,7 @@ export class SegmentSums {
     for (let i = 0; i < n - (open ? 1 : 0); i++) s.#sums.push(crcs[i]! >>> 0);
     if (open) s.#tail = crcs[n - 1]!;
     s.#end = end;
+    s.#sealed = sealed;
     return s;
   }
 

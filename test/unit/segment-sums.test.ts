@@ -55,4 +55,8 @@ t.test('restore() gives back what add() built, open or sealed', async (t) => {
   built.add(Buffer.from('more'));
   t.same(open.expect(start, open.end), built.expect(start, built.end), 'and runs on alike');
   t.throws(() => SegmentSums.restore(start, start + data.length - 1, crcs.slice(1), true), RangeError);
+  const sealed = SegmentSums.restore(start, start + data.length - 1, crcs, true);
+  sealed.seal();
+  t.equal(sealed.count, crcs.length, 'a segment restored sealed is not sealed again');
+  t.throws(() => sealed.add(Buffer.from('x')), /sealed/);
 });
