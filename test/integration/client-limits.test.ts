@@ -189,3 +189,22 @@ t.test('client text is cut to 128 characters in replies and logs; repeated warni
   t.equal(failed[0]!['user'], `${'U'.repeat(128)}...`, 'the user name logged is cut');
   t.ok(lines.every((l) => JSON.stringify(l).length < 1024), 'no log line carries the 100 KB');
 });
+
+t.test("a client's long pipeline runs a slice per turn: another client's PING is answered before the pipeline's last reply", async (t) => {
+  const { port, client } = await relay(t);
+  const bystander = await client();
+  t.equal(await bystander.callString('PING'), 'PONG');
+  // 4,000 INFOs for a section that does not exist, in one write (one read of 48 KB): each builds the relay's status
+  // (a few hundred milliseconds of work in all) and answers an empty bulk, so the replies leave at once.
+  const n = 4000;
+  const hog = await rawConnect(port);
+  const replies = () => hog.received().split('$').length - 1;
+  hog.socket.write('INFO nosuch\r\n'.repeat(n));
+  await waitFor(() => replies() > 0, { what: 'the first replies to the pipeline' });
+  t.equal(await bystander.callString('PING'), 'PONG');
+  const when = replies();
+  t.ok(when < n, `the PONG came with ${when} of the ${n} replies to the pipeline`);
+  await waitFor(() => replies() === n, { what: 'every INFO answered', timeoutMs: 60_000 });
+  t.equal(hog.received(), '$2\r\n\r\n\r\n'.repeat(n), 'each reply whole, in order');
+  hog.socket.destroy();
+});
