@@ -502,8 +502,19 @@ function queue(c: ClientConnection, name: string, spec: CommandSpec | undefined,
     c.multiError = true;
     return c.reply(errorReply(`ERR MULTI queue full: listen.max-multi-commands is ${c.maxMultiCommands}; the transaction is aborted (EXEC will answer EXECABORT)`));
   }
-  c.multi!.push(args);
+  c.multi!.push(args.map(own));
   c.reply(simpleString('QUEUED'));
+}
+
+/**
+ * A copy of `arg` in memory of its own. A parsed argument is a view of the read it came in (up to 64 KiB): kept in a
+ * MULTI queue, a one-byte argument kept the whole read alive while multi-mem counted one byte, so a client could
+ * hold 64 MB per 1000 queued commands outside listen.max-clients-memory.
+ */
+function own(arg: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(arg.length);
+  arg.copy(copy);
+  return copy;
 }
 
 function checkCommand(name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {

@@ -7,6 +7,8 @@
 import t, { type Test } from 'tap';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { freePort } from '../helpers/ports.js';
@@ -138,6 +140,27 @@ t.test('listen.max-multi-commands: the transaction past it is aborted (EXECABORT
   t.match(replies[6], { message: /^EXECABORT Transaction discarded because of previous errors\./ });
   t.equal(replies[7], 'PONG');
   t.match(await logged('listen.max-multi-commands'), { value: 3 });
+});
+
+t.test('a queued MULTI command holds its own bytes, not the read it came in (what listen.max-clients-memory counts)', async (t) => {
+  const { port } = await relay(t);
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  gc();
+  const before = process.memoryUsage().arrayBuffers;
+  // Each command in a read of its own, padded to 60 KB with `*0` (no command): 300 reads, 18 MB.
+  const padded = Buffer.concat([encodeCommand(['ECHO', 'a']), Buffer.from('*0\r\n'.repeat(15_000))]);
+  const c = await rawConnect(port, '127.0.0.1', { send: 'MULTI\r\n' });
+  t.teardown(() => c.socket.destroy());
+  c.socket.setNoDelay(true);
+  for (let k = 1; k <= 300; k++) {
+    c.socket.write(padded);
+    await waitFor(() => c.received().split('+QUEUED').length > k, { what: `command ${k} queued`, intervalMs: 1 });
+  }
+  gc();
+  const held = process.memoryUsage().arrayBuffers - before;
+  // Counted: about 400 bytes per command (its two arguments and their overhead), 120 KB in all.
+  t.ok(held < 4 * 1024 * 1024, `300 queued commands hold ${(held / 1048576).toFixed(1)} MB of buffers`);
 });
 
 t.test('TLS: a handshake never finished is closed after listen.handshake-timeout and holds a max-clients slot meanwhile', async (t) => {
