@@ -14,13 +14,15 @@ import type { Role } from './roles.js';
 let nextClientId = 1;
 
 /**
- * Most commands of one client run in one turn of the event loop. Redis reads 16 KiB of a client's input per event,
- * so a long pipeline is run a read at a time and the other clients are served in between; a Node read is up to
- * 64 KiB, and a busy socket gives up to 32 of them in a row, so a pipeline of INFOs (or of failing AUTHs, before AUTH)
- * held every other client, replica and timer for seconds. Past this count the client's reading pauses and its
- * commands go on at the next turn (an INFO costs ~50 us: a turn stays within a few milliseconds).
+ * Most commands, and most input bytes, of one client run in one turn of the event loop. Redis reads 16 KiB of a
+ * client's input per event, so a long pipeline is run a read at a time and the other clients are served in between;
+ * a Node read is up to 64 KiB, and a busy socket gives up to 32 of them in a row, so a pipeline of INFOs (or of
+ * failing AUTHs, or of empty lines, before AUTH) held every other client, replica and timer for seconds. Past either
+ * count the client's reading pauses and its commands go on at the next turn (an INFO costs ~50 us, 64 KiB of empty
+ * lines ~30 ms to parse).
  */
 const COMMANDS_PER_TURN = 128;
+const BYTES_PER_TURN = 64 * 1024;
 
 export interface ClientLimits {
   readonly maxBulkLen: number;
@@ -82,8 +84,11 @@ export class ClientConnection implements MemoryUser {
   #bytesIn = 0;
   /** A command is being answered asynchronously (suspend()). */
   #suspended = false;
-  /** It ran its turn's commands (COMMANDS_PER_TURN): the next ones wait for the next turn of the event loop. */
+  /** It had its turn (COMMANDS_PER_TURN, BYTES_PER_TURN): the next commands wait for the next turn of the event loop. */
   #yielded = false;
+  /** Commands run and bytes read since the last yield. */
+  #turnCommands = 0;
+  #turnBytes = 0;
   #handshakeTimer: NodeJS.Timeout | null = null;
   /** Replies being gathered for EXEC (gatherReplies), or null. */
   #gathered: Buffer[] | null = null;
@@ -183,7 +188,9 @@ export class ClientConnection implements MemoryUser {
     this.#bytesIn += chunk.length;
     this.lastInteraction = Date.now();
     this.#parser.push(chunk);
+    this.#turnBytes += chunk.length;
     this.#process();
+    if (this.#turnBytes >= BYTES_PER_TURN) this.#yield();
   }
 
   /**
@@ -194,7 +201,6 @@ export class ClientConnection implements MemoryUser {
     // The replies to one read leave in one write, as Redis writes a client's replies once per turn (a replica's
     // handshake sent at once: four replies, one syscall; a thousand replicas connecting cost 3,000 writes before).
     this.socket.cork();
-    let ran = 0;
     try {
       while (!this.#suspended && !this.#yielded) {
         let args: Buffer[] | undefined;
@@ -214,7 +220,7 @@ export class ClientConnection implements MemoryUser {
           this.reply(errorReply('ERR internal error'));
         }
         if (this.#closing) return;
-        if (++ran >= COMMANDS_PER_TURN) this.#yield();
+        if (++this.#turnCommands >= COMMANDS_PER_TURN) this.#yield();
       }
     } finally {
       this.socket.uncork();
@@ -226,12 +232,15 @@ export class ClientConnection implements MemoryUser {
     this.#updateMemory();
   }
 
-  /** The turn's commands ran: stop reading (the parser holds what came) and go on at the next turn. */
+  /** The client had its turn: stop reading (the parser holds what came) and go on at the next turn. */
   #yield(): void {
+    if (this.#yielded || this.#closing) return;
     this.#yielded = true;
     this.socket.pause();
     setImmediate(() => {
       this.#yielded = false;
+      this.#turnCommands = 0;
+      this.#turnBytes = 0;
       if (this.#closing || this.socket.destroyed) return;
       this.socket.resume();
       this.#process();

@@ -279,3 +279,50 @@ t.test('handshake timeout: silent or unauthenticated connections are closed, oth
   t.notOk(authed.socket.destroyed, 'an authenticated connection stays');
   t.notOk(off.socket.destroyed, 'handshake-timeout 0 = off: a silent, unauthenticated connection stays');
 });
+
+t.test("one client's input runs a turn at a time: past 128 commands or 64 KiB read in a turn, its reading pauses until the next", async (t) => {
+  class PausingSocket extends StuckSocket {
+    paused = false;
+    pause(): this {
+      this.paused = true;
+      return this;
+    }
+    resume(): this {
+      this.paused = false;
+      return this;
+    }
+  }
+  const open = () => {
+    const socket = new PausingSocket(1 << 30);
+    const ran: string[] = [];
+    new ClientConnection(
+      socket as unknown as Socket,
+      logger,
+      new Telemetry('test'),
+      { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 },
+      { dispatch: (_c, args) => void ran.push(args[0]!.toString()), closed: () => undefined },
+      false,
+    );
+    return { socket, ran };
+  };
+
+  const pipeline = open();
+  pipeline.socket.emit('data', Buffer.from('PING\r\n'.repeat(300)));
+  t.equal(pipeline.ran.length, 128, '128 of 300 pipelined commands run in the turn of their read');
+  t.ok(pipeline.socket.paused, 'and reading pauses');
+  await turn();
+  t.equal(pipeline.ran.length, 256, '128 more in the next turn');
+  await turn();
+  t.equal(pipeline.ran.length, 300, 'then the rest');
+  t.notOk(pipeline.socket.paused, 'reading goes on');
+
+  // Empty lines are no command, but parsing them costs: a busy socket's reads in one turn (up to 32 of 64 KiB).
+  const blank = open();
+  blank.socket.emit('data', Buffer.alloc(64 * 1024, 10));
+  t.ok(blank.socket.paused, 'a read of 64 KiB of empty lines pauses reading');
+  blank.socket.emit('data', Buffer.from('\n\nPING\r\n'));
+  t.strictSame(blank.ran, [], 'what a read already brought waits for the next turn');
+  await turn();
+  t.strictSame(blank.ran, ['PING'], 'and runs then');
+  t.notOk(blank.socket.paused);
+});
