@@ -9,8 +9,8 @@ export interface MemoryUser {
 /**
  * listen.max-clients-memory, like Redis's maxmemory-clients: the query and output buffers of all clients together
  * stay under `limit`. Past it, the clients holding the most are closed, largest first, until the total fits again,
- * so one client that floods or never reads cannot take the memory every other client needs. Replicas are not
- * counted: what they have not read is the shared log (replication.replica-*-lag).
+ * so one client that floods or never reads cannot take the memory every other client needs. A replica counts only
+ * its input: what it has not read is the shared log (replication.replica-*-lag).
  */
 export class ClientMemory {
   readonly limit: number;

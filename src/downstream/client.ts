@@ -156,10 +156,14 @@ export class ClientConnection implements MemoryUser {
     return this.socket.remoteAddress ?? '';
   }
 
-  /** Query buffer (with parsed arguments), queued MULTI commands and output buffer, as Redis's tot-mem; 0 for a replica. */
+  /**
+   * Query buffer (with parsed arguments), queued MULTI commands and output buffer, as Redis's tot-mem. A replica's
+   * output is left out (what it has not read is the shared log, bounded by replication.replica-*-lag), its input is
+   * not: a replica sends only REPLCONF, and one that sends more must not hold up to listen.max-query-buffer uncounted.
+   */
   memoryUsage(): number {
-    if (this.replica) return 0;
-    return this.#parser.memory + this.multiMemory() + this.socket.writableLength;
+    const input = this.#parser.memory + this.multiMemory();
+    return this.replica ? input : input + this.socket.writableLength;
   }
 
   /** Bytes the queued MULTI commands hold (Redis multi-mem). */
@@ -172,6 +176,8 @@ export class ClientConnection implements MemoryUser {
   evictForMemory(limit: number, used: number): void {
     this.warn({ limit: 'listen.max-clients-memory', value: limit, used }, 'clients past their memory cap: closing the client holding the most');
     this.#closing = true;
+    // A replica's socket carries the stream: an error reply there would be read as a command.
+    if (this.replica) return this.replica.close('evicted: listen.max-clients-memory');
     this.socket.end(errorReply(`ERR client evicted: the clients' buffers went past listen.max-clients-memory (${limit} bytes) and this client held the most (${used} bytes)`));
     // A peer that does not read would keep its output buffer: drop it now rather than hold the memory.
     if (this.socket.writableLength > 0) this.socket.destroy();

@@ -88,6 +88,18 @@ t.test('a client that never reads its replies is closed at listen.max-clients-me
   t.equal(await reader.callString('PING'), 'PONG');
 });
 
+t.test("a replica's input counts toward listen.max-clients-memory: past it the replica is closed, with no error in its stream", async (t) => {
+  const { port, logged, client } = await relay(t, { 'max-clients-memory': '1mb' });
+  const bystander = await client();
+  // After PSYNC a replica sends only REPLCONF; this one sends a bulk that never ends.
+  const hog = await rawConnect(port, '127.0.0.1', { send: 'PSYNC ? -1\r\n*3\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n$100000000\r\n' });
+  const sent = await floodUntilClosed(hog.socket, Buffer.alloc(64 * 1024, 49), 64 * 1024 * 1024);
+  t.ok(sent > 1024 * 1024, `closed after ${sent} bytes`);
+  t.match(await logged('listen.max-clients-memory'), { value: 1024 * 1024, used: Number });
+  t.notMatch(hog.received(), /client evicted/, 'its stream carries no error reply');
+  t.equal(await bystander.callString('PING'), 'PONG', 'the other client is untouched');
+});
+
 t.test('listen.client-output-buffer-limit normal: a client past the hard limit is closed', async (t) => {
   const { port, logged, client } = await relay(t, { 'client-output-buffer-limit': { normal: { hard: '1mb' } } });
   const other = await client();
