@@ -9,6 +9,10 @@ import { readState, writeState } from './state-file.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { TimeMarks } from '../pitr/time-marks.js';
 
+/** How often a failed state write is tried again, and how often the failure is logged while it lasts. */
+const PERSIST_RETRY_MS = 1000;
+const PERSIST_LOG_EVERY_MS = 30_000;
+
 export interface HistoryOptions {
   readonly dir: string;
   /** log.memory */
@@ -61,6 +65,13 @@ export class History {
   #holds = new Set<LogReader>();
   #dropping = false;
   #newHistory = new Set<() => void>();
+  /** State writes, one after another (persist()). */
+  #persistQueue: Promise<void> = Promise.resolve();
+  /** The next try after a state write failed; null when the last one succeeded. */
+  #persistRetry: NodeJS.Timeout | null = null;
+  #persistFailing = false;
+  #persistLogged = 0;
+  #closed = false;
 
   constructor(opts: HistoryOptions) {
     this.#opts = opts;
@@ -289,12 +300,38 @@ export class History {
     }
   }
 
-  /** replid, replid2, second_repl_offset and the epoch: temp file, fsync, rename. A failure is logged, not fatal. */
-  async persist(): Promise<void> {
+  /**
+   * replid, replid2, second_repl_offset and the epoch: temp file, fsync, rename. A failure is logged, not fatal, and
+   * retried every PERSIST_RETRY_MS until a write succeeds: the state file names the history a restart keeps, so one
+   * left naming an older history (a full disk or a failing rename during a full sync from upstream) would have the
+   * next start delete the current history's snapshot and log, and full-sync. Writes are serialized, each with the
+   * state as of its own start, so an older one never lands after a newer one.
+   */
+  persist(): Promise<void> {
+    this.#persistQueue = this.#persistQueue.then(() => this.#writeState());
+    return this.#persistQueue;
+  }
+
+  async #writeState(): Promise<void> {
+    if (this.#persistRetry !== null) clearTimeout(this.#persistRetry);
+    this.#persistRetry = null;
     try {
       await writeState(this.#opts.dir, { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset, epoch: this.#epoch }, this.#io);
+      if (this.#persistFailing) this.#logger.warn({ epoch: this.#epoch, replid: this.ids.replid }, 'replication state persisted again');
+      this.#persistFailing = false;
     } catch (err) {
-      this.#logger.error({ err }, 'could not persist replication state');
+      if (!this.#persistFailing || Date.now() - this.#persistLogged >= PERSIST_LOG_EVERY_MS) {
+        this.#persistLogged = Date.now();
+        this.#logger.error(
+          { err, epoch: this.#epoch, replid: this.ids.replid, retryMs: PERSIST_RETRY_MS },
+          'could not persist replication state: retrying (until it is written, a restart cannot keep this history)',
+        );
+      }
+      this.#persistFailing = true;
+      if (!this.#closed) {
+        this.#persistRetry = setTimeout(() => void this.persist(), PERSIST_RETRY_MS);
+        this.#persistRetry.unref();
+      }
     }
   }
 
@@ -307,7 +344,10 @@ export class History {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     await this.log.disk?.close();
     if (this.#hasHistory) await this.persist();
+    if (this.#persistRetry !== null) clearTimeout(this.#persistRetry);
+    this.#persistRetry = null;
   }
 }
