@@ -2,10 +2,10 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { DiskLog, DiskLogState } from './disk-log.js';
 import { nodeFileIo, type FileIo } from './file-io.js';
-import { ReplIds, randomReplid } from './repl-ids.js';
+import { NULL_REPLID, ReplIds, randomReplid } from './repl-ids.js';
 import { ReplLog, type LogReader } from './repl-log.js';
 import { SnapshotStore, type SnapshotMeta } from './snapshot-store.js';
-import { readState, writeState } from './state-file.js';
+import { readState, writeState, type PersistedState } from './state-file.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { TimeMarks } from '../pitr/time-marks.js';
 
@@ -127,13 +127,29 @@ export class History {
 
   async #recover(): Promise<void> {
     await this.store.init();
-    let state = null;
+    let state: PersistedState | null = null;
     try {
       state = await readState(this.#opts.dir, this.#io);
     } catch (err) {
       this.#logger.error({ err }, 'state file unreadable: starting without a history (full sync from upstream)');
     }
-    const snaps = await this.store.recover(state ? state.epoch : null);
+    let snaps = await this.store.recover(null);
+    if (state) {
+      // A full sync from upstream publishes its snapshot under the next epoch before the state names it: a crash in
+      // between (or a state write that failed) leaves a snapshot of a newer history than the state file. That
+      // history is the current one (the older one's log was already deleted): continue from it, not full-sync again.
+      const ahead = snaps.filter((s) => s.epoch > state!.epoch).pop();
+      if (ahead) {
+        this.#logger.warn(
+          { stateEpoch: state.epoch, epoch: ahead.epoch, replid: ahead.replid, offset: ahead.offset, file: ahead.path },
+          'state file names an older history than the newest snapshot (a stop between the two writes): continuing the snapshot\'s history',
+        );
+        state = { replid: ahead.replid, replid2: NULL_REPLID, secondReplOffset: -1, epoch: ahead.epoch };
+        this.#adopt(state);
+        await this.persist();
+      }
+      snaps = await this.store.recover(state.epoch);
+    }
     if (this.#opts.disk > 0) {
       const disk = await DiskLog.open({
         dir: join(this.#opts.dir, 'log'),

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
@@ -73,5 +73,52 @@ t.test('a state file write that failed during a full sync from upstream is retri
   t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'the master made no full sync for the restarted relay');
   t.equal(stat(mAfter, 'total_forks'), stat(mBefore, 'total_forks'), 'the master did not fork');
   t.notMatch(relay.logs(), /full sync from upstream/, 'the restart kept its history');
+  await replica.stop();
+});
+
+t.test('a relay killed between publishing a new history\'s snapshot and writing the state file restarts in that history, without a second full sync', async (t) => {
+  const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 2000, 'seed', 100);
+  const { dir, port, args } = await relayArgs('relay-state-', master.port, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n');
+  let relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const replica = await startReplica(port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await mixedLoad(master.port, { commands: 500, seed: 1 });
+  await waitConverged(m, [r], 'replica online');
+  await relay.stop('SIGKILL');
+
+  // Started again to die just before its second exclusive create of a temp file: the first is the last segment's
+  // checksums rewritten at recovery, the second the state file's temp file, after the snapshot of the new history
+  // was renamed into place.
+  relay = await startRelayProcess(args, { env: { ...process.env, PSYNC_RELAY_FAILPOINT: 'open:wx@2' } });
+  await m.call('CONFIG', 'SET', 'repl-backlog-size', '16384');
+  relay.proc.kill('SIGSTOP');
+  await m.call('CLIENT', 'KILL', 'TYPE', 'replica');
+  await mixedLoad(master.port, { commands: 300, seed: 9, bigValue: 2000 });
+  relay.proc.kill('SIGCONT');
+  await waitFor(() => relay.proc.signalCode === 'SIGKILL' || undefined, { what: 'the relay killed by its failpoint' });
+  await m.call('CONFIG', 'SET', 'repl-backlog-size', String(64 * 1024 * 1024));
+  t.match(relay.logs(), /failpoint: SIGKILL before open:wx/);
+  const data = join(dir, 'data');
+  const state = JSON.parse(readFileSync(join(data, 'state.json'), 'utf8')) as { epoch: number };
+  const newer = readdirSync(data).filter((n) => new RegExp(`^snapshot-${String(state.epoch + 1).padStart(10, '0')}-`).test(n));
+  t.equal(newer.length, 1, `the new history's snapshot is published (${newer.join(', ')}) while state.json still names epoch ${state.epoch}`);
+  const mBefore = await m.info('stats');
+
+  relay = await startRelayProcess(args);
+  await m.call('SET', 'after-restart', '1');
+  await waitConverged(m, [r], 'replica converges after the restart');
+  const mAfter = await m.info('stats');
+  t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'the master made no second full sync for the relay');
+  t.equal(stat(mAfter, 'total_forks'), stat(mBefore, 'total_forks'), 'the master did not fork again');
+  t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the master continued the relay');
+  t.match(relay.logs(), /state file names an older history than the newest snapshot/, 'the repair is logged');
+  const now = JSON.parse(readFileSync(join(data, 'state.json'), 'utf8')) as { epoch: number; replid: string };
+  t.equal(now.epoch, state.epoch + 1, 'state.json now names the new history');
+  t.equal(now.replid, (await m.info('replication'))['master_replid'], "with the master's replid");
   await replica.stop();
 });
