@@ -211,6 +211,32 @@ export class DiskLog {
     return log;
   }
 
+  /**
+   * log.disk is 0: this run keeps no disk log, so the segments an earlier run left in `dir` go. This run moves on in
+   * the same history without them; kept, they would be taken for its log when log.disk is turned on again, ending
+   * where the earlier run stopped, and after an upstream failover in between their last bytes are not the new
+   * master's (a replica would be served both histories spliced together).
+   */
+  static async discard(dir: string, logger: Logger, io: FileIo = nodeFileIo): Promise<void> {
+    let names: string[];
+    try {
+      names = await io.readdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') logger.error({ err, dir }, 'log.disk is 0: the disk log directory cannot be read');
+      return;
+    }
+    const files = names.filter((n) => SEG_RE.test(n) || SUM_RE.test(n) || LEGACY_RE.test(n));
+    if (files.length === 0) return;
+    try {
+      for (const name of files) await io.rm(join(dir, name));
+    } catch (err) {
+      // The relay still starts (it does not read them); they are removed at the next start.
+      logger.error({ err, dir }, 'log.disk is 0: could not remove the disk log an earlier run left; remove it before turning the disk log on again');
+      return;
+    }
+    logger.warn({ dir, files: files.length, limit: 'log.disk', value: 0 }, 'log.disk is 0: the disk log an earlier run left is removed (it would be stale when the disk log is turned on again)');
+  }
+
   get firstOffset(): number {
     return this.#segments.length > 0 ? this.#segments[0]!.start : this.#written + 1;
   }

@@ -179,6 +179,8 @@ export class History {
         return;
       }
       this.log.attachDisk(disk);
+    } else {
+      await DiskLog.discard(join(this.#opts.dir, 'log'), this.#logger, this.#io);
     }
     if (state) {
       this.#adopt(state);
