@@ -314,13 +314,13 @@ export class DiskLog {
       if (!m) {
         if (LEGACY_RE.test(name) || name.includes('.tmp-')) {
           this.#opts.logger.warn({ file: name }, 'disk log file of an older format or an unfinished write removed');
-          await io.rm(join(this.dir, name));
+          await this.#rmAtRecovery(join(this.dir, name));
         }
         continue;
       }
       if (this.#opts.epoch === null || Number(m[1]) !== this.#opts.epoch) {
         this.#opts.logger.info({ file: name, epoch: this.#opts.epoch }, 'log file of another history removed');
-        await io.rm(join(this.dir, name));
+        await this.#rmAtRecovery(join(this.dir, name));
         continue;
       }
       if (name.endsWith('.sum')) {
@@ -329,7 +329,7 @@ export class DiskLog {
       }
       const { size } = await io.stat(join(this.dir, name));
       if (size === 0) {
-        await io.rm(join(this.dir, name));
+        await this.#rmAtRecovery(join(this.dir, name));
         continue;
       }
       const start = Number(m[2]);
@@ -341,13 +341,13 @@ export class DiskLog {
     for (let i = 1; i < segs.length; i++) if (segs[i - 1]!.start + segs[i - 1]!.size !== segs[i]!.start) from = i;
     for (const s of segs.slice(0, from)) {
       this.#opts.logger.warn({ segment: segName(this.#epoch, s.start) }, 'log segment before a gap removed');
-      await this.#removeSegment(s.start);
+      await this.#dropAtRecovery(s.start);
     }
     this.#segments = segs.slice(from);
     await this.#loadSums();
     await this.#cutTornTail();
     for (const name of sums) {
-      if (!this.#segments.some((s) => sumName(this.#epoch, s.start) === name)) await io.rm(join(this.dir, name));
+      if (!this.#segments.some((s) => sumName(this.#epoch, s.start) === name)) await this.#rmAtRecovery(join(this.dir, name));
     }
     const last = this.#segments[this.#segments.length - 1];
     this.#written = last ? last.start + last.size - 1 : 0;
@@ -377,7 +377,7 @@ export class DiskLog {
       });
       if (bad >= 0) {
         const dropped = this.#segments.splice(0, i + 1);
-        for (const d of dropped) await this.#removeSegment(d.start);
+        for (const d of dropped) await this.#dropAtRecovery(d.start);
         this.#opts.logger.error(
           { segment: segName(this.#epoch, seg.start), offset: bad, droppedSegments: dropped.length },
           'log segment bytes do not match their checksum: it and the segments before it are given up',
@@ -452,7 +452,7 @@ export class DiskLog {
       // Unreadable (EIO): it must not keep the relay from starting. The segment before it ends at a command boundary.
       this.#opts.logger.error({ err, segment: segName(this.#epoch, last.start) }, 'last log segment unreadable at recovery: given up, the log ends with the segment before it');
       if (this.#segments[this.#segments.length - 1] === last) this.#segments.pop();
-      await this.#removeSegment(last.start).catch(() => {});
+      await this.#dropAtRecovery(last.start);
     }
   }
 
@@ -475,13 +475,17 @@ export class DiskLog {
       );
     }
     if (keepEnd < last.start) {
-      await this.#removeSegment(last.start);
+      await this.#dropAtRecovery(last.start);
       this.#segments.pop();
       return;
     }
     if (keepEnd < end) {
-      await this.#io.truncate(this.#path(last.start), keepEnd - last.start + 1);
       last.size = keepEnd - last.start + 1;
+      // A read-only or failing disk cannot cut the file: the bytes past its size are never read, and the file is cut
+      // before anything is appended to it (#handle).
+      await this.#io.truncate(this.#path(last.start), last.size).catch((err: Error) =>
+        this.#opts.logger.warn({ err, segment: segName(this.#epoch, last.start), size: last.size }, 'could not cut the torn log tail from the file; it is cut before the next write'),
+      );
     }
     // The pieces up to the one holding keepEnd; that one again when the cut falls inside it.
     const kept = crcs.slice(0, last.sums.index(keepEnd));
@@ -518,6 +522,19 @@ export class DiskLog {
     } finally {
       await fh.close();
     }
+  }
+
+  /**
+   * Recovery removes what it does not keep; a disk that refuses (read-only, failing) must not keep the relay from
+   * starting. A file left behind is ignored (another history's, one before a gap) or replaced (`w` opens of a
+   * segment starting at the same offset truncate it), and removed at a later start.
+   */
+  async #rmAtRecovery(path: string): Promise<void> {
+    await this.#io.rm(path).catch((err: Error) => this.#opts.logger.warn({ err, file: path }, 'could not remove a log file at recovery; it is left in place and not used'));
+  }
+
+  async #dropAtRecovery(start: number): Promise<void> {
+    for (const p of this.#paths(start)) await this.#rmAtRecovery(p);
   }
 
   /** Removes a segment and its `.sum` file. */
@@ -741,8 +758,17 @@ export class DiskLog {
 
   async #handle(seg: Segment, gen: number): Promise<FileHandleIo> {
     if (this.#fh !== null && this.#fhStart === seg.start) return this.#fh;
-    // A new segment's file is created (truncating any leftover of a crashed run); an existing one is reopened.
+    // A new segment's file is created (truncating any leftover of a crashed run); an existing one is reopened, and
+    // cut to its size: bytes past it (a torn tail recovery could not cut, a failed write's) must never follow ours.
     const { fh, direct } = await this.#open(this.#path(seg.start), seg.size === 0 ? 'w' : 'r+');
+    if (seg.size > 0) {
+      try {
+        await fh.truncate(seg.size);
+      } catch (err) {
+        void fh.close().catch(() => {});
+        throw err;
+      }
+    }
     if (gen !== this.#gen) {
       // The history was replaced while the file opened: this handle belongs to nobody.
       void fh.close().catch(() => {});

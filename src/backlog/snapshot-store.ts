@@ -148,7 +148,8 @@ export class SnapshotStore {
     await this.#io.mkdir(this.dir);
     for (const name of await this.#io.readdir(this.dir)) {
       if ((name.startsWith('temp-') && name.endsWith('.rdb')) || LEGACY.has(name) || (name.startsWith('snapshot') && name.includes('.tmp-'))) {
-        await this.#io.rm(join(this.dir, name));
+        // A read-only or failing disk must not keep the relay from starting: the file is never used, and goes later.
+        await this.#io.rm(join(this.dir, name)).catch((err: Error) => this.#logger?.warn({ err, file: name }, 'could not remove an unfinished snapshot file; it is not used'));
       }
     }
   }
@@ -166,14 +167,14 @@ export class SnapshotStore {
       const e = Number(m[1]);
       if (epoch !== null && e !== epoch) {
         this.#logger?.info({ file: name, epoch }, 'snapshot of another history removed');
-        await this.#io.rm(path);
+        await this.#rm(path);
         continue;
       }
       try {
         found.push(await this.#describe(path, m[2]!, Number(m[3]), e));
       } catch (err) {
         this.#logger?.warn({ err, file: name }, 'unreadable snapshot removed');
-        await this.#io.rm(path);
+        await this.#rm(path);
       }
     }
     this.#snaps = found.sort((a, b) => a.epoch - b.epoch || a.offset - b.offset);
