@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import type { Logger } from '../log.js';
 import { nodeFileIo, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
 import { StorageError } from '../errors.js';
@@ -52,14 +53,28 @@ export class SnapshotCorruptError extends StorageError {}
 
 /**
  * The CRC of a leased file, computed once for all the transfers that read it together: every read that reaches
- * `pos` moves it on. A file that matched is not checked again until it changes (its ctime): ten replicas joining
- * one after another paid 28-60 ms each for a 23.6 MiB RDB otherwise (bench/README.md).
+ * `pos` moves it on. The same bytes give a CRC-32 per PIECE of the file (trailer included), kept once the CRC-64
+ * matched: later transfers check each read against those (zlib, native: ~4 ms for a 23.6 MiB RDB) instead of
+ * another CRC-64 pass (28-60 ms each, bench/README.md), so a file whose bytes change under an unchanged ctime (bit
+ * rot, a bad sector) is still never sent.
  */
 interface Check {
   pos: number;
   readonly crc: Crc64;
   result: Promise<void> | null;
+  /** CRC-32 of each whole piece up to `pos`, and of the piece `pos` is in so far. */
+  readonly pieces: number[];
+  piece: number;
 }
+
+/** What a file's bytes were when they last matched their trailer: the file's ctime then, and its pieces' CRC-32s. */
+interface Proven {
+  readonly ctime: number;
+  readonly pieces: Uint32Array;
+}
+
+/** Bytes per CRC-32 piece of a checked snapshot (as the disk log's pieces). */
+const PIECE = 64 * 1024;
 
 /**
  * Reads kept per snapshot file for other transfers to share (of up to 256 KiB each: 8 MiB). A thousand replicas
@@ -107,8 +122,8 @@ export class SnapshotStore {
   #reads = new Map<string, Map<number, Promise<Buffer>>>();
   /** Per snapshot file while it is leased and not known to match: its checksum so far. */
   #checks = new Map<string, Check>();
-  /** Per snapshot file: the ctime it had when its bytes last matched its trailer. */
-  #verified = new Map<string, number>();
+  /** Per snapshot file whose bytes matched its trailer: what they were then. */
+  #verified = new Map<string, Proven>();
   /** Per snapshot file while it is leased: its ctime when opened. */
   #ctimes = new Map<string, number>();
   /** Pruned snapshots a transfer still reads: deleted when released. */
@@ -280,6 +295,7 @@ export class SnapshotStore {
     if (c === undefined || c.pos < pos || c.pos >= pos + buf.length || c.pos >= body) return;
     const end = Math.min(buf.length, body - pos);
     c.crc.update(buf, c.pos - pos, end);
+    addPieces(c, buf.subarray(c.pos - pos, end));
     c.pos = pos + end;
   }
 
@@ -296,17 +312,51 @@ export class SnapshotStore {
       const trailer = await readAt(meta, fh, body, 8);
       const computed = c.crc.digestLE();
       if (trailer.every((b) => b === 0) || computed.equals(trailer)) {
+        addPieces(c, trailer);
+        if (meta.size % PIECE !== 0) c.pieces.push(c.piece >>> 0);
         const ctime = this.#ctimes.get(meta.path);
-        if (ctime !== undefined) this.#verified.set(meta.path, ctime);
+        if (ctime !== undefined) this.#verified.set(meta.path, { ctime, pieces: Uint32Array.from(c.pieces) });
+        // From now on every read of it is checked against its pieces: the reads kept so far were not, unless the
+        // CRC-64 took them.
+        this.#checks.delete(meta.path);
+        this.#reads.delete(meta.path);
         return;
       }
-      const err = new SnapshotCorruptError(`snapshot checksum mismatch: its trailer says ${trailer.toString('hex')}, its bytes give ${computed.toString('hex')}`);
-      this.#logger?.error({ err, file: meta.path }, 'snapshot damaged on disk: it is no longer offered; replicas that need a full sync get a fresh one');
-      this.#telemetry.emit('snapshot.given-up', { reason: 'damaged', cause: err.message });
-      await this.remove(meta);
-      throw err;
+      throw await this.#damaged(meta, `snapshot checksum mismatch: its trailer says ${trailer.toString('hex')}, its bytes give ${computed.toString('hex')}`);
     })();
     return c.result;
+  }
+
+  /** `meta`'s bytes changed on disk: it is no longer offered, and goes once no transfer reads it. */
+  async #damaged(meta: SnapshotMeta, cause: string): Promise<SnapshotCorruptError> {
+    const err = new SnapshotCorruptError(cause);
+    if (this.#snaps.some((s) => s.path === meta.path)) {
+      this.#logger?.error({ err, file: meta.path }, 'snapshot damaged on disk: it is no longer offered; replicas that need a full sync get a fresh one');
+      this.#telemetry.emit('snapshot.given-up', { reason: 'damaged', cause });
+      await this.remove(meta);
+    }
+    return err;
+  }
+
+  /**
+   * Up to `n` bytes from `pos` of a file whose bytes matched their trailer before: read in whole pieces and checked
+   * against their CRC-32s then, so bytes that changed since (under the same ctime) are never returned.
+   */
+  async #readProven(meta: SnapshotMeta, fh: FileHandleIo, pos: number, n: number, pieces: Uint32Array): Promise<Buffer> {
+    const from = pos - (pos % PIECE);
+    const to = Math.min(meta.size, Math.ceil((pos + n) / PIECE) * PIECE);
+    const buf = Buffer.allocUnsafe(to - from);
+    for (let got = 0; got < buf.length; ) {
+      const { bytesRead } = await fh.read(buf, got, buf.length - got, from + got);
+      if (bytesRead === 0) throw new StorageError(`snapshot file ended at ${from + got} of ${meta.size} bytes`);
+      got += bytesRead;
+    }
+    for (let o = from; o < to; o += PIECE) {
+      if (crc32(buf.subarray(o - from, Math.min(to, o + PIECE) - from)) >>> 0 !== pieces[o / PIECE]) {
+        throw await this.#damaged(meta, `snapshot bytes from ${o} no longer match the checksum they had when the file matched its trailer`);
+      }
+    }
+    return buf.subarray(pos - from, Math.min(pos + n, meta.size) - from);
   }
 
   /**
@@ -323,7 +373,7 @@ export class SnapshotStore {
           const st = await fh.stat();
           if (st.size !== meta.size) throw new StorageError(`snapshot file is ${st.size} bytes, expected ${meta.size}`);
           this.#ctimes.set(meta.path, st.ctimeMs);
-          if (this.#verified.get(meta.path) !== st.ctimeMs) this.#checks.set(meta.path, { pos: 0, crc: new Crc64(), result: null });
+          if (this.#verified.get(meta.path)?.ctime !== st.ctimeMs) this.#checks.set(meta.path, { pos: 0, crc: new Crc64(), result: null, pieces: [], piece: 0 });
           return fh;
         } catch (err) {
           await fh.close().catch(() => {});
@@ -344,7 +394,8 @@ export class SnapshotStore {
     if (reads === undefined) this.#reads.set(meta.path, (reads = new Map()));
     let p = reads.get(pos);
     if (p === undefined) {
-      const mine = readAt(meta, fh, pos, n);
+      const proven = this.#checks.has(meta.path) ? undefined : this.#verified.get(meta.path);
+      const mine = proven !== undefined && proven.ctime === this.#ctimes.get(meta.path) ? this.#readProven(meta, fh, pos, n, proven.pieces) : readAt(meta, fh, pos, n);
       reads.set(pos, mine);
       if (reads.size > SHARED_READS) reads.delete(reads.keys().next().value!);
       // A failed read is not kept: the next transfer that needs these bytes tries again.
@@ -376,6 +427,21 @@ export class SnapshotStore {
 
   async discard(tempPath: string): Promise<void> {
     await this.#io.rm(tempPath);
+  }
+}
+
+/** The CRC-32 pieces of `c` move on over `bytes` (the file's, from `c.pos`). */
+function addPieces(c: Check, bytes: Buffer): void {
+  let at = c.pos;
+  for (let i = 0; i < bytes.length; ) {
+    const take = Math.min(bytes.length - i, PIECE - (at % PIECE));
+    c.piece = crc32(bytes.subarray(i, i + take), c.piece);
+    i += take;
+    at += take;
+    if (at % PIECE === 0) {
+      c.pieces.push(c.piece >>> 0);
+      c.piece = 0;
+    }
   }
 }
 

@@ -1,4 +1,5 @@
-import { closeSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 
 /**
  * Changes one bit of one byte of a file in place, as bit rot or a bad sector returning other bytes would: by default
@@ -15,5 +16,27 @@ export function flipByte(path: string, at = Math.floor(statSync(path).size / 2))
   } finally {
     closeSync(fd);
   }
+  return at;
+}
+
+/**
+ * Changes one bit of the byte at `at` of `path`, a file on the ext4 mounted from `image` (small-fs.ts), under the
+ * filesystem: in the image's block, not through the file. The file's ctime and mtime stay, as with bit rot or a
+ * sector the disk returns wrong; the page cache is dropped so that the next read of the file reaches the device.
+ */
+export function rotUnderFilesystem(image: string, path: string, at = Math.floor(statSync(path).size / 2)): number {
+  execFileSync('sync');
+  // filefrag -v -b4096: "ext: logical_offset: physical_offset: length: ..." in 4 KiB blocks.
+  const block = Math.floor(at / 4096);
+  const extents = execFileSync('filefrag', ['-v', '-b4096', path], { encoding: 'utf8' });
+  let physical = -1;
+  for (const m of extents.matchAll(/^\s*\d+:\s*(\d+)\.\.\s*(\d+):\s*(\d+)\.\.\s*\d+:/gm)) {
+    const [from, to, start] = [Number(m[1]), Number(m[2]), Number(m[3])];
+    if (block >= from && block <= to) physical = start + block - from;
+  }
+  if (physical < 0) throw new Error(`no extent of ${path} holds block ${block}:\n${extents}`);
+  flipByte(image, physical * 4096 + (at % 4096));
+  execFileSync('sync');
+  writeFileSync('/proc/sys/vm/drop_caches', '1');
   return at;
 }

@@ -4,8 +4,7 @@
  * forwarding from memory, say so, drop only the replica it can no longer serve, resume disk logging by itself once
  * space returns, and every replica must end with the master's dataset.
  */
-import t, { type Test } from 'tap';
-import { execFileSync } from 'node:child_process';
+import t from 'tap';
 import { openSync, closeSync, writeSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -16,39 +15,9 @@ import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { smallFilesystem } from '../helpers/small-fs.js';
 
 t.teardown(stopAll);
-
-/**
- * Mounts a small real filesystem at a fresh directory: a tmpfs, or ext4 on a loop device (a block device, where the
- * disk log's O_DIRECT writes reach the device and ENOSPC comes from block allocation). Throws (failing the test,
- * never skipping it) when that is not allowed.
- */
-function smallFilesystem(t: Test, kind: 'tmpfs' | 'ext4', size: string): string {
-  const dir = tempDir(`relay-${kind}-`);
-  const image = `${dir}.img`;
-  try {
-    if (kind === 'tmpfs') execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir]);
-    else {
-      execFileSync('truncate', ['-s', size, image]);
-      execFileSync('mkfs.ext4', ['-q', '-F', image]);
-      execFileSync('mount', ['-o', 'loop', image, dir]);
-    }
-  } catch (err) {
-    rmSync(image, { force: true });
-    throw new Error(`this test needs root to mount a ${size} ${kind} (it fills a real filesystem): ${(err as Error).message}`);
-  }
-  t.teardown(() => {
-    try {
-      execFileSync('umount', ['-l', dir]);
-    } catch {
-      // already gone
-    }
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(image, { force: true });
-  });
-  return dir;
-}
 
 /** Writes zeros to `path` until the filesystem is full; returns the bytes written. */
 function fill(path: string): number {
@@ -72,7 +41,7 @@ for (const kind of ['tmpfs', 'ext4'] as const) {
     t.teardown(() => m.close());
     await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
 
-    const fs = smallFilesystem(t, kind, '48m');
+    const { dir: fs } = smallFilesystem(t, kind, '48m');
     const conf = join(tempDir('relay-conf-'), 'relay.yaml');
     const webPort = await freePort();
     writeFileSync(

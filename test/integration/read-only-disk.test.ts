@@ -4,9 +4,9 @@
  * The relay must start, serve what it holds, forward from memory while the disk refuses writes, and use the disk
  * again once it is writable.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, rmSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
+import { readdirSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
@@ -16,30 +16,16 @@ import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { smallFilesystem } from '../helpers/small-fs.js';
 
 t.teardown(stopAll);
-
-/** A tmpfs at a fresh directory (root only: the test fails, never skips, without it), unmounted at the end of `t`. */
-function tmpfs(t: Test, size: string): string {
-  const dir = tempDir('relay-ro-');
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir]);
-  t.teardown(() => {
-    try {
-      execFileSync('umount', ['-l', dir]);
-    } catch {
-      // already gone
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return dir;
-}
 
 t.test('a relay killed, then started on a read-only data directory, starts and continues; the disk log resumes once it is writable', async (t) => {
   const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
   await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
-  const fs = tmpfs(t, '128m');
+  const { dir: fs } = smallFilesystem(t, 'tmpfs', '128m');
   const data = join(fs, 'data');
   const conf = join(tempDir('relay-conf-'), 'relay.yaml');
   writeFileSync(conf, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n');

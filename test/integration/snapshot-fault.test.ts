@@ -6,11 +6,15 @@
  */
 import t from 'tap';
 import { readdirSync, rmSync, truncateSync } from 'node:fs';
-import { flipByte } from '../helpers/damage.js';
+import { execFileSync } from 'node:child_process';
+import { flipByte, rotUnderFilesystem } from '../helpers/damage.js';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayWithReplicas } from '../helpers/relay-setup.js';
-import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
+import { onlineReplicas, startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { smallFilesystem } from '../helpers/small-fs.js';
+import { tempDir } from '../helpers/temp-dir.js';
 import { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
@@ -41,3 +45,35 @@ for (const damage of ['removed', 'cut short', 'with one byte changed'] as const)
     await Promise.all([first!.stop(), second.stop()]);
   });
 }
+
+t.test("a snapshot whose bytes change under its filesystem after a full sync checked it (same ctime: bit rot): the next one is cut short, no replica exits", async (t) => {
+  const { dir: fs, image } = smallFilesystem(t, 'ext4', '128m');
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 20000, 'key', 100);
+  const { port, args } = await relayArgs('relay-snap-rot-', master.port, 'web:\n  port: 0\nreplication:\n  snapshot-refresh-min-interval: 1s\n');
+  args[args.indexOf('--dir') + 1] = join(fs, 'data');
+  const relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const { servers: [first], clients: [a] } = await onlineReplicas(t, port, m, 1);
+  // A full sync from the file (redis-cli --rdb: rdb-only), which checks it against its CRC-64 trailer.
+  const copy = join(tempDir('relay-snap-rot-rdb-'), 'dump.rdb');
+  execFileSync('redis-cli', ['-p', String(port), '--rdb', copy]);
+  const data = join(fs, 'data');
+  const snap = readdirSync(data).find((n) => /^snapshot-.*\.rdb$/.test(n));
+  t.ok(snap, `the relay holds a snapshot (${snap})`);
+  t.notMatch(relay.logs(), /snapshot damaged/, 'it matched');
+
+  rotUnderFilesystem(image, join(data, snap!));
+  await m.call('SET', 'after-the-damage', '1');
+  const second = await startReplica(port);
+  const b = await second.client();
+  t.teardown(() => b.close());
+  await waitConverged(m, [a!, b], 'the new replica ends with the master dataset', 60000);
+  t.match(relay.logs(), /snapshot damaged on disk/, 'the relay says the snapshot changed');
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  t.equal(stat(await x.info('replication'), 'relay_snapshots_given_up'), 1, 'counted once');
+  await Promise.all([first!.stop(), second.stop()]);
+});

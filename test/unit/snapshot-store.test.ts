@@ -202,6 +202,58 @@ t.test('a snapshot that matched is not checked again until the file changes', as
   await z.release();
 });
 
+/** nodeFileIo whose reads return the byte at file offset `at()` changed (when >= 0): a disk returning other bytes. */
+function rottingIo(at: () => number): FileIo {
+  return {
+    ...nodeFileIo,
+    open: async (...args) => {
+      const fh = await nodeFileIo.open(...args);
+      return {
+        ...fh,
+        fd: fh.fd,
+        read: async (buf: Buffer, offset: number, length: number, position: number) => {
+          const r = await fh.read(buf, offset, length, position);
+          const o = at();
+          if (o >= position && o < position + r.bytesRead) buf[offset + o - position]! ^= 0x20;
+          return r;
+        },
+      };
+    },
+  };
+}
+
+t.test('a snapshot that changes on disk after it matched, its ctime unchanged (bit rot, a bad sector), is refused before the changed bytes go out', async (t) => {
+  const dir = t.testdir();
+  let rot = -1;
+  const store = new SnapshotStore(dir, { io: rottingIo(() => rot) });
+  await store.init();
+  const payload = checkedRdb(300_000);
+  // In the body, and in the trailer.
+  for (const at of [200_000, payload.length - 3]) {
+    rot = -1;
+    const b = await commit(store, { replid: REPLID, offset: 20 + at, epoch: 1 }, payload);
+    const first = await store.lease(b);
+    await transfer(first, 65536);
+    await first.release();
+    rot = at;
+    const y = await store.lease(b);
+    const got: Buffer[] = [];
+    const read = async () => {
+      for (let pos = 0; pos < b.size; ) {
+        if (pos === b.size - y.trailer) await y.verify();
+        const chunk = await y.read(pos, Math.min(65536, b.size - y.trailer - pos || y.trailer));
+        got.push(chunk);
+        pos += chunk.length;
+      }
+    };
+    await t.rejects(read(), SnapshotCorruptError, `the byte at ${at} changed: the transfer fails`);
+    const sent = Buffer.concat(got);
+    t.ok(sent.length <= at && sent.equals(payload.subarray(0, sent.length)), `only bytes before it were read (${sent.length})`);
+    t.notOk(store.all.includes(b), 'no longer offered');
+    await y.release();
+  }
+});
+
 t.test('an RDB saved without checksums (zero trailer, rdbchecksum no) and one older than version 5 are sent as they are', async (t) => {
   const dir = t.testdir();
   const store = await storeIn(dir);
