@@ -331,8 +331,24 @@ function reply(res: HttpResponse, status: string, type: string, body: string, he
   res.cork(() => {
     res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store');
     for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-    res.end(body, closeConnection);
+    if (closeConnection) res.end(body, true);
+    else endBounded(res, Buffer.from(body));
   });
+}
+
+/**
+ * Ends a response without queueing more than the socket takes. uWS's end() keeps whatever the socket cannot take in
+ * a per-connection buffer with no limit and goes on to the next pipelined request, so a client that pipelines
+ * requests and never reads the answers grew the relay's memory by every answer. tryEnd writes only what the socket
+ * takes; the rest follows as it drains (onWritable), and uWS closes a connection that sends another request while
+ * an answer is still unsent. At most one answer per connection is held, by this closure.
+ */
+function endBounded(res: HttpResponse, body: Buffer): void {
+  const total = body.length;
+  if (res.tryEnd(body, total)[1]) return;
+  // Not done: uWS requires an abort handler (the connection may go away meanwhile; nothing is left to do then).
+  res.onAborted(() => undefined);
+  res.onWritable((offset) => res.tryEnd(body.subarray(offset), total)[0]);
 }
 
 function json(res: HttpResponse, status: string, value: unknown): void {

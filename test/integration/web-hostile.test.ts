@@ -1,0 +1,87 @@
+/**
+ * The web port against hostile clients, end to end with a relay process: clients that send and never read (HTTP
+ * pipelining) must not grow the relay's memory, and are cut off.
+ */
+import t, { type Test } from 'tap';
+import { connect } from 'node:net';
+import { once } from 'node:events';
+import { stopAll } from '../helpers/redis-server.js';
+import { freePort } from '../helpers/ports.js';
+import { startRelayProcess } from '../helpers/relay-process.js';
+import { RedisClient } from '../helpers/redis-client.js';
+import { waitFor } from '../helpers/wait.js';
+import { writeConfig } from '../helpers/raw.js';
+
+t.teardown(stopAll);
+
+const MiB = 1024 * 1024;
+
+async function relay(t: Test, web: Record<string, unknown> = {}) {
+  const port = await freePort();
+  const webPort = await freePort();
+  const dir = t.testdir({});
+  const file = writeConfig(dir, { dir, log: { disk: 0 }, upstream: { host: null }, logging: { level: 'info' }, web: { port: webPort, ...web } });
+  const r = await startRelayProcess(['--config', file, '--port', String(port)]);
+  t.teardown(() => r.stop());
+  return { ...r, webPort };
+}
+
+async function get(port: number, path: string): Promise<string> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { connection: 'close' } });
+  return r.text();
+}
+
+async function rss(webPort: number): Promise<number> {
+  return (JSON.parse(await get(webPort, '/status')) as { memory: { rss: number } }).memory.rss;
+}
+
+/** The event loop answers: PING on the RESP port. */
+async function pings(t: Test, port: number): Promise<void> {
+  const c = await RedisClient.connect(port);
+  t.equal(await c.callString('PING'), 'PONG', 'the relay still answers PING on its RESP port');
+  await c.close();
+}
+
+t.test('a client that pipelines requests and never reads the answers is cut off; the relay does not keep the answers', async (t) => {
+  const r = await relay(t);
+  const before = await rss(r.webPort);
+  const socket = connect(r.webPort, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  await once(socket, 'connect');
+  socket.pause(); // never reads: its kernel buffers fill, then the relay's
+  let cut = false;
+  socket.on('error', () => (cut = true));
+  socket.on('close', () => (cut = true));
+  // The dashboard page (17 KiB) for each 37-byte request: an answer kept for each would be ~3.5 MiB per batch.
+  const batch = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(200);
+  const outcome = await waitFor(
+    async () => {
+      if (cut) return 'cut off';
+      if ((await rss(r.webPort)) - before > 256 * MiB) return 'answers kept in memory';
+      socket.write(batch); // a hostile client keeps sending
+      return false;
+    },
+    { what: 'the relay cuts the client off, or holds its answers', timeoutMs: 60_000 },
+  );
+  t.equal(outcome, 'cut off', 'the relay closes a connection whose answers pile up unread');
+  const grew = (await rss(r.webPort)) - before;
+  t.ok(grew < 64 * MiB, `relay memory grew by ${(grew / MiB).toFixed(1)} MiB (less than 64 MiB)`);
+  await pings(t, r.port);
+});
+
+t.test('a client that pipelines requests and reads the answers gets every one, in order', async (t) => {
+  const r = await relay(t);
+  const socket = connect(r.webPort, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  await once(socket, 'connect');
+  const paths = ['/healthz', '/', '/status', '/metrics', '/nope', '/', '/healthz'];
+  let got = '';
+  socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  socket.write(paths.map((p) => `GET ${p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`).join(''));
+  const statuses = await waitFor(() => {
+    const s = [...got.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => Number(m[1]));
+    return s.length === paths.length && s;
+  }, { what: 'an answer to each pipelined request' });
+  t.same(statuses, [200, 200, 200, 200, 404, 200, 200]);
+  t.equal(got.split('<!doctype html>').length - 1, 2, 'the dashboard twice, whole');
+});
