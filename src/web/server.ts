@@ -201,6 +201,8 @@ export class WebServer {
           data.sub = this.hub.subscribe(sinkOf(ws), data.opts);
         },
         drain: (ws) => ws.getUserData().sub?.drain(),
+        // uWS has queued the pong by now: the hub closes a client whose pongs pile up unread.
+        ping: (ws) => ws.getUserData().sub?.pinged(),
         close: (ws) => {
           const data = ws.getUserData();
           data.alive = false;

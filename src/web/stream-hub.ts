@@ -98,6 +98,8 @@ export interface Subscription {
   drain(): void;
   /** The socket closed (any reason). */
   closed(): void;
+  /** The client sent a ping, and the socket queued its pong: past maxBuffered, closed as a slow consumer. */
+  pinged(): void;
   readonly stats: { readonly sent: number; readonly dropped: number };
 }
 
@@ -185,6 +187,18 @@ class Subscriber implements Subscription {
   }
   closed(): void {
     this.#end();
+  }
+  /**
+   * uWS answers every ping with a pong queued like a message, which the hub does not send and cannot drop: a client
+   * that pings without reading grew its queue to uWS's own limit (1 GiB), whatever the filters and slow-client say.
+   * Past maxBuffered it is closed as a slow consumer under either policy.
+   */
+  pinged(): void {
+    if (this.#phase === Phase.Closed) return;
+    const buffered = this.#sink.bufferedAmount();
+    if (buffered <= this.#ctx.maxBuffered) return;
+    this.#ctx.telemetry.emit('stream.slow-disconnect', { buffered });
+    this.close(CloseCode.SlowConsumer, `slow consumer: more than ${this.#ctx.maxBuffered} bytes buffered`);
   }
 
   /** Raw: the offset line, then bytes from `after + 1`. */

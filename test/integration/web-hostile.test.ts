@@ -1,10 +1,11 @@
 /**
  * The web port against hostile clients, end to end with a relay process: clients that send and never read (HTTP
- * pipelining) must not grow the relay's memory, and are cut off.
+ * pipelining, WebSocket pings) must not grow the relay's memory, and are cut off.
  */
 import t, { type Test } from 'tap';
 import { connect } from 'node:net';
 import { once } from 'node:events';
+import WebSocket from 'ws';
 import { stopAll } from '../helpers/redis-server.js';
 import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
@@ -33,6 +34,12 @@ async function get(port: number, path: string): Promise<string> {
 
 async function rss(webPort: number): Promise<number> {
   return (JSON.parse(await get(webPort, '/status')) as { memory: { rss: number } }).memory.rss;
+}
+
+async function metric(webPort: number, name: string): Promise<number> {
+  const line = (await get(webPort, '/metrics')).split('\n').find((l) => l.startsWith(`${name} `));
+  if (line === undefined) throw new Error(`no sample ${name}`);
+  return Number(line.slice(name.length + 1));
 }
 
 /** The event loop answers: PING on the RESP port. */
@@ -84,4 +91,33 @@ t.test('a client that pipelines requests and reads the answers gets every one, i
   }, { what: 'an answer to each pipelined request' });
   t.same(statuses, [200, 200, 200, 200, 404, 200, 200]);
   t.equal(got.split('<!doctype html>').length - 1, 2, 'the dashboard twice, whole');
+});
+
+t.test('/stream: a client that sends pings and never reads the pongs is closed as a slow consumer; its queue stays under web.max-buffered', async (t) => {
+  const maxBuffered = 1 * MiB;
+  const r = await relay(t, { 'max-buffered': maxBuffered });
+  // A filter no command matches: the stream itself never fills the queue, only the pongs do.
+  const ws = new WebSocket(`ws://127.0.0.1:${r.webPort}/stream?cmd=no-such-command`);
+  t.teardown(() => ws.terminate());
+  ws.on('error', () => undefined);
+  await once(ws, 'open');
+  const socket = (ws as unknown as { _socket: import('node:net').Socket })._socket;
+  socket.pause();
+  const payload = Buffer.alloc(125, 'p');
+  let maxQueued = 0;
+  const outcome = await waitFor(
+    async () => {
+      if ((await metric(r.webPort, 'psync_relay_web_subscribers{format="json"}')) === 0) return 'closed';
+      const queued = await metric(r.webPort, 'psync_relay_web_buffered_bytes');
+      maxQueued = Math.max(maxQueued, queued);
+      if (queued > 16 * maxBuffered) return 'pongs kept in memory';
+      if (ws.readyState === WebSocket.OPEN && socket.writableLength < MiB) for (let i = 0; i < 4000; i++) ws.ping(payload);
+      return false;
+    },
+    { what: 'the relay closes the subscriber, or its pongs pile up', timeoutMs: 60_000 },
+  );
+  t.equal(outcome, 'closed', 'the subscriber is closed');
+  t.ok(maxQueued <= maxBuffered + 64 * 1024, `its queue stayed bounded: at most ${maxQueued} bytes seen (web.max-buffered ${maxBuffered})`);
+  t.equal(await metric(r.webPort, 'psync_relay_web_slow_disconnects_total'), 1, 'counted as a slow consumer');
+  await pings(t, r.port);
 });
