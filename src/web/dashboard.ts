@@ -6,7 +6,7 @@
  * before it: the dataset right before this one), showing the listener's port as a REPLICAOF line, and DELETE
  * /pitr/<port> to close it. A token comes from `?token=` or the token field (kept in localStorage) and is sent as
  * `Authorization: Bearer` to /status and /pitr and `?token=` to /stream. Text from the relay only ever goes in
- * through textContent.
+ * through textContent. No frame may hold the page (DASHBOARD_HEADERS).
  */
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en">
@@ -278,3 +278,13 @@ export const DASHBOARD_HTML = `<!doctype html>
 </body>
 </html>
 `;
+
+/**
+ * Headers of the page: no frame may hold it (frame-ancestors, and X-Frame-Options for older browsers). A page on
+ * another site could otherwise lay it in a transparent frame over its own bait and steal a click on "restore to
+ * here": a POST /pitr from the dashboard's own origin, which the Origin check lets through.
+ */
+export const DASHBOARD_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy': "frame-ancestors 'none'",
+  'x-frame-options': 'DENY',
+};

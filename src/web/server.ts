@@ -8,7 +8,7 @@ import type { PitrApi } from '../pitr/api.js';
 import { PitrError } from '../pitr/planner.js';
 import type { RelayStatus, WebStatus } from '../observability/status.js';
 import type { Telemetry } from '../observability/telemetry.js';
-import { DASHBOARD_HTML } from './dashboard.js';
+import { DASHBOARD_HEADERS, DASHBOARD_HTML } from './dashboard.js';
 import { METRICS_CONTENT_TYPE, RelayMetrics } from './metrics.js';
 import { StreamHub, type StreamSink, type StreamSource, type Subscription } from './stream-hub.js';
 import { parseStreamOptions, StreamOptionsError, type StreamOptions } from './stream-message.js';
@@ -107,7 +107,7 @@ export class WebServer {
 
   #routes(app: TemplatedApp): TemplatedApp {
     const page = (res: HttpResponse, req: HttpRequest) => {
-      if (this.#allowed(res, req)) reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML);
+      if (this.#allowed(res, req)) reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML, DASHBOARD_HEADERS);
     };
     return app
       .get('/', page)
@@ -331,7 +331,7 @@ function digest(s: string): Buffer {
 /** `closeConnection`: the request's body was not read (too large, or not wanted): do not read it to keep the connection. */
 function reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}, closeConnection = false): void {
   res.cork(() => {
-    res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store');
+    res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store').writeHeader('x-content-type-options', 'nosniff');
     for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
     if (closeConnection) res.end(body, true);
     else endBounded(res, Buffer.from(body));

@@ -1,18 +1,27 @@
 import tap, { type Test } from 'tap';
 import { existsSync } from 'node:fs';
 
+/** A page's frame (the page itself, or an iframe in it). */
+export interface FrameLike {
+  url(): string;
+  waitForFunction(expr: string): Promise<unknown>;
+  evaluate(expr: string): Promise<unknown>;
+  click(selector: string): Promise<void>;
+}
+
 /** The parts of playwright-core the dashboard tests use. */
 export interface PlaywrightLike {
   chromium: {
     launch(o: object): Promise<{
       close(): Promise<void>;
-      newPage(): Promise<{
-        goto(url: string): Promise<unknown>;
-        waitForFunction(expr: string): Promise<unknown>;
-        evaluate(expr: string): Promise<unknown>;
-        click(selector: string): Promise<void>;
-        screenshot(o: { path: string }): Promise<unknown>;
-      }>;
+      newPage(): Promise<
+        FrameLike & {
+          goto(url: string): Promise<unknown>;
+          screenshot(o: { path: string }): Promise<unknown>;
+          mainFrame(): FrameLike;
+          frames(): FrameLike[];
+        }
+      >;
     }>;
   };
 }
@@ -48,12 +57,12 @@ export function browserTest(name: string, fn: (t: Test) => Promise<void>): void 
   });
 }
 
-/** A headless Chromium, closed when `t` ends. */
-export async function launchChromium(t: Test): ReturnType<PlaywrightLike['chromium']['launch']> {
+/** A headless Chromium, closed when `t` ends; `args`: more command-line switches. */
+export async function launchChromium(t: Test, args: readonly string[] = []): ReturnType<PlaywrightLike['chromium']['launch']> {
   const browser = await playwright!.chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', ...args],
   });
   t.teardown(() => browser.close());
   return browser;

@@ -1,7 +1,8 @@
 /**
  * The web port against browsers on other sites, end to end with a relay process, curl and a WebSocket client:
  * DNS rebinding (a foreign Host) and cross-site WebSocket hijacking (a foreign Origin) get 403 and no data; the
- * allow-lists open exactly what they name; /stream subscribers are capped; /healthz says 503 once shutdown begins.
+ * allow-lists open exactly what they name; a page on another site cannot frame the dashboard (clickjacking);
+ * /stream subscribers are capped; /healthz says 503 once shutdown begins.
  */
 import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
@@ -14,6 +15,9 @@ import { RedisClient } from '../helpers/redis-client.js';
 import { waitFor } from '../helpers/wait.js';
 import { loggedLine, rawConnect, writeConfig } from '../helpers/raw.js';
 import { encodeCommand } from '../../src/resp/writer.js';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import { browserTest, launchChromium, type FrameLike } from '../helpers/browser.js';
 
 t.teardown(stopAll);
 const run = promisify(execFile);
@@ -34,6 +38,12 @@ async function curl(port: number, path: string, headers: Record<string, string> 
   const { stdout } = await run('curl', args);
   const i = stdout.lastIndexOf('\n');
   return { status: Number(stdout.slice(i + 1)), body: stdout.slice(0, i) };
+}
+
+/** curl -i: the status line and headers of a GET. */
+async function curlHeaders(port: number, path: string): Promise<string> {
+  const { stdout } = await run('curl', ['-s', '-o', '/dev/null', '-D', '-', `http://127.0.0.1:${port}${path}`]);
+  return stdout.replace(/\r/g, '');
 }
 
 /** Opens /stream; resolves with 'open' or the HTTP status of the refused upgrade. */
@@ -84,6 +94,50 @@ t.test('cross-site WebSocket hijacking: a foreign Origin gets 403 and no message
   }
   t.equal((await curl(r.webPort, '/status', { origin: 'http://evil.example' })).status, 403, 'a cross-site fetch of /status too');
   t.match(await loggedLine(r, /web request refused/), { limit: 'web.allowed-origins', origin: 'http://evil.example' });
+});
+
+browserTest('clickjacking: a page on another site cannot show the dashboard in a frame, so a click it steals opens nothing', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close().catch(() => {}));
+  const r = await relay(t, { upstream: { host: '127.0.0.1', port: master.port } });
+  await waitFor(async () => (await curl(r.webPort, '/readyz')).status === 200, { what: 'the relay is ready' });
+  const page = await curlHeaders(r.webPort, '/');
+  t.match(page, /^x-frame-options: DENY$/im, 'the page says: no frame (X-Frame-Options)');
+  t.match(page, /^content-security-policy: .*frame-ancestors 'none'/im, 'and frame-ancestors (CSP)');
+
+  // The attacker's page (http://evil.test/, any site) lays the dashboard in a transparent frame over its own bait.
+  const evil = createServer((_req, res) => {
+    res.setHeader('content-type', 'text/html');
+    res.end(`<!doctype html><p>Click to win</p><iframe src="http://127.0.0.1:${r.webPort}/" style="opacity:0.01" width="1200" height="800" onload="window.framed = true"></iframe>`);
+  });
+  evil.listen(0, '127.0.0.1');
+  await once(evil, 'listening');
+  t.teardown(() => evil.close());
+  const evilPort = (evil.address() as { port: number }).port;
+  // Local-network-access checks off: what a browser without them (Firefox, Safari) does; the relay must not rely on them.
+  const browser = await launchChromium(t, ['--host-resolver-rules=MAP evil.test 127.0.0.1', '--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests']);
+  const tab = await browser.newPage();
+  await tab.goto(`http://evil.test:${evilPort}/`);
+  await tab.waitForFunction('window.framed === true');
+  let dashboard: FrameLike | null = null;
+  for (const frame of tab.frames()) {
+    if (frame !== tab.mainFrame() && (await frame.evaluate(`document.getElementById('tail') !== null`).catch(() => false)) === true) dashboard = frame;
+  }
+  if (dashboard !== null) {
+    // The dashboard runs inside the attacker's page: the click the bait steals lands on "restore to here".
+    const frame = dashboard;
+    await frame.waitForFunction(`document.getElementById('stream-state')?.textContent === 'live'`);
+    await waitFor(async () => {
+      await m.call('SET', 'clickjacked', 'v');
+      return (await frame.evaluate(`document.querySelector('#tail button.here') !== null`)) === true;
+    }, { what: 'a row to restore in the framed dashboard' });
+    await frame.click('#tail button.here');
+    await frame.waitForFunction(`/port|refused|failed/.test(document.getElementById('pitr-answer')?.textContent ?? '')`);
+  }
+  t.equal(dashboard?.url() ?? null, null, 'the dashboard does not render inside a page from another site');
+  const history = JSON.parse((await curl(r.webPort, '/history')).body) as { listeners: unknown[] };
+  t.same(history.listeners, [], 'no point-in-time listener was opened');
 });
 
 t.test('web.max-subscribers: one more /stream subscriber gets 503; a slot frees when one leaves', async (t) => {
