@@ -128,17 +128,17 @@ export class WebServer {
       })
       .get('/status', (res, req) => {
         if (!this.#allowed(res, req)) return;
-        if (!this.#authorized(req)) return unauthorized(res);
+        if (!this.#authorized(res, req)) return;
         reply(res, '200 OK', 'application/json', JSON.stringify(this.#src.status()) + '\n');
       })
       .get('/metrics', (res, req) => {
         if (!this.#allowed(res, req)) return;
-        if (!this.#authorized(req)) return unauthorized(res);
+        if (!this.#authorized(res, req)) return;
         this.#serveMetrics(res);
       })
       .get('/history', (res, req) => {
         if (!this.#allowed(res, req)) return;
-        if (!this.#authorized(req)) return unauthorized(res);
+        if (!this.#authorized(res, req)) return;
         const pitr = this.#src.pitr;
         if (pitr === null) return pitrUnavailable(res);
         try {
@@ -150,7 +150,7 @@ export class WebServer {
       .post('/pitr', (res, req) => this.#openPitr(res, req))
       .del('/pitr/:port', (res, req) => {
         if (!this.#allowed(res, req)) return;
-        if (!this.#authorized(req)) return unauthorized(res);
+        if (!this.#authorized(res, req)) return;
         const pitr = this.#src.pitr;
         if (pitr === null) return pitrUnavailable(res);
         const raw = req.getParameter(0) ?? '';
@@ -178,7 +178,7 @@ export class WebServer {
         maxBackpressure: Math.max(this.#config.maxBuffered * 4, 1024 ** 3),
         upgrade: (res, req, context) => {
           if (!this.#allowed(res, req)) return;
-          if (!this.#authorized(req)) return unauthorized(res);
+          if (!this.#authorized(res, req)) return;
           const subscribers = this.hub.jsonSubscribers + this.hub.rawSubscribers;
           if (subscribers >= this.#config.maxSubscribers) {
             this.#warnings.warn(this.#log, { limit: 'web.max-subscribers', value: this.#config.maxSubscribers }, '/stream subscriber refused: too many subscribers');
@@ -249,7 +249,7 @@ export class WebServer {
    */
   #openPitr(res: HttpResponse, req: HttpRequest): void {
     if (!this.#allowed(res, req)) return;
-    if (!this.#authorized(req)) return unauthorized(res);
+    if (!this.#authorized(res, req)) return;
     const pitr = this.#src.pitr;
     if (pitr === null) return pitrUnavailable(res);
     // A cross-site form can post text/plain without a CORS preflight; application/json cannot.
@@ -314,13 +314,23 @@ export class WebServer {
     jsonError(res, '500 Internal Server Error', { code: 'RELAY_ERR_INTERNAL', message: `${what} failed: see the relay's log` });
   }
 
-  /** Read synchronously: uWS requests are only valid during the handler. */
-  #authorized(req: HttpRequest): boolean {
+  /**
+   * web.token, when set; answers 401 and returns false when it is missing or wrong. A wrong token (a guess, not a
+   * page polling before the token is typed in) is logged like a failed AUTH: rate limited, never the token itself.
+   * Read synchronously: uWS requests are only valid during the handler.
+   */
+  #authorized(res: HttpResponse, req: HttpRequest): boolean {
     if (this.#tokenDigest === null) return true;
     const header = req.getHeader('authorization');
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
     const given = m?.[1] ?? new URLSearchParams(req.getQuery() ?? '').get('token');
-    return given !== null && given !== undefined && timingSafeEqual(digest(given), this.#tokenDigest);
+    if (given !== null && given !== undefined && timingSafeEqual(digest(given), this.#tokenDigest)) return true;
+    if (given !== null && given !== undefined) {
+      const remote = Buffer.from(res.getRemoteAddressAsText()).toString();
+      this.#warnings.warn(this.#log, { limit: 'web.token', remote, url: clip(req.getUrl()) }, 'web request refused: wrong web.token');
+    }
+    unauthorized(res);
+    return false;
   }
 }
 

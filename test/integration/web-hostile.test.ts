@@ -1,6 +1,6 @@
 /**
  * The web port against hostile clients, end to end with a relay process: clients that send and never read (HTTP
- * pipelining, WebSocket pings) must not grow the relay's memory, and are cut off.
+ * pipelining, WebSocket pings) must not grow the relay's memory, and are cut off; token guesses are logged.
  */
 import t, { type Test } from 'tap';
 import { connect } from 'node:net';
@@ -11,7 +11,7 @@ import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { waitFor } from '../helpers/wait.js';
-import { writeConfig } from '../helpers/raw.js';
+import { logLines, writeConfig } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -120,4 +120,23 @@ t.test('/stream: a client that sends pings and never reads the pongs is closed a
   t.ok(maxQueued <= maxBuffered + 64 * 1024, `its queue stayed bounded: at most ${maxQueued} bytes seen (web.max-buffered ${maxBuffered})`);
   t.equal(await metric(r.webPort, 'psync_relay_web_slow_disconnects_total'), 1, 'counted as a slow consumer');
   await pings(t, r.port);
+});
+
+t.test('a wrong web.token is refused with a warning naming web.token, rate limited, never showing the token given', async (t) => {
+  const r = await relay(t, { token: 'the-right-token' });
+  const status = async (init: RequestInit, query = ''): Promise<number> =>
+    (await fetch(`http://127.0.0.1:${r.webPort}/status${query}`, { ...init, headers: { connection: 'close', ...(init.headers as Record<string, string>) } })).status;
+  t.equal(await status({}), 401, 'no token: 401');
+  t.equal(await status({ headers: { authorization: 'Bearer guess-number-1' } }), 401, 'a wrong token: 401');
+  t.equal(await status({}, '?token=guess-number-2'), 401, 'a wrong ?token=: 401');
+  const refusals = await waitFor(() => {
+    const lines = logLines(r.logs(), /wrong web\.token/);
+    return lines.length >= 2 && lines;
+  }, { what: 'the two wrong tokens logged' });
+  t.match(refusals[0], { level: 40, limit: 'web.token', url: '/status', remote: '127.0.0.1' }, 'a warn line with the key to look at and who sent it');
+  t.equal(refusals.length, 2, 'a request without a token is not a guess: not logged');
+  t.notMatch(r.logs(), /guess-number|the-right-token/, 'neither the token given nor the right one is logged');
+  for (let i = 0; i < 20; i++) await status({ headers: { authorization: `Bearer guess-${i}` } });
+  t.ok(logLines(r.logs(), /wrong web\.token/).length <= 10, 'at most 10 lines a minute, as every warning clients can trigger');
+  t.equal(await status({ headers: { authorization: 'Bearer the-right-token' } }), 200, 'the right token still opens');
 });
