@@ -266,9 +266,20 @@ export class RelayMetrics {
     this.#scrape = Registry.merge([own, processMetrics()]);
   }
 
-  /** The exposition text. */
+  /** The rendering under way, which scrapes arriving meanwhile share. */
+  #rendering: Promise<string> | null = null;
+
+  /**
+   * The exposition text. Scrapes at the same time share one rendering: uWS dispatches every request of one read
+   * in the same tick, and a client pipelining 10,000 GET /metrics started 10,000 renderings, which ran back to back
+   * in microtasks and held the event loop (replication included) for seconds; they also reset and refilled the
+   * same gauges under each other.
+   */
   render(): Promise<string> {
-    return this.#scrape.metrics();
+    this.#rendering ??= this.#scrape.metrics().finally(() => {
+      this.#rendering = null;
+    });
+    return this.#rendering;
   }
 
   #fill(): void {

@@ -127,6 +127,17 @@ t.test('every family the hand-written exposition had is still there, unchanged (
   t.same(series(text), series(before), 'every series of the old families with its labels and value');
 });
 
+t.test('scrapes at the same time share one rendering: a client pipelining thousands of GET /metrics costs one', async (t) => {
+  let reads = 0;
+  const metrics = new RelayMetrics(() => (reads++, status));
+  // What uWS dispatches for one read of pipelined requests: every render() in the same tick.
+  const texts = await Promise.all(Array.from({ length: 1000 }, () => metrics.render()));
+  t.equal(reads, 1, 'one status, one rendering for the 1000 scrapes');
+  t.ok(texts.every((x) => x === texts[0]) && texts[0]!.includes('psync_relay_'), 'each gets the same, whole exposition');
+  await metrics.render();
+  t.equal(reads, 2, 'a scrape after it has ended renders afresh');
+});
+
 t.test('a scrape reads the status once and exports every replica, whatever their number', async (t) => {
   let reads = 0;
   const replicas: ReplicaStatus[] = Array.from({ length: 1000 }, (_, i) => ({
