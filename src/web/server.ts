@@ -338,13 +338,43 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
+/**
+ * Bytes of answers the web port writes in one turn of the event loop. uWS runs the handlers of every request that one
+ * read brought, back to back, and an answer rendered in a microtask (/metrics) still lands in that turn: 10,000
+ * pipelined scrapes wrote ~500 MB and held replication and every other client for seconds. Past the budget a request
+ * is answered 503 and its connection closed, which ends its pipeline; no real client (a browser, a Prometheus
+ * scrape) comes near it.
+ */
+const TURN_ANSWER_BYTES = 4 * 1024 * 1024;
+const turn = { bytes: 0, resetting: false };
+
+/** Whether `n` more bytes of answers fit in this turn's budget (counted either way). */
+function spend(n: number): boolean {
+  if (!turn.resetting) {
+    turn.resetting = true;
+    setImmediate(() => {
+      turn.bytes = 0;
+      turn.resetting = false;
+    });
+  }
+  turn.bytes += n;
+  return turn.bytes <= TURN_ANSWER_BYTES;
+}
+
 /** `closeConnection`: the request's body was not read (too large, or not wanted): do not read it to keep the connection. */
 function reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}, closeConnection = false): void {
+  const bytes = Buffer.from(body);
+  const busy = !spend(bytes.length);
   res.cork(() => {
+    if (busy) {
+      res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').writeHeader('content-type', 'text/plain; charset=utf-8');
+      res.end('too many answers at once: try again\n', true);
+      return;
+    }
     res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store').writeHeader('x-content-type-options', 'nosniff');
     for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-    if (closeConnection) res.end(body, true);
-    else endBounded(res, Buffer.from(body));
+    if (closeConnection) res.end(bytes, true);
+    else endBounded(res, bytes);
   });
 }
 

@@ -140,3 +140,23 @@ t.test('a wrong web.token is refused with a warning naming web.token, rate limit
   t.ok(logLines(r.logs(), /wrong web\.token/).length <= 10, 'at most 10 lines a minute, as every warning clients can trigger');
   t.equal(await status({ headers: { authorization: 'Bearer the-right-token' } }), 200, 'the right token still opens');
 });
+
+t.test("pipelined GET /metrics past the answers one turn may write: 503, the connection closed, and the relay answers PING", async (t) => {
+  const r = await relay(t);
+  const socket = connect(r.webPort, '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  await once(socket, 'connect');
+  let got = '';
+  socket.on('data', (b: Buffer) => (got += b.toString('latin1')));
+  const closed = once(socket, 'close');
+  socket.on('error', () => undefined);
+  // 2,000 scrapes of ~20 KB each in one write: ~40 MB of answers in one turn of the relay's event loop.
+  const n = 2000;
+  socket.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(n));
+  await closed;
+  const answers = got.split('HTTP/1.1 200').length - 1;
+  t.ok(answers > 0 && answers < n, `${answers} of the ${n} scrapes answered`);
+  t.match(got, /HTTP\/1\.1 503 Service Unavailable\r\n/, 'then 503, and the connection closed');
+  await pings(t, r.port);
+  t.match(await get(r.webPort, '/metrics'), /psync_relay_/, 'the next scrape is answered');
+});
