@@ -2,7 +2,7 @@
 // with one sink process as the downstream replicas and a probe process timing PING/INFO. See bench/README.md.
 //   node bench/run.js [--quick] [--only fanout,drain,idle,micro|latency,frozen,fullsync|all] [--n 1,10,100,1000]
 //                     [--repeats K] [--requests R] [--topologies redis,relay,relay-mem,direct] [--profile]
-//                     [--no-raw] [--no-probe] [--no-save] [--no-wait-quiet] [--report results/<file>.json]
+//                     [--warm] [--no-raw] [--no-probe] [--no-save] [--no-wait-quiet] [--report results/<file>.json]
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -23,7 +23,14 @@ const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(BENCH);
 
 // ---------------------------------------------------------------- options
-const { argv, flag, opt } = parseArgs();
+const { argv, flag, opt } = parseArgs({
+  flags: ['--quick', '--profile', '--warm', '--no-raw', '--no-probe', '--no-save', '--no-wait-quiet'],
+  opts: ['--only', '--n', '--repeats', '--requests', '--topologies', '--report'],
+  usage: `node bench/run.js [--quick] [--only fanout,drain,idle,micro|latency,frozen,fullsync|all] [--n 1,10,100,1000]
+                  [--repeats K] [--requests R] [--topologies redis,relay,relay-mem,direct] [--profile]
+                  [--warm] [--no-raw] [--no-probe] [--no-save] [--no-wait-quiet] [--report results/<file>.json]
+See bench/README.md.`,
+});
 const QUICK = flag('--quick');
 const DEFAULT_SECTIONS = ['fanout', 'drain', 'idle', 'micro'];
 const LEGACY_SECTIONS = ['latency', 'frozen', 'fullsync'];

@@ -25,7 +25,14 @@ import { list, parseArgs } from './lib/args.js';
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(BENCH);
 
-const { argv, flag, opt } = parseArgs();
+const { argv, flag, opt } = parseArgs({
+  flags: ['--quick', '--no-save', '--no-wait-quiet'],
+  opts: ['--only', '--workloads', '--chains', '--mbit', '--delay-ms', '--live', '--cut', '--n', '--level', '--report'],
+  usage: `node bench/wan.js [--quick] [--only link,cpu] [--workloads random,json,counters] [--chains redis,relay,relay-plain]
+                  [--mbit 50] [--delay-ms 20] [--live S] [--cut S] [--n 1,10,100] [--level 1] [--no-save]
+                  [--report results/<file>.json]
+See bench/README.md.`,
+});
 const QUICK = flag('--quick');
 const SECTIONS = list(opt('--only') ?? 'link,cpu');
 const WORKLOADS = list(opt('--workloads') ?? 'random,json,counters');

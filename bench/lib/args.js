@@ -1,5 +1,20 @@
 // Command-line options shared by the benchmark scripts: `--flag`, `--name value`, comma lists.
-export function parseArgs(argv = process.argv.slice(2)) {
+// `known` names every flag and option the script reads: `--help` prints `usage` and exits; anything else starting
+// with `--` is refused before any work (a mistyped flag once started the full 8-minute run).
+export function parseArgs({ flags = [], opts = [], usage = '' } = {}, argv = process.argv.slice(2)) {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
+  const known = new Set([...flags, ...opts]);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (opts.includes(a)) i++;
+    else if (!known.has(a)) {
+      process.stderr.write(`unknown argument: ${a}\n${usage}\n`);
+      process.exit(2);
+    }
+  }
   return {
     argv,
     flag: (name) => argv.includes(name),
