@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 
 /**
  * Changes one bit of one byte of a file in place, as bit rot or a bad sector returning other bytes would: by default
@@ -39,4 +40,18 @@ export function rotUnderFilesystem(image: string, path: string, at = Math.floor(
   execFileSync('sync');
   writeFileSync('/proc/sys/vm/drop_caches', '1');
   return at;
+}
+
+/**
+ * The disk log's last segment in `logDir` and where its stream bytes end: an O_DIRECT segment is written in whole
+ * 4 KiB blocks, its tail zeros until the next write.
+ */
+export function lastSegmentEnd(logDir: string): { path: string; end: number } {
+  const name = readdirSync(logDir).filter((n) => n.startsWith('seg-') && n.endsWith('.log')).sort().pop();
+  if (name === undefined) throw new Error(`no log segment in ${logDir}`);
+  const path = join(logDir, name);
+  const bytes = readFileSync(path);
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  return { path, end };
 }

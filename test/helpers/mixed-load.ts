@@ -1,5 +1,8 @@
 import { connect } from 'node:net';
 import { encodeCommand } from '../../src/resp/writer.js';
+import type { RedisClient } from './redis-client.js';
+import { stat } from './replication.js';
+import { waitFor } from './wait.js';
 
 /**
  * A pipelined load of commands whose result depends on order and on every earlier write (INCR, APPEND, LPUSH, HSET,
@@ -62,4 +65,38 @@ export async function mixedLoad(port: number, opts: { commands: number; seed: nu
     socket.on('close', () => reject(new Error('master closed the connection during the load')));
     socket.write(Buffer.concat(parts));
   });
+}
+
+/** A repeatable random integer below `n` from a seed (an LCG): where a storm crashes, the same in every run. */
+export function seededRandom(seed: number): (n: number) => number {
+  let state = seed;
+  return (n) => {
+    state = (state * 1103515245 + 12345) >>> 0;
+    return state % n;
+  };
+}
+
+/**
+ * mixedLoad() batches of 5,000 commands on `masterPort` (seeds from `seed`) until stop(), each paced by `replicas`:
+ * none may fall more than 64 MB behind the master `m` (they are offline while a relay restarts, and must not fall
+ * past its log).
+ */
+export function pacedLoad(masterPort: number, m: RedisClient, replicas: readonly RedisClient[], seed: number): { stop(): Promise<void> } {
+  let loading = true;
+  const load = (async () => {
+    for (let i = 0; loading; i++) {
+      await mixedLoad(masterPort, { commands: 5000, seed: seed + i, bigValue: 20_000 });
+      const end = stat(await m.info('replication'), 'master_repl_offset');
+      await waitFor(async () => {
+        for (const c of replicas) if (end - stat(await c.info('replication'), 'master_repl_offset') > 64_000_000) return undefined;
+        return true;
+      }, { what: 'replicas within 64 MB of the master', timeoutMs: 60000 });
+    }
+  })();
+  return {
+    stop: () => {
+      loading = false;
+      return load;
+    },
+  };
 }

@@ -2,7 +2,7 @@ import type { Test } from 'tap';
 import { RedisClient } from './redis-client.js';
 import type { RedisServer } from './redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from './relay-process.js';
-import { onlineReplicas } from './replication.js';
+import { onlineReplicas, replicaOf, waitConverged } from './replication.js';
 
 export interface RelaySetup {
   readonly relay: RelayProcess;
@@ -28,4 +28,19 @@ export async function relayWithReplicas(t: Test, dirPrefix: string, master: { po
   t.teardown(() => x.close());
   const { servers, clients } = await onlineReplicas(t, port, master.client, n);
   return { relay, dir, port, args, x, replicas: servers, clients };
+}
+
+/**
+ * A relay started with `args` (on `port`) and a redis-server replica of it; `load` runs on the master, the replica
+ * converges on `m`, then the relay is SIGKILLed: what the crash left on disk is the caller's to look at or damage
+ * before it starts the relay again. The replica and its client `r` are stopped or closed at the end of `t`.
+ */
+export async function crashAfterLoad(t: Test, args: string[], port: number, m: RedisClient, load: () => Promise<unknown>): Promise<{ replica: RedisServer; r: RedisClient }> {
+  const relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const { replica, r } = await replicaOf(t, port);
+  await load();
+  await waitConverged(m, [r], 'replica online');
+  await relay.stop('SIGKILL');
+  return { replica, r };
 }

@@ -1,13 +1,21 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Test } from 'tap';
-import type { RedisClient } from './redis-client.js';
+import { RedisClient } from './redis-client.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 import { waitFor } from './wait.js';
 
 /** A real redis-server replica of `port` (a relay or a master). */
 export function startReplica(port: number, extraArgs: string[] = []): Promise<RedisServer> {
   return startRedis({ args: ['--replicaof', '127.0.0.1', String(port), ...extraArgs] });
+}
+
+/** A redis-server replica of `port` and a client of it (closed at the end of `t`). */
+export async function replicaOf(t: Test, port: number): Promise<{ replica: RedisServer; r: RedisClient }> {
+  const replica = await startReplica(port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  return { replica, r };
 }
 
 /** `n` redis-server replicas of `port` with a client each (closed at the end of `t`), once they hold `master`'s dataset. */
@@ -20,6 +28,16 @@ export async function onlineReplicas(t: Test, port: number, master: RedisClient,
   });
   await waitConverged(master, clients, 'replicas online');
   return { servers, clients };
+}
+
+/** One INFO field of the server on `port`, as a number, over a connection of its own. */
+export async function statOf(port: number, section: string, key: string): Promise<number> {
+  const c = await RedisClient.connect(port);
+  try {
+    return stat(await c.info(section), key);
+  } finally {
+    await c.close();
+  }
 }
 
 export async function info(c: RedisClient, section = 'replication'): Promise<Record<string, string>> {

@@ -8,33 +8,17 @@
 import t from 'tap';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
-import { onlineReplicas, waitConverged, stat } from '../helpers/replication.js';
-import { mixedLoad } from '../helpers/mixed-load.js';
+import { onlineReplicas, waitConverged, stat, statOf } from '../helpers/replication.js';
+import { pacedLoad, seededRandom } from '../helpers/mixed-load.js';
 import { waitFor } from '../helpers/wait.js';
-import { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
 
 const KILLS = Number(process.env.CHAIN_KILLS ?? 4);
 const YAML = `log:\n  memory: ${process.env.CHAIN_MEMORY ?? '64mb'}\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n`;
 
-async function offset(port: number): Promise<number> {
-  const c = await RedisClient.connect(port);
-  try {
-    return stat(await c.info('replication'), 'master_repl_offset');
-  } finally {
-    await c.close();
-  }
-}
-
-async function fullSyncsServed(port: number): Promise<number> {
-  const c = await RedisClient.connect(port);
-  try {
-    return stat(await c.info('stats'), 'sync_full');
-  } finally {
-    await c.close();
-  }
-}
+const offset = (port: number) => statOf(port, 'replication', 'master_repl_offset');
+const fullSyncsServed = (port: number) => statOf(port, 'stats', 'sync_full');
 
 t.test(`a chain M → X1 → X2 with either relay SIGKILLed ${KILLS} times under load: no full sync anywhere, equal digests`, async (t) => {
   const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
@@ -52,23 +36,8 @@ t.test(`a chain M → X1 → X2 with either relay SIGKILLed ${KILLS} times under
   let full1 = -(await fullSyncsServed(a1.port));
   let full2 = -(await fullSyncsServed(a2.port));
 
-  let seed = 11;
-  const rand = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    return seed % n;
-  };
-  let loading = true;
-  const load = (async () => {
-    let i = 0;
-    while (loading) {
-      await mixedLoad(master.port, { commands: 5000, seed: 2000 + i++, bigValue: 20_000 });
-      const end = stat(await m.info('replication'), 'master_repl_offset');
-      await waitFor(async () => {
-        for (const c of rc) if (end - stat(await c.info('replication'), 'master_repl_offset') > 64_000_000) return undefined;
-        return true;
-      }, { what: 'replicas within 64 MB of the master', timeoutMs: 60000 });
-    }
-  })();
+  const rand = seededRandom(11);
+  const load = pacedLoad(master.port, m, rc, 2000);
   const killed = { x1: 0, x2: 0 };
   for (let k = 0; k < KILLS; k++) {
     // X1 and X2 in turn; each at a random point of the stream.
@@ -91,8 +60,7 @@ t.test(`a chain M → X1 → X2 with either relay SIGKILLed ${KILLS} times under
       killed.x2++;
     }
   }
-  loading = false;
-  await load;
+  await load.stop();
   await m.call('SET', 'after-storm', '1');
   await waitConverged(m, rc, 'replicas converge after the storm', 120000);
   full1 += await fullSyncsServed(a1.port);

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
-import { startReplica, digest, waitConverged, stat } from '../helpers/replication.js';
+import { startReplica, digest, waitConverged, stat, statOf } from '../helpers/replication.js';
 import { TcpProxy, afterPsyncReply, psyncReplyOf } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -36,14 +36,7 @@ async function workload(c: RedisClient, tag: string, docs = 1500): Promise<void>
   await c.pipeline(cmds);
 }
 
-async function offsetOf(port: number): Promise<number> {
-  const c = await RedisClient.connect(port);
-  try {
-    return stat(await c.info('replication'), 'master_repl_offset');
-  } finally {
-    await c.close();
-  }
-}
+const offsetOf = (port: number) => statOf(port, 'replication', 'master_repl_offset');
 
 /**
  * Waits until the relay on `port` is at the master's offset. Compared with the master's offset of the moment, not

@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
 import { onlineReplicas, waitConverged, stat } from '../helpers/replication.js';
-import { mixedLoad } from '../helpers/mixed-load.js';
+import { pacedLoad, seededRandom } from '../helpers/mixed-load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 
@@ -32,24 +32,8 @@ t.test(`a relay SIGKILLed ${KILLS} times under an order-sensitive load: replicas
   let fullSyncs = -stat(await x0.info('stats'), 'sync_full');
   await x0.close();
 
-  let seed = 7;
-  const rand = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    return seed % n;
-  };
-  let loading = true;
-  const load = (async () => {
-    let i = 0;
-    while (loading) {
-      await mixedLoad(master.port, { commands: 5000, seed: 1000 + i++, bigValue: 20_000 });
-      // Paced by the replicas (they are offline for each restart): none may fall past log.disk.
-      const end = stat(await m.info('replication'), 'master_repl_offset');
-      await waitFor(async () => {
-        for (const c of rc) if (end - stat(await c.info('replication'), 'master_repl_offset') > 64_000_000) return undefined;
-        return true;
-      }, { what: 'replicas within 64 MB of the master', timeoutMs: 60000 });
-    }
-  })();
+  const rand = seededRandom(7);
+  const load = pacedLoad(master.port, m, rc, 1000);
   const lives: string[] = [];
   for (let k = 0; k < KILLS; k++) {
     // A crash at any instant, but not faster than the relay catches up: the master's backlog must cover its absence.
@@ -64,8 +48,7 @@ t.test(`a relay SIGKILLed ${KILLS} times under an order-sensitive load: replicas
     lives.push(relay.logs());
     relay = await startRelayProcess(args);
   }
-  loading = false;
-  await load;
+  await load.stop();
   await m.call('SET', 'after-storm', '1');
   // The oracle: an order-sensitive load gives equal digests only if no byte was lost, repeated or reordered.
   await waitConverged(m, rc, 'replicas converge after the storm', 120000);

@@ -1,20 +1,18 @@
 import t, { type Test } from 'tap';
-import { readFileSync, readdirSync, truncateSync } from 'node:fs';
+import { truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
-import { onlineReplicas, startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { onlineReplicas, replicaOf, startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { loggedLine } from '../helpers/raw.js';
-import { flipByte } from '../helpers/damage.js';
+import { flipByte, lastSegmentEnd } from '../helpers/damage.js';
+import { crashAfterLoad } from '../helpers/relay-setup.js';
 
 t.teardown(stopAll);
-
-/** The name of the newest segment file in `logDir` (not its .sum file). */
-const lastSegment = (logDir: string): string => readdirSync(logDir).filter((n) => n.startsWith('seg-') && n.endsWith('.log')).sort().pop()!;
 
 /** A data directory, a port and the arguments of a relay process that follows the master on `masterPort`. */
 function relayCommand(dirPrefix: string, masterPort: number, memory = '1mb'): Promise<{ dir: string; port: number; args: string[] }> {
@@ -110,24 +108,13 @@ async function damagedRestart(t: Test, prefix: string, damage: (path: string, en
   const m = await master.client();
   t.teardown(() => m.close());
   const { dir, port, args } = await relayCommand(prefix, master.port);
-  let relay = await startRelayProcess(args);
-  t.teardown(() => relay.stop('SIGKILL'));
-  const replica = await startReplica(port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
-  await benchmarkLoad(master.port, 20000, 100, 1000);
-  await waitConverged(m, [r], 'replica online');
-  await relay.stop('SIGKILL');
-
-  const logDir = join(dir, 'data', 'log');
-  const last = join(logDir, lastSegment(logDir));
-  const bytes = readFileSync(last);
-  let end = bytes.length;
-  while (end > 0 && bytes[end - 1] === 0) end--;
+  const { replica, r } = await crashAfterLoad(t, args, port, m, () => benchmarkLoad(master.port, 20000, 100, 1000));
+  const { path: last, end } = lastSegmentEnd(join(dir, 'data', 'log'));
   damage(last, end);
   const mBefore = await m.info('stats');
 
-  relay = await startRelayProcess(args);
+  const relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
   await m.call('SET', 'after-the-damage', '1');
   await waitConverged(m, [r], 'replica converges after the damage is cut');
   const mAfter = await m.info('stats');
@@ -187,9 +174,7 @@ t.test('a relay without aligned memory for O_DIRECT (an address-space limit) say
   t.equal(xr['relay_log_disk_state'], 'ok', 'the disk log is not failing');
   t.equal(xr['relay_log_disk_direct'], '0', 'INFO says the log writes through the page cache');
 
-  const replica = await startReplica(port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
+  const { replica, r } = await replicaOf(t, port);
   await waitConverged(m, [r], 'a replica full-syncs through the disk log', 60000);
   t.ok(stat(await x.info('stats'), 'relay_disk_read_bytes') > 4 * 1024 * 1024, 'the stream after the snapshot came from disk');
   await replica.stop();
@@ -205,9 +190,7 @@ t.test('a file size limit (RLIMIT_FSIZE) under the relay: the disk log reports E
   t.teardown(() => relay.stop('SIGKILL'));
   const x = await RedisClient.connect(port);
   t.teardown(() => x.close());
-  const replica = await startReplica(port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
+  const { replica, r } = await replicaOf(t, port);
   await waitConverged(m, [r], 'replica online');
 
   await benchmarkLoad(master.port, 20000, 512, 1000);

@@ -6,17 +6,19 @@
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
+import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
-import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { smallFilesystem } from '../helpers/small-fs.js';
+import { lastSegmentEnd } from '../helpers/damage.js';
+import { crashAfterLoad } from '../helpers/relay-setup.js';
 
 t.teardown(stopAll);
 
@@ -31,27 +33,17 @@ t.test('a relay killed, then started on a read-only data directory, starts and c
   writeFileSync(conf, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n');
   const port = await freePort();
   const args = ['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', data];
-  let relay = await startRelayProcess(args);
-  t.teardown(() => relay.stop('SIGKILL'));
-  const replica = await startReplica(port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
-  await benchmarkLoad(master.port, 20000, 100, 1000);
-  await waitConverged(m, [r], 'replica online');
-  await relay.stop('SIGKILL');
+  const { replica, r } = await crashAfterLoad(t, args, port, m, () => benchmarkLoad(master.port, 20000, 100, 1000));
 
   // What a SIGKILL can leave: a last segment ending inside a command, a snapshot transfer from upstream cut midway.
-  const logDir = join(data, 'log');
-  const last = join(logDir, readdirSync(logDir).filter((n) => n.endsWith('.log')).sort().pop()!);
-  const bytes = readFileSync(last);
-  let end = bytes.length;
-  while (end > 0 && bytes[end - 1] === 0) end--;
+  const { path: last, end } = lastSegmentEnd(join(data, 'log'));
   truncateSync(last, end - 5);
   writeFileSync(join(data, 'temp-1-1.rdb'), 'REDIS0010');
   execFileSync('mount', ['-o', 'remount,ro', fs]);
   const mBefore = await m.info('stats');
 
-  relay = await startRelayProcess(args);
+  let relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
   await benchmarkLoad(master.port, 5000, 100, 1000);
   await waitConverged(m, [r], 'the replica converges through the relay on a read-only disk');
   const x = await RedisClient.connect(port);

@@ -3,30 +3,49 @@
  * trusts. A write of it that fails (EPERM, ENOSPC, EIO) while the relay goes on in a new history must not cost that
  * history at the next restart: the relay keeps trying, and once the fault is gone a SIGKILL loses nothing.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
-import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { replicaOf, waitConverged, stat } from '../helpers/replication.js';
 import { mixedLoad } from '../helpers/mixed-load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
 
-t.test('a state file write that failed during a full sync from upstream is retried: a SIGKILL after the fault cleared keeps the new history', async (t) => {
+/** A master holding 2,000 keys (closed at the end of `t`) and the arguments of a relay of it: a small log, quick reconnects. */
+async function masterAndRelayArgs(t: Test) {
   const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
   await m.call('DEBUG', 'POPULATE', 2000, 'seed', 100);
-  const { dir, port, args } = await relayArgs('relay-state-', master.port, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n');
+  const relay = await relayArgs('relay-state-', master.port, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n');
+  return { master, m, ...relay };
+}
+
+/**
+ * `restart` starts the relay again; a write on the master `m` must reach the replica `r` through it, and the master
+ * must make no full sync and no fork for it. Returns the master's stats before and after.
+ */
+async function convergesWithoutFork(t: Test, m: RedisClient, r: RedisClient, restart: () => Promise<unknown>) {
+  const mBefore = await m.info('stats');
+  await restart();
+  await m.call('SET', 'after-restart', '1');
+  await waitConverged(m, [r], 'replica converges after the restart');
+  const mAfter = await m.info('stats');
+  t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'the master made no full sync for the restarted relay');
+  t.equal(stat(mAfter, 'total_forks'), stat(mBefore, 'total_forks'), 'the master did not fork');
+  return { mBefore, mAfter };
+}
+
+t.test('a state file write that failed during a full sync from upstream is retried: a SIGKILL after the fault cleared keeps the new history', async (t) => {
+  const { master, m, dir, port, args } = await masterAndRelayArgs(t);
   let relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
-  const replica = await startReplica(port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
+  const { replica, r } = await replicaOf(t, port);
   await waitConverged(m, [r], 'replica online');
   const x = await RedisClient.connect(port);
   await waitFor(async () => stat(await x.info('stats'), 'relay_upstream_full_syncs') === 1 || undefined, { what: 'first full sync' });
@@ -64,29 +83,16 @@ t.test('a state file write that failed during a full sync from upstream is retri
   });
   await x.close();
   await relay.stop('SIGKILL');
-  const mBefore = await m.info('stats');
-
-  relay = await startRelayProcess(args);
-  await m.call('SET', 'after-restart', '1');
-  await waitConverged(m, [r], 'replica converges after the restart');
-  const mAfter = await m.info('stats');
-  t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'the master made no full sync for the restarted relay');
-  t.equal(stat(mAfter, 'total_forks'), stat(mBefore, 'total_forks'), 'the master did not fork');
+  await convergesWithoutFork(t, m, r, () => startRelayProcess(args).then((p) => (relay = p)));
   t.notMatch(relay.logs(), /full sync from upstream/, 'the restart kept its history');
   await replica.stop();
 });
 
 t.test('a relay killed between publishing a new history\'s snapshot and writing the state file restarts in that history, without a second full sync', async (t) => {
-  const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
-  const m = await master.client();
-  t.teardown(() => m.close());
-  await m.call('DEBUG', 'POPULATE', 2000, 'seed', 100);
-  const { dir, port, args } = await relayArgs('relay-state-', master.port, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n');
+  const { master, m, dir, port, args } = await masterAndRelayArgs(t);
   let relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
-  const replica = await startReplica(port);
-  const r = await replica.client();
-  t.teardown(() => r.close());
+  const { replica, r } = await replicaOf(t, port);
   await mixedLoad(master.port, { commands: 500, seed: 1 });
   await waitConverged(m, [r], 'replica online');
   await relay.stop('SIGKILL');
@@ -107,14 +113,7 @@ t.test('a relay killed between publishing a new history\'s snapshot and writing 
   const state = JSON.parse(readFileSync(join(data, 'state.json'), 'utf8')) as { epoch: number };
   const newer = readdirSync(data).filter((n) => new RegExp(`^snapshot-${String(state.epoch + 1).padStart(10, '0')}-`).test(n));
   t.equal(newer.length, 1, `the new history's snapshot is published (${newer.join(', ')}) while state.json still names epoch ${state.epoch}`);
-  const mBefore = await m.info('stats');
-
-  relay = await startRelayProcess(args);
-  await m.call('SET', 'after-restart', '1');
-  await waitConverged(m, [r], 'replica converges after the restart');
-  const mAfter = await m.info('stats');
-  t.equal(stat(mAfter, 'sync_full'), stat(mBefore, 'sync_full'), 'the master made no second full sync for the relay');
-  t.equal(stat(mAfter, 'total_forks'), stat(mBefore, 'total_forks'), 'the master did not fork again');
+  const { mBefore, mAfter } = await convergesWithoutFork(t, m, r, () => startRelayProcess(args).then((p) => (relay = p)));
   t.equal(stat(mAfter, 'sync_partial_ok') - stat(mBefore, 'sync_partial_ok'), 1, 'the master continued the relay');
   t.match(relay.logs(), /state file names an older history than the newest snapshot/, 'the repair is logged');
   const now = JSON.parse(readFileSync(join(data, 'state.json'), 'utf8')) as { epoch: number; replid: string };

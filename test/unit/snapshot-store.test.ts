@@ -204,22 +204,13 @@ t.test('a snapshot that matched is not checked again until the file changes', as
 
 /** nodeFileIo whose reads return the byte at file offset `at()` changed (when >= 0): a disk returning other bytes. */
 function rottingIo(at: () => number): FileIo {
-  return {
-    ...nodeFileIo,
-    open: async (...args) => {
-      const fh = await nodeFileIo.open(...args);
-      return {
-        ...fh,
-        fd: fh.fd,
-        read: async (buf: Buffer, offset: number, length: number, position: number) => {
-          const r = await fh.read(buf, offset, length, position);
-          const o = at();
-          if (o >= position && o < position + r.bytesRead) buf[offset + o - position]! ^= 0x20;
-          return r;
-        },
-      };
+  return readHookedIo(
+    () => null,
+    (buf, offset, position, bytesRead) => {
+      const o = at();
+      if (o >= position && o < position + bytesRead) buf[offset + o - position]! ^= 0x20;
     },
-  };
+  );
 }
 
 t.test('a snapshot that changes on disk after it matched, its ctime unchanged (bit rot, a bad sector), is refused before the changed bytes go out', async (t) => {
@@ -271,7 +262,8 @@ t.test('an RDB saved without checksums (zero trailer, rdbchecksum no) and one ol
 });
 
 /** The real file system, with `onRead` in front of every handle's read (it may fail the read instead). */
-function readHookedIo(onRead: () => Error | null): FileIo {
+/** nodeFileIo whose reads fail with what `onRead` returns, if anything, and are shown to `afterRead` when done. */
+function readHookedIo(onRead: () => Error | null, afterRead?: (buf: Buffer, offset: number, position: number, bytesRead: number) => void): FileIo {
   return {
     ...nodeFileIo,
     open: async (...args) => {
@@ -279,9 +271,12 @@ function readHookedIo(onRead: () => Error | null): FileIo {
       return {
         ...fh,
         fd: fh.fd,
-        read: (...r) => {
+        read: async (buf: Buffer, offset: number, length: number, position: number) => {
           const err = onRead();
-          return err ? Promise.reject(err) : fh.read(...r);
+          if (err) throw err;
+          const r = await fh.read(buf, offset, length, position);
+          afterRead?.(buf, offset, position, r.bytesRead);
+          return r;
         },
       };
     },
