@@ -20,9 +20,10 @@ export class RequestGuard {
   readonly #anyOrigin: boolean;
 
   constructor(config: { readonly allowedHosts: ReadonlyArray<string>; readonly allowedOrigins: ReadonlyArray<string> }) {
-    this.#hosts = new Set(['localhost', hostname().toLowerCase(), ...config.allowedHosts]);
+    // Compared as browsers send them, in lower case (the config takes them in any case).
+    this.#hosts = new Set(['localhost', hostname().toLowerCase(), ...config.allowedHosts.map((h) => h.toLowerCase())]);
     this.#anyHost = config.allowedHosts.includes('*');
-    this.#origins = new Set(config.allowedOrigins);
+    this.#origins = new Set(config.allowedOrigins.map((o) => o.toLowerCase()));
     this.#anyOrigin = config.allowedOrigins.includes('*');
   }
 

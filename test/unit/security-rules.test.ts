@@ -62,6 +62,11 @@ t.test('web guard: Host must be an IP, localhost, this host or allowed; Origin m
     ['relay.example.com', 'http://relay.example.com:8080', 'web.allowed-origins'],
   ];
   for (const [host, origin, key] of refused) t.equal(g.check(host, origin), key, `Host ${host || '(none)'} Origin ${origin || '-'}`);
+  // As operators may write them (the config takes any case).
+  const written = new RequestGuard({ allowedHosts: ['Relay.Example.com'], allowedOrigins: ['https://Ops.Example.com'] });
+  t.equal(written.check('relay.example.com', ''), null, 'an allowed host is matched whatever its case');
+  t.equal(written.check('relay.example.com', 'https://ops.example.com'), null, 'an allowed origin is matched whatever its case');
+  t.equal(written.check('relay.example.com', 'https://ops.example.com.evil.test'), 'web.allowed-origins', 'and nothing more');
   const open = new RequestGuard({ allowedHosts: ['*'], allowedOrigins: ['*'] });
   t.equal(open.check('anything.example', 'http://evil.example'), null, '* opts out of both');
 });
