@@ -211,6 +211,7 @@ export const relaySchema = section(
         'allow-insecure': key(boolean(), false, 'allow a non-loopback bind without a token'),
         'max-buffered': key(size(1024), '16mb', 'most bytes a /stream subscriber may have queued before slow-client applies'),
         'slow-client': key(oneOf(SLOW_CLIENT_POLICIES), 'disconnect', 'past max-buffered: disconnect (close code 4008) or drop (messages dropped, counted)'),
+        'max-buffered-total': key(size(0), '256mb', "most bytes all /stream subscribers' queues may hold together; past it the one holding the most is closed (4008); 0 = no cap"),
         'max-subscribers': key(integer(1, 100_000), 100, 'most /stream subscribers at once; more get 503'),
         'allowed-hosts': key(
           listOf(matching(/^(\*|\[[0-9a-f:.]+\]|[a-z0-9.-]+)$/i, 'a host name or IP as sent in Host (no port), or *'), 'host names'),

@@ -218,7 +218,7 @@ const FAMILIES: readonly Family[] = [
   {
     name: 'web_buffered_bytes',
     type: 'gauge',
-    help: 'Bytes queued for /stream subscribers (socket buffers), bounded by web.max-buffered each.',
+    help: 'Bytes queued for /stream subscribers (socket buffers), bounded by web.max-buffered each and web.max-buffered-total in all.',
     read: (s) => s.web.bufferedBytes,
   },
   { name: 'web_decoding', type: 'gauge', help: '1 while stream commands are decoded for JSON subscribers.', read: (s) => flag(s.web.decoding) },

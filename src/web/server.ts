@@ -63,7 +63,7 @@ export class WebServer {
     this.#log = logger;
     this.#tokenDigest = config.token === null ? null : digest(config.token);
     this.#guard = new RequestGuard(config);
-    this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, slowClient: config.slowClient, logger, telemetry });
+    this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, maxBufferedTotal: config.maxBufferedTotal, slowClient: config.slowClient, logger, telemetry });
     this.#metrics = new RelayMetrics(() => source.status());
     this.#app = this.#routes(uWS.App());
   }

@@ -2,6 +2,7 @@ import type { ReplLog } from '../backlog/repl-log.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { Logger } from '../log.js';
 import { Telemetry } from '../observability/telemetry.js';
+import { ClientMemory, type MemoryUser } from '../downstream/client-memory.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
 import { commandName, formatCommand, isInternal, matches, selectedDb, StreamFormat, type StreamOptions } from './stream-message.js';
@@ -59,6 +60,8 @@ export interface StreamSink {
 
 export interface StreamHubOptions {
   readonly maxBuffered: number;
+  /** web.max-buffered-total: all subscribers' queues together; past it the largest is closed. 0 or absent = no cap. */
+  readonly maxBufferedTotal?: number;
   readonly slowClient: 'disconnect' | 'drop';
   readonly logger: Logger;
   /** Where subscriptions and slow disconnects are published and messages counted; absent (standalone use): a relay id of ''. */
@@ -110,6 +113,8 @@ interface HubContext {
   readonly telemetry: Telemetry;
   readonly maxBuffered: number;
   readonly slowClient: 'disconnect' | 'drop';
+  /** The subscribers' queues together (web.max-buffered-total). */
+  readonly memory: ClientMemory;
   /** Bytes a catching-up subscriber may have queued before it waits for its socket. */
   readonly pace: number;
   /** log.endOffset when live decoding began: a command starting after it arrives decoded. */
@@ -128,7 +133,7 @@ interface HubContext {
  * scanner while seeking and catching up, its db, its queued messages and its pacing. All of it is private; the
  * phase changes only through #setState.
  */
-class Subscriber implements Subscription {
+class Subscriber implements Subscription, MemoryUser {
   readonly stats = { sent: 0, dropped: 0 };
   readonly #ctx: HubContext;
   readonly #sink: StreamSink;
@@ -172,6 +177,20 @@ class Subscriber implements Subscription {
     return this.#sink.bufferedAmount() + this.#outBytes;
   }
 
+  // MemoryUser (web.max-buffered-total)
+  memoryUsage(): number {
+    return this.buffered;
+  }
+  evictForMemory(limit: number, used: number): void {
+    this.#ctx.logger.warn({ limit: 'web.max-buffered-total', value: limit, used }, '/stream subscribers past their memory cap: closing the one holding the most');
+    this.#ctx.telemetry.emit('stream.slow-disconnect', { buffered: used });
+    this.close(CloseCode.SlowConsumer, `slow consumer: the subscribers' queues went past ${limit} bytes in all and this one held the most`);
+  }
+  /** Its queue changed: the hub's total follows (and past web.max-buffered-total, the largest queue goes). */
+  #measured(): void {
+    if (this.#phase !== Phase.Closed) this.#ctx.memory.update(this, this.buffered);
+  }
+
   #setState(next: Phase): void {
     if (this.#phase === next) return;
     checkTransition(PHASES, 'stream subscriber', this.#phase, next);
@@ -180,6 +199,7 @@ class Subscriber implements Subscription {
 
   // Subscription (socket events)
   drain(): void {
+    this.#measured();
     if (!this.#paused) return;
     this.#paused = false;
     if (this.#reading) return; // the read in flight pumps when it completes
@@ -196,7 +216,7 @@ class Subscriber implements Subscription {
   pinged(): void {
     if (this.#phase === Phase.Closed) return;
     const buffered = this.#sink.bufferedAmount();
-    if (buffered <= this.#ctx.maxBuffered) return;
+    if (buffered <= this.#ctx.maxBuffered) return this.#measured();
     this.#ctx.telemetry.emit('stream.slow-disconnect', { buffered });
     this.close(CloseCode.SlowConsumer, `slow consumer: more than ${this.#ctx.maxBuffered} bytes buffered`);
   }
@@ -398,7 +418,7 @@ class Subscriber implements Subscription {
     if (slow) {
       telemetry.emit('stream.slow-disconnect', { buffered: this.#sink.bufferedAmount() });
       this.close(CloseCode.SlowConsumer, `slow consumer: more than ${max} bytes buffered`);
-    }
+    } else this.#measured();
   }
 
   /**
@@ -462,6 +482,7 @@ class Subscriber implements Subscription {
     this.#scanner = null;
     this.#out = [];
     this.#outBytes = 0;
+    this.#ctx.memory.remove(this);
     this.#ctx.removed(this);
   }
 }
@@ -492,6 +513,7 @@ export class StreamHub {
       telemetry: opts.telemetry ?? new Telemetry(''),
       maxBuffered: opts.maxBuffered,
       slowClient: opts.slowClient,
+      memory: new ClientMemory(opts.maxBufferedTotal ?? 0),
       pace: Math.min(opts.maxBuffered, 1024 * 1024),
       decodeSince: () => this.#decodeSince,
       headDb: () => this.#db,

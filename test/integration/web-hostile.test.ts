@@ -122,6 +122,38 @@ t.test('/stream: a client that sends pings and never reads the pongs is closed a
   await pings(t, r.port);
 });
 
+t.test("web.max-buffered-total: when all subscribers' queues together pass it, the one holding the most is closed; the others stay", async (t) => {
+  const total = 2 * MiB;
+  const r = await relay(t, { 'max-buffered': 8 * MiB, 'max-buffered-total': total });
+  const open = async (): Promise<WebSocket> => {
+    const ws = new WebSocket(`ws://127.0.0.1:${r.webPort}/stream?cmd=no-such-command`);
+    t.teardown(() => ws.terminate());
+    ws.on('error', () => undefined);
+    await once(ws, 'open');
+    return ws;
+  };
+  const quiet = await open();
+  const hog = await open();
+  const socket = (hog as unknown as { _socket: import('node:net').Socket })._socket;
+  socket.pause();
+  const payload = Buffer.alloc(125, 'p');
+  let maxQueued = 0;
+  await waitFor(
+    async () => {
+      if (logLines(r.logs(), /subscribers past their memory cap/).length > 0) return true;
+      maxQueued = Math.max(maxQueued, await metric(r.webPort, 'psync_relay_web_buffered_bytes'));
+      if (hog.readyState === WebSocket.OPEN && socket.writableLength < MiB) for (let i = 0; i < 4000; i++) hog.ping(payload);
+      return false;
+    },
+    { what: 'the subscriber holding the most closed for web.max-buffered-total', timeoutMs: 60_000 },
+  );
+  t.match(logLines(r.logs(), /subscribers past their memory cap/)[0], { level: 40, limit: 'web.max-buffered-total', value: total });
+  t.ok(maxQueued <= total + 64 * 1024, `the queues stayed under the total: at most ${maxQueued} bytes seen`);
+  await waitFor(async () => (await metric(r.webPort, 'psync_relay_web_subscribers{format="json"}')) === 1 || undefined, { what: 'one subscriber left' });
+  t.equal(quiet.readyState, WebSocket.OPEN, 'the subscriber that reads stays');
+  await pings(t, r.port);
+});
+
 t.test('a wrong web.token is refused with a warning naming web.token, rate limited, never showing the token given', async (t) => {
   const r = await relay(t, { token: 'the-right-token' });
   const status = async (init: RequestInit, query = ''): Promise<number> =>

@@ -62,6 +62,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     allowInsecure: false,
     maxBuffered: 16 * 1024 ** 2,
     slowClient: 'disconnect',
+    maxBufferedTotal: 256 * 1024 ** 2,
     maxSubscribers: 100,
     allowedHosts: [],
     allowedOrigins: [],
