@@ -165,8 +165,10 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
   },
   replconf: { arity: -1, handler: replconf },
+  // As Redis 7 (no-multi): run at EXEC they turned the client into a replica with the transaction's reply unsent.
   psync: {
     arity: -3,
+    noMulti: true,
     handler: (h, c, a) => {
       // Redis 7.0 replicas may add FAILOVER after the offset; it changes nothing for us.
       const offset = Number(str(a[2]));
@@ -174,7 +176,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       h.startSync(c, str(a[1]), offset);
     },
   },
-  sync: { arity: 1, handler: (h, c) => h.startSync(c, null, -1) },
+  sync: { arity: 1, handler: (h, c) => h.startSync(c, null, -1), noMulti: true },
   info: {
     arity: -1,
     handler: (h, c, a) => c.reply(infoLines(h.info(a.slice(1).map((x) => lower(x))))),

@@ -154,6 +154,17 @@ t.test('listen.max-multi-commands: the transaction past it is aborted (EXECABORT
   t.match(await logged('listen.max-multi-commands'), { value: 3 });
 });
 
+t.test('PSYNC and SYNC inside MULTI are refused, as Redis 7 does (no-multi); EXEC then answers EXECABORT', async (t) => {
+  const { client } = await relay(t);
+  const c = await client();
+  const replies = await c.pipeline([['MULTI'], ['PSYNC', '?', '-1'], ['SYNC'], ['EXEC'], ['PING']]);
+  t.equal(replies[0], 'OK');
+  t.match(replies[1], { message: 'ERR Command not allowed inside a transaction' });
+  t.match(replies[2], { message: 'ERR Command not allowed inside a transaction' });
+  t.match(replies[3], { message: /^EXECABORT Transaction discarded because of previous errors\./ });
+  t.equal(replies[4], 'PONG', 'the client stays a normal client');
+});
+
 t.test('a queued MULTI command holds its own bytes, not the read it came in (what listen.max-clients-memory counts)', async (t) => {
   const { port } = await relay(t);
   setFlagsFromString('--expose-gc');
