@@ -9,6 +9,7 @@ import { clip, validClientName, validHost } from '../util/text.js';
 import { parseCompressionCapa } from '../compression.js';
 import type { PitrApi } from '../pitr/api.js';
 import { relayCommand } from './relay-command.js';
+import { string2ll } from '../resp/request-parser.js';
 
 /** What commands need from the rest of the relay. */
 export interface CommandHost {
@@ -120,8 +121,8 @@ const COMMANDS: Record<string, CommandSpec> = {
     handler: (h, c, a) => {
       let i = 1;
       if (a.length > 1) {
-        const ver = Number(str(a[1]));
-        if (!Number.isInteger(ver)) return c.reply(errorReply('ERR Protocol version is not an integer or out of range'));
+        const ver = integerArg(a[1]);
+        if (ver === null) return c.reply(errorReply('ERR Protocol version is not an integer or out of range'));
         if (ver !== 2) return c.reply(errorReply('NOPROTO unsupported protocol version'));
         i = 2;
       }
@@ -158,8 +159,8 @@ const COMMANDS: Record<string, CommandSpec> = {
   select: {
     arity: 2,
     handler: (_h, c, a) => {
-      const db = Number(str(a[1]));
-      if (!Number.isInteger(db)) return c.reply(errorReply('ERR value is not an integer or out of range'));
+      const db = integerArg(a[1]);
+      if (db === null) return c.reply(errorReply('ERR value is not an integer or out of range'));
       if (db < 0 || db > 15) return c.reply(errorReply('ERR DB index is out of range'));
       c.reply(OK);
     },
@@ -171,8 +172,8 @@ const COMMANDS: Record<string, CommandSpec> = {
     noMulti: true,
     handler: (h, c, a) => {
       // Redis 7.0 replicas may add FAILOVER after the offset; it changes nothing for us.
-      const offset = Number(str(a[2]));
-      if (!Number.isInteger(offset)) return c.reply(errorReply('ERR value is not an integer or out of range'));
+      const offset = integerArg(a[2]);
+      if (offset === null) return c.reply(errorReply('ERR value is not an integer or out of range'));
       h.startSync(c, str(a[1]), offset);
     },
   },
@@ -266,8 +267,8 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
     const val = str(a[i + 1]);
     switch (opt) {
       case 'listening-port': {
-        const port = Number(val);
-        if (!Number.isInteger(port) || port < 0 || port > 65535) return c.reply(errorReply('ERR value is not an integer or out of range'));
+        const port = integerArg(a[i + 1]);
+        if (port === null || port < 0 || port > 65535) return c.reply(errorReply('ERR value is not an integer or out of range'));
         c.replconf.listeningPort = port;
         break;
       }
@@ -286,8 +287,9 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
       case 'ack':
       case 'fack': {
         if (c.replica && opt === 'ack') {
-          const off = Number(val);
-          if (Number.isInteger(off)) c.replica.acknowledged(off);
+          // As Redis: an offset that is not an integer is ignored.
+          const off = integerArg(a[i + 1]);
+          if (off !== null) c.replica.acknowledged(off);
         }
         // ACK never gets a reply.
         return;
@@ -320,8 +322,8 @@ function replicaof(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
   if (host.toLowerCase() === 'no' && portText.toLowerCase() === 'one') {
     return c.reply(errorReply('ERR psync-relay holds no dataset and can never become a master; REPLICAOF NO ONE refused'));
   }
-  const port = Number(portText);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) return c.reply(errorReply('ERR Invalid master port'));
+  const port = integerArg(a[2]);
+  if (port === null || port < 1 || port > 65535) return c.reply(errorReply('ERR Invalid master port'));
   // The host shows in INFO (master_host): it must never carry a line of its own.
   if (!validHost(host)) return c.reply(errorReply('ERR Invalid master host: not an IP address or host name'));
   const err = h.replicaOf(host, port);
@@ -517,6 +519,11 @@ function own(arg: Buffer): Buffer {
   const copy = Buffer.allocUnsafeSlow(arg.length);
   arg.copy(copy);
   return copy;
+}
+
+/** An integer argument as Redis reads one (string2ll: no hex, exponent, `+`, spaces or leading zeros); null if not. */
+function integerArg(arg: Buffer | undefined): number | null {
+  return arg === undefined ? null : string2ll(arg, 0);
 }
 
 function checkCommand(name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {

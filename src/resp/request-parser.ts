@@ -197,7 +197,7 @@ function limitError(err: ProtocolError, limit: string): ProtocolError {
 }
 
 /** redis `string2ll`: optional `-`, no `+`, no leading zeros, fits a signed 64-bit integer. Parses line[start..]. */
-function string2ll(line: Buffer, start: number): number | null {
+export function string2ll(line: Buffer, start: number): number | null {
   const len = line.length - start;
   if (len <= 0 || len >= 21) return null;
   if (len === 1 && line[start] === 0x30) return 0;

@@ -147,6 +147,8 @@ const ROWS: Row[] = [
     expect: 'continue',
   },
   { what: 'an offset that is not a number', replid: (s) => s.replid, offset: () => '12abc', expect: 'error' },
+  // Redis parses with string2ll: no hex, exponent, sign or empty string, no leading zero.
+  ...['0x10', '1e1', '', '-0', '+5', '007'].map((o): Row => ({ what: `the offset ${JSON.stringify(o)}`, replid: (s) => s.replid, offset: () => o, expect: 'error' })),
 ];
 
 const STATS = ['sync_full', 'sync_partial_ok', 'sync_partial_err'] as const;
