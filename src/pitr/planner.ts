@@ -29,6 +29,14 @@ export interface PitrWindow {
   readonly snapshots: readonly SnapshotMeta[];
 }
 
+/** The latest instant a Date holds (ECMAScript: 8.64e15 ms); past it toISOString() throws a RangeError. */
+const MAX_DATE_MS = 8.64e15;
+
+/** `ms` as ISO 8601, or as unix milliseconds when no Date can hold it (a request may name any integer). */
+function timeText(ms: number): string {
+  return Math.abs(ms) <= MAX_DATE_MS ? new Date(ms).toISOString() : `${ms} (unix ms, past the last date there is)`;
+}
+
 /** A request that cannot be served, with a message naming the window. */
 export class PitrError extends RelayError {
   constructor(message: string) {
@@ -81,7 +89,7 @@ export class PitrPlanner {
       case 'time': {
         const mark = this.#src.marks.atOrBefore(target.ms);
         if (mark === null || mark.offset < w.firstOffset || target.ms > Date.now()) {
-          throw new PitrError(`time ${new Date(target.ms).toISOString()} is outside the window: ${describe()}`);
+          throw new PitrError(`time ${timeText(target.ms)} is outside the window: ${describe()}`);
         }
         wanted = Math.min(mark.offset, w.lastOffset);
         break;

@@ -303,3 +303,29 @@ t.test('without a disk log, a point-in-time replica that stops reading is droppe
   );
   t.match(drops[0], /over replica-max-lag/);
 });
+
+t.test('a TIME past the range of a date (RESP and POST /pitr) is refused naming the window, not an internal error', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const relay = await startRelay({ ...RELAY_CONFIG, upstream: { host: '127.0.0.1', port: master.port }, web: { port: await freePort(), token: 'tok' } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay linked' });
+  await writeBatch(m, 'w', 20);
+  await settled(m, x);
+  // 8.64e15 ms is the last instant a JavaScript Date can hold; both are integers RELAY PITR and POST /pitr accept.
+  for (const ms of ['8640000000000001', '9999999999999999']) {
+    await t.rejects(x.call('RELAY', 'PITR', 'TIME', ms), /is outside the window: the window is offsets \d+\.\.\d+/, `RELAY PITR TIME ${ms}`);
+  }
+  const res = await fetch(`http://127.0.0.1:${relay.relay.webPort}/pitr`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer tok', 'content-type': 'application/json' },
+    body: JSON.stringify({ time: 9_000_000_000_000_000 }),
+  });
+  t.equal(res.status, 409, 'POST /pitr: 409, as for any point outside the window');
+  t.match(((await res.json()) as { error: string }).error, /outside the window/);
+  t.same(await historyField(x, 'listeners'), [], 'nothing opened');
+  t.equal(await x.call('PING'), 'PONG');
+});
