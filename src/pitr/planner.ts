@@ -4,6 +4,7 @@ import type { ReplLog } from '../backlog/repl-log.js';
 import type { SnapshotMeta } from '../backlog/snapshot-store.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
 import { globBytes, globMatch } from '../util/glob.js';
+import { clip } from '../util/text.js';
 import type { TimeMarks } from './time-marks.js';
 
 /** A point-in-time request: an offset, a time (unix ms), or just before the last occurrence of a command. */
@@ -97,7 +98,7 @@ export class PitrPlanner {
       case 'before': {
         const start = await this.#lastOccurrence(w.firstOffset, w.lastOffset, target.command.toLowerCase(), target.pattern);
         if (start === null) {
-          throw new PitrError(`no ${target.command.toUpperCase()}${target.pattern ? ` on ${target.pattern}` : ''} in the window: ${describe()}`);
+          throw new PitrError(`no ${clip(target.command.toUpperCase())}${target.pattern ? ` on ${clip(target.pattern)}` : ''} in the window: ${describe()}`);
         }
         wanted = start - 1;
         break;

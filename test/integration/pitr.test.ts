@@ -329,3 +329,23 @@ t.test('a TIME past the range of a date (RESP and POST /pitr) is refused naming 
   t.same(await historyField(x, 'listeners'), [], 'nothing opened');
   t.equal(await x.call('PING'), 'PONG');
 });
+
+t.test('RELAY PITR BEFORE with a huge command name or pattern that matches nothing: a short error naming the window', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const { x } = await linkedRelay(t, master.port);
+  await writeBatch(m, 'w', 20);
+  await settled(m, x);
+  // Up to listen.max-bulk-len (512mb) per argument; the refusal must not echo it back whole.
+  const huge = '*a'.repeat(512 * 1024) + '*b';
+  for (const args of [['SET', huge], ['X'.repeat(1024 * 1024)]]) {
+    const err = await x.call('RELAY', 'PITR', 'BEFORE', ...args).then(
+      () => null,
+      (e: Error) => e.message,
+    );
+    t.match(err, /in the window: the window is offsets \d+\.\.\d+/, 'refused, naming the window');
+    t.ok(err !== null && err.length < 1024, `the error is short (${err?.length} characters)`);
+  }
+  t.equal(await x.call('PING'), 'PONG');
+});
