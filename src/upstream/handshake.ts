@@ -146,7 +146,11 @@ export function psyncReply(line: string, compressionAnnounced = false): StepResu
   if (text.startsWith('+FULLRESYNC')) {
     const m = /^\+FULLRESYNC ([0-9a-zA-Z]{40}) (-?\d+)\s*$/.exec(text);
     if (!m) return fail(state, line, `malformed +FULLRESYNC reply: ${line}`);
-    return { next: HandshakeState.Done, outcome: { kind: 'full', replid: m[1]!, offset: Number(m[2]), ...z } };
+    // A master's offset is a non-negative int64; past 2^53 a JS number cannot count bytes (offset + n === offset), and
+    // -1 means "no snapshot" in the relay: refuse, rather than take a history whose offsets cannot be kept.
+    const offset = Number(m[2]);
+    if (!Number.isSafeInteger(offset) || offset < 0) return fail(state, line, `+FULLRESYNC offset out of range: ${line}`);
+    return { next: HandshakeState.Done, outcome: { kind: 'full', replid: m[1]!, offset, ...z } };
   }
   if (text.startsWith('+CONTINUE')) {
     const id = text.slice('+CONTINUE'.length).trim();

@@ -298,6 +298,12 @@ export class UpstreamLink extends EventEmitter {
         this.#fail(new LinkError(`upstream cannot serve us yet: ${outcome.reply}`));
         return;
       case 'continue': {
+        // We asked `PSYNC ? -1` (no history): there is nothing to continue, and the bytes that follow have no offset
+        // we could know. Redis would dereference a missing cached master here; refuse and retry.
+        if (target.replid === '?') {
+          this.#fail(new ProtocolError(`upstream answered +CONTINUE to a first-contact PSYNC ? -1: ${outcome.replid ?? '(no id)'}`));
+          return;
+        }
         this.#opts.telemetry.emit('upstream.sync', { kind: 'partial', replid: outcome.replid ?? target.replid, offset: target.offset - 1 });
         log.info({ replid: outcome.replid ?? target.replid, offset: target.offset - 1, peer: this.#peer(), compressed: outcome.compressed === true }, 'partial resync accepted by upstream');
         // The new id (if any) is persisted before a byte of its stream is appended; the socket stays paused meanwhile.

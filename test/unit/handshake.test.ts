@@ -225,6 +225,8 @@ const table: Row[] = [
   { name: '+FULLRESYNC with a long replid fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${'a'.repeat(41)} 5`), expect: err(S.ReceivePsync, `+FULLRESYNC ${'a'.repeat(41)} 5`) },
   { name: '+FULLRESYNC without offset fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${REPLID}`), expect: err(S.ReceivePsync, `+FULLRESYNC ${REPLID}`) },
   { name: '+FULLRESYNC with a non-numeric offset fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${REPLID} 12x`), expect: err(S.ReceivePsync, `+FULLRESYNC ${REPLID} 12x`) },
+  { name: '+FULLRESYNC with a negative offset fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${REPLID} -1`), expect: err(S.ReceivePsync, `+FULLRESYNC ${REPLID} -1`) },
+  { name: '+FULLRESYNC with an offset past 2^53 fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${REPLID} 9007199254740993`), expect: err(S.ReceivePsync, `+FULLRESYNC ${REPLID} 9007199254740993`) },
   { name: 'bare +FULLRESYNC fails', ctx: ctx(), state: S.ReceivePsync, input: reply('+FULLRESYNC'), expect: err(S.ReceivePsync, '+FULLRESYNC') },
   { name: '+CONTINUE with a malformed id fails', ctx: ctx(), state: S.ReceivePsync, input: reply('+CONTINUE abc'), expect: err(S.ReceivePsync, '+CONTINUE abc') },
   { name: 'an unexpected reply to PSYNC fails', ctx: ctx(), state: S.ReceivePsync, input: reply('+OK'), expect: err(S.ReceivePsync, '+OK') },
