@@ -314,6 +314,7 @@ export class Relay {
       },
       cannotResume: (reason) => this.#history.forget(reason),
       transferStarted: (transfer) => this.#downstream.incoming(transfer),
+      isSelf: (address, port) => this.#server.hasPeer(address, port),
       readStream: (offset) => (offset >= log.memFirstOffset && log.holds(offset) ? log.read(offset) : null),
       appendStream: (chunk, boundary) => log.append(chunk, boundary),
       reserveStream: (min, max) => log.reserve(min, max),

@@ -166,6 +166,18 @@ export class ReplicaServer {
     this.#clients.add(client);
   }
 
+  /**
+   * Whether a connection accepted here comes from `address`:`port`, i.e. the relay's own upstream link whose socket has
+   * that local address (the relay told to follow itself).
+   */
+  hasPeer(address: string, port: number): boolean {
+    const want = unmapped(address);
+    const from = (s: Socket) => s.remotePort === port && unmapped(s.remoteAddress ?? '') === want;
+    for (const c of this.#clients) if (from(c.socket)) return true;
+    for (const raw of this.#tlsRaw) if (from(raw)) return true;
+    return false;
+  }
+
   /** Stop accepting new connections; clients already connected stay (graceful shutdown). */
   stopAccepting(): void {
     for (const s of [this.#server, this.#tlsServer]) if (s?.listening) s.close();
@@ -177,4 +189,9 @@ export class ReplicaServer {
     const closing = [this.#server, this.#tlsServer].map((s) => (s?.listening ? new Promise<void>((resolve) => s.close(() => resolve())) : undefined));
     await Promise.all(closing);
   }
+}
+
+/** `::ffff:127.0.0.1` (an IPv4 peer on a dual-stack listener) as `127.0.0.1`. */
+function unmapped(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
 }

@@ -19,6 +19,8 @@ export interface OpenOptions extends HandshakeContext {
   readonly onSocket?: (socket: Socket) => void;
   /** net's `onread` for a plain TCP socket (a ReadTap; it keeps emitting 'data' until streaming). */
   readonly onread?: OnReadOpts;
+  /** Asked once the upstream first answers (it has accepted us): whether this socket is the relay's own, looped back. */
+  readonly isSelf?: (socket: Socket) => boolean;
 }
 
 export interface OpenedLink {
@@ -83,7 +85,16 @@ export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink
       armTimer(state === HandshakeState.ReceivePsync ? opts.replyTimeoutMs : opts.connectTimeoutMs, `in ${state}`);
       return true;
     };
+    let answered = false;
     const onData = (chunk: Buffer) => {
+      if (!answered) {
+        answered = true;
+        // Our own listener answered: by now it has accepted this connection, so it can recognise it.
+        if (opts.isSelf?.(socket)) {
+          finish(new HandshakeError(state, '', `upstream ${opts.host}:${opts.port} is this relay itself: following it would be a replication loop`));
+          return;
+        }
+      }
       pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
       for (;;) {
         const nl = pending.indexOf(0x0a);

@@ -77,6 +77,8 @@ export interface LinkHost {
   commandSeen?(cmd: ScannedCommand): void;
   /** A full sync's RDB started arriving (its header is read): replicas may take it as it comes. */
   transferStarted?(transfer: RdbTransfer): void;
+  /** Whether the relay's own listener accepted a connection from `address`:`port` (our link looped back to us). */
+  isSelf?(address: string, port: number): boolean;
 }
 
 export interface LinkOptions {
@@ -268,6 +270,7 @@ export class UpstreamLink extends EventEmitter {
         replyTimeoutMs: this.#opts.timeoutMs,
         log: this.#log,
         ...(tap && { onread: tap.onread }),
+        isSelf: (s) => s.localPort !== undefined && (this.#hostApi.isSelf?.(s.localAddress ?? '', s.localPort) ?? false),
         onSocket: (s) => {
           if (tap) tap.socket = s;
           if (gen === this.#generation) this.#socket = s;

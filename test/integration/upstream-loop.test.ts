@@ -1,0 +1,42 @@
+/**
+ * A relay told to follow itself (REPLICAOF its own address, or a Sentinel naming it). Its own listener would answer
+ * the PSYNC with +CONTINUE and the link would sit "up" on a stream that never moves, with the relay listed as its
+ * own replica. The loop must be refused: a logged reason, the link down (retried with backoff), its replicas kept on
+ * the master's history, and a later REPLICAOF to the real master continues them.
+ */
+import t from 'tap';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startLoggedRelay } from '../helpers/logged-relay.js';
+import { waitFor } from '../helpers/wait.js';
+
+t.teardown(stopAll);
+
+t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and follows the real master again', async (t) => {
+  const master = await startRedis();
+  const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(relay.port)] });
+  const mc = await master.client();
+  const rc = await replica.client();
+  const relayClient = await relay.client();
+  t.teardown(() => Promise.all([mc.close(), rc.close()]));
+
+  await mc.call('SET', 'before', '1');
+  await waitFor(async () => (await rc.call('GET', 'before')) !== null, { what: 'the replica to get "before"', timeoutMs: 15_000 });
+
+  t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(relay.port)), 'OK');
+  const refusal = await waitFor(() => relay.lines.find((l) => JSON.stringify(l).includes('replication loop')), {
+    what: 'a log line refusing the loop',
+    timeoutMs: 10_000,
+  });
+  t.equal(refusal['level'], 40, 'logged as a warning');
+  const info = await relayClient.info('replication');
+  t.equal(info['master_link_status'], 'down', 'the link to itself is not up');
+  t.notOk(Object.values(info).some((v) => v.includes(`port=${relay.port},`)), 'the relay is not listed as its own replica');
+
+  t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(master.port)), 'OK');
+  await mc.call('SET', 'after', '1');
+  const masterOffset = (await mc.info('replication'))['master_repl_offset'];
+  await waitFor(async () => (await rc.info('replication'))['master_repl_offset'] === masterOffset, { what: `replica offset ${masterOffset}`, timeoutMs: 15_000 });
+  t.equal(await rc.callString('GET', 'after'), '1', 'the replica follows the master again through the relay');
+  t.equal((await rc.info('replication'))['master_replid'], (await mc.info('replication'))['master_replid']);
+});
