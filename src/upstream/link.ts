@@ -25,6 +25,13 @@ import type { Telemetry } from '../observability/telemetry.js';
 /** Reads in place (plain TCP) get between READ_MIN and READ_MAX bytes of room in the log's tail block. */
 const READ_MIN = 64 * 1024;
 const READ_MAX = 256 * 1024;
+/**
+ * ACKs waiting in the socket's buffer past which no more are queued: an upstream that sends `REPLCONF GETACK *` but
+ * does not read our replies would otherwise grow this queue by one ACK per GETACK, without limit. Each ACK carries
+ * the newest offset, so the ACK sent once the buffer drains (every second, or at the next GETACK) supersedes the
+ * skipped ones.
+ */
+const ACK_BUFFER_MAX = 64 * 1024;
 
 export const LinkState = {
   /** No upstream configured. */
@@ -515,6 +522,7 @@ export class UpstreamLink extends EventEmitter {
   #sendAck(offset?: number): void {
     const s = this.#socket;
     if (!s || s.destroyed || this.#state !== LinkState.Connected) return;
+    if (s.writableLength >= ACK_BUFFER_MAX) return;
     const off = this.#hostApi.ackOffset(offset ?? this.#hostApi.masterReplOffset());
     s.write(encodeCommand(['REPLCONF', 'ACK', String(off)]));
   }
