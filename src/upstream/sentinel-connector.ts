@@ -9,6 +9,7 @@ import { backoffDelay } from './backoff.js';
 import { TimerSet } from './timer-set.js';
 import { InternalError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
+import { validHost } from '../util/text.js';
 
 export interface SentinelConnectorOptions {
   readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
@@ -197,7 +198,10 @@ export class SentinelConnector extends EventEmitter {
     if (!Array.isArray(v) || v.length !== 2 || !Buffer.isBuffer(v[0]) || !Buffer.isBuffer(v[1])) return fail('malformed get-master-addr-by-name reply');
     const port = Number(v[1].toString('latin1'));
     if (!Number.isInteger(port) || port < 1 || port > 65535) return fail('malformed master port');
-    this.#found(v[0].toString('utf8'), port, 'get-master-addr-by-name');
+    // As REPLICAOF checks it: an empty host would connect to localhost, whatever runs there.
+    const host = v[0].toString('utf8');
+    if (!validHost(host)) return fail(`malformed master host: ${JSON.stringify(host.slice(0, 64))}`);
+    this.#found(host, port, 'get-master-addr-by-name');
   }
 
   /** Pushed messages once subscribed: `+switch-master <name> <oldip> <oldport> <newip> <newport>`, PING replies. */
@@ -207,7 +211,10 @@ export class SentinelConnector extends EventEmitter {
     const [name, , , host, portText] = v[2].toString('utf8').split(' ');
     if (name !== this.#opts.masterName || host === undefined) return;
     const port = Number(portText);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) return;
+    if (!Number.isInteger(port) || port < 1 || port > 65535 || !validHost(host)) {
+      this.#log.warn({ sentinel: this.#current, event: v[2].toString('utf8').slice(0, 200) }, 'malformed +switch-master ignored');
+      return;
+    }
     this.#found(host, port, SWITCH_MASTER);
   }
 
