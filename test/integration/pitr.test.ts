@@ -26,8 +26,9 @@ const RELAY_CONFIG = {
   replication: { 'snapshot-refresh-min-interval': '0s' },
 };
 
-async function linkedRelay(t: Test, masterPort: number, dir?: string): Promise<{ relay: TestRelay; x: RedisClient }> {
-  const relay = await startRelay({ ...RELAY_CONFIG, upstream: { host: '127.0.0.1', port: masterPort } }, dir);
+/** A relay of the master on `masterPort` (with `extra` config: a web port), linked, and a client of it; closed with `t`. */
+async function linkedRelay(t: Test, masterPort: number, dir?: string, extra: Record<string, unknown> = {}): Promise<{ relay: TestRelay; x: RedisClient }> {
+  const relay = await startRelay({ ...RELAY_CONFIG, ...extra, upstream: { host: '127.0.0.1', port: masterPort } }, dir);
   t.teardown(() => relay.stop());
   const x = await relay.client();
   t.teardown(() => x.close());
@@ -238,11 +239,7 @@ t.test('POST /pitr with the real service: a replica of the port it returns holds
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
-  const relay = await startRelay({ ...RELAY_CONFIG, upstream: { host: '127.0.0.1', port: master.port }, web: { port: await freePort(), token: 'tok' } });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
-  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay linked' });
+  const { relay, x } = await linkedRelay(t, master.port, undefined, { web: { port: await freePort(), token: 'tok' } });
   await writeBatch(m, 'w');
   const before = await settled(m, x);
   await m.call('FLUSHALL');
@@ -308,11 +305,7 @@ t.test('a TIME past the range of a date (RESP and POST /pitr) is refused naming 
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
-  const relay = await startRelay({ ...RELAY_CONFIG, upstream: { host: '127.0.0.1', port: master.port }, web: { port: await freePort(), token: 'tok' } });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
-  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'relay linked' });
+  const { relay, x } = await linkedRelay(t, master.port, undefined, { web: { port: await freePort(), token: 'tok' } });
   await writeBatch(m, 'w', 20);
   await settled(m, x);
   // 8.64e15 ms is the last instant a JavaScript Date can hold; both are integers RELAY PITR and POST /pitr accept.

@@ -5,39 +5,10 @@
  * nothing until a Sentinel names a real master.
  */
 import t from 'tap';
-import { createServer } from 'node:net';
 import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { startFakeMaster } from '../helpers/fake-master.js';
 import { waitFor } from '../helpers/wait.js';
-import { RequestParser } from '../../src/resp/request-parser.js';
-import { encodeCommand } from '../../src/resp/writer.js';
-
-/** A scripted Sentinel that names `host`:`port` as the master, every time it is asked. */
-async function scriptedSentinel(host: string, port: number): Promise<{ port: number; asked: () => number; close: () => Promise<void> }> {
-  let asked = 0;
-  const server = createServer((socket) => {
-    socket.on('error', () => {});
-    const parser = new RequestParser({ maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 });
-    socket.on('data', (chunk: Buffer) => {
-      parser.push(chunk);
-      for (let args = parser.next(); args; args = parser.next()) {
-        const name = args[0]!.toString().toUpperCase();
-        if (name === 'SENTINEL') {
-          asked++;
-          socket.write(encodeCommand([host, String(port)]));
-        } else if (name === 'SUBSCRIBE') socket.write('*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n');
-        else socket.write('+PONG\r\n');
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const addr = server.address();
-  return {
-    port: typeof addr === 'object' && addr ? addr.port : 0,
-    asked: () => asked,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
+import { scriptedSentinel } from '../helpers/scripted-sentinel.js';
 
 t.test('a Sentinel naming an empty host is refused: the relay does not dial localhost, and says why', async (t) => {
   // What listens on localhost at the named port: a master of some other dataset.

@@ -9,9 +9,7 @@ import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { waitFor } from '../helpers/wait.js';
 import { freePort } from '../helpers/ports.js';
-import { RequestParser } from '../../src/resp/request-parser.js';
-import { encodeCommand } from '../../src/resp/writer.js';
-import { createServer } from 'node:net';
+import { scriptedSentinel } from '../helpers/scripted-sentinel.js';
 
 t.teardown(stopAll);
 
@@ -48,26 +46,9 @@ t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and fol
 t.test('a Sentinel naming the relay itself as the master: the loop is refused and logged on every retry', async (t) => {
   const relayPort = await freePort();
   // A scripted Sentinel whose every answer names the relay.
-  let asked = 0;
-  const sentinel = createServer((socket) => {
-    socket.on('error', () => {});
-    const parser = new RequestParser({ maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 });
-    socket.on('data', (chunk: Buffer) => {
-      parser.push(chunk);
-      for (let args = parser.next(); args; args = parser.next()) {
-        const name = args[0]!.toString().toUpperCase();
-        if (name === 'SENTINEL') {
-          asked++;
-          socket.write(encodeCommand(['127.0.0.1', String(relayPort)]));
-        } else if (name === 'SUBSCRIBE') socket.write('*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n');
-        else socket.write('+PONG\r\n');
-      }
-    });
-  });
-  await new Promise<void>((resolve) => sentinel.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => sentinel.close(() => resolve())));
-  const addr = sentinel.address();
-  const sentinelPort = typeof addr === 'object' && addr ? addr.port : 0;
+  const sentinel = await scriptedSentinel('127.0.0.1', relayPort);
+  t.teardown(() => sentinel.close());
+  const sentinelPort = sentinel.port;
 
   const relay = await startLoggedRelay(t, {
     listen: { port: relayPort },
@@ -78,7 +59,7 @@ t.test('a Sentinel naming the relay itself as the master: the loop is refused an
     what: 'the loop refused on each retry',
     timeoutMs: 10_000,
   });
-  t.ok(asked >= 1, 'the Sentinel was asked');
+  t.ok(sentinel.asked() >= 1, 'the Sentinel was asked');
   const info = await client.info('replication');
   t.equal(info['master_port'], String(relayPort), 'it names the relay itself');
   t.equal(info['master_link_status'], 'down');
