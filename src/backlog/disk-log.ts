@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
-import { nodeFileIo, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
+import { nodeFileIo, readFully, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
 import { DiskWait } from './disk-wait.js';
 import { DirectWriter, directUnavailable } from './direct-writer.js';
 import { SegmentSums, mismatch, pieceEnd, pieceStart } from './segment-sums.js';
@@ -1138,9 +1138,3 @@ export class DiskLog {
   }
 }
 
-/** Reads `len` bytes at file `position` into the start of `buf`, continuing short reads; fewer only at the file's end. */
-async function readFully(fh: FileHandleIo, buf: Buffer, len: number, position: number): Promise<number> {
-  let got = 0;
-  for (let r = 1; got < len && r > 0; got += r) ({ bytesRead: r } = await fh.read(buf, got, len - got, position + got));
-  return got;
-}

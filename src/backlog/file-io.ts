@@ -146,3 +146,10 @@ export async function writeFileAtomic(path: string, data: string | Buffer, io: F
   }
   await io.syncDir(dirname(path));
 }
+
+/** Reads `len` bytes at file `position` into the start of `buf`, continuing short reads; fewer only at the file's end. */
+export async function readFully(fh: FileHandleIo, buf: Buffer, len: number, position: number): Promise<number> {
+  let got = 0;
+  for (let r = 1; got < len && r > 0; got += r) ({ bytesRead: r } = await fh.read(buf, got, len - got, position + got));
+  return got;
+}

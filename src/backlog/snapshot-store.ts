@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from '../log.js';
-import { nodeFileIo, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
+import { nodeFileIo, readFully, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';
 import { StorageError } from '../errors.js';
 import { Crc64 } from './crc64.js';
 import { Telemetry } from '../observability/telemetry.js';
@@ -346,11 +346,8 @@ export class SnapshotStore {
     const from = pos - (pos % PIECE);
     const to = Math.min(meta.size, Math.ceil((pos + n) / PIECE) * PIECE);
     const buf = Buffer.allocUnsafe(to - from);
-    for (let got = 0; got < buf.length; ) {
-      const { bytesRead } = await fh.read(buf, got, buf.length - got, from + got);
-      if (bytesRead === 0) throw new StorageError(`snapshot file ended at ${from + got} of ${meta.size} bytes`);
-      got += bytesRead;
-    }
+    const got = await readFully(fh, buf, buf.length, from);
+    if (got < buf.length) throw new StorageError(`snapshot file ended at ${from + got} of ${meta.size} bytes`);
     for (let o = from; o < to; o += PIECE) {
       if (crc32(buf.subarray(o - from, Math.min(to, o + PIECE) - from)) >>> 0 !== pieces[o / PIECE]) {
         throw await this.#damaged(meta, `snapshot bytes from ${o} no longer match the checksum they had when the file matched its trailer`);
