@@ -23,6 +23,7 @@ import type { RelayStatus } from './observability/status.js';
 import { WebServer, type WebSource } from './web/server.js';
 import type { PitrApi } from './pitr/api.js';
 import { PitrService } from './pitr/service.js';
+import { crc32Implementation } from './backlog/crc32.js';
 import { rewriteUpstream } from './config/rewrite.js';
 
 export const RELAY_VERSION = '0.1.0';
@@ -215,6 +216,7 @@ export class Relay {
         offset: this.#history.log.endOffset,
         upstream: `${this.#link.host}:${this.#link.port}`,
         ackPolicy: formatAckPolicy(this.config.replication.ackPolicy),
+        checksums: crc32Implementation,
       },
       'relay started',
     );

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32 } from './crc32.js';
 import type { Logger } from '../log.js';
 import { StreamScanner } from '../resp/stream-scanner.js';
 import { nodeFileIo, readFully, writeFileAtomic, type FileHandleIo, type FileIo } from './file-io.js';

@@ -1,4 +1,4 @@
-import { crc32 } from 'node:zlib';
+import { crc32 } from './crc32.js';
 
 /**
  * Bytes per checksummed piece of a disk log segment. Pieces lie on a grid of stream offsets (piece k holds offsets
