@@ -36,22 +36,36 @@ const iso = (ms: number | null): string | null => (ms === null ? null : new Date
  * newlines). The listener keeps its snapshot file open (a lease) so that retention cannot delete it under a replica;
  * the log bytes it needs are read like any lagging replica's, and retention (log.disk) may still drop them: a
  * replica that then cannot be served is told so in the log and disconnected. A new history from upstream closes
- * every listener (their offsets belong to the old one).
+ * every listener (their offsets belong to the old one), those still binding their port too: open() then fails.
  */
 export class PitrService implements PitrApi {
   #opts: PitrServiceOptions;
   #planner: PitrPlanner;
+  /** Open listeners, by port. */
   #listeners = new Map<number, PitrListener>();
+  /** Listeners still binding their port (no port yet, not listed): a new history or closeAll() closes them too. */
+  #binding = new Set<PitrListener>();
   #opening = 0;
+  /** closeAll() ran: no listener opens any more. */
+  #closed = false;
   #unsubscribe: () => void;
 
   constructor(opts: PitrServiceOptions) {
     this.#opts = opts;
     const h = opts.history;
     this.#planner = new PitrPlanner({ log: h.log, marks: h.marks, snapshots: () => h.store.all.filter((s) => s.epoch === h.epoch) });
-    this.#unsubscribe = h.onNewHistory(() => {
-      for (const l of [...this.#listeners.values()]) l.close('a new history from upstream replaced the one it was taken from');
-    });
+    this.#unsubscribe = h.onNewHistory(() => this.#closeEvery('a new history from upstream replaced the one it was taken from'));
+  }
+
+  #closeEvery(reason: string): void {
+    for (const l of [...this.#binding, ...this.#listeners.values()]) l.close(reason);
+  }
+
+  /** Why a listener for a point of history `epoch` must not open now (null: it may). */
+  #refusal(epoch: number): string | null {
+    if (this.#closed) return 'the relay is shutting down: no new point-in-time listeners';
+    if (this.#opts.history.epoch !== epoch) return 'a new history from upstream began while the point-in-time listener was being opened: ask again';
+    return null;
   }
 
   history(): HistoryView {
@@ -71,6 +85,7 @@ export class PitrService implements PitrApi {
   async open(target: PitrTarget): Promise<PitrAnswer> {
     const max = this.#opts.maxListeners;
     if (max === 0) throw new PitrError('point-in-time replicas are off (history.pitr-max-listeners is 0)');
+    if (this.#closed) throw new PitrError(this.#refusal(this.#opts.history.epoch)!);
     if (this.#listeners.size + this.#opening >= max) {
       throw new PitrError(`${this.#listeners.size} point-in-time listeners are open, history.pitr-max-listeners is ${max}: close one first (RELAY PITR CLOSE <port>)`);
     }
@@ -79,18 +94,34 @@ export class PitrService implements PitrApi {
       const h = this.#opts.history;
       const epoch = h.epoch;
       const plan = await this.#planner.plan(target);
-      const lease = await h.store.lease(plan.snapshot);
-      if (h.epoch !== epoch) {
+      let lease: SnapshotLease;
+      try {
+        lease = await h.store.lease(plan.snapshot);
+      } catch (err) {
+        // A prune (a newer snapshot beyond history.keep-snapshots) or a new history took it while the planner read the log.
+        if (!h.store.all.includes(plan.snapshot)) {
+          throw new PitrError(`the snapshot at offset ${plan.snapshot.offset} was removed while the point was chosen: ask again`);
+        }
+        throw err;
+      }
+      const refused = this.#refusal(epoch);
+      if (refused !== null) {
         await lease.release();
-        throw new PitrError('a new history from upstream began while the point was chosen: ask again');
+        throw new PitrError(refused);
       }
       const listener = new PitrListener(plan, lease, this.#opts, (l) => this.#listeners.delete(l.port));
+      // Closed with the others while it binds: a new history or closeAll() must not miss it.
+      this.#binding.add(listener);
+      let open: boolean;
       try {
-        await listener.listen();
+        open = await listener.listen();
       } catch (err) {
         listener.close('listen failed');
         throw err;
+      } finally {
+        this.#binding.delete(listener);
       }
+      if (!open) throw new PitrError(this.#refusal(epoch) ?? `the point-in-time listener was closed while it was being opened (${listener.closeReason})`);
       this.#listeners.set(listener.port, listener);
       return listener.answer;
     } finally {
@@ -105,9 +136,11 @@ export class PitrService implements PitrApi {
     return true;
   }
 
+  /** Shutdown: closes every listener, those still binding their port too; open() is refused from now on. */
   closeAll(): void {
+    this.#closed = true;
     this.#unsubscribe();
-    for (const l of [...this.#listeners.values()]) l.close('relay shutting down');
+    this.#closeEvery('relay shutting down');
   }
 }
 
@@ -124,6 +157,7 @@ class PitrListener {
   #idleSince = Date.now();
   #timer: NodeJS.Timeout;
   #closed = false;
+  #closeReason: string | null = null;
 
   constructor(plan: PitrPlan, lease: SnapshotLease, opts: PitrServiceOptions, onClosed: (l: PitrListener) => void) {
     this.#plan = plan;
@@ -184,14 +218,30 @@ class PitrListener {
     return { port: this.#port, offset: this.#plan.offset, time: iso(this.#plan.ms), replid: this.#plan.snapshot.replid, snapshotOffset: this.#plan.snapshot.offset };
   }
 
-  async listen(): Promise<void> {
-    this.#port = await this.#server.listen();
+  /** Why close() ran; null while open. */
+  get closeReason(): string | null {
+    return this.#closeReason;
+  }
+
+  /**
+   * Binds the port; false when close() ran meanwhile. A server still binding cannot be closed then (ReplicaServer
+   * closes only a listening one): it is closed here once bound, so no port is left open.
+   */
+  async listen(): Promise<boolean> {
+    const port = await this.#server.listen();
+    if (this.#closed) {
+      await this.#server.close();
+      return false;
+    }
+    this.#port = port;
     this.#logger.info({ port: this.#port, snapshotOffset: this.#plan.snapshot.offset, time: iso(this.#plan.ms) }, 'point-in-time listener open');
+    return true;
   }
 
   close(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#closeReason = reason;
     clearInterval(this.#timer);
     this.#downstream.close();
     void this.#server.close();
