@@ -203,9 +203,18 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   /** Partial resync: stream from `offset` (the first byte the replica lacks) on. */
   continueFrom(offset: number): void {
     this.#startCompression();
-    this.#cursor = new LogCursor(this.#log, offset - 1, { pin: true });
+    this.#cursor = new LogCursor(this.#log, offset - 1, { pin: this.#pins(offset - 1) });
     this.#setState(ReplicaState.Online, 'partial resync');
     this.pump();
+  }
+
+  /**
+   * Whether a cursor at `offset` holds the log (a reader: memory-only, the log keeps what it has not read). A
+   * point-in-time replica already at its target reads nothing more: its cursor holds nothing, and it is served
+   * even once the log has dropped the bytes up to it.
+   */
+  #pins(offset: number): boolean {
+    return offset < this.#until;
   }
 
   /** Keepalive for a replica still waiting for its payload (Redis sends `\n`; it is not part of the stream). */
@@ -224,7 +233,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    */
   beginFull(streamFrom: number, pin = true): void {
     // Taking an RDB still arriving, the log holds another history until it is committed: no cursor before that.
-    if (pin) this.#cursor = new LogCursor(this.#log, streamFrom - 1, { pin: true });
+    if (pin) this.#cursor = new LogCursor(this.#log, streamFrom - 1, { pin: this.#pins(streamFrom - 1) });
     else this.#streamFrom = streamFrom;
     this.#setState(ReplicaState.SendBulk, 'full resync');
   }
@@ -466,7 +475,8 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   #overLimit(): boolean {
     const log = this.#log;
     const c = this.#cursor;
-    if (!c) return false;
+    // A point-in-time replica at its target reads nothing more: it pins nothing (see #pins) and misses nothing.
+    if (!c || c.offset >= this.#until) return false;
     // What the session pins in memory: everything after its position (also past a point-in-time target).
     const lag = c.behind;
     if (c.lost) {

@@ -1,6 +1,7 @@
 import type { Logger } from '../log.js';
 import type { ListenConfig } from '../config/types.js';
 import type { History } from '../backlog/history.js';
+import type { ReplLog } from '../backlog/repl-log.js';
 import { ReplIds } from '../backlog/repl-ids.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import type { Telemetry } from '../observability/telemetry.js';
@@ -30,13 +31,37 @@ export interface PitrServiceOptions {
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
+/** The log no longer holds the stream a plan needs: what is missing, and the limit that dropped it. */
+interface StreamLost {
+  /** The first offset the plan needs (the snapshot's next byte). */
+  readonly needOffset: number;
+  /** The first offset the log holds. */
+  readonly firstOffset: number;
+  /** The setting that bounds the log: log.disk, or log.memory without an active disk log. */
+  readonly limit: 'log.disk' | 'log.memory';
+}
+
+/**
+ * Whether the log still holds the stream from `plan`'s snapshot up to its offset (null: it does). A plan at its
+ * snapshot's own offset needs no stream: the snapshot is the whole dataset.
+ */
+function streamLost(log: ReplLog, plan: PitrPlan): StreamLost | null {
+  const need = plan.snapshot.offset + 1;
+  if (plan.offset < need || log.holds(need)) return null;
+  return { needOffset: need, firstOffset: log.firstOffset, limit: log.disk?.active ? 'log.disk' : 'log.memory' };
+}
+
+const lostText = (l: StreamLost): string => `retention (${l.limit}) dropped the stream it needs: offset ${l.needOffset} on, the log starts at ${l.firstOffset}`;
+
 /**
  * Point-in-time replicas. Each request gets a listener of its own: a replica pointed at it receives the chosen
  * snapshot, the stream up to the chosen offset, and nothing after it (the session then holds it there with
  * newlines). The listener keeps its snapshot file open (a lease) so that retention cannot delete it under a replica;
- * the log bytes it needs are read like any lagging replica's, and retention (log.disk) may still drop them: a
- * replica that then cannot be served is told so in the log and disconnected. A new history from upstream closes
- * every listener (their offsets belong to the old one), those still binding their port too: open() then fails.
+ * the log bytes it needs are read like any lagging replica's, and retention (log.disk) may still drop them: the
+ * listener then can serve no replica, and closes itself (within a second, or at once when a replica asks), its
+ * replicas with it, saying why; open() refuses a point whose stream went while it was being opened. A new history
+ * from upstream closes every listener (their offsets belong to the old one), those still binding their port too:
+ * open() then fails.
  */
 export class PitrService implements PitrApi {
   #opts: PitrServiceOptions;
@@ -61,10 +86,12 @@ export class PitrService implements PitrApi {
     for (const l of [...this.#binding, ...this.#listeners.values()]) l.close(reason);
   }
 
-  /** Why a listener for a point of history `epoch` must not open now (null: it may). */
-  #refusal(epoch: number): string | null {
+  /** Why a listener for a point of history `epoch` (serving `plan`) must not open now (null: it may). */
+  #refusal(epoch: number, plan: PitrPlan | null = null): string | null {
     if (this.#closed) return 'the relay is shutting down: no new point-in-time listeners';
     if (this.#opts.history.epoch !== epoch) return 'a new history from upstream began while the point-in-time listener was being opened: ask again';
+    const lost = plan && streamLost(this.#opts.history.log, plan);
+    if (lost) return `while the point-in-time listener was being opened, ${lostText(lost)}: ask again`;
     return null;
   }
 
@@ -104,7 +131,7 @@ export class PitrService implements PitrApi {
         }
         throw err;
       }
-      const refused = this.#refusal(epoch);
+      const refused = this.#refusal(epoch, plan);
       if (refused !== null) {
         await lease.release();
         throw new PitrError(refused);
@@ -122,6 +149,12 @@ export class PitrService implements PitrApi {
         this.#binding.delete(listener);
       }
       if (!open) throw new PitrError(this.#refusal(epoch) ?? `the point-in-time listener was closed while it was being opened (${listener.closeReason})`);
+      // The log may have dropped the stream while the port was being bound.
+      const late = this.#refusal(epoch, plan);
+      if (late !== null) {
+        listener.close(late);
+        throw new PitrError(late);
+      }
       this.#listeners.set(listener.port, listener);
       return listener.answer;
     } finally {
@@ -153,6 +186,7 @@ class PitrListener {
   readonly #downstream: DownstreamReplication;
   readonly #onClosed: (l: PitrListener) => void;
   readonly #idleTimeoutMs: number;
+  readonly #log: ReplLog;
   #port = 0;
   #idleSince = Date.now();
   #timer: NodeJS.Timeout;
@@ -166,6 +200,7 @@ class PitrListener {
     this.#idleTimeoutMs = opts.idleTimeoutMs;
     this.#logger = opts.logger.child({ component: 'pitr', offset: plan.offset });
     const log = opts.history.log;
+    this.#log = log;
     // The history as it was at the snapshot: a replica is told the snapshot's replid and can only be continued in it.
     const ids = new ReplIds(plan.snapshot.replid);
     this.#downstream = new DownstreamReplication({
@@ -194,6 +229,8 @@ class PitrListener {
         ['# Replication', 'role:master', `connected_slaves:${downstream.sessions.size}`, `master_replid:${ids.replid}`, `master_repl_offset:${plan.offset}`, 'psync_relay_pitr:1', ''].join('\r\n'),
       role: () => ({ host: null, port: 0, linkState: 'connected', offset: plan.offset }),
       startSync: (c: ClientConnection, replid: string | null, offset: number) => {
+        // Closing closes the server, this connection with it: it is not served a snapshot the log no longer follows.
+        if (this.#closeIfStreamLost()) return;
         this.#idleSince = Date.now();
         downstream.startSync(c, replid, offset);
       },
@@ -204,6 +241,7 @@ class PitrListener {
     };
     this.#server = new ReplicaServer(opts.listen, this.#logger, opts.telemetry, host, { ephemeral: true });
     this.#timer = setInterval(() => {
+      if (this.#closeIfStreamLost()) return;
       if (this.#downstream.sessions.size > 0) this.#idleSince = Date.now();
       else if (Date.now() - this.#idleSince >= this.#idleTimeoutMs) this.close(`no replica for history.pitr-idle-timeout (${this.#idleTimeoutMs} ms)`);
     }, Math.min(1000, this.#idleTimeoutMs));
@@ -238,15 +276,30 @@ class PitrListener {
     return true;
   }
 
-  close(reason: string): void {
+  /**
+   * Closes the listener when the log no longer holds the stream its point needs (retention dropped it): no replica
+   * can be served any more, and one pointed here would only be dropped and reconnect, every second, forever.
+   */
+  #closeIfStreamLost(): boolean {
+    if (this.#closed) return true;
+    const lost = streamLost(this.#log, this.#plan);
+    if (lost === null) return false;
+    this.close(lostText(lost), { snapshotOffset: this.#plan.snapshot.offset, needOffset: lost.needOffset, firstOffset: lost.firstOffset, limit: lost.limit });
+    return true;
+  }
+
+  /** Stops accepting and disconnects its replicas with `reason`; logged at warn when `fields` say more (not asked for). */
+  close(reason: string, fields?: Record<string, unknown>): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeReason = reason;
     clearInterval(this.#timer);
+    this.#downstream.disconnectAll(reason, true);
     this.#downstream.close();
     void this.#server.close();
     void this.#lease.release();
-    this.#logger.info({ port: this.#port, reason }, 'point-in-time listener closed');
+    if (fields) this.#logger.warn({ port: this.#port, reason, ...fields }, 'point-in-time listener closed');
+    else this.#logger.info({ port: this.#port, reason }, 'point-in-time listener closed');
     this.#onClosed(this);
   }
 }

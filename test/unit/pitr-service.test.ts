@@ -16,6 +16,7 @@ import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { Telemetry } from '../../src/observability/telemetry.js';
 import { PitrService } from '../../src/pitr/service.js';
+import { encodeCommand } from '../../src/resp/writer.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -26,11 +27,14 @@ interface LogRecord {
   readonly msg: string;
   readonly component?: string;
   readonly port?: number;
+  readonly [field: string]: unknown;
 }
 
 interface Setup {
   readonly history: History;
   readonly service: PitrService;
+  /** Every log record written, in order. */
+  readonly records: LogRecord[];
   /** Runs `fn` once, at the first log record for which `when` holds. */
   once(when: (rec: LogRecord) => boolean, fn: (rec: LogRecord) => void): void;
   /**
@@ -40,21 +44,26 @@ interface Setup {
   receiveFullSync(replid: string, offset: number): Promise<() => Promise<unknown>>;
 }
 
-/** A History with one snapshot (offset 0 of REPLID_A, epoch 1) and a PitrService over it; closed with `t`. */
-async function setup(t: Test): Promise<Setup> {
+/**
+ * A History with one snapshot (offset 0 of REPLID_A, epoch 1) and a PitrService over it; closed with `t`. The log
+ * is memory-only (1 MiB) unless `log` says otherwise (log.memory, log.disk).
+ */
+async function setup(t: Test, log: { memory?: number; disk?: number } = {}): Promise<Setup> {
   // Not t.testdir(): tap removes that before this test's teardown, whose History.close() still writes the state file.
   const dir = tempDir('pitr-service-');
   let hooks: { when: (rec: LogRecord) => boolean; fn: (rec: LogRecord) => void }[] = [];
+  const records: LogRecord[] = [];
   const logger = createLogger('info', {
     write(line: string) {
       const rec = JSON.parse(line) as LogRecord;
+      records.push(rec);
       const due = hooks.filter((h) => h.when(rec));
       hooks = hooks.filter((h) => !due.includes(h));
       for (const h of due) h.fn(rec);
     },
   });
   const telemetry = new Telemetry('pitr-service-test');
-  const history = new History({ dir, memory: 1 << 20, disk: 0, diskQueue: 1 << 20, diskDirect: false, refreshHold: 1 << 20, logger, telemetry });
+  const history = new History({ dir, memory: log.memory ?? 1 << 20, disk: log.disk ?? 0, diskQueue: 64 << 20, diskDirect: false, refreshHold: 1 << 20, logger, telemetry });
   await history.recover();
   const receiveFullSync = async (replid: string, offset: number) => {
     const tmp = history.store.tempPath();
@@ -77,7 +86,7 @@ async function setup(t: Test): Promise<Setup> {
     service.closeAll();
     await history.close();
   });
-  return { history, service, once: (when, fn) => hooks.push({ when, fn }), receiveFullSync };
+  return { history, service, records, once: (when, fn) => hooks.push({ when, fn }), receiveFullSync };
 }
 
 /** The point-in-time server binding its port (the net server's listen callback, before listen() resolves). */
@@ -209,4 +218,127 @@ t.test('a listener opened normally is listed and accepts connections until close
   );
   t.ok(service.close(answer.port));
   t.ok(await refused(answer.port));
+});
+
+/** Appends `n` whole SET commands of about 1 KiB each to the log, as the upstream link does. */
+function appendStream(history: History, n: number): void {
+  const value = 'x'.repeat(1000);
+  for (let i = 0; i < n; i++) {
+    const cmd = encodeCommand(['SET', `key:${i}`, value]);
+    history.log.append(cmd, history.log.endOffset + cmd.length);
+  }
+}
+
+/** A replica of `port` (PSYNC ? -1, reading whatever comes); `closed` settles when the relay drops it. */
+async function replicaOf(t: Test, port: number): Promise<{ closed: Promise<void> }> {
+  const s = connect(port, '127.0.0.1');
+  t.teardown(() => void s.destroy());
+  s.on('error', () => {});
+  s.on('data', () => {});
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+  await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+  s.write(encodeCommand(['PSYNC', '?', '-1']));
+  return { closed };
+}
+
+/** A point-in-time replica at `offset` has its whole stream and is held there. */
+const held =
+  (offset: number) =>
+  (rec: LogRecord): boolean =>
+    rec.msg === 'point-in-time replica has the stream up to its target; held there' && rec['offset'] === offset;
+
+t.test('log.disk retention drops the stream a point-in-time listener needs: it closes itself, says why, and its port and replica go', async (t) => {
+  // 64 KiB of memory, 1 MiB of disk log (segments of 128 KiB): the stream after the snapshot soon lives on disk only.
+  const { history, service, records, once } = await setup(t, { memory: 64 * 1024, disk: 1 << 20 });
+  appendStream(history, 32);
+  const target = history.log.lastBoundary;
+  const answer = await service.open({ kind: 'offset', offset: target });
+  t.match(answer, { offset: target, snapshotOffset: 0 });
+  // A listener at its snapshot's own offset needs no stream: retention takes nothing from it.
+  const atSnapshot = await service.open({ kind: 'offset', offset: 0 });
+
+  let parked = false;
+  once(held(target), () => (parked = true));
+  const replica = await replicaOf(t, answer.port);
+  await waitFor(() => parked || undefined, { timeoutMs: 5000, what: 'the replica holding the stream up to the target' });
+
+  // The stream goes on: past log.disk the oldest segments are dropped, the stream right after the snapshot with them.
+  await waitFor(
+    async () => {
+      if (!history.log.holds(1)) return true;
+      appendStream(history, 256);
+      await new Promise((r) => setTimeout(r, 20));
+      return undefined;
+    },
+    { timeoutMs: 5000, what: 'log.disk retention dropping offset 1' },
+  );
+  t.ok(history.log.firstOffset > 1, 'the log no longer holds the stream after the snapshot');
+
+  await waitFor(() => !service.history().listeners.some((l) => l.port === answer.port) || undefined, {
+    timeoutMs: 3000,
+    what: 'the listener gone from RELAY HISTORY',
+  });
+  t.ok(await refused(answer.port), 'its port accepts no replica');
+  await replica.closed;
+  t.pass('its replica was disconnected');
+  const closed = records.find((r) => r.msg === 'point-in-time listener closed' && r.port === answer.port);
+  t.match(closed, { level: 40, port: answer.port, offset: target, snapshotOffset: 0, reason: /retention \(log\.disk\) dropped the stream it needs/ }, 'the reason is logged');
+  t.ok(typeof closed?.['firstOffset'] === 'number' && (closed['firstOffset'] as number) > 1, 'with the first offset the log holds');
+  t.match(
+    records.find((r) => r.msg === 'closing replica' && r['offset'] === target),
+    { reason: /retention \(log\.disk\)/ },
+    'the replica is told why in the log',
+  );
+
+  t.same(
+    service.history().listeners.map((l) => l.port),
+    [atSnapshot.port],
+    'the listener at its snapshot stays',
+  );
+  let served = false;
+  once(held(0), () => (served = true));
+  await replicaOf(t, atSnapshot.port);
+  await waitFor(() => served || undefined, { timeoutMs: 5000, what: 'a replica of the listener at its snapshot served' });
+  t.equal(history.store.leases, 1, 'only the remaining listener holds its snapshot');
+  await t.rejects(service.open({ kind: 'offset', offset: target }), { code: 'RELAY_ERR_PITR' }, 'the dropped point cannot be opened again');
+});
+
+t.test('the log drops the stream a point needs while its listener binds: open() says ask again, nothing stays open', async (t) => {
+  // Memory-only (1 MiB), and no replica reading: an append past the limit drops the head at once.
+  const { history, service, once } = await setup(t);
+  appendStream(history, 32);
+  const target = history.log.lastBoundary;
+  let port = 0;
+  once(binding, (rec) => {
+    port = rec.port ?? 0;
+    appendStream(history, 2048);
+    t.notOk(history.log.holds(1), 'the stream after the snapshot was dropped while the listener was binding');
+  });
+  await t.rejects(service.open({ kind: 'offset', offset: target }), { code: 'RELAY_ERR_PITR', message: /log\.memory.*ask again/ });
+  t.same(service.history().listeners, []);
+  t.not(port, 0);
+  t.ok(await refused(port), 'its port was closed');
+  t.equal(history.store.leases, 0);
+});
+
+t.test('a replica asking a listener whose stream the log dropped gets nothing: the listener closes at once', async (t) => {
+  const { history, service, records } = await setup(t);
+  appendStream(history, 32);
+  const target = history.log.lastBoundary;
+  const answer = await service.open({ kind: 'offset', offset: target });
+  appendStream(history, 2048); // memory-only, no replica reading: the head goes at once
+  t.notOk(history.log.holds(1));
+  const s = connect(answer.port, '127.0.0.1');
+  t.teardown(() => void s.destroy());
+  s.on('error', () => {});
+  const got: Buffer[] = [];
+  s.on('data', (b: Buffer) => got.push(b));
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+  s.write(encodeCommand(['PSYNC', '?', '-1']));
+  await closed;
+  t.equal(Buffer.concat(got).toString('latin1'), '', 'no +FULLRESYNC, no snapshot: it could not be followed by its stream');
+  t.same(service.history().listeners, []);
+  t.match(records.find((r) => r.msg === 'point-in-time listener closed'), { level: 40, port: answer.port, limit: 'log.memory', reason: /retention \(log\.memory\)/ });
+  t.ok(await refused(answer.port));
+  t.equal(history.store.leases, 0);
 });
