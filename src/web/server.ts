@@ -13,6 +13,7 @@ import { METRICS_CONTENT_TYPE, RelayMetrics } from './metrics.js';
 import { StreamHub, type StreamSink, type StreamSource, type Subscription } from './stream-hub.js';
 import { parseStreamOptions, StreamOptionsError, type StreamOptions } from './stream-message.js';
 import { RequestGuard } from './request-guard.js';
+import { AnswerBudget } from './answer-budget.js';
 import { isJsonContentType, MAX_PITR_BODY, parsePitrBody, WebRequestError } from './pitr-request.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import { clip } from '../util/text.js';
@@ -338,43 +339,38 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-/**
- * Bytes of answers the web port writes in one turn of the event loop. uWS runs the handlers of every request that one
- * read brought, back to back, and an answer rendered in a microtask (/metrics) still lands in that turn: 10,000
- * pipelined scrapes wrote ~500 MB and held replication and every other client for seconds. Past the budget a request
- * is answered 503 and its connection closed, which ends its pipeline; no real client (a browser, a Prometheus
- * scrape) comes near it.
- */
-const TURN_ANSWER_BYTES = 4 * 1024 * 1024;
-const turn = { bytes: 0, resetting: false };
-
-/** Whether `n` more bytes of answers fit in this turn's budget (counted either way). */
-function spend(n: number): boolean {
-  if (!turn.resetting) {
-    turn.resetting = true;
-    setImmediate(() => {
-      turn.bytes = 0;
-      turn.resetting = false;
-    });
-  }
-  turn.bytes += n;
-  return turn.bytes <= TURN_ANSWER_BYTES;
-}
+/** The answers of this process's web port, per connection and per turn of the event loop (answer-budget.ts). */
+const budget = new AnswerBudget();
 
 /** `closeConnection`: the request's body was not read (too large, or not wanted): do not read it to keep the connection. */
 function reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}, closeConnection = false): void {
   const bytes = Buffer.from(body);
-  const busy = !spend(bytes.length);
+  if (!budget.spend(Buffer.from(res.getRemoteAddressAsText()).toString(), bytes.length)) return refuse(res);
   res.cork(() => {
-    if (busy) {
-      res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').writeHeader('content-type', 'text/plain; charset=utf-8');
-      res.end('too many answers at once: try again\n', true);
-      return;
-    }
     res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store').writeHeader('x-content-type-options', 'nosniff');
     for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
     if (closeConnection) res.end(bytes, true);
     else endBounded(res, bytes);
+  });
+}
+
+/**
+ * An answer past the budget: 503, and its connection closed before another of its requests is handled. Not at once:
+ * uWS goes on handling the requests a connection pipelined in the same read after an answer with `Connection:
+ * close`, but it closes a connection whose next request comes while an answer is unsent, without calling a handler.
+ * So the 503 waits for the end of this turn: a connection with more requests in this read is closed by uWS at the
+ * next one (no 503 then: it was still sending), one without gets the 503 and is closed. The budget relies on this:
+ * after a refusal, the next answer in this turn is another connection's.
+ */
+function refuse(res: HttpResponse): void {
+  let aborted = false;
+  res.onAborted(() => (aborted = true));
+  setImmediate(() => {
+    if (aborted) return;
+    res.cork(() => {
+      res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').writeHeader('content-type', 'text/plain; charset=utf-8');
+      res.end('too many answers at once: try again\n', true);
+    });
   });
 }
 

@@ -11,7 +11,7 @@ import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { waitFor } from '../helpers/wait.js';
-import { logLines, writeConfig } from '../helpers/raw.js';
+import { logLines, rawConnect, writeConfig } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -173,7 +173,7 @@ t.test('a wrong web.token is refused with a warning naming web.token, rate limit
   t.equal(await status({ headers: { authorization: 'Bearer the-right-token' } }), 200, 'the right token still opens');
 });
 
-t.test("pipelined GET /metrics past the answers one turn may write: 503, the connection closed, and the relay answers PING", async (t) => {
+t.test('pipelined GET /metrics past the answers one connection may be written in a turn: the connection closed, and the relay answers PING', async (t) => {
   const r = await relay(t);
   const socket = connect(r.webPort, '127.0.0.1');
   t.teardown(() => socket.destroy());
@@ -187,8 +187,81 @@ t.test("pipelined GET /metrics past the answers one turn may write: 503, the con
   socket.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(n));
   await closed;
   const answers = got.split('HTTP/1.1 200').length - 1;
-  t.ok(answers > 0 && answers < n, `${answers} of the ${n} scrapes answered`);
-  t.match(got, /HTTP\/1\.1 503 Service Unavailable\r\n/, 'then 503, and the connection closed');
+  t.ok(answers > 0 && answers < n, `${answers} of the ${n} scrapes answered, then the connection closed`);
   await pings(t, r.port);
   t.match(await get(r.webPort, '/metrics'), /psync_relay_/, 'the next scrape is answered');
+});
+
+t.test('connections that together pass the answers one turn may write: a scrape past the total gets 503 and its connection closed', async (t) => {
+  const r = await relay(t);
+  const n = 2000;
+  const flood = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(n);
+  const floods = await Promise.all(Array.from({ length: 12 }, () => rawConnect(r.webPort)));
+  const client = await rawConnect(r.webPort);
+  t.teardown(() => [...floods, client].forEach((c) => c.socket.destroy()));
+  // All in one tick: the relay is still answering the first flood when the others and then the scrape arrive, so it
+  // reads those in one turn, the scrape after more than the total's worth of answers (4 MiB per connection, 16 in all).
+  for (const f of floods) f.socket.write(flood);
+  client.socket.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  const got = await client.closed;
+  t.match(got, /^HTTP\/1\.1 503 Service Unavailable\r\n/, 'the scrape past the total: 503');
+  t.match(got, /\r\nretry-after: 1\r\n/i, 'with Retry-After');
+  for (const f of floods) await f.closed;
+  t.pass('every flood is cut off');
+  t.match(await get(r.webPort, '/metrics'), /psync_relay_/, 'the next scrape is answered');
+  await pings(t, r.port);
+});
+
+t.test("one connection's pipelined flood past its answer budget does not refuse another client's requests in the same turn", async (t) => {
+  const r = await relay(t);
+  const n = 2000;
+  const flood = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(n);
+  const statuses = (s: string): number[] => [...s.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => Number(m[1]));
+  const good: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    const [busy, hostile, client] = await Promise.all([rawConnect(r.webPort), rawConnect(r.webPort), rawConnect(r.webPort)]);
+    t.teardown(() => [busy, hostile, client].forEach((c) => c.socket.destroy()));
+    // All three in one tick: the relay is still answering `busy` when `hostile`'s flood and then the well-behaved
+    // client's request arrive, so it reads those two in one turn of its event loop, the flood first.
+    busy.socket.write(flood);
+    hostile.socket.write(flood);
+    client.socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    good.push(...statuses(await client.closed));
+    for (const [name, c] of [['busy', busy], ['hostile', hostile]] as const) {
+      const answered = statuses(await c.closed).filter((s) => s === 200).length;
+      t.ok(answered > 0 && answered < n, `round ${round}: the ${name} flood is cut off after ${answered} of its ${n} scrapes`);
+    }
+  }
+  t.same(good, [200, 200, 200, 200, 200], 'the well-behaved client is answered 200 every time');
+  await pings(t, r.port);
+});
+
+t.test("a client that keeps just under its answer budget does not have another address's answers refused in the same turn", async (t) => {
+  const r = await relay(t);
+  const scrape = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+  const flood = scrape.repeat(2000);
+  const statuses = (s: string): number[] => [...s.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => Number(m[1]));
+  // The size of a scrape once the relay has answered floods (its counters grow a little with them).
+  await (await rawConnect(r.webPort, '127.0.0.1', { send: flood })).closed;
+  const size = Buffer.byteLength(await get(r.webPort, '/metrics'));
+  // One client's scrapes fill 95 % of the 4 MiB one connection may be written in a turn: it is never refused. The
+  // other client's 12 (~6 %) are well under that budget, but would pass it if both were counted together.
+  const k = Math.floor((0.95 * 4 * MiB) / size);
+  const m = 12;
+  /** `n` pipelined scrapes, the last asking to close the connection once answered. */
+  const scrapes = (n: number): string => scrape.repeat(n - 1) + scrape.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n');
+  const good: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const [busy, heavy] = await Promise.all([rawConnect(r.webPort), rawConnect(r.webPort)]);
+    const client = await rawConnect(r.webPort, '127.0.0.1', { localAddress: '127.0.0.2' });
+    t.teardown(() => [busy, heavy, client].forEach((c) => c.socket.destroy()));
+    // In one tick, as above: `heavy`'s scrapes and then the other client's are read in one turn, after `busy`'s.
+    busy.socket.write(flood);
+    heavy.socket.write(scrapes(k));
+    client.socket.write(scrapes(m));
+    good.push(...statuses(await client.closed));
+    const answered = statuses(await heavy.closed);
+    t.same(answered, Array<number>(k).fill(200), `round ${round}: the client just under its budget is answered ${k} times`);
+  }
+  t.same(good, Array<number>(3 * m).fill(200), 'the client on another address is answered 200 every time');
 });
