@@ -109,6 +109,20 @@ const TRANSIENT_READ = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'EAGAIN', 'EINTR',
 const LOG_EVERY_MS = 30_000;
 
 /**
+ * How many first bytes of `piece` have the CRC `want` (the last one wins: a CRC-32 repeats within 64 KiB only by
+ * chance); 0 when none.
+ */
+function prefixMatching(piece: Buffer, want: number): number {
+  let found = 0;
+  let c = 0;
+  for (let i = 0; i < piece.length; i++) {
+    c = crc32(piece.subarray(i, i + 1), c);
+    if (c >>> 0 === want) found = i + 1;
+  }
+  return found;
+}
+
+/**
  * The replication log on disk: the stream as raw bytes in append-only segment files behind the in-memory tail, so
  * replicas hours behind still resync partially and a restart loses nothing.
  *
@@ -364,7 +378,7 @@ export class DiskLog {
     for (let i = 0; i < this.#segments.length - 1; i++) {
       const seg = this.#segments[i]!;
       const end = seg.start + seg.size - 1;
-      const stored = await this.#storedSums(seg.start);
+      const stored = (await this.#storedSums(seg.start)) ?? [];
       const need = seg.sums.index(end) + 1;
       if (stored.length >= need) {
         seg.sums = SegmentSums.restore(seg.start, end, stored.slice(0, need), true);
@@ -391,12 +405,15 @@ export class DiskLog {
     }
   }
 
-  /** The CRCs a segment's `.sum` file holds (none when it is missing or unreadable: they are computed again). */
-  async #storedSums(start: number): Promise<number[]> {
+  /**
+   * The CRCs a segment's `.sum` file holds: none when it is unreadable, null when there is no such file (a segment
+   * written before checksums existed, or a crash between a new segment's first write and its checksums).
+   */
+  async #storedSums(start: number): Promise<number[] | null> {
     try {
       return SegmentSums.stored(await this.#io.readFile(this.#sumPath(start)));
-    } catch {
-      return [];
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : [];
     }
   }
 
@@ -404,9 +421,17 @@ export class DiskLog {
    * Reads a segment from its start, one piece at a time (reads stay on the piece grid), and computes each piece's
    * CRC, checking it against `stored` where that has one. `each` sees the bytes of every piece that matched and may
    * stop the reading (false). Stops at the first piece that does not match: `bad` is its first offset (-1: none).
+   * `crcs` holds the CRC of each piece read, up to offset `end`.
+   *
+   * `tail` (the segment that was being written): the last stored CRC may be of the first bytes of its piece only
+   * (the `.sum` file is written after each write; the file may hold more, a write's that returned after it, or
+   * O_DIRECT's zero padding); the piece is checked up to where it matches, and reading stops there. Nothing past
+   * the stored CRCs is read then: bytes no CRC on disk covers are not kept, since a disk that lost writes or
+   * returns other bytes can hand back bytes that parse as commands.
    */
-  async #readPieces(seg: Segment, stored: readonly number[], each?: (piece: Buffer) => boolean): Promise<{ crcs: number[]; bad: number }> {
+  async #readPieces(seg: Segment, stored: readonly number[], each?: (piece: Buffer) => boolean, tail = false): Promise<{ crcs: number[]; bad: number; end: number }> {
     const crcs: number[] = [];
+    let checked = seg.start - 1;
     const end = seg.start + seg.size - 1;
     const fh = await this.#io.open(this.#path(seg.start), 'r');
     try {
@@ -417,23 +442,31 @@ export class DiskLog {
         const len = to - o + 1;
         const got = await readFully(fh, buf, len, o - seg.start);
         for (let p = o; p < o + got; ) {
+          if (tail && crcs.length >= stored.length) return { crcs, bad: -1, end: checked };
           const stop = Math.min(pieceEnd(p), o + got - 1);
           // A file shorter than recorded: what it lacks cannot be checked.
-          if (stop !== pieceEnd(p) && stop !== end) return { crcs, bad: p };
-          const piece = buf.subarray(p - o, stop - o + 1);
-          const c = crc32(piece) >>> 0;
-          if (crcs.length < stored.length && stored[crcs.length] !== c) return { crcs, bad: p };
+          if (stop !== pieceEnd(p) && stop !== end) return { crcs, bad: p, end: checked };
+          let piece = buf.subarray(p - o, stop - o + 1);
+          let c = crc32(piece) >>> 0;
+          if (crcs.length < stored.length && stored[crcs.length] !== c) {
+            const n = tail && crcs.length === stored.length - 1 ? prefixMatching(piece, stored[crcs.length]!) : 0;
+            if (n === 0) return { crcs, bad: p, end: checked };
+            piece = piece.subarray(0, n);
+            c = stored[crcs.length]!;
+          }
           crcs.push(c);
-          if (each && !each(piece)) return { crcs, bad: -1 };
+          checked = p + piece.length - 1;
+          if (each && !each(piece)) return { crcs, bad: -1, end: checked };
+          if (piece.length < stop - p + 1) return { crcs, bad: -1, end: checked };
           p = stop + 1;
         }
-        if (got < len) return { crcs, bad: o + got };
+        if (got < len) return { crcs, bad: o + got, end: checked };
         o = to + 1;
       }
     } finally {
       await fh.close();
     }
-    return { crcs, bad: -1 };
+    return { crcs, bad: -1, end: checked };
   }
 
   /**
@@ -460,7 +493,9 @@ export class DiskLog {
     const end = last.start + last.size - 1;
     const scanner = new StreamScanner(() => {}, { maxBulkLen: Number.MAX_SAFE_INTEGER });
     scanner.reset(last.start - 1);
-    const { crcs, bad } = await this.#readPieces(last, await this.#storedSums(last.start), (piece) => scanner.scan(piece).error === null);
+    // No `.sum` file: a segment of a version before checksums; its CRCs are computed from what parses.
+    const stored = await this.#storedSums(last.start);
+    const { crcs, bad, end: checked } = await this.#readPieces(last, stored ?? [], (piece) => scanner.scan(piece).error === null, stored !== null);
     if (bad >= 0) {
       this.#opts.logger.error(
         { segment: segName(this.#epoch, last.start), offset: bad },
@@ -469,8 +504,10 @@ export class DiskLog {
     }
     const keepEnd = scanner.boundary;
     if (keepEnd < end) {
+      // notCovered: bytes past the last CRC on disk (O_DIRECT's zero padding, a write whose CRC a crash or the disk
+      // lost), never kept: they are fetched from upstream again.
       this.#opts.logger.warn(
-        { segment: segName(this.#epoch, last.start), from: end, to: keepEnd, bytes: end - keepEnd },
+        { segment: segName(this.#epoch, last.start), from: end, to: keepEnd, bytes: end - keepEnd, notCovered: end - checked },
         'torn log tail cut back to the last whole command',
       );
     }
@@ -479,6 +516,15 @@ export class DiskLog {
       this.#segments.pop();
       return;
     }
+    // The pieces up to the one holding keepEnd; that one again when the cut falls inside it, from a read checked
+    // against the CRC of what the pass above read of it.
+    const k = last.sums.index(keepEnd);
+    const kept = crcs.slice(0, k);
+    const from = Math.max(last.start, pieceStart(keepEnd));
+    const span = Buffer.allocUnsafe(Math.min(pieceEnd(keepEnd), checked) - from + 1);
+    await this.#readWhole(last.start, span, span.length, from);
+    if (crc32(span) >>> 0 !== crcs[k]) throw new StorageError(`log segment ${segName(this.#epoch, last.start)} read back other bytes at offset ${from} than a moment before`);
+    kept.push(crc32(span.subarray(0, keepEnd - from + 1)) >>> 0);
     if (keepEnd < end) {
       last.size = keepEnd - last.start + 1;
       // A read-only or failing disk cannot cut the file: the bytes past its size are never read, and the file is cut
@@ -487,12 +533,6 @@ export class DiskLog {
         this.#opts.logger.warn({ err, segment: segName(this.#epoch, last.start), size: last.size }, 'could not cut the torn log tail from the file; it is cut before the next write'),
       );
     }
-    // The pieces up to the one holding keepEnd; that one again when the cut falls inside it.
-    const kept = crcs.slice(0, last.sums.index(keepEnd));
-    const from = Math.max(last.start, pieceStart(keepEnd));
-    const tail = Buffer.allocUnsafe(keepEnd - from + 1);
-    await this.#readWhole(last.start, tail, tail.length, from);
-    kept.push(crc32(tail) >>> 0);
     last.sums = SegmentSums.restore(last.start, keepEnd, kept, false);
     await this.#rewriteSums(last);
   }
@@ -504,7 +544,7 @@ export class DiskLog {
    */
   async #rewriteSums(seg: Segment): Promise<void> {
     try {
-      await writeFileAtomic(this.#sumPath(seg.start), seg.sums.encode(0), this.#io);
+      await writeFileAtomic(this.#sumPath(seg.start), seg.sums.encode(0, true), this.#io);
       seg.sums.persisted = seg.sums.count;
     } catch (err) {
       this.#opts.logger.warn({ err, segment: segName(this.#epoch, seg.start) }, 'could not write log segment checksums at recovery; they are written later');
@@ -852,20 +892,21 @@ export class DiskLog {
     const from = sums.persisted;
     // A segment no longer in this log (a detach or reset dropped it) gets no file again.
     if (!this.#segments.includes(seg)) return;
-    if (sums.count > from) {
+    // With the running CRC of the incomplete last piece: the bytes of every write that returned are covered.
+    const data = sums.encode(from, true);
+    if (data.length > 0) {
       if (this.#sumFh === null || this.#sumStart !== seg.start) {
         await this.#closeSums();
         this.#sumFh = await this.#io.open(this.#sumPath(seg.start), from === 0 ? 'w' : 'r+', 0o600);
         this.#sumStart = seg.start;
         if (from === 0) this.#dirDirty = true;
       }
-      const data = sums.encode(from);
       for (let done = 0; done < data.length; ) {
         const { bytesWritten } = await this.#sumFh.writev([data.subarray(done)], from * 4 + done);
         if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
         done += bytesWritten;
       }
-      sums.persisted = from + data.length / 4;
+      sums.persisted = sums.count;
       this.#sumsUnsynced = true;
     }
     if (sync && this.#sumsUnsynced && this.#sumFh !== null) {

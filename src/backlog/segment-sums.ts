@@ -16,7 +16,8 @@ export const pieceEnd = (offset: number): number => pieceStart(offset) + PIECE -
  * The CRC-32 of every piece of one segment, so that a byte changed on disk (bit rot, a bad sector returning other
  * bytes, a file edited behind the relay's back) is never served to a replica: a read is checked against them before
  * anyone sees it. Kept in memory, and in a `.sum` file beside the segment (4 bytes per complete piece, little
- * endian, in order) so that a restart checks what an earlier run wrote.
+ * endian, in order; while the segment is written, the last one is the CRC of its incomplete last piece so far) so
+ * that a restart checks what an earlier run wrote.
  *
  * The last piece of the segment being written is incomplete: its CRC runs on as bytes are added, and a read of it
  * is checked against the value at the moment the read started (bytes at an offset never change).
@@ -100,10 +101,16 @@ export class SegmentSums {
     return out;
   }
 
-  /** The CRCs from `from` (an index) on, as the `.sum` file holds them. */
-  encode(from: number): Buffer {
-    const out = Buffer.allocUnsafe((this.#sums.length - from) * 4);
+  /**
+   * The CRCs from `from` (an index) on, as the `.sum` file holds them. `tail`: and, after them, the running CRC of
+   * the incomplete last piece (of its bytes so far), when it has any: recovery checks the end of the segment being
+   * written against it, instead of trusting bytes no CRC on disk covers.
+   */
+  encode(from: number, tail = false): Buffer {
+    const open = tail && !this.#sealed && this.#end >= this.start && this.#end !== pieceEnd(this.#end);
+    const out = Buffer.allocUnsafe((this.#sums.length - from + (open ? 1 : 0)) * 4);
     for (let i = from; i < this.#sums.length; i++) out.writeUInt32LE(this.#sums[i]!, (i - from) * 4);
+    if (open) out.writeUInt32LE(this.#tail >>> 0, (this.#sums.length - from) * 4);
     return out;
   }
 

@@ -27,6 +27,14 @@ export function flipByte(path: string, at = Math.floor(statSync(path).size / 2))
  */
 export function rotUnderFilesystem(image: string, path: string, at = Math.floor(statSync(path).size / 2)): number {
   execFileSync('sync');
+  flipByte(image, deviceOffset(path, at));
+  execFileSync('sync');
+  writeFileSync('/proc/sys/vm/drop_caches', '1');
+  return at;
+}
+
+/** Where byte `at` of `path` (a file on an ext4 with 4 KiB blocks) lies on the device under the filesystem. */
+export function deviceOffset(path: string, at: number): number {
   // filefrag -v -b4096: "ext: logical_offset: physical_offset: length: ..." in 4 KiB blocks.
   const block = Math.floor(at / 4096);
   const extents = execFileSync('filefrag', ['-v', '-b4096', path], { encoding: 'utf8' });
@@ -36,10 +44,7 @@ export function rotUnderFilesystem(image: string, path: string, at = Math.floor(
     if (block >= from && block <= to) physical = start + block - from;
   }
   if (physical < 0) throw new Error(`no extent of ${path} holds block ${block}:\n${extents}`);
-  flipByte(image, physical * 4096 + (at % 4096));
-  execFileSync('sync');
-  writeFileSync('/proc/sys/vm/drop_caches', '1');
-  return at;
+  return physical * 4096 + (at % 4096);
 }
 
 /**
