@@ -60,7 +60,9 @@ export async function flakeyDisk(t: Test, sizeMb = 192): Promise<FlakeyDisk> {
   mkdirSync(dir);
   const size = sizeMb * 1024 * 1024;
   execFileSync('truncate', ['-s', String(size), image]);
-  execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-E', 'nodiscard', image]);
+  // No journal: an EIO on a journal write aborts ext4's journal and remounts it read-only for good (EROFS until an
+  // unmount), whichever file the fault was meant for; without one, a fault reaches the write or fsync that met it.
+  execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-O', '^has_journal', '-E', 'nodiscard', image]);
   const daemon = spawn(process.execPath, [DAEMON, fuseDir, String(size), image], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   daemon.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
