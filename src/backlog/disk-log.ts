@@ -675,7 +675,7 @@ export class DiskLog {
       if (gen !== this.#gen || this.#running || !this.active || !this.#unsynced || !seg || fh === null || this.#fhStart !== seg.start) return;
       // As a write loop: none starts meanwhile, and a failing fsync is retried like a failing write.
       this.#running = true;
-      this.#sync(fh, seg).then(
+      this.#inflight(gen, () => this.#sync(fh, seg)).then(
         () => {
           if (gen === this.#gen) this.#running = false;
           if (gen === this.#gen) this.notify();
@@ -719,7 +719,8 @@ export class DiskLog {
   async #writeBatch(gen: number, src: DiskLogSource): Promise<boolean> {
     let seg = this.#segments[this.#segments.length - 1];
     if (!seg || (seg.size >= this.#opts.segmentBytes && this.#boundary === this.#written)) {
-      if (seg) await this.#closeHandle(gen, seg);
+      const full = seg;
+      if (full) await this.#inflight(gen, () => this.#closeHandle(gen, full));
       seg = { start: this.#written + 1, size: 0, sums: new SegmentSums(this.#written + 1) };
       this.#segments.push(seg);
     }
@@ -788,8 +789,7 @@ export class DiskLog {
     if (sums.end !== this.#written) throw new InternalError(`checksums cover up to ${sums.end}, the disk log up to ${this.#written}`);
     for (const m of marks) if (m <= this.#written) this.#boundary = m;
     if (this.#state === DiskLogState.Failing) this.#recovered();
-    if (Date.now() - this.#lastSync >= FSYNC_INTERVAL_MS) await this.#sync(fh, seg);
-    else await this.#persistSums(seg, false);
+    await this.#inflight(gen, () => (Date.now() - this.#lastSync >= FSYNC_INTERVAL_MS ? this.#sync(fh, seg) : this.#persistSums(seg, false)));
     this.onWritten?.();
     this.#wait.progressed(this.pending);
     if (this.overLimit > 0) this.onOverLimit?.();
@@ -847,6 +847,20 @@ export class DiskLog {
     this.#fh = fh;
     this.#fhStart = start;
     this.#fhDirect = direct;
+  }
+
+  /**
+   * Runs a write of the log's own files that is not a segment write (the checksums, an fsync) as in flight: a disk
+   * that hangs on it is reported as hung (#hung), as one that hangs on a segment write, instead of holding the write
+   * loop with nothing said.
+   */
+  async #inflight(gen: number, op: () => Promise<void>): Promise<void> {
+    this.#inflightSince = Date.now();
+    try {
+      await op();
+    } finally {
+      if (gen === this.#gen) this.#inflightSince = 0;
+    }
   }
 
   async #sync(fh: FileHandleIo, seg: Segment): Promise<void> {

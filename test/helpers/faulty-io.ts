@@ -35,6 +35,7 @@ export class FaultyIo implements FileIo {
   #fail: { code: string; left: number } | null = null;
   #failRead: { code: string; left: number } | null = null;
   #hang: Array<() => void> | null = null;
+  #hangOnlySums = false;
   #crashAt = 0;
   #seed = 1;
   #inflight = new Set<Promise<unknown>>();
@@ -63,8 +64,10 @@ export class FaultyIo implements FileIo {
   failReads(code: string, count: number): void {
     this.#failRead = { code, left: count };
   }
-  hangWrites(): void {
+  /** Writes from now on wait until release(): every file's, or only the checksum files' (`.sum`). */
+  hangWrites(only: 'sums' | null = null): void {
     this.#hang = [];
+    this.#hangOnlySums = only === 'sums';
   }
   /** Writes waiting in hangWrites(). */
   get hungWrites(): number {
@@ -112,10 +115,10 @@ export class FaultyIo implements FileIo {
     else if (this.#step()) throw new CrashError(`crash at open ${path}`);
     if (opts?.direct && this.#refuseDirect === 'open') throw errno('EINVAL');
     const fh = await this.#track(nodeFileIo.open(path, flags, mode, opts));
-    return this.#wrap(fh, opts?.direct === true, path.endsWith('.log'));
+    return this.#wrap(fh, opts?.direct === true, path.endsWith('.log'), path.endsWith('.sum'));
   }
 
-  #wrap(fh: FileHandleIo, direct: boolean, segment: boolean): FileHandleIo {
+  #wrap(fh: FileHandleIo, direct: boolean, segment: boolean, sums: boolean): FileHandleIo {
     // O_DIRECT transfers stay whole blocks.
     const cut = (n: number, min: number): number => (direct ? Math.max(min, n - (n % DIRECT_ALIGN)) : n);
     return {
@@ -129,7 +132,7 @@ export class FaultyIo implements FileIo {
           if (torn.length > 0) await this.#track(fh.writev([torn], position));
           throw new CrashError('crash during writev');
         }
-        if (this.#hang) {
+        if (this.#hang && (sums || !this.#hangOnlySums)) {
           await new Promise<void>((go) => this.#hang!.push(go));
           // What the released write writes: the bytes its buffers hold now, not when it was called.
           this.releasedWrites.push({ position, data: Buffer.concat(buffers) });

@@ -278,6 +278,23 @@ for (const direct of [false, true]) {
   });
 }
 
+for (const direct of [false, true]) {
+  t.test(`a hung checksum write (.sum) is reported as a hung write; the log catches up once it returns${mode(direct)}`, async (t) => {
+    const s = makeStream(2000, 4);
+    const { dir, io, disk, log } = await setup(t, { direct, hungMs: 20 });
+    feed(log, s, 0, 30000);
+    await waitFor(() => disk.writtenOffset === 30000, { what: 'the first part written' });
+    io.hangWrites('sums');
+    feed(log, s, 30000, 60000);
+    await waitFor(() => disk.state === DiskLogState.Failing || undefined, { what: 'the hung checksum write reported' });
+    t.match(disk.problem?.cause, /has not returned/);
+    t.ok(io.hungWrites > 0, 'a checksum write is what hangs');
+    io.release();
+    await waitFor(() => (disk.state === DiskLogState.Ok && disk.writtenOffset === log.endOffset) || undefined, { what: 'resumed and caught up' });
+    t.ok((await onDisk(t, dir, disk)).data.equals(s.bytes.subarray(0, 60000)), 'the disk holds the stream');
+  });
+}
+
 /** Feeds like the upstream socket: read straight into the log's reserved space (read blocks, reused once dropped). */
 function readFeed(log: ReplLog, s: { bytes: Buffer; ends: number[] }, from: number, to: number): void {
   let e = 0;
