@@ -310,9 +310,9 @@ export class Relay {
         await committed;
         this.#downstream.snapshotReady();
       },
-      continued: async (replid) => {
+      continued: async (replid, upstream) => {
         // Like Redis: replicas must learn the new id; they come back with the old one and continue via replid2.
-        if (await this.#history.continued(replid)) this.#downstream.disconnectAll('replid changed');
+        if (await this.#history.continued(replid, upstream)) this.#downstream.disconnectAll('replid changed');
       },
       cannotResume: (reason) => this.#history.forget(reason),
       transferStarted: (transfer) => this.#downstream.incoming(transfer),

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { DiskLog, DiskLogState } from './disk-log.js';
 import { nodeFileIo, type FileIo } from './file-io.js';
-import { NULL_REPLID, ReplIds, randomReplid } from './repl-ids.js';
+import { NULL_REPLID, ReplIds, randomReplid, type UpstreamIds } from './repl-ids.js';
 import { ReplLog, type LogReader } from './repl-log.js';
 import { SnapshotStore, type SnapshotMeta } from './snapshot-store.js';
 import { readState, writeState, type PersistedState } from './state-file.js';
@@ -238,13 +238,17 @@ export class History {
 
   /**
    * Upstream continued us (`+CONTINUE [id]`). With a new id it failed over: replid2 takes the old id, valid up to
-   * our offset (Redis shiftReplicationId), persisted before any byte of the new id is appended. Returns whether
-   * the id changed (replicas must then learn it).
+   * our offset (Redis shiftReplicationId) or as far as `upstream`'s own ids vouch (ReplIds.shift), persisted before
+   * any byte of the new id is appended. Returns whether the id changed (replicas must then learn it).
    */
-  async continued(replid: string | null): Promise<boolean> {
+  async continued(replid: string | null, upstream: UpstreamIds | null = null): Promise<boolean> {
     if (replid === null || replid === this.ids.replid) return false;
-    this.#logger.info({ replid, replid2: this.ids.replid, offset: this.log.endOffset }, 'upstream has a new replid, shifting ids');
-    this.ids.shift(replid, this.log.endOffset);
+    const replid2 = this.ids.replid;
+    const { secondReplOffset, from } = this.ids.shift(replid, this.log.endOffset, upstream);
+    this.#logger.info(
+      { replid, replid2, offset: this.log.endOffset, secondReplOffset, secondReplOffsetFrom: from, upstream },
+      'upstream has a new replid, shifting ids',
+    );
     await this.persist();
     return true;
   }

@@ -7,6 +7,13 @@ export function randomReplid(): string {
   return randomBytes(20).toString('hex');
 }
 
+/** An upstream's replid, replid2 and second_repl_offset, as its INFO replication states them. */
+export interface UpstreamIds {
+  readonly replid: string;
+  readonly replid2: string;
+  readonly secondReplOffset: number;
+}
+
 /**
  * replid / replid2 / second_repl_offset, as in Redis's server.replid, replid2 and second_replid_offset.
  * A history is named by replid; replid2 names the history we followed before a failover, valid up to
@@ -28,11 +35,24 @@ export class ReplIds {
     this.secondReplOffset = -1;
   }
 
-  /** Upstream failed over and continued us under a new id (Redis shiftReplicationId). */
-  shift(newReplid: string, masterReplOffset: number): void {
+  /**
+   * Upstream failed over and continued us under a new id (Redis shiftReplicationId): replid2 takes our id, valid up
+   * to our offset + 1, as in Redis. Unless `upstream`'s own ids (its INFO replication, read before PSYNC) vouch for
+   * more: when its replid is the new id and its replid2 is ours, its history and ours are the same bytes up to its
+   * second_repl_offset, which may be past our offset (a relay restarted behind its replicas). Returns the
+   * second_repl_offset taken and where it came from.
+   */
+  shift(newReplid: string, masterReplOffset: number, upstream: UpstreamIds | null = null): { secondReplOffset: number; from: 'upstream' | 'offset' } {
+    const own = masterReplOffset + 1;
+    const vouched =
+      upstream !== null &&
+      upstream.replid.toLowerCase() === newReplid.toLowerCase() &&
+      upstream.replid2.toLowerCase() === this.replid.toLowerCase() &&
+      upstream.secondReplOffset >= own;
     this.replid2 = this.replid;
-    this.secondReplOffset = masterReplOffset + 1;
+    this.secondReplOffset = vouched ? upstream.secondReplOffset : own;
     this.replid = newReplid;
+    return { secondReplOffset: this.secondReplOffset, from: vouched ? 'upstream' : 'offset' };
   }
 
   /**

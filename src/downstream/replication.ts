@@ -34,7 +34,7 @@ export interface DownstreamOptions {
   readonly softLagMs?: number;
   readonly replicaTimeoutMs: number;
   /**
-   * How long a replica asking for an offset ahead of ours (same replid) is held until the log reaches it, then
+   * How long a replica asking for an offset ahead of ours (our replid, or replid2 up to second_repl_offset) is held until the log reaches it, then
    * continued, instead of a full sync (replication.ahead-wait). 0 = full sync at once, as Redis does.
    */
   readonly aheadWaitMs?: number;
@@ -129,9 +129,10 @@ export class DownstreamReplication {
     if (replid !== null && replid !== '?' && !rc.rdbOnly && !rc.rdbFilterEmpty) {
       if (this.#tryContinue(client, session, replid, offset)) return;
       const waitMs = this.#opts.aheadWaitMs ?? 0;
-      if (waitMs > 0 && replid === ids.replid && offset > log.endOffset + 1) {
-        // It followed our upstream directly and holds bytes we have not received yet: wait for them (bounded),
-        // then continue it, rather than throw its dataset away. Neither ok nor err until decided.
+      if (waitMs > 0 && ids.accepts(replid, offset) && offset > log.endOffset + 1) {
+        // It followed our upstream directly (or us before a restart) and holds bytes we have not received yet, of
+        // our history (replid) or of the one before a failover (replid2, as far as second_repl_offset): wait for
+        // them (bounded), then continue it, rather than throw its dataset away. Neither ok nor err until decided.
         this.#ahead.set(session, { client, replid, offset, deadline: Date.now() + waitMs });
         logger.info({ replid, askedOffset: offset, endOffset: log.endOffset, waitMs }, 'replica is ahead of the relay, waiting for the stream to reach its offset');
         return;
@@ -178,7 +179,9 @@ export class DownstreamReplication {
         this.#ahead.delete(session);
         continue;
       }
-      const stillOurs = w.replid === ids.replid && w.offset >= log.firstOffset;
+      // Our ids may have shifted while it waited (upstream continued us under a new id): its id is then our
+      // replid2, still ours up to second_repl_offset.
+      const stillOurs = ids.accepts(w.replid, w.offset) && w.offset >= log.firstOffset;
       if (stillOurs && !log.holds(w.offset) && !(expire && now >= w.deadline)) continue;
       this.#ahead.delete(session);
       if (stillOurs && this.#tryContinue(w.client, session, w.replid, w.offset)) continue;

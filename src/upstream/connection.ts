@@ -4,7 +4,7 @@ import type { ClientTlsConfig } from '../config/types.js';
 import { dial } from '../tls.js';
 import { encodeCommand } from '../resp/writer.js';
 import { HandshakeError, ProtocolError, TimeoutError } from '../errors.js';
-import { HandshakeState, step, type HandshakeContext, type PsyncOutcome } from './handshake.js';
+import { HandshakeState, step, type HandshakeContext, type PsyncOutcome, type UpstreamReplInfo } from './handshake.js';
 
 export interface OpenOptions extends HandshakeContext {
   readonly host: string;
@@ -28,9 +28,13 @@ export interface OpenedLink {
   readonly outcome: PsyncOutcome;
   /** Bytes received after the PSYNC reply line (RDB payload header or stream). */
   readonly rest: Buffer;
+  /** Upstream's ids, read from `INFO replication` before PSYNC; null when not asked or not answered. */
+  readonly upstreamInfo: UpstreamReplInfo | null;
 }
 
 const MAX_LINE = 64 * 1024;
+/** A longer `INFO replication` reply (thousands of replicas listed) is skipped, not read: no upstream ids then. */
+const MAX_INFO = 1024 * 1024;
 
 /**
  * Connects to upstream and runs the handshake (handshake.ts) up to the PSYNC reply. Resolves with the socket
@@ -43,6 +47,9 @@ export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink
     let state: HandshakeState = HandshakeState.Connecting;
     let pending: Buffer = Buffer.alloc(0);
     let settled = false;
+    let upstreamInfo: UpstreamReplInfo | null = null;
+    /** Bytes of a skipped INFO reply still to come. */
+    let skip = 0;
     let timer: NodeJS.Timeout | undefined;
 
     const armTimer = (ms: number, what: string) => {
@@ -76,10 +83,11 @@ export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink
       }
       opts.log.debug({ from: state, to: r.next }, 'handshake step');
       state = r.next;
+      if (r.info) upstreamInfo = r.info;
       send(r.send);
       if (r.outcome) {
         socket.pause();
-        finish(null, { socket, outcome: r.outcome, rest: pending });
+        finish(null, { socket, outcome: r.outcome, rest: pending, upstreamInfo });
         return false;
       }
       armTimer(state === HandshakeState.ReceivePsync ? opts.replyTimeoutMs : opts.connectTimeoutMs, `in ${state}`);
@@ -97,12 +105,33 @@ export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink
       }
       pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
       for (;;) {
+        if (skip > 0) {
+          const n = Math.min(skip, pending.length);
+          skip -= n;
+          pending = pending.subarray(n);
+          if (skip > 0) return;
+        }
         const nl = pending.indexOf(0x0a);
         if (nl < 0) {
           if (pending.length > MAX_LINE) finish(new ProtocolError('upstream handshake reply too long'));
           return;
         }
         const line = pending.toString('latin1', 0, nl).replace(/\r$/, '');
+        const bulkLen = state === HandshakeState.ReceiveInfo && /^\$\d+$/.test(line) ? Number(line.slice(1)) : -1;
+        if (bulkLen >= 0) {
+          // The INFO reply's payload and its CRLF; the step sees it whole (or null when skipped).
+          if (bulkLen > MAX_INFO) {
+            skip = bulkLen + 2;
+            pending = pending.subarray(nl + 1);
+            if (!advance({ type: 'reply', line, bulk: null })) return;
+            continue;
+          }
+          if (pending.length < nl + 1 + bulkLen + 2) return;
+          const bulk = pending.toString('latin1', nl + 1, nl + 1 + bulkLen);
+          pending = pending.subarray(nl + 1 + bulkLen + 2);
+          if (!advance({ type: 'reply', line, bulk })) return;
+          continue;
+        }
         pending = pending.subarray(nl + 1);
         if (line === '') {
           // Keepalive newline while upstream prepares: it is alive.

@@ -9,7 +9,7 @@ import type { OpenedLink } from './connection.js';
  * socket. The socket stays the caller's for ACKs (never compressed) and teardown; destroying either ends both, and
  * a corrupt stream surfaces as an 'error' of the returned source.
  */
-export function payloadSource(opened: OpenedLink): { source: Readable; rest: Buffer } {
+export function payloadSource(opened: Pick<OpenedLink, 'socket' | 'outcome' | 'rest'>): { source: Readable; rest: Buffer } {
   const o = opened.outcome;
   if ((o.kind !== 'full' && o.kind !== 'continue') || o.compressed !== true) return { source: opened.socket, rest: opened.rest };
   const inflate = createInflateRaw({ chunkSize: 64 * 1024 });

@@ -4,7 +4,10 @@ import { Z1, compressionCapa } from '../compression.js';
 /**
  * The replica side of the replication handshake as a pure state machine: no sockets, no timers.
  * States are ordered like Redis's REPL_STATE_*; like Redis 7.0, AUTH and the REPLCONFs are pipelined
- * after PONG and their replies read in order; only PSYNC waits for all of them.
+ * after PONG and their replies read in order; only PSYNC waits for all of them. Before a PSYNC with a known replid
+ * (not first contact) the relay also asks `INFO replication`, pipelined last: upstream's own replid, replid2 and
+ * second_repl_offset, which can tell how far our old history and its new one agree if it answers `+CONTINUE <new id>`
+ * (see ReplIds.shift). Any answer but a bulk string (an ACL user without INFO: -NOPERM) only means no information.
  */
 export const HandshakeState = {
   Connecting: 'connecting',
@@ -14,6 +17,7 @@ export const HandshakeState = {
   ReceiveIp: 'receive-ip',
   ReceiveRdbOnly: 'receive-rdb-only',
   ReceiveCapa: 'receive-capa',
+  ReceiveInfo: 'receive-info',
   ReceivePsync: 'receive-psync',
   Done: 'done',
 } as const;
@@ -44,13 +48,26 @@ export type PsyncOutcome =
   /** -NOMASTERLINK / -LOADING: upstream cannot serve us now. */
   | { readonly kind: 'try-later'; readonly reply: string };
 
-export type HandshakeInput = { readonly type: 'connected' } | { readonly type: 'reply'; readonly line: string };
+/** What upstream's `INFO replication` says of its ids (Redis master_replid, master_replid2, second_repl_offset). */
+export interface UpstreamReplInfo {
+  readonly replid: string;
+  readonly replid2: string;
+  readonly secondReplOffset: number;
+}
+
+/**
+ * A reply line; for a bulk string reply (`$<len>`, only read in receive-info), `bulk` is its payload (latin1), read
+ * by the caller, or null when the caller skipped it (too long).
+ */
+export type HandshakeInput = { readonly type: 'connected' } | { readonly type: 'reply'; readonly line: string; readonly bulk?: string | null };
 
 export interface StepResult {
   readonly next: HandshakeState;
   /** Commands to send, in order. */
   readonly send?: ReadonlyArray<ReadonlyArray<string>>;
   readonly outcome?: PsyncOutcome;
+  /** Upstream's ids from its INFO reply (receive-info), when it gave them. */
+  readonly info?: UpstreamReplInfo;
   /** A reply worth a log line that does not stop the handshake (e.g. an old master refusing REPLCONF). */
   readonly warning?: string;
   readonly error?: HandshakeError;
@@ -67,6 +84,11 @@ function afterCapa(ctx: HandshakeContext): StepResult {
   };
 }
 
+/** INFO replication is asked only before a PSYNC that names a history upstream may have moved on from. */
+function asksInfo(ctx: HandshakeContext): boolean {
+  return ctx.psyncReplid !== '?' && !ctx.rdbOnly;
+}
+
 /** The reply a handshake step waits for after `state`, skipping the optional steps. */
 function nextAfter(state: HandshakeState, ctx: HandshakeContext): HandshakeState {
   const order: HandshakeState[] = [
@@ -75,12 +97,14 @@ function nextAfter(state: HandshakeState, ctx: HandshakeContext): HandshakeState
     HandshakeState.ReceiveIp,
     HandshakeState.ReceiveRdbOnly,
     HandshakeState.ReceiveCapa,
+    HandshakeState.ReceiveInfo,
   ];
   const present = order.filter(
     (s) =>
       (s !== HandshakeState.ReceiveAuth || ctx.password !== null) &&
       (s !== HandshakeState.ReceiveIp || ctx.announceIp !== null) &&
-      (s !== HandshakeState.ReceiveRdbOnly || ctx.rdbOnly),
+      (s !== HandshakeState.ReceiveRdbOnly || ctx.rdbOnly) &&
+      (s !== HandshakeState.ReceiveInfo || asksInfo(ctx)),
   );
   const i = state === HandshakeState.ReceivePong ? 0 : present.indexOf(state) + 1;
   return present[i] ?? HandshakeState.ReceivePsync;
@@ -106,6 +130,7 @@ export function step(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       if (ctx.announceIp !== null) send.push(['REPLCONF', 'ip-address', ctx.announceIp]);
       if (ctx.rdbOnly) send.push(['REPLCONF', 'rdb-only', '1']);
       send.push(['REPLCONF', 'capa', 'eof', 'capa', 'psync2', ...(ctx.compression ? ['capa', compressionCapa(ctx.compression)] : [])]);
+      if (asksInfo(ctx)) send.push(['INFO', 'replication']);
       return { next: nextAfter(state, ctx), send };
     }
     case HandshakeState.ReceiveAuth:
@@ -123,14 +148,38 @@ export function step(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF rdb-only: ${line}` };
       return { next: nextAfter(state, ctx) };
     case HandshakeState.ReceiveCapa: {
-      const r = afterCapa(ctx);
+      const r = asksInfo(ctx) ? { next: HandshakeState.ReceiveInfo } : afterCapa(ctx);
       return isError ? { ...r, warning: `upstream refused REPLCONF capa: ${line}` } : r;
+    }
+    case HandshakeState.ReceiveInfo: {
+      // Never fatal: without the ids, a failover shift keeps Redis's conservative second_repl_offset.
+      const r = afterCapa(ctx);
+      if (isError) return { ...r, warning: `upstream refused INFO replication (no upstream ids): ${line}` };
+      const info = input.bulk ? parseReplInfo(input.bulk) : null;
+      if (!info) return { ...r, warning: `no upstream ids in the reply to INFO replication: ${line}` };
+      return { ...r, info };
     }
     case HandshakeState.ReceivePsync:
       return psyncReply(line, !!ctx.compression);
     default:
       return fail(state, line, 'handshake already finished');
   }
+}
+
+/**
+ * master_replid, master_replid2 and second_repl_offset of an `INFO replication` text, or null unless all three are
+ * there and well formed.
+ */
+export function parseReplInfo(text: string): UpstreamReplInfo | null {
+  const field = (name: string) => new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(text)?.[1];
+  const replid = field('master_replid');
+  const replid2 = field('master_replid2');
+  const second = field('second_repl_offset');
+  if (replid === undefined || replid2 === undefined || second === undefined) return null;
+  if (!/^[0-9a-zA-Z]{40}$/.test(replid) || !/^[0-9a-zA-Z]{40}$/.test(replid2) || !/^-?\d+$/.test(second)) return null;
+  const secondReplOffset = Number(second);
+  if (!Number.isSafeInteger(secondReplOffset)) return null;
+  return { replid, replid2, secondReplOffset };
 }
 
 /**

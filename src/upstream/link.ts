@@ -12,7 +12,7 @@ import { RdbReceiver } from './rdb-receiver.js';
 import { receiveRdb } from './receive-rdb.js';
 import { payloadSource } from './decompress-stream.js';
 import { backoffDelay } from './backoff.js';
-import type { PsyncOutcome } from './handshake.js';
+import type { PsyncOutcome, UpstreamReplInfo } from './handshake.js';
 import { TimerSet } from './timer-set.js';
 import { ReadTap } from './read-tap.js';
 import { ReadBudget, TURN_READ_MEMORY } from './read-budget.js';
@@ -68,8 +68,11 @@ export interface LinkHost {
   /** A full sync's RDB is complete in `tempPath`: make it the snapshot and start a new history at `offset` (replid null after a plain SYNC). */
   commitFullSync(tempPath: string, replid: string | null, offset: number): Promise<void>;
   discardTemp(tempPath: string): Promise<void>;
-  /** Upstream continued us; `replid` is set when it has a new id (it failed over). Resolves before any stream byte is appended. */
-  continued(replid: string | null): Promise<void>;
+  /**
+   * Upstream continued us; `replid` is set when it has a new id (it failed over); `upstream`, its ids from INFO
+   * replication before PSYNC, if it gave them. Resolves before any stream byte is appended.
+   */
+  continued(replid: string | null, upstream: UpstreamReplInfo | null): Promise<void>;
   /** We cannot continue from our own position (upstream's stream after it keeps failing): the next PSYNC is a full sync. */
   cannotResume(reason: string): void;
   /** A view of held stream bytes from `offset` (ReplLog.read), or null when not held. */
@@ -295,10 +298,10 @@ export class UpstreamLink extends EventEmitter {
     this.#lastIo = Date.now();
     // Compressed by an upstream relay: read through an inflater (the socket stays ours for ACKs).
     const { source, rest } = payloadSource(opened);
-    this.#handleOutcome(opened.outcome, source, rest, target);
+    this.#handleOutcome(opened.outcome, source, rest, target, opened.upstreamInfo);
   }
 
-  #handleOutcome(outcome: PsyncOutcome, socket: Readable, rest: Buffer, target: { replid: string; offset: number }): void {
+  #handleOutcome(outcome: PsyncOutcome, socket: Readable, rest: Buffer, target: { replid: string; offset: number }, upstreamInfo: UpstreamReplInfo | null): void {
     const log = this.#log;
     const gen = this.#generation;
     socket.on('error', (err) => gen === this.#generation && this.#fail(err));
@@ -317,7 +320,7 @@ export class UpstreamLink extends EventEmitter {
         this.#opts.telemetry.emit('upstream.sync', { kind: 'partial', replid: outcome.replid ?? target.replid, offset: target.offset - 1 });
         log.info({ replid: outcome.replid ?? target.replid, offset: target.offset - 1, peer: this.#peer(), compressed: outcome.compressed === true }, 'partial resync accepted by upstream');
         // The new id (if any) is persisted before a byte of its stream is appended; the socket stays paused meanwhile.
-        this.#hostApi.continued(outcome.replid).then(
+        this.#hostApi.continued(outcome.replid, upstreamInfo).then(
           () => gen === this.#generation && this.#startStreaming(socket, rest),
           (err: Error) => gen === this.#generation && this.#fail(err),
         );

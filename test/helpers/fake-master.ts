@@ -1,6 +1,12 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { RequestParser } from '../../src/resp/request-parser.js';
 
+/**
+ * What the fakes answer to `INFO replication` (the relay asks it before a PSYNC with a known replid) unless told
+ * otherwise: a master's section without ids, so the relay learns nothing from it.
+ */
+export const FAKE_INFO_REPLY = '$48\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n';
+
 export interface FakeMaster {
   readonly port: number;
   /** PSYNC/SYNC commands received so far, as strings. */
@@ -10,9 +16,10 @@ export interface FakeMaster {
 
 /**
  * A scripted upstream for fault tests (the real redis-server cannot corrupt its own RDB): answers the replica
- * handshake like a master (+PONG, +OK), then hands the socket to `onPsync` with the attempt number (0-based).
+ * handshake like a master (+PONG, +OK, `infoReply` to INFO), then hands the socket to `onPsync` with the attempt
+ * number (0-based).
  */
-export async function startFakeMaster(onPsync: (socket: Socket, attempt: number, args: string[]) => void): Promise<FakeMaster> {
+export async function startFakeMaster(onPsync: (socket: Socket, attempt: number, args: string[]) => void, infoReply = FAKE_INFO_REPLY): Promise<FakeMaster> {
   const psyncs: string[][] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
@@ -28,6 +35,7 @@ export async function startFakeMaster(onPsync: (socket: Socket, attempt: number,
         const cmd = args.map((a) => a.toString());
         const name = cmd[0]!.toUpperCase();
         if (name === 'PING') socket.write('+PONG\r\n');
+        else if (name === 'INFO') socket.write(infoReply);
         else if (name === 'PSYNC' || name === 'SYNC') {
           streaming = true;
           psyncs.push(cmd);
@@ -74,11 +82,11 @@ export interface ScriptedMaster {
 
 /**
  * A scripted upstream that a real redis-server replica and the relay can both follow, for comparing what each sends:
- * answers PING (+PONG) and AUTH/REPLCONF (+OK) like a master, records every command of every connection, and hands
- * each PSYNC or SYNC (a replica may send SYNC on the same connection after PSYNC is refused) to `onSync`, which
- * writes the master's side of the script.
+ * answers PING (+PONG), INFO (`infoReply`) and AUTH/REPLCONF (+OK) like a master, records every command of every
+ * connection, and hands each PSYNC or SYNC (a replica may send SYNC on the same connection after PSYNC is refused)
+ * to `onSync`, which writes the master's side of the script.
  */
-export async function startScriptedMaster(onSync: (conn: ScriptedConnection, cmd: string[]) => void): Promise<ScriptedMaster> {
+export async function startScriptedMaster(onSync: (conn: ScriptedConnection, cmd: string[]) => void, infoReply = FAKE_INFO_REPLY): Promise<ScriptedMaster> {
   const connections: ScriptedConnection[] = [];
   const syncs: string[][] = [];
   const sockets = new Set<Socket>();
@@ -124,7 +132,7 @@ export async function startScriptedMaster(onSync: (conn: ScriptedConnection, cmd
             w.resolve();
           }
         } else if (!streaming) {
-          socket.write(name === 'PING' ? '+PONG\r\n' : '+OK\r\n');
+          socket.write(name === 'PING' ? '+PONG\r\n' : name === 'INFO' ? infoReply : '+OK\r\n');
         }
       }
     });

@@ -17,13 +17,19 @@ export interface ProxiedConnection {
 /**
  * A TCP proxy on 127.0.0.1 in front of `targetPort` that counts the bytes of every connection in both directions
  * and keeps their beginnings, so a test can see what crossed a replication link (is it compressed, what did the
- * handshake say). cut() drops every open connection, as a network failure would.
+ * handshake say). cut() drops every open connection, as a network failure would. hold() keeps what the target
+ * sends from its clients until release(), for ordering steps without timing them.
  */
 export class TcpProxy {
   readonly connections: ProxiedConnection[] = [];
   #server: Server;
   #open = new Set<Socket>();
   #port = 0;
+  #held = false;
+  /** While held, lines up to one starting with this are let through (release(through)). */
+  #until: string | null = null;
+  /** Per open connection, while held: target → client bytes not forwarded yet, where to, and whether `#until` was seen. */
+  #pending = new Map<ProxiedConnection, { buf: Buffer; to: Socket; reached: boolean }>();
 
   private constructor(server: Server) {
     this.#server = server;
@@ -54,6 +60,41 @@ export class TcpProxy {
     return this.connections[this.connections.length - 1];
   }
 
+  /** From now on, what the target sends (replies, payload, stream) waits in the proxy until release(). */
+  hold(): void {
+    this.#held = true;
+    this.#until = null;
+  }
+
+  /**
+   * Without `through`: forwards everything held and ends the hold. With it: on each connection, forwards whole lines
+   * (held ones, and those arriving later) up to and including the first that starts with `through` (a reply line,
+   * e.g. `+CONTINUE`), and keeps holding what follows it.
+   */
+  release(through?: string): void {
+    if (through === undefined) this.#held = false;
+    else this.#until = through;
+    for (const [conn, p] of this.#pending) this.#pump(conn, p);
+  }
+
+  #pump(conn: ProxiedConnection, p: { buf: Buffer; to: Socket; reached: boolean }): void {
+    let pass = 0;
+    if (!this.#held) pass = p.buf.length;
+    else if (this.#until !== null && !p.reached) {
+      for (let nl = p.buf.indexOf(0x0a); nl >= 0; nl = p.buf.indexOf(0x0a, pass)) {
+        const line = p.buf.toString('latin1', pass, nl + 1);
+        pass = nl + 1;
+        if (line.startsWith(this.#until)) {
+          p.reached = true;
+          break;
+        }
+      }
+    }
+    if (pass > 0 && !p.to.destroyed) p.to.write(p.buf.subarray(0, pass));
+    p.buf = p.buf.subarray(pass);
+    if (!this.#held) this.#pending.delete(conn);
+  }
+
   /** Drops every open connection (both ends). */
   cut(): void {
     for (const s of this.#open) s.destroy();
@@ -77,11 +118,19 @@ export class TcpProxy {
         target.destroy();
       });
     }
+    client.on('close', () => this.#pending.delete(conn));
     const forward = (from: Socket, to: Socket, dir: 'up' | 'down'): void => {
       from.on('data', (chunk: Buffer) => {
         if (dir === 'up') conn.bytesUp += chunk.length;
         else conn.bytesDown += chunk.length;
         if (conn[dir].length < CAPTURE) conn[dir] = Buffer.concat([conn[dir], chunk.subarray(0, CAPTURE - conn[dir].length)]);
+        if (dir === 'down' && this.#held) {
+          const p = this.#pending.get(conn) ?? { buf: Buffer.alloc(0), to, reached: false };
+          p.buf = Buffer.concat([p.buf, chunk]);
+          this.#pending.set(conn, p);
+          this.#pump(conn, p);
+          return;
+        }
         if (!to.write(chunk)) {
           from.pause();
           to.once('drain', () => from.resume());

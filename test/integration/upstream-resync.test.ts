@@ -19,7 +19,9 @@
  * the next attempt would be PSYNC ? -1: the real 7.0.15 decides, which is why every row runs against it.)
  *
  * The handshake before the first PSYNC is compared too: PING, REPLCONF listening-port, REPLCONF ip-address (its
- * own command, with announce-ip set), REPLCONF capa eof capa psync2.
+ * own command, with announce-ip set), REPLCONF capa eof capa psync2. Before a PSYNC with a known replid the relay
+ * also asks INFO replication (its upstream's ids, for a failover shift); this upstream refuses it (-NOPERM, as for
+ * an ACL user with only the replication commands), which must change nothing of the script.
  */
 import t from 'tap';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -88,15 +90,15 @@ function script(conn: ScriptedConnection, cmd: string[]): void {
   }
 }
 
-/** Connection 0's commands up to PSYNC, with the announced port replaced by <port>. */
-function handshake(m: ScriptedMaster, port: number): string[][] {
-  const cmds = m.connections[0]?.commands ?? [];
+/** Connection `index`'s commands up to PSYNC, with the announced port replaced by <port>. */
+function handshake(m: ScriptedMaster, port: number, index = 0): string[][] {
+  const cmds = m.connections[index]?.commands ?? [];
   const end = cmds.findIndex((c) => c[0] === 'PSYNC');
   return cmds.slice(0, end).map((c) => c.map((a) => (a === String(port) ? '<port>' : a)));
 }
 
 const redisUpstream = await startScriptedMaster(script);
-const relayUpstream = await startScriptedMaster(script);
+const relayUpstream = await startScriptedMaster(script, "-NOPERM User default has no permissions to run the 'info' command\r\n");
 t.teardown(() => Promise.all([redisUpstream.close(), relayUpstream.close()]));
 
 const redis = await startRedis({ args: ['--replicaof', '127.0.0.1', String(redisUpstream.port), '--replica-announce-ip', ANNOUNCE_IP] });
@@ -128,5 +130,7 @@ t.test('a Redis 7.0 replica and the relay ask the scripted upstream for the same
     // The relay's one addition: its compression capa (src/compression.ts), which Redis and Valkey ignore.
     const relayExpected = [...expected.slice(0, -1), ['REPLCONF', 'capa', 'eof', 'capa', 'psync2', 'capa', 'psync-relay-z1:1']];
     t.same(handshake(relayUpstream, relay.port), relayExpected, 'the relay with listen.announce-ip');
+    t.same(handshake(redisUpstream, redis.port, 1), expected, 'Redis 7.0 reconnecting: the same');
+    t.same(handshake(relayUpstream, relay.port, 1), [...relayExpected, ['INFO', 'replication']], 'the relay reconnecting: INFO replication last, then PSYNC');
   });
 });

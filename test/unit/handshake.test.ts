@@ -28,6 +28,25 @@ function ctx(over: Partial<HandshakeContext> = {}): HandshakeContext {
 
 const connected: HandshakeInput = { type: 'connected' };
 const reply = (line: string): HandshakeInput => ({ type: 'reply', line });
+/** A bulk string reply: the `$<len>` line with its payload, as connection.ts hands it over. */
+const bulk = (text: string): HandshakeInput => ({ type: 'reply', line: `$${Buffer.byteLength(text, 'latin1')}`, bulk: text });
+
+/** What a Redis 7 master promoted from a replica answers to INFO replication (abridged). */
+function infoText(replid: string, replid2: string, second: number): string {
+  return [
+    '# Replication',
+    'role:master',
+    'connected_slaves:1',
+    'slave0:ip=127.0.0.1,port=6381,state=online,offset=5000,lag=0',
+    `master_failover_state:no-failover`,
+    `master_replid:${replid}`,
+    `master_replid2:${replid2}`,
+    'master_repl_offset:5000',
+    `second_repl_offset:${second}`,
+    'repl_backlog_active:1',
+    '',
+  ].join('\r\n');
+}
 
 /** A step as plain data, so whole results compare with t.same. */
 function plain(r: StepResult) {
@@ -35,6 +54,7 @@ function plain(r: StepResult) {
     next: r.next,
     send: r.send ?? [],
     outcome: r.outcome ?? null,
+    info: r.info ?? null,
     warning: r.warning !== undefined,
     error: r.error ? { code: r.error.code, state: r.error.state, reply: r.error.reply } : null,
   };
@@ -52,6 +72,7 @@ const ok = (next: HandshakeState, send: string[][] = [], extra: Partial<ReturnTy
   next,
   send,
   outcome: null,
+  info: null,
   warning: false,
   error: null,
   ...extra,
@@ -60,6 +81,7 @@ const err = (state: HandshakeState, line: string) => ({
   next: state,
   send: [],
   outcome: null,
+  info: null,
   warning: false,
   error: { code: 'RELAY_ERR_HANDSHAKE' as const, state, reply: line },
 });
@@ -175,11 +197,62 @@ const table: Row[] = [
   // ReceiveCapa
   { name: '+OK to capa sends first-contact PSYNC ? -1', ctx: ctx(), state: S.ReceiveCapa, input: reply('+OK'), expect: ok(S.ReceivePsync, [FIRST_PSYNC]) },
   {
-    name: '+OK to capa on reconnect sends PSYNC <replid> <offset+1>',
+    name: '+OK to capa on reconnect waits for the INFO reply',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
     state: S.ReceiveCapa,
     input: reply('+OK'),
-    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']]),
+    expect: ok(S.ReceiveInfo),
+  },
+  {
+    name: 'an error to capa on reconnect is a warning and waits for the INFO reply',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveCapa,
+    input: reply('-ERR Unrecognized REPLCONF option: capa'),
+    expect: ok(S.ReceiveInfo, [], { warning: true }),
+  },
+
+  // ReceiveInfo (reconnects only): never fatal
+  {
+    name: 'INFO replication with ids sends PSYNC <replid> <offset+1> and gives the ids',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveInfo,
+    input: bulk(infoText(NEWID, REPLID, 20000)),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { info: { replid: NEWID, replid2: REPLID, secondReplOffset: 20000 } }),
+  },
+  {
+    name: '-NOPERM to INFO (a replication-only ACL user) is a warning, no ids, and still sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveInfo,
+    input: reply("-NOPERM User relay has no permissions to run the 'info' command"),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+  },
+  {
+    name: '-ERR unknown command INFO is a warning, no ids, and still sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveInfo,
+    input: reply("-ERR unknown command 'INFO', with args beginning with: 'replication'"),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+  },
+  {
+    name: 'a status reply to INFO is a warning, no ids, and still sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveInfo,
+    input: reply('+OK'),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+  },
+  {
+    name: 'an INFO text without the ids is a warning, no ids, and still sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveInfo,
+    input: bulk('# Replication\r\nrole:master\r\nconnected_slaves:0\r\n'),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+  },
+  {
+    name: 'a skipped (too long) INFO reply is a warning, no ids, and still sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveInfo,
+    input: { type: 'reply', line: '$99999999', bulk: null },
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
   },
   { name: 'an error to capa is a warning and still sends PSYNC', ctx: ctx(), state: S.ReceiveCapa, input: reply('-ERR Unrecognized REPLCONF option: capa'), expect: ok(S.ReceivePsync, [FIRST_PSYNC], { warning: true }) },
 
@@ -252,8 +325,8 @@ t.test('psyncReply parses the same as step in receive-psync', async (t) => {
   }
 });
 
-/** Drive the whole handshake, answering each command in order with the reply `answer` gives. */
-function drive(c: HandshakeContext, answer: (cmd: readonly string[]) => string) {
+/** Drive the whole handshake, answering each command in order with the reply `answer` gives (a line, or a whole input). */
+function drive(c: HandshakeContext, answer: (cmd: readonly string[]) => string | HandshakeInput) {
   let state: HandshakeState = S.Connecting;
   const sent: string[][] = [];
   const pending: string[][] = [];
@@ -272,7 +345,8 @@ function drive(c: HandshakeContext, answer: (cmd: readonly string[]) => string) 
     if (state === S.Done) return { sent, states, warnings, error: null, outcome: r.outcome ?? null };
     const cmd = pending.shift();
     if (!cmd) throw new Error(`no command pending in state ${state}`);
-    r = step(state, reply(answer(cmd)), c);
+    const a = answer(cmd);
+    r = step(state, typeof a === 'string' ? reply(a) : a, c);
   }
   throw new Error('handshake did not finish');
 }
@@ -294,12 +368,24 @@ t.test('a full handshake with user, password, rdbOnly and announceIp', async (t)
   t.same(r.warnings, []);
 });
 
-t.test('a reconnect handshake without password continues', async (t) => {
+t.test('a reconnect handshake without password asks INFO replication last, then continues', async (t) => {
   const c = ctx({ psyncReplid: REPLID, psyncOffset: 501 });
-  const r = drive(c, (cmd) => (cmd[0] === 'PING' ? '+PONG' : cmd[0] === 'PSYNC' ? '+CONTINUE' : '+OK'));
-  t.same(r.sent, [['PING'], PORT, CAPA, ['PSYNC', REPLID, '501']]);
-  t.same(r.states, [S.Connecting, S.ReceivePong, S.ReceivePort, S.ReceiveCapa, S.ReceivePsync, S.Done]);
+  const r = drive(c, (cmd) => (cmd[0] === 'PING' ? '+PONG' : cmd[0] === 'PSYNC' ? '+CONTINUE' : cmd[0] === 'INFO' ? bulk(infoText(REPLID, NEWID, 7)) : '+OK'));
+  t.same(r.sent, [['PING'], PORT, CAPA, ['INFO', 'replication'], ['PSYNC', REPLID, '501']]);
+  t.same(r.states, [S.Connecting, S.ReceivePong, S.ReceivePort, S.ReceiveCapa, S.ReceiveInfo, S.ReceivePsync, S.Done]);
   t.same(r.outcome, { kind: 'continue', replid: null });
+  t.same(r.warnings, []);
+});
+
+t.test('a reconnect handshake whose upstream refuses INFO (-NOPERM) still continues', async (t) => {
+  const c = ctx({ user: 'repl', password: 'p', psyncReplid: REPLID, psyncOffset: 501 });
+  const r = drive(c, (cmd) =>
+    cmd[0] === 'PING' ? '+PONG' : cmd[0] === 'PSYNC' ? `+CONTINUE ${NEWID}` : cmd[0] === 'INFO' ? "-NOPERM User repl has no permissions to run the 'info' command" : '+OK',
+  );
+  t.same(r.sent, [['PING'], ['AUTH', 'repl', 'p'], PORT, CAPA, ['INFO', 'replication'], ['PSYNC', REPLID, '501']]);
+  t.same(r.outcome, { kind: 'continue', replid: NEWID });
+  t.equal(r.warnings.length, 1, 'the refusal is a warning');
+  t.equal(r.error, null);
 });
 
 t.test('an old master refusing every REPLCONF and PSYNC ends in SYNC with warnings', async (t) => {

@@ -50,6 +50,39 @@ t.test('shift() moves replid to replid2, valid up to master offset + 1', async (
   t.notOk(ids.accepts(C, 1));
 });
 
+t.test("shift() takes upstream's second_repl_offset when upstream's ids vouch for it (INFO before PSYNC)", async (t) => {
+  t.test('INFO matches: replid is the new id, replid2 ours', async (t) => {
+    const ids = new ReplIds(A);
+    const r = ids.shift(B, 500, { replid: B, replid2: A, secondReplOffset: 90_001 });
+    t.same(r, { secondReplOffset: 90_001, from: 'upstream' });
+    t.same([ids.replid, ids.replid2, ids.secondReplOffset], [B, A, 90_001]);
+    t.ok(ids.accepts(A, 90_001), 'a replica ahead of us, up to where upstream switched, continues through replid2');
+    t.notOk(ids.accepts(A, 90_002), 'not past it');
+  });
+  t.test('ids compare case-insensitively, as Redis does', async (t) => {
+    const ids = new ReplIds(A);
+    t.same(ids.shift(B, 500, { replid: B.toUpperCase(), replid2: A.toUpperCase(), secondReplOffset: 700 }), { secondReplOffset: 700, from: 'upstream' });
+  });
+  t.test("INFO's replid2 is not ours (upstream came from another history): our offset + 1", async (t) => {
+    const ids = new ReplIds(A);
+    t.same(ids.shift(B, 500, { replid: B, replid2: C, secondReplOffset: 90_001 }), { secondReplOffset: 501, from: 'offset' });
+    t.notOk(ids.accepts(A, 502));
+  });
+  t.test("INFO's replid is not the id PSYNC named (upstream moved on in between): our offset + 1", async (t) => {
+    const ids = new ReplIds(A);
+    t.same(ids.shift(B, 500, { replid: C, replid2: A, secondReplOffset: 90_001 }), { secondReplOffset: 501, from: 'offset' });
+  });
+  t.test("INFO's second_repl_offset below our offset + 1: our offset + 1, never less than Redis's rule", async (t) => {
+    const ids = new ReplIds(A);
+    t.same(ids.shift(B, 500, { replid: B, replid2: A, secondReplOffset: 300 }), { secondReplOffset: 501, from: 'offset' });
+  });
+  t.test('no INFO (refused with an error, or not asked): our offset + 1', async (t) => {
+    const ids = new ReplIds(A);
+    t.same(ids.shift(B, 500, null), { secondReplOffset: 501, from: 'offset' });
+    t.same([ids.replid, ids.replid2, ids.secondReplOffset], [B, A, 501]);
+  });
+});
+
 t.test('a second shift forgets the first id', async (t) => {
   const ids = new ReplIds(A);
   ids.shift(B, 100);

@@ -1,0 +1,116 @@
+/**
+ * openReplicationConnection against a scripted upstream: the `INFO replication` asked before a PSYNC with a known
+ * replid is read whole (its bulk payload spans lines and chunks), and any other answer to it (an error, a reply too
+ * long to read) leaves the handshake going, without upstream ids.
+ */
+import t, { type Test } from 'tap';
+import { createServer, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { openReplicationConnection, type OpenedLink } from '../../src/upstream/connection.js';
+import { RequestParser } from '../../src/resp/request-parser.js';
+import { createLogger } from '../../src/log.js';
+
+const OLD = 'a'.repeat(40);
+const NEW = 'b'.repeat(40);
+const INFO = ['# Replication', 'role:master', 'connected_slaves:0', `master_replid:${NEW}`, `master_replid2:${OLD}`, 'master_repl_offset:9000', 'second_repl_offset:8001', ''].join('\r\n');
+
+/**
+ * A master that answers the handshake like Redis, INFO with `info`, and PSYNC with +CONTINUE <NEW>; `split` writes
+ * every reply one byte per write. Records the commands.
+ */
+async function scripted(t: Test, info: string, split = false): Promise<{ port: number; commands: string[][] }> {
+  const commands: string[][] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    const parser = new RequestParser({ maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 24 });
+    const write = async (text: string) => {
+      if (!split) return void socket.write(text, 'latin1');
+      // One byte per turn, so the relay sees each byte in its own 'data' event.
+      for (const b of Buffer.from(text, 'latin1')) {
+        socket.write(Buffer.of(b));
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    let queue = Promise.resolve();
+    socket.on('data', (chunk: Buffer) => {
+      parser.push(chunk);
+      for (let args = parser.next(); args; args = parser.next()) {
+        const cmd = args.map((a) => a.toString());
+        commands.push(cmd);
+        const name = cmd[0]!.toUpperCase();
+        const answer = name === 'PING' ? '+PONG\r\n' : name === 'INFO' ? info : name === 'PSYNC' ? `+CONTINUE ${NEW}\r\n` : '+OK\r\n';
+        queue = queue.then(() => write(answer));
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  const addr = server.address();
+  return { port: typeof addr === 'object' && addr ? addr.port : 0, commands };
+}
+
+async function open(t: Test, port: number, psyncReplid = OLD): Promise<OpenedLink> {
+  const opened = await openReplicationConnection({
+    host: '127.0.0.1',
+    port,
+    user: null,
+    password: null,
+    listeningPort: 6380,
+    announceIp: null,
+    rdbOnly: false,
+    psyncReplid,
+    psyncOffset: psyncReplid === '?' ? -1 : 5001,
+    connectTimeoutMs: 5000,
+    replyTimeoutMs: 5000,
+    log: createLogger('silent'),
+  });
+  t.teardown(() => opened.socket.destroy());
+  return opened;
+}
+
+const bulk = (text: string) => `$${Buffer.byteLength(text, 'latin1')}\r\n${text}\r\n`;
+
+for (const split of [false, true]) {
+  t.test(`a bulk INFO reply gives upstream's ids, then PSYNC continues${split ? ' (byte by byte)' : ''}`, async (t) => {
+    const m = await scripted(t, bulk(INFO), split);
+    const opened = await open(t, m.port);
+    t.same(opened.outcome, { kind: 'continue', replid: NEW });
+    t.same(opened.upstreamInfo, { replid: NEW, replid2: OLD, secondReplOffset: 8001 });
+    t.same(m.commands.slice(-2), [['INFO', 'replication'], ['PSYNC', OLD, '5001']], 'INFO is asked just before PSYNC');
+    t.equal(opened.rest.length, 0, 'nothing of the INFO reply is left for the stream');
+  });
+}
+
+t.test('an error reply to INFO (-NOPERM) leaves the handshake going, without ids', async (t) => {
+  const m = await scripted(t, "-NOPERM User repl has no permissions to run the 'info' command\r\n");
+  const opened = await open(t, m.port);
+  t.same(opened.outcome, { kind: 'continue', replid: NEW });
+  t.equal(opened.upstreamInfo, null);
+});
+
+t.test('an unknown-command error to INFO leaves the handshake going, without ids', async (t) => {
+  const m = await scripted(t, "-ERR unknown command 'INFO', with args beginning with: 'replication'\r\n");
+  const opened = await open(t, m.port);
+  t.same(opened.outcome, { kind: 'continue', replid: NEW });
+  t.equal(opened.upstreamInfo, null);
+});
+
+t.test('an INFO reply too long to read is skipped, without ids, and the PSYNC reply after it is read', async (t) => {
+  const long = INFO + `${'x'.repeat(100)}\r\n`.repeat(12_000);
+  const m = await scripted(t, bulk(long));
+  const opened = await open(t, m.port);
+  t.same(opened.outcome, { kind: 'continue', replid: NEW });
+  t.equal(opened.upstreamInfo, null);
+});
+
+t.test('a first contact (PSYNC ? -1) asks no INFO', async (t) => {
+  const m = await scripted(t, bulk(INFO));
+  await open(t, m.port, '?').catch(() => undefined);
+  t.notOk(m.commands.some((c) => c[0] === 'INFO'));
+});
