@@ -7,6 +7,21 @@ import { RequestParser } from '../../src/resp/request-parser.js';
  */
 export const FAKE_INFO_REPLY = '$48\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n';
 
+/**
+ * Parses the commands a replica sends on `socket` and hands each to `each`, with its name upper-cased; `each`
+ * returning false leaves the rest of that read unparsed (the replica's ACKs once the stream flows).
+ */
+export function onCommands(socket: Socket, each: (cmd: string[], name: string) => boolean): void {
+  const parser = new RequestParser({ maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 24 });
+  socket.on('data', (chunk: Buffer) => {
+    parser.push(chunk);
+    for (let args = parser.next(); args; args = parser.next()) {
+      const cmd = args.map((a) => a.toString());
+      if (!each(cmd, cmd[0]!.toUpperCase())) return;
+    }
+  });
+}
+
 export interface FakeMaster {
   readonly port: number;
   /** PSYNC/SYNC commands received so far, as strings. */
@@ -26,23 +41,18 @@ export async function startFakeMaster(onPsync: (socket: Socket, attempt: number,
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
-    const parser = new RequestParser({ maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 24 });
     let streaming = false;
-    socket.on('data', (chunk: Buffer) => {
-      if (streaming) return; // ACKs from the replica
-      parser.push(chunk);
-      for (let args = parser.next(); args; args = parser.next()) {
-        const cmd = args.map((a) => a.toString());
-        const name = cmd[0]!.toUpperCase();
-        if (name === 'PING') socket.write('+PONG\r\n');
-        else if (name === 'INFO') socket.write(infoReply);
-        else if (name === 'PSYNC' || name === 'SYNC') {
-          streaming = true;
-          psyncs.push(cmd);
-          onPsync(socket, psyncs.length - 1, cmd);
-          return;
-        } else socket.write('+OK\r\n');
-      }
+    onCommands(socket, (cmd, name) => {
+      if (streaming) return false; // ACKs from the replica
+      if (name === 'PING') socket.write('+PONG\r\n');
+      else if (name === 'INFO') socket.write(infoReply);
+      else if (name === 'PSYNC' || name === 'SYNC') {
+        streaming = true;
+        psyncs.push(cmd);
+        onPsync(socket, psyncs.length - 1, cmd);
+        return false;
+      } else socket.write('+OK\r\n');
+      return true;
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -113,28 +123,23 @@ export async function startScriptedMaster(onSync: (conn: ScriptedConnection, cmd
       ),
     };
     connections.push(conn);
-    const parser = new RequestParser({ maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 24 });
     let streaming = false;
-    socket.on('data', (chunk: Buffer) => {
-      parser.push(chunk);
-      for (let args = parser.next(); args; args = parser.next()) {
-        const cmd = args.map((a) => a.toString());
-        commands.push(cmd);
-        const name = cmd[0]!.toUpperCase();
-        if (name === 'PSYNC' || name === 'SYNC') {
-          streaming = true;
-          syncs.push(cmd);
-          onSync(conn, cmd);
-        } else if (name === 'REPLCONF' && cmd[1]?.toUpperCase() === 'ACK') {
-          acked = Math.max(acked, Number(cmd[2]));
-          for (const w of ackWaiters.filter((x) => x.offset <= acked)) {
-            ackWaiters.splice(ackWaiters.indexOf(w), 1);
-            w.resolve();
-          }
-        } else if (!streaming) {
-          socket.write(name === 'PING' ? '+PONG\r\n' : name === 'INFO' ? infoReply : '+OK\r\n');
+    onCommands(socket, (cmd, name) => {
+      commands.push(cmd);
+      if (name === 'PSYNC' || name === 'SYNC') {
+        streaming = true;
+        syncs.push(cmd);
+        onSync(conn, cmd);
+      } else if (name === 'REPLCONF' && cmd[1]?.toUpperCase() === 'ACK') {
+        acked = Math.max(acked, Number(cmd[2]));
+        for (const w of ackWaiters.filter((x) => x.offset <= acked)) {
+          ackWaiters.splice(ackWaiters.indexOf(w), 1);
+          w.resolve();
         }
+      } else if (!streaming) {
+        socket.write(name === 'PING' ? '+PONG\r\n' : name === 'INFO' ? infoReply : '+OK\r\n');
       }
+      return true;
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -5,7 +5,7 @@
  * returns other bytes than were written (a bad sector) for the end of the last log segment, read at a restart: those
  * bytes are never served.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -24,20 +24,21 @@ t.teardown(stopAll);
 
 const YAML = 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n';
 
-async function relayOn(dir: string, masterPort: number): Promise<string[]> {
-  const conf = join(tempDir('relay-conf-'), 'relay.yaml');
-  writeFileSync(conf, YAML);
-  const port = await freePort();
-  return ['--config', conf, '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', join(dir, 'data')];
-}
-
-t.test('a disk that fails every write and fsync (EIO) for seconds, then heals: replicas converge without a full sync', async (t) => {
+/** A master, a flakey disk and the arguments of a relay of that master keeping its data on it; closed with `t`. */
+async function relayOnFlakeyDisk(t: Test) {
   const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
   const disk = await flakeyDisk(t);
-  const args = await relayOn(disk.dir, master.port);
-  const port = Number(args[args.indexOf('--port') + 1]);
+  const conf = join(tempDir('relay-conf-'), 'relay.yaml');
+  writeFileSync(conf, YAML);
+  const port = await freePort();
+  const args = ['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(disk.dir, 'data')];
+  return { master, m, disk, args, port };
+}
+
+t.test('a disk that fails every write and fsync (EIO) for seconds, then heals: replicas converge without a full sync', async (t) => {
+  const { master, m, disk, args, port } = await relayOnFlakeyDisk(t);
   const relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
   const x = await RedisClient.connect(port);
@@ -79,12 +80,7 @@ t.test('a disk that fails every write and fsync (EIO) for seconds, then heals: r
 });
 
 t.test('a bad sector in the last log piece (no checksum on disk yet) read at a restart: the bytes are not served', async (t) => {
-  const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
-  const m = await master.client();
-  t.teardown(() => m.close());
-  const disk = await flakeyDisk(t);
-  const args = await relayOn(disk.dir, master.port);
-  const port = Number(args[args.indexOf('--port') + 1]);
+  const { master, m, disk, args, port } = await relayOnFlakeyDisk(t);
   let relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
   const a = await replicaOf(t, port);

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import { createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { openReplicationConnection, type OpenedLink } from '../../src/upstream/connection.js';
-import { RequestParser } from '../../src/resp/request-parser.js';
+import { onCommands } from '../helpers/fake-master.js';
 import { createLogger } from '../../src/log.js';
 
 const OLD = 'a'.repeat(40);
@@ -24,7 +24,6 @@ async function scripted(t: Test, info: string, split = false): Promise<{ port: n
   const server = createServer((socket) => {
     sockets.add(socket);
     socket.on('error', () => {});
-    const parser = new RequestParser({ maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 24 });
     const write = async (text: string) => {
       if (!split) return void socket.write(text, 'latin1');
       // One byte per turn, so the relay sees each byte in its own 'data' event.
@@ -34,15 +33,11 @@ async function scripted(t: Test, info: string, split = false): Promise<{ port: n
       }
     };
     let queue = Promise.resolve();
-    socket.on('data', (chunk: Buffer) => {
-      parser.push(chunk);
-      for (let args = parser.next(); args; args = parser.next()) {
-        const cmd = args.map((a) => a.toString());
-        commands.push(cmd);
-        const name = cmd[0]!.toUpperCase();
-        const answer = name === 'PING' ? '+PONG\r\n' : name === 'INFO' ? info : name === 'PSYNC' ? `+CONTINUE ${NEW}\r\n` : '+OK\r\n';
-        queue = queue.then(() => write(answer));
-      }
+    onCommands(socket, (cmd, name) => {
+      commands.push(cmd);
+      const answer = name === 'PING' ? '+PONG\r\n' : name === 'INFO' ? info : name === 'PSYNC' ? `+CONTINUE ${NEW}\r\n` : '+OK\r\n';
+      queue = queue.then(() => write(answer));
+      return true;
     });
   });
   server.listen(0, '127.0.0.1');
