@@ -33,8 +33,11 @@ export interface OpenedLink {
 }
 
 const MAX_LINE = 64 * 1024;
-/** A longer `INFO replication` reply (thousands of replicas listed) is skipped, not read: no upstream ids then. */
-const MAX_INFO = 1024 * 1024;
+/**
+ * A longer `INFO replication` reply (over ~700 replicas listed) is skipped, not read: no upstream ids then. As for a
+ * line, what is kept while it arrives stays small: a peer dribbling it byte by byte costs one copy of it per byte.
+ */
+const MAX_INFO = MAX_LINE;
 
 /**
  * Connects to upstream and runs the handshake (handshake.ts) up to the PSYNC reply. Resolves with the socket
