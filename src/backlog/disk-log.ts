@@ -407,7 +407,7 @@ export class DiskLog {
 
   /**
    * The CRCs a segment's `.sum` file holds: none when it is unreadable, null when there is no such file (a segment
-   * written before checksums existed, or a crash between a new segment's first write and its checksums).
+   * written before checksums existed: since, a new segment's `.sum` file is created before the segment).
    */
   async #storedSums(start: number): Promise<number[] | null> {
     try {
@@ -798,6 +798,9 @@ export class DiskLog {
 
   async #handle(seg: Segment, gen: number): Promise<FileHandleIo> {
     if (this.#fh !== null && this.#fhStart === seg.start) return this.#fh;
+    // A new segment's `.sum` file is created first: a crash then never leaves a segment holding bytes without one
+    // (it would only be parsed at recovery, not checked). Empty, it covers nothing, and recovery keeps nothing.
+    if (seg.size === 0) await this.#openSums(seg.start, 'w');
     // A new segment's file is created (truncating any leftover of a crashed run); an existing one is reopened, and
     // cut to its size: bytes past it (a torn tail recovery could not cut, a failed write's) must never follow ours.
     const { fh, direct } = await this.#open(this.#path(seg.start), seg.size === 0 ? 'w' : 'r+');
@@ -909,14 +912,9 @@ export class DiskLog {
     // With the running CRC of the incomplete last piece: the bytes of every write that returned are covered.
     const data = sums.encode(from, true);
     if (data.length > 0) {
-      if (this.#sumFh === null || this.#sumStart !== seg.start) {
-        await this.#closeSums();
-        this.#sumFh = await this.#io.open(this.#sumPath(seg.start), from === 0 ? 'w' : 'r+', 0o600);
-        this.#sumStart = seg.start;
-        if (from === 0) this.#dirDirty = true;
-      }
+      const fh = this.#sumFh !== null && this.#sumStart === seg.start ? this.#sumFh : await this.#openSums(seg.start, from === 0 ? 'w' : 'r+');
       for (let done = 0; done < data.length; ) {
-        const { bytesWritten } = await this.#sumFh.writev([data.subarray(done)], from * 4 + done);
+        const { bytesWritten } = await fh.writev([data.subarray(done)], from * 4 + done);
         if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
         done += bytesWritten;
       }
@@ -927,6 +925,16 @@ export class DiskLog {
       this.#sumsUnsynced = false;
       await this.#sumFh.datasync();
     }
+  }
+
+  /** Opens the `.sum` file of the segment starting at `start` for writing its CRCs ('w': a new, empty one). */
+  async #openSums(start: number, flags: 'w' | 'r+'): Promise<FileHandleIo> {
+    await this.#closeSums();
+    const fh = await this.#io.open(this.#sumPath(start), flags, 0o600);
+    this.#sumFh = fh;
+    this.#sumStart = start;
+    if (flags === 'w') this.#dirDirty = true;
+    return fh;
   }
 
   async #closeSums(): Promise<void> {
