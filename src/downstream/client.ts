@@ -136,6 +136,11 @@ export class ClientConnection implements MemoryUser {
     this.#warnings.warn(this.logger, obj, msg, burst);
   }
 
+  /** This client was refused: a wrong password, or a command or channel its role does not allow (counted by reason). */
+  accessDenied(reason: 'auth' | 'cmd' | 'channel'): void {
+    this.#telemetry.emit('access-denied', { reason, peer: this.addr });
+  }
+
   /** listen.handshake-timeout: a connection that never spoke, or never authenticated, is closed. */
   #handshakeExpired(ms: number): void {
     this.#handshakeTimer = null;

@@ -75,6 +75,7 @@ function auth(host: CommandHost, client: ClientConnection, user: string, pass: s
   // An unknown user is compared too, so the time taken does not tell which users exist.
   if (!passwordMatches(expected ?? '', pass) || expected === null) {
     client.warn({ user: clip(user) }, 'auth failed');
+    client.accessDenied('auth');
     client.reply(WRONGPASS);
     return false;
   }
@@ -434,18 +435,29 @@ const SUBCOMMANDS: Record<string, ReadonlySet<string>> = {
  * The ACL check, as Redis 7.0 words it: null when `c`'s role may run the command (roles.ts). Unknown commands, wrong
  * arities and unknown subcommands are left to the usual errors.
  */
-function permissionError(c: ClientConnection, name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {
+function permissionError(c: ClientConnection, name: string, spec: CommandSpec | undefined, args: Buffer[]): Denied | null {
   if (c.role === 'admin') return null;
   if (spec ? !arityOk(spec, args) : !WRITE_COMMANDS.has(name)) return null;
   const subs = SUBCOMMANDS[name];
   if (subs && !subs.has(lower(args[1]))) return null;
   const full = subs ? `${name}|${lower(args[1])}` : name;
-  if (!roleAllows(c.role, full)) return `NOPERM this user has no permissions to run the '${full}' command`;
+  if (!roleAllows(c.role, full)) return { reason: 'cmd', error: `NOPERM this user has no permissions to run the '${full}' command` };
   const channels = channelArgs(name, args);
   if (channels && !channels.every((ch) => channelAllowed(c.role, ch))) {
-    return 'NOPERM this user has no permissions to access one of the channels used as arguments';
+    return { reason: 'channel', error: 'NOPERM this user has no permissions to access one of the channels used as arguments' };
   }
   return null;
+}
+
+interface Denied {
+  readonly reason: 'cmd' | 'channel';
+  readonly error: string;
+}
+
+/** Answers a refused command (counted, as Redis's acl_access_denied_*). */
+function refuse(c: ClientConnection, denied: Denied): void {
+  c.accessDenied(denied.reason);
+  c.reply(errorReply(denied.error));
 }
 
 /**
@@ -475,7 +487,7 @@ export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[])
   if (denied) {
     c.warn({ user: c.user, role: c.role, command: name }, 'command refused: no permission');
     if (c.multi) c.multiError = true;
-    return c.reply(errorReply(denied));
+    return refuse(c, denied);
   }
   if (subscriptionCount(c) > 0 && !SUBSCRIBED_MODE_COMMANDS.has(name)) {
     return c.reply(
@@ -556,7 +568,7 @@ function exec(host: CommandHost, c: ClientConnection): void {
       // Checked again at EXEC, as Redis does: an AUTH queued earlier in the transaction may have changed the user.
       const name = lower(args[0]);
       const denied = permissionError(c, name, COMMANDS[name], args);
-      if (denied) c.reply(errorReply(denied));
+      if (denied) refuse(c, denied);
       else COMMANDS[name]!.handler(host, c, args);
     }
   });

@@ -51,6 +51,11 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
     `sync_partial_ok:${s.stats.syncPartialOk}`,
     `sync_partial_err:${s.stats.syncPartialErr}`,
     'total_forks:0',
+    // Redis 7.2's names; a relay has no keys, so no key is ever denied.
+    `acl_access_denied_auth:${s.stats.accessDenied.auth}`,
+    `acl_access_denied_cmd:${s.stats.accessDenied.cmd}`,
+    'acl_access_denied_key:0',
+    `acl_access_denied_channel:${s.stats.accessDenied.channel}`,
     `relay_upstream_full_syncs:${s.upstream.fullSyncs}`,
     `relay_upstream_partial_syncs:${s.upstream.partialSyncs}`,
     `relay_replicas_dropped_lag:${s.stats.replicasDroppedLag}`,

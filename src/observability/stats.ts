@@ -15,6 +15,8 @@ export interface StatsSnapshot {
     readonly replicasDroppedLag: number;
     readonly replicasDroppedTimeout: number;
     readonly protocolErrors: number;
+    /** Clients refused: wrong passwords, commands and channels their role does not allow. */
+    readonly accessDenied: { readonly auth: number; readonly cmd: number; readonly channel: number };
     readonly diskReadBytes: number;
     /** Stream and RDB bytes handed to compressing replicas' compressors (psync-relay-z1), and what went on the wire. */
     readonly compressedRawBytes: number;
@@ -41,6 +43,8 @@ export interface StatsSnapshot {
     readonly bytesSent: number;
     readonly droppedMessages: number;
     readonly slowDisconnects: number;
+    /** Requests refused: Host or Origin not allowed, a wrong web.token, /stream full. */
+    readonly refused: { readonly host: number; readonly origin: number; readonly token: number; readonly subscribers: number };
   };
 }
 
@@ -54,6 +58,8 @@ export class RelayStats {
   #connections = 0;
   #rejected = 0;
   #protocolErrors = 0;
+  readonly #accessDenied = { auth: 0, cmd: 0, channel: 0 };
+  readonly #webRefused = { host: 0, origin: 0, token: 0, subscribers: 0 };
   #syncFull = 0;
   #syncPartialOk = 0;
   #syncPartialErr = 0;
@@ -79,6 +85,8 @@ export class RelayStats {
       if (m.result === 'max-clients') this.#rejected++;
     });
     this.#on('protocol-error', () => this.#protocolErrors++);
+    this.#on('access-denied', (m) => this.#accessDenied[m.reason]++);
+    this.#on('web.refused', (m) => this.#webRefused[m.reason]++);
     this.#on('replica.sync', (m) => (m.kind === 'full' ? this.#syncFull++ : this.#syncPartialOk++));
     this.#on('replica.partial-refused', () => this.#syncPartialErr++);
     this.#on('replica.dropped', (m) => (m.reason === 'lag' ? this.#droppedLag++ : this.#droppedTimeout++));
@@ -118,6 +126,7 @@ export class RelayStats {
         replicasDroppedLag: this.#droppedLag,
         replicasDroppedTimeout: this.#droppedTimeout,
         protocolErrors: this.#protocolErrors,
+        accessDenied: { ...this.#accessDenied },
         diskReadBytes: t.diskReadBytes,
         compressedRawBytes: t.compressedRawBytes,
         compressedWireBytes: t.compressedWireBytes,
@@ -139,6 +148,7 @@ export class RelayStats {
         bytesSent: t.webBytesSent,
         droppedMessages: t.webDroppedMessages,
         slowDisconnects: this.#webSlowDisconnects,
+        refused: { ...this.#webRefused },
       },
     };
   }

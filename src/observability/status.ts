@@ -25,6 +25,7 @@ export interface WebStatus {
   readonly bytesSent: number;
   readonly droppedMessages: number;
   readonly slowDisconnects: number;
+  readonly refused: StatsSnapshot['web']['refused'];
   /** Stream commands are decoded (a JSON subscriber is connected). */
   readonly decoding: boolean;
   /** Bytes queued in the subscribers' socket buffers. */

@@ -10,6 +10,16 @@ import { CommandCounter } from '../resp/command-names.js';
 export interface TelemetryEvents {
   /** A downstream connection arrived (total_connections_received): served, or refused at listen.max-clients (rejected_connections) or by protected mode. */
   connection: { readonly result: 'accepted' | 'max-clients' | 'protected-mode'; readonly peer: string };
+  /**
+   * A downstream client was refused: a wrong password (AUTH, HELLO AUTH), or a command or a channel its role does not
+   * allow (-NOPERM). Redis 7.2's acl_access_denied_auth / _cmd / _channel.
+   */
+  'access-denied': { readonly reason: 'auth' | 'cmd' | 'channel'; readonly peer: string };
+  /**
+   * A web request or /stream upgrade was refused: its Host or Origin is not allowed (403), it carried a wrong
+   * web.token (401), or /stream had web.max-subscribers already (503).
+   */
+  'web.refused': { readonly reason: 'host' | 'origin' | 'token' | 'subscribers'; readonly peer: string };
   /** A downstream client broke the protocol or went past an input limit (`limit`: its config key); it is closed. */
   'protocol-error': { readonly peer: string; readonly limit: string | null };
   /** A replica is served: a full sync (+FULLRESYNC, or SYNC) or a partial one (+CONTINUE). */
@@ -50,6 +60,8 @@ export type TelemetryMessage<E extends TelemetryEvent> = TelemetryEvents[E] & { 
 
 export const TELEMETRY_EVENTS = [
   'connection',
+  'access-denied',
+  'web.refused',
   'protocol-error',
   'replica.sync',
   'replica.partial-refused',

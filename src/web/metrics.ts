@@ -172,6 +172,17 @@ const FAMILIES: readonly Family[] = [
   { name: 'commands_processed_total', type: 'counter', help: 'Commands processed from downstream clients.', read: (s) => s.stats.totalCommandsProcessed },
   { name: 'protocol_errors_total', type: 'counter', help: 'Protocol errors from downstream clients.', read: (s) => s.stats.protocolErrors },
   {
+    name: 'access_denied_total',
+    type: 'counter',
+    help: 'Downstream clients refused, by reason (auth: a wrong password; cmd, channel: not allowed to their role).',
+    labels: ['reason'],
+    read: (s) => [
+      [{ reason: 'auth' }, s.stats.accessDenied.auth],
+      [{ reason: 'cmd' }, s.stats.accessDenied.cmd],
+      [{ reason: 'channel' }, s.stats.accessDenied.channel],
+    ],
+  },
+  {
     name: 'replicas_dropped_total',
     type: 'counter',
     help: 'Downstream replicas disconnected, by reason (lag: replica-max-lag, timeout: replica-timeout).',
@@ -220,6 +231,18 @@ const FAMILIES: readonly Family[] = [
     type: 'gauge',
     help: 'Bytes queued for /stream subscribers (socket buffers), bounded by web.max-buffered each and web.max-buffered-total in all.',
     read: (s) => s.web.bufferedBytes,
+  },
+  {
+    name: 'web_refused_total',
+    type: 'counter',
+    help: 'Web requests refused, by reason (host, origin: web.allowed-hosts/-origins; token: a wrong web.token; subscribers: web.max-subscribers).',
+    labels: ['reason'],
+    read: (s) => [
+      [{ reason: 'host' }, s.web.refused.host],
+      [{ reason: 'origin' }, s.web.refused.origin],
+      [{ reason: 'token' }, s.web.refused.token],
+      [{ reason: 'subscribers' }, s.web.refused.subscribers],
+    ],
   },
   { name: 'web_decoding', type: 'gauge', help: '1 while stream commands are decoded for JSON subscribers.', read: (s) => flag(s.web.decoding) },
 ];

@@ -54,6 +54,7 @@ export class WebServer {
   readonly #guard: RequestGuard;
   readonly #metrics: RelayMetrics;
   readonly #warnings = new LogLimiter();
+  readonly #telemetry: Telemetry;
   #listenSocket: us_listen_socket | null = null;
   #port = 0;
   #shuttingDown = false;
@@ -62,6 +63,7 @@ export class WebServer {
     this.#src = source;
     this.#config = config;
     this.#log = logger;
+    this.#telemetry = telemetry;
     this.#tokenDigest = config.token === null ? null : digest(config.token);
     this.#guard = new RequestGuard(config);
     this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, maxBufferedTotal: config.maxBufferedTotal, slowClient: config.slowClient, logger, telemetry });
@@ -183,6 +185,7 @@ export class WebServer {
           const subscribers = this.hub.jsonSubscribers + this.hub.rawSubscribers;
           if (subscribers >= this.#config.maxSubscribers) {
             this.#warnings.warn(this.#log, { limit: 'web.max-subscribers', value: this.#config.maxSubscribers }, '/stream subscriber refused: too many subscribers');
+            this.#refused('subscribers', res);
             return reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', `too many /stream subscribers (web.max-subscribers: ${this.#config.maxSubscribers})\n`);
           }
           let opts: StreamOptions;
@@ -215,12 +218,17 @@ export class WebServer {
       });
   }
 
+  #refused(reason: 'host' | 'origin' | 'token' | 'subscribers', res: HttpResponse): void {
+    this.#telemetry.emit('web.refused', { reason, peer: Buffer.from(res.getRemoteAddressAsText()).toString() });
+  }
+
   /** The same-host checks (request-guard.ts); answers 403 with no data and returns false when they fail. */
   #allowed(res: HttpResponse, req: HttpRequest): boolean {
     const host = req.getHeader('host');
     const origin = req.getHeader('origin');
     const refused = this.#guard.check(host, origin);
     if (refused === null) return true;
+    this.#refused(refused === 'web.allowed-hosts' ? 'host' : 'origin', res);
     this.#warnings.warn(
       this.#log,
       { limit: refused, host: clip(host), origin: clip(origin), url: clip(req.getUrl()) },
@@ -329,6 +337,7 @@ export class WebServer {
     if (given !== null && given !== undefined) {
       const remote = Buffer.from(res.getRemoteAddressAsText()).toString();
       this.#warnings.warn(this.#log, { limit: 'web.token', remote, url: clip(req.getUrl()) }, 'web request refused: wrong web.token');
+      this.#refused('token', res);
     }
     unauthorized(res);
     return false;

@@ -52,6 +52,8 @@ t.test('replication role: replica commands and reads; no pub/sub, no admin comma
   ] as const) {
     await t.rejects(c.call(...args), noperm(cmd), args.join(' '));
   }
+  await t.rejects(c.call('AUTH', 'replica', 'wrong'), { message: /^WRONGPASS/ });
+  t.match(await c.info('stats'), { acl_access_denied_auth: '1', acl_access_denied_cmd: '7', acl_access_denied_key: '0', acl_access_denied_channel: '0' }, "INFO counts the refusals as Redis 7.2's acl_access_denied_*");
 });
 
 t.test('sentinel role: what Sentinel sends, pub/sub on its hello channel only; not PSYNC, REPLCONF or CLIENT LIST', async (t) => {
@@ -65,6 +67,7 @@ t.test('sentinel role: what Sentinel sends, pub/sub on its hello channel only; n
   t.equal(await s.call('PUBLISH', '__sentinel__:hello', 'hello'), 0);
   await t.rejects(s.call('PUBLISH', 'other', 'x'), NOPERM_CHANNEL);
   await t.rejects(s.call('SUBSCRIBE', '__sentinel__:hello', 'other'), NOPERM_CHANNEL);
+  t.match(await s.info('stats'), { acl_access_denied_cmd: '0', acl_access_denied_channel: '2' }, 'channel refusals counted apart');
   for (const [args, cmd] of [
     [['PSYNC', '?', '-1'], 'psync'],
     [['SYNC'], 'sync'],

@@ -75,6 +75,7 @@ t.test('DNS rebinding: a foreign Host gets 403 and no data on every path; IPs, l
   const ws = await openStream(r.webPort, { host: `rebind.evil.example:${r.webPort}` });
   t.equal(ws.result, 403, '/stream with a foreign Host');
   t.match(await loggedLine(r, /web request refused/), { level: 40, limit: 'web.allowed-hosts', host: `rebind.evil.example:${r.webPort}` });
+  t.match((await curl(r.webPort, '/metrics')).body, /^psync_relay_web_refused_total\{reason="host"\} 7$/m, 'the 7 refusals counted by reason');
 });
 
 t.test('cross-site WebSocket hijacking: a foreign Origin gets 403 and no message; same-origin and allowed origins open', async (t) => {
@@ -94,6 +95,7 @@ t.test('cross-site WebSocket hijacking: a foreign Origin gets 403 and no message
   }
   t.equal((await curl(r.webPort, '/status', { origin: 'http://evil.example' })).status, 403, 'a cross-site fetch of /status too');
   t.match(await loggedLine(r, /web request refused/), { limit: 'web.allowed-origins', origin: 'http://evil.example' });
+  t.match(JSON.parse((await curl(r.webPort, '/status')).body), { web: { refused: { host: 0, origin: 5 } } }, '/status counts the 5 refusals by reason');
 });
 
 browserTest('clickjacking: a page on another site cannot show the dashboard in a frame, so a click it steals opens nothing', async (t) => {

@@ -171,6 +171,8 @@ t.test('a wrong web.token is refused with a warning naming web.token, rate limit
   for (let i = 0; i < 20; i++) await status({ headers: { authorization: `Bearer guess-${i}` } });
   t.ok(logLines(r.logs(), /wrong web\.token/).length <= 10, 'at most 10 lines a minute, as every warning clients can trigger');
   t.equal(await status({ headers: { authorization: 'Bearer the-right-token' } }), 200, 'the right token still opens');
+  const metrics = await fetch(`http://127.0.0.1:${r.webPort}/metrics`, { headers: { connection: 'close', authorization: 'Bearer the-right-token' } });
+  t.match(await metrics.text(), /^psync_relay_web_refused_total\{reason="token"\} 22$/m, 'every wrong token counted, logged or not; a missing one is not');
 });
 
 t.test('pipelined GET /metrics past the answers one connection may be written in a turn: the connection closed, and the relay answers PING', async (t) => {

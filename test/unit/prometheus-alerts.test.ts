@@ -91,6 +91,19 @@ const CASES: Case[] = [
     firing: ['bad'],
   },
   {
+    name: 'over 10 refusals in 10 minutes, RESP or web, fire; a typo and a full /stream do not',
+    series: {
+      [`psync_relay_access_denied_total{${J},instance="guess",reason="auth"}`]: '0+5x20',
+      [`psync_relay_access_denied_total{${J},instance="guess",reason="cmd"}`]: '0x20',
+      [`psync_relay_access_denied_total{${J},instance="typo",reason="auth"}`]: '0 1 2x18',
+      [`psync_relay_web_refused_total{${J},instance="page",reason="origin"}`]: '0+3x20',
+      [`psync_relay_web_refused_total{${J},instance="busy",reason="subscribers"}`]: '0+10x20',
+    },
+    alert: 'PsyncRelayAccessDenied',
+    at: '15m',
+    firing: ['guess', 'page'],
+  },
+  {
     name: 'more than three snapshot refreshes in an hour',
     series: { ...relay('often', { snapshot_refreshes_total: '0+1x60' }), ...relay('rare', { snapshot_refreshes_total: '0+0.02x60' }) },
     alert: 'PsyncRelaySnapshotRefreshesFrequent',

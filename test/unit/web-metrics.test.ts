@@ -85,12 +85,13 @@ const status: RelayStatus = {
     replicasDroppedLag: 0,
     replicasDroppedTimeout: 0,
     protocolErrors: 0,
+    accessDenied: { auth: 4, cmd: 2, channel: 1 },
     diskReadBytes: 0,
     compressedRawBytes: 0,
     compressedWireBytes: 0,
     streamCommands: { set: 3, 'we"ird\\name\n': 1 },
   },
-  web: { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, decoding: true, bufferedBytes: 0 },
+  web: { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, refused: { host: 3, origin: 0, token: 5, subscribers: 0 }, decoding: true, bufferedBytes: 0 },
   memory: { rss: 1, heapUsed: 1, external: 1 },
 };
 
@@ -109,6 +110,8 @@ t.test('exposition', async (t) => {
   t.match(text, /^psync_relay_snapshot_offset 0$/m);
   t.match(text, /^psync_relay_log_disk_direct 1$/m, 'whether the disk log writes with O_DIRECT');
   t.match(text, /^psync_relay_replicas_dropped_total\{reason="timeout"\} 0$/m, 'a labelled counter shows its zero series');
+  t.match(text, /^psync_relay_access_denied_total\{reason="auth"\} 4$/m, 'clients refused, by reason');
+  t.match(text, /^psync_relay_web_refused_total\{reason="token"\} 5$/m, 'web requests refused, by reason');
   for (const f of families) t.match(f, /^(psync_relay|process|nodejs)_/, `${f}: the relay's own, or prom-client's standard process and Node.js families`);
   for (const f of ['process_cpu_seconds_total', 'process_open_fds', 'nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_gc_duration_seconds', 'nodejs_heap_size_used_bytes']) {
     t.ok(families.includes(f), `${f} exported`);
