@@ -10,6 +10,11 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
   tel.emit('connection', { result: 'max-clients', peer: 'p' });
   tel.emit('connection', { result: 'protected-mode', peer: 'p' });
   tel.emit('protocol-error', { peer: 'p', limit: 'listen.max-bulk-len' });
+  tel.emit('access-denied', { reason: 'auth', peer: 'p' });
+  tel.emit('access-denied', { reason: 'auth', peer: 'p' });
+  tel.emit('access-denied', { reason: 'cmd', peer: 'p' });
+  tel.emit('web.refused', { reason: 'origin', peer: 'p' });
+  tel.emit('web.refused', { reason: 'token', peer: 'p' });
   tel.emit('replica.sync', { kind: 'full', peer: 'p' });
   tel.emit('replica.sync', { kind: 'partial', peer: 'p' });
   tel.emit('replica.sync', { kind: 'partial', peer: 'p' });
@@ -51,6 +56,7 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
       replicasDroppedLag: 1,
       replicasDroppedTimeout: 2,
       protocolErrors: 1,
+      accessDenied: { auth: 2, cmd: 1, channel: 0 },
       diskReadBytes: 0,
       streamCommands: { set: 2 },
       compressedRawBytes: 0,
@@ -60,7 +66,7 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
     snapshotRefreshes: { started: 2, committed: 1, failed: 1 },
     snapshotsGivenUp: 2,
     disk: { writeErrors: 1, detaches: 1, readErrors: 1, readWaits: 2, readWaitMs: 1500 },
-    web: { subscribersTotal: 1, messagesSent: 0, bytesSent: 0, droppedMessages: 0, slowDisconnects: 1 },
+    web: { subscribersTotal: 1, messagesSent: 0, bytesSent: 0, droppedMessages: 0, slowDisconnects: 1, refused: { host: 0, origin: 1, token: 1, subscribers: 0 } },
   });
 });
 
