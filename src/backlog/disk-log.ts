@@ -883,11 +883,16 @@ export class DiskLog {
    */
   async #closeHandle(gen: number, seg: Segment): Promise<void> {
     seg.sums.seal();
-    const fh = this.#fh;
+    let fh = this.#fh;
     if (!fh) {
-      await this.#persistSums(seg, true);
-      await this.#closeSums();
-      return;
+      // An attempt failed (a cut or an fsync; its handle was dropped): the whole close is done again, so that no
+      // closed segment keeps O_DIRECT's padding past its last byte (a restart would read it as the segment's) or
+      // goes unsynced, its checksums with it.
+      fh = await this.#io.open(this.#path(seg.start), 'r+', 0o600);
+      this.#setHandle(fh, seg.start, false);
+      await this.#openSums(seg.start, 'r+');
+      this.#sumsUnsynced = true;
+      this.#dirDirty = true;
     }
     await fh.truncate(seg.size);
     await this.#sync(fh, seg);

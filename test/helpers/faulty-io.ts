@@ -1,5 +1,6 @@
 import { nodeFileIo, type FileHandleIo, type FileIo, type OpenOptions } from '../../src/backlog/file-io.js';
 import { DIRECT_ALIGN } from '../../src/backlog/direct-writer.js';
+import { basename } from 'node:path';
 
 /** The error a simulated crash throws: the process is "dead" from then on, every later operation throws too. */
 export class CrashError extends Error {
@@ -30,10 +31,13 @@ export class FaultyIo implements FileIo {
   readonly writes: number[] = [];
   /** datasync calls on disk log segments (`.log`) so far. */
   segmentSyncs = 0;
+  /** Files (base names) with a datasync that succeeded, in order. */
+  readonly synced: string[] = [];
   crashed = false;
   #short = 0;
   #fail: { code: string; left: number } | null = null;
   #failRead: { code: string; left: number } | null = null;
+  #failSegmentOp: { op: 'datasync' | 'truncate'; code: string; left: number } | null = null;
   #hang: Array<() => void> | null = null;
   #hangOnlySums = false;
   #crashAt = 0;
@@ -63,6 +67,16 @@ export class FaultyIo implements FileIo {
   /** The next `count` reads fail with that errno (EIO: a bad sector; EMFILE: out of descriptors). */
   failReads(code: string, count: number): void {
     this.#failRead = { code, left: count };
+  }
+  /** The next `count` fdatasync (or ftruncate) calls on a disk log segment (`.log`) fail with that errno. */
+  failSegment(op: 'datasync' | 'truncate', code: string, count: number): void {
+    this.#failSegmentOp = { op, code, left: count };
+  }
+  #segmentFault(op: 'datasync' | 'truncate'): void {
+    const f = this.#failSegmentOp;
+    if (f === null || f.op !== op || f.left <= 0) return;
+    f.left--;
+    throw errno(f.code);
   }
   /** Writes from now on wait until release(): every file's, or only the checksum files' (`.sum`). */
   hangWrites(only: 'sums' | null = null): void {
@@ -115,10 +129,10 @@ export class FaultyIo implements FileIo {
     else if (this.#step()) throw new CrashError(`crash at open ${path}`);
     if (opts?.direct && this.#refuseDirect === 'open') throw errno('EINVAL');
     const fh = await this.#track(nodeFileIo.open(path, flags, mode, opts));
-    return this.#wrap(fh, opts?.direct === true, path.endsWith('.log'), path.endsWith('.sum'));
+    return this.#wrap(fh, opts?.direct === true, path.endsWith('.log'), path.endsWith('.sum'), basename(path));
   }
 
-  #wrap(fh: FileHandleIo, direct: boolean, segment: boolean, sums: boolean): FileHandleIo {
+  #wrap(fh: FileHandleIo, direct: boolean, segment: boolean, sums: boolean, name: string): FileHandleIo {
     // O_DIRECT transfers stay whole blocks.
     const cut = (n: number, min: number): number => (direct ? Math.max(min, n - (n % DIRECT_ALIGN)) : n);
     return {
@@ -159,7 +173,9 @@ export class FaultyIo implements FileIo {
       datasync: async () => {
         if (segment) this.segmentSyncs++;
         if (this.#step()) throw new CrashError('crash at datasync');
-        return this.#track(fh.datasync());
+        if (segment) this.#segmentFault('datasync');
+        await this.#track(fh.datasync());
+        this.synced.push(name);
       },
       sync: async () => {
         if (this.#step()) throw new CrashError('crash at sync');
@@ -167,6 +183,7 @@ export class FaultyIo implements FileIo {
       },
       truncate: async (len) => {
         if (this.#step()) throw new CrashError('crash at ftruncate');
+        if (segment) this.#segmentFault('truncate');
         return this.#track(fh.truncate(len));
       },
       stat: () => fh.stat(),

@@ -323,6 +323,34 @@ for (const refused of ['open', 'write'] as const) {
   });
 }
 
+for (const op of ['truncate', 'datasync'] as const) {
+  t.test(`a failed ${op} when a segment closes is done again before the next segment starts: a restart reads back every byte (O_DIRECT)`, async (t) => {
+    const dir = t.testdir();
+    const s = makeStream(2500, 5);
+    const io = new FaultyIo();
+    io.failSegment(op, 'EIO', 1);
+    const disk = await DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 256 * 1024, maxPending: 1 << 30, memory: 1 << 30, epoch: 1, logger: silent, io, direct: true, retryMinMs: 1, retryMaxMs: 2 });
+    const log = new ReplLog(1024);
+    log.reset(0);
+    log.attachDisk(disk);
+    feed(log, s, 0, s.bytes.length);
+    await waitFor(() => disk.writtenOffset === s.bytes.length || undefined, { what: 'written' });
+    await disk.close();
+    const segs = await segments(dir);
+    t.ok(segs.length >= 4, `${segs.length} segments`);
+    for (let i = 1; i < segs.length; i++) t.equal(segs[i]!.start, segs[i - 1]!.start + segs[i - 1]!.data.length, `${segs[i]!.name} follows the previous segment's last byte`);
+    for (const seg of segs) {
+      t.ok(io.synced.includes(seg.name) && io.synced.includes(seg.name.replace(/\.log$/, '.sum')), `${seg.name} and its checksums were synced`);
+    }
+    const d = await DiskLog.open({ dir, maxBytes: 1 << 30, segmentBytes: 256 * 1024, maxPending: 1 << 30, memory: 1 << 30, epoch: 1, logger: silent });
+    t.teardown(() => d.close(100));
+    t.equal(d.firstOffset, 1, 'the whole history is kept');
+    t.equal(d.endOffset, s.bytes.length);
+    const back = await d.read(1, s.bytes.length);
+    t.ok(back.equals(s.bytes.subarray(0, back.length)) && back.length > 0, 'what it reads back is the stream');
+  });
+}
+
 t.test('a crash after O_DIRECT writes leaves zero padding: recovery cuts it and ends at the last byte written', async (t) => {
   const s = makeStream(300, 13);
   const dir = t.testdir();
