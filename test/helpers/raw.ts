@@ -14,14 +14,21 @@ export interface RawConnection {
   readonly closed: Promise<string>;
 }
 
+/**
+ * Resolves when `socket` closes, however: not events.once(socket, 'close'), which rejects when an 'error' (an
+ * ECONNRESET: the peer closed with bytes of ours unread) comes first. Handles 'error' too.
+ */
+export function closeOf(socket: Socket): Promise<void> {
+  socket.on('error', () => undefined);
+  return new Promise((resolve) => socket.once('close', () => resolve()));
+}
+
 /** Connects to host:port (from `localAddress` when given), resolves once connected. Writes `send` if given. */
 export async function rawConnect(port: number, host = '127.0.0.1', opts: { localAddress?: string; send?: string | Buffer } = {}): Promise<RawConnection> {
   const socket = connect({ port, host, ...(opts.localAddress !== undefined && { localAddress: opts.localAddress }) });
   let got = '';
   socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
-  socket.on('error', () => undefined);
-  // Not events.once: it rejects when 'error' (an ECONNRESET) comes before 'close'.
-  const closed = new Promise<string>((resolve) => socket.once('close', () => resolve(got)));
+  const closed = closeOf(socket).then(() => got);
   await once(socket, 'connect');
   if (opts.send !== undefined) socket.write(opts.send);
   return { socket, received: () => got, closed };

@@ -20,6 +20,7 @@ import { StreamScanner } from '../../src/resp/stream-scanner.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { Relay } from '../../src/relay.js';
+import { closeOf } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -141,11 +142,11 @@ t.test('garbage from downstream clients: the relay keeps serving its replicas', 
     await Promise.all(
       inputs.slice(i, i + 20).map(async (input) => {
         const s = connect(relay.port, '127.0.0.1');
-        s.on('error', () => undefined);
+        const closed = closeOf(s);
         s.on('data', () => undefined);
         await once(s, 'connect');
         s.end(input);
-        await once(s, 'close');
+        await closed;
       }),
     );
   }
@@ -182,8 +183,7 @@ t.test('downstream limits are enforced and logged with a limit field', async (t)
     const s = connect(port, '127.0.0.1');
     let got = '';
     s.on('data', (d: Buffer) => (got += d.toString('latin1')));
-    s.on('error', () => undefined);
-    const closed = once(s, 'close').then(() => got);
+    const closed = closeOf(s).then(() => got);
     await once(s, 'connect');
     if (send) s.write(send);
     return { s, closed };

@@ -6,6 +6,7 @@ import { startRelay } from '../helpers/relay.js';
 import { startReplica, digest, waitConverged, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
+import { closeOf } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -116,11 +117,12 @@ t.test('WAIT on the master counts the relay, and the master sees the relay offse
 
 t.test('malformed RESP from a downstream client gets a protocol error and only that client is closed', async (t) => {
   const sock = connect({ port: relay.port, host: '127.0.0.1' });
+  const closed = closeOf(sock);
   await once(sock, 'connect');
   let got = '';
   sock.on('data', (d) => (got += d.toString()));
   sock.write('*2\r\n$3\r\nGET\r\n$abc\r\n');
-  await once(sock, 'close');
+  await closed;
   t.match(got, /^-ERR Protocol error: invalid bulk length/);
   await m.call('SET', 'after-garbage', '1');
   await waitConverged(m, rc, 'replicas unaffected');

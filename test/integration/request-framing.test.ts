@@ -22,6 +22,7 @@ import { assertAsyncProperty } from '../helpers/property.js';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { createLogger } from '../../src/log.js';
 import { Telemetry } from '../../src/observability/telemetry.js';
+import { closeOf } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -41,8 +42,7 @@ async function redisReplies(input: Buffer): Promise<string[]> {
   const s: Socket = connect(redis.port, '127.0.0.1');
   let got = '';
   s.on('data', (d: Buffer) => (got += d.toString('latin1')));
-  s.on('error', () => undefined);
-  const closed = once(s, 'close');
+  const closed = closeOf(s);
   await once(s, 'connect');
   s.end(input);
   await closed;

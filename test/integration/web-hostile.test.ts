@@ -11,7 +11,7 @@ import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { waitFor } from '../helpers/wait.js';
-import { logLines, rawConnect, writeConfig } from '../helpers/raw.js';
+import { closeOf, logLines, rawConnect, writeConfig } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -182,8 +182,7 @@ t.test('pipelined GET /metrics past the answers one connection may be written in
   await once(socket, 'connect');
   let got = '';
   socket.on('data', (b: Buffer) => (got += b.toString('latin1')));
-  const closed = once(socket, 'close');
-  socket.on('error', () => undefined);
+  const closed = closeOf(socket);
   // 2,000 scrapes of ~20 KB each in one write: ~40 MB of answers in one turn of the relay's event loop.
   const n = 2000;
   socket.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(n));
