@@ -57,7 +57,8 @@ t.test('redis-cli --replica and --rdb work against the relay', async (t) => {
   let out = '';
   cli.stdout.on('data', (d: Buffer) => (out += d.toString()));
   cli.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(() => out.includes('SYNC done') || undefined, { what: 'redis-cli --replica synced' });
+  // Redis 7.0 prints "SYNC done", valkey-cli 8 "Full resync done".
+  await waitFor(() => /SYNC done|Full resync done/.test(out) || undefined, { what: 'redis-cli --replica synced' });
   await m.call('SET', 'seen-by-cli', 'hello');
   await waitFor(() => out.includes('"seen-by-cli"') || undefined, { what: 'redis-cli --replica prints the command' });
   t.match(out, /"SET","seen-by-cli","hello"/);
