@@ -43,8 +43,8 @@ export interface StatsSnapshot {
     readonly bytesSent: number;
     readonly droppedMessages: number;
     readonly slowDisconnects: number;
-    /** Requests refused: Host or Origin not allowed, a wrong web.token, /stream full. */
-    readonly refused: { readonly host: number; readonly origin: number; readonly token: number; readonly subscribers: number };
+    /** Requests refused: Host or Origin not allowed, a wrong web.token, /stream full, past the answer budget. */
+    readonly refused: { readonly host: number; readonly origin: number; readonly token: number; readonly subscribers: number; readonly answers: number };
   };
 }
 
@@ -59,7 +59,7 @@ export class RelayStats {
   #rejected = 0;
   #protocolErrors = 0;
   readonly #accessDenied = { auth: 0, cmd: 0, channel: 0 };
-  readonly #webRefused = { host: 0, origin: 0, token: 0, subscribers: 0 };
+  readonly #webRefused = { host: 0, origin: 0, token: 0, subscribers: 0, answers: 0 };
   #syncFull = 0;
   #syncPartialOk = 0;
   #syncPartialErr = 0;

@@ -17,9 +17,10 @@ export interface TelemetryEvents {
   'access-denied': { readonly reason: 'auth' | 'cmd' | 'channel'; readonly peer: string };
   /**
    * A web request or /stream upgrade was refused: its Host or Origin is not allowed (403), it carried a wrong
-   * web.token (401), or /stream had web.max-subscribers already (503).
+   * web.token (401), /stream had web.max-subscribers already (503), or its answer was past the answers a
+   * connection or the process may write in a turn (503, answer-budget.ts).
    */
-  'web.refused': { readonly reason: 'host' | 'origin' | 'token' | 'subscribers'; readonly peer: string };
+  'web.refused': { readonly reason: WebRefusal; readonly peer: string };
   /** A downstream client broke the protocol or went past an input limit (`limit`: its config key); it is closed. */
   'protocol-error': { readonly peer: string; readonly limit: string | null };
   /** A replica is served: a full sync (+FULLRESYNC, or SYNC) or a partial one (+CONTINUE). */
@@ -54,6 +55,8 @@ export interface TelemetryEvents {
   /** A slow /stream subscriber was disconnected (web.slow-client: disconnect). */
   'stream.slow-disconnect': { readonly buffered: number };
 }
+
+export type WebRefusal = 'host' | 'origin' | 'token' | 'subscribers' | 'answers';
 
 export type TelemetryEvent = keyof TelemetryEvents;
 export type TelemetryMessage<E extends TelemetryEvent> = TelemetryEvents[E] & { readonly relay: string };

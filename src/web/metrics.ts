@@ -235,13 +235,14 @@ const FAMILIES: readonly Family[] = [
   {
     name: 'web_refused_total',
     type: 'counter',
-    help: 'Web requests refused, by reason (host, origin: web.allowed-hosts/-origins; token: a wrong web.token; subscribers: web.max-subscribers).',
+    help: 'Web requests refused, by reason (host, origin: web.allowed-hosts/-origins; token: a wrong web.token; subscribers: web.max-subscribers; answers: past the answers a turn may write).',
     labels: ['reason'],
     read: (s) => [
       [{ reason: 'host' }, s.web.refused.host],
       [{ reason: 'origin' }, s.web.refused.origin],
       [{ reason: 'token' }, s.web.refused.token],
       [{ reason: 'subscribers' }, s.web.refused.subscribers],
+      [{ reason: 'answers' }, s.web.refused.answers],
     ],
   },
   { name: 'web_decoding', type: 'gauge', help: '1 while stream commands are decoded for JSON subscribers.', read: (s) => flag(s.web.decoding) },

@@ -14,6 +14,8 @@ import { StreamHub, type StreamSink, type StreamSource, type Subscription } from
 import { parseStreamOptions, StreamOptionsError, type StreamOptions } from './stream-message.js';
 import { RequestGuard } from './request-guard.js';
 import { AnswerBudget } from './answer-budget.js';
+import { Answers } from './answers.js';
+import type { WebRefusal } from '../observability/telemetry.js';
 import { isJsonContentType, MAX_PITR_BODY, parsePitrBody, WebRequestError } from './pitr-request.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import { clip } from '../util/text.js';
@@ -55,6 +57,7 @@ export class WebServer {
   readonly #metrics: RelayMetrics;
   readonly #warnings = new LogLimiter();
   readonly #telemetry: Telemetry;
+  readonly #answers: Answers;
   #listenSocket: us_listen_socket | null = null;
   #port = 0;
   #shuttingDown = false;
@@ -64,6 +67,7 @@ export class WebServer {
     this.#config = config;
     this.#log = logger;
     this.#telemetry = telemetry;
+    this.#answers = new Answers(budget, (res) => this.#refused('answers', res));
     this.#tokenDigest = config.token === null ? null : digest(config.token);
     this.#guard = new RequestGuard(config);
     this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, maxBufferedTotal: config.maxBufferedTotal, slowClient: config.slowClient, logger, telemetry });
@@ -110,15 +114,15 @@ export class WebServer {
 
   #routes(app: TemplatedApp): TemplatedApp {
     const page = (res: HttpResponse, req: HttpRequest) => {
-      if (this.#allowed(res, req)) reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML, DASHBOARD_HEADERS);
+      if (this.#allowed(res, req)) this.#answers.reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML, DASHBOARD_HEADERS);
     };
     return app
       .get('/', page)
       .get('/index.html', page)
       .get('/healthz', (res, req) => {
         if (!this.#allowed(res, req)) return;
-        if (this.#shuttingDown) return reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', 'shutting down\n');
-        reply(res, '200 OK', 'text/plain; charset=utf-8', 'ok\n');
+        if (this.#shuttingDown) return this.#answers.reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', 'shutting down\n');
+        this.#answers.reply(res, '200 OK', 'text/plain; charset=utf-8', 'ok\n');
       })
       .get('/readyz', (res, req) => {
         if (!this.#allowed(res, req)) return;
@@ -127,12 +131,12 @@ export class WebServer {
         // Still ready (replicas are served), but worth a look: the disk log is failing or detached.
         const notes = s.log.diskProblem !== null ? [`disk log ${s.log.diskState}: ${s.log.diskProblem}`] : [];
         const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown, notes });
-        reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
+        this.#answers.reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
       })
       .get('/status', (res, req) => {
         if (!this.#allowed(res, req)) return;
         if (!this.#authorized(res, req)) return;
-        reply(res, '200 OK', 'application/json', JSON.stringify(this.#src.status()) + '\n');
+        this.#answers.reply(res, '200 OK', 'application/json', JSON.stringify(this.#src.status()) + '\n');
       })
       .get('/metrics', (res, req) => {
         if (!this.#allowed(res, req)) return;
@@ -143,9 +147,9 @@ export class WebServer {
         if (!this.#allowed(res, req)) return;
         if (!this.#authorized(res, req)) return;
         const pitr = this.#src.pitr;
-        if (pitr === null) return pitrUnavailable(res);
+        if (pitr === null) return this.#pitrUnavailable(res);
         try {
-          json(res, '200 OK', pitr.history());
+          this.#answers.json(res, '200 OK', pitr.history());
         } catch (err) {
           this.#pitrFailed(res, err, 'GET /history');
         }
@@ -155,22 +159,22 @@ export class WebServer {
         if (!this.#allowed(res, req)) return;
         if (!this.#authorized(res, req)) return;
         const pitr = this.#src.pitr;
-        if (pitr === null) return pitrUnavailable(res);
+        if (pitr === null) return this.#pitrUnavailable(res);
         const raw = req.getParameter(0) ?? '';
         const port = /^[1-9]\d{0,4}$/.test(raw) ? Number(raw) : 0;
-        if (port < 1 || port > 65535) return jsonError(res, '400 Bad Request', new WebRequestError('the port must be an integer 1..65535: DELETE /pitr/<port>'));
+        if (port < 1 || port > 65535) return this.#answers.jsonError(res, '400 Bad Request', new WebRequestError('the port must be an integer 1..65535: DELETE /pitr/<port>'));
         let closed: boolean;
         try {
           closed = pitr.close(port);
         } catch (err) {
           return this.#pitrFailed(res, err, 'DELETE /pitr');
         }
-        if (!closed) return jsonError(res, '404 Not Found', new PitrError(`no point-in-time listener on port ${port}`));
+        if (!closed) return this.#answers.jsonError(res, '404 Not Found', new PitrError(`no point-in-time listener on port ${port}`));
         this.#log.info({ port }, 'point-in-time listener closed (web)');
-        json(res, '200 OK', { port, closed: true });
+        this.#answers.json(res, '200 OK', { port, closed: true });
       })
       .any('/pitr', (res, req) => {
-        if (this.#allowed(res, req)) reply(res, '405 Method Not Allowed', 'text/plain; charset=utf-8', 'POST /pitr opens a point-in-time listener\n', { allow: 'POST' });
+        if (this.#allowed(res, req)) this.#answers.reply(res, '405 Method Not Allowed', 'text/plain; charset=utf-8', 'POST /pitr opens a point-in-time listener\n', { allow: 'POST' });
       })
       .ws<WsData>('/stream', {
         compression: uWS.DISABLED,
@@ -186,14 +190,14 @@ export class WebServer {
           if (subscribers >= this.#config.maxSubscribers) {
             this.#warnings.warn(this.#log, { limit: 'web.max-subscribers', value: this.#config.maxSubscribers }, '/stream subscriber refused: too many subscribers');
             this.#refused('subscribers', res);
-            return reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', `too many /stream subscribers (web.max-subscribers: ${this.#config.maxSubscribers})\n`);
+            return this.#answers.reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', `too many /stream subscribers (web.max-subscribers: ${this.#config.maxSubscribers})\n`);
           }
           let opts: StreamOptions;
           try {
             opts = parseStreamOptions(req.getQuery() ?? '');
           } catch (err) {
             if (!(err instanceof StreamOptionsError)) throw err;
-            return reply(res, '400 Bad Request', 'text/plain; charset=utf-8', `${err.message}\n`);
+            return this.#answers.reply(res, '400 Bad Request', 'text/plain; charset=utf-8', `${err.message}\n`);
           }
           const key = req.getHeader('sec-websocket-key');
           const protocol = req.getHeader('sec-websocket-protocol');
@@ -214,11 +218,19 @@ export class WebServer {
         },
       })
       .any('/*', (res, req) => {
-        if (this.#allowed(res, req)) reply(res, '404 Not Found', 'text/plain; charset=utf-8', 'not found\n');
+        if (this.#allowed(res, req)) this.#answers.reply(res, '404 Not Found', 'text/plain; charset=utf-8', 'not found\n');
       });
   }
 
-  #refused(reason: 'host' | 'origin' | 'token' | 'subscribers', res: HttpResponse): void {
+  #tooLarge(res: HttpResponse): void {
+    this.#answers.jsonError(res, '413 Payload Too Large', new WebRequestError(`the body is larger than ${MAX_PITR_BODY} bytes`), true);
+  }
+
+  #pitrUnavailable(res: HttpResponse): void {
+    this.#answers.jsonError(res, '503 Service Unavailable', new PitrError('point-in-time replicas are not available on this relay'));
+  }
+
+  #refused(reason: WebRefusal, res: HttpResponse): void {
     this.#telemetry.emit('web.refused', { reason, peer: Buffer.from(res.getRemoteAddressAsText()).toString() });
   }
 
@@ -234,7 +246,7 @@ export class WebServer {
       { limit: refused, host: clip(host), origin: clip(origin), url: clip(req.getUrl()) },
       'web request refused: Host or Origin not allowed (possible DNS rebinding or cross-site request)',
     );
-    reply(res, '403 Forbidden', 'text/plain; charset=utf-8', `forbidden: this ${refused === 'web.allowed-hosts' ? 'Host' : 'Origin'} is not allowed (${refused})\n`);
+    this.#answers.reply(res, '403 Forbidden', 'text/plain; charset=utf-8', `forbidden: this ${refused === 'web.allowed-hosts' ? 'Host' : 'Origin'} is not allowed (${refused})\n`);
     return false;
   }
 
@@ -243,10 +255,10 @@ export class WebServer {
     let aborted = false;
     res.onAborted(() => (aborted = true));
     this.#metrics.render().then(
-      (body) => aborted || reply(res, '200 OK', METRICS_CONTENT_TYPE, body),
+      (body) => aborted || this.#answers.reply(res, '200 OK', METRICS_CONTENT_TYPE, body),
       (err: Error) => {
         this.#log.error({ err }, '/metrics could not be rendered');
-        if (!aborted) reply(res, '500 Internal Server Error', 'text/plain; charset=utf-8', 'metrics could not be rendered\n');
+        if (!aborted) this.#answers.reply(res, '500 Internal Server Error', 'text/plain; charset=utf-8', 'metrics could not be rendered\n');
       },
     );
   }
@@ -260,13 +272,13 @@ export class WebServer {
     if (!this.#allowed(res, req)) return;
     if (!this.#authorized(res, req)) return;
     const pitr = this.#src.pitr;
-    if (pitr === null) return pitrUnavailable(res);
+    if (pitr === null) return this.#pitrUnavailable(res);
     // A cross-site form can post text/plain without a CORS preflight; application/json cannot.
     if (!isJsonContentType(req.getHeader('content-type'))) {
-      return jsonError(res, '415 Unsupported Media Type', new WebRequestError('the body must be JSON, sent with Content-Type: application/json'), true);
+      return this.#answers.jsonError(res, '415 Unsupported Media Type', new WebRequestError('the body must be JSON, sent with Content-Type: application/json'), true);
     }
     const length = req.getHeader('content-length');
-    if (length !== '' && !(Number(length) <= MAX_PITR_BODY)) return tooLarge(res);
+    if (length !== '' && !(Number(length) <= MAX_PITR_BODY)) return this.#tooLarge(res);
     let aborted = false;
     let opening = false;
     res.onAborted(() => {
@@ -281,7 +293,7 @@ export class WebServer {
       size += chunk.byteLength;
       if (size > MAX_PITR_BODY) {
         done = true;
-        return tooLarge(res);
+        return this.#tooLarge(res);
       }
       // uWS reuses (and frees) the chunk's memory once this callback returns: copy it.
       chunks.push(Buffer.from(new Uint8Array(chunk)));
@@ -292,7 +304,7 @@ export class WebServer {
         target = parsePitrBody(Buffer.concat(chunks));
       } catch (err) {
         if (!(err instanceof WebRequestError)) throw err;
-        return jsonError(res, '400 Bad Request', err);
+        return this.#answers.jsonError(res, '400 Bad Request', err);
       }
       opening = true;
       Promise.resolve()
@@ -305,7 +317,7 @@ export class WebServer {
               this.#log.info({ port: answer.port }, 'POST /pitr: the client went away before the answer; the listener stays until closed or idle');
               return;
             }
-            json(res, '200 OK', answer);
+            this.#answers.json(res, '200 OK', answer);
           },
           (err: unknown) => {
             opening = false;
@@ -318,9 +330,9 @@ export class WebServer {
 
   /** A PitrError is the request's (409, its message names the window); anything else is ours (500, logged). */
   #pitrFailed(res: HttpResponse, err: unknown, what: string): void {
-    if (err instanceof PitrError) return jsonError(res, '409 Conflict', err);
+    if (err instanceof PitrError) return this.#answers.jsonError(res, '409 Conflict', err);
     this.#log.error({ err }, `${what} failed`);
-    jsonError(res, '500 Internal Server Error', { code: 'RELAY_ERR_INTERNAL', message: `${what} failed: see the relay's log` });
+    this.#answers.jsonError(res, '500 Internal Server Error', { code: 'RELAY_ERR_INTERNAL', message: `${what} failed: see the relay's log` });
   }
 
   /**
@@ -339,7 +351,7 @@ export class WebServer {
       this.#warnings.warn(this.#log, { limit: 'web.token', remote, url: clip(req.getUrl()) }, 'web request refused: wrong web.token');
       this.#refused('token', res);
     }
-    unauthorized(res);
+    this.#answers.unauthorized(res);
     return false;
   }
 }
@@ -350,76 +362,6 @@ function digest(s: string): Buffer {
 
 /** The answers of this process's web port, per connection and per turn of the event loop (answer-budget.ts). */
 const budget = new AnswerBudget();
-
-/** `closeConnection`: the request's body was not read (too large, or not wanted): do not read it to keep the connection. */
-function reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}, closeConnection = false): void {
-  const bytes = Buffer.from(body);
-  if (!budget.spend(Buffer.from(res.getRemoteAddressAsText()).toString(), bytes.length)) return refuse(res);
-  res.cork(() => {
-    res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store').writeHeader('x-content-type-options', 'nosniff');
-    for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-    if (closeConnection) res.end(bytes, true);
-    else endBounded(res, bytes);
-  });
-}
-
-/**
- * An answer past the budget: 503, and its connection closed before another of its requests is handled. Not at once:
- * uWS goes on handling the requests a connection pipelined in the same read after an answer with `Connection:
- * close`, but it closes a connection whose next request comes while an answer is unsent, without calling a handler.
- * So the 503 waits for the end of this turn: a connection with more requests in this read is closed by uWS at the
- * next one (no 503 then: it was still sending), one without gets the 503 and is closed. The budget relies on this:
- * after a refusal, the next answer in this turn is another connection's.
- */
-function refuse(res: HttpResponse): void {
-  let aborted = false;
-  res.onAborted(() => (aborted = true));
-  setImmediate(() => {
-    if (aborted) return;
-    res.cork(() => {
-      res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').writeHeader('content-type', 'text/plain; charset=utf-8');
-      res.end('too many answers at once: try again\n', true);
-    });
-  });
-}
-
-/**
- * Ends a response without queueing more than the socket takes. uWS's end() keeps whatever the socket cannot take in
- * a per-connection buffer with no limit and goes on to the next pipelined request, so a client that pipelines
- * requests and never reads the answers grew the relay's memory by every answer. tryEnd writes only what the socket
- * takes; the rest follows as it drains (onWritable), and uWS closes a connection that sends another request while
- * an answer is still unsent. At most one answer per connection is held, by this closure.
- */
-function endBounded(res: HttpResponse, body: Buffer): void {
-  const total = body.length;
-  if (res.tryEnd(body, total)[1]) return;
-  // Not done: uWS requires an abort handler (the connection may go away meanwhile; nothing is left to do then).
-  res.onAborted(() => undefined);
-  res.onWritable((offset) => res.tryEnd(body.subarray(offset), total)[0]);
-}
-
-function json(res: HttpResponse, status: string, value: unknown): void {
-  reply(res, status, 'application/json', JSON.stringify(value) + '\n');
-}
-
-/** The web API's errors: `{"error": <message>, "code": <RELAY_ERR_…>}`. */
-function jsonError(res: HttpResponse, status: string, err: { readonly code: string; readonly message: string }, closeConnection = false): void {
-  reply(res, status, 'application/json', JSON.stringify({ error: err.message, code: err.code }) + '\n', {}, closeConnection);
-}
-
-function tooLarge(res: HttpResponse): void {
-  jsonError(res, '413 Payload Too Large', new WebRequestError(`the body is larger than ${MAX_PITR_BODY} bytes`), true);
-}
-
-function pitrUnavailable(res: HttpResponse): void {
-  jsonError(res, '503 Service Unavailable', new PitrError('point-in-time replicas are not available on this relay'));
-}
-
-function unauthorized(res: HttpResponse): void {
-  reply(res, '401 Unauthorized', 'text/plain; charset=utf-8', 'unauthorized: web.token is set; send Authorization: Bearer <token> or ?token=\n', {
-    'www-authenticate': 'Bearer realm="psync-relay"',
-  });
-}
 
 /** The hub's view of a uWS WebSocket; inert once the socket closed. */
 function sinkOf(ws: WebSocket<WsData>): StreamSink {

@@ -190,7 +190,10 @@ t.test('pipelined GET /metrics past the answers one connection may be written in
   const answers = got.split('HTTP/1.1 200').length - 1;
   t.ok(answers > 0 && answers < n, `${answers} of the ${n} scrapes answered, then the connection closed`);
   await pings(t, r.port);
-  t.match(await get(r.webPort, '/metrics'), /psync_relay_/, 'the next scrape is answered');
+  const metrics = await get(r.webPort, '/metrics');
+  t.match(metrics, /psync_relay_/, 'the next scrape is answered');
+  const refused = Number(/^psync_relay_web_refused_total\{reason="answers"\} (\d+)$/m.exec(metrics)?.[1]);
+  t.ok(refused >= 1, `the refusal is counted (${refused})`);
 });
 
 t.test('connections that together pass the answers one turn may write: a scrape past the total gets 503 and its connection closed', async (t) => {

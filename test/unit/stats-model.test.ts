@@ -15,6 +15,7 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
   tel.emit('access-denied', { reason: 'cmd', peer: 'p' });
   tel.emit('web.refused', { reason: 'origin', peer: 'p' });
   tel.emit('web.refused', { reason: 'token', peer: 'p' });
+  tel.emit('web.refused', { reason: 'answers', peer: 'p' });
   tel.emit('replica.sync', { kind: 'full', peer: 'p' });
   tel.emit('replica.sync', { kind: 'partial', peer: 'p' });
   tel.emit('replica.sync', { kind: 'partial', peer: 'p' });
@@ -66,7 +67,7 @@ t.test('every message moves the counter that INFO, /status and /metrics read', a
     snapshotRefreshes: { started: 2, committed: 1, failed: 1 },
     snapshotsGivenUp: 2,
     disk: { writeErrors: 1, detaches: 1, readErrors: 1, readWaits: 2, readWaitMs: 1500 },
-    web: { subscribersTotal: 1, messagesSent: 0, bytesSent: 0, droppedMessages: 0, slowDisconnects: 1, refused: { host: 0, origin: 1, token: 1, subscribers: 0 } },
+    web: { subscribersTotal: 1, messagesSent: 0, bytesSent: 0, droppedMessages: 0, slowDisconnects: 1, refused: { host: 0, origin: 1, token: 1, subscribers: 0, answers: 1 } },
   });
 });
 

@@ -91,7 +91,7 @@ const status: RelayStatus = {
     compressedWireBytes: 0,
     streamCommands: { set: 3, 'we"ird\\name\n': 1 },
   },
-  web: { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, refused: { host: 3, origin: 0, token: 5, subscribers: 0 }, decoding: true, bufferedBytes: 0 },
+  web: { jsonSubscribers: 1, rawSubscribers: 0, subscribersTotal: 1, messagesSent: 5, bytesSent: 50, droppedMessages: 0, slowDisconnects: 0, refused: { host: 3, origin: 0, token: 5, subscribers: 0, answers: 2 }, decoding: true, bufferedBytes: 0 },
   memory: { rss: 1, heapUsed: 1, external: 1 },
 };
 

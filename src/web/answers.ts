@@ -1,0 +1,81 @@
+import type { HttpResponse } from 'uWebSockets.js';
+import type { AnswerBudget } from './answer-budget.js';
+
+/**
+ * How one web server writes its HTTP answers: each charged to the process's answer budget (answer-budget.ts), and
+ * none queued past what its socket takes. `onRefused` hears of every answer the budget refused (a 503).
+ */
+export class Answers {
+  readonly #budget: AnswerBudget;
+  readonly #onRefused: (res: HttpResponse) => void;
+
+  constructor(budget: AnswerBudget, onRefused: (res: HttpResponse) => void) {
+    this.#budget = budget;
+    this.#onRefused = onRefused;
+  }
+
+  /** `closeConnection`: the request's body was not read (too large, or not wanted): do not read it to keep the connection. */
+  reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}, closeConnection = false): void {
+    const bytes = Buffer.from(body);
+    if (!this.#budget.spend(Buffer.from(res.getRemoteAddressAsText()).toString(), bytes.length)) {
+      this.#onRefused(res);
+      return refuse(res);
+    }
+    res.cork(() => {
+      res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store').writeHeader('x-content-type-options', 'nosniff');
+      for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+      if (closeConnection) res.end(bytes, true);
+      else endBounded(res, bytes);
+    });
+  }
+
+  json(res: HttpResponse, status: string, value: unknown): void {
+    this.reply(res, status, 'application/json', JSON.stringify(value) + '\n');
+  }
+
+  /** The web API's errors: `{"error": <message>, "code": <RELAY_ERR_…>}`. */
+  jsonError(res: HttpResponse, status: string, err: { readonly code: string; readonly message: string }, closeConnection = false): void {
+    this.reply(res, status, 'application/json', JSON.stringify({ error: err.message, code: err.code }) + '\n', {}, closeConnection);
+  }
+
+  unauthorized(res: HttpResponse): void {
+    this.reply(res, '401 Unauthorized', 'text/plain; charset=utf-8', 'unauthorized: web.token is set; send Authorization: Bearer <token> or ?token=\n', {
+      'www-authenticate': 'Bearer realm="psync-relay"',
+    });
+  }
+}
+
+/**
+ * An answer past the budget: 503, and its connection closed before another of its requests is handled. Not at once:
+ * uWS goes on handling the requests a connection pipelined in the same read after an answer with `Connection:
+ * close`, but it closes a connection whose next request comes while an answer is unsent, without calling a handler.
+ * So the 503 waits for the end of this turn: a connection with more requests in this read is closed by uWS at the
+ * next one (no 503 then: it was still sending), one without gets the 503 and is closed. The budget relies on this:
+ * after a refusal, the next answer in this turn is another connection's.
+ */
+function refuse(res: HttpResponse): void {
+  let aborted = false;
+  res.onAborted(() => (aborted = true));
+  setImmediate(() => {
+    if (aborted) return;
+    res.cork(() => {
+      res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').writeHeader('content-type', 'text/plain; charset=utf-8');
+      res.end('too many answers at once: try again\n', true);
+    });
+  });
+}
+
+/**
+ * Ends a response without queueing more than the socket takes. uWS's end() keeps whatever the socket cannot take in
+ * a per-connection buffer with no limit and goes on to the next pipelined request, so a client that pipelines
+ * requests and never reads the answers grew the relay's memory by every answer. tryEnd writes only what the socket
+ * takes; the rest follows as it drains (onWritable), and uWS closes a connection that sends another request while
+ * an answer is still unsent. At most one answer per connection is held, by this closure.
+ */
+function endBounded(res: HttpResponse, body: Buffer): void {
+  const total = body.length;
+  if (res.tryEnd(body, total)[1]) return;
+  // Not done: uWS requires an abort handler (the connection may go away meanwhile; nothing is left to do then).
+  res.onAborted(() => undefined);
+  res.onWritable((offset) => res.tryEnd(body.subarray(offset), total)[0]);
+}
