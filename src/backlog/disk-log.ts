@@ -888,7 +888,13 @@ export class DiskLog {
       // An attempt failed (a cut or an fsync; its handle was dropped): the whole close is done again, so that no
       // closed segment keeps O_DIRECT's padding past its last byte (a restart would read it as the segment's) or
       // goes unsynced, its checksums with it.
-      fh = await this.#io.open(this.#path(seg.start), 'r+', 0o600);
+      const reopened = await this.#io.open(this.#path(seg.start), 'r+', 0o600);
+      if (gen !== this.#gen) {
+        // The history was replaced while the file opened: this handle belongs to nobody (as in #handle).
+        void reopened.close().catch(() => {});
+        return;
+      }
+      fh = reopened;
       this.#setHandle(fh, seg.start, false);
       await this.#openSums(seg.start, 'r+');
       this.#sumsUnsynced = true;

@@ -4,7 +4,7 @@ import { ARG_OVERHEAD, FIXED_LIMITS, RequestParser } from '../resp/request-parse
 import { errorReply } from '../resp/writer.js';
 import { ProtocolError } from '../errors.js';
 import type { OutputBufferLimit } from '../config/types.js';
-import type { Telemetry } from '../observability/telemetry.js';
+import type { AccessDenial, Telemetry } from '../observability/telemetry.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import type { ReplicaSession } from './replica-session.js';
 import type { ClientMemory, MemoryUser } from './client-memory.js';
@@ -137,7 +137,7 @@ export class ClientConnection implements MemoryUser {
   }
 
   /** This client was refused: a wrong password, or a command or channel its role does not allow (counted by reason). */
-  accessDenied(reason: 'auth' | 'cmd' | 'channel'): void {
+  accessDenied(reason: AccessDenial): void {
     this.#telemetry.emit('access-denied', { reason, peer: this.addr });
   }
 

@@ -10,6 +10,7 @@ import { parseCompressionCapa } from '../compression.js';
 import type { PitrApi } from '../pitr/api.js';
 import { relayCommand } from './relay-command.js';
 import { string2ll } from '../resp/request-parser.js';
+import type { AccessDenial } from '../observability/telemetry.js';
 
 /** What commands need from the rest of the relay. */
 export interface CommandHost {
@@ -450,7 +451,7 @@ function permissionError(c: ClientConnection, name: string, spec: CommandSpec | 
 }
 
 interface Denied {
-  readonly reason: 'cmd' | 'channel';
+  readonly reason: Exclude<AccessDenial, 'auth'>;
   readonly error: string;
 }
 

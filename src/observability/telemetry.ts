@@ -14,7 +14,7 @@ export interface TelemetryEvents {
    * A downstream client was refused: a wrong password (AUTH, HELLO AUTH), or a command or a channel its role does not
    * allow (-NOPERM). Redis 7.2's acl_access_denied_auth / _cmd / _channel.
    */
-  'access-denied': { readonly reason: 'auth' | 'cmd' | 'channel'; readonly peer: string };
+  'access-denied': { readonly reason: AccessDenial; readonly peer: string };
   /**
    * A web request or /stream upgrade was refused: its Host or Origin is not allowed (403), it carried a wrong
    * web.token (401), /stream had web.max-subscribers already (503), or its answer was past the answers a
@@ -56,6 +56,7 @@ export interface TelemetryEvents {
   'stream.slow-disconnect': { readonly buffered: number };
 }
 
+export type AccessDenial = 'auth' | 'cmd' | 'channel';
 export type WebRefusal = 'host' | 'origin' | 'token' | 'subscribers' | 'answers';
 
 export type TelemetryEvent = keyof TelemetryEvents;

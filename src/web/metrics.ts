@@ -21,6 +21,8 @@ interface Family {
 const LINK_STATES = ['none', 'connecting', 'transfer', 'connected', 'backoff', 'stopped'] as const;
 const REPLICA_LABELS = ['replica', 'id'] as const;
 const flag = (b: boolean | undefined): number => (b ? 1 : 0);
+/** One series per reason of a counter kept by reason (every reason, zeros included). */
+const byReason = (counts: Readonly<Record<string, number>>): Array<readonly [Labels, number]> => Object.entries(counts).map(([reason, n]) => [{ reason }, n] as const);
 
 /** Every psync_relay_ family, in exposition order. The README's metrics table documents the same list. */
 const FAMILIES: readonly Family[] = [
@@ -176,11 +178,7 @@ const FAMILIES: readonly Family[] = [
     type: 'counter',
     help: 'Downstream clients refused, by reason (auth: a wrong password; cmd, channel: not allowed to their role).',
     labels: ['reason'],
-    read: (s) => [
-      [{ reason: 'auth' }, s.stats.accessDenied.auth],
-      [{ reason: 'cmd' }, s.stats.accessDenied.cmd],
-      [{ reason: 'channel' }, s.stats.accessDenied.channel],
-    ],
+    read: (s) => byReason(s.stats.accessDenied),
   },
   {
     name: 'replicas_dropped_total',
@@ -237,13 +235,7 @@ const FAMILIES: readonly Family[] = [
     type: 'counter',
     help: 'Web requests refused, by reason (host, origin: web.allowed-hosts/-origins; token: a wrong web.token; subscribers: web.max-subscribers; answers: past the answers a turn may write).',
     labels: ['reason'],
-    read: (s) => [
-      [{ reason: 'host' }, s.web.refused.host],
-      [{ reason: 'origin' }, s.web.refused.origin],
-      [{ reason: 'token' }, s.web.refused.token],
-      [{ reason: 'subscribers' }, s.web.refused.subscribers],
-      [{ reason: 'answers' }, s.web.refused.answers],
-    ],
+    read: (s) => byReason(s.web.refused),
   },
   { name: 'web_decoding', type: 'gauge', help: '1 while stream commands are decoded for JSON subscribers.', read: (s) => flag(s.web.decoding) },
 ];

@@ -33,12 +33,17 @@ export class FaultyIo implements FileIo {
   segmentSyncs = 0;
   /** Files (base names) with a datasync that succeeded, in order. */
   readonly synced: string[] = [];
+  /** Files (base names) opened for writing, with their flags, once opened, in order. */
+  readonly opened: string[] = [];
   crashed = false;
   #short = 0;
   #fail: { code: string; left: number } | null = null;
   #failRead: { code: string; left: number } | null = null;
   #failSegmentOp: { op: 'datasync' | 'truncate'; code: string; left: number } | null = null;
   #hang: Array<() => void> | null = null;
+  /** Opens waiting in hangOpens(), and which ones wait. */
+  #hungOpens: Array<() => void> = [];
+  #hangOpens: ((path: string, flags: string) => boolean) | null = null;
   #hangOnlySums = false;
   #crashAt = 0;
   #seed = 1;
@@ -83,14 +88,24 @@ export class FaultyIo implements FileIo {
     this.#hang = [];
     this.#hangOnlySums = only === 'sums';
   }
+  /** Opens from now on for which `which` is true return only at release() (the file is opened at once). */
+  hangOpens(which: (path: string, flags: string) => boolean): void {
+    this.#hangOpens = which;
+  }
+  /** Opens waiting in hangOpens(). */
+  get hungOpens(): number {
+    return this.#hungOpens.length;
+  }
   /** Writes waiting in hangWrites(). */
   get hungWrites(): number {
     return this.#hang?.length ?? 0;
   }
   /** Lets hung writes go on (they then do their write). */
   release(): void {
-    const waiting = this.#hang ?? [];
+    const waiting = [...(this.#hang ?? []), ...this.#hungOpens];
     this.#hang = null;
+    this.#hangOpens = null;
+    this.#hungOpens = [];
     for (const go of waiting) go();
   }
   refuseDirect(what: 'open' | 'write'): void {
@@ -129,6 +144,9 @@ export class FaultyIo implements FileIo {
     else if (this.#step()) throw new CrashError(`crash at open ${path}`);
     if (opts?.direct && this.#refuseDirect === 'open') throw errno('EINVAL');
     const fh = await this.#track(nodeFileIo.open(path, flags, mode, opts));
+    if (flags !== 'r') this.opened.push(`${basename(path)} ${flags}`);
+    // The file is open; its caller hears of it only once released.
+    if (this.#hangOpens?.(path, flags)) await new Promise<void>((go) => this.#hungOpens.push(go));
     return this.#wrap(fh, opts?.direct === true, path.endsWith('.log'), path.endsWith('.sum'), basename(path));
   }
 

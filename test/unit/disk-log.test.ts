@@ -351,6 +351,28 @@ for (const op of ['truncate', 'datasync'] as const) {
   });
 }
 
+t.test('a new history started while a failed segment close is being done again gets files of its own, whatever the offsets', async (t) => {
+  const io = new FaultyIo();
+  io.failSegment('truncate', 'EIO', 1);
+  // The close done again reopens the segment ('r+'): that open returns only once the new history has begun.
+  io.hangOpens((path, flags) => flags === 'r+' && path.endsWith('.log'));
+  const { dir, disk, log } = await setup(t, { io, direct: true });
+  const s = makeStream(200, 6);
+  feed(log, s, 0, s.bytes.length);
+  await waitFor(() => io.hungOpens === 1 || undefined, { what: 'the close done again, opening the segment' });
+  const first = (await segments(dir))[0]!;
+  // The new history starts where the old segment did: the same start offset, another epoch.
+  await log.resetHistory(first.start - 1, 2);
+  io.release();
+  const next = makeStream(50, 7);
+  feed(log, next, 0, next.bytes.length);
+  await waitFor(() => disk.writtenOffset === first.start - 1 + next.bytes.length || undefined, { what: 'the new history written' });
+  await disk.close();
+  const segs = await segments(dir);
+  t.ok(segs.length > 0 && segs.every((x) => x.name.startsWith('seg-0000000002-')), `only the new history's segments: ${segs.map((x) => x.name).join(' ')}`);
+  t.ok(Buffer.concat(segs.map((x) => x.data)).equals(next.bytes), 'holding the new history byte for byte');
+});
+
 t.test('a crash after O_DIRECT writes leaves zero padding: recovery cuts it and ends at the last byte written', async (t) => {
   const s = makeStream(300, 13);
   const dir = t.testdir();
