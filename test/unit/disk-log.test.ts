@@ -767,7 +767,7 @@ for (const direct of [false, true]) {
     const s = makeStream(250, 11);
     // How many mutating file operations a clean run makes (opening, writing, fsyncing, rolling, dropping segments).
     async function run(dir: string, io: FaultyIo): Promise<void> {
-      const disk = await DiskLog.open({ dir, maxBytes: 24 * 1024, segmentBytes: 4096, maxPending: 1 << 30, memory: 1 << 30, epoch: 1, logger: silent, io, direct, retryMinMs: 1, retryMaxMs: 2 });
+      const disk = await DiskLog.open({ dir, maxBytes: 24 * 1024, segmentBytes: 4096, maxPending: 1 << 30, memory: 1 << 30, epoch: 1, logger: silent, io, direct, retryMinMs: 1, retryMaxMs: 2, flushDelayMs: 0 });
       const log = new ReplLog(2048);
       log.reset(0);
       log.attachDisk(disk);
