@@ -238,15 +238,18 @@ export class WebServer {
   #allowed(res: HttpResponse, req: HttpRequest): boolean {
     const host = req.getHeader('host');
     const origin = req.getHeader('origin');
-    const refused = this.#guard.check(host, origin);
+    const site = req.getHeader('sec-fetch-site');
+    const refused = this.#guard.check(host, origin, { site, mode: req.getHeader('sec-fetch-mode'), dest: req.getHeader('sec-fetch-dest') });
     if (refused === null) return true;
     this.#refused(refused === 'web.allowed-hosts' ? 'host' : 'origin', res);
+    const limit = refused === 'cross-site' ? 'web.allowed-origins' : refused;
     this.#warnings.warn(
       this.#log,
-      { limit: refused, host: clip(host), origin: clip(origin), url: clip(req.getUrl()) },
+      { limit, host: clip(host), origin: clip(origin), ...(refused === 'cross-site' && { site: clip(site) }), url: clip(req.getUrl()) },
       'web request refused: Host or Origin not allowed (possible DNS rebinding or cross-site request)',
     );
-    this.#answers.reply(res, '403 Forbidden', 'text/plain; charset=utf-8', `forbidden: this ${refused === 'web.allowed-hosts' ? 'Host' : 'Origin'} is not allowed (${refused})\n`);
+    const what = refused === 'web.allowed-hosts' ? 'this Host is not allowed' : refused === 'web.allowed-origins' ? 'this Origin is not allowed' : 'a page on another site may not load this';
+    this.#answers.reply(res, '403 Forbidden', 'text/plain; charset=utf-8', `forbidden: ${what} (${limit})\n`);
     return false;
   }
 
