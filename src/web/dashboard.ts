@@ -4,9 +4,9 @@
  * /stream over a WebSocket with the filters typed in. Each row of the tail offers "restore": POST /pitr at the
  * row's offset (the dataset right after that command) or at its offset - 1 (the relay settles that on the command
  * before it: the dataset right before this one), showing the listener's port as a REPLICAOF line, and DELETE
- * /pitr/<port> to close it. A token comes from `?token=` or the token field (kept in localStorage) and is sent as
- * `Authorization: Bearer` to /status and /pitr and `?token=` to /stream. Text from the relay only ever goes in
- * through textContent. No frame may hold the page (DASHBOARD_HEADERS).
+ * /pitr/<port> to close it. A token comes from `?token=` (then taken out of the URL) or the token field, is kept
+ * in localStorage, and is sent as `Authorization: Bearer` to /status and /pitr and `?token=` to /stream. Text from
+ * the relay only ever goes in through textContent. No frame may hold the page (DASHBOARD_HEADERS).
  */
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en">
@@ -101,6 +101,13 @@ export const DASHBOARD_HTML = `<!doctype html>
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   let token = params.get('token') || localStorage.getItem('psync-relay-token') || '';
+  // A token given in the URL is kept like a typed one and taken out of the address bar: left there, it stays in
+  // the browser's history and goes in the Referer of every request the page makes (a TLS proxy's access log).
+  if (params.has('token')) {
+    if (token) localStorage.setItem('psync-relay-token', token);
+    params.delete('token');
+    history.replaceState(null, '', location.pathname + (params.toString() ? '?' + params : '') + location.hash);
+  }
   $('token').value = token;
   $('token').addEventListener('change', () => { token = $('token').value.trim(); localStorage.setItem('psync-relay-token', token); poll(); openStream(); });
   const fmt = (n) => n >= 1e9 ? (n / 1e9).toFixed(2) + 'G' : n >= 1e6 ? (n / 1e6).toFixed(2) + 'M' : n >= 1e3 ? (n / 1e3).toFixed(1) + 'k' : String(Math.round(n));

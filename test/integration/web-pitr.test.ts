@@ -386,6 +386,9 @@ browserTest('the dashboard: "restore to here" on a stream row posts its offset, 
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${s.port}/?token=s3cret`);
   await page.waitForFunction(`document.getElementById('stream-state')?.textContent === 'live'`);
+  // Left in the address bar, the token stays in the browser's history and goes in the Referer of every request.
+  t.equal(await page.evaluate('location.href'), `http://127.0.0.1:${s.port}/`, 'the page takes the token out of its URL');
+  t.equal(await page.evaluate(`localStorage.getItem('psync-relay-token')`), 's3cret', 'and keeps it in localStorage');
   await m.call('SET', 'pitr-key', 'v1');
   const row = await waitFor(() => seen.find((x) => x.args[0] === 'pitr-key'), { what: 'the SET on /stream' });
   await page.waitForFunction(`(document.getElementById('tail')?.textContent ?? '').includes('pitr-key')`);
