@@ -19,6 +19,7 @@ import type { WebRefusal } from '../observability/telemetry.js';
 import { isJsonContentType, MAX_PITR_BODY, parsePitrBody, WebRequestError } from './pitr-request.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import { clip } from '../util/text.js';
+import { offeredProtocols } from './ws-token.js';
 
 /** The uWebSockets.js native addon is loaded (not its slower Node.js fallback). */
 export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSLApp'] === 'function';
@@ -44,7 +45,8 @@ const MAX_REASON = 120;
  * `/metrics` (Prometheus), `WS /stream`, and point-in-time replicas: `GET /history`, `POST /pitr`,
  * `DELETE /pitr/<port>` (JSON). Every request must pass the same-host checks (request-guard.ts: Host, and Origin
  * when sent); `web.token`, when set, also guards /status, /metrics, /stream, /history and /pitr
- * (`Authorization: Bearer <token>` or `?token=`); the dashboard page itself holds no data.
+ * (`Authorization: Bearer <token>`, `?token=`, or on /stream a subprotocol: ws-token.ts); the dashboard page itself
+ * holds no data.
  */
 export class WebServer {
   readonly hub: StreamHub;
@@ -185,7 +187,8 @@ export class WebServer {
         maxBackpressure: Math.max(this.#config.maxBuffered * 4, 1024 ** 3),
         upgrade: (res, req, context) => {
           if (!this.#allowed(res, req)) return;
-          if (!this.#authorized(res, req)) return;
+          const protocols = offeredProtocols(req.getHeader('sec-websocket-protocol'));
+          if (!this.#authorized(res, req, protocols.token)) return;
           const subscribers = this.hub.jsonSubscribers + this.hub.rawSubscribers;
           if (subscribers >= this.#config.maxSubscribers) {
             this.#warnings.warn(this.#log, { limit: 'web.max-subscribers', value: this.#config.maxSubscribers }, '/stream subscriber refused: too many subscribers');
@@ -200,9 +203,8 @@ export class WebServer {
             return this.#answers.reply(res, '400 Bad Request', 'text/plain; charset=utf-8', `${err.message}\n`);
           }
           const key = req.getHeader('sec-websocket-key');
-          const protocol = req.getHeader('sec-websocket-protocol');
           const extensions = req.getHeader('sec-websocket-extensions');
-          res.cork(() => res.upgrade<WsData>({ opts, sub: null, alive: true }, key, protocol, extensions, context));
+          res.cork(() => res.upgrade<WsData>({ opts, sub: null, alive: true }, key, protocols.answer, extensions, context));
         },
         open: (ws) => {
           const data = ws.getUserData();
@@ -341,13 +343,14 @@ export class WebServer {
   /**
    * web.token, when set; answers 401 and returns false when it is missing or wrong. A wrong token (a guess, not a
    * page polling before the token is typed in) is logged like a failed AUTH: rate limited, never the token itself.
-   * Read synchronously: uWS requests are only valid during the handler.
+   * Read synchronously: uWS requests are only valid during the handler. `offered`: the token a WebSocket upgrade
+   * offered as a subprotocol (ws-token.ts).
    */
-  #authorized(res: HttpResponse, req: HttpRequest): boolean {
+  #authorized(res: HttpResponse, req: HttpRequest, offered: string | null = null): boolean {
     if (this.#tokenDigest === null) return true;
     const header = req.getHeader('authorization');
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    const given = m?.[1] ?? new URLSearchParams(req.getQuery() ?? '').get('token');
+    const given = m?.[1] ?? offered ?? new URLSearchParams(req.getQuery() ?? '').get('token');
     if (given !== null && given !== undefined && timingSafeEqual(digest(given), this.#tokenDigest)) return true;
     if (given !== null && given !== undefined) {
       const remote = Buffer.from(res.getRemoteAddressAsText()).toString();
