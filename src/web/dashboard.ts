@@ -4,9 +4,10 @@
  * /stream over a WebSocket with the filters typed in. Each row of the tail offers "restore": POST /pitr at the
  * row's offset (the dataset right after that command) or at its offset - 1 (the relay settles that on the command
  * before it: the dataset right before this one), showing the listener's port as a REPLICAOF line, and DELETE
- * /pitr/<port> to close it. A token comes from `?token=` or the token field (kept in localStorage) and is sent as
- * `Authorization: Bearer` to /status and /pitr and `?token=` to /stream. Text from the relay only ever goes in
- * through textContent. No frame may hold the page (DASHBOARD_HEADERS).
+ * /pitr/<port> to close it. A token comes from `?token=` (then taken out of the URL) or the token field, is kept
+ * in localStorage, and is sent as `Authorization: Bearer` to /status and /pitr and as a subprotocol to /stream
+ * (ws-token.ts). Text from the relay only ever goes in through textContent. No frame may hold the page
+ * (DASHBOARD_HEADERS).
  */
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en">
@@ -101,6 +102,13 @@ export const DASHBOARD_HTML = `<!doctype html>
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   let token = params.get('token') || localStorage.getItem('psync-relay-token') || '';
+  // A token given in the URL is kept like a typed one and taken out of the address bar: left there, it stays in
+  // the browser's history and goes in the Referer of every request the page makes (a TLS proxy's access log).
+  if (params.has('token')) {
+    if (token) localStorage.setItem('psync-relay-token', token);
+    params.delete('token');
+    history.replaceState(null, '', location.pathname + (params.toString() ? '?' + params : '') + location.hash);
+  }
   $('token').value = token;
   $('token').addEventListener('change', () => { token = $('token').value.trim(); localStorage.setItem('psync-relay-token', token); poll(); openStream(); });
   const fmt = (n) => n >= 1e9 ? (n / 1e9).toFixed(2) + 'G' : n >= 1e6 ? (n / 1e6).toFixed(2) + 'M' : n >= 1e3 ? (n / 1e3).toFixed(1) + 'k' : String(Math.round(n));
@@ -191,14 +199,19 @@ export const DASHBOARD_HTML = `<!doctype html>
     if (db) q.set('db', db);
     if (!$('f-internal').checked) q.set('internal', '0');
     if (from !== null) q.set('from', String(from));
-    if (token) q.set('token', token);
     const base = location.pathname.replace(/[^/]*$/, '');
     return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + base + 'stream?' + q;
+  }
+  // The token goes as a subprotocol, not in the URL, which a TLS proxy logs whole; the relay answers 'psync-relay'.
+  function streamProtocols() {
+    if (!token) return [];
+    const b64 = btoa(Array.from(new TextEncoder().encode(token), (b) => String.fromCharCode(b)).join(''));
+    return ['psync-relay', 'psync-relay.token.' + b64.replaceAll('+', '-').replaceAll('/', '_').replace(/=+$/, '')];
   }
   function openStream(from = null) {
     const me = ++wanted;
     if (ws) { ws.onclose = null; ws.close(); }
-    ws = new WebSocket(streamUrl(from));
+    ws = new WebSocket(streamUrl(from), streamProtocols());
     const state = $('stream-state');
     state.textContent = 'connecting'; state.className = 'pill sync';
     ws.onopen = () => { state.textContent = 'live'; state.className = 'pill up'; };

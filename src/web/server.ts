@@ -19,6 +19,7 @@ import type { WebRefusal } from '../observability/telemetry.js';
 import { isJsonContentType, MAX_PITR_BODY, parsePitrBody, WebRequestError } from './pitr-request.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import { clip } from '../util/text.js';
+import { offeredProtocols } from './ws-token.js';
 
 /** The uWebSockets.js native addon is loaded (not its slower Node.js fallback). */
 export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSLApp'] === 'function';
@@ -44,7 +45,8 @@ const MAX_REASON = 120;
  * `/metrics` (Prometheus), `WS /stream`, and point-in-time replicas: `GET /history`, `POST /pitr`,
  * `DELETE /pitr/<port>` (JSON). Every request must pass the same-host checks (request-guard.ts: Host, and Origin
  * when sent); `web.token`, when set, also guards /status, /metrics, /stream, /history and /pitr
- * (`Authorization: Bearer <token>` or `?token=`); the dashboard page itself holds no data.
+ * (`Authorization: Bearer <token>`, `?token=`, or on /stream a subprotocol: ws-token.ts); the dashboard page itself
+ * holds no data.
  */
 export class WebServer {
   readonly hub: StreamHub;
@@ -185,7 +187,8 @@ export class WebServer {
         maxBackpressure: Math.max(this.#config.maxBuffered * 4, 1024 ** 3),
         upgrade: (res, req, context) => {
           if (!this.#allowed(res, req)) return;
-          if (!this.#authorized(res, req)) return;
+          const protocols = offeredProtocols(req.getHeader('sec-websocket-protocol'));
+          if (!this.#authorized(res, req, protocols.token)) return;
           const subscribers = this.hub.jsonSubscribers + this.hub.rawSubscribers;
           if (subscribers >= this.#config.maxSubscribers) {
             this.#warnings.warn(this.#log, { limit: 'web.max-subscribers', value: this.#config.maxSubscribers }, '/stream subscriber refused: too many subscribers');
@@ -200,9 +203,8 @@ export class WebServer {
             return this.#answers.reply(res, '400 Bad Request', 'text/plain; charset=utf-8', `${err.message}\n`);
           }
           const key = req.getHeader('sec-websocket-key');
-          const protocol = req.getHeader('sec-websocket-protocol');
           const extensions = req.getHeader('sec-websocket-extensions');
-          res.cork(() => res.upgrade<WsData>({ opts, sub: null, alive: true }, key, protocol, extensions, context));
+          res.cork(() => res.upgrade<WsData>({ opts, sub: null, alive: true }, key, protocols.answer, extensions, context));
         },
         open: (ws) => {
           const data = ws.getUserData();
@@ -238,15 +240,18 @@ export class WebServer {
   #allowed(res: HttpResponse, req: HttpRequest): boolean {
     const host = req.getHeader('host');
     const origin = req.getHeader('origin');
-    const refused = this.#guard.check(host, origin);
+    const site = req.getHeader('sec-fetch-site');
+    const refused = this.#guard.check(host, origin, { site, mode: req.getHeader('sec-fetch-mode'), dest: req.getHeader('sec-fetch-dest') });
     if (refused === null) return true;
     this.#refused(refused === 'web.allowed-hosts' ? 'host' : 'origin', res);
+    const limit = refused === 'cross-site' ? 'web.allowed-origins' : refused;
     this.#warnings.warn(
       this.#log,
-      { limit: refused, host: clip(host), origin: clip(origin), url: clip(req.getUrl()) },
+      { limit, host: clip(host), origin: clip(origin), ...(refused === 'cross-site' && { site: clip(site) }), url: clip(req.getUrl()) },
       'web request refused: Host or Origin not allowed (possible DNS rebinding or cross-site request)',
     );
-    this.#answers.reply(res, '403 Forbidden', 'text/plain; charset=utf-8', `forbidden: this ${refused === 'web.allowed-hosts' ? 'Host' : 'Origin'} is not allowed (${refused})\n`);
+    const what = refused === 'web.allowed-hosts' ? 'this Host is not allowed' : refused === 'web.allowed-origins' ? 'this Origin is not allowed' : 'a page on another site may not load this';
+    this.#answers.reply(res, '403 Forbidden', 'text/plain; charset=utf-8', `forbidden: ${what} (${limit})\n`);
     return false;
   }
 
@@ -338,13 +343,14 @@ export class WebServer {
   /**
    * web.token, when set; answers 401 and returns false when it is missing or wrong. A wrong token (a guess, not a
    * page polling before the token is typed in) is logged like a failed AUTH: rate limited, never the token itself.
-   * Read synchronously: uWS requests are only valid during the handler.
+   * Read synchronously: uWS requests are only valid during the handler. `offered`: the token a WebSocket upgrade
+   * offered as a subprotocol (ws-token.ts).
    */
-  #authorized(res: HttpResponse, req: HttpRequest): boolean {
+  #authorized(res: HttpResponse, req: HttpRequest, offered: string | null = null): boolean {
     if (this.#tokenDigest === null) return true;
     const header = req.getHeader('authorization');
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    const given = m?.[1] ?? new URLSearchParams(req.getQuery() ?? '').get('token');
+    const given = m?.[1] ?? offered ?? new URLSearchParams(req.getQuery() ?? '').get('token');
     if (given !== null && given !== undefined && timingSafeEqual(digest(given), this.#tokenDigest)) return true;
     if (given !== null && given !== undefined) {
       const remote = Buffer.from(res.getRemoteAddressAsText()).toString();

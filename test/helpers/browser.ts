@@ -17,6 +17,8 @@ export interface PlaywrightLike {
       newPage(): Promise<
         FrameLike & {
           goto(url: string): Promise<unknown>;
+          /** Runs `script` in every document of the page before its own scripts. */
+          addInitScript(script: string): Promise<void>;
           screenshot(o: { path: string }): Promise<unknown>;
           mainFrame(): FrameLike;
           frames(): FrameLike[];

@@ -13,7 +13,7 @@ import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { waitFor } from '../helpers/wait.js';
-import { loggedLine, rawConnect, writeConfig } from '../helpers/raw.js';
+import { loggedLine, logLines, rawConnect, writeConfig } from '../helpers/raw.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
@@ -96,6 +96,19 @@ t.test('cross-site WebSocket hijacking: a foreign Origin gets 403 and no message
   t.equal((await curl(r.webPort, '/status', { origin: 'http://evil.example' })).status, 403, 'a cross-site fetch of /status too');
   t.match(await loggedLine(r, /web request refused/), { limit: 'web.allowed-origins', origin: 'http://evil.example' });
   t.match(JSON.parse((await curl(r.webPort, '/status')).body), { web: { refused: { host: 0, origin: 5 } } }, '/status counts the 5 refusals by reason');
+  // A tag or a no-cors fetch on a page on another site (or another port of this host) sends no Origin, only Sec-Fetch-Site.
+  const fetchMeta = (site: string, mode: string, dest: string) => ({ 'sec-fetch-site': site, 'sec-fetch-mode': mode, 'sec-fetch-dest': dest });
+  for (const [site, mode, dest] of [['cross-site', 'no-cors', 'image'], ['same-site', 'no-cors', 'script'], ['cross-site', 'navigate', 'object'], ['cross-site', 'navigate', 'iframe']]) {
+    const res = await curl(r.webPort, '/status', fetchMeta(site!, mode!, dest!));
+    t.equal(res.status, 403, `Sec-Fetch-Site ${site}, ${mode} ${dest}: 403`);
+    t.equal(res.body, 'forbidden: a page on another site may not load this (web.allowed-origins)\n', 'and no data');
+  }
+  t.equal((await curl(r.webPort, '/', fetchMeta('cross-site', 'navigate', 'document'))).status, 200, 'a link from another site to the dashboard opens it');
+  t.equal((await curl(r.webPort, '/status', fetchMeta('same-origin', 'cors', 'empty'))).status, 200, "the dashboard's own fetch");
+  t.equal((await curl(r.webPort, '/status', fetchMeta('none', 'navigate', 'document'))).status, 200, 'a typed URL or a bookmark');
+  t.equal((await curl(r.webPort, '/status', { ...fetchMeta('cross-site', 'cors', 'empty'), origin: 'https://ops.example.com' })).status, 200, 'an allowed Origin from another site');
+  const line = await waitFor(() => logLines(r.logs(), /web request refused/).find((l) => l['site'] !== undefined), { what: 'the cross-site refusal logged' });
+  t.match(line, { level: 40, limit: 'web.allowed-origins', site: 'cross-site', url: '/status' }, 'logged with the key to change');
 });
 
 browserTest('clickjacking: a page on another site cannot show the dashboard in a frame, so a click it steals opens nothing', async (t) => {
@@ -140,6 +153,41 @@ browserTest('clickjacking: a page on another site cannot show the dashboard in a
   t.equal(dashboard?.url() ?? null, null, 'the dashboard does not render inside a page from another site');
   const history = JSON.parse((await curl(r.webPort, '/history')).body) as { listeners: unknown[] };
   t.same(history.listeners, [], 'no point-in-time listener was opened');
+});
+
+browserTest('a page on another site cannot tell a right web.token from a wrong one by loading /status in <object>, <img> or <script>', async (t) => {
+  const [r, browser] = await Promise.all([
+    relay(t, { web: { token: 'right-token' } }),
+    launchChromium(t, ['--host-resolver-rules=MAP evil.test 127.0.0.1', '--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests']),
+  ]);
+  const evil = createServer((_req, res) => {
+    res.setHeader('content-type', 'text/html');
+    // Each tag loads /status with a guess; its load or error event is all a page on another site can see.
+    res.end(`<!doctype html><body><script>
+      const probe = (tag, token) => new Promise((resolve) => {
+        const el = document.createElement(tag);
+        const url = 'http://127.0.0.1:${r.webPort}/status?token=' + token;
+        el.onload = () => resolve('load');
+        el.onerror = () => resolve('error');
+        if (tag === 'object') el.data = url; else el.src = url;
+        document.body.appendChild(el);
+      });
+      window.probes = (async () => {
+        const out = {};
+        for (const tag of ['object', 'img', 'script']) out[tag] = { wrong: await probe(tag, 'a-guess'), right: await probe(tag, 'right-token') };
+        return out;
+      })();
+    </script>`);
+  });
+  evil.listen(0, '127.0.0.1');
+  await once(evil, 'listening');
+  t.teardown(() => evil.close());
+  const tab = await browser.newPage();
+  await tab.goto(`http://evil.test:${(evil.address() as { port: number }).port}/`);
+  const probes = (await tab.evaluate('window.probes')) as Record<string, { wrong: string; right: string }>;
+  for (const [tag, seen] of Object.entries(probes)) t.equal(seen.right, seen.wrong, `<${tag}>: the same event for the right token as for a guess (${seen.wrong})`);
+  t.notMatch(r.logs(), /wrong web\.token/, 'refused before the token is looked at');
+  t.equal((await curl(r.webPort, '/status', { authorization: 'Bearer right-token' })).status, 200, 'the token still opens /status to a client that is not a page on another site');
 });
 
 t.test('web.max-subscribers: one more /stream subscriber gets 503; a slot frees when one leaves', async (t) => {

@@ -62,6 +62,23 @@ t.test('web.token guards /status, /metrics and /stream; health, readiness and th
   });
   t.equal(ws.readyState, WebSocket.OPEN, '/stream with ?token= opens');
   ws.close();
+  // As the dashboard sends it: a subprotocol, so the token is not in the URL a proxy logs.
+  const offer = (token: string) => ['psync-relay', `psync-relay.token.${Buffer.from(token).toString('base64url')}`];
+  const viaProtocol = new WebSocket(`ws://127.0.0.1:${port}/stream`, offer('s3cret'));
+  await new Promise((resolve, reject) => {
+    viaProtocol.once('open', resolve);
+    viaProtocol.once('error', reject);
+  });
+  t.equal(viaProtocol.protocol, 'psync-relay', '/stream with the token as a subprotocol opens, answered psync-relay (not the token)');
+  viaProtocol.close();
+  const wrong = await new Promise<number>((resolve) => {
+    const w = new WebSocket(`ws://127.0.0.1:${port}/stream`, offer('guess'));
+    w.on('unexpected-response', (req, res) => {
+      req.destroy();
+      resolve(res.statusCode ?? 0);
+    });
+  });
+  t.equal(wrong, 401, 'a wrong token as a subprotocol');
 });
 
 t.test('the dashboard page', async (t) => {

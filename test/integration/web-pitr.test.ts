@@ -384,8 +384,14 @@ browserTest('the dashboard: "restore to here" on a stream row posts its offset, 
 
   const browser = await launchChromium(t);
   const page = await browser.newPage();
+  // The URLs the page opens WebSockets on: a URL goes whole into a TLS proxy's access log.
+  await page.addInitScript(`window.wsUrls = []; window.WebSocket = class extends WebSocket { constructor(u, p) { super(u, p); window.wsUrls.push(String(u)); } };`);
   await page.goto(`http://127.0.0.1:${s.port}/?token=s3cret`);
   await page.waitForFunction(`document.getElementById('stream-state')?.textContent === 'live'`);
+  // Left in the address bar, the token stays in the browser's history and goes in the Referer of every request.
+  t.equal(await page.evaluate('location.href'), `http://127.0.0.1:${s.port}/`, 'the page takes the token out of its URL');
+  t.equal(await page.evaluate(`localStorage.getItem('psync-relay-token')`), 's3cret', 'and keeps it in localStorage');
+  t.notMatch(String(await page.evaluate(`window.wsUrls.join(' ')`)), /s3cret/, 'nor in the URL of /stream, which is live with the token');
   await m.call('SET', 'pitr-key', 'v1');
   const row = await waitFor(() => seen.find((x) => x.args[0] === 'pitr-key'), { what: 'the SET on /stream' });
   await page.waitForFunction(`(document.getElementById('tail')?.textContent ?? '').includes('pitr-key')`);

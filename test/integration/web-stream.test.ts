@@ -243,6 +243,20 @@ t.test('filters: cmd, key glob, db; the master PING / REPLCONF GETACK are flagge
   for (const s of [all, hidden, sets, keys, db5]) s.ws.close();
 });
 
+t.test('/stream filters are bounded (each is matched against every replicated command, on the replication path): more is 400 before the upgrade', async (t) => {
+  const globs = (n: number, len = 8): string => Array.from({ length: n }, (_, i) => `${'k'.repeat(len - 2)}${String(i).padStart(2, '0')}`.slice(-len)).join(',');
+  await t.rejects(subscribe(web, `key=${globs(17)}`), /HTTP 400/, '17 key globs');
+  await t.rejects(subscribe(web, `key=a*&key=${globs(16)}`), /HTTP 400/, '17 key globs, repeated and comma-separated');
+  await t.rejects(subscribe(web, `key=${'*a'.repeat(128)}b`), /HTTP 400/, 'a key glob of more than 256 bytes');
+  await t.rejects(subscribe(web, `cmd=${Array.from({ length: 65 }, (_, i) => `c${i}`).join(',')}`), /HTTP 400/, '65 commands');
+  await t.rejects(subscribe(web, `db=${Array.from({ length: 65 }, (_, i) => i).join(',')}`), /HTTP 400/, '65 dbs');
+  const most = await subscribe(web, `key=${globs(15, 256)},bnd:*&cmd=${Array.from({ length: 63 }, (_, i) => `c${i}`).join(',')},set&db=${Array.from({ length: 64 }, (_, i) => i).join(',')}`);
+  await m.call('SET', 'bnd:1', 'x');
+  const got = await waitFor(() => most.msgs.find((x) => x.args[0] === 'bnd:1'), { what: 'the SET through the largest filters allowed' });
+  t.match(got, { cmd: 'set', db: Number }, '16 key globs of up to 256 bytes, 64 commands and 64 dbs are served');
+  most.ws.close();
+});
+
 t.test('format=raw sends the offset, then the stream bytes as the relay holds them', async (t) => {
   const from = relay.relay.status().log.firstOffset;
   const raw = await subscribe(web, `format=raw&from=${from}`);

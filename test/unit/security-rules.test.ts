@@ -69,6 +69,16 @@ t.test('web guard: Host must be an IP, localhost, this host or allowed; Origin m
   t.equal(written.check('relay.example.com', 'https://ops.example.com.evil.test'), 'web.allowed-origins', 'and nothing more');
   const open = new RequestGuard({ allowedHosts: ['*'], allowedOrigins: ['*'] });
   t.equal(open.check('anything.example', 'http://evil.example'), null, '* opts out of both');
+  // Sec-Fetch-Site/-Mode/-Dest: a page on another site (or another port: same-site) loading the relay in a tag sends no Origin.
+  const meta = (site: string, mode: string, dest: string) => ({ site, mode, dest });
+  for (const m of [meta('cross-site', 'no-cors', 'image'), meta('same-site', 'no-cors', 'script'), meta('cross-site', 'navigate', 'object'), meta('Cross-Site', 'navigate', 'iframe'), meta('cross-site', 'no-cors', 'empty')]) {
+    t.equal(g.check('127.0.0.1:8080', '', m), 'cross-site', `Sec-Fetch ${m.site} ${m.mode} ${m.dest}: refused`);
+  }
+  for (const m of [meta('cross-site', 'navigate', 'document'), meta('same-origin', 'no-cors', 'image'), meta('none', 'navigate', 'document'), meta('', '', '')]) {
+    t.equal(g.check('127.0.0.1:8080', '', m), null, `Sec-Fetch ${m.site || '-'} ${m.mode || '-'} ${m.dest || '-'}: served (a link, the page's own, a typed URL, a tool)`);
+  }
+  t.equal(g.check('127.0.0.1:8080', 'https://ops.example.com', meta('cross-site', 'cors', 'empty')), null, 'an allowed Origin from another site');
+  t.equal(open.check('127.0.0.1:8080', '', meta('cross-site', 'no-cors', 'image')), null, 'web.allowed-origins * lets pages on other sites load it in tags');
 });
 
 t.test('host names, client names and echoed text', async (t) => {
