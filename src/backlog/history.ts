@@ -5,7 +5,8 @@ import { nodeFileIo, type FileIo } from './file-io.js';
 import { NULL_REPLID, ReplIds, randomReplid, type UpstreamIds } from './repl-ids.js';
 import { ReplLog, type LogReader } from './repl-log.js';
 import { SnapshotStore, type SnapshotMeta } from './snapshot-store.js';
-import { readState, writeState, type PersistedState } from './state-file.js';
+import { readState, removeState, writeState, type PersistedState } from './state-file.js';
+import { StorageError } from '../errors.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { TimeMarks } from '../pitr/time-marks.js';
 
@@ -243,14 +244,44 @@ export class History {
    */
   async continued(replid: string | null, upstream: UpstreamIds | null = null): Promise<boolean> {
     if (replid === null || replid === this.ids.replid) return false;
+    const before = { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset };
     const replid2 = this.ids.replid;
     const { secondReplOffset, from } = this.ids.shift(replid, this.log.endOffset, upstream);
     this.#logger.info(
       { replid, replid2, offset: this.log.endOffset, secondReplOffset, secondReplOffsetFrom: from, upstream },
       'upstream has a new replid, shifting ids',
     );
-    await this.persist();
-    return true;
+    if (await this.#persistShift()) return true;
+    // Neither written nor removed: the new id's bytes must not reach the log under the old state. The link fails
+    // and tries again (upstream continues us again with the new id).
+    Object.assign(this.ids, before);
+    throw new StorageError('cannot persist the new replid nor remove the old state file: not following the new id until one works');
+  }
+
+  /**
+   * The state after a replid shift, written before any byte of the new id is appended. A state file left naming
+   * the old id would have a restart take the new id's bytes in the disk log for the old id's history (served to
+   * a replica of the old master as if they were its own). So when the write fails (a full disk), the old file is
+   * removed instead: a restart then keeps only what a snapshot's name vouches for. The retry writes it later.
+   * false when neither worked. In the write queue, so no later write that succeeded is removed.
+   */
+  #persistShift(): Promise<boolean> {
+    const done = this.#persistQueue.then(async () => {
+      if (await this.#writeState()) return true;
+      try {
+        await removeState(this.#opts.dir, this.#io);
+      } catch (err) {
+        this.#logger.error({ err, replid: this.ids.replid }, 'could not remove the state file naming the old replid either');
+        return false;
+      }
+      this.#logger.error(
+        { replid: this.ids.replid, replid2: this.ids.replid2, epoch: this.#epoch },
+        'state file naming the old replid removed (the new one could not be written): until a retry writes it, a restart keeps no disk log and continues from the newest snapshot',
+      );
+      return true;
+    });
+    this.#persistQueue = done.then(() => undefined);
+    return done;
   }
 
   /**
@@ -330,17 +361,21 @@ export class History {
    * state as of its own start, so an older one never lands after a newer one.
    */
   persist(): Promise<void> {
-    this.#persistQueue = this.#persistQueue.then(() => this.#writeState());
+    this.#persistQueue = this.#persistQueue.then(async () => {
+      await this.#writeState();
+    });
     return this.#persistQueue;
   }
 
-  async #writeState(): Promise<void> {
+  /** One state write; true when it landed (a failure is logged and retried). */
+  async #writeState(): Promise<boolean> {
     if (this.#persistRetry !== null) clearTimeout(this.#persistRetry);
     this.#persistRetry = null;
     try {
       await writeState(this.#opts.dir, { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset, epoch: this.#epoch }, this.#io);
       if (this.#persistFailing) this.#logger.warn({ epoch: this.#epoch, replid: this.ids.replid }, 'replication state persisted again');
       this.#persistFailing = false;
+      return true;
     } catch (err) {
       if (!this.#persistFailing || Date.now() - this.#persistLogged >= PERSIST_LOG_EVERY_MS) {
         this.#persistLogged = Date.now();
@@ -354,6 +389,7 @@ export class History {
         this.#persistRetry = setTimeout(() => void this.persist(), PERSIST_RETRY_MS);
         this.#persistRetry.unref();
       }
+      return false;
     }
   }
 

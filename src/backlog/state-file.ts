@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { nodeFileIo, writeFileAtomic, type FileIo } from './file-io.js';
 import { StorageError } from '../errors.js';
 
@@ -39,4 +39,14 @@ export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<P
 /** Temp file, fsync, rename, fsync of the directory: a crash leaves the old state or the new one, never half of either. */
 export function writeState(dir: string, state: PersistedState, io: FileIo = nodeFileIo): Promise<void> {
   return writeFileAtomic(join(dir, STATE_FILE), JSON.stringify(state), io);
+}
+
+/**
+ * Removes the state file (then fsyncs the directory): a restart then trusts nothing but what the snapshot files'
+ * names vouch for. Works on a full disk, where a new state file cannot be written.
+ */
+export async function removeState(dir: string, io: FileIo = nodeFileIo): Promise<void> {
+  const file = join(dir, STATE_FILE);
+  await io.rm(file);
+  await io.syncDir(dirname(file));
 }
