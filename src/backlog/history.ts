@@ -5,7 +5,7 @@ import { nodeFileIo, type FileIo } from './file-io.js';
 import { NULL_REPLID, ReplIds, randomReplid, type UpstreamIds } from './repl-ids.js';
 import { ReplLog, type LogReader } from './repl-log.js';
 import { SnapshotStore, type SnapshotMeta } from './snapshot-store.js';
-import { readState, removeState, writeState, type PersistedState } from './state-file.js';
+import { readState, removeState, removeStateTemps, writeState, type PersistedState } from './state-file.js';
 import { StorageError } from '../errors.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { TimeMarks } from '../pitr/time-marks.js';
@@ -128,6 +128,7 @@ export class History {
 
   async #recover(): Promise<void> {
     await this.store.init();
+    await removeStateTemps(this.#opts.dir, this.#io, this.#logger);
     let state: PersistedState | null = null;
     try {
       state = await readState(this.#opts.dir, this.#io);

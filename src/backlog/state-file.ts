@@ -1,6 +1,7 @@
 import { dirname, join } from 'node:path';
 import { nodeFileIo, writeFileAtomic, type FileIo } from './file-io.js';
 import { StorageError } from '../errors.js';
+import type { Logger } from '../log.js';
 
 const STATE_FILE = 'state.json';
 
@@ -34,6 +35,17 @@ export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<P
     Number.isSafeInteger(s.secondReplOffset) && Number.isSafeInteger(s.epoch) && (s.epoch as number) >= 0;
   if (!ok) throw new StorageError(`${STATE_FILE} has missing or malformed fields`);
   return { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch! };
+}
+
+/**
+ * Removes the temp files of state writes a crash interrupted (writeFileAtomic names them `state.json.tmp-…`); never
+ * read. A failure is only logged: such a file is never used.
+ */
+export async function removeStateTemps(dir: string, io: FileIo, logger: Logger): Promise<void> {
+  for (const name of await io.readdir(dir)) {
+    if (!name.startsWith(`${STATE_FILE}.tmp-`)) continue;
+    await io.rm(join(dir, name)).catch((err: Error) => logger.warn({ err, file: name }, 'could not remove an unfinished state file write; it is not used'));
+  }
 }
 
 /** Temp file, fsync, rename, fsync of the directory: a crash leaves the old state or the new one, never half of either. */

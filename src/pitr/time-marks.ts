@@ -48,9 +48,11 @@ export class TimeMarks {
   async load(epoch: number, endOffset: number): Promise<void> {
     this.#epoch = epoch;
     this.#marks = [];
-    // Files of other histories (a crash between a new history and the old file's removal) go.
+    // Files of other histories (a crash between a new history and the old file's removal) go, and so do the temp
+    // files of compactions a crash interrupted.
     for (const name of await readdir(this.#dir).catch(() => [] as string[])) {
-      if (/^marks-\d{10}\.log$/.test(name) && join(this.#dir, name) !== this.#file(epoch)) await rm(join(this.#dir, name), { force: true }).catch(() => {});
+      const stale = (/^marks-\d{10}\.log$/.test(name) && join(this.#dir, name) !== this.#file(epoch)) || /^marks-\d{10}\.log\.tmp-/.test(name);
+      if (stale) await rm(join(this.#dir, name), { force: true }).catch(() => {});
     }
     try {
       for (const line of (await readFile(this.#file(epoch), 'utf8')).split('\n')) {

@@ -96,6 +96,23 @@ t.test('a replid shift whose state can be neither written nor removed is refused
   t.equal(after.log.endOffset, h.log.endOffset, 'and the log is kept');
 });
 
+t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = open(t, dir);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await h.close();
+  const left = ['state.json.tmp-4242-m1abc-1', 'marks-0000000001.log.tmp-4242-m1abc-2'];
+  for (const name of left) await fsp.writeFile(join(dir, name), '{"torn');
+  await fsp.writeFile(join(dir, 'notes.tmp'), 'not ours');
+  const { h: after } = open(t, dir);
+  await after.recover();
+  const names = await fsp.readdir(dir);
+  t.same(names.filter((n) => left.includes(n)), [], 'the temp files are gone');
+  t.ok(names.includes('notes.tmp') && names.includes('state.json'), 'other files stay');
+  t.equal(after.ids.replid, A, 'the state file is read as before');
+});
+
 /** An RDB-looking file whose body names the history line and offset it stands for (zero checksum: not checked). */
 const taggedRdb = (tag: string): Buffer => Buffer.concat([Buffer.from('REDIS0010', 'latin1'), Buffer.from(tag), Buffer.from([0xff]), Buffer.alloc(8)]);
 
