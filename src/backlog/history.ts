@@ -232,7 +232,15 @@ export class History {
     const reset = this.log.resetHistory(offset, this.#epoch);
     for (const fn of this.#newHistory) fn();
     await reset;
-    const snap = await this.store.commit(tempPath, { replid: id, offset, epoch: this.#epoch });
+    let snap: SnapshotMeta;
+    try {
+      snap = await this.store.commit(tempPath, { replid: id, offset, epoch: this.#epoch });
+    } catch (err) {
+      // An RDB's worth of a disk that may be full: not kept until a restart removes it.
+      await this.store.discard(tempPath).catch(() => {});
+      this.#logger.error({ err, replid: id, offset, epoch: this.#epoch }, 'could not publish the snapshot of a full sync from upstream: its RDB file is removed');
+      throw err;
+    }
     await this.persist();
     await this.store.prune(this.#epoch);
     return snap;

@@ -83,7 +83,7 @@ t.test('a replid shift whose state can be neither written nor removed is refused
   const ids = { replid: h.ids.replid, replid2: h.ids.replid2, secondReplOffset: h.ids.secondReplOffset };
   // The write fails; so do the removal of its temp file and that of the state file.
   io.failWrites('EIO', 1);
-  io.failRemoves('EIO', 2);
+  io.failOps('rm', 'EIO', 2);
   await t.rejects(h.continued(B), /cannot persist the new replid/, 'the link is told to fail (it reconnects and is continued again)');
   t.same({ replid: h.ids.replid, replid2: h.ids.replid2, secondReplOffset: h.ids.secondReplOffset }, ids, 'the ids are those the state file names');
   t.ok(records.some((r) => r.msg.startsWith('could not remove the state file naming the old replid')), 'logged');
@@ -94,6 +94,18 @@ t.test('a replid shift whose state can be neither written nor removed is refused
   t.equal(after.ids.replid, B, 'the state file names the new id');
   t.equal(after.ids.replid2, A);
   t.equal(after.log.endOffset, h.log.endOffset, 'and the log is kept');
+});
+
+t.test('a full sync whose snapshot cannot be published removes its RDB temp file', async (t) => {
+  const dir = tempDir('history-');
+  const io = new FaultyIo();
+  const { h } = open(t, dir, io);
+  await h.recover();
+  await fullSync(h, A, 100);
+  // The rename of the new RDB into place fails (a directory that needs a block on a full disk).
+  io.failOps('rename', 'ENOSPC', 1);
+  await t.rejects(fullSync(h, B, 5000), { code: 'ENOSPC' }, 'the link is told (it fails and reconnects)');
+  t.same((await fsp.readdir(dir)).filter((n) => n.startsWith('temp-')), [], 'no RDB-sized temp file is left on the full disk until a restart');
 });
 
 t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
