@@ -279,7 +279,14 @@ export class RdbReceiver {
     return new Promise<void>((resolve, reject) => {
       if (this.#fileError) return reject(this.#fileError);
       this.#file.once('error', reject);
-      this.#file.end(() => resolve());
+      this.#file.end((err?: Error | null) => {
+        // end()'s callback runs on an error too (a full disk), and may run before the 'error' event: resolving then
+        // took an RDB cut short for a whole one (its CRC is computed from the bytes received, not those written).
+        if (err) return reject(err);
+        if (this.#fileError) return reject(this.#fileError);
+        if (this.#flushed !== this.#emitted) return reject(new SnapshotError(`the RDB file holds ${this.#flushed} of ${this.#emitted} payload bytes: a write failed`));
+        resolve();
+      });
     }).finally(() => {
       this.#ended = true;
       this.#wake();
