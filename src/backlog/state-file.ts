@@ -12,7 +12,15 @@ export interface PersistedState {
   readonly secondReplOffset: number;
   /** History counter: snapshot files and log segments carry it in their names, and only those of this epoch are used. */
   readonly epoch: number;
+  /**
+   * Every replid this epoch went by, oldest first (its full sync's, then one per failover; the newest ones when
+   * there were many): the replids its snapshot files may carry. Absent in files of earlier versions.
+   */
+  readonly lineage?: readonly string[];
 }
+
+/** How many of an epoch's replids the state file keeps. */
+export const LINEAGE_MAX = 16;
 
 const REPLID_RE = /^[0-9A-Za-z]{40}$/;
 
@@ -33,8 +41,11 @@ export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<P
     typeof s.replid === 'string' && REPLID_RE.test(s.replid) &&
     typeof s.replid2 === 'string' && REPLID_RE.test(s.replid2) &&
     Number.isSafeInteger(s.secondReplOffset) && Number.isSafeInteger(s.epoch) && (s.epoch as number) >= 0;
-  if (!ok) throw new StorageError(`${STATE_FILE} has missing or malformed fields`);
-  return { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch! };
+  const lineage = s.lineage;
+  if (!ok || (lineage !== undefined && !(Array.isArray(lineage) && lineage.every((id) => typeof id === 'string' && REPLID_RE.test(id))))) {
+    throw new StorageError(`${STATE_FILE} has missing or malformed fields`);
+  }
+  return { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch!, ...(lineage ? { lineage } : {}) };
 }
 
 /**

@@ -108,6 +108,42 @@ t.test('a full sync whose snapshot cannot be published removes its RDB temp file
   t.same((await fsp.readdir(dir)).filter((n) => n.startsWith('temp-')), [], 'no RDB-sized temp file is left on the full disk until a restart');
 });
 
+t.test('a state file of another relay\'s history with the same epoch is not trusted: the restart continues from its own snapshot, not the other id', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = open(t, dir);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 10);
+  await h.close();
+  // Every relay's first history is epoch 1: a state.json copied from another one (a backup restored into the wrong
+  // directory) names its own replid.
+  await fsp.writeFile(join(dir, 'state.json'), JSON.stringify({ replid: B, replid2: '0'.repeat(40), secondReplOffset: -1, epoch: 1 }));
+  const { h: after, records } = open(t, dir);
+  await after.recover();
+  t.notOk(after.ids.accepts(B, after.log.endOffset + 1), `${B.slice(0, 6)}… is not continued with ${A.slice(0, 6)}…'s bytes`);
+  t.equal(after.ids.replid, A, 'the snapshot\'s own id is');
+  t.equal(after.usableSnapshot()?.replid, A);
+  t.ok(records.some((r) => r.msg.startsWith('state file does not name the history of the snapshots')), 'logged');
+});
+
+t.test('after failovers the state file still vouches for a snapshot taken ids ago: the restart keeps the disk log', async (t) => {
+  const C = 'c'.repeat(40);
+  const dir = tempDir('history-');
+  const { h } = open(t, dir);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  await h.continued(B);
+  await stream(h, 'b', 5);
+  await h.continued(C);
+  await stream(h, 'c', 5);
+  const end = h.log.endOffset;
+  await h.close();
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.same([after.ids.replid, after.ids.replid2, after.log.endOffset, after.usableSnapshot()?.replid], [C, B, end, A], 'ids, log and the snapshot of A are kept');
+});
+
 t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
   const dir = tempDir('history-');
   const { h } = open(t, dir);
