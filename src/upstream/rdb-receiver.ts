@@ -266,11 +266,23 @@ export class RdbReceiver {
     }
   }
 
-  /** Resolves when the file accepts more writes. */
+  /**
+   * Resolves when the file accepts more writes, or failed (a full disk): a failed file never drains, and the
+   * socket paused for it would wait out the replication timeout. The next push() or finish() reports the error.
+   */
   drained(): Promise<void> {
     return new Promise((resolve) => {
-      if (!this.#file.writableNeedDrain) resolve();
-      else this.#file.once('drain', () => resolve());
+      const f = this.#file;
+      if (!f.writableNeedDrain || this.#fileError !== null || f.destroyed) return resolve();
+      const done = (): void => {
+        f.off('drain', done);
+        f.off('error', done);
+        f.off('close', done);
+        resolve();
+      };
+      f.on('drain', done);
+      f.on('error', done);
+      f.on('close', done);
     });
   }
 
