@@ -5,7 +5,8 @@ import { nodeFileIo, type FileIo } from './file-io.js';
 import { NULL_REPLID, ReplIds, randomReplid, type UpstreamIds } from './repl-ids.js';
 import { ReplLog, type LogReader } from './repl-log.js';
 import { SnapshotStore, type SnapshotMeta } from './snapshot-store.js';
-import { readState, writeState, type PersistedState } from './state-file.js';
+import { LINEAGE_MAX, readState, removeState, removeStateTemps, writeState, type PersistedState } from './state-file.js';
+import { StorageError } from '../errors.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { TimeMarks } from '../pitr/time-marks.js';
 
@@ -59,6 +60,8 @@ export class History {
   #io: FileIo;
   #logger: Logger;
   #epoch = 0;
+  /** Every replid of this epoch, oldest first (PersistedState.lineage). */
+  #lineage: string[] = [];
   /** We hold a position in some history (after a full sync, or recovered): upstream can continue us. */
   #hasHistory = false;
   /** Readers keeping the log from a snapshot being fetched (see hold()). */
@@ -127,6 +130,7 @@ export class History {
 
   async #recover(): Promise<void> {
     await this.store.init();
+    await removeStateTemps(this.#opts.dir, this.#io, this.#logger);
     let state: PersistedState | null = null;
     try {
       state = await readState(this.#opts.dir, this.#io);
@@ -144,11 +148,11 @@ export class History {
           { stateEpoch: state.epoch, epoch: ahead.epoch, replid: ahead.replid, offset: ahead.offset, file: ahead.path },
           'state file names an older history than the newest snapshot (a stop between the two writes): continuing the snapshot\'s history',
         );
-        state = { replid: ahead.replid, replid2: NULL_REPLID, secondReplOffset: -1, epoch: ahead.epoch };
+        state = { replid: ahead.replid, replid2: NULL_REPLID, secondReplOffset: -1, epoch: ahead.epoch, lineage: [ahead.replid] };
         this.#adopt(state);
         await this.persist();
-      }
-      snaps = await this.store.recover(state.epoch);
+      } else if (this.#stranger(state, snaps)) state = null;
+      if (state) snaps = await this.store.recover(state.epoch);
     }
     if (this.#opts.disk > 0) {
       const disk = await DiskLog.open({
@@ -197,6 +201,7 @@ export class History {
       const snap = snaps[snaps.length - 1]!;
       this.#epoch = snap.epoch;
       this.ids.reset(snap.replid);
+      this.#lineage = [snap.replid];
       await this.log.resetHistory(snap.offset, this.#epoch);
       this.#hasHistory = true;
       await this.persist();
@@ -206,11 +211,30 @@ export class History {
     await this.log.resetHistory(0, this.#epoch);
   }
 
-  #adopt(state: { replid: string; replid2: string; secondReplOffset: number; epoch: number }): void {
+  /**
+   * Whether a snapshot of the state's epoch carries a replid the state does not know: the state is then of another
+   * history (every relay's first one is epoch 1: a state file from another relay's directory), and trusting it would
+   * continue its replid with this directory's bytes. Said, and the state is not used: the snapshots are.
+   */
+  #stranger(state: PersistedState, snaps: readonly SnapshotMeta[]): boolean {
+    // A file of an earlier version has no lineage: its ids alone vouch (a snapshot older than two failovers then
+    // costs the disk log once).
+    const known = new Set([...(state.lineage ?? []), state.replid, state.replid2]);
+    const snap = snaps.find((s) => s.epoch === state.epoch && !known.has(s.replid));
+    if (!snap) return false;
+    this.#logger.error(
+      { epoch: state.epoch, replid: state.replid, replid2: state.replid2, lineage: state.lineage ?? null, file: snap.path },
+      'state file does not name the history of the snapshots beside it (another relay\'s state file?): not trusted, continuing from the newest snapshot without the disk log',
+    );
+    return true;
+  }
+
+  #adopt(state: PersistedState): void {
     this.ids.replid = state.replid;
     this.ids.replid2 = state.replid2;
     this.ids.secondReplOffset = state.secondReplOffset;
     this.#epoch = state.epoch;
+    this.#lineage = state.lineage ? [...state.lineage] : [state.replid2, state.replid].filter((id) => id !== NULL_REPLID);
   }
 
   /**
@@ -224,13 +248,22 @@ export class History {
     const id = replid ?? randomReplid();
     this.#epoch++;
     this.ids.reset(id);
+    this.#lineage = [id];
     this.#hasHistory = true;
     this.#holds.clear();
     this.marks.reset(this.#epoch);
     const reset = this.log.resetHistory(offset, this.#epoch);
     for (const fn of this.#newHistory) fn();
     await reset;
-    const snap = await this.store.commit(tempPath, { replid: id, offset, epoch: this.#epoch });
+    let snap: SnapshotMeta;
+    try {
+      snap = await this.store.commit(tempPath, { replid: id, offset, epoch: this.#epoch });
+    } catch (err) {
+      // An RDB's worth of a disk that may be full: not kept until a restart removes it.
+      await this.store.discard(tempPath).catch(() => {});
+      this.#logger.error({ err, replid: id, offset, epoch: this.#epoch }, 'could not publish the snapshot of a full sync from upstream: its RDB file is removed');
+      throw err;
+    }
     await this.persist();
     await this.store.prune(this.#epoch);
     return snap;
@@ -243,14 +276,47 @@ export class History {
    */
   async continued(replid: string | null, upstream: UpstreamIds | null = null): Promise<boolean> {
     if (replid === null || replid === this.ids.replid) return false;
+    const before = { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset };
+    const lineage = this.#lineage;
     const replid2 = this.ids.replid;
     const { secondReplOffset, from } = this.ids.shift(replid, this.log.endOffset, upstream);
+    this.#lineage = [...lineage.filter((id) => id !== replid), replid].slice(-LINEAGE_MAX);
     this.#logger.info(
       { replid, replid2, offset: this.log.endOffset, secondReplOffset, secondReplOffsetFrom: from, upstream },
       'upstream has a new replid, shifting ids',
     );
-    await this.persist();
-    return true;
+    if (await this.#persistShift()) return true;
+    // Neither written nor removed: the new id's bytes must not reach the log under the old state. The link fails
+    // and tries again (upstream continues us again with the new id).
+    Object.assign(this.ids, before);
+    this.#lineage = lineage;
+    throw new StorageError('cannot persist the new replid nor remove the old state file: not following the new id until one works');
+  }
+
+  /**
+   * The state after a replid shift, written before any byte of the new id is appended. A state file left naming
+   * the old id would have a restart take the new id's bytes in the disk log for the old id's history (served to
+   * a replica of the old master as if they were its own). So when the write fails (a full disk), the old file is
+   * removed instead: a restart then keeps only what a snapshot's name vouches for. The retry writes it later.
+   * false when neither worked. In the write queue, so no later write that succeeded is removed.
+   */
+  #persistShift(): Promise<boolean> {
+    const done = this.#persistQueue.then(async () => {
+      if (await this.#writeState()) return true;
+      try {
+        await removeState(this.#opts.dir, this.#io);
+      } catch (err) {
+        this.#logger.error({ err, replid: this.ids.replid }, 'could not remove the state file naming the old replid either');
+        return false;
+      }
+      this.#logger.error(
+        { replid: this.ids.replid, replid2: this.ids.replid2, epoch: this.#epoch },
+        'state file naming the old replid removed (the new one could not be written): until a retry writes it, a restart keeps no disk log and continues from the newest snapshot',
+      );
+      return true;
+    });
+    this.#persistQueue = done.then(() => undefined);
+    return done;
   }
 
   /**
@@ -330,17 +396,22 @@ export class History {
    * state as of its own start, so an older one never lands after a newer one.
    */
   persist(): Promise<void> {
-    this.#persistQueue = this.#persistQueue.then(() => this.#writeState());
+    this.#persistQueue = this.#persistQueue.then(async () => {
+      await this.#writeState();
+    });
     return this.#persistQueue;
   }
 
-  async #writeState(): Promise<void> {
+  /** One state write; true when it landed (a failure is logged and retried). */
+  async #writeState(): Promise<boolean> {
     if (this.#persistRetry !== null) clearTimeout(this.#persistRetry);
     this.#persistRetry = null;
     try {
-      await writeState(this.#opts.dir, { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset, epoch: this.#epoch }, this.#io);
+      const state = { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset, epoch: this.#epoch, lineage: this.#lineage };
+      await writeState(this.#opts.dir, state, this.#io);
       if (this.#persistFailing) this.#logger.warn({ epoch: this.#epoch, replid: this.ids.replid }, 'replication state persisted again');
       this.#persistFailing = false;
+      return true;
     } catch (err) {
       if (!this.#persistFailing || Date.now() - this.#persistLogged >= PERSIST_LOG_EVERY_MS) {
         this.#persistLogged = Date.now();
@@ -354,6 +425,7 @@ export class History {
         this.#persistRetry = setTimeout(() => void this.persist(), PERSIST_RETRY_MS);
         this.#persistRetry.unref();
       }
+      return false;
     }
   }
 

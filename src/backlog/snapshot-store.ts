@@ -222,6 +222,14 @@ export class SnapshotStore {
     if (!/^[0-9A-Za-z]{40}$/.test(meta.replid)) throw new StorageError(`bad replid for a snapshot name: ${meta.replid}`);
     const path = join(this.dir, fileName(meta.epoch, meta.replid, meta.offset));
     const full = await this.#describe(tempPath, meta.replid, meta.offset, meta.epoch);
+    // The same point again (a refresh, a snapshot source): renamed over the file held, its new bytes would be read
+    // through the handle its transfers share, sized and checked as the old file's (and taken for damaged).
+    const held = this.#snaps.find((s) => s.path === path);
+    if (held || (this.#leases.get(path) ?? 0) > 0) {
+      await this.discard(tempPath);
+      if (held) return held;
+      throw new StorageError(`a snapshot of offset ${meta.offset} given up is still being read: the new one is discarded`);
+    }
     await this.#io.rename(tempPath, path);
     await this.#io.syncDir(this.dir);
     const snap = Object.freeze({ ...full, path, createdAt: Date.now() });

@@ -1,6 +1,7 @@
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { nodeFileIo, writeFileAtomic, type FileIo } from './file-io.js';
 import { StorageError } from '../errors.js';
+import type { Logger } from '../log.js';
 
 const STATE_FILE = 'state.json';
 
@@ -11,7 +12,15 @@ export interface PersistedState {
   readonly secondReplOffset: number;
   /** History counter: snapshot files and log segments carry it in their names, and only those of this epoch are used. */
   readonly epoch: number;
+  /**
+   * Every replid this epoch went by, oldest first (its full sync's, then one per failover; the newest ones when
+   * there were many): the replids its snapshot files may carry. Absent in files of earlier versions.
+   */
+  readonly lineage?: readonly string[];
 }
+
+/** How many of an epoch's replids the state file keeps. */
+export const LINEAGE_MAX = 16;
 
 const REPLID_RE = /^[0-9A-Za-z]{40}$/;
 
@@ -32,11 +41,35 @@ export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<P
     typeof s.replid === 'string' && REPLID_RE.test(s.replid) &&
     typeof s.replid2 === 'string' && REPLID_RE.test(s.replid2) &&
     Number.isSafeInteger(s.secondReplOffset) && Number.isSafeInteger(s.epoch) && (s.epoch as number) >= 0;
-  if (!ok) throw new StorageError(`${STATE_FILE} has missing or malformed fields`);
-  return { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch! };
+  const lineage = s.lineage;
+  if (!ok || (lineage !== undefined && !(Array.isArray(lineage) && lineage.every((id) => typeof id === 'string' && REPLID_RE.test(id))))) {
+    throw new StorageError(`${STATE_FILE} has missing or malformed fields`);
+  }
+  return { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch!, ...(lineage ? { lineage } : {}) };
+}
+
+/**
+ * Removes the temp files of state writes a crash interrupted (writeFileAtomic names them `state.json.tmp-…`); never
+ * read. A failure is only logged: such a file is never used.
+ */
+export async function removeStateTemps(dir: string, io: FileIo, logger: Logger): Promise<void> {
+  for (const name of await io.readdir(dir)) {
+    if (!name.startsWith(`${STATE_FILE}.tmp-`)) continue;
+    await io.rm(join(dir, name)).catch((err: Error) => logger.warn({ err, file: name }, 'could not remove an unfinished state file write; it is not used'));
+  }
 }
 
 /** Temp file, fsync, rename, fsync of the directory: a crash leaves the old state or the new one, never half of either. */
 export function writeState(dir: string, state: PersistedState, io: FileIo = nodeFileIo): Promise<void> {
   return writeFileAtomic(join(dir, STATE_FILE), JSON.stringify(state), io);
+}
+
+/**
+ * Removes the state file (then fsyncs the directory): a restart then trusts nothing but what the snapshot files'
+ * names vouch for. Works on a full disk, where a new state file cannot be written.
+ */
+export async function removeState(dir: string, io: FileIo = nodeFileIo): Promise<void> {
+  const file = join(dir, STATE_FILE);
+  await io.rm(file);
+  await io.syncDir(dirname(file));
 }

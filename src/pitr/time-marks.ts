@@ -30,6 +30,11 @@ export class TimeMarks {
   #dropped = 0;
   /** The boundary held after the previous append, and when. */
   #seen: TimeMark | null = null;
+  /**
+   * The file may end inside a line (a crash or a full disk cut an append short): an append would join that part
+   * with the next mark into a false one, so the next write replaces the file instead.
+   */
+  #torn = false;
 
   constructor(dir: string, logger: Logger) {
     this.#dir = dir;
@@ -48,12 +53,17 @@ export class TimeMarks {
   async load(epoch: number, endOffset: number): Promise<void> {
     this.#epoch = epoch;
     this.#marks = [];
-    // Files of other histories (a crash between a new history and the old file's removal) go.
+    // Files of other histories (a crash between a new history and the old file's removal) go, and so do the temp
+    // files of compactions a crash interrupted.
     for (const name of await readdir(this.#dir).catch(() => [] as string[])) {
-      if (/^marks-\d{10}\.log$/.test(name) && join(this.#dir, name) !== this.#file(epoch)) await rm(join(this.#dir, name), { force: true }).catch(() => {});
+      const stale = (/^marks-\d{10}\.log$/.test(name) && join(this.#dir, name) !== this.#file(epoch)) || /^marks-\d{10}\.log\.tmp-/.test(name);
+      if (stale) await rm(join(this.#dir, name), { force: true }).catch(() => {});
     }
+    this.#torn = false;
     try {
-      for (const line of (await readFile(this.#file(epoch), 'utf8')).split('\n')) {
+      const text = await readFile(this.#file(epoch), 'utf8');
+      this.#torn = text.length > 0 && !text.endsWith('\n');
+      for (const line of text.split('\n')) {
         const m = /^(\d+) (\d+)$/.exec(line);
         if (!m) continue;
         const mark = { offset: Number(m[1]), ms: Number(m[2]) };
@@ -72,6 +82,7 @@ export class TimeMarks {
     this.#pending = [];
     this.#dropped = 0;
     this.#seen = null;
+    this.#torn = false;
     if (old >= 0 && old !== epoch) void rm(this.#file(old), { force: true }).catch(() => {});
   }
 
@@ -111,14 +122,17 @@ export class TimeMarks {
   async #flush(): Promise<void> {
     if (this.#writing || this.#pending.length === 0 || this.#epoch < 0) return;
     this.#writing = true;
-    const compact = this.#dropped >= COMPACT_AFTER;
+    const compact = this.#dropped >= COMPACT_AFTER || this.#torn;
     const lines = compact ? this.#marks.map((m) => `${m.offset} ${m.ms}\n`).join('') : this.#pending.join('');
     this.#pending = [];
     if (compact) this.#dropped = 0;
     try {
       if (compact) await writeFileAtomic(this.#file(this.#epoch), lines);
       else await appendFile(this.#file(this.#epoch), lines);
+      if (compact) this.#torn = false;
     } catch (err) {
+      // Part of the lines may be in the file.
+      this.#torn = true;
       this.#logger.debug({ err }, 'time marks not written');
     } finally {
       this.#writing = false;

@@ -266,11 +266,23 @@ export class RdbReceiver {
     }
   }
 
-  /** Resolves when the file accepts more writes. */
+  /**
+   * Resolves when the file accepts more writes, or failed (a full disk): a failed file never drains, and the
+   * socket paused for it would wait out the replication timeout. The next push() or finish() reports the error.
+   */
   drained(): Promise<void> {
     return new Promise((resolve) => {
-      if (!this.#file.writableNeedDrain) resolve();
-      else this.#file.once('drain', () => resolve());
+      const f = this.#file;
+      if (!f.writableNeedDrain || this.#fileError !== null || f.destroyed) return resolve();
+      const done = (): void => {
+        f.off('drain', done);
+        f.off('error', done);
+        f.off('close', done);
+        resolve();
+      };
+      f.on('drain', done);
+      f.on('error', done);
+      f.on('close', done);
     });
   }
 
@@ -279,7 +291,14 @@ export class RdbReceiver {
     return new Promise<void>((resolve, reject) => {
       if (this.#fileError) return reject(this.#fileError);
       this.#file.once('error', reject);
-      this.#file.end(() => resolve());
+      this.#file.end((err?: Error | null) => {
+        // end()'s callback runs on an error too (a full disk), and may run before the 'error' event: resolving then
+        // took an RDB cut short for a whole one (its CRC is computed from the bytes received, not those written).
+        if (err) return reject(err);
+        if (this.#fileError) return reject(this.#fileError);
+        if (this.#flushed !== this.#emitted) return reject(new SnapshotError(`the RDB file holds ${this.#flushed} of ${this.#emitted} payload bytes: a write failed`));
+        resolve();
+      });
     }).finally(() => {
       this.#ended = true;
       this.#wake();

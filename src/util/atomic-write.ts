@@ -6,8 +6,9 @@ import { basename, dirname, join } from 'node:path';
  * Replaces `file` with `content` atomically: a temp file with an unpredictable name in the same directory, created
  * exclusively (O_EXCL, O_NOFOLLOW: a file or symlink planted there makes it fail, never followed), given the old
  * file's mode and owner, written and fsynced, renamed over `file`, then the directory fsynced so the rename survives
- * a crash. Synchronous: CONFIG REWRITE answers in order, inside MULTI too. Throws on any failure, leaving `file` as
- * it was and no temp file behind.
+ * a crash. Synchronous: CONFIG REWRITE answers in order, inside MULTI too. Throws on any failure; one before the
+ * rename leaves `file` as it was and no temp file behind. A failed directory fsync after it throws too (the new
+ * content is in place but may not survive a power loss), as Redis's CONFIG REWRITE reports it.
  */
 export function writeFileAtomicSync(file: string, content: string | Buffer): void {
   const old = statSync(file);

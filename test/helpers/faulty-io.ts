@@ -17,6 +17,7 @@ function errno(code: string): NodeJS.ErrnoException {
  *   on an O_DIRECT file, whole blocks (at least one), as the kernel would;
  * - `failWrites(code, count)`: the next `count` writev calls fail with that errno (EIO, ENOSPC, EFBIG), writing nothing;
  * - `failReads(code, count)`: the next `count` reads fail with that errno;
+ * - `failOps(op, code, count)`: the next `count` rm (or rename) calls fail with that errno, changing nothing;
  * - `hangWrites()`: writev calls never return until `release()` (then they write, and `releasedWrites` shows what);
  * - `crashAt(n, seed)`: the n-th mutating operation (open for writing, writev, datasync, sync, rename, rm, truncate) and
  *   every operation after it throw CrashError; a writev that crashes first writes a seeded prefix of its data (torn;
@@ -39,6 +40,7 @@ export class FaultyIo implements FileIo {
   #short = 0;
   #fail: { code: string; left: number } | null = null;
   #failRead: { code: string; left: number } | null = null;
+  #failOp: { op: 'rm' | 'rename'; code: string; left: number } | null = null;
   #failSegmentOp: { op: 'datasync' | 'truncate'; code: string; left: number } | null = null;
   #hang: Array<() => void> | null = null;
   /** Opens waiting in hangOpens(), and which ones wait. */
@@ -72,6 +74,16 @@ export class FaultyIo implements FileIo {
   /** The next `count` reads fail with that errno (EIO: a bad sector; EMFILE: out of descriptors). */
   failReads(code: string, count: number): void {
     this.#failRead = { code, left: count };
+  }
+  /** The next `count` rm (or rename) calls fail with that errno (EIO, EROFS, ENOSPC), changing nothing. */
+  failOps(op: 'rm' | 'rename', code: string, count: number): void {
+    this.#failOp = { op, code, left: count };
+  }
+  #opFault(op: 'rm' | 'rename'): void {
+    const f = this.#failOp;
+    if (f === null || f.op !== op || f.left <= 0) return;
+    f.left--;
+    throw errno(f.code);
   }
   /** The next `count` fdatasync (or ftruncate) calls on a disk log segment (`.log`) fail with that errno. */
   failSegment(op: 'datasync' | 'truncate', code: string, count: number): void {
@@ -219,6 +231,7 @@ export class FaultyIo implements FileIo {
   }
   async rm(path: string): Promise<void> {
     if (this.#step()) throw new CrashError(`crash at rm ${path}`);
+    this.#opFault('rm');
     return this.#track(nodeFileIo.rm(path));
   }
   async truncate(path: string, len: number): Promise<void> {
@@ -227,6 +240,7 @@ export class FaultyIo implements FileIo {
   }
   async rename(from: string, to: string): Promise<void> {
     if (this.#step()) throw new CrashError(`crash at rename ${from}`);
+    this.#opFault('rename');
     return this.#track(nodeFileIo.rename(from, to));
   }
   async mkdir(dir: string): Promise<void> {

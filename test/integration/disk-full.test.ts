@@ -6,6 +6,7 @@
  */
 import t from 'tap';
 import { openSync, closeSync, writeSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
@@ -116,3 +117,26 @@ for (const kind of ['tmpfs', 'ext4'] as const) {
     await Promise.all([online.stop(), held.stop()]);
   });
 }
+
+t.test('an RDB from upstream larger than the space left fails its transfer, is never committed cut short, and is taken whole once space returns', async (t) => {
+  const master = await startRedis({ args: ['--rdbcompression', 'no', '--repl-diskless-sync-delay', '0'] });
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 20000, 'big', 100);
+  const { dir: fs } = smallFilesystem(t, 'tmpfs', '1m');
+  const conf = join(tempDir('relay-conf-'), 'relay.yaml');
+  writeFileSync(conf, 'log:\n  disk: 0\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 200ms\n');
+  const port = await freePort();
+  const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')]);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const failures = () => relay.logs().split('\n').filter((l) => l.includes('"upstream link failed"') && l.includes('"code":"ENOSPC"')).length;
+  // Each at once (not after repl-timeout: a failed file never drains), and tried again.
+  await waitFor(() => failures() >= 2 || undefined, { what: 'two transfers failing on the full disk', timeoutMs: 10_000 });
+  t.notMatch(relay.logs(), /rdb received, snapshot committed/, 'no RDB cut short is committed');
+  execFileSync('mount', ['-o', 'remount,size=64m', fs]);
+  const replica = await startReplica(port);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  await waitConverged(m, [r], 'the replica full-syncs the whole dataset once space returns');
+  await replica.stop();
+});

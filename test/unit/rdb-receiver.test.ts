@@ -5,6 +5,7 @@ import { RdbReceiver, RdbReceiverState } from '../../src/upstream/rdb-receiver.j
 import { ProtocolError } from '../../src/errors.js';
 import { ways, mulberry32, randomSplit } from '../helpers/chunks.js';
 import { waitFor } from '../helpers/wait.js';
+import { smallFilesystem } from '../helpers/small-fs.js';
 
 const MARK = 'f3a1c9e07b5d2486aa0193cc7e5f1b2d4c6e8a90';
 
@@ -309,4 +310,32 @@ t.test('a reader taking the RDB as it arrives reads the exact bytes, from memory
     reader.close();
     rx.releaseReaders();
   }
+});
+
+t.test('a full disk mid-transfer fails it at once: it never waits on a file that failed, and the RDB cut short is never taken as received', async (t) => {
+  const { dir } = smallFilesystem(t, 'tmpfs', '64k');
+  const rx = new RdbReceiver(join(dir, 'x.rdb'));
+  // Past the file's write buffer (1 MiB): the socket waits for drained().
+  const p = payload(3 * 1024 * 1024, 7);
+  let failed: unknown = null;
+  let stuck: NodeJS.Timeout | undefined;
+  try {
+    // As the upstream socket delivers it: 16 KiB reads, the file's backpressure honoured.
+    const all = Buffer.concat([Buffer.from(`$${p.length}\r\n`), p]);
+    const receive = async () => {
+      for (let o = 0; o < all.length; o += 16 * 1024) {
+        if (rx.push(all.subarray(o, o + 16 * 1024)).backpressure) await rx.drained();
+      }
+      await rx.finish();
+    };
+    // A deadline only to fail this test rather than hang it: drained() must settle once the file failed.
+    const hung = new Promise<never>((_, reject) => (stuck = setTimeout(() => reject(new Error('the transfer hung waiting for drained()')), 5000)));
+    await Promise.race([receive(), hung]);
+  } catch (err) {
+    failed = err;
+  } finally {
+    clearTimeout(stuck);
+  }
+  t.match(failed, { code: 'ENOSPC' }, 'the transfer fails with ENOSPC');
+  t.ok((await fsp.stat(join(dir, 'x.rdb'))).size < p.length, 'the file holds less than the payload');
 });

@@ -177,6 +177,33 @@ t.test('a snapshot with one byte changed on disk fails verify() for every transf
   t.notOk(existsSync(a.path), 'deleted once released');
 });
 
+t.test('a second snapshot of the same history and offset while the first is read: both transfers verify, none is taken for damaged', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir);
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, checkedRdb(300_000));
+  const x = await store.lease(a);
+  // A refresh (or a snapshot source) brings the same point again, saved anew: another size.
+  t.equal(await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, checkedRdb(200_000)), a, 'the snapshot held of that point stays the one offered');
+  const y = await store.lease(store.newest(1)!);
+  await Promise.all([transfer(x, 65536), transfer(y, 65536)]);
+  await Promise.all([x.release(), y.release()]);
+  t.equal(store.all.length, 1, 'one snapshot of that point is offered');
+  t.ok(existsSync(store.all[0]!.path), 'and its file is there');
+  t.same((await fsp.readdir(dir)).filter((n) => n.startsWith('temp-')), [], 'the new temp file is removed');
+});
+
+t.test('a snapshot of a point given up while still read: a new one of that point is refused, not renamed under its readers', async (t) => {
+  const dir = t.testdir();
+  const store = await storeIn(dir);
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 1 }, checkedRdb(300_000));
+  const x = await store.lease(a);
+  await store.remove(a);
+  await t.rejects(commit(store, { replid: REPLID, offset: 10, epoch: 1 }, checkedRdb(200_000)), /still being read/);
+  await transfer(x, 65536);
+  await x.release();
+  t.same(await fsp.readdir(dir), [], 'the file given up goes with its last reader, and the new temp file with the refusal');
+});
+
 t.test('a snapshot that matched is not checked again until the file changes', async (t) => {
   const dir = t.testdir();
   let reads = 0;

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TimeMarks } from '../../src/pitr/time-marks.js';
 import { createLogger } from '../../src/log.js';
@@ -59,4 +59,19 @@ t.test('marks before the log start are forgotten and the file is compacted', asy
   for (let i = 1; i <= 5000; i++) m.note(i * 10, i * 10, i * 1000);
   t.equal(m.all.length, 2, 'only the mark before the log start and the newest stay');
   await waitFor(() => readFileSync(file(dir, 1), 'utf8').split('\n').length < 2000 || undefined, { what: 'the file compacted' });
+});
+
+t.test('a torn last line (a crash or a full disk mid-append) is never joined with the next mark into a false one', async (t) => {
+  const dir = tempDir('marks-');
+  // The first mark whole, the second cut after "12" of "1234 2000".
+  writeFileSync(file(dir, 1), '100 1000\n12');
+  const m = new TimeMarks(dir, logger);
+  await m.load(1, 1_000_000);
+  t.same(m.all, [{ offset: 100, ms: 1_000 }], 'the torn line is not a mark');
+  m.note(5678, 1, 3_000);
+  await waitFor(() => readFileSync(file(dir, 1), 'utf8').includes('5678 3000\n') || undefined, { what: 'the new mark written' });
+  const again = new TimeMarks(dir, logger);
+  await again.load(1, 1_000_000);
+  t.same(again.all, [{ offset: 100, ms: 1_000 }, { offset: 5678, ms: 3_000 }], 'after a restart: the marks noted, nothing else');
+  t.equal(again.atOrBefore(3_500)?.offset, 5678);
 });

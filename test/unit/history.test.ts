@@ -1,0 +1,280 @@
+/**
+ * History's transitions against a real data directory with faults injected (FaultyIo): what a restart finds after a
+ * state write failed or the process died between two file operations. The oracle is what a restarted History would
+ * claim: a (replid, offset) it continues must name the bytes its log and snapshot hold.
+ */
+import t, { type Test } from 'tap';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { History } from '../../src/backlog/history.js';
+import { emptyRdb } from '../../src/backlog/snapshot-store.js';
+import { nodeFileIo, type FileIo } from '../../src/backlog/file-io.js';
+import { createLogger } from '../../src/log.js';
+import { Telemetry } from '../../src/observability/telemetry.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+import { FaultyIo } from '../helpers/faulty-io.js';
+import { tempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait.js';
+
+const A = 'a'.repeat(40);
+const B = 'b'.repeat(40);
+
+interface Rec {
+  readonly msg: string;
+  readonly [k: string]: unknown;
+}
+
+function open(t: Test, dir: string, io: FileIo = nodeFileIo): { h: History; records: Rec[] } {
+  const records: Rec[] = [];
+  const logger = createLogger('info', { write: (line: string) => void records.push(JSON.parse(line) as Rec) });
+  const h = new History({ dir, memory: 1 << 20, disk: 1 << 20, diskQueue: 1 << 30, diskDirect: false, refreshHold: 0, logger, telemetry: new Telemetry('history-test'), io, diskRetryMinMs: 1, diskRetryMaxMs: 2 });
+  t.teardown(() => h.close().catch(() => {}));
+  return { h, records };
+}
+
+/** A full sync from upstream of history `replid` at `offset` (an empty RDB). */
+async function fullSync(h: History, replid: string, offset: number): Promise<void> {
+  const tmp = h.store.tempPath();
+  await fsp.writeFile(tmp, emptyRdb(10));
+  await h.fullSync(tmp, replid, offset);
+}
+
+/** `n` whole commands appended to the log, then waited for until the disk holds them. */
+async function stream(h: History, tag: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const cmd = encodeCommand(['SET', `${tag}:${i}`, tag.repeat(50)]);
+    h.log.append(cmd, h.log.endOffset + cmd.length);
+  }
+  await waitFor(() => h.disk!.writtenOffset === h.log.endOffset || undefined, { what: 'the log on disk', intervalMs: 1 });
+}
+
+t.test('a replid shift whose state write fails never lets a restart continue the old id with the new id\'s bytes', async (t) => {
+  const dir = tempDir('history-');
+  const io = new FaultyIo();
+  const { h, records } = open(t, dir, io);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 20);
+  const fork = h.log.endOffset;
+  // The disk refuses the state write (the next write: the log is idle), and only it.
+  io.failWrites('ENOSPC', 1);
+  t.equal(await h.continued(B), true, 'the relay follows the new id');
+  t.equal(h.ids.replid, B);
+  await stream(h, 'b', 20);
+  t.ok(records.some((r) => r.msg.startsWith('could not persist replication state')), 'the failed write is logged');
+  // SIGKILL before the retry (a second later) wrote the state.
+  io.crashAt(io.ops + 1);
+  await io.settled();
+
+  const { h: after } = open(t, dir);
+  await after.recover();
+  const end = after.log.endOffset;
+  t.notOk(after.ids.accepts(A, end + 1) && end > fork, `a restart does not continue ${A.slice(0, 6)}… past the fork (${fork}): it would at ${end}`);
+  t.ok(after.hasHistory, 'a restart still holds a history it can prove');
+});
+
+t.test('a replid shift whose state can be neither written nor removed is refused: the ids stay, nothing of the new id is taken', async (t) => {
+  const dir = tempDir('history-');
+  const io = new FaultyIo();
+  const { h, records } = open(t, dir, io);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  const ids = { replid: h.ids.replid, replid2: h.ids.replid2, secondReplOffset: h.ids.secondReplOffset };
+  // The write fails; so do the removal of its temp file and that of the state file.
+  io.failWrites('EIO', 1);
+  io.failOps('rm', 'EIO', 2);
+  await t.rejects(h.continued(B), /cannot persist the new replid/, 'the link is told to fail (it reconnects and is continued again)');
+  t.same({ replid: h.ids.replid, replid2: h.ids.replid2, secondReplOffset: h.ids.secondReplOffset }, ids, 'the ids are those the state file names');
+  t.ok(records.some((r) => r.msg.startsWith('could not remove the state file naming the old replid')), 'logged');
+  // The fault cleared: the next try (upstream continues us again) goes through.
+  t.equal(await h.continued(B), true);
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.equal(after.ids.replid, B, 'the state file names the new id');
+  t.equal(after.ids.replid2, A);
+  t.equal(after.log.endOffset, h.log.endOffset, 'and the log is kept');
+});
+
+t.test('a full sync whose snapshot cannot be published removes its RDB temp file', async (t) => {
+  const dir = tempDir('history-');
+  const io = new FaultyIo();
+  const { h } = open(t, dir, io);
+  await h.recover();
+  await fullSync(h, A, 100);
+  // The rename of the new RDB into place fails (a directory that needs a block on a full disk).
+  io.failOps('rename', 'ENOSPC', 1);
+  await t.rejects(fullSync(h, B, 5000), { code: 'ENOSPC' }, 'the link is told (it fails and reconnects)');
+  t.same((await fsp.readdir(dir)).filter((n) => n.startsWith('temp-')), [], 'no RDB-sized temp file is left on the full disk until a restart');
+});
+
+t.test('a state file of another relay\'s history with the same epoch is not trusted: the restart continues from its own snapshot, not the other id', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = open(t, dir);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 10);
+  await h.close();
+  // Every relay's first history is epoch 1: a state.json copied from another one (a backup restored into the wrong
+  // directory) names its own replid.
+  await fsp.writeFile(join(dir, 'state.json'), JSON.stringify({ replid: B, replid2: '0'.repeat(40), secondReplOffset: -1, epoch: 1 }));
+  const { h: after, records } = open(t, dir);
+  await after.recover();
+  t.notOk(after.ids.accepts(B, after.log.endOffset + 1), `${B.slice(0, 6)}… is not continued with ${A.slice(0, 6)}…'s bytes`);
+  t.equal(after.ids.replid, A, 'the snapshot\'s own id is');
+  t.equal(after.usableSnapshot()?.replid, A);
+  t.ok(records.some((r) => r.msg.startsWith('state file does not name the history of the snapshots')), 'logged');
+});
+
+t.test('after failovers the state file still vouches for a snapshot taken ids ago: the restart keeps the disk log', async (t) => {
+  const C = 'c'.repeat(40);
+  const dir = tempDir('history-');
+  const { h } = open(t, dir);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  await h.continued(B);
+  await stream(h, 'b', 5);
+  await h.continued(C);
+  await stream(h, 'c', 5);
+  const end = h.log.endOffset;
+  await h.close();
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.same([after.ids.replid, after.ids.replid2, after.log.endOffset, after.usableSnapshot()?.replid], [C, B, end, A], 'ids, log and the snapshot of A are kept');
+});
+
+t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = open(t, dir);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await h.close();
+  const left = ['state.json.tmp-4242-m1abc-1', 'marks-0000000001.log.tmp-4242-m1abc-2'];
+  for (const name of left) await fsp.writeFile(join(dir, name), '{"torn');
+  await fsp.writeFile(join(dir, 'notes.tmp'), 'not ours');
+  const { h: after } = open(t, dir);
+  await after.recover();
+  const names = await fsp.readdir(dir);
+  t.same(names.filter((n) => left.includes(n)), [], 'the temp files are gone');
+  t.ok(names.includes('notes.tmp') && names.includes('state.json'), 'other files stay');
+  t.equal(after.ids.replid, A, 'the state file is read as before');
+});
+
+/** An RDB-looking file whose body names the history line and offset it stands for (zero checksum: not checked). */
+const taggedRdb = (tag: string): Buffer => Buffer.concat([Buffer.from('REDIS0010', 'latin1'), Buffer.from(tag), Buffer.from([0xff]), Buffer.alloc(8)]);
+
+t.test('a crash between any two file operations of full syncs, a failover and a snapshot refresh leaves a restart claiming only what its files hold', async (t) => {
+  const C = 'c'.repeat(40);
+  /** The stream of each line of history from its first offset: L1 is A's and then, from the fork, B's; L2 is C's. */
+  const lines = { L1: { from: 101, bytes: [] as Buffer[] }, L2: { from: 5001, bytes: [] as Buffer[] } };
+  let fork = 0;
+  /** The line `replid` belongs to and the last offset the relay saw of it. */
+  const lineOf = (replid: string): { line: keyof typeof lines; last: number } | null => {
+    const end = (l: keyof typeof lines) => lines[l].from - 1 + Buffer.concat(lines[l].bytes).length;
+    if (replid === A) return { line: 'L1', last: fork || end('L1') };
+    if (replid === B) return { line: 'L1', last: end('L1') };
+    if (replid === C) return { line: 'L2', last: end('L2') };
+    return null;
+  };
+  const clean = (): void => {
+    lines.L1.bytes = [];
+    lines.L2.bytes = [];
+    fork = 0;
+  };
+  async function feed(h: History, io: FaultyIo, line: keyof typeof lines, tag: string, n: number): Promise<void> {
+    for (let i = 0; i < n; i++) {
+      const cmd = encodeCommand(['SET', `${tag}:${i}`, tag.repeat(40 + i)]);
+      h.log.append(cmd, h.log.endOffset + cmd.length);
+      lines[line].bytes.push(cmd);
+    }
+    await waitFor(() => io.crashed || h.disk!.writtenOffset === h.log.endOffset || undefined, { what: 'the log on disk', intervalMs: 1 });
+  }
+  async function snapshot(h: History, tag: string): Promise<string> {
+    const tmp = h.store.tempPath();
+    await fsp.writeFile(tmp, taggedRdb(tag));
+    return tmp;
+  }
+  async function run(dir: string, io: FaultyIo): Promise<void> {
+    const records: Rec[] = [];
+    const logger = createLogger('info', { write: (line: string) => void records.push(JSON.parse(line) as Rec) });
+    const h = new History({ dir, memory: 1 << 20, disk: 1 << 20, diskQueue: 1 << 30, diskDirect: false, refreshHold: 0, logger, telemetry: new Telemetry('history-test'), io, diskRetryMinMs: 1, diskRetryMaxMs: 2 });
+    try {
+      await h.recover();
+      await h.fullSync(await snapshot(h, 'L1@100'), A, 100);
+      await feed(h, io, 'L1', 'a', 30);
+      if (io.crashed) return;
+      fork = h.log.endOffset;
+      await h.continued(B);
+      await feed(h, io, 'L1', 'b', 30);
+      if (io.crashed) return;
+      const at = h.log.endOffset;
+      await h.commitSnapshot(await snapshot(h, `L1@${at}`), { replid: B, offset: at }, h.epoch);
+      await h.fullSync(await snapshot(h, 'L2@5000'), C, 5000);
+      await feed(h, io, 'L2', 'c', 30);
+    } catch (err) {
+      if (!io.crashed) throw err;
+    } finally {
+      // A dead process closes nothing: its disk log only stops (no timer keeps this test alive).
+      if (io.crashed) await h.disk?.close(0).catch(() => {});
+      else await h.close();
+      await io.settled();
+    }
+  }
+  const io0 = new FaultyIo();
+  await run(tempDir('history-crash-'), io0);
+  t.ok(io0.ops > 20, `a clean run makes ${io0.ops} file operations`);
+  const problems: string[] = [];
+  const kinds = new Set<string>();
+  for (let k = 1; k <= io0.ops; k++) {
+    clean();
+    const dir = tempDir('history-crash-');
+    const io = new FaultyIo();
+    io.crashAt(k, k);
+    await run(dir, io);
+    const { h } = open(t, dir);
+    await h.recover();
+    const say = (what: string) => problems.push(`crash at operation ${k}: ${what}`);
+    if (!h.hasHistory) {
+      kinds.add('none');
+      await h.close();
+      continue;
+    }
+    const own = lineOf(h.ids.replid);
+    const first = h.log.firstOffset;
+    const end = h.log.endOffset;
+    if (own === null) say(`continues an id it never had: ${h.ids.replid}`);
+    else {
+      const line = lines[own.line];
+      kinds.add(`${own.line}:${h.ids.replid[0]}:${h.disk!.empty ? 'snapshot' : 'log'}`);
+      if (end < line.from - 1 || end > own.last) say(`continues ${h.ids.replid[0]} at ${end + 1}, outside what it saw of that id (${line.from - 1}..${own.last})`);
+      if (!h.disk!.empty) {
+        const held = await readRange(h, first, end);
+        const truth = Buffer.concat(line.bytes).subarray(first - line.from, end - line.from + 1);
+        if (!held.equals(truth)) say(`its log [${first}, ${end}] is not ${h.ids.replid[0]}'s stream`);
+      }
+      if (h.ids.secondReplOffset >= 0) {
+        const second = lineOf(h.ids.replid2);
+        if (second === null || second.line !== own.line || h.ids.secondReplOffset - 1 > second.last) say(`replid2 ${h.ids.replid2[0]} up to ${h.ids.secondReplOffset} is not its history`);
+      }
+      const snap = h.usableSnapshot();
+      if (snap) {
+        const tag = (await fsp.readFile(snap.path)).subarray(9, -9).toString();
+        if (tag !== `${own.line}@${snap.offset}`) say(`serves full syncs of ${h.ids.replid[0]} at ${snap.offset} from the snapshot ${tag}`);
+      }
+    }
+    await h.close();
+  }
+  t.same(problems, [], `every one of ${io0.ops} crash points restarts into a history its files hold (${[...kinds].join(', ')})`);
+});
+
+/** The disk log's bytes from `first` to `end`. */
+async function readRange(h: History, first: number, end: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for (let o = first; o <= end; ) {
+    const b = await h.disk!.read(o, end - o + 1);
+    parts.push(Buffer.from(b));
+    o += b.length;
+  }
+  return Buffer.concat(parts);
+}
