@@ -98,7 +98,8 @@ export const nodeFileIo: FileIo = {
     await fsp.rename(from, to);
   },
   mkdir: async (dir) => {
-    await fsp.mkdir(dir, { recursive: true });
+    // 0700 for the directories it makes (an existing one keeps its mode): they hold the dataset.
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   },
   readFile: (path) => fsp.readFile(path),
   syncDir: async (dir) => {

@@ -128,7 +128,7 @@ export class TimeMarks {
     if (compact) this.#dropped = 0;
     try {
       if (compact) await writeFileAtomic(this.#file(this.#epoch), lines);
-      else await appendFile(this.#file(this.#epoch), lines);
+      else await appendFile(this.#file(this.#epoch), lines, { mode: 0o600 });
       if (compact) this.#torn = false;
     } catch (err) {
       // Part of the lines may be in the file.

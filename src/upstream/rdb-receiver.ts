@@ -71,7 +71,8 @@ export class RdbReceiver {
   /** `shareReads`: open the descriptor readers share (openReader) as soon as the file exists; release it with releaseReaders(). */
   constructor(path: string, opts: { shareReads?: boolean } = {}) {
     this.path = path;
-    this.#file = createWriteStream(path, { flush: true, highWaterMark: WRITE_BUFFER });
+    // 0600: an RDB is the whole dataset, for the relay's user only (as the log segments and the state file are).
+    this.#file = createWriteStream(path, { flush: true, highWaterMark: WRITE_BUFFER, mode: 0o600 });
     this.#file.on('error', (err) => {
       this.#fileError = err;
     });

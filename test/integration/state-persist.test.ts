@@ -5,7 +5,7 @@
  */
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
@@ -119,5 +119,23 @@ t.test('a relay killed between publishing a new history\'s snapshot and writing 
   const now = JSON.parse(readFileSync(join(data, 'state.json'), 'utf8')) as { epoch: number; replid: string };
   t.equal(now.epoch, state.epoch + 1, 'state.json now names the new history');
   t.equal(now.replid, (await m.info('replication'))['master_replid'], "with the master's replid");
+  await replica.stop();
+});
+
+t.test("the relay's files (snapshot, log segments, checksums, state, time marks) are readable by its own user only", async (t) => {
+  const { m, dir, port, args } = await masterAndRelayArgs(t);
+  const relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const { replica, r } = await replicaOf(t, port);
+  await m.call('SET', 'k', 'v');
+  await waitConverged(m, [r], 'replica online');
+  const data = join(dir, 'data');
+  const files = (): string[] => readdirSync(data, { recursive: true, encoding: 'utf8' });
+  await waitFor(() => (files().some((n) => n.startsWith('marks-')) && files().some((n) => n.endsWith('.sum'))) || undefined, { what: 'a time marks file and a .sum file' });
+  const open = files()
+    .filter((n) => statSync(join(data, n)).isFile() && (statSync(join(data, n)).mode & 0o077) !== 0)
+    .map((n) => `${n} ${(statSync(join(data, n)).mode & 0o777).toString(8)}`);
+  t.same(open, [], 'no file of the data directory is readable by group or others (an RDB is the whole dataset)');
+  for (const d of [data, join(data, 'log')]) t.equal(statSync(d).mode & 0o077, 0, `${d}, made by the relay, is its own user's only`);
   await replica.stop();
 });
