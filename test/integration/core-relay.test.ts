@@ -139,3 +139,25 @@ t.test('the relay answers the commands replicas and tools use', async (t) => {
   t.same(role.slice(0, 4), [Buffer.from('slave'), Buffer.from('127.0.0.1'), master.port, Buffer.from('connected')]);
   t.match((await x.call('CLIENT', 'LIST')) as Buffer, /flags=S/);
 });
+
+t.test('a handshake sent in one write (REPLCONFs, then PSYNC) is answered in order: the +OKs before +CONTINUE or +FULLRESYNC', async (t) => {
+  const info = await x.info('replication');
+  const replid = info['master_replid']!;
+  const offset = Number(info['master_repl_offset']);
+  const cmd = (...a: string[]): string => `*${a.length}\r\n${a.map((s) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`).join('')}`;
+  for (const [psync, first] of [
+    [cmd('PSYNC', replid, String(offset + 1)), `+CONTINUE ${replid}\r\n`],
+    [cmd('PSYNC', '?', '-1'), '+FULLRESYNC '],
+  ] as const) {
+    const sock = connect({ port: relay.port, host: '127.0.0.1' });
+    const closed = closeOf(sock);
+    await once(sock, 'connect');
+    let got = '';
+    sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    sock.write(cmd('PING') + cmd('REPLCONF', 'listening-port', '1') + cmd('REPLCONF', 'capa', 'eof', 'capa', 'psync2') + psync);
+    await waitFor(() => got.length >= 17 + first.length || undefined, { what: 'the replies to the pipelined handshake' });
+    t.equal(got.slice(0, 17 + first.length), `+PONG\r\n+OK\r\n+OK\r\n${first}`, `${first.trim()}: after the replies to the commands before it`);
+    sock.destroy();
+    await closed;
+  }
+});
