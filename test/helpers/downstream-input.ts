@@ -20,8 +20,10 @@ export class FakeSocket extends EventEmitter {
   setNoDelay(): void {}
   cork(): void {}
   uncork(): void {}
-  write(buf: Buffer | string): boolean {
+  /** Takes the bytes at once; `done` runs after, as a socket's does once the kernel has them. */
+  write(buf: Buffer | string, done?: () => void): boolean {
     if (!this.destroyed && !this.ended) this.out.push(Buffer.from(buf));
+    if (done) queueMicrotask(done);
     return true;
   }
   end(buf?: Buffer | string): void {
