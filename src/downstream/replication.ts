@@ -363,6 +363,10 @@ export class DownstreamReplication {
       else if (s.state === ReplicaState.Online && !s.caps.plainSync && now - s.ackTime > this.#opts.replicaTimeoutMs) {
         this.#opts.telemetry.emit('replica.dropped', { reason: 'timeout', peer: s.peer, detail: 'no REPLCONF ACK within replica-timeout' });
         s.close('timeout: no REPLCONF ACK within replica-timeout');
+      } else if (s.state === ReplicaState.SendBulk && s.stalledFor(now) > this.#opts.replicaTimeoutMs) {
+        // Redis drops a diskless transfer the replica stopped reading after repl-timeout ("timedout replica (full sync)").
+        this.#opts.telemetry.emit('replica.dropped', { reason: 'timeout', peer: s.peer, detail: 'read no snapshot bytes within replica-timeout' });
+        s.close('timeout: read no snapshot bytes within replica-timeout', { limit: 'replication.replica-timeout', value: this.#opts.replicaTimeoutMs });
       } else s.checkLag();
     }
     if (this.#ahead.size > 0) this.#checkAhead(true);

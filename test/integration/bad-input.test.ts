@@ -7,10 +7,11 @@ import t from 'tap';
 import fc from 'fast-check';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { startFakeMaster } from '../helpers/fake-master.js';
-import { startReplica, waitConverged, digest } from '../helpers/replication.js';
+import { startReplica, replicaOf, waitConverged, digest } from '../helpers/replication.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -20,7 +21,7 @@ import { StreamScanner } from '../../src/resp/stream-scanner.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { Relay } from '../../src/relay.js';
-import { closeOf } from '../helpers/raw.js';
+import { closeOf, rawConnect } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -157,6 +158,31 @@ t.test('garbage from downstream clients: the relay keeps serving its replicas', 
   await waitConverged(m, [r], 'the replica still follows the master');
   t.equal(await r.callString('GET', 'after'), '2');
   t.ok(relay.relay.status().stats.protocolErrors > 0, `${relay.relay.status().stats.protocolErrors} protocol errors counted`);
+});
+
+t.test('a replica that stops reading its snapshot is closed after replica-timeout; the full sync waiting behind it goes ahead', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  // 16 MB that do not compress: more than the kernel buffers of a connection that does not read.
+  await m.pipeline(Array.from({ length: 160 }, (_, i) => ['SET', `big:${i}`, randomBytes(100_000)]));
+  const relay = await startRelay({
+    upstream: { host: '127.0.0.1', port: master.port },
+    replication: { 'full-sync-concurrency': 1, 'replica-timeout': '1s' },
+  });
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.relay.usableSnapshot(), { what: 'the relay holds a snapshot' });
+  const deaf = await rawConnect(relay.port, '127.0.0.1', { send: 'REPLCONF capa eof\r\nPSYNC ? -1\r\n' });
+  deaf.socket.pause();
+  let closed = false;
+  void deaf.closed.then(() => (closed = true));
+  t.teardown(() => deaf.socket.destroy());
+  await waitFor(() => relay.relay.status().fullSyncsActive === 1, { what: 'the deaf replica takes the only transfer slot' });
+  const { r } = await replicaOf(t, relay.port);
+  await waitConverged(m, [r], 'the replica queued behind it syncs', 15_000);
+  deaf.socket.resume(); // it sees the close once it reads what its kernel holds
+  await waitFor(() => closed, { what: 'the deaf replica closed by the relay', timeoutMs: 5000 });
+  t.equal(relay.relay.status().stats.replicasDroppedTimeout, 1, 'the deaf replica was dropped for its timeout');
 });
 
 t.test('downstream limits are enforced and logged with a limit field', async (t) => {
