@@ -376,7 +376,7 @@ function clientLine(c: ClientConnection): string {
     `id=${c.id} addr=${c.addr} laddr=${c.socket.localAddress}:${c.socket.localPort} fd=0 name=${c.name} ` +
     `age=${Math.floor((now - c.createdAt) / 1000)} idle=${Math.floor((now - c.lastInteraction) / 1000)} flags=${flags} ` +
     `db=0 sub=${c.channels.size} psub=${c.patterns.size} ssub=0 multi=${c.multi ? c.multi.length : -1} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 ` +
-    `obl=0 oll=0 omem=${c.outputMemory()} tot-mem=0 events=r cmd=${c.lastCommand || 'NULL'} user=${c.user} redir=-1 resp=2\n`
+    `obl=0 oll=${c.queuedWrites} omem=${c.outputMemory()} tot-mem=0 events=r cmd=${c.lastCommand || 'NULL'} user=${c.user} redir=-1 resp=2\n`
   );
 }
 
