@@ -21,7 +21,8 @@ import { StreamScanner } from '../../src/resp/stream-scanner.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { Relay } from '../../src/relay.js';
-import { closeOf, rawConnect } from '../helpers/raw.js';
+import { closeOf, loggedLine, rawConnect, writeConfig } from '../helpers/raw.js';
+import { startRelayProcess } from '../helpers/relay-process.js';
 
 t.teardown(stopAll);
 
@@ -183,6 +184,33 @@ t.test('a replica that stops reading its snapshot is closed after replica-timeou
   deaf.socket.resume(); // it sees the close once it reads what its kernel holds
   await waitFor(() => closed, { what: 'the deaf replica closed by the relay', timeoutMs: 5000 });
   t.equal(relay.relay.status().stats.replicasDroppedTimeout, 1, 'the deaf replica was dropped for its timeout');
+});
+
+t.test('under a low open files limit, listen.max-clients is lowered: clients past it get the error, the disk log keeps its files', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const port = await freePort();
+  const dir = t.testdir({});
+  const config = writeConfig(dir, { upstream: { host: '127.0.0.1', port: master.port }, listen: { port }, log: { memory: '4mb', disk: '1mb' }, web: { port: 0 }, dir });
+  const relay = await startRelayProcess(['--config', config, '--port', String(port)], { prefix: ['prlimit', '--nofile=200', '--'] });
+  t.teardown(() => relay.stop());
+  t.match(await loggedLine(relay, /listen\.max-clients lowered/), { limit: 'listen.max-clients', value: 10000, maxClients: 72, openFilesLimit: 200 });
+  const admin = await RedisClient.connect(port);
+  t.teardown(() => admin.close());
+  t.equal((await admin.info('clients'))['maxclients'], '72');
+  // Past 200 descriptors the relay could open no file: a disk log segment, a snapshot.
+  const conns = await Promise.all(Array.from({ length: 250 }, () => rawConnect(port)));
+  t.teardown(() => conns.forEach((c) => c.socket.destroy()));
+  const refused = () => conns.filter((c) => c.received() === '-ERR max number of clients reached\r\n').length;
+  await waitFor(() => refused() === 250 - 71, { what: 'every connection past the 72nd refused with the error' });
+  // 2 MB of stream: the 1mb disk log opens a segment (and its checksum file) every 128 KiB of it.
+  await m.pipeline(Array.from({ length: 200 }, (_, i) => ['SET', `k${i}`, 'v'.repeat(10_000)]));
+  const offset = Number((await m.info('replication'))['master_repl_offset']);
+  await waitFor(async () => Number((await admin.info('replication'))['master_repl_offset']) === offset, { what: 'the relay holds the stream' });
+  const disk = await admin.info('replication');
+  t.equal(disk['relay_log_disk_write_errors'], '0', 'no disk log write failed');
+  t.equal(disk['relay_log_disk_state'], 'ok');
 });
 
 t.test('downstream limits are enforced and logged with a limit field', async (t) => {
