@@ -175,12 +175,13 @@ export class ClientConnection implements MemoryUser {
   }
 
   /**
-   * Query buffer (with parsed arguments), queued MULTI commands and output buffer, as Redis's tot-mem. A replica's
+   * Query buffer (with parsed arguments), queued MULTI commands, the client's name and output buffer, as Redis's tot-mem. A replica's
    * output is left out (what it has not read is the shared log, bounded by replication.replica-*-lag), its input is
    * not: a replica sends only REPLCONF, and one that sends more must not hold up to listen.max-query-buffer uncounted.
    */
   memoryUsage(): number {
-    const input = this.#parser.memory + this.multiMemory();
+    // The name too: CLIENT SETNAME takes up to listen.max-bulk-len, kept as long as the client (printable ASCII: a byte a character).
+    const input = this.#parser.memory + this.multiMemory() + this.name.length;
     return this.replica ? input : input + this.outputMemory();
   }
 

@@ -107,6 +107,20 @@ t.test("a client's replies to one turn leave as one write: 200,000 unread replie
   t.ok(oll > 0 && oll <= n / 64, `${oll} writes queued for ${n} unread replies`);
 });
 
+t.test('a client name counts toward listen.max-clients-memory: names cannot hold memory past the cap', async (t) => {
+  const { port, logged, client } = await relay(t, { 'max-clients-memory': '1mb' });
+  const bystander = await client();
+  const named = await Promise.all([0, 1].map(() => rawConnect(port)));
+  // 600 KB each: the query buffer holding one goes when the command is done; the name stays as long as the client.
+  for (const c of named) {
+    c.socket.write(encodeCommand(['CLIENT', 'SETNAME', 'n'.repeat(600 * 1024)]));
+    await waitFor(() => c.received() !== '', { what: 'CLIENT SETNAME answered' });
+  }
+  t.match(await logged('listen.max-clients-memory'), { value: 1024 * 1024 });
+  await waitFor(() => named.some((c) => c.socket.destroyed || c.received().includes('client evicted')), { what: 'a named client evicted' });
+  t.equal(await bystander.callString('PING'), 'PONG');
+});
+
 t.test("a replica's input counts toward listen.max-clients-memory: past it the replica is closed, with no error in its stream", async (t) => {
   const { port, logged, client } = await relay(t, { 'max-clients-memory': '1mb' });
   const bystander = await client();
