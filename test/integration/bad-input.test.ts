@@ -272,4 +272,10 @@ t.test('downstream limits are enforced and logged with a limit field', async (t)
   t.equal(relay.status().stats.rejectedConnections, 1);
   for (const c of clients) await c.close();
   t.equal(relay.status().stats.protocolErrors, 2);
+
+  // A replid is client text: logged cut to 128 characters, as every client text is (a 512mb one made a line as long).
+  const psync = await raw(encodeCommand(['PSYNC', 'R'.repeat(1000), '5']));
+  const refused = await waitFor(() => lines.find((l) => l['msg'] === 'partial resync refused, full resync'), { what: 'the refused PSYNC logged' });
+  t.equal(refused['askedReplid'], `${'R'.repeat(128)}...`);
+  psync.s.destroy();
 });
