@@ -205,6 +205,13 @@ export class ChunkList {
     this.#markPos = this.#pos;
     this.#retained = this.#ahead;
     this.#resetScan();
+    if (this.#chunks.length === 0) this.#dropTail();
+  }
+
+  /** Nothing waits: the tail buffer goes too (an idle connection holds no buffer; the next read is kept as it is). */
+  #dropTail(): void {
+    this.#tail = null;
+    this.#tailView = null;
   }
 
   /** Return and remove every byte after the mark; the list is then empty. */
@@ -221,6 +228,7 @@ export class ChunkList {
     this.#markPos = this.#ci = this.#pos = 0;
     this.#retained = this.#ahead = 0;
     this.#resetScan();
+    this.#dropTail();
     return rest;
   }
 
