@@ -10,6 +10,7 @@ import { SentinelConnector } from './upstream/sentinel-connector.js';
 import { announcedPort } from './tls.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
 import { ReplicaServer } from './downstream/server.js';
+import { listenWithinFdLimit } from './downstream/fd-limit.js';
 import { DownstreamReplication, type ReplicationSource } from './downstream/replication.js';
 import { AckTracker, formatAckPolicy } from './downstream/ack-policy.js';
 import { REDIS_VERSION, type CommandHost } from './downstream/commands.js';
@@ -59,6 +60,8 @@ export class Relay {
   constructor(config: RelayConfig, logger: Logger) {
     this.config = config;
     this.#logger = logger;
+    // listen.max-clients as the open files limit allows (fd-limit.ts): what the listeners and INFO use.
+    const listen = listenWithinFdLimit(config, logger);
     this.#history = new History({
       dir: config.dir,
       memory: config.log.memory,
@@ -120,7 +123,7 @@ export class Relay {
     }
     this.#pitr = new PitrService({
       history: this.#history,
-      listen: config.listen,
+      listen,
       logger: logger.child({ component: 'pitr' }),
       telemetry: this.#telemetry,
       idleTimeoutMs: config.history.pitrIdleTimeoutMs,
@@ -128,7 +131,7 @@ export class Relay {
       replicaTimeoutMs: config.replication.replicaTimeoutMs,
       maxLag: config.replication.replicaMaxLag,
     });
-    this.#server = new ReplicaServer(config.listen, logger.child({ component: 'server' }), this.#telemetry, this.#commandHost());
+    this.#server = new ReplicaServer(listen, logger.child({ component: 'server' }), this.#telemetry, this.#commandHost());
     this.#refresher = new SnapshotRefresher({
       history: this.#history,
       logger: logger.child({ component: 'snapshot-fetch' }),
@@ -170,7 +173,7 @@ export class Relay {
     this.#status = new StatusBuilder({
       version: RELAY_VERSION,
       runId: this.runId,
-      config,
+      config: listen === config.listen ? config : { ...config, listen },
       link: this.#link,
       history: this.#history,
       refresher: this.#refresher,

@@ -180,7 +180,7 @@ export const relaySchema = section(
     replication: section(
       {
         'replica-max-lag': key(size(1), '256mb', 'disconnect a replica this far behind the log head'),
-        'replica-timeout': key(duration(1), 60, 'disconnect a replica silent (no REPLCONF ACK) this long'),
+        'replica-timeout': key(duration(1), 60, 'disconnect a replica silent (no REPLCONF ACK), or reading none of its snapshot, this long'),
         'ahead-wait': key(duration(0), '5s', 'hold a replica asking for an offset the relay has not received yet this long; 0 = full sync at once'),
         'replica-soft-lag': key(size(0), '64mb', 'disconnect a replica further behind than this for replica-soft-seconds in a row; 0 = off'),
         'replica-soft-seconds': key(duration(0), 60, 'how long a replica may stay past replica-soft-lag'),

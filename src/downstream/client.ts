@@ -23,6 +23,12 @@ let nextClientId = 1;
  */
 const COMMANDS_PER_TURN = 128;
 const BYTES_PER_TURN = 64 * 1024;
+/**
+ * Heap bytes a reply queued on the socket costs besides its payload (Node's entry for the write: about 60 on Node
+ * 20). Counted with the payload: a client pipelining PINGs it never read held 9 bytes of heap per byte counted, and
+ * grew past listen.max-clients-memory ten times over.
+ */
+const WRITE_OVERHEAD = 64;
 
 export interface ClientLimits {
   readonly maxBulkLen: number;
@@ -93,6 +99,13 @@ export class ClientConnection implements MemoryUser {
   /** Replies being gathered for EXEC (gatherReplies), or null. */
   #gathered: Buffer[] | null = null;
   readonly #softLimit = { softSince: 0 };
+  /** Replies handed to the socket whose write has not completed (each holds WRITE_OVERHEAD besides its bytes). */
+  #queuedWrites = 0;
+  /** Replies of the turn being run (#process), written together at its end; null outside it. */
+  #batch: Buffer[] | null = null;
+  readonly #written = (): void => {
+    this.#queuedWrites--;
+  };
 
   constructor(socket: Socket, logger: Logger, telemetry: Telemetry, limits: ClientLimits, handlers: ClientHandlers, needsAuth: boolean) {
     this.socket = socket;
@@ -150,7 +163,7 @@ export class ClientConnection implements MemoryUser {
       this.#bytesIn === 0 ? 'client sent nothing within the handshake timeout, closing it' : 'client did not authenticate within the handshake timeout, closing it',
     );
     this.#closing = true;
-    this.socket.destroy();
+    this.#destroy();
   }
 
   #handshakeDone(): boolean {
@@ -162,13 +175,24 @@ export class ClientConnection implements MemoryUser {
   }
 
   /**
-   * Query buffer (with parsed arguments), queued MULTI commands and output buffer, as Redis's tot-mem. A replica's
+   * Query buffer (with parsed arguments), queued MULTI commands, the client's name and output buffer, as Redis's tot-mem. A replica's
    * output is left out (what it has not read is the shared log, bounded by replication.replica-*-lag), its input is
    * not: a replica sends only REPLCONF, and one that sends more must not hold up to listen.max-query-buffer uncounted.
    */
   memoryUsage(): number {
-    const input = this.#parser.memory + this.multiMemory();
-    return this.replica ? input : input + this.socket.writableLength;
+    // The name too: CLIENT SETNAME takes up to listen.max-bulk-len, kept as long as the client (printable ASCII: a byte a character).
+    const input = this.#parser.memory + this.multiMemory() + this.name.length;
+    return this.replica ? input : input + this.outputMemory();
+  }
+
+  /** Writes handed to the socket and not completed (Redis's oll: the length of the output list). */
+  get queuedWrites(): number {
+    return this.#queuedWrites;
+  }
+
+  /** The replies not yet taken by the kernel: their bytes and their entries (Redis omem). */
+  outputMemory(): number {
+    return this.socket.writableLength + this.#queuedWrites * WRITE_OVERHEAD;
   }
 
   /** Bytes the queued MULTI commands hold (Redis multi-mem). */
@@ -185,8 +209,8 @@ export class ClientConnection implements MemoryUser {
     if (this.replica) return this.replica.close('evicted: listen.max-clients-memory');
     this.socket.end(errorReply(`ERR client evicted: the clients' buffers went past listen.max-clients-memory (${limit} bytes) and this client held the most (${used} bytes)`));
     // A peer that does not read would keep its output buffer: drop it now rather than hold the memory.
-    if (this.socket.writableLength > 0) this.socket.destroy();
-    else setTimeout(() => this.socket.destroy(), 5000).unref();
+    if (this.socket.writableLength > 0) this.#destroy();
+    else setTimeout(() => this.#destroy(), 5000).unref();
   }
 
   #updateMemory(): void {
@@ -209,9 +233,11 @@ export class ClientConnection implements MemoryUser {
    * replied: the replies of a pipeline keep the order of its commands.
    */
   #process(): void {
-    // The replies to one read leave in one write, as Redis writes a client's replies once per turn (a replica's
+    // The replies to one turn leave in one write, as Redis writes a client's replies once per turn (a replica's
     // handshake sent at once: four replies, one syscall; a thousand replicas connecting cost 3,000 writes before).
-    this.socket.cork();
+    // One Buffer, not a corked write per reply: each write queued on a socket that does not drain is an entry of its
+    // own, and a client that never read its PINGs queued millions of them (see WRITE_OVERHEAD and #destroy).
+    this.#batch = [];
     try {
       while (!this.#suspended && !this.#yielded) {
         let args: Buffer[] | undefined;
@@ -234,7 +260,7 @@ export class ClientConnection implements MemoryUser {
         if (++this.#turnCommands >= COMMANDS_PER_TURN) this.#yield();
       }
     } finally {
-      this.socket.uncork();
+      this.#flushBatch();
     }
     if (this.#handshakeTimer && this.#handshakeDone()) {
       clearTimeout(this.#handshakeTimer);
@@ -309,12 +335,30 @@ export class ClientConnection implements MemoryUser {
     }
     if ((this.replica && !force) || this.socket.destroyed || (this.#closing && !force)) return;
     this.#telemetry.traffic.netOutputBytes += buf.length;
-    this.socket.write(buf);
+    if (this.#batch !== null) {
+      this.#batch.push(buf);
+      return;
+    }
+    this.#write(buf);
+  }
+
+  /** Writes the replies gathered in this turn, as one Buffer. */
+  #flushBatch(): void {
+    const batch = this.#batch;
+    this.#batch = null;
+    if (batch === null || batch.length === 0 || this.socket.destroyed) return;
+    this.#write(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
+  }
+
+  /** Hands `buf` to the socket, then checks the output limits (not for a replica: its output is the stream). */
+  #write(buf: Buffer): void {
+    this.#queuedWrites++;
+    this.socket.write(buf, this.#written);
     if (this.replica) return;
     const limits = this.#limits.clientOutputBufferLimit;
     if (limits) {
       const cls = this.channels.size + this.patterns.size > 0 ? 'pubsub' : 'normal';
-      const used = this.socket.writableLength;
+      const used = this.outputMemory();
       const hit = checkOutputLimit(cls, limits[cls], used, Date.now(), this.#softLimit);
       if (hit) {
         this.warn({ ...hit, used }, 'client past its output buffer limit, closing it');
@@ -328,14 +372,24 @@ export class ClientConnection implements MemoryUser {
 
   closeAfterWrite(): void {
     this.#closing = true;
+    this.#flushBatch();
     this.socket.end();
     // A peer that never reads must not keep a half-closed socket forever.
-    setTimeout(() => this.socket.destroy(), 5000).unref();
+    setTimeout(() => this.#destroy(), 5000).unref();
   }
 
   kill(): void {
     this.#closing = true;
     if (this.replica) this.replica.close('killed');
-    else this.socket.destroy();
+    else this.#destroy();
+  }
+
+  /**
+   * Closes the socket, dropping what it has not sent. With an error: Node fails each write still queued with the
+   * stream's error, or, without one, with a new Error each (a stack trace apiece: 3.6 million queued replies took
+   * the event loop 13 s).
+   */
+  #destroy(): void {
+    if (!this.socket.destroyed) this.socket.destroy(new Error('closed by the relay'));
   }
 }

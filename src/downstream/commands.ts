@@ -91,9 +91,9 @@ function infoLines(text: string): Buffer {
 }
 
 const COMMANDS: Record<string, CommandSpec> = {
+  // Not before AUTH: Redis 7.0 answers PING with NOAUTH too (replicas and Sentinel take that as a live link).
   ping: {
     arity: -1,
-    noAuth: true,
     handler: (_h, c, a) => {
       if (a.length > 2) return c.reply(errorReply("ERR wrong number of arguments for 'ping' command"));
       if (subscriptionCount(c) > 0) return c.reply(subscribedPong(a[1]));
@@ -122,10 +122,12 @@ const COMMANDS: Record<string, CommandSpec> = {
     noAuth: true,
     handler: (h, c, a) => {
       let i = 1;
+      let resp3 = false;
       if (a.length > 1) {
         const ver = integerArg(a[1]);
         if (ver === null) return c.reply(errorReply('ERR Protocol version is not an integer or out of range'));
-        if (ver !== 2) return c.reply(errorReply('NOPROTO unsupported protocol version'));
+        if (ver !== 2 && ver !== 3) return c.reply(errorReply('NOPROTO unsupported protocol version'));
+        resp3 = ver === 3;
         i = 2;
       }
       // As Redis helloCommand: options first, then AUTH, then (authenticated only) SETNAME with CLIENT SETNAME's rules.
@@ -144,6 +146,8 @@ const COMMANDS: Record<string, CommandSpec> = {
       }
       if (creds && !auth(h, c, creds[0], creds[1])) return;
       if (!c.authenticated) return c.reply(errorReply('NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time'));
+      // Redis checks the version first and answers NOAUTH to HELLO 3 before AUTH; the relay speaks RESP2 only.
+      if (resp3) return c.reply(errorReply('NOPROTO unsupported protocol version'));
       if (name !== null && !setName(c, name)) return;
       c.reply(
         arrayReply([
@@ -376,7 +380,7 @@ function clientLine(c: ClientConnection): string {
     `id=${c.id} addr=${c.addr} laddr=${c.socket.localAddress}:${c.socket.localPort} fd=0 name=${c.name} ` +
     `age=${Math.floor((now - c.createdAt) / 1000)} idle=${Math.floor((now - c.lastInteraction) / 1000)} flags=${flags} ` +
     `db=0 sub=${c.channels.size} psub=${c.patterns.size} ssub=0 multi=${c.multi ? c.multi.length : -1} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 ` +
-    `obl=0 oll=0 omem=${c.socket.writableLength} tot-mem=0 events=r cmd=${c.lastCommand || 'NULL'} user=${c.user} redir=-1 resp=2\n`
+    `obl=0 oll=${c.queuedWrites} omem=${c.outputMemory()} tot-mem=0 events=r cmd=${c.lastCommand || 'NULL'} user=${c.user} redir=-1 resp=2\n`
   );
 }
 

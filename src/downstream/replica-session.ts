@@ -117,6 +117,8 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   #parked = false;
   /** Set by REPLCONF ACK. */
   ackTime = Date.now();
+  /** Since when a payload write waits for the socket to drain (0 = it does not): see stalledFor. */
+  #stalledSince = 0;
 
   constructor(opts: SessionOptions) {
     this.socket = opts.socket;
@@ -272,7 +274,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
           pos += chunk.length;
           const ok = await this.#pacer.run(() => this.#write(chunk));
           const early = rate > 0 ? (pos * 1000) / rate - (Date.now() - startedAt) : 0;
-          if (!ok) await this.#drained();
+          if (!ok) await this.#payloadDrained();
           if (early > 0) await new Promise((r) => setTimeout(r, early).unref());
           continue;
         }
@@ -298,6 +300,25 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#setState(ReplicaState.Online, 'rdb sent');
     this.ackTime = Date.now();
     this.pump();
+  }
+
+  /** A payload write waits for the socket to drain; how long it has waited is stalledFor(). */
+  async #payloadDrained(): Promise<void> {
+    this.#stalledSince = Date.now();
+    try {
+      await this.#drained();
+    } finally {
+      this.#stalledSince = 0;
+    }
+  }
+
+  /**
+   * How long (ms) the snapshot transfer has waited for the replica to read, 0 when it is not waiting. A replica that
+   * stops reading its payload would otherwise hold its transfer (a full-sync-concurrency slot, the snapshot file,
+   * the log from its offset) for good: it sends no ACK until it has the payload, so replica-timeout counts this.
+   */
+  stalledFor(now: number): number {
+    return this.#stalledSince === 0 ? 0 : now - this.#stalledSince;
   }
 
   /** Resolves when what the session writes to (the socket, or its compressor) drains, or the socket closes. */
@@ -376,7 +397,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       const ok = await this.#pacer.run(() => this.#write(chunk));
       // replication.full-sync-rate: no faster than `rate` bytes per second, on average since the start.
       const early = rate > 0 ? (sent * 1000) / rate - (Date.now() - startedAt) : 0;
-      if (!ok) await this.#drained();
+      if (!ok) await this.#payloadDrained();
       if (early > 0) await new Promise((r) => setTimeout(r, early).unref());
     }
   }

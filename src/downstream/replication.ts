@@ -9,6 +9,7 @@ import { Fanout } from './fanout.js';
 import { WritePacer } from './write-pacer.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 import { psyncReplyLine } from '../compression.js';
+import { clip } from '../util/text.js';
 
 /** What the master side needs from the relay's backlog. */
 export interface ReplicationSource {
@@ -155,8 +156,10 @@ export class DownstreamReplication {
     return true;
   }
 
-  #refusePartial(client: ClientConnection, replid: string, offset: number): void {
+  #refusePartial(client: ClientConnection, asked: string, offset: number): void {
     const { ids, log } = this.#opts.source;
+    // Client text (up to listen.max-bulk-len): cut as every client text logged is.
+    const replid = clip(asked);
     this.#opts.telemetry.emit('replica.partial-refused', { peer: client.addr, replid, offset });
     client.logger.info(
       { askedReplid: replid, askedOffset: offset, replid: ids.replid, replid2: ids.replid2, firstOffset: log.firstOffset, endOffset: log.endOffset },
@@ -363,6 +366,10 @@ export class DownstreamReplication {
       else if (s.state === ReplicaState.Online && !s.caps.plainSync && now - s.ackTime > this.#opts.replicaTimeoutMs) {
         this.#opts.telemetry.emit('replica.dropped', { reason: 'timeout', peer: s.peer, detail: 'no REPLCONF ACK within replica-timeout' });
         s.close('timeout: no REPLCONF ACK within replica-timeout');
+      } else if (s.state === ReplicaState.SendBulk && s.stalledFor(now) > this.#opts.replicaTimeoutMs) {
+        // Redis drops a diskless transfer the replica stopped reading after repl-timeout ("timedout replica (full sync)").
+        this.#opts.telemetry.emit('replica.dropped', { reason: 'timeout', peer: s.peer, detail: 'read no snapshot bytes within replica-timeout' });
+        s.close('timeout: read no snapshot bytes within replica-timeout', { limit: 'replication.replica-timeout', value: this.#opts.replicaTimeoutMs });
       } else s.checkLag();
     }
     if (this.#ahead.size > 0) this.#checkAhead(true);

@@ -1,3 +1,14 @@
+/** A pushed chunk this small is copied onto the tail when bytes are already waiting (see push). */
+const SMALL_CHUNK = 1024;
+/**
+ * Sizes of the buffer small chunks are gathered in: as large as the bytes waiting, from 256 bytes up to 16 KiB (Redis
+ * reads a client's input 16 KiB at a time, PROTO_IOBUF_LEN), so a few bytes never hold a large buffer.
+ */
+const TAIL_MIN = 256;
+const TAIL_MAX = 16 * 1024;
+/** Heap bytes a pushed chunk costs besides its payload (its Buffer, ArrayBuffer and backing store: about 80 on Node 20). */
+export const CHUNK_OVERHEAD = 96;
+
 /**
  * The pushed chunks of one connection with a read cursor (undici `consume(n)`, node-redis decoder):
  * `take(n)` returns a subarray when the bytes lie in one chunk and copies only when they straddle chunks.
@@ -24,12 +35,48 @@ export class ChunkList {
   #scanCi = 0;
   #scanPos = 0;
   #scanDist = 0;
+  /** The buffer small chunks are copied into, its first free byte, and the entry of #chunks that views it. */
+  #tail: Buffer | null = null;
+  #tailFill = 0;
+  #tailStart = 0;
+  #tailView: Buffer | null = null;
 
+  /**
+   * Appends a chunk. A small one arriving behind bytes still waiting (an unfinished request trickled in a few bytes
+   * per read) is copied onto the tail instead of kept: every read is a Buffer of its own costing ~80 bytes besides
+   * its payload, so a request sent one byte per packet held 80 times its size, uncounted.
+   */
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
-    this.#chunks.push(chunk);
     this.#retained += chunk.length;
     this.#ahead += chunk.length;
+    if (chunk.length > SMALL_CHUNK || this.#chunks.length === 0) {
+      this.#chunks.push(chunk);
+      return;
+    }
+    for (let from = 0; from < chunk.length; ) {
+      let grow = this.#tailView !== null && this.#chunks[this.#chunks.length - 1] === this.#tailView;
+      if (this.#tail === null || this.#tailFill === this.#tail.length) {
+        this.#tail = Buffer.allocUnsafeSlow(Math.min(TAIL_MAX, Math.max(TAIL_MIN, this.#retained)));
+        this.#tailFill = 0;
+        grow = false;
+      }
+      // A new entry starts in the free room: the bytes before it may still be viewed by arguments returned, and are
+      // never written again. A growing entry covers the same bytes plus the new ones: offsets into it stay valid.
+      if (!grow) this.#tailStart = this.#tailFill;
+      const n = chunk.copy(this.#tail, this.#tailFill, from);
+      this.#tailFill += n;
+      from += n;
+      this.#tailView = this.#tail.subarray(this.#tailStart, this.#tailFill);
+      if (grow) this.#chunks[this.#chunks.length - 1] = this.#tailView;
+      else this.#chunks.push(this.#tailView);
+    }
+  }
+
+  /** Memory held: the bytes after the mark, each chunk's own cost, and the tail's free room. */
+  get held(): number {
+    const room = this.#tail !== null && this.#chunks[this.#chunks.length - 1] === this.#tailView ? this.#tail.length - this.#tailFill : 0;
+    return this.#retained + this.#chunks.length * CHUNK_OVERHEAD + room;
   }
 
   /** Bytes after the cursor. */
@@ -80,6 +127,13 @@ export class ChunkList {
         }
       }
       if (at !== -1) return dist + at - pos;
+      if (ci === this.#chunks.length - 1) {
+        // Resume at the end of the last chunk: it may grow (push) rather than be followed by another.
+        this.#scanCi = ci;
+        this.#scanPos = chunk.length;
+        this.#scanDist = dist + chunk.length - pos;
+        return -1;
+      }
       dist += chunk.length - pos;
       ci++;
       pos = 0;
@@ -151,6 +205,13 @@ export class ChunkList {
     this.#markPos = this.#pos;
     this.#retained = this.#ahead;
     this.#resetScan();
+    if (this.#chunks.length === 0) this.#dropTail();
+  }
+
+  /** Nothing waits: the tail buffer goes too (an idle connection holds no buffer; the next read is kept as it is). */
+  #dropTail(): void {
+    this.#tail = null;
+    this.#tailView = null;
   }
 
   /** Return and remove every byte after the mark; the list is then empty. */
@@ -167,6 +228,7 @@ export class ChunkList {
     this.#markPos = this.#ci = this.#pos = 0;
     this.#retained = this.#ahead = 0;
     this.#resetScan();
+    this.#dropTail();
     return rest;
   }
 

@@ -66,9 +66,9 @@ export class RequestParser {
     return this.#buf.retained;
   }
 
-  /** Memory the unfinished input holds: its bytes plus the argument objects parsed so far (Redis argv-mem). */
+  /** Memory the unfinished input holds: its bytes and chunks, plus the argument objects parsed so far (Redis argv-mem). */
   get memory(): number {
-    return this.#buf.retained + this.#args.length * ARG_OVERHEAD;
+    return this.#buf.held + this.#args.length * ARG_OVERHEAD;
   }
 
   /** One complete command's args, or undefined when more bytes are needed. Throws ProtocolError, then again on every call. */

@@ -20,8 +20,10 @@ export class FakeSocket extends EventEmitter {
   setNoDelay(): void {}
   cork(): void {}
   uncork(): void {}
-  write(buf: Buffer | string): boolean {
+  /** Takes the bytes at once, so the write is done at once: `done` runs before this returns. */
+  write(buf: Buffer | string, done?: () => void): boolean {
     if (!this.destroyed && !this.ended) this.out.push(Buffer.from(buf));
+    done?.();
     return true;
   }
   end(buf?: Buffer | string): void {

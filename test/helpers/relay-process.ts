@@ -104,6 +104,10 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
           const c = await RedisClient.connect(port, host);
           try {
             return (await c.callString('PING')) === 'PONG';
+          } catch (err) {
+            // A relay with a password answers NOAUTH before AUTH, as Redis does: it is up.
+            if (/^NOAUTH /.test((err as Error).message)) return true;
+            throw err;
           } finally {
             await c.close();
           }

@@ -8,6 +8,7 @@ import { RedisClient } from '../helpers/redis-client.js';
 import { createLogger } from '../../src/log.js';
 import { fetchSnapshot } from '../../src/upstream/snapshot-fetcher.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { rawConnect } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -86,7 +87,7 @@ t.test('downstream: NOAUTH before AUTH, WRONGPASS, and the replication role is r
   const c = await connectRelay();
   await t.rejects(c.call('INFO'), { message: 'NOAUTH Authentication required.' });
   await t.rejects(c.call('REPLICAOF', '127.0.0.1', '1'), { message: 'NOAUTH Authentication required.' });
-  t.equal(await c.call('PING'), 'PONG', 'PING is allowed before AUTH');
+  await t.rejects(c.call('PING'), { message: 'NOAUTH Authentication required.' }, 'PING gets NOAUTH before AUTH, as from Redis');
   for (const args of [['wrong'], ['replica', 'wrong'], ['nobody', 'replica-pw'], ['default', 'replica-pw'], ['replica', RELAY_ADMIN]]) {
     await t.rejects(c.call('AUTH', ...args), { message: WRONGPASS }, `AUTH ${args.join(' ')}`);
   }
@@ -132,6 +133,16 @@ t.test('downstream: NOAUTH before AUTH, WRONGPASS, and the replication role is r
   await t.rejects(h.call('CLIENT', 'KILL', 'TYPE', 'normal'), { message: noperm('client|kill') });
   const bad = await connectRelay();
   await t.rejects(bad.call('HELLO', '2', 'AUTH', 'replica', 'x'), { message: WRONGPASS });
+});
+
+t.test('before AUTH the relay answers what Redis 7.0 with a password answers, byte for byte', async (t) => {
+  const input = ['PING', 'PING hello', 'ECHO x', 'INFO', 'PSYNC ? -1', 'HELLO', 'HELLO 3', 'HELLO 4', 'HELLO 2', 'AUTH wrong', 'RESET', 'QUIT']
+    .map((l) => `${l}\r\n`)
+    .join('');
+  // The master has requirepass (MASTER_ADMIN): a new connection to it is unauthenticated.
+  const [fromRedis, fromRelay] = await Promise.all([master.port, relay.port].map(async (port) => (await rawConnect(port, '127.0.0.1', { send: input })).closed));
+  t.equal(fromRelay, fromRedis);
+  t.match(fromRedis, /^-NOAUTH Authentication required\.\r\n/, 'Redis refuses PING before AUTH');
 });
 
 t.test('with only named users the default user cannot log in', async (t) => {

@@ -7,10 +7,11 @@ import t from 'tap';
 import fc from 'fast-check';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { startFakeMaster } from '../helpers/fake-master.js';
-import { startReplica, waitConverged, digest } from '../helpers/replication.js';
+import { startReplica, replicaOf, waitConverged, digest } from '../helpers/replication.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -20,7 +21,8 @@ import { StreamScanner } from '../../src/resp/stream-scanner.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { Relay } from '../../src/relay.js';
-import { closeOf } from '../helpers/raw.js';
+import { closeOf, loggedLine, rawConnect, writeConfig } from '../helpers/raw.js';
+import { startRelayProcess } from '../helpers/relay-process.js';
 
 t.teardown(stopAll);
 
@@ -159,6 +161,58 @@ t.test('garbage from downstream clients: the relay keeps serving its replicas', 
   t.ok(relay.relay.status().stats.protocolErrors > 0, `${relay.relay.status().stats.protocolErrors} protocol errors counted`);
 });
 
+t.test('a replica that stops reading its snapshot is closed after replica-timeout; the full sync waiting behind it goes ahead', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  // 16 MB that do not compress: more than the kernel buffers of a connection that does not read.
+  await m.pipeline(Array.from({ length: 160 }, (_, i) => ['SET', `big:${i}`, randomBytes(100_000)]));
+  const relay = await startRelay({
+    upstream: { host: '127.0.0.1', port: master.port },
+    replication: { 'full-sync-concurrency': 1, 'replica-timeout': '1s' },
+  });
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.relay.usableSnapshot(), { what: 'the relay holds a snapshot' });
+  const deaf = await rawConnect(relay.port, '127.0.0.1', { send: 'REPLCONF capa eof\r\nPSYNC ? -1\r\n' });
+  deaf.socket.pause();
+  let closed = false;
+  void deaf.closed.then(() => (closed = true));
+  t.teardown(() => deaf.socket.destroy());
+  await waitFor(() => relay.relay.status().fullSyncsActive === 1, { what: 'the deaf replica takes the only transfer slot' });
+  const { r } = await replicaOf(t, relay.port);
+  await waitConverged(m, [r], 'the replica queued behind it syncs', 15_000);
+  deaf.socket.resume(); // it sees the close once it reads what its kernel holds
+  await waitFor(() => closed, { what: 'the deaf replica closed by the relay', timeoutMs: 5000 });
+  t.equal(relay.relay.status().stats.replicasDroppedTimeout, 1, 'the deaf replica was dropped for its timeout');
+});
+
+t.test('under a low open files limit, listen.max-clients is lowered: clients past it get the error, the disk log keeps its files', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const port = await freePort();
+  const dir = t.testdir({});
+  const config = writeConfig(dir, { upstream: { host: '127.0.0.1', port: master.port }, listen: { port }, log: { memory: '4mb', disk: '1mb' }, web: { port: 0 }, dir });
+  const relay = await startRelayProcess(['--config', config, '--port', String(port)], { prefix: ['prlimit', '--nofile=200', '--'] });
+  t.teardown(() => relay.stop());
+  t.match(await loggedLine(relay, /listen\.max-clients lowered/), { limit: 'listen.max-clients', value: 10000, maxClients: 72, openFilesLimit: 200 });
+  const admin = await RedisClient.connect(port);
+  t.teardown(() => admin.close());
+  t.equal((await admin.info('clients'))['maxclients'], '72');
+  // Past 200 descriptors the relay could open no file: a disk log segment, a snapshot.
+  const conns = await Promise.all(Array.from({ length: 250 }, () => rawConnect(port)));
+  t.teardown(() => conns.forEach((c) => c.socket.destroy()));
+  const refused = () => conns.filter((c) => c.received() === '-ERR max number of clients reached\r\n').length;
+  await waitFor(() => refused() === 250 - 71, { what: 'every connection past the 72nd refused with the error' });
+  // 2 MB of stream: the 1mb disk log opens a segment (and its checksum file) every 128 KiB of it.
+  await m.pipeline(Array.from({ length: 200 }, (_, i) => ['SET', `k${i}`, 'v'.repeat(10_000)]));
+  const offset = Number((await m.info('replication'))['master_repl_offset']);
+  await waitFor(async () => Number((await admin.info('replication'))['master_repl_offset']) === offset, { what: 'the relay holds the stream' });
+  const disk = await admin.info('replication');
+  t.equal(disk['relay_log_disk_write_errors'], '0', 'no disk log write failed');
+  t.equal(disk['relay_log_disk_state'], 'ok');
+});
+
 t.test('downstream limits are enforced and logged with a limit field', async (t) => {
   const lines: Array<Record<string, unknown>> = [];
   const dest = { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) };
@@ -218,4 +272,10 @@ t.test('downstream limits are enforced and logged with a limit field', async (t)
   t.equal(relay.status().stats.rejectedConnections, 1);
   for (const c of clients) await c.close();
   t.equal(relay.status().stats.protocolErrors, 2);
+
+  // A replid is client text: logged cut to 128 characters, as every client text is (a 512mb one made a line as long).
+  const psync = await raw(encodeCommand(['PSYNC', 'R'.repeat(1000), '5']));
+  const refused = await waitFor(() => lines.find((l) => l['msg'] === 'partial resync refused, full resync'), { what: 'the refused PSYNC logged' });
+  t.equal(refused['askedReplid'], `${'R'.repeat(128)}...`);
+  psync.s.destroy();
 });

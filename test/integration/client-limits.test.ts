@@ -81,11 +81,44 @@ t.test('a client that never reads its replies is closed at listen.max-clients-me
   t.equal(await reader.call('AUTH', 'pw'), 'OK');
   const silent = await rawConnect(port);
   silent.socket.pause();
-  // Each PING echoes its 16 KiB argument back (PING is allowed before AUTH); nothing is read.
-  const sent = await floodUntilClosed(silent.socket, encodeCommand(['PING', 'p'.repeat(16 * 1024)]), 512 * 1024 * 1024);
-  t.ok(sent > 2 * 1024 * 1024, `closed after ${sent} bytes of requests`);
+  // Each PING gets NOAUTH (34 bytes for 6); nothing is read.
+  const sent = await floodUntilClosed(silent.socket, Buffer.from('PING\r\n'.repeat(10_000)), 512 * 1024 * 1024);
+  t.ok(sent > 2 * 1024 * 1024 / 6, `closed after ${sent} bytes of requests`);
   t.match(await logged('listen.max-clients-memory'), { value: 2 * 1024 * 1024 });
   t.equal(await reader.callString('PING'), 'PONG');
+});
+
+t.test("a client's replies to one turn leave as one write: 200,000 unread replies queue a few thousand entries (CLIENT LIST oll)", async (t) => {
+  const { port, relay: r, client } = await relay(t);
+  const admin = await client();
+  const n = 200_000;
+  const done = r.status().stats.totalCommandsProcessed + n;
+  const flood = await rawConnect(port);
+  t.teardown(() => flood.socket.destroy());
+  flood.socket.pause();
+  // 21 MB of replies: more than the kernel takes from a connection that does not read.
+  flood.socket.write(`ECHO ${'e'.repeat(100)}\r\n`.repeat(n));
+  await waitFor(() => r.status().stats.totalCommandsProcessed >= done, { what: 'every ECHO run' });
+  const line = String(await admin.call('CLIENT', 'LIST')).split('\n').find((l) => !l.includes('cmd=client'));
+  const oll = Number(/ oll=(\d+) /.exec(line ?? '')?.[1]);
+  // A turn runs at most 128 commands; their replies go out together. One entry per reply cost 60 bytes of heap
+  // each, uncounted, and closing such a client (max-clients-memory, output limits) failed every entry one by one:
+  // a flood of PINGs evicted at 256mb stalled the relay 13 s.
+  t.ok(oll > 0 && oll <= n / 64, `${oll} writes queued for ${n} unread replies`);
+});
+
+t.test('a client name counts toward listen.max-clients-memory: names cannot hold memory past the cap', async (t) => {
+  const { port, logged, client } = await relay(t, { 'max-clients-memory': '1mb' });
+  const bystander = await client();
+  const named = await Promise.all([0, 1].map(() => rawConnect(port)));
+  // 600 KB each: the query buffer holding one goes when the command is done; the name stays as long as the client.
+  for (const c of named) {
+    c.socket.write(encodeCommand(['CLIENT', 'SETNAME', 'n'.repeat(600 * 1024)]));
+    await waitFor(() => c.received() !== '', { what: 'CLIENT SETNAME answered' });
+  }
+  t.match(await logged('listen.max-clients-memory'), { value: 1024 * 1024 });
+  await waitFor(() => named.some((c) => c.socket.destroyed || c.received().includes('client evicted')), { what: 'a named client evicted' });
+  t.equal(await bystander.callString('PING'), 'PONG');
 });
 
 t.test("a replica's input counts toward listen.max-clients-memory: past it the replica is closed, with no error in its stream", async (t) => {

@@ -4,6 +4,7 @@
  */
 import t from 'tap';
 import { RequestParser, ARG_OVERHEAD } from '../../src/resp/request-parser.js';
+import { CHUNK_OVERHEAD } from '../../src/resp/chunk-list.js';
 import { ProtocolError } from '../../src/errors.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 
@@ -47,5 +48,5 @@ t.test('memory counts the unfinished input and each argument object', async (t) 
   const p = new RequestParser(OPTS);
   p.push(Buffer.from('*4\r\n$1\r\na\r\n$1\r\nb\r\n$3\r\nc'));
   t.equal(p.next(), undefined);
-  t.equal(p.memory, p.buffered + 2 * ARG_OVERHEAD);
+  t.equal(p.memory, p.buffered + CHUNK_OVERHEAD + 2 * ARG_OVERHEAD, 'the bytes, the chunk they came in, the arguments');
 });

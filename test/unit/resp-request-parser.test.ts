@@ -1,6 +1,8 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { deepStrictEqual, throws } from 'node:assert';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { RequestParser, splitArgs, type RequestParserOptions } from '../../src/resp/request-parser.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 import { ProtocolError } from '../../src/errors.js';
@@ -146,6 +148,39 @@ t.test('request parser returns a bulk inside one chunk as a subarray of it', asy
   const args = parser.next()!;
   chunk.fill(0x2e);
   t.same(args.map(String), ['...', '...', '.....'], 'the args see the chunk change');
+});
+
+t.test('request parser holds a request trickled one byte per read in about its own size', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const used = () => {
+    const m = process.memoryUsage();
+    return m.heapUsed + m.external;
+  };
+  const n = 200_000;
+  for (const [what, head, byte] of [['a bulk', '*2\r\n$4\r\nECHO\r\n$1000000\r\n', 0x78], ['an inline line', 'ECHO ', 0x79]] as const) {
+    const parser = new RequestParser(OPTS);
+    parser.push(Buffer.from(head));
+    t.equal(parser.next(), undefined);
+    gc();
+    const before = used();
+    for (let i = 0; i < n; i++) {
+      // A socket read is a Buffer with memory of its own (not a slice of a shared pool), as this one.
+      const read = Buffer.allocUnsafeSlow(1);
+      read[0] = i % 100 === 99 && what === 'an inline line' ? 0x20 : byte;
+      parser.push(read);
+      if (parser.next() !== undefined) throw new Error('no command yet');
+      if (what === 'an inline line' && i === 60_000) break; // under the 64 KiB an inline line may wait for
+    }
+    gc();
+    const held = used() - before;
+    const bytes = parser.buffered;
+    t.ok(held < 2 * bytes, `${what}: ${bytes} one-byte reads hold ${held} bytes`);
+    t.ok(parser.memory >= held - 64 * 1024, `${what}: and that is what it counts (${parser.memory})`);
+    parser.push(Buffer.from(what === 'a bulk' ? 'x'.repeat(1_000_000 - n) + '\r\n' : '\n'));
+    const args = parser.next();
+    t.equal(args?.length, what === 'a bulk' ? 2 : 1 + 601, `${what}: the command is whole once it ends`); // ECHO and 601 words
+  }
 });
 
 t.test('request parser counts the bytes of an unfinished command as buffered', async (t) => {
