@@ -72,7 +72,7 @@ export class ClientConnection implements MemoryUser {
   replconf = { listeningPort: 0, ipAddress: '', capaEof: false, capaPsync2: false, rdbOnly: false, rdbFilterEmpty: false, version: '' };
   /** `REPLCONF capa psync-relay-z1:<level>`: a relay asking for a compressed stream at that level (src/compression.ts); null = not asked. */
   capaCompression: number | null = null;
-  replica: ReplicaSession | null = null;
+  #replica: ReplicaSession | null = null;
   /** MULTI state: queued commands, or null outside a transaction. */
   multi: Buffer[][] | null = null;
   multiError = false;
@@ -183,6 +183,21 @@ export class ClientConnection implements MemoryUser {
     // The name too: CLIENT SETNAME takes up to listen.max-bulk-len, kept as long as the client (printable ASCII: a byte a character).
     const input = this.#parser.memory + this.multiMemory() + this.name.length;
     return this.replica ? input : input + this.outputMemory();
+  }
+
+  /** The replica this connection became (PSYNC/SYNC); null for a client. */
+  get replica(): ReplicaSession | null {
+    return this.#replica;
+  }
+
+  /**
+   * From here on the socket carries `session`'s stream, written straight to it (+CONTINUE, +FULLRESYNC, the RDB).
+   * The replies of this turn gathered so far (a handshake pipelined with its PSYNC) go first: they answer the
+   * commands before it.
+   */
+  becomeReplica(session: ReplicaSession): void {
+    this.#flushBatch();
+    this.#replica = session;
   }
 
   /** Writes handed to the socket and not completed (Redis's oll: the length of the output list). */

@@ -123,7 +123,7 @@ export class DownstreamReplication {
       onClose: (s) => this.#remove(s),
       until: this.#opts.until,
     });
-    client.replica = session;
+    client.becomeReplica(session);
     this.#sessions.add(session);
     const logger = client.logger;
 

@@ -59,7 +59,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
     role: () => ({ host: '127.0.0.1', port: 6379, linkState: 'connected', offset: 1 }),
     startSync: (c: ClientConnection) => {
       // A replica: replies stop (they would corrupt its stream); ACKs update the session.
-      c.replica = { ackOffset: 0, ackTime: 0, close: () => c.socket.destroy(), closed: () => undefined } as unknown as ClientConnection['replica'];
+      c.becomeReplica({ ackOffset: 0, ackTime: 0, close: () => c.socket.destroy(), closed: () => undefined } as unknown as NonNullable<ClientConnection['replica']>);
     },
     replicaOf: () => null,
     clients: () => [client],
