@@ -10,6 +10,7 @@ import type { ReplicaSession } from './replica-session.js';
 import type { ClientMemory, MemoryUser } from './client-memory.js';
 import { checkOutputLimit } from './output-limit.js';
 import type { Role } from './roles.js';
+import { clientTurn } from './turn-budget.js';
 
 let nextClientId = 1;
 
@@ -253,6 +254,7 @@ export class ClientConnection implements MemoryUser {
     // One Buffer, not a corked write per reply: each write queued on a socket that does not drain is an entry of its
     // own, and a client that never read its PINGs queued millions of them (see WRITE_OVERHEAD and #destroy).
     this.#batch = [];
+    clientTurn.begin();
     try {
       while (!this.#suspended && !this.#yielded) {
         let args: Buffer[] | undefined;
@@ -272,7 +274,7 @@ export class ClientConnection implements MemoryUser {
           this.reply(errorReply('ERR internal error'));
         }
         if (this.#closing) return;
-        if (++this.#turnCommands >= COMMANDS_PER_TURN) this.#yield();
+        if (++this.#turnCommands >= COMMANDS_PER_TURN || clientTurn.spent()) this.#yield();
       }
     } finally {
       this.#flushBatch();

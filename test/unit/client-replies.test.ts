@@ -25,3 +25,25 @@ t.test('the replies to commands that arrived together leave in one socket write'
   await waitFor(() => got === '+PONG\r\n'.repeat(4) || undefined, { what: 'four replies' });
   t.equal(writes, 1, 'four replies, one write');
 });
+
+t.test('a pipeline of slow commands yields to the event loop once the turn has had its time, not after 128 of them', async (t) => {
+  const { server: socket, client: peer } = await loopbackPair(t);
+  let ran = 0;
+  let beforeTheLoopWentOn = -1;
+  new ClientConnection(socket, createLogger('silent'), new Telemetry('client-replies-test'), { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 }, {
+    dispatch: (client) => {
+      // An INFO-like command costing a millisecond.
+      const end = performance.now() + 1;
+      while (performance.now() < end);
+      // What else was waiting in this turn (the upstream link, the fan-out) runs once the client yields.
+      if (ran++ === 0) setImmediate(() => (beforeTheLoopWentOn = ran));
+      client.reply(Buffer.from('+PONG\r\n'));
+    },
+    closed: () => undefined,
+  }, false);
+  let got = '';
+  peer.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  peer.write('PING\r\n'.repeat(200));
+  await waitFor(() => got === '+PONG\r\n'.repeat(200) || undefined, { what: '200 replies, in order' });
+  t.ok(beforeTheLoopWentOn >= 1 && beforeTheLoopWentOn < 128, `the event loop went on after ${beforeTheLoopWentOn} of the commands (the 5 ms budget), not 128`);
+});
