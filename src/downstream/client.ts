@@ -10,7 +10,7 @@ import type { ReplicaSession } from './replica-session.js';
 import type { ClientMemory, MemoryUser } from './client-memory.js';
 import { checkOutputLimit } from './output-limit.js';
 import type { Role } from './roles.js';
-import { clientTurn } from './turn-budget.js';
+import { clientTurn, type TurnBudget } from './turn-budget.js';
 
 let nextClientId = 1;
 
@@ -50,6 +50,8 @@ export interface ClientHandlers {
   readonly memory?: ClientMemory;
   /** Rate limit for the warnings a client can trigger; absent = one of its own. */
   readonly warnings?: LogLimiter;
+  /** The time all clients' commands share per turn of the event loop; absent = the process's (clientTurn). */
+  readonly turn?: TurnBudget;
 }
 
 /**
@@ -100,6 +102,7 @@ export class ClientConnection implements MemoryUser {
   /** Replies being gathered for EXEC (gatherReplies), or null. */
   #gathered: Buffer[] | null = null;
   readonly #softLimit = { softSince: 0 };
+  readonly #turn: TurnBudget;
   /** Replies handed to the socket whose write has not completed (each holds WRITE_OVERHEAD besides its bytes). */
   #queuedWrites = 0;
   /** Replies of the turn being run (#process), written together at its end; null outside it. */
@@ -115,6 +118,7 @@ export class ClientConnection implements MemoryUser {
     this.#telemetry = telemetry;
     this.#handlers = handlers;
     this.#warnings = handlers.warnings ?? new LogLimiter();
+    this.#turn = handlers.turn ?? clientTurn;
     this.#limits = limits;
     this.maxMultiCommands = limits.maxMultiCommands ?? Infinity;
     this.#parser = new RequestParser({ maxBulkLen: limits.maxBulkLen, maxQueryBuffer: limits.maxQueryBuffer });
@@ -223,7 +227,7 @@ export class ClientConnection implements MemoryUser {
     this.#closing = true;
     // A replica's socket carries the stream: an error reply there would be read as a command.
     if (this.replica) return this.replica.close('evicted: listen.max-clients-memory');
-    this.socket.end(errorReply(`ERR client evicted: the clients' buffers went past listen.max-clients-memory (${limit} bytes) and this client held the most (${used} bytes)`));
+    this.socket.end(errorReply(`ERR client evicted: the clients' buffers went past listen.max-clients-memory (${limit} bytes) and this client held the most (${used} bytes)`), () => this.#destroy());
     // A peer that does not read would keep its output buffer: drop it now rather than hold the memory.
     if (this.socket.writableLength > 0) this.#destroy();
     else setTimeout(() => this.#destroy(), 5000).unref();
@@ -254,7 +258,7 @@ export class ClientConnection implements MemoryUser {
     // One Buffer, not a corked write per reply: each write queued on a socket that does not drain is an entry of its
     // own, and a client that never read its PINGs queued millions of them (see WRITE_OVERHEAD and #destroy).
     this.#batch = [];
-    clientTurn.begin();
+    this.#turn.begin();
     try {
       while (!this.#suspended && !this.#yielded) {
         let args: Buffer[] | undefined;
@@ -274,7 +278,7 @@ export class ClientConnection implements MemoryUser {
           this.reply(errorReply('ERR internal error'));
         }
         if (this.#closing) return;
-        if (++this.#turnCommands >= COMMANDS_PER_TURN || clientTurn.spent()) this.#yield();
+        if (++this.#turnCommands >= COMMANDS_PER_TURN || this.#turn.spent()) this.#yield();
       }
     } finally {
       this.#flushBatch();
@@ -390,7 +394,9 @@ export class ClientConnection implements MemoryUser {
   closeAfterWrite(): void {
     this.#closing = true;
     this.#flushBatch();
-    this.socket.end();
+    // Closed once the replies are written, as Redis closes a client after its last reply: ended only, the socket
+    // stayed half-open, a descriptor held until the peer closed (a flood of clients sending garbage held thousands).
+    this.socket.end(() => this.#destroy());
     // A peer that never reads must not keep a half-closed socket forever.
     setTimeout(() => this.#destroy(), 5000).unref();
   }

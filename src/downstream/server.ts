@@ -128,8 +128,10 @@ export class ReplicaServer {
   #refuse(socket: Socket, error: string | null): void {
     socket.on('error', () => {});
     if (error === null) return void socket.destroy();
-    socket.end(error);
-    // A peer that never reads must not keep the refused socket open.
+    // Closed as soon as the error is written, as Redis closes a refused connection: ending it only half-closed it, and
+    // a flood of clients that never close their side held a descriptor each (for 5 s), past the open files limit.
+    socket.end(error, () => socket.destroy());
+    // A peer that never reads must not keep the refused socket open either.
     setTimeout(() => socket.destroy(), 5000).unref();
   }
 

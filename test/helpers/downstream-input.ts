@@ -6,6 +6,10 @@
 import fc from 'fast-check';
 import { EventEmitter } from 'node:events';
 import { encodeCommand } from '../../src/resp/writer.js';
+import { TurnBudget } from '../../src/downstream/turn-budget.js';
+
+/** No time limit per turn: these tests feed a connection synchronously and read its replies at once. */
+export const unlimitedTurn = new TurnBudget(Infinity);
 
 /** Enough of a net.Socket for ClientConnection: records what is written, never blocks. */
 export class FakeSocket extends EventEmitter {
@@ -26,9 +30,12 @@ export class FakeSocket extends EventEmitter {
     done?.();
     return true;
   }
-  end(buf?: Buffer | string): void {
+  /** As net.Socket's: `end(cb)` or `end(data, cb)`; `cb` runs once ended (at once: nothing waits). */
+  end(buf?: Buffer | string | (() => void), cb?: () => void): void {
+    if (typeof buf === 'function') [buf, cb] = [undefined, buf];
     if (buf !== undefined) this.write(buf);
     this.ended = true;
+    cb?.();
   }
   destroy(): void {
     this.destroyed = true;

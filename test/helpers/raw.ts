@@ -24,8 +24,13 @@ export function closeOf(socket: Socket): Promise<void> {
 }
 
 /** Connects to host:port (from `localAddress` when given), resolves once connected. Writes `send` if given. */
-export async function rawConnect(port: number, host = '127.0.0.1', opts: { localAddress?: string; send?: string | Buffer } = {}): Promise<RawConnection> {
-  const socket = connect({ port, host, ...(opts.localAddress !== undefined && { localAddress: opts.localAddress }) });
+export async function rawConnect(
+  port: number,
+  host = '127.0.0.1',
+  opts: { localAddress?: string; send?: string | Buffer; allowHalfOpen?: boolean } = {},
+): Promise<RawConnection> {
+  // allowHalfOpen: the peer's FIN is not answered with ours, as a hostile client keeps its side open.
+  const socket = connect({ port, host, allowHalfOpen: opts.allowHalfOpen ?? false, ...(opts.localAddress !== undefined && { localAddress: opts.localAddress }) });
   let got = '';
   socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
   const closed = closeOf(socket).then(() => got);

@@ -200,10 +200,35 @@ t.test('under a low open files limit, listen.max-clients is lowered: clients pas
   t.teardown(() => admin.close());
   t.equal((await admin.info('clients'))['maxclients'], '72');
   // Past 200 descriptors the relay could open no file: a disk log segment, a snapshot.
-  const conns = await Promise.all(Array.from({ length: 250 }, () => rawConnect(port)));
+  // Clients that never close their side: a refused connection must not keep its descriptor until they do.
+  const conns = await Promise.all(Array.from({ length: 250 }, () => rawConnect(port, '127.0.0.1', { allowHalfOpen: true })));
   t.teardown(() => conns.forEach((c) => c.socket.destroy()));
   const refused = () => conns.filter((c) => c.received() === '-ERR max number of clients reached\r\n').length;
-  await waitFor(() => refused() === 250 - 71, { what: 'every connection past the 72nd refused with the error' });
+  const summary = (): string =>
+    `${refused()} refused, ${conns.filter((c) => c.socket.destroyed).length} closed; other answers: ${JSON.stringify([...new Set(conns.map((c) => c.received()).filter((r) => r !== '' && !r.startsWith('-ERR max number')))].slice(0, 3))}`;
+  await waitFor(
+    () => {
+      if (refused() === 250 - 71) return true;
+      throw new Error(summary()); // kept as the last value seen
+    },
+    { what: 'every connection past the 72nd refused with the error' },
+  );
+  // Connections the relay closes after an error (here a protocol error) are closed at once too, not half-closed
+  // until a peer that never closes its side goes: 4 rounds of 50 such clients, each round past the room left.
+  for (const c of conns) c.socket.destroy();
+  await waitFor(async () => (await admin.info('clients'))['connected_clients'] === '1' || undefined, { what: 'the flood gone' });
+  for (let round = 0; round < 4; round++) {
+    const bad = await Promise.all(Array.from({ length: 50 }, () => rawConnect(port, '127.0.0.1', { allowHalfOpen: true, send: '*1\r\n$x\r\n' })));
+    t.teardown(() => bad.forEach((c) => c.socket.destroy()));
+    const answered = () => bad.filter((c) => c.received().startsWith('-ERR Protocol error')).length;
+    await waitFor(
+      () => {
+        if (answered() === 50) return true;
+        throw new Error(`${answered()} of 50 answered; others got ${JSON.stringify([...new Set(bad.map((c) => c.received()))].slice(0, 3))}`);
+      },
+      { what: `round ${round + 1}: every client sending garbage gets the protocol error` },
+    );
+  }
   // 2 MB of stream: the 1mb disk log opens a segment (and its checksum file) every 128 KiB of it.
   await m.pipeline(Array.from({ length: 200 }, (_, i) => ['SET', `k${i}`, 'v'.repeat(10_000)]));
   const offset = Number((await m.info('replication'))['master_repl_offset']);

@@ -17,7 +17,7 @@ import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { ok, strictEqual } from 'node:assert/strict';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { FakeSocket, garbage, mutated, session, splitReplies } from '../helpers/downstream-input.js';
+import { FakeSocket, garbage, mutated, session, splitReplies, unlimitedTurn } from '../helpers/downstream-input.js';
 import { assertAsyncProperty } from '../helpers/property.js';
 import { ClientConnection } from '../../src/downstream/client.js';
 import { createLogger } from '../../src/log.js';
@@ -72,6 +72,7 @@ function relayParses(input: Buffer): RelaySide {
         if (args[0]!.toString('latin1').toLowerCase() === 'quit') c.closeAfterWrite();
       },
       closed: () => undefined,
+      turn: unlimitedTurn,
     },
     false,
   );

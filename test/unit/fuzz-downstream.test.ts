@@ -24,7 +24,7 @@ import { createLogger } from '../../src/log.js';
 import { Telemetry } from '../../src/observability/telemetry.js';
 import { arrayReply, bulkReply, encodeCommand, integerReply } from '../../src/resp/writer.js';
 import { byteByByte, mulberry32, randomSplit } from '../helpers/chunks.js';
-import { FakeSocket, garbage, mutated, session, splitReplies } from '../helpers/downstream-input.js';
+import { FakeSocket, garbage, mutated, session, splitReplies, unlimitedTurn } from '../helpers/downstream-input.js';
 import { assertProperty } from '../helpers/property.js';
 
 const logger = createLogger('silent');
@@ -81,6 +81,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
         }
       },
       closed: () => undefined,
+      turn: unlimitedTurn,
     },
     auth,
   );
