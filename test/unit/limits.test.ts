@@ -17,6 +17,7 @@ import { encodeCommand } from '../../src/resp/writer.js';
 import { fakeNow } from '../helpers/clock.js';
 import { waitFor } from '../helpers/wait.js';
 import { recordTelemetry, type TelemetryRecorder } from '../helpers/telemetry.js';
+import { unlimitedTurn } from '../helpers/downstream-input.js';
 
 const logger = createLogger('silent');
 /** One turn of the event loop: the fan-out pass an append or a drain scheduled has run. */
@@ -300,7 +301,8 @@ t.test("one client's input runs a turn at a time: past 128 commands or 64 KiB re
       logger,
       new Telemetry('test'),
       { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 },
-      { dispatch: (_c, args) => void ran.push(args[0]!.toString()), closed: () => undefined },
+      // Counts and bytes per turn are what this checks: no time limit on top (turn-budget.ts has its own test).
+      { dispatch: (_c, args) => void ran.push(args[0]!.toString()), closed: () => undefined, turn: unlimitedTurn },
       false,
     );
     return { socket, ran };
