@@ -79,21 +79,9 @@ export class FaultyIo implements FileIo {
   failOps(op: 'rm' | 'rename', code: string, count: number): void {
     this.#failOp = { op, code, left: count };
   }
-  #opFault(op: 'rm' | 'rename'): void {
-    const f = this.#failOp;
-    if (f === null || f.op !== op || f.left <= 0) return;
-    f.left--;
-    throw errno(f.code);
-  }
   /** The next `count` fdatasync (or ftruncate) calls on a disk log segment (`.log`) fail with that errno. */
   failSegment(op: 'datasync' | 'truncate', code: string, count: number): void {
     this.#failSegmentOp = { op, code, left: count };
-  }
-  #segmentFault(op: 'datasync' | 'truncate'): void {
-    const f = this.#failSegmentOp;
-    if (f === null || f.op !== op || f.left <= 0) return;
-    f.left--;
-    throw errno(f.code);
   }
   /** Writes from now on wait until release(): every file's, or only the checksum files' (`.sum`). */
   hangWrites(only: 'sums' | null = null): void {
@@ -203,7 +191,7 @@ export class FaultyIo implements FileIo {
       datasync: async () => {
         if (segment) this.segmentSyncs++;
         if (this.#step()) throw new CrashError('crash at datasync');
-        if (segment) this.#segmentFault('datasync');
+        if (segment) opFault(this.#failSegmentOp, 'datasync');
         await this.#track(fh.datasync());
         this.synced.push(name);
       },
@@ -213,7 +201,7 @@ export class FaultyIo implements FileIo {
       },
       truncate: async (len) => {
         if (this.#step()) throw new CrashError('crash at ftruncate');
-        if (segment) this.#segmentFault('truncate');
+        if (segment) opFault(this.#failSegmentOp, 'truncate');
         return this.#track(fh.truncate(len));
       },
       stat: () => fh.stat(),
@@ -231,7 +219,7 @@ export class FaultyIo implements FileIo {
   }
   async rm(path: string): Promise<void> {
     if (this.#step()) throw new CrashError(`crash at rm ${path}`);
-    this.#opFault('rm');
+    opFault(this.#failOp, 'rm');
     return this.#track(nodeFileIo.rm(path));
   }
   async truncate(path: string, len: number): Promise<void> {
@@ -240,7 +228,7 @@ export class FaultyIo implements FileIo {
   }
   async rename(from: string, to: string): Promise<void> {
     if (this.#step()) throw new CrashError(`crash at rename ${from}`);
-    this.#opFault('rename');
+    opFault(this.#failOp, 'rename');
     return this.#track(nodeFileIo.rename(from, to));
   }
   async mkdir(dir: string): Promise<void> {
@@ -255,4 +243,11 @@ export class FaultyIo implements FileIo {
     if (this.#step()) throw new CrashError('crash at syncDir');
     return this.#track(nodeFileIo.syncDir(dir));
   }
+}
+
+/** Throws the errno `f` asks for when it is armed for `op` (failOps, failSegment), counting it down. */
+function opFault(f: { op: string; code: string; left: number } | null, op: string): void {
+  if (f === null || f.op !== op || f.left <= 0) return;
+  f.left--;
+  throw errno(f.code);
 }
