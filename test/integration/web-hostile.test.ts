@@ -203,10 +203,14 @@ t.test('connections that together pass the answers one turn may write: a scrape 
   const floods = await Promise.all(Array.from({ length: 12 }, () => rawConnect(r.webPort)));
   const client = await rawConnect(r.webPort);
   t.teardown(() => [...floods, client].forEach((c) => c.socket.destroy()));
-  // All in one tick: the relay is still answering the first flood when the others and then the scrape arrive, so it
-  // reads those in one turn, the scrape after more than the total's worth of answers (4 MiB per connection, 16 in all).
-  for (const f of floods) f.socket.write(flood);
-  client.socket.write('GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  // All in one turn: the relay is stopped while the floods and then the scrape reach its sockets, so once it goes on
+  // it reads them in one turn, in the order they arrived, the scrape after more than the total's worth of answers
+  // (4 MiB per connection, 16 in all). (Written while it ran, the scrape could land in a later turn under load.)
+  r.proc.kill('SIGSTOP');
+  const written = (c: (typeof floods)[number], data: string) => new Promise<void>((resolve) => c.socket.write(data, () => resolve()));
+  for (const f of floods) await written(f, flood);
+  await written(client, 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  r.proc.kill('SIGCONT');
   const got = await client.closed;
   t.match(got, /^HTTP\/1\.1 503 Service Unavailable\r\n/, 'the scrape past the total: 503');
   t.match(got, /\r\nretry-after: 1\r\n/i, 'with Retry-After');
