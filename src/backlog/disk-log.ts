@@ -873,7 +873,13 @@ export class DiskLog {
     await this.#persistSums(seg, true);
     if (this.#dirDirty) {
       this.#dirDirty = false;
-      await this.#io.syncDir(this.dir);
+      try {
+        await this.#io.syncDir(this.dir);
+      } catch (err) {
+        // Failed like a write: the new segments' entries are synced again on the retry.
+        this.#dirDirty = true;
+        throw err;
+      }
     }
   }
 

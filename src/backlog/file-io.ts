@@ -106,8 +106,11 @@ export const nodeFileIo: FileIo = {
     const dh = await fsp.open(dir, 'r');
     try {
       await dh.sync();
-    } catch {
-      // Some filesystems refuse fsync on a directory; the rename itself is still atomic.
+    } catch (err) {
+      // Some filesystems refuse fsync on a directory (EINVAL, EBADF; Redis's fsyncFileDir ignores the same two):
+      // the rename is still atomic. Anything else (EIO) means the entries may not survive a power loss.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EINVAL' && code !== 'EBADF') throw err;
     } finally {
       await dh.close();
     }

@@ -231,7 +231,13 @@ export class SnapshotStore {
       throw new StorageError(`a snapshot of offset ${meta.offset} given up is still being read: the new one is discarded`);
     }
     await this.#io.rename(tempPath, path);
-    await this.#io.syncDir(this.dir);
+    try {
+      await this.#io.syncDir(this.dir);
+    } catch (err) {
+      // Its name may not survive a power loss: not published, as Redis cancels a sync whose directory fsync failed.
+      await this.#io.rm(path).catch(() => {});
+      throw err;
+    }
     const snap = Object.freeze({ ...full, path, createdAt: Date.now() });
     this.#snaps = this.#snaps.filter((s) => s.path !== path);
     this.#snaps.push(snap);

@@ -17,7 +17,8 @@ function errno(code: string): NodeJS.ErrnoException {
  *   on an O_DIRECT file, whole blocks (at least one), as the kernel would;
  * - `failWrites(code, count)`: the next `count` writev calls fail with that errno (EIO, ENOSPC, EFBIG), writing nothing;
  * - `failReads(code, count)`: the next `count` reads fail with that errno;
- * - `failOps(op, code, count)`: the next `count` rm (or rename) calls fail with that errno, changing nothing;
+ * - `failOps(op, code, count)`: the next `count` rm (rename, directory fsync) calls fail with that errno, changing
+ *   nothing;
  * - `hangWrites()`: writev calls never return until `release()` (then they write, and `releasedWrites` shows what);
  * - `crashAt(n, seed)`: the n-th mutating operation (open for writing, writev, datasync, sync, rename, rm, truncate) and
  *   every operation after it throw CrashError; a writev that crashes first writes a seeded prefix of its data (torn;
@@ -37,10 +38,12 @@ export class FaultyIo implements FileIo {
   /** Files (base names) opened for writing, with their flags, once opened, in order. */
   readonly opened: string[] = [];
   crashed = false;
+  /** Directory fsyncs that succeeded so far. */
+  dirSyncs = 0;
   #short = 0;
   #fail: { code: string; left: number } | null = null;
   #failRead: { code: string; left: number } | null = null;
-  #failOp: { op: 'rm' | 'rename'; code: string; left: number } | null = null;
+  #failOp: { op: 'rm' | 'rename' | 'syncDir'; code: string; left: number } | null = null;
   #failSegmentOp: { op: 'datasync' | 'truncate'; code: string; left: number } | null = null;
   #hang: Array<() => void> | null = null;
   /** Opens waiting in hangOpens(), and which ones wait. */
@@ -75,8 +78,8 @@ export class FaultyIo implements FileIo {
   failReads(code: string, count: number): void {
     this.#failRead = { code, left: count };
   }
-  /** The next `count` rm (or rename) calls fail with that errno (EIO, EROFS, ENOSPC), changing nothing. */
-  failOps(op: 'rm' | 'rename', code: string, count: number): void {
+  /** The next `count` rm (rename, directory fsync) calls fail with that errno (EIO, EROFS, ENOSPC), changing nothing. */
+  failOps(op: 'rm' | 'rename' | 'syncDir', code: string, count: number): void {
     this.#failOp = { op, code, left: count };
   }
   /** The next `count` fdatasync (or ftruncate) calls on a disk log segment (`.log`) fail with that errno. */
@@ -241,7 +244,9 @@ export class FaultyIo implements FileIo {
   }
   async syncDir(dir: string): Promise<void> {
     if (this.#step()) throw new CrashError('crash at syncDir');
-    return this.#track(nodeFileIo.syncDir(dir));
+    opFault(this.#failOp, 'syncDir');
+    await this.#track(nodeFileIo.syncDir(dir));
+    this.dirSyncs++;
   }
 }
 

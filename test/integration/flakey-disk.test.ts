@@ -19,6 +19,7 @@ import { tempDir } from '../helpers/temp-dir.js';
 import { flakeyDisk } from '../helpers/flakey-disk.js';
 import { deviceOffset, lastSegmentEnd } from '../helpers/damage.js';
 import { PIECE, pieceEnd } from '../../src/backlog/segment-sums.js';
+import { nodeFileIo } from '../../src/backlog/file-io.js';
 
 t.teardown(stopAll);
 
@@ -121,4 +122,14 @@ t.test('a bad sector in the last log piece (no checksum on disk yet) read at a r
   t.ok((await disk.stats()).corrupted > 0, 'the device returned the changed byte');
   t.match(relay.logs(), /log segment bytes do not match their checksum: the segment is cut back/, 'the relay says it did not keep the bytes');
   await Promise.all([a.replica.stop(), b.replica.stop()]);
+});
+
+t.test("a directory fsync the device fails (EIO) is reported, not taken for done: a new file's name may not survive a power loss", async (t) => {
+  const disk = await flakeyDisk(t, 32);
+  await disk.set([{ sync: 'error' }]);
+  writeFileSync(join(disk.dir, 'new-file'), 'x');
+  await t.rejects(nodeFileIo.syncDir(disk.dir), { code: 'EIO' });
+  t.ok((await disk.stats()).syncErrors > 0, 'the device failed a flush');
+  await disk.heal();
+  await nodeFileIo.syncDir(disk.dir);
 });

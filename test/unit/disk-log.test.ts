@@ -323,6 +323,21 @@ for (const refused of ['open', 'write'] as const) {
   });
 }
 
+t.test('a failed fsync of the directory after a new segment is reported as a write error and done again on the next fsync', async (t) => {
+  const io = new FaultyIo();
+  const { disk, log, events } = await setup(t, { io, segmentBytes: 1 << 20 });
+  const s = makeStream(400, 21);
+  const half = Math.floor(s.bytes.length / 2);
+  io.failOps('syncDir', 'EIO', 1);
+  feed(log, s, 0, half);
+  await waitFor(() => events.messages('disk.write-error').length > 0 || undefined, { what: 'the failed directory fsync reported' });
+  t.match(events.messages('disk.write-error')[0], { cause: /EIO/ }, 'reported with its errno');
+  feed(log, s, half, s.bytes.length);
+  // The new segment's directory entry is not durable until a directory fsync works: the next fsync does one.
+  await waitFor(() => (io.dirSyncs > 0 && disk.writtenOffset === s.bytes.length) || undefined, { what: 'a directory fsync that worked, everything written', timeoutMs: 5000 });
+  t.equal(disk.state, DiskLogState.Ok, 'writing again');
+});
+
 for (const op of ['truncate', 'datasync'] as const) {
   t.test(`a failed ${op} when a segment closes is done again before the next segment starts: a restart reads back every byte (O_DIRECT)`, async (t) => {
     const dir = t.testdir();

@@ -4,6 +4,7 @@ import { join, dirname, basename } from 'node:path';
 import { SnapshotStore, SnapshotCorruptError, parseRdbVersion, emptyRdb, writeFileAtomic } from '../../src/backlog/snapshot-store.js';
 import { Crc64 } from '../../src/backlog/crc64.js';
 import { nodeFileIo, type FileIo } from '../../src/backlog/file-io.js';
+import { FaultyIo } from '../helpers/faulty-io.js';
 
 const REPLID = '0123456789abcdef0123456789abcdef01234567';
 const OTHER = 'f'.repeat(40);
@@ -44,6 +45,19 @@ t.test('commit publishes the temp file under a name carrying epoch, replid and o
   t.same(await fsp.readdir(dir), [basename(meta.path)], 'nothing else: no separate metadata file to disagree with');
   t.equal(store.newest(3), meta);
   t.equal(store.newest(2), null, 'another history has none');
+});
+
+t.test('a commit whose directory fsync fails (EIO) is refused and leaves no file: its name might not survive a power loss', async (t) => {
+  const dir = t.testdir();
+  const io = new FaultyIo();
+  const store = new SnapshotStore(dir, { io });
+  await store.init();
+  io.failOps('syncDir', 'EIO', 1);
+  await t.rejects(commit(store, { replid: REPLID, offset: 10, epoch: 1 }), { code: 'EIO' });
+  t.same(store.all, [], 'nothing published');
+  t.same(await fsp.readdir(dir), [], 'no snapshot file left');
+  const meta = await commit(store, { replid: REPLID, offset: 10, epoch: 1 });
+  t.same(store.all, [meta], 'the next commit publishes');
 });
 
 t.test('a commit that is not an RDB is refused and the snapshot list is unchanged', async (t) => {
