@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * The dashboard served at `/`: one static page, inline CSS and JS, no build step and no library. It polls
  * /status once a second (link state, ids, offsets, replicas, ops/s and bytes/s chart on a canvas) and tails
@@ -42,6 +44,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   #tail button { padding:0 4px; margin-right:4px; font-size:11px; opacity:.6; } #tail li:hover button { opacity:1; }
   #pitr { margin-bottom:8px; padding:6px 8px; border:1px solid #334155; border-radius:4px; } #pitr.bad { color:var(--bad); border-color:var(--bad); }
   #pitr-cmd { user-select:all; color:var(--ok); } #pitr-cmd:empty { display:none; }
+  .end { margin-left:auto; }
 </style>
 </head>
 <body>
@@ -50,7 +53,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <span>upstream <span id="link-state" class="pill">?</span></span>
   <span id="upstream-addr"></span>
   <span id="error"></span>
-  <span style="margin-left:auto">token <input id="token" type="password" size="16" autocomplete="off"></span>
+  <span class="end">token <input id="token" type="password" size="16" autocomplete="off"></span>
 </header>
 <main>
   <section>
@@ -292,12 +295,29 @@ export const DASHBOARD_HTML = `<!doctype html>
 </html>
 `;
 
+/** The CSP source of the one inline `<tag>` block of the page: its SHA-256, so that no other inline code runs. */
+function inlineHash(tag: 'script' | 'style'): string {
+  const body = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(DASHBOARD_HTML)?.[1];
+  if (body === undefined) throw new Error(`the dashboard has no <${tag}>`);
+  return `'sha256-${createHash('sha256').update(body).digest('base64')}'`;
+}
+
 /**
- * Headers of the page: no frame may hold it (frame-ancestors, and X-Frame-Options for older browsers). A page on
+ * Headers of the page. No frame may hold it (frame-ancestors, and X-Frame-Options for older browsers): a page on
  * another site could otherwise lay it in a transparent frame over its own bait and steal a click on "restore to
- * here": a POST /pitr from the dashboard's own origin, which the Origin check lets through.
+ * here", a POST /pitr from the dashboard's own origin, which the Origin check lets through. Only its own script and
+ * style run (their hashes), it connects only to its own origin (/status, /pitr, /stream), and it loads nothing:
+ * should text from the relay ever reach the markup, it could neither run nor send the token elsewhere.
  */
 export const DASHBOARD_HEADERS: Readonly<Record<string, string>> = {
-  'content-security-policy': "frame-ancestors 'none'",
+  'content-security-policy': [
+    "default-src 'none'",
+    `script-src ${inlineHash('script')}`,
+    `style-src ${inlineHash('style')}`,
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join('; '),
   'x-frame-options': 'DENY',
 };

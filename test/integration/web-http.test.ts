@@ -174,6 +174,27 @@ browserTest('a headless Chromium shows the link, the replicas and the live comma
   if (process.env['DASHBOARD_SCREENSHOT']) await page.screenshot({ path: process.env['DASHBOARD_SCREENSHOT'] });
 });
 
+browserTest('the dashboard runs only its own code: a script or a style attribute added to the page is refused (Content-Security-Policy)', async (t) => {
+  const relay = await startRelay({ web: { port: await freePort() } });
+  t.teardown(() => relay.stop());
+  const browser = await launchChromium(t);
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${relay.relay.webPort}/`);
+  const replid = (await infoOf(relay.port))['master_replid'];
+  // Its own script runs: it polled /status and shows the replid.
+  await page.waitForFunction(`document.getElementById('replid')?.textContent === ${JSON.stringify(replid)}`);
+  const injected = await page.evaluate(`(() => {
+    const s = document.createElement('script');
+    s.textContent = 'window.injected = 1';
+    document.body.appendChild(s);
+    const d = document.createElement('div');
+    d.setAttribute('style', 'width: 123px');
+    document.body.appendChild(d);
+    return { script: window.injected ?? null, styleWidth: getComputedStyle(d).width };
+  })()`);
+  t.same(injected, { script: null, styleWidth: `${String(await page.evaluate('document.body.clientWidth'))}px` }, 'the added script did not run and the style attribute did not apply');
+});
+
 t.test('/status, /metrics and /readyz follow the workload and the upstream link', async (t) => {
   const master = await startRedis();
   const m = await master.client();
