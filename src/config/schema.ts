@@ -8,11 +8,13 @@ import {
   boolean,
   duration,
   filePath,
+  host,
   hostPort,
   integer,
   listOf,
   matching,
   nullableFilePath,
+  nullableHost,
   nullableText,
   oneOf,
   onOff,
@@ -40,7 +42,7 @@ export const relaySchema = section(
   {
     upstream: section(
       {
-        host: key(nullableText(), null, 'master host or IP; null = no master yet, wait for REPLICAOF'),
+        host: key(nullableHost(), null, 'master host or IP; null = no master yet, wait for REPLICAOF'),
         port: key(integer(1, 65535), 6379, 'master port'),
         user: key(nullableText(), null, 'ACL user for AUTH, like Redis masteruser; null = password-only AUTH'),
         password: key(nullableText(), null, 'AUTH password, like Redis masterauth; null = no AUTH'),
@@ -63,7 +65,7 @@ export const relaySchema = section(
         ),
         'snapshot-source': optionalSection(
           {
-            host: key(text(), REQUIRED, 'host or IP of a replica of the same master'),
+            host: key(host(), REQUIRED, 'host or IP of a replica of the same master'),
             port: key(integer(1, 65535), 6379, 'its port'),
             user: key(nullableText(), null, 'ACL user for AUTH there; null = password-only AUTH'),
             password: key(nullableText(), null, 'AUTH password there; null = no AUTH'),
