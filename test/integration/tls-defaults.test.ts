@@ -1,6 +1,7 @@
 import t from 'tap';
 import { validateConfig } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
+import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { startRelay } from '../helpers/relay.js';
 import { freePort } from '../helpers/ports.js';
 import { makeCerts, tlsCommands } from '../helpers/tls.js';
@@ -32,4 +33,19 @@ t.test('a TLS listener without ca does not start unless verify-clients: false sa
   const relay = await startRelay({ listen: { tls: { port: tlsPort, cert: certs.serverCert, key: certs.serverKey, 'verify-clients': false } } });
   t.teardown(() => relay.stop());
   t.strictSame(await tlsCommands(tlsPort, certs, [['PING']], false), ['PONG'], 'verify-clients: false: a client without a certificate is served');
+});
+
+t.test('TLS settings that leave a link unchecked or in plain text are warned about at start', async (t) => {
+  const warned = async (upstream: Record<string, unknown>): Promise<string[]> => {
+    const { lines } = await startLoggedRelay(t, { upstream: { host: null, ...upstream } });
+    return lines.filter((l) => l['level'] === 40 && typeof l['key'] === 'string').map((l) => String(l['key']));
+  };
+  t.strictSame(await warned({ tls: { ca: certs.ca } }), [], 'verified TLS: no warning');
+  t.strictSame(await warned({ tls: { ca: certs.ca, verify: false } }), ['upstream.tls.verify'], "verify: false: the master's certificate is not checked");
+  t.strictSame(
+    await warned({ tls: { ca: certs.ca }, 'snapshot-source': { host: '127.0.0.1' }, sentinel: { nodes: ['127.0.0.1:1'], 'master-name': 'm' } }),
+    ['upstream.snapshot-source.tls', 'upstream.sentinel.tls'],
+    'the snapshot source and the Sentinels over plain TCP while the master is reached over TLS',
+  );
+  t.strictSame(await warned({ 'snapshot-source': { host: '127.0.0.1' } }), [], 'no TLS anywhere: nothing to point out');
 });
