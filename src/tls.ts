@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, Socket, type OnReadOpts } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions, type TlsOptions } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type TlsOptions } from 'node:tls';
 import type { ClientTlsConfig, ListenConfig, ServerTlsConfig, UpstreamConfig } from './config/types.js';
 import { ConfigError } from './errors.js';
 
@@ -25,6 +25,19 @@ export function clientTlsOptions(cfg: ClientTlsConfig): ConnectionOptions {
     ...(cfg.servername !== null && { servername: cfg.servername }),
     rejectUnauthorized: cfg.verify,
   };
+}
+
+/**
+ * Loads upstream.tls's files once at start, so a wrong path or a malformed PEM stops the relay (as a bad listen.tls
+ * file does) instead of failing every connect in the background. They are read again at each connect all the same.
+ */
+export function checkClientTls(cfg: ClientTlsConfig): void {
+  const options = clientTlsOptions(cfg); // an unreadable file: ConfigError naming its key
+  try {
+    createSecureContext(options);
+  } catch (err) {
+    throw new ConfigError('upstream.tls', `cannot load its certificate, key or CA: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 export function serverTlsOptions(cfg: ServerTlsConfig): TlsOptions {

@@ -49,3 +49,24 @@ t.test('TLS settings that leave a link unchecked or in plain text are warned abo
   );
   t.strictSame(await warned({ 'snapshot-source': { host: '127.0.0.1' } }), [], 'no TLS anywhere: nothing to point out');
 });
+
+t.test('an unreadable or malformed upstream.tls file stops the start, naming the key, as a bad listen.tls file does', async (t) => {
+  const dir = t.testdir({ 'garbage.pem': 'not a certificate\n' });
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    ['a missing ca', { ca: `${dir}/missing-ca.crt` }, 'upstream.tls.ca'],
+    ['a cert that is no PEM', { ca: certs.ca, cert: `${dir}/garbage.pem`, key: certs.clientKey }, 'upstream.tls'],
+    ['a missing key', { ca: certs.ca, cert: certs.clientCert, key: `${dir}/missing.key` }, 'upstream.tls.key'],
+  ];
+  for (const [what, tls, key] of cases) {
+    let relay: Awaited<ReturnType<typeof startRelay>> | undefined;
+    let err: unknown;
+    try {
+      relay = await startRelay({ log: { disk: 0, 'memory-prefault': false }, upstream: { host: '127.0.0.1', port: 1, tls } });
+    } catch (e) {
+      err = e;
+    }
+    await relay?.stop();
+    t.type(err, ConfigError, `${what}: the start fails`);
+    t.equal((err as ConfigError | undefined)?.path, key, 'naming the key');
+  }
+});
