@@ -7,7 +7,7 @@ import { SnapshotRefresher } from './snapshot-refresher.js';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
 import { turnRead } from './upstream/read-budget.js';
 import { SentinelConnector } from './upstream/sentinel-connector.js';
-import { announcedPort } from './tls.js';
+import { announcedPort, checkClientTls, tlsWarnings } from './tls.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
 import { ReplicaServer } from './downstream/server.js';
 import { listenWithinFdLimit } from './downstream/fd-limit.js';
@@ -199,6 +199,7 @@ export class Relay {
   }
 
   async start(): Promise<void> {
+    if (this.config.upstream.tls !== null) checkClientTls(this.config.upstream.tls);
     await this.#history.recover();
     this.#diskTimer = setInterval(() => void this.#history.enforceDiskLimit(), 1000);
     this.#diskTimer.unref();
@@ -223,6 +224,7 @@ export class Relay {
       },
       'relay started',
     );
+    for (const { key, message } of tlsWarnings(this.config.upstream)) this.#logger.warn({ key }, message);
     this.#link.start();
     this.#sentinel?.start();
   }

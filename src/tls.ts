@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, Socket, type OnReadOpts } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions, type TlsOptions } from 'node:tls';
-import type { ClientTlsConfig, ListenConfig, ServerTlsConfig } from './config/types.js';
+import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type TlsOptions } from 'node:tls';
+import type { ClientTlsConfig, ListenConfig, ServerTlsConfig, UpstreamConfig } from './config/types.js';
 import { ConfigError } from './errors.js';
 
 /** Reads a PEM file named by config key `key`; a failure is a ConfigError naming the key and the file. */
@@ -25,6 +25,19 @@ export function clientTlsOptions(cfg: ClientTlsConfig): ConnectionOptions {
     ...(cfg.servername !== null && { servername: cfg.servername }),
     rejectUnauthorized: cfg.verify,
   };
+}
+
+/**
+ * Loads upstream.tls's files once at start, so a wrong path or a malformed PEM stops the relay (as a bad listen.tls
+ * file does) instead of failing every connect in the background. They are read again at each connect all the same.
+ */
+export function checkClientTls(cfg: ClientTlsConfig): void {
+  const options = clientTlsOptions(cfg); // an unreadable file: ConfigError naming its key
+  try {
+    createSecureContext(options);
+  } catch (err) {
+    throw new ConfigError('upstream.tls', `cannot load its certificate, key or CA: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 export function serverTlsOptions(cfg: ServerTlsConfig): TlsOptions {
@@ -65,4 +78,23 @@ export function dial(host: string, port: number, tls: ClientTlsConfig | null | u
 export function announcedPort(listen: ListenConfig, upstreamTls: ClientTlsConfig | null): number {
   if (listen.tls !== null && (upstreamTls !== null || listen.port === 0)) return listen.tls.port;
   return listen.port;
+}
+
+/**
+ * Upstream TLS settings that leave a link unauthenticated or unencrypted although upstream.tls is set, as warnings
+ * to log at start (`key` names the setting): each is allowed, but should never go unnoticed.
+ */
+export function tlsWarnings(upstream: UpstreamConfig): Array<{ key: string; message: string }> {
+  if (upstream.tls === null) return [];
+  const out: Array<{ key: string; message: string }> = [];
+  if (!upstream.tls.verify) {
+    out.push({ key: 'upstream.tls.verify', message: "upstream TLS does not check the master's certificate: anyone on the path can pose as the master and receive upstream.password and the data" });
+  }
+  if (upstream.snapshotSource !== null && !upstream.snapshotSource.tls) {
+    out.push({ key: 'upstream.snapshot-source.tls', message: 'the snapshot source is reached over plain TCP although upstream.tls is set: its password and the whole dataset cross the network unencrypted' });
+  }
+  if (upstream.sentinel !== null && !upstream.sentinel.tls) {
+    out.push({ key: 'upstream.sentinel.tls', message: 'the Sentinels are reached over plain TCP although upstream.tls is set: upstream.sentinel.password crosses the network unencrypted' });
+  }
+  return out;
 }

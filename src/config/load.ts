@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseDocument } from 'yaml';
+import { LineCounter, parseDocument } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { ENV_KEYS, readEnvOverrides } from './env.js';
 import { defaultOf } from './keys.js';
@@ -68,12 +68,13 @@ export function loadConfigFile(path: string): unknown {
   } catch (err) {
     throw new ConfigError('', `cannot read config file ${path}: ${(err as Error).message}`, { cause: err });
   }
-  const doc = parseDocument(src, { prettyErrors: true, uniqueKeys: true });
+  // Not prettyErrors: it quotes the offending line, and that line is often `password: ...` (errors reach the log).
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(src, { prettyErrors: false, uniqueKeys: true, lineCounter });
   const [first] = doc.errors;
   if (first) {
-    const pos = first.linePos?.[0];
-    const where = pos ? `${path}:${pos.line}:${pos.col}` : path;
-    throw new ConfigError('', `${where}: ${first.message}`, { cause: first });
+    const pos = lineCounter.linePos(first.pos[0]);
+    throw new ConfigError('', `${path}:${pos.line}:${pos.col}: ${first.message}`);
   }
   return doc.toJS();
 }

@@ -8,11 +8,13 @@ import {
   boolean,
   duration,
   filePath,
+  host,
   hostPort,
   integer,
   listOf,
   matching,
   nullableFilePath,
+  nullableHost,
   nullableText,
   oneOf,
   onOff,
@@ -40,7 +42,7 @@ export const relaySchema = section(
   {
     upstream: section(
       {
-        host: key(nullableText(), null, 'master host or IP; null = no master yet, wait for REPLICAOF'),
+        host: key(nullableHost(), null, 'master host or IP; null = no master yet, wait for REPLICAOF'),
         port: key(integer(1, 65535), 6379, 'master port'),
         user: key(nullableText(), null, 'ACL user for AUTH, like Redis masteruser; null = password-only AUTH'),
         password: key(nullableText(), null, 'AUTH password, like Redis masterauth; null = no AUTH'),
@@ -63,7 +65,7 @@ export const relaySchema = section(
         ),
         'snapshot-source': optionalSection(
           {
-            host: key(text(), REQUIRED, 'host or IP of a replica of the same master'),
+            host: key(host(), REQUIRED, 'host or IP of a replica of the same master'),
             port: key(integer(1, 65535), 6379, 'its port'),
             user: key(nullableText(), null, 'ACL user for AUTH there; null = password-only AUTH'),
             password: key(nullableText(), null, 'AUTH password there; null = no AUTH'),
@@ -140,11 +142,14 @@ export const relaySchema = section(
             cert: key(filePath(baseDir), REQUIRED, 'server certificate (PEM), like tls-cert-file'),
             key: key(filePath(baseDir), REQUIRED, 'its private key, like tls-key-file'),
             ca: key(nullableFilePath(baseDir), null, 'CA bundle client certificates must chain to, like tls-ca-cert-file'),
-            'verify-clients': key(boolean(), false, 'require a client certificate signed by ca, like tls-auth-clients yes'),
+            // True by default, as Redis's tls-auth-clients: a TLS port is opened to authenticate who connects.
+            'verify-clients': key(boolean(), true, 'require a client certificate signed by ca, like tls-auth-clients yes (the default there too); false = any client'),
           },
           'a TLS listener beside the plain one, like Redis tls-port; null = none',
           (tls, report) => {
-            if (tls.verifyClients && tls.ca === null) report('ca', 'required with verify-clients: true');
+            if (tls.verifyClients && tls.ca === null) {
+              report('ca', 'required: clients must present a certificate signed by it (verify-clients is true by default, as Redis tls-auth-clients); set verify-clients: false to serve clients without one');
+            }
           },
         ),
         'protected-mode': key(boolean(), true, 'like Redis protected-mode: with no password and no users, only 127.0.0.1 and ::1 may connect'),

@@ -54,7 +54,8 @@ export function mapping<K extends Keys>(keys: K, rules?: Rules<K>, noun = 'a map
   const shape = Object.fromEntries(Object.entries(keys).map(([name, k]) => [name, k.schema]));
   const fields = Object.entries(keys).map(([name, k]) => [name, fieldName(name, k.ms)] as const);
   const object = z
-    .strictObject(shape, { error: (iss) => (iss.code === 'unrecognized_keys' ? 'unknown key' : `must be ${noun}, got ${show(iss.input)}`) })
+    // A string where a mapping belongs is not shown: it may be a `name:password` meant as a users entry.
+    .strictObject(shape, { error: (iss) => (iss.code === 'unrecognized_keys' ? 'unknown key' : `must be ${noun}, got ${typeof iss.input === 'string' ? 'a string' : show(iss.input)}`) })
     .transform((o) => Object.fromEntries(fields.map(([name, field]) => [field, o[name]])) as Fields<K>);
   if (!rules) return object;
   return object.superRefine((value, ctx) =>

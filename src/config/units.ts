@@ -49,13 +49,19 @@ export function durationToMs(value: unknown): number | undefined {
   return ms !== undefined && Number.isSafeInteger(ms) ? ms : undefined;
 }
 
-/** Short description of a bad value for error messages. */
+/**
+ * Short description of a bad value for error messages. The user and password of a URL-like string
+ * (`redis://user:pw@host`, `user:pw@host`) are left out: a host key may be given one, and errors reach the log.
+ */
 export function show(value: unknown): string {
   if (value === undefined) return 'nothing';
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'string') {
+    const shown = value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/]*@/i, '$1…@');
+    return JSON.stringify(shown.length > 40 ? `${shown.slice(0, 40)}…` : shown);
+  }
   return `${typeof value} ${String(value)}`;
 }
 

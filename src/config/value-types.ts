@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { validHost } from '../util/text.js';
 import { durationToMs, kindOf, show, sizeToBytes } from './units.js';
 
 /**
@@ -33,6 +34,22 @@ export function text() {
 export function nullableText() {
   const error = (iss: { input?: unknown }) => `must be a non-empty string or null, got ${kindOf(iss.input)}`;
   return z.string({ error }).min(1, { error }).nullable();
+}
+
+const HOST = 'a host name or IP address (no URL: user and password have keys of their own)';
+
+/**
+ * A host name or IP address, as REPLICAOF takes one (validHost). A URL with credentials in it would otherwise be
+ * shown whole in INFO's master_host, /status and every upstream log line.
+ */
+export function host() {
+  const error = (iss: { input?: unknown }) => `must be ${HOST}, got ${typeof iss.input === 'string' ? show(iss.input) : kindOf(iss.input)}`;
+  return z.string({ error }).refine(validHost, { error });
+}
+
+/** A host (see host()), or null. */
+export function nullableHost() {
+  return host().nullable();
 }
 
 export function boolean() {
@@ -109,7 +126,7 @@ export function hostPort(defaultPort: number) {
   return z.string({ error: (iss) => `must be ${what}, got ${show(iss.input)}` }).transform((item, ctx) => {
     const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(item) ?? /^([^:[\]]+)(?::(\d{1,5}))?$/.exec(item);
     const port = m?.[2] === undefined ? defaultPort : Number(m[2]);
-    if (m && port >= 1 && port <= 65535) return { host: m[1]!, port };
+    if (m && port >= 1 && port <= 65535 && validHost(m[1]!)) return { host: m[1]!, port };
     ctx.addIssue({ code: 'custom', input: item, message: `must be ${what}, got ${show(item)}` });
     return z.NEVER;
   });

@@ -1,4 +1,5 @@
 import { HandshakeError } from '../errors.js';
+import { redact } from '../util/text.js';
 import { Z1, compressionCapa } from '../compression.js';
 
 /**
@@ -111,6 +112,19 @@ function nextAfter(state: HandshakeState, ctx: HandshakeContext): HandshakeState
 }
 
 export function step(state: HandshakeState, input: HandshakeInput, ctx: HandshakeContext): StepResult {
+  const r = stepReplies(state, input, ctx);
+  if (ctx.password === null || (!r.error && !r.warning && r.outcome?.kind !== 'try-later')) return r;
+  // Replies are parsed as they came; only the text that goes into logs, errors and /status loses the password.
+  const pw = ctx.password;
+  return {
+    ...r,
+    ...(r.warning !== undefined && { warning: redact(r.warning, pw) }),
+    ...(r.error && { error: new HandshakeError(r.error.state, redact(r.error.reply, pw), redact(r.error.message, pw)) }),
+    ...(r.outcome?.kind === 'try-later' && { outcome: { kind: 'try-later', reply: redact(r.outcome.reply, pw) } }),
+  };
+}
+
+function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: HandshakeContext): StepResult {
   if (state === HandshakeState.Connecting) {
     if (input.type !== 'connected') return fail(state, input.line, 'reply before connect');
     return { next: HandshakeState.ReceivePong, send: [['PING']] };

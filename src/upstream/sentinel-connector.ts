@@ -9,7 +9,7 @@ import { backoffDelay } from './backoff.js';
 import { TimerSet } from './timer-set.js';
 import { InternalError } from '../errors.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
-import { validHost } from '../util/text.js';
+import { redact, validHost } from '../util/text.js';
 
 export interface SentinelConnectorOptions {
   readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
@@ -192,7 +192,8 @@ export class SentinelConnector extends EventEmitter {
   #handshakeReply(step: 'auth' | 'master' | 'subscribe', v: RespValue, fail: (why: string) => void): void {
     // A Sentinel without requirepass refuses AUTH but serves us anyway (ioredis treats it the same way).
     if (step === 'auth' && v instanceof RespErrorValue && /without any password configured/.test(v.message)) return;
-    if (v instanceof RespErrorValue) return fail(`${step} refused: ${v.message}`);
+    // redact: a Sentinel that does not know AUTH quotes its argument back.
+    if (v instanceof RespErrorValue) return fail(`${step} refused: ${redact(v.message, this.#opts.password)}`);
     if (step !== 'master') return;
     if (v === null) return fail(`sentinel does not know master ${this.#opts.masterName}`);
     if (!Array.isArray(v) || v.length !== 2 || !Buffer.isBuffer(v[0]) || !Buffer.isBuffer(v[1])) return fail('malformed get-master-addr-by-name reply');

@@ -9,6 +9,20 @@ export function clip(s: string, max = ECHO_MAX): string {
 }
 
 /**
+ * A peer's reply to a command that carried `secret`, fit for a log line or an error: a server that does not know
+ * AUTH quotes its arguments back. Redis's quote ("unknown command 'AUTH', with args beginning with: 'user' 'pw' ",
+ * each cut to 128 characters, so a long password may show only in part) is dropped whole; anywhere else, the
+ * secret standing as a word of its own (between spaces, quotes or the ends) is replaced: a short one inside other
+ * words ("p" in "password") is left alone, so the reply stays readable.
+ */
+export function redact(text: string, secret: string | null): string {
+  if (secret === null || secret === '') return text;
+  const cut = text.replace(/(with args beginning with:).*$/s, '$1 <redacted>');
+  const escaped = secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return cut.replace(new RegExp(`(?<=^|[\\s'"\`])${escaped}(?=$|[\\s'"\`])`, 'g'), '<redacted>');
+}
+
+/**
  * A host as a replica may announce it (REPLCONF ip-address) or REPLICAOF may name it: an IPv4/IPv6 address or a
  * DNS name (letters, digits, `-`, `_` and dots, labels up to 63), shorter than Redis's NET_HOST_STR_LEN (256).
  * Nothing else, so it can never carry a CR, LF, comma or `=` into INFO or CLIENT LIST.
