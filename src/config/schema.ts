@@ -142,14 +142,11 @@ export const relaySchema = section(
             cert: key(filePath(baseDir), REQUIRED, 'server certificate (PEM), like tls-cert-file'),
             key: key(filePath(baseDir), REQUIRED, 'its private key, like tls-key-file'),
             ca: key(nullableFilePath(baseDir), null, 'CA bundle client certificates must chain to, like tls-ca-cert-file'),
-            // True by default, as Redis's tls-auth-clients: a TLS port is opened to authenticate who connects.
-            'verify-clients': key(boolean(), true, 'require a client certificate signed by ca, like tls-auth-clients yes (the default there too); false = any client'),
+            'verify-clients': key(boolean(), false, 'require a client certificate signed by ca, like tls-auth-clients yes'),
           },
           'a TLS listener beside the plain one, like Redis tls-port; null = none',
           (tls, report) => {
-            if (tls.verifyClients && tls.ca === null) {
-              report('ca', 'required: clients must present a certificate signed by it (verify-clients is true by default, as Redis tls-auth-clients); set verify-clients: false to serve clients without one');
-            }
+            if (tls.verifyClients && tls.ca === null) report('ca', 'required with verify-clients: true');
           },
         ),
         'protected-mode': key(boolean(), true, 'like Redis protected-mode: with no password and no users, only 127.0.0.1 and ::1 may connect'),

@@ -58,7 +58,7 @@ t.test('replicas that stop reading (plain and TLS) while the log reuses its bloc
   const relay = await startRelay({
     upstream: { host: '127.0.0.1', port: master.port },
     log: { memory: '1mb' },
-    listen: { tls: { port: tlsPort, cert: certs.serverCert, key: certs.serverKey, 'verify-clients': false } },
+    listen: { tls: { port: tlsPort, cert: certs.serverCert, key: certs.serverKey } },
   });
   t.teardown(() => relay.stop());
   const rc = await relay.client();

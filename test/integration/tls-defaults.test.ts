@@ -1,39 +1,11 @@
 import t from 'tap';
-import { validateConfig } from '../../src/config/schema.js';
 import { ConfigError } from '../../src/errors.js';
 import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { startRelay } from '../helpers/relay.js';
-import { freePort } from '../helpers/ports.js';
-import { makeCerts, tlsCommands } from '../helpers/tls.js';
+import { makeCerts } from '../helpers/tls.js';
 
-// The TLS listener's defaults, held to Redis 7.0's: tls-auth-clients is yes unless said otherwise, and a TLS port
-// without tls-ca-cert-file does not start ("Either tls-ca-cert-file or tls-ca-cert-dir must be specified when
-// tls-cluster, tls-replication or tls-auth-clients are enabled!").
+// What TLS settings do at start: links left unchecked or in plain text are warned about; bad upstream files stop it.
 const certs = makeCerts();
-
-t.test('a TLS listener that does not say verify-clients requires a client certificate, as Redis tls-auth-clients yes', async (t) => {
-  const tlsPort = await freePort();
-  const relay = await startRelay({ listen: { tls: { port: tlsPort, cert: certs.serverCert, key: certs.serverKey, ca: certs.ca } } });
-  t.teardown(() => relay.stop());
-  await t.rejects(tlsCommands(tlsPort, certs, [['PING']], false), 'a client without a certificate is refused');
-  t.strictSame(await tlsCommands(tlsPort, certs, [['PING']]), ['PONG'], 'a client with one signed by ca is served');
-});
-
-t.test('a TLS listener without ca does not start unless verify-clients: false says clients need no certificate', async (t) => {
-  let err: unknown;
-  try {
-    validateConfig({ listen: { tls: { port: 6381, cert: certs.serverCert, key: certs.serverKey } } }, null);
-  } catch (e) {
-    err = e;
-  }
-  t.type(err, ConfigError, 'refused at load');
-  t.equal((err as ConfigError | undefined)?.path, 'listen.tls.ca');
-
-  const tlsPort = await freePort();
-  const relay = await startRelay({ listen: { tls: { port: tlsPort, cert: certs.serverCert, key: certs.serverKey, 'verify-clients': false } } });
-  t.teardown(() => relay.stop());
-  t.strictSame(await tlsCommands(tlsPort, certs, [['PING']], false), ['PONG'], 'verify-clients: false: a client without a certificate is served');
-});
 
 t.test('TLS settings that leave a link unchecked or in plain text are warned about at start', async (t) => {
   const warned = async (upstream: Record<string, unknown>): Promise<string[]> => {

@@ -34,7 +34,7 @@ const r1c = await r1.client();
 const bTls = await freePort();
 const b = await startRelay({
   upstream: { host: '127.0.0.1', port: aTls, tls: { ...clientTls, servername: 'localhost' } },
-  listen: { port: 0, tls: { port: bTls, cert: certs.serverCert, key: certs.serverKey, ca: certs.ca } },
+  listen: { port: 0, tls: { port: bTls, cert: certs.serverCert, key: certs.serverKey } },
 });
 t.teardown(() => b.stop());
 const r2 = await startReplica(bTls, redisTlsReplicaArgs(certs));

@@ -151,7 +151,7 @@ t.test('each invalid key is a ConfigError naming its path', async (t) => {
     [{ listen: { tls: { cert: 'c', key: 'k' } } }, 'listen.tls.port'],
     [{ listen: { tls: { port: 6381, key: 'k' } } }, 'listen.tls.cert'],
     [{ listen: { tls: { port: 6381, cert: 'c' } } }, 'listen.tls.key'],
-    [{ listen: { tls: { port: 6380, cert: 'c', key: 'k', ca: 'ca' } } }, 'listen.tls.port'],
+    [{ listen: { tls: { port: 6380, cert: 'c', key: 'k' } } }, 'listen.tls.port'],
     [{ listen: { tls: { port: 6381, cert: 'c', key: 'k', 'verify-clients': true } } }, 'listen.tls.ca'],
     [{ listen: { tls: { port: 6381, cert: 'c', key: 'k', 'verify-clients': 'yes' } } }, 'listen.tls.verify-clients'],
     [{ upstream: { tls: true } }, 'upstream.tls'],
@@ -262,8 +262,7 @@ t.test('listen.users, listen.tls and upstream.tls', async (t) => {
   t.equal(c.listen.port, 0, 'no plain listener');
   t.strictSame(c.upstream.tls, { ca: '/etc/relay/tls/ca.crt', cert: '/etc/relay/tls/client.crt', key: '/etc/relay/tls/client.key', servername: 'redis.local', verify: true });
   t.strictSame(validateConfig({ upstream: { tls: {} } }, null).upstream.tls, { ca: null, cert: null, key: null, servername: null, verify: true }, '{} = TLS with the default CAs');
-  t.equal(validateConfig({ listen: { tls: { port: 1, cert: 'c', key: 'k', ca: 'ca' } } }, null).listen.tls?.verifyClients, true, 'client certificates required by default, as Redis tls-auth-clients');
-  t.equal(validateConfig({ listen: { tls: { port: 1, cert: 'c', key: 'k', 'verify-clients': false } } }, null).listen.tls?.verifyClients, false);
+  t.equal(validateConfig({ listen: { tls: { port: 1, cert: 'c', key: 'k' } } }, null).listen.tls?.verifyClients, false);
   const s = validateConfig({ upstream: { tls: { verify: false }, sentinel: { nodes: ['h'], 'master-name': 'm', tls: true } } }, null).upstream;
   t.equal(s.sentinel?.tls, true);
   t.equal(s.tls?.verify, false);
