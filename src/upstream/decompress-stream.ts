@@ -1,6 +1,7 @@
 import { pipeline, type Readable } from 'node:stream';
 import { createInflateRaw } from 'node:zlib';
 import type { OpenedLink } from './connection.js';
+import { ProtocolError } from '../errors.js';
 
 /**
  * Where a replication connection's payload and stream are read from once the PSYNC reply is in: the socket itself,
@@ -16,5 +17,11 @@ export function payloadSource(opened: Pick<OpenedLink, 'socket' | 'outcome' | 'r
   if (opened.rest.length > 0) inflate.write(opened.rest);
   // Errors reach the caller as the inflater's 'error' and 'close'; the callback only keeps pipeline quiet.
   pipeline(opened.socket, inflate, () => undefined);
+  // The stream only ends with the connection. Finished (a final block) while the socket is open, the inflater ends
+  // its output and drops every later byte without an error: the link would sit up, silent, until its timeout.
+  const socket = opened.socket;
+  inflate.once('end', () => {
+    if (!socket.readableEnded && !socket.destroyed) inflate.destroy(new ProtocolError('the upstream relay ended its compressed stream while the connection stays open'));
+  });
   return { source: inflate, rest: Buffer.alloc(0) };
 }

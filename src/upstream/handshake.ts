@@ -74,8 +74,15 @@ export interface StepResult {
   readonly error?: HandshakeError;
 }
 
+/** How much of a reply errors and warnings quote: a line from upstream may be 64 KiB of anything, logged per retry. */
+const QUOTED = 128;
+
+function quote(line: string): string {
+  return line.length <= QUOTED ? line : `${line.slice(0, QUOTED)}... (${line.length} bytes)`;
+}
+
 function fail(state: HandshakeState, line: string, message?: string): StepResult {
-  return { next: state, error: new HandshakeError(state, line, message) };
+  return { next: state, error: new HandshakeError(state, quote(line), message) };
 }
 
 function afterCapa(ctx: HandshakeContext): StepResult {
@@ -136,7 +143,7 @@ function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: Handshak
   switch (state) {
     case HandshakeState.ReceivePong: {
       // Like Redis: an auth error to PING is fine, AUTH comes next.
-      if (isError && !/^-(NOAUTH|NOPERM|ERR operation not permitted)/.test(line)) return fail(state, line, `error reply to PING: ${line}`);
+      if (isError && !/^-(NOAUTH|NOPERM|ERR operation not permitted)/.test(line)) return fail(state, line, `error reply to PING: ${quote(line)}`);
       const send: string[][] = [];
       if (ctx.password !== null) send.push(ctx.user !== null ? ['AUTH', ctx.user, ctx.password] : ['AUTH', ctx.password]);
       send.push(['REPLCONF', 'listening-port', String(ctx.listeningPort)]);
@@ -148,29 +155,29 @@ function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       return { next: nextAfter(state, ctx), send };
     }
     case HandshakeState.ReceiveAuth:
-      if (isError) return fail(state, line, `upstream refused AUTH: ${line}`);
+      if (isError) return fail(state, line, `upstream refused AUTH: ${quote(line)}`);
       return { next: nextAfter(state, ctx) };
     case HandshakeState.ReceivePort:
-      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF listening-port: ${line}` };
+      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF listening-port: ${quote(line)}` };
       return { next: nextAfter(state, ctx) };
     case HandshakeState.ReceiveIp:
       // Like Redis: non critical, the master lists us under the connection's address instead.
-      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF ip-address: ${line}` };
+      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF ip-address: ${quote(line)}` };
       return { next: nextAfter(state, ctx) };
     case HandshakeState.ReceiveRdbOnly:
       // An upstream older than 7.0 refuses rdb-only: it will keep streaming after the RDB, which we ignore.
-      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF rdb-only: ${line}` };
+      if (isError) return { next: nextAfter(state, ctx), warning: `upstream refused REPLCONF rdb-only: ${quote(line)}` };
       return { next: nextAfter(state, ctx) };
     case HandshakeState.ReceiveCapa: {
       const r = asksInfo(ctx) ? { next: HandshakeState.ReceiveInfo } : afterCapa(ctx);
-      return isError ? { ...r, warning: `upstream refused REPLCONF capa: ${line}` } : r;
+      return isError ? { ...r, warning: `upstream refused REPLCONF capa: ${quote(line)}` } : r;
     }
     case HandshakeState.ReceiveInfo: {
       // Never fatal: without the ids, a failover shift keeps Redis's conservative second_repl_offset.
       const r = afterCapa(ctx);
-      if (isError) return { ...r, warning: `upstream refused INFO replication (no upstream ids): ${line}` };
+      if (isError) return { ...r, warning: `upstream refused INFO replication (no upstream ids): ${quote(line)}` };
       const info = input.bulk ? parseReplInfo(input.bulk) : null;
-      if (!info) return { ...r, warning: `no upstream ids in the reply to INFO replication: ${line}` };
+      if (!info) return { ...r, warning: `no upstream ids in the reply to INFO replication: ${quote(line)}` };
       return { ...r, info };
     }
     case HandshakeState.ReceivePsync:
@@ -208,25 +215,25 @@ export function psyncReply(line: string, compressionAnnounced = false): StepResu
   const z = marked ? ({ compressed: true } as const) : {};
   if (text.startsWith('+FULLRESYNC')) {
     const m = /^\+FULLRESYNC ([0-9a-zA-Z]{40}) (-?\d+)\s*$/.exec(text);
-    if (!m) return fail(state, line, `malformed +FULLRESYNC reply: ${line}`);
+    if (!m) return fail(state, line, `malformed +FULLRESYNC reply: ${quote(line)}`);
     // A master's offset is a non-negative int64; past 2^53 a JS number cannot count bytes (offset + n === offset), and
     // -1 means "no snapshot" in the relay: refuse, rather than take a history whose offsets cannot be kept.
     const offset = Number(m[2]);
-    if (!Number.isSafeInteger(offset) || offset < 0) return fail(state, line, `+FULLRESYNC offset out of range: ${line}`);
+    if (!Number.isSafeInteger(offset) || offset < 0) return fail(state, line, `+FULLRESYNC offset out of range: ${quote(line)}`);
     return { next: HandshakeState.Done, outcome: { kind: 'full', replid: m[1]!, offset, ...z } };
   }
   if (text.startsWith('+CONTINUE')) {
     const id = text.slice('+CONTINUE'.length).trim();
-    if (id !== '' && !/^[0-9a-zA-Z]{40}$/.test(id)) return fail(state, line, `malformed +CONTINUE reply: ${line}`);
+    if (id !== '' && !/^[0-9a-zA-Z]{40}$/.test(id)) return fail(state, line, `malformed +CONTINUE reply: ${quote(line)}`);
     // A compressing relay always names its replid (src/compression.ts).
-    if (marked && id === '') return fail(state, line, `malformed +CONTINUE reply: ${line}`);
+    if (marked && id === '') return fail(state, line, `malformed +CONTINUE reply: ${quote(line)}`);
     return { next: HandshakeState.Done, outcome: { kind: 'continue', replid: id === '' ? null : id, ...z } };
   }
   if (line.startsWith('-NOMASTERLINK') || line.startsWith('-LOADING')) {
-    return { next: HandshakeState.Done, outcome: { kind: 'try-later', reply: line } };
+    return { next: HandshakeState.Done, outcome: { kind: 'try-later', reply: quote(line) } };
   }
   if (line.startsWith('-ERR')) {
-    return { next: HandshakeState.Done, send: [['SYNC']], outcome: { kind: 'sync' }, warning: `upstream refused PSYNC, falling back to SYNC: ${line}` };
+    return { next: HandshakeState.Done, send: [['SYNC']], outcome: { kind: 'sync' }, warning: `upstream refused PSYNC, falling back to SYNC: ${quote(line)}` };
   }
-  return fail(state, line, `unexpected reply to PSYNC: ${line}`);
+  return fail(state, line, `unexpected reply to PSYNC: ${quote(line)}`);
 }

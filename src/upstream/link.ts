@@ -32,6 +32,12 @@ const READ_MAX = 256 * 1024;
  * skipped ones.
  */
 const ACK_BUFFER_MAX = 64 * 1024;
+/**
+ * How long the link must stream before its reconnect backoff starts over. Reaching the stream proves nothing: an
+ * upstream that closes right after `+CONTINUE`, or sends garbage right after each full sync, would otherwise be
+ * retried every backoff-min, forever (each time a full sync, and every replica dropped, in the second case).
+ */
+const HEALTHY_AFTER_MS = 5000;
 
 export const LinkState = {
   /** No upstream configured. */
@@ -385,7 +391,8 @@ export class UpstreamLink extends EventEmitter {
   }
 
   #startStreaming(socket: Readable, rest: Buffer): void {
-    this.#attempt = 0;
+    // Cancelled by a failure before then (teardown clears the timers): the backoff keeps growing.
+    this.#timers.set(HEALTHY_AFTER_MS, () => (this.#attempt = 0));
     this.#resyncScanner();
     this.#setState(LinkState.Connected, 'streaming', { offset: this.#hostApi.masterReplOffset() });
     this.#ackTimer = setInterval(() => {

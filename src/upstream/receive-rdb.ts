@@ -14,7 +14,8 @@ export interface ReceiveOptions {
 /**
  * Reads a full sync's payload from `socket` (the connection, or its inflater; after the PSYNC reply; `first` holds bytes already read) into
  * `receiver`'s file, honouring the file's backpressure, logging progress, failing after `timeoutMs` of silence.
- * Resolves with the bytes after the payload, the file flushed, and the socket paused.
+ * Resolves with the bytes after the payload, the file flushed, and the socket paused. On failure the socket is left
+ * paused for the caller to destroy.
  */
 export function receiveRdb(socket: Readable, first: Buffer, receiver: RdbReceiver, opts: ReceiveOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -45,7 +46,10 @@ export function receiveRdb(socket: Readable, first: Buffer, receiver: RdbReceive
       socket.off('close', onClose);
       socket.off('error', onError);
       if (err) {
-        socket.destroy();
+        // Paused, not destroyed: the caller destroys it. Destroyed here, its 'close' reached the caller's own close
+        // handler before this rejection (the abort waits for the file), which then reported "upstream closed the
+        // connection" instead of `err` (a bad payload header, a timeout, a full disk).
+        socket.pause();
         void receiver.abort().then(() => reject(err));
       } else {
         receiver.finish().then(() => {
