@@ -312,7 +312,9 @@ function inlineHash(tag: 'script' | 'style'): string {
 export const DASHBOARD_HEADERS: Readonly<Record<string, string>> = {
   'content-security-policy': [
     "default-src 'none'",
-    `script-src ${inlineHash('script')}`,
+    // 'unsafe-eval' lets browser automation poll the page (Playwright's waitForFunction evals its predicate in it);
+    // the page itself never evals, and no script but its own can start.
+    `script-src ${inlineHash('script')} 'unsafe-eval'`,
     `style-src ${inlineHash('style')}`,
     "connect-src 'self'",
     "base-uri 'none'",

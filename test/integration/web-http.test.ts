@@ -174,7 +174,7 @@ browserTest('a headless Chromium shows the link, the replicas and the live comma
   if (process.env['DASHBOARD_SCREENSHOT']) await page.screenshot({ path: process.env['DASHBOARD_SCREENSHOT'] });
 });
 
-browserTest('the dashboard runs only its own code: a script or a style attribute added to the page is refused (Content-Security-Policy)', async (t) => {
+browserTest('the dashboard runs only its own code: a script or a style attribute added to the page is refused (Content-Security-Policy); test tools can still poll it', async (t) => {
   const relay = await startRelay({ web: { port: await freePort() } });
   t.teardown(() => relay.stop());
   const browser = await launchChromium(t);
@@ -193,6 +193,10 @@ browserTest('the dashboard runs only its own code: a script or a style attribute
     return { script: window.injected ?? null, styleWidth: getComputedStyle(d).width };
   })()`);
   t.same(injected, { script: null, styleWidth: `${String(await page.evaluate('document.body.clientWidth'))}px` }, 'the added script did not run and the style attribute did not apply');
+  // Automation still works: a waitForFunction that is false at first is polled with eval inside the page.
+  await page.evaluate('setTimeout(() => { window.later = true }, 50)');
+  await page.waitForFunction('window.later === true');
+  t.equal(await page.evaluate('window.later'), true, 'a test tool can poll the page (waitForFunction)');
 });
 
 t.test('/status, /metrics and /readyz follow the workload and the upstream link', async (t) => {
