@@ -2,21 +2,7 @@ import { resolve } from 'node:path';
 import t from 'tap';
 import { HELP_TEXT, loadConfig } from '../../src/config/load.js';
 import { ENV_KEYS } from '../../src/config/env.js';
-import { ConfigError } from '../../src/errors.js';
-
-type Asserts = Pick<typeof t, 'type' | 'fail'>;
-
-/** Runs fn, asserts it throws a ConfigError and returns it. */
-function configError(t: Asserts, fn: () => unknown): ConfigError | undefined {
-  try {
-    fn();
-  } catch (err) {
-    t.type(err, ConfigError);
-    return err as ConfigError;
-  }
-  t.fail('expected a ConfigError');
-  return undefined;
-}
+import { configError } from '../helpers/config-error.js';
 
 t.test('PSYNC_RELAY_* variables set listen.password, upstream.password and web.token', async (t) => {
   const { config } = loadConfig([], {

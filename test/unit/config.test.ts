@@ -4,7 +4,7 @@ import { HELP_TEXT, loadConfig, loadConfigFile } from '../../src/config/load.js'
 import { validateConfig } from '../../src/config/schema.js';
 import type { RelayConfig } from '../../src/config/types.js';
 import { durationToMs, sizeToBytes } from '../../src/config/units.js';
-import { ConfigError } from '../../src/errors.js';
+import { configError } from '../helpers/config-error.js';
 
 const EXPECTED_DEFAULTS: RelayConfig = {
   upstream: {
@@ -72,21 +72,6 @@ const EXPECTED_DEFAULTS: RelayConfig = {
   shutdownTimeoutMs: 10_000,
   configFile: null,
 };
-
-type Asserts = Pick<typeof t, 'type' | 'equal' | 'fail'>;
-
-/** Runs fn, asserts it throws a ConfigError and returns it. */
-function configError(t: Asserts, fn: () => unknown): ConfigError | undefined {
-  try {
-    fn();
-  } catch (err) {
-    t.type(err, ConfigError);
-    t.equal((err as ConfigError).code, 'RELAY_ERR_CONFIG');
-    return err as ConfigError;
-  }
-  t.fail('expected a ConfigError');
-  return undefined;
-}
 
 t.test('empty config yields the defaults, deep-frozen', async (t) => {
   const config = validateConfig({}, null);
