@@ -45,6 +45,8 @@ const SENTINEL_TRANSITIONS: Transitions<SentinelState> = {
 };
 
 const PING_INTERVAL_MS = 1000;
+/** How long a subscription must hold before the connector's failure counts and backoff start over. */
+const HEALTHY_AFTER_MS = 5000;
 const SWITCH_MASTER = '+switch-master';
 
 /**
@@ -168,8 +170,12 @@ export class SentinelConnector extends EventEmitter {
           else this.#event(v);
           if (step === 'subscribe' && !done) {
             this.#timers.cancel(connectTimer);
-            this.#failures = 0;
-            this.#attempt = 0;
+            // Only a subscription that holds proves the Sentinels usable: one dropped at once, reset here, had the
+            // connector cycle through them with no delay, forever (the teardown of a failure cancels this).
+            this.#timers.set(HEALTHY_AFTER_MS, () => {
+              this.#failures = 0;
+              this.#attempt = 0;
+            });
             this.#setState(SentinelState.Subscribed, 'subscribed to +switch-master');
             keepalive();
           }

@@ -1,11 +1,17 @@
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { RequestParser } from '../../src/resp/request-parser.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 
-/** A scripted Sentinel that names `host`:`port` as the master, every time it is asked. */
-export async function scriptedSentinel(host: string, port: number): Promise<{ port: number; asked: () => number; close: () => Promise<void> }> {
+/**
+ * A scripted Sentinel that names `host`:`port` as the master, every time it is asked; `flapping`: it closes each
+ * connection once it has confirmed the subscription.
+ */
+export async function scriptedSentinel(host: string, port: number, flapping = false): Promise<{ port: number; asked: () => number; close: () => Promise<void> }> {
   let asked = 0;
+  const sockets = new Set<Socket>();
   const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
     const parser = new RequestParser({ maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 });
     socket.on('data', (chunk: Buffer) => {
@@ -15,7 +21,10 @@ export async function scriptedSentinel(host: string, port: number): Promise<{ po
         if (name === 'SENTINEL') {
           asked++;
           socket.write(encodeCommand([host, String(port)]));
-        } else if (name === 'SUBSCRIBE') socket.write('*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n');
+        } else if (name === 'SUBSCRIBE') {
+          socket.write('*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n');
+          if (flapping) socket.end();
+        }
         else socket.write('+PONG\r\n');
       }
     });
@@ -25,6 +34,10 @@ export async function scriptedSentinel(host: string, port: number): Promise<{ po
   return {
     port: typeof addr === 'object' && addr ? addr.port : 0,
     asked: () => asked,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -31,3 +31,22 @@ t.test('a Sentinel naming an empty host is refused: the relay does not dial loca
   t.not(info['master_port'], String(other.port), 'the relay does not follow the bogus address');
   t.equal(info['master_host'], undefined, 'no master is followed');
 });
+
+t.test('Sentinels that drop the connection right after SUBSCRIBE are asked again after a growing delay, not in a loop', async (t) => {
+  const master = await startFakeMaster((socket) => socket.end('-ERR not a master\r\n'));
+  t.teardown(() => master.close());
+  const a = await scriptedSentinel('127.0.0.1', master.port, true);
+  t.teardown(() => a.close());
+  const b = await scriptedSentinel('127.0.0.1', master.port, true);
+  t.teardown(() => b.close());
+  const relay = await startLoggedRelay(t, {
+    upstream: { host: null, 'backoff-min': '10ms', 'backoff-max': '400ms', sentinel: { nodes: [`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`], 'master-name': 'mymaster' } },
+  });
+  const sessions = () => relay.lines.filter((l) => l['msg'] === 'sentinel unusable, trying the next one').length;
+  await waitFor(() => sessions() >= 16 || undefined, { what: '16 Sentinel sessions dropped', timeoutMs: 15_000 });
+  // A subscription that lasted no time proves nothing: both Sentinels failing is a round, and rounds back off
+  // (with full jitter: the last three all at or under 10ms has a chance of about 1 in 10^5).
+  const delays = relay.lines.filter((l) => l['msg'] === 'sentinel connector state' && l['to'] === 'backoff').map((l) => l['delayMs'] as number);
+  t.ok(delays.length >= 4, `${delays.length} back-offs in ${sessions()} dropped sessions (2 Sentinels)`);
+  t.ok(delays.slice(-3).some((d) => d > 10), `the later delays grow past backoff-min (10ms): ${delays.join(', ')}ms`);
+});
