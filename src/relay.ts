@@ -7,7 +7,7 @@ import { SnapshotRefresher } from './snapshot-refresher.js';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
 import { turnRead } from './upstream/read-budget.js';
 import { SentinelConnector } from './upstream/sentinel-connector.js';
-import { announcedPort, checkClientTls, tlsWarnings } from './tls.js';
+import { announcedPort, certificateWarnings, checkClientTls, tlsWarnings } from './tls.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
 import { ReplicaServer } from './downstream/server.js';
 import { listenWithinFdLimit } from './downstream/fd-limit.js';
@@ -225,6 +225,7 @@ export class Relay {
       'relay started',
     );
     for (const { key, message } of tlsWarnings(this.config.upstream)) this.#logger.warn({ key }, message);
+    for (const { key, notAfter, message } of certificateWarnings(this.config.listen, this.config.upstream)) this.#logger.warn({ key, notAfter }, message);
     this.#link.start();
     this.#sentinel?.start();
   }

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, Socket, type OnReadOpts } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type TlsOptions } from 'node:tls';
@@ -95,6 +96,43 @@ export function tlsWarnings(upstream: UpstreamConfig): Array<{ key: string; mess
   }
   if (upstream.sentinel !== null && !upstream.sentinel.tls) {
     out.push({ key: 'upstream.sentinel.tls', message: 'the Sentinels are reached over plain TCP although upstream.tls is set: upstream.sentinel.password crosses the network unencrypted' });
+  }
+  return out;
+}
+
+/** How close to its end a certificate's validity gets a warning at start: renewal should have happened by then. */
+export const CERT_WARN_DAYS = 14;
+const DAY_MS = 86_400_000;
+
+/**
+ * The relay's own certificates (listen.tls.cert, the one it serves; upstream.tls.cert, the one it presents) that have
+ * expired or expire within CERT_WARN_DAYS of `now`, as warnings to log at start. The listener reads its files only
+ * at start, so a certificate renewed on disk later is not served before a restart: an expired one fails every TLS
+ * client, and until now started without a word. An unreadable or unparsable file is not reported here (the listener
+ * and checkClientTls refuse those).
+ */
+export function certificateWarnings(listen: ListenConfig, upstream: UpstreamConfig, now = Date.now()): Array<{ key: string; notAfter: string; message: string }> {
+  const files: Array<[string, string | null | undefined]> = [
+    ['listen.tls.cert', listen.tls?.cert],
+    ['upstream.tls.cert', upstream.tls?.cert],
+  ];
+  const out: Array<{ key: string; notAfter: string; message: string }> = [];
+  for (const [key, file] of files) {
+    if (!file) continue;
+    let notAfter: number;
+    try {
+      // The first certificate of the PEM: the relay's own (a chain follows it).
+      notAfter = Date.parse(new X509Certificate(readFileSync(file)).validTo);
+    } catch {
+      continue;
+    }
+    if (!Number.isFinite(notAfter) || notAfter - now > CERT_WARN_DAYS * DAY_MS) continue;
+    const when = new Date(notAfter).toISOString();
+    const message =
+      notAfter <= now
+        ? `the certificate in ${key} expired at ${when}: TLS peers will refuse it`
+        : `the certificate in ${key} expires at ${when}, in ${Math.ceil((notAfter - now) / DAY_MS)} day(s)${key.startsWith('listen') ? ' (a renewed file is served only after a restart)' : ''}`;
+    out.push({ key, notAfter: when, message });
   }
   return out;
 }

@@ -26,18 +26,18 @@ function openssl(dir: string, args: string[]): void {
 }
 
 /**
- * Generates a CA and two certificates signed by it (EC P-256, valid 2 days) in a fresh temp dir with `openssl`.
+ * Generates a CA and two certificates signed by it (EC P-256, valid `days`) in a fresh temp dir with `openssl`.
  * Both certificates carry serverAuth and clientAuth, since Redis uses tls-cert-file for both sides of a connection.
  */
-export function makeCerts(cn = 'psync-relay test CA'): TestCerts {
+export function makeCerts(cn = 'psync-relay test CA', days = 400): TestCerts {
   const dir = tempDir('psync-relay-tls-');
   const key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(dir, ['req', '-x509', ...key, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', `/CN=${cn}`,
+  openssl(dir, ['req', '-x509', ...key, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', String(days), '-subj', `/CN=${cn}`,
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
   writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n');
   for (const name of ['server', 'client']) {
     openssl(dir, ['req', '-new', ...key, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name === 'server' ? 'localhost' : 'replica'}`]);
-    openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', 'ext.cnf']);
+    openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', String(days), '-extfile', 'ext.cnf']);
   }
   return {
     dir,

@@ -3,8 +3,14 @@ import { ConfigError } from '../../src/errors.js';
 import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { startRelay } from '../helpers/relay.js';
 import { makeCerts } from '../helpers/tls.js';
+import { freePort } from '../helpers/ports.js';
+import { certificateWarnings, CERT_WARN_DAYS } from '../../src/tls.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
-// What TLS settings do at start: links left unchecked or in plain text are warned about; bad upstream files stop it.
+// What TLS settings do at start: links left unchecked or in plain text, and certificates expired or about to, are
+// warned about; bad upstream files stop it.
 const certs = makeCerts();
 
 t.test('TLS settings that leave a link unchecked or in plain text are warned about at start', async (t) => {
@@ -41,4 +47,22 @@ t.test('an unreadable or malformed upstream.tls file stops the start, naming the
     t.type(err, ConfigError, `${what}: the start fails`);
     t.equal((err as ConfigError | undefined)?.path, key, 'naming the key');
   }
+});
+
+t.test('a certificate of the relay that has expired or expires within 14 days is warned about at start, naming its key', async (t) => {
+  const config = validateConfig({ listen: { tls: { port: 6390, cert: certs.serverCert, key: certs.serverKey } }, upstream: { host: null, tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey } } }, null);
+  const notAfter = Date.parse(new X509Certificate(readFileSync(certs.serverCert)).validTo);
+  const DAY = 86_400_000;
+  t.same(certificateWarnings(config.listen, config.upstream, notAfter - (CERT_WARN_DAYS + 1) * DAY), [], 'more than 14 days left: nothing');
+  const soon = certificateWarnings(config.listen, config.upstream, notAfter - 3 * DAY + 1000);
+  t.same(soon.map((w) => w.key), ['listen.tls.cert', 'upstream.tls.cert'], 'both certificates, 3 days left');
+  t.match(soon[0]!.message, /expires at .* in 3 day\(s\) \(a renewed file is served only after a restart\)/);
+  const late = certificateWarnings(config.listen, config.upstream, notAfter + DAY);
+  t.match(late[0]!.message, /listen\.tls\.cert expired at/, 'expired');
+
+  // A real start with a certificate valid 2 days: the warning is in the log.
+  const short = makeCerts('short-lived CA', 2);
+  const { lines } = await startLoggedRelay(t, { listen: { tls: { port: await freePort(), cert: short.serverCert, key: short.serverKey } }, upstream: { host: null } });
+  const line = lines.find((l) => l['level'] === 40 && l['key'] === 'listen.tls.cert');
+  t.match(line, { notAfter: /^\d{4}-/, msg: /expires at .* in 2 day\(s\)/ }, 'logged at start');
 });
