@@ -24,13 +24,16 @@ export function redact(text: string, secret: string | null): string {
 
 /**
  * A host as a replica may announce it (REPLCONF ip-address) or REPLICAOF may name it: an IPv4/IPv6 address or a
- * DNS name (letters, digits, `-`, `_` and dots, labels up to 63), shorter than Redis's NET_HOST_STR_LEN (256).
+ * DNS name (letters, digits, `-`, `_` and dots, labels up to 63, one trailing dot allowed), shorter than Redis's
+ * NET_HOST_STR_LEN (256).
  * Nothing else, so it can never carry a CR, LF, comma or `=` into INFO or CLIENT LIST.
  */
 export function validHost(s: string): boolean {
   if (s.length === 0 || s.length > 255) return false;
   if (isIP(s) !== 0) return true;
-  return s.split('.').every((label) => /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(label));
+  // A fully qualified name may end in a dot (`redis.example.com.`).
+  const name = s.length > 1 && s.endsWith('.') ? s.slice(0, -1) : s;
+  return name.split('.').every((label) => /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/.test(label));
 }
 
 /** CLIENT SETNAME's rule (Redis clientSetName): printable ASCII from `!` to `~`, so no spaces or newlines. */

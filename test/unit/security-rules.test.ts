@@ -82,8 +82,8 @@ t.test('web guard: Host must be an IP, localhost, this host or allowed; Origin m
 });
 
 t.test('host names, client names and echoed text', async (t) => {
-  for (const h of ['10.0.0.1', '::1', 'fd00::2', 'a', 'replica-1.dc2.example', 'under_score.local', 'x'.repeat(63)]) t.ok(validHost(h), h);
-  for (const h of ['', 'a b', 'a,b', 'a=b', 'a\r\nb', 'a\n', '-lead', 'trail-', 'a..b', 'x'.repeat(64), `${'a.'.repeat(128)}a`, 'é.example', '1.2.3.4:5']) {
+  for (const h of ['10.0.0.1', '::1', 'fd00::2', 'a', 'replica-1.dc2.example', 'under_score.local', 'redis.example.com.', 'x'.repeat(63)]) t.ok(validHost(h), h);
+  for (const h of ['', 'a b', 'a,b', 'a=b', 'a\r\nb', 'a\n', '-lead', 'trail-', 'a..b', 'x'.repeat(64), `${'a.'.repeat(128)}a`, 'é.example', '1.2.3.4:5', '.', 'a..']) {
     t.notOk(validHost(h), JSON.stringify(h));
   }
   for (const n of ['', 'sentinel-1-cmd', '!~', 'a:b=c']) t.ok(validClientName(n), JSON.stringify(n));
