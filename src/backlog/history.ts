@@ -280,7 +280,7 @@ export class History {
     const lineage = this.#lineage;
     const replid2 = this.ids.replid;
     const { secondReplOffset, from } = this.ids.shift(replid, this.log.endOffset, upstream);
-    this.#lineage = [...lineage.filter((id) => id !== replid), replid].slice(-LINEAGE_MAX);
+    this.#lineage = this.#trimLineage([...lineage.filter((id) => id !== replid), replid]);
     this.#logger.info(
       { replid, replid2, offset: this.log.endOffset, secondReplOffset, secondReplOffsetFrom: from, upstream },
       'upstream has a new replid, shifting ids',
@@ -291,6 +291,17 @@ export class History {
     Object.assign(this.ids, before);
     this.#lineage = lineage;
     throw new StorageError('cannot persist the new replid nor remove the old state file: not following the new id until one works');
+  }
+
+  /**
+   * The newest LINEAGE_MAX ids, and every older one a snapshot file of this epoch still carries: a restart trusts
+   * the state only if it names the id of each of them (#stranger), so dropping the id of the epoch's full sync after
+   * 16 switchovers would cost the disk log and a full sync on the next restart.
+   */
+  #trimLineage(ids: readonly string[]): string[] {
+    const named = new Set(this.store.all.filter((s) => s.epoch === this.#epoch).map((s) => s.replid));
+    const newest = new Set(ids.slice(-LINEAGE_MAX));
+    return ids.filter((id) => newest.has(id) || named.has(id));
   }
 
   /**

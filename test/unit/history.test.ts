@@ -144,6 +144,26 @@ t.test('after failovers the state file still vouches for a snapshot taken ids ag
   t.same([after.ids.replid, after.ids.replid2, after.log.endOffset, after.usableSnapshot()?.replid], [C, B, end, A], 'ids, log and the snapshot of A are kept');
 });
 
+t.test('after more failovers than the state file keeps ids for, it still vouches for the snapshot of the epoch\'s full sync: the restart keeps the disk log', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = open(t, dir);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  // Switchovers back and forth (each promotion a new id) with no full sync in between: the only snapshot is still A's.
+  const ids = Array.from({ length: 20 }, (_, i) => i.toString(16).padStart(2, '0').repeat(20));
+  for (const id of ids) {
+    await h.continued(id);
+    await stream(h, id.slice(0, 2), 2);
+  }
+  const end = h.log.endOffset;
+  await h.close();
+  const { h: after, records } = open(t, dir);
+  await after.recover();
+  t.notOk(records.some((r) => r.msg.startsWith('state file does not name the history of the snapshots')), 'the state file is trusted');
+  t.same([after.ids.replid, after.ids.replid2, after.log.endOffset, after.usableSnapshot()?.replid], [ids[19], ids[18], end, A], 'ids, log and the snapshot of A are kept');
+});
+
 t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
   const dir = tempDir('history-');
   const { h } = open(t, dir);
