@@ -6,11 +6,12 @@
  * restarted on the same data dir pointed at the master it followed, the new master, or the old master (now a replica
  * of the new one: a chain). An order-sensitive load runs on whichever node is master.
  *
- * Every switchover is graceful and happens only when everyone below holds the current history (so each node has the
- * history of the node it asks): by Redis's rules no full sync is legitimate anywhere after the first syncs, not on
- * the Redis nodes, not from the relay; at the end every replica has the final master's digest and offset.
+ * Switchovers happen only when everyone below holds the current history (so each node has the history of the node
+ * it asks). A graceful one leaves no full sync legitimate anywhere, not on the Redis nodes, not from the relay; one
+ * under load (the replica promoted while the master still writes) forces exactly those Redis's rules predict from
+ * the offsets (hardSwitchover). At the end every replica has the final master's digest and offset.
  *
- * FSTORM_ROUNDS (default 4), FSTORM_SEED (default 1) and FSTORM_LOGS (a file for every life's log) make a longer
+ * FSTORM_ROUNDS (default 8), FSTORM_SEED (default 2: every kind of round in the first 5) and FSTORM_LOGS (a file for every life's log) make a longer
  * storm by hand.
  */
 import t from 'tap';
@@ -18,19 +19,33 @@ import { writeFileSync } from 'node:fs';
 import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
 import { stat } from '../helpers/replication.js';
-import { mixedLoad, seededRandom } from '../helpers/mixed-load.js';
+import { mixedLoad } from '../helpers/mixed-load.js';
 import { waitFor } from '../helpers/wait.js';
 import { call, convergedPorts, infoOf, num } from '../helpers/failover.js';
 
 t.teardown(stopAll);
 
-const ROUNDS = Number(process.env.FSTORM_ROUNDS ?? 4);
-const SEED = Number(process.env.FSTORM_SEED ?? 1);
+const ROUNDS = Number(process.env.FSTORM_ROUNDS ?? 8);
+const SEED = Number(process.env.FSTORM_SEED ?? 2);
 
 /** Neither node pings its replicas while the switchover runs: a PING on the old master after the promotion would be a byte the new one lacks. */
 const NODE_ARGS = ['--repl-backlog-size', '256mb', '--repl-ping-replica-period', '3600', '--repl-timeout', '600'];
 /** A full sync a Redis replica took (as opposed to "Successful partial resynchronization"); Valkey says PRIMARY. */
 const FULL_SYNC_LINE = /<-> REPLICA sync: Finished with success/g;
+
+/**
+ * mulberry32: a repeatable random integer below `n`. Not seededRandom (mixed-load.ts): its `state % n` takes an LCG's
+ * low bits, whose period is tiny (mod 2 it alternates, mod 6 it never gives an odd number).
+ */
+function random(seed: number): (n: number) => number {
+  let a = seed >>> 0;
+  return (n) => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) % n;
+  };
+}
 
 const offsetOf = async (port: number): Promise<number> => num(await infoOf(port), 'master_repl_offset');
 
@@ -84,9 +99,9 @@ function switchableLoad(first: number, replicaPorts: number[], seed: number, com
   };
 }
 
-t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED}): no full sync anywhere, equal digests`, async (t) => {
+t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED}): only the full syncs Redis's rules force, equal digests`, async (t) => {
   t.comment(`FSTORM_SEED=${SEED} FSTORM_ROUNDS=${ROUNDS}`);
-  const rand = seededRandom(SEED);
+  const rand = random(SEED);
   // Two Redis nodes that swap roles: nodes[master] is the master, the other its replica.
   const nodes: RedisServer[] = [await startRedis({ args: NODE_ARGS })];
   nodes.push(await startRedis({ args: [...NODE_ARGS, '--replicaof', '127.0.0.1', String(nodes[0]!.port)] }));
@@ -111,7 +126,9 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
   let relayFull = -num(await infoOf(port, 'stats'), 'sync_full');
   let relayPartial = 0;
   const lives: string[] = [];
-  const counts = { kill: 0, failover: 0, told: 0, killTold: 0, downFailover: 0, chained: 0 };
+  const counts = { kill: 0, failover: 0, told: 0, killTold: 0, downFailover: 0, chained: 0, hard: 0 };
+  /** The full syncs Redis's rules make legitimate (only switchovers under load have any). */
+  const expected = { nodeFull: 0, relayFull: 0, rdbLoads: 1 };
 
   const kill = async (): Promise<void> => {
     // The counts of this life: read at once before the kill (a sync decided in between is not counted).
@@ -161,6 +178,41 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
     load.resume(next.port);
   };
 
+  /**
+   * A switchover under load: the replica is promoted while the master still takes the batch in flight, whose end
+   * the new master never gets. Redis's rules then say exactly who must full-sync: the old master if it wrote
+   * anything after the promotion (its offset reached the new master's second_repl_offset), and so the relay if it
+   * took that (it waits until it has all of the old master's stream, then is told, or stays chained through it), and
+   * so the relay's replicas (a new history), once each.
+   */
+  const hardSwitchover = async (load: ReturnType<typeof switchableLoad>, tell: boolean, k: number): Promise<void> => {
+    const old = nodes[master]!;
+    const next = nodes[1 - master]!;
+    await call(next.port, 'REPLICAOF', 'NO', 'ONE');
+    const second = num(await infoOf(next.port), 'second_repl_offset');
+    await load.pause();
+    const oldEnd = await offsetOf(old.port);
+    const xOnOld = xUp === old.port;
+    if (xOnOld) await waitFor(async () => (await offsetOf(port)) === oldEnd || undefined, { what: "the relay has all of the old master's stream", timeoutMs: 60_000 });
+    const oldFull = oldEnd >= second;
+    const xFull = xOnOld && oldFull;
+    t.comment(`round ${k}: switchover under load, relay ${xOnOld ? (tell ? 'told' : 'not told (chained)') : 'chained through the promoted node'}: old master ${oldEnd - second + 1} bytes past the promotion${xFull ? ', so the relay and its replicas full-sync' : ''}`);
+    if (xOnOld && tell) {
+      await call(port, 'REPLICAOF', '127.0.0.1', String(next.port));
+      xUp = next.port;
+    }
+    await call(old.port, 'REPLICAOF', '127.0.0.1', String(next.port));
+    master = 1 - master;
+    counts.failover++;
+    counts.hard++;
+    expected.nodeFull += (oldFull ? 1 : 0) + (xFull ? 1 : 0);
+    expected.relayFull += xFull ? replicas.length : 0;
+    expected.rdbLoads += xFull ? 1 : 0;
+    load.resume(next.port);
+    // The full syncs end before the next round (a kill during one would make another).
+    await settled(`round ${k}: everyone on the new master's history`);
+  };
+
   /** Lines of the relay's current life matching `text`. */
   const linesOf = (text: string): number => relay.logs().split('\n').filter((l) => l.includes(text)).length;
 
@@ -171,7 +223,7 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
     const before = await offsetOf(port);
     const step = rand(2_000_000);
     await waitFor(async () => (await offsetOf(port)) >= before + step || undefined, { what: 'the relay took more stream', timeoutMs: 60_000 });
-    const action = rand(5);
+    const action = rand(6);
     if (action === 0) {
       t.comment(`round ${k}: SIGKILL at ${await offsetOf(port).catch(() => -1)}`);
       await kill();
@@ -186,9 +238,10 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
       // on the old master, now a replica of the new one: chained).
       const tell = rand(3);
       t.comment(`round ${k}: switchover, relay ${['told before the old master moves', 'told after', 'not told (chained)'][tell]}`);
+      const next = nodes[1 - master]!.port;
       const told = async (): Promise<void> => {
-        await call(port, 'REPLICAOF', '127.0.0.1', String(nodes[1 - master]!.port));
-        xUp = nodes[1 - master]!.port;
+        await call(port, 'REPLICAOF', '127.0.0.1', String(next));
+        xUp = next;
         counts.told++;
       };
       if (tell === 0) await switchover(load, told);
@@ -199,7 +252,9 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
     }
     if (action === 3) {
       // Told, then killed at one of the moments of its move to the new master.
-      const moment = ['at once', 'following a new upstream', 'partial resync accepted by upstream', 'upstream has a new replid, shifting ids', '"to":"connected"'][rand(5)]!;
+      const picked = ['at once', 'following a new upstream', 'partial resync accepted by upstream', 'upstream has a new replid, shifting ids', '"to":"connected"'][rand(5)]!;
+      // Already on the new master (chained through it before it was promoted): REPLICAOF is a no-op, logs nothing.
+      const moment = xUp === nodes[1 - master]!.port ? 'at once' : picked;
       t.comment(`round ${k}: switchover, relay told then SIGKILLed: ${moment}`);
       await switchover(load, async () => {
         const n0 = moment === 'at once' ? 0 : linesOf(moment);
@@ -212,6 +267,10 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
       await restart(nodes[chained ? 1 - master : master]!.port);
       counts.killTold++;
       if (chained) counts.chained++;
+      continue;
+    }
+    if (action === 5) {
+      await hardSwitchover(load, rand(2) === 0, k);
       continue;
     }
     // Killed, a switchover while it is down, restarted pointed at the new master or the old one.
@@ -238,9 +297,10 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
 
   const nodeStats = await Promise.all(nodes.map((n) => infoOf(n.port, 'stats')));
   t.comment(`nodes: sync_full ${nodeStats.map((s) => num(s, 'sync_full')).join('/')}, sync_partial_ok ${nodeStats.map((s) => num(s, 'sync_partial_ok')).join('/')}; relay: served ${relayFull} full, ${relayPartial} partial`);
-  t.same(nodeStats.map((s, i) => num(s, 'sync_full') - nodeFull0[i]!), [0, 0], 'neither Redis node made a full sync after the first ones (the relay and the demoted master continued)');
-  t.equal(relayFull, 0, 'the relay served no full sync after the first ones');
-  t.same(replicas.map((r) => (r.logs().match(FULL_SYNC_LINE) ?? []).length), [1, 1], "the relay's replicas loaded one RDB each: their first");
+  t.comment(`expected full syncs: ${JSON.stringify(expected)}`);
+  t.equal(nodeStats.reduce((n, s, i) => n + num(s, 'sync_full') - nodeFull0[i]!, 0), expected.nodeFull, 'the Redis nodes made only the full syncs a switchover under load forces (the relay and the demoted master continued otherwise)');
+  t.equal(relayFull, expected.relayFull, 'the relay served full syncs only after it had to take one itself');
+  t.same(replicas.map((r) => (r.logs().match(FULL_SYNC_LINE) ?? []).length), replicas.map(() => expected.rdbLoads), "the relay's replicas loaded one RDB each, plus one per full sync of the relay");
   const xi = await infoOf(port);
   const mi = await infoOf(mp);
   t.equal(xi['master_replid'], mi['master_replid'], "the relay follows the final master's history");
