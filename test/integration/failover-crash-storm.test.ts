@@ -8,11 +8,12 @@
  *
  * Switchovers happen only when everyone below holds the current history (so each node has the history of the node
  * it asks). A graceful one leaves no full sync legitimate anywhere, not on the Redis nodes, not from the relay; one
- * under load (the replica promoted while the master still writes) forces exactly those Redis's rules predict from
- * the offsets (hardSwitchover). At the end every replica has the final master's digest and offset.
+ * under load (the replica promoted while the master still writes), with the relay up or down, forces exactly those
+ * Redis's rules predict from the offsets (hardSwitchover, hardWhileDown). At the end every replica has the final
+ * master's digest and offset.
  *
- * FSTORM_ROUNDS (default 8), FSTORM_SEED (default 2: every kind of round in the first 5) and FSTORM_LOGS (a file for every life's log) make a longer
- * storm by hand.
+ * FSTORM_ROUNDS (default 8), FSTORM_SEED (default 9: every kind of round), FSTORM_COMMANDS (per load batch, 2000)
+ * and FSTORM_LOGS (a file for every life's log) make a longer storm by hand.
  */
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
@@ -26,7 +27,7 @@ import { call, convergedPorts, infoOf, num } from '../helpers/failover.js';
 t.teardown(stopAll);
 
 const ROUNDS = Number(process.env.FSTORM_ROUNDS ?? 8);
-const SEED = Number(process.env.FSTORM_SEED ?? 2);
+const SEED = Number(process.env.FSTORM_SEED ?? 9);
 
 /** Neither node pings its replicas while the switchover runs: a PING on the old master after the promotion would be a byte the new one lacks. */
 const NODE_ARGS = ['--repl-backlog-size', '256mb', '--repl-ping-replica-period', '3600', '--repl-timeout', '600'];
@@ -47,6 +48,14 @@ function random(seed: number): (n: number) => number {
   };
 }
 
+/** The offset the relay recovered at start (its `replication log recovered` line), from its JSON log. */
+function recoveredOffset(logs: string): number | undefined {
+  for (const line of logs.split('\n')) {
+    if (line.includes('"replication log recovered"')) return (JSON.parse(line) as { offset: number }).offset;
+  }
+  return undefined;
+}
+
 const offsetOf = async (port: number): Promise<number> => num(await infoOf(port), 'master_repl_offset');
 
 /**
@@ -61,14 +70,15 @@ function switchableLoad(first: number, replicaPorts: number[], seed: number, com
 } {
   let target = first;
   let loading = true;
-  let pauseWanted: (() => void) | null = null;
+  /** Set by pause(): called by the loop once the batch in flight is done. */
+  const wanted: { paused: (() => void) | null } = { paused: null };
   let resumed: Promise<void> = Promise.resolve();
   let release: () => void = () => undefined;
   const loop = (async () => {
     for (let i = 0; loading; i++) {
-      if (pauseWanted) {
-        const paused = pauseWanted;
-        pauseWanted = null;
+      const paused = wanted.paused;
+      if (paused) {
+        wanted.paused = null;
         paused();
         await resumed;
         if (!loading) break;
@@ -84,7 +94,7 @@ function switchableLoad(first: number, replicaPorts: number[], seed: number, com
   return {
     pause: () => {
       resumed = new Promise((r) => (release = r));
-      return new Promise((r) => (pauseWanted = r));
+      return new Promise((r) => (wanted.paused = r));
     },
     resume: (port) => {
       target = port;
@@ -93,7 +103,7 @@ function switchableLoad(first: number, replicaPorts: number[], seed: number, com
     stop: async () => {
       loading = false;
       release();
-      if (pauseWanted) pauseWanted();
+      wanted.paused?.();
       await loop;
     },
   };
@@ -126,9 +136,9 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
   let relayFull = -num(await infoOf(port, 'stats'), 'sync_full');
   let relayPartial = 0;
   const lives: string[] = [];
-  const counts = { kill: 0, failover: 0, told: 0, killTold: 0, downFailover: 0, chained: 0, hard: 0 };
+  const counts = { kill: 0, failover: 0, told: 0, killTold: 0, downFailover: 0, chained: 0, hard: 0, hardDown: 0 };
   /** The full syncs Redis's rules make legitimate (only switchovers under load have any). */
-  const expected = { nodeFull: 0, relayFull: 0, rdbLoads: 1 };
+  const expected = { nodeFull: 0, relayFull: 0, rdbLoads: [1, 1] };
 
   const kill = async (): Promise<void> => {
     // The counts of this life: read at once before the kill (a sync decided in between is not counted).
@@ -207,9 +217,42 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
     counts.hard++;
     expected.nodeFull += (oldFull ? 1 : 0) + (xFull ? 1 : 0);
     expected.relayFull += xFull ? replicas.length : 0;
-    expected.rdbLoads += xFull ? 1 : 0;
+    if (xFull) expected.rdbLoads = expected.rdbLoads.map((n) => n + 1);
     load.resume(next.port);
     // The full syncs end before the next round (a kill during one would make another).
+    await settled(`round ${k}: everyone on the new master's history`);
+  };
+
+  /**
+   * A switchover under load while the relay is down; it restarts pointed at the new master, from whatever its disk
+   * log kept (possibly less than its replicas hold). By Redis's rules, with S the new master's second_repl_offset:
+   * the relay continues iff its recovered offset + 1 <= S (the new master vouches for the old id up to S in its
+   * INFO); then each replica continues iff its own offset + 1 <= S (it is held until the relay has its offset), else
+   * it full-syncs; when the relay full-syncs, so does every replica.
+   */
+  const hardWhileDown = async (load: ReturnType<typeof switchableLoad>, k: number): Promise<void> => {
+    await kill();
+    const old = nodes[master]!;
+    const next = nodes[1 - master]!;
+    await call(next.port, 'REPLICAOF', 'NO', 'ONE');
+    const second = num(await infoOf(next.port), 'second_repl_offset');
+    await load.pause();
+    const oldEnd = await offsetOf(old.port);
+    await call(old.port, 'REPLICAOF', '127.0.0.1', String(next.port));
+    master = 1 - master;
+    counts.failover++;
+    counts.hardDown++;
+    // The replicas' offsets stand still while the relay is down.
+    const held = await Promise.all(rPorts.map(offsetOf));
+    await restart(next.port);
+    const recovered = await waitFor(() => recoveredOffset(relay.logs()), { what: 'the relay logs its recovered offset' });
+    const xFull = recovered + 1 > second;
+    const replicaFull = held.map((o) => xFull || o + 1 > second);
+    t.comment(`round ${k}: switchover under load while the relay is down: S ${second}, old master +${oldEnd - second + 1}, relay recovered ${recovered - second + 1}, replicas ${held.map((o) => o - second + 1).join('/')} (relative to S): full syncs for ${xFull ? 'the relay' : 'no relay'}, replicas ${replicaFull.map((f) => (f ? 'full' : 'partial')).join('/')}`);
+    expected.nodeFull += (oldEnd >= second ? 1 : 0) + (xFull ? 1 : 0);
+    expected.relayFull += replicaFull.filter(Boolean).length;
+    replicaFull.forEach((f, i) => (expected.rdbLoads[i]! += f ? 1 : 0));
+    load.resume(next.port);
     await settled(`round ${k}: everyone on the new master's history`);
   };
 
@@ -223,7 +266,7 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
     const before = await offsetOf(port);
     const step = rand(2_000_000);
     await waitFor(async () => (await offsetOf(port)) >= before + step || undefined, { what: 'the relay took more stream', timeoutMs: 60_000 });
-    const action = rand(6);
+    const action = rand(7);
     if (action === 0) {
       t.comment(`round ${k}: SIGKILL at ${await offsetOf(port).catch(() => -1)}`);
       await kill();
@@ -273,6 +316,10 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
       await hardSwitchover(load, rand(2) === 0, k);
       continue;
     }
+    if (action === 6) {
+      await hardWhileDown(load, k);
+      continue;
+    }
     // Killed, a switchover while it is down, restarted pointed at the new master or the old one.
     const chained = rand(2) === 1;
     t.comment(`round ${k}: SIGKILL, switchover while down, restart on the ${chained ? 'old master (chained)' : 'new master'}`);
@@ -298,9 +345,12 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
   const nodeStats = await Promise.all(nodes.map((n) => infoOf(n.port, 'stats')));
   t.comment(`nodes: sync_full ${nodeStats.map((s) => num(s, 'sync_full')).join('/')}, sync_partial_ok ${nodeStats.map((s) => num(s, 'sync_partial_ok')).join('/')}; relay: served ${relayFull} full, ${relayPartial} partial`);
   t.comment(`expected full syncs: ${JSON.stringify(expected)}`);
-  t.equal(nodeStats.reduce((n, s, i) => n + num(s, 'sync_full') - nodeFull0[i]!, 0), expected.nodeFull, 'the Redis nodes made only the full syncs a switchover under load forces (the relay and the demoted master continued otherwise)');
+  // A replica that must full-sync when the relay's snapshot is no longer usable makes it fetch one (a fork upstream).
+  const fetches = lives.join('\n').split('\n').filter((l) => l.includes('no usable snapshot for a full sync: fetching a fresh one')).length;
+  t.comment(`snapshot fetches by the relay: ${fetches}`);
+  t.equal(nodeStats.reduce((n, s, i) => n + num(s, 'sync_full') - nodeFull0[i]!, 0), expected.nodeFull + fetches, 'the Redis nodes made only the full syncs a switchover under load forces, and the snapshot fetches (the relay and the demoted master continued otherwise)');
   t.equal(relayFull, expected.relayFull, 'the relay served full syncs only after it had to take one itself');
-  t.same(replicas.map((r) => (r.logs().match(FULL_SYNC_LINE) ?? []).length), replicas.map(() => expected.rdbLoads), "the relay's replicas loaded one RDB each, plus one per full sync of the relay");
+  t.same(replicas.map((r) => (r.logs().match(FULL_SYNC_LINE) ?? []).length), expected.rdbLoads, "the relay's replicas loaded one RDB each, plus those Redis's rules force");
   const xi = await infoOf(port);
   const mi = await infoOf(mp);
   t.equal(xi['master_replid'], mi['master_replid'], "the relay follows the final master's history");
