@@ -164,6 +164,28 @@ t.test('after more failovers than the state file keeps ids for, it still vouches
   t.same([after.ids.replid, after.ids.replid2, after.log.endOffset, after.usableSnapshot()?.replid], [ids[19], ids[18], end, A], 'ids, log and the snapshot of A are kept');
 });
 
+t.test('while the state naming a new replid is being written, no replica is continued under it: a crash then would leave it an id the restart does not know', async (t) => {
+  const dir = tempDir('history-');
+  const io = new FaultyIo();
+  const { h } = open(t, dir, io);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  const end = h.log.endOffset;
+  // The state write waits (a slow fsync under a busy disk log); SIGKILL comes before it lands.
+  io.hangOpens((path) => path.includes('state.json.tmp'));
+  const shifted = h.continued(B);
+  await waitFor(() => io.hungOpens > 0 || undefined, { what: 'the state write under way', intervalMs: 1 });
+  t.notOk(h.ids.accepts(B, end + 1), `a replica asking ${B.slice(0, 6)}… is not continued before the state names it`);
+  t.ok(h.ids.accepts(A, end + 1), `one asking ${A.slice(0, 6)}… still is`);
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.equal(after.ids.replid, A, 'a restart now knows only the old id');
+  io.release();
+  t.equal(await shifted, true);
+  t.same([h.ids.replid, h.ids.replid2, h.ids.secondReplOffset], [B, A, end + 1], 'the ids shift once the state names them');
+});
+
 t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
   const dir = tempDir('history-');
   const { h } = open(t, dir);
