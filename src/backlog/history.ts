@@ -287,7 +287,8 @@ export class History {
       { replid, replid2: next.replid2, offset: this.log.endOffset, secondReplOffset, secondReplOffsetFrom: from, upstream },
       'upstream has a new replid, shifting ids',
     );
-    if (await this.#persistShift(next, lineage)) return true;
+    const persisted = await this.#persistShift(next, lineage);
+    if (persisted !== false) return persisted === true;
     // Neither written nor removed: the new id's bytes must not reach the log under the old state. The link fails
     // and tries again (upstream continues us again with the new id).
     throw new StorageError('cannot persist the new replid nor remove the old state file: not following the new id until one works');
@@ -309,27 +310,30 @@ export class History {
    * the old id would have a restart take the new id's bytes in the disk log for the old id's history (served to
    * a replica of the old master as if they were its own). So when the write fails (a full disk), the old file is
    * removed instead: a restart then keeps only what a snapshot's name vouches for. The retry writes it later.
-   * false when neither worked. In the write queue, so no later write that succeeded is removed.
+   * false when neither worked; 'superseded' when a full sync replaced the history meanwhile (nothing is taken). In
+   * the write queue, so no later write that succeeded is removed.
    */
-  #persistShift(next: ReplIds, lineage: string[]): Promise<boolean> {
+  #persistShift(next: ReplIds, lineage: string[]): Promise<boolean | 'superseded'> {
+    const epoch = this.#epoch;
+    const superseded = (): boolean => this.#epoch !== epoch || this.ids.replid !== next.replid2;
     // The new ids are taken in the queue, right after the write: a write queued behind this one then names them.
-    const take = (): void => {
+    const take = (): boolean | 'superseded' => {
+      if (superseded()) return 'superseded';
       Object.assign(this.ids, { replid: next.replid, replid2: next.replid2, secondReplOffset: next.secondReplOffset });
       this.#lineage = lineage;
+      return true;
     };
-    const done = this.#persistQueue.then(async () => {
-      const state = { replid: next.replid, replid2: next.replid2, secondReplOffset: next.secondReplOffset, epoch: this.#epoch, lineage };
-      if (await this.#writeState(state)) {
-        take();
-        return true;
-      }
+    const done = this.#persistQueue.then(async (): Promise<boolean | 'superseded'> => {
+      if (superseded()) return 'superseded';
+      const state = { replid: next.replid, replid2: next.replid2, secondReplOffset: next.secondReplOffset, epoch, lineage };
+      if (await this.#writeState(state)) return take();
       try {
         await removeState(this.#opts.dir, this.#io);
       } catch (err) {
         this.#logger.error({ err, replid: next.replid }, 'could not remove the state file naming the old replid either');
         return false;
       }
-      take();
+      if (take() === 'superseded') return 'superseded';
       this.#logger.error(
         { replid: this.ids.replid, replid2: this.ids.replid2, epoch: this.#epoch },
         'state file naming the old replid removed (the new one could not be written): until a retry writes it, a restart keeps no disk log and continues from the newest snapshot',

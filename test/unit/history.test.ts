@@ -186,6 +186,30 @@ t.test('while the state naming a new replid is being written, no replica is cont
   t.same([h.ids.replid, h.ids.replid2, h.ids.secondReplOffset], [B, A, end + 1], 'the ids shift once the state names them');
 });
 
+t.test('a full sync from upstream while the state of a replid shift is being written wins: the shift is not taken after it', async (t) => {
+  const C = 'c'.repeat(40);
+  const dir = tempDir('history-');
+  const io = new FaultyIo();
+  const { h } = open(t, dir, io);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  io.hangOpens((path) => path.includes('state.json.tmp'));
+  const shifted = h.continued(B);
+  await waitFor(() => io.hungOpens > 0 || undefined, { what: 'the state write under way', intervalMs: 1 });
+  // The link failed meanwhile, reconnected and was given a full sync (a new history).
+  const full = fullSync(h, C, 5000);
+  await waitFor(() => h.ids.replid === C || undefined, { what: 'the full sync switched the ids', intervalMs: 1 });
+  io.release();
+  t.equal(await shifted, false, 'the shift is not announced');
+  await full;
+  t.same([h.ids.replid, h.ids.replid2, h.epoch], [C, '0'.repeat(40), 2], 'the ids are the full sync\'s');
+  await h.close();
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.same([after.ids.replid, after.epoch], [C, 2], 'and so is the state file');
+});
+
 t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
   const dir = tempDir('history-');
   const { h } = open(t, dir);
