@@ -276,21 +276,33 @@ export class History {
    */
   async continued(replid: string | null, upstream: UpstreamIds | null = null): Promise<boolean> {
     if (replid === null || replid === this.ids.replid) return false;
-    const before = { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset };
-    const lineage = this.#lineage;
-    const replid2 = this.ids.replid;
-    const { secondReplOffset, from } = this.ids.shift(replid, this.log.endOffset, upstream);
-    this.#lineage = [...lineage.filter((id) => id !== replid), replid].slice(-LINEAGE_MAX);
+    // Shifted on a copy: `ids` answers replicas' PSYNCs, and one continued under the new id before the state file
+    // names it would, after a crash in between, ask the restarted relay for an id it does not know (a full sync).
+    const next = new ReplIds(this.ids.replid);
+    next.replid2 = this.ids.replid2;
+    next.secondReplOffset = this.ids.secondReplOffset;
+    const { secondReplOffset, from } = next.shift(replid, this.log.endOffset, upstream);
+    const lineage = this.#trimLineage([...this.#lineage.filter((id) => id !== replid), replid]);
     this.#logger.info(
-      { replid, replid2, offset: this.log.endOffset, secondReplOffset, secondReplOffsetFrom: from, upstream },
+      { replid, replid2: next.replid2, offset: this.log.endOffset, secondReplOffset, secondReplOffsetFrom: from, upstream },
       'upstream has a new replid, shifting ids',
     );
-    if (await this.#persistShift()) return true;
+    const persisted = await this.#persistShift(next, lineage);
+    if (persisted !== false) return persisted === true;
     // Neither written nor removed: the new id's bytes must not reach the log under the old state. The link fails
     // and tries again (upstream continues us again with the new id).
-    Object.assign(this.ids, before);
-    this.#lineage = lineage;
     throw new StorageError('cannot persist the new replid nor remove the old state file: not following the new id until one works');
+  }
+
+  /**
+   * The newest LINEAGE_MAX ids, and every older one a snapshot file of this epoch still carries: a restart trusts
+   * the state only if it names the id of each of them (#stranger), so dropping the id of the epoch's full sync after
+   * 16 switchovers would cost the disk log and a full sync on the next restart.
+   */
+  #trimLineage(ids: readonly string[]): string[] {
+    const named = new Set(this.store.all.filter((s) => s.epoch === this.#epoch).map((s) => s.replid));
+    const newest = new Set(ids.slice(-LINEAGE_MAX));
+    return ids.filter((id) => newest.has(id) || named.has(id));
   }
 
   /**
@@ -298,17 +310,30 @@ export class History {
    * the old id would have a restart take the new id's bytes in the disk log for the old id's history (served to
    * a replica of the old master as if they were its own). So when the write fails (a full disk), the old file is
    * removed instead: a restart then keeps only what a snapshot's name vouches for. The retry writes it later.
-   * false when neither worked. In the write queue, so no later write that succeeded is removed.
+   * false when neither worked; 'superseded' when a full sync replaced the history meanwhile (nothing is taken). In
+   * the write queue, so no later write that succeeded is removed.
    */
-  #persistShift(): Promise<boolean> {
-    const done = this.#persistQueue.then(async () => {
-      if (await this.#writeState()) return true;
+  #persistShift(next: ReplIds, lineage: string[]): Promise<boolean | 'superseded'> {
+    const epoch = this.#epoch;
+    const superseded = (): boolean => this.#epoch !== epoch || this.ids.replid !== next.replid2;
+    // The new ids are taken in the queue, right after the write: a write queued behind this one then names them.
+    const take = (): boolean | 'superseded' => {
+      if (superseded()) return 'superseded';
+      Object.assign(this.ids, { replid: next.replid, replid2: next.replid2, secondReplOffset: next.secondReplOffset });
+      this.#lineage = lineage;
+      return true;
+    };
+    const done = this.#persistQueue.then(async (): Promise<boolean | 'superseded'> => {
+      if (superseded()) return 'superseded';
+      const state = { replid: next.replid, replid2: next.replid2, secondReplOffset: next.secondReplOffset, epoch, lineage };
+      if (await this.#writeState(state)) return take();
       try {
         await removeState(this.#opts.dir, this.#io);
       } catch (err) {
-        this.#logger.error({ err, replid: this.ids.replid }, 'could not remove the state file naming the old replid either');
+        this.#logger.error({ err, replid: next.replid }, 'could not remove the state file naming the old replid either');
         return false;
       }
+      if (take() === 'superseded') return 'superseded';
       this.#logger.error(
         { replid: this.ids.replid, replid2: this.ids.replid2, epoch: this.#epoch },
         'state file naming the old replid removed (the new one could not be written): until a retry writes it, a restart keeps no disk log and continues from the newest snapshot',
@@ -402,12 +427,12 @@ export class History {
     return this.#persistQueue;
   }
 
-  /** One state write; true when it landed (a failure is logged and retried). */
-  async #writeState(): Promise<boolean> {
+  /** One state write (of the current state, or `state`); true when it landed (a failure is logged and retried). */
+  async #writeState(given?: PersistedState): Promise<boolean> {
     if (this.#persistRetry !== null) clearTimeout(this.#persistRetry);
     this.#persistRetry = null;
     try {
-      const state = { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset, epoch: this.#epoch, lineage: this.#lineage };
+      const state = given ?? { replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset, epoch: this.#epoch, lineage: this.#lineage };
       await writeState(this.#opts.dir, state, this.#io);
       if (this.#persistFailing) this.#logger.warn({ epoch: this.#epoch, replid: this.ids.replid }, 'replication state persisted again');
       this.#persistFailing = false;

@@ -13,8 +13,9 @@ export interface PersistedState {
   /** History counter: snapshot files and log segments carry it in their names, and only those of this epoch are used. */
   readonly epoch: number;
   /**
-   * Every replid this epoch went by, oldest first (its full sync's, then one per failover; the newest ones when
-   * there were many): the replids its snapshot files may carry. Absent in files of earlier versions.
+   * Every replid this epoch went by, oldest first (its full sync's, then one per failover; when there were many,
+   * the newest ones and those a snapshot file of the epoch still carries): the replids its snapshot files may carry.
+   * Absent in files of earlier versions.
    */
   readonly lineage?: readonly string[];
 }

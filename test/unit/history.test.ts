@@ -144,6 +144,72 @@ t.test('after failovers the state file still vouches for a snapshot taken ids ag
   t.same([after.ids.replid, after.ids.replid2, after.log.endOffset, after.usableSnapshot()?.replid], [C, B, end, A], 'ids, log and the snapshot of A are kept');
 });
 
+t.test('after more failovers than the state file keeps ids for, it still vouches for the snapshot of the epoch\'s full sync: the restart keeps the disk log', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = open(t, dir);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  // Switchovers back and forth (each promotion a new id) with no full sync in between: the only snapshot is still A's.
+  const ids = Array.from({ length: 20 }, (_, i) => i.toString(16).padStart(2, '0').repeat(20));
+  for (const id of ids) {
+    await h.continued(id);
+    await stream(h, id.slice(0, 2), 2);
+  }
+  const end = h.log.endOffset;
+  await h.close();
+  const { h: after, records } = open(t, dir);
+  await after.recover();
+  t.notOk(records.some((r) => r.msg.startsWith('state file does not name the history of the snapshots')), 'the state file is trusted');
+  t.same([after.ids.replid, after.ids.replid2, after.log.endOffset, after.usableSnapshot()?.replid], [ids[19], ids[18], end, A], 'ids, log and the snapshot of A are kept');
+});
+
+t.test('while the state naming a new replid is being written, no replica is continued under it: a crash then would leave it an id the restart does not know', async (t) => {
+  const dir = tempDir('history-');
+  const io = new FaultyIo();
+  const { h } = open(t, dir, io);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  const end = h.log.endOffset;
+  // The state write waits (a slow fsync under a busy disk log); SIGKILL comes before it lands.
+  io.hangOpens((path) => path.includes('state.json.tmp'));
+  const shifted = h.continued(B);
+  await waitFor(() => io.hungOpens > 0 || undefined, { what: 'the state write under way', intervalMs: 1 });
+  t.notOk(h.ids.accepts(B, end + 1), `a replica asking ${B.slice(0, 6)}… is not continued before the state names it`);
+  t.ok(h.ids.accepts(A, end + 1), `one asking ${A.slice(0, 6)}… still is`);
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.equal(after.ids.replid, A, 'a restart now knows only the old id');
+  io.release();
+  t.equal(await shifted, true);
+  t.same([h.ids.replid, h.ids.replid2, h.ids.secondReplOffset], [B, A, end + 1], 'the ids shift once the state names them');
+});
+
+t.test('a full sync from upstream while the state of a replid shift is being written wins: the shift is not taken after it', async (t) => {
+  const C = 'c'.repeat(40);
+  const dir = tempDir('history-');
+  const io = new FaultyIo();
+  const { h } = open(t, dir, io);
+  await h.recover();
+  await fullSync(h, A, 100);
+  await stream(h, 'a', 5);
+  io.hangOpens((path) => path.includes('state.json.tmp'));
+  const shifted = h.continued(B);
+  await waitFor(() => io.hungOpens > 0 || undefined, { what: 'the state write under way', intervalMs: 1 });
+  // The link failed meanwhile, reconnected and was given a full sync (a new history).
+  const full = fullSync(h, C, 5000);
+  await waitFor(() => h.ids.replid === C || undefined, { what: 'the full sync switched the ids', intervalMs: 1 });
+  io.release();
+  t.equal(await shifted, false, 'the shift is not announced');
+  await full;
+  t.same([h.ids.replid, h.ids.replid2, h.epoch], [C, '0'.repeat(40), 2], 'the ids are the full sync\'s');
+  await h.close();
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.same([after.ids.replid, after.epoch], [C, 2], 'and so is the state file');
+});
+
 t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
   const dir = tempDir('history-');
   const { h } = open(t, dir);
