@@ -178,6 +178,8 @@ export class DiskLog {
   /** Fsyncs what a stream that went quiet left unsynced (#syncLater). */
   #syncTimer: NodeJS.Timeout | null = null;
   #dirDirty = false;
+  /** close() has begun: no write may start. */
+  #closing = false;
   #lastLog = 0;
   #lastDetach = 0;
   #detachBackoff = 0;
@@ -628,7 +630,7 @@ export class DiskLog {
   /** More bytes are held in memory: write them soon, or give the disk history up if it is too far behind. */
   notify(): void {
     const src = this.#source;
-    if (!src || !this.active) return;
+    if (!src || !this.active || this.#closing) return;
     const pending = src.endOffset - this.#written;
     if (pending > this.#opts.maxPending) {
       const p = this.problem;
@@ -647,7 +649,7 @@ export class DiskLog {
 
   #start(): void {
     this.#clearTimer();
-    if (this.#running || !this.active) return;
+    if (this.#running || !this.active || this.#closing) return;
     this.#running = true;
     void this.#writeLoop(this.#gen);
   }
@@ -1195,6 +1197,9 @@ export class DiskLog {
       await new Promise((r) => setTimeout(r, 10));
     }
     while (this.#running && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    // From here no write starts: bytes arriving during the close (the link still reads) would open the segment again
+    // behind the handles being closed, and a failure then would land on a closed log.
+    this.#closing = true;
     const gen = ++this.#gen;
     this.#clearTimer();
     const fh = this.#fh;

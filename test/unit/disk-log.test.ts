@@ -338,6 +338,29 @@ t.test('a failed fsync of the directory after a new segment is reported as a wri
   t.equal(disk.state, DiskLogState.Ok, 'writing again');
 });
 
+t.test('stream bytes that arrive while the log closes start no write: nothing is opened, written or failed after close', async (t) => {
+  const io = new FaultyIo();
+  // Writes start at once, as under a busy stream.
+  const { disk, log, events } = await setup(t, { io, segmentBytes: 1 << 20, flushDelayMs: 0 });
+  const s = makeStream(400, 31);
+  const half = Math.floor(s.bytes.length / 2);
+  feed(log, s, 0, half);
+  await waitFor(() => disk.writtenOffset === half || undefined, { what: 'the first half written' });
+  const opsBefore = io.ops;
+  const closing = disk.close(100);
+  // The relay still receives while its disk log closes (a shutdown, a test's teardown).
+  feed(log, s, half, s.bytes.length);
+  await closing;
+  const opsAtClose = io.ops;
+  await new Promise((r) => setImmediate(r));
+  await io.settled();
+  t.equal(disk.state, DiskLogState.Closed);
+  t.equal(disk.writtenOffset, half, 'nothing written after close began');
+  t.same(events.messages('disk.write-error'), [], 'no write failed');
+  t.equal(io.ops, opsAtClose, 'no file operation after close returned');
+  t.ok(opsAtClose > opsBefore, 'close did its own (cut, fsync)');
+});
+
 for (const op of ['truncate', 'datasync'] as const) {
   t.test(`a failed ${op} when a segment closes is done again before the next segment starts: a restart reads back every byte (O_DIRECT)`, async (t) => {
     const dir = t.testdir();
