@@ -230,9 +230,7 @@ export class History {
   }
 
   #adopt(state: PersistedState): void {
-    this.ids.replid = state.replid;
-    this.ids.replid2 = state.replid2;
-    this.ids.secondReplOffset = state.secondReplOffset;
+    this.ids.set(state);
     this.#epoch = state.epoch;
     this.#lineage = state.lineage ? [...state.lineage] : [state.replid2, state.replid].filter((id) => id !== NULL_REPLID);
   }
@@ -278,9 +276,7 @@ export class History {
     if (replid === null || replid === this.ids.replid) return false;
     // Shifted on a copy: `ids` answers replicas' PSYNCs, and one continued under the new id before the state file
     // names it would, after a crash in between, ask the restarted relay for an id it does not know (a full sync).
-    const next = new ReplIds(this.ids.replid);
-    next.replid2 = this.ids.replid2;
-    next.secondReplOffset = this.ids.secondReplOffset;
+    const next = this.ids.copy();
     const { secondReplOffset, from } = next.shift(replid, this.log.endOffset, upstream);
     const lineage = this.#trimLineage([...this.#lineage.filter((id) => id !== replid), replid]);
     this.#logger.info(
@@ -319,7 +315,7 @@ export class History {
     // The new ids are taken in the queue, right after the write: a write queued behind this one then names them.
     const take = (): boolean | 'superseded' => {
       if (superseded()) return 'superseded';
-      Object.assign(this.ids, { replid: next.replid, replid2: next.replid2, secondReplOffset: next.secondReplOffset });
+      this.ids.set(next);
       this.#lineage = lineage;
       return true;
     };

@@ -28,6 +28,20 @@ export class ReplIds {
     this.replid = replid;
   }
 
+  /** A copy, to shift without changing what this one answers (History.continued). */
+  copy(): ReplIds {
+    const c = new ReplIds(this.replid);
+    c.set(this);
+    return c;
+  }
+
+  /** Takes `other`'s three ids. */
+  set(other: Pick<ReplIds, 'replid' | 'replid2' | 'secondReplOffset'>): void {
+    this.replid = other.replid;
+    this.replid2 = other.replid2;
+    this.secondReplOffset = other.secondReplOffset;
+  }
+
   /** A new, unrelated history (full sync from upstream). */
   reset(replid: string): void {
     this.replid = replid;

@@ -48,13 +48,19 @@ async function stream(h: History, tag: string, n: number): Promise<void> {
   await waitFor(() => h.disk!.writtenOffset === h.log.endOffset || undefined, { what: 'the log on disk', intervalMs: 1 });
 }
 
+/** A history opened in `dir`, full-synced from A at offset 100, with `n` commands of 'a' after it on disk. */
+async function synced(t: Test, dir: string, n: number, io: FileIo = nodeFileIo): Promise<{ h: History; records: Rec[] }> {
+  const opened = open(t, dir, io);
+  await opened.h.recover();
+  await fullSync(opened.h, A, 100);
+  if (n > 0) await stream(opened.h, 'a', n);
+  return opened;
+}
+
 t.test('a replid shift whose state write fails never lets a restart continue the old id with the new id\'s bytes', async (t) => {
   const dir = tempDir('history-');
   const io = new FaultyIo();
-  const { h, records } = open(t, dir, io);
-  await h.recover();
-  await fullSync(h, A, 100);
-  await stream(h, 'a', 20);
+  const { h, records } = await synced(t, dir, 20, io);
   const fork = h.log.endOffset;
   // The disk refuses the state write (the next write: the log is idle), and only it.
   io.failWrites('ENOSPC', 1);
@@ -76,10 +82,7 @@ t.test('a replid shift whose state write fails never lets a restart continue the
 t.test('a replid shift whose state can be neither written nor removed is refused: the ids stay, nothing of the new id is taken', async (t) => {
   const dir = tempDir('history-');
   const io = new FaultyIo();
-  const { h, records } = open(t, dir, io);
-  await h.recover();
-  await fullSync(h, A, 100);
-  await stream(h, 'a', 5);
+  const { h, records } = await synced(t, dir, 5, io);
   const ids = { replid: h.ids.replid, replid2: h.ids.replid2, secondReplOffset: h.ids.secondReplOffset };
   // The write fails; so do the removal of its temp file and that of the state file.
   io.failWrites('EIO', 1);
@@ -99,9 +102,7 @@ t.test('a replid shift whose state can be neither written nor removed is refused
 t.test('a full sync whose snapshot cannot be published removes its RDB temp file', async (t) => {
   const dir = tempDir('history-');
   const io = new FaultyIo();
-  const { h } = open(t, dir, io);
-  await h.recover();
-  await fullSync(h, A, 100);
+  const { h } = await synced(t, dir, 0, io);
   // The rename of the new RDB into place fails (a directory that needs a block on a full disk).
   io.failOps('rename', 'ENOSPC', 1);
   await t.rejects(fullSync(h, B, 5000), { code: 'ENOSPC' }, 'the link is told (it fails and reconnects)');
@@ -110,10 +111,7 @@ t.test('a full sync whose snapshot cannot be published removes its RDB temp file
 
 t.test('a state file of another relay\'s history with the same epoch is not trusted: the restart continues from its own snapshot, not the other id', async (t) => {
   const dir = tempDir('history-');
-  const { h } = open(t, dir);
-  await h.recover();
-  await fullSync(h, A, 100);
-  await stream(h, 'a', 10);
+  const { h } = await synced(t, dir, 10);
   await h.close();
   // Every relay's first history is epoch 1: a state.json copied from another one (a backup restored into the wrong
   // directory) names its own replid.
@@ -129,10 +127,7 @@ t.test('a state file of another relay\'s history with the same epoch is not trus
 t.test('after failovers the state file still vouches for a snapshot taken ids ago: the restart keeps the disk log', async (t) => {
   const C = 'c'.repeat(40);
   const dir = tempDir('history-');
-  const { h } = open(t, dir);
-  await h.recover();
-  await fullSync(h, A, 100);
-  await stream(h, 'a', 5);
+  const { h } = await synced(t, dir, 5);
   await h.continued(B);
   await stream(h, 'b', 5);
   await h.continued(C);
@@ -146,10 +141,7 @@ t.test('after failovers the state file still vouches for a snapshot taken ids ag
 
 t.test('after more failovers than the state file keeps ids for, it still vouches for the snapshot of the epoch\'s full sync: the restart keeps the disk log', async (t) => {
   const dir = tempDir('history-');
-  const { h } = open(t, dir);
-  await h.recover();
-  await fullSync(h, A, 100);
-  await stream(h, 'a', 5);
+  const { h } = await synced(t, dir, 5);
   // Switchovers back and forth (each promotion a new id) with no full sync in between: the only snapshot is still A's.
   const ids = Array.from({ length: 20 }, (_, i) => i.toString(16).padStart(2, '0').repeat(20));
   for (const id of ids) {
@@ -167,10 +159,7 @@ t.test('after more failovers than the state file keeps ids for, it still vouches
 t.test('while the state naming a new replid is being written, no replica is continued under it: a crash then would leave it an id the restart does not know', async (t) => {
   const dir = tempDir('history-');
   const io = new FaultyIo();
-  const { h } = open(t, dir, io);
-  await h.recover();
-  await fullSync(h, A, 100);
-  await stream(h, 'a', 5);
+  const { h } = await synced(t, dir, 5, io);
   const end = h.log.endOffset;
   // The state write waits (a slow fsync under a busy disk log); SIGKILL comes before it lands.
   io.hangOpens((path) => path.includes('state.json.tmp'));
@@ -190,10 +179,7 @@ t.test('a full sync from upstream while the state of a replid shift is being wri
   const C = 'c'.repeat(40);
   const dir = tempDir('history-');
   const io = new FaultyIo();
-  const { h } = open(t, dir, io);
-  await h.recover();
-  await fullSync(h, A, 100);
-  await stream(h, 'a', 5);
+  const { h } = await synced(t, dir, 5, io);
   io.hangOpens((path) => path.includes('state.json.tmp'));
   const shifted = h.continued(B);
   await waitFor(() => io.hungOpens > 0 || undefined, { what: 'the state write under way', intervalMs: 1 });
@@ -212,9 +198,7 @@ t.test('a full sync from upstream while the state of a replid shift is being wri
 
 t.test('a restart removes the temp files of state and time-mark writes a crash interrupted, and nothing else', async (t) => {
   const dir = tempDir('history-');
-  const { h } = open(t, dir);
-  await h.recover();
-  await fullSync(h, A, 100);
+  const { h } = await synced(t, dir, 0);
   await h.close();
   const left = ['state.json.tmp-4242-m1abc-1', 'marks-0000000001.log.tmp-4242-m1abc-2'];
   for (const name of left) await fsp.writeFile(join(dir, name), '{"torn');
