@@ -24,6 +24,13 @@ export class FakeSocket extends EventEmitter {
   setNoDelay(): void {}
   cork(): void {}
   uncork(): void {}
+  /** A client that used its turn pauses its socket until the next (client.ts #yield). */
+  pause(): this {
+    return this;
+  }
+  resume(): this {
+    return this;
+  }
   /** Takes the bytes at once, so the write is done at once: `done` runs before this returns. */
   write(buf: Buffer | string, done?: () => void): boolean {
     if (!this.destroyed && !this.ended) this.out.push(Buffer.from(buf));
