@@ -25,7 +25,7 @@ import { WebServer, type WebSource } from './web/server.js';
 import type { PitrApi } from './pitr/api.js';
 import { PitrService } from './pitr/service.js';
 import { crc32Implementation } from './backlog/crc32.js';
-import { rewriteUpstream } from './config/rewrite.js';
+import { removeRewriteTemps, rewriteUpstream } from './config/rewrite.js';
 
 export const RELAY_VERSION = '0.1.0';
 
@@ -201,6 +201,7 @@ export class Relay {
   async start(): Promise<void> {
     if (this.config.upstream.tls !== null) checkClientTls(this.config.upstream.tls);
     await this.#history.recover();
+    this.#removeRewriteTemps();
     this.#diskTimer = setInterval(() => void this.#history.enforceDiskLimit(), 1000);
     this.#diskTimer.unref();
     // Before listening: once the relay answers, its memory is what it will be (and no client waits on this).
@@ -397,6 +398,20 @@ export class Relay {
     this.#logger.info({ from: `${this.#link.host}:${this.#link.port}`, to: `${host}:${port}`, how }, 'following a new upstream');
     this.#refresher.abort('following a new upstream');
     this.#link.setUpstream(host, port);
+  }
+
+  /**
+   * The temp files of CONFIG REWRITEs a crash interrupted, beside the config file: removed at start, as the storage
+   * modules remove theirs. One that cannot be (a read-only config directory) is only logged: it is never read.
+   */
+  #removeRewriteTemps(): void {
+    const file = this.config.configFile;
+    if (!file) return;
+    const { removed, failed } = removeRewriteTemps(file);
+    if (removed.length > 0) this.#logger.info({ file, removed }, 'unfinished CONFIG REWRITE removed');
+    for (const { name, err } of failed) {
+      this.#logger.warn({ err, file, temp: name }, 'could not remove an unfinished CONFIG REWRITE; it is not used');
+    }
   }
 
   /** CONFIG REWRITE (Sentinel sends it after SLAVEOF): persist the current upstream in the config file. */

@@ -209,7 +209,7 @@ export const relaySchema = section(
       {
         bind: key(text(), '127.0.0.1', 'address to listen on'),
         port: key(integer(0, 65535), 8080, 'port to listen on; 0 = web server off'),
-        token: key(nullableText(), null, 'bearer token for /status, /metrics and /stream; null = no auth'),
+        token: key(nullableText(), null, 'bearer token for /status, /metrics, /stream, /history and /pitr; null = no auth'),
         'allow-insecure': key(boolean(), false, 'allow a non-loopback bind without a token'),
         'max-buffered': key(size(1024), '16mb', 'most bytes a /stream subscriber may have queued before slow-client applies'),
         'slow-client': key(oneOf(SLOW_CLIENT_POLICIES), 'disconnect', 'past max-buffered: disconnect (close code 4008) or drop (messages dropped, counted)'),

@@ -59,7 +59,7 @@ function refuse(res: HttpResponse): void {
   setImmediate(() => {
     if (aborted) return;
     res.cork(() => {
-      res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').writeHeader('content-type', 'text/plain; charset=utf-8');
+      res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').writeHeader('content-type', 'text/plain; charset=utf-8').writeHeader('x-content-type-options', 'nosniff');
       res.end('too many answers at once: try again\n', true);
     });
   });

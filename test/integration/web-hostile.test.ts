@@ -214,6 +214,7 @@ t.test('connections that together pass the answers one turn may write: a scrape 
   const got = await client.closed;
   t.match(got, /^HTTP\/1\.1 503 Service Unavailable\r\n/, 'the scrape past the total: 503');
   t.match(got, /\r\nretry-after: 1\r\n/i, 'with Retry-After');
+  t.match(got, /\r\nx-content-type-options: nosniff\r\n/i, 'and nosniff, as every answer of the web port');
   for (const [i, f] of floods.entries()) {
     const answered = [...(await f.closed).matchAll(/^HTTP\/1\.1 200 /gm)].length;
     t.ok(answered < n, `flood ${i} is cut off after ${answered} of its ${n} scrapes`);
