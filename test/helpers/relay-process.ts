@@ -15,7 +15,7 @@ export interface RelayProcess {
   readonly proc: ChildProcess;
   /** stdout + stderr captured so far. */
   logs(): string;
-  /** The JSON log lines so far, parsed (pino's; other output is left out). */
+  /** The JSON log lines so far (whole lines), parsed (pino's; other output is left out). */
   lines(): LogLine[];
   /** Aborted when the process exits, with an Error saying how: pass it to waitFor so a dead relay ends the wait. */
   readonly exited: AbortSignal;
@@ -128,7 +128,8 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
     throw new Error(`${(err as Error).message}\nlog:\n${log}`, { cause: err });
   }
 
-  const lines = (): LogLine[] => log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
+  // Whole lines only: the pipe may have delivered part of the last one so far.
+  const lines = (): LogLine[] => log.slice(0, log.lastIndexOf('\n') + 1).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
   return { port, proc, logs: () => log, lines, exited: gone.signal, stop };
 }
 
