@@ -71,6 +71,18 @@ export class ConfigError extends RelayError {
   }
 }
 
+/**
+ * A TLS file (certificate, key, CA) named by config key `path` that cannot be read or used. `file` is its path, for
+ * the log; the message never quotes the file's content (a key file's would be key material).
+ */
+export class TlsFileError extends ConfigError {
+  readonly file: string;
+  constructor(path: string, file: string, message: string, options?: ErrorOptions) {
+    super(path, message, options);
+    this.file = file;
+  }
+}
+
 /** Malformed RESP. `offset` is the byte position in the peer's input where it was detected. */
 export class ProtocolError extends RelayError {
   readonly offset: number;

@@ -6,7 +6,8 @@ import { RelayError } from './errors.js';
 
 /**
  * CLI entry: flags → config → Relay; SIGTERM/SIGINT shut it down gracefully (replicas get up to shutdown-timeout to
- * acknowledge the stream; a second signal cuts that short) and exit 0; exit 2 on a bad config, 1 on a start failure.
+ * acknowledge the stream; a second signal cuts that short) and exit 0; SIGHUP reloads listen.tls's certificate; exit 2
+ * on a bad config, 1 on a start failure.
  */
 async function main(): Promise<number> {
   let loaded;
@@ -27,6 +28,10 @@ async function main(): Promise<number> {
   }
   const logger = createLogger(loaded.config.logging.level);
   const relay = new Relay(loaded.config, logger);
+  // SIGHUP (a closed terminal, `systemctl reload`, a certificate renewal hook) must not end the relay, as it does not
+  // end redis-server: Node's default would kill it at once, without the graceful shutdown and with every replica's
+  // link. It reloads the TLS listener's certificate instead. Installed before the start, which can take a while.
+  process.on('SIGHUP', () => relay.reloadTls());
   try {
     await relay.start();
   } catch (err) {

@@ -7,7 +7,9 @@ import { SnapshotRefresher } from './snapshot-refresher.js';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
 import { turnRead } from './upstream/read-budget.js';
 import { SentinelConnector } from './upstream/sentinel-connector.js';
-import { announcedPort, certificateWarnings, checkClientTls, tlsWarnings } from './tls.js';
+import { announcedPort, certificateWarnings, checkClientTls, expiryWarning, tlsWarnings } from './tls.js';
+import { loadListenerTls } from './downstream/listener-tls.js';
+import { TlsFileError } from './errors.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
 import { ReplicaServer } from './downstream/server.js';
 import { listenWithinFdLimit } from './downstream/fd-limit.js';
@@ -229,6 +231,41 @@ export class Relay {
     for (const { key, notAfter, message } of certificateWarnings(this.config.listen, this.config.upstream)) this.#logger.warn({ key, notAfter }, message);
     this.#link.start();
     this.#sentinel?.start();
+  }
+
+  /**
+   * SIGHUP: reads listen.tls's files again and serves them to new TLS connections, on the RESP listener and the
+   * point-in-time ones (a renewed certificate without a restart, so no replica reconnects); connections already open
+   * keep their session. Files that cannot serve (unreadable, malformed, a key of another certificate) leave the
+   * previous certificate in service, logged as an error naming the key and the file. Upstream TLS files need no
+   * reload (read at each connect: clientTlsOptions); the web server has no TLS. True when a new certificate serves.
+   */
+  reloadTls(): boolean {
+    const cfg = this.config.listen.tls;
+    if (cfg === null) {
+      this.#logger.info('no listen.tls: no certificate to reload');
+      return false;
+    }
+    try {
+      const tls = loadListenerTls(cfg);
+      // The listener reads the files itself when it opens: a signal during the start has nothing to swap yet.
+      if (!this.#server.setSecureContext(tls)) {
+        this.#logger.info('the TLS listener is not open yet: it reads listen.tls as it opens');
+        return false;
+      }
+      const pitrListeners = this.#pitr.setSecureContext(tls);
+      const c = tls.certificate;
+      const notAfter = new Date(c.validTo).toISOString();
+      this.#logger.info({ key: 'listen.tls', subject: c.subject, notAfter, serialNumber: c.serialNumber, fingerprint256: c.fingerprint256, pitrListeners }, 'TLS certificate reloaded: new connections get it');
+      // A renewal to a certificate that is itself about to expire must not go unnoticed until the next one.
+      const warning = expiryWarning('listen.tls.cert', c);
+      if (warning) this.#logger.warn({ key: warning.key, notAfter: warning.notAfter }, warning.message);
+      return true;
+    } catch (err) {
+      const where = err instanceof TlsFileError ? { key: err.path, file: err.file } : { key: 'listen.tls' };
+      this.#logger.error({ err, ...where }, 'TLS certificate not reloaded: the previous one stays in service');
+      return false;
+    }
   }
 
   /**

@@ -1,16 +1,16 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, Socket, type OnReadOpts } from 'node:net';
-import { connect as tlsConnect, createSecureContext, type ConnectionOptions, type TlsOptions } from 'node:tls';
-import type { ClientTlsConfig, ListenConfig, ServerTlsConfig, UpstreamConfig } from './config/types.js';
-import { ConfigError } from './errors.js';
+import { connect as tlsConnect, createSecureContext, type ConnectionOptions } from 'node:tls';
+import type { ClientTlsConfig, ListenConfig, UpstreamConfig } from './config/types.js';
+import { ConfigError, TlsFileError } from './errors.js';
 
-/** Reads a PEM file named by config key `key`; a failure is a ConfigError naming the key and the file. */
-function pem(file: string, key: string): Buffer {
+/** Reads a PEM file named by config key `key`; a failure is a TlsFileError naming the key and the file. */
+export function readPem(file: string, key: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    throw new ConfigError(key, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    throw new TlsFileError(key, file, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
 }
 
@@ -20,9 +20,9 @@ function pem(file: string, key: string): Buffer {
  */
 export function clientTlsOptions(cfg: ClientTlsConfig): ConnectionOptions {
   return {
-    ...(cfg.ca !== null && { ca: pem(cfg.ca, 'upstream.tls.ca') }),
-    ...(cfg.cert !== null && { cert: pem(cfg.cert, 'upstream.tls.cert') }),
-    ...(cfg.key !== null && { key: pem(cfg.key, 'upstream.tls.key') }),
+    ...(cfg.ca !== null && { ca: readPem(cfg.ca, 'upstream.tls.ca') }),
+    ...(cfg.cert !== null && { cert: readPem(cfg.cert, 'upstream.tls.cert') }),
+    ...(cfg.key !== null && { key: readPem(cfg.key, 'upstream.tls.key') }),
     ...(cfg.servername !== null && { servername: cfg.servername }),
     rejectUnauthorized: cfg.verify,
   };
@@ -39,16 +39,6 @@ export function checkClientTls(cfg: ClientTlsConfig): void {
   } catch (err) {
     throw new ConfigError('upstream.tls', `cannot load its certificate, key or CA: ${(err as Error).message}`, { cause: err });
   }
-}
-
-export function serverTlsOptions(cfg: ServerTlsConfig): TlsOptions {
-  return {
-    cert: pem(cfg.cert, 'listen.tls.cert'),
-    key: pem(cfg.key, 'listen.tls.key'),
-    ...(cfg.ca !== null && { ca: pem(cfg.ca, 'listen.tls.ca') }),
-    requestCert: cfg.verifyClients,
-    rejectUnauthorized: cfg.verifyClients,
-  };
 }
 
 /**
@@ -100,39 +90,53 @@ export function tlsWarnings(upstream: UpstreamConfig): Array<{ key: string; mess
   return out;
 }
 
-/** How close to its end a certificate's validity gets a warning at start: renewal should have happened by then. */
+/** How close to its end a certificate's validity gets a warning (at start, and at each SIGHUP reload): renewal should have happened by then. */
 export const CERT_WARN_DAYS = 14;
 const DAY_MS = 86_400_000;
 
+export interface CertificateWarning {
+  /** The config key naming the certificate's file. */
+  readonly key: string;
+  /** Its end of validity, ISO 8601. */
+  readonly notAfter: string;
+  readonly message: string;
+}
+
 /**
  * The relay's own certificates (listen.tls.cert, the one it serves; upstream.tls.cert, the one it presents) that have
- * expired or expire within CERT_WARN_DAYS of `now`, as warnings to log at start. The listener reads its files only
- * at start, so a certificate renewed on disk later is not served before a restart: an expired one fails every TLS
- * client, and until now started without a word. An unreadable or unparsable file is not reported here (the listener
+ * expired or expire within CERT_WARN_DAYS of `now`, as warnings to log at start: an expired one fails every TLS
+ * peer, and would otherwise start without a word. An unreadable or unparsable file is not reported here (the listener
  * and checkClientTls refuse those).
  */
-export function certificateWarnings(listen: ListenConfig, upstream: UpstreamConfig, now = Date.now()): Array<{ key: string; notAfter: string; message: string }> {
+export function certificateWarnings(listen: ListenConfig, upstream: UpstreamConfig, now = Date.now()): CertificateWarning[] {
   const files: Array<[string, string | null | undefined]> = [
     ['listen.tls.cert', listen.tls?.cert],
     ['upstream.tls.cert', upstream.tls?.cert],
   ];
-  const out: Array<{ key: string; notAfter: string; message: string }> = [];
+  const out: CertificateWarning[] = [];
   for (const [key, file] of files) {
     if (!file) continue;
-    let notAfter: number;
+    let certificate: X509Certificate;
     try {
       // The first certificate of the PEM: the relay's own (a chain follows it).
-      notAfter = Date.parse(new X509Certificate(readFileSync(file)).validTo);
+      certificate = new X509Certificate(readFileSync(file));
     } catch {
       continue;
     }
-    if (!Number.isFinite(notAfter) || notAfter - now > CERT_WARN_DAYS * DAY_MS) continue;
-    const when = new Date(notAfter).toISOString();
-    const message =
-      notAfter <= now
-        ? `the certificate in ${key} expired at ${when}: TLS peers will refuse it`
-        : `the certificate in ${key} expires at ${when}, in ${Math.ceil((notAfter - now) / DAY_MS)} day(s)${key.startsWith('listen') ? ' (a renewed file is served only after a restart)' : ''}`;
-    out.push({ key, notAfter: when, message });
+    const warning = expiryWarning(key, certificate, now);
+    if (warning) out.push(warning);
   }
   return out;
+}
+
+/** A warning when `certificate` (named by config key `key`) has expired or expires within CERT_WARN_DAYS of `now`; else null. */
+export function expiryWarning(key: string, certificate: X509Certificate, now = Date.now()): CertificateWarning | null {
+  const notAfter = Date.parse(certificate.validTo);
+  if (!Number.isFinite(notAfter) || notAfter - now > CERT_WARN_DAYS * DAY_MS) return null;
+  const when = new Date(notAfter).toISOString();
+  const message =
+    notAfter <= now
+      ? `the certificate in ${key} expired at ${when}: TLS peers will refuse it`
+      : `the certificate in ${key} expires at ${when}, in ${Math.ceil((notAfter - now) / DAY_MS)} day(s)${key.startsWith('listen') ? ' (renew the file, then send the relay SIGHUP)' : ' (a renewed file is used from the next connect to the master)'}`;
+  return { key, notAfter: when, message };
 }

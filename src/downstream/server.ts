@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Logger } from '../log.js';
-import { serverTlsOptions } from '../tls.js';
+import { loadListenerTls, type ListenerTls } from './listener-tls.js';
 import type { ListenConfig } from '../config/types.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { ClientConnection } from './client.js';
@@ -60,10 +60,10 @@ export class ReplicaServer {
   async listen(): Promise<number> {
     const tls = this.#ephemeral && this.#server ? null : this.#config.tls;
     if (tls !== null) {
-      // Certificate files are read here: a missing or bad one fails the start, naming the key. Node's own default
-      // handshake timeout is 120 s; listen.handshake-timeout bounds the handshake too.
+      // Certificate files are read here (and again on SIGHUP: setSecureContext): a missing or bad one fails the start,
+      // naming the key. Node's own default handshake timeout is 120 s; listen.handshake-timeout bounds the handshake too.
       const handshakeTimeout = this.#config.handshakeTimeoutMs > 0 ? this.#config.handshakeTimeoutMs : undefined;
-      const server = createTlsServer({ ...serverTlsOptions(tls), handshakeTimeout }, (socket) => {
+      const server = createTlsServer({ ...loadListenerTls(tls).options, handshakeTimeout }, (socket) => {
         this.#tlsClients++;
         socket.once('close', () => this.#tlsClients--);
         this.#accept(socket, true);
@@ -92,6 +92,17 @@ export class ReplicaServer {
     const warning = this.#ephemeral ? null : protectedModeWarning(this.#config);
     if (warning) this.#logger.warn({ bind: this.#config.bind, protectedMode: this.#config.protectedMode }, warning);
     return plain || this.#tlsPort;
+  }
+
+  /**
+   * Serves `tls` (listen.tls's files, read again and checked) to TLS connections from now on; those already open keep
+   * the session they have. False when this server has no TLS listener (none configured, or a point-in-time listener
+   * beside a plain port).
+   */
+  setSecureContext(tls: ListenerTls): boolean {
+    if (this.#tlsServer === null) return false;
+    this.#tlsServer.setSecureContext(tls.options);
+    return true;
   }
 
   #listenOn(server: Server, wanted: number, what: string): Promise<number> {

@@ -6,6 +6,7 @@ import { ReplIds } from '../backlog/repl-ids.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { ReplicaServer } from '../downstream/server.js';
+import type { ListenerTls } from '../downstream/listener-tls.js';
 import { DownstreamReplication } from '../downstream/replication.js';
 import { PubSub } from '../downstream/pubsub.js';
 import type { CommandHost } from '../downstream/commands.js';
@@ -169,6 +170,16 @@ export class PitrService implements PitrApi {
     return true;
   }
 
+  /**
+   * SIGHUP: listeners serving TLS (those of a relay with no plain port) serve `tls` to new connections from now on,
+   * those still binding their port too; returns how many. Listeners opened later read the files themselves.
+   */
+  setSecureContext(tls: ListenerTls): number {
+    let n = 0;
+    for (const l of [...this.#binding, ...this.#listeners.values()]) if (l.setSecureContext(tls)) n++;
+    return n;
+  }
+
   /** Shutdown: closes every listener, those still binding their port too; open() is refused from now on. */
   closeAll(): void {
     this.#closed = true;
@@ -274,6 +285,11 @@ class PitrListener {
     this.#port = port;
     this.#logger.info({ port: this.#port, snapshotOffset: this.#plan.snapshot.offset, time: iso(this.#plan.ms) }, 'point-in-time listener open');
     return true;
+  }
+
+  /** Its TLS listener, when it has one, serves `tls` to new connections (ReplicaServer.setSecureContext). */
+  setSecureContext(tls: ListenerTls): boolean {
+    return this.#server.setSecureContext(tls);
   }
 
   /**

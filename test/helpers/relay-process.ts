@@ -7,6 +7,7 @@ import { RedisClient } from './redis-client.js';
 import { tempDir } from './temp-dir.js';
 import { stdioDrained } from './redis-server.js';
 import { waitFor } from './wait.js';
+import type { LogLine } from './logged-relay.js';
 
 export interface RelayProcess {
   /** The --port value passed by the caller (RESP port for replicas). */
@@ -14,6 +15,10 @@ export interface RelayProcess {
   readonly proc: ChildProcess;
   /** stdout + stderr captured so far. */
   logs(): string;
+  /** The JSON log lines so far (whole lines), parsed (pino's; other output is left out). */
+  lines(): LogLine[];
+  /** Aborted when the process exits, with an Error saying how: pass it to waitFor so a dead relay ends the wait. */
+  readonly exited: AbortSignal;
   /** Kill (default SIGTERM, SIGKILL after 10 s) and resolve with the exit code (null if killed by a signal). Idempotent. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
@@ -67,9 +72,11 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
   proc.stdout?.on('data', append);
   proc.stderr?.on('data', append);
   let exitInfo: string | undefined;
+  const gone = new AbortController();
   const exited = new Promise<number | null>((resolve) => {
     proc.once('exit', (code, signal) => {
       exitInfo = signal ? `signal ${signal}` : `code ${String(code)}`;
+      gone.abort(new Error(`the relay process exited (${exitInfo})`));
       resolve(code);
     });
     proc.once('error', (err) => {
@@ -121,7 +128,9 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
     throw new Error(`${(err as Error).message}\nlog:\n${log}`, { cause: err });
   }
 
-  return { port, proc, logs: () => log, stop };
+  // Whole lines only: the pipe may have delivered part of the last one so far.
+  const lines = (): LogLine[] => log.slice(0, log.lastIndexOf('\n') + 1).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
+  return { port, proc, logs: () => log, lines, exited: gone.signal, stop };
 }
 
 /**

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
@@ -103,3 +104,22 @@ export async function tlsCommands(port: number, certs: TestCerts, cmds: string[]
   }
 }
 
+
+/** The SHA-256 fingerprint of the certificate a new TLS connection to `port` is served (not verified: any certificate). */
+export async function servedFingerprint(port: number): Promise<string> {
+  const socket: TLSSocket = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', resolve);
+      socket.once('error', reject);
+    });
+    return socket.getPeerCertificate().fingerprint256;
+  } finally {
+    socket.destroy();
+  }
+}
+
+/** The SHA-256 fingerprint of the (first) certificate in the PEM file `file`, as servedFingerprint() reports it. */
+export function fileFingerprint(file: string): string {
+  return new X509Certificate(readFileSync(file)).fingerprint256;
+}

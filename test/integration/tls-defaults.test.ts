@@ -49,6 +49,20 @@ t.test('an unreadable or malformed upstream.tls file stops the start, naming the
   }
 });
 
+t.test('a listen.tls file that is malformed or a key of another certificate stops the start, naming the key', async (t) => {
+  const dir = t.testdir({ 'garbage.pem': 'not a certificate\n' });
+  const other = makeCerts('another CA');
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    ['a cert that is no PEM', { cert: `${dir}/garbage.pem`, key: certs.serverKey }, 'listen.tls.cert'],
+    ['the key of another certificate', { cert: certs.serverCert, key: other.serverKey }, 'listen.tls.key'],
+  ];
+  for (const [what, files, key] of cases) {
+    const err: unknown = await startLoggedRelay(t, { log: { disk: 0, 'memory-prefault': false }, listen: { tls: { port: await freePort(), ...files } } }).then(() => null, (e: unknown) => e);
+    t.type(err, ConfigError, `${what}: the start fails`);
+    t.equal((err as ConfigError | null)?.path, key, 'naming the key');
+  }
+});
+
 t.test('a certificate of the relay that has expired or expires within 14 days is warned about at start, naming its key', async (t) => {
   const config = validateConfig({ listen: { tls: { port: 6390, cert: certs.serverCert, key: certs.serverKey } }, upstream: { host: null, tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey } } }, null);
   const notAfter = Date.parse(new X509Certificate(readFileSync(certs.serverCert)).validTo);
@@ -56,7 +70,7 @@ t.test('a certificate of the relay that has expired or expires within 14 days is
   t.same(certificateWarnings(config.listen, config.upstream, notAfter - (CERT_WARN_DAYS + 1) * DAY), [], 'more than 14 days left: nothing');
   const soon = certificateWarnings(config.listen, config.upstream, notAfter - 3 * DAY + 1000);
   t.same(soon.map((w) => w.key), ['listen.tls.cert', 'upstream.tls.cert'], 'both certificates, 3 days left');
-  t.match(soon[0]!.message, /expires at .* in 3 day\(s\) \(a renewed file is served only after a restart\)/);
+  t.match(soon[0]!.message, /expires at .* in 3 day\(s\) \(renew the file, then send the relay SIGHUP\)/);
   const late = certificateWarnings(config.listen, config.upstream, notAfter + DAY);
   t.match(late[0]!.message, /listen\.tls\.cert expired at/, 'expired');
 
