@@ -227,6 +227,11 @@ export class History {
     await this.log.resetHistory(0, this.#epoch);
   }
 
+  /** The disk log's size limit in use: log.disk, or half of a smaller filesystem (diskLimitFor); 0 = no disk log. */
+  get diskLimit(): number {
+    return this.#diskLimit;
+  }
+
   /**
    * log.disk, kept to half of the filesystem under `dir` when that is smaller (diskLimitFor), and said so. A
    * filesystem whose size cannot be read leaves log.disk as it is.

@@ -42,6 +42,7 @@ t.test('a disk log larger than its filesystem keeps to half of it: it never runs
   const held = stat(xi, 'relay_log_disk_bytes');
   t.ok(held > 0 && held <= 8 * 1024 * 1024 + 1024 * 1024, `the disk log holds ${held} bytes: half of 16 MiB and a segment at most`);
   t.match(relay.logs(), /log.disk is larger than half of its filesystem/, 'the relay says why it keeps less than log.disk');
+  t.equal(stat(xi, 'relay_log_disk_limit'), 8 * 1024 * 1024, 'INFO shows the limit in use, half of the 16 MiB filesystem, not log.disk');
 
   // The log no longer holds the first snapshot's next byte: a new replica's full sync needs a fresh snapshot, on this disk.
   const { r: b } = await replicaOf(t, port);
