@@ -9,7 +9,7 @@
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../test/helpers/redis-server.js';
 import { startRelayProcess, type RelayProcess } from '../test/helpers/relay-process.js';
@@ -17,23 +17,12 @@ import { freePort } from '../test/helpers/ports.js';
 import { startReplica, waitConverged, stat } from '../test/helpers/replication.js';
 import { mixedLoad } from '../test/helpers/mixed-load.js';
 import { tempDir } from '../test/helpers/temp-dir.js';
+import { fillFilesystem } from '../test/helpers/small-fs.js';
 
 t.teardown(stopAll);
 
 const MINUTES = Number(process.env['SOAK_MINUTES'] ?? 10);
 t.setTimeout((MINUTES * 60 + 600) * 1000);
-
-function fill(path: string): void {
-  const fd = openSync(path, 'w');
-  const block = Buffer.alloc(1 << 20);
-  try {
-    for (;;) writeSync(fd, block);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 t.test(`storage soak: ${MINUTES} minutes of mixed load with disk faults, crashes and stalls`, async (t) => {
   const master = await startRedis({ args: ['--repl-backlog-size', '512mb'] });
@@ -84,7 +73,7 @@ t.test(`storage soak: ${MINUTES} minutes of mixed load with disk faults, crashes
     switch (i % 5) {
       case 0: {
         const filler = join(fsDir, 'filler');
-        fill(filler);
+        fillFilesystem(filler);
         await new Promise((r) => setTimeout(r, 8000));
         rmSync(filler);
         faults.push('disk filled for 8 s');

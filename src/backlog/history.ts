@@ -1,3 +1,4 @@
+import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { DiskLog, DiskLogState } from './disk-log.js';
@@ -42,6 +43,17 @@ export function segmentBytesFor(disk: number): number {
 }
 
 /**
+ * The disk log's size limit: log.disk, or half of the filesystem's size (`fsBytes`) when that is smaller. A disk log
+ * that may grow past the filesystem runs it out by itself and stays there: its segments are dropped only past
+ * log.disk, so every write fails (ENOSPC) and nothing is left for the snapshots a full sync needs, whatever else
+ * frees space. The other half is for snapshots (history.keep-snapshots of them and one arriving) and whatever else
+ * shares the filesystem.
+ */
+export function diskLimitFor(disk: number, fsBytes: number): number {
+  return fsBytes > 0 ? Math.min(disk, Math.floor(fsBytes / 2)) : disk;
+}
+
+/**
  * The relay's replication history, and the one owner of its invariants: the replication ids (replid, replid2,
  * second_repl_offset), the epoch (a new one per full sync from upstream; snapshot files and log segments carry
  * it), the log (memory and disk) and the snapshots. Everything else asks it; each transition is one method:
@@ -75,11 +87,14 @@ export class History {
   #persistFailing = false;
   #persistLogged = 0;
   #closed = false;
+  /** The disk log's size limit in use (log.disk, or less on a smaller filesystem: diskLimitFor). */
+  #diskLimit: number;
 
   constructor(opts: HistoryOptions) {
     this.#opts = opts;
     this.#io = opts.io ?? nodeFileIo;
     this.#logger = opts.logger;
+    this.#diskLimit = opts.disk;
     this.log = new ReplLog(opts.memory);
     this.store = new SnapshotStore(opts.dir, { io: this.#io, logger: opts.logger, keep: opts.keepSnapshots ?? 1, telemetry: opts.telemetry });
     this.marks = new TimeMarks(opts.dir, opts.logger);
@@ -155,10 +170,11 @@ export class History {
       if (state) snaps = await this.store.recover(state.epoch);
     }
     if (this.#opts.disk > 0) {
+      this.#diskLimit = await this.#fittingDiskLimit();
       const disk = await DiskLog.open({
         dir: join(this.#opts.dir, 'log'),
-        maxBytes: this.#opts.disk,
-        segmentBytes: segmentBytesFor(this.#opts.disk),
+        maxBytes: this.#diskLimit,
+        segmentBytes: segmentBytesFor(this.#diskLimit),
         maxPending: this.#opts.diskQueue,
         memory: this.#opts.memory,
         epoch: state ? state.epoch : null,
@@ -209,6 +225,34 @@ export class History {
       return;
     }
     await this.log.resetHistory(0, this.#epoch);
+  }
+
+  /** The disk log's size limit in use: log.disk, or half of a smaller filesystem (diskLimitFor); 0 = no disk log. */
+  get diskLimit(): number {
+    return this.#diskLimit;
+  }
+
+  /**
+   * log.disk, kept to half of the filesystem under `dir` when that is smaller (diskLimitFor), and said so. A
+   * filesystem whose size cannot be read leaves log.disk as it is.
+   */
+  async #fittingDiskLimit(): Promise<number> {
+    let fsBytes: number;
+    try {
+      const s = await statfs(this.#opts.dir);
+      fsBytes = s.blocks * s.bsize;
+    } catch (err) {
+      this.#logger.warn({ err, dir: this.#opts.dir }, 'the size of the data directory\'s filesystem cannot be read: log.disk is used as it is');
+      return this.#opts.disk;
+    }
+    const limit = diskLimitFor(this.#opts.disk, fsBytes);
+    if (limit < this.#opts.disk) {
+      this.#logger.warn(
+        { limit: 'log.disk', value: this.#opts.disk, filesystemBytes: fsBytes, used: limit, dir: this.#opts.dir },
+        'log.disk is larger than half of its filesystem: the disk log keeps to half of it, leaving room for snapshots',
+      );
+    }
+    return limit;
   }
 
   /**
@@ -383,7 +427,7 @@ export class History {
   holdExceeded(reader: LogReader): boolean {
     if (!this.#holds.has(reader)) return false;
     const d = this.log.disk;
-    if (d && d.active && this.log.onDisk(reader.offset + 1)) return d.size - this.#opts.disk > this.#opts.refreshHold;
+    if (d && d.active && this.log.onDisk(reader.offset + 1)) return d.size - this.#diskLimit > this.#opts.refreshHold;
     return this.log.size - this.log.limit > this.#opts.refreshHold;
   }
 

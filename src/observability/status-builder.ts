@@ -12,7 +12,7 @@ export interface StatusSources {
   readonly runId: string;
   readonly config: RelayConfig;
   readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'on'>;
-  readonly history: Pick<History, 'usableSnapshot' | 'newestSnapshot' | 'diskStatus' | 'ids' | 'log' | 'store'>;
+  readonly history: Pick<History, 'usableSnapshot' | 'newestSnapshot' | 'diskStatus' | 'diskLimit' | 'ids' | 'log' | 'store'>;
   readonly refresher: { readonly inProgress: boolean };
   readonly clients: () => ReadonlySet<ClientConnection>;
   readonly sessions: () => ReadonlySet<ReplicaSession>;
@@ -82,7 +82,7 @@ export class StatusBuilder {
         limit: log.limit,
         memFirstOffset: log.memFirstOffset,
         diskBytes: log.disk?.active ? log.disk.size : 0,
-        diskLimit: config.log.disk,
+        diskLimit: history.diskLimit,
         diskSegments: log.disk?.segmentCount ?? 0,
         diskState: disk.state,
         diskDirect: disk.direct,

@@ -52,7 +52,7 @@ const FAMILIES: readonly Family[] = [
   { name: 'log_limit_bytes', type: 'gauge', help: 'Configured in-memory log size (log.memory).', read: (s) => s.log.limit },
   { name: 'log_memory_first_offset', type: 'gauge', help: 'Offset of the first byte the log holds in memory (older bytes are on disk).', read: (s) => s.log.memFirstOffset },
   { name: 'log_disk_bytes', type: 'gauge', help: 'Bytes of the replication log in segment files on disk.', read: (s) => s.log.diskBytes },
-  { name: 'log_disk_limit_bytes', type: 'gauge', help: 'Configured disk log size (log.disk; 0 = no disk log).', read: (s) => s.log.diskLimit },
+  { name: 'log_disk_limit_bytes', type: 'gauge', help: 'Disk log size limit in use (log.disk, or half of a smaller filesystem; 0 = no disk log).', read: (s) => s.log.diskLimit },
   { name: 'log_disk_segments', type: 'gauge', help: 'Segment files of the disk log.', read: (s) => s.log.diskSegments },
   {
     name: 'log_disk_failing',

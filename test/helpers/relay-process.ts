@@ -135,12 +135,13 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
 
 /**
  * A fresh directory (`dirPrefix`), a free port and the arguments of a relay process that follows the master on
- * `masterPort`, with `yaml` as its relay.yaml and `dir`/data as its data directory: restart it with the same args.
+ * `masterPort`, with `yaml` as its relay.yaml and `dataDir` (default `dir`/data) as its data directory: restart it
+ * with the same args.
  */
-export async function relayArgs(dirPrefix: string, masterPort: number, yaml: string): Promise<{ dir: string; port: number; args: string[] }> {
+export async function relayArgs(dirPrefix: string, masterPort: number, yaml: string, dataDir?: string): Promise<{ dir: string; port: number; args: string[] }> {
   const dir = tempDir(dirPrefix);
   const port = await freePort();
   const conf = join(dir, 'relay.yaml');
   writeFileSync(conf, yaml);
-  return { dir, port, args: ['--config', conf, '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', join(dir, 'data')] };
+  return { dir, port, args: ['--config', conf, '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', dataDir ?? join(dir, 'data')] };
 }

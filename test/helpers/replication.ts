@@ -68,6 +68,21 @@ export async function waitConverged(master: RedisClient, replicas: RedisClient[]
   );
 }
 
+/** A full sync a Redis replica took, in its log (as opposed to "Successful partial resynchronization"); Valkey says PRIMARY. */
+export const REPLICA_FULL_SYNC_LINE = /<-> REPLICA sync: Finished with success/g;
+/** A partial resync a Redis replica took, in its log. */
+export const REPLICA_PARTIAL_SYNC_LINE = /Successful partial resynchronization with (master|primary)/g;
+/**
+ * What a Redis replica logs when its master sent bytes it could not take: a protocol error on the link, an aborted or
+ * unexpected reply in the handshake, an RDB that does not load or check. A relay that kept its place never causes one.
+ */
+export const REPLICA_BAD_STREAM_LINE = /Protocol error|MASTER aborted|PRIMARY aborted|Unexpected|Bad protocol|Failed trying to load|RDB checksum|Wrong signature|Short read|Internal error in RDB|Guru Meditation|=== REDIS BUG REPORT/i;
+
+/** How many full and partial syncs a Redis replica's log shows. */
+export function replicaSyncs(logs: string): { full: number; partial: number } {
+  return { full: (logs.match(REPLICA_FULL_SYNC_LINE) ?? []).length, partial: (logs.match(REPLICA_PARTIAL_SYNC_LINE) ?? []).length };
+}
+
 export function stat(infoMap: Record<string, string>, key: string): number {
   const v = infoMap[key];
   if (v === undefined) throw new Error(`INFO has no ${key}`);

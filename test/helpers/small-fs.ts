@@ -1,6 +1,6 @@
 import type { Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tempDir } from './temp-dir.js';
 
 /**
@@ -33,4 +33,25 @@ export function smallFilesystem(t: Test, kind: 'tmpfs' | 'ext4', size: string): 
     rmSync(image, { force: true });
   });
   return { dir, image };
+}
+
+/**
+ * Writes zeros to a new file `path` until its filesystem is full (ENOSPC), then gives `leave` bytes of it back (a disk
+ * with a few KB left); returns the bytes the file keeps. A ballast: removing or truncating it frees the space again.
+ */
+export function fillFilesystem(path: string, leave = 0): number {
+  const fd = openSync(path, 'w');
+  const block = Buffer.alloc(64 * 1024);
+  let n = 0;
+  try {
+    for (;;) n += writeSync(fd, block);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  }
+  try {
+    if (leave > 0) ftruncateSync(fd, (n = Math.max(0, n - leave)));
+  } finally {
+    closeSync(fd);
+  }
+  return n;
 }

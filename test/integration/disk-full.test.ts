@@ -5,7 +5,7 @@
  * space returns, and every replica must end with the master's dataset.
  */
 import t from 'tap';
-import { openSync, closeSync, writeSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -16,24 +16,9 @@ import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { tempDir } from '../helpers/temp-dir.js';
-import { smallFilesystem } from '../helpers/small-fs.js';
+import { fillFilesystem, smallFilesystem } from '../helpers/small-fs.js';
 
 t.teardown(stopAll);
-
-/** Writes zeros to `path` until the filesystem is full; returns the bytes written. */
-function fill(path: string): number {
-  const fd = openSync(path, 'w');
-  const block = Buffer.alloc(64 * 1024);
-  let n = 0;
-  try {
-    for (;;) n += writeSync(fd, block);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    closeSync(fd);
-  }
-  return n;
-}
 
 for (const kind of ['tmpfs', 'ext4'] as const) {
   t.test(`a disk that fills under load (${kind}): forwarding goes on from memory, nothing wrong is served, logging resumes by itself`, async (t) => {
@@ -71,7 +56,7 @@ for (const kind of ['tmpfs', 'ext4'] as const) {
     held.proc.kill('SIGSTOP');
     t.teardown(() => held.proc.kill('SIGCONT'));
     const filler = join(fs, 'filler');
-    const filled = fill(filler);
+    const filled = fillFilesystem(filler);
     t.ok(filled > 0, `filesystem filled (${filled} bytes of filler)`);
 
     const states = new Set<string>();

@@ -19,7 +19,7 @@ import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
-import { stat } from '../helpers/replication.js';
+import { replicaSyncs, stat } from '../helpers/replication.js';
 import { mixedLoad } from '../helpers/mixed-load.js';
 import { waitFor } from '../helpers/wait.js';
 import { call, convergedPorts, infoOf, num } from '../helpers/failover.js';
@@ -31,8 +31,6 @@ const SEED = Number(process.env.FSTORM_SEED ?? 38);
 
 /** Neither node pings its replicas while the switchover runs: a PING on the old master after the promotion would be a byte the new one lacks. */
 const NODE_ARGS = ['--repl-backlog-size', '256mb', '--repl-ping-replica-period', '3600', '--repl-timeout', '600'];
-/** A full sync a Redis replica took (as opposed to "Successful partial resynchronization"); Valkey says PRIMARY. */
-const FULL_SYNC_LINE = /<-> REPLICA sync: Finished with success/g;
 
 /**
  * mulberry32: a repeatable random integer below `n`. Not seededRandom (mixed-load.ts): its `state % n` takes an LCG's
@@ -356,7 +354,7 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
   t.comment(`snapshot fetches by the relay: ${fetches}`);
   t.equal(nodeStats.reduce((n, s, i) => n + num(s, 'sync_full') - nodeFull0[i]!, 0), expected.nodeFull + fetches, 'the Redis nodes made only the full syncs a switchover under load forces, and the snapshot fetches (the relay and the demoted master continued otherwise)');
   t.equal(relayFull, expected.relayFull, 'the relay served full syncs only after it had to take one itself');
-  t.same(replicas.map((r) => (r.logs().match(FULL_SYNC_LINE) ?? []).length), expected.rdbLoads, "the relay's replicas loaded one RDB each, plus those Redis's rules force");
+  t.same(replicas.map((r) => replicaSyncs(r.logs()).full), expected.rdbLoads, "the relay's replicas loaded one RDB each, plus those Redis's rules force");
   const xi = await infoOf(port);
   const mi = await infoOf(mp);
   t.equal(xi['master_replid'], mi['master_replid'], "the relay follows the final master's history");

@@ -6,7 +6,7 @@
 import t, { type Test } from 'tap';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { History } from '../../src/backlog/history.js';
+import { History, diskLimitFor } from '../../src/backlog/history.js';
 import { emptyRdb } from '../../src/backlog/snapshot-store.js';
 import { nodeFileIo, type FileIo } from '../../src/backlog/file-io.js';
 import { createLogger } from '../../src/log.js';
@@ -328,3 +328,10 @@ async function readRange(h: History, first: number, end: number): Promise<Buffer
   }
   return Buffer.concat(parts);
 }
+
+t.test('the disk log limit is log.disk, or half of a filesystem smaller than twice it', async (t) => {
+  t.equal(diskLimitFor(1 << 30, 100 << 30), 1 << 30, 'a large filesystem: log.disk');
+  t.equal(diskLimitFor(1 << 30, 40 << 20), 20 << 20, 'a 40 MiB filesystem: 20 MiB');
+  t.equal(diskLimitFor(1 << 30, 2 << 30), 1 << 30, 'exactly twice log.disk: log.disk');
+  t.equal(diskLimitFor(1 << 30, 0), 1 << 30, 'a filesystem that reports no size: log.disk');
+});
