@@ -60,13 +60,25 @@ function requireBinary(bin: string): void {
   if (!onPath(bin)) throw new Error(`${bin} not found on PATH: ${INSTALL_HINT}`);
 }
 
+function versionLine(): string {
+  requireBinary('redis-server');
+  return execFileSync('redis-server', ['--version'], { encoding: 'utf8' });
+}
+
 /** Version string of the redis-server on PATH, e.g. "7.0.15". */
 export function redisVersion(): string {
-  requireBinary('redis-server');
-  const out = execFileSync('redis-server', ['--version'], { encoding: 'utf8' });
+  const out = versionLine();
   const m = /\bv=(\S+)/.exec(out);
   if (!m?.[1]) throw new Error(`cannot parse \`redis-server --version\` output: ${out.trim()}`);
   return m[1];
+}
+
+/** Which server the redis-server on PATH is: `Redis server v=7.4.1 ...` or `Valkey server v=8.0.1 ...` (a link to valkey-server). */
+export function redisFlavor(): 'redis' | 'valkey' {
+  const out = versionLine();
+  if (out.startsWith('Redis server ')) return 'redis';
+  if (out.startsWith('Valkey server ')) return 'valkey';
+  throw new Error(`cannot tell Redis from Valkey by \`redis-server --version\` output: ${out.trim()}`);
 }
 
 /** Start a real redis-server (or redis-sentinel) on a free 127.0.0.1 port and wait until it answers PING. */

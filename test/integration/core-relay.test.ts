@@ -161,3 +161,28 @@ t.test('a handshake sent in one write (REPLCONFs, then PSYNC) is answered in ord
     await closed;
   }
 });
+
+t.test("a Valkey 8 replica's dual-channel handshake gets the classic +FULLRESYNC and the RDB on the same connection", async (t) => {
+  // What valkey-server 8.0.1 sends with dual-channel-replication-enabled yes (syncWithPrimary): the relay must not
+  // answer +DUALCHANNELSYNC (it has no RDB channel), so the replica falls back to a classic full sync.
+  const cmd = (...a: string[]): string => `*${a.length}\r\n${a.map((s) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`).join('')}`;
+  const sock = connect({ port: relay.port, host: '127.0.0.1' });
+  const closed = closeOf(sock);
+  await once(sock, 'connect');
+  let got = '';
+  sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  sock.write(cmd('PING'));
+  await waitFor(() => got === '+PONG\r\n' || undefined, { what: 'PONG' });
+  sock.write(cmd('REPLCONF', 'listening-port', '1') + cmd('REPLCONF', 'capa', 'eof', 'capa', 'psync2', 'capa', 'dual-channel') + cmd('REPLCONF', 'version', '8.0.1'));
+  const replies = '+PONG\r\n+OK\r\n+OK\r\n+OK\r\n';
+  await waitFor(() => got === replies || undefined, { what: 'three +OK' });
+  sock.write(cmd('PSYNC', '?', '-1'));
+  // +FULLRESYNC right after the +OKs (not +DUALCHANNELSYNC), then the payload header (newlines may come first).
+  const head = /^\+FULLRESYNC ([0-9a-f]{40}) (\d+)\r\n\n*\$(EOF:[0-9a-zA-Z]{40}|\d+)\r\n/;
+  const m = await waitFor(() => head.exec(got.slice(replies.length)) ?? undefined, { what: '+FULLRESYNC and the RDB payload header' });
+  await waitFor(() => got.startsWith('REDIS', replies.length + m[0].length) || undefined, { what: 'the RDB after its header' });
+  const info = await x.info('replication');
+  t.equal(m[1], info['master_replid'], '+FULLRESYNC names the relay replid');
+  sock.destroy();
+  await closed;
+});

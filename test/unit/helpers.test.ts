@@ -2,7 +2,7 @@ import t from 'tap';
 import { connect } from 'node:net';
 import { RespErrorValue } from '../../src/resp/reply-reader.js';
 import { RedisClient } from '../helpers/redis-client.js';
-import { redisVersion, startRedis, stopAll } from '../helpers/redis-server.js';
+import { redisFlavor, redisVersion, startRedis, stopAll } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait.js';
 
 t.teardown(stopAll);
@@ -20,6 +20,7 @@ function connectOutcome(port: number): Promise<'connected' | string> {
 
 t.test('redisVersion reads the installed redis-server version', async (t) => {
   t.match(redisVersion(), /^\d+\.\d+\.\d+/);
+  t.match(redisFlavor(), /^(redis|valkey)$/, 'and redisFlavor whose it is');
 });
 
 t.test('startRedis launches a real redis-server reachable through RedisClient', async (t) => {
@@ -99,7 +100,9 @@ t.test('startRedis({ sentinel }) runs redis-sentinel with the given config', asy
   t.teardown(() => c.close());
   const addr = (await c.call('SENTINEL', 'get-master-addr-by-name', 'mymaster')) as Buffer[];
   t.same(addr.map(String), ['127.0.0.1', String(master.port)]);
-  t.equal((await c.info('server'))['redis_mode'], 'sentinel');
+  const server = await c.info('server');
+  // Valkey 8 names the field server_mode (and has no redis_mode).
+  t.equal(server['redis_mode'] ?? server['server_mode'], 'sentinel');
   await sentinel.stop();
   await master.stop();
 });
