@@ -116,30 +116,12 @@ t.test('a CONFIG REWRITE killed before its rename leaves its temp file; the next
   t.equal(await c.call('AUTH', 's3cret-admin'), 'OK', 'and the relay runs on it');
 });
 
-t.test('a symlinked config: the temp file a killed rewrite left beside the target is removed at the next start', async (t) => {
-  const dir = t.testdir({});
-  mkdirSync(join(dir, 'real'));
-  const target = join(dir, 'real', 'relay.yaml');
-  writeFileSync(target, configText(dir), { mode: 0o600 });
-  const link = join(dir, 'relay.yaml');
-  symlinkSync(target, link);
-
-  await rewriteKilledBeforeRename(t, link);
-  t.equal(tempsOf(join(dir, 'real'), 'relay.yaml').length, 1, "the temp file is beside the link's target");
-  const port = await freePort();
-  const r = await startRelayProcess(['--config', link, '--port', String(port)]);
-  t.teardown(() => r.stop());
-  t.same(tempsOf(join(dir, 'real'), 'relay.yaml'), [], 'removed at the start');
-  t.ok(lstatSync(link).isSymbolicLink(), 'the link stays');
-  t.equal(readFileSync(target, 'utf8'), configText(dir), 'the target is intact');
-});
-
 t.test('a read-only config directory: a temp file that cannot be removed is a warning at start, CONFIG REWRITE a clear error', async (t) => {
   const dir = t.testdir({});
   const file = join(dir, 'relay.yaml');
   writeFileSync(file, configText(dir), { mode: 0o600 });
-  await rewriteKilledBeforeRename(t, file);
-  t.equal(tempsOf(dir, 'relay.yaml').length, 1, 'a temp file left');
+  // What a killed rewrite leaves (the test above shows it does).
+  writeFileSync(join(dir, '.relay.yaml.0123456789abcdef.tmp'), 'left by a crash\n');
 
   // Immutable (as root; a read-only mount, or systemd's ProtectSystem, does the same): nothing in it can be removed or
   // created. Made mutable again before the test ends, so that tap can remove the directory.

@@ -7,6 +7,7 @@ import t from 'tap';
 import { chownSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { removeAtomicWriteTempsSync, writeFileAtomicSync } from '../../src/util/atomic-write.js';
+import { removeRewriteTemps } from '../../src/config/rewrite.js';
 
 t.test('replaces the content, keeps mode and owner, leaves no temp file', async (t) => {
   const dir = t.testdir({});
@@ -77,4 +78,17 @@ t.test('a directory that cannot be listed is reported, not thrown', async (t) =>
   const { removed, failed } = removeAtomicWriteTempsSync(join(t.testdir({}), 'gone', 'relay.yaml'));
   t.same(removed, []);
   t.match(failed, [{ err: { code: 'ENOENT' } }]);
+});
+
+t.test('a symlinked config file: the temp files beside its target are removed (a rewrite writes there), the link stays', async (t) => {
+  const dir = t.testdir({ real: { 'relay.yaml': 'old\n', '.relay.yaml.0123456789abcdef.tmp': 'left by a crash\n' } });
+  const link = join(dir, 'relay.yaml');
+  symlinkSync(join(dir, 'real', 'relay.yaml'), link);
+  writeFileSync(join(dir, '.relay.yaml.fedcba9876543210.tmp'), 'beside the link: not where a rewrite writes\n');
+  const { removed, failed } = removeRewriteTemps(link);
+  t.same(removed, ['.relay.yaml.0123456789abcdef.tmp']);
+  t.same(failed, []);
+  t.same(readdirSync(join(dir, 'real')), ['relay.yaml']);
+  t.same(readdirSync(dir).sort(), ['.relay.yaml.fedcba9876543210.tmp', 'real', 'relay.yaml']);
+  t.equal(readFileSync(link, 'utf8'), 'old\n', 'the link still leads to the config');
 });
