@@ -112,6 +112,12 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   #fanout: Fanout;
   #pacer: WritePacer;
   #ackOffset = 0;
+  /** A whole snapshot went out (a full sync reached 'rdb sent'). */
+  #snapshotSent = false;
+  /** Any REPLCONF ACK came. */
+  #acked = false;
+  /** The replica closed its link (not the relay). */
+  #peerClosed = false;
   #until: number;
   /** `until` was reached: the cursor is closed, the offset stays there. */
   #parked = false;
@@ -152,6 +158,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   /** REPLCONF ACK `offset`. The first one after an EOF-marked payload, whatever its offset, lets the stream start. */
   acknowledged(offset: number): void {
     this.ackTime = Date.now();
+    this.#acked = true;
     if (this.#awaitingAck) {
       this.#awaitingAck = false;
       this.pump();
@@ -297,6 +304,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     // Committed: the log now holds the new history from the snapshot's next byte.
     this.#cursor = new LogCursor(this.#log, this.#streamFrom - 1, { pin: true });
     this.#awaitingAck = marked;
+    this.#snapshotSent = true;
     this.#setState(ReplicaState.Online, 'rdb sent');
     this.ackTime = Date.now();
     this.pump();
@@ -369,6 +377,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       this.#onClose(this);
       return;
     }
+    this.#snapshotSent = true;
     this.#setState(ReplicaState.Online, 'rdb sent');
     this.ackTime = Date.now();
     this.pump();
@@ -567,9 +576,21 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#onClose(this);
   }
 
+  /**
+   * Whether the replica loaded the snapshot it was sent: true once it acknowledged the stream (a replica does at once
+   * after loading), false when it closed its link after the whole snapshot without doing so. Null when that cannot be
+   * told: no whole snapshot sent, the relay closed it, or it never acknowledges (SYNC, redis-cli --rdb / --replica).
+   */
+  get loadedSnapshot(): boolean | null {
+    if (!this.#snapshotSent || this.caps.plainSync || this.caps.rdbOnly || this.caps.rdbFilterEmpty) return null;
+    if (this.#acked) return true;
+    return this.#peerClosed ? false : null;
+  }
+
   /** The socket closed on its own. */
   closed(): void {
     if (this.#state === ReplicaState.Closed) return;
+    this.#peerClosed = true;
     this.#setState(ReplicaState.Closed, 'connection closed');
     this.#cursor?.close();
     this.#fanout.remove(this);

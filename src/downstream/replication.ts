@@ -10,6 +10,7 @@ import { WritePacer } from './write-pacer.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 import { psyncReplyLine } from '../compression.js';
 import { clip } from '../util/text.js';
+import { FullSyncRetries } from './full-sync-retries.js';
 
 /** What the master side needs from the relay's backlog. */
 export interface ReplicationSource {
@@ -75,6 +76,11 @@ export class DownstreamReplication {
   /** Sessions taking #incoming as it arrives: the new history's first replicas, kept when it is committed. */
   #pipelined = new Set<ReplicaSession>();
   #ahead = new Map<ReplicaSession, AheadWait>();
+  /** Each session's replica, as its address and announced port: what FullSyncRetries counts failed loads by. */
+  #replicaOf = new Map<ReplicaSession, string>();
+  readonly #retries = new FullSyncRetries();
+  /** Waiting sessions whose full sync may not start before this time (ms): their replica failed to load the last ones. */
+  #heldUntil = new Map<ReplicaSession, number>();
   /** Writes the stream to every session in passes, one per turn of the event loop. */
   readonly fanout = new Fanout();
   readonly pacer = new WritePacer();
@@ -125,6 +131,7 @@ export class DownstreamReplication {
     });
     client.becomeReplica(session);
     this.#sessions.add(session);
+    this.#replicaOf.set(session, `${client.ip}:${rc.listeningPort}`);
     const logger = client.logger;
 
     if (replid !== null && replid !== '?' && !rc.rdbOnly && !rc.rdbFilterEmpty) {
@@ -169,6 +176,11 @@ export class DownstreamReplication {
 
   #startFull(session: ReplicaSession): void {
     this.#opts.telemetry.emit('replica.sync', { kind: 'full', peer: session.peer });
+    const notBefore = this.#retries.notBefore(this.#replicaOf.get(session) ?? '');
+    if (notBefore > Date.now()) {
+      this.#heldUntil.set(session, notBefore);
+      this.#opts.logger.info({ replica: this.#replicaOf.get(session), delayMs: notBefore - Date.now() }, 'full sync held back: this replica did not load the last snapshots it was sent');
+    }
     this.#waiting.add(session);
     this.#serveWaiting();
   }
@@ -214,6 +226,11 @@ export class DownstreamReplication {
       if (session.state !== ReplicaState.WaitBgsave) {
         this.#waiting.delete(session);
         continue;
+      }
+      const heldUntil = this.#heldUntil.get(session);
+      if (heldUntil !== undefined) {
+        if (Date.now() < heldUntil) continue; // kept alive with newlines by the tick, which serves the line again
+        this.#heldUntil.delete(session);
       }
       if (session.caps.rdbFilterEmpty) {
         // No keys wanted: an empty RDB, and the stream from the last whole command we hold (never mid-command).
@@ -350,7 +367,23 @@ export class DownstreamReplication {
     this.#pipelined.delete(s);
     this.#waiting.delete(s);
     this.#ahead.delete(s);
+    this.#heldUntil.delete(s);
+    this.#countLoad(s);
     this.#transferEnded(s);
+  }
+
+  /** A session ended: whether its replica loaded the snapshot it was sent counts towards holding back its next full sync. */
+  #countLoad(s: ReplicaSession): void {
+    const replica = this.#replicaOf.get(s);
+    this.#replicaOf.delete(s);
+    const loaded = s.loadedSnapshot;
+    if (replica === undefined || loaded === null) return;
+    const failed = this.#retries.ended(replica, loaded);
+    if (failed === 0) return;
+    this.#opts.logger.warn(
+      { replica, failedLoads: failed, rdbVersion: this.#opts.source.usableSnapshot()?.rdbVersion, nextFullSyncDelayMs: this.#retries.delayAfter(failed) },
+      'replica closed its link after a whole snapshot without acknowledging the stream: it did not load it (an RDB version it cannot read? its disk?)',
+    );
   }
 
   /** A snapshot transfer finished (or its replica went): the next replica in line may start. */

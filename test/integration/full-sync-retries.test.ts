@@ -1,0 +1,79 @@
+/**
+ * A replica that reads a whole snapshot and closes its link without acknowledging the stream did not load it (an RDB
+ * version it cannot read: a Valkey 8 master's RDB 11 behind the relay and a Redis 7.0 replica looped through 154 full
+ * syncs in 6 s, each a whole snapshot read from disk and sent). From its second failed load in a row its next full
+ * sync is held back (1 s, doubling), kept alive with newlines; other replicas are served meanwhile, and a load it
+ * acknowledges clears its count.
+ */
+import t from 'tap';
+import { connect } from 'node:net';
+import { once } from 'node:events';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startLoggedRelay, type LogLine } from '../helpers/logged-relay.js';
+import { onlineReplicas } from '../helpers/replication.js';
+import { waitFor } from '../helpers/wait.js';
+import { encodeCommand } from '../../src/resp/writer.js';
+
+t.teardown(stopAll);
+
+/**
+ * A raw replica announcing `port`: PSYNC ? -1, reads the +FULLRESYNC line and the whole `$<len>` payload, then
+ * acknowledges the stream (`load`) or closes at once, as a replica that cannot load the RDB does. Returns once the
+ * relay has its close.
+ */
+async function fullSync(relayPort: number, port: number, load: boolean): Promise<void> {
+  const socket = connect({ port: relayPort, host: '127.0.0.1' });
+  socket.on('error', () => undefined);
+  await once(socket, 'connect');
+  let buf = Buffer.alloc(0);
+  socket.on('data', (d: Buffer) => (buf = Buffer.concat([buf, d])));
+  socket.write(encodeCommand(['REPLCONF', 'listening-port', String(port)]));
+  await waitFor(() => buf.toString('latin1') === '+OK\r\n', { what: 'REPLCONF listening-port answered' });
+  socket.write(encodeCommand(['REPLCONF', 'capa', 'psync2']));
+  await waitFor(() => buf.toString('latin1') === '+OK\r\n+OK\r\n', { what: 'REPLCONF capa answered' });
+  buf = Buffer.alloc(0);
+  socket.write(encodeCommand(['PSYNC', '?', '-1']));
+  const got = await waitFor(
+    () => {
+      const m = /^\n*\+FULLRESYNC [0-9a-f]{40} (\d+)\r\n\n*\$(\d+)\r\n/.exec(buf.toString('latin1'));
+      return m && buf.length >= m[0].length + Number(m[2]) ? { offset: m[1]! } : undefined;
+    },
+    { what: `the +FULLRESYNC and the whole snapshot (replica port ${port})`, timeoutMs: 20_000 },
+  );
+  if (load) socket.write(encodeCommand(['REPLCONF', 'ACK', got.offset]));
+  socket.end();
+  await once(socket, 'close');
+}
+
+t.test("a replica that does not load its snapshot has its next full syncs held back; others are served; a load clears it", async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  for (let i = 0; i < 100; i++) await m.call('SET', `k${i}`, `v${i}`);
+  const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port } });
+  const failedLoads = () => relay.lines.filter((l) => l['failedLoads'] !== undefined && l['replica'] === '127.0.0.1:7777');
+  const held = () => relay.lines.filter((l: LogLine) => /^full sync held back/.test(String(l['msg'])));
+
+  // Two failed loads in a row: each logged, neither held back (a replica killed once while loading is common).
+  for (const n of [1, 2]) {
+    await fullSync(relay.port, 7777, false);
+    const line = await waitFor(() => failedLoads()[n - 1], { what: `failed load ${n} logged` });
+    t.equal(line['failedLoads'], n);
+    t.equal(line['nextFullSyncDelayMs'], n === 1 ? 0 : 1000, 'the delay its next full sync will get');
+    t.equal(line['level'], 40, 'a warning');
+  }
+  t.equal(held().length, 0, 'neither was held back');
+
+  // The third waits , and a well-behaved replica is served meanwhile.
+  const third = fullSync(relay.port, 7777, true);
+  const h = await waitFor(() => held()[0], { what: 'the third full sync held back' });
+  t.equal(h['replica'], '127.0.0.1:7777');
+  t.ok(Number(h['delayMs']) > 0 && Number(h['delayMs']) <= 1000, `held for up to 1 s after the last failure (${String(h['delayMs'])} ms)`);
+  await onlineReplicas(t, relay.port, m, 1);
+  await third; // then it gets its snapshot, and loads it
+
+  // It loaded that one (acknowledged the stream): its count is cleared, the next full sync starts at once.
+  await fullSync(relay.port, 7777, false);
+  t.equal(held().length, 1, 'after a load, the next full sync is not held back');
+  t.equal((await waitFor(() => failedLoads()[2], { what: 'the next failed load logged' }))['failedLoads'], 1, 'counted afresh');
+});
