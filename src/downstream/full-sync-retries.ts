@@ -1,6 +1,10 @@
 /** The first held-back full sync waits this long; each further failed load doubles it, up to MAX_DELAY_MS. */
 const BASE_DELAY_MS = 1000;
-const MAX_DELAY_MS = 60_000;
+/**
+ * What a Redis master makes every diskless full sync wait by default (repl-diskless-sync-delay 5): a held-back
+ * replica never waits longer than a Redis master would have made it wait anyway.
+ */
+const MAX_DELAY_MS = 5000;
 /** Failed loads this long ago are forgotten. */
 const FORGET_MS = 10 * 60_000;
 /** Replicas remembered at most (the oldest go first): a flood of distinct addresses costs bounded memory. */
@@ -12,7 +16,7 @@ const MAX_REMEMBERED = 4096;
  * such retries with its fork and repl-diskless-sync-delay; a relay that serves its snapshot file at once sent one
  * after another as fast as the replica read them (a Valkey 8 master's RDB 11 to a Redis 7.0 replica: 154 full syncs
  * in 6 s). From a replica's second failed load in a row (by address and announced port), its next full sync waits
- * 1 s, then 2, 4, ... up to 60 s, kept alive with newlines meanwhile; a snapshot it loads clears its count.
+ * 1 s, then 2, 4, then 5 s each time, kept alive with newlines meanwhile; a snapshot it loads clears its count.
  */
 export class FullSyncRetries {
   readonly #failed = new Map<string, { count: number; at: number }>();

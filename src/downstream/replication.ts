@@ -131,7 +131,8 @@ export class DownstreamReplication {
     });
     client.becomeReplica(session);
     this.#sessions.add(session);
-    this.#replicaOf.set(session, `${client.ip}:${rc.listeningPort}`);
+    // A replica announces the port it serves on; a tool speaking PSYNC (a probe, a backup) does not, and is not held back.
+    if (rc.listeningPort > 0) this.#replicaOf.set(session, `${client.ip}:${rc.listeningPort}`);
     const logger = client.logger;
 
     if (replid !== null && replid !== '?' && !rc.rdbOnly && !rc.rdbFilterEmpty) {
@@ -176,10 +177,11 @@ export class DownstreamReplication {
 
   #startFull(session: ReplicaSession): void {
     this.#opts.telemetry.emit('replica.sync', { kind: 'full', peer: session.peer });
-    const notBefore = this.#retries.notBefore(this.#replicaOf.get(session) ?? '');
+    const replica = this.#replicaOf.get(session);
+    const notBefore = replica === undefined ? 0 : this.#retries.notBefore(replica);
     if (notBefore > Date.now()) {
       this.#heldUntil.set(session, notBefore);
-      this.#opts.logger.info({ replica: this.#replicaOf.get(session), delayMs: notBefore - Date.now() }, 'full sync held back: this replica did not load the last snapshots it was sent');
+      this.#opts.logger.info({ replica, delayMs: notBefore - Date.now() }, 'full sync held back: this replica did not load the last snapshots it was sent');
     }
     this.#waiting.add(session);
     this.#serveWaiting();

@@ -11,7 +11,7 @@
  * most one per replica per life of the relay), and once the disk is free again its disk log writes again, so that a
  * last restart costs no replica a full sync.
  *
- * DSTORM_SEED (default 1), DSTORM_ROUNDS (default 3), DSTORM_DIRECT (log.disk-direct, default true) and DSTORM_LOGS
+ * DSTORM_SEED (default 1), DSTORM_ROUNDS (default 2), DSTORM_DIRECT (log.disk-direct, default true) and DSTORM_LOGS
  * (a file for every life's log and the replicas') make another or a longer storm by hand.
  */
 import t from 'tap';
@@ -29,7 +29,7 @@ import { RedisClient } from '../helpers/redis-client.js';
 t.teardown(stopAll);
 
 const SEED = Number(process.env.DSTORM_SEED ?? 1);
-const ROUNDS = Number(process.env.DSTORM_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.DSTORM_ROUNDS ?? 2);
 const DIRECT = (process.env.DSTORM_DIRECT ?? 'true') !== 'false';
 /**
  * What a relay that failed by itself leaves in its output: a fatal line, an illegal state transition, or anything that

@@ -17,7 +17,7 @@ import { encodeCommand } from '../../src/resp/writer.js';
 t.teardown(stopAll);
 
 /**
- * A raw replica announcing `port`: PSYNC ? -1, reads the +FULLRESYNC line and the whole `$<len>` payload, then
+ * A raw replica announcing `port` (0: none): PSYNC ? -1, reads the +FULLRESYNC line and the whole `$<len>` payload, then
  * acknowledges the stream (`load`) or closes at once, as a replica that cannot load the RDB does. Returns once the
  * relay has its close.
  */
@@ -27,10 +27,11 @@ async function fullSync(relayPort: number, port: number, load: boolean): Promise
   await once(socket, 'connect');
   let buf = Buffer.alloc(0);
   socket.on('data', (d: Buffer) => (buf = Buffer.concat([buf, d])));
-  socket.write(encodeCommand(['REPLCONF', 'listening-port', String(port)]));
-  await waitFor(() => buf.toString('latin1') === '+OK\r\n', { what: 'REPLCONF listening-port answered' });
+  // Port 0: none announced, as a tool speaking PSYNC (not a replica) does.
+  if (port > 0) socket.write(encodeCommand(['REPLCONF', 'listening-port', String(port)]));
   socket.write(encodeCommand(['REPLCONF', 'capa', 'psync2']));
-  await waitFor(() => buf.toString('latin1') === '+OK\r\n+OK\r\n', { what: 'REPLCONF capa answered' });
+  const oks = port > 0 ? '+OK\r\n+OK\r\n' : '+OK\r\n';
+  await waitFor(() => buf.toString('latin1') === oks, { what: 'REPLCONF answered' });
   buf = Buffer.alloc(0);
   socket.write(encodeCommand(['PSYNC', '?', '-1']));
   const got = await waitFor(
@@ -76,4 +77,10 @@ t.test("a replica that does not load its snapshot has its next full syncs held b
   await fullSync(relay.port, 7777, false);
   t.equal(held().length, 1, 'after a load, the next full sync is not held back');
   t.equal((await waitFor(() => failedLoads()[2], { what: 'the next failed load logged' }))['failedLoads'], 1, 'counted afresh');
+
+  // A client that announces no port is a tool, not a replica: never counted, never held back.
+  for (let i = 0; i < 3; i++) await fullSync(relay.port, 0, false);
+  await onlineReplicas(t, relay.port, m, 1); // a full sync after the last of them: its close has been counted
+  t.equal(held().length, 1, 'three full syncs closed unloaded by a client without a port: none held back');
+  t.notOk(relay.lines.some((l) => l['failedLoads'] !== undefined && l['replica'] !== '127.0.0.1:7777'), 'nor counted as failed loads');
 });
