@@ -2,7 +2,7 @@
  * A replica that reads a whole snapshot and closes its link without acknowledging the stream did not load it (an RDB
  * version it cannot read: a Valkey 8 master's RDB 11 behind the relay and a Redis 7.0 replica looped through 154 full
  * syncs in 6 s, each a whole snapshot read from disk and sent). From its second failed load in a row its next full
- * sync is held back (1 s, doubling), kept alive with newlines; other replicas are served meanwhile, and a load it
+ * sync is held back (1 s, doubling to 5 s), kept alive with newlines; other replicas are served meanwhile, and a load it
  * acknowledges clears its count.
  */
 import t from 'tap';
