@@ -17,7 +17,7 @@ export interface TestRelay {
 
 /**
  * Starts a Relay in this process (so coverage sees it) on a free port with a fresh data dir.
- * `config` is YAML-shaped (kebab-case keys), merged over test defaults. Logs go nowhere unless RELAY_TEST_LOG=level.
+ * `config` is YAML-shaped (kebab-case keys), merged over test defaults (`log.memory-prefault: false` among them). Logs go nowhere unless RELAY_TEST_LOG=level.
  */
 export async function startRelay(config: Record<string, unknown> = {}, dir?: string): Promise<TestRelay> {
   const port = await freePort();
@@ -28,6 +28,8 @@ export async function startRelay(config: Record<string, unknown> = {}, dir?: str
     listen: { port, ...(config['listen'] as object | undefined) },
     web: { port: 0, ...(config['web'] as object | undefined) },
     upstream: { 'backoff-min': '50ms', 'backoff-max': '500ms', ...(config['upstream'] as object | undefined) },
+    // Writing the pages of the default 64mb tail costs a start ~0.4 s of CPU; tests of the tail's memory set it.
+    log: { 'memory-prefault': false, ...(config['log'] as object | undefined) },
   };
   const cfg = validateConfig(raw, null);
   const level = (process.env['RELAY_TEST_LOG'] ?? 'silent') as 'silent';

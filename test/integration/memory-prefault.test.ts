@@ -10,7 +10,7 @@ t.test('log.memory-prefault: the memory tail is made at start, and the first str
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
-  const on = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '16mb' } });
+  const on = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '16mb', 'memory-prefault': true } });
   t.teardown(() => on.stop());
   const off = await startRelay({ upstream: { host: '127.0.0.1', port: master.port }, log: { memory: '16mb', 'memory-prefault': false } });
   t.teardown(() => off.stop());
