@@ -7,7 +7,7 @@ import { SnapshotRefresher } from './snapshot-refresher.js';
 import { UpstreamLink, LinkState, type LinkHost } from './upstream/link.js';
 import { turnRead } from './upstream/read-budget.js';
 import { SentinelConnector } from './upstream/sentinel-connector.js';
-import { announcedPort, certificateWarnings, checkClientTls, expiryWarning, tlsWarnings } from './tls.js';
+import { announcedPort, certificateWarnings, checkClientTls, expiryWarning, sideLinkTls, tlsWarnings } from './tls.js';
 import { loadListenerTls } from './downstream/listener-tls.js';
 import { TlsFileError } from './errors.js';
 import type { ScannedCommand } from './resp/stream-scanner.js';
@@ -115,7 +115,7 @@ export class Relay {
       const sc = config.upstream.sentinel;
       this.#sentinel = new SentinelConnector({
         ...sc,
-        tls: sc.tls ? config.upstream.tls : null,
+        tls: sc.tls ? sideLinkTls(config.upstream.tls) : null,
         connectTimeoutMs: config.upstream.connectTimeoutMs,
         backoffMinMs: config.upstream.backoffMinMs,
         backoffMaxMs: config.upstream.backoffMaxMs,
@@ -164,7 +164,7 @@ export class Relay {
               port: sc.port,
               user: sc.user,
               password: sc.password,
-              tls: sc.tls ? config.upstream.tls : null,
+              tls: sc.tls ? sideLinkTls(config.upstream.tls) : null,
               listeningPort: announcedPort(config.listen, config.upstream.tls),
               connectTimeoutMs: config.upstream.connectTimeoutMs,
               timeoutMs: config.upstream.timeoutMs,

@@ -29,6 +29,14 @@ export function clientTlsOptions(cfg: ClientTlsConfig): ConnectionOptions {
 }
 
 /**
+ * upstream.tls for the links to the Sentinels and the snapshot source: the same files, but their certificates are
+ * checked against the host dialed, as upstream.tls.servername names the master.
+ */
+export function sideLinkTls(cfg: ClientTlsConfig | null): ClientTlsConfig | null {
+  return cfg === null ? null : { ...cfg, servername: null };
+}
+
+/**
  * Loads upstream.tls's files once at start, so a wrong path or a malformed PEM stops the relay (as a bad listen.tls
  * file does) instead of failing every connect in the background. They are read again at each connect all the same.
  */

@@ -78,7 +78,7 @@ export const relaySchema = section(
             ca: key(nullableFilePath(baseDir), null, "CA bundle to verify the master with, like tls-ca-cert-file; null = Node's default CAs"),
             cert: key(nullableFilePath(baseDir), null, 'client certificate, for a master with tls-auth-clients yes (with key)'),
             key: key(nullableFilePath(baseDir), null, 'its private key, like tls-key-file'),
-            servername: key(nullableText(), null, "SNI and the name the master's certificate must match; null = upstream.host"),
+            servername: key(nullableText(), null, "SNI and the name the master's certificate must match (Sentinels and the snapshot source are checked against their own address); null = the master's address"),
             verify: key(boolean(), true, "check the master's certificate (chain and name); false = encrypt only"),
           },
           'TLS to the master, like a Redis replica with tls-replication yes; null = plain TCP; paths relative to the config file',

@@ -50,6 +50,17 @@ export function makeCerts(cn = 'psync-relay test CA', days = 400): TestCerts {
   };
 }
 
+/**
+ * One more server certificate from `certs`' CA, valid only for the DNS name `dns` (no IP address, not localhost), as
+ * `<dns>.crt` and `<dns>.key` in `certs.dir`.
+ */
+export function namedServerCert(certs: TestCerts, dns: string): { cert: string; key: string } {
+  writeFileSync(join(certs.dir, `${dns}.cnf`), `subjectAltName=DNS:${dns}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n`);
+  openssl(certs.dir, ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${dns}.key`, '-out', `${dns}.csr`, '-subj', `/CN=${dns}`]);
+  openssl(certs.dir, ['x509', '-req', '-in', `${dns}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${dns}.crt`, '-days', '30', '-extfile', `${dns}.cnf`]);
+  return { cert: join(certs.dir, `${dns}.crt`), key: join(certs.dir, `${dns}.key`) };
+}
+
 /** redis-server argv for a TLS port with `certs`' server certificate; clients must present a certificate. */
 export function redisTlsArgs(certs: TestCerts, tlsPort: number): string[] {
   return ['--tls-port', String(tlsPort), '--tls-cert-file', certs.serverCert, '--tls-key-file', certs.serverKey, '--tls-ca-cert-file', certs.ca, '--tls-auth-clients', 'yes'];

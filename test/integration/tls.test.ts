@@ -6,7 +6,7 @@ import { startRelay } from '../helpers/relay.js';
 import { startReplica, stat, waitConverged } from '../helpers/replication.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
-import { assertServesTls, explainNoTls, makeCerts, redisTlsArgs, redisTlsReplicaArgs, tlsCommands } from '../helpers/tls.js';
+import { assertServesTls, explainNoTls, makeCerts, namedServerCert, redisTlsArgs, redisTlsReplicaArgs, tlsCommands } from '../helpers/tls.js';
 import type { RedisClient } from '../helpers/redis-client.js';
 import { createLogger } from '../../src/log.js';
 import { fetchSnapshot } from '../../src/upstream/snapshot-fetcher.js';
@@ -134,4 +134,36 @@ t.test('Sentinel mode over TLS: the relay asks a TLS Sentinel and follows the TL
     { what: 'the relay follows the master named by the TLS Sentinel' },
   );
   t.equal(stat(await dc.info('replication'), 'master_port'), masterTls, 'INFO names the master the Sentinel named');
+});
+
+t.test("upstream.tls.servername names the master only: the Sentinels' certificates are checked against their own address", async (t) => {
+  // A master whose certificate names only master.test; a Sentinel whose certificate names 127.0.0.1 and localhost.
+  const named = namedServerCert(certs, 'master.test');
+  const nTls = await freePort();
+  const nMaster = await startRedis({ args: ['--tls-port', String(nTls), '--tls-cert-file', named.cert, '--tls-key-file', named.key, '--tls-ca-cert-file', certs.ca, '--tls-auth-clients', 'yes'] });
+  t.teardown(() => nMaster.stop());
+  const nm = await nMaster.client();
+  t.teardown(() => nm.close());
+  const sTls = await freePort();
+  const sentinel: RedisServer = await startRedis({
+    sentinel: true,
+    sentinelConf: ['sentinel resolve-hostnames no', `sentinel monitor named 127.0.0.1 ${nTls} 1`].join('\n') + '\n',
+    args: ['--tls-port', String(sTls), '--tls-cert-file', certs.serverCert, '--tls-key-file', certs.serverKey, '--tls-ca-cert-file', certs.ca, '--tls-replication', 'yes'],
+  });
+  t.teardown(() => sentinel.stop());
+  const d = await startRelay({
+    upstream: { tls: { ...clientTls, servername: 'master.test' }, sentinel: { nodes: [`127.0.0.1:${sTls}`], 'master-name': 'named', tls: true } },
+  });
+  t.teardown(() => d.stop());
+  await nm.call('SET', 'named', '1');
+  const dc = await d.client();
+  t.teardown(() => dc.close());
+  await waitFor(
+    async () => {
+      const [di, mi] = [await dc.info('replication'), await nm.info('replication')];
+      return di['master_link_status'] === 'up' && di['master_repl_offset'] === mi['master_repl_offset'];
+    },
+    { what: 'the relay follows the master the Sentinel named, over TLS checked against master.test', timeoutMs: 15_000 },
+  );
+  t.equal(stat(await dc.info('replication'), 'master_port'), nTls, 'INFO names that master');
 });
