@@ -1,12 +1,13 @@
 import t from 'tap';
 import { connect } from 'node:net';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { startReplica, stat, waitConverged } from '../helpers/replication.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
-import { assertServesTls, explainNoTls, makeCerts, namedServerCert, redisTlsArgs, redisTlsReplicaArgs, tlsCommands } from '../helpers/tls.js';
+import { assertServesTls, explainNoTls, fileFingerprint, makeCerts, namedServerCert, redisTlsArgs, redisTlsReplicaArgs, servedFingerprint, tlsCommands } from '../helpers/tls.js';
 import type { RedisClient } from '../helpers/redis-client.js';
 import { createLogger } from '../../src/log.js';
 import { fetchSnapshot } from '../../src/upstream/snapshot-fetcher.js';
@@ -166,4 +167,41 @@ t.test("upstream.tls.servername names the master only: the Sentinels' certificat
     { what: 'the relay follows the master the Sentinel named, over TLS checked against master.test', timeoutMs: 15_000 },
   );
   t.equal(stat(await dc.info('replication'), 'master_port'), nTls, 'INFO names that master');
+});
+
+t.test('a certificate reload reaches the point-in-time listeners of a relay with no plain port', async (t) => {
+  // Files the relay reads (copies, so the renewal can replace them), and a renewal from another CA.
+  const renewal = makeCerts('renewal CA');
+  const served = { cert: join(certs.dir, 'pitr-served.crt'), key: join(certs.dir, 'pitr-served.key') };
+  const install = (from: { serverCert: string; serverKey: string }): void => {
+    copyFileSync(from.serverCert, served.cert);
+    copyFileSync(from.serverKey, served.key);
+  };
+  install(certs);
+  const port = await freePort();
+  const p = await startRelay({
+    upstream: { host: '127.0.0.1', port: masterTls, tls: clientTls },
+    listen: { port: 0, tls: { port, ...served } },
+    log: { memory: '1mb', disk: '64mb' },
+  });
+  t.teardown(() => p.stop());
+  await writeKeys(m, 'pitr-tls');
+  const offset = await waitFor(
+    async () => {
+      const [reply] = await tlsCommands(port, certs, [['INFO', 'replication']]);
+      const mine = /master_repl_offset:(\d+)/.exec(String(reply))?.[1];
+      const theirs = (await m.info('replication'))['master_repl_offset'];
+      return mine !== undefined && mine === theirs && Number(mine);
+    },
+    { what: 'the relay holds the master stream' },
+  );
+  const [pitr] = await tlsCommands(port, certs, [['RELAY', 'PITR', 'OFFSET', String(offset)]]);
+  t.ok(Array.isArray(pitr), `RELAY PITR opened a listener (${JSON.stringify(pitr)})`);
+  const pitrPort = Number((pitr as unknown[])[0]);
+  t.equal(await servedFingerprint(pitrPort), fileFingerprint(certs.serverCert), 'the point-in-time listener serves the certificate of listen.tls');
+
+  install(renewal);
+  t.equal(p.relay.reloadTls(), true, 'the reload took the renewed files');
+  t.equal(await servedFingerprint(port), fileFingerprint(renewal.serverCert), 'the RESP listener serves the renewal to new connections');
+  t.equal(await servedFingerprint(pitrPort), fileFingerprint(renewal.serverCert), 'and so does the point-in-time listener');
 });
