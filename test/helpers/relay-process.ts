@@ -47,6 +47,18 @@ function flagValue(args: string[], flag: string): string | undefined {
 }
 
 /**
+ * `env` without tap's coverage hook in NODE_OPTIONS, unless RELAY_COVERAGE=1: a relay process that records its
+ * coverage spends about a second more CPU per start (1.7 s against 0.7 s to a PONG, /usr/bin/time), and the suite
+ * starts a few hundred of them. The relay's code is covered in-process by most tests (helpers/relay.ts).
+ */
+function withoutCoverage(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  if (process.env['RELAY_COVERAGE'] === '1' || env['NODE_OPTIONS'] === undefined) return env;
+  const options = env['NODE_OPTIONS'].split(/\s+/).filter((o) => !o.includes('@tapjs/processinfo')).join(' ');
+  const { NODE_OPTIONS: _, ...rest } = env;
+  return options === '' ? rest : { ...rest, NODE_OPTIONS: options };
+}
+
+/**
  * Spawn `node dist/main.js ...args` from the repo root and wait until its RESP port answers PING.
  * `args` must include `--port N` (pick N with freePort()). Rejects, with the captured log, if the process exits first.
  */
@@ -64,7 +76,7 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
   const argv = [...(opts.prefix ?? []), process.execPath, MAIN, ...args];
   const proc = spawn(argv[0]!, argv.slice(1), {
     cwd: REPO_ROOT,
-    env: opts.env ?? process.env,
+    env: withoutCoverage(opts.env ?? process.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const append = (b: Buffer): void => {
