@@ -130,7 +130,9 @@ t.test('full-sync-concurrency 1 and full-sync-rate: one snapshot transfer at a t
       maxSending = Math.max(maxSending, reps.filter((r) => r.state === 'send_bulk').length);
       maxWaiting = Math.max(maxWaiting, reps.filter((r) => r.state === 'wait_bgsave').length);
       for (const r of reps) if (r.state !== 'wait_bgsave' && !order.includes(r.port)) order.push(r.port);
-      await new Promise((resolve) => setImmediate(resolve));
+      // Every 2 ms, not every turn of the event loop (a loop that never waits: a core busy for the whole test). A
+      // transfer at `rate` takes seconds; two at once for more than 2 ms would be seen.
+      await new Promise((resolve) => setTimeout(resolve, 2));
     }
   })();
   const replicas = [];

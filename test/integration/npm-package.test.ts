@@ -20,10 +20,14 @@ const NOT_CHECKED_IN = new Set(['node_modules', 'dist', '.git', '.tap', 'coverag
 /** What the tarball may hold, besides package.json. */
 const SHIPPED = [/^dist\/.+\.js(\.map)?$/, /^config\/relay\.yaml$/, /^README\.md$/, /^LICENSE$/, /^CHANGELOG\.md$/, /^SECURITY\.md$/];
 
-/** The environment of `npm test` minus npm's own variables, so the inner npm sees no outer project or prefix. */
+/**
+ * The environment of `npm test` minus npm's own variables, so the inner npm sees no outer project or prefix, and
+ * minus NODE_OPTIONS, where tap puts its process-info hook (--import): every node process of the pack, the build,
+ * the install and the installed command would load it (~0.3 s of CPU each), and a user's shell has no such hook.
+ */
 function npmEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k)) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) && k !== 'NODE_OPTIONS') env[k] = v;
   return { ...env, npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' };
 }
 
