@@ -40,6 +40,25 @@ export async function statOf(port: number, section: string, key: string): Promis
   }
 }
 
+/**
+ * The master's offset and that of the servers on `ports`, once they are all equal (the master read before and after
+ * them, as its PINGs move it at any moment), or the last look when `timeoutMs` passes: assert on what it returns.
+ */
+export async function offsetsBeside(master: RedisClient, ports: readonly number[], timeoutMs = 30_000): Promise<{ master: number; others: number[] }> {
+  let last = { master: -1, others: ports.map(() => -1) };
+  await waitFor(
+    async () => {
+      const before = stat(await master.info('replication'), 'master_repl_offset');
+      const others: number[] = [];
+      for (const p of ports) others.push(await statOf(p, 'replication', 'master_repl_offset'));
+      last = { master: stat(await master.info('replication'), 'master_repl_offset'), others };
+      return last.master === before && others.every((o) => o === before);
+    },
+    { timeoutMs, what: "the master's offset everywhere" },
+  ).catch(() => undefined);
+  return last;
+}
+
 export async function info(c: RedisClient, section = 'replication'): Promise<Record<string, string>> {
   return c.info(section);
 }

@@ -30,7 +30,7 @@ async function relay(t: Test, web: Record<string, unknown> = {}, prefault = fals
   const port = await freePort();
   const webPort = await freePort();
   const dir = t.testdir({});
-  const log = { disk: 0, ...(!prefault && { 'memory-prefault': false }) };
+  const log = { disk: 0, 'memory-prefault': prefault };
   const file = writeConfig(dir, { dir, log, upstream: { host: null }, logging: { level: 'info' }, web: { port: webPort, ...web } });
   const r = await startRelayProcess(['--config', file, '--port', String(port)]);
   t.teardown(() => r.stop());
