@@ -58,9 +58,8 @@ const offsetOf = async (port: number): Promise<number> => num(await infoOf(port)
 
 /**
  * mixedLoad() batches on whichever node is master now; pause() waits for the batch in flight to end (the stream is
- * then quiet), resume(port) goes on against `port`. Paced so that no replica of the relay falls more than 16 MB
- * behind (they are offline while the relay restarts and must not fall past its log; a restart then stops the load
- * there instead of piling up stream for everyone to catch up on).
+ * then quiet), resume(port) goes on against `port`. Paced so that no replica of the relay falls more than 32 MB
+ * behind (they are offline while the relay restarts and must not fall past its log).
  */
 function switchableLoad(first: number, replicaPorts: number[], seed: number, commands: number): {
   pause(): Promise<void>;
@@ -85,9 +84,9 @@ function switchableLoad(first: number, replicaPorts: number[], seed: number, com
       await mixedLoad(target, { commands, seed: seed + i, bigValue: 8_000 });
       const end = await offsetOf(target);
       await waitFor(async () => {
-        for (const p of replicaPorts) if (end - (await offsetOf(p)) > 16_000_000) return undefined;
+        for (const p of replicaPorts) if (end - (await offsetOf(p)) > 32_000_000) return undefined;
         return true;
-      }, { what: 'replicas within 16 MB of the master', timeoutMs: 60_000 });
+      }, { what: 'replicas within 32 MB of the master', timeoutMs: 60_000 });
     }
   })();
   return {
