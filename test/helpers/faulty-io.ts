@@ -1,6 +1,6 @@
 import { nodeFileIo, type FileHandleIo, type FileIo, type OpenOptions } from '../../src/backlog/file-io.js';
 import { DIRECT_ALIGN } from '../../src/backlog/direct-writer.js';
-import { basename } from 'node:path';
+import { basename, extname } from 'node:path';
 
 /** The error a simulated crash throws: the process is "dead" from then on, every later operation throws too. */
 export class CrashError extends Error {
@@ -29,6 +29,8 @@ function errno(code: string): NodeJS.ErrnoException {
  */
 export class FaultyIo implements FileIo {
   ops = 0;
+  /** The kinds of mutating operation made so far (`open:w .log`, `writev .sum`, `rm .log`, `syncDir`, ...). */
+  readonly kinds = new Set<string>();
   /** The size in bytes of every writev call so far to a disk log segment (`.log`), in order. */
   readonly writes: number[] = [];
   /** datasync calls on disk log segments (`.log`) so far. */
@@ -127,10 +129,11 @@ export class FaultyIo implements FileIo {
     return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
   }
 
-  /** Counts a mutating operation; true when this is the one that crashes. */
-  #step(): boolean {
+  /** Counts a mutating operation (`kind`: what it is and on which kind of file, e.g. `writev .log`); true when this is the one that crashes. */
+  #step(kind: string): boolean {
     if (this.crashed) throw new CrashError('crashed earlier');
     this.ops++;
+    this.kinds.add(kind);
     if (this.#crashAt > 0 && this.ops >= this.#crashAt) {
       this.crashed = true;
       return true;
@@ -144,7 +147,7 @@ export class FaultyIo implements FileIo {
 
   async open(path: string, flags: string, mode?: number, opts?: OpenOptions): Promise<FileHandleIo> {
     if (flags === 'r') this.#check();
-    else if (this.#step()) throw new CrashError(`crash at open ${path}`);
+    else if (this.#step(`open:${flags} ${extname(path)}`)) throw new CrashError(`crash at open ${path}`);
     if (opts?.direct && this.#refuseDirect === 'open') throw errno('EINVAL');
     const fh = await this.#track(nodeFileIo.open(path, flags, mode, opts));
     if (flags !== 'r') this.opened.push(`${basename(path)} ${flags}`);
@@ -154,13 +157,14 @@ export class FaultyIo implements FileIo {
   }
 
   #wrap(fh: FileHandleIo, direct: boolean, segment: boolean, sums: boolean, name: string): FileHandleIo {
+    const ext = extname(name);
     // O_DIRECT transfers stay whole blocks.
     const cut = (n: number, min: number): number => (direct ? Math.max(min, n - (n % DIRECT_ALIGN)) : n);
     return {
       fd: fh.fd,
       writev: async (buffers, position) => {
         if (segment) this.writes.push(buffers.reduce((n, b) => n + b.length, 0));
-        const crash = this.#step();
+        const crash = this.#step(`writev ${ext}`);
         if (crash) {
           const all = Buffer.concat(buffers);
           const torn = all.subarray(0, cut(Math.floor(this.#rand() * all.length), 0));
@@ -193,17 +197,17 @@ export class FaultyIo implements FileIo {
       },
       datasync: async () => {
         if (segment) this.segmentSyncs++;
-        if (this.#step()) throw new CrashError('crash at datasync');
+        if (this.#step(`datasync ${ext}`)) throw new CrashError('crash at datasync');
         if (segment) opFault(this.#failSegmentOp, 'datasync');
         await this.#track(fh.datasync());
         this.synced.push(name);
       },
       sync: async () => {
-        if (this.#step()) throw new CrashError('crash at sync');
+        if (this.#step(`sync ${ext}`)) throw new CrashError('crash at sync');
         return this.#track(fh.sync());
       },
       truncate: async (len) => {
-        if (this.#step()) throw new CrashError('crash at ftruncate');
+        if (this.#step(`ftruncate ${ext}`)) throw new CrashError('crash at ftruncate');
         if (segment) opFault(this.#failSegmentOp, 'truncate');
         return this.#track(fh.truncate(len));
       },
@@ -221,16 +225,16 @@ export class FaultyIo implements FileIo {
     return nodeFileIo.stat(path);
   }
   async rm(path: string): Promise<void> {
-    if (this.#step()) throw new CrashError(`crash at rm ${path}`);
+    if (this.#step(`rm ${extname(path)}`)) throw new CrashError(`crash at rm ${path}`);
     opFault(this.#failOp, 'rm');
     return this.#track(nodeFileIo.rm(path));
   }
   async truncate(path: string, len: number): Promise<void> {
-    if (this.#step()) throw new CrashError(`crash at truncate ${path}`);
+    if (this.#step(`truncate ${extname(path)}`)) throw new CrashError(`crash at truncate ${path}`);
     return this.#track(nodeFileIo.truncate(path, len));
   }
   async rename(from: string, to: string): Promise<void> {
-    if (this.#step()) throw new CrashError(`crash at rename ${from}`);
+    if (this.#step(`rename ${extname(from)}`)) throw new CrashError(`crash at rename ${from}`);
     opFault(this.#failOp, 'rename');
     return this.#track(nodeFileIo.rename(from, to));
   }
@@ -243,7 +247,7 @@ export class FaultyIo implements FileIo {
     return nodeFileIo.readFile(path);
   }
   async syncDir(dir: string): Promise<void> {
-    if (this.#step()) throw new CrashError('crash at syncDir');
+    if (this.#step('syncDir')) throw new CrashError('crash at syncDir');
     opFault(this.#failOp, 'syncDir');
     await this.#track(nodeFileIo.syncDir(dir));
     this.dirSyncs++;

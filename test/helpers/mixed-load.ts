@@ -78,19 +78,19 @@ export function seededRandom(seed: number): (n: number) => number {
 
 /**
  * mixedLoad() batches of 5,000 commands on `masterPort` (seeds from `seed`) until stop(), each paced by `replicas`:
- * none may fall more than 64 MB behind the master `m` (they are offline while a relay restarts, and must not fall
- * past its log).
+ * none may fall more than `maxLag` bytes (default 64 MB) behind the master `m` (they are offline while a relay
+ * restarts, and must not fall past its log).
  */
-export function pacedLoad(masterPort: number, m: RedisClient, replicas: readonly RedisClient[], seed: number): { stop(): Promise<void> } {
+export function pacedLoad(masterPort: number, m: RedisClient, replicas: readonly RedisClient[], seed: number, maxLag = 64_000_000): { stop(): Promise<void> } {
   let loading = true;
   const load = (async () => {
     for (let i = 0; loading; i++) {
       await mixedLoad(masterPort, { commands: 5000, seed: seed + i, bigValue: 20_000 });
       const end = stat(await m.info('replication'), 'master_repl_offset');
       await waitFor(async () => {
-        for (const c of replicas) if (end - stat(await c.info('replication'), 'master_repl_offset') > 64_000_000) return undefined;
+        for (const c of replicas) if (end - stat(await c.info('replication'), 'master_repl_offset') > maxLag) return undefined;
         return true;
-      }, { what: 'replicas within 64 MB of the master', timeoutMs: 60000 });
+      }, { what: `replicas within ${maxLag} bytes of the master`, timeoutMs: 60000 });
     }
   })();
   return {
