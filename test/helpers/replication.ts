@@ -41,17 +41,19 @@ export async function statOf(port: number, section: string, key: string): Promis
 }
 
 /**
- * The master's offset and that of the servers on `ports`, once they are all equal (the master read before and after
- * them, as its PINGs move it at any moment), or the last look when `timeoutMs` passes: assert on what it returns.
+ * The offset of the master on `masterPort` and those of the servers on `ports`, once they are all equal (the master
+ * read before and after them, as its PINGs move it at any moment), or the last look when `timeoutMs` passes: assert
+ * on what it returns.
  */
-export async function offsetsBeside(master: RedisClient, ports: readonly number[], timeoutMs = 30_000): Promise<{ master: number; others: number[] }> {
+export async function offsetsBeside(masterPort: number, ports: readonly number[], timeoutMs = 30_000): Promise<{ master: number; others: number[] }> {
+  const offsetOf = (port: number): Promise<number> => statOf(port, 'replication', 'master_repl_offset');
   let last = { master: -1, others: ports.map(() => -1) };
   await waitFor(
     async () => {
-      const before = stat(await master.info('replication'), 'master_repl_offset');
+      const before = await offsetOf(masterPort);
       const others: number[] = [];
-      for (const p of ports) others.push(await statOf(p, 'replication', 'master_repl_offset'));
-      last = { master: stat(await master.info('replication'), 'master_repl_offset'), others };
+      for (const p of ports) others.push(await offsetOf(p));
+      last = { master: await offsetOf(masterPort), others };
       return last.master === before && others.every((o) => o === before);
     },
     { timeoutMs, what: "the master's offset everywhere" },
