@@ -21,7 +21,7 @@ export interface LoggedRelay {
 
 /**
  * An in-process relay (coverage sees it) whose log lines are kept, stopped when `t` ends. `config` is YAML-shaped;
- * `listen` is merged over a free port; no upstream, no disk log and no web server unless given.
+ * `listen` is merged over a free port; no upstream, no disk log, no web server and no log.memory-prefault unless given.
  */
 export async function startLoggedRelay(t: Test, config: Record<string, unknown> = {}): Promise<LoggedRelay> {
   const lines: LogLine[] = [];
@@ -29,11 +29,12 @@ export async function startLoggedRelay(t: Test, config: Record<string, unknown> 
   const port = await freePort();
   const raw = {
     upstream: { host: null },
-    log: { disk: 0 },
     web: { port: 0 },
     dir: t.testdir({}),
     ...config,
     listen: { port, ...(config['listen'] as object | undefined) },
+    // Writing the pages of the default 64mb tail costs a start ~0.4 s of CPU; a test of the tail's memory sets it.
+    log: { 'memory-prefault': false, ...((config['log'] as object | undefined) ?? { disk: 0 }) },
   };
   const relay = new Relay(validateConfig(raw, null), createLogger('info', dest));
   await relay.start();
