@@ -103,7 +103,7 @@ t.test(`a disk that fills and empties while the relay is SIGKILLed, ${ROUNDS} ro
     lives.push(relay.logs());
   };
   const ballast: string[] = [];
-  const fill = (k: number, leave: number): number => {
+  const fill = (k: number | string, leave: number): number => {
     const file = join(fs, `ballast-${k}`);
     ballast.push(file);
     return fillFilesystem(file, leave);
@@ -150,10 +150,15 @@ t.test(`a disk that fills and empties while the relay is SIGKILLed, ${ROUNDS} ro
       await streamFor(6_000_000);
       steps.push('SIGKILL on the full disk');
     } else if (moment === 1) {
-      // Killed once the disk log says it cannot write (failing, or detached past log.disk-queue), a moment later.
+      // Killed once the disk log says it cannot write (failing, or detached past log.disk-queue), a moment later. A log
+      // at its limit (half the filesystem here) drops its oldest segment as it rolls and writes on in the space freed:
+      // more ballast takes that space as it appears, until a write finds none.
+      let topUps = 0;
       const seen = await waitFor(async () => {
         const s = await diskState();
-        return s !== 'ok' ? s : undefined;
+        if (s !== 'ok') return s;
+        fill(`${k}-${++topUps}`, leave);
+        return undefined;
       }, { what: 'the disk log to fail on the full disk', timeoutMs: 30_000 });
       await streamFor(2_000_000);
       steps.push(`disk log ${seen}, SIGKILL`);
