@@ -19,16 +19,13 @@ import { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
 
-/** The relays' relay.yaml. The memory tail is not prefaulted (~0.5 s of CPU a start): no test here looks at memory. */
-const YAML = 'log:\n  memory-prefault: false\nweb:\n  port: 0\nreplication:\n  snapshot-refresh-min-interval: 1s\n';
-
 for (const damage of ['removed', 'cut short', 'with one byte changed'] as const) {
   t.test(`a snapshot ${damage} behind the relay's back: the next full sync gets a fresh one, not the damaged file in a loop`, async (t) => {
     const master = await startRedis();
     const m = await master.client();
     t.teardown(() => m.close());
     await m.call('DEBUG', 'POPULATE', 20000, 'key', 100);
-    const { relay, dir, port, x, replicas: [first], clients: [a] } = await relayWithReplicas(t, 'relay-snap-fault-', { port: master.port, client: m }, YAML, 1);
+    const { relay, dir, port, x, replicas: [first], clients: [a] } = await relayWithReplicas(t, 'relay-snap-fault-', { port: master.port, client: m }, 'web:\n  port: 0\nreplication:\n  snapshot-refresh-min-interval: 1s\n', 1);
 
     const data = join(dir, 'data');
     const snap = readdirSync(data).find((n) => /^snapshot-.*\.rdb$/.test(n));
@@ -55,7 +52,7 @@ t.test("a snapshot whose bytes change under its filesystem after a full sync che
   const m = await master.client();
   t.teardown(() => m.close());
   await m.call('DEBUG', 'POPULATE', 20000, 'key', 100);
-  const { port, args } = await relayArgs('relay-snap-rot-', master.port, YAML);
+  const { port, args } = await relayArgs('relay-snap-rot-', master.port, 'web:\n  port: 0\nreplication:\n  snapshot-refresh-min-interval: 1s\n');
   args[args.indexOf('--dir') + 1] = join(fs, 'data');
   const relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));

@@ -1,5 +1,8 @@
 import t from 'tap';
 import { connect } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { RespErrorValue } from '../../src/resp/reply-reader.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { redisFlavor, redisVersion, startRedis, stopAll } from '../helpers/redis-server.js';
@@ -130,4 +133,31 @@ t.test('waitFor stops polling when its signal aborts', async (t) => {
   await new Promise((r) => setTimeout(r, 5));
   await new Promise((r) => setTimeout(r, 5));
   t.equal(calls, seen, 'no polls after abort');
+});
+
+t.test("a test process that exits mid-load takes its redis-benchmark with it", async (t) => {
+  const server = await startRedis();
+  const helper = fileURLToPath(new URL('../helpers/load.ts', import.meta.url));
+  // The child starts an endless load, prints the pid of its redis-benchmark once it runs, and exits mid-load.
+  const child = `
+    const { execFileSync } = await import('node:child_process');
+    const { benchmarkLoad } = await import(${JSON.stringify(helper)});
+    void benchmarkLoad(${server.port}, 1e9).catch(() => undefined);
+    for (;;) {
+      try {
+        console.log(execFileSync('pgrep', ['-f', 'redis-benchmark -p ${server.port} '], { encoding: 'utf8' }).trim());
+        process.exit(0);
+      } catch {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  `;
+  const r = spawnSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', child], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(r.status, 0, `the child ran (${r.stderr})`);
+  const pid = Number(r.stdout.trim().split('\n').pop());
+  t.ok(pid > 0, `the load was running in redis-benchmark ${pid}`);
+  // SIGKILL is sent as the child exits; the process is gone once the kernel has taken it down.
+  const alive = (): boolean => existsSync(`/proc/${pid}/cmdline`) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-benchmark');
+  await waitFor(() => !alive(), { what: `redis-benchmark ${pid} gone`, timeoutMs: 5000 }).catch(() => undefined);
+  t.notOk(alive(), 'no redis-benchmark outlives the process that started it');
 });
