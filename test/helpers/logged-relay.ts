@@ -1,6 +1,7 @@
 import type { Test } from 'tap';
 import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
+import { testLog } from './log-defaults.js';
 import { Relay } from '../../src/relay.js';
 import { freePort } from './ports.js';
 import { RedisClient } from './redis-client.js';
@@ -33,8 +34,7 @@ export async function startLoggedRelay(t: Test, config: Record<string, unknown> 
     dir: t.testdir({}),
     ...config,
     listen: { port, ...(config['listen'] as object | undefined) },
-    // Writing the pages of the default 64mb tail costs a start ~0.4 s of CPU; a test of the tail's memory sets it.
-    log: { 'memory-prefault': false, ...((config['log'] as object | undefined) ?? { disk: 0 }) },
+    log: testLog((config['log'] as object | undefined) ?? { disk: 0 }),
   };
   const relay = new Relay(validateConfig(raw, null), createLogger('info', dest));
   await relay.start();

@@ -4,6 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { testLog } from './log-defaults.js';
 import { waitFor } from './wait.js';
 
 /** A raw TCP connection: everything received so far, and a promise of all of it once the peer closed. */
@@ -50,14 +51,10 @@ export function nonLoopbackIPv4(): string {
   throw new Error('this test needs a non-loopback IPv4 address on this machine (none found in os.networkInterfaces())');
 }
 
-/**
- * Writes `config` (YAML-shaped, kebab-case keys) to <dir>/relay.yaml, with `log.memory-prefault: false` unless it
- * sets that key (the default 64mb tail's pages cost a start ~0.4 s of CPU); returns its path.
- */
+/** Writes `config` (YAML-shaped, kebab-case keys, its `log` through testLog()) to <dir>/relay.yaml; returns its path. */
 export function writeConfig(dir: string, config: Record<string, unknown>, mode = 0o644): string {
   const file = join(dir, 'relay.yaml');
-  const log = { 'memory-prefault': false, ...(config['log'] as object | undefined) };
-  writeFileSync(file, stringify({ ...config, log }), { mode });
+  writeFileSync(file, stringify({ ...config, log: testLog(config['log'] as object | undefined) }), { mode });
   return file;
 }
 

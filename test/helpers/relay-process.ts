@@ -3,6 +3,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
+import { testLog } from './log-defaults.js';
 import { freePort } from './ports.js';
 import { RedisClient } from './redis-client.js';
 import { tempDir } from './temp-dir.js';
@@ -146,26 +147,23 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
   return { port, proc, logs: () => log, lines, exited: gone.signal, stop };
 }
 
-/**
- * A fresh directory (`dirPrefix`), a free port and the arguments of a relay process that follows the master on
- * `masterPort`, with `yaml` (plus `log.memory-prefault: false` unless it sets it) as its relay.yaml and `dataDir`
- * (default `dir`/data) as its data directory: restart it with the same args.
- */
-/**
- * `yaml` with `log.memory-prefault: false` unless it sets that key: writing the pages of the default 64mb tail costs
- * each start ~0.4 s of CPU, which tests that are not about the tail's memory need not spend.
- */
-function withoutPrefault(yaml: string): string {
+/** `yaml` with testLog()'s defaults in its `log` section where it does not set them (its text kept otherwise). */
+function withTestLog(yaml: string): string {
   const doc = parseDocument(yaml);
-  if (doc.hasIn(['log', 'memory-prefault'])) return yaml;
-  doc.setIn(['log', 'memory-prefault'], false);
-  return doc.toString();
+  const missing = Object.entries(testLog(undefined)).filter(([key]) => !doc.hasIn(['log', key]));
+  for (const [key, value] of missing) doc.setIn(['log', key], value);
+  return missing.length === 0 ? yaml : doc.toString();
 }
 
+/**
+ * A fresh directory (`dirPrefix`), a free port and the arguments of a relay process that follows the master on
+ * `masterPort`, with `yaml` (its `log` as testLog() makes it) as its relay.yaml and `dataDir`
+ * (default `dir`/data) as its data directory: restart it with the same args.
+ */
 export async function relayArgs(dirPrefix: string, masterPort: number, yaml: string, dataDir?: string): Promise<{ dir: string; port: number; args: string[] }> {
   const dir = tempDir(dirPrefix);
   const port = await freePort();
   const conf = join(dir, 'relay.yaml');
-  writeFileSync(conf, withoutPrefault(yaml));
+  writeFileSync(conf, withTestLog(yaml));
   return { dir, port, args: ['--config', conf, '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', dataDir ?? join(dir, 'data')] };
 }

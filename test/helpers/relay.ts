@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { createLogger } from '../../src/log.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { Relay } from '../../src/relay.js';
+import { testLog } from './log-defaults.js';
 import { freePort } from './ports.js';
 import { RedisClient } from './redis-client.js';
 import { tempDir } from './temp-dir.js';
@@ -28,8 +29,7 @@ export async function startRelay(config: Record<string, unknown> = {}, dir?: str
     listen: { port, ...(config['listen'] as object | undefined) },
     web: { port: 0, ...(config['web'] as object | undefined) },
     upstream: { 'backoff-min': '50ms', 'backoff-max': '500ms', ...(config['upstream'] as object | undefined) },
-    // Writing the pages of the default 64mb tail costs a start ~0.4 s of CPU; tests of the tail's memory set it.
-    log: { 'memory-prefault': false, ...(config['log'] as object | undefined) },
+    log: testLog(config['log'] as object | undefined),
   };
   const cfg = validateConfig(raw, null);
   const level = (process.env['RELAY_TEST_LOG'] ?? 'silent') as 'silent';

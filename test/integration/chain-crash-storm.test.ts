@@ -15,7 +15,7 @@ import { waitFor } from '../helpers/wait.js';
 t.teardown(stopAll);
 
 const KILLS = Number(process.env.CHAIN_KILLS ?? 2);
-const YAML = `log:\n  memory: ${process.env.CHAIN_MEMORY ?? '64mb'}\n  memory-prefault: false\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n`;
+const YAML = `log:\n  memory: ${process.env.CHAIN_MEMORY ?? '64mb'}\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n`;
 
 const offset = (port: number) => statOf(port, 'replication', 'master_repl_offset');
 const fullSyncsServed = (port: number) => statOf(port, 'stats', 'sync_full');

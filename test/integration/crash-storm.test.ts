@@ -22,7 +22,7 @@ t.test(`a relay SIGKILLed ${KILLS} times under an order-sensitive load: replicas
   const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
-  const { port, args } = await relayArgs('relay-storm-', master.port, `log:\n  memory: ${MEMORY}\n  memory-prefault: false\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n`);
+  const { port, args } = await relayArgs('relay-storm-', master.port, `log:\n  memory: ${MEMORY}\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n`);
   let relay: RelayProcess = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
   const { servers: replicas, clients: rc } = await onlineReplicas(t, port, m, 2);

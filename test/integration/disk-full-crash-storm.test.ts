@@ -15,7 +15,7 @@
  * (a file for every life's log and the replicas') make another or a longer storm by hand.
  */
 import t from 'tap';
-import { readdirSync, rmSync, truncateSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, truncateSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
@@ -157,7 +157,8 @@ t.test(`a disk that fills and empties while the relay is SIGKILLed, ${ROUNDS} ro
       const seen = await waitFor(async () => {
         const s = await diskState();
         if (s !== 'ok') return s;
-        fill(`${k}-${++topUps}`, leave);
+        const free = statfsSync(fs);
+        if (free.bavail * free.bsize > leave) fill(`${k}-${++topUps}`, leave);
         return undefined;
       }, { what: 'the disk log to fail on the full disk', timeoutMs: 30_000 });
       await streamFor(2_000_000);

@@ -14,12 +14,9 @@ import { crashAfterLoad } from '../helpers/relay-setup.js';
 
 t.teardown(stopAll);
 
-/**
- * A data directory, a port and the arguments of a relay process that follows the master on `masterPort`. `prefault`
- * false: no log.memory-prefault (its pages written at every start, 0.4 s of CPU for 64mb).
- */
-function relayCommand(dirPrefix: string, masterPort: number, memory = '1mb', prefault = true): Promise<{ dir: string; port: number; args: string[] }> {
-  return relayArgs(dirPrefix, masterPort, `log:\n  memory: ${memory}\n${prefault ? '' : '  memory-prefault: false\n'}  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n`);
+/** A data directory, a port and the arguments of a relay process that follows the master on `masterPort`. */
+function relayCommand(dirPrefix: string, masterPort: number, memory = '1mb'): Promise<{ dir: string; port: number; args: string[] }> {
+  return relayArgs(dirPrefix, masterPort, `log:\n  memory: ${memory}\n  disk: 1gb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n`);
 }
 
 // 40 MB: 40 times log.memory, in 3 disk segments (16 MB each under a 128mb log.disk).
@@ -72,7 +69,7 @@ for (const memory of ['1mb', '64mb']) {
     const m = await master.client();
     t.teardown(() => m.close());
     await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
-    const { port, args } = await relayCommand('relay-kill-', master.port, memory, false);
+    const { port, args } = await relayCommand('relay-kill-', master.port, memory);
     let relay = await startRelayProcess(args);
     t.teardown(() => relay.stop('SIGKILL'));
     const { servers: replicas, clients: rc } = await onlineReplicas(t, port, m, 2);

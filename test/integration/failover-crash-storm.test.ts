@@ -117,7 +117,7 @@ t.test(`relay SIGKILLs and upstream switchovers, ${ROUNDS} rounds (seed ${SEED})
   const { port, args } = await relayArgs(
     'relay-fstorm-',
     nodes[0]!.port,
-    'log:\n  memory: 64mb\n  memory-prefault: false\n  disk: 1gb\nreplication:\n  ahead-wait: 60s\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n',
+    'log:\n  memory: 64mb\n  disk: 1gb\nreplication:\n  ahead-wait: 60s\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n',
   );
   /** The port the relay follows (it is restarted pointed there). */
   let xUp = nodes[0]!.port;

@@ -26,8 +26,7 @@ async function relay(t: Test, config: Record<string, unknown> = {}) {
   const port = await freePort();
   const webPort = await freePort();
   const dir = t.testdir({});
-  // log.memory-prefault off: no test here looks at memory, and writing the 64 MiB tail's pages costs ~0.5 s of CPU.
-  const file = writeConfig(dir, { dir, log: { disk: 0, 'memory-prefault': false }, upstream: { host: null }, ...config, web: { port: webPort, ...(config['web'] as object | undefined) } });
+  const file = writeConfig(dir, { dir, log: { disk: 0 }, upstream: { host: null }, ...config, web: { port: webPort, ...(config['web'] as object | undefined) } });
   const r = await startRelayProcess(['--config', file, '--port', String(port)]);
   t.teardown(() => r.stop());
   return { ...r, webPort };

@@ -23,8 +23,8 @@ const MiB = 1024 * 1024;
 const FLOOD = 600;
 
 /**
- * A relay process with no upstream, stopped when `t` ends. Its memory tail is not prefaulted (log.memory-prefault:
- * false: ~0.5 s of CPU per start) unless `prefault`: only the test that measures the relay's RSS keeps the default.
+ * A relay process with no upstream, stopped when `t` ends; `prefault` sets log.memory-prefault (off, as in every
+ * test relay, unless the test measures the relay's RSS: then as a relay is configured by default).
  */
 async function relay(t: Test, web: Record<string, unknown> = {}, prefault = false) {
   const port = await freePort();
