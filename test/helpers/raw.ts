@@ -1,7 +1,7 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { networkInterfaces } from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { testLog } from './log-defaults.js';
@@ -22,6 +22,24 @@ export interface RawConnection {
 export function closeOf(socket: Socket): Promise<void> {
   socket.on('error', () => undefined);
   return new Promise((resolve) => socket.once('close', () => resolve()));
+}
+
+/**
+ * Connections to a local TCP `port` that the kernel has established but its listener has not accepted yet (the
+ * listening sockets' rx_queue in /proc/net/tcp and tcp6). A client's 'connect' comes with the kernel's handshake,
+ * before the server's accept(): a test that stops the server and counts on it reading a connection in a given turn
+ * must first see this reach 0.
+ */
+export function unaccepted(port: number): number {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  let n = 0;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'latin1').split('\n').slice(1)) {
+      const [, local, , state, queues] = line.trim().split(/\s+/);
+      if (state === '0A' && local?.endsWith(`:${hexPort}`)) n += parseInt(queues!.split(':')[1]!, 16);
+    }
+  }
+  return n;
 }
 
 /** Connects to host:port (from `localAddress` when given), resolves once connected. Writes `send` if given. */

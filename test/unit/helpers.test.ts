@@ -7,6 +7,7 @@ import { RespErrorValue } from '../../src/resp/reply-reader.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { redisFlavor, redisVersion, startRedis, stopAll } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait.js';
+import { unaccepted } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -78,6 +79,21 @@ t.test('restart keeps port and dir', async (t) => {
 
 t.test('startRedis fails loudly when redis-server exits early', async (t) => {
   await t.rejects(startRedis({ args: ['--no-such-option', 'x'] }), /exited before it was ready[\s\S]*no-such-option/i);
+});
+
+t.test('unaccepted counts the connections a stopped listener has not accepted yet, and 0 once it has', async (t) => {
+  const srv = await startRedis();
+  t.equal(unaccepted(srv.port), 0, 'none before any client');
+  srv.proc.kill('SIGSTOP');
+  t.teardown(() => srv.proc.kill('SIGCONT'));
+  const sockets = await Promise.all([1, 2].map(() => new Promise<ReturnType<typeof connect>>((resolve) => {
+    const s = connect({ port: srv.port, host: '127.0.0.1' }, () => resolve(s));
+  })));
+  t.teardown(() => sockets.forEach((s) => s.destroy()));
+  t.equal(unaccepted(srv.port), 2, "both connected (the kernel's handshake) and not accepted by the stopped server");
+  srv.proc.kill('SIGCONT');
+  await waitFor(() => unaccepted(srv.port) === 0, { what: 'redis-server accepted them' });
+  t.equal(unaccepted(srv.port), 0, "and it counts them no more");
 });
 
 t.test('waitFor names what it waited for and the last value on timeout', async (t) => {
