@@ -361,6 +361,9 @@ export class ReplicaSession implements FanoutMember, LogHolder {
         this.#write(Buffer.from(`$${payload.length}\r\n`));
         this.#write(payload);
       }
+      // The whole snapshot is written: from here a close by the replica is one after the whole snapshot, even while
+      // the release below still waits for the thread pool (a busy disk), which a replica that cannot load it outruns.
+      if (this.#state === ReplicaState.SendBulk) this.#snapshotSent = true;
     } catch (err) {
       this.close(`rdb send failed: ${(err as Error).message}`);
       return;
@@ -377,7 +380,6 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       this.#onClose(this);
       return;
     }
-    this.#snapshotSent = true;
     this.#setState(ReplicaState.Online, 'rdb sent');
     this.ackTime = Date.now();
     this.pump();

@@ -7,6 +7,7 @@
 import t from 'tap';
 import { fstatSync, promises as fsp } from 'node:fs';
 import { SnapshotStore } from '../../src/backlog/snapshot-store.js';
+import { crc64 } from '../../src/backlog/crc64.js';
 import { nodeFileIo, type FileIo } from '../../src/backlog/file-io.js';
 import { ReplLog } from '../../src/backlog/repl-log.js';
 import { ReplicaSession, ReplicaState } from '../../src/downstream/replica-session.js';
@@ -86,4 +87,53 @@ t.test('a replica gone in the middle of its RDB leaves the snapshot descriptor t
   t.equal(store.leases, 0, 'the lease is released');
   const leaseCloses = closes.slice(before).filter((c) => c.fd === lease.fh.fd);
   t.same(leaseCloses.map((c) => c.open), [true], 'the lease closed its descriptor once, while it was still open');
+});
+
+t.test('a replica that closes after the whole RDB, while the transfer still releases its file, is known not to have loaded it', async (t) => {
+  const dir = t.testdir({});
+  const store = new SnapshotStore(dir, { io: nodeFileIo });
+  await store.init();
+  const tmp = store.tempPath();
+  // With its CRC-64 trailer: the transfer sends the last 8 bytes only once the rest match them.
+  const body = Buffer.concat([Buffer.from('REDIS0010'), Buffer.alloc(256 * 1024, 7)]);
+  const rdb = Buffer.concat([body, crc64(body)]);
+  await fsp.writeFile(tmp, rdb);
+  const meta = await store.commit(tmp, { replid: REPLID, offset: 100, epoch: 1 });
+
+  const header = Buffer.from(`+FULLRESYNC ${REPLID} 100\r\n`);
+  const whole = header.length + `$${rdb.length}\r\n`.length + rdb.length;
+  const { server: socket, client } = await loopbackPair(t);
+  let got = 0;
+  // A replica that cannot load the RDB: it reads all of it, then closes its link without acknowledging the stream.
+  client.on('data', (d: Buffer) => {
+    got += d.length;
+    if (got >= whole) client.destroy();
+  });
+
+  // What the relay counts is read when the session ends (ReplicationService's #countLoad, from onClose).
+  let atClose: boolean | null | undefined;
+  const session: ReplicaSession = new ReplicaSession({
+    socket,
+    log: new ReplLog(1024 * 1024, 100),
+    logger: createLogger('silent'),
+    telemetry: new Telemetry('snapshot-transfer-test'),
+    maxLag: 1 << 30,
+    caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    onClose: () => (atClose = session.loadedSnapshot),
+  });
+  socket.on('close', () => session.closed());
+  session.beginFull(101);
+  const lease = await store.lease(meta);
+  // The release of the file is slow (a thread pool busy with a slow disk): the replica's close comes first.
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const sending = session.sendPayload(header, {
+    lease: Object.assign(Object.create(lease) as typeof lease, { release: async () => (await gate, lease.release()) }),
+  });
+  await waitFor(() => session.state === ReplicaState.Closed || undefined, { what: 'the replica closed its link' });
+  open();
+  await sending;
+  t.equal(got, whole, 'the replica had the whole RDB');
+  t.equal(atClose, false, 'the session ended counted as a failed load');
+  t.equal(store.leases, 0, 'the lease is released');
 });
