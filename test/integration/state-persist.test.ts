@@ -106,7 +106,8 @@ t.test('a relay killed between publishing a new history\'s snapshot and writing 
   await m.call('CLIENT', 'KILL', 'TYPE', 'replica');
   await mixedLoad(master.port, { commands: 300, seed: 9, bigValue: 2000 });
   relay.proc.kill('SIGCONT');
-  await waitFor(() => relay.proc.signalCode === 'SIGKILL' || undefined, { what: 'the relay killed by its failpoint' });
+  // A full sync (the master forks) and a snapshot written: on a disk shared with another writer, over 20 s once.
+  await waitFor(() => relay.proc.signalCode === 'SIGKILL' || undefined, { what: 'the relay killed by its failpoint', timeoutMs: 60_000 });
   await m.call('CONFIG', 'SET', 'repl-backlog-size', String(64 * 1024 * 1024));
   t.match(relay.logs(), /failpoint: SIGKILL before open:wx/);
   const data = join(dir, 'data');
