@@ -1,7 +1,7 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { networkInterfaces } from 'node:os';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { testLog } from './log-defaults.js';
@@ -33,7 +33,8 @@ export function closeOf(socket: Socket): Promise<void> {
 export function unaccepted(port: number): number {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
   let n = 0;
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+  // tcp6 is absent on a kernel without IPv6.
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6'].filter((f) => f.endsWith('tcp') || existsSync(f))) {
     for (const line of readFileSync(table, 'latin1').split('\n').slice(1)) {
       const [, local, , state, queues] = line.trim().split(/\s+/);
       if (state === '0A' && local?.endsWith(`:${hexPort}`)) n += parseInt(queues!.split(':')[1]!, 16);
