@@ -77,7 +77,11 @@ export class PitrPlanner {
 
   async plan(target: PitrTarget): Promise<PitrPlan> {
     const w = this.window();
-    if (w.snapshots.length === 0) throw new PitrError('no point in time can be served: the log no longer follows any snapshot the relay holds');
+    if (w.snapshots.length === 0) {
+      // None yet (a full sync from upstream still being saved, on a slow disk for seconds) is not the log moving on.
+      if (this.#src.snapshots().length === 0) throw new PitrError('no point in time can be served yet: the relay holds no snapshot of its current history; ask again');
+      throw new PitrError('no point in time can be served: the log no longer follows any snapshot the relay holds');
+    }
     const describe = (): string =>
       `the window is offsets ${w.firstOffset}..${w.lastOffset}` +
       (w.firstMs !== null && w.lastMs !== null ? ` (${new Date(w.firstMs).toISOString()} .. ${new Date(w.lastMs).toISOString()})` : '');
