@@ -34,7 +34,7 @@ export function unaccepted(port: number): number {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
   let n = 0;
   // tcp6 is absent on a kernel without IPv6.
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6'].filter((f) => f.endsWith('tcp') || existsSync(f))) {
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6'].filter((f) => existsSync(f))) {
     for (const line of readFileSync(table, 'latin1').split('\n').slice(1)) {
       const [, local, , state, queues] = line.trim().split(/\s+/);
       if (state === '0A' && local?.endsWith(`:${hexPort}`)) n += parseInt(queues!.split(':')[1]!, 16);

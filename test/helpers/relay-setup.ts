@@ -2,8 +2,7 @@ import type { Test } from 'tap';
 import { RedisClient } from './redis-client.js';
 import type { RedisServer } from './redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from './relay-process.js';
-import { onlineReplicas, replicaOf, waitConverged } from './replication.js';
-import { waitFor } from './wait.js';
+import { diskLogCaughtUp, onlineReplicas, replicaOf, waitConverged } from './replication.js';
 
 export interface RelaySetup {
   readonly relay: RelayProcess;
@@ -46,7 +45,7 @@ export async function crashAfterLoad(t: Test, args: string[], port: number, m: R
   // On a disk shared with another writer the replica can be megabytes ahead of the disk log (a segment of 20 KB
   // was left once, where the test damages the middle of a longer one).
   const x = await RedisClient.connect(port);
-  await waitFor(async () => (await x.info('replication'))['relay_log_disk_pending_bytes'] === '0' || undefined, { what: 'the disk log has the whole stream' });
+  await diskLogCaughtUp(x);
   await x.close();
   await relay.stop('SIGKILL');
   return { replica, r };

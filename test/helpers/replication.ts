@@ -70,6 +70,14 @@ export async function digest(c: RedisClient): Promise<string> {
 }
 
 /** Waits until every replica's link is up, its offset equals the master's, and digests are equal. */
+/**
+ * Waits until the relay behind `x` has no stream bytes waiting for its disk log (relay_log_disk_pending_bytes 0):
+ * what it holds is then on disk, not only in memory (its writes go out in batches, and a busy disk is slow).
+ */
+export async function diskLogCaughtUp(x: RedisClient, what = 'the disk log has the whole stream', timeoutMs?: number): Promise<void> {
+  await waitFor(async () => stat(await x.info('replication'), 'relay_log_disk_pending_bytes') === 0 || undefined, { what, ...(timeoutMs !== undefined && { timeoutMs }) });
+}
+
 export async function waitConverged(master: RedisClient, replicas: RedisClient[], what = 'replicas converge', timeoutMs = 30000): Promise<{ offset: number; digest: string }> {
   return waitFor(
     async () => {

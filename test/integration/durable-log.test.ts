@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
-import { onlineReplicas, replicaOf, startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { diskLogCaughtUp, onlineReplicas, replicaOf, startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -175,7 +175,7 @@ t.test('a relay without aligned memory for O_DIRECT (an address-space limit) say
   });
   // And the disk has taken it: bytes still waiting for a write are read from memory (3-6 MB of them, seen next to
   // another process writing to the disk).
-  await waitFor(async () => stat(await x.info('replication'), 'relay_log_disk_pending_bytes') === 0 || undefined, { what: 'the disk log has the whole load' });
+  await diskLogCaughtUp(x, 'the disk log has the whole load');
   const line = await loggedLine(relay, /^O_DIRECT is not available/);
   t.match(String((line['err'] as { message?: string } | undefined)?.message), /no page-aligned memory/, 'the cause logged is the memory');
   const xr = await x.info('replication');

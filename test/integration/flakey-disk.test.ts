@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
-import { replicaOf, waitConverged, stat } from '../helpers/replication.js';
+import { diskLogCaughtUp, replicaOf, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -70,7 +70,7 @@ t.test('a disk that fails every write and fsync (EIO) for seconds, then heals: r
   await m.call('SET', 'after-the-fault', '1');
   await waitConverged(m, [a.r, b.r], 'both replicas end with the master dataset');
   // Writes go out in batches (or after a short delay): the last one may still be on its way.
-  await waitFor(async () => stat(await x.info('replication'), 'relay_log_disk_pending_bytes') === 0 || undefined, { what: 'the disk has the whole stream' });
+  await diskLogCaughtUp(x, 'the disk has the whole stream');
   const xi = await x.info('replication');
   t.equal(stat(xi, 'relay_log_disk_detaches'), 0, 'the disk history was kept');
   t.equal(stat(await x.info('stats'), 'sync_full'), 2, 'no full sync after the first two');
@@ -90,7 +90,7 @@ t.test('a bad sector in the last log piece (no checksum on disk yet) read at a r
   await m.call('SET', 'last-key', 'v'.repeat(3000));
   await waitConverged(m, [a.r], 'the replica has it');
   const x = await RedisClient.connect(port);
-  await waitFor(async () => stat(await x.info('replication'), 'relay_log_disk_pending_bytes') === 0 || undefined, { what: 'the disk has it' });
+  await diskLogCaughtUp(x, 'the disk has it');
   await x.close();
   await relay.stop('SIGKILL');
 

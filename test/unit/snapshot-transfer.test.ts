@@ -6,6 +6,7 @@
  */
 import t from 'tap';
 import { fstatSync, promises as fsp } from 'node:fs';
+import type { Socket } from 'node:net';
 import { SnapshotStore } from '../../src/backlog/snapshot-store.js';
 import { crc64 } from '../../src/backlog/crc64.js';
 import { nodeFileIo, type FileIo } from '../../src/backlog/file-io.js';
@@ -47,6 +48,22 @@ function recordingIo(closes: Array<{ fd: number; open: boolean }>): FileIo {
   };
 }
 
+/** A replica session on `socket` (the relay's side), told a full sync at offset 100; it sees the socket close. */
+function fullSyncSession(socket: Socket, onClose: () => void): ReplicaSession {
+  const session = new ReplicaSession({
+    socket,
+    log: new ReplLog(1024 * 1024, 100),
+    logger: createLogger('silent'),
+    telemetry: new Telemetry('snapshot-transfer-test'),
+    maxLag: 1 << 30,
+    caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
+    onClose,
+  });
+  socket.on('close', () => session.closed());
+  session.beginFull(101);
+  return session;
+}
+
 t.test('a replica gone in the middle of its RDB leaves the snapshot descriptor to the lease, closed once', async (t) => {
   const dir = t.testdir({});
   const closes: Array<{ fd: number; open: boolean }> = [];
@@ -66,18 +83,7 @@ t.test('a replica gone in the middle of its RDB leaves the snapshot descriptor t
     if (got > 4 * 1024 * 1024) client.destroy();
   });
 
-  const log = new ReplLog(1024 * 1024, 100);
-  const session = new ReplicaSession({
-    socket,
-    log,
-    logger: createLogger('silent'),
-    telemetry: new Telemetry('snapshot-transfer-test'),
-    maxLag: 1 << 30,
-    caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
-    onClose: () => {},
-  });
-  socket.on('close', () => session.closed());
-  session.beginFull(101);
+  const session = fullSyncSession(socket, () => {});
   // Descriptor numbers are reused: only closes after the lease was taken count.
   const before = closes.length;
   const lease = await store.lease(meta);
@@ -112,17 +118,7 @@ t.test('a replica that closes after the whole RDB, while the transfer still rele
 
   // What the relay counts is read when the session ends (ReplicationService's #countLoad, from onClose).
   let atClose: boolean | null | undefined;
-  const session: ReplicaSession = new ReplicaSession({
-    socket,
-    log: new ReplLog(1024 * 1024, 100),
-    logger: createLogger('silent'),
-    telemetry: new Telemetry('snapshot-transfer-test'),
-    maxLag: 1 << 30,
-    caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
-    onClose: () => (atClose = session.loadedSnapshot),
-  });
-  socket.on('close', () => session.closed());
-  session.beginFull(101);
+  const session: ReplicaSession = fullSyncSession(socket, () => (atClose = session.loadedSnapshot));
   const lease = await store.lease(meta);
   // The release of the file is slow (a thread pool busy with a slow disk): the replica's close comes first.
   let open!: () => void;
