@@ -403,7 +403,8 @@ export class Relay {
         this.#telemetry.emit('snapshot.given-up', { reason: 'unreadable', cause: err.message });
         void this.#history.store.remove(snap);
       },
-      needSnapshot: () => this.#refresher.request(),
+      needSnapshot: (from) => this.#refresher.request(from),
+      epoch: () => this.#history.epoch,
     };
   }
 

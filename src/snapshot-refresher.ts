@@ -37,6 +37,8 @@ export class SnapshotRefresher {
   #watch: NodeJS.Timeout | null = null;
   #pendingUsable: (() => void) | null = null;
   #interval: NodeJS.Timeout | null = null;
+  /** The offset the next fetch must reach for an RDB-only client (-1: none asked). */
+  #rdbFrom = -1;
 
   constructor(opts: RefresherOptions) {
     this.#opts = opts;
@@ -58,17 +60,25 @@ export class SnapshotRefresher {
     return this.#lastStart + this.#opts.minIntervalMs;
   }
 
-  /** A replica needs a full sync and no usable snapshot exists, or the newest snapshot is history.snapshot-interval old. */
-  request(): void {
+  /**
+   * A replica needs a full sync and no usable snapshot exists, or the newest snapshot is history.snapshot-interval
+   * old, or (`from`) an RDB-only client needs the data as of that offset: the next fetch asks an upstream relay for
+   * it (src/rdb-from.ts; a master forks anyway).
+   */
+  request(from = -1): void {
     const h = this.#opts.history;
+    if (from > this.#rdbFrom) this.#rdbFrom = from;
     if (this.#fetch || !h.hasHistory || !this.#opts.linkReady()) return;
     if (Date.now() < this.notBefore) return;
     const master = this.#opts.source();
     if (!master) return;
     const replica = this.#opts.snapshotSource?.() ?? null;
+    // Asked of this fetch (and its fallback); a client still short of it afterwards asks again.
+    const rdbFrom = this.#rdbFrom >= 0 ? this.#rdbFrom : null;
+    this.#rdbFrom = -1;
     // A snapshot source spares the master its fork; when it cannot supply one that fits, the master does.
-    if (replica) this.#start(replica, 'snapshot-source', () => this.#start(master, 'master', null));
-    else this.#start(master, 'master', null);
+    if (replica) this.#start(replica, 'snapshot-source', rdbFrom, () => this.#start(master, 'master', rdbFrom, null));
+    else this.#start(master, 'master', rdbFrom, null);
   }
 
   /** Give up the fetch in progress (upstream changed, shutting down). */
@@ -86,7 +96,7 @@ export class SnapshotRefresher {
   }
 
   /** Fetches from `src`; when that fails or does not fit our history, `fallback` (if any) runs next. */
-  #start(src: Omit<FetchOptions, 'log'>, from: 'master' | 'snapshot-source', fallback: (() => void) | null): void {
+  #start(src: Omit<FetchOptions, 'log'>, from: 'master' | 'snapshot-source', rdbFrom: number | null, fallback: (() => void) | null): void {
     const h = this.#opts.history;
     const logger = this.#opts.logger.child({ from, source: `${src.host}:${src.port}` });
     const epoch = h.epoch;
@@ -98,7 +108,9 @@ export class SnapshotRefresher {
     const hold = { offset: h.log.endOffset };
     let release: (() => void) | null = null;
     let again: (() => void) | null = null;
-    logger.info({ replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset }, 'no usable snapshot for a full sync: fetching a fresh one from upstream');
+    const ctx = { replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset };
+    if (rdbFrom !== null) logger.info({ ...ctx, rdbFrom }, 'an RDB-only client needs the data as of now: fetching a fresh snapshot from upstream');
+    else logger.info(ctx, 'no usable snapshot for a full sync: fetching a fresh one from upstream');
     this.#watch = setInterval(() => {
       if (h.holdExceeded(hold)) {
         logger.warn({ limit: 'log.refresh-hold', offset: hold.offset }, 'snapshot fetch abandoned: holding the log for it went past log.refresh-hold');
@@ -107,7 +119,7 @@ export class SnapshotRefresher {
     }, 1000);
     this.#watch.unref();
     fetchSnapshot(
-      { ...src, log: logger },
+      { ...src, rdbFrom, log: logger },
       temp,
       (snap) => {
         // Keep the stream from the new snapshot's offset while its RDB arrives.

@@ -187,7 +187,7 @@ export const relaySchema = section(
         'replica-soft-lag': key(size(0), '64mb', 'disconnect a replica further behind than this for replica-soft-seconds in a row; 0 = off'),
         'replica-soft-seconds': key(duration(0), 60, 'how long a replica may stay past replica-soft-lag'),
         'ack-policy': key(ackPolicy(), 'self', 'what the relay ACKs upstream: self, min (every online replica) or quorum:N (N of them)'),
-        'snapshot-refresh-min-interval': key(duration(0), '60s', 'at most one snapshot fetch from upstream (a fork on the master) per interval'),
+        'snapshot-refresh-min-interval': key(duration(0), '60s', 'at most one snapshot fetch from upstream (a fork on the master) per interval; an RDB-only SYNC (redis-cli --rdb) waiting for one may wait this long'),
         'full-sync-concurrency': key(integer(0, 100000), 0, 'at most this many replicas receive a snapshot at once, the others wait in arrival order; 0 = no limit'),
         'full-sync-rate': key(size(0), 0, 'bytes per second per snapshot transfer; 0 = no limit'),
         compression: key(onOff(), 'on', 'compress for downstream psync-relays that ask (their upstream.compression); off = always plain'),

@@ -7,6 +7,7 @@ import { SUBSCRIBED_MODE_COMMANDS, subscribedPong, subscriptionCount, type PubSu
 import { authRequired, channelAllowed, channelArgs, roleAllows } from './roles.js';
 import { clip, validClientName, validHost } from '../util/text.js';
 import { parseCompressionCapa } from '../compression.js';
+import { parseRdbFromCapa } from '../rdb-from.js';
 import type { PitrApi } from '../pitr/api.js';
 import { relayCommand } from './relay-command.js';
 import { string2ll } from '../resp/request-parser.js';
@@ -288,7 +289,11 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
         // Unknown capabilities (dual-channel, ...) are ignored, so newer replicas fall back cleanly.
         if (val.toLowerCase() === 'eof') c.replconf.capaEof = true;
         else if (val.toLowerCase() === 'psync2') c.replconf.capaPsync2 = true;
-        else c.capaCompression = parseCompressionCapa(val) ?? c.capaCompression;
+        else {
+          const from = parseRdbFromCapa(val);
+          if (from !== null) c.replconf.rdbFrom = from;
+          else c.capaCompression = parseCompressionCapa(val) ?? c.capaCompression;
+        }
         break;
       case 'ack':
       case 'fack': {

@@ -10,6 +10,7 @@ import { WritePacer } from './write-pacer.js';
 import type { RdbTransfer } from '../util/rdb-transfer.js';
 import { psyncReplyLine } from '../compression.js';
 import { clip } from '../util/text.js';
+import { errorReply } from '../resp/writer.js';
 import { FullSyncRetries } from './full-sync-retries.js';
 
 /** What the master side needs from the relay's backlog. */
@@ -22,8 +23,13 @@ export interface ReplicationSource {
   lease(snap: SnapshotMeta): Promise<SnapshotLease>;
   /** A snapshot could not be opened or read: stop offering it. */
   snapshotFailed(snap: SnapshotMeta, err: Error): void;
-  /** No usable snapshot and a replica needs one: get a fresh one from upstream (rate-limited by the source). */
-  needSnapshot(): void;
+  /**
+   * No usable snapshot and a replica needs one, or (`from`) an RDB-only client needs one as of that offset: get a
+   * fresh one from upstream (rate-limited by the source).
+   */
+  needSnapshot(from?: number): void;
+  /** The history counter (a new one per full sync from upstream): a snapshot of a later one is newer than any offset of this one. */
+  epoch(): number;
 }
 
 export interface DownstreamOptions {
@@ -81,6 +87,8 @@ export class DownstreamReplication {
   readonly #retries = new FullSyncRetries();
   /** Waiting sessions whose full sync may not start before this time (ms): their replica failed to load the last ones. */
   #heldUntil = new Map<ReplicaSession, number>();
+  /** RDB-only clients owed the data as of their request: the snapshot they get must reach this offset, or a later epoch. */
+  #rdbFrom = new Map<ReplicaSession, { readonly epoch: number; readonly offset: number }>();
   /** Writes the stream to every session in passes, one per turn of the event loop. */
   readonly fanout = new Fanout();
   readonly pacer = new WritePacer();
@@ -106,6 +114,17 @@ export class DownstreamReplication {
     if (client.replica) return;
     const { ids, log } = this.#opts.source;
     const rc = client.replconf;
+    // An RDB alone is owed the data as of now, as a Redis replica forks for it: a plain SYNC (redis-cli --rdb, a
+    // backup) is told no offset, and a relay fetching for such a client passes on the offset it needs
+    // (src/rdb-from.ts). Other RDB-only fetches get the newest snapshot held, its offset named in +FULLRESYNC.
+    // Never past what the relay holds: an offset beyond it would have it fetch snapshots forever.
+    const owed = Math.min(log.endOffset, this.#opts.until ?? Infinity);
+    const rdbFrom = !rc.rdbOnly || rc.rdbFilterEmpty ? -1 : replid === null ? owed : Math.min(rc.rdbFrom, owed);
+    if (rdbFrom >= 0 && this.#opts.until !== undefined && (this.#opts.source.usableSnapshot()?.offset ?? -1) < rdbFrom) {
+      // A point-in-time listener holds one snapshot, from before its point: an RDB alone cannot be as of it.
+      client.reply(errorReply('ERR a point-in-time listener serves replicas only: an RDB alone would predate its point; replicate from it, then dump the replica'));
+      return;
+    }
     const session = new ReplicaSession({
       socket: client.socket,
       log,
@@ -134,6 +153,11 @@ export class DownstreamReplication {
     // A replica announces the port it serves on; a tool speaking PSYNC (a probe, a backup) does not, and is not held back.
     if (rc.listeningPort > 0) this.#replicaOf.set(session, `${client.ip}:${rc.listeningPort}`);
     const logger = client.logger;
+    if (rdbFrom >= 0) {
+      this.#rdbFrom.set(session, { epoch: this.#opts.source.epoch(), offset: rdbFrom });
+      const newest = this.#opts.source.usableSnapshot()?.offset ?? -1;
+      if (newest < rdbFrom) logger.info({ rdbFrom, snapshotOffset: newest }, 'RDB-only sync waits for a snapshot as of its request: the newest held is older');
+    }
 
     if (replid !== null && replid !== '?' && !rc.rdbOnly && !rc.rdbFilterEmpty) {
       if (this.#tryContinue(client, session, replid, offset)) return;
@@ -261,6 +285,12 @@ export class DownstreamReplication {
         src.needSnapshot();
         return;
       }
+      const from = this.#rdbFrom.get(session);
+      if (from !== undefined && snap.epoch <= from.epoch && snap.offset < from.offset) {
+        // It waits (kept alive with newlines) for a fresher one; those behind it in line are served meanwhile.
+        src.needSnapshot(from.offset);
+        continue;
+      }
       // The others keep waiting (kept alive with newlines) until a transfer ends.
       if (limit > 0 && this.#transfers.size >= limit) return;
       this.#waiting.delete(session);
@@ -370,6 +400,7 @@ export class DownstreamReplication {
     this.#waiting.delete(s);
     this.#ahead.delete(s);
     this.#heldUntil.delete(s);
+    this.#rdbFrom.delete(s);
     this.#countLoad(s);
     this.#transferEnded(s);
   }

@@ -222,6 +222,7 @@ class PitrListener {
         lease: (snap) => opts.history.store.lease(snap),
         snapshotFailed: (_snap, err) => this.#logger.error({ err }, 'point-in-time snapshot unreadable'),
         needSnapshot: () => {},
+        epoch: () => plan.snapshot.epoch,
       },
       telemetry: opts.telemetry,
       logger: this.#logger,

@@ -1,6 +1,7 @@
 import { HandshakeError } from '../errors.js';
 import { redact } from '../util/text.js';
 import { Z1, compressionCapa } from '../compression.js';
+import { rdbFromCapa } from '../rdb-from.js';
 
 /**
  * The replica side of the replication handshake as a pure state machine: no sockets, no timers.
@@ -39,6 +40,8 @@ export interface HandshakeContext {
   readonly psyncOffset: number;
   /** Announce `capa psync-relay-z1:<level>` (upstream.compression); null/absent = not announced. */
   readonly compression?: number | null;
+  /** With rdbOnly: announce `capa psync-relay-rdb-from:<offset>` (src/rdb-from.ts); null/absent = not announced. */
+  readonly rdbFrom?: number | null;
 }
 
 export type PsyncOutcome =
@@ -150,7 +153,11 @@ function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       // Redis 7.0 syncWithMaster: a command of its own, only when replica-announce-ip is set.
       if (ctx.announceIp !== null) send.push(['REPLCONF', 'ip-address', ctx.announceIp]);
       if (ctx.rdbOnly) send.push(['REPLCONF', 'rdb-only', '1']);
-      send.push(['REPLCONF', 'capa', 'eof', 'capa', 'psync2', ...(ctx.compression ? ['capa', compressionCapa(ctx.compression)] : [])]);
+      send.push([
+        'REPLCONF', 'capa', 'eof', 'capa', 'psync2',
+        ...(ctx.compression ? ['capa', compressionCapa(ctx.compression)] : []),
+        ...(ctx.rdbOnly && ctx.rdbFrom != null ? ['capa', rdbFromCapa(ctx.rdbFrom)] : []),
+      ]);
       if (asksInfo(ctx)) send.push(['INFO', 'replication']);
       return { next: nextAfter(state, ctx), send };
     }

@@ -19,6 +19,8 @@ export interface FetchOptions {
   readonly timeoutMs: number;
   /** Ask an upstream relay to compress the RDB (upstream.compression); null/absent = plain. */
   readonly compression?: number | null;
+  /** The offset the snapshot must reach, asked of an upstream relay (src/rdb-from.ts); null/absent = any. */
+  readonly rdbFrom?: number | null;
   readonly log: Logger;
 }
 

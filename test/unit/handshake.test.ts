@@ -134,6 +134,20 @@ const table: Row[] = [
     expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'rdb-only', '1'], CAPA]),
   },
   {
+    name: 'an rdb-only fetch that needs an offset says so in its capa (src/rdb-from.ts)',
+    ctx: ctx({ rdbOnly: true, rdbFrom: 1234 }),
+    state: S.ReceivePong,
+    input: reply('+PONG'),
+    expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'rdb-only', '1'], [...CAPA, 'capa', 'psync-relay-rdb-from:1234']]),
+  },
+  {
+    name: 'the offset is never asked on the streaming link',
+    ctx: ctx({ rdbFrom: 1234 }),
+    state: S.ReceivePong,
+    input: reply('+PONG'),
+    expect: ok(S.ReceivePort, [PORT, CAPA]),
+  },
+  {
     // Redis 7.0 syncWithMaster: `REPLCONF ip-address <replica-announce-ip>` is its own command, after listening-port.
     name: 'announceIp sends REPLCONF ip-address as its own command after listening-port',
     ctx: ctx({ announceIp: '10.0.0.7' }),

@@ -1,0 +1,168 @@
+/**
+ * An RDB alone (`redis-cli --rdb`: a backup, told no offset) is owed the data as of its request, as a Redis replica
+ * forks for it. The relay's snapshots may be `history.snapshot-interval` old, so it fetches a fresh one when its
+ * newest is older (one fork upstream), asks an upstream relay for the same (src/rdb-from.ts), and refuses where an
+ * RDB cannot be as of the point served (a point-in-time listener).
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRelay } from '../helpers/relay.js';
+import { stat } from '../helpers/replication.js';
+import { waitFor } from '../helpers/wait.js';
+import type { RedisClient } from '../helpers/redis-client.js';
+import { tempDir } from '../helpers/temp-dir.js';
+import { rawConnect } from '../helpers/raw.js';
+
+t.teardown(stopAll);
+
+/**
+ * `redis-cli --rdb` against `port`: its exit code, what it printed, and the keys in the file it wrote. Killed after
+ * 30 s (it waits as long as the relay sends keepalive newlines), which the output then says.
+ */
+async function dumpRdb(port: number): Promise<{ code: number; output: string; keys: number }> {
+  const file = join(tempDir('rdb-only-'), 'dump.rdb');
+  const cli = spawn('redis-cli', ['-p', String(port), '--rdb', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  cli.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  cli.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const timer = setTimeout(() => {
+    output += ' [no RDB within 30 s: killed]';
+    cli.kill('SIGKILL');
+  }, 30_000);
+  const [code] = (await once(cli, 'exit')) as [number | null];
+  clearTimeout(timer);
+  if (code === null) return { code: -1, output, keys: -1 };
+  if (code !== 0) return { code, output, keys: -1 };
+  const check = execFileSync('redis-check-rdb', [file], { encoding: 'utf8' });
+  const m = /(\d+) keys read/.exec(check);
+  return { code, output, keys: m ? Number(m[1]) : -1 };
+}
+
+async function writeKeys(m: RedisClient, prefix: string, n: number): Promise<void> {
+  const cmds: (string | number)[][] = [];
+  for (let i = 0; i < n; i++) cmds.push(['SET', `${prefix}:${i}`, i]);
+  await m.pipeline(cmds);
+}
+
+/** Waits until `x` (a relay) holds a usable snapshot and the master's whole stream. */
+async function caughtUp(x: RedisClient, m: RedisClient, what: string): Promise<void> {
+  await waitFor(
+    async () => {
+      const i = await x.info('replication');
+      const target = stat(await m.info('replication'), 'master_repl_offset');
+      return (i['relay_snapshot_usable'] === '1' && stat(i, 'master_repl_offset') === target) || undefined;
+    },
+    { what, timeoutMs: 20_000 },
+  );
+}
+
+const resp = (...args: string[]): string => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+
+/** An RDB-only PSYNC ? -1 (with `capa` values): the offset its +FULLRESYNC names, once the relay closed it after the RDB. */
+async function rdbOnlyPsync(port: number, ...capa: string[]): Promise<number> {
+  const c = await rawConnect(port, '127.0.0.1', {
+    send: resp('REPLCONF', 'rdb-only', '1') + capa.map((v) => resp('REPLCONF', 'capa', v)).join('') + resp('PSYNC', '?', '-1'),
+  });
+  const got = await c.closed;
+  const m = /\+FULLRESYNC [0-9a-f]{40} (\d+)\r\n/.exec(got);
+  if (!m) throw new Error(`no +FULLRESYNC in ${JSON.stringify(got.slice(0, 200))}`);
+  return Number(m[1]);
+}
+
+const forks = async (m: RedisClient): Promise<number> => stat(await m.info('stats'), 'total_forks');
+
+// No PINGs in the stream: an idle master's offset stays where the last write left it.
+const master = await startRedis({ args: ['--repl-ping-replica-period', '3600'] });
+const m = await master.client();
+t.teardown(() => m.close());
+await writeKeys(m, 'before', 1000);
+
+t.test('redis-cli --rdb gets the keys written after the relay took its snapshot, at the cost of one fork', async (t) => {
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await caughtUp(x, m, 'the relay holds a snapshot and the stream');
+  const snapshotAt = stat(await x.info('replication'), 'relay_snapshot_offset');
+
+  await writeKeys(m, 'after', 500);
+  await caughtUp(x, m, 'the relay holds the writes after its snapshot');
+  const asked = stat(await x.info('replication'), 'master_repl_offset');
+  t.ok(asked > snapshotAt, 'the relay holds stream past its snapshot');
+  const forksBefore = await forks(m);
+
+  const first = await dumpRdb(relay.port);
+  t.equal(first.code, 0, `redis-cli --rdb exits 0 (${first.output.trim()})`);
+  t.equal(first.keys, 1500, 'the RDB holds every key written before the request');
+  t.equal(await forks(m), forksBefore + 1, 'the master forked once for it');
+  t.ok(stat(await x.info('replication'), 'relay_snapshot_offset') >= asked, 'the relay now holds a snapshot as of the request');
+
+  const second = await dumpRdb(relay.port);
+  t.equal(second.keys, 1500, 'a second dump with nothing written since holds the same keys');
+  t.equal(await forks(m), forksBefore + 1, 'and is served from that snapshot: no second fork');
+});
+
+t.test('a relay below a relay passes the need up: redis-cli --rdb at the bottom gets every key', async (t) => {
+  const top = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => top.stop());
+  const bottom = await startRelay({ upstream: { host: '127.0.0.1', port: top.port } });
+  t.teardown(() => bottom.stop());
+  const xt = await top.client();
+  const xb = await bottom.client();
+  t.teardown(() => Promise.all([xt.close(), xb.close()]));
+  await caughtUp(xt, m, 'the top relay holds a snapshot and the stream');
+  await caughtUp(xb, m, 'the bottom relay holds a snapshot and the stream');
+
+  await writeKeys(m, 'chain', 300);
+  await caughtUp(xb, m, 'the bottom relay holds the writes after its snapshot');
+  const keys = Number(await m.call('DBSIZE'));
+  const forksBefore = await forks(m);
+
+  const dump = await dumpRdb(bottom.port);
+  t.equal(dump.code, 0, `redis-cli --rdb exits 0 (${dump.output.trim()})`);
+  t.equal(dump.keys, keys, 'the RDB holds every key the master holds');
+  t.equal(await forks(m), forksBefore + 1, 'one fork on the master, for the top relay; the bottom one fetched from it');
+});
+
+t.test("an RDB-only PSYNC is told its snapshot's offset: the newest held, at once; an offset asked past the relay's end is capped at it", async (t) => {
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await caughtUp(x, m, 'the relay holds a snapshot and the stream');
+  const snapshotAt = stat(await x.info('replication'), 'relay_snapshot_offset');
+  await writeKeys(m, 'psync', 200);
+  await caughtUp(x, m, 'the relay holds the writes after its snapshot');
+  const end = stat(await x.info('replication'), 'master_repl_offset');
+  const forksBefore = await forks(m);
+
+  t.equal(await rdbOnlyPsync(relay.port), snapshotAt, 'without the capa: the snapshot held, its offset named');
+  t.equal(await forks(m), forksBefore, 'no fork');
+
+  const far = await rdbOnlyPsync(relay.port, 'psync-relay-rdb-from:999999999999');
+  t.ok(far >= end, `an offset past the relay's end gets a snapshot as of that end (${far} >= ${end})`);
+  t.equal(await forks(m), forksBefore + 1, 'one fork for it');
+  t.equal(await rdbOnlyPsync(relay.port, 'psync-relay-rdb-from:999999999999'), far, 'asked again, it is served that snapshot');
+  t.equal(await forks(m), forksBefore + 1, 'with no second fork');
+});
+
+t.test('redis-cli --rdb against a point-in-time listener is refused with the reason', async (t) => {
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await caughtUp(x, m, 'the relay holds a snapshot and the stream');
+  await writeKeys(m, 'pitr', 100);
+  await caughtUp(x, m, 'the relay holds the writes after its snapshot');
+  const end = stat(await x.info('replication'), 'master_repl_offset');
+  const [port] = (await x.call('RELAY', 'PITR', 'OFFSET', end)) as [number];
+  t.teardown(() => x.call('RELAY', 'PITR', 'CLOSE', port).catch(() => {}));
+
+  const dump = await dumpRdb(Number(port));
+  t.not(dump.code, 0, 'redis-cli --rdb fails');
+  t.match(dump.output, /point-in-time listener serves replicas only/, 'and prints why');
+});
