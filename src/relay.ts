@@ -84,6 +84,7 @@ export class Relay {
         listeningPort: announcedPort(config.listen, config.upstream.tls),
         announceIp: config.listen.announceIp,
         compression: config.upstream.compression ? config.upstream.compressionLevel : null,
+        relayId: this.runId,
         turnRead: () => turnRead(config.log, this.#history.log.disk?.active ?? false),
         readWait: () => this.#history.log.disk?.readWait() ?? null,
         log: logger.child({ component: 'upstream' }),
@@ -361,6 +362,10 @@ export class Relay {
       cannotResume: (reason) => this.#history.forget(reason),
       transferStarted: (transfer) => this.#downstream.incoming(transfer),
       isSelf: (address, port) => this.#server.hasPeer(address, port),
+      relayChainChanged: (chain) => {
+        this.#logger.info({ relayChain: chain }, 'the relays above this one changed: relays below reconnect to learn them');
+        this.#downstream.disconnectRelays('the relays above this one changed');
+      },
       readStream: (offset) => (offset >= log.memFirstOffset && log.holds(offset) ? log.read(offset) : null),
       appendStream: (chunk, boundary) => log.append(chunk, boundary),
       reserveStream: (min, max) => log.reserve(min, max),

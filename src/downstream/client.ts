@@ -71,8 +71,11 @@ export class ClientConnection implements MemoryUser {
   role: Role = 'admin';
   lastCommand = '';
   lastInteraction = Date.now();
-  /** From REPLCONF before PSYNC; `rdbFrom`: `capa psync-relay-rdb-from:<offset>` (src/rdb-from.ts), -1 = not asked. */
-  replconf = { listeningPort: 0, ipAddress: '', capaEof: false, capaPsync2: false, rdbOnly: false, rdbFilterEmpty: false, rdbFrom: -1, version: '' };
+  /**
+   * From REPLCONF before PSYNC; `rdbFrom`: `capa psync-relay-rdb-from:<offset>` (src/rdb-from.ts), -1 = not asked;
+   * `capaRelay`: `capa psync-relay`, a relay below.
+   */
+  replconf = { listeningPort: 0, ipAddress: '', capaEof: false, capaPsync2: false, rdbOnly: false, rdbFilterEmpty: false, rdbFrom: -1, capaRelay: false, version: '' };
   /** `REPLCONF capa psync-relay-z1:<level>`: a relay asking for a compressed stream at that level (src/compression.ts); null = not asked. */
   capaCompression: number | null = null;
   #replica: ReplicaSession | null = null;

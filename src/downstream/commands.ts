@@ -8,6 +8,7 @@ import { authRequired, channelAllowed, channelArgs, roleAllows } from './roles.j
 import { clip, validClientName, validHost } from '../util/text.js';
 import { parseCompressionCapa } from '../compression.js';
 import { parseRdbFromCapa } from '../rdb-from.js';
+import { RELAY_CAPA } from '../upstream/handshake.js';
 import type { PitrApi } from '../pitr/api.js';
 import { relayCommand } from './relay-command.js';
 import { string2ll } from '../resp/request-parser.js';
@@ -289,6 +290,7 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
         // Unknown capabilities (dual-channel, ...) are ignored, so newer replicas fall back cleanly.
         if (val.toLowerCase() === 'eof') c.replconf.capaEof = true;
         else if (val.toLowerCase() === 'psync2') c.replconf.capaPsync2 = true;
+        else if (val.toLowerCase() === RELAY_CAPA) c.replconf.capaRelay = true;
         else {
           const from = parseRdbFromCapa(val);
           if (from !== null) c.replconf.rdbFrom = from;

@@ -40,6 +40,8 @@ export interface ReplicaCapabilities {
   readonly rdbFilterEmpty: boolean;
   /** Plain SYNC: no +FULLRESYNC line, no ACKs expected. */
   readonly plainSync: boolean;
+  /** `REPLCONF capa psync-relay`: a relay below, which learns the relays above it (INFO relay_chain) when it connects. */
+  readonly relay?: boolean;
   /** A downstream relay's psync-relay-z1 level: everything after the PSYNC reply line is compressed; null/absent = plain. */
   readonly compression?: number | null;
 }

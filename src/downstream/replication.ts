@@ -142,6 +142,7 @@ export class DownstreamReplication {
         rdbOnly: rc.rdbOnly,
         rdbFilterEmpty: rc.rdbFilterEmpty,
         plainSync: replid === null,
+        relay: rc.capaRelay,
         // A plain SYNC has no reply line to mark: never compressed.
         compression: this.#opts.compression !== false && replid !== null ? client.capaCompression : null,
       },
@@ -392,6 +393,14 @@ export class DownstreamReplication {
    */
   disconnectAll(reason: string, includeWaiting = false): void {
     for (const s of [...this.#sessions]) if (includeWaiting || s.state !== ReplicaState.WaitBgsave) s.close(reason);
+  }
+
+  /**
+   * The relays above this one changed: relays below it reconnect (a partial resync) and read the new chain, so that a
+   * relay told to follow one of them sees the loop (handshake.ts).
+   */
+  disconnectRelays(reason: string): void {
+    for (const s of [...this.#sessions]) if (s.caps.relay && s.state !== ReplicaState.WaitBgsave) s.close(reason);
   }
 
   #remove(s: ReplicaSession): void {

@@ -111,6 +111,9 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
       `repl_backlog_size:${s.log.limit}`,
       `repl_backlog_first_byte_offset:${s.log.firstOffset}`,
       `repl_backlog_histlen:${s.log.endOffset - s.log.firstOffset + 1}`,
+      // Read by a relay below before its PSYNC: one named here, or this relay itself, would close a loop (handshake.ts).
+      `relay_id:${s.runId}`,
+      `relay_chain:${s.upstream.relayChain.join(',')}`,
       `relay_log_memory_bytes:${s.log.size}`,
       `relay_log_memory_first_byte_offset:${s.log.memFirstOffset}`,
       `relay_log_disk_bytes:${s.log.diskBytes}`,

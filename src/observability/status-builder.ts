@@ -11,7 +11,7 @@ export interface StatusSources {
   readonly version: string;
   readonly runId: string;
   readonly config: RelayConfig;
-  readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'on'>;
+  readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'relayChain' | 'on'>;
   readonly history: Pick<History, 'usableSnapshot' | 'newestSnapshot' | 'diskStatus' | 'diskLimit' | 'ids' | 'log' | 'store'>;
   readonly refresher: { readonly inProgress: boolean };
   readonly clients: () => ReadonlySet<ClientConnection>;
@@ -69,6 +69,7 @@ export class StatusBuilder {
         syncReceivedBytes: progress?.received ?? 0,
         syncTotalBytes: progress?.total ?? null,
         syncLastIoSecondsAgo: link.lastIoAgoMs < 0 ? -1 : Math.floor(link.lastIoAgoMs / 1000),
+        relayChain: link.relayChain,
         ...counters.upstream,
       },
       replid: history.ids.replid,

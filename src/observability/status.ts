@@ -55,6 +55,8 @@ export interface RelayStatus {
     readonly partialSyncs: number;
     readonly bytesIn: number;
     readonly lastError: string;
+    /** The psync-relays above this one, nearest first, as the upstream named them at the last handshake (INFO relay_chain). */
+    readonly relayChain: readonly string[];
   };
   readonly replid: string;
   readonly replid2: string;

@@ -6,10 +6,11 @@ import { rdbFromCapa } from '../rdb-from.js';
 /**
  * The replica side of the replication handshake as a pure state machine: no sockets, no timers.
  * States are ordered like Redis's REPL_STATE_*; like Redis 7.0, AUTH and the REPLCONFs are pipelined
- * after PONG and their replies read in order; only PSYNC waits for all of them. Before a PSYNC with a known replid
- * (not first contact) the relay also asks `INFO replication`, pipelined last: upstream's own replid, replid2 and
- * second_repl_offset, which can tell how far our old history and its new one agree if it answers `+CONTINUE <new id>`
- * (see ReplIds.shift). Any answer but a bulk string (an ACL user without INFO: -NOPERM) only means no information.
+ * after PONG and their replies read in order; only PSYNC waits for all of them. Before PSYNC the relay also asks
+ * `INFO replication`, pipelined last: upstream's own replid, replid2 and second_repl_offset, which can tell how far our
+ * old history and its new one agree if it answers `+CONTINUE <new id>` (see ReplIds.shift), and, from an upstream
+ * psync-relay, its `relay_id` and `relay_chain` (the relays above it): a chain naming us is a replication loop,
+ * refused. Any answer but a bulk string (an ACL user without INFO: -NOPERM) only means no information.
  */
 export const HandshakeState = {
   Connecting: 'connecting',
@@ -42,6 +43,8 @@ export interface HandshakeContext {
   readonly compression?: number | null;
   /** With rdbOnly: announce `capa psync-relay-rdb-from:<offset>` (src/rdb-from.ts); null/absent = not announced. */
   readonly rdbFrom?: number | null;
+  /** This relay's id (INFO `relay_id`): an upstream whose relay chain names it follows us. Null/absent = not checked. */
+  readonly relayId?: string | null;
 }
 
 export type PsyncOutcome =
@@ -52,12 +55,23 @@ export type PsyncOutcome =
   /** -NOMASTERLINK / -LOADING: upstream cannot serve us now. */
   | { readonly kind: 'try-later'; readonly reply: string };
 
-/** What upstream's `INFO replication` says of its ids (Redis master_replid, master_replid2, second_repl_offset). */
+/**
+ * What upstream's `INFO replication` says of its ids (Redis master_replid, master_replid2, second_repl_offset) and, for
+ * an upstream psync-relay, of the relays it follows.
+ */
 export interface UpstreamReplInfo {
   readonly replid: string;
   readonly replid2: string;
   readonly secondReplOffset: number;
+  /** An upstream relay's `relay_id` then its `relay_chain`, nearest first (at most RELAY_CHAIN_MAX); empty for Redis. */
+  readonly relayChain: readonly string[];
 }
+
+/** `REPLCONF capa psync-relay`: the replica is a psync-relay, which learns the relays above it at each handshake. */
+export const RELAY_CAPA = 'psync-relay';
+
+/** Relays named in `relay_chain`: deeper chains are cut (a loop longer than this is found by the relays inside it). */
+export const RELAY_CHAIN_MAX = 32;
 
 /**
  * A reply line; for a bulk string reply (`$<len>`, only read in receive-info), `bulk` is its payload (latin1), read
@@ -95,9 +109,9 @@ function afterCapa(ctx: HandshakeContext): StepResult {
   };
 }
 
-/** INFO replication is asked only before a PSYNC that names a history upstream may have moved on from. */
+/** INFO replication is asked before the streaming link's PSYNC, not by a snapshot fetch. */
 function asksInfo(ctx: HandshakeContext): boolean {
-  return ctx.psyncReplid !== '?' && !ctx.rdbOnly;
+  return !ctx.rdbOnly;
 }
 
 /** The reply a handshake step waits for after `state`, skipping the optional steps. */
@@ -156,6 +170,8 @@ function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       send.push([
         'REPLCONF', 'capa', 'eof', 'capa', 'psync2',
         ...(ctx.compression ? ['capa', compressionCapa(ctx.compression)] : []),
+        // Marks a relay below (Redis ignores it): it is reconnected when the relays above it change (INFO relay_chain).
+        ...(ctx.relayId ? ['capa', RELAY_CAPA] : []),
         ...(ctx.rdbOnly && ctx.rdbFrom != null ? ['capa', rdbFromCapa(ctx.rdbFrom)] : []),
       ]);
       if (asksInfo(ctx)) send.push(['INFO', 'replication']);
@@ -185,6 +201,11 @@ function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       if (isError) return { ...r, warning: `upstream refused INFO replication (no upstream ids): ${quote(line)}` };
       const info = input.bulk ? parseReplInfo(input.bulk) : null;
       if (!info) return { ...r, warning: `no upstream ids in the reply to INFO replication: ${quote(line)}` };
+      const id = ctx.relayId;
+      if (id && info.relayChain.includes(id)) {
+        const chain = info.relayChain.map((r) => (r === id ? `${r} (this relay)` : r)).join(' -> ');
+        return fail(state, '', `upstream follows this relay (relays above it: ${chain}): following it would be a replication loop`);
+      }
       return { ...r, info };
     }
     case HandshakeState.ReceivePsync:
@@ -207,8 +228,17 @@ export function parseReplInfo(text: string): UpstreamReplInfo | null {
   if (!/^[0-9a-zA-Z]{40}$/.test(replid) || !/^[0-9a-zA-Z]{40}$/.test(replid2) || !/^-?\d+$/.test(second)) return null;
   const secondReplOffset = Number(second);
   if (!Number.isSafeInteger(secondReplOffset)) return null;
-  return { replid, replid2, secondReplOffset };
+  // A psync-relay's identity and the relays it follows; ids that are not 40 hex digits are no information.
+  const relayId = field('relay_id');
+  const relayChain: string[] = [];
+  if (relayId !== undefined && RELAY_ID.test(relayId)) {
+    relayChain.push(relayId);
+    for (const r of (field('relay_chain') ?? '').split(',')) if (RELAY_ID.test(r) && relayChain.length < RELAY_CHAIN_MAX) relayChain.push(r);
+  }
+  return { replid, replid2, secondReplOffset, relayChain };
 }
+
+const RELAY_ID = /^[0-9a-f]{40}$/;
 
 /**
  * Parses the reply to PSYNC (Redis slaveTryPartialResynchronization). With `compressionAnnounced`, a trailing

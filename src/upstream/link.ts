@@ -95,6 +95,8 @@ export interface LinkHost {
   transferStarted?(transfer: RdbTransfer): void;
   /** Whether the relay's own listener accepted a connection from `address`:`port` (our link looped back to us). */
   isSelf?(address: string, port: number): boolean;
+  /** The relays above us (relay_chain) are not the ones the last handshake named. */
+  relayChainChanged?(chain: readonly string[]): void;
 }
 
 export interface LinkOptions {
@@ -112,6 +114,8 @@ export interface LinkOptions {
   readonly backoffMaxMs: number;
   /** Ask an upstream relay to compress at this zlib level (upstream.compression); null/absent = plain. */
   readonly compression?: number | null;
+  /** This relay's id (INFO relay_id): an upstream relay whose chain names it follows us, and is refused (a loop). */
+  readonly relayId?: string | null;
   /** Stream read per turn of the event loop, at most, asked per read (turnRead()); default TURN_READ_MEMORY. */
   readonly turnRead?: () => number;
   /** Asked after each stream read: a promise while reading must wait (for the disk log: DiskWait), null to go on. */
@@ -151,6 +155,8 @@ export class UpstreamLink extends EventEmitter {
   /** When reading pauses until the next turn (LinkOptions.turnRead). */
   readonly #readBudget: ReadBudget;
   #syncStartedAt = 0;
+  /** The relays above us: the upstream's relay_id then its relay_chain, as its INFO said at our last handshake. */
+  #relayChain: readonly string[] = [];
 
   constructor(opts: LinkOptions, host: LinkHost) {
     super();
@@ -172,6 +178,10 @@ export class UpstreamLink extends EventEmitter {
   }
   get port(): number {
     return this.#port;
+  }
+  /** The relays this one follows, nearest first (INFO relay_chain); empty when the upstream is no psync-relay. */
+  get relayChain(): readonly string[] {
+    return this.#relayChain;
   }
   /** ms since the last byte from upstream; -1 when never. */
   get lastIoAgoMs(): number {
@@ -200,6 +210,7 @@ export class UpstreamLink extends EventEmitter {
     this.#host = host;
     this.#port = port;
     this.#attempt = 0;
+    this.#setRelayChain([]);
     this.#teardown();
     if (this.#stopped) return;
     if (host === null) this.#setState(LinkState.None, 'upstream removed');
@@ -219,6 +230,12 @@ export class UpstreamLink extends EventEmitter {
     this.#state = next;
     this.#log.info({ from, to: next, reason, peer: this.#peer(), ...fields }, 'upstream link state');
     this.emit('state', next, from);
+  }
+
+  #setRelayChain(chain: readonly string[]): void {
+    if (chain.join() === this.#relayChain.join()) return;
+    this.#relayChain = chain;
+    this.#hostApi.relayChainChanged?.(chain);
   }
 
   #peer(): string {
@@ -282,6 +299,7 @@ export class UpstreamLink extends EventEmitter {
         psyncReplid: target.replid,
         psyncOffset: target.offset,
         compression: this.#opts.compression ?? null,
+        relayId: this.#opts.relayId ?? null,
         connectTimeoutMs: this.#opts.connectTimeoutMs,
         replyTimeoutMs: this.#opts.timeoutMs,
         log: this.#log,
@@ -302,6 +320,7 @@ export class UpstreamLink extends EventEmitter {
     }
     this.#socket = opened.socket;
     this.#lastIo = Date.now();
+    this.#setRelayChain(opened.upstreamInfo?.relayChain ?? []);
     // Compressed by an upstream relay: read through an inflater (the socket stays ours for ACKs).
     const { source, rest } = payloadSource(opened);
     this.#handleOutcome(opened.outcome, source, rest, target, opened.upstreamInfo);

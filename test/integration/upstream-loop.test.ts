@@ -1,8 +1,9 @@
 /**
- * A relay told to follow itself (REPLICAOF its own address, or a Sentinel naming it). Its own listener would answer
- * the PSYNC with +CONTINUE and the link would sit "up" on a stream that never moves, with the relay listed as its
- * own replica. The loop must be refused: a logged reason, the link down (retried with backoff), its replicas kept on
- * the master's history, and a later REPLICAOF to the real master continues them.
+ * A relay told to follow itself (REPLICAOF its own address, or a Sentinel naming it), or a relay that follows it
+ * (A -> C -> B -> A). Its upstream would answer the PSYNC with +CONTINUE and the link would sit "up" on a stream that
+ * never moves, with the relay listed as its own replica. The loop must be refused: a logged reason, the link down
+ * (retried with backoff), its replicas kept on the master's history, and a later REPLICAOF to the real master
+ * continues them.
  */
 import t from 'tap';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -10,6 +11,7 @@ import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { waitFor } from '../helpers/wait.js';
 import { freePort } from '../helpers/ports.js';
 import { scriptedSentinel } from '../helpers/scripted-sentinel.js';
+import { stat } from '../helpers/replication.js';
 
 t.teardown(stopAll);
 
@@ -64,4 +66,45 @@ t.test('a Sentinel naming the relay itself as the master: the loop is refused an
   t.equal(info['master_port'], String(relayPort), 'it names the relay itself');
   t.equal(info['master_link_status'], 'down');
   t.notOk(Object.values(info).some((v) => v.includes(`port=${relayPort},`)), 'the relay is not listed as its own replica');
+});
+
+t.test('REPLICAOF a relay two below it: the top relay sees itself in that relay\'s chain, refuses the loop and follows the master again', async (t) => {
+  const master = await startRedis();
+  const top = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
+  const middle = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: top.port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
+  const bottom = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: middle.port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(bottom.port)] });
+  const mc = await master.client();
+  const rc = await replica.client();
+  const [xt, xm, xb] = [await top.client(), await middle.client(), await bottom.client()];
+  t.teardown(() => Promise.all([mc.close(), rc.close()]));
+
+  await mc.call('SET', 'before', '1');
+  // Three relays started together, each waiting for the one above it: longer than one relay alone.
+  await waitFor(async () => (await rc.call('GET', 'before')) !== null, { what: 'the replica below the chain to get "before"', timeoutMs: 30_000 });
+  const ids = await Promise.all([xt, xm, xb].map(async (x) => (await x.info('replication'))['relay_id']));
+  // Started together, a relay may have connected before the one above it knew its own chain: it is reconnected then.
+  const chains = await waitFor(
+    async () => {
+      const c = await Promise.all([xt, xm, xb].map(async (x) => (await x.info('replication'))['relay_chain']));
+      return c[2] === `${ids[1]},${ids[0]}` ? c : undefined;
+    },
+    { what: 'the bottom relay to name both relays above it' },
+  );
+  t.same(chains, ['', ids[0], `${ids[1]},${ids[0]}`], 'each relay names the relays above it, nearest first (none above the top one: its upstream is Redis)');
+
+  t.equal(await xt.callString('REPLICAOF', '127.0.0.1', String(bottom.port)), 'OK');
+  const refusal = await waitFor(() => top.lines.find((l) => JSON.stringify(l).includes('replication loop')), { what: 'the top relay refusing the loop', timeoutMs: 10_000 });
+  t.equal(refusal['level'], 40, 'logged as a warning');
+  t.match(JSON.stringify(refusal), new RegExp(`${ids[0]} \\(this relay\\)`), 'naming itself in the chain');
+  const info = await xt.info('replication');
+  t.equal(info['master_link_status'], 'down', 'the top relay does not follow the bottom one');
+  t.equal(info['relay_chain'], '', 'and names no relay above it');
+
+  t.equal(await xt.callString('REPLICAOF', '127.0.0.1', String(master.port)), 'OK');
+  await mc.call('SET', 'after', '1');
+  const masterOffset = (await mc.info('replication'))['master_repl_offset'];
+  await waitFor(async () => (await rc.info('replication'))['master_repl_offset'] === masterOffset, { what: `replica offset ${masterOffset}`, timeoutMs: 15_000 });
+  t.equal(await rc.callString('GET', 'after'), '1', 'the replica below the chain follows the master again');
+  t.equal(stat(await rc.info('stats'), 'sync_full'), 0, 'it never needed a full sync: the loop cost it nothing');
 });

@@ -89,6 +89,7 @@ const err = (state: HandshakeState, line: string) => ({
 const PORT = ['REPLCONF', 'listening-port', '6380'];
 const CAPA = ['REPLCONF', 'capa', 'eof', 'capa', 'psync2'];
 const FIRST_PSYNC = ['PSYNC', '?', '-1'];
+const INFO = ['INFO', 'replication'];
 
 const table: Row[] = [
   // Connecting
@@ -97,10 +98,10 @@ const table: Row[] = [
   { name: 'a second connect event fails', ctx: ctx(), state: S.ReceivePong, input: connected, expect: err(S.ReceivePong, '') },
 
   // ReceivePong, without a password
-  { name: 'PONG without password pipelines listening-port and capa', ctx: ctx(), state: S.ReceivePong, input: reply('+PONG'), expect: ok(S.ReceivePort, [PORT, CAPA]) },
-  { name: '-NOAUTH to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-NOAUTH Authentication required.'), expect: ok(S.ReceivePort, [PORT, CAPA]) },
-  { name: '-NOPERM to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply("-NOPERM this user has no permissions to run the 'ping' command"), expect: ok(S.ReceivePort, [PORT, CAPA]) },
-  { name: '-ERR operation not permitted to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-ERR operation not permitted'), expect: ok(S.ReceivePort, [PORT, CAPA]) },
+  { name: 'PONG without password pipelines listening-port and capa', ctx: ctx(), state: S.ReceivePong, input: reply('+PONG'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO]) },
+  { name: '-NOAUTH to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-NOAUTH Authentication required.'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO]) },
+  { name: '-NOPERM to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply("-NOPERM this user has no permissions to run the 'ping' command"), expect: ok(S.ReceivePort, [PORT, CAPA, INFO]) },
+  { name: '-ERR operation not permitted to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-ERR operation not permitted'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO]) },
   { name: 'other -ERR to PING fails', ctx: ctx(), state: S.ReceivePong, input: reply('-ERR unknown command'), expect: err(S.ReceivePong, '-ERR unknown command') },
   { name: '-LOADING to PING fails', ctx: ctx(), state: S.ReceivePong, input: reply('-LOADING Redis is loading the dataset in memory'), expect: err(S.ReceivePong, '-LOADING Redis is loading the dataset in memory') },
 
@@ -110,21 +111,21 @@ const table: Row[] = [
     ctx: ctx({ password: 's3cret' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceiveAuth, [['AUTH', 's3cret'], PORT, CAPA]),
+    expect: ok(S.ReceiveAuth, [['AUTH', 's3cret'], PORT, CAPA, INFO]),
   },
   {
     name: 'PONG with user and password sends AUTH user pass',
     ctx: ctx({ user: 'relay', password: 's3cret' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceiveAuth, [['AUTH', 'relay', 's3cret'], PORT, CAPA]),
+    expect: ok(S.ReceiveAuth, [['AUTH', 'relay', 's3cret'], PORT, CAPA, INFO]),
   },
   {
     name: 'a user without a password sends no AUTH',
     ctx: ctx({ user: 'relay' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceivePort, [PORT, CAPA]),
+    expect: ok(S.ReceivePort, [PORT, CAPA, INFO]),
   },
   {
     name: 'rdbOnly adds REPLCONF rdb-only 1 before capa',
@@ -145,7 +146,7 @@ const table: Row[] = [
     ctx: ctx({ rdbFrom: 1234 }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceivePort, [PORT, CAPA]),
+    expect: ok(S.ReceivePort, [PORT, CAPA, INFO]),
   },
   {
     // Redis 7.0 syncWithMaster: `REPLCONF ip-address <replica-announce-ip>` is its own command, after listening-port.
@@ -153,7 +154,7 @@ const table: Row[] = [
     ctx: ctx({ announceIp: '10.0.0.7' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'ip-address', '10.0.0.7'], CAPA]),
+    expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'ip-address', '10.0.0.7'], CAPA, INFO]),
   },
   {
     name: 'everything at once keeps the order AUTH, port, ip, rdb-only, capa',
@@ -209,7 +210,8 @@ const table: Row[] = [
   { name: 'an error to rdb-only is only a warning', ctx: ctx({ rdbOnly: true }), state: S.ReceiveRdbOnly, input: reply('-ERR Unrecognized REPLCONF option: rdb-only'), expect: ok(S.ReceiveCapa, [], { warning: true }) },
 
   // ReceiveCapa
-  { name: '+OK to capa sends first-contact PSYNC ? -1', ctx: ctx(), state: S.ReceiveCapa, input: reply('+OK'), expect: ok(S.ReceivePsync, [FIRST_PSYNC]) },
+  { name: '+OK to capa of a snapshot fetch (rdb-only) sends PSYNC ? -1 at once', ctx: ctx({ rdbOnly: true }), state: S.ReceiveCapa, input: reply('+OK'), expect: ok(S.ReceivePsync, [FIRST_PSYNC]) },
+  { name: '+OK to capa on first contact waits for the INFO reply', ctx: ctx(), state: S.ReceiveCapa, input: reply('+OK'), expect: ok(S.ReceiveInfo) },
   {
     name: '+OK to capa on reconnect waits for the INFO reply',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
@@ -225,13 +227,13 @@ const table: Row[] = [
     expect: ok(S.ReceiveInfo, [], { warning: true }),
   },
 
-  // ReceiveInfo (reconnects only): never fatal
+  // ReceiveInfo (the streaming link): never fatal, except for a loop
   {
     name: 'INFO replication with ids sends PSYNC <replid> <offset+1> and gives the ids',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
     state: S.ReceiveInfo,
     input: bulk(infoText(NEWID, REPLID, 20000)),
-    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { info: { replid: NEWID, replid2: REPLID, secondReplOffset: 20000 } }),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { info: { replid: NEWID, replid2: REPLID, secondReplOffset: 20000, relayChain: [] } }),
   },
   {
     name: '-NOPERM to INFO (a replication-only ACL user) is a warning, no ids, and still sends PSYNC',
@@ -268,7 +270,7 @@ const table: Row[] = [
     input: { type: 'reply', line: '$99999999', bulk: null },
     expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
   },
-  { name: 'an error to capa is a warning and still sends PSYNC', ctx: ctx(), state: S.ReceiveCapa, input: reply('-ERR Unrecognized REPLCONF option: capa'), expect: ok(S.ReceivePsync, [FIRST_PSYNC], { warning: true }) },
+  { name: 'an error to capa is a warning and still sends PSYNC', ctx: ctx({ rdbOnly: true }), state: S.ReceiveCapa, input: reply('-ERR Unrecognized REPLCONF option: capa'), expect: ok(S.ReceivePsync, [FIRST_PSYNC], { warning: true }) },
 
   // ReceivePsync
   {

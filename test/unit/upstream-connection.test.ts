@@ -50,7 +50,7 @@ async function scripted(t: Test, info: string, split = false): Promise<{ port: n
   return { port: typeof addr === 'object' && addr ? addr.port : 0, commands };
 }
 
-async function open(t: Test, port: number, psyncReplid = OLD): Promise<OpenedLink> {
+async function open(t: Test, port: number, psyncReplid = OLD, more: { rdbOnly?: boolean; relayId?: string } = {}): Promise<OpenedLink> {
   const opened = await openReplicationConnection({
     host: '127.0.0.1',
     port,
@@ -58,7 +58,8 @@ async function open(t: Test, port: number, psyncReplid = OLD): Promise<OpenedLin
     password: null,
     listeningPort: 6380,
     announceIp: null,
-    rdbOnly: false,
+    rdbOnly: more.rdbOnly ?? false,
+    relayId: more.relayId ?? null,
     psyncReplid,
     psyncOffset: psyncReplid === '?' ? -1 : 5001,
     connectTimeoutMs: 5000,
@@ -76,7 +77,7 @@ for (const split of [false, true]) {
     const m = await scripted(t, bulk(INFO), split);
     const opened = await open(t, m.port);
     t.same(opened.outcome, { kind: 'continue', replid: NEW });
-    t.same(opened.upstreamInfo, { replid: NEW, replid2: OLD, secondReplOffset: 8001 });
+    t.same(opened.upstreamInfo, { replid: NEW, replid2: OLD, secondReplOffset: 8001, relayChain: [] });
     t.same(m.commands.slice(-2), [['INFO', 'replication'], ['PSYNC', OLD, '5001']], 'INFO is asked just before PSYNC');
     t.equal(opened.rest.length, 0, 'nothing of the INFO reply is left for the stream');
   });
@@ -104,8 +105,32 @@ t.test('an INFO reply too long to read is skipped, without ids, and the PSYNC re
   t.equal(opened.upstreamInfo, null);
 });
 
-t.test('a first contact (PSYNC ? -1) asks no INFO', async (t) => {
-  const m = await scripted(t, bulk(INFO));
-  await open(t, m.port, '?').catch(() => undefined);
-  t.notOk(m.commands.some((c) => c[0] === 'INFO'));
+t.test('a first contact (PSYNC ? -1) asks INFO too; a snapshot fetch (rdb-only) does not', async (t) => {
+  const first = await scripted(t, bulk(INFO));
+  await open(t, first.port, '?');
+  t.same(first.commands.slice(-2), [['INFO', 'replication'], ['PSYNC', '?', '-1']]);
+  const fetch = await scripted(t, bulk(INFO));
+  await open(t, fetch.port, '?', { rdbOnly: true });
+  t.notOk(fetch.commands.some((c) => c[0] === 'INFO'));
 });
+
+const ME = 'c'.repeat(40);
+const ABOVE = 'd'.repeat(40);
+const relayInfo = (id: string, chain: string[]) => bulk(INFO + `relay_id:${id}\r\nrelay_chain:${chain.join(',')}\r\n`);
+
+t.test("an upstream relay's INFO gives the chain of relays above us: its relay_id, then its relay_chain", async (t) => {
+  const m = await scripted(t, relayInfo(ABOVE, [NEW, 'not-an-id', OLD]));
+  const opened = await open(t, m.port, OLD, { relayId: ME });
+  t.same(opened.upstreamInfo?.relayChain, [ABOVE, NEW, OLD], 'ids that are not 40 hex digits are left out');
+});
+
+for (const [what, info] of [
+  ['is this relay (through a proxy)', relayInfo(ME, [])],
+  ['follows this relay', relayInfo(ABOVE, [NEW, ME])],
+] as const) {
+  t.test(`an upstream that ${what} is refused as a replication loop before PSYNC`, async (t) => {
+    const m = await scripted(t, info);
+    await t.rejects(open(t, m.port, OLD, { relayId: ME }), /would be a replication loop/);
+    t.notOk(m.commands.some((c) => c[0] === 'PSYNC'), 'no PSYNC was sent');
+  });
+}

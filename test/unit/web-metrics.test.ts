@@ -30,6 +30,7 @@ const status: RelayStatus = {
     partialSyncs: 2,
     bytesIn: 1000,
     lastError: '',
+    relayChain: [],
   },
   replid: 'a'.repeat(40),
   replid2: '0'.repeat(40),
