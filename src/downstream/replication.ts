@@ -396,11 +396,12 @@ export class DownstreamReplication {
   }
 
   /**
-   * The relays above this one changed: relays below it reconnect (a partial resync) and read the new chain, so that a
-   * relay told to follow one of them sees the loop (handshake.ts).
+   * The relays above this one changed: streaming relays below it reconnect (a partial resync) and read the new chain,
+   * so that a relay told to follow one of them sees the loop (handshake.ts). One waiting for or taking a snapshot is
+   * left to it (a WAN transfer is worth more): it reads the chain when it next connects.
    */
   disconnectRelays(reason: string): void {
-    for (const s of [...this.#sessions]) if (s.caps.relay && s.state !== ReplicaState.WaitBgsave) s.close(reason);
+    for (const s of [...this.#sessions]) if (s.caps.relay && s.state === ReplicaState.Online) s.close(reason);
   }
 
   #remove(s: ReplicaSession): void {

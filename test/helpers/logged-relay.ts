@@ -1,3 +1,4 @@
+import { tempDir } from './temp-dir.js';
 import type { Test } from 'tap';
 import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
@@ -31,7 +32,8 @@ export async function startLoggedRelay(t: Test, config: Record<string, unknown> 
   const raw = {
     upstream: { host: null },
     web: { port: 0 },
-    dir: t.testdir({}),
+    // Its own dir per relay: two relays of one test must not share state.json, snapshots or temp files.
+    dir: tempDir('psync-relay-logged-'),
     ...config,
     listen: { port, ...(config['listen'] as object | undefined) },
     log: testLog((config['log'] as object | undefined) ?? { disk: 0 }),

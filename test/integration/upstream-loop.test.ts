@@ -70,9 +70,10 @@ t.test('a Sentinel naming the relay itself as the master: the loop is refused an
 
 t.test('REPLICAOF a relay two below it: the top relay sees itself in that relay\'s chain, refuses the loop and follows the master again', async (t) => {
   const master = await startRedis();
-  const top = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
-  const middle = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: top.port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
-  const bottom = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: middle.port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
+  const backoff = { 'backoff-min': '50ms', 'backoff-max': '500ms' };
+  const top = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, ...backoff } });
+  const middle = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: top.port, ...backoff } });
+  const bottom = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: middle.port, ...backoff } });
   const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(bottom.port)] });
   const mc = await master.client();
   const rc = await replica.client();
@@ -107,4 +108,37 @@ t.test('REPLICAOF a relay two below it: the top relay sees itself in that relay\
   await waitFor(async () => (await rc.info('replication'))['master_repl_offset'] === masterOffset, { what: `replica offset ${masterOffset}`, timeoutMs: 15_000 });
   t.equal(await rc.callString('GET', 'after'), '1', 'the replica below the chain follows the master again');
   t.equal(stat(await rc.info('stats'), 'sync_full'), 0, 'it never needed a full sync: the loop cost it nothing');
+});
+
+t.test('a relay whose chain changes reconnects the relays below it, which continue partially and name the new chain', async (t) => {
+  const master = await startRedis();
+  const backoff = { 'backoff-min': '50ms', 'backoff-max': '500ms' };
+  const other = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, ...backoff } });
+  const top = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, ...backoff } });
+  const below = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: top.port, ...backoff } });
+  const mc = await master.client();
+  const [xo, xt, xb] = [await other.client(), await top.client(), await below.client()];
+  t.teardown(() => mc.close());
+  const [idOther, idTop] = await Promise.all([xo, xt].map(async (x) => (await x.info('replication'))['relay_id']));
+  await waitFor(async () => (await xb.info('replication'))['relay_chain'] === idTop || undefined, { what: 'the relay below to name the top relay' });
+  await mc.call('SET', 'before-the-move', '1');
+  const before = (await mc.info('replication'))['master_repl_offset'];
+  await waitFor(
+    async () => {
+      const i = await xb.info('replication');
+      return (i['master_link_status'] === 'up' && i['master_repl_offset'] === before) || undefined;
+    },
+    { what: 'the relay below to stream the master\'s writes' },
+  );
+  const partialBefore = stat(await xb.info('stats'), 'relay_upstream_partial_syncs');
+
+  t.equal(await xt.callString('REPLICAOF', '127.0.0.1', String(other.port)), 'OK');
+  await waitFor(async () => (await xb.info('replication'))['relay_chain'] === `${idTop},${idOther}` || undefined, {
+    what: 'the relay below to name both relays above it',
+  });
+  t.ok(stat(await xb.info('stats'), 'relay_upstream_partial_syncs') > partialBefore, 'it reconnected and continued partially');
+  t.equal(stat(await xb.info('stats'), 'relay_upstream_full_syncs'), 1, 'with no second full sync');
+  await mc.call('SET', 'after-the-move', '1');
+  const offset = (await mc.info('replication'))['master_repl_offset'];
+  await waitFor(async () => (await xb.info('replication'))['master_repl_offset'] === offset || undefined, { what: 'the relay below to hold the write' });
 });
