@@ -17,6 +17,8 @@ export function rdbFromCapa(offset: number): string {
 
 /** The offset a `REPLCONF capa <value>` asks the RDB to reach, or null when the value is not this capa. */
 export function parseRdbFromCapa(value: string): number | null {
-  const m = /^psync-relay-rdb-from:(\d{1,15})$/i.exec(value);
-  return m ? Number(m[1]) : null;
+  const m = /^psync-relay-rdb-from:(\d{1,16})$/i.exec(value);
+  const offset = m ? Number(m[1]) : NaN;
+  // Offsets past 2^53 are refused everywhere else too (handshake.ts): a JS number cannot count them.
+  return Number.isSafeInteger(offset) ? offset : null;
 }
