@@ -4,7 +4,7 @@
  * newest is older (one fork upstream), asks an upstream relay for the same (src/rdb-from.ts), and refuses where an
  * RDB cannot be as of the point served (a point-in-time listener).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
@@ -81,27 +81,34 @@ const m = await master.client();
 t.teardown(() => m.close());
 await writeKeys(m, 'before', 1000);
 
-t.test('redis-cli --rdb gets the keys written after the relay took its snapshot, at the cost of one fork', async (t) => {
+/**
+ * A relay of the master that holds a snapshot, then `n` more keys written after it: `snapshotAt` is its snapshot's
+ * offset, `end` the master's offset it then holds.
+ */
+async function relayPastSnapshot(t: Test, prefix: string, n: number): Promise<{ port: number; x: RedisClient; snapshotAt: number; end: number }> {
   const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
   t.teardown(() => relay.stop());
   const x = await relay.client();
   t.teardown(() => x.close());
   await caughtUp(x, m, 'the relay holds a snapshot and the stream');
   const snapshotAt = stat(await x.info('replication'), 'relay_snapshot_offset');
-
-  await writeKeys(m, 'after', 500);
+  await writeKeys(m, prefix, n);
   await caughtUp(x, m, 'the relay holds the writes after its snapshot');
-  const asked = stat(await x.info('replication'), 'master_repl_offset');
+  return { port: relay.port, x, snapshotAt, end: stat(await x.info('replication'), 'master_repl_offset') };
+}
+
+t.test('redis-cli --rdb gets the keys written after the relay took its snapshot, at the cost of one fork', async (t) => {
+  const { port, x, snapshotAt, end: asked } = await relayPastSnapshot(t, 'after', 500);
   t.ok(asked > snapshotAt, 'the relay holds stream past its snapshot');
   const forksBefore = await forks(m);
 
-  const first = await dumpRdb(relay.port);
+  const first = await dumpRdb(port);
   t.equal(first.code, 0, `redis-cli --rdb exits 0 (${first.output.trim()})`);
   t.equal(first.keys, 1500, 'the RDB holds every key written before the request');
   t.equal(await forks(m), forksBefore + 1, 'the master forked once for it');
   t.ok(stat(await x.info('replication'), 'relay_snapshot_offset') >= asked, 'the relay now holds a snapshot as of the request');
 
-  const second = await dumpRdb(relay.port);
+  const second = await dumpRdb(port);
   t.equal(second.keys, 1500, 'a second dump with nothing written since holds the same keys');
   t.equal(await forks(m), forksBefore + 1, 'and is served from that snapshot: no second fork');
 });
@@ -129,36 +136,21 @@ t.test('a relay below a relay passes the need up: redis-cli --rdb at the bottom 
 });
 
 t.test("an RDB-only PSYNC is told its snapshot's offset: the newest held, at once; an offset asked past the relay's end is capped at it", async (t) => {
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
-  await caughtUp(x, m, 'the relay holds a snapshot and the stream');
-  const snapshotAt = stat(await x.info('replication'), 'relay_snapshot_offset');
-  await writeKeys(m, 'psync', 200);
-  await caughtUp(x, m, 'the relay holds the writes after its snapshot');
-  const end = stat(await x.info('replication'), 'master_repl_offset');
+  const { port, snapshotAt, end } = await relayPastSnapshot(t, 'psync', 200);
   const forksBefore = await forks(m);
 
-  t.equal(await rdbOnlyPsync(relay.port), snapshotAt, 'without the capa: the snapshot held, its offset named');
+  t.equal(await rdbOnlyPsync(port), snapshotAt, 'without the capa: the snapshot held, its offset named');
   t.equal(await forks(m), forksBefore, 'no fork');
 
-  const far = await rdbOnlyPsync(relay.port, 'psync-relay-rdb-from:999999999999');
+  const far = await rdbOnlyPsync(port, 'psync-relay-rdb-from:999999999999');
   t.ok(far >= end, `an offset past the relay's end gets a snapshot as of that end (${far} >= ${end})`);
   t.equal(await forks(m), forksBefore + 1, 'one fork for it');
-  t.equal(await rdbOnlyPsync(relay.port, 'psync-relay-rdb-from:999999999999'), far, 'asked again, it is served that snapshot');
+  t.equal(await rdbOnlyPsync(port, 'psync-relay-rdb-from:999999999999'), far, 'asked again, it is served that snapshot');
   t.equal(await forks(m), forksBefore + 1, 'with no second fork');
 });
 
 t.test('redis-cli --rdb against a point-in-time listener is refused with the reason', async (t) => {
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
-  await caughtUp(x, m, 'the relay holds a snapshot and the stream');
-  await writeKeys(m, 'pitr', 100);
-  await caughtUp(x, m, 'the relay holds the writes after its snapshot');
-  const end = stat(await x.info('replication'), 'master_repl_offset');
+  const { x, end } = await relayPastSnapshot(t, 'pitr', 100);
   const [port] = (await x.call('RELAY', 'PITR', 'OFFSET', end)) as [number];
   t.teardown(() => x.call('RELAY', 'PITR', 'CLOSE', port).catch(() => {}));
 

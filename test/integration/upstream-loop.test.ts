@@ -5,7 +5,7 @@
  * (retried with backoff), its replicas kept on the master's history, and a later REPLICAOF to the real master
  * continues them.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { waitFor } from '../helpers/wait.js';
@@ -15,9 +15,12 @@ import { stat } from '../helpers/replication.js';
 
 t.teardown(stopAll);
 
+/** A logged relay following 127.0.0.1:`port`, quick to retry. */
+const relayOf = (t: Test, port: number) => startLoggedRelay(t, { upstream: { host: '127.0.0.1', port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
+
 t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and follows the real master again', async (t) => {
   const master = await startRedis();
-  const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
+  const relay = await relayOf(t, master.port);
   const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(relay.port)] });
   const mc = await master.client();
   const rc = await replica.client();
@@ -70,10 +73,9 @@ t.test('a Sentinel naming the relay itself as the master: the loop is refused an
 
 t.test('REPLICAOF a relay two below it: the top relay sees itself in that relay\'s chain, refuses the loop and follows the master again', async (t) => {
   const master = await startRedis();
-  const backoff = { 'backoff-min': '50ms', 'backoff-max': '500ms' };
-  const top = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, ...backoff } });
-  const middle = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: top.port, ...backoff } });
-  const bottom = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: middle.port, ...backoff } });
+  const top = await relayOf(t, master.port);
+  const middle = await relayOf(t, top.port);
+  const bottom = await relayOf(t, middle.port);
   const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(bottom.port)] });
   const mc = await master.client();
   const rc = await replica.client();
@@ -112,10 +114,9 @@ t.test('REPLICAOF a relay two below it: the top relay sees itself in that relay\
 
 t.test('a relay whose chain changes reconnects the relays below it, which continue partially and name the new chain', async (t) => {
   const master = await startRedis();
-  const backoff = { 'backoff-min': '50ms', 'backoff-max': '500ms' };
-  const other = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, ...backoff } });
-  const top = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port, ...backoff } });
-  const below = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: top.port, ...backoff } });
+  const other = await relayOf(t, master.port);
+  const top = await relayOf(t, master.port);
+  const below = await relayOf(t, top.port);
   const mc = await master.client();
   const [xo, xt, xb] = [await other.client(), await top.client(), await below.client()];
   t.teardown(() => mc.close());
