@@ -70,7 +70,7 @@ export interface UpstreamReplInfo {
 /** `REPLCONF capa psync-relay`: the replica is a psync-relay, which learns the relays above it at each handshake. */
 export const RELAY_CAPA = 'psync-relay';
 
-/** Relays named in `relay_chain`: deeper chains are cut (a loop longer than this is found by the relays inside it). */
+/** Relays named in `relay_chain`: deeper chains are cut, so a loop through more relays than this goes unseen. */
 export const RELAY_CHAIN_MAX = 32;
 
 /**
