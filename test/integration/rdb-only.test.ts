@@ -8,10 +8,10 @@ import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
-import { stat } from '../helpers/replication.js';
+import { digest, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
 import { tempDir } from '../helpers/temp-dir.js';
@@ -23,7 +23,7 @@ t.teardown(stopAll);
  * `redis-cli --rdb` against `port`: its exit code, what it printed, and the keys in the file it wrote. Killed after
  * 30 s (it waits as long as the relay sends keepalive newlines), which the output then says.
  */
-async function dumpRdb(port: number): Promise<{ code: number; output: string; keys: number }> {
+async function dumpRdb(port: number): Promise<{ code: number; output: string; keys: number; file: string }> {
   const file = join(tempDir('rdb-only-'), 'dump.rdb');
   const cli = spawn('redis-cli', ['-p', String(port), '--rdb', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -35,11 +35,23 @@ async function dumpRdb(port: number): Promise<{ code: number; output: string; ke
   }, 30_000);
   const [code] = (await once(cli, 'exit')) as [number | null];
   clearTimeout(timer);
-  if (code === null) return { code: -1, output, keys: -1 };
-  if (code !== 0) return { code, output, keys: -1 };
+  if (code === null) return { code: -1, output, keys: -1, file };
+  if (code !== 0) return { code, output, keys: -1, file };
   const check = execFileSync('redis-check-rdb', [file], { encoding: 'utf8' });
   const m = /(\d+) keys read/.exec(check);
-  return { code, output, keys: m ? Number(m[1]) : -1 };
+  return { code, output, keys: m ? Number(m[1]) : -1, file };
+}
+
+/** DEBUG DIGEST of a fresh redis-server that loaded the RDB `file` (the data oracle). */
+async function loadedDigest(file: string): Promise<string> {
+  const server = await startRedis({ dir: dirname(file), args: ['--dbfilename', basename(file)] });
+  const c = await server.client();
+  try {
+    return await digest(c);
+  } finally {
+    await c.close();
+    await server.stop();
+  }
 }
 
 async function writeKeys(m: RedisClient, prefix: string, n: number): Promise<void> {
@@ -105,6 +117,7 @@ t.test('redis-cli --rdb gets the keys written after the relay took its snapshot,
   const first = await dumpRdb(port);
   t.equal(first.code, 0, `redis-cli --rdb exits 0 (${first.output.trim()})`);
   t.equal(first.keys, 1500, 'the RDB holds every key written before the request');
+  t.equal(await loadedDigest(first.file), await digest(m), 'loaded, it has the master\'s DEBUG DIGEST');
   t.equal(await forks(m), forksBefore + 1, 'the master forked once for it');
   t.ok(stat(await x.info('replication'), 'relay_snapshot_offset') >= asked, 'the relay now holds a snapshot as of the request');
 
@@ -132,6 +145,7 @@ t.test('a relay below a relay passes the need up: redis-cli --rdb at the bottom 
   const dump = await dumpRdb(bottom.port);
   t.equal(dump.code, 0, `redis-cli --rdb exits 0 (${dump.output.trim()})`);
   t.equal(dump.keys, keys, 'the RDB holds every key the master holds');
+  t.equal(await loadedDigest(dump.file), await digest(m), 'loaded, it has the master\'s DEBUG DIGEST');
   t.equal(await forks(m), forksBefore + 1, 'one fork on the master, for the top relay; the bottom one fetched from it');
 });
 
