@@ -364,7 +364,7 @@ export class Relay {
       isSelf: (address, port) => this.#server.hasPeer(address, port),
       relayChainChanged: (chain) => {
         this.#logger.info({ relayChain: chain }, 'the relays above this one changed: relays below reconnect to learn them');
-        this.#downstream.disconnectRelays('the relays above this one changed');
+        this.#downstream.disconnectRelays();
       },
       readStream: (offset) => (offset >= log.memFirstOffset && log.holds(offset) ? log.read(offset) : null),
       appendStream: (chunk, boundary) => log.append(chunk, boundary),

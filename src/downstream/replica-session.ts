@@ -153,6 +153,10 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   get state(): ReplicaState {
     return this.#state;
   }
+  /** It sent a REPLCONF ACK: a replica does at once after loading its snapshot, then every second. */
+  get acked(): boolean {
+    return this.#acked;
+  }
   /** The last offset the replica acknowledged (REPLCONF ACK). */
   get ackOffset(): number {
     return this.#ackOffset;

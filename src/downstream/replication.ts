@@ -89,6 +89,8 @@ export class DownstreamReplication {
   #heldUntil = new Map<ReplicaSession, number>();
   /** RDB-only clients owed the data as of their request: the snapshot they get must reach this offset, or a later epoch. */
   #rdbFrom = new Map<ReplicaSession, { readonly epoch: number; readonly offset: number }>();
+  /** Relays below, not yet streaming when the relays above this one changed (disconnectRelays). */
+  #chainStale = new Set<ReplicaSession>();
   /** Writes the stream to every session in passes, one per turn of the event loop. */
   readonly fanout = new Fanout();
   readonly pacer = new WritePacer();
@@ -396,12 +398,22 @@ export class DownstreamReplication {
   }
 
   /**
-   * The relays above this one changed: streaming relays below it reconnect (a partial resync) and read the new chain,
-   * so that a relay told to follow one of them sees the loop (handshake.ts). One waiting for or taking a snapshot is
-   * left to it (a WAN transfer is worth more): it reads the chain when it next connects.
+   * The relays above this one changed: relays below it reconnect (a partial resync) and read the new chain, so that
+   * a relay told to follow one of them sees the loop, and none names a relay no longer above it (handshake.ts). One
+   * waiting for or taking a snapshot is left to finish it (a WAN transfer is worth more) and to load it.
    */
-  disconnectRelays(reason: string): void {
-    for (const s of [...this.#sessions]) if (s.caps.relay && s.state === ReplicaState.Online) s.close(reason);
+  disconnectRelays(): void {
+    for (const s of this.#sessions) if (s.caps.relay) this.#chainStale.add(s);
+    this.#closeChainStale();
+  }
+
+  /** Relays below that read an old chain and are streaming, their snapshot loaded (they acknowledged): they reconnect. */
+  #closeChainStale(): void {
+    for (const s of [...this.#chainStale]) {
+      if (s.state !== ReplicaState.Online || !s.acked) continue;
+      this.#chainStale.delete(s);
+      s.close('the relays above this one changed');
+    }
   }
 
   #remove(s: ReplicaSession): void {
@@ -411,6 +423,7 @@ export class DownstreamReplication {
     this.#ahead.delete(s);
     this.#heldUntil.delete(s);
     this.#rdbFrom.delete(s);
+    this.#chainStale.delete(s);
     this.#countLoad(s);
     this.#transferEnded(s);
   }
@@ -449,6 +462,7 @@ export class DownstreamReplication {
       } else s.checkLag();
     }
     if (this.#ahead.size > 0) this.#checkAhead(true);
+    if (this.#chainStale.size > 0) this.#closeChainStale();
     this.#serveWaiting();
   }
 

@@ -394,11 +394,12 @@ export class UpstreamLink extends EventEmitter {
       this.#receiver = null;
       this.#lastIo = Date.now();
       await this.#hostApi.commitFullSync(receiver.path, replid, offset);
-      if (gen !== this.#generation) return;
-      this.#scanner.reset(offset);
+      // Committed: the history is ours even if the link dropped meanwhile (the next PSYNC continues it), so it counts.
       this.#opts.telemetry.emit('upstream.sync', { kind: 'full', replid, offset });
       const seconds = +((Date.now() - this.#syncStartedAt) / 1000).toFixed(2);
       this.#log.info({ replid, offset, bytes: receiver.received, seconds, peer: this.#peer() }, 'rdb received, snapshot committed');
+      if (gen !== this.#generation) return;
+      this.#scanner.reset(offset);
       this.#settleTransfer = null;
       settle(true);
       this.#startStreaming(socket, rest);

@@ -4,6 +4,7 @@
  * writes continue.
  */
 import t from 'tap';
+import { constants as zlibConstants, deflateRawSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
@@ -67,6 +68,38 @@ t.test('upstream killed mid-RDB: no half snapshot becomes the snapshot; a replic
   t.equal(Number(await r.call('DBSIZE')), 20001, 'every key of the snapshot, and the one after');
   t.equal(await digest(r), want, 'the dataset of the good snapshot plus the stream');
   await replica.stop();
+});
+
+t.test('upstream closing right after the RDB, while the relay commits it: the snapshot counts, and the relay continues it', async (t) => {
+  const { rdb, digest: want } = await datasetRdb();
+  const fake = await startFakeMaster((socket: Socket, attempt) => {
+    if (attempt === 0) {
+      // A compressing upstream relay (src/compression.ts) that sends the whole RDB and goes: its deflate stream has no
+      // end, so the relay's inflater fails as the connection ends, while the relay fsyncs and publishes the snapshot.
+      const body = deflateRawSync(Buffer.concat([Buffer.from(`$${rdb.length}\r\n`), rdb]), { flush: zlibConstants.Z_SYNC_FLUSH });
+      socket.end(Buffer.concat([Buffer.from(`+FULLRESYNC ${REPLID} 1000 psync-relay-z1\r\n`), body]));
+      return;
+    }
+    socket.write(`+CONTINUE ${REPLID}\r\n`);
+    socket.write(stream(['SELECT', 0], ['SET', 'after-rdb', 'yes']));
+  });
+  t.teardown(() => fake.close());
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: fake.port } });
+  t.teardown(() => relay.stop());
+  await waitFor(() => fake.psyncs.length >= 2 || undefined, { what: 'the relay to reconnect' });
+  t.strictSame(fake.psyncs[1], ['PSYNC', REPLID, '1001'], 'it continues the history it committed');
+  await waitFor(() => relay.relay.status().upstream.state === 'connected' || undefined, { what: 'the relay streaming' });
+  t.equal(relay.relay.status().upstream.fullSyncs, 1, 'the full sync it committed is counted');
+  t.equal(relay.relay.status().upstream.partialSyncs, 1, 'and the partial one after it');
+
+  const replica = await startReplica(relay.port);
+  const r = await replica.client();
+  t.teardown(async () => {
+    await r.close();
+    await replica.stop();
+  });
+  await waitFor(async () => (await r.call('EXISTS', 'after-rdb')) === 1 || undefined, { what: 'a replica of the relay to get the stream after the RDB', timeoutMs: 20_000 });
+  t.equal(await digest(r), want, 'it holds the snapshot plus the stream');
 });
 
 t.test('upstream stalls (handshake, RDB, stream): with upstream.timeout 2s the relay times out and reconnects', async (t) => {

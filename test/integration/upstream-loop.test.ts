@@ -15,8 +15,9 @@ import { stat } from '../helpers/replication.js';
 
 t.teardown(stopAll);
 
-/** A logged relay following 127.0.0.1:`port`, quick to retry. */
-const relayOf = (t: Test, port: number) => startLoggedRelay(t, { upstream: { host: '127.0.0.1', port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
+/** A logged relay following 127.0.0.1:`port`, quick to retry; `more` is merged into its config. */
+const relayOf = (t: Test, port: number, more: Record<string, unknown> = {}) =>
+  startLoggedRelay(t, { ...more, upstream: { host: '127.0.0.1', port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
 
 t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and follows the real master again', async (t) => {
   const master = await startRedis();
@@ -142,4 +143,29 @@ t.test('a relay whose chain changes reconnects the relays below it, which contin
   await mc.call('SET', 'after-the-move', '1');
   const offset = (await mc.info('replication'))['master_repl_offset'];
   await waitFor(async () => (await xb.info('replication'))['master_repl_offset'] === offset || undefined, { what: 'the relay below to hold the write' });
+});
+
+t.test('a relay below that was taking a snapshot when the chain changed reconnects once it has it, and names the new chain', async (t) => {
+  const master = await startRedis();
+  const mc = await master.client();
+  t.teardown(() => mc.close());
+  await mc.call('DEBUG', 'POPULATE', 2000, 'key', 512);
+  const other = await relayOf(t, master.port);
+  // Snapshots leave the top relay at 200 kB/s: the one below takes seconds to get its ~1 MB.
+  const top = await relayOf(t, master.port, { replication: { 'full-sync-rate': '200kb' } });
+  const [xo, xt] = [await other.client(), await top.client()];
+  const [idOther, idTop] = await Promise.all([xo, xt].map(async (x) => (await x.info('replication'))['relay_id']));
+  await waitFor(async () => (await xt.info('replication'))['relay_snapshot_usable'] === '1' || undefined, { what: 'the top relay to hold a snapshot' });
+  const below = await relayOf(t, top.port);
+  const xb = await below.client();
+  await waitFor(async () => (await xb.info('replication'))['master_sync_in_progress'] === '1' || undefined, { what: 'the relay below to be taking its snapshot' });
+
+  t.equal(await xt.callString('REPLICAOF', '127.0.0.1', String(other.port)), 'OK');
+  await waitFor(async () => (await xt.info('replication'))['relay_chain'] === idOther || undefined, { what: 'the top relay to name the relay above it' });
+  t.equal((await xb.info('replication'))['master_sync_in_progress'], '1', 'the relay below is still taking its snapshot: it was not cut');
+  await waitFor(async () => (await xb.info('replication'))['relay_chain'] === `${idTop},${idOther}` || undefined, {
+    what: 'the relay below to name both relays above it',
+    timeoutMs: 30_000,
+  });
+  t.equal(stat(await xb.info('stats'), 'relay_upstream_full_syncs'), 1, 'one full sync: it reconnected after it, partially');
 });
