@@ -9,6 +9,7 @@ import { startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
+import { subscribe } from '../../src/observability/telemetry.js';
 
 t.teardown(stopAll);
 
@@ -48,7 +49,16 @@ t.test('a fresh snapshot comes from the snapshot source: its fork, not the maste
   t.teardown(() => s.close());
   await waitConverged(m, [s], 'the source replica online');
   const { relay, x } = await relayWithSource(t, master.port, source.port);
+  const refreshes: string[] = [];
+  const off = subscribe('snapshot.refresh', (e) => e.relay === relay.relay.runId && refreshes.push(`${e.phase} from ${e.from}${e.reason ? `: ${e.reason}` : ''}`));
+  t.teardown(off);
   await outgrowSnapshot(master.port, x);
+  // Both hold what the master sent before the replica asks: a source behind the relay's small log would not fit its
+  // history (the master would be asked instead), and one ahead of the relay would leave the fetched snapshot waiting
+  // for the relay's stream while the test's 0s refresh interval lets a second fetch start.
+  await waitConverged(m, [s], 'the source replica has the writes that outgrew the snapshot');
+  const target = stat(await m.info('replication'), 'master_repl_offset');
+  await waitFor(async () => stat(await x.info('replication'), 'master_repl_offset') === target || undefined, { what: 'the relay to hold them too' });
   const masterForks = stat(await m.info('stats'), 'total_forks');
   const sourceForks = stat(await s.info('stats'), 'total_forks');
 
@@ -57,9 +67,9 @@ t.test('a fresh snapshot comes from the snapshot source: its fork, not the maste
   t.teardown(() => r.close());
   await m.call('SET', 'after', '1');
   await waitConverged(m, [r, s], 'a replica needing a full sync converges', 60_000);
-  t.equal(stat(await m.info('stats'), 'total_forks'), masterForks, 'the master did not fork');
+  t.equal(stat(await m.info('stats'), 'total_forks'), masterForks, `the master did not fork (refreshes: ${refreshes.join('; ')})`);
   t.ok(stat(await s.info('stats'), 'total_forks') > sourceForks, 'the snapshot source did');
-  t.equal(stat(await x.info('replication'), 'relay_snapshot_refreshes'), 1);
+  t.equal(stat(await x.info('replication'), 'relay_snapshot_refreshes'), 1, `one refresh (${refreshes.join('; ')})`);
   await Promise.all([replica.stop(), source.stop()]);
 });
 
