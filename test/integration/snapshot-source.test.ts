@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay, type TestRelay } from '../helpers/relay.js';
-import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { startReplica, waitConverged, stat, offsetsBeside } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
@@ -56,9 +56,8 @@ t.test('a fresh snapshot comes from the snapshot source: its fork, not the maste
   // Both hold what the master sent before the replica asks: a source behind the relay's small log would not fit its
   // history (the master would be asked instead), and one ahead of the relay would leave the fetched snapshot waiting
   // for the relay's stream while the test's 0s refresh interval lets a second fetch start.
-  await waitConverged(m, [s], 'the source replica has the writes that outgrew the snapshot');
-  const target = stat(await m.info('replication'), 'master_repl_offset');
-  await waitFor(async () => stat(await x.info('replication'), 'master_repl_offset') === target || undefined, { what: 'the relay to hold them too' });
+  const held = await offsetsBeside(master.port, [source.port, relay.port]);
+  t.same(held.others, [held.master, held.master], 'the source and the relay hold the master\'s offset');
   const masterForks = stat(await m.info('stats'), 'total_forks');
   const sourceForks = stat(await s.info('stats'), 'total_forks');
 

@@ -11,7 +11,7 @@ import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { waitFor } from '../helpers/wait.js';
 import { freePort } from '../helpers/ports.js';
 import { scriptedSentinel } from '../helpers/scripted-sentinel.js';
-import { stat } from '../helpers/replication.js';
+import { stat, offsetsBeside } from '../helpers/replication.js';
 
 t.teardown(stopAll);
 
@@ -124,14 +124,8 @@ t.test('a relay whose chain changes reconnects the relays below it, which contin
   const [idOther, idTop] = await Promise.all([xo, xt].map(async (x) => (await x.info('replication'))['relay_id']));
   await waitFor(async () => (await xb.info('replication'))['relay_chain'] === idTop || undefined, { what: 'the relay below to name the top relay' });
   await mc.call('SET', 'before-the-move', '1');
-  const before = (await mc.info('replication'))['master_repl_offset'];
-  await waitFor(
-    async () => {
-      const i = await xb.info('replication');
-      return (i['master_link_status'] === 'up' && i['master_repl_offset'] === before) || undefined;
-    },
-    { what: 'the relay below to stream the master\'s writes' },
-  );
+  const held = await offsetsBeside(master.port, [below.port]);
+  t.same(held.others, [held.master], "the relay below streams the master's writes");
   const partialBefore = stat(await xb.info('stats'), 'relay_upstream_partial_syncs');
 
   t.equal(await xt.callString('REPLICAOF', '127.0.0.1', String(other.port)), 'OK');
