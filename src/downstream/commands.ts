@@ -179,9 +179,15 @@ const COMMANDS: Record<string, CommandSpec> = {
     arity: -3,
     noMulti: true,
     handler: (h, c, a) => {
-      // Redis 7.0 replicas may add FAILOVER after the offset; it changes nothing for us.
       const offset = integerArg(a[2]);
       if (offset === null) return c.reply(errorReply('ERR value is not an integer or out of range'));
+      // `PSYNC <replid> <offset> FAILOVER` is a master's FAILOVER asking its replica to take over. Accepted, it left the
+      // master a read-only replica of this relay, which follows it: a loop, no writable master. Refused, the master
+      // aborts its failover and goes on as the master (Redis: "Failover target rejected psync request").
+      if (a.length > 3 && lower(a[3]) === 'failover') {
+        c.warn({ command: 'PSYNC FAILOVER' }, 'refused to be promoted by a master FAILOVER; it aborts and stays the master');
+        return c.reply(errorReply('ERR psync-relay holds no dataset and can never become a master; PSYNC FAILOVER refused (use FAILOVER TO a redis-server replica)'));
+      }
       h.startSync(c, str(a[1]), offset);
     },
   },
