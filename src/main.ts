@@ -32,6 +32,8 @@ async function main(): Promise<number> {
   // end redis-server: Node's default would kill it at once, without the graceful shutdown and with every replica's
   // link. It reloads the TLS listener's certificate instead. Installed before the start, which can take a while.
   process.on('SIGHUP', () => relay.reloadTls());
+  // Another process holds the data directory now: no graceful shutdown (it writes the state file), just stop.
+  relay.onFatal = () => process.exit(1);
   try {
     await relay.start();
   } catch (err) {

@@ -28,6 +28,7 @@ import type { PitrApi } from './pitr/api.js';
 import { PitrService } from './pitr/service.js';
 import { crc32Implementation } from './backlog/crc32.js';
 import { removeRewriteTemps, rewriteUpstream } from './config/rewrite.js';
+import { DataDirLock } from './data-dir-lock.js';
 
 export const RELAY_VERSION = '0.1.0';
 
@@ -54,6 +55,7 @@ export class Relay {
   #commandListeners = new Set<(cmd: ScannedCommand) => void>();
   #sentinel: SentinelConnector | null = null;
   #diskTimer: NodeJS.Timeout | null = null;
+  #lock: DataDirLock | null = null;
   #web: WebServer | null = null;
   #acks: AckTracker;
   #pitr: PitrService;
@@ -203,6 +205,32 @@ export class Relay {
 
   async start(): Promise<void> {
     if (this.config.upstream.tls !== null) checkClientTls(this.config.upstream.tls);
+    this.#lock = await DataDirLock.acquire(this.config.dir, {
+      runId: this.runId,
+      logger: this.#logger,
+      onLost: (owner) => this.#lockLost(owner),
+    });
+    try {
+      await this.#start();
+    } catch (err) {
+      await this.#lock.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Another process took the data directory over (this relay's loop stalled past the lock's stale time): every write
+   * from here on could land in its files. Stop now, without the graceful shutdown, which writes the state file.
+   */
+  #lockLost(owner: string): void {
+    this.#logger.fatal({ dir: this.config.dir, owner }, 'data directory taken over by another relay: stopping');
+    this.onFatal();
+  }
+
+  /** What a fatal fault does: main.ts exits the process; embedded, the relay closes its sockets and timers. */
+  onFatal: () => void = () => void this.close();
+
+  async #start(): Promise<void> {
     await this.#history.recover();
     this.#removeRewriteTemps();
     this.#diskTimer = setInterval(() => void this.#history.enforceDiskLimit(), 1000);
@@ -316,6 +344,7 @@ export class Relay {
     await this.#server.close();
     await this.#history.close();
     this.#stats.close();
+    await this.#lock?.release();
   }
 
   /** Subscribe to every command seen in the upstream stream (turns on full argument decoding). */

@@ -1,0 +1,224 @@
+import { promises as fsp, readFileSync, readlinkSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { RelayError } from './errors.js';
+
+/**
+ * One relay per data directory. Two relays on one `dir` (a second instance started by hand beside the service, a
+ * rolling update whose old pod still runs) cut back and rewrite each other's log segments, snapshots and state file.
+ * The first holds `dir/relay.lock`; a second refuses to start, naming the first.
+ *
+ * Node has no flock(2), so the lock is a file created with O_EXCL that names its owner, and it is judged stale two
+ * ways. On the same kernel and in the same PID namespace (the same boot_id and /proc/self/ns/pid) the owner is alive
+ * exactly when its pid runs with the same start time: a relay killed with SIGKILL is replaced at once. Anywhere else
+ * (another container or host sharing the volume) the owner refreshes the file's mtime every `heartbeatMs`: a lock
+ * unchanged for `staleMs` is taken over. The owner reads the file at every heartbeat, so a relay whose lock was taken
+ * over (its loop stalled longer than `staleMs`) learns it within a heartbeat and stops (`onLost`).
+ */
+
+export const LOCK_FILE = 'relay.lock';
+
+export class DataDirLockedError extends RelayError {
+  constructor(message: string) {
+    super('RELAY_ERR_STORAGE', message);
+  }
+}
+
+interface Owner {
+  readonly runId: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly bootId: string;
+  readonly pidNs: string;
+  readonly startTime: string;
+  readonly since: string;
+}
+
+export interface DataDirLockOptions {
+  readonly runId: string;
+  readonly logger: Logger;
+  /** The lock was taken over or its file replaced: another process writes the directory now. */
+  readonly onLost: (owner: string) => void;
+  readonly heartbeatMs?: number;
+  readonly staleMs?: number;
+}
+
+/** Directories held by a lock of this process: a second relay in one process is refused like one in another. */
+const heldHere = new Set<string>();
+
+function readOr(fn: () => string): string {
+  try {
+    return fn().trim();
+  } catch {
+    return '';
+  }
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); '' when the process does not exist. */
+function startTimeOf(pid: number): string {
+  const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'latin1'));
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return fields[19] ?? '';
+}
+
+function self(runId: string): Owner {
+  return {
+    runId,
+    pid: process.pid,
+    host: hostname(),
+    bootId: readOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'latin1')),
+    pidNs: readOr(() => readlinkSync('/proc/self/ns/pid')),
+    startTime: startTimeOf(process.pid),
+    since: new Date().toISOString(),
+  };
+}
+
+function parseOwner(text: string): Owner | null {
+  try {
+    const o = JSON.parse(text) as Partial<Owner>;
+    return typeof o.runId === 'string' && typeof o.pid === 'number' ? (o as Owner) : null;
+  } catch {
+    return null;
+  }
+}
+
+function describe(o: Owner | null): string {
+  return o === null ? 'an unreadable lock' : `pid ${o.pid} on ${o.host}, run id ${o.runId}, since ${o.since}`;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class DataDirLock {
+  readonly path: string;
+  readonly #dir: string;
+  readonly #me: Owner;
+  readonly #opts: DataDirLockOptions;
+  #timer: NodeJS.Timeout | null = null;
+  #beating = false;
+  #lost = false;
+
+  private constructor(dir: string, me: Owner, opts: DataDirLockOptions) {
+    this.#dir = dir;
+    this.path = join(dir, LOCK_FILE);
+    this.#me = me;
+    this.#opts = opts;
+  }
+
+  /** Creates `dir` if needed and takes its lock, or throws DataDirLockedError naming the holder. */
+  static async acquire(dir: string, opts: DataDirLockOptions): Promise<DataDirLock> {
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const real = await fsp.realpath(dir);
+    if (heldHere.has(real)) throw new DataDirLockedError(`data directory ${dir} is in use by another relay in this process`);
+    const lock = new DataDirLock(real, self(opts.runId), opts);
+    await lock.#take();
+    heldHere.add(real);
+    lock.#timer = setInterval(() => void lock.#beat(), opts.heartbeatMs ?? 1000);
+    lock.#timer.unref();
+    return lock;
+  }
+
+  async #take(): Promise<void> {
+    const staleMs = this.#opts.staleMs ?? 3000;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (await this.#create()) return;
+      const held = await this.#read();
+      if (held === undefined) continue; // removed meanwhile: create again
+      if (this.#sameNamespace(held)) {
+        if (held.pid !== process.pid && startTimeOf(held.pid) === held.startTime) throw this.#refusal(held);
+      } else if (!(await this.#stale(staleMs))) throw this.#refusal(held);
+      this.#opts.logger.warn({ lock: this.path, previous: describe(held) }, 'data directory lock left by a relay that is gone: taken over');
+      await this.#write();
+      const now = await this.#read();
+      if (now?.runId !== this.#me.runId) throw this.#refusal(now ?? null);
+      return;
+    }
+    throw new DataDirLockedError(`data directory ${this.#dir}: its lock file keeps changing; is another relay starting on it?`);
+  }
+
+  #sameNamespace(o: Owner | null): o is Owner {
+    return o !== null && o.bootId !== '' && o.bootId === this.#me.bootId && o.pidNs !== '' && o.pidNs === this.#me.pidNs;
+  }
+
+  /** Whether the lock file's mtime stays still for `staleMs` (the holder's heartbeat stopped). */
+  async #stale(staleMs: number): Promise<boolean> {
+    const first = await fsp.stat(this.path).catch(() => null);
+    if (first === null) return true;
+    const step = Math.max(10, Math.min(250, staleMs / 4));
+    for (let waited = 0; waited < staleMs; waited += step) {
+      await sleep(step);
+      const now = await fsp.stat(this.path).catch(() => null);
+      if (now === null || now.mtimeMs !== first.mtimeMs) return now === null;
+    }
+    return true;
+  }
+
+  #refusal(held: Owner | null): DataDirLockedError {
+    return new DataDirLockedError(
+      `data directory ${this.#dir} is in use by another psync-relay (${describe(held)}; ${this.path}). ` +
+        'Two relays on one directory would overwrite each other\'s log; stop the other one or give this one its own dir',
+    );
+  }
+
+  async #create(): Promise<boolean> {
+    try {
+      await fsp.writeFile(this.path, JSON.stringify(this.#me) + '\n', { flag: 'wx', mode: 0o600 });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err;
+    }
+  }
+
+  /** The lock's owner; null when the file does not name one (a crash between its creation and its write); undefined when it is gone. */
+  async #read(): Promise<Owner | null | undefined> {
+    try {
+      return parseOwner(await fsp.readFile(this.path, 'utf8'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /** Replaces the file whole (a rename), so a reader never sees half of it. */
+  async #write(): Promise<void> {
+    const tmp = `${this.path}.${process.pid}.tmp`;
+    await fsp.writeFile(tmp, JSON.stringify(this.#me) + '\n', { mode: 0o600 });
+    await fsp.rename(tmp, this.path);
+  }
+
+  async #beat(): Promise<void> {
+    if (this.#beating || this.#lost || this.#timer === null) return;
+    this.#beating = true;
+    try {
+      const held = await this.#read();
+      if (this.#timer === null) return; // released meanwhile
+      if (held === undefined) {
+        // Removed by hand: put it back, unless another relay was quicker.
+        if (!(await this.#create())) return;
+      } else if (held?.runId !== this.#me.runId) {
+        this.#lost = true;
+        this.#opts.onLost(describe(held));
+        return;
+      }
+      const now = new Date();
+      await fsp.utimes(this.path, now, now);
+    } catch (err) {
+      // A full or read-only disk: the lock stays as it is; the disk log reports the fault itself.
+      this.#opts.logger.debug({ err, lock: this.path }, 'data directory lock heartbeat failed');
+    } finally {
+      this.#beating = false;
+    }
+  }
+
+  /** Stops the heartbeat and removes the file if it still names this relay. */
+  async release(): Promise<void> {
+    if (this.#timer === null) return;
+    clearInterval(this.#timer);
+    this.#timer = null;
+    heldHere.delete(this.#dir);
+    if (this.#lost) return;
+    const held = await this.#read().catch(() => null);
+    if (held?.runId === this.#me.runId) await fsp.rm(this.path, { force: true }).catch(() => {});
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * One relay per data directory (src/data-dir-lock.ts). Before the lock, a second relay started on a running one's
+ * `dir` cut back the log segment the first was writing ("torn log tail cut back") and both wrote the same files.
+ */
+import t from 'tap';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
+import { onlineReplicas, stat, waitConverged } from '../helpers/replication.js';
+import { writeKeys } from '../helpers/failover.js';
+import { RedisClient } from '../helpers/redis-client.js';
+
+t.teardown(stopAll);
+
+t.test('a second relay on a running relay\'s dir refuses to start and touches nothing; after a SIGKILL the dir is free at once', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const yaml = 'web:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n';
+  const first = await relayArgs('relay-lock-', master.port, yaml);
+  const dataDir = join(first.dir, 'data');
+  let relay: RelayProcess = await startRelayProcess(first.args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const { clients: rc } = await onlineReplicas(t, first.port, m, 1);
+  await writeKeys(master.port, 'before');
+  await waitConverged(m, rc, 'the replica holds the master');
+
+  const second = await relayArgs('relay-lock-', master.port, yaml, dataDir);
+  const tried = await startRelayProcess(second.args).then(
+    async (p) => ({ started: true, log: (await p.stop('SIGKILL'), p.logs()) }),
+    (e: Error) => ({ started: false, log: e.message }),
+  );
+  t.notOk(tried.started, 'the second relay did not start');
+  t.match(tried.log, /exited before it was ready \(code 1\)/);
+  t.match(tried.log, new RegExp(`data directory .* is in use by another psync-relay \\(pid ${relay.proc.pid} `), 'and said who holds the dir');
+  t.notMatch(relay.logs() + tried.log, /torn log tail cut back/, "nobody cut the first relay's log");
+
+  await writeKeys(master.port, 'after-refusal');
+  await waitConverged(m, rc, 'the first relay still serves');
+
+  // SIGKILL leaves the lock file behind; its pid is gone, so the next relay takes the dir without waiting for it.
+  await relay.stop('SIGKILL');
+  t.ok(existsSync(join(dataDir, 'relay.lock')), 'a killed relay leaves its lock file');
+  relay = await startRelayProcess(first.args);
+  t.match(relay.logs(), /data directory lock left by a relay that is gone: taken over/);
+  await writeKeys(master.port, 'after-restart');
+  await waitConverged(m, rc, 'the replica follows the restarted relay');
+  const x = await RedisClient.connect(first.port);
+  t.teardown(() => x.close());
+  t.equal(stat(await x.info('stats'), 'sync_full'), 0, 'the replica continued partially');
+
+  // A graceful stop removes the lock file.
+  t.equal(await relay.stop('SIGTERM'), 0);
+  t.notOk(existsSync(join(dataDir, 'relay.lock')), 'a relay stopped gracefully removes its lock file');
+});

@@ -1,0 +1,104 @@
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { DataDirLock, DataDirLockedError, LOCK_FILE } from '../../src/data-dir-lock.js';
+import { tempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait.js';
+
+const logger = pino({ level: 'silent' });
+
+function opts(runId: string, extra: { onLost?: (o: string) => void; heartbeatMs?: number; staleMs?: number } = {}) {
+  return { runId, logger, onLost: extra.onLost ?? (() => {}), heartbeatMs: extra.heartbeatMs ?? 50, staleMs: extra.staleMs ?? 400 };
+}
+
+/** A lock file as another relay writes it. */
+function writeLock(dir: string, owner: Record<string, unknown>): void {
+  writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ runId: 'other', host: 'elsewhere', since: 'earlier', ...owner }) + '\n');
+}
+
+function here(pid: number): Record<string, unknown> {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return {
+    pid,
+    bootId: readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim(),
+    pidNs: readlinkSync('/proc/self/ns/pid'),
+    startTime: stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19],
+  };
+}
+
+t.test('a held directory is refused to a second relay of this process; released, it is free and the file gone', async (t) => {
+  const dir = tempDir('lock-');
+  const a = await DataDirLock.acquire(dir, opts('a'));
+  await t.rejects(DataDirLock.acquire(dir, opts('b')), DataDirLockedError);
+  t.match(JSON.parse(readFileSync(a.path, 'utf8')), { runId: 'a', pid: process.pid });
+  await a.release();
+  t.notOk(existsSync(a.path), 'release removes the lock file');
+  const b = await DataDirLock.acquire(dir, opts('b'));
+  t.teardown(() => b.release());
+  t.match(JSON.parse(readFileSync(b.path, 'utf8')), { runId: 'b' });
+});
+
+t.test('a lock of a live process here is refused, naming it; once that process is gone it is taken at once', async (t) => {
+  const dir = tempDir('lock-');
+  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+  t.teardown(() => child.kill('SIGKILL'));
+  await waitFor(() => existsSync(`/proc/${child.pid}/stat`), { what: 'the child running' });
+  writeLock(dir, here(child.pid!));
+  const err = await DataDirLock.acquire(dir, opts('me')).catch((e: Error) => e);
+  t.type(err, DataDirLockedError);
+  t.match((err as Error).message, new RegExp(`in use by another psync-relay \\(pid ${child.pid} on elsewhere`));
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await gone;
+  // The stale time is far away: a dead process's lock in this namespace needs no wait.
+  const lock = await DataDirLock.acquire(dir, opts('me', { staleMs: 3_600_000 }));
+  t.teardown(() => lock.release());
+  t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me', pid: process.pid });
+});
+
+t.test('a lock from another namespace is refused while its heartbeat runs, taken once it stops', async (t) => {
+  const dir = tempDir('lock-');
+  writeLock(dir, { pid: 1, bootId: 'another-boot', pidNs: 'pid:[1]', startTime: '1' });
+  const path = join(dir, LOCK_FILE);
+  let beats = 0;
+  const heartbeat = setInterval(() => {
+    const now = new Date(Date.now() + ++beats * 1000); // a new mtime every beat, whatever the clock's resolution
+    utimesSync(path, now, now);
+  }, 50);
+  t.teardown(() => clearInterval(heartbeat));
+  await t.rejects(DataDirLock.acquire(dir, opts('me')), DataDirLockedError, 'refused while the holder beats');
+  clearInterval(heartbeat);
+  const lock = await DataDirLock.acquire(dir, opts('me'));
+  t.teardown(() => lock.release());
+  t.match(JSON.parse(readFileSync(path, 'utf8')), { runId: 'me' }, 'taken over once the heartbeat stopped');
+});
+
+t.test('an empty lock file (a crash between its creation and its write) is taken once it stays unchanged', async (t) => {
+  const dir = tempDir('lock-');
+  writeFileSync(join(dir, LOCK_FILE), '');
+  const lock = await DataDirLock.acquire(dir, opts('me'));
+  t.teardown(() => lock.release());
+  t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' });
+});
+
+t.test('the holder refreshes the file, puts it back when removed, and learns when another relay took it over', async (t) => {
+  const dir = tempDir('lock-');
+  const lost: string[] = [];
+  const lock = await DataDirLock.acquire(dir, opts('me', { onLost: (o) => lost.push(o) }));
+  t.teardown(() => lock.release());
+  const old = new Date(Date.now() - 3_600_000);
+  utimesSync(lock.path, old, old);
+  await waitFor(() => statSync(lock.path).mtimeMs > old.getTime() + 1000, { what: 'the heartbeat to refresh the mtime' });
+
+  rmSync(lock.path);
+  await waitFor(() => existsSync(lock.path), { what: 'the removed lock file put back' });
+  t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' });
+
+  writeLock(dir, { pid: 4242, host: 'newcomer', bootId: 'x', pidNs: 'y', startTime: '1' });
+  await waitFor(() => lost.length > 0, { what: 'onLost' });
+  t.match(lost[0], /pid 4242 on newcomer/);
+  await lock.release();
+  t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'other' }, "release leaves the new holder's file alone");
+});
