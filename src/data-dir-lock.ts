@@ -89,6 +89,11 @@ function describe(o: Owner | null): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The disk or the directory refuses writes (read-only after errors, full, immutable): the relay still starts, as it did before the lock. */
+function refusedWrite(err: unknown): boolean {
+  return ['EROFS', 'ENOSPC', 'EDQUOT', 'EIO', 'EPERM', 'EACCES'].includes((err as NodeJS.ErrnoException).code ?? '');
+}
+
 export class DataDirLock {
   readonly path: string;
   readonly #dir: string;
@@ -97,6 +102,8 @@ export class DataDirLock {
   #timer: NodeJS.Timeout | null = null;
   #beating = false;
   #lost = false;
+  /** Not written yet: the disk refused it at start. Each heartbeat tries again. */
+  #pending = false;
 
   private constructor(dir: string, me: Owner, opts: DataDirLockOptions) {
     this.#dir = dir;
@@ -111,7 +118,14 @@ export class DataDirLock {
     const real = await fsp.realpath(dir);
     if (heldHere.has(real)) throw new DataDirLockedError(`data directory ${dir} is in use by another relay in this process`);
     const lock = new DataDirLock(real, self(opts.runId), opts);
-    await lock.#take();
+    try {
+      await lock.#take();
+    } catch (err) {
+      if (!refusedWrite(err)) throw err;
+      // No live relay holds it (that was checked first), and the relay starts on such a disk: it serves from memory.
+      lock.#pending = true;
+      opts.logger.warn({ err, lock: lock.path }, 'data directory lock not written (the disk refuses writes): starting without it, taken once the disk takes writes');
+    }
     heldHere.add(real);
     lock.#timer = setInterval(() => void lock.#beat(), opts.heartbeatMs ?? 1000);
     lock.#timer.unref();
@@ -128,7 +142,12 @@ export class DataDirLock {
         if (held.pid !== process.pid && startTimeOf(held.pid) === held.startTime) throw this.#refusal(held);
       } else if (!(await this.#stale(staleMs))) throw this.#refusal(held);
       this.#opts.logger.warn({ lock: this.path, previous: describe(held) }, 'data directory lock left by a relay that is gone: taken over');
-      await this.#write();
+      try {
+        await this.#write();
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile: create again
+        throw err;
+      }
       const now = await this.#read();
       if (now?.runId !== this.#me.runId) throw this.#refusal(now ?? null);
       return;
@@ -180,17 +199,32 @@ export class DataDirLock {
     }
   }
 
-  /** Replaces the file whole (a rename), so a reader never sees half of it. */
+  /**
+   * Overwrites the file in place: its block is already allocated, so a takeover works on a full disk. A reader that
+   * meets it half written sees no owner and waits for the file to stay unchanged, which it then does not.
+   */
   async #write(): Promise<void> {
-    const tmp = `${this.path}.${process.pid}.tmp`;
-    await fsp.writeFile(tmp, JSON.stringify(this.#me) + '\n', { mode: 0o600 });
-    await fsp.rename(tmp, this.path);
+    const text = Buffer.from(JSON.stringify(this.#me) + '\n');
+    const fh = await fsp.open(this.path, 'r+');
+    try {
+      await fh.write(text, 0, text.length, 0);
+      await fh.truncate(text.length);
+    } finally {
+      await fh.close();
+    }
   }
 
   async #beat(): Promise<void> {
     if (this.#beating || this.#lost || this.#timer === null) return;
     this.#beating = true;
     try {
+      if (this.#pending) {
+        await this.#take();
+        this.#pending = false;
+        if (this.#timer === null) await fsp.rm(this.path, { force: true }); // released meanwhile
+        else this.#opts.logger.info({ lock: this.path }, 'data directory lock taken');
+        return;
+      }
       const held = await this.#read();
       if (this.#timer === null) return; // released meanwhile
       if (held === undefined) {
@@ -204,6 +238,12 @@ export class DataDirLock {
       const now = new Date();
       await fsp.utimes(this.path, now, now);
     } catch (err) {
+      if (err instanceof DataDirLockedError) {
+        // Another relay took the directory while the disk refused this one's lock.
+        this.#lost = true;
+        this.#opts.onLost(err.message);
+        return;
+      }
       // A full or read-only disk: the lock stays as it is; the disk log reports the fault itself.
       this.#opts.logger.debug({ err, lock: this.path }, 'data directory lock heartbeat failed');
     } finally {

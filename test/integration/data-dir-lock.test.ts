@@ -10,6 +10,8 @@ import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/rela
 import { onlineReplicas, stat, waitConverged } from '../helpers/replication.js';
 import { writeKeys } from '../helpers/failover.js';
 import { RedisClient } from '../helpers/redis-client.js';
+import { startRelay } from '../helpers/relay.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 t.teardown(stopAll);
 
@@ -53,4 +55,16 @@ t.test('a second relay on a running relay\'s dir refuses to start and touches no
   // A graceful stop removes the lock file.
   t.equal(await relay.stop('SIGTERM'), 0);
   t.notOk(existsSync(join(dataDir, 'relay.lock')), 'a relay stopped gracefully removes its lock file');
+});
+
+t.test('a relay that fails to start (its port taken) leaves its dir free for the next one', async (t) => {
+  const a = await startRelay({ upstream: { host: '127.0.0.1', port: 1 } });
+  t.teardown(() => a.stop());
+  const dir = tempDir('relay-lock-');
+  await t.rejects(startRelay({ upstream: { host: '127.0.0.1', port: 1 }, listen: { port: a.port } }, dir), /EADDRINUSE/);
+  t.notOk(existsSync(join(dir, 'relay.lock')), 'no lock file left behind');
+  const b = await startRelay({ upstream: { host: '127.0.0.1', port: 1 } }, dir);
+  t.teardown(() => b.stop());
+  t.ok(existsSync(join(dir, 'relay.lock')), 'the next relay holds the dir');
+  await t.rejects(startRelay({ upstream: { host: '127.0.0.1', port: 1 } }, dir), /in use by another relay in this process/, 'and a second one in this process is refused');
 });

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { truncateSync, writeFileSync } from 'node:fs';
+import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
@@ -58,6 +58,10 @@ t.test('a relay killed, then started on a read-only data directory, starts and c
   await benchmarkLoad(master.port, 5000, 100, 1000);
   await waitFor(async () => (await x.info('replication'))['relay_log_disk_state'] === 'ok' || undefined, { what: 'the disk log writing again' });
   await waitConverged(m, [r], 'replica converged');
+  t.match(relay.logs(), /data directory lock not written \(the disk refuses writes\): starting without it/);
+  await waitFor(() => /"pid":(\d+)/.exec(readFileSync(join(data, 'relay.lock'), 'utf8'))?.[1] === String(relay.proc.pid) || undefined, {
+    what: 'the relay holding its data directory once it is writable',
+  });
   await relay.stop('SIGKILL');
   relay = await startRelayProcess(args);
   await m.call('SET', 'after-the-second-kill', '1');

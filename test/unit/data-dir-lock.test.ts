@@ -1,9 +1,10 @@
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { DataDirLock, DataDirLockedError, LOCK_FILE } from '../../src/data-dir-lock.js';
+import { smallFilesystem } from '../helpers/small-fs.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -93,12 +94,35 @@ t.test('the holder refreshes the file, puts it back when removed, and learns whe
   await waitFor(() => statSync(lock.path).mtimeMs > old.getTime() + 1000, { what: 'the heartbeat to refresh the mtime' });
 
   rmSync(lock.path);
-  await waitFor(() => existsSync(lock.path), { what: 'the removed lock file put back' });
-  t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' });
+  // Created, then written: an empty file can show for a moment.
+  await waitFor(() => existsSync(lock.path) && /"runId":"me"/.test(readFileSync(lock.path, 'utf8')), { what: 'the removed lock file put back' });
 
   writeLock(dir, { pid: 4242, host: 'newcomer', bootId: 'x', pidNs: 'y', startTime: '1' });
   await waitFor(() => lost.length > 0, { what: 'onLost' });
   t.match(lost[0], /pid 4242 on newcomer/);
   await lock.release();
   t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'other' }, "release leaves the new holder's file alone");
+});
+
+t.test('on a full disk a dead relay\'s lock is taken over in place; on a read-only one the relay starts without it', async (t) => {
+  const { dir } = smallFilesystem(t, 'tmpfs', '1m');
+  const child = spawn('true', { stdio: 'ignore' });
+  await new Promise((r) => child.once('exit', r));
+  writeLock(dir, { ...here(process.pid), pid: child.pid, startTime: '1' }); // this namespace, a pid that is gone
+  const fill = join(dir, 'fill');
+  t.throws(() => writeFileSync(fill, Buffer.alloc(2 << 20)), { code: 'ENOSPC' }, 'the disk is full');
+  const full = await DataDirLock.acquire(dir, opts('me'));
+  t.match(JSON.parse(readFileSync(full.path, 'utf8')), { runId: 'me' }, 'taken over although the disk is full');
+  await full.release();
+
+  writeLock(dir, { ...here(process.pid), pid: child.pid, startTime: '1' });
+  execFileSync('mount', ['-o', 'remount,ro', dir]);
+  const warnings: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (s: string) => void warnings.push(s) });
+  const ro = await DataDirLock.acquire(dir, { ...opts('me'), logger: log });
+  t.match(warnings.join(''), /data directory lock not written \(the disk refuses writes\)/);
+  execFileSync('mount', ['-o', 'remount,rw', dir]);
+  await waitFor(() => /"runId":"me"/.test(readFileSync(ro.path, 'utf8')), { what: 'the lock taken once the disk takes writes' });
+  await ro.release();
+  t.notOk(existsSync(ro.path));
 });
