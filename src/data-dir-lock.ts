@@ -55,11 +55,14 @@ function readOr(fn: () => string): string {
   }
 }
 
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); '' when the process does not exist. */
+/**
+ * Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); '' when the process does not exist or has
+ * exited and awaits its parent's wait() (a zombie, state Z or X: a killed relay whose supervisor has not reaped it).
+ */
 function startTimeOf(pid: number): string {
   const stat = readOr(() => readFileSync(`/proc/${pid}/stat`, 'latin1'));
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return fields[19] ?? '';
+  return fields[0] === 'Z' || fields[0] === 'X' ? '' : (fields[19] ?? '');
 }
 
 function self(runId: string): Owner {

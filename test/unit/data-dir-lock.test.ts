@@ -126,3 +126,19 @@ t.test('on a full disk a dead relay\'s lock is taken over in place; on a read-on
   await ro.release();
   t.notOk(existsSync(ro.path));
 });
+
+t.test('a lock of a killed relay its parent has not reaped yet (a zombie) is taken at once', async (t) => {
+  const dir = tempDir('lock-');
+  // A shell that runs a child and never waits for it: once killed, the child stays a zombie while the shell sleeps.
+  const shell = spawn('bash', ['-c', 'sleep 60 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.teardown(() => shell.kill('SIGKILL'));
+  const pid = Number(await new Promise<string>((r) => shell.stdout!.once('data', (b: Buffer) => r(b.toString()))));
+  await waitFor(() => existsSync(`/proc/${pid}/stat`), { what: 'the child running' });
+  writeLock(dir, here(pid));
+  await t.rejects(DataDirLock.acquire(dir, opts('me')), DataDirLockedError, 'refused while it runs');
+  process.kill(pid, 'SIGKILL');
+  await waitFor(() => readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]?.startsWith('Z') || undefined, { what: 'the child a zombie' });
+  const lock = await DataDirLock.acquire(dir, opts('me', { staleMs: 3_600_000 }));
+  t.teardown(() => lock.release());
+  t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' });
+});
