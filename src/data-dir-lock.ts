@@ -11,8 +11,9 @@ import { RelayError } from './errors.js';
  *
  * Node has no flock(2), so the lock is a file created with O_EXCL that names its owner, and it is judged stale two
  * ways. On the same kernel and in the same PID namespace (the same boot_id and /proc/self/ns/pid) the owner is alive
- * exactly when its pid runs with the same start time: a relay killed with SIGKILL is replaced at once. Anywhere else
- * (another container or host sharing the volume) the owner refreshes the file's mtime every `heartbeatMs`: a lock
+ * exactly when its pid runs with the same start time: a relay killed with SIGKILL is replaced at once, and so is one
+ * of a restarted container (the same kernel, hostname and pid). Anywhere else (another container or host sharing the
+ * volume) the owner refreshes the file's mtime every `heartbeatMs`: a lock
  * unchanged for `staleMs` is taken over. The owner reads the file at every heartbeat, so a relay whose lock was taken
  * over (its loop stalled longer than `staleMs`) learns it within a heartbeat and stops (`onLost`).
  */
@@ -143,7 +144,7 @@ export class DataDirLock {
       if (held === undefined) continue; // removed meanwhile: create again
       if (this.#sameNamespace(held)) {
         if (held.pid !== process.pid && startTimeOf(held.pid) === held.startTime) throw this.#refusal(held);
-      } else if (!(await this.#stale(staleMs))) throw this.#refusal(held);
+      } else if (!this.#previousLife(held) && !(await this.#stale(staleMs))) throw this.#refusal(held);
       this.#opts.logger.warn({ lock: this.path, previous: describe(held) }, 'data directory lock left by a relay that is gone: taken over');
       try {
         await this.#write();
@@ -160,6 +161,15 @@ export class DataDirLock {
 
   #sameNamespace(o: Owner | null): o is Owner {
     return o !== null && o.bootId !== '' && o.bootId === this.#me.bootId && o.pidNs !== '' && o.pidNs === this.#me.pidNs;
+  }
+
+  /**
+   * A container restarted (`docker restart`, a pod's container): a new PID namespace, but the same kernel, hostname
+   * and pid (1, or what its entrypoint gives it). Another live relay with this very host name and pid would have to
+   * run in another container given the same hostname: not waited for.
+   */
+  #previousLife(o: Owner | null): boolean {
+    return o !== null && o.bootId !== '' && o.bootId === this.#me.bootId && o.host === this.#me.host && o.pid === this.#me.pid;
   }
 
   /** Whether the lock file's mtime stays still for `staleMs` (the holder's heartbeat stopped). */

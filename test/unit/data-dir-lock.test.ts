@@ -1,6 +1,7 @@
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { DataDirLock, DataDirLockedError, LOCK_FILE } from '../../src/data-dir-lock.js';
@@ -138,6 +139,14 @@ t.test('a lock of a killed relay its parent has not reaped yet (a zombie) is tak
   await t.rejects(DataDirLock.acquire(dir, opts('me')), DataDirLockedError, 'refused while it runs');
   process.kill(pid, 'SIGKILL');
   await waitFor(() => readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]?.startsWith('Z') || undefined, { what: 'the child a zombie' });
+  const lock = await DataDirLock.acquire(dir, opts('me', { staleMs: 3_600_000 }));
+  t.teardown(() => lock.release());
+  t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' });
+});
+
+t.test("a restarted container's lock (another PID namespace, the same kernel, hostname and pid) is taken at once", async (t) => {
+  const dir = tempDir('lock-');
+  writeLock(dir, { ...here(process.pid), pidNs: 'pid:[1]', host: hostname() });
   const lock = await DataDirLock.acquire(dir, opts('me', { staleMs: 3_600_000 }));
   t.teardown(() => lock.release());
   t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' });
