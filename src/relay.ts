@@ -227,7 +227,10 @@ export class Relay {
     this.onFatal();
   }
 
-  /** What a fatal fault does: main.ts exits the process; embedded, the relay closes its sockets and timers. */
+  /**
+   * What a fatal fault does. main.ts exits the process at once. The default, for an embedded relay, is close(),
+   * which also flushes the disk log and writes the state file: set this to stop without them.
+   */
   onFatal: () => void = () => void this.close();
 
   async #start(): Promise<void> {
