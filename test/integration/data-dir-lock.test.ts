@@ -3,7 +3,7 @@
  * `dir` cut back the log segment the first was writing ("torn log tail cut back") and both wrote the same files.
  */
 import t from 'tap';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
@@ -12,6 +12,7 @@ import { writeKeys } from '../helpers/failover.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { startRelay } from '../helpers/relay.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait.js';
 
 t.teardown(stopAll);
 
@@ -67,4 +68,21 @@ t.test('a relay that fails to start (its port taken) leaves its dir free for the
   t.teardown(() => b.stop());
   t.ok(existsSync(join(dir, 'relay.lock')), 'the next relay holds the dir');
   await t.rejects(startRelay({ upstream: { host: '127.0.0.1', port: 1 } }, dir), /in use by another relay in this process/, 'and a second one in this process is refused');
+});
+
+t.test('a relay whose lock another relay took over stops at once (exit 1) without writing its state', async (t) => {
+  const master = await startRedis();
+  const { dir, args } = await relayArgs('relay-lock-', master.port, 'web:\n  port: 0\n');
+  const relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const data = join(dir, 'data');
+  await waitFor(() => existsSync(join(data, 'state.json')) || undefined, { what: 'the relay wrote its state' });
+  const state = statSync(join(data, 'state.json')).mtimeMs;
+  writeFileSync(join(data, 'relay.lock'), JSON.stringify({ runId: 'newcomer', pid: 4242, host: 'elsewhere', since: 'now' }) + '\n');
+  await waitFor(() => relay.proc.exitCode !== null || undefined, { what: 'the relay to exit', timeoutMs: 10_000 });
+  t.equal(relay.proc.exitCode, 1);
+  t.match(relay.logs(), /data directory taken over by another relay: stopping/);
+  t.match(relay.logs(), /pid 4242 on elsewhere/);
+  t.equal(statSync(join(data, 'state.json')).mtimeMs, state, 'the state file untouched');
+  t.match(readFileSync(join(data, 'relay.lock'), 'utf8'), /newcomer/, "the newcomer's lock untouched");
 });
