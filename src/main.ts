@@ -34,12 +34,6 @@ async function main(): Promise<number> {
   process.on('SIGHUP', () => relay.reloadTls());
   // Another process holds the data directory now: no graceful shutdown (it writes the state file), just stop.
   relay.onFatal = () => process.exit(1);
-  try {
-    await relay.start();
-  } catch (err) {
-    logger.fatal({ err }, 'relay failed to start');
-    return 1;
-  }
   let closing = false;
   const shutdown = (signal: string) => {
     if (closing) {
@@ -58,6 +52,17 @@ async function main(): Promise<number> {
       },
     );
   };
+  // SHUTDOWN from an admin: what SIGTERM does; SHUTDOWN NOW as a second signal would.
+  relay.onShutdown = (now) => {
+    shutdown('SHUTDOWN');
+    if (now) shutdown('SHUTDOWN NOW');
+  };
+  try {
+    await relay.start();
+  } catch (err) {
+    logger.fatal({ err }, 'relay failed to start');
+    return 1;
+  }
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   // A file size limit (RLIMIT_FSIZE) must fail the write with EFBIG (the disk log reports it and retries), never end

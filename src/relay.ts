@@ -459,9 +459,22 @@ export class Relay {
       },
       clients: (): Iterable<ClientConnection> => this.#server.clients,
       configRewrite: () => this.#configRewrite(),
+      shutdown: (now) => {
+        this.onShutdown(now);
+        return null;
+      },
       pitr: this.#pitr,
     };
   }
+
+  /**
+   * What SHUTDOWN does. main.ts runs SIGTERM's shutdown and exits (NOW: as a second signal). The default, for an
+   * embedded relay, is shutdown(), cut short at once for NOW.
+   */
+  onShutdown: (now: boolean) => void = (now) => {
+    void this.shutdown();
+    if (now) void this.shutdown();
+  };
 
   /**
    * Follow another upstream (REPLICAOF, or the Sentinels naming a new master): the link PSYNCs it with our replid

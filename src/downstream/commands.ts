@@ -32,6 +32,8 @@ export interface CommandHost {
   clients(): Iterable<ClientConnection>;
   /** CONFIG REWRITE: persist the upstream in the config file; returns an error text, or null. */
   configRewrite(): string | null;
+  /** SHUTDOWN: the graceful shutdown (`now`: without waiting for replicas); returns an error text, or null. */
+  shutdown(now: boolean): string | null;
   /** Point-in-time replicas (RELAY PITR, RELAY HISTORY); null: not here. */
   readonly pitr: PitrApi | null;
 }
@@ -208,6 +210,7 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   client: { arity: -2, handler: client },
   replicaof: { arity: 3, handler: replicaof },
+  shutdown: { arity: -1, handler: shutdown, noMulti: true },
   relay: { arity: -2, handler: (h, c, a) => relayCommand(h.pitr, c, a.slice(1).map(str)), noMulti: true },
   slaveof: { arity: 3, handler: replicaof },
   config: {
@@ -333,6 +336,26 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
     }
   }
   c.reply(OK);
+}
+
+/**
+ * SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT], as an operator stops a Redis replica: the relay's graceful shutdown
+ * (SIGTERM's), whose connection closes with it. The relay has no dataset to save or not: it always keeps its log
+ * and state, so NOSAVE, SAVE and FORCE change nothing. NOW does not wait for replicas. Its shutdown cannot be aborted.
+ */
+function shutdown(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
+  let now = false;
+  let abort = false;
+  for (const arg of a.slice(1)) {
+    const opt = lower(arg);
+    if (opt === 'now') now = true;
+    else if (opt === 'abort') abort = true;
+    else if (opt !== 'nosave' && opt !== 'save' && opt !== 'force') return c.reply(errorReply('ERR syntax error'));
+  }
+  if (abort) return c.reply(errorReply(a.length === 2 ? 'ERR No shutdown in progress.' : 'ERR syntax error'));
+  c.logger.warn({ now, user: c.user }, 'SHUTDOWN: shutting down');
+  const err = h.shutdown(now);
+  if (err !== null) c.reply(errorReply(err));
 }
 
 function replicaof(h: CommandHost, c: ClientConnection, a: Buffer[]): void {

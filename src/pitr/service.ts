@@ -249,6 +249,7 @@ class PitrListener {
       replicaOf: () => 'ERR a point-in-time listener has no upstream',
       clients: () => this.#server.clients,
       configRewrite: () => 'ERR not on a point-in-time listener',
+      shutdown: () => 'ERR not on a point-in-time listener (RELAY PITR CLOSE <port> closes it)',
       pitr: null,
     };
     this.#server = new ReplicaServer(opts.listen, this.#logger, opts.telemetry, host, { ephemeral: true });

@@ -72,3 +72,54 @@ t.test('SIGTERM: replicas get the whole stream, exit 0, and a restarted relay co
   await x.close();
   t.equal(await relay.stop('SIGTERM'), 0);
 });
+
+t.test('SHUTDOWN from an admin stops the relay as SIGTERM does; other roles, bad options and ABORT are refused', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const dir = tempDir('psync-relay-shutdown-');
+  const config = join(dir, 'relay.yaml');
+  writeFileSync(
+    config,
+    'shutdown-timeout: 5\nweb:\n  port: 0\nlisten:\n  password: admin-pw\n  users:\n    - {name: repl, password: repl-pw, role: replication}\n    - {name: sentinel, password: sentinel-pw, role: sentinel}\n',
+  );
+  const port = await freePort();
+  const args = ['--config', config, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(dir, 'data')];
+  let relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const replica = await startReplica(port, ['--masteruser', 'repl', '--masterauth', 'repl-pw']);
+  const r = await replica.client();
+  t.teardown(() => r.close());
+  for (let i = 0; i < 100; i++) await m.call('SET', `k${i}`, `v${i}`);
+  await waitConverged(m, [r], 'replica online');
+
+  for (const [user, pw] of [['repl', 'repl-pw'], ['sentinel', 'sentinel-pw']]) {
+    const c = await RedisClient.connect(port);
+    await c.call('AUTH', user!, pw!);
+    await t.rejects(c.call('SHUTDOWN'), /^NOPERM /, `the ${user} role may not SHUTDOWN`);
+    await c.close();
+  }
+  const admin = await RedisClient.connect(port);
+  t.teardown(() => admin.close());
+  await admin.call('AUTH', 'admin-pw');
+  await t.rejects(admin.call('SHUTDOWN', 'LATER'), /^ERR syntax error/);
+  await t.rejects(admin.call('SHUTDOWN', 'ABORT'), /^ERR No shutdown in progress/);
+  await t.rejects(admin.call('SHUTDOWN', 'NOW', 'ABORT'), /^ERR syntax error/);
+  await admin.call('MULTI');
+  await t.rejects(admin.call('SHUTDOWN'), /^ERR Command not allowed inside a transaction/, 'not inside MULTI');
+  await admin.call('DISCARD');
+
+  // As SIGTERM: the replica gets the whole stream, the connection closes with the relay, exit 0.
+  await t.rejects(admin.call('SHUTDOWN', 'NOSAVE'), /closed|ended|ECONNRESET/i, 'no reply: the connection closes');
+  t.equal(await relay.stop(), 0, 'exit code 0');
+  t.match(relay.logs(), /SHUTDOWN: shutting down/);
+  t.match(relay.logs(), /replicas hold the whole stream/);
+
+  await m.call('SET', 'while-down', '1');
+  relay = await startRelayProcess(args);
+  await waitConverged(m, [r], 'replica back through the restarted relay');
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  await x.call('AUTH', 'admin-pw');
+  t.equal(stat(await x.info('stats'), 'sync_full'), 0, 'the replica continued partially');
+});

@@ -64,6 +64,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
     replicaOf: () => null,
     clients: () => [client],
     configRewrite: () => null,
+    shutdown: () => 'ERR not in this test',
   } satisfies CommandHost;
   client = new ClientConnection(
     socket as unknown as Socket,
