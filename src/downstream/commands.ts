@@ -353,9 +353,9 @@ function shutdown(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
     else if (opt !== 'nosave' && opt !== 'save' && opt !== 'force') return c.reply(errorReply('ERR syntax error'));
   }
   if (abort) return c.reply(errorReply(a.length === 2 ? 'ERR No shutdown in progress.' : 'ERR syntax error'));
-  c.logger.warn({ now, user: c.user }, 'SHUTDOWN: shutting down');
   const err = h.shutdown(now);
-  if (err !== null) c.reply(errorReply(err));
+  if (err !== null) return c.reply(errorReply(err));
+  c.logger.warn({ now, user: c.user }, 'SHUTDOWN: shutting down');
 }
 
 function replicaof(h: CommandHost, c: ClientConnection, a: Buffer[]): void {

@@ -9,7 +9,7 @@ import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.j
 import { startRelay, type TestRelay } from '../helpers/relay.js';
 import { digest, startReplica, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
-import type { RedisClient } from '../helpers/redis-client.js';
+import { RedisClient } from '../helpers/redis-client.js';
 import { freePort } from '../helpers/ports.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { connect } from 'node:net';
@@ -117,6 +117,10 @@ t.test('RELAY PITR BEFORE FLUSHALL: a fresh replica of the returned port holds t
   t.ok(p.time !== null && !Number.isNaN(Date.parse(p.time)), `an ISO 8601 time (${p.time})`);
   const r = await replicaAt(t, p);
   t.equal(await digest(r.c), before.digest, 'the replica holds the dataset as it was before FLUSHALL');
+  const listener = await RedisClient.connect(p.port);
+  await t.rejects(listener.call('SHUTDOWN'), /^ERR not on a point-in-time listener/, 'SHUTDOWN is not for a point-in-time listener');
+  t.equal(await listener.call('PING'), 'PONG', 'which still answers');
+  await listener.close();
 
   // More writes upstream never reach it; it stays connected, held at its offset by newline keepalives.
   await writeBatch(m, 'd');
