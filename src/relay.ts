@@ -21,7 +21,7 @@ import type { ClientConnection } from './downstream/client.js';
 import { RelayStats } from './observability/stats.js';
 import { StatusBuilder } from './observability/status-builder.js';
 import { Telemetry } from './observability/telemetry.js';
-import { formatInfo } from './observability/info.js';
+import { formatInfo, infoStatsBase, statsSince, type InfoStatsBase } from './observability/info.js';
 import type { RelayStatus } from './observability/status.js';
 import { WebServer, type WebSource } from './web/server.js';
 import type { PitrApi } from './pitr/api.js';
@@ -56,6 +56,8 @@ export class Relay {
   #sentinel: SentinelConnector | null = null;
   #diskTimer: NodeJS.Timeout | null = null;
   #lock: DataDirLock | null = null;
+  /** What INFO's stats section counts from (CONFIG RESETSTAT); null: from the start. */
+  #infoBase: InfoStatsBase | null = null;
   #web: WebServer | null = null;
   #acks: AckTracker;
   #pitr: PitrService;
@@ -450,7 +452,10 @@ export class Relay {
       password: this.config.listen.password,
       users: this.config.listen.users,
       pubsub: new PubSub(),
-      info: (sections) => formatInfo(this.status(), sections, REDIS_VERSION),
+      info: (sections) => formatInfo(statsSince(this.status(), this.#infoBase), sections, REDIS_VERSION),
+      resetStats: () => {
+        this.#infoBase = infoStatsBase(this.status());
+      },
       role: () => ({ host: this.#link.host, port: this.#link.port, linkState: this.#link.state, offset: this.#history.log.endOffset }),
       startSync: (client, replid, offset) => this.#downstream.startSync(client, replid, offset),
       replicaOf: (host, port) => {

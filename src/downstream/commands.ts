@@ -32,6 +32,8 @@ export interface CommandHost {
   clients(): Iterable<ClientConnection>;
   /** CONFIG REWRITE: persist the upstream in the config file; returns an error text, or null. */
   configRewrite(): string | null;
+  /** CONFIG RESETSTAT: INFO's stats counters start again from 0. */
+  resetStats(): void;
   /** SHUTDOWN: the graceful shutdown (`now`: without waiting for replicas); returns an error text, or null. */
   shutdown(now: boolean): string | null;
   /** Point-in-time replicas (RELAY PITR, RELAY HISTORY); null: not here. */
@@ -223,7 +225,10 @@ const COMMANDS: Record<string, CommandSpec> = {
       }
       if (sub === 'get') return c.reply(arrayReply([]));
       if (sub === 'set') return c.reply(errorReply('ERR CONFIG SET is not supported by psync-relay; edit the config file'));
-      if (sub === 'resetstat') return c.reply(OK);
+      if (sub === 'resetstat') {
+        h.resetStats();
+        return c.reply(OK);
+      }
       c.reply(errorReply(`ERR unknown subcommand '${echo(a[1])}'. Try CONFIG HELP.`));
     },
   },

@@ -17,6 +17,40 @@ export function formatInfo(s: RelayStatus, requested: string[], redisVersion: st
   return out.join('\r\n') + '\r\n';
 }
 
+/** The counters CONFIG RESETSTAT starts INFO's stats section from. */
+export interface InfoStatsBase {
+  readonly stats: RelayStatus['stats'];
+  readonly upstream: Pick<RelayStatus['upstream'], 'fullSyncs' | 'partialSyncs' | 'bytesIn'>;
+}
+
+export function infoStatsBase(s: RelayStatus): InfoStatsBase {
+  const { fullSyncs, partialSyncs, bytesIn } = s.upstream;
+  return { stats: s.stats, upstream: { fullSyncs, partialSyncs, bytesIn } };
+}
+
+/**
+ * CONFIG RESETSTAT: INFO's stats section counts from `base`, as Redis's counters do from a reset (harnesses reset,
+ * then read `sync_full`). /metrics and /status keep counting from the start: a Prometheus counter never goes back.
+ */
+export function statsSince(s: RelayStatus, base: InfoStatsBase | null): RelayStatus {
+  if (base === null) return s;
+  const stats: Record<string, unknown> = { ...s.stats };
+  for (const [k, v] of Object.entries(s.stats)) {
+    const b = (base.stats as unknown as Record<string, unknown>)[k];
+    if (typeof v === 'number' && typeof b === 'number') stats[k] = v - b;
+  }
+  const denied = s.stats.accessDenied;
+  const bd = base.stats.accessDenied;
+  stats['accessDenied'] = { auth: denied.auth - bd.auth, cmd: denied.cmd - bd.cmd, channel: denied.channel - bd.channel };
+  const u = s.upstream;
+  const bu = base.upstream;
+  return {
+    ...s,
+    stats: stats as unknown as RelayStatus['stats'],
+    upstream: { ...u, fullSyncs: u.fullSyncs - bu.fullSyncs, partialSyncs: u.partialSyncs - bu.partialSyncs, bytesIn: u.bytesIn - bu.bytesIn },
+  };
+}
+
 const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
   server: (s, v) => [
     `redis_version:${v}`,

@@ -250,6 +250,7 @@ class PitrListener {
       clients: () => this.#server.clients,
       configRewrite: () => 'ERR not on a point-in-time listener',
       shutdown: () => 'ERR not on a point-in-time listener (RELAY PITR CLOSE <port> closes it)',
+      resetStats: () => {}, // its INFO has no counters
       pitr: null,
     };
     this.#server = new ReplicaServer(opts.listen, this.#logger, opts.telemetry, host, { ephemeral: true });

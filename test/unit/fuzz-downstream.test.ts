@@ -65,6 +65,7 @@ function runClient(chunks: Buffer[], auth: boolean, limits = TEST_LIMITS): Run {
     clients: () => [client],
     configRewrite: () => null,
     shutdown: () => 'ERR not in this test',
+    resetStats: () => {},
   } satisfies CommandHost;
   client = new ClientConnection(
     socket as unknown as Socket,
