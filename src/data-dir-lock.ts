@@ -43,6 +43,11 @@ export interface DataDirLockOptions {
   readonly onLost: (owner: string) => void;
   readonly heartbeatMs?: number;
   readonly staleMs?: number;
+  /**
+   * How long a live holder is waited for before the start is refused: a relay started while the previous one still
+   * runs its graceful shutdown (a restart that did not wait for the exit) takes the directory once it is free.
+   */
+  readonly waitMs?: number;
 }
 
 /** Directories held by a lock of this process: a second relay in one process is refused like one in another. */
@@ -123,7 +128,7 @@ export class DataDirLock {
     if (heldHere.has(real)) throw new DataDirLockedError(`data directory ${dir} is in use by another relay in this process`);
     const lock = new DataDirLock(real, self(opts.runId), opts);
     try {
-      await lock.#take();
+      await lock.#takeWaiting(opts.waitMs ?? 0);
     } catch (err) {
       if (!refusedWrite(err)) throw err;
       // No live relay holds it (that was checked first), and the relay starts on such a disk: it serves from memory.
@@ -134,6 +139,19 @@ export class DataDirLock {
     lock.#timer = setInterval(() => void lock.#beat(), opts.heartbeatMs ?? 1000);
     lock.#timer.unref();
     return lock;
+  }
+
+  async #takeWaiting(waitMs: number): Promise<void> {
+    const until = Date.now() + waitMs;
+    for (let logged = false; ; logged = true) {
+      try {
+        return await this.#take();
+      } catch (err) {
+        if (!(err instanceof DataDirLockedError) || Date.now() >= until) throw err;
+        if (!logged) this.#opts.logger.warn({ lock: this.path, waitMs }, `${err.message}: waiting for it to exit`);
+      }
+      await sleep(Math.min(100, Math.max(0, until - Date.now())));
+    }
   }
 
   async #take(): Promise<void> {

@@ -211,6 +211,8 @@ export class Relay {
       runId: this.runId,
       logger: this.#logger,
       onLost: (owner) => this.#lockLost(owner),
+      // A previous relay still shutting down gracefully: at most its shutdown-timeout, and a margin to exit.
+      waitMs: this.config.shutdownTimeoutMs + 5000,
     });
     try {
       await this.#start();

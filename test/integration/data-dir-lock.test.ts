@@ -20,7 +20,8 @@ t.test('a second relay on a running relay\'s dir refuses to start and touches no
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
-  const yaml = 'web:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n';
+  // shutdown-timeout bounds how long a second relay waits for the first to exit before it refuses (1 s + 5 s here).
+  const yaml = 'shutdown-timeout: 1\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n';
   const first = await relayArgs('relay-lock-', master.port, yaml);
   const dataDir = join(first.dir, 'data');
   let relay: RelayProcess = await startRelayProcess(first.args);
@@ -36,6 +37,7 @@ t.test('a second relay on a running relay\'s dir refuses to start and touches no
   );
   t.notOk(tried.started, 'the second relay did not start');
   t.match(tried.log, /exited before it was ready \(code 1\)/);
+  t.match(tried.log, /waiting for it to exit/, 'it waited for the first to exit first');
   t.match(tried.log, new RegExp(`data directory .* is in use by another psync-relay \\(pid ${relay.proc.pid} `), 'and said who holds the dir');
   t.notMatch(relay.logs() + tried.log, /torn log tail cut back/, "nobody cut the first relay's log");
 
@@ -85,4 +87,31 @@ t.test('a relay whose lock another relay took over stops at once (exit 1) withou
   t.match(relay.logs(), /pid 4242 on elsewhere/);
   t.equal(statSync(join(data, 'state.json')).mtimeMs, state, 'the state file untouched');
   t.match(readFileSync(join(data, 'relay.lock'), 'utf8'), /newcomer/, "the newcomer's lock untouched");
+});
+
+t.test('a relay started while the previous one still shuts down gracefully waits for it, then continues', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const { port, args } = await relayArgs('relay-lock-', master.port, 'shutdown-timeout: 3\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n');
+  const old = await startRelayProcess(args);
+  t.teardown(() => old.stop('SIGKILL'));
+  const { servers, clients: rc } = await onlineReplicas(t, port, m, 1);
+  // A frozen replica keeps the old relay in its graceful shutdown for shutdown-timeout (3 s).
+  servers[0]!.proc.kill('SIGSTOP');
+  t.teardown(() => servers[0]!.proc.kill('SIGCONT'));
+  await writeKeys(master.port, 'while-frozen');
+  old.proc.kill('SIGTERM');
+  await waitFor(() => /shutting down/.test(old.logs()) || undefined, { what: 'the old relay shutting down' });
+  const next = await startRelayProcess(args, { timeoutMs: 30_000 });
+  t.teardown(() => next.stop('SIGKILL'));
+  await waitFor(() => old.proc.exitCode !== null || undefined, { what: 'the old relay to exit' });
+  t.equal(old.proc.exitCode, 0, 'the old relay finished its shutdown');
+  t.match(next.logs(), /is in use by another psync-relay \(pid \d+ .*waiting for it to exit/);
+  servers[0]!.proc.kill('SIGCONT');
+  await writeKeys(master.port, 'after');
+  await waitConverged(m, rc, 'the replica follows the new relay');
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  t.equal(stat(await x.info('stats'), 'sync_full'), 0, 'the replica continued partially');
 });

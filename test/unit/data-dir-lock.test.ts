@@ -151,3 +151,17 @@ t.test("a restarted container's lock (another PID namespace, the same kernel, ho
   t.teardown(() => lock.release());
   t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' });
 });
+
+t.test('a live holder is waited for up to waitMs: the lock is taken once it exits, refused if it outlives the wait', async (t) => {
+  const dir = tempDir('lock-');
+  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+  t.teardown(() => child.kill('SIGKILL'));
+  await waitFor(() => existsSync(`/proc/${child.pid}/stat`), { what: 'the child running' });
+  writeLock(dir, here(child.pid!));
+  await t.rejects(DataDirLock.acquire(dir, { ...opts('me'), waitMs: 300 }), DataDirLockedError, 'refused after 300 ms');
+  const waiting = DataDirLock.acquire(dir, { ...opts('me'), waitMs: 60_000 });
+  child.kill('SIGKILL');
+  const lock = await waiting;
+  t.teardown(() => lock.release());
+  t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' }, 'taken once the holder exited');
+});
