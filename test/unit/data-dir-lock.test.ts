@@ -1,5 +1,5 @@
-import t from 'tap';
-import { execFileSync, spawn } from 'node:child_process';
+import t, { type Test } from 'tap';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +30,16 @@ function here(pid: number): Record<string, unknown> {
   };
 }
 
+/** A directory whose lock names a live child process of this one (in this namespace). */
+async function heldByChild(t: Test): Promise<{ dir: string; child: ChildProcess }> {
+  const dir = tempDir('lock-');
+  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+  t.teardown(() => child.kill('SIGKILL'));
+  await waitFor(() => existsSync(`/proc/${child.pid}/stat`), { what: 'the child running' });
+  writeLock(dir, here(child.pid!));
+  return { dir, child };
+}
+
 t.test('a held directory is refused to a second relay of this process; released, it is free and the file gone', async (t) => {
   const dir = tempDir('lock-');
   const a = await DataDirLock.acquire(dir, opts('a'));
@@ -43,11 +53,7 @@ t.test('a held directory is refused to a second relay of this process; released,
 });
 
 t.test('a lock of a live process here is refused, naming it; once that process is gone it is taken at once', async (t) => {
-  const dir = tempDir('lock-');
-  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
-  t.teardown(() => child.kill('SIGKILL'));
-  await waitFor(() => existsSync(`/proc/${child.pid}/stat`), { what: 'the child running' });
-  writeLock(dir, here(child.pid!));
+  const { dir, child } = await heldByChild(t);
   const err = await DataDirLock.acquire(dir, opts('me')).catch((e: Error) => e);
   t.type(err, DataDirLockedError);
   t.match((err as Error).message, new RegExp(`in use by another psync-relay \\(pid ${child.pid} on elsewhere`));
@@ -153,11 +159,7 @@ t.test("a restarted container's lock (another PID namespace, the same kernel, ho
 });
 
 t.test('a live holder is waited for up to waitMs: the lock is taken once it exits, refused if it outlives the wait', async (t) => {
-  const dir = tempDir('lock-');
-  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
-  t.teardown(() => child.kill('SIGKILL'));
-  await waitFor(() => existsSync(`/proc/${child.pid}/stat`), { what: 'the child running' });
-  writeLock(dir, here(child.pid!));
+  const { dir, child } = await heldByChild(t);
   await t.rejects(DataDirLock.acquire(dir, { ...opts('me'), waitMs: 300 }), DataDirLockedError, 'refused after 300 ms');
   const waiting = DataDirLock.acquire(dir, { ...opts('me'), waitMs: 60_000 });
   child.kill('SIGKILL');
