@@ -261,7 +261,11 @@ export class DataDirLock {
       if (held === undefined) {
         // Removed by hand: put it back, unless another relay was quicker.
         if (!(await this.#create())) return;
-      } else if (held?.runId !== this.#me.runId) {
+      } else if (held === null) {
+        // Names nobody: a put-back whose write a full disk refused, or truncated by hand. Still this relay's: written
+        // again (a newcomer caught mid-takeover reads it back, sees this relay and gives up, as it should).
+        await this.#write();
+      } else if (held.runId !== this.#me.runId) {
         this.#lost = true;
         this.#opts.onLost(describe(held));
         return;

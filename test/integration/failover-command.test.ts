@@ -40,8 +40,7 @@ t.test('FAILOVER TO the relay: refused, the master aborts and stays the master; 
   t.same(await afterFailover(m.port), { role: 'master', set: 'OK' }, 'the master is still the master and takes writes');
 
   await writeKeys(m.port, 'after');
-  const { digest } = await convergedPorts(m.port, [below.port, direct.port], 'all replicas follow the master again');
-  t.ok(digest.length > 0);
+  await convergedPorts(m.port, [below.port, direct.port], 'all replicas follow the master again');
   t.equal(num(await infoOf(m.port, 'stats'), 'sync_full'), syncFull, 'no replica of the master full-synced again');
   t.equal(num(await infoOf(x.port, 'stats'), 'sync_full'), 1, "the relay's replica did not full-sync again");
   const xi = await infoOf(x.port);

@@ -104,6 +104,11 @@ t.test('the holder refreshes the file, puts it back when removed, and learns whe
   // Created, then written: an empty file can show for a moment.
   await waitFor(() => existsSync(lock.path) && /"runId":"me"/.test(readFileSync(lock.path, 'utf8')), { what: 'the removed lock file put back' });
 
+  // Emptied (a put-back whose write a full disk refused): still this relay's, written again, not a takeover.
+  writeFileSync(lock.path, '');
+  await waitFor(() => /"runId":"me"/.test(readFileSync(lock.path, 'utf8')), { what: 'the emptied lock file written again' });
+  t.same(lost, [], 'an empty lock file is not a takeover');
+
   writeLock(dir, { pid: 4242, host: 'newcomer', bootId: 'x', pidNs: 'y', startTime: '1' });
   await waitFor(() => lost.length > 0, { what: 'onLost' });
   t.match(lost[0], /pid 4242 on newcomer/);
