@@ -82,6 +82,11 @@ export class ClientConnection implements MemoryUser {
   /** MULTI state: queued commands, or null outside a transaction. */
   multi: Buffer[][] | null = null;
   multiError = false;
+  /** CLIENT REPLY OFF: no replies until CLIENT REPLY ON or RESET (pub/sub pushes still go, as in Redis 7.2+). */
+  replyOff = false;
+  /** CLIENT REPLY SKIP: the next command's replies are dropped. */
+  skipNextReply = false;
+  #skippingReply = false;
   /** Pub/sub subscriptions (pubsub.ts), names as latin1 strings. */
   readonly channels = new Set<string>();
   readonly patterns = new Set<string>();
@@ -273,6 +278,8 @@ export class ClientConnection implements MemoryUser {
         }
         if (!args) break;
         this.#telemetry.traffic.commandsProcessed++;
+        this.#skippingReply = this.skipNextReply;
+        this.skipNextReply = false;
         try {
           this.#handlers.dispatch(this, args);
         } catch (err) {
@@ -353,6 +360,17 @@ export class ClientConnection implements MemoryUser {
   }
 
   reply(buf: Buffer, force = false): void {
+    // Inside EXEC every reply is gathered, so its array stays whole; the EXEC reply itself is what is dropped.
+    if (!force && this.#gathered === null && (this.replyOff || this.#skippingReply)) return;
+    this.#send(buf, force);
+  }
+
+  /** A pub/sub message or (un)subscribe confirmation: sent whatever CLIENT REPLY says, as Redis 7.2+ sends pushes. */
+  push(buf: Buffer): void {
+    this.#send(buf, false);
+  }
+
+  #send(buf: Buffer, force: boolean): void {
     if (this.#gathered !== null && !force) {
       this.#gathered.push(buf);
       return;

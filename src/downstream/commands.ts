@@ -266,6 +266,8 @@ const COMMANDS: Record<string, CommandSpec> = {
       c.multiError = false;
       h.pubsub.drop(c);
       c.name = '';
+      c.replyOff = false;
+      c.skipNextReply = false;
       c.user = 'default';
       c.role = 'admin';
       c.authenticated = !authRequired(h);
@@ -394,14 +396,35 @@ function client(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
       return c.reply(bulkReply(clientLine(c)));
     case 'kill':
       return clientKill(h, c, a);
-    case 'setinfo':
     case 'reply':
+      return clientReply(c, a);
+    case 'setinfo':
     case 'no-evict':
     case 'no-touch':
       return c.reply(OK);
     default:
       return c.reply(errorReply(`ERR unknown subcommand '${echo(a[1])}'. Try CLIENT HELP.`));
   }
+}
+
+/** CLIENT REPLY ON|OFF|SKIP, as Redis: OFF and SKIP are not answered themselves. */
+function clientReply(c: ClientConnection, a: Buffer[]): void {
+  if (a.length !== 3) return c.reply(errorReply("ERR unknown subcommand or wrong number of arguments for 'reply'. Try CLIENT HELP."));
+  const mode = lower(a[2]);
+  if (mode === 'on') {
+    c.replyOff = false;
+    c.skipNextReply = false;
+    return c.reply(OK);
+  }
+  if (mode === 'off') {
+    c.replyOff = true;
+    return;
+  }
+  if (mode === 'skip') {
+    if (!c.replyOff) c.skipNextReply = true;
+    return;
+  }
+  c.reply(errorReply('ERR syntax error'));
 }
 
 /** Redis clientSetName: '' clears the name; otherwise printable ASCII without spaces, so CLIENT LIST stays one line per client. */

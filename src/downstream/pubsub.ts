@@ -25,7 +25,7 @@ export class PubSub {
         c.channels.add(name);
         add(this.#channels, name, c);
       }
-      c.reply(confirmation('subscribe', n, c));
+      c.push(confirmation('subscribe', n, c));
     }
   }
 
@@ -42,7 +42,7 @@ export class PubSub {
         c.patterns.add(name);
         add(this.#patterns, name, c);
       }
-      c.reply(confirmation('psubscribe', n, c));
+      c.push(confirmation('psubscribe', n, c));
     }
   }
 
@@ -57,7 +57,7 @@ export class PubSub {
     if (subs) {
       const push = arrayReply([bulkReply('message'), bulkReply(channel), bulkReply(message)]);
       for (const s of subs) {
-        s.reply(push);
+        s.push(push);
         receivers++;
       }
     }
@@ -66,7 +66,7 @@ export class PubSub {
       if (!globMatch(pattern, channelText)) continue;
       const push = arrayReply([bulkReply('pmessage'), bulkReply(Buffer.from(pattern, 'latin1')), bulkReply(channel), bulkReply(message)]);
       for (const s of clients) {
-        s.reply(push);
+        s.push(push);
         receivers++;
       }
     }
@@ -107,11 +107,11 @@ export class PubSub {
 
   #leave(c: ClientConnection, kind: string, mine: Set<string>, index: Map<string, Set<ClientConnection>>, names: Buffer[]): void {
     const targets = names.length > 0 ? names : [...mine].map((n) => Buffer.from(n, 'latin1'));
-    if (targets.length === 0) return c.reply(confirmation(kind, null, c));
+    if (targets.length === 0) return c.push(confirmation(kind, null, c));
     for (const n of targets) {
       const name = n.toString('latin1');
       if (mine.delete(name)) remove(index, name, c);
-      c.reply(confirmation(kind, n, c));
+      c.push(confirmation(kind, n, c));
     }
   }
 }
