@@ -30,6 +30,10 @@ export interface RdbPushResult {
   readonly backpressure: boolean;
 }
 
+/** SYNC unknown too (PSYNC was, or the relay would not have sent SYNC): the peer is no Redis master at all. */
+const NOT_A_MASTER =
+  ' (the upstream knows neither PSYNC nor SYNC: it is no Redis master; if it is a Sentinel, list it in upstream.sentinel.nodes instead)';
+
 /**
  * Receives the RDB payload of a full sync into a file: skips `\n` keepalives, reads `$<len>\r\n` or
  * `$EOF:<40-byte mark>\r\n`, then the payload. With an EOF mark the end is found, as Redis does, by
@@ -338,7 +342,7 @@ export class RdbReceiver {
       const line = data.toString('latin1', 0, nl).replace(/\r$/, '');
       const rest = data.subarray(nl + 1);
       this.#header = Buffer.alloc(0);
-      if (line.startsWith('-')) throw new ProtocolError(`upstream aborted the transfer: ${line}`);
+      if (line.startsWith('-')) throw new ProtocolError(`upstream aborted the transfer: ${line}${/^-ERR unknown command/i.test(line) ? NOT_A_MASTER : ''}`);
       if (!line.startsWith('$')) throw new ProtocolError(`bad RDB payload header: ${JSON.stringify(line.slice(0, 64))}`);
       if (line.startsWith('$EOF:')) {
         const mark = line.slice(5);

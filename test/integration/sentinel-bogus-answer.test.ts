@@ -9,6 +9,9 @@ import { startLoggedRelay } from '../helpers/logged-relay.js';
 import { startFakeMaster } from '../helpers/fake-master.js';
 import { waitFor } from '../helpers/wait.js';
 import { scriptedSentinel } from '../helpers/scripted-sentinel.js';
+import { startRedis, stopAll } from '../helpers/redis-server.js';
+
+t.teardown(stopAll);
 
 t.test('a Sentinel naming an empty host is refused: the relay does not dial localhost, and says why', async (t) => {
   // What listens on localhost at the named port: a master of some other dataset.
@@ -49,4 +52,13 @@ t.test('Sentinels that drop the connection right after SUBSCRIBE are asked again
   const delays = relay.lines.filter((l) => l['msg'] === 'sentinel connector state' && l['to'] === 'backoff').map((l) => l['delayMs'] as number);
   t.ok(delays.length >= 4, `${delays.length} back-offs in ${sessions()} dropped sessions (2 Sentinels)`);
   t.ok(delays.slice(-3).some((d) => d > 10), `the later delays grow past backoff-min (10ms): ${delays.join(', ')}ms`);
+});
+
+t.test("upstream.host set to a real Sentinel's port: the relay's warning says it is no master and to list it in upstream.sentinel.nodes", async (t) => {
+  const sentinel = await startRedis({ sentinel: true, sentinelConf: 'bind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 1 1\n' });
+  const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: sentinel.port, 'backoff-min': '50ms', 'backoff-max': '200ms' } });
+  const hint = await waitFor(() => relay.lines.find((l) => JSON.stringify(l).includes('it is no Redis master')), { what: 'the hint logged' });
+  t.match(JSON.stringify(hint), /unknown command 'SYNC'.*if it is a Sentinel, list it in upstream\.sentinel\.nodes/);
+  const info = await (await relay.client()).info('replication');
+  t.equal(info['master_link_status'], 'down', 'nothing is streamed from a Sentinel');
 });

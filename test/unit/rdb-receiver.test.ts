@@ -209,6 +209,18 @@ t.test('bad headers are protocol errors', async (t) => {
   }
 });
 
+t.test("an upstream that does not know SYNC (a Sentinel, a proxy) is named as no Redis master, with what to do", async (t) => {
+  const rx = new RdbReceiver(join(t.testdir(), 'x.rdb'));
+  t.throws(() => rx.push(Buffer.from("-ERR unknown command 'SYNC', with args beginning with: \r\n")), {
+    code: 'RELAY_ERR_PROTOCOL',
+    message: /^upstream aborted the transfer: -ERR unknown command 'SYNC'.* it is no Redis master; if it is a Sentinel, list it in upstream\.sentinel\.nodes/,
+  });
+  await rx.abort();
+  const other = new RdbReceiver(join(t.testdir(), 'y.rdb'));
+  t.throws(() => other.push(Buffer.from('-ERR Unable to perform background save\r\n')), { message: 'upstream aborted the transfer: -ERR Unable to perform background save' }, "a master's own refusal gets no hint");
+  await other.abort();
+});
+
 t.test('a payload length that is not plain digits is a protocol error', async (t) => {
   for (const header of ['$', '$ 3', '$+3', '$0x3', '$3e0', '$3.0']) {
     const rx = new RdbReceiver(join(t.testdir(), `x${header.length}${header.charCodeAt(1) || 0}.rdb`));
