@@ -115,6 +115,7 @@ export class Relay {
       fullSyncRate: config.replication.fullSyncRate,
       onAck: () => this.#acks.replicaAcked(),
       compression: config.replication.compression,
+      rdbOnlyDownWaitMs: config.upstream.connectTimeoutMs,
     });
     if (config.upstream.sentinel) {
       const sc = config.upstream.sentinel;
@@ -446,6 +447,7 @@ export class Relay {
       },
       needSnapshot: (from) => this.#refresher.request(from),
       epoch: () => this.#history.epoch,
+      upstreamDownMs: () => this.#status.upstreamDownMs(),
     };
   }
 

@@ -573,13 +573,27 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#logger.info({ compression: 'psync-relay-z1', level }, 'replica stream compressed');
   }
 
-  close(reason: string, fields: Record<string, unknown> = {}): void {
+  /**
+   * Closes a session still waiting for its payload with an error line in place of it (`text`, without the `-`):
+   * a replica or redis-cli reads it where the `+FULLRESYNC` or `$<length>` line would be, after any keepalives.
+   */
+  refuse(text: string, reason: string, fields: Record<string, unknown> = {}): void {
+    if (this.#state !== ReplicaState.WaitBgsave) return;
+    this.#write(Buffer.from(`-${text}\r\n`));
+    this.close(reason, fields, true);
+  }
+
+  close(reason: string, fields: Record<string, unknown> = {}, flush = false): void {
     if (this.#state === ReplicaState.Closed) return;
     this.#logger.warn({ reason, offset: this.offset, ackOffset: this.ackOffset, ...fields }, 'closing replica');
     this.#setState(ReplicaState.Closed, reason);
     this.#cursor?.close();
     this.#fanout.remove(this);
-    this.socket.destroy();
+    if (flush) {
+      // What was written leaves first; a peer that never reads it does not hold the socket.
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else this.socket.destroy();
     this.#log.removeHolder(this);
     this.#onClose(this);
   }

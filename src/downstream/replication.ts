@@ -30,6 +30,8 @@ export interface ReplicationSource {
   needSnapshot(from?: number): void;
   /** The history counter (a new one per full sync from upstream): a snapshot of a later one is newer than any offset of this one. */
   epoch(): number;
+  /** How long the upstream has been out of reach (ms): 0 while it streams or sends a snapshot. */
+  upstreamDownMs(): number;
 }
 
 export interface DownstreamOptions {
@@ -56,6 +58,11 @@ export interface DownstreamOptions {
   readonly compression?: boolean;
   /** A point-in-time listener: replicas get the stream up to this offset and nothing after it (see ReplicaSession). */
   readonly until?: number;
+  /**
+   * An RDB-only client owed the data as of its request (redis-cli --rdb) waits for a fresh snapshot only while the
+   * upstream has been out of reach for less than this (upstream.connect-timeout); then it gets an error. Default: forever.
+   */
+  readonly rdbOnlyDownWaitMs?: number;
 }
 
 /** A PSYNC held because the replica is ahead of the relay: decided when the log reaches `offset`, or at `deadline`. */
@@ -463,7 +470,30 @@ export class DownstreamReplication {
     }
     if (this.#ahead.size > 0) this.#checkAhead(true);
     if (this.#chainStale.size > 0) this.#closeChainStale();
+    if (this.#rdbFrom.size > 0) this.#refuseRdbOnlyWithoutUpstream();
     this.#serveWaiting();
+  }
+
+  /**
+   * RDB-only clients waiting for a snapshot as of their request, which only the upstream can give, once it has been
+   * out of reach for rdbOnlyDownWaitMs: an error now (a backup job can retry or go elsewhere) rather than a wait with
+   * no end. Those the snapshot held already serves are left to be served.
+   */
+  #refuseRdbOnlyWithoutUpstream(): void {
+    const src = this.#opts.source;
+    const down = src.upstreamDownMs();
+    if (down < (this.#opts.rdbOnlyDownWaitMs ?? Infinity)) return;
+    const snap = src.usableSnapshot();
+    for (const [s, from] of this.#rdbFrom) {
+      if (s.state !== ReplicaState.WaitBgsave) continue;
+      if (snap && (snap.epoch > from.epoch || snap.offset >= from.offset)) continue;
+      const seconds = Math.floor(down / 1000);
+      s.refuse(
+        `ERR psync-relay's upstream has been out of reach for ${seconds} s: an RDB as of now needs a fresh snapshot from it (the newest held is ${snap ? `at offset ${snap.offset}, ${from.offset - snap.offset} bytes behind` : 'none'}); retry once the upstream is back`,
+        'RDB-only client refused: the upstream is out of reach',
+        { rdbFrom: from.offset, snapshotOffset: snap?.offset ?? null, upstreamDownSeconds: seconds },
+      );
+    }
   }
 
   close(): void {

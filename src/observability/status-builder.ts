@@ -38,6 +38,12 @@ export class StatusBuilder {
     });
   }
 
+  /** How long the upstream has been out of reach (ms): 0 while it streams or sends a snapshot. */
+  upstreamDownMs(): number {
+    const state = this.#src.link.state;
+    return state === LinkState.Connected || state === LinkState.Transfer ? 0 : Date.now() - this.#linkDownSince;
+  }
+
   build(): RelayStatus {
     const { link, history, config } = this.#src;
     const counters = this.#src.stats.snapshot();

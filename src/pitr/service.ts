@@ -223,6 +223,7 @@ class PitrListener {
         snapshotFailed: (_snap, err) => this.#logger.error({ err }, 'point-in-time snapshot unreadable'),
         needSnapshot: () => {},
         epoch: () => plan.snapshot.epoch,
+        upstreamDownMs: () => 0,
       },
       telemetry: opts.telemetry,
       logger: this.#logger,

@@ -172,3 +172,30 @@ t.test('redis-cli --rdb against a point-in-time listener is refused with the rea
   t.not(dump.code, 0, 'redis-cli --rdb fails');
   t.match(dump.output, /point-in-time listener serves replicas only/, 'and prints why');
 });
+
+t.test('redis-cli --rdb while the upstream is out of reach: an error naming why after upstream.connect-timeout, not an endless wait', async (t) => {
+  const own = await startRedis({ args: ['--repl-ping-replica-period', '3600'] });
+  const om = await own.client();
+  await writeKeys(om, 'down', 100);
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: own.port, 'connect-timeout': 1 } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await caughtUp(x, om, 'the relay holds a snapshot and the stream');
+  await writeKeys(om, 'after', 10);
+  await caughtUp(x, om, 'the relay holds writes past its snapshot');
+  await om.close();
+  await own.stop();
+  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'down', { what: 'the relay sees its upstream gone' });
+  // Read after the master went: a stopping master sends its replicas a last GETACK.
+  const { relay_snapshot_offset: snapshotAt, master_repl_offset: end } = await x.info('replication');
+
+  const dump = await dumpRdb(relay.port);
+  t.equal(dump.code, 1, 'redis-cli --rdb fails instead of waiting');
+  const behind = Number(end) - Number(snapshotAt);
+  t.match(
+    dump.output,
+    new RegExp(`SYNC with (master|primary) failed: -ERR psync-relay's upstream has been out of reach for \\d+ s: an RDB as of now needs a fresh snapshot from it \\(the newest held is at offset ${snapshotAt}, ${behind} bytes behind\\); retry once the upstream is back`),
+  );
+  t.match((await x.info('replication'))['connected_slaves'], '0', 'the refused client is gone');
+});
