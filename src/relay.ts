@@ -177,6 +177,7 @@ export class Relay {
             };
       },
       onUsable: () => this.#downstream.snapshotReady(),
+      onRdbFromFailed: (offset, reason) => this.#downstream.rdbOnlyFetchFailed(offset, reason),
     });
     this.#status = new StatusBuilder({
       version: RELAY_VERSION,

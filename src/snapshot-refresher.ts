@@ -22,6 +22,8 @@ export interface RefresherOptions {
   readonly onUsable: () => void;
   /** history.snapshot-interval: also fetch when the newest snapshot is this old (point-in-time replicas); 0 = off. */
   readonly intervalMs?: number;
+  /** A fetch made for RDB-only clients owed the data up to `offset` failed, with no fallback left (`reason`). */
+  readonly onRdbFromFailed?: (offset: number, reason: string) => void;
 }
 
 /**
@@ -148,7 +150,11 @@ export class SnapshotRefresher {
         if (fallback && !fetch.aborted) {
           logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
           again = fallback;
-        } else logger.warn({ err: fetch.aborted ?? err.message, nextAttemptInMs: Math.max(0, this.notBefore - Date.now()) }, 'snapshot fetch failed');
+        } else {
+          logger.warn({ err: fetch.aborted ?? err.message, nextAttemptInMs: Math.max(0, this.notBefore - Date.now()) }, 'snapshot fetch failed');
+          // Aborted, a new history or upstream is coming, whose snapshot serves them.
+          if (rdbFrom !== null && !fetch.aborted) this.#opts.onRdbFromFailed?.(rdbFrom, err.message);
+        }
         await h.store.discard(temp).catch(() => {});
       })
       .finally(() => {

@@ -477,22 +477,40 @@ export class DownstreamReplication {
   /**
    * RDB-only clients waiting for a snapshot as of their request, which only the upstream can give, once it has been
    * out of reach for rdbOnlyDownWaitMs: an error now (a backup job can retry or go elsewhere) rather than a wait with
-   * no end. Those the snapshot held already serves are left to be served.
+   * no end.
    */
   #refuseRdbOnlyWithoutUpstream(): void {
-    const src = this.#opts.source;
-    const down = src.upstreamDownMs();
+    const down = this.#opts.source.upstreamDownMs();
     if (down < (this.#opts.rdbOnlyDownWaitMs ?? Infinity)) return;
-    const snap = src.usableSnapshot();
+    const seconds = Math.floor(down / 1000);
+    this.#refuseRdbOnly(Infinity, `psync-relay's upstream has been out of reach for ${seconds} s`, 'retry once the upstream is back', 'the upstream is out of reach');
+  }
+
+  /**
+   * The snapshot fetch made for RDB-only clients owed the data up to `offset` failed (`reason`): they get its error
+   * now, as the next fetch is up to replication.snapshot-refresh-min-interval away.
+   */
+  rdbOnlyFetchFailed(offset: number, reason: string): void {
+    // One line: the reason may quote an upstream's reply (an upstream relay's own refusal, nested here).
+    const text = clip(reason.replace(/[\r\n]+/g, ' '), 512);
+    this.#refuseRdbOnly(offset, `psync-relay could not fetch a snapshot as of now from its upstream (${text})`, 'retry later', 'the snapshot fetch for it failed');
+  }
+
+  /**
+   * Refuses the RDB-only clients still waiting for a snapshot as of an offset up to `upTo`; those the snapshot held
+   * already serves are left to be served.
+   */
+  #refuseRdbOnly(upTo: number, why: string, advice: string, reason: string): void {
+    const snap = this.#opts.source.usableSnapshot();
+    const epoch = this.#opts.source.epoch();
     for (const [s, from] of this.#rdbFrom) {
-      if (s.state !== ReplicaState.WaitBgsave) continue;
+      if (s.state !== ReplicaState.WaitBgsave || from.epoch !== epoch || from.offset > upTo) continue;
       if (snap && (snap.epoch > from.epoch || snap.offset >= from.offset)) continue;
-      const seconds = Math.floor(down / 1000);
-      s.refuse(
-        `ERR psync-relay's upstream has been out of reach for ${seconds} s: an RDB as of now needs a fresh snapshot from it (the newest held is ${snap ? `at offset ${snap.offset}, ${from.offset - snap.offset} bytes behind` : 'none'}); retry once the upstream is back`,
-        'RDB-only client refused: the upstream is out of reach',
-        { rdbFrom: from.offset, snapshotOffset: snap?.offset ?? null, upstreamDownSeconds: seconds },
-      );
+      const held = snap ? `at offset ${snap.offset}, ${from.offset - snap.offset} bytes behind` : 'none';
+      s.refuse(`ERR ${why}: an RDB as of now needs a fresh snapshot from it (the newest held is ${held}); ${advice}`, `RDB-only client refused: ${reason}`, {
+        rdbFrom: from.offset,
+        snapshotOffset: snap?.offset ?? null,
+      });
     }
   }
 

@@ -51,7 +51,7 @@ export type PsyncOutcome =
   | { readonly kind: 'full'; readonly replid: string; readonly offset: number; readonly compressed?: true }
   | { readonly kind: 'continue'; readonly replid: string | null; readonly compressed?: true }
   /** Upstream does not know PSYNC: we sent SYNC and the payload follows without a +FULLRESYNC line. */
-  | { readonly kind: 'sync' }
+  | { readonly kind: 'sync'; readonly refusal: string }
   /** -NOMASTERLINK / -LOADING: upstream cannot serve us now. */
   | { readonly kind: 'try-later'; readonly reply: string };
 
@@ -270,7 +270,7 @@ export function psyncReply(line: string, compressionAnnounced = false): StepResu
     return { next: HandshakeState.Done, outcome: { kind: 'try-later', reply: quote(line) } };
   }
   if (line.startsWith('-ERR')) {
-    return { next: HandshakeState.Done, send: [['SYNC']], outcome: { kind: 'sync' }, warning: `upstream refused PSYNC, falling back to SYNC: ${quote(line)}` };
+    return { next: HandshakeState.Done, send: [['SYNC']], outcome: { kind: 'sync', refusal: quote(line) }, warning: `upstream refused PSYNC, falling back to SYNC: ${quote(line)}` };
   }
   return fail(state, line, `unexpected reply to PSYNC: ${quote(line)}`);
 }

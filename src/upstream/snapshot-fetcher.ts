@@ -54,7 +54,11 @@ export async function fetchSnapshot(
   });
   const { socket, outcome } = opened;
   try {
-    if (outcome.kind !== 'full') throw new HandshakeError('receive-psync', outcome.kind, `snapshot fetch expected +FULLRESYNC, got ${outcome.kind}`);
+    if (outcome.kind !== 'full') {
+      // The upstream's own words when it refused (an upstream relay's reason: passed down to an RDB-only client).
+      if (outcome.kind === 'continue') throw new HandshakeError('receive-psync', outcome.kind, 'snapshot fetch expected +FULLRESYNC, got +CONTINUE');
+      throw new HandshakeError('receive-psync', outcome.kind, `snapshot fetch refused: ${outcome.kind === 'sync' ? outcome.refusal : outcome.reply}`);
+    }
     const snap = { replid: outcome.replid, offset: outcome.offset };
     onStart(snap);
     const receiver = new RdbReceiver(tempPath);

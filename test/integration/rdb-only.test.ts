@@ -195,7 +195,36 @@ t.test('redis-cli --rdb while the upstream is out of reach: an error naming why 
   const behind = Number(end) - Number(snapshotAt);
   t.match(
     dump.output,
-    new RegExp(`SYNC with (master|primary) failed: -ERR psync-relay's upstream has been out of reach for \\d+ s: an RDB as of now needs a fresh snapshot from it \\(the newest held is at offset ${snapshotAt}, ${behind} bytes behind\\); retry once the upstream is back`),
+    // Which of the two comes first depends on the link's state at the request: a fetch tried while the link waits
+    // to reconnect fails at once; one not tried (the link is connecting) leaves the wait to upstream.connect-timeout.
+    new RegExp(
+      "SYNC with (master|primary) failed: -ERR psync-relay(('s upstream has been out of reach for \\d+ s)|( could not fetch a snapshot as of now from its upstream \\(connect ECONNREFUSED [^)]+\\))): " +
+        `an RDB as of now needs a fresh snapshot from it \\(the newest held is at offset ${snapshotAt}, ${behind} bytes behind\\); retry`,
+    ),
   );
   t.match((await x.info('replication'))['connected_slaves'], '0', 'the refused client is gone');
+});
+
+t.test("redis-cli --rdb below a relay whose upstream is out of reach: the refusal comes down the chain, with the top relay's reason", async (t) => {
+  const own = await startRedis({ args: ['--repl-ping-replica-period', '3600'] });
+  const om = await own.client();
+  await writeKeys(om, 'chain-down', 100);
+  const top = await startRelay({ upstream: { host: '127.0.0.1', port: own.port, 'connect-timeout': 1 } });
+  t.teardown(() => top.stop());
+  const bottom = await startRelay({ upstream: { host: '127.0.0.1', port: top.port } });
+  t.teardown(() => bottom.stop());
+  const xt = await top.client();
+  const xb = await bottom.client();
+  t.teardown(() => Promise.all([xt.close(), xb.close()]));
+  await caughtUp(xb, om, 'the bottom relay holds a snapshot and the stream');
+  await writeKeys(om, 'chain-after', 10);
+  await caughtUp(xb, om, 'the bottom relay holds writes past its snapshot');
+  await om.close();
+  await own.stop();
+  await waitFor(async () => (await xt.info('replication'))['master_link_status'] === 'down', { what: 'the top relay sees its upstream gone' });
+  t.equal((await xb.info('replication'))['master_link_status'], 'up', 'the bottom relay still streams from the top one');
+
+  const dump = await dumpRdb(bottom.port);
+  t.equal(dump.code, 1, 'redis-cli --rdb at the bottom fails instead of waiting');
+  t.match(dump.output, /SYNC with (master|primary) failed: -ERR psync-relay could not fetch a snapshot as of now from its upstream \(snapshot fetch refused: -ERR psync-relay('s upstream has been out of reach| could not fetch a snapshot as of now from its upstream \(connect ECONNREFUSED)/);
 });

@@ -308,7 +308,7 @@ const table: Row[] = [
     ctx: ctx(),
     state: S.ReceivePsync,
     input: reply("-ERR unknown command 'PSYNC'"),
-    expect: ok(S.Done, [['SYNC']], { outcome: { kind: 'sync' }, warning: true }),
+    expect: ok(S.Done, [['SYNC']], { outcome: { kind: 'sync', refusal: "-ERR unknown command 'PSYNC'" }, warning: true }),
   },
   { name: '+FULLRESYNC with a short replid fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${'a'.repeat(39)} 5`), expect: err(S.ReceivePsync, `+FULLRESYNC ${'a'.repeat(39)} 5`) },
   { name: '+FULLRESYNC with a long replid fails', ctx: ctx(), state: S.ReceivePsync, input: reply(`+FULLRESYNC ${'a'.repeat(41)} 5`), expect: err(S.ReceivePsync, `+FULLRESYNC ${'a'.repeat(41)} 5`) },
@@ -407,7 +407,7 @@ t.test('a reconnect handshake whose upstream refuses INFO (-NOPERM) still contin
 t.test('an old master refusing every REPLCONF and PSYNC ends in SYNC with warnings', async (t) => {
   const r = drive(ctx({ rdbOnly: true, announceIp: '10.0.0.7' }), (cmd) => (cmd[0] === 'PING' ? '+PONG' : '-ERR unknown command'));
   t.same(r.sent, [['PING'], PORT, ['REPLCONF', 'ip-address', '10.0.0.7'], ['REPLCONF', 'rdb-only', '1'], CAPA, FIRST_PSYNC, ['SYNC']]);
-  t.same(r.outcome, { kind: 'sync' });
+  t.same(r.outcome, { kind: 'sync', refusal: '-ERR unknown command' });
   t.equal(r.warnings.length, 5, 'listening-port, ip-address, rdb-only, capa, psync');
   t.equal(r.error, null);
 });
