@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
 import { basename, dirname, join } from 'node:path';
-import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { digest, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
@@ -126,14 +126,35 @@ t.test('redis-cli --rdb gets the keys written after the relay took its snapshot,
   t.equal(await forks(m), forksBefore + 1, 'and is served from that snapshot: no second fork');
 });
 
-t.test('a relay below a relay passes the need up: redis-cli --rdb at the bottom gets every key', async (t) => {
-  const top = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
-  t.teardown(() => top.stop());
-  const bottom = await startRelay({ upstream: { host: '127.0.0.1', port: top.port } });
-  t.teardown(() => bottom.stop());
-  const xt = await top.client();
-  const xb = await bottom.client();
+/** Two relays in a chain below the master at `masterPort` (`top`: more of the top relay's upstream config), stopped when `t` ends. */
+async function relayChain(t: Test, masterPort: number, top: Record<string, unknown> = {}): Promise<{ bottomPort: number; xt: RedisClient; xb: RedisClient }> {
+  const upper = await startRelay({ upstream: { host: '127.0.0.1', port: masterPort, ...top } });
+  t.teardown(() => upper.stop());
+  const lower = await startRelay({ upstream: { host: '127.0.0.1', port: upper.port } });
+  t.teardown(() => lower.stop());
+  const xt = await upper.client();
+  const xb = await lower.client();
   t.teardown(() => Promise.all([xt.close(), xb.close()]));
+  return { bottomPort: lower.port, xt, xb };
+}
+
+/** A master of its own, for a test that stops it: `n` keys written. */
+async function ownMaster(prefix: string, n: number): Promise<{ server: RedisServer; client: RedisClient }> {
+  const server = await startRedis({ args: ['--repl-ping-replica-period', '3600'] });
+  const client = await server.client();
+  await writeKeys(client, prefix, n);
+  return { server, client };
+}
+
+/** Stops the master under relay client `x` and waits until that relay sees its link down. */
+async function masterGone(own: { server: RedisServer; client: RedisClient }, x: RedisClient): Promise<void> {
+  await own.client.close();
+  await own.server.stop();
+  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'down', { what: 'the relay sees its upstream gone' });
+}
+
+t.test('a relay below a relay passes the need up: redis-cli --rdb at the bottom gets every key', async (t) => {
+  const { bottomPort, xt, xb } = await relayChain(t, master.port);
   await caughtUp(xt, m, 'the top relay holds a snapshot and the stream');
   await caughtUp(xb, m, 'the bottom relay holds a snapshot and the stream');
 
@@ -142,7 +163,7 @@ t.test('a relay below a relay passes the need up: redis-cli --rdb at the bottom 
   const keys = Number(await m.call('DBSIZE'));
   const forksBefore = await forks(m);
 
-  const dump = await dumpRdb(bottom.port);
+  const dump = await dumpRdb(bottomPort);
   t.equal(dump.code, 0, `redis-cli --rdb exits 0 (${dump.output.trim()})`);
   t.equal(dump.keys, keys, 'the RDB holds every key the master holds');
   t.equal(await loadedDigest(dump.file), await digest(m), 'loaded, it has the master\'s DEBUG DIGEST');
@@ -174,19 +195,15 @@ t.test('redis-cli --rdb against a point-in-time listener is refused with the rea
 });
 
 t.test('redis-cli --rdb while the upstream is out of reach: an error naming why after upstream.connect-timeout, not an endless wait', async (t) => {
-  const own = await startRedis({ args: ['--repl-ping-replica-period', '3600'] });
-  const om = await own.client();
-  await writeKeys(om, 'down', 100);
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: own.port, 'connect-timeout': 1 } });
+  const own = await ownMaster('down', 100);
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: own.server.port, 'connect-timeout': 1 } });
   t.teardown(() => relay.stop());
   const x = await relay.client();
   t.teardown(() => x.close());
-  await caughtUp(x, om, 'the relay holds a snapshot and the stream');
-  await writeKeys(om, 'after', 10);
-  await caughtUp(x, om, 'the relay holds writes past its snapshot');
-  await om.close();
-  await own.stop();
-  await waitFor(async () => (await x.info('replication'))['master_link_status'] === 'down', { what: 'the relay sees its upstream gone' });
+  await caughtUp(x, own.client, 'the relay holds a snapshot and the stream');
+  await writeKeys(own.client, 'after', 10);
+  await caughtUp(x, own.client, 'the relay holds writes past its snapshot');
+  await masterGone(own, x);
   // Read after the master went: a stopping master sends its replicas a last GETACK.
   const { relay_snapshot_offset: snapshotAt, master_repl_offset: end } = await x.info('replication');
 
@@ -206,25 +223,15 @@ t.test('redis-cli --rdb while the upstream is out of reach: an error naming why 
 });
 
 t.test("redis-cli --rdb below a relay whose upstream is out of reach: the refusal comes down the chain, with the top relay's reason", async (t) => {
-  const own = await startRedis({ args: ['--repl-ping-replica-period', '3600'] });
-  const om = await own.client();
-  await writeKeys(om, 'chain-down', 100);
-  const top = await startRelay({ upstream: { host: '127.0.0.1', port: own.port, 'connect-timeout': 1 } });
-  t.teardown(() => top.stop());
-  const bottom = await startRelay({ upstream: { host: '127.0.0.1', port: top.port } });
-  t.teardown(() => bottom.stop());
-  const xt = await top.client();
-  const xb = await bottom.client();
-  t.teardown(() => Promise.all([xt.close(), xb.close()]));
-  await caughtUp(xb, om, 'the bottom relay holds a snapshot and the stream');
-  await writeKeys(om, 'chain-after', 10);
-  await caughtUp(xb, om, 'the bottom relay holds writes past its snapshot');
-  await om.close();
-  await own.stop();
-  await waitFor(async () => (await xt.info('replication'))['master_link_status'] === 'down', { what: 'the top relay sees its upstream gone' });
+  const own = await ownMaster('chain-down', 100);
+  const { bottomPort, xt, xb } = await relayChain(t, own.server.port, { 'connect-timeout': 1 });
+  await caughtUp(xb, own.client, 'the bottom relay holds a snapshot and the stream');
+  await writeKeys(own.client, 'chain-after', 10);
+  await caughtUp(xb, own.client, 'the bottom relay holds writes past its snapshot');
+  await masterGone(own, xt);
   t.equal((await xb.info('replication'))['master_link_status'], 'up', 'the bottom relay still streams from the top one');
 
-  const dump = await dumpRdb(bottom.port);
+  const dump = await dumpRdb(bottomPort);
   t.equal(dump.code, 1, 'redis-cli --rdb at the bottom fails instead of waiting');
   t.match(dump.output, /SYNC with (master|primary) failed: -ERR psync-relay could not fetch a snapshot as of now from its upstream \(snapshot fetch refused: -ERR psync-relay('s upstream has been out of reach| could not fetch a snapshot as of now from its upstream \(connect ECONNREFUSED)/);
 });
