@@ -398,7 +398,11 @@ export class Relay {
         if (await this.#history.continued(replid, upstream)) this.#downstream.disconnectAll('replid changed');
       },
       cannotResume: (reason) => this.#history.forget(reason),
-      transferStarted: (transfer) => this.#downstream.incoming(transfer),
+      transferStarted: (transfer) => {
+        // Its RDB needs room: snapshots the log no longer follows are of no use meanwhile (History.pruneSnapshots).
+        void this.#history.pruneSnapshots();
+        this.#downstream.incoming(transfer);
+      },
       isSelf: (address, port) => this.#server.hasPeer(address, port),
       relayChainChanged: (chain) => {
         this.#logger.info({ relayChain: chain }, 'the relays above this one changed: relays below reconnect to learn them');

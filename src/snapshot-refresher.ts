@@ -120,16 +120,14 @@ export class SnapshotRefresher {
       }
     }, 1000);
     this.#watch.unref();
-    fetchSnapshot(
-      { ...src, rdbFrom, log: logger },
-      temp,
-      (snap) => {
-        // Keep the stream from the new snapshot's offset while its RDB arrives.
-        hold.offset = Math.max(h.log.firstOffset - 1, Math.min(snap.offset, h.log.endOffset));
-        release = h.hold(hold);
-      },
-      fetch,
-    )
+    // Room first: snapshots the log no longer follows go (History.pruneSnapshots), or on a full disk they keep this one out.
+    const onHeader = (snap: { readonly offset: number }): void => {
+      // Keep the stream from the new snapshot's offset while its RDB arrives.
+      hold.offset = Math.max(h.log.firstOffset - 1, Math.min(snap.offset, h.log.endOffset));
+      release = h.hold(hold);
+    };
+    h.pruneSnapshots()
+      .then(() => fetchSnapshot({ ...src, rdbFrom, log: logger }, temp, onHeader, fetch))
       .then(async (fetched) => {
         if (fetch.aborted) throw new LinkError(fetch.aborted);
         const snap = await h.commitSnapshot(temp, fetched, epoch);

@@ -1,5 +1,5 @@
 import { statfs } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Logger } from '../log.js';
 import { DiskLog, DiskLogState } from './disk-log.js';
 import { nodeFileIo, type FileIo } from './file-io.js';
@@ -307,8 +307,24 @@ export class History {
       throw err;
     }
     await this.persist();
-    await this.store.prune(this.#epoch);
+    await this.pruneSnapshots();
     return snap;
+  }
+
+  /**
+   * Deletes the snapshots no longer wanted (SnapshotStore.prune), with those the log no longer follows, but the
+   * newest: they can serve no full sync and no point in time, and on a full disk they kept out the fresh snapshot a
+   * waiting replica's full sync needed, so it waited forever. The newest stays: after a restart without the log,
+   * upstream may still continue the relay from it. Run before a snapshot is fetched and after one is published.
+   */
+  async pruneSnapshots(): Promise<void> {
+    const dropped = await this.store.prune(this.#epoch, (s) => this.log.holds(s.offset + 1));
+    if (dropped.length > 0) {
+      this.#logger.info(
+        { files: dropped.map((s) => basename(s.path)), bytes: dropped.reduce((n, s) => n + s.size, 0), firstOffset: this.log.firstOffset },
+        'snapshots the log no longer follows removed: they can serve no full sync or point in time',
+      );
+    }
   }
 
   /**
@@ -396,7 +412,7 @@ export class History {
       return null;
     }
     const snap = await this.store.commit(tempPath, { ...fetched, epoch: this.#epoch });
-    await this.store.prune(this.#epoch);
+    await this.pruneSnapshots();
     return snap;
   }
 

@@ -246,12 +246,16 @@ export class SnapshotStore {
   }
 
   /**
-   * Deletes snapshots no longer wanted: those of other histories than `epoch`, and all but the newest `keep` of
-   * it, unless a transfer reads them (they go when it releases them).
+   * Deletes snapshots no longer wanted: those of other histories than `epoch`, all but the newest `keep` of it, and
+   * of those all but the newest that are not `followed` (the log lacks their next byte), unless a transfer reads them
+   * (they go when it releases them). Returns the ones deleted for not being followed.
    */
-  async prune(epoch: number): Promise<void> {
+  async prune(epoch: number, followed: (s: SnapshotMeta) => boolean = () => true): Promise<SnapshotMeta[]> {
     const ofEpoch = this.#snaps.filter((s) => s.epoch === epoch);
-    const keep = new Set(ofEpoch.slice(-this.#keep).map((s) => s.path));
+    const newest = ofEpoch.at(-1);
+    const kept = ofEpoch.slice(-this.#keep);
+    const keep = new Set(kept.filter((s) => s === newest || followed(s)).map((s) => s.path));
+    const unfollowed = kept.filter((s) => !keep.has(s.path));
     for (const s of [...this.#snaps]) {
       if (keep.has(s.path)) continue;
       // No longer offered; a file a transfer still reads goes when its last lease is released.
@@ -259,6 +263,7 @@ export class SnapshotStore {
       if ((this.#leases.get(s.path) ?? 0) > 0) this.#doomed.add(s.path);
       else await this.#rm(s.path);
     }
+    return unfollowed;
   }
 
   async #rm(path: string): Promise<void> {

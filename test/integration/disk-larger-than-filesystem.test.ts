@@ -5,6 +5,8 @@
  * the fetch failed with ENOSPC every second and the replica waited forever, with the disk log never writing again.
  */
 import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
@@ -12,6 +14,8 @@ import { onlineReplicas, replicaOf, stat, waitConverged } from '../helpers/repli
 import { benchmarkLoad } from '../helpers/load.js';
 import { smallFilesystem } from '../helpers/small-fs.js';
 import { RedisClient } from '../helpers/redis-client.js';
+import { startLoggedRelay } from '../helpers/logged-relay.js';
+import { waitFor } from '../helpers/wait.js';
 
 t.teardown(stopAll);
 
@@ -49,4 +53,59 @@ t.test('a disk log larger than its filesystem keeps to half of it: it never runs
   await m.call('SET', 'after-load', '1');
   await waitConverged(m, [a!, b], 'a new replica full-syncs from a fresh snapshot', 60_000);
   t.match(relay.logs(), /fresh snapshot committed/);
+});
+
+/** SETs of `n` keys (of `keys`, in turn from `from`) to incompressible values of `size` bytes, pipelined. */
+async function writeRandom(m: RedisClient, n: number, keys: number, size: number, from = 0): Promise<void> {
+  for (let i = 0; i < n; i += 1000) {
+    const batch = Array.from({ length: Math.min(1000, n - i) }, (_, j) => ['SET', `k:${(from + i + j) % keys}`, randomBytes(size)]);
+    await m.pipeline(batch);
+  }
+}
+
+t.test('snapshots the log no longer follows give up their room: a full sync on a disk they filled still gets its fresh snapshot', async (t) => {
+  // Found by the storage soak against Valkey 8: three snapshots (history.keep-snapshots) the log had left behind and
+  // the disk log (half the filesystem) filled it; every fetch for the waiting replicas' full sync failed with ENOSPC,
+  // and they waited for good, while the three snapshots, which could serve nothing, stayed.
+  const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const KEYS = 7000;
+  await writeRandom(m, KEYS, KEYS, 1100);
+  const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
+  const data = join(fs, 'data');
+  const relay = await startLoggedRelay(t, {
+    dir: data,
+    upstream: { host: '127.0.0.1', port: master.port, 'backoff-min': '50ms', 'backoff-max': '500ms' },
+    log: { memory: '1mb', disk: '1gb', 'disk-queue': '4mb' },
+    replication: { 'snapshot-refresh-min-interval': '1s' },
+    history: { 'keep-snapshots': 3 },
+  });
+  const x = await relay.client();
+  const caughtUp = (what: string) =>
+    waitFor(async () => (await x.info('replication'))['master_repl_offset'] === (await m.info('replication'))['master_repl_offset'] || undefined, { what, timeoutMs: 30_000 });
+  const snapshots = () => readdirSync(data).filter((f) => f.startsWith('snapshot-'));
+  await waitFor(() => snapshots().length === 1 || undefined, { what: "the full sync's snapshot" });
+
+  // Two more, each fetched for a replica that needs a full sync no held snapshot serves. (Before the fix the three
+  // stayed: 3 x 7.6 MB beside the disk log, 22.5 of its 24 MB, left 3.7 MB of the 48 MB disk for a fourth.)
+  for (const round of [1, 2]) {
+    await writeRandom(m, 30_000, KEYS, 1100, round);
+    await caughtUp('the relay holds the stream past its snapshots');
+    const { r } = await replicaOf(t, relay.port);
+    await waitConverged(m, [r], `replica ${round} full-synced from a fresh snapshot`, 60_000);
+  }
+
+  // The log moves past every snapshot: none can serve a full sync now.
+  await writeRandom(m, 30_000, KEYS, 1100, 3);
+  await caughtUp('the relay holds the stream past its snapshots');
+  t.equal((await x.info('replication'))['relay_snapshot_usable'], '0', 'no snapshot is usable');
+
+  const { r: late } = await replicaOf(t, relay.port);
+  await waitConverged(m, [late], 'a new replica full-syncs from a fresh snapshot', 60_000);
+  t.ok(
+    relay.lines.some((l) => l['msg'] === 'snapshots the log no longer follows removed: they can serve no full sync or point in time'),
+    'the relay said which snapshots it removed to make room',
+  );
+  t.ok(snapshots().length <= 2, `the fresh snapshot and at most the newest old one are held (${snapshots().join(', ')})`);
 });
