@@ -177,7 +177,7 @@ export class Relay {
             };
       },
       onUsable: () => this.#downstream.snapshotReady(),
-      onRdbFromFailed: (offset, reason) => this.#downstream.rdbOnlyFetchFailed(offset, reason),
+      onFailed: (upTo, reason) => this.#downstream.rdbOnlyFetchFailed(upTo, reason),
     });
     this.#status = new StatusBuilder({
       version: RELAY_VERSION,

@@ -22,8 +22,11 @@ export interface RefresherOptions {
   readonly onUsable: () => void;
   /** history.snapshot-interval: also fetch when the newest snapshot is this old (point-in-time replicas); 0 = off. */
   readonly intervalMs?: number;
-  /** A fetch made for RDB-only clients owed the data up to `offset` failed, with no fallback left (`reason`). */
-  readonly onRdbFromFailed?: (offset: number, reason: string) => void;
+  /**
+   * A fetch failed with no fallback left (`reason`); `upTo`: the relay's offset when it began. RDB-only clients owed
+   * the data up to there were waiting for it (src/downstream/replication.ts rdbOnlyFetchFailed).
+   */
+  readonly onFailed?: (upTo: number, reason: string) => void;
 }
 
 /**
@@ -108,6 +111,7 @@ export class SnapshotRefresher {
     this.#lastStart = Date.now();
     this.#opts.telemetry.emit('snapshot.refresh', { phase: 'started', from, reason: null });
     const hold = { offset: h.log.endOffset };
+    const upTo = hold.offset;
     let release: (() => void) | null = null;
     let again: (() => void) | null = null;
     const ctx = { replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset };
@@ -132,11 +136,12 @@ export class SnapshotRefresher {
         if (fetch.aborted) throw new LinkError(fetch.aborted);
         const snap = await h.commitSnapshot(temp, fetched, epoch);
         if (!snap) {
-          this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason: 'it does not fit the history held (a new one began, or the log moved past it)' });
+          const reason = 'it does not fit the history held (a new one began, or the log moved past it)';
+          this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason });
           if (fallback) {
             logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: h.ids.replid }, 'the snapshot source is not in our history: fetching from the master instead');
             again = fallback;
-          }
+          } else this.#opts.onFailed?.(upTo, `the fetched snapshot ${reason}`);
           return;
         }
         this.#opts.telemetry.emit('snapshot.refresh', { phase: 'committed', from, reason: null });
@@ -150,8 +155,9 @@ export class SnapshotRefresher {
           again = fallback;
         } else {
           logger.warn({ err: fetch.aborted ?? err.message, nextAttemptInMs: Math.max(0, this.notBefore - Date.now()) }, 'snapshot fetch failed');
-          // Aborted, a new history or upstream is coming, whose snapshot serves them.
-          if (rdbFrom !== null && !fetch.aborted) this.#opts.onRdbFromFailed?.(rdbFrom, err.message);
+          // Aborted too (log.refresh-hold exceeded: a stream faster than the log holds during a fetch, so the next
+          // may fail as well). Clients of a history given up meanwhile are not told: the new one's snapshot serves them.
+          this.#opts.onFailed?.(upTo, fetch.aborted ?? err.message);
         }
         await h.store.discard(temp).catch(() => {});
       })

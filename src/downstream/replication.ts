@@ -487,13 +487,14 @@ export class DownstreamReplication {
   }
 
   /**
-   * The snapshot fetch made for RDB-only clients owed the data up to `offset` failed (`reason`): they get its error
-   * now, as the next fetch is up to replication.snapshot-refresh-min-interval away.
+   * A snapshot fetch that began at offset `upTo` failed (`reason`): the RDB-only clients owed the data up to there
+   * were waiting for it, and get its error now, as the next fetch is up to replication.snapshot-refresh-min-interval
+   * away.
    */
-  rdbOnlyFetchFailed(offset: number, reason: string): void {
+  rdbOnlyFetchFailed(upTo: number, reason: string): void {
     // One line: the reason may quote an upstream's reply (an upstream relay's own refusal, nested here).
     const text = clip(reason.replace(/[\r\n]+/g, ' '), 512);
-    this.#refuseRdbOnly(offset, `psync-relay could not fetch a snapshot as of now from its upstream (${text})`, 'retry later', 'the snapshot fetch for it failed');
+    this.#refuseRdbOnly(upTo, `psync-relay could not fetch a snapshot as of now from its upstream (${text})`, 'retry later', 'the snapshot fetch for it failed');
   }
 
   /**

@@ -235,3 +235,26 @@ t.test("redis-cli --rdb below a relay whose upstream is out of reach: the refusa
   t.equal(dump.code, 1, 'redis-cli --rdb at the bottom fails instead of waiting');
   t.match(dump.output, /SYNC with (master|primary) failed: -ERR psync-relay could not fetch a snapshot as of now from its upstream \(snapshot fetch refused: -ERR psync-relay('s upstream has been out of reach| could not fetch a snapshot as of now from its upstream \(connect ECONNREFUSED)/);
 });
+
+t.test('redis-cli --rdb whose fetch is abandoned (the stream outgrew log.refresh-hold during it) gets the reason at once', async (t) => {
+  const own = await ownMaster('hold', 20_000);
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: own.server.port }, log: { memory: '1mb', disk: 0, 'refresh-hold': '1mb' } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  await caughtUp(x, own.client, 'the relay holds a snapshot and the stream');
+  await writeKeys(own.client, 'hold-after', 10);
+  await caughtUp(x, own.client, 'the relay holds writes past its snapshot');
+  // The fetch's BGSAVE takes 2 s (100 us a key): the stream meanwhile goes past 1 MB of refresh-hold.
+  await own.client.call('CONFIG', 'SET', 'rdb-key-save-delay', '100');
+  let dumped = false;
+  const dumping = dumpRdb(relay.port).finally(() => (dumped = true));
+  // Written until the dump ends: the stream must run while the fetch holds the log, whenever it starts.
+  const payload = 'x'.repeat(4000);
+  for (let mb = 0; !dumped && mb < 300; mb++) await own.client.pipeline(Array.from({ length: 250 }, (_, j) => ['SET', `hold-stream:${j}`, payload]));
+  const dump = await dumping;
+  t.equal(dump.code, 1, 'redis-cli --rdb fails instead of waiting for the next fetch (a minute later)');
+  t.match(dump.output, /SYNC with (master|primary) failed: -ERR psync-relay could not fetch a snapshot as of now from its upstream \(log\.refresh-hold exceeded\)/);
+  await own.client.close();
+  await own.server.stop();
+});
