@@ -97,15 +97,21 @@ await writeKeys(m, 'before', 1000);
  * A relay of the master that holds a snapshot, then `n` more keys written after it: `snapshotAt` is its snapshot's
  * offset, `end` the master's offset it then holds.
  */
-async function relayPastSnapshot(t: Test, prefix: string, n: number): Promise<{ port: number; x: RedisClient; snapshotAt: number; end: number }> {
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+async function relayPastSnapshot(
+  t: Test,
+  prefix: string,
+  n: number,
+  of: { port: number; client: RedisClient } = { port: master.port, client: m },
+  config: Record<string, unknown> = {},
+): Promise<{ port: number; x: RedisClient; snapshotAt: number; end: number }> {
+  const relay = await startRelay({ ...config, upstream: { host: '127.0.0.1', port: of.port, ...(config['upstream'] as object | undefined) } });
   t.teardown(() => relay.stop());
   const x = await relay.client();
   t.teardown(() => x.close());
-  await caughtUp(x, m, 'the relay holds a snapshot and the stream');
+  await caughtUp(x, of.client, 'the relay holds a snapshot and the stream');
   const snapshotAt = stat(await x.info('replication'), 'relay_snapshot_offset');
-  await writeKeys(m, prefix, n);
-  await caughtUp(x, m, 'the relay holds the writes after its snapshot');
+  await writeKeys(of.client, prefix, n);
+  await caughtUp(x, of.client, 'the relay holds the writes after its snapshot');
   return { port: relay.port, x, snapshotAt, end: stat(await x.info('replication'), 'master_repl_offset') };
 }
 
@@ -196,18 +202,12 @@ t.test('redis-cli --rdb against a point-in-time listener is refused with the rea
 
 t.test('redis-cli --rdb while the upstream is out of reach: an error naming why after upstream.connect-timeout, not an endless wait', async (t) => {
   const own = await ownMaster('down', 100);
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: own.server.port, 'connect-timeout': 1 } });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
-  await caughtUp(x, own.client, 'the relay holds a snapshot and the stream');
-  await writeKeys(own.client, 'after', 10);
-  await caughtUp(x, own.client, 'the relay holds writes past its snapshot');
+  const { port, x } = await relayPastSnapshot(t, 'after', 10, { port: own.server.port, client: own.client }, { upstream: { 'connect-timeout': 1 } });
   await masterGone(own, x);
   // Read after the master went: a stopping master sends its replicas a last GETACK.
   const { relay_snapshot_offset: snapshotAt, master_repl_offset: end } = await x.info('replication');
 
-  const dump = await dumpRdb(relay.port);
+  const dump = await dumpRdb(port);
   t.equal(dump.code, 1, 'redis-cli --rdb fails instead of waiting');
   const behind = Number(end) - Number(snapshotAt);
   t.match(
@@ -238,17 +238,11 @@ t.test("redis-cli --rdb below a relay whose upstream is out of reach: the refusa
 
 t.test('redis-cli --rdb whose fetch is abandoned (the stream outgrew log.refresh-hold during it) gets the reason at once', async (t) => {
   const own = await ownMaster('hold', 20_000);
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: own.server.port }, log: { memory: '1mb', disk: 0, 'refresh-hold': '1mb' } });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
-  await caughtUp(x, own.client, 'the relay holds a snapshot and the stream');
-  await writeKeys(own.client, 'hold-after', 10);
-  await caughtUp(x, own.client, 'the relay holds writes past its snapshot');
+  const { port } = await relayPastSnapshot(t, 'hold-after', 10, { port: own.server.port, client: own.client }, { log: { memory: '1mb', disk: 0, 'refresh-hold': '1mb' } });
   // The fetch's BGSAVE takes 2 s (100 us a key): the stream meanwhile goes past 1 MB of refresh-hold.
   await own.client.call('CONFIG', 'SET', 'rdb-key-save-delay', '100');
   let dumped = false;
-  const dumping = dumpRdb(relay.port).finally(() => (dumped = true));
+  const dumping = dumpRdb(port).finally(() => (dumped = true));
   // Written until the dump ends: the stream must run while the fetch holds the log, whenever it starts.
   const payload = 'x'.repeat(4000);
   for (let mb = 0; !dumped && mb < 300; mb++) await own.client.pipeline(Array.from({ length: 250 }, (_, j) => ['SET', `hold-stream:${j}`, payload]));
