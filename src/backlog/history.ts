@@ -312,17 +312,19 @@ export class History {
   }
 
   /**
-   * Deletes the snapshots no longer wanted (SnapshotStore.prune), with those the log no longer follows, but the
-   * newest: they can serve no full sync and no point in time, and on a full disk they kept out the fresh snapshot a
-   * waiting replica's full sync needed, so it waited forever. The newest stays: after a restart without the log,
-   * upstream may still continue the relay from it. Run before a snapshot is fetched and after one is published.
+   * Deletes the snapshots no longer wanted (SnapshotStore.prune), with those the log has left behind (it dropped
+   * their next byte; one ahead of the log is kept: the log reaches it): they can serve no full sync and no point in
+   * time, and on a full disk they kept out the fresh snapshot a waiting replica's full sync needed, so it waited
+   * forever. Run when a fresh snapshot is coming (a fetch, a full sync from upstream) and after one is published.
+   * (After a restart without the log, upstream could continue the relay from such a snapshot only if its backlog
+   * reached further back than the whole log: the relay full-syncs instead.)
    */
   async pruneSnapshots(): Promise<void> {
-    const dropped = await this.store.prune(this.#epoch, (s) => this.log.holds(s.offset + 1));
+    const dropped = await this.store.prune(this.#epoch, (s) => s.offset + 1 >= this.log.firstOffset);
     if (dropped.length > 0) {
       this.#logger.info(
         { files: dropped.map((s) => basename(s.path)), bytes: dropped.reduce((n, s) => n + s.size, 0), firstOffset: this.log.firstOffset },
-        'snapshots the log no longer follows removed: they can serve no full sync or point in time',
+        'snapshots the log has left behind removed: they can serve no full sync or point in time',
       );
     }
   }

@@ -247,14 +247,13 @@ export class SnapshotStore {
 
   /**
    * Deletes snapshots no longer wanted: those of other histories than `epoch`, all but the newest `keep` of it, and
-   * of those all but the newest that are not `followed` (the log lacks their next byte), unless a transfer reads them
-   * (they go when it releases them). Returns the ones deleted for not being followed.
+   * of those the ones not `followed` (the log has dropped their next byte), unless a transfer reads them (they go
+   * when it releases them). Returns the ones deleted for not being followed.
    */
   async prune(epoch: number, followed: (s: SnapshotMeta) => boolean = () => true): Promise<SnapshotMeta[]> {
     const ofEpoch = this.#snaps.filter((s) => s.epoch === epoch);
-    const newest = ofEpoch.at(-1);
     const kept = ofEpoch.slice(-this.#keep);
-    const keep = new Set(kept.filter((s) => s === newest || followed(s)).map((s) => s.path));
+    const keep = new Set(kept.filter((s) => followed(s)).map((s) => s.path));
     const unfollowed = kept.filter((s) => !keep.has(s.path));
     for (const s of [...this.#snaps]) {
       if (keep.has(s.path)) continue;

@@ -4,7 +4,7 @@
  * log grew until ENOSPC and stayed there, failing, with nothing left for the snapshot a replica's full sync needs;
  * the fetch failed with ENOSPC every second and the replica waited forever, with the disk log never writing again.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -63,15 +63,16 @@ async function writeRandom(m: RedisClient, n: number, keys: number, size: number
   }
 }
 
-t.test('snapshots the log no longer follows give up their room: a full sync on a disk they filled still gets its fresh snapshot', async (t) => {
-  // Found by the storage soak against Valkey 8: three snapshots (history.keep-snapshots) the log had left behind and
-  // the disk log (half the filesystem) filled it; every fetch for the waiting replicas' full sync failed with ENOSPC,
-  // and they waited for good, while the three snapshots, which could serve nothing, stayed.
+/**
+ * A relay on a 48 MB tmpfs (its disk log keeps to 24 MB), with a dataset of `keys` random 1100-byte values, that
+ * fetches `fetches` fresh snapshots for new replicas, then holds a stream that has left every snapshot behind: a new
+ * replica's full sync needs one more, on a disk those snapshots and the disk log filled.
+ */
+async function fullSyncAfterSnapshotsLeftBehind(t: Test, keys: number, fetches: number): Promise<void> {
   const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
-  const KEYS = 7000;
-  await writeRandom(m, KEYS, KEYS, 1100);
+  await writeRandom(m, keys, keys, 1100);
   const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
   const data = join(fs, 'data');
   const relay = await startLoggedRelay(t, {
@@ -87,25 +88,35 @@ t.test('snapshots the log no longer follows give up their room: a full sync on a
   const snapshots = () => readdirSync(data).filter((f) => f.startsWith('snapshot-'));
   await waitFor(() => snapshots().length === 1 || undefined, { what: "the full sync's snapshot" });
 
-  // Two more, each fetched for a replica that needs a full sync no held snapshot serves. (Before the fix the three
-  // stayed: 3 x 7.6 MB beside the disk log, 22.5 of its 24 MB, left 3.7 MB of the 48 MB disk for a fourth.)
-  for (const round of [1, 2]) {
-    await writeRandom(m, 30_000, KEYS, 1100, round);
+  for (let round = 1; round <= fetches; round++) {
+    await writeRandom(m, 30_000, keys, 1100, round);
     await caughtUp('the relay holds the stream past its snapshots');
     const { r } = await replicaOf(t, relay.port);
     await waitConverged(m, [r], `replica ${round} full-synced from a fresh snapshot`, 60_000);
   }
 
-  // The log moves past every snapshot: none can serve a full sync now.
-  await writeRandom(m, 30_000, KEYS, 1100, 3);
+  // 30 MB of stream: the log has left every snapshot behind; none can serve a full sync now.
+  await writeRandom(m, 30_000, keys, 1100, fetches + 1);
   await caughtUp('the relay holds the stream past its snapshots');
   t.equal((await x.info('replication'))['relay_snapshot_usable'], '0', 'no snapshot is usable');
 
   const { r: late } = await replicaOf(t, relay.port);
   await waitConverged(m, [late], 'a new replica full-syncs from a fresh snapshot', 60_000);
   t.ok(
-    relay.lines.some((l) => l['msg'] === 'snapshots the log no longer follows removed: they can serve no full sync or point in time'),
+    relay.lines.some((l) => l['msg'] === 'snapshots the log has left behind removed: they can serve no full sync or point in time'),
     'the relay said which snapshots it removed to make room',
   );
-  t.ok(snapshots().length <= 2, `the fresh snapshot and at most the newest old one are held (${snapshots().join(', ')})`);
+  t.equal(snapshots().length, 1, `only the fresh snapshot is held (${snapshots().join(', ')})`);
+}
+
+// Both found by the storage soak against Valkey 8, where every fetch for the waiting replicas' full sync then failed
+// with ENOSPC and they waited for good, while snapshots that could serve nothing stayed.
+t.test('snapshots the log has left behind give up their room: three kept ones do not keep a full sync off the disk', async (t) => {
+  // Before: 3 x 7.6 MB beside the disk log, 22.5 of its 24 MB, left 3.7 MB of the 48 MB disk for a fourth.
+  await fullSyncAfterSnapshotsLeftBehind(t, 7000, 2);
+});
+
+t.test('snapshots the log has left behind give up their room: the newest too, when the fresh one needs it', async (t) => {
+  // Before (the newest was kept): a 14 MB snapshot beside the disk log left 10 MB of the 48 MB disk for a fresh one.
+  await fullSyncAfterSnapshotsLeftBehind(t, 13_000, 0);
 });

@@ -125,7 +125,7 @@ t.test('prune keeps the newest `keep` of the current history and drops other his
   for (const [s, present] of [[old, false], [a, false], [b, true], [c, true]] as const) t.equal(existsSync(s.path), present, `offset ${s.offset}`);
 });
 
-t.test('prune with `followed`: of those kept, the ones not followed go, but the newest; the ones dropped for it are returned', async (t) => {
+t.test('prune with `followed`: of those kept, the ones not followed go, the newest too; the ones dropped for it are returned', async (t) => {
   const dir = t.testdir();
   const store = await storeIn(dir, 3);
   const a = await commit(store, { replid: REPLID, offset: 10, epoch: 2 });
@@ -134,9 +134,10 @@ t.test('prune with `followed`: of those kept, the ones not followed go, but the 
   const dropped = await store.prune(2, (s) => s.offset >= 20);
   t.same(dropped.map((s) => s.offset), [10], 'the one the log no longer follows');
   t.same(store.all.map((s) => s.offset), [20, 30]);
-  t.same((await store.prune(2, () => false)).map((s) => s.offset), [20], 'the newest stays even when not followed');
-  t.same(store.all.map((s) => s.offset), [30]);
-  for (const [s, present] of [[a, false], [b, false], [c, true]] as const) t.equal(existsSync(s.path), present, `offset ${s.offset}`);
+  t.same((await store.prune(2, (s) => s.offset >= 30)).map((s) => s.offset), [20]);
+  t.same((await store.prune(2, () => false)).map((s) => s.offset), [30], 'the newest too');
+  t.same(store.all, []);
+  for (const s of [a, b, c]) t.notOk(existsSync(s.path), `offset ${s.offset} deleted`);
 });
 
 t.test('a leased snapshot is kept until its transfer releases it, and the lease reads the whole file', async (t) => {
