@@ -399,7 +399,7 @@ export class Relay {
       },
       cannotResume: (reason) => this.#history.forget(reason),
       transferStarted: (transfer) => {
-        // Its RDB needs room: snapshots the log no longer follows are of no use meanwhile (History.pruneSnapshots).
+        // Its RDB needs room: snapshots the log has left behind are of no use meanwhile (History.pruneSnapshots).
         void this.#history.pruneSnapshots();
         this.#downstream.incoming(transfer);
       },
