@@ -391,7 +391,7 @@ function client(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
     case 'id':
       return c.reply(integerReply(c.id));
     case 'list':
-      return c.reply(bulkReply([...h.clients()].map(clientLine).join('')));
+      return clientList(h, c, a);
     case 'info':
       return c.reply(bulkReply(clientLine(c)));
     case 'kill':
@@ -468,19 +468,12 @@ function clientKill(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
       else if (k === 'laddr' || k === 'user' || k === 'maxage') continue;
       else return c.reply(errorReply('ERR syntax error'));
     }
-    if (type !== null && !['normal', 'replica', 'slave', 'pubsub', 'master'].includes(type)) {
-      return c.reply(errorReply(`ERR Unknown client type '${clip(type)}'`));
-    }
+    if (type !== null && !CLIENT_TYPES.has(type)) return c.reply(errorReply(`ERR Unknown client type '${clip(type)}'`));
   }
   const victims = [...h.clients()].filter((x) => {
     if (id !== null && x.id !== id) return false;
     if (addr !== null && x.addr !== addr) return false;
-    // Redis getClientType: replica, else pubsub (has subscriptions), else normal; no master clients downstream.
-    const kind = x.replica ? 'replica' : subscriptionCount(x) > 0 ? 'pubsub' : 'normal';
-    if (type === 'normal' && kind !== 'normal') return false;
-    if ((type === 'replica' || type === 'slave') && kind !== 'replica') return false;
-    if (type === 'pubsub' && kind !== 'pubsub') return false;
-    if (type === 'master') return false;
+    if (type !== null && !isClientType(x, type)) return false;
     if (skipme && x === c && a.length !== 3) return false;
     return true;
   });
@@ -491,6 +484,39 @@ function clientKill(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
     c.reply(integerReply(victims.length));
   }
   for (const v of victims) v.kill();
+}
+
+/** CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id [id ...]], as Redis 7.0. */
+function clientList(h: CommandHost, c: ClientConnection, a: Buffer[]): void {
+  let clients = [...h.clients()];
+  if (a.length === 4 && lower(a[2]) === 'type') {
+    const type = lower(a[3]);
+    if (!CLIENT_TYPES.has(type)) return c.reply(errorReply(`ERR Unknown client type '${clip(str(a[3]))}'`));
+    clients = clients.filter((x) => isClientType(x, type));
+  } else if (a.length > 3 && lower(a[2]) === 'id') {
+    // In the order asked, as Redis lists them; an id no client has lists nothing.
+    const byId = new Map(clients.map((x) => [x.id, x]));
+    clients = [];
+    for (const v of a.slice(3)) {
+      if (!/^-?(0|[1-9]\d{0,18})$/.test(str(v))) return c.reply(errorReply('ERR Invalid client ID'));
+      const x = byId.get(Number(str(v)));
+      if (x) clients.push(x);
+    }
+  } else if (a.length !== 2) {
+    return c.reply(errorReply('ERR syntax error'));
+  }
+  c.reply(bulkReply(clients.map(clientLine).join('')));
+}
+
+const CLIENT_TYPES: ReadonlySet<string> = new Set(['normal', 'replica', 'slave', 'pubsub', 'master']);
+
+/**
+ * Redis getClientType: a replica, else pubsub (it has subscriptions), else normal. No connection accepted here is a
+ * master link (the relay's own is outgoing), so `master` matches none.
+ */
+function isClientType(x: ClientConnection, type: string): boolean {
+  const kind = x.replica ? 'replica' : subscriptionCount(x) > 0 ? 'pubsub' : 'normal';
+  return type === kind || (type === 'slave' && kind === 'replica');
 }
 
 /** Commands whose permission is per subcommand, with the subcommands their handlers know. */

@@ -140,6 +140,27 @@ t.test('the relay answers the commands replicas and tools use', async (t) => {
   t.match((await x.call('CLIENT', 'LIST')) as Buffer, /flags=S/);
 });
 
+t.test('CLIENT LIST TYPE and ID pick clients as Redis does; its errors are Redis\'s', async (t) => {
+  const lines = async (...args: string[]) => ((await x.call('CLIENT', 'LIST', ...args)) as Buffer).toString().split('\n').filter((l) => l !== '');
+  const replicaLines = await lines('TYPE', 'replica');
+  t.equal(replicaLines.length, 3, 'the three replicas');
+  t.ok(replicaLines.every((l) => / flags=S /.test(l)));
+  t.same(await lines('TYPE', 'slave'), replicaLines, 'slave is replica');
+  t.same(await lines('TYPE', 'master'), [], 'no connection to the relay is a master link');
+  t.ok((await lines('TYPE', 'normal')).every((l) => / flags=N /.test(l)), 'normal clients only');
+  const myId = (await x.call('CLIENT', 'ID')) as number;
+  const mine = await lines('ID', String(myId), '999999', String(myId));
+  t.equal(mine.length, 2, 'each id asked, in order; an id no client has lists nothing');
+  t.match(mine[0], new RegExp(`^id=${myId} `));
+  // The same commands to a redis-server: the same errors.
+  for (const args of [['TYPE', 'bogus'], ['ID', 'abc'], ['ID'], ['TYPE'], ['extra'], ['TYPE', 'master', 'more']]) {
+    const [fromRedis, fromRelay] = await Promise.all(
+      [m, x].map((c) => c.call('CLIENT', 'LIST', ...args).then((r) => `reply ${String(r)}`, (e: Error) => `error ${e.message}`)),
+    );
+    t.equal(fromRelay, fromRedis, `CLIENT LIST ${args.join(' ')}`);
+  }
+});
+
 t.test('a handshake sent in one write (REPLCONFs, then PSYNC) is answered in order: the +OKs before +CONTINUE or +FULLRESYNC', async (t) => {
   const info = await x.info('replication');
   const replid = info['master_replid']!;
