@@ -404,6 +404,7 @@ export class Relay {
         this.#downstream.incoming(transfer);
       },
       isSelf: (address, port) => this.#server.hasPeer(address, port),
+      isOwnConnection: (remote, local) => this.#server.hasConnection(remote, local),
       relayChainChanged: (chain) => {
         this.#logger.info({ relayChain: chain }, 'the relays above this one changed: relays below reconnect to learn them');
         this.#downstream.disconnectRelays();

@@ -185,9 +185,21 @@ export class ReplicaServer {
    */
   hasPeer(address: string, port: number): boolean {
     const want = unmapped(address);
-    const from = (s: Socket) => s.remotePort === port && unmapped(s.remoteAddress ?? '') === want;
-    for (const c of this.#clients) if (from(c.socket)) return true;
-    for (const raw of this.#tlsRaw) if (from(raw)) return true;
+    return this.#anySocket((s) => s.remotePort === port && unmapped(s.remoteAddress ?? '') === want);
+  }
+
+  /** Whether a connection our listener accepted runs from `remote` to `local` (both ends, as its peer names them). */
+  hasConnection(remote: { address: string; port: number }, local: { address: string; port: number }): boolean {
+    const [r, l] = [unmapped(remote.address), unmapped(local.address)];
+    return this.#anySocket(
+      (s) => s.remotePort === remote.port && s.localPort === local.port && unmapped(s.remoteAddress ?? '') === r && unmapped(s.localAddress ?? '') === l,
+    );
+  }
+
+  /** Whether any accepted connection (a client, or a TLS one still in its handshake) passes `is`. */
+  #anySocket(is: (s: Socket) => boolean): boolean {
+    for (const c of this.#clients) if (is(c.socket)) return true;
+    for (const raw of this.#tlsRaw) if (is(raw)) return true;
     return false;
   }
 

@@ -4,7 +4,7 @@ import type { ClientTlsConfig } from '../config/types.js';
 import { dial } from '../tls.js';
 import { encodeCommand } from '../resp/writer.js';
 import { HandshakeError, ProtocolError, TimeoutError } from '../errors.js';
-import { HandshakeState, step, type HandshakeContext, type PsyncOutcome, type UpstreamReplInfo } from './handshake.js';
+import { HandshakeState, step, type HandshakeContext, type MasterLink, type PsyncOutcome, type UpstreamReplInfo } from './handshake.js';
 
 export interface OpenOptions extends HandshakeContext {
   readonly host: string;
@@ -21,6 +21,8 @@ export interface OpenOptions extends HandshakeContext {
   readonly onread?: OnReadOpts;
   /** Asked once the upstream first answers (it has accepted us): whether this socket is the relay's own, looped back. */
   readonly isSelf?: (socket: Socket) => boolean;
+  /** Whether our listener holds one of these connections, which the upstream lists as its master links (handshake.ts). */
+  readonly isOwnConnection?: (link: MasterLink) => boolean;
 }
 
 export interface OpenedLink {
@@ -51,7 +53,7 @@ export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink
     let pending: Buffer = Buffer.alloc(0);
     let settled = false;
     let upstreamInfo: UpstreamReplInfo | null = null;
-    /** Bytes of a skipped INFO reply still to come. */
+    /** Bytes of a skipped INFO or CLIENT LIST reply still to come. */
     let skip = 0;
     let timer: NodeJS.Timeout | undefined;
 
@@ -82,6 +84,12 @@ export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink
       if (r.warning) opts.log.warn({ state, peer: `${opts.host}:${opts.port}` }, r.warning);
       if (r.error) {
         finish(r.error);
+        return false;
+      }
+      const own = r.masterLinks?.find((l) => opts.isOwnConnection?.(l));
+      if (own) {
+        const ours = `${own.remote.address}:${own.remote.port}`;
+        finish(new HandshakeError(state, '', `upstream ${opts.host}:${opts.port} replicates from this relay (its master link is our connection on ${ours}): following it would be a replication loop`));
         return false;
       }
       opts.log.debug({ from: state, to: r.next }, 'handshake step');
@@ -135,9 +143,9 @@ export function openReplicationConnection(opts: OpenOptions): Promise<OpenedLink
           return;
         }
         const line = pending.toString('latin1', 0, nl).replace(/\r$/, '');
-        const bulkLen = state === HandshakeState.ReceiveInfo && /^\$\d+$/.test(line) ? Number(line.slice(1)) : -1;
+        const bulkLen = (state === HandshakeState.ReceiveInfo || state === HandshakeState.ReceiveMasterLinks) && /^\$\d+$/.test(line) ? Number(line.slice(1)) : -1;
         if (bulkLen >= 0) {
-          // The INFO reply's payload and its CRLF; the step sees it whole (or null when skipped).
+          // The INFO or CLIENT LIST reply's payload and its CRLF; the step sees it whole (or null when skipped).
           if (bulkLen > MAX_INFO) {
             skip = bulkLen + 2;
             pending = pending.subarray(nl + 1);

@@ -10,7 +10,9 @@ import { rdbFromCapa } from '../rdb-from.js';
  * `INFO replication`, pipelined last: upstream's own replid, replid2 and second_repl_offset, which can tell how far our
  * old history and its new one agree if it answers `+CONTINUE <new id>` (see ReplIds.shift), and, from an upstream
  * psync-relay, its `relay_id` and `relay_chain` (the relays above it): a chain naming us is a replication loop,
- * refused. Any answer but a bulk string (an ACL user without INFO: -NOPERM) only means no information.
+ * refused. Then `CLIENT LIST TYPE master`: the upstream's own master link, as its two ends; when our listener holds
+ * that very connection, the upstream replicates from us (a Redis replica of this relay named as its upstream), also a
+ * loop. Any answer to either but a bulk string (an ACL user without INFO: -NOPERM) only means no information.
  */
 export const HandshakeState = {
   Connecting: 'connecting',
@@ -21,6 +23,7 @@ export const HandshakeState = {
   ReceiveRdbOnly: 'receive-rdb-only',
   ReceiveCapa: 'receive-capa',
   ReceiveInfo: 'receive-info',
+  ReceiveMasterLinks: 'receive-master-links',
   ReceivePsync: 'receive-psync',
   Done: 'done',
 } as const;
@@ -86,6 +89,8 @@ export interface StepResult {
   readonly outcome?: PsyncOutcome;
   /** Upstream's ids from its INFO reply (receive-info), when it gave them. */
   readonly info?: UpstreamReplInfo;
+  /** Upstream's own master links (receive-master-links), empty when it has none or did not say. */
+  readonly masterLinks?: readonly MasterLink[];
   /** A reply worth a log line that does not stop the handshake (e.g. an old master refusing REPLCONF). */
   readonly warning?: string;
   readonly error?: HandshakeError;
@@ -109,7 +114,7 @@ function afterCapa(ctx: HandshakeContext): StepResult {
   };
 }
 
-/** INFO replication is asked before the streaming link's PSYNC, not by a snapshot fetch. */
+/** INFO replication and the master links are asked before the streaming link's PSYNC, not by a snapshot fetch. */
 function asksInfo(ctx: HandshakeContext): boolean {
   return !ctx.rdbOnly;
 }
@@ -123,13 +128,14 @@ function nextAfter(state: HandshakeState, ctx: HandshakeContext): HandshakeState
     HandshakeState.ReceiveRdbOnly,
     HandshakeState.ReceiveCapa,
     HandshakeState.ReceiveInfo,
+    HandshakeState.ReceiveMasterLinks,
   ];
   const present = order.filter(
     (s) =>
       (s !== HandshakeState.ReceiveAuth || ctx.password !== null) &&
       (s !== HandshakeState.ReceiveIp || ctx.announceIp !== null) &&
       (s !== HandshakeState.ReceiveRdbOnly || ctx.rdbOnly) &&
-      (s !== HandshakeState.ReceiveInfo || asksInfo(ctx)),
+      ((s !== HandshakeState.ReceiveInfo && s !== HandshakeState.ReceiveMasterLinks) || asksInfo(ctx)),
   );
   const i = state === HandshakeState.ReceivePong ? 0 : present.indexOf(state) + 1;
   return present[i] ?? HandshakeState.ReceivePsync;
@@ -174,7 +180,7 @@ function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: Handshak
         ...(ctx.relayId ? ['capa', RELAY_CAPA] : []),
         ...(ctx.rdbOnly && ctx.rdbFrom != null ? ['capa', rdbFromCapa(ctx.rdbFrom)] : []),
       ]);
-      if (asksInfo(ctx)) send.push(['INFO', 'replication']);
+      if (asksInfo(ctx)) send.push(['INFO', 'replication'], ['CLIENT', 'LIST', 'TYPE', 'master']);
       return { next: nextAfter(state, ctx), send };
     }
     case HandshakeState.ReceiveAuth:
@@ -197,7 +203,7 @@ function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: Handshak
     }
     case HandshakeState.ReceiveInfo: {
       // Never fatal: without the ids, a failover shift keeps Redis's conservative second_repl_offset.
-      const r = afterCapa(ctx);
+      const r = { next: HandshakeState.ReceiveMasterLinks };
       if (isError) return { ...r, warning: `upstream refused INFO replication (no upstream ids): ${quote(line)}` };
       const info = input.bulk ? parseReplInfo(input.bulk) : null;
       if (!info) return { ...r, warning: `no upstream ids in the reply to INFO replication: ${quote(line)}` };
@@ -208,6 +214,9 @@ function stepReplies(state: HandshakeState, input: HandshakeInput, ctx: Handshak
       }
       return { ...r, info };
     }
+    case HandshakeState.ReceiveMasterLinks:
+      // No warning when refused: a replication user's ACL rarely allows CLIENT, and Redis before 5.0 knows no TYPE.
+      return { ...afterCapa(ctx), masterLinks: !isError && input.bulk ? parseMasterLinks(input.bulk) : [] };
     case HandshakeState.ReceivePsync:
       return psyncReply(line, !!ctx.compression);
     default:
@@ -239,6 +248,38 @@ export function parseReplInfo(text: string): UpstreamReplInfo | null {
 }
 
 const RELAY_ID = /^[0-9a-f]{40}$/;
+
+/** One end of a TCP connection as CLIENT LIST prints it (`ip:port`, `[ipv6]:port`). */
+export interface Endpoint {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** A connection an upstream lists as its master link: `local` is the upstream's end (laddr), `remote` its master's (addr). */
+export interface MasterLink {
+  readonly local: Endpoint;
+  readonly remote: Endpoint;
+}
+
+/** The connections of a `CLIENT LIST` reply that have both ends on TCP (unix sockets have no port). */
+export function parseMasterLinks(text: string): MasterLink[] {
+  const links: MasterLink[] = [];
+  for (const line of text.split('\n')) {
+    const remote = endpoint(ADDR.exec(line)?.[1]);
+    const local = endpoint(LADDR.exec(line)?.[1]);
+    if (remote && local) links.push({ local, remote });
+  }
+  return links;
+}
+
+const ADDR = /(?:^| )addr=(\S+)/;
+const LADDR = /(?:^| )laddr=(\S+)/;
+
+function endpoint(text: string | undefined): Endpoint | null {
+  const m = text === undefined ? null : /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : 0;
+  return m && m[1] !== '' && port > 0 && port < 65536 ? { address: m[1]!, port } : null;
+}
 
 /**
  * Parses the reply to PSYNC (Redis slaveTryPartialResynchronization). With `compressionAnnounced`, a trailing

@@ -12,7 +12,7 @@ import { RdbReceiver } from './rdb-receiver.js';
 import { receiveRdb } from './receive-rdb.js';
 import { payloadSource } from './decompress-stream.js';
 import { backoffDelay } from './backoff.js';
-import type { PsyncOutcome, UpstreamReplInfo } from './handshake.js';
+import type { Endpoint, PsyncOutcome, UpstreamReplInfo } from './handshake.js';
 import { TimerSet } from './timer-set.js';
 import { ReadTap } from './read-tap.js';
 import { ReadBudget, TURN_READ_MEMORY } from './read-budget.js';
@@ -95,6 +95,8 @@ export interface LinkHost {
   transferStarted?(transfer: RdbTransfer): void;
   /** Whether the relay's own listener accepted a connection from `address`:`port` (our link looped back to us). */
   isSelf?(address: string, port: number): boolean;
+  /** Whether the relay's own listener holds the connection from `remote` to `local` (an upstream's master link is ours). */
+  isOwnConnection?(remote: Endpoint, local: Endpoint): boolean;
   /** The relays above us (relay_chain) are not the ones the last handshake named. */
   relayChainChanged?(chain: readonly string[]): void;
 }
@@ -305,6 +307,8 @@ export class UpstreamLink extends EventEmitter {
         log: this.#log,
         ...(tap && { onread: tap.onread }),
         isSelf: (s) => s.localPort !== undefined && (this.#hostApi.isSelf?.(s.localAddress ?? '', s.localPort) ?? false),
+        // The upstream's end of its master link is that connection's remote end for us.
+        isOwnConnection: (l) => this.#hostApi.isOwnConnection?.(l.local, l.remote) ?? false,
         onSocket: (s) => {
           if (tap) tap.socket = s;
           if (gen === this.#generation) this.#socket = s;

@@ -1,6 +1,6 @@
 /**
- * A relay told to follow itself (REPLICAOF its own address, or a Sentinel naming it), or a relay that follows it
- * (A -> C -> B -> A). Its upstream would answer the PSYNC with +CONTINUE and the link would sit "up" on a stream that
+ * A relay told to follow itself (REPLICAOF its own address, or a Sentinel naming it), one of its own Redis replicas
+ * (A -> R -> A), or a relay that follows it (A -> C -> B -> A). Its upstream would answer the PSYNC with +CONTINUE and the link would sit "up" on a stream that
  * never moves, with the relay listed as its own replica. The loop must be refused: a logged reason, the link down
  * (retried with backoff), its replicas kept on the master's history, and a later REPLICAOF to the real master
  * continues them.
@@ -40,6 +40,39 @@ t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and fol
   const info = await relayClient.info('replication');
   t.equal(info['master_link_status'], 'down', 'the link to itself is not up');
   t.notOk(Object.values(info).some((v) => v.includes(`port=${relay.port},`)), 'the relay is not listed as its own replica');
+
+  t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(master.port)), 'OK');
+  await mc.call('SET', 'after', '1');
+  const masterOffset = (await mc.info('replication'))['master_repl_offset'];
+  await waitFor(async () => (await rc.info('replication'))['master_repl_offset'] === masterOffset, { what: `replica offset ${masterOffset}`, timeoutMs: 15_000 });
+  t.equal(await rc.callString('GET', 'after'), '1', 'the replica follows the master again through the relay');
+  t.equal((await rc.info('replication'))['master_replid'], (await mc.info('replication'))['master_replid']);
+});
+
+t.test('REPLICAOF one of its own Redis replicas: the relay sees its own connection as that replica\'s master link, refuses the loop, and follows the master again', async (t) => {
+  const master = await startRedis();
+  const relay = await relayOf(t, master.port);
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(relay.port)] });
+  const mc = await master.client();
+  const rc = await replica.client();
+  const relayClient = await relay.client();
+  t.teardown(() => Promise.all([mc.close(), rc.close()]));
+
+  await mc.call('SET', 'before', '1');
+  await waitFor(async () => (await rc.call('GET', 'before')) !== null, { what: 'the replica to get "before"', timeoutMs: 15_000 });
+
+  // Its replica answers PSYNC with +CONTINUE (it is connected, on the same history): without the check the link
+  // would sit "up" on a stream nothing feeds.
+  t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(replica.port)), 'OK');
+  const refusals = await waitFor(() => {
+    const l = relay.lines.filter((l) => JSON.stringify(l).includes('replicates from this relay'));
+    return l.length >= 2 ? l : undefined;
+  }, { what: 'the loop refused on two attempts', timeoutMs: 10_000 });
+  t.equal(refusals[0]!['level'], 40, 'logged as a warning');
+  t.match(JSON.stringify(refusals[0]), `our connection on 127.0.0.1:${relay.port}`, 'naming the connection');
+  const info = await relayClient.info('replication');
+  t.equal(info['master_link_status'], 'down', 'the relay does not follow its own replica');
+  t.equal((await rc.info('replication'))['master_link_status'], 'up', 'the replica stays on the relay');
 
   t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(master.port)), 'OK');
   await mc.call('SET', 'after', '1');

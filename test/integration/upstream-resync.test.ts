@@ -132,11 +132,13 @@ t.test('a Redis 7.0 replica and the relay ask the scripted upstream for the same
     const peerExpected = redisFlavor() === 'valkey' ? [...expected, ['REPLCONF', 'version', redisVersion()]] : expected;
     t.same(handshake(redisUpstream, redis.port), peerExpected, 'the real replica with replica-announce-ip');
     // The relay's additions: its compression capa (src/compression.ts) and the psync-relay marker, which Redis and
-    // Valkey ignore, and INFO replication last (the upstream's ids, and the relays above it), then PSYNC.
+    // Valkey ignore, and last INFO replication (the upstream's ids, and the relays above it) and CLIENT LIST TYPE master
+    // (the upstream's own master link, which must not be a connection to this relay), then PSYNC.
     const relayExpected = [
       ...expected.slice(0, -1),
       ['REPLCONF', 'capa', 'eof', 'capa', 'psync2', 'capa', 'psync-relay-z1:1', 'capa', 'psync-relay'],
       ['INFO', 'replication'],
+      ['CLIENT', 'LIST', 'TYPE', 'master'],
     ];
     t.same(handshake(relayUpstream, relay.port), relayExpected, 'the relay with listen.announce-ip');
     t.same(handshake(redisUpstream, redis.port, 1), peerExpected, 'the real replica reconnecting: the same');

@@ -55,6 +55,7 @@ function plain(r: StepResult) {
     send: r.send ?? [],
     outcome: r.outcome ?? null,
     info: r.info ?? null,
+    masterLinks: r.masterLinks ?? null,
     warning: r.warning !== undefined,
     error: r.error ? { code: r.error.code, state: r.error.state, reply: r.error.reply } : null,
   };
@@ -73,6 +74,7 @@ const ok = (next: HandshakeState, send: string[][] = [], extra: Partial<ReturnTy
   send,
   outcome: null,
   info: null,
+  masterLinks: null,
   warning: false,
   error: null,
   ...extra,
@@ -82,6 +84,7 @@ const err = (state: HandshakeState, line: string) => ({
   send: [],
   outcome: null,
   info: null,
+  masterLinks: null,
   warning: false,
   error: { code: 'RELAY_ERR_HANDSHAKE' as const, state, reply: line },
 });
@@ -90,6 +93,7 @@ const PORT = ['REPLCONF', 'listening-port', '6380'];
 const CAPA = ['REPLCONF', 'capa', 'eof', 'capa', 'psync2'];
 const FIRST_PSYNC = ['PSYNC', '?', '-1'];
 const INFO = ['INFO', 'replication'];
+const MASTER_LINKS = ['CLIENT', 'LIST', 'TYPE', 'master'];
 
 const table: Row[] = [
   // Connecting
@@ -98,10 +102,10 @@ const table: Row[] = [
   { name: 'a second connect event fails', ctx: ctx(), state: S.ReceivePong, input: connected, expect: err(S.ReceivePong, '') },
 
   // ReceivePong, without a password
-  { name: 'PONG without password pipelines listening-port and capa', ctx: ctx(), state: S.ReceivePong, input: reply('+PONG'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO]) },
-  { name: '-NOAUTH to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-NOAUTH Authentication required.'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO]) },
-  { name: '-NOPERM to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply("-NOPERM this user has no permissions to run the 'ping' command"), expect: ok(S.ReceivePort, [PORT, CAPA, INFO]) },
-  { name: '-ERR operation not permitted to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-ERR operation not permitted'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO]) },
+  { name: 'PONG without password pipelines listening-port and capa', ctx: ctx(), state: S.ReceivePong, input: reply('+PONG'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO, MASTER_LINKS]) },
+  { name: '-NOAUTH to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-NOAUTH Authentication required.'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO, MASTER_LINKS]) },
+  { name: '-NOPERM to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply("-NOPERM this user has no permissions to run the 'ping' command"), expect: ok(S.ReceivePort, [PORT, CAPA, INFO, MASTER_LINKS]) },
+  { name: '-ERR operation not permitted to PING is accepted', ctx: ctx(), state: S.ReceivePong, input: reply('-ERR operation not permitted'), expect: ok(S.ReceivePort, [PORT, CAPA, INFO, MASTER_LINKS]) },
   { name: 'other -ERR to PING fails', ctx: ctx(), state: S.ReceivePong, input: reply('-ERR unknown command'), expect: err(S.ReceivePong, '-ERR unknown command') },
   { name: '-LOADING to PING fails', ctx: ctx(), state: S.ReceivePong, input: reply('-LOADING Redis is loading the dataset in memory'), expect: err(S.ReceivePong, '-LOADING Redis is loading the dataset in memory') },
 
@@ -111,21 +115,21 @@ const table: Row[] = [
     ctx: ctx({ password: 's3cret' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceiveAuth, [['AUTH', 's3cret'], PORT, CAPA, INFO]),
+    expect: ok(S.ReceiveAuth, [['AUTH', 's3cret'], PORT, CAPA, INFO, MASTER_LINKS]),
   },
   {
     name: 'PONG with user and password sends AUTH user pass',
     ctx: ctx({ user: 'relay', password: 's3cret' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceiveAuth, [['AUTH', 'relay', 's3cret'], PORT, CAPA, INFO]),
+    expect: ok(S.ReceiveAuth, [['AUTH', 'relay', 's3cret'], PORT, CAPA, INFO, MASTER_LINKS]),
   },
   {
     name: 'a user without a password sends no AUTH',
     ctx: ctx({ user: 'relay' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceivePort, [PORT, CAPA, INFO]),
+    expect: ok(S.ReceivePort, [PORT, CAPA, INFO, MASTER_LINKS]),
   },
   {
     name: 'rdbOnly adds REPLCONF rdb-only 1 before capa',
@@ -146,7 +150,7 @@ const table: Row[] = [
     ctx: ctx({ rdbFrom: 1234 }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceivePort, [PORT, CAPA, INFO]),
+    expect: ok(S.ReceivePort, [PORT, CAPA, INFO, MASTER_LINKS]),
   },
   {
     // Redis 7.0 syncWithMaster: `REPLCONF ip-address <replica-announce-ip>` is its own command, after listening-port.
@@ -154,7 +158,7 @@ const table: Row[] = [
     ctx: ctx({ announceIp: '10.0.0.7' }),
     state: S.ReceivePong,
     input: reply('+PONG'),
-    expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'ip-address', '10.0.0.7'], CAPA, INFO]),
+    expect: ok(S.ReceivePort, [PORT, ['REPLCONF', 'ip-address', '10.0.0.7'], CAPA, INFO, MASTER_LINKS]),
   },
   {
     name: 'everything at once keeps the order AUTH, port, ip, rdb-only, capa',
@@ -229,46 +233,91 @@ const table: Row[] = [
 
   // ReceiveInfo (the streaming link): never fatal, except for a loop
   {
-    name: 'INFO replication with ids sends PSYNC <replid> <offset+1> and gives the ids',
+    name: 'INFO replication with ids gives the ids and waits for the master links',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
     state: S.ReceiveInfo,
     input: bulk(infoText(NEWID, REPLID, 20000)),
-    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { info: { replid: NEWID, replid2: REPLID, secondReplOffset: 20000, relayChain: [] } }),
+    expect: ok(S.ReceiveMasterLinks, [], { info: { replid: NEWID, replid2: REPLID, secondReplOffset: 20000, relayChain: [] } }),
   },
   {
-    name: '-NOPERM to INFO (a replication-only ACL user) is a warning, no ids, and still sends PSYNC',
+    name: '-NOPERM to INFO (a replication-only ACL user) is a warning, no ids, and waits for the master links',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
     state: S.ReceiveInfo,
     input: reply("-NOPERM User relay has no permissions to run the 'info' command"),
-    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+    expect: ok(S.ReceiveMasterLinks, [], { warning: true }),
   },
   {
-    name: '-ERR unknown command INFO is a warning, no ids, and still sends PSYNC',
+    name: '-ERR unknown command INFO is a warning, no ids, and waits for the master links',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
     state: S.ReceiveInfo,
     input: reply("-ERR unknown command 'INFO', with args beginning with: 'replication'"),
-    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+    expect: ok(S.ReceiveMasterLinks, [], { warning: true }),
   },
   {
-    name: 'a status reply to INFO is a warning, no ids, and still sends PSYNC',
+    name: 'a status reply to INFO is a warning, no ids, and waits for the master links',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
     state: S.ReceiveInfo,
     input: reply('+OK'),
-    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+    expect: ok(S.ReceiveMasterLinks, [], { warning: true }),
   },
   {
-    name: 'an INFO text without the ids is a warning, no ids, and still sends PSYNC',
+    name: 'an INFO text without the ids is a warning, no ids, and waits for the master links',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
     state: S.ReceiveInfo,
     input: bulk('# Replication\r\nrole:master\r\nconnected_slaves:0\r\n'),
-    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+    expect: ok(S.ReceiveMasterLinks, [], { warning: true }),
   },
   {
-    name: 'a skipped (too long) INFO reply is a warning, no ids, and still sends PSYNC',
+    name: 'a skipped (too long) INFO reply is a warning, no ids, and waits for the master links',
     ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
     state: S.ReceiveInfo,
     input: { type: 'reply', line: '$99999999', bulk: null },
-    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { warning: true }),
+    expect: ok(S.ReceiveMasterLinks, [], { warning: true }),
+  },
+
+  // ReceiveMasterLinks (the streaming link): what upstream's own master link is; never fatal here (connection.ts
+  // asks the listener whether the link is ours)
+  {
+    name: 'a replica\'s CLIENT LIST TYPE master gives both ends of its master link and sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveMasterLinks,
+    input: bulk('id=3 addr=127.0.0.1:6380 laddr=127.0.0.1:51234 fd=8 name= age=9 idle=0 flags=M db=0 cmd=ping user=default\n'),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { masterLinks: [{ local: { address: '127.0.0.1', port: 51234 }, remote: { address: '127.0.0.1', port: 6380 } }] }),
+  },
+  {
+    name: 'IPv6 ends in brackets are read without them',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveMasterLinks,
+    input: bulk('id=3 addr=[::1]:6380 laddr=[::1]:51234 fd=8 flags=M\n'),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { masterLinks: [{ local: { address: '::1', port: 51234 }, remote: { address: '::1', port: 6380 } }] }),
+  },
+  {
+    name: 'a master (no master link: an empty list) sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveMasterLinks,
+    input: bulk(''),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { masterLinks: [] }),
+  },
+  {
+    name: 'a unix socket link, or ends that are not ip:port, are left out',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveMasterLinks,
+    input: bulk('id=3 addr=/tmp/redis.sock:0 laddr=/tmp/redis.sock fd=8 flags=M\nid=4 addr=1.2.3.4:99999 laddr=1.2.3.4:5 flags=M\n'),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { masterLinks: [] }),
+  },
+  {
+    name: '-NOPERM to CLIENT (a replication-only ACL user) is no warning and sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveMasterLinks,
+    input: reply("-NOPERM User relay has no permissions to run the 'client|list' command"),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { masterLinks: [] }),
+  },
+  {
+    name: 'a status reply to CLIENT LIST sends PSYNC',
+    ctx: ctx({ psyncReplid: REPLID, psyncOffset: 12346 }),
+    state: S.ReceiveMasterLinks,
+    input: reply('+OK'),
+    expect: ok(S.ReceivePsync, [['PSYNC', REPLID, '12346']], { masterLinks: [] }),
   },
   { name: 'an error to capa is a warning and still sends PSYNC', ctx: ctx({ rdbOnly: true }), state: S.ReceiveCapa, input: reply('-ERR Unrecognized REPLCONF option: capa'), expect: ok(S.ReceivePsync, [FIRST_PSYNC], { warning: true }) },
 
@@ -384,11 +433,11 @@ t.test('a full handshake with user, password, rdbOnly and announceIp', async (t)
   t.same(r.warnings, []);
 });
 
-t.test('a reconnect handshake without password asks INFO replication last, then continues', async (t) => {
+t.test('a reconnect handshake without password asks INFO replication and the master links last, then continues', async (t) => {
   const c = ctx({ psyncReplid: REPLID, psyncOffset: 501 });
   const r = drive(c, (cmd) => (cmd[0] === 'PING' ? '+PONG' : cmd[0] === 'PSYNC' ? '+CONTINUE' : cmd[0] === 'INFO' ? bulk(infoText(REPLID, NEWID, 7)) : '+OK'));
-  t.same(r.sent, [['PING'], PORT, CAPA, ['INFO', 'replication'], ['PSYNC', REPLID, '501']]);
-  t.same(r.states, [S.Connecting, S.ReceivePong, S.ReceivePort, S.ReceiveCapa, S.ReceiveInfo, S.ReceivePsync, S.Done]);
+  t.same(r.sent, [['PING'], PORT, CAPA, INFO, MASTER_LINKS, ['PSYNC', REPLID, '501']]);
+  t.same(r.states, [S.Connecting, S.ReceivePong, S.ReceivePort, S.ReceiveCapa, S.ReceiveInfo, S.ReceiveMasterLinks, S.ReceivePsync, S.Done]);
   t.same(r.outcome, { kind: 'continue', replid: null });
   t.same(r.warnings, []);
 });
@@ -398,7 +447,7 @@ t.test('a reconnect handshake whose upstream refuses INFO (-NOPERM) still contin
   const r = drive(c, (cmd) =>
     cmd[0] === 'PING' ? '+PONG' : cmd[0] === 'PSYNC' ? `+CONTINUE ${NEWID}` : cmd[0] === 'INFO' ? "-NOPERM User repl has no permissions to run the 'info' command" : '+OK',
   );
-  t.same(r.sent, [['PING'], ['AUTH', 'repl', 'p'], PORT, CAPA, ['INFO', 'replication'], ['PSYNC', REPLID, '501']]);
+  t.same(r.sent, [['PING'], ['AUTH', 'repl', 'p'], PORT, CAPA, INFO, MASTER_LINKS, ['PSYNC', REPLID, '501']]);
   t.same(r.outcome, { kind: 'continue', replid: NEWID });
   t.equal(r.warnings.length, 1, 'the refusal is a warning');
   t.equal(r.error, null);

@@ -7,6 +7,7 @@ import t, { type Test } from 'tap';
 import { createServer, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { openReplicationConnection, type OpenedLink } from '../../src/upstream/connection.js';
+import type { MasterLink } from '../../src/upstream/handshake.js';
 import { onCommands } from '../helpers/fake-master.js';
 import { createLogger } from '../../src/log.js';
 
@@ -15,10 +16,11 @@ const NEW = 'b'.repeat(40);
 const INFO = ['# Replication', 'role:master', 'connected_slaves:0', `master_replid:${NEW}`, `master_replid2:${OLD}`, 'master_repl_offset:9000', 'second_repl_offset:8001', ''].join('\r\n');
 
 /**
- * A master that answers the handshake like Redis, INFO with `info`, and PSYNC with +CONTINUE <NEW>; `split` writes
- * every reply one byte per write. Records the commands.
+ * A master that answers the handshake like Redis, INFO with `info`, CLIENT (LIST TYPE master) with `links` (a master's
+ * empty list unless told), and PSYNC with +CONTINUE <NEW>; `split` writes every reply one byte per write. Records the
+ * commands.
  */
-async function scripted(t: Test, info: string, split = false): Promise<{ port: number; commands: string[][] }> {
+async function scripted(t: Test, info: string, split = false, links = '$0\r\n\r\n'): Promise<{ port: number; commands: string[][] }> {
   const commands: string[][] = [];
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
@@ -35,7 +37,8 @@ async function scripted(t: Test, info: string, split = false): Promise<{ port: n
     let queue = Promise.resolve();
     onCommands(socket, (cmd, name) => {
       commands.push(cmd);
-      const answer = name === 'PING' ? '+PONG\r\n' : name === 'INFO' ? info : name === 'PSYNC' ? `+CONTINUE ${NEW}\r\n` : '+OK\r\n';
+      const answer =
+        name === 'PING' ? '+PONG\r\n' : name === 'INFO' ? info : name === 'CLIENT' ? links : name === 'PSYNC' ? `+CONTINUE ${NEW}\r\n` : '+OK\r\n';
       queue = queue.then(() => write(answer));
       return true;
     });
@@ -50,7 +53,13 @@ async function scripted(t: Test, info: string, split = false): Promise<{ port: n
   return { port: typeof addr === 'object' && addr ? addr.port : 0, commands };
 }
 
-async function open(t: Test, port: number, psyncReplid = OLD, more: { rdbOnly?: boolean; relayId?: string } = {}): Promise<OpenedLink> {
+interface More {
+  rdbOnly?: boolean;
+  relayId?: string;
+  isOwnConnection?: (link: MasterLink) => boolean;
+}
+
+async function open(t: Test, port: number, psyncReplid = OLD, more: More = {}): Promise<OpenedLink> {
   const opened = await openReplicationConnection({
     host: '127.0.0.1',
     port,
@@ -65,10 +74,14 @@ async function open(t: Test, port: number, psyncReplid = OLD, more: { rdbOnly?: 
     connectTimeoutMs: 5000,
     replyTimeoutMs: 5000,
     log: createLogger('silent'),
+    ...(more.isOwnConnection && { isOwnConnection: more.isOwnConnection }),
   });
   t.teardown(() => opened.socket.destroy());
   return opened;
 }
+
+const INFO_CMD = ['INFO', 'replication'];
+const LINKS_CMD = ['CLIENT', 'LIST', 'TYPE', 'master'];
 
 const bulk = (text: string) => `$${Buffer.byteLength(text, 'latin1')}\r\n${text}\r\n`;
 
@@ -78,7 +91,7 @@ for (const split of [false, true]) {
     const opened = await open(t, m.port);
     t.same(opened.outcome, { kind: 'continue', replid: NEW });
     t.same(opened.upstreamInfo, { replid: NEW, replid2: OLD, secondReplOffset: 8001, relayChain: [] });
-    t.same(m.commands.slice(-2), [['INFO', 'replication'], ['PSYNC', OLD, '5001']], 'INFO is asked just before PSYNC');
+    t.same(m.commands.slice(-3), [INFO_CMD, LINKS_CMD, ['PSYNC', OLD, '5001']], 'INFO and the master links are asked just before PSYNC');
     t.equal(opened.rest.length, 0, 'nothing of the INFO reply is left for the stream');
   });
 }
@@ -105,13 +118,13 @@ t.test('an INFO reply too long to read is skipped, without ids, and the PSYNC re
   t.equal(opened.upstreamInfo, null);
 });
 
-t.test('a first contact (PSYNC ? -1) asks INFO too; a snapshot fetch (rdb-only) does not', async (t) => {
+t.test('a first contact (PSYNC ? -1) asks INFO and the master links too; a snapshot fetch (rdb-only) does not', async (t) => {
   const first = await scripted(t, bulk(INFO));
   await open(t, first.port, '?');
-  t.same(first.commands.slice(-2), [['INFO', 'replication'], ['PSYNC', '?', '-1']]);
+  t.same(first.commands.slice(-3), [INFO_CMD, LINKS_CMD, ['PSYNC', '?', '-1']]);
   const fetch = await scripted(t, bulk(INFO));
   await open(t, fetch.port, '?', { rdbOnly: true });
-  t.notOk(fetch.commands.some((c) => c[0] === 'INFO'));
+  t.notOk(fetch.commands.some((c) => c[0] === 'INFO' || c[0] === 'CLIENT'));
 });
 
 const ME = 'c'.repeat(40);
@@ -134,3 +147,33 @@ for (const [what, info] of [
     t.notOk(m.commands.some((c) => c[0] === 'PSYNC'), 'no PSYNC was sent');
   });
 }
+
+/** What a Redis replica lists as its master link: its own end (laddr) and its master's (addr). */
+const replicaLink = bulk('id=7 addr=10.1.2.3:7001 laddr=10.9.8.7:40404 fd=9 name= age=3 idle=0 flags=M db=0 sub=0 psub=0 multi=-1 cmd=ping user=default\n');
+
+for (const split of [false, true]) {
+  t.test(`an upstream whose master link is a connection this relay's listener holds is refused as a loop before PSYNC${split ? ' (byte by byte)' : ''}`, async (t) => {
+    const m = await scripted(t, bulk(INFO), split, replicaLink);
+    const asked: MasterLink[] = [];
+    const own = (l: MasterLink) => {
+      asked.push(l);
+      return l.local.address === '10.9.8.7' && l.local.port === 40404 && l.remote.address === '10.1.2.3' && l.remote.port === 7001;
+    };
+    await t.rejects(open(t, m.port, OLD, { isOwnConnection: own }), /replicates from this relay \(its master link is our connection on 10\.1\.2\.3:7001\): following it would be a replication loop/);
+    t.equal(asked.length, 1, 'the listener was asked about the one link');
+    t.notOk(m.commands.some((c) => c[0] === 'PSYNC'), 'no PSYNC was sent');
+  });
+}
+
+t.test('an upstream whose master link is not ours (a replica of another master) is followed', async (t) => {
+  const m = await scripted(t, bulk(INFO), false, replicaLink);
+  const opened = await open(t, m.port, OLD, { isOwnConnection: () => false });
+  t.same(opened.outcome, { kind: 'continue', replid: NEW });
+});
+
+t.test('a CLIENT LIST reply too long to read is skipped, and the PSYNC reply after it is read', async (t) => {
+  const m = await scripted(t, bulk(INFO), false, bulk('id=1 addr=1.2.3.4:5 laddr=6.7.8.9:10 flags=N\n'.repeat(3_000)));
+  const opened = await open(t, m.port, OLD, { isOwnConnection: () => true });
+  t.same(opened.outcome, { kind: 'continue', replid: NEW }, 'no link was read, so none is ours');
+  t.equal(opened.rest.length, 0);
+});
