@@ -14,8 +14,8 @@ export interface ScannedCommand {
   argc: number;
   /**
    * Decoded args: all of them when `decodeArgs` is true; otherwise a prefix of at most args[0] and
-   * args[1], each only when it is ≤ 64 bytes (args[1] only if args[0] is there), enough to recognise
-   * `REPLCONF GETACK`, `PING`, `SELECT`, `MULTI`.
+   * args[1], each only when it is ≤ 64 bytes (args[1] only if args[0] is there and `secondArg` wants it), enough to
+   * recognise `REPLCONF GETACK`, `PING`, `SELECT`, `MULTI`.
    * With `decodeArgs`, bulks inside one chunk are subarrays of it and bulks that straddle chunks are copied; so are
    * the bulks of a command that continues in a later chunk: once scan() returns, no arg is a view of its chunk.
    * Without it, args[0] and args[1] are views of the scanner's own scratch space, overwritten by the next
@@ -32,6 +32,11 @@ export interface ScanResult {
 export interface StreamScannerOptions {
   /** longest bulk accepted; default 512 MiB (redis proto-max-bulk-len) */
   maxBulkLen?: number;
+  /**
+   * Without decodeArgs: whether a command named `name` (args[0]) needs its args[1]; default every command. Asked once
+   * per command; the key of every SET is not worth copying when only REPLCONF GETACK is looked for.
+   */
+  secondArg?: (name: Buffer) => boolean;
 }
 
 /** args up to this size are decoded even when `decodeArgs` is false */
@@ -68,6 +73,9 @@ export class StreamScanner {
 
   readonly #onCommand: (cmd: ScannedCommand) => void;
   readonly #maxBulkLen: number;
+  readonly #secondArg: ((name: Buffer) => boolean) | null;
+  /** Without decodeArgs: the current command's args[1] is captured (secondArg said so of its args[0]). */
+  #wantSecond = false;
   #state: State = State.CmdStart;
   /** offset of the last byte scanned */
   #offset = 0;
@@ -107,6 +115,7 @@ export class StreamScanner {
   constructor(onCommand: (cmd: ScannedCommand) => void, opts: StreamScannerOptions = {}) {
     this.#onCommand = onCommand;
     this.#maxBulkLen = opts.maxBulkLen ?? 512 * 1024 * 1024;
+    this.#secondArg = opts.secondArg ?? null;
     const [a, b] = this.#scratch;
     this.#smallArgs = [[], [a], [a, b]];
     this.#cmd.args = this.#smallArgs[0];
@@ -334,7 +343,11 @@ export class StreamScanner {
     this.#capFill = 0;
     this.#capBuf = null;
     if (this.#decode) this.#capture = Capture.Full;
-    else this.#capture = n <= SMALL_ARG && this.#argi < 2 && this.#cmd.args.length === this.#argi ? Capture.Scratch : Capture.None;
+    else {
+      const argi = this.#argi;
+      const wanted = argi === 0 || (argi === 1 && this.#wantSecond);
+      this.#capture = wanted && n <= SMALL_ARG && this.#cmd.args.length === argi ? Capture.Scratch : Capture.None;
+    }
   }
 
   /** A bulk's final LF at `lf`: emit the command if it was the last arg; the next state. */
@@ -354,7 +367,10 @@ export class StreamScanner {
       const n = this.#copyScratch(chunk, pos, pos + rem);
       const view = this.#views[slot][n] ?? this.#view(slot, n);
       const small = this.#smallArgs;
-      if (slot === 0) small[1][0] = view;
+      if (slot === 0) {
+        small[1][0] = view;
+        this.#wantSecond = this.#secondArg === null || this.#secondArg(view);
+      }
       small[2][slot] = view;
       this.#cmd.args = small[slot + 1]!;
     } else if (this.#capBuf === null) this.#cmd.args.push(chunk.subarray(pos, pos + rem));

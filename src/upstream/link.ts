@@ -169,7 +169,8 @@ export class UpstreamLink extends EventEmitter {
     this.#hostApi = host;
     this.#log = opts.log;
     // A master's stream is exempt from proto-max-bulk-len (Redis never limits its master client): no bulk cap.
-    this.#scanner = new StreamScanner((cmd) => this.#onCommand(cmd), { maxBulkLen: Number.MAX_SAFE_INTEGER });
+    // Without decodeArgs only REPLCONF's second arg is looked at (GETACK): no copy of every SET's key.
+    this.#scanner = new StreamScanner((cmd) => this.#onCommand(cmd), { maxBulkLen: Number.MAX_SAFE_INTEGER, secondArg: (name) => isWord(name, 'REPLCONF') });
   }
 
   get state(): LinkState {

@@ -92,6 +92,23 @@ t.test('stream scanner decodes only small first and second args by default', asy
   }
 });
 
+t.test('stream scanner decodes a second arg only for the commands secondArg names', async (t) => {
+  const input = enc('SET', 'key:1', 'v') + enc('REPLCONF', 'GETACK', '*') + enc('SELECT', '3') + enc('PING') + enc('REPLCONF', 'x'.repeat(65));
+  const asked: string[] = [];
+  const secondArg = (name: Buffer) => {
+    asked.push(name.toString('latin1'));
+    return name.toString('latin1') === 'REPLCONF';
+  };
+  for (const [how, chunks] of ways(input)) {
+    t.test(how, async (t) => {
+      asked.length = 0;
+      t.same(scanAll(chunks, { secondArg }).commands.map((c) => c.args), [['SET'], ['REPLCONF', 'GETACK'], ['SELECT'], ['PING'], ['REPLCONF']]);
+      t.same(asked, ['SET', 'REPLCONF', 'SELECT', 'PING', 'REPLCONF'], 'asked once per command, with its name');
+      t.same(scanAll(chunks, { secondArg, decodeArgs: true }).commands[0]!.args, ['SET', 'key:1', 'v'], 'decodeArgs decodes everything still');
+    });
+  }
+});
+
 t.test('stream scanner decodes every arg when decodeArgs is set', async (t) => {
   const big = 'z'.repeat(1000);
   for (const [how, chunks] of ways(enc('SET', big, 'a\r\nb') + enc('DEL', 'k1', 'k2', ''))) {
@@ -243,12 +260,14 @@ t.test('stream scanner end offsets equal the cumulative encoded lengths', async 
   assertProperty(
     t,
     '2000 random streams scanned',
-    fc.property(fc.array(command, { minLength: 1, maxLength: 8 }), fc.nat(), fc.integer(), fc.boolean(), (commands, from, seed, decodeArgs) => {
+    fc.property(fc.array(command, { minLength: 1, maxLength: 8 }), fc.nat(), fc.integer(), fc.boolean(), fc.boolean(), (commands, from, seed, decodeArgs, picky) => {
       const encoded = commands.map((c) => encodeCommand(c));
       const wire = Buffer.concat(encoded);
       const got: Array<{ start: number; end: number; argc: number; args: Buffer[] }> = [];
+      // Picky: args[1] only for names of even length (secondArg).
+      const wantsSecond = (name: Buffer) => !picky || name.length % 2 === 0;
       // Args are copied: without decodeArgs they are the scanner's scratch views, overwritten by the next command.
-      const scanner = new StreamScanner((c) => got.push({ ...c, args: c.args.map((a) => Buffer.from(a)) }));
+      const scanner = new StreamScanner((c) => got.push({ ...c, args: c.args.map((a) => Buffer.from(a)) }), picky ? { secondArg: wantsSecond } : {});
       scanner.reset(from);
       scanner.decodeArgs = decodeArgs;
       for (const chunk of randomSplit(wire, mulberry32(seed))) {
@@ -262,7 +281,7 @@ t.test('stream scanner end offsets equal the cumulative encoded lengths', async 
         if (!decodeArgs) {
           decoded = [];
           for (const a of args.slice(0, 2)) {
-            if (a.length > 64) break;
+            if (a.length > 64 || (decoded.length === 1 && !wantsSecond(decoded[0]!))) break;
             decoded.push(a);
           }
         }
