@@ -92,6 +92,11 @@ function parseOwner(text: string): Owner | null {
   }
 }
 
+/** The same lock file contents: the same owner, or both naming none. */
+function sameOwner(a: Owner | null, b: Owner | null): boolean {
+  return a === null || b === null ? a === b : a.runId === b.runId && a.pid === b.pid && a.since === b.since;
+}
+
 function describe(o: Owner | null): string {
   return o === null ? 'an unreadable lock' : `pid ${o.pid} on ${o.host}, run id ${o.runId}, since ${o.since}`;
 }
@@ -126,16 +131,20 @@ export class DataDirLock {
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const real = await fsp.realpath(dir);
     if (heldHere.has(real)) throw new DataDirLockedError(`data directory ${dir} is in use by another relay in this process`);
+    // Claimed before the first await: of two starts in this process, the second is refused here.
+    heldHere.add(real);
     const lock = new DataDirLock(real, self(opts.runId), opts);
     try {
       await lock.#takeWaiting(opts.waitMs ?? 0);
     } catch (err) {
-      if (!refusedWrite(err)) throw err;
+      if (!refusedWrite(err)) {
+        heldHere.delete(real);
+        throw err;
+      }
       // No live relay holds it (that was checked first), and the relay starts on such a disk: it serves from memory.
       lock.#pending = true;
       opts.logger.warn({ err, lock: lock.path }, 'data directory lock not written (the disk refuses writes): starting without it, taken once the disk takes writes');
     }
-    heldHere.add(real);
     lock.#timer = setInterval(() => void lock.#beat(), opts.heartbeatMs ?? 1000);
     lock.#timer.unref();
     return lock;
@@ -163,18 +172,48 @@ export class DataDirLock {
       if (this.#sameNamespace(held)) {
         if (held.pid !== process.pid && startTimeOf(held.pid) === held.startTime) throw this.#refusal(held);
       } else if (!this.#previousLife(held) && !(await this.#stale(staleMs))) throw this.#refusal(held);
+      if (!(await this.#takeOver(held))) continue; // changed or removed meanwhile: look again
       this.#opts.logger.warn({ lock: this.path, previous: describe(held) }, 'data directory lock left by a relay that is gone: taken over');
-      try {
-        await this.#write();
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile: create again
-        throw err;
-      }
-      const now = await this.#read();
-      if (now?.runId !== this.#me.runId) throw this.#refusal(now ?? null);
       return;
     }
     throw new DataDirLockedError(`data directory ${this.#dir}: its lock file keeps changing; is another relay starting on it?`);
+  }
+
+  /**
+   * Takes over the lock judged stale from `held`. Two relays starting together may both judge it so, and a write in
+   * place read back is no test of who won (the first reads its own bytes back before the second writes). So the lock
+   * is renamed aside to a name of this relay's (atomic: of two racers one moves it, the other finds it gone and
+   * looks again), checked to be still the one judged, rewritten in place (its block is allocated: this works on a
+   * full disk), and linked back, which fails when another relay created a lock meanwhile. False: it changed or went,
+   * look again. Throws the refusal when another relay got it.
+   */
+  async #takeOver(held: Owner | null): Promise<boolean> {
+    const aside = `${this.path}.takeover-${this.#me.runId}`;
+    try {
+      await fsp.rename(this.path, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+    try {
+      if (!sameOwner(parseOwner(await fsp.readFile(aside, 'utf8')), held)) {
+        // Another relay took it over first, or its holder rewrote it: put it back, unless a lock is there again.
+        await fsp.link(aside, this.path).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw err;
+        });
+        return false;
+      }
+      await this.#write(aside);
+      try {
+        await fsp.link(aside, this.path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw this.#refusal((await this.#read()) ?? null);
+        throw err;
+      }
+      return true;
+    } finally {
+      await fsp.rm(aside, { force: true }).catch(() => {});
+    }
   }
 
   #sameNamespace(o: Owner | null): o is Owner {
@@ -234,9 +273,9 @@ export class DataDirLock {
    * Overwrites the file in place: its block is already allocated, so a takeover works on a full disk. A reader that
    * meets it half written sees no owner and waits for the file to stay unchanged, which it then does not.
    */
-  async #write(): Promise<void> {
+  async #write(path = this.path): Promise<void> {
     const text = Buffer.from(JSON.stringify(this.#me) + '\n');
-    const fh = await fsp.open(this.path, 'r+');
+    const fh = await fsp.open(path, 'r+');
     try {
       await fh.write(text, 0, text.length, 0);
       await fh.truncate(text.length);

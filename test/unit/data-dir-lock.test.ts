@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -50,6 +50,16 @@ t.test('a held directory is refused to a second relay of this process; released,
   const b = await DataDirLock.acquire(dir, opts('b'));
   t.teardown(() => b.release());
   t.match(JSON.parse(readFileSync(b.path, 'utf8')), { runId: 'b' });
+});
+
+t.test('two starts at once in this process: one takes the directory, the other is refused before either writes', async (t) => {
+  const dir = tempDir('lock-');
+  const results = await Promise.allSettled([DataDirLock.acquire(dir, opts('a')), DataDirLock.acquire(dir, opts('b'))]);
+  const held = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  t.teardown(() => Promise.all(held.map((l) => l.release())));
+  t.equal(held.length, 1, 'one holds it');
+  const refused = results.find((r) => r.status === 'rejected');
+  t.type(refused?.status === 'rejected' ? refused.reason : null, DataDirLockedError, 'the other is refused');
 });
 
 t.test('a lock of a live process here is refused, naming it; once that process is gone it is taken at once', async (t) => {
@@ -171,4 +181,30 @@ t.test('a live holder is waited for up to waitMs: the lock is taken once it exit
   const lock = await waiting;
   t.teardown(() => lock.release());
   t.match(JSON.parse(readFileSync(lock.path, 'utf8')), { runId: 'me' }, 'taken once the holder exited');
+});
+
+/** Runs lock-racer.ts on `dir` as `runId`; resolves with what it printed. */
+function racer(dir: string, runId: string, delayMs: number): Promise<string> {
+  const child = spawn(process.execPath, ['--import=./test/loader/register.mjs', 'test/helpers/lock-racer.ts', dir, runId, String(delayMs)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  return new Promise((resolve) => child.once('exit', () => resolve(out.trim())));
+}
+
+t.test('two relays starting together on a dead relay\'s lock: exactly one takes it, the other is refused', async (t) => {
+  for (let round = 0; round < 4; round++) {
+    const { dir, child } = await heldByChild(t);
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await gone;
+    // Both judge the dead relay's lock stale; each then waits 150 ms before its write, so both judged it first.
+    const outs = await Promise.all([racer(dir, 'one', 150), racer(dir, 'two', 150)]);
+    const acquired = outs.filter((o) => o.startsWith('acquired'));
+    t.equal(acquired.length, 1, `round ${round}: one takes the directory (${outs.map((o) => o.replace(/\n/g, ' | ')).join(' ; ')})`);
+    t.notOk(outs.some((o) => o.includes('lost')), `round ${round}: and keeps it: no lock is taken from under a relay`);
+    t.equal(outs.filter((o) => o.startsWith('refused') && o.includes('in use by another psync-relay')).length, 1, `round ${round}: the other is refused, naming it`);
+    t.same(readdirSync(dir).filter((f) => f !== LOCK_FILE), [], `round ${round}: nothing is left beside the lock`);
+  }
 });
