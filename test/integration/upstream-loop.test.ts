@@ -12,6 +12,7 @@ import { waitFor } from '../helpers/wait.js';
 import { freePort } from '../helpers/ports.js';
 import { scriptedSentinel } from '../helpers/scripted-sentinel.js';
 import { stat, offsetsBeside } from '../helpers/replication.js';
+import type { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
 
@@ -19,7 +20,8 @@ t.teardown(stopAll);
 const relayOf = (t: Test, port: number, more: Record<string, unknown> = {}) =>
   startLoggedRelay(t, { ...more, upstream: { host: '127.0.0.1', port, 'backoff-min': '50ms', 'backoff-max': '500ms' } });
 
-t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and follows the real master again', async (t) => {
+/** A master, a logged relay following it, and a Redis replica of the relay that has the master's first write. */
+async function relayWithReplica(t: Test) {
   const master = await startRedis();
   const relay = await relayOf(t, master.port);
   const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(relay.port)] });
@@ -27,9 +29,23 @@ t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and fol
   const rc = await replica.client();
   const relayClient = await relay.client();
   t.teardown(() => Promise.all([mc.close(), rc.close()]));
-
   await mc.call('SET', 'before', '1');
   await waitFor(async () => (await rc.call('GET', 'before')) !== null, { what: 'the replica to get "before"', timeoutMs: 15_000 });
+  return { master, relay, replica, mc, rc, relayClient };
+}
+
+/** REPLICAOF the master again: the replica below the relay gets a new write and the master's replid. */
+async function followsMasterAgain(t: Test, masterPort: number, mc: RedisClient, rc: RedisClient, relayClient: RedisClient): Promise<void> {
+  t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(masterPort)), 'OK');
+  await mc.call('SET', 'after', '1');
+  const masterOffset = (await mc.info('replication'))['master_repl_offset'];
+  await waitFor(async () => (await rc.info('replication'))['master_repl_offset'] === masterOffset, { what: `replica offset ${masterOffset}`, timeoutMs: 15_000 });
+  t.equal(await rc.callString('GET', 'after'), '1', 'the replica follows the master again through the relay');
+  t.equal((await rc.info('replication'))['master_replid'], (await mc.info('replication'))['master_replid']);
+}
+
+t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and follows the real master again', async (t) => {
+  const { master, relay, mc, rc, relayClient } = await relayWithReplica(t);
 
   t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(relay.port)), 'OK');
   const refusal = await waitFor(() => relay.lines.find((l) => JSON.stringify(l).includes('replication loop')), {
@@ -41,25 +57,11 @@ t.test('REPLICAOF its own address: the relay refuses the loop, logs why, and fol
   t.equal(info['master_link_status'], 'down', 'the link to itself is not up');
   t.notOk(Object.values(info).some((v) => v.includes(`port=${relay.port},`)), 'the relay is not listed as its own replica');
 
-  t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(master.port)), 'OK');
-  await mc.call('SET', 'after', '1');
-  const masterOffset = (await mc.info('replication'))['master_repl_offset'];
-  await waitFor(async () => (await rc.info('replication'))['master_repl_offset'] === masterOffset, { what: `replica offset ${masterOffset}`, timeoutMs: 15_000 });
-  t.equal(await rc.callString('GET', 'after'), '1', 'the replica follows the master again through the relay');
-  t.equal((await rc.info('replication'))['master_replid'], (await mc.info('replication'))['master_replid']);
+  await followsMasterAgain(t, master.port, mc, rc, relayClient);
 });
 
 t.test('REPLICAOF one of its own Redis replicas: the relay sees its own connection as that replica\'s master link, refuses the loop, and follows the master again', async (t) => {
-  const master = await startRedis();
-  const relay = await relayOf(t, master.port);
-  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(relay.port)] });
-  const mc = await master.client();
-  const rc = await replica.client();
-  const relayClient = await relay.client();
-  t.teardown(() => Promise.all([mc.close(), rc.close()]));
-
-  await mc.call('SET', 'before', '1');
-  await waitFor(async () => (await rc.call('GET', 'before')) !== null, { what: 'the replica to get "before"', timeoutMs: 15_000 });
+  const { master, relay, replica, mc, rc, relayClient } = await relayWithReplica(t);
 
   // Its replica answers PSYNC with +CONTINUE (it is connected, on the same history): without the check the link
   // would sit "up" on a stream nothing feeds.
@@ -74,12 +76,7 @@ t.test('REPLICAOF one of its own Redis replicas: the relay sees its own connecti
   t.equal(info['master_link_status'], 'down', 'the relay does not follow its own replica');
   t.equal((await rc.info('replication'))['master_link_status'], 'up', 'the replica stays on the relay');
 
-  t.equal(await relayClient.callString('REPLICAOF', '127.0.0.1', String(master.port)), 'OK');
-  await mc.call('SET', 'after', '1');
-  const masterOffset = (await mc.info('replication'))['master_repl_offset'];
-  await waitFor(async () => (await rc.info('replication'))['master_repl_offset'] === masterOffset, { what: `replica offset ${masterOffset}`, timeoutMs: 15_000 });
-  t.equal(await rc.callString('GET', 'after'), '1', 'the replica follows the master again through the relay');
-  t.equal((await rc.info('replication'))['master_replid'], (await mc.info('replication'))['master_replid']);
+  await followsMasterAgain(t, master.port, mc, rc, relayClient);
 });
 
 t.test('a Sentinel naming the relay itself as the master: the loop is refused and logged on every retry', async (t) => {
