@@ -1,3 +1,4 @@
+import { promises as fsp } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Logger } from './log.js';
 import type { History } from './backlog/history.js';
@@ -44,6 +45,12 @@ export class SnapshotRefresher {
   #interval: NodeJS.Timeout | null = null;
   /** The offset the next fetch must reach for an RDB-only client (-1: none asked). */
   #rdbFrom = -1;
+  /**
+   * The last fetch ran out of room on the disk (ENOSPC, EDQUOT) after writing `needBytes`: no fetch starts (and no
+   * master forks for one) until more than that is free. `freeBytes`: what the last look found.
+   */
+  #short: { needBytes: number; freeBytes: number; logged: boolean } | null = null;
+  #lookingForRoom = false;
 
   constructor(opts: RefresherOptions) {
     this.#opts = opts;
@@ -60,6 +67,11 @@ export class SnapshotRefresher {
   get inProgress(): boolean {
     return this.#fetch !== null;
   }
+
+  /** Bytes of room the next fetch waits for on the disk (the last one ran out of room), 0 when it waits for none. */
+  get waitingForRoom(): number {
+    return this.#short?.needBytes ?? 0;
+  }
   /** When the next refresh may start (ms since the epoch). */
   get notBefore(): number {
     return this.#lastStart + this.#opts.minIntervalMs;
@@ -73,7 +85,11 @@ export class SnapshotRefresher {
   request(from = -1): void {
     const h = this.#opts.history;
     if (from > this.#rdbFrom) this.#rdbFrom = from;
-    if (this.#fetch || !h.hasHistory || !this.#opts.linkReady()) return;
+    if (this.#fetch || this.#lookingForRoom || !h.hasHistory || !this.#opts.linkReady()) return;
+    if (this.#short) {
+      this.#lookForRoom(this.#short);
+      return;
+    }
     if (Date.now() < this.notBefore) return;
     const master = this.#opts.source();
     if (!master) return;
@@ -84,6 +100,48 @@ export class SnapshotRefresher {
     // A snapshot source spares the master its fork; when it cannot supply one that fits, the master does.
     if (replica) this.#start(replica, 'snapshot-source', rdbFrom, () => this.#start(master, 'master', rdbFrom, null));
     else this.#start(master, 'master', rdbFrom, null);
+  }
+
+  /**
+   * After a fetch ran out of room: whether the disk now has more than it took (snapshots the log left behind are
+   * pruned first). Another fetch would only fork the master for an RDB that cannot be written, so it starts once
+   * there is, at once (the minimum interval is for the master's sake; this one failed on our disk). Asked again at
+   * every request (the replicas' tick asks every second). A filesystem that cannot say (no statfs) gets the fetch.
+   */
+  #lookForRoom(short: { needBytes: number; freeBytes: number; logged: boolean }): void {
+    this.#lookingForRoom = true;
+    // An unexpected failure (of the prune): asked again at the next request.
+    void this.#roomFor(short)
+      .catch(() => false)
+      .then((room) => {
+        this.#lookingForRoom = false;
+        if (room) this.request();
+      });
+  }
+
+  async #roomFor(short: { needBytes: number; freeBytes: number; logged: boolean }): Promise<boolean> {
+    const h = this.#opts.history;
+    const logger = this.#opts.logger;
+    await h.pruneSnapshots();
+    const free = await fsp.statfs(h.store.dir).then(
+      (st) => st.bavail * st.bsize,
+      () => Infinity,
+    );
+    short.freeBytes = free;
+    const fields = { needBytes: short.needBytes, freeBytes: free, dir: h.store.dir };
+    if (free > short.needBytes) {
+      logger.info(fields, 'room on the disk for a snapshot again: fetching it');
+      this.#short = null;
+      this.#lastStart = -Infinity;
+      return true;
+    }
+    if (!short.logged) {
+      short.logged = true;
+      logger.warn(fields, 'snapshot fetch waits for room on the disk: the last one ran out of room; fetching again once more is free');
+    }
+    // RDB-only clients owed the data as of now are not kept waiting on the disk.
+    this.#opts.onFailed?.(h.log.endOffset, `no room on the relay's disk for a snapshot (the last fetch ran out after ${short.needBytes} bytes, ${free} free)`);
+    return false;
   }
 
   /** Give up the fetch in progress (upstream changed, shutting down). */
@@ -154,6 +212,11 @@ export class SnapshotRefresher {
           logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
           again = fallback;
         } else {
+          if (!fetch.aborted && ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '')) {
+            // What it wrote before the disk ran out: the least the next one needs.
+            const needBytes = await fsp.stat(temp).then((st) => st.size, () => 0);
+            this.#short = { needBytes, freeBytes: 0, logged: false };
+          }
           logger.warn({ err: fetch.aborted ?? err.message, nextAttemptInMs: Math.max(0, this.notBefore - Date.now()) }, 'snapshot fetch failed');
           // Aborted too (log.refresh-hold exceeded: a stream faster than the log holds during a fetch, so the next
           // may fail as well). Clients of a history given up meanwhile are not told: the new one's snapshot serves them.

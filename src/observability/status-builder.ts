@@ -13,7 +13,7 @@ export interface StatusSources {
   readonly config: RelayConfig;
   readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'relayChain' | 'on'>;
   readonly history: Pick<History, 'usableSnapshot' | 'newestSnapshot' | 'diskStatus' | 'diskLimit' | 'ids' | 'log' | 'store'>;
-  readonly refresher: { readonly inProgress: boolean };
+  readonly refresher: { readonly inProgress: boolean; readonly waitingForRoom: number };
   readonly clients: () => ReadonlySet<ClientConnection>;
   readonly sessions: () => ReadonlySet<ReplicaSession>;
   /** Replicas waiting for a full sync (a snapshot, or their turn), and snapshot transfers in progress. */
@@ -109,6 +109,7 @@ export class StatusBuilder {
       snapshot: shown ? { replid: shown.replid, offset: shown.offset, size: shown.size, rdbVersion: shown.rdbVersion, usable: shown === usable } : null,
       snapshotLeases: history.store.leases,
       snapshotRefreshInProgress: this.#src.refresher.inProgress,
+      snapshotWaitingForRoom: this.#src.refresher.waitingForRoom,
       snapshotRefreshes: counters.snapshotRefreshes.started,
       snapshotRefreshFailures: counters.snapshotRefreshes.failed,
       snapshotsGivenUp: counters.snapshotsGivenUp,

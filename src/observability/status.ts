@@ -103,6 +103,8 @@ export interface RelayStatus {
   /** Snapshot files held open by full syncs and point-in-time listeners (leases). */
   readonly snapshotLeases: number;
   readonly snapshotRefreshInProgress: boolean;
+  /** Bytes of room the next snapshot fetch waits for on the disk (the last one ran out of room); 0 when none. */
+  readonly snapshotWaitingForRoom: number;
   /** Snapshot fetches from upstream started (each a fork on the master), and those that failed. */
   readonly snapshotRefreshes: number;
   /** Replicas waiting for a full sync (for a snapshot, or their turn under replication.full-sync-concurrency). */

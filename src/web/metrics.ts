@@ -107,6 +107,12 @@ const FAMILIES: readonly Family[] = [
   { name: 'snapshot_offset', type: 'gauge', help: 'Stream offset the snapshot was taken at (-1: none).', read: (s) => s.snapshot?.offset ?? -1 },
   { name: 'snapshot_size_bytes', type: 'gauge', help: 'Snapshot RDB size.', read: (s) => s.snapshot?.size ?? 0 },
   { name: 'snapshot_refresh_in_progress', type: 'gauge', help: '1 while a fresh snapshot is being fetched.', read: (s) => flag(s.snapshotRefreshInProgress) },
+  {
+    name: 'snapshot_waiting_for_room_bytes',
+    type: 'gauge',
+    help: 'Room the next snapshot fetch waits for on the disk (the last one ran out of room); 0 when none.',
+    read: (s) => s.snapshotWaitingForRoom,
+  },
   { name: 'full_syncs_waiting', type: 'gauge', help: 'Replicas waiting for a full sync (for a snapshot, or their turn under replication.full-sync-concurrency).', read: (s) => s.fullSyncsWaiting },
   { name: 'full_syncs_active', type: 'gauge', help: 'Snapshot transfers to replicas in progress.', read: (s) => s.fullSyncsActive },
   {

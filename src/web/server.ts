@@ -130,8 +130,12 @@ export class WebServer {
         if (!this.#allowed(res, req)) return;
         const s = this.#src.status();
         const ready = s.upstream.linkUp && s.snapshot !== null && !this.#shuttingDown;
-        // Still ready (replicas are served), but worth a look: the disk log is failing or detached.
+        // Still ready (replicas are served), but worth a look: the disk log is failing or detached, or full syncs
+        // wait for room on the disk.
         const notes = s.log.diskProblem !== null ? [`disk log ${s.log.diskState}: ${s.log.diskProblem}`] : [];
+        if (s.snapshotWaitingForRoom > 0) {
+          notes.push(`full syncs wait for room on the disk: the last snapshot fetch ran out after ${s.snapshotWaitingForRoom} bytes`);
+        }
         const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown, notes });
         this.#answers.reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
       })

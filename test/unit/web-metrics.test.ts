@@ -63,6 +63,7 @@ const status: RelayStatus = {
   snapshot: { replid: 'a'.repeat(40), offset: 0, size: 200, rdbVersion: 10, usable: true },
   snapshotLeases: 1,
   snapshotRefreshInProgress: false,
+  snapshotWaitingForRoom: 0,
   snapshotRefreshes: 1,
   snapshotRefreshFailures: 0,
   snapshotsGivenUp: 0,
