@@ -208,11 +208,13 @@ export class SnapshotRefresher {
       })
       .catch(async (err: Error) => {
         this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason: fetch.aborted ?? err.message });
-        if (fallback && !fetch.aborted) {
+        // Our own disk ran out of room: the master's RDB would not fit either.
+        const noRoom = !fetch.aborted && ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '');
+        if (fallback && !fetch.aborted && !noRoom) {
           logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
           again = fallback;
         } else {
-          if (!fetch.aborted && ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '')) {
+          if (noRoom) {
             // What it wrote before the disk ran out: the least the next one needs.
             const needBytes = await fsp.stat(temp).then((st) => st.size, () => 0);
             this.#short = { needBytes, freeBytes: 0, logged: false };

@@ -126,58 +126,68 @@ t.test('an RDB from upstream larger than the space left fails its transfer, is n
   await replica.stop();
 });
 
-t.test('a disk full of other files: a snapshot fetch that ran out of room is not retried (no fork on the master) until the disk has more room than it took; then the waiting replica syncs', async (t) => {
-  const master = await startRedis();
-  const m = await master.client();
-  t.teardown(() => m.close());
-  await m.call('DEBUG', 'POPULATE', 30000, 'seed', 100);
-  const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
-  const conf = join(tempDir('relay-conf-'), 'relay.yaml');
-  // A 1 s minimum interval: without the wait for room the master forked for a fetch every second.
-  writeFileSync(
-    conf,
-    'log:\n  memory: 1mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\n' +
-      'upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n',
-  );
-  const port = await freePort();
-  const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')]);
-  t.teardown(() => relay.stop('SIGKILL'));
-  const x = await RedisClient.connect(port);
-  t.teardown(() => x.close());
-  const online = await startReplica(port);
-  const a = await online.client();
-  t.teardown(() => a.close());
-  await waitConverged(m, [a], 'the first replica');
+for (const withSource of [false, true]) {
+  t.test(`a disk full of other files${withSource ? ', snapshots from a snapshot source' : ''}: a snapshot fetch that ran out of room is not retried (no fork${withSource ? ', and no fallback to the master' : ' on the master'}) until the disk has more room than it took; then the waiting replica syncs`, async (t) => {
+    const master = await startRedis();
+    const m = await master.client();
+    t.teardown(() => m.close());
+    await m.call('DEBUG', 'POPULATE', 30000, 'seed', 100);
+    // A replica of the master the relay fetches its snapshots from (it forks, the master does not).
+    const source = withSource ? await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] }) : null;
+    const sc = source ? await source.client() : null;
+    t.teardown(() => sc?.close());
+    if (sc) await waitConverged(m, [sc], 'the snapshot source');
+    const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
+    const conf = join(tempDir('relay-conf-'), 'relay.yaml');
+    // A 1 s minimum interval: without the wait for room the master forked for a fetch every second.
+    writeFileSync(
+      conf,
+      'log:\n  memory: 1mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\n' +
+        'upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n' +
+        (source ? `  snapshot-source:\n    host: 127.0.0.1\n    port: ${source.port}\n` : ''),
+    );
+    const port = await freePort();
+    const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')]);
+    t.teardown(() => relay.stop('SIGKILL'));
+    const x = await RedisClient.connect(port);
+    t.teardown(() => x.close());
+    const online = await startReplica(port);
+    const a = await online.client();
+    t.teardown(() => a.close());
+    await waitConverged(m, [a], 'the first replica');
 
-  // Another program takes every free byte; then the stream leaves the relay's snapshot behind.
-  const filler = join(fs, 'filler');
-  t.ok(fillFilesystem(filler) > 0, 'filesystem filled');
-  await benchmarkLoad(master.port, 40000, 512, 5000);
-  await waitConverged(m, [a], 'the online replica keeps up', 60000);
+    // Another program takes every free byte; then the stream leaves the relay's snapshot behind.
+    const filler = join(fs, 'filler');
+    t.ok(fillFilesystem(filler) > 0, 'filesystem filled');
+    await benchmarkLoad(master.port, 40000, 512, 5000);
+    await waitConverged(m, [a], 'the online replica keeps up', 60000);
 
-  const fresh = await startReplica(port);
-  const b = await fresh.client();
-  t.teardown(() => b.close());
-  await waitFor(() => relay.logs().split('\n').find((l) => l.includes('"snapshot fetch failed"') && l.includes('ENOSPC')), {
-    what: 'a snapshot fetch for it running out of room',
-    timeoutMs: 20_000,
+    const forksBefore = stat(await m.info('stats'), 'total_forks');
+    const fresh = await startReplica(port);
+    const b = await fresh.client();
+    t.teardown(() => b.close());
+    await waitFor(() => relay.logs().split('\n').find((l) => l.includes('"snapshot fetch failed"') && l.includes('ENOSPC')), {
+      what: 'a snapshot fetch for it running out of room',
+      timeoutMs: 20_000,
+    });
+    const forks = stat(await m.info('stats'), 'total_forks');
+    const refreshes = Number((await x.info('replication'))['relay_snapshot_refreshes']);
+    // Three seconds of watching (the relay's INFO, polled): each second used to start another fetch, and fork the
+    // master for it.
+    let started = refreshes;
+    for (const until = Date.now() + 3000; Date.now() < until; ) started = Math.max(started, Number((await x.info('replication'))['relay_snapshot_refreshes']));
+    t.equal(started, refreshes, 'no fetch starts while the disk has no room');
+    t.equal(stat(await m.info('stats'), 'total_forks'), forks, 'the master forks no more for it');
+    if (source) t.equal(forks, forksBefore, 'nor did it for the first: the source\'s fetch ran out of room, the master\'s would too');
+    t.ok(Number((await x.info('replication'))['relay_snapshot_waiting_for_room']) > 0, 'INFO names the room it waits for');
+    const waiting = relay.logs().split('\n').find((l) => l.includes('snapshot fetch waits for room on the disk')) ?? '';
+    t.match(waiting, /"needBytes":\d+/, 'the log names how much room the last fetch took');
+    t.match(waiting, /"freeBytes":\d+/, 'and how much is free');
+
+    rmSync(filler);
+    await waitConverged(m, [a, b], 'room again: the waiting replica full-syncs at once', 20_000);
+    t.equal((await x.info('replication'))['relay_snapshot_waiting_for_room'], '0', 'and INFO clears it');
+    t.match(relay.logs(), /room on the disk for a snapshot again: fetching it/, 'and logs that it fetches again');
+    await Promise.all([online.stop(), fresh.stop()]);
   });
-  const forks = stat(await m.info('stats'), 'total_forks');
-  const refreshes = Number((await x.info('replication'))['relay_snapshot_refreshes']);
-  // Three seconds of watching (the relay's INFO, polled): each second used to start another fetch, and fork the
-  // master for it.
-  let started = refreshes;
-  for (const until = Date.now() + 3000; Date.now() < until; ) started = Math.max(started, Number((await x.info('replication'))['relay_snapshot_refreshes']));
-  t.equal(started, refreshes, 'no fetch starts while the disk has no room');
-  t.equal(stat(await m.info('stats'), 'total_forks'), forks, 'the master forks no more for it');
-  t.ok(Number((await x.info('replication'))['relay_snapshot_waiting_for_room']) > 0, 'INFO names the room it waits for');
-  const waiting = relay.logs().split('\n').find((l) => l.includes('snapshot fetch waits for room on the disk')) ?? '';
-  t.match(waiting, /"needBytes":\d+/, 'the log names how much room the last fetch took');
-  t.match(waiting, /"freeBytes":\d+/, 'and how much is free');
-
-  rmSync(filler);
-  await waitConverged(m, [a, b], 'room again: the waiting replica full-syncs at once', 20_000);
-  t.equal((await x.info('replication'))['relay_snapshot_waiting_for_room'], '0', 'and INFO clears it');
-  t.match(relay.logs(), /room on the disk for a snapshot again: fetching it/, 'and logs that it fetches again');
-  await Promise.all([online.stop(), fresh.stop()]);
-});
+}
