@@ -146,6 +146,8 @@ export class Relay {
       telemetry: this.#telemetry,
       minIntervalMs: config.replication.snapshotRefreshMinIntervalMs,
       intervalMs: config.history.snapshotIntervalMs,
+      memoryCap: config.replication.fullSyncMemory,
+      onMemorySnapshot: (snap) => this.#downstream.memorySnapshot(snap),
       linkReady: () => this.#link.state !== LinkState.Transfer && this.#link.state !== LinkState.Connecting,
       source: () =>
         this.#link.host === null

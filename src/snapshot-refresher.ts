@@ -5,7 +5,11 @@ import type { History } from './backlog/history.js';
 import type { SnapshotMeta } from './backlog/snapshot-store.js';
 import { fetchSnapshot, type FetchOptions } from './upstream/snapshot-fetcher.js';
 import { LinkError } from './errors.js';
+import { MemorySink, memoryTransfer } from './backlog/memory-snapshot.js';
+import type { RdbTransfer } from './util/rdb-transfer.js';
 import type { Telemetry } from './observability/telemetry.js';
+
+const NOT_IN_HISTORY = 'it does not fit the history held (a new one began, or the log moved past it)';
 
 export interface RefresherOptions {
   readonly history: History;
@@ -28,6 +32,12 @@ export interface RefresherOptions {
    * the data up to there were waiting for it (src/downstream/replication.ts rdbOnlyFetchFailed).
    */
   readonly onFailed?: (upTo: number, reason: string) => void;
+  /**
+   * replication.full-sync-memory: when a fetch ran out of room on the disk and the disk still has none, the next one
+   * goes to memory if the RDB is no larger than this (0 = never), and is handed to `onMemorySnapshot`.
+   */
+  readonly memoryCap?: number;
+  readonly onMemorySnapshot?: (snap: RdbTransfer) => void;
 }
 
 /**
@@ -116,6 +126,7 @@ export class SnapshotRefresher {
       .then((room) => {
         this.#lookingForRoom = false;
         if (room) this.request();
+        else this.#fetchIntoMemory(short);
       });
   }
 
@@ -144,6 +155,22 @@ export class SnapshotRefresher {
     return false;
   }
 
+  /**
+   * No room on the disk: fetch into memory instead (replication.full-sync-memory), unless the RDB is known to be
+   * larger (the last fetch got further than the cap), and no more often than a disk fetch. From a snapshot source
+   * when one is set, without falling back to the master (the same dataset would not fit either).
+   */
+  #fetchIntoMemory(short: { needBytes: number }): void {
+    const cap = this.#opts.memoryCap ?? 0;
+    const h = this.#opts.history;
+    if (cap <= 0 || short.needBytes > cap || this.#fetch || Date.now() < this.notBefore) return;
+    if (!h.hasHistory || !this.#opts.linkReady()) return;
+    const replica = this.#opts.snapshotSource?.() ?? null;
+    const src = replica ?? this.#opts.source();
+    if (!src) return;
+    this.#start(src, replica ? 'snapshot-source' : 'master', null, null, new MemorySink(cap));
+  }
+
   /** Give up the fetch in progress (upstream changed, shutting down). */
   abort(reason: string): void {
     const f = this.#fetch;
@@ -159,7 +186,7 @@ export class SnapshotRefresher {
   }
 
   /** Fetches from `src`; when that fails or does not fit our history, `fallback` (if any) runs next. */
-  #start(src: Omit<FetchOptions, 'log'>, from: 'master' | 'snapshot-source', rdbFrom: number | null, fallback: (() => void) | null): void {
+  #start(src: Omit<FetchOptions, 'log'>, from: 'master' | 'snapshot-source', rdbFrom: number | null, fallback: (() => void) | null, memory: MemorySink | null = null): void {
     const h = this.#opts.history;
     const logger = this.#opts.logger.child({ from, source: `${src.host}:${src.port}` });
     const epoch = h.epoch;
@@ -174,6 +201,7 @@ export class SnapshotRefresher {
     let again: (() => void) | null = null;
     const ctx = { replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset };
     if (rdbFrom !== null) logger.info({ ...ctx, rdbFrom }, 'an RDB-only client needs the data as of now: fetching a fresh snapshot from upstream');
+    else if (memory) logger.info({ ...ctx, cap: this.#opts.memoryCap }, 'no usable snapshot for a full sync and no room on the disk: fetching a fresh one into memory');
     else logger.info(ctx, 'no usable snapshot for a full sync: fetching a fresh one from upstream');
     this.#watch = setInterval(() => {
       if (h.holdExceeded(hold)) {
@@ -189,12 +217,16 @@ export class SnapshotRefresher {
       release = h.hold(hold);
     };
     h.pruneSnapshots()
-      .then(() => fetchSnapshot({ ...src, rdbFrom, log: logger }, temp, onHeader, fetch))
+      .then(() => fetchSnapshot({ ...src, rdbFrom, log: logger }, temp, onHeader, fetch, memory ?? undefined))
       .then(async (fetched) => {
         if (fetch.aborted) throw new LinkError(fetch.aborted);
+        if (memory) {
+          this.#inMemory(fetched, memory, epoch, from, upTo);
+          return;
+        }
         const snap = await h.commitSnapshot(temp, fetched, epoch);
         if (!snap) {
-          const reason = 'it does not fit the history held (a new one began, or the log moved past it)';
+          const reason = NOT_IN_HISTORY;
           this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason });
           if (fallback) {
             logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: h.ids.replid }, 'the snapshot source is not in our history: fetching from the master instead');
@@ -209,7 +241,9 @@ export class SnapshotRefresher {
       .catch(async (err: Error) => {
         this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason: fetch.aborted ?? err.message });
         // Our own disk ran out of room: the master's RDB would not fit either.
-        const noRoom = !fetch.aborted && ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '');
+        const noRoom = !memory && !fetch.aborted && ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '');
+        // Past the cap: the RDB needs more than memory may hold, so no memory fetch is tried again for it.
+        if (memory?.overCap && this.#short) this.#short.needBytes = Math.max(this.#short.needBytes, memory.cap + 1);
         if (fallback && !fetch.aborted && !noRoom) {
           logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
           again = fallback;
@@ -233,6 +267,22 @@ export class SnapshotRefresher {
         if (this.#fetch === fetch) this.#fetch = null;
         again?.();
       });
+  }
+
+  /** A fetch into memory arrived, checked: handed to the replicas waiting, when it belongs to the history held. */
+  #inMemory(fetched: { replid: string; offset: number }, memory: MemorySink, epoch: number, from: 'master' | 'snapshot-source', upTo: number): void {
+    const h = this.#opts.history;
+    const logger = this.#opts.logger;
+    if (!h.fits(fetched, epoch)) {
+      const reason = NOT_IN_HISTORY;
+      this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason });
+      logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: h.ids.replid }, `snapshot fetched into memory discarded: ${reason}`);
+      this.#opts.onFailed?.(upTo, `the fetched snapshot ${reason}`);
+      return;
+    }
+    this.#opts.telemetry.emit('snapshot.refresh', { phase: 'committed', from, reason: null });
+    logger.info({ replid: fetched.replid, offset: fetched.offset, bytes: memory.size }, 'fresh snapshot held in memory (no room on the disk): serving the replicas waiting for a full sync');
+    this.#opts.onMemorySnapshot?.(memoryTransfer(fetched.replid, fetched.offset, memory));
   }
 
   /** A snapshot ahead of our stream becomes usable when the log reaches its offset. */

@@ -407,8 +407,13 @@ export class History {
    * epoch as when the fetch began, our replid, and an offset whose next byte the log holds or will hold. Returns
    * it, or null (and removes the file) when it does not fit.
    */
+  /** Whether a snapshot fetched since `epochAtStart` belongs to the history held: same epoch and replid, and the log holds (or will) its next byte. */
+  fits(fetched: { replid: string; offset: number }, epochAtStart: number): boolean {
+    return epochAtStart === this.#epoch && fetched.replid === this.ids.replid && fetched.offset + 1 >= this.log.firstOffset;
+  }
+
   async commitSnapshot(tempPath: string, fetched: { replid: string; offset: number }, epochAtStart: number): Promise<SnapshotMeta | null> {
-    if (epochAtStart !== this.#epoch || fetched.replid !== this.ids.replid || fetched.offset + 1 < this.log.firstOffset) {
+    if (!this.fits(fetched, epochAtStart)) {
       this.#logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: this.ids.replid, firstOffset: this.log.firstOffset }, 'fetched snapshot does not fit our history, discarded');
       await this.store.discard(tempPath);
       return null;

@@ -190,6 +190,7 @@ export const relaySchema = section(
         'snapshot-refresh-min-interval': key(duration(0), '60s', 'at most one snapshot fetch from upstream (a fork on the master) per interval; an RDB-only SYNC (redis-cli --rdb) waiting for one may wait this long'),
         'full-sync-concurrency': key(integer(0, 100000), 0, 'at most this many replicas receive a snapshot at once, the others wait in arrival order; 0 = no limit'),
         'full-sync-rate': key(size(0), 0, 'bytes per second per snapshot transfer; 0 = no limit'),
+        'full-sync-memory': key(size(0), '256mb', 'with no room on the disk for a fresh snapshot, fetch it into memory when its RDB is no larger than this and serve waiting replicas from there; 0 = off'),
         compression: key(onOff(), 'on', 'compress for downstream psync-relays that ask (their upstream.compression); off = always plain'),
       },
       'Downstream replicas',

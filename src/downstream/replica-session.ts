@@ -248,15 +248,16 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    */
   beginFull(streamFrom: number, pin = true): void {
     // Taking an RDB still arriving, the log holds another history until it is committed: no cursor before that.
+    this.#streamFrom = streamFrom;
     if (pin) this.#cursor = new LogCursor(this.#log, streamFrom - 1, { pin: this.#pins(streamFrom - 1) });
-    else this.#streamFrom = streamFrom;
     this.#setState(ReplicaState.SendBulk, 'full resync');
   }
 
   /**
    * A full resync from an RDB still arriving from upstream (a pipelined cold start): the payload is read from the
    * file as it grows, with its size when upstream announced it, else EOF-marked. Once the transfer is checked and
-   * committed as the new history, the stream follows from the log; a transfer that fails ends this one too.
+   * committed as the new history, the stream follows from the log; a transfer that fails ends this one too. Also
+   * serves a whole RDB of the current history held in memory (backlog/memory-snapshot.ts), begun with a pin.
    */
   async sendIncoming(header: Buffer, inc: RdbTransfer, rate = 0): Promise<void> {
     let reader: ReturnType<RdbTransfer['openReader']> | null = null;
@@ -307,8 +308,9 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       return;
     }
     if (this.#state !== ReplicaState.SendBulk) return;
-    // Committed: the log now holds the new history from the snapshot's next byte.
-    this.#cursor = new LogCursor(this.#log, this.#streamFrom - 1, { pin: true });
+    // Committed: the log now holds the new history from the snapshot's next byte. An RDB of this history (held in
+    // memory) had its cursor, and the log pinned, from beginFull on.
+    this.#cursor ??= new LogCursor(this.#log, this.#streamFrom - 1, { pin: true });
     this.#awaitingAck = marked;
     this.#snapshotSent = true;
     this.#setState(ReplicaState.Online, 'rdb sent');

@@ -86,6 +86,11 @@ export class DownstreamReplication {
   #transfers = new Set<ReplicaSession>();
   /** The RDB arriving from upstream, while it does. */
   #incoming: RdbTransfer | null = null;
+  /**
+   * A snapshot of the current history held in memory, fetched when the disk had no room for one
+   * (replication.full-sync-memory): served while no snapshot on disk is usable and the log holds its next byte.
+   */
+  #memory: RdbTransfer | null = null;
   /** Sessions taking #incoming as it arrives: the new history's first replicas, kept when it is committed. */
   #pipelined = new Set<ReplicaSession>();
   #ahead = new Map<ReplicaSession, AheadWait>();
@@ -292,8 +297,20 @@ export class DownstreamReplication {
       if (inc) continue; // it waits for the new history's snapshot
       snap ??= src.usableSnapshot();
       if (!snap) {
-        src.needSnapshot();
-        return;
+        const mem = this.#memorySnapshot();
+        // RDB-only clients are not served from it (nor told the data as of their request is there): they wait.
+        if (mem === null || session.caps.rdbOnly || this.#rdbFrom.has(session)) {
+          src.needSnapshot();
+          return;
+        }
+        if (mem.offset > src.log.endOffset) continue; // a snapshot ahead of the stream: served once the log reaches it
+        if (limit > 0 && this.#transfers.size >= limit) return;
+        this.#waiting.delete(session);
+        this.#transfers.add(session);
+        // Pinned from here: the log keeps the stream after the snapshot for as long as the transfer takes.
+        session.beginFull(mem.offset + 1);
+        void session.sendIncoming(this.#header(session, mem.offset), mem, this.#opts.fullSyncRate ?? 0).finally(() => this.#transferEnded(session));
+        continue;
       }
       const from = this.#rdbFrom.get(session);
       if (from !== undefined && snap.epoch <= from.epoch && snap.offset < from.offset) {
@@ -373,7 +390,22 @@ export class DownstreamReplication {
 
   /** A usable snapshot may have appeared. */
   snapshotReady(): void {
+    // One on disk serves every full sync from now on: the memory one goes.
+    this.#memory = null;
     this.#serveWaiting();
+  }
+
+  /** A snapshot of the current history fetched into memory (the disk had no room): waiting replicas take it. */
+  memorySnapshot(snap: RdbTransfer): void {
+    this.#memory = snap;
+    this.#serveWaiting();
+  }
+
+  /** The memory snapshot while it can serve a full sync: dropped once the log no longer holds its next byte. */
+  #memorySnapshot(): RdbTransfer | null {
+    const mem = this.#memory;
+    if (mem !== null && mem.offset + 1 < this.#opts.source.log.firstOffset) this.#memory = null;
+    return this.#memory;
   }
 
   /** Upstream started sending a full sync: waiting replicas may take it as it arrives. */
@@ -392,6 +424,7 @@ export class DownstreamReplication {
    * waiting for a snapshot have been told nothing: they stay and are served from the new one.
    */
   newHistory(reason: string): void {
+    this.#memory = null;
     for (const s of [...this.#sessions]) if (s.state !== ReplicaState.WaitBgsave && !this.#pipelined.has(s)) s.close(reason);
   }
 

@@ -1,4 +1,5 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
 import { open, type FileHandle } from 'node:fs/promises';
 import { InternalError, ProtocolError, SnapshotError } from '../errors.js';
 import { Crc64 } from '../backlog/crc64.js';
@@ -46,7 +47,8 @@ export class RdbReceiver {
   #remaining = 0;
   #mark: Buffer | null = null;
   #held = Buffer.alloc(0);
-  #file: WriteStream;
+  /** The file, or what replaces it (a MemorySink when the disk has no room for the RDB). */
+  #file: Writable;
   #received = 0;
   #total: number | null = null;
   #fileError: Error | null = null;
@@ -72,11 +74,14 @@ export class RdbReceiver {
   /** Called once, when the payload header ($<len> or $EOF:<mark>) has been read. */
   onHeader: (() => void) | null = null;
 
-  /** `shareReads`: open the descriptor readers share (openReader) as soon as the file exists; release it with releaseReaders(). */
-  constructor(path: string, opts: { shareReads?: boolean } = {}) {
+  /**
+   * `shareReads`: open the descriptor readers share (openReader) as soon as the file exists; release it with
+   * releaseReaders(). `sink`: write the payload there instead of a file at `path` (no readers then).
+   */
+  constructor(path: string, opts: { shareReads?: boolean; sink?: Writable } = {}) {
     this.path = path;
     // 0600: an RDB is the whole dataset, for the relay's user only (as the log segments and the state file are).
-    this.#file = createWriteStream(path, { flush: true, highWaterMark: WRITE_BUFFER, mode: 0o600 });
+    this.#file = opts.sink ?? createWriteStream(path, { flush: true, highWaterMark: WRITE_BUFFER, mode: 0o600 });
     this.#file.on('error', (err) => {
       this.#fileError = err;
     });

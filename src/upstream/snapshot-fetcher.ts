@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { ClientTlsConfig } from '../config/types.js';
 import { HandshakeError } from '../errors.js';
@@ -33,13 +34,15 @@ export interface FetchedSnapshot {
  * Fetches a fresh RDB on a second connection (`REPLCONF rdb-only 1`, `PSYNC ? -1`) without touching the
  * streaming link: used when the log no longer holds the byte after the current snapshot. Upstream closes
  * an rdb-only connection after the payload. `onStart` learns the snapshot's offset as soon as upstream names it,
- * so the caller can keep the log from that offset while the RDB arrives.
+ * so the caller can keep the log from that offset while the RDB arrives. `sink`: where the RDB goes instead of
+ * `tempPath` (memory, when the disk has no room).
  */
 export async function fetchSnapshot(
   opts: FetchOptions,
   tempPath: string,
   onStart: (snap: FetchedSnapshot) => void,
   signal: { socket: Socket | null },
+  sink?: Writable,
 ): Promise<FetchedSnapshot> {
   const opened = await openReplicationConnection({
     ...opts,
@@ -61,7 +64,7 @@ export async function fetchSnapshot(
     }
     const snap = { replid: outcome.replid, offset: outcome.offset };
     onStart(snap);
-    const receiver = new RdbReceiver(tempPath);
+    const receiver = new RdbReceiver(tempPath, sink ? { sink } : {});
     const { source, rest } = payloadSource(opened);
     await receiveRdb(source, rest, receiver, { timeoutMs: opts.timeoutMs, log: opts.log, peer: `${opts.host}:${opts.port}` });
     return snap;

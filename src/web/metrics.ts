@@ -110,7 +110,7 @@ const FAMILIES: readonly Family[] = [
   {
     name: 'snapshot_waiting_for_room_bytes',
     type: 'gauge',
-    help: 'Room the next snapshot fetch waits for on the disk (the last one ran out of room); 0 when none.',
+    help: 'Room the next snapshot fetch to disk waits for (the last one ran out of room); 0 when none.',
     read: (s) => s.snapshotWaitingForRoom,
   },
   { name: 'full_syncs_waiting', type: 'gauge', help: 'Replicas waiting for a full sync (for a snapshot, or their turn under replication.full-sync-concurrency).', read: (s) => s.fullSyncsWaiting },

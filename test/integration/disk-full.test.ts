@@ -139,10 +139,11 @@ for (const withSource of [false, true]) {
     if (sc) await waitConverged(m, [sc], 'the snapshot source');
     const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
     const conf = join(tempDir('relay-conf-'), 'relay.yaml');
-    // A 1 s minimum interval: without the wait for room the master forked for a fetch every second.
+    // A 1 s minimum interval: without the wait for room the master forked for a fetch every second. No fetch into
+    // memory (the next test): the replica waits for room.
     writeFileSync(
       conf,
-      'log:\n  memory: 1mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\n' +
+      'log:\n  memory: 1mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\n  full-sync-memory: 0\nweb:\n  port: 0\n' +
         'upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n' +
         (source ? `  snapshot-source:\n    host: 127.0.0.1\n    port: ${source.port}\n` : ''),
     );
@@ -191,3 +192,50 @@ for (const withSource of [false, true]) {
     await Promise.all([online.stop(), fresh.stop()]);
   });
 }
+
+t.test('a disk full of other files: the snapshot a waiting replica needs is fetched into memory and served from there, the disk still full', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 30000, 'seed', 100);
+  const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
+  const conf = join(tempDir('relay-conf-'), 'relay.yaml');
+  writeFileSync(
+    conf,
+    'log:\n  memory: 1mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\n  full-sync-memory: 64mb\nweb:\n  port: 0\n' +
+      'upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n',
+  );
+  const port = await freePort();
+  const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')]);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  const online = await startReplica(port);
+  const a = await online.client();
+  t.teardown(() => a.close());
+  await waitConverged(m, [a], 'the first replica');
+
+  t.ok(fillFilesystem(join(fs, 'filler')) > 0, 'filesystem filled by another program');
+  await benchmarkLoad(master.port, 40000, 512, 5000);
+  await waitConverged(m, [a], 'the online replica keeps up', 60000);
+  const forks = stat(await m.info('stats'), 'total_forks');
+
+  const fresh = await startReplica(port);
+  const b = await fresh.client();
+  t.teardown(() => b.close());
+  await m.call('SET', 'written-while-it-waits', '1');
+  await waitConverged(m, [a, b], 'the new replica full-syncs from memory, the disk still full', 30_000);
+  t.match(relay.logs(), /fresh snapshot held in memory \(no room on the disk\)/, 'logged');
+  t.equal(await b.callString('GET', 'written-while-it-waits'), '1', 'with what the master wrote meanwhile');
+  // One fetch that ran out of room, one into memory: two forks, then none while it serves.
+  t.equal(stat(await m.info('stats'), 'total_forks') - forks, 2, 'two forks on the master: the fetch that found no room, and the one into memory');
+
+  // A replica that comes back later is served from the same memory snapshot while the log still holds its next byte.
+  await fresh.stop();
+  const again = await startReplica(port);
+  const c = await again.client();
+  t.teardown(() => c.close());
+  await waitConverged(m, [a, c], 'another new replica, from the same memory snapshot');
+  t.equal(stat(await m.info('stats'), 'total_forks') - forks, 2, 'no fork more for it');
+  await Promise.all([online.stop(), again.stop()]);
+});

@@ -52,6 +52,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     snapshotRefreshMinIntervalMs: 60_000,
     fullSyncConcurrency: 0,
     fullSyncRate: 0,
+    fullSyncMemory: 256 * 1024 ** 2,
     compression: true,
   },
   history: { keepSnapshots: 3, snapshotIntervalMs: 1_800_000, pitrIdleTimeoutMs: 600_000, pitrMaxListeners: 4 },
