@@ -1,4 +1,3 @@
-import { promises as fsp } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Logger } from './log.js';
 import type { History } from './backlog/history.js';
@@ -6,6 +5,7 @@ import type { SnapshotMeta } from './backlog/snapshot-store.js';
 import { fetchSnapshot, type FetchOptions } from './upstream/snapshot-fetcher.js';
 import { LinkError } from './errors.js';
 import { MemorySink, memoryTransfer } from './backlog/memory-snapshot.js';
+import { DiskRoom, noRoom } from './util/disk-room.js';
 import type { RdbTransfer } from './util/rdb-transfer.js';
 import type { Telemetry } from './observability/telemetry.js';
 
@@ -55,15 +55,13 @@ export class SnapshotRefresher {
   #interval: NodeJS.Timeout | null = null;
   /** The offset the next fetch must reach for an RDB-only client (-1: none asked). */
   #rdbFrom = -1;
-  /**
-   * The last fetch ran out of room on the disk (ENOSPC, EDQUOT) after writing `needBytes`: no fetch starts (and no
-   * master forks for one) until more than that is free. `freeBytes`: what the last look found.
-   */
-  #short: { needBytes: number; freeBytes: number; logged: boolean } | null = null;
+  /** A fetch ran out of room on the disk: the next waits for more (backlog/disk-room.ts). */
+  readonly #room: DiskRoom;
   #lookingForRoom = false;
 
   constructor(opts: RefresherOptions) {
     this.#opts = opts;
+    this.#room = new DiskRoom({ dir: opts.history.store.dir, logger: opts.logger, what: 'snapshot fetch', then: 'fetching it' });
     const every = opts.intervalMs ?? 0;
     if (every > 0) {
       this.#interval = setInterval(() => {
@@ -80,7 +78,7 @@ export class SnapshotRefresher {
 
   /** Bytes of room the next fetch waits for on the disk (the last one ran out of room), 0 when it waits for none. */
   get waitingForRoom(): number {
-    return this.#short?.needBytes ?? 0;
+    return this.#room.needBytes;
   }
   /** When the next refresh may start (ms since the epoch). */
   get notBefore(): number {
@@ -96,8 +94,8 @@ export class SnapshotRefresher {
     const h = this.#opts.history;
     if (from > this.#rdbFrom) this.#rdbFrom = from;
     if (this.#fetch || this.#lookingForRoom || !h.hasHistory || !this.#opts.linkReady()) return;
-    if (this.#short) {
-      this.#lookForRoom(this.#short);
+    if (this.#room.needBytes > 0) {
+      this.#lookForRoom();
       return;
     }
     if (Date.now() < this.notBefore) return;
@@ -113,46 +111,29 @@ export class SnapshotRefresher {
   }
 
   /**
-   * After a fetch ran out of room: whether the disk now has more than it took (snapshots the log left behind are
-   * pruned first). Another fetch would only fork the master for an RDB that cannot be written, so it starts once
-   * there is, at once (the minimum interval is for the master's sake; this one failed on our disk). Asked again at
-   * every request (the replicas' tick asks every second). A filesystem that cannot say (no statfs) gets the fetch.
+   * After a fetch ran out of room, at every request (the replicas' tick asks every second): snapshots the log left
+   * behind are pruned, then the disk asked. With room, the fetch starts at once (the minimum interval is for the
+   * master's sake; that one failed on our disk); without, RDB-only clients owed the data as of now get the reason,
+   * and the fetch may go to memory.
    */
-  #lookForRoom(short: { needBytes: number; freeBytes: number; logged: boolean }): void {
+  #lookForRoom(): void {
+    const h = this.#opts.history;
     this.#lookingForRoom = true;
-    // An unexpected failure (of the prune): asked again at the next request.
-    void this.#roomFor(short)
+    void h
+      .pruneSnapshots()
+      .then(() => this.#room.hasRoom())
+      // An unexpected failure (of the prune): asked again at the next request.
       .catch(() => false)
       .then((room) => {
         this.#lookingForRoom = false;
-        if (room) this.request();
-        else this.#fetchIntoMemory(short);
+        if (room) {
+          this.#lastStart = -Infinity;
+          this.request();
+          return;
+        }
+        this.#opts.onFailed?.(h.log.endOffset, `no room on the relay's disk for a snapshot (the last fetch ran out after ${this.#room.needBytes} bytes)`);
+        this.#fetchIntoMemory();
       });
-  }
-
-  async #roomFor(short: { needBytes: number; freeBytes: number; logged: boolean }): Promise<boolean> {
-    const h = this.#opts.history;
-    const logger = this.#opts.logger;
-    await h.pruneSnapshots();
-    const free = await fsp.statfs(h.store.dir).then(
-      (st) => st.bavail * st.bsize,
-      () => Infinity,
-    );
-    short.freeBytes = free;
-    const fields = { needBytes: short.needBytes, freeBytes: free, dir: h.store.dir };
-    if (free > short.needBytes) {
-      logger.info(fields, 'room on the disk for a snapshot again: fetching it');
-      this.#short = null;
-      this.#lastStart = -Infinity;
-      return true;
-    }
-    if (!short.logged) {
-      short.logged = true;
-      logger.warn(fields, 'snapshot fetch waits for room on the disk: the last one ran out of room; fetching again once more is free');
-    }
-    // RDB-only clients owed the data as of now are not kept waiting on the disk.
-    this.#opts.onFailed?.(h.log.endOffset, `no room on the relay's disk for a snapshot (the last fetch ran out after ${short.needBytes} bytes, ${free} free)`);
-    return false;
   }
 
   /**
@@ -160,10 +141,10 @@ export class SnapshotRefresher {
    * larger (the last fetch got further than the cap), and no more often than a disk fetch. From a snapshot source
    * when one is set, without falling back to the master (the same dataset would not fit either).
    */
-  #fetchIntoMemory(short: { needBytes: number }): void {
+  #fetchIntoMemory(): void {
     const cap = this.#opts.memoryCap ?? 0;
     const h = this.#opts.history;
-    if (cap <= 0 || short.needBytes > cap || this.#fetch || Date.now() < this.notBefore) return;
+    if (cap <= 0 || this.#room.needBytes > cap || this.#fetch || Date.now() < this.notBefore) return;
     if (!h.hasHistory || !this.#opts.linkReady()) return;
     const replica = this.#opts.snapshotSource?.() ?? null;
     const src = replica ?? this.#opts.source();
@@ -241,18 +222,15 @@ export class SnapshotRefresher {
       .catch(async (err: Error) => {
         this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason: fetch.aborted ?? err.message });
         // Our own disk ran out of room: the master's RDB would not fit either.
-        const noRoom = !memory && !fetch.aborted && ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException).code ?? '');
+        const outOfRoom = !memory && !fetch.aborted && noRoom(err);
         // Past the cap: the RDB needs more than memory may hold, so no memory fetch is tried again for it.
-        if (memory?.overCap && this.#short) this.#short.needBytes = Math.max(this.#short.needBytes, memory.cap + 1);
-        if (fallback && !fetch.aborted && !noRoom) {
+        if (memory?.overCap) this.#room.atLeast(memory.cap + 1);
+        if (fallback && !fetch.aborted && !outOfRoom) {
           logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
           again = fallback;
         } else {
-          if (noRoom) {
-            // What it wrote before the disk ran out: the least the next one needs.
-            const needBytes = await fsp.stat(temp).then((st) => st.size, () => 0);
-            this.#short = { needBytes, freeBytes: 0, logged: false };
-          }
+          // The room it had (measured before its file goes below): the next one needs more.
+          if (outOfRoom) await this.#room.ranOut(temp);
           logger.warn({ err: fetch.aborted ?? err.message, nextAttemptInMs: Math.max(0, this.notBefore - Date.now()) }, 'snapshot fetch failed');
           // Aborted too (log.refresh-hold exceeded: a stream faster than the log holds during a fetch, so the next
           // may fail as well). Clients of a history given up meanwhile are not told: the new one's snapshot serves them.

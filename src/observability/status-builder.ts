@@ -11,7 +11,7 @@ export interface StatusSources {
   readonly version: string;
   readonly runId: string;
   readonly config: RelayConfig;
-  readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'relayChain' | 'on'>;
+  readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'relayChain' | 'on' | 'waitingForRoom'>;
   readonly history: Pick<History, 'usableSnapshot' | 'newestSnapshot' | 'diskStatus' | 'diskLimit' | 'ids' | 'log' | 'store'>;
   readonly refresher: { readonly inProgress: boolean; readonly waitingForRoom: number };
   readonly clients: () => ReadonlySet<ClientConnection>;
@@ -109,7 +109,7 @@ export class StatusBuilder {
       snapshot: shown ? { replid: shown.replid, offset: shown.offset, size: shown.size, rdbVersion: shown.rdbVersion, usable: shown === usable } : null,
       snapshotLeases: history.store.leases,
       snapshotRefreshInProgress: this.#src.refresher.inProgress,
-      snapshotWaitingForRoom: this.#src.refresher.waitingForRoom,
+      snapshotWaitingForRoom: Math.max(this.#src.refresher.waitingForRoom, this.#src.link.waitingForRoom),
       snapshotRefreshes: counters.snapshotRefreshes.started,
       snapshotRefreshFailures: counters.snapshotRefreshes.failed,
       snapshotsGivenUp: counters.snapshotsGivenUp,

@@ -103,7 +103,10 @@ export interface RelayStatus {
   /** Snapshot files held open by full syncs and point-in-time listeners (leases). */
   readonly snapshotLeases: number;
   readonly snapshotRefreshInProgress: boolean;
-  /** Bytes of room the next snapshot fetch waits for on the disk (the last one ran out of room); 0 when none. */
+  /**
+   * Bytes of room the next RDB to disk waits for (a snapshot fetch, or the relay's own full sync from upstream: the
+   * last one ran out of room); 0 when none.
+   */
   readonly snapshotWaitingForRoom: number;
   /** Snapshot fetches from upstream started (each a fork on the master), and those that failed. */
   readonly snapshotRefreshes: number;

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { ClientTlsConfig } from '../config/types.js';
@@ -20,6 +21,7 @@ import type { RdbTransfer } from '../util/rdb-transfer.js';
 
 export type { RdbTransfer };
 import { checkTransition, type Transitions } from '../util/transitions.js';
+import { DiskRoom, noRoom } from '../util/disk-room.js';
 import type { Telemetry } from '../observability/telemetry.js';
 
 /** Reads in place (plain TCP) get between READ_MIN and READ_MAX bytes of room in the log's tail block. */
@@ -148,6 +150,7 @@ export class UpstreamLink extends EventEmitter {
   #stopped = false;
   #generation = 0;
   #receiver: RdbReceiver | null = null;
+  readonly #room: DiskRoom;
   #scannerFailed = false;
   /** Settles the RdbTransfer in progress (false: it failed). */
   #settleTransfer: ((committed: boolean) => void) | null = null;
@@ -171,6 +174,12 @@ export class UpstreamLink extends EventEmitter {
     // A master's stream is exempt from proto-max-bulk-len (Redis never limits its master client): no bulk cap.
     // Without decodeArgs only REPLCONF's second arg is looked at (GETACK): no copy of every SET's key.
     this.#scanner = new StreamScanner((cmd) => this.#onCommand(cmd), { maxBulkLen: Number.MAX_SAFE_INTEGER, secondArg: (name) => isWord(name, 'REPLCONF') });
+    this.#room = new DiskRoom({ dir: dirname(host.tempSnapshotPath()), logger: opts.log, what: 'full sync from upstream', then: 'connecting' });
+  }
+
+  /** Room on the disk the next connection waits for (a full sync's RDB ran out of it), 0 when none. */
+  get waitingForRoom(): number {
+    return this.#room.needBytes;
   }
 
   get state(): LinkState {
@@ -268,15 +277,35 @@ export class UpstreamLink extends EventEmitter {
     if (this.#stopped) return;
     this.#opts.telemetry.emit('upstream.error', { message: err.message });
     this.#log.warn({ err, peer: this.#peer(), offset: this.#hostApi.masterReplOffset() }, 'upstream link failed');
+    const r = this.#receiver;
+    if (r && noRoom(err)) {
+      // A full sync's RDB ran out of room: the room it had is measured before its file goes (taken from teardown).
+      this.#receiver = null;
+      void this.#room.ranOut(r.path, r.abort()).then(() => this.#hostApi.discardTemp(r.path));
+    }
     this.#teardown();
     this.#scheduleReconnect();
   }
 
   #scheduleReconnect(): void {
     if (this.#stopped || this.#host === null) return;
+    if (this.#room.needBytes > 0) {
+      // Another full sync now would only make the master fork for an RDB the disk cannot take: looked at every second.
+      this.#setState(LinkState.Backoff, 'waiting for room on the disk', { needBytes: this.#room.needBytes });
+      this.#timers.set(1000, () => void this.#connectWhenRoom());
+      return;
+    }
     const delay = backoffDelay(this.#attempt++, this.#opts.backoffMinMs, this.#opts.backoffMaxMs);
     this.#setState(LinkState.Backoff, 'reconnect scheduled', { delayMs: delay });
     this.#timers.set(delay, () => void this.#connect());
+  }
+
+  async #connectWhenRoom(): Promise<void> {
+    const gen = this.#generation;
+    const room = await this.#room.hasRoom();
+    if (gen !== this.#generation || this.#stopped) return; // stopped, or told to follow another upstream meanwhile
+    if (room) void this.#connect();
+    else this.#timers.set(1000, () => void this.#connectWhenRoom());
   }
 
   async #connect(): Promise<void> {

@@ -1,0 +1,93 @@
+import { promises as fsp } from 'node:fs';
+import type { Logger } from '../log.js';
+
+/** Whether a write failed because the disk (or a quota) has no room left. */
+export function noRoom(err: unknown): boolean {
+  return ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException | null)?.code ?? '');
+}
+
+export interface DiskRoomOptions {
+  /** The directory the RDB is written in. */
+  readonly dir: string;
+  readonly logger: Logger;
+  /** What waits, for the log lines: `snapshot fetch`. */
+  readonly what: string;
+  /** What starts once there is room: `fetching it`. */
+  readonly then: string;
+}
+
+/** More room than the last attempt had by at least this much before another starts: a trickle of freed bytes is no reason to fork the master again. */
+const MARGIN = 1024 * 1024;
+
+/**
+ * An RDB written to the disk (a snapshot fetch, or the relay's own full sync from upstream) ran out of room. The
+ * room it had (its file's size plus what was still free, measured before the file is removed) is the least the next
+ * one needs; another attempt before the disk has more than that would only make the master fork for an RDB that
+ * cannot be written, so the owner asks hasRoom() first, and starts at once when it says yes. statfs counts what the
+ * relay's user may write (bavail); a filesystem that cannot say gets the attempt.
+ */
+export class DiskRoom {
+  readonly #opts: DiskRoomOptions;
+  #needBytes = 0;
+  #measured: Promise<void> = Promise.resolve();
+  #logged = false;
+
+  constructor(opts: DiskRoomOptions) {
+    this.#opts = opts;
+  }
+
+  /** The room the next attempt waits for (more than the last one had), 0 when it waits for none. */
+  get needBytes(): number {
+    return this.#needBytes;
+  }
+
+  /**
+   * An attempt ran out of room writing `file`: waits from now; the room it had is measured once `closed` resolves
+   * (the file written to the end), before the returned promise resolves; `file` must stay until then.
+   */
+  ranOut(file: string, closed: Promise<unknown> = Promise.resolve()): Promise<void> {
+    this.#logged = false;
+    this.#needBytes = Math.max(1, this.#needBytes);
+    this.#measured = (async () => {
+      await closed.catch(() => {});
+      const size = await fsp.stat(file).then(
+        (st) => st.size,
+        () => 0,
+      );
+      const free = await this.#free();
+      this.#needBytes = Math.max(1, size + (Number.isFinite(free) ? free : 0));
+    })();
+    return this.#measured;
+  }
+
+  /** The next attempt needs at least `bytes` (it is known to be larger than what it was given), if it waits at all. */
+  atLeast(bytes: number): void {
+    if (this.#needBytes > 0) this.#needBytes = Math.max(this.#needBytes, bytes);
+  }
+
+  /** Whether the next attempt may start: no wait, or the disk now has more room than the last one had. */
+  async hasRoom(): Promise<boolean> {
+    if (this.#needBytes === 0) return true;
+    await this.#measured;
+    const { dir, logger, what, then } = this.#opts;
+    const freeBytes = await this.#free();
+    const fields = { needBytes: this.#needBytes, freeBytes, dir };
+    if (freeBytes > this.#needBytes + MARGIN) {
+      logger.info(fields, `room on the disk for the ${what} again: ${then}`);
+      this.#needBytes = 0;
+      return true;
+    }
+    if (!this.#logged) {
+      this.#logged = true;
+      logger.warn(fields, `${what} waits for room on the disk: the last one ran out of room; it starts again once more is free`);
+    }
+    return false;
+  }
+
+  #free(): Promise<number> {
+    return fsp.statfs(this.#opts.dir).then(
+      (st) => st.bavail * st.bsize,
+      () => Infinity,
+    );
+  }
+}
