@@ -4,7 +4,7 @@
  * forwarding from memory, say so, drop only the replica it can no longer serve, resume disk logging by itself once
  * space returns, and every replica must end with the master's dataset.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { rmSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -20,6 +20,18 @@ import { fillFilesystem, smallFilesystem } from '../helpers/small-fs.js';
 
 t.teardown(stopAll);
 
+/** The relay as a process with `yaml` as its config, following the master on `masterPort`, `dir` its data directory; a client of it. */
+async function relayProcess(t: Test, yaml: string, masterPort: number, dir: string) {
+  const conf = join(tempDir('relay-conf-'), 'relay.yaml');
+  writeFileSync(conf, yaml);
+  const port = await freePort();
+  const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', dir]);
+  t.teardown(() => relay.stop('SIGKILL'));
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  return { port, relay, x };
+}
+
 for (const kind of ['tmpfs', 'ext4'] as const) {
   t.test(`a disk that fills under load (${kind}): forwarding goes on from memory, nothing wrong is served, logging resumes by itself`, async (t) => {
     const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
@@ -28,19 +40,15 @@ for (const kind of ['tmpfs', 'ext4'] as const) {
     await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
 
     const { dir: fs } = smallFilesystem(t, kind, '48m');
-    const conf = join(tempDir('relay-conf-'), 'relay.yaml');
     const webPort = await freePort();
-    writeFileSync(
-      conf,
+    const { port, relay, x } = await relayProcess(
+      t,
       'log:\n  memory: 1mb\n  disk: 1gb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\n' +
         `web:\n  port: ${webPort}\n` +
         'upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n',
+      master.port,
+      join(fs, 'data'),
     );
-    const port = await freePort();
-    const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')]);
-    t.teardown(() => relay.stop('SIGKILL'));
-    const x = await RedisClient.connect(port);
-    t.teardown(() => x.close());
 
     const online = await startReplica(port);
     const held = await startReplica(port);
@@ -137,47 +145,53 @@ t.test('an RDB from upstream larger than the space left fails its transfer, is n
   await replica.stop();
 });
 
+/**
+ * A master with a 3 MB dataset, the relay on a 48 MB tmpfs (1 MB memory tail, fetches at most once a second; `yaml`
+ * adds to its replication and upstream sections) with one replica online, then another program filling every free
+ * byte, and 20 MB of stream that leaves the relay's snapshot behind: the next replica needs a fresh snapshot.
+ */
+async function fullDisk(t: Test, opts: { replication: string; source?: boolean; diskLog?: boolean }) {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 30000, 'seed', 100);
+  // A replica of the master the relay fetches its snapshots from (it forks, the master does not).
+  const source = opts.source ? await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] }) : null;
+  if (source) {
+    const sc = await source.client();
+    t.teardown(() => sc.close());
+    await waitConverged(m, [sc], 'the snapshot source');
+  }
+  const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
+  const { port, relay, x } = await relayProcess(
+    t,
+    `log:\n  memory: 1mb\n  disk-queue: 4mb\n${opts.diskLog === false ? '  disk: 0\n' : ''}` +
+      `replication:\n  snapshot-refresh-min-interval: 1s\n${opts.replication}web:\n  port: 0\n` +
+      `upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n` +
+      (source ? `  snapshot-source:\n    host: 127.0.0.1\n    port: ${source.port}\n` : ''),
+    master.port,
+    join(fs, 'data'),
+  );
+  const online = await startReplica(port);
+  const a = await online.client();
+  t.teardown(() => a.close());
+  await waitConverged(m, [a], 'the first replica');
+  const filler = join(fs, 'filler');
+  t.ok(fillFilesystem(filler) > 0, 'filesystem filled by another program');
+  await benchmarkLoad(master.port, 40000, 512, 5000);
+  await waitConverged(m, [a], 'the online replica keeps up', 60000);
+  return { m, port, relay, x, online, a, filler, source };
+}
+
 for (const [withSource, diskLog] of [
   [false, true],
   [true, true],
   [false, false],
 ] as const) {
   t.test(`a disk full of other files${withSource ? ', snapshots from a snapshot source' : ''}${diskLog ? '' : ', no disk log'}: a snapshot fetch that ran out of room is not retried (no fork${withSource ? ', and no fallback to the master' : ' on the master'}) until the disk has more room than it took; then the waiting replica syncs`, async (t) => {
-    const master = await startRedis();
-    const m = await master.client();
-    t.teardown(() => m.close());
-    await m.call('DEBUG', 'POPULATE', 30000, 'seed', 100);
-    // A replica of the master the relay fetches its snapshots from (it forks, the master does not).
-    const source = withSource ? await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] }) : null;
-    const sc = source ? await source.client() : null;
-    t.teardown(() => sc?.close());
-    if (sc) await waitConverged(m, [sc], 'the snapshot source');
-    const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
-    const conf = join(tempDir('relay-conf-'), 'relay.yaml');
     // A 1 s minimum interval: without the wait for room the master forked for a fetch every second. No fetch into
     // memory (the next test): the replica waits for room.
-    writeFileSync(
-      conf,
-      `log:\n  memory: 1mb\n  disk-queue: 4mb\n${diskLog ? '' : '  disk: 0\n'}replication:\n  snapshot-refresh-min-interval: 1s\n  full-sync-memory: 0\nweb:\n  port: 0\n` +
-        'upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n' +
-        (source ? `  snapshot-source:\n    host: 127.0.0.1\n    port: ${source.port}\n` : ''),
-    );
-    const port = await freePort();
-    const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')]);
-    t.teardown(() => relay.stop('SIGKILL'));
-    const x = await RedisClient.connect(port);
-    t.teardown(() => x.close());
-    const online = await startReplica(port);
-    const a = await online.client();
-    t.teardown(() => a.close());
-    await waitConverged(m, [a], 'the first replica');
-
-    // Another program takes every free byte; then the stream leaves the relay's snapshot behind.
-    const filler = join(fs, 'filler');
-    t.ok(fillFilesystem(filler) > 0, 'filesystem filled');
-    await benchmarkLoad(master.port, 40000, 512, 5000);
-    await waitConverged(m, [a], 'the online replica keeps up', 60000);
-
+    const { m, port, relay, x, online, a, filler, source } = await fullDisk(t, { replication: '  full-sync-memory: 0\n', source: withSource, diskLog });
     const forksBefore = stat(await m.info('stats'), 'total_forks');
     const fresh = await startReplica(port);
     const b = await fresh.client();
@@ -209,30 +223,7 @@ for (const [withSource, diskLog] of [
 }
 
 t.test('a disk full of other files: the snapshot a waiting replica needs is fetched into memory and served from there, the disk still full', async (t) => {
-  const master = await startRedis();
-  const m = await master.client();
-  t.teardown(() => m.close());
-  await m.call('DEBUG', 'POPULATE', 30000, 'seed', 100);
-  const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
-  const conf = join(tempDir('relay-conf-'), 'relay.yaml');
-  writeFileSync(
-    conf,
-    'log:\n  memory: 1mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\n  full-sync-memory: 64mb\nweb:\n  port: 0\n' +
-      'upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n',
-  );
-  const port = await freePort();
-  const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')]);
-  t.teardown(() => relay.stop('SIGKILL'));
-  const x = await RedisClient.connect(port);
-  t.teardown(() => x.close());
-  const online = await startReplica(port);
-  const a = await online.client();
-  t.teardown(() => a.close());
-  await waitConverged(m, [a], 'the first replica');
-
-  t.ok(fillFilesystem(join(fs, 'filler')) > 0, 'filesystem filled by another program');
-  await benchmarkLoad(master.port, 40000, 512, 5000);
-  await waitConverged(m, [a], 'the online replica keeps up', 60000);
+  const { m, port, relay, x, online, a } = await fullDisk(t, { replication: '  full-sync-memory: 64mb\n' });
   const forks = stat(await m.info('stats'), 'total_forks');
 
   const fresh = await startReplica(port);
