@@ -151,7 +151,9 @@ t.test('an RDB from upstream larger than the space left fails its transfer, is n
  * byte, and 20 MB of stream that leaves the relay's snapshot behind: the next replica needs a fresh snapshot.
  */
 async function fullDisk(t: Test, opts: { replication: string; source?: boolean; diskLog?: boolean }) {
-  const master = await startRedis();
+  // A backlog the load cannot outrun: a snapshot source that drops its link under a busy machine continues, and the
+  // master forks only for the relay.
+  const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
   await m.call('DEBUG', 'POPULATE', 30000, 'seed', 100);
@@ -192,7 +194,6 @@ for (const [withSource, diskLog] of [
     // A 1 s minimum interval: without the wait for room the master forked for a fetch every second. No fetch into
     // memory (the next test): the replica waits for room.
     const { m, port, relay, x, online, a, filler, source } = await fullDisk(t, { replication: '  full-sync-memory: 0\n', source: withSource, diskLog });
-    const forksBefore = stat(await m.info('stats'), 'total_forks');
     const fresh = await startReplica(port);
     const b = await fresh.client();
     t.teardown(() => b.close());
@@ -208,7 +209,8 @@ for (const [withSource, diskLog] of [
     for (const until = Date.now() + 3000; Date.now() < until; ) started = Math.max(started, Number((await x.info('replication'))['relay_snapshot_refreshes']));
     t.equal(started, refreshes, 'no fetch starts while the disk has no room');
     t.equal(stat(await m.info('stats'), 'total_forks'), forks, 'the master forks no more for it');
-    if (source) t.equal(forks, forksBefore, 'nor did it for the first: the source\'s fetch ran out of room, the master\'s would too');
+    // (The master's own fork count may move for the source replica itself, which follows it on its own.)
+    if (source) t.notMatch(relay.logs(), /fetching from the master instead/, 'the source\'s fetch ran out of room: no fallback to the master, whose RDB would not fit either');
     t.ok(Number((await x.info('replication'))['relay_snapshot_waiting_for_room']) > 0, 'INFO names the room it waits for');
     const waiting = relay.logs().split('\n').find((l) => l.includes('snapshot fetch waits for room on the disk')) ?? '';
     t.match(waiting, /"needBytes":\d+/, 'the log names how much room the last fetch took');
