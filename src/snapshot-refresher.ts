@@ -131,7 +131,7 @@ export class SnapshotRefresher {
           this.request();
           return;
         }
-        this.#opts.onFailed?.(h.log.endOffset, `no room on the relay's disk for a snapshot (the last fetch ran out after ${this.#room.needBytes} bytes)`);
+        this.#opts.onFailed?.(h.log.endOffset, `no room on the relay's disk for a snapshot (it needs more than ${this.#room.needBytes} bytes)`);
         this.#fetchIntoMemory();
       });
   }

@@ -134,7 +134,7 @@ export class WebServer {
         // wait for room on the disk.
         const notes = s.log.diskProblem !== null ? [`disk log ${s.log.diskState}: ${s.log.diskProblem}`] : [];
         if (s.snapshotWaitingForRoom > 0) {
-          notes.push(`fresh snapshots wait for room on the disk (the last fetch ran out after ${s.snapshotWaitingForRoom} bytes); full syncs are served from memory meanwhile when the RDB fits replication.full-sync-memory`);
+          notes.push(`an RDB (a snapshot fetch, or the relay's own full sync) waits for more than ${s.snapshotWaitingForRoom} bytes of room on the disk`);
         }
         const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown, notes });
         this.#answers.reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');

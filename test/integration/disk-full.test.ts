@@ -6,7 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import { rmSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
@@ -212,6 +212,10 @@ for (const [withSource, diskLog] of [
     // (The master's own fork count may move for the source replica itself, which follows it on its own.)
     if (source) t.notMatch(relay.logs(), /fetching from the master instead/, 'the source\'s fetch ran out of room: no fallback to the master, whose RDB would not fit either');
     t.ok(Number((await x.info('replication'))['relay_snapshot_waiting_for_room']) > 0, 'INFO names the room it waits for');
+    // A backup (redis-cli --rdb) is owed the data as of now, which only a fetch could give: told why, not kept waiting.
+    const cli = spawnSync('redis-cli', ['-p', String(port), '--rdb', join(tempDir('rdb-'), 'dump.rdb')], { encoding: 'utf8', timeout: 20_000 });
+    t.equal(cli.status, 1, 'redis-cli --rdb exits 1');
+    t.match(cli.stdout + cli.stderr, /no room on the relay's disk for a snapshot \(it needs more than \d+ bytes\)/, 'naming the disk');
     const waiting = relay.logs().split('\n').find((l) => l.includes('snapshot fetch waits for room on the disk')) ?? '';
     t.match(waiting, /"needBytes":\d+/, 'the log names how much room the last fetch took');
     t.match(waiting, /"freeBytes":\d+/, 'and how much is free');
