@@ -3,6 +3,7 @@ import { LogCursor } from '../backlog/log-cursor.js';
 import type { Logger } from '../log.js';
 import { Telemetry } from '../observability/telemetry.js';
 import { ClientMemory, type MemoryUser } from '../downstream/client-memory.js';
+import { TurnBudget } from '../downstream/turn-budget.js';
 import { checkTransition, type Transitions } from '../util/transitions.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
 import { commandName, formatCommand, isInternal, matches, selectedDb, StreamFormat, type StreamOptions } from './stream-message.js';
@@ -20,6 +21,11 @@ import { commandName, formatCommand, isInternal, matches, selectedDb, StreamForm
  * A live subscriber never slows replication: messages past `maxBuffered` close it (4008) or are dropped and
  * counted. A raw subscriber is a cursor in the log, sent bytes while its socket has room; if the log drops
  * bytes it has not been sent, it is closed (4013).
+ *
+ * No subscriber's socket is handed more than `pace` (a MiB) ahead of what it read: a live subscriber's later
+ * messages wait in its queue as the strings every live subscriber shares, so a hundred that never read hold
+ * one copy of the stream's JSON, not a hundred in native buffers, and cost no send each. All subscribers' work
+ * (scanning, sending) shares one turn budget, so the relay answers its clients while they are many.
  */
 
 /** Close codes sent to /stream subscribers (4000-4999: application codes). */
@@ -66,7 +72,12 @@ export interface StreamHubOptions {
   readonly logger: Logger;
   /** Where subscriptions and slow disconnects are published and messages counted; absent (standalone use): a relay id of ''. */
   readonly telemetry?: Telemetry;
+  /** Time all subscribers' work may take in one turn of the event loop; default SUBSCRIBERS_TURN_MS of it. */
+  readonly turn?: TurnBudget;
 }
+
+/** Milliseconds of a turn of the event loop all /stream subscribers' work may take together (as the RESP clients'). */
+const SUBSCRIBERS_TURN_MS = 5;
 
 const Phase = { Seek: 'seek', CatchUp: 'catch-up', Live: 'live', Raw: 'raw', Closed: 'closed' } as const;
 type Phase = (typeof Phase)[keyof typeof Phase];
@@ -84,6 +95,11 @@ const PHASES: Transitions<Phase> = {
 const PUMP_BUDGET = 1024 * 1024;
 /** Bytes per raw message. */
 const RAW_SLICE = 256 * 1024;
+/**
+ * Bytes a subscriber's socket may hold unread in the relay (past the kernel's buffers, several MiB of their own) before
+ * it waits for a drain: enough to keep any reader busy, and a hundred that never read hold 25 MiB.
+ */
+const PACE = 256 * 1024;
 /** A live checkpoint (known boundary + db) is recorded at most this often. */
 const CHECKPOINT_EVERY = 1024 * 1024;
 /** Seek from a known boundary at most this far back (further would mean reading the disk log for a long time). */
@@ -115,8 +131,10 @@ interface HubContext {
   readonly slowClient: 'disconnect' | 'drop';
   /** The subscribers' queues together (web.max-buffered-total). */
   readonly memory: ClientMemory;
-  /** Bytes a catching-up subscriber may have queued before it waits for its socket. */
+  /** Bytes a socket may hold unread before the subscriber waits for it to drain. */
   readonly pace: number;
+  /** The time all subscribers' work may take in one turn of the event loop. */
+  readonly turn: TurnBudget;
   /** log.endOffset when live decoding began: a command starting after it arrives decoded. */
   decodeSince(): number;
   /** The db at the live head, when known; a subscriber going live may teach it. */
@@ -149,8 +167,12 @@ class Subscriber implements Subscription, MemoryUser {
   /** Live: deliver commands starting after this. */
   #liveAfter = 0;
   #db: number | null = null;
+  /** Messages not handed to the socket yet: `#out[#outHead..]`, `#outBytes` of them. */
   #out: string[] = [];
+  #outHead = 0;
   #outBytes = 0;
+  /** The socket's buffered amount at the last flush: what a live message is checked against (no native call each). */
+  #socketBuffered = 0;
   /** Waiting for drain. */
   #paused = false;
   /** A pump is queued with setImmediate. */
@@ -203,7 +225,8 @@ class Subscriber implements Subscription, MemoryUser {
     if (!this.#paused) return;
     this.#paused = false;
     if (this.#reading) return; // the read in flight pumps when it completes
-    this.wake();
+    if (this.#phase === Phase.Live) this.#ctx.queueFlush(this);
+    else this.wake();
   }
   closed(): void {
     this.#end();
@@ -261,9 +284,18 @@ class Subscriber implements Subscription, MemoryUser {
 
   /** The log grew: a subscriber working from the log carries on. */
   wake(): void {
-    if (this.#paused || this.#reading) return;
+    if (this.#paused || this.#reading || this.#scheduled) return;
     if (this.#phase === Phase.Raw) this.#pumpRaw();
-    else if ((this.#phase === Phase.Seek || this.#phase === Phase.CatchUp) && !this.#scheduled) this.#pump();
+    else if (this.#phase === Phase.Seek || this.#phase === Phase.CatchUp) this.#pump();
+  }
+
+  /** The turn's budget is spent: carry on next turn. */
+  #later(): void {
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      if (!this.#paused) this.wake();
+    });
   }
 
   /** A command the upstream link just decoded; `cache` shares the JSON text between live subscribers. */
@@ -308,15 +340,35 @@ class Subscriber implements Subscription, MemoryUser {
       msg = formatCommand(cmd.end, this.#db, name, cmd.args, internal);
       cache?.set(this.#db, msg);
     }
+    if (this.#phase === Phase.Live) {
+      const held = this.#socketBuffered + this.#outBytes;
+      if (held > 0 && held + msg.length > this.#ctx.maxBuffered) {
+        this.#tooSlow();
+        return;
+      }
+    }
     this.#out.push(msg);
     this.#outBytes += msg.length;
     if (this.#phase === Phase.Live) this.#ctx.queueFlush(this);
+  }
+
+  /** A live message does not fit under maxBuffered: closed, or the message dropped and counted (web.slow-client). */
+  #tooSlow(): void {
+    const { telemetry } = this.#ctx;
+    if (this.#ctx.slowClient === 'disconnect') {
+      telemetry.emit('stream.slow-disconnect', { buffered: this.buffered });
+      this.close(CloseCode.SlowConsumer, `slow consumer: more than ${this.#ctx.maxBuffered} bytes buffered`);
+      return;
+    }
+    this.stats.dropped++;
+    telemetry.traffic.webDroppedMessages++;
   }
 
   /** Scan the log while seeking / catching up, paced by the socket, then switch to live. */
   #pump(): void {
     const log = this.#ctx.log;
     let budget = PUMP_BUDGET;
+    this.#ctx.turn.begin();
     for (;;) {
       if ((this.#phase !== Phase.Seek && this.#phase !== Phase.CatchUp) || this.#reading) return;
       const scanner = this.#scanner!;
@@ -340,13 +392,9 @@ class Subscriber implements Subscription, MemoryUser {
         this.close(CloseCode.FellBehind, 'fell behind: the log no longer holds the next offset');
         return;
       }
-      if (budget <= 0) {
+      if (budget <= 0 || this.#ctx.turn.spent()) {
         this.flush();
-        this.#scheduled = true;
-        setImmediate(() => {
-          this.#scheduled = false;
-          if (!this.#paused) this.#pump();
-        });
+        this.#later();
         return;
       }
       const chunk = this.#next();
@@ -386,39 +434,64 @@ class Subscriber implements Subscription, MemoryUser {
     this.#setState(Phase.CatchUp);
   }
 
-  /** Send queued messages; a live subscriber past maxBuffered is closed or has messages dropped. */
+  /**
+   * Hands queued messages to the socket while it holds at most `pace` unread (the rest waits for its drain); a live
+   * subscriber whose socket and queue together pass maxBuffered is closed, or its oldest messages dropped.
+   */
   flush(): void {
-    if (this.#out.length === 0 || this.#phase === Phase.Closed) return;
+    if (this.#phase === Phase.Closed) return;
     const out = this.#out;
-    this.#out = [];
-    this.#outBytes = 0;
     const live = this.#phase === Phase.Live;
-    const { maxBuffered: max, telemetry } = this.#ctx;
+    const { maxBuffered: max, pace, telemetry } = this.#ctx;
     let slow = false;
-    this.#sink.cork(() => {
-      for (const msg of out) {
-        if (live) {
+    if (this.#outHead < out.length) {
+      this.#sink.cork(() => {
+        while (this.#outHead < out.length) {
           const buffered = this.#sink.bufferedAmount();
-          if (buffered > 0 && buffered + msg.length > max) {
+          const msg = out[this.#outHead]!;
+          if (live && buffered > 0 && buffered + this.#outBytes > max) {
             if (this.#ctx.slowClient === 'disconnect') {
               slow = true;
-              break;
+              return;
             }
+            this.#taken(msg);
             this.stats.dropped++;
             telemetry.traffic.webDroppedMessages++;
             continue;
           }
+          if (buffered > pace) return; // full: the rest waits for the socket's drain
+          this.#taken(msg);
+          this.#sink.send(msg, false);
+          this.stats.sent++;
+          telemetry.traffic.webMessagesSent++;
+          telemetry.traffic.webBytesSent += msg.length;
         }
-        this.#sink.send(msg, false);
-        this.stats.sent++;
-        telemetry.traffic.webMessagesSent++;
-        telemetry.traffic.webBytesSent += msg.length;
+      });
+      if (this.#outHead === out.length) {
+        this.#out = [];
+        this.#outHead = 0;
+      } else {
+        this.#paused = true;
+        // Sent messages are let go of (the strings may be all another subscriber still holds).
+        if (this.#outHead >= 1024 && this.#outHead * 2 >= out.length) {
+          this.#out = out.slice(this.#outHead);
+          this.#outHead = 0;
+        }
       }
-    });
+    }
     if (slow) {
-      telemetry.emit('stream.slow-disconnect', { buffered: this.#sink.bufferedAmount() });
+      telemetry.emit('stream.slow-disconnect', { buffered: this.buffered });
       this.close(CloseCode.SlowConsumer, `slow consumer: more than ${max} bytes buffered`);
-    } else this.#measured();
+      return;
+    }
+    this.#socketBuffered = this.#sink.bufferedAmount();
+    this.#measured();
+  }
+
+  /** The next queued message leaves the queue (sent or dropped). */
+  #taken(msg: string): void {
+    this.#out[this.#outHead++] = '';
+    this.#outBytes -= msg.length;
   }
 
   /**
@@ -447,7 +520,10 @@ class Subscriber implements Subscription, MemoryUser {
     if (this.#phase !== Phase.Raw || this.#reading) return;
     const log = this.#ctx.log;
     if (this.#pos.offset >= log.endOffset) return;
-    const traffic = this.#ctx.telemetry.traffic;
+    const { traffic } = this.#ctx.telemetry;
+    const turn = this.#ctx.turn;
+    if (turn.spent()) return this.#later();
+    turn.begin();
     this.#sink.cork(() => {
       while (this.#pos.offset < log.endOffset) {
         if (this.#sink.bufferedAmount() >= this.#ctx.pace) {
@@ -466,6 +542,7 @@ class Subscriber implements Subscription, MemoryUser {
       }
     });
     if (this.#pos.lost) this.close(CloseCode.FellBehind, 'fell behind: the log no longer holds the next offset');
+    else this.#measured();
   }
 
   /** Ends the subscription with a close code (the socket is told why). */
@@ -481,6 +558,7 @@ class Subscriber implements Subscription, MemoryUser {
     this.#setState(Phase.Closed);
     this.#scanner = null;
     this.#out = [];
+    this.#outHead = 0;
     this.#outBytes = 0;
     this.#ctx.memory.remove(this);
     this.#ctx.removed(this);
@@ -514,7 +592,8 @@ export class StreamHub {
       maxBuffered: opts.maxBuffered,
       slowClient: opts.slowClient,
       memory: new ClientMemory(opts.maxBufferedTotal ?? 0),
-      pace: Math.min(opts.maxBuffered, 1024 * 1024),
+      pace: Math.min(opts.maxBuffered, PACE),
+      turn: opts.turn ?? new TurnBudget(SUBSCRIBERS_TURN_MS),
       decodeSince: () => this.#decodeSince,
       headDb: () => this.#db,
       learnHeadDb: (db) => {
@@ -661,11 +740,19 @@ export class StreamHub {
     if (this.#flushQueued) return;
     this.#flushQueued = true;
     // After the link's data handler: it appends the chunk whose commands were just decoded.
-    queueMicrotask(() => {
-      this.#flushQueued = false;
-      const subs = [...this.#dirty];
-      this.#dirty.clear();
-      for (const s of subs) s.flush();
-    });
+    queueMicrotask(() => this.#flushDirty());
+  }
+
+  /** Flushes the subscribers with messages queued, in the order they got them, while the turn's budget lasts. */
+  #flushDirty(): void {
+    const turn = this.#ctx.turn;
+    turn.begin();
+    for (const sub of this.#dirty) {
+      this.#dirty.delete(sub);
+      sub.flush();
+      if (turn.spent()) break;
+    }
+    if (this.#dirty.size > 0) setImmediate(() => this.#flushDirty());
+    else this.#flushQueued = false;
   }
 }

@@ -159,3 +159,54 @@ for (const policy of ['disconnect', 'drop'] as const) {
     good.ws.close();
   });
 }
+
+t.test('ninety-nine subscribers that never read (the default web limits): the relay holds one copy of their queues, drops them all, and keeps replicating', async (t) => {
+  await m.call('FLUSHALL');
+  const dir = tempDir('psync-relay-web-many-');
+  const [port, webPort] = [await freePort(), await freePort()];
+  const config = join(dir, 'relay.yaml');
+  writeFileSync(
+    config,
+    [
+      `upstream: { host: 127.0.0.1, port: ${master.port}, backoff-min: 50ms, backoff-max: 500ms }`,
+      `log: { memory: 1mb }`,
+      `web: { port: ${webPort} }`,
+      `logging: { level: warn }`,
+      `dir: ${dir}`,
+      '',
+    ].join('\n'),
+  );
+  const relay = await startRelayProcess(['--config', config, '--port', String(port)]);
+  t.teardown(() => relay.stop());
+  const relayRss = async (): Promise<number> => (JSON.parse(await get(webPort, '/status')) as { memory: { rss: number } }).memory.rss;
+  await waitFor(async () => JSON.parse(await get(webPort, '/status')).upstream.linkUp === true, { what: 'relay streaming' });
+  const replica = await startReplica(relay.port);
+  t.teardown(() => replica.stop());
+  const rc = await replica.client();
+  t.teardown(() => rc.close().catch(() => {}));
+  await waitConverged(m, [rc], 'replica in sync before the workload');
+
+  const subscribers: Client[] = [];
+  for (let i = 0; i < 99; i++) {
+    const c = await connect(webPort);
+    c.socket.pause(); // never reads
+    subscribers.push(c);
+  }
+  t.teardown(() => subscribers.forEach((c) => c.ws.terminate()));
+  const before = await relayRss();
+  let peak = before;
+  await writeWorkload(m, 'many', async () => {
+    peak = Math.max(peak, await relayRss());
+  });
+  await waitConverged(m, [rc], 'the replica converges while 99 subscribers do not read');
+  await waitFor(async () => (await metric(webPort, 'psync_relay_web_subscribers{format="json"}')) === 0, { what: 'every subscriber dropped as a slow consumer' });
+  peak = Math.max(peak, await relayRss());
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  // Their sockets hold 256 KiB each at most; the JSON they did not read is shared: 25 MiB and one web.max-buffered
+  // (16 MiB) of strings, against 99 times 16 MiB in native buffers (cut to web.max-buffered-total, 256 MiB) before.
+  t.ok(peak - before < 192 * 2 ** 20, `the relay's RSS grew by ${mib(peak - before)} (less than 192 MiB)`);
+  t.equal(await metric(webPort, 'psync_relay_web_slow_disconnects_total'), 99, 'each closed as a slow consumer');
+  const c = await RedisClient.connect(relay.port);
+  t.equal(await c.callString('PING'), 'PONG', 'the relay answers PING');
+  await c.close();
+});

@@ -8,6 +8,7 @@ import { CloseCode, StreamHub, type StreamSink, type StreamSource } from '../../
 import { parseStreamOptions, type StreamMessage as Msg } from '../../src/web/stream-message.js';
 import { mulberry32 } from '../helpers/chunks.js';
 import { recordTelemetry } from '../helpers/telemetry.js';
+import { TurnBudget } from '../../src/downstream/turn-budget.js';
 
 
 /**
@@ -84,8 +85,24 @@ class FakeSink implements StreamSink {
   }
 }
 
+/** A socket that never drains: what it is sent stays buffered. */
+class FillingSink extends FakeSink {
+  override send(msg: string | Uint8Array, binary: boolean): void {
+    super.send(msg, binary);
+    this.buffered += typeof msg === 'string' ? Buffer.byteLength(msg) : msg.byteLength;
+  }
+}
+
+const MiB = 1024 * 1024;
+/** A turn budget that never runs out: these tests feed synchronously and the budget's clock is real. */
+const endless = (): TurnBudget => new TurnBudget(Number.POSITIVE_INFINITY);
 const logger = createLogger('silent');
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+/** Turns of the event loop until `done` (at most 1,000). */
+async function waitForTicks(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !done(); i++) await tick();
+  if (!done()) throw new Error('not done after 1,000 turns');
+}
 const opts = (q: string) => parseStreamOptions(q);
 
 interface Written {
@@ -140,7 +157,7 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
     const rand = mulberry32(seed);
     const source = new FakeSource();
     source.snapshot = seed % 5 === 0 ? null : { offset: 0 };
-    const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+    const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless() });
     const { bytes, cmds } = workload(rand, 300);
     const chunks = split(bytes, rand, seed % 3 === 0 ? 7 : 900);
     const subs: { sink: FakeSink; expect: Written[]; name: string; head: number; sub: unknown }[] = [];
@@ -196,7 +213,7 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
 
 t.test('internal, cmd, key and db filters', async (t) => {
   const source = new FakeSource();
-  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless() });
   const sinks = {
     all: new FakeSink(),
     noInternal: new FakeSink(),
@@ -241,7 +258,7 @@ t.test('internal, cmd, key and db filters', async (t) => {
 
 t.test('from= outside the log or not at a command boundary is refused', async (t) => {
   const source = new FakeSource();
-  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger });
+  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless() });
   const a = encodeCommand(['SET', 'a', '1']);
   source.feed(Buffer.concat([a, a]));
   const ahead = new FakeSink();
@@ -273,7 +290,7 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
   const source = new FakeSource();
   const events = recordTelemetry();
   t.teardown(() => events.close());
-  const hub = new StreamHub(source, { maxBuffered: 1000, slowClient: 'disconnect', logger, telemetry: events.telemetry });
+  const hub = new StreamHub(source, { maxBuffered: 1000, slowClient: 'disconnect', logger, telemetry: events.telemetry, turn: endless() });
   const sink = new FakeSink();
   hub.subscribe(sink, opts(''));
   source.feed(encodeCommand(['SET', 'a', '1']));
@@ -287,7 +304,7 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
   t.equal(hub.jsonSubscribers, 0);
   t.equal(source.decoding, false, 'decoding stops with the last JSON subscriber');
 
-  const hub2 = new StreamHub(source, { maxBuffered: 1000, slowClient: 'drop', logger, telemetry: events.telemetry });
+  const hub2 = new StreamHub(source, { maxBuffered: 1000, slowClient: 'drop', logger, telemetry: events.telemetry, turn: endless() });
   const s2 = new FakeSink();
   hub2.subscribe(s2, opts(''));
   s2.buffered = 900;
@@ -300,10 +317,72 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
   hub2.close();
 });
 
+t.test('a live subscriber that does not read is handed 256 KiB; the rest waits in the hub, counted, until max-buffered closes it', async (t) => {
+  const source = new FakeSource();
+  const hub = new StreamHub(source, { maxBuffered: 4 * MiB, slowClient: 'disconnect', logger, turn: endless() });
+  const sink = new FillingSink();
+  hub.subscribe(sink, opts(''));
+  const cmd = encodeCommand(['SET', 'k', 'v'.repeat(1000)]);
+  const feed = async (bytes: number): Promise<void> => {
+    for (let fed = 0; fed < bytes; fed += cmd.length) {
+      source.feed(cmd);
+      await Promise.resolve();
+    }
+    await tick();
+  };
+  await feed(3 * MiB);
+  t.equal(sink.closed, null, 'under max-buffered: still open');
+  t.ok(sink.buffered <= 256 * 1024 + 2048, `its socket was handed at most 256 KiB and a message (${sink.buffered} bytes)`);
+  t.ok(hub.bufferedBytes > 3 * MiB - 2048, `what waits is counted as its queue (${hub.bufferedBytes} bytes)`);
+  await feed(2 * MiB);
+  t.equal(sink.closed?.code, CloseCode.SlowConsumer, 'past max-buffered: closed as a slow consumer');
+  t.ok(sink.buffered <= 256 * 1024 + 2048, `its socket still held at most 256 KiB and a message (${sink.buffered} bytes)`);
+  t.equal(hub.jsonSubscribers, 0);
+  hub.close();
+});
+
+t.test('live messages to many subscribers share a turn budget: the rest are sent on later turns, all of them, in order', async (t) => {
+  const source = new FakeSource();
+  let now = 0;
+  const turn = new TurnBudget(5, () => now);
+  const hub = new StreamHub(source, { maxBuffered: MiB, slowClient: 'disconnect', logger, turn });
+  class SlowSink extends FakeSink {
+    override send(msg: string | Uint8Array, binary: boolean): void {
+      super.send(msg, binary);
+      now += 1; // each send takes a millisecond
+    }
+  }
+  const sinks = Array.from({ length: 20 }, () => new SlowSink());
+  for (const s of sinks) hub.subscribe(s, opts(''));
+  for (let i = 0; i < 3; i++) source.feed(encodeCommand(['SET', `k${i}`, 'v']));
+  await Promise.resolve();
+  const first = sinks.filter((s) => s.messages.length > 0).length;
+  t.ok(first > 0 && first < sinks.length, `the first turn served some subscribers, not all (${first} of ${sinks.length})`);
+  await waitForTicks(() => sinks.every((s) => s.messages.length === 3));
+  for (const s of sinks) t.strictSame(s.messages.map((m) => m.args[0]), ['k0', 'k1', 'k2']);
+  hub.close();
+});
+
+t.test("raw subscribers' queues count toward web.max-buffered-total: past it the one holding the most is closed", async (t) => {
+  const source = new FakeSource();
+  const hub = new StreamHub(source, { maxBuffered: 64 * 1024, maxBufferedTotal: 100_000, slowClient: 'disconnect', logger, turn: endless() });
+  const cmd = encodeCommand(['SET', 'k', 'v'.repeat(1000)]);
+  const a = new FillingSink();
+  const b = new FillingSink();
+  hub.subscribe(a, opts('format=raw'));
+  for (let i = 0; i < 40; i++) source.feed(cmd);
+  hub.subscribe(b, opts('format=raw'));
+  for (let i = 0; i < 80; i++) source.feed(cmd);
+  t.equal(a.closed?.code, CloseCode.SlowConsumer, 'the one holding the most is closed');
+  t.equal(b.closed, null, 'the other stays');
+  t.equal(hub.rawSubscribers, 1);
+  hub.close();
+});
+
 t.test('a catching-up subscriber is paced by its socket and closed when the log drops its next byte', async (t) => {
   const source = new FakeSource(16 * 1024);
   source.snapshot = null;
-  const hub = new StreamHub(source, { maxBuffered: 4096, slowClient: 'disconnect', logger });
+  const hub = new StreamHub(source, { maxBuffered: 4096, slowClient: 'disconnect', logger, turn: endless() });
   const cmd = encodeCommand(['SET', 'k', 'v'.repeat(100)]);
   for (let i = 0; i < 50; i++) source.feed(cmd);
   const sink = new FakeSink();
@@ -326,7 +405,7 @@ t.test('a catching-up subscriber is paced by its socket and closed when the log 
 
 t.test('a raw subscriber gets the offset, then the bytes, paced, and is closed when it falls out of the log', async (t) => {
   const source = new FakeSource(16 * 1024);
-  const hub = new StreamHub(source, { maxBuffered: 8192, slowClient: 'disconnect', logger });
+  const hub = new StreamHub(source, { maxBuffered: 8192, slowClient: 'disconnect', logger, turn: endless() });
   const cmd = encodeCommand(['SET', 'k', 'v'.repeat(200)]);
   source.feed(cmd);
   const sink = new FakeSink();
@@ -347,7 +426,7 @@ t.test('a raw subscriber gets the offset, then the bytes, paced, and is closed w
 
 t.test('a full resync upstream closes every subscriber with 4012', async (t) => {
   const source = new FakeSource();
-  const hub = new StreamHub(source, { maxBuffered: 1 << 20, slowClient: 'disconnect', logger });
+  const hub = new StreamHub(source, { maxBuffered: 1 << 20, slowClient: 'disconnect', logger, turn: endless() });
   const a = new FakeSink();
   const b = new FakeSink();
   hub.subscribe(a, opts(''));
