@@ -372,9 +372,10 @@ export class DiskLog {
 
   /**
    * The CRCs of every segment but the last, from their `.sum` files; they are checked when the bytes are read. A
-   * segment whose file misses some (one written before checksums existed, or a crash just after the segment was
-   * closed) is read once and the missing ones computed; one whose bytes contradict its stored CRCs goes, with every
-   * segment before it (the history on disk stays one contiguous run).
+   * closed segment's CRCs were durable before the next segment began, so one whose file holds fewer than it has
+   * pieces (cut short, lost, or a segment of a version before checksums) was damaged: bytes no stored CRC covers
+   * could be anything that parses, so it goes, with every segment before it (the history on disk stays one
+   * contiguous run), and replicas that needed them full-sync.
    */
   async #loadSums(): Promise<void> {
     for (let i = 0; i < this.#segments.length - 1; i++) {
@@ -386,24 +387,13 @@ export class DiskLog {
         seg.sums = SegmentSums.restore(seg.start, end, stored.slice(0, need), true);
         continue;
       }
-      // Unreadable (EIO) counts as not matching: it must not keep the relay from starting.
-      const { crcs, bad } = await this.#readPieces(seg, stored).catch((err: Error) => {
-        this.#opts.logger.error({ err, segment: segName(this.#epoch, seg.start) }, 'log segment unreadable at recovery');
-        return { crcs: [], bad: seg.start };
-      });
-      if (bad >= 0) {
-        const dropped = this.#segments.splice(0, i + 1);
-        for (const d of dropped) await this.#dropAtRecovery(d.start);
-        this.#opts.logger.error(
-          { segment: segName(this.#epoch, seg.start), offset: bad, droppedSegments: dropped.length },
-          'log segment bytes do not match their checksum: it and the segments before it are given up',
-        );
-        i = -1;
-        continue;
-      }
-      seg.sums = SegmentSums.restore(seg.start, end, crcs, true);
-      await this.#rewriteSums(seg);
-      this.#opts.logger.warn({ segment: segName(this.#epoch, seg.start), pieces: need, stored: stored.length }, 'log segment checksums computed from its bytes');
+      const dropped = this.#segments.splice(0, i + 1);
+      for (const d of dropped) await this.#dropAtRecovery(d.start);
+      this.#opts.logger.error(
+        { segment: segName(this.#epoch, seg.start), pieces: need, stored: stored.length, droppedSegments: dropped.length },
+        'log segment checksums missing: its bytes cannot be checked, so it and the segments before it are given up',
+      );
+      i = -1;
     }
   }
 
@@ -495,9 +485,9 @@ export class DiskLog {
     const end = last.start + last.size - 1;
     const scanner = new StreamScanner(() => {}, { maxBulkLen: Number.MAX_SAFE_INTEGER });
     scanner.reset(last.start - 1);
-    // No `.sum` file: a segment of a version before checksums; its CRCs are computed from what parses.
-    const stored = await this.#storedSums(last.start);
-    const { crcs, bad, end: checked } = await this.#readPieces(last, stored ?? [], (piece) => scanner.scan(piece).error === null, stored !== null);
+    // No `.sum` file (lost, or a segment of a version before checksums): no byte of it is covered, none is kept.
+    const stored = (await this.#storedSums(last.start)) ?? [];
+    const { crcs, bad, end: checked } = await this.#readPieces(last, stored, (piece) => scanner.scan(piece).error === null, true);
     if (bad >= 0) {
       this.#opts.logger.error(
         { segment: segName(this.#epoch, last.start), offset: bad },
@@ -541,16 +531,16 @@ export class DiskLog {
 
   /**
    * Replaces a segment's `.sum` file with the CRCs recovery settled on. A disk too full for it (or failing) must not
-   * keep the relay from starting: the stale file is removed instead (it could name pieces the segment no longer
-   * has), and the CRCs are written again with the segment's next ones, or computed again at the next start.
+   * keep the relay from starting: the CRCs are written whole with the segment's next write. Until then the old file
+   * stays: it covers every byte kept (its CRC of the piece the cut fell in no longer matches, so a start before that
+   * write cuts at most that piece again), where no file would leave no byte covered.
    */
   async #rewriteSums(seg: Segment): Promise<void> {
     try {
       await writeFileAtomic(this.#sumPath(seg.start), seg.sums.encode(0, true), this.#io);
       seg.sums.persisted = seg.sums.count;
     } catch (err) {
-      this.#opts.logger.warn({ err, segment: segName(this.#epoch, seg.start) }, 'could not write log segment checksums at recovery; they are written later');
-      await this.#io.rm(this.#sumPath(seg.start)).catch(() => {});
+      this.#opts.logger.warn({ err, segment: segName(this.#epoch, seg.start) }, 'could not write log segment checksums at recovery; they are written with the next write');
       seg.sums.persisted = 0;
     }
   }
@@ -931,12 +921,16 @@ export class DiskLog {
     // With the running CRC of the incomplete last piece: the bytes of every write that returned are covered.
     const data = sums.encode(from, true);
     if (data.length > 0) {
-      const fh = this.#sumFh !== null && this.#sumStart === seg.start ? this.#sumFh : await this.#openSums(seg.start, from === 0 ? 'w' : 'r+');
+      const open = this.#sumFh !== null && this.#sumStart === seg.start;
+      // All of them again (recovery could not rewrite the file): over the old file, which a full disk still takes,
+      // where truncating it first would leave it empty (no byte covered) if the write then failed.
+      const fh = open ? this.#sumFh! : await this.#openSums(seg.start, from === 0 ? 'rewrite' : 'r+');
       for (let done = 0; done < data.length; ) {
         const { bytesWritten } = await fh.writev([data.subarray(done)], from * 4 + done);
         if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
         done += bytesWritten;
       }
+      if (!open && from === 0) await fh.truncate(data.length);
       sums.persisted = sums.count;
       this.#sumsUnsynced = true;
     }
@@ -946,10 +940,19 @@ export class DiskLog {
     }
   }
 
-  /** Opens the `.sum` file of the segment starting at `start` for writing its CRCs ('w': a new, empty one). */
-  async #openSums(start: number, flags: 'w' | 'r+'): Promise<FileHandleIo> {
+  /** Opens the `.sum` file of the segment starting at `start` for writing its CRCs ('w': a new, empty one; 'rewrite': the one there, to be written over, else a new one). */
+  async #openSums(start: number, flags: 'w' | 'r+' | 'rewrite'): Promise<FileHandleIo> {
     await this.#closeSums();
-    const fh = await this.#io.open(this.#sumPath(start), flags, 0o600);
+    const path = this.#sumPath(start);
+    let fh: FileHandleIo;
+    if (flags !== 'rewrite') fh = await this.#io.open(path, flags, 0o600);
+    else {
+      fh = await this.#io.open(path, 'r+', 0o600).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+        flags = 'w';
+        return this.#io.open(path, 'w', 0o600);
+      });
+    }
     this.#sumFh = fh;
     this.#sumStart = start;
     if (flags === 'w') this.#dirDirty = true;

@@ -15,6 +15,7 @@ import { diskLogCaughtUp, waitConverged, stat } from '../helpers/replication.js'
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
+import { startRelayProcess } from '../helpers/relay-process.js';
 
 t.teardown(stopAll);
 
@@ -56,3 +57,37 @@ for (const damage of ['removed', 'cut short', 'with one byte changed'] as const)
     await replica!.stop();
   });
 }
+
+t.test("an older segment's checksum file cut short while the relay was down, a byte changed past what it still covers: the segment is given up at start and the replica that needed it full-syncs", async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const { relay, dir, args, x, replicas: [replica], clients: [r] } = await relayWithReplicas(t, 'relay-short-sum-', { port: master.port, client: m }, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n', 1);
+  replica!.proc.kill('SIGSTOP');
+  t.teardown(() => replica!.proc.kill('SIGCONT'));
+  await benchmarkLoad(master.port, 28000, 1024, 20000);
+  const masterOffset = stat(await m.info('replication'), 'master_repl_offset');
+  await waitFor(async () => stat(await x.info('replication'), 'master_repl_offset') === masterOffset || undefined, { what: 'the relay has the stream' });
+  await diskLogCaughtUp(x, 'the disk has it too');
+  await relay.stop('SIGKILL');
+  const logDir = join(dir, 'data', 'log');
+  const segs = readdirSync(logDir).filter((n) => n.startsWith('seg-') && n.endsWith('.log')).sort();
+  t.ok(segs.length >= 4, `the stream spans ${segs.length} segments`);
+  // The second segment: its checksums now cover its first piece only, and a byte inside a value past it changes
+  // (the stream still parses: served, the replica would hold another value than the master, in silence).
+  const victim = join(logDir, segs[1]!);
+  truncateSync(victim.replace(/\.log$/, '.sum'), 4);
+  flipByte(victim);
+
+  const again = await startRelayProcess(args);
+  t.teardown(() => again.stop('SIGKILL'));
+  const y = await RedisClient.connect(x.port);
+  t.teardown(() => y.close());
+  replica!.proc.kill('SIGCONT');
+  await m.call('SET', 'after-the-damage', '1');
+  await waitConverged(m, [r!], 'the replica ends with the master dataset', 60000);
+  t.equal(stat(await y.info('stats'), 'sync_full'), 1, 'the replica full-synced once');
+  t.match(again.logs(), /log segment checksums missing/, 'the relay says which segment it gave up');
+  t.ok(stat(await y.info('replication'), 'repl_backlog_first_byte_offset') > 16_000_000, 'the log now starts after that segment');
+  await replica!.stop();
+});

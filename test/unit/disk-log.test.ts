@@ -666,20 +666,27 @@ for (const direct of [false, true]) {
       await d.close();
     });
 
-    t.test('a disk too full for the checksum files at recovery does not keep the log from opening', async (t) => {
+    t.test('a disk too full for the checksum files at recovery does not keep the log from opening; the old file stays and a restart still checks', async (t) => {
       const dir = t.testdir();
       await (await written(dir)).close();
       const segs = await segments(dir);
+      const lastSum = segs.at(-1)!.name.replace(/\.log$/, '.sum');
       await fsp.truncate(join(dir, segs.at(-1)!.name), segs.at(-1)!.data.length - 5);
-      await fsp.rm(join(dir, segs[0]!.name.replace(/\.log$/, '.sum')));
       const io = new FaultyIo();
       io.failWrites('ENOSPC', 1000);
       const d = await DiskLog.open({ dir, ...opts, io });
       t.ok(d.endOffset < s.bytes.length && isBoundary(s, d.endOffset), 'the torn tail is cut as ever');
-      t.notOk((await fsp.readdir(dir)).includes(segs.at(-1)!.name.replace(/\.log$/, '.sum')), 'the stale checksum file of the cut segment is removed');
-      const b = await d.read(1, 1000);
-      t.ok(b.equals(s.bytes.subarray(0, b.length)), 'the segment whose checksums were computed reads back');
+      t.ok((await fsp.readdir(dir)).includes(lastSum), 'the checksum file it could not rewrite stays (a missing one would trust nothing)');
+      const b = await d.read(d.endOffset - 1000, 1000);
+      t.ok(b.equals(s.bytes.subarray(d.endOffset - 1001, d.endOffset - 1001 + b.length)), 'the cut segment reads back');
+      const end = d.endOffset;
       await d.close(100);
+      // A crash before any write: the old CRCs still cover every byte kept (at most a piece is cut again).
+      const again = await reopen(dir);
+      t.ok(again.endOffset <= end && again.endOffset > end - 128 * 1024 && isBoundary(s, again.endOffset), `a restart keeps what was kept, up to a piece (${end} -> ${again.endOffset})`);
+      const c = await again.read(again.endOffset - 1000, 1000);
+      t.ok(c.equals(s.bytes.subarray(again.endOffset - 1001, again.endOffset - 1001 + c.length)), 'and reads back exact');
+      await again.close(100);
     });
 
     t.test('a last segment that cannot be read at recovery (EIO) is given up; the log opens and ends with the one before', async (t) => {
@@ -694,17 +701,41 @@ for (const direct of [false, true]) {
       await d.close(100);
     });
 
-    t.test('segments written before checksums existed get them at recovery, and their reads are checked from then on', async (t) => {
+    for (const damage of ['cut short', 'missing'] as const) {
+      t.test(`an older segment whose checksum file is ${damage} is given up with the segments before it: none of its bytes is kept`, async (t) => {
+        const dir = t.testdir();
+        await (await written(dir)).close();
+        const segs = await segments(dir);
+        t.ok(segs.length >= 4, `${segs.length} segments`);
+        const victim = segs[1]!;
+        const sum = join(dir, victim.name.replace(/\.log$/, '.sum'));
+        if (damage === 'missing') await fsp.rm(sum);
+        else await fsp.truncate(sum, 4); // the first piece's CRC only
+        // A byte no stored CRC covers any more changes.
+        flipByte(join(dir, victim.name), victim.data.length - 1000);
+        const d = await reopen(dir);
+        t.teardown(() => d.close(100));
+        t.equal(d.firstOffset, segs[2]!.start, 'the log starts with the segment after it');
+        t.equal(d.endOffset, s.bytes.length, 'the newer segments are kept');
+        const names = await fsp.readdir(dir);
+        t.notOk(names.includes(victim.name) || names.includes(segs[0]!.name), 'its file and the older one are removed');
+        const b = await d.read(d.firstOffset, 300_000);
+        t.ok(b.equals(s.bytes.subarray(d.firstOffset - 1, d.firstOffset - 1 + b.length)), 'what is kept reads back exact');
+      });
+    }
+
+    t.test('the last segment without a checksum file is given up: none of its bytes is kept', async (t) => {
       const dir = t.testdir();
       await (await written(dir)).close();
-      for (const n of await fsp.readdir(dir)) if (n.endsWith('.sum')) await fsp.rm(join(dir, n));
+      const segs = await segments(dir);
+      const last = segs.at(-1)!;
+      await fsp.rm(join(dir, last.name.replace(/\.log$/, '.sum')));
+      flipByte(join(dir, last.name), Math.floor(last.data.length / 2));
       const d = await reopen(dir);
       t.teardown(() => d.close(100));
-      t.equal(d.endOffset, s.bytes.length, 'nothing is lost');
-      t.ok((await fsp.readdir(dir)).some((n) => n.endsWith('.sum')), 'their checksum files are written');
-      const victim = (await segments(dir))[1]!;
-      const changed = victim.start + flipByte(join(dir, victim.name), 100_000);
-      await t.rejects(d.read(changed), /do not match their checksum/);
+      t.equal(d.endOffset, last.start - 1, 'the log ends where that segment began');
+      const b = await d.read(d.endOffset - 1000, 1000);
+      t.ok(b.equals(s.bytes.subarray(d.endOffset - 1001, d.endOffset - 1001 + b.length)), 'what is kept reads back exact');
     });
 
     t.test('checksum files of segments that are gone are removed at recovery', async (t) => {
