@@ -410,18 +410,17 @@ export class DiskLog {
   }
 
   /**
-   * Reads a segment from its start, one piece at a time (reads stay on the piece grid), and computes each piece's
-   * CRC, checking it against `stored` where that has one. `each` sees the bytes of every piece that matched and may
-   * stop the reading (false). Stops at the first piece that does not match: `bad` is its first offset (-1: none).
-   * `crcs` holds the CRC of each piece read, up to offset `end`.
+   * Reads the last segment (the one that was being written) from its start, one piece at a time (reads stay on the
+   * piece grid), and checks each piece's CRC against `stored`. `each` sees the bytes of every piece that matched and
+   * may stop the reading (false). Stops at the first piece that does not match: `bad` is its first offset (-1:
+   * none). `crcs` holds the CRC of each piece read, up to offset `end`.
    *
-   * `tail` (the segment that was being written): the last stored CRC may be of the first bytes of its piece only
-   * (the `.sum` file is written after each write; the file may hold more, a write's that returned after it, or
-   * O_DIRECT's zero padding); the piece is checked up to where it matches, and reading stops there. Nothing past
-   * the stored CRCs is read then: bytes no CRC on disk covers are not kept, since a disk that lost writes or
-   * returns other bytes can hand back bytes that parse as commands.
+   * The last stored CRC may be of the first bytes of its piece only (the `.sum` file is written after each write;
+   * the file may hold more, a write's that returned after it, or O_DIRECT's zero padding); the piece is checked up
+   * to where it matches, and reading stops there. Nothing past the stored CRCs is read: bytes no CRC on disk covers
+   * are not kept, since a disk that lost writes or returns other bytes can hand back bytes that parse as commands.
    */
-  async #readPieces(seg: Segment, stored: readonly number[], each?: (piece: Buffer) => boolean, tail = false): Promise<{ crcs: number[]; bad: number; end: number }> {
+  async #readPieces(seg: Segment, stored: readonly number[], each: (piece: Buffer) => boolean): Promise<{ crcs: number[]; bad: number; end: number }> {
     const crcs: number[] = [];
     let checked = seg.start - 1;
     const end = seg.start + seg.size - 1;
@@ -434,21 +433,21 @@ export class DiskLog {
         const len = to - o + 1;
         const got = await readFully(fh, buf, len, o - seg.start);
         for (let p = o; p < o + got; ) {
-          if (tail && crcs.length >= stored.length) return { crcs, bad: -1, end: checked };
+          if (crcs.length >= stored.length) return { crcs, bad: -1, end: checked };
           const stop = Math.min(pieceEnd(p), o + got - 1);
           // A file shorter than recorded: what it lacks cannot be checked.
           if (stop !== pieceEnd(p) && stop !== end) return { crcs, bad: p, end: checked };
           let piece = buf.subarray(p - o, stop - o + 1);
           let c = crc32(piece) >>> 0;
-          if (crcs.length < stored.length && stored[crcs.length] !== c) {
-            const n = tail && crcs.length === stored.length - 1 ? prefixMatching(piece, stored[crcs.length]!) : 0;
+          if (stored[crcs.length] !== c) {
+            const n = crcs.length === stored.length - 1 ? prefixMatching(piece, stored[crcs.length]!) : 0;
             if (n === 0) return { crcs, bad: p, end: checked };
             piece = piece.subarray(0, n);
             c = stored[crcs.length]!;
           }
           crcs.push(c);
           checked = p + piece.length - 1;
-          if (each && !each(piece)) return { crcs, bad: -1, end: checked };
+          if (!each(piece)) return { crcs, bad: -1, end: checked };
           if (piece.length < stop - p + 1) return { crcs, bad: -1, end: checked };
           p = stop + 1;
         }
@@ -487,7 +486,7 @@ export class DiskLog {
     scanner.reset(last.start - 1);
     // No `.sum` file (lost, or a segment of a version before checksums): no byte of it is covered, none is kept.
     const stored = (await this.#storedSums(last.start)) ?? [];
-    const { crcs, bad, end: checked } = await this.#readPieces(last, stored, (piece) => scanner.scan(piece).error === null, true);
+    const { crcs, bad, end: checked } = await this.#readPieces(last, stored, (piece) => scanner.scan(piece).error === null);
     if (bad >= 0) {
       this.#opts.logger.error(
         { segment: segName(this.#epoch, last.start), offset: bad },
