@@ -5,11 +5,11 @@
  * the master's). The relay gives the damaged range up, says so, and the replica full-syncs and ends with the
  * master's dataset.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readdirSync, rmSync, truncateSync } from 'node:fs';
 import { flipByte } from '../helpers/damage.js';
 import { join } from 'node:path';
-import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.js';
 import { relayWithReplicas } from '../helpers/relay-setup.js';
 import { diskLogCaughtUp, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
@@ -18,6 +18,19 @@ import { RedisClient } from '../helpers/redis-client.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 
 t.teardown(stopAll);
+
+/**
+ * The replica stopped (SIGSTOP, continued when `t` ends), ~30 MB of stream on the master, until the relay and its
+ * disk log hold all of it: the replica will need segments read from disk.
+ */
+async function loadWhileStopped(t: Test, replica: RedisServer, masterPort: number, m: RedisClient, x: RedisClient): Promise<void> {
+  replica.proc.kill('SIGSTOP');
+  t.teardown(() => replica.proc.kill('SIGCONT'));
+  await benchmarkLoad(masterPort, 28000, 1024, 20000);
+  const masterOffset = stat(await m.info('replication'), 'master_repl_offset');
+  await waitFor(async () => stat(await x.info('replication'), 'master_repl_offset') === masterOffset || undefined, { what: 'the relay has the stream' });
+  await diskLogCaughtUp(x, 'the disk has it too');
+}
 
 for (const damage of ['removed', 'cut short', 'with one byte changed'] as const) {
   t.test(`a segment ${damage} behind the relay's back: the replica that needs it full-syncs once, it is not continued from it in a loop`, async (t) => {
@@ -28,12 +41,7 @@ for (const damage of ['removed', 'cut short', 'with one byte changed'] as const)
     // replica's socket buffers can hold, so the replica needs it read from disk.
     const { relay, dir, x, replicas: [replica], clients: [r] } = await relayWithReplicas(t, 'relay-read-fault-', { port: master.port, client: m }, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\n', 1);
 
-    replica!.proc.kill('SIGSTOP');
-    t.teardown(() => replica!.proc.kill('SIGCONT'));
-    await benchmarkLoad(master.port, 28000, 1024, 20000);
-    const masterOffset = stat(await m.info('replication'), 'master_repl_offset');
-    await waitFor(async () => stat(await x.info('replication'), 'master_repl_offset') === masterOffset || undefined, { what: 'the relay has the stream' });
-    await diskLogCaughtUp(x, 'the disk has it too');
+    await loadWhileStopped(t, replica!, master.port, m, x);
     const logDir = join(dir, 'data', 'log');
     const segs = readdirSync(logDir).filter((n) => n.startsWith('seg-') && n.endsWith('.log')).sort();
     t.ok(segs.length >= 4, `the stream spans ${segs.length} segments`);
@@ -63,12 +71,7 @@ t.test("an older segment's checksum file cut short while the relay was down, a b
   const m = await master.client();
   t.teardown(() => m.close());
   const { relay, dir, args, x, replicas: [replica], clients: [r] } = await relayWithReplicas(t, 'relay-short-sum-', { port: master.port, client: m }, 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n', 1);
-  replica!.proc.kill('SIGSTOP');
-  t.teardown(() => replica!.proc.kill('SIGCONT'));
-  await benchmarkLoad(master.port, 28000, 1024, 20000);
-  const masterOffset = stat(await m.info('replication'), 'master_repl_offset');
-  await waitFor(async () => stat(await x.info('replication'), 'master_repl_offset') === masterOffset || undefined, { what: 'the relay has the stream' });
-  await diskLogCaughtUp(x, 'the disk has it too');
+  await loadWhileStopped(t, replica!, master.port, m, x);
   await relay.stop('SIGKILL');
   const logDir = join(dir, 'data', 'log');
   const segs = readdirSync(logDir).filter((n) => n.startsWith('seg-') && n.endsWith('.log')).sort();

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
@@ -71,34 +71,41 @@ const master = await startRedis();
 const m = await master.client();
 t.teardown(() => m.close().catch(() => {}));
 
+/**
+ * An empty master (the relay and its replica full-sync nothing left by another test), then a relay process (its
+ * memory is its own) with `web` settings besides its port, and a redis-server replica of it in sync.
+ */
+async function relayWithReplica(t: Test, web: string): Promise<{ webPort: number; port: number; rc: RedisClient; relayRss: () => Promise<number> }> {
+  await m.call('FLUSHALL');
+  const dir = tempDir('psync-relay-web-bp-');
+  const [port, webPort] = [await freePort(), await freePort()];
+  const config = join(dir, 'relay.yaml');
+  writeFileSync(
+    config,
+    [
+      `upstream: { host: 127.0.0.1, port: ${master.port}, backoff-min: 50ms, backoff-max: 500ms }`,
+      `log: { memory: 1mb }`,
+      `web: { port: ${webPort}${web} }`,
+      `logging: { level: warn }`,
+      `dir: ${dir}`,
+      '',
+    ].join('\n'),
+  );
+  const relay = await startRelayProcess(['--config', config, '--port', String(port)]);
+  t.teardown(() => relay.stop());
+  const relayRss = async (): Promise<number> => (JSON.parse(await get(webPort, '/status')) as { memory: { rss: number } }).memory.rss;
+  await waitFor(async () => JSON.parse(await get(webPort, '/status')).upstream.linkUp === true, { what: 'relay streaming' });
+  const replica = await startReplica(relay.port);
+  t.teardown(() => replica.stop());
+  const rc = await replica.client();
+  t.teardown(() => rc.close().catch(() => {}));
+  await waitConverged(m, [rc], 'replica in sync before the workload');
+  return { webPort, port: relay.port, rc, relayRss };
+}
+
 for (const policy of ['disconnect', 'drop'] as const) {
   t.test(`a client that never reads (slow-client: ${policy}) does not slow replication or grow memory`, async (t) => {
-    // An empty master: the relay and its replica full-sync nothing left by the other test (115 MiB of values).
-    await m.call('FLUSHALL');
-    // A separate process, so its memory is the relay's alone.
-    const dir = tempDir('psync-relay-web-bp-');
-    const [port, webPort] = [await freePort(), await freePort()];
-    const config = join(dir, 'relay.yaml');
-    writeFileSync(
-      config,
-      [
-        `upstream: { host: 127.0.0.1, port: ${master.port}, backoff-min: 50ms, backoff-max: 500ms }`,
-        `log: { memory: 1mb }`,
-        `web: { port: ${webPort}, max-buffered: ${MAX_BUFFERED}, slow-client: ${policy} }`,
-        `logging: { level: warn }`,
-        `dir: ${dir}`,
-        '',
-      ].join('\n'),
-    );
-    const relay = await startRelayProcess(['--config', config, '--port', String(port)]);
-    t.teardown(() => relay.stop());
-    const relayRss = async (): Promise<number> => (JSON.parse(await get(webPort, '/status')) as { memory: { rss: number } }).memory.rss;
-    await waitFor(async () => JSON.parse(await get(webPort, '/status')).upstream.linkUp === true, { what: 'relay streaming' });
-    const replica = await startReplica(relay.port);
-    t.teardown(() => replica.stop());
-    const rc = await replica.client();
-    t.teardown(() => rc.close().catch(() => {}));
-    await waitConverged(m, [rc], 'replica in sync before the workload');
+    const { webPort, rc, relayRss } = await relayWithReplica(t, `, max-buffered: ${MAX_BUFFERED}, slow-client: ${policy}`);
 
     const slow = await connect(webPort, '?cmd=set');
     slow.socket.pause(); // never reads: the kernel buffers fill, then the relay's
@@ -161,30 +168,7 @@ for (const policy of ['disconnect', 'drop'] as const) {
 }
 
 t.test('ninety-nine subscribers that never read (the default web limits): the relay holds one copy of their queues, drops them all, and keeps replicating', async (t) => {
-  await m.call('FLUSHALL');
-  const dir = tempDir('psync-relay-web-many-');
-  const [port, webPort] = [await freePort(), await freePort()];
-  const config = join(dir, 'relay.yaml');
-  writeFileSync(
-    config,
-    [
-      `upstream: { host: 127.0.0.1, port: ${master.port}, backoff-min: 50ms, backoff-max: 500ms }`,
-      `log: { memory: 1mb }`,
-      `web: { port: ${webPort} }`,
-      `logging: { level: warn }`,
-      `dir: ${dir}`,
-      '',
-    ].join('\n'),
-  );
-  const relay = await startRelayProcess(['--config', config, '--port', String(port)]);
-  t.teardown(() => relay.stop());
-  const relayRss = async (): Promise<number> => (JSON.parse(await get(webPort, '/status')) as { memory: { rss: number } }).memory.rss;
-  await waitFor(async () => JSON.parse(await get(webPort, '/status')).upstream.linkUp === true, { what: 'relay streaming' });
-  const replica = await startReplica(relay.port);
-  t.teardown(() => replica.stop());
-  const rc = await replica.client();
-  t.teardown(() => rc.close().catch(() => {}));
-  await waitConverged(m, [rc], 'replica in sync before the workload');
+  const { webPort, port, rc, relayRss } = await relayWithReplica(t, '');
 
   const subscribers: Client[] = [];
   for (let i = 0; i < 99; i++) {
@@ -206,7 +190,7 @@ t.test('ninety-nine subscribers that never read (the default web limits): the re
   // (16 MiB) of strings, against 99 times 16 MiB in native buffers (cut to web.max-buffered-total, 256 MiB) before.
   t.ok(peak - before < 192 * 2 ** 20, `the relay's RSS grew by ${mib(peak - before)} (less than 192 MiB)`);
   t.equal(await metric(webPort, 'psync_relay_web_slow_disconnects_total'), 99, 'each closed as a slow consumer');
-  const c = await RedisClient.connect(relay.port);
+  const c = await RedisClient.connect(port);
   t.equal(await c.callString('PING'), 'PONG', 'the relay answers PING');
   await c.close();
 });
