@@ -221,6 +221,7 @@ class Subscriber implements Subscription, MemoryUser {
 
   // Subscription (socket events)
   drain(): void {
+    this.#socketBuffered = this.#sink.bufferedAmount();
     this.#measured();
     if (!this.#paused) return;
     this.#paused = false;
@@ -340,7 +341,9 @@ class Subscriber implements Subscription, MemoryUser {
       msg = formatCommand(cmd.end, this.#db, name, cmd.args, internal);
       cache?.set(this.#db, msg);
     }
-    if (this.#phase === Phase.Live) {
+    if (this.#phase === Phase.Live && this.#socketBuffered + this.#outBytes + msg.length > this.#ctx.maxBuffered) {
+      // The socket may have drained since it was last measured (a large message read): measured again, only here.
+      this.#socketBuffered = this.#sink.bufferedAmount();
       const held = this.#socketBuffered + this.#outBytes;
       if (held > 0 && held + msg.length > this.#ctx.maxBuffered) {
         this.#tooSlow();

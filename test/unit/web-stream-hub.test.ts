@@ -341,6 +341,28 @@ t.test('a live subscriber that does not read is handed 256 KiB; the rest waits i
   hub.close();
 });
 
+t.test('after a message larger than max-buffered is read, later messages are delivered (slow-client drop and disconnect)', async (t) => {
+  for (const slowClient of ['drop', 'disconnect'] as const) {
+    for (const told of [true, false]) {
+      const source = new FakeSource();
+      const hub = new StreamHub(source, { maxBuffered: 1000, slowClient, logger, turn: endless() });
+      const sink = new FillingSink();
+      const sub = hub.subscribe(sink, opts(''));
+      source.feed(encodeCommand(['SET', 'big', 'x'.repeat(5000)]));
+      await tick();
+      t.equal(sink.messages.length, 1, 'the large message is sent to an empty socket');
+      sink.buffered = 0; // the client read it
+      if (told) sub.drain();
+      source.feed(encodeCommand(['SET', 'after', '1']));
+      await tick();
+      const what = `${slowClient}, ${told ? 'with' : 'before'} the drain event`;
+      t.equal(sink.closed, null, `${what}: still open`);
+      t.strictSame(sink.messages.at(-1)?.args, ['after', '1'], `${what}: the next message is delivered`);
+      hub.close();
+    }
+  }
+});
+
 t.test('live messages to many subscribers share a turn budget: the rest are sent on later turns, all of them, in order', async (t) => {
   const source = new FakeSource();
   let now = 0;
