@@ -655,10 +655,10 @@ export class StreamHub {
     }
     const sub = new Subscriber(this.#ctx, sink, opts, Phase.Seek);
     this.#json.add(sub);
-    const anchor = this.#anchor(target);
+    const anchor = this.#anchor(target, opts.from !== null);
     if (anchor !== null) sub.startSeek(anchor, target, opts.from !== null);
-    // No known boundary before `from`: scan from it directly.
-    else if (opts.from !== null) sub.startCatchUp(target);
+    // `from` cannot be checked: scanned from there, a value that holds RESP would read as commands the master never ran.
+    else if (opts.from !== null) sub.close(CloseCode.NotBoundary, `offset ${opts.from} cannot be checked to be the start of a command: the log holds no known command boundary before it`);
     // Nothing to seek from: start with the next command to begin.
     else sub.goLive(target);
     return sub;
@@ -700,21 +700,28 @@ export class StreamHub {
     for (const sub of [...this.#json, ...this.#raw]) sub.close(CloseCode.NewHistory, 'new history: upstream full resync, offsets restart');
   }
 
-  /** The latest known command boundary at or before `offset` still held by the log, preferring one with a known db. */
-  #anchor(offset: number): Checkpoint | null {
+  /**
+   * The latest known command boundary at or before `offset` still held by the log, preferring one with a known db,
+   * within MAX_SEEK of it; `far` (a `from=` to check): else the latest one held at any distance (the seek is paced and
+   * shares the subscribers' turn budget), as a `from=` is only trusted once a scan from a boundary reaches it.
+   */
+  #anchor(offset: number, far: boolean): Checkpoint | null {
     const log = this.#src.log;
     while (this.#checkpoints.length > 0 && this.#checkpoints[0]!.offset + 1 < log.firstOffset) this.#checkpoints.shift();
-    const near = (o: number): boolean => o <= offset && offset - o <= MAX_SEEK && o + 1 >= log.firstOffset;
-    const candidates: Checkpoint[] = this.#checkpoints.filter((c) => near(c.offset));
+    const held = (o: number): boolean => o <= offset && o + 1 >= log.firstOffset;
+    const candidates: Checkpoint[] = this.#checkpoints.filter((c) => held(c.offset));
     const snap = this.#src.usableSnapshot();
-    if (snap !== null && near(snap.offset)) candidates.push({ offset: snap.offset, db: null });
+    if (snap !== null && held(snap.offset)) candidates.push({ offset: snap.offset, db: null });
     let best: Checkpoint | null = null;
+    let latest: Checkpoint | null = null;
     for (const c of candidates) {
+      if (latest === null || c.offset > latest.offset) latest = c;
+      if (offset - c.offset > MAX_SEEK) continue;
       if (best === null) best = c;
       else if ((c.db !== null) !== (best.db !== null)) best = c.db !== null ? c : best;
       else if (c.offset > best.offset) best = c;
     }
-    return best;
+    return best ?? (far ? latest : null);
   }
 
   /** A command the upstream link just scanned (its bytes are appended to the log right after). */

@@ -153,6 +153,8 @@ function split(bytes: Buffer, rand: () => number, max: number): Buffer[] {
 const view = (m: Msg | Written) => ({ offset: 'offset' in m ? m.offset : m.end, db: m.db, cmd: m.cmd, args: m.args });
 
 t.test('subscribers joining anywhere get every later command once, in order, with its db', async (t) => {
+  let refused = 0;
+  t.teardown(() => t.comment(`${refused} from= joins without a known boundary before them were refused`));
   for (let seed = 1; seed <= 40; seed++) {
     const rand = mulberry32(seed);
     const source = new FakeSource();
@@ -170,7 +172,7 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
         if (rand() < 0.5 && done.length > 0) {
           const from = done[Math.floor(rand() * done.length)]!.start;
           const sub = hub.subscribe(sink, opts(`from=${from}`));
-          // Without a known boundary before `from` the db shows from the next SELECT on (checked below).
+          // Without a known boundary before `from` (no snapshot, no live checkpoint yet) it cannot be checked: 4011.
           const expect = cmds.filter((c) => c.start >= from);
           subs.push({ sink, expect, name: `seed ${seed} from=${from}`, head: Infinity, sub });
         } else {
@@ -191,6 +193,11 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
     await tick();
     await tick();
     for (const s of subs) {
+      if (source.snapshot === null && s.head === Infinity && s.sink.closed?.code === CloseCode.NotBoundary) {
+        t.equal(s.sink.messages.length, 0, `${s.name}: no known boundary before it, refused with nothing sent`);
+        refused++;
+        continue;
+      }
       t.equal(s.sink.closed, null, `${s.name}: still open`);
       const got = s.sink.messages.map(view);
       let want = s.expect.map(view);
@@ -363,6 +370,35 @@ t.test('after a message larger than max-buffered is read, later messages are del
   }
 });
 
+t.test('from= more than 64 MiB after the last known boundary: checked from the snapshot (a value that looks like a command is refused with 4011; a real boundary gets its db)', async (t) => {
+  const source = new FakeSource(128 * MiB);
+  source.snapshot = { offset: 0 };
+  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless() });
+  source.feed(encodeCommand(['SELECT', '2']));
+  const filler = 'f'.repeat(MiB);
+  for (let i = 0; i < 66; i++) source.feed(encodeCommand(['SET', `filler:${i}`, filler]));
+  const forged = '*3\r\n$3\r\nDEL\r\n$7\r\naccount\r\n$5\r\nadmin\r\n';
+  const before = source.log.endOffset;
+  const innocent = encodeCommand(['SET', 'innocent', forged]);
+  source.feed(innocent);
+  const inside = before + innocent.indexOf('*3', 4) + 1;
+  source.feed(encodeCommand(['SET', 'next', '1']));
+  const real = source.log.endOffset + 1;
+  source.feed(encodeCommand(['SET', 'k', 'v']));
+
+  const forgery = new FakeSink();
+  hub.subscribe(forgery, opts(`from=${inside}`));
+  await waitForTicks(() => forgery.closed !== null || forgery.messages.length > 0);
+  t.equal(forgery.closed?.code, CloseCode.NotBoundary, 'a from= inside a value is refused with 4011');
+  t.notOk(forgery.messages.some((m) => m.cmd === 'del'), 'no command the master never ran');
+
+  const resumed = new FakeSink();
+  hub.subscribe(resumed, opts(`from=${real}`));
+  await waitForTicks(() => resumed.messages.length > 0 || resumed.closed !== null);
+  t.strictSame(view(resumed.messages[0]!), { offset: source.log.endOffset, db: 2, cmd: 'set', args: ['k', 'v'] }, 'a from= at a command gets it, with its db');
+  hub.close();
+});
+
 t.test('live messages to many subscribers share a turn budget: the rest are sent on later turns, all of them, in order', async (t) => {
   const source = new FakeSource();
   let now = 0;
@@ -410,6 +446,7 @@ t.test('a catching-up subscriber is paced by its socket and closed when the log 
   const sink = new FakeSink();
   sink.buffered = 10_000;
   const from = Math.ceil((source.log.firstOffset - 1) / cmd.length) * cmd.length + 1;
+  source.snapshot = { offset: from - 1 }; // a known boundary: from= is checked there
   const sub = hub.subscribe(sink, opts(`from=${from}`));
   await tick();
   t.equal(sink.closed, null, 'paused, not closed');
