@@ -143,6 +143,15 @@ export function commandKeys(name: string, args: readonly Buffer[]): string[] {
   if (DEST_NUMKEYS.has(name)) return [...at(1), ...range(3, 3 + num(2))];
   if (NUMKEYS_AT_1.has(name)) return range(2, 2 + num(1));
   if (name === 'bitop') return range(2, args.length);
+  // XGROUP <subcommand> <key> ...
+  if (name === 'xgroup') return at(2);
+  // The source, and the destination after STORE (SORT) or STORE/STOREDIST (GEORADIUS*).
+  if (name === 'sort' || name === 'georadius' || name === 'georadiusbymember') {
+    for (let i = args.length - 2; i >= 2; i--) {
+      const word = args[i]!.toString('latin1').toLowerCase();
+      if (word === 'store' || (name !== 'sort' && word === 'storedist')) return [...at(1), ...at(i + 1)];
+    }
+  }
   return at(1);
 }
 

@@ -30,6 +30,12 @@ t.test('command keys', async (t) => {
   t.strictSame(commandKeys('zunionstore', b('ZUNIONSTORE', 'd', '2', 'a', 'b', 'WEIGHTS', '1', '2')), ['d', 'a', 'b']);
   t.strictSame(commandKeys('lmpop', b('LMPOP', '2', 'a', 'b', 'LEFT')), ['a', 'b']);
   t.strictSame(commandKeys('bitop', b('BITOP', 'AND', 'd', 'a', 'b')), ['d', 'a', 'b']);
+  t.strictSame(commandKeys('xgroup', b('XGROUP', 'CREATE', 'st', 'g', '$')), ['st'], 'XGROUP: the key follows the subcommand');
+  t.strictSame(commandKeys('xgroup', b('XGROUP', 'SETID', 'st', 'g', '0')), ['st']);
+  t.strictSame(commandKeys('sort', b('SORT', 'src', 'ALPHA', 'STORE', 'dst')), ['src', 'dst'], 'SORT ... STORE: the destination too');
+  t.strictSame(commandKeys('sort', b('SORT', 'src', 'BY', 'nosort', 'store', 'dst')), ['src', 'dst']);
+  t.strictSame(commandKeys('georadius', b('GEORADIUS', 'g', '0', '0', '1', 'km', 'STOREDIST', 'd')), ['g', 'd']);
+  t.strictSame(commandKeys('georadiusbymember', b('GEORADIUSBYMEMBER', 'g', 'm', '1', 'km', 'STORE', 'd')), ['g', 'd']);
   t.strictSame(commandKeys('select', b('SELECT', '1')), []);
   t.strictSame(commandKeys('multi', b('MULTI')), []);
 });
