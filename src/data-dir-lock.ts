@@ -245,7 +245,8 @@ export class DataDirLock {
   #refusal(held: Owner | null): DataDirLockedError {
     return new DataDirLockedError(
       `data directory ${this.#dir} is in use by another psync-relay (${describe(held)}; ${this.path}). ` +
-        'Two relays on one directory would overwrite each other\'s log; stop the other one or give this one its own dir',
+        'Two relays on one directory would overwrite each other\'s log; stop the other one or give this one its own dir ' +
+        '(a copy of a running relay\'s directory carries its lock: delete the copy\'s relay.lock)',
     );
   }
 
