@@ -22,7 +22,7 @@ import { commandName, formatCommand, isInternal, matches, selectedDb, StreamForm
  * counted. A raw subscriber is a cursor in the log, sent bytes while its socket has room; if the log drops
  * bytes it has not been sent, it is closed (4013).
  *
- * No subscriber's socket is handed more than `pace` (a MiB) ahead of what it read: a live subscriber's later
+ * No subscriber's socket is handed more than `pace` (256 KiB) beyond what it read: a live subscriber's later
  * messages wait in its queue as the strings every live subscriber shares, so a hundred that never read hold
  * one copy of the stream's JSON, not a hundred in native buffers, and cost no send each. All subscribers' work
  * (scanning, sending) shares one turn budget, so the relay answers its clients while they are many.
@@ -102,7 +102,10 @@ const RAW_SLICE = 256 * 1024;
 const PACE = 256 * 1024;
 /** A live checkpoint (known boundary + db) is recorded at most this often. */
 const CHECKPOINT_EVERY = 1024 * 1024;
-/** Seek from a known boundary at most this far back (further would mean reading the disk log for a long time). */
+/**
+ * A subscriber without `from=` seeks from a known boundary (to learn its db) at most this far back: further would mean
+ * reading the disk log for a long time. A `from=` is always checked from one, at any distance.
+ */
 const MAX_SEEK = 64 * 1024 * 1024;
 
 interface Checkpoint {
@@ -171,7 +174,7 @@ class Subscriber implements Subscription, MemoryUser {
   #out: string[] = [];
   #outHead = 0;
   #outBytes = 0;
-  /** The socket's buffered amount at the last flush: what a live message is checked against (no native call each). */
+  /** The socket's buffered amount at the last flush or drain: what a live message is checked against (no native call each). */
   #socketBuffered = 0;
   /** Waiting for drain. */
   #paused = false;
@@ -259,16 +262,6 @@ class Subscriber implements Subscription, MemoryUser {
     this.#db = anchor.db;
     this.#pos.seek(anchor.offset);
     this.#scanner = this.#newScanner(anchor.offset, false);
-    this.#pump();
-  }
-
-  /** JSON from `target + 1`, which must be a command boundary; the db shows with the next SELECT. */
-  startCatchUp(target: number): void {
-    this.#setState(Phase.CatchUp);
-    this.#seekTo = target;
-    this.#requireBoundary = true;
-    this.#pos.seek(target);
-    this.#scanner = this.#newScanner(target, true);
     this.#pump();
   }
 
