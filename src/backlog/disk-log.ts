@@ -381,7 +381,7 @@ export class DiskLog {
     for (let i = 0; i < this.#segments.length - 1; i++) {
       const seg = this.#segments[i]!;
       const end = seg.start + seg.size - 1;
-      const stored = (await this.#storedSums(seg.start)) ?? [];
+      const stored = await this.#storedSums(seg.start);
       const need = seg.sums.index(end) + 1;
       if (stored.length >= need) {
         seg.sums = SegmentSums.restore(seg.start, end, stored.slice(0, need), true);
@@ -398,14 +398,14 @@ export class DiskLog {
   }
 
   /**
-   * The CRCs a segment's `.sum` file holds: none when it is unreadable, null when there is no such file (a segment
-   * written before checksums existed: since, a new segment's `.sum` file is created before the segment).
+   * The CRCs a segment's `.sum` file holds; none when it is missing or unreadable (then no byte of the segment is
+   * covered, and none is kept).
    */
-  async #storedSums(start: number): Promise<number[] | null> {
+  async #storedSums(start: number): Promise<number[]> {
     try {
       return SegmentSums.stored(await this.#io.readFile(this.#sumPath(start)));
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : [];
+    } catch {
+      return [];
     }
   }
 
@@ -485,7 +485,7 @@ export class DiskLog {
     const scanner = new StreamScanner(() => {}, { maxBulkLen: Number.MAX_SAFE_INTEGER });
     scanner.reset(last.start - 1);
     // No `.sum` file (lost, or a segment of a version before checksums): no byte of it is covered, none is kept.
-    const stored = (await this.#storedSums(last.start)) ?? [];
+    const stored = await this.#storedSums(last.start);
     const { crcs, bad, end: checked } = await this.#readPieces(last, stored, (piece) => scanner.scan(piece).error === null);
     if (bad >= 0) {
       this.#opts.logger.error(
