@@ -31,13 +31,28 @@ export function closeOf(socket: Socket): Promise<void> {
  * must first see this reach 0.
  */
 export function unaccepted(port: number): number {
+  return rxQueued(port, '0A');
+}
+
+/**
+ * Bytes that reached the server's established connections on local TCP `port` and that it has not read yet. A write
+ * that returned has not always reached the receiving socket: on a loaded machine loopback delivery can wait for the
+ * kernel's softirq thread, so a test that writes to a stopped server and counts on it reading everything in one turn
+ * must first see this reach what it wrote.
+ */
+export function unread(port: number): number {
+  return rxQueued(port, '01');
+}
+
+/** The rx_queue of `port`'s local sockets in `state` (0A listening, 01 established), from /proc/net/tcp and tcp6. */
+function rxQueued(port: number, state: string): number {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
   let n = 0;
   // tcp6 is absent on a kernel without IPv6.
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6'].filter((f) => existsSync(f))) {
     for (const line of readFileSync(table, 'latin1').split('\n').slice(1)) {
-      const [, local, , state, queues] = line.trim().split(/\s+/);
-      if (state === '0A' && local?.endsWith(`:${hexPort}`)) n += parseInt(queues!.split(':')[1]!, 16);
+      const [, local, , st, queues] = line.trim().split(/\s+/);
+      if (st === state && local?.endsWith(`:${hexPort}`)) n += parseInt(queues!.split(':')[1]!, 16);
     }
   }
   return n;

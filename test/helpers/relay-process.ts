@@ -60,6 +60,18 @@ function withoutCoverage(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 }
 
 /**
+ * When `t` (or a test under it) fails, its relay's last log lines go to stderr (tap shows them with the failure): a
+ * failure that only happens on a loaded machine is then explained by what the relay did.
+ */
+export function logsOnFailure(t: { passing(): boolean; teardown(fn: () => void): void; name: string }, relay: Pick<RelayProcess, 'logs'>, lines = 80): void {
+  t.teardown(() => {
+    if (t.passing()) return;
+    const tail = relay.logs().trimEnd().split('\n').slice(-lines).join('\n');
+    process.stderr.write(`--- the relay's last ${lines} log lines (${t.name}):\n${tail}\n---\n`);
+  });
+}
+
+/**
  * Spawn `node dist/main.js ...args` from the repo root and wait until its RESP port answers PING.
  * `args` must include `--port N` (pick N with freePort()). Rejects, with the captured log, if the process exits first.
  */

@@ -9,7 +9,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { startRelayProcess } from '../helpers/relay-process.js';
+import { logsOnFailure, startRelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
 import { startReplica, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
@@ -27,6 +27,7 @@ async function relayProcess(t: Test, yaml: string, masterPort: number, dir: stri
   const port = await freePort();
   const relay = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${masterPort}`, '--port', String(port), '--dir', dir]);
   t.teardown(() => relay.stop('SIGKILL'));
+  logsOnFailure(t, relay);
   const x = await RedisClient.connect(port);
   t.teardown(() => x.close());
   return { port, relay, x };

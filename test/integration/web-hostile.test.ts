@@ -11,7 +11,7 @@ import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { waitFor } from '../helpers/wait.js';
-import { closeOf, logLines, rawConnect, unaccepted, writeConfig } from '../helpers/raw.js';
+import { closeOf, logLines, rawConnect, unaccepted, unread, writeConfig } from '../helpers/raw.js';
 
 t.teardown(stopAll);
 
@@ -233,8 +233,11 @@ t.test('connections that together pass the answers one turn may write: a scrape 
   await waitFor(() => unaccepted(r.webPort) === 0, { what: 'the relay accepted the 13 connections' });
   r.proc.kill('SIGSTOP');
   const written = (c: (typeof floods)[number], data: string) => new Promise<void>((resolve) => c.socket.write(data, () => resolve()));
+  const scrape = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n';
   for (const f of floods) await written(f, flood);
-  await written(client, 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  await written(client, scrape);
+  // Every byte in the relay's sockets before it goes on (a write that returned may not have been delivered yet).
+  await waitFor(() => unread(r.webPort) === floods.length * flood.length + scrape.length, { what: 'the floods and the scrape delivered to the stopped relay' });
   r.proc.kill('SIGCONT');
   const got = await client.closed;
   t.match(got, /^HTTP\/1\.1 503 Service Unavailable\r\n/, 'the scrape past the total: 503');

@@ -117,6 +117,11 @@ t.test('the holder refreshes the file, puts it back when removed, and learns whe
   // Emptied (a put-back whose write a full disk refused): still this relay's, written again, not a takeover.
   writeFileSync(lock.path, '');
   await waitFor(() => /"runId":"me"/.test(readFileSync(lock.path, 'utf8')), { what: 'the emptied lock file written again' });
+  // That heartbeat writes, then truncates to its length: a takeover written in between would be cut (or padded with
+  // zeros) into a file naming nobody, which the holder rightly writes again. The takeover comes once the mtime moves
+  // again (the truncate, or the next heartbeat's refresh), past that window.
+  utimesSync(lock.path, old, old);
+  await waitFor(() => statSync(lock.path).mtimeMs > old.getTime() + 1000, { what: 'the rewriting heartbeat done' });
   t.same(lost, [], 'an empty lock file is not a takeover');
 
   writeLock(dir, { pid: 4242, host: 'newcomer', bootId: 'x', pidNs: 'y', startTime: '1' });
