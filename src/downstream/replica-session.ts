@@ -359,16 +359,23 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    */
   async sendPayload(header: Buffer, rdb: { readonly lease: SnapshotLease } | { readonly payload: Buffer }, rate = 0): Promise<void> {
     const lease = 'lease' in rdb ? rdb.lease : null;
+    // EOF-marked to a replica that takes it, as a Redis 7 master's default diskless sync sends it: the replica then
+    // acknowledges as soon as it has loaded it (readSyncBulkPayload), and the stream waits for that ACK. Sent
+    // `$<len>`, its first ACK came with its once-a-second cron, and a replica moved away within that second (REPLICAOF
+    // elsewhere, a Sentinel) was taken for one that could not load the RDB (loadedSnapshot). Tools (SYNC, rdb-only)
+    // get the length.
+    const mark = this.caps.eof && !this.caps.plainSync && !this.caps.rdbOnly && !this.caps.rdbFilterEmpty ? randomBytes(20).toString('hex') : null;
     try {
       if (this.#state !== ReplicaState.SendBulk) return;
       if (header.length > 0) this.#write(header);
       this.#startCompression();
-      if (lease) await this.#sendFile(lease, rate);
+      if (lease) await this.#sendFile(lease, rate, mark);
       else {
         const payload = (rdb as { payload: Buffer }).payload;
-        this.#write(Buffer.from(`$${payload.length}\r\n`));
+        this.#write(Buffer.from(mark === null ? `$${payload.length}\r\n` : `$EOF:${mark}\r\n`));
         this.#write(payload);
       }
+      if (mark !== null && this.#state === ReplicaState.SendBulk) this.#write(Buffer.from(mark));
       // The whole snapshot is written: from here a close by the replica is one after the whole snapshot, even while
       // the release below still waits for the thread pool (a busy disk), which a replica that cannot load it outruns.
       if (this.#state === ReplicaState.SendBulk) this.#snapshotSent = true;
@@ -388,6 +395,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       this.#onClose(this);
       return;
     }
+    this.#awaitingAck = mark !== null;
     this.#setState(ReplicaState.Online, 'rdb sent');
     this.ackTime = Date.now();
     this.pump();
@@ -399,11 +407,11 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    * store may close the file's handle once the last lease is released. (A fs.ReadStream on the descriptor would close
    * it when destroyed, autoClose or not, and the store would then close a number the process may have reused.)
    */
-  async #sendFile(lease: SnapshotLease, rate: number): Promise<void> {
+  async #sendFile(lease: SnapshotLease, rate: number, mark: string | null): Promise<void> {
     const size = lease.meta.size;
     const startedAt = Date.now();
     if (this.socket.destroyed) throw new ReplicaGoneError('replica closed before the RDB transfer');
-    this.#write(Buffer.from(`$${size}\r\n`));
+    this.#write(Buffer.from(mark === null ? `$${size}\r\n` : `$EOF:${mark}\r\n`));
     for (let sent = 0; sent < size; ) {
       if (this.socket.destroyed || this.#state !== ReplicaState.SendBulk) throw new ReplicaGoneError('replica closed during the RDB transfer');
       // The checksum trailer goes only once the bytes before it proved to match it: a damaged file is cut short
@@ -602,7 +610,8 @@ export class ReplicaSession implements FanoutMember, LogHolder {
 
   /**
    * Whether the replica loaded the snapshot it was sent: true once it acknowledged the stream (a replica does at once
-   * after loading), false when it closed its link after the whole snapshot without doing so. Null when that cannot be
+   * after loading an EOF-marked payload, which a `capa eof` replica is sent), false when it closed its link after the
+   * whole snapshot without doing so. Null when that cannot be
    * told: no whole snapshot sent, the relay closed it, or it never acknowledges (SYNC, redis-cli --rdb / --replica).
    */
   get loadedSnapshot(): boolean | null {

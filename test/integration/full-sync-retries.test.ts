@@ -10,7 +10,8 @@ import { connect } from 'node:net';
 import { once } from 'node:events';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startLoggedRelay, type LogLine } from '../helpers/logged-relay.js';
-import { onlineReplicas } from '../helpers/replication.js';
+import { onlineReplicas, startReplica } from '../helpers/replication.js';
+import { RedisClient } from '../helpers/redis-client.js';
 import { waitFor } from '../helpers/wait.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 
@@ -87,4 +88,32 @@ t.test("a replica that does not load its snapshot has its next full syncs held b
   await onlineReplicas(t, relay.port, m, 1); // a full sync after the last of them: its close has been counted
   t.equal(held().length, 1, 'three full syncs closed unloaded by a client without a port: none held back');
   t.notOk(relay.lines.some((l) => l['failedLoads'] !== undefined && l['replica'] !== '127.0.0.1:7777'), 'nor counted as failed loads');
+});
+
+t.test('a redis-server replica moved away at once after loading its snapshot is not counted as a failed load', async (t) => {
+  // A replica acknowledges the stream once a second, and at once after an EOF-marked payload (Redis's readSyncBulkPayload,
+  // which is why a master holds the stream until that ACK). Sent `$<len>`, a replica that loaded and was moved within
+  // the second (REPLICAOF elsewhere, a Sentinel reconfiguration) looked like one that could not load the RDB.
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  for (let i = 0; i < 100; i++) await m.call('SET', `k${i}`, `v${i}`);
+  const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port } });
+  await waitFor(() => relay.lines.find((l) => l['msg'] === 'rdb received, snapshot committed'), { what: 'the relay has its snapshot' });
+  const x = await RedisClient.connect(relay.port);
+  t.teardown(() => x.close());
+  const moved: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const replica = await startReplica(relay.port);
+    const r = await replica.client();
+    await waitFor(async () => /master_link_status:up/.test(await r.callString('INFO', 'replication')), { what: `replica ${i} loaded its snapshot`, intervalMs: 5 });
+    t.equal(await r.call('DBSIZE'), 100, `replica ${i} has the dataset`);
+    await r.call('REPLICAOF', 'NO', 'ONE');
+    moved.push(`127.0.0.1:${replica.port}`);
+    await waitFor(async () => /connected_slaves:0/.test(await x.callString('INFO', 'replication')), { what: `the relay saw replica ${i} go` });
+    await r.close();
+    await replica.stop();
+  }
+  const counted = relay.lines.filter((l) => l['failedLoads'] !== undefined && moved.includes(String(l['replica'])));
+  t.same(counted.map((l) => l['replica']), [], 'none of the three is counted as a failed load');
 });
