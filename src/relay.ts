@@ -98,6 +98,7 @@ export class Relay {
     );
     this.#acks = new AckTracker(config.replication.ackPolicy, {
       acks: () => this.#downstream.ackOffsets(),
+      aofAcks: () => this.#downstream.aofAckOffsets(),
       endOffset: () => this.#history.log.endOffset,
       linkUp: () => this.#link.state === LinkState.Connected,
       ackNow: () => this.#link.ackNow(),
@@ -382,6 +383,7 @@ export class Relay {
     return {
       psyncTarget: () => this.#history.psyncTarget(),
       ackOffset: (held) => this.#acks.offsetFor(held),
+      aofAckOffset: (ack) => this.#acks.aofOffsetFor(ack),
       masterReplOffset: () => log.endOffset,
       tempSnapshotPath: () => this.#history.store.tempPath(),
       discardTemp: (p) => this.#history.store.discard(p),

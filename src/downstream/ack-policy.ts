@@ -27,6 +27,11 @@ export function formatAckPolicy(policy: AckPolicy): string {
 export interface AckTrackerHost {
   /** The offsets the online downstream replicas acknowledged. */
   acks(): readonly number[];
+  /**
+   * The offsets the same replicas said they fsynced to their AOF (REPLCONF ACK <offset> FACK <aof offset>, Redis
+   * 7.2+ with appendonly), -1 for one that never said (no AOF, an older Redis).
+   */
+  aofAcks(): readonly number[];
   /** The relay's master_repl_offset. */
   endOffset(): number;
   /** Whether the upstream link streams (an ACK can be sent). */
@@ -44,6 +49,9 @@ export class AckTracker {
   #host: AckTrackerHost;
   #floor = 0;
   #lastSent = -1;
+  /** The same for FACK: the highest AOF offset acknowledged in this history (0: none yet), and the last one sent. */
+  #aofFloor = 0;
+  #lastAofSent = -1;
   #checkQueued = false;
 
   constructor(policy: AckPolicy, host: AckTrackerHost) {
@@ -55,6 +63,8 @@ export class AckTracker {
   reset(): void {
     this.#floor = 0;
     this.#lastSent = -1;
+    this.#aofFloor = 0;
+    this.#lastAofSent = -1;
   }
 
   /**
@@ -72,6 +82,22 @@ export class AckTracker {
   }
 
   /**
+   * The FACK to send with the ACK of `ack` (WAITAOF on a Redis 7.2+ master counts replicas by it), null for none.
+   * min/quorum pass on what the replicas fsynced to their AOF, under the same rule as their offsets: one that never
+   * said (no AOF) holds `min` back, and counts for no quorum. `self` sends none: the relay keeps no AOF, so WAITAOF
+   * counts it as a replica without one, as Redis counts an intermediate replica without AOF.
+   */
+  aofOffsetFor(ack: number): number | null {
+    if (this.#policy.kind === 'self') return null;
+    const v = policyAckOffset(this.#policy, fsynced(this.#policy, this.#host.aofAcks()));
+    if (v !== null && v > this.#aofFloor) this.#aofFloor = v;
+    if (this.#aofFloor === 0) return null;
+    const aof = Math.min(ack, this.#aofFloor);
+    this.#lastAofSent = aof;
+    return aof;
+  }
+
+  /**
    * A downstream replica acknowledged more: under min/quorum, tell upstream now so WAIT returns promptly. Checked
    * once per turn of the event loop, however many replicas acknowledged in it.
    */
@@ -81,8 +107,17 @@ export class AckTracker {
     setImmediate(() => {
       this.#checkQueued = false;
       if (!this.#host.linkUp()) return;
+      const end = this.#host.endOffset();
       const v = policyAckOffset(this.#policy, this.#host.acks());
-      if (v !== null && Math.min(v, this.#host.endOffset()) > this.#lastSent) this.#host.ackNow();
+      if (v !== null && Math.min(v, end) > this.#lastSent) return this.#host.ackNow();
+      const aof = policyAckOffset(this.#policy, fsynced(this.#policy, this.#host.aofAcks()));
+      if (aof !== null && Math.min(aof, end) > this.#lastAofSent) this.#host.ackNow();
     });
   }
+}
+
+/** The AOF offsets a policy may count: for `min`, none unless every replica said one (-1: never said). */
+function fsynced(policy: AckPolicy, aofAcks: readonly number[]): number[] {
+  const said = aofAcks.filter((a) => a >= 0);
+  return policy.kind === 'min' && said.length < aofAcks.length ? [] : said;
 }

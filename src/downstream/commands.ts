@@ -316,9 +316,11 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
       case 'ack':
       case 'fack': {
         if (c.replica && opt === 'ack') {
-          // As Redis: an offset that is not an integer is ignored.
+          // As Redis: an offset that is not an integer is ignored. A Redis 7.2+ replica with an AOF adds
+          // `FACK <offset>`: what it fsynced (WAITAOF).
           const off = integerArg(a[i + 1]);
-          if (off !== null) c.replica.acknowledged(off);
+          const aof = lower(a[i + 2]) === 'fack' ? integerArg(a[i + 3]) : null;
+          if (off !== null) c.replica.acknowledged(off, aof ?? -1);
         }
         // ACK never gets a reply.
         return;

@@ -114,6 +114,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   #fanout: Fanout;
   #pacer: WritePacer;
   #ackOffset = 0;
+  #aofOffset = -1;
   /** A whole snapshot went out (a full sync reached 'rdb sent'). */
   #snapshotSent = false;
   /** Any REPLCONF ACK came. */
@@ -161,17 +162,25 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   get ackOffset(): number {
     return this.#ackOffset;
   }
-  /** REPLCONF ACK `offset`. The first one after an EOF-marked payload, whatever its offset, lets the stream start. */
-  acknowledged(offset: number): void {
+  /** The last offset the replica said it fsynced to its AOF (REPLCONF ACK ... FACK), -1 when it never said. */
+  get aofOffset(): number {
+    return this.#aofOffset;
+  }
+  /**
+   * REPLCONF ACK `offset` (FACK `aof` when given, else -1). The first one after an EOF-marked payload, whatever its
+   * offset, lets the stream start.
+   */
+  acknowledged(offset: number, aof = -1): void {
     this.ackTime = Date.now();
     this.#acked = true;
     if (this.#awaitingAck) {
       this.#awaitingAck = false;
       this.pump();
     }
-    if (offset <= this.#ackOffset) return;
-    this.#ackOffset = offset;
-    this.#onAck?.(this);
+    const more = offset > this.#ackOffset || aof > this.#aofOffset;
+    if (offset > this.#ackOffset) this.#ackOffset = offset;
+    if (aof > this.#aofOffset) this.#aofOffset = aof;
+    if (more) this.#onAck?.(this);
   }
   /** The offset of the last stream byte handed to the socket (-1 before the stream starts). */
   get offset(): number {

@@ -366,6 +366,15 @@ export class DownstreamReplication {
     return acks;
   }
 
+  /** For the same replicas, in the same order: the offsets they fsynced to their AOF (FACK), -1 for none said. */
+  aofAckOffsets(): number[] {
+    const acks: number[] = [];
+    for (const s of this.#sessions) {
+      if (s.state === ReplicaState.Online && !s.caps.plainSync) acks.push(s.aofOffset < 0 ? -1 : Math.min(s.aofOffset, s.ackOffset, s.offset));
+    }
+    return acks;
+  }
+
   /**
    * Graceful shutdown: resolves once every streaming replica holds the log's end (acknowledged it; a plain SYNC
    * replica, which never ACKs, once its socket has taken every byte), or at `deadline` (ms since the epoch),

@@ -70,6 +70,8 @@ export interface LinkHost {
   psyncTarget(): { replid: string; offset: number };
   /** The offset to acknowledge upstream (ack policy), given the offset the relay holds. */
   ackOffset(held: number): number;
+  /** The FACK to send with an ACK of `ack` (what the replicas below fsynced to their AOF, by the ack policy), null for none. */
+  aofAckOffset?(ack: number): number | null;
   /** master_repl_offset: the last byte held. */
   masterReplOffset(): number;
   tempSnapshotPath(): string;
@@ -588,6 +590,8 @@ export class UpstreamLink extends EventEmitter {
     if (!s || s.destroyed || this.#state !== LinkState.Connected) return;
     if (s.writableLength >= ACK_BUFFER_MAX) return;
     const off = this.#hostApi.ackOffset(offset ?? this.#hostApi.masterReplOffset());
-    s.write(encodeCommand(['REPLCONF', 'ACK', String(off)]));
+    // A master before 7.2 reads the ACK and ignores what follows it, as it does from a Redis 7.2 replica.
+    const aof = this.#hostApi.aofAckOffset?.(off) ?? null;
+    s.write(encodeCommand(aof === null ? ['REPLCONF', 'ACK', String(off)] : ['REPLCONF', 'ACK', String(off), 'FACK', String(aof)]));
   }
 }

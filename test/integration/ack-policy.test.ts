@@ -3,12 +3,16 @@
  * WAIT on the master means "held by the replicas behind the relay". With `self` (the default) it acknowledges
  * what it holds itself, like a Redis replica.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay } from '../helpers/relay.js';
 import { startReplica, waitConverged } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import { freezeIntervals } from '../helpers/clock.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { encodeCommand } from '../../src/resp/writer.js';
 
 t.teardown(stopAll);
 
@@ -82,4 +86,81 @@ t.test('ack-policy self (default): the relay acknowledges what it holds, even wi
   } finally {
     replica.proc.kill('SIGCONT');
   }
+});
+
+/**
+ * A replica that speaks PSYNC to `port` as a Redis 7.2+ replica with an AOF does: after its EOF-marked snapshot it
+ * acknowledges `REPLCONF ACK <offset> FACK <aof offset>`; ack(offset, aof) sends another. Resolves with the snapshot's offset.
+ */
+async function aofReplica(t: Test, port: number, aofBehind: number): Promise<{ offset: number; ack(offset: number, aof: number): void; received(): number }> {
+  const socket = connect({ port, host: '127.0.0.1' });
+  socket.on('error', () => undefined);
+  t.teardown(() => socket.destroy());
+  await once(socket, 'connect');
+  let buf = Buffer.alloc(0);
+  socket.on('data', (d: Buffer) => (buf = Buffer.concat([buf, d])));
+  socket.write(Buffer.concat([encodeCommand(['REPLCONF', 'listening-port', '4242']), encodeCommand(['REPLCONF', 'capa', 'eof', 'capa', 'psync2']), encodeCommand(['PSYNC', '?', '-1'])]));
+  const got = await waitFor(
+    () => {
+      const text = buf.toString('latin1');
+      const m = /\+FULLRESYNC [0-9a-f]{40} (\d+)\r\n\n*\$EOF:([0-9a-f]{40})\r\n/.exec(text);
+      return m && text.indexOf(m[2]!, m.index + m[0].length) > 0 ? { offset: Number(m[1]), end: text.indexOf(m[2]!, m.index + m[0].length) + 40 } : undefined;
+    },
+    { what: 'the +FULLRESYNC and the whole EOF-marked snapshot' },
+  );
+  const ack = (offset: number, aof: number): void => void socket.write(encodeCommand(['REPLCONF', 'ACK', String(offset), 'FACK', String(aof)]));
+  ack(got.offset, Math.max(0, got.offset - aofBehind));
+  return { offset: got.offset, ack, received: () => got.offset + buf.length - got.end };
+}
+
+/** The FACK values the relay sent upstream through `proxy`, in order. */
+function facks(proxy: TcpProxy): number[] {
+  const up = proxy.last?.up.toString('latin1') ?? '';
+  return [...up.matchAll(/\$4\r\nFACK\r\n\$\d+\r\n(\d+)\r\n/g)].map((x) => Number(x[1]));
+}
+
+t.test('ack-policy min passes on what its replicas fsynced to their AOF (FACK, for WAITAOF); none while one of them never said', async (t) => {
+  const proxy = await TcpProxy.start(master.port);
+  t.teardown(() => proxy.close());
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: proxy.port }, replication: { 'ack-policy': 'min' } });
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.relay.status().upstream.linkUp || undefined, { what: 'relay streaming' });
+  const r = await aofReplica(t, relay.port, 0);
+  await m.call('SET', 'fack', '1');
+  const end = Number((await m.info('replication'))['master_repl_offset']);
+  await waitFor(() => r.received() >= end - r.offset || undefined, { what: 'the write reaches the replica' });
+  // It holds the write but fsynced only up to 10 bytes before it.
+  r.ack(end, end - 10);
+  await waitFor(() => facks(proxy).at(-1) === end - 10 || undefined, { what: `FACK ${end - 10} sent upstream (sent: ${facks(proxy).join(', ')})` });
+
+  // A replica without an AOF (redis-server 7.0 sends no FACK) joins: min cannot say more than before.
+  const plain = await startReplica(relay.port);
+  const p = await plain.client();
+  t.teardown(() => p.close());
+  await waitConverged(m, [p], 'the replica without an AOF online');
+  await m.call('SET', 'fack', '2');
+  const next = Number((await m.info('replication'))['master_repl_offset']);
+  await waitFor(() => r.received() >= next - r.offset || undefined, { what: 'the second write reaches the AOF replica' });
+  r.ack(next, next);
+  await waitFor(async () => (await relayAckOnMaster()) === next || undefined, { what: 'both replicas acknowledged the second write, passed upstream' });
+  t.equal(Math.max(...facks(proxy)), end - 10, 'FACK stays where it was: one replica never said what it fsynced');
+  await plain.stop();
+  // Only the AOF replica again: what it said counts.
+  await waitFor(() => facks(proxy).at(-1) === next || undefined, { what: `FACK ${next} once the replica without an AOF left (sent: ${facks(proxy).join(', ')})` });
+});
+
+t.test('ack-policy self sends no FACK: the relay keeps no AOF', async (t) => {
+  const proxy = await TcpProxy.start(master.port);
+  t.teardown(() => proxy.close());
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: proxy.port } });
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.relay.status().upstream.linkUp || undefined, { what: 'relay streaming' });
+  const r = await aofReplica(t, relay.port, 0);
+  await m.call('SET', 'fack', '3');
+  const end = Number((await m.info('replication'))['master_repl_offset']);
+  await waitFor(() => r.received() >= end - r.offset || undefined, { what: 'the write reaches the replica' });
+  r.ack(end, end);
+  await waitFor(async () => (await relayAckOnMaster()) === end || undefined, { what: 'the relay acknowledged the write' });
+  t.match(proxy.last?.up.toString('latin1') ?? '', /REPLCONF\r\n\$3\r\nACK\r\n/, 'it acknowledges');
+  t.same(facks(proxy), [], 'with no FACK');
 });
