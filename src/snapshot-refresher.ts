@@ -66,7 +66,7 @@ export class SnapshotRefresher {
     if (every > 0) {
       this.#interval = setInterval(() => {
         const newest = opts.history.newestSnapshot();
-        if (newest === null || Date.now() - newest.createdAt >= every) this.request();
+        if (newest === null || Date.now() - newest.createdAt >= every) this.#request(-1, false);
       }, Math.min(every, 10_000));
       this.#interval.unref();
     }
@@ -91,11 +91,20 @@ export class SnapshotRefresher {
    * it (src/rdb-from.ts; a master forks anyway).
    */
   request(from = -1): void {
+    this.#request(from, true);
+  }
+
+  /**
+   * `waited`: a client waits for the snapshot (a full sync, an RDB-only client), so on a full disk it may be fetched
+   * into memory; not for history.snapshot-interval's, a point-in-time snapshot only the disk can hold (each ask
+   * would fork the master for a snapshot nobody takes).
+   */
+  #request(from: number, waited: boolean): void {
     const h = this.#opts.history;
     if (from > this.#rdbFrom) this.#rdbFrom = from;
     if (this.#fetch || this.#lookingForRoom || !h.hasHistory || !this.#opts.linkReady()) return;
     if (this.#room.needBytes > 0) {
-      this.#lookForRoom();
+      this.#lookForRoom(waited);
       return;
     }
     if (Date.now() < this.notBefore) return;
@@ -114,9 +123,9 @@ export class SnapshotRefresher {
    * After a fetch ran out of room, at every request (the replicas' tick asks every second): snapshots the log left
    * behind are pruned, then the disk asked. With room, the fetch starts at once (the minimum interval is for the
    * master's sake; that one failed on our disk); without, RDB-only clients owed the data as of now get the reason,
-   * and the fetch may go to memory.
+   * and the fetch may go to memory (`waited`: a client waits for it).
    */
-  #lookForRoom(): void {
+  #lookForRoom(waited: boolean): void {
     const h = this.#opts.history;
     this.#lookingForRoom = true;
     void h
@@ -128,11 +137,11 @@ export class SnapshotRefresher {
         this.#lookingForRoom = false;
         if (room) {
           this.#lastStart = -Infinity;
-          this.request();
+          this.#request(-1, waited);
           return;
         }
         this.#opts.onFailed?.(h.log.endOffset, `no room on the relay's disk for a snapshot (it needs more than ${this.#room.needBytes} bytes)`);
-        this.#fetchIntoMemory();
+        if (waited) this.#fetchIntoMemory();
       });
   }
 

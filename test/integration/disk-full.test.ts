@@ -151,7 +151,7 @@ t.test('an RDB from upstream larger than the space left fails its transfer, is n
  * adds to its replication and upstream sections) with one replica online, then another program filling every free
  * byte, and 20 MB of stream that leaves the relay's snapshot behind: the next replica needs a fresh snapshot.
  */
-async function fullDisk(t: Test, opts: { replication: string; source?: boolean; diskLog?: boolean }) {
+async function fullDisk(t: Test, opts: { replication: string; source?: boolean; diskLog?: boolean; history?: string }) {
   // A backlog the load cannot outrun: a snapshot source that drops its link under a busy machine continues, and the
   // master forks only for the relay.
   const master = await startRedis({ args: ['--repl-backlog-size', '64mb'] });
@@ -169,7 +169,7 @@ async function fullDisk(t: Test, opts: { replication: string; source?: boolean; 
   const { port, relay, x } = await relayProcess(
     t,
     `log:\n  memory: 1mb\n  disk-queue: 4mb\n${opts.diskLog === false ? '  disk: 0\n' : ''}` +
-      `replication:\n  snapshot-refresh-min-interval: 1s\n${opts.replication}web:\n  port: 0\n` +
+      `replication:\n  snapshot-refresh-min-interval: 1s\n${opts.replication}${opts.history ? `history:\n${opts.history}` : ''}web:\n  port: 0\n` +
       `upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n` +
       (source ? `  snapshot-source:\n    host: 127.0.0.1\n    port: ${source.port}\n` : ''),
     master.port,
@@ -251,4 +251,26 @@ t.test('a disk full of other files: the snapshot a waiting replica needs is fetc
   await waitConverged(m, [a, c], 'another new replica, from the same memory snapshot');
   t.equal(stat(await m.info('stats'), 'total_forks') - forks, 2, 'no fork more for it');
   await Promise.all([online.stop(), again.stop()]);
+});
+
+t.test('a disk full of other files: history.snapshot-interval fetches no snapshot into memory (a fork on the master) while no replica waits for one', async (t) => {
+  // The interval asks every second here (every 10 s by default) whether the newest snapshot on disk is old enough to
+  // refresh. With none there (pruned, no room for another), each ask went on to fetch one into memory: on CI's
+  // default config, a fork on the master every 10 s for a snapshot nobody took. A point-in-time snapshot only the
+  // disk can hold: it waits for room.
+  const { m, port, online } = await fullDisk(t, { replication: '  full-sync-memory: 64mb\n', history: '  snapshot-interval: 1s\n' });
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  await waitFor(async () => Number((await x.info('replication'))['relay_snapshot_waiting_for_room']) > 0 || undefined, {
+    what: 'a periodic fetch that ran out of room',
+    timeoutMs: 20_000,
+  });
+  const forks = stat(await m.info('stats'), 'total_forks');
+  const refreshes = Number((await x.info('replication'))['relay_snapshot_refreshes']);
+  // Three seconds of watching (the relay's INFO, polled): three of its asks.
+  let started = refreshes;
+  for (const until = Date.now() + 3000; Date.now() < until; ) started = Math.max(started, Number((await x.info('replication'))['relay_snapshot_refreshes']));
+  t.equal(started, refreshes, 'no fetch starts');
+  t.equal(stat(await m.info('stats'), 'total_forks'), forks, 'the master forks no more');
+  await online.stop();
 });
