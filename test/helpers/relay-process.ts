@@ -32,6 +32,8 @@ export interface StartRelayOptions {
   timeoutMs?: number;
   /** A command that runs node, e.g. `['prlimit', '--as=2147483648', '--']` (default: none, node itself). */
   prefix?: readonly string[];
+  /** Called with the whole output so far whenever more arrives, from the start (before it answers PING). */
+  onOutput?: (logs: string) => void;
 }
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -94,6 +96,7 @@ export async function startRelayProcess(args: string[], opts: StartRelayOptions 
   });
   const append = (b: Buffer): void => {
     log += b.toString('utf8');
+    opts.onOutput?.(log);
   };
   proc.stdout?.on('data', append);
   proc.stderr?.on('data', append);

@@ -93,22 +93,28 @@ t.test('a relay started while the previous one still shuts down gracefully waits
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
-  const { port, args } = await relayArgs('relay-lock-', master.port, 'shutdown-timeout: 3\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n');
+  const { port, args } = await relayArgs('relay-lock-', master.port, 'shutdown-timeout: 60\nweb:\n  port: 0\nupstream:\n  backoff-min: 20ms\n  backoff-max: 200ms\n');
   const old = await startRelayProcess(args);
   t.teardown(() => old.stop('SIGKILL'));
   const { servers, clients: rc } = await onlineReplicas(t, port, m, 1);
-  // A frozen replica keeps the old relay in its graceful shutdown for shutdown-timeout (3 s).
+  // A frozen replica keeps the old relay in its graceful shutdown (up to shutdown-timeout) until it resumes.
   servers[0]!.proc.kill('SIGSTOP');
   t.teardown(() => servers[0]!.proc.kill('SIGCONT'));
   await writeKeys(master.port, 'while-frozen');
   old.proc.kill('SIGTERM');
   await waitFor(() => /shutting down/.test(old.logs()) || undefined, { what: 'the old relay shutting down' });
-  const next = await startRelayProcess(args, { timeoutMs: 30_000 });
+  // The old relay stays in its shutdown until the new one says it waits (however long a loaded machine takes to
+  // start it), then the replica resumes and the old relay's shutdown ends.
+  let waiting = false;
+  const starting = startRelayProcess(args, { timeoutMs: 60_000, onOutput: (logs) => (waiting ||= /is in use by another psync-relay \(pid \d+ .*waiting for it to exit/.test(logs)) });
+  starting.catch(() => undefined);
+  await waitFor(() => waiting || undefined, { what: 'the new relay waiting for the old one', timeoutMs: 30_000 });
+  t.equal(old.proc.exitCode, null, 'the old relay still shuts down meanwhile');
+  servers[0]!.proc.kill('SIGCONT');
+  const next = await starting;
   t.teardown(() => next.stop('SIGKILL'));
   await waitFor(() => old.proc.exitCode !== null || undefined, { what: 'the old relay to exit' });
   t.equal(old.proc.exitCode, 0, 'the old relay finished its shutdown');
-  t.match(next.logs(), /is in use by another psync-relay \(pid \d+ .*waiting for it to exit/);
-  servers[0]!.proc.kill('SIGCONT');
   await writeKeys(master.port, 'after');
   await waitConverged(m, rc, 'the replica follows the new relay');
   const x = await RedisClient.connect(port);
