@@ -20,6 +20,8 @@ import { isJsonContentType, MAX_PITR_BODY, parsePitrBody, WebRequestError } from
 import { LogLimiter } from '../util/log-limiter.js';
 import { clip } from '../util/text.js';
 import { offeredProtocols } from './ws-token.js';
+import { FdGuard } from './fd-guard.js';
+import { openFilesLimit, RESERVED_FDS } from '../downstream/fd-limit.js';
 
 /** The uWebSockets.js native addon is loaded (not its slower Node.js fallback). */
 export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSLApp'] === 'function';
@@ -62,6 +64,8 @@ export class WebServer {
   readonly #answers: Answers;
   #listenSocket: us_listen_socket | null = null;
   #port = 0;
+  /** Closes the listening socket while web connections take the relay's reserved descriptors (fd-guard.ts). */
+  readonly #fds: FdGuard;
   #shuttingDown = false;
 
   constructor(source: WebSource, config: WebConfig, logger: Logger, telemetry: Telemetry) {
@@ -75,6 +79,23 @@ export class WebServer {
     this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, maxBufferedTotal: config.maxBufferedTotal, slowClient: config.slowClient, logger, telemetry });
     this.#metrics = new RelayMetrics(() => source.status());
     this.#app = this.#routes(uWS.App());
+    this.#fds = new FdGuard({
+      limit: openFilesLimit(),
+      reserve: RESERVED_FDS,
+      logger,
+      pause: () => {
+        if (this.#listenSocket) uWS.us_listen_socket_close(this.#listenSocket);
+        this.#listenSocket = null;
+      },
+      // The port it had (a port 0 was given one): uWS calls back before listen() returns.
+      resume: () => {
+        if (this.#shuttingDown) return false;
+        this.#app.listen(this.#config.bind, this.#port, (ls) => {
+          this.#listenSocket = ls || null;
+        });
+        return this.#listenSocket !== null;
+      },
+    });
   }
 
   get port(): number {
@@ -92,6 +113,7 @@ export class WebServer {
         this.#listenSocket = ls;
         this.#port = uWS.us_socket_local_port(ls as unknown as uWS.us_socket);
         this.#log.info({ bind: this.#config.bind, port: this.#port, auth: this.#tokenDigest !== null, native: uwsNative }, 'web server listening');
+        this.#fds.start();
         resolve(this.#port);
       });
     });
@@ -103,6 +125,7 @@ export class WebServer {
   }
 
   async close(): Promise<void> {
+    this.#fds.stop();
     this.hub.close();
     if (this.#listenSocket) uWS.us_listen_socket_close(this.#listenSocket);
     this.#listenSocket = null;
