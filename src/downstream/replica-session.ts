@@ -12,6 +12,7 @@ import type { Telemetry } from '../observability/telemetry.js';
 import { CompressedWriter } from './compressed-writer.js';
 import { Fanout, Flush, type FanoutMember } from './fanout.js';
 import { WritePacer } from './write-pacer.js';
+import { LogLimiter } from '../util/log-limiter.js';
 
 /** Like Redis's SLAVE_STATE_*: waiting for a snapshot, sending it, streaming. */
 export const ReplicaState = {
@@ -69,7 +70,12 @@ export interface SessionOptions {
   readonly fanout?: Fanout;
   /** Paces the snapshot transfers' chunk writes over turns of the event loop; shared by the relay's sessions. */
   readonly pacer?: WritePacer;
+  /** Rate limits the lines a replica's connections make (one client churning PSYNC wrote 2.4 MB of log in 45 s); shared by the relay's sessions. */
+  readonly warnings?: LogLimiter;
 }
+
+/** Replica state lines per minute, of all replicas together, past which they are counted (`suppressed`) instead. */
+const STATE_LINES_PER_MINUTE = 200;
 
 /** Bytes read at a time from a snapshot file. */
 const FILE_READ = 256 * 1024;
@@ -110,6 +116,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    * does after a diskless transfer (repl_put_online_on_ack).
    */
   #awaitingAck = false;
+  readonly #warnings: LogLimiter;
   #diskRead = false;
   #fanout: Fanout;
   #pacer: WritePacer;
@@ -143,6 +150,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#until = opts.until ?? Infinity;
     this.#fanout = opts.fanout ?? new Fanout();
     this.#pacer = opts.pacer ?? new WritePacer();
+    this.#warnings = opts.warnings ?? new LogLimiter();
     this.#fanout.add(this);
     this.#log.addHolder(this);
     this.socket.on('drain', () => {
@@ -221,7 +229,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     if (from === next) return;
     checkTransition(REPLICA_TRANSITIONS, 'replica', from, next);
     this.#state = next;
-    this.#logger.info({ from, to: next, reason, offset: this.offset }, 'replica state');
+    this.#warnings.info(this.#logger, { from, to: next, reason, offset: this.offset }, 'replica state', STATE_LINES_PER_MINUTE);
   }
 
   /** Partial resync: stream from `offset` (the first byte the replica lacks) on. */
@@ -604,7 +612,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
 
   close(reason: string, fields: Record<string, unknown> = {}, flush = false): void {
     if (this.#state === ReplicaState.Closed) return;
-    this.#logger.warn({ reason, offset: this.offset, ackOffset: this.ackOffset, ...fields }, 'closing replica');
+    this.#warnings.warn(this.#logger, { reason, offset: this.offset, ackOffset: this.ackOffset, ...fields }, 'closing replica');
     this.#setState(ReplicaState.Closed, reason);
     this.#cursor?.close();
     this.#fanout.remove(this);

@@ -12,6 +12,7 @@ import { psyncReplyLine } from '../compression.js';
 import { clip } from '../util/text.js';
 import { errorReply } from '../resp/writer.js';
 import { FullSyncRetries } from './full-sync-retries.js';
+import { LogLimiter } from '../util/log-limiter.js';
 
 /** What the master side needs from the relay's backlog. */
 export interface ReplicationSource {
@@ -80,6 +81,8 @@ interface AheadWait {
 export class DownstreamReplication {
   #opts: DownstreamOptions;
   #sessions = new Set<ReplicaSession>();
+  /** Rate limits what replicas' connections log (shared with their sessions). */
+  readonly #warnings = new LogLimiter();
   /** Replicas waiting for a full sync, in arrival order (a Set iterates in insertion order). */
   #waiting = new Set<ReplicaSession>();
   /** Snapshot transfers in progress (full-sync-concurrency counts them). */
@@ -150,6 +153,7 @@ export class DownstreamReplication {
       onAck: () => this.#opts.onAck?.(),
       fanout: this.fanout,
       pacer: this.pacer,
+      warnings: this.#warnings,
       caps: {
         psync2: rc.capaPsync2,
         eof: rc.capaEof,
@@ -485,7 +489,8 @@ export class DownstreamReplication {
     if (replica === undefined || loaded === null) return;
     const failed = this.#retries.ended(replica, loaded);
     if (failed === 0) return;
-    this.#opts.logger.warn(
+    this.#warnings.warn(
+      this.#opts.logger,
       { replica, failedLoads: failed, rdbVersion: this.#opts.source.usableSnapshot()?.rdbVersion, nextFullSyncDelayMs: this.#retries.delayAfter(failed) },
       'replica closed its link after a whole snapshot without acknowledging the stream: it did not load it (an RDB version it cannot read? its disk?)',
     );

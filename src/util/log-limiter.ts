@@ -25,6 +25,15 @@ export class LogLimiter {
 
   /** Logs `msg` at warn on `log` unless this message was logged `burst` times in the current window. `burst` overrides the default. */
   warn(log: Logger, obj: Record<string, unknown>, msg: string, burst = this.#burst): void {
+    this.#log(log, 'warn', obj, msg, burst);
+  }
+
+  /** The same at info (lines a client's connections make, such as replica state changes, with a larger `burst`). */
+  info(log: Logger, obj: Record<string, unknown>, msg: string, burst = this.#burst): void {
+    this.#log(log, 'info', obj, msg, burst);
+  }
+
+  #log(log: Logger, level: 'warn' | 'info', obj: Record<string, unknown>, msg: string, burst: number): void {
     const now = this.#now();
     let w = this.#windows.get(msg);
     if (!w || now - w.start >= this.#intervalMs) {
@@ -38,6 +47,6 @@ export class LogLimiter {
       return;
     }
     w.logged++;
-    log.warn(obj, msg);
+    log[level](obj, msg);
   }
 }

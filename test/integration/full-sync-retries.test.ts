@@ -117,3 +117,17 @@ t.test('a redis-server replica moved away at once after loading its snapshot is 
   const counted = relay.lines.filter((l) => l['failedLoads'] !== undefined && moved.includes(String(l['replica'])));
   t.same(counted.map((l) => l['replica']), [], 'none of the three is counted as a failed load');
 });
+
+t.test('one client churning full syncs it never loads cannot flood the log: the warnings are rate limited', async (t) => {
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('SET', 'k', 'v');
+  const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port } });
+  await waitFor(() => relay.lines.find((l) => l['msg'] === 'rdb received, snapshot committed'), { what: 'the relay has its snapshot' });
+  // A new announced port each time: none is held back, each is a failed load of its own.
+  for (let i = 0; i < 30; i++) await fullSync(relay.port, 8000 + i, false);
+  await onlineReplicas(t, relay.port, m, 1); // a full sync after the last of them: its close has been counted
+  const warned = relay.lines.filter((l) => l['failedLoads'] !== undefined).length;
+  t.equal(warned, 10, '30 failed loads, 10 warnings in the minute');
+});
