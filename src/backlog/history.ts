@@ -150,7 +150,8 @@ export class History {
     try {
       state = await readState(this.#opts.dir, this.#io);
     } catch (err) {
-      this.#logger.error({ err }, 'state file unreadable: starting without a history (full sync from upstream)');
+      // Its ids cannot be trusted: what the snapshot files' names vouch for can (below), without the disk log.
+      this.#logger.warn({ file: join(this.#opts.dir, 'state.json'), reason: (err as Error).message }, 'state file not used: continuing from the newest snapshot, if any, without the disk log');
     }
     let snaps = await this.store.recover(null);
     if (state) {

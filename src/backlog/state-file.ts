@@ -1,6 +1,7 @@
 import { dirname, join } from 'node:path';
 import { nodeFileIo, writeFileAtomic, type FileIo } from './file-io.js';
 import { StorageError } from '../errors.js';
+import { crc32 } from './crc32.js';
 import type { Logger } from '../log.js';
 
 const STATE_FILE = 'state.json';
@@ -25,9 +26,18 @@ export const LINEAGE_MAX = 16;
 
 const REPLID_RE = /^[0-9A-Za-z]{40}$/;
 
+/** The fields of `s` in one order, as JSON: what the file's `crc32` covers. */
+function canonical(s: PersistedState): string {
+  const { replid, replid2, secondReplOffset, epoch, lineage } = s;
+  return JSON.stringify({ replid, replid2, secondReplOffset, epoch, ...(lineage ? { lineage } : {}) });
+}
+
 /**
  * The state a previous run left in `dir`; null on a first start. Throws when the file exists but cannot be trusted
- * (torn, not JSON, fields missing or of the wrong type): the caller says so and starts from scratch.
+ * (torn, not JSON, fields missing or of the wrong type, or not what its CRC-32 says: a flipped bit in a replid or an
+ * epoch still parses, and would put this directory's bytes under an id the master never had, or delete every file
+ * of the history as another's): the caller says so and trusts the snapshots' names instead. A file without a
+ * `crc32` (an earlier version's) is taken as it is.
  */
 export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<PersistedState | null> {
   let text: string;
@@ -37,7 +47,12 @@ export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<P
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  const s = JSON.parse(text) as Partial<PersistedState>;
+  let s: Partial<PersistedState> & { crc32?: unknown };
+  try {
+    s = JSON.parse(text) as typeof s;
+  } catch {
+    throw new StorageError(`${STATE_FILE} is not JSON (${text.length === 0 ? 'empty' : `${text.length} bytes`}: torn or damaged)`);
+  }
   const ok =
     typeof s.replid === 'string' && REPLID_RE.test(s.replid) &&
     typeof s.replid2 === 'string' && REPLID_RE.test(s.replid2) &&
@@ -46,7 +61,9 @@ export async function readState(dir: string, io: FileIo = nodeFileIo): Promise<P
   if (!ok || (lineage !== undefined && !(Array.isArray(lineage) && lineage.every((id) => typeof id === 'string' && REPLID_RE.test(id))))) {
     throw new StorageError(`${STATE_FILE} has missing or malformed fields`);
   }
-  return { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch!, ...(lineage ? { lineage } : {}) };
+  const state: PersistedState = { replid: s.replid!, replid2: s.replid2!, secondReplOffset: s.secondReplOffset!, epoch: s.epoch!, ...(lineage ? { lineage } : {}) };
+  if (s.crc32 !== undefined && s.crc32 !== crc32(Buffer.from(canonical(state)))) throw new StorageError(`${STATE_FILE} does not match its checksum (damaged or edited)`);
+  return state;
 }
 
 /**
@@ -62,7 +79,8 @@ export async function removeStateTemps(dir: string, io: FileIo, logger: Logger):
 
 /** Temp file, fsync, rename, fsync of the directory: a crash leaves the old state or the new one, never half of either. */
 export function writeState(dir: string, state: PersistedState, io: FileIo = nodeFileIo): Promise<void> {
-  return writeFileAtomic(join(dir, STATE_FILE), JSON.stringify(state), io);
+  const text = canonical(state);
+  return writeFileAtomic(join(dir, STATE_FILE), `${text.slice(0, -1)},"crc32":${crc32(Buffer.from(text))}}`, io);
 }
 
 /**

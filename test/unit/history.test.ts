@@ -335,3 +335,38 @@ t.test('the disk log limit is log.disk, or half of a filesystem smaller than twi
   t.equal(diskLimitFor(1 << 30, 2 << 30), 1 << 30, 'exactly twice log.disk: log.disk');
   t.equal(diskLimitFor(1 << 30, 0), 1 << 30, 'a filesystem that reports no size: log.disk');
 });
+
+for (const [what, edit] of [
+  ['replid', (s: Record<string, unknown>) => ({ ...s, replid: '1'.repeat(40) })],
+  ['epoch', (s: Record<string, unknown>) => ({ ...s, epoch: Number(s['epoch']) + 1 })],
+] as const) {
+  t.test(`a state file whose ${what} was changed after it was written (a flipped bit, an edit) is not trusted: the restart continues the snapshot's id and epoch`, async (t) => {
+    const dir = tempDir('history-');
+    const { h } = await synced(t, dir, 10);
+    await h.close();
+    const file = join(dir, 'state.json');
+    const state = JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
+    t.type(state['crc32'], 'number', 'the file carries its checksum');
+    await fsp.writeFile(file, JSON.stringify(edit(state)));
+    const { h: after, records } = open(t, dir);
+    await after.recover();
+    // Trusted, the changed replid was served for this directory's bytes, and the changed epoch deleted every file of
+    // the history as another's.
+    t.equal(after.ids.replid, A, "the snapshot's id, not the file's");
+    t.equal(after.usableSnapshot()?.replid, A, 'and its snapshot kept');
+    t.ok(records.some((r) => r.msg.startsWith('state file not used') && /does not match its checksum/.test(String(r['reason']))), 'logged, naming the checksum');
+  });
+}
+
+t.test('a state file without a checksum (an earlier version wrote it) is trusted as before', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = await synced(t, dir, 10);
+  const end = h.log.endOffset;
+  await h.close();
+  const file = join(dir, 'state.json');
+  const { crc32: _, ...plain } = JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
+  await fsp.writeFile(file, JSON.stringify(plain));
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.same([after.ids.replid, after.log.endOffset], [A, end], 'ids and the log kept');
+});
