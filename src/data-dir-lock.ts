@@ -2,7 +2,7 @@ import { promises as fsp, readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { RelayError } from './errors.js';
+import { RelayError, StorageError } from './errors.js';
 
 /**
  * One relay per data directory. Two relays on one `dir` (a second instance started by hand beside the service, a
@@ -266,7 +266,10 @@ export class DataDirLock {
       return parseOwner(await fsp.readFile(this.path, 'utf8'));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
+      // A disk that refuses is handled as such (acquire starts without the lock). Anything else is named: a bare
+      // EISDIR (a directory where the lock file goes) said neither which file nor what to do.
+      if (refusedWrite(err)) throw err;
+      throw new StorageError(`the data directory lock ${this.path} cannot be read (${(err as Error).message}): remove or fix it`, { cause: err });
     }
   }
 

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -212,4 +212,10 @@ t.test('two relays starting together on a dead relay\'s lock: exactly one takes 
     t.equal(outs.filter((o) => o.startsWith('refused') && o.includes('in use by another psync-relay')).length, 1, `round ${round}: the other is refused, naming it`);
     t.same(readdirSync(dir).filter((f) => f !== LOCK_FILE), [], `round ${round}: nothing is left beside the lock`);
   }
+});
+
+t.test('a directory where the lock file goes: the refusal names it', async (t) => {
+  const dir = tempDir('lock-');
+  mkdirSync(join(dir, LOCK_FILE));
+  await t.rejects(DataDirLock.acquire(dir, opts('me')), { message: new RegExp(`the data directory lock ${join(dir, LOCK_FILE).replace(/[/.-]/g, '\\$&')} cannot be read \\(EISDIR`) });
 });
