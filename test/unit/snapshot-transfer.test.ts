@@ -107,7 +107,8 @@ t.test('a replica that closes after the whole RDB, while the transfer still rele
   const meta = await store.commit(tmp, { replid: REPLID, offset: 100, epoch: 1 });
 
   const header = Buffer.from(`+FULLRESYNC ${REPLID} 100\r\n`);
-  const whole = header.length + `$${rdb.length}\r\n`.length + rdb.length;
+  // A `capa eof` replica: the RDB between `$EOF:<40-byte mark>\r\n` and the mark.
+  const whole = header.length + '$EOF:\r\n'.length + 40 + rdb.length + 40;
   const { server: socket, client } = await loopbackPair(t);
   let got = 0;
   // A replica that cannot load the RDB: it reads all of it, then closes its link without acknowledging the stream.
