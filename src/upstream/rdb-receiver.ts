@@ -170,7 +170,8 @@ export class RdbReceiver {
   }
 
   push(chunk: Buffer): RdbPushResult {
-    if (this.#fileError) throw this.#fileError;
+    const failed = this.#fileError ?? this.#file.errored;
+    if (failed) throw failed;
     let data = chunk;
     if (this.#state === RdbReceiverState.Header) {
       data = this.#readHeader(data);
@@ -299,12 +300,16 @@ export class RdbReceiver {
   /** Flushes and closes the file (fsync included); rejects on a write error. */
   finish(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      if (this.#fileError) return reject(this.#fileError);
+      // A failed write destroys the file stream at once; its 'error' event waits for the descriptor to close. The
+      // error it was destroyed with is the cause: end() on it fails with 'Cannot call end after a stream was
+      // destroyed', which hid a full disk (ENOSPC) from the snapshot fetch, so it forked the master again at once.
+      const failed = (): Error | null => this.#fileError ?? this.#file.errored;
+      if (failed()) return reject(failed());
       this.#file.once('error', reject);
       this.#file.end((err?: Error | null) => {
         // end()'s callback runs on an error too (a full disk), and may run before the 'error' event: resolving then
         // took an RDB cut short for a whole one (its CRC is computed from the bytes received, not those written).
-        if (err) return reject(err);
+        if (err) return reject(failed() ?? err);
         if (this.#fileError) return reject(this.#fileError);
         if (this.#flushed !== this.#emitted) return reject(new SnapshotError(`the RDB file holds ${this.#flushed} of ${this.#emitted} payload bytes: a write failed`));
         resolve();

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { RdbReceiver, RdbReceiverState } from '../../src/upstream/rdb-receiver.js';
 import { ProtocolError } from '../../src/errors.js';
 import { ways, mulberry32, randomSplit } from '../helpers/chunks.js';
@@ -350,4 +351,16 @@ t.test('a full disk mid-transfer fails it at once: it never waits on a file that
   }
   t.match(failed, { code: 'ENOSPC' }, 'the transfer fails with ENOSPC');
   t.ok((await fsp.stat(join(dir, 'x.rdb'))).size < p.length, 'the file holds less than the payload');
+});
+
+t.test('a write that ran out of room, the stream destroyed before its error event: finish() rejects with ENOSPC, not with the destroyed stream', async (t) => {
+  // A full disk must be told apart from any other failure (a fetch that ran out of room waits for room instead of
+  // forking the master again at once): CI's snapshot fetch failed with 'Cannot call end after a stream was destroyed'.
+  // Closing takes a while, as a file's descriptor does: its 'error' event waits for that.
+  const sink = new Writable({ write: (_chunk, _enc, cb) => cb(), destroy: (err, cb) => void setTimeout(() => cb(err), 20) });
+  const rx = new RdbReceiver(join(t.testdir(), 'x.rdb'), { sink });
+  rx.push(Buffer.from('$4\r\nabcd'));
+  // As a write that failed destroys a file stream: at once, its 'error' event once the descriptor is closed.
+  sink.destroy(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+  await t.rejects(rx.finish(), { code: 'ENOSPC' });
 });
