@@ -284,7 +284,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       if (header.length > 0) this.#write(header);
       this.#startCompression();
       const total = inc.total();
-      const mark = total === null ? randomBytes(20).toString('hex') : null;
+      const mark = total === null || this.#takesEofMark() ? randomBytes(20).toString('hex') : null;
       this.#write(Buffer.from(mark === null ? `$${total}\r\n` : `$EOF:${mark}\r\n`));
       reader = inc.openReader();
       const startedAt = Date.now();
@@ -335,6 +335,17 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.pump();
   }
 
+  /**
+   * Whether the payload goes EOF-marked, size known or not: to a replica that takes it, as a Redis 7 master's
+   * default diskless sync sends it. The replica then acknowledges as soon as it has loaded it (readSyncBulkPayload),
+   * and the stream waits for that ACK. Sent `$<len>`, its first ACK came with its once-a-second cron, and a replica
+   * moved away within that second (REPLICAOF elsewhere, a Sentinel) was taken for one that could not load the RDB
+   * (loadedSnapshot). Tools (SYNC, rdb-only) get the length.
+   */
+  #takesEofMark(): boolean {
+    return this.caps.eof && !this.caps.plainSync && !this.caps.rdbOnly && !this.caps.rdbFilterEmpty;
+  }
+
   /** A payload write waits for the socket to drain; how long it has waited is stalledFor(). */
   async #payloadDrained(): Promise<void> {
     this.#stalledSince = Date.now();
@@ -376,12 +387,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
    */
   async sendPayload(header: Buffer, rdb: { readonly lease: SnapshotLease } | { readonly payload: Buffer }, rate = 0): Promise<void> {
     const lease = 'lease' in rdb ? rdb.lease : null;
-    // EOF-marked to a replica that takes it, as a Redis 7 master's default diskless sync sends it: the replica then
-    // acknowledges as soon as it has loaded it (readSyncBulkPayload), and the stream waits for that ACK. Sent
-    // `$<len>`, its first ACK came with its once-a-second cron, and a replica moved away within that second (REPLICAOF
-    // elsewhere, a Sentinel) was taken for one that could not load the RDB (loadedSnapshot). Tools (SYNC, rdb-only)
-    // get the length.
-    const mark = this.caps.eof && !this.caps.plainSync && !this.caps.rdbOnly && !this.caps.rdbFilterEmpty ? randomBytes(20).toString('hex') : null;
+    const mark = this.#takesEofMark() ? randomBytes(20).toString('hex') : null;
     try {
       if (this.#state !== ReplicaState.SendBulk) return;
       if (header.length > 0) this.#write(header);
