@@ -269,7 +269,7 @@ export class DataDirLock {
       // A disk that refuses is handled as such (acquire starts without the lock). Anything else is named: a bare
       // EISDIR (a directory where the lock file goes) said neither which file nor what to do.
       if (refusedWrite(err)) throw err;
-      throw new StorageError(`the data directory lock ${this.path} cannot be read (${(err as Error).message}): remove or fix it`, { cause: err });
+      throw new StorageError(`the data directory lock ${this.path} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): remove or fix it`, { cause: err });
     }
   }
 
