@@ -1,8 +1,13 @@
 import { readdirSync } from 'node:fs';
 import type { Logger } from '../log.js';
 
-/** How often the open descriptors are counted (a readdir of /proc/self/fd: well under a millisecond at a few hundred). */
-export const FD_GUARD_INTERVAL_MS = 250;
+/**
+ * How often the open descriptors are counted near the limit (past half of it), and below. A readdir of /proc/self/fd
+ * costs the loop about 1.3 ms at 1,100 descriptors (the relay at N = 1,000 replicas), so it runs once a second
+ * while far from the limit; a burst that takes every descriptor meanwhile is caught by the next count (EMFILE).
+ */
+export const FD_GUARD_NEAR_MS = 250;
+export const FD_GUARD_FAR_MS = 1000;
 
 export interface FdGuardOptions {
   /** The open files limit (fd-limit.ts openFilesLimit); null: no guard. */
@@ -16,7 +21,6 @@ export interface FdGuardOptions {
   resume(): boolean;
   /** Open descriptors now; null when they cannot be counted (no /proc). */
   count?: () => number | null;
-  readonly intervalMs?: number;
 }
 
 /** Open descriptors; Infinity when none is left to count them with (EMFILE, ENFILE); null without /proc. */
@@ -35,11 +39,12 @@ function openFds(): number | null {
  * header, reopened as uWS closes them, took every descriptor under a limit of 256: the upstream link could not
  * reconnect (EMFILE), the disk log could not open a segment and dropped its history, and no fresh snapshot could be
  * fetched. listen.max-clients already keeps the RESP port within the limit less the reserve (fd-limit.ts); this
- * counts the process's descriptors and, once half the reserve is gone (or none is left to count with), closes the
- * web port's listening socket until they are back under the limit less the whole reserve: connections already open
- * stay (uWS closes one that sends no whole request within 10 s; it offers no way to close them sooner), new ones
- * are refused meanwhile. So a burst that takes every descriptor between two counts holds them for at most those
- * 10 s, instead of for as long as it is reopened. The relay's own work goes first.
+ * counts the process's descriptors (every 250 ms past half the limit, every second below) and, once half the
+ * reserve is gone (or none is left to count with), closes the web port's listening socket until they are back
+ * under the limit less the whole reserve: connections already open stay (uWS closes one that sends no whole request
+ * within 10 s; it offers no way to close them sooner), new ones are refused meanwhile. So a burst that takes every
+ * descriptor between two counts holds them for at most a count and those 10 s, instead of for as long as it is
+ * reopened. The relay's own work goes first.
  */
 export class FdGuard {
   readonly #opts: FdGuardOptions;
@@ -59,21 +64,29 @@ export class FdGuard {
 
   start(): void {
     if (this.#opts.limit === null || this.#timer) return;
-    this.#timer = setInterval(() => this.check(), this.#opts.intervalMs ?? FD_GUARD_INTERVAL_MS);
-    this.#timer.unref();
+    this.#schedule(FD_GUARD_NEAR_MS);
   }
 
   stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
+    if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
   }
 
-  /** One count, and what it calls for. */
-  check(): void {
+  #schedule(ms: number): void {
+    this.#timer = setTimeout(() => {
+      const open = this.check();
+      if (open === null) this.#timer = null;
+      else this.#schedule(open < this.#opts.limit! / 2 && !this.#paused ? FD_GUARD_FAR_MS : FD_GUARD_NEAR_MS);
+    }, ms);
+    this.#timer.unref();
+  }
+
+  /** One count, and what it calls for; returns the count (null: none can be taken here). */
+  check(): number | null {
     const { limit, reserve, logger } = this.#opts;
-    if (limit === null) return;
+    if (limit === null) return null;
     const open = this.#count();
-    if (open === null) return this.stop();
+    if (open === null) return null;
     const high = limit - Math.ceil(reserve / 2);
     const low = limit - reserve;
     if (!this.#paused && open >= high) {
@@ -87,5 +100,6 @@ export class FdGuard {
       this.#paused = false;
       logger.info({ openFds: open, openFilesLimit: limit }, 'web port accepts connections again');
     }
+    return open;
   }
 }
