@@ -119,16 +119,25 @@ function facks(proxy: TcpProxy): number[] {
   return [...up.matchAll(/\$4\r\nFACK\r\n\$\d+\r\n(\d+)\r\n/g)].map((x) => Number(x[1]));
 }
 
-t.test('ack-policy min passes on what its replicas fsynced to their AOF (FACK, for WAITAOF); none while one of them never said', async (t) => {
+/**
+ * A relay with `replication` following the master through a proxy that keeps what it sends upstream, an AOF replica
+ * of it, and a write the replica has received (`end`: the master's offset after it).
+ */
+async function fackSetup(t: Test, replication: Record<string, unknown>) {
   const proxy = await TcpProxy.start(master.port);
   t.teardown(() => proxy.close());
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: proxy.port }, replication: { 'ack-policy': 'min' } });
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: proxy.port }, replication });
   t.teardown(() => relay.stop());
   await waitFor(() => relay.relay.status().upstream.linkUp || undefined, { what: 'relay streaming' });
   const r = await aofReplica(t, relay.port, 0);
-  await m.call('SET', 'fack', '1');
+  await m.call('SET', 'fack', String(Date.now()));
   const end = Number((await m.info('replication'))['master_repl_offset']);
   await waitFor(() => r.received() >= end - r.offset || undefined, { what: 'the write reaches the replica' });
+  return { proxy, relay, r, end };
+}
+
+t.test('ack-policy min passes on what its replicas fsynced to their AOF (FACK, for WAITAOF); none while one of them never said', async (t) => {
+  const { proxy, relay, r, end } = await fackSetup(t, { 'ack-policy': 'min' });
   // It holds the write but fsynced only up to 10 bytes before it.
   r.ack(end, end - 10);
   await waitFor(() => facks(proxy).at(-1) === end - 10 || undefined, { what: `FACK ${end - 10} sent upstream (sent: ${facks(proxy).join(', ')})` });
@@ -150,15 +159,7 @@ t.test('ack-policy min passes on what its replicas fsynced to their AOF (FACK, f
 });
 
 t.test('ack-policy self sends no FACK: the relay keeps no AOF', async (t) => {
-  const proxy = await TcpProxy.start(master.port);
-  t.teardown(() => proxy.close());
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: proxy.port } });
-  t.teardown(() => relay.stop());
-  await waitFor(() => relay.relay.status().upstream.linkUp || undefined, { what: 'relay streaming' });
-  const r = await aofReplica(t, relay.port, 0);
-  await m.call('SET', 'fack', '3');
-  const end = Number((await m.info('replication'))['master_repl_offset']);
-  await waitFor(() => r.received() >= end - r.offset || undefined, { what: 'the write reaches the replica' });
+  const { proxy, r, end } = await fackSetup(t, {});
   r.ack(end, end);
   await waitFor(async () => (await relayAckOnMaster()) === end || undefined, { what: 'the relay acknowledged the write' });
   t.match(proxy.last?.up.toString('latin1') ?? '', /REPLCONF\r\n\$3\r\nACK\r\n/, 'it acknowledges');
