@@ -1,13 +1,11 @@
-import { readdirSync } from 'node:fs';
+import { closeSync, openSync, readdirSync } from 'node:fs';
 import type { Logger } from '../log.js';
 
 /**
- * How often the open descriptors are counted near the limit (past half of it), and below. A readdir of /proc/self/fd
- * costs the loop about 1.3 ms at 1,100 descriptors (the relay at N = 1,000 replicas), so it runs once a second
- * while far from the limit; a burst that takes every descriptor meanwhile is caught by the next count (EMFILE).
+ * How often the open descriptors are counted: a readdir of /proc/self/fd, about 1.3 ms of the loop at 1,100
+ * descriptors (the relay at N = 1,000 replicas), well under 0.1 ms at a few dozen.
  */
-export const FD_GUARD_NEAR_MS = 250;
-export const FD_GUARD_FAR_MS = 1000;
+export const FD_GUARD_INTERVAL_MS = 250;
 
 export interface FdGuardOptions {
   /** The open files limit (fd-limit.ts openFilesLimit); null: no guard. */
@@ -21,6 +19,9 @@ export interface FdGuardOptions {
   resume(): boolean;
   /** Open descriptors now; null when they cannot be counted (no /proc). */
   count?: () => number | null;
+  /** Opens a spare descriptor (default: /dev/null), null when none can be had; and closes one. */
+  openSpare?: () => number | null;
+  closeSpare?: (fd: number) => void;
 }
 
 /** Open descriptors; Infinity when none is left to count them with (EMFILE, ENFILE); null without /proc. */
@@ -33,28 +34,42 @@ function openFds(): number | null {
   }
 }
 
+function openDevNull(): number | null {
+  try {
+    return openSync('/dev/null', 'r');
+  } catch {
+    return null;
+  }
+}
+
 /**
- * The web port may not take the descriptors the relay keeps for itself. uWS.js 20.30 accepts every HTTP connection
- * and tells its owner of none (no count, no close hook) until a request arrives, so 400 connections sending half a
- * header, reopened as uWS closes them, took every descriptor under a limit of 256: the upstream link could not
- * reconnect (EMFILE), the disk log could not open a segment and dropped its history, and no fresh snapshot could be
- * fetched. listen.max-clients already keeps the RESP port within the limit less the reserve (fd-limit.ts); this
- * counts the process's descriptors (every 250 ms past half the limit, every second below) and, once half the
- * reserve is gone (or none is left to count with), closes the web port's listening socket until they are back
- * under the limit less the whole reserve: connections already open stay (uWS closes one that sends no whole request
- * within 10 s; it offers no way to close them sooner), new ones are refused meanwhile. So a burst that takes every
- * descriptor between two counts holds them for at most a count and those 10 s, instead of for as long as it is
- * reopened. The relay's own work goes first.
+ * The web port may not take the descriptors the relay keeps for itself. uWS.js 20.30 accepts every connection and
+ * tells its owner of none (no count, no close hook, no way to close one) until a whole request arrives, so 400
+ * connections sending half a header, reopened as uWS closed them or kept open with a byte every few seconds, took
+ * every descriptor under a limit of 256: the upstream link could not reconnect (EMFILE), the disk log could not open
+ * a segment and dropped its history, and no fresh snapshot could be fetched.
+ *
+ * listen.max-clients keeps the RESP port within the limit less the reserve (fd-limit.ts). For the web port, half the
+ * reserve is held as spare descriptors (/dev/null). The process's descriptors are counted every 250 ms; once they
+ * reach into the reserve's other half, or none is left to count with, the web port's listening socket is closed
+ * first (nothing can accept the freed numbers) and then the spares: the relay's files and links have them, however
+ * long the connections already open stay. Once there is room under the limit less the whole reserve for the spares
+ * too, they are taken again and the port listens again.
  */
 export class FdGuard {
   readonly #opts: FdGuardOptions;
   readonly #count: () => number | null;
+  readonly #openSpare: () => number | null;
+  readonly #closeSpare: (fd: number) => void;
+  #spares: number[] = [];
   #timer: NodeJS.Timeout | null = null;
   #paused = false;
 
   constructor(opts: FdGuardOptions) {
     this.#opts = opts;
     this.#count = opts.count ?? openFds;
+    this.#openSpare = opts.openSpare ?? openDevNull;
+    this.#closeSpare = opts.closeSpare ?? closeSync;
   }
 
   /** Whether the web port is closed to new connections now. */
@@ -62,44 +77,64 @@ export class FdGuard {
     return this.#paused;
   }
 
+  /** Spare descriptors held now. */
+  get spares(): number {
+    return this.#spares.length;
+  }
+
   start(): void {
     if (this.#opts.limit === null || this.#timer) return;
-    this.#schedule(FD_GUARD_NEAR_MS);
-  }
-
-  stop(): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-  }
-
-  #schedule(ms: number): void {
-    this.#timer = setTimeout(() => {
-      const open = this.check();
-      if (open === null) this.#timer = null;
-      else this.#schedule(open < this.#opts.limit! / 2 && !this.#paused ? FD_GUARD_FAR_MS : FD_GUARD_NEAR_MS);
-    }, ms);
+    this.#takeSpares();
+    this.#timer = setInterval(() => this.check(), FD_GUARD_INTERVAL_MS);
     this.#timer.unref();
   }
 
-  /** One count, and what it calls for; returns the count (null: none can be taken here). */
-  check(): number | null {
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    this.#releaseSpares();
+  }
+
+  /** One count, and what it calls for. */
+  check(): void {
     const { limit, reserve, logger } = this.#opts;
-    if (limit === null) return null;
+    if (limit === null) return;
     const open = this.#count();
-    if (open === null) return null;
+    if (open === null) return this.stop();
     const high = limit - Math.ceil(reserve / 2);
     const low = limit - reserve;
     if (!this.#paused && open >= high) {
       this.#paused = true;
       this.#opts.pause();
+      const freed = this.#releaseSpares();
       logger.warn(
-        { openFds: open, openFilesLimit: limit, reserved: reserve },
-        'web port stops accepting connections: its connections are taking the descriptors the relay keeps for its files and links; it accepts again once they are back under the reserve (raise the limit: ulimit -n, systemd LimitNOFILE=)',
+        { openFds: Number.isFinite(open) ? open : 'all', openFilesLimit: limit, reserved: reserve, freed },
+        'web port stops accepting connections: its connections are taking the descriptors the relay keeps for its files and links (spares freed for them); it accepts again once they are back under the reserve (raise the limit: ulimit -n, systemd LimitNOFILE=)',
       );
-    } else if (this.#paused && open <= low && this.#opts.resume()) {
+    } else if (this.#paused && open + this.#want() - this.#spares.length <= low) {
+      this.#takeSpares();
+      if (!this.#opts.resume()) return;
       this.#paused = false;
       logger.info({ openFds: open, openFilesLimit: limit }, 'web port accepts connections again');
     }
-    return open;
+  }
+
+  #want(): number {
+    return Math.floor(this.#opts.reserve / 2);
+  }
+
+  #takeSpares(): void {
+    while (this.#spares.length < this.#want()) {
+      const fd = this.#openSpare();
+      if (fd === null) return;
+      this.#spares.push(fd);
+    }
+  }
+
+  #releaseSpares(): number {
+    const n = this.#spares.length;
+    for (const fd of this.#spares) this.#closeSpare(fd);
+    this.#spares = [];
+    return n;
   }
 }

@@ -1,13 +1,15 @@
 /**
- * The web port's listening socket is closed while the process's descriptors reach into the relay's reserve, and
- * opened again once they are back under it (src/web/fd-guard.ts).
+ * The web port's listening socket is closed while the process's descriptors reach into the relay's reserve, and its
+ * spare descriptors freed for the relay's files and links; both come back once there is room (src/web/fd-guard.ts).
  */
 import t from 'tap';
 import pino from 'pino';
 import { FdGuard } from '../../src/web/fd-guard.js';
 
-function guard(counts: (number | null)[], resumes: boolean[] = []) {
+function guard(counts: number[], resumes: boolean[] = []) {
   const calls: string[] = [];
+  let next = 1000;
+  const open = new Set<number>();
   const g = new FdGuard({
     limit: 256,
     reserve: 128,
@@ -18,30 +20,49 @@ function guard(counts: (number | null)[], resumes: boolean[] = []) {
       calls.push('resume');
       return resumes.length > 0 ? resumes.shift()! : true;
     },
+    openSpare: () => (open.add(next), next++),
+    closeSpare: (fd) => void open.delete(fd),
   });
-  return { g, calls };
+  // Each test calls start() (spares taken; its timer never fires within the synchronous test), check() by hand, stop().
+  return { g, calls, open };
 }
 
-t.test('closed at half the reserve, open again only under the whole reserve', async (t) => {
-  const { g, calls } = guard([150, 191, 192, 200, 129, 128, 100]);
-  for (let i = 0; i < 7; i++) g.check();
-  t.same(calls, ['pause', 'resume'], 'paused at 192 (256 - 64), resumed at 128 (256 - 128), once each');
-  t.equal(g.paused, false);
+t.test('half the reserve is held as spares; at the other half the port closes, then the spares are freed', async (t) => {
+  const { g, calls, open } = guard([150, 191, 192]);
+  g.start();
+  t.equal(open.size, 64, '64 spares held');
+  g.check();
+  g.check();
+  t.same([calls, open.size], [[], 64], 'under 192 (256 - 64): nothing happens');
+  g.check();
+  t.same(calls, ['pause'], 'at 192: the port closes');
+  t.equal(open.size, 0, 'and the spares are freed, after it');
+  g.stop();
 });
 
-t.test('no descriptor left to count with (EMFILE): closed', async (t) => {
-  const { g, calls } = guard([Infinity]);
+t.test('it listens again, with its spares taken first, only once there is room for them under the reserve', async (t) => {
+  const { g, calls, open } = guard([Infinity, 100, 65, 64]);
+  g.start();
   g.check();
-  t.same(calls, ['pause']);
-  t.equal(g.paused, true);
+  t.equal(g.paused, true, 'no descriptor left to count with (EMFILE): closed');
+  g.check();
+  g.check();
+  t.same(calls, ['pause'], '100 and 65 open: no room for 64 spares under 128');
+  g.check();
+  t.same(calls, ['pause', 'resume'], '64 open: spares taken, listening again');
+  t.equal(open.size, 64);
+  t.equal(g.paused, false);
+  g.stop();
 });
 
 t.test('a listen that fails is tried again at the next count', async (t) => {
   const { g, calls } = guard([200, 10, 10], [false, true]);
+  g.start();
   g.check();
   g.check();
   t.equal(g.paused, true, 'still closed after the failed listen');
   g.check();
   t.same(calls, ['pause', 'resume', 'resume']);
   t.equal(g.paused, false);
+  g.stop();
 });
