@@ -4,7 +4,8 @@
  */
 import t from 'tap';
 import pino from 'pino';
-import { FdGuard } from '../../src/web/fd-guard.js';
+import { readdirSync } from 'node:fs';
+import { FdGuard, openFds } from '../../src/web/fd-guard.js';
 
 function guard(counts: number[], resumes: boolean[] = []) {
   const calls: string[] = [];
@@ -65,4 +66,13 @@ t.test('a listen that fails is tried again at the next count', async (t) => {
   t.same(calls, ['pause', 'resume', 'resume']);
   t.equal(g.paused, false);
   g.stop();
+});
+
+t.test('the count is exact near the limit, and the descriptor table size (a bound above it) while that is under it', async (t) => {
+  const exact = readdirSync('/proc/self/fd').length;
+  const counted = openFds(0)!;
+  t.ok(Math.abs(counted - exact) <= 1, `exact when asked (${counted} against ${exact}; a readdir holds one itself)`);
+  const bound = openFds(Infinity)!;
+  t.ok(bound >= counted, `the table size (${bound}) is no fewer`);
+  t.equal(openFds(bound), counted, 'a table as large as asked about: counted exactly again');
 });
