@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { relayArgs, startRelayProcess } from '../helpers/relay-process.js';
+import { logsOnFailure, relayArgs, startRelayProcess } from '../helpers/relay-process.js';
 import { onlineReplicas, replicaOf, stat, waitConverged } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { smallFilesystem } from '../helpers/small-fs.js';
@@ -32,6 +32,8 @@ t.test('a disk log larger than its filesystem keeps to half of it: it never runs
   );
   const relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
+  // Once failed on a loaded machine (one write ran out of space): its log says why next time.
+  logsOnFailure(t, relay);
   const { clients: [a] } = await onlineReplicas(t, port, m, 1);
 
   // Three times the filesystem's size of stream.

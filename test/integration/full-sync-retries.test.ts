@@ -5,7 +5,7 @@
  * sync is held back (1 s, doubling to 5 s), kept alive with newlines; other replicas are served meanwhile, and a load it
  * acknowledges clears its count.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
@@ -47,18 +47,26 @@ async function fullSync(relayPort: number, port: number, load: boolean): Promise
   await once(socket, 'close');
 }
 
-t.test("a replica that does not load its snapshot has its next full syncs held back; others are served; a load clears it", async (t) => {
+/**
+ * A master with 100 keys and a relay of it (`startLoggedRelay`), once the relay has committed its snapshot: the full
+ * syncs are served from it. (One that joins the relay's own full sync gets the upstream's RDB as it arrives; a close
+ * then, before the relay has checked and committed that RDB, is not counted: it may not be the replica's fault. On a
+ * busy disk the commit came 200 ms after the close.)
+ */
+async function relayWithSnapshot(t: Test) {
   const master = await startRedis();
   const m = await master.client();
   t.teardown(() => m.close());
   for (let i = 0; i < 100; i++) await m.call('SET', `k${i}`, `v${i}`);
   const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port } });
+  await waitFor(() => relay.lines.find((l) => l['msg'] === 'rdb received, snapshot committed'), { what: 'the relay has its snapshot' });
+  return { m, relay };
+}
+
+t.test("a replica that does not load its snapshot has its next full syncs held back; others are served; a load clears it", async (t) => {
+  const { m, relay } = await relayWithSnapshot(t);
   const failedLoads = () => relay.lines.filter((l) => l['failedLoads'] !== undefined && l['replica'] === '127.0.0.1:7777');
   const held = () => relay.lines.filter((l: LogLine) => /^full sync held back/.test(String(l['msg'])));
-  // The snapshot on the relay's disk first: these full syncs are served from it. (One that joins the relay's own
-  // full sync gets the upstream's RDB as it arrives; a close then, before the relay has checked and committed that
-  // RDB, is not counted: it may not be the replica's fault. On a busy disk the commit came 200 ms after the close.)
-  await waitFor(() => relay.lines.find((l) => l['msg'] === 'rdb received, snapshot committed'), { what: 'the relay has its snapshot' });
 
   // Two failed loads in a row: each logged, neither held back (a replica killed once while loading is common).
   for (const n of [1, 2]) {
@@ -94,12 +102,7 @@ t.test('a redis-server replica moved away at once after loading its snapshot is 
   // A replica acknowledges the stream once a second, and at once after an EOF-marked payload (Redis's readSyncBulkPayload,
   // which is why a master holds the stream until that ACK). Sent `$<len>`, a replica that loaded and was moved within
   // the second (REPLICAOF elsewhere, a Sentinel reconfiguration) looked like one that could not load the RDB.
-  const master = await startRedis();
-  const m = await master.client();
-  t.teardown(() => m.close());
-  for (let i = 0; i < 100; i++) await m.call('SET', `k${i}`, `v${i}`);
-  const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port } });
-  await waitFor(() => relay.lines.find((l) => l['msg'] === 'rdb received, snapshot committed'), { what: 'the relay has its snapshot' });
+  const { m, relay } = await relayWithSnapshot(t);
   const x = await RedisClient.connect(relay.port);
   t.teardown(() => x.close());
   const moved: string[] = [];
@@ -119,12 +122,7 @@ t.test('a redis-server replica moved away at once after loading its snapshot is 
 });
 
 t.test('one client churning full syncs it never loads cannot flood the log: the warnings are rate limited', async (t) => {
-  const master = await startRedis();
-  const m = await master.client();
-  t.teardown(() => m.close());
-  await m.call('SET', 'k', 'v');
-  const relay = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port } });
-  await waitFor(() => relay.lines.find((l) => l['msg'] === 'rdb received, snapshot committed'), { what: 'the relay has its snapshot' });
+  const { m, relay } = await relayWithSnapshot(t);
   // A new announced port each time: none is held back, each is a failed load of its own.
   for (let i = 0; i < 30; i++) await fullSync(relay.port, 8000 + i, false);
   await onlineReplicas(t, relay.port, m, 1); // a full sync after the last of them: its close has been counted
