@@ -103,6 +103,8 @@ export class ClientConnection implements MemoryUser {
   #suspended = false;
   /** It had its turn (COMMANDS_PER_TURN, BYTES_PER_TURN): the next commands wait for the next turn of the event loop. */
   #yielded = false;
+  /** A command parsed but not run: the turn's time was spent when it came (see #process). */
+  #waiting: Buffer[] | undefined;
   /** Commands run and bytes read since the last yield. */
   #turnCommands = 0;
   #turnBytes = 0;
@@ -194,7 +196,9 @@ export class ClientConnection implements MemoryUser {
    */
   memoryUsage(): number {
     // The name too: CLIENT SETNAME takes up to listen.max-bulk-len, kept as long as the client (printable ASCII: a byte a character).
-    const input = this.#parser.memory + this.multiMemory() + this.name.length;
+    let input = this.#parser.memory + this.multiMemory() + this.name.length;
+    // A command parsed while the turn's time was spent, waiting for its turn.
+    for (const a of this.#waiting ?? []) input += a.length + ARG_OVERHEAD;
     return this.replica ? input : input + this.outputMemory();
   }
 
@@ -258,25 +262,37 @@ export class ClientConnection implements MemoryUser {
 
   /**
    * Runs the commands parsed so far, in order. A command answered later (suspend()) stops this until it has
-   * replied: the replies of a pipeline keep the order of its commands.
+   * replied: the replies of a pipeline keep the order of its commands. `owed`: the client's turn in the line of
+   * waiting clients (turn-budget.ts) has come, so it runs at least one command whatever the time.
    */
-  #process(): void {
+  #process(owed = false): void {
     // The replies to one turn leave in one write, as Redis writes a client's replies once per turn (a replica's
     // handshake sent at once: four replies, one syscall; a thousand replicas connecting cost 3,000 writes before).
     // One Buffer, not a corked write per reply: each write queued on a socket that does not drain is an entry of its
     // own, and a client that never read its PINGs queued millions of them (see WRITE_OVERHEAD and #destroy).
     this.#batch = [];
-    this.#turn.begin();
+    let first = true;
     try {
       while (!this.#suspended && !this.#yielded) {
-        let args: Buffer[] | undefined;
-        try {
-          args = this.#parser.next();
-        } catch (err) {
-          this.#protocolError(err);
-          return;
+        let args = this.#waiting;
+        this.#waiting = undefined;
+        if (!args) {
+          try {
+            args = this.#parser.next();
+          } catch (err) {
+            this.#protocolError(err);
+            return;
+          }
         }
         if (!args) break;
+        if (first && !owed && this.#turn.mustWait()) {
+          // The turn's time is spent, or other clients wait for it: this command waits behind them.
+          this.#waiting = args;
+          this.#yield();
+          break;
+        }
+        if (first) this.#turn.begin();
+        first = false;
         this.#telemetry.traffic.commandsProcessed++;
         this.#skippingReply = this.skipNextReply;
         this.skipNextReply = false;
@@ -300,18 +316,18 @@ export class ClientConnection implements MemoryUser {
     this.#updateMemory();
   }
 
-  /** The client had its turn: stop reading (the parser holds what came) and go on at the next turn. */
+  /** The client had its turn: stop reading (the parser holds what came) and go on when the line reaches it. */
   #yield(): void {
     if (this.#yielded || this.#closing) return;
     this.#yielded = true;
     this.socket.pause();
-    setImmediate(() => {
+    this.#turn.wait(() => {
       this.#yielded = false;
       this.#turnCommands = 0;
       this.#turnBytes = 0;
       if (this.#closing || this.socket.destroyed) return;
       this.socket.resume();
-      this.#process();
+      this.#process(true);
     });
   }
 
