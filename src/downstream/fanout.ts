@@ -45,6 +45,9 @@ export class Fanout {
   #head = 0;
   #scheduled = false;
   #appended = false;
+  /** The log's end offset as of the last append, and at the start of the last pass: what came in between. */
+  #end = 0;
+  #endAtPass = 0;
   #closed = false;
   readonly stats = { passes: 0, yields: 0 };
 
@@ -70,8 +73,12 @@ export class Fanout {
     this.#schedule();
   }
 
-  /** The log grew: idle members become ready (in the next pass, once for all appends of this turn). */
-  appended(): void {
+  /**
+   * The log grew (to `end`, its end offset): idle members become ready (in the next pass, once for all appends of
+   * this turn).
+   */
+  appended(end = this.#end): void {
+    this.#end = end;
     this.#appended = true;
     this.#schedule();
   }
@@ -106,7 +113,12 @@ export class Fanout {
       }
     }
     const deadline = performance.now() + this.#passMs;
-    const budget = this.#memberBudget;
+    // At least what came in since the last pass: a member whose socket is full gets one flush a turn (its 'drain'),
+    // so when turns run long (the link reads up to 2 MiB a turn with a disk log; /stream subscribers, many
+    // clients) a fixed 256 KiB a pass left replicas further behind at every turn, down to a few MB/s. What the
+    // kernel cannot take waits in the socket as views of the log: no copy, no memory of its own.
+    const budget = Math.max(this.#memberBudget, this.#end - this.#endAtPass);
+    this.#endAtPass = this.#end;
     // Members re-queued in this pass go behind the ones already waiting.
     while (this.#head < this.#line.length) {
       const m = this.#line[this.#head++]!;

@@ -84,6 +84,13 @@ const FILE_READ = 256 * 1024;
 const INCOMING_READ = 256 * 1024;
 
 /**
+ * Bytes of the disk log one flush hands over, whatever the fan-out's budget: a larger budget (it follows the
+ * upstream intake, fanout.ts) pays off for the memory tail, which every replica shares, but a replica reading the
+ * disk holds the chunks it was handed until its socket sends them, and many replicas far apart would hold many.
+ */
+const DISK_FLUSH = 256 * 1024;
+
+/**
  * One downstream replica: a cursor into the shared log plus its socket's backpressure. The stream is
  * written as views of the log's blocks, never copied, when the fan-out (fanout.ts) gives this session its
  * turn; when the socket is full we stop and wait for 'drain', holding our place in the log (which keeps those
@@ -458,17 +465,19 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   }
 
   /**
-   * The fan-out's turn: hands at most `budget` held log bytes to the socket, as views, corked so that they leave
-   * in one writev. The whole budget goes even past the socket's high-water mark (views cost no memory of their
-   * own, and the kernel then has bytes to take until the next turn); then, if the socket is full, 'drain' wakes us.
-   * Stops early when the next bytes must be read from disk first.
+   * The fan-out's turn: hands at most `budget` held log bytes (at most DISK_FLUSH of them from the disk log) to the
+   * socket, as views, corked so that they leave in one writev. The whole budget goes even past the socket's
+   * high-water mark (views cost no memory of their own, and the kernel then has bytes to take until the next turn);
+   * then, if the socket is full, 'drain' wakes us. Stops early when the next bytes must be read from disk first.
    */
   flush(budget: number): Flush {
     const c = this.#cursor;
     if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead || this.#awaitingAck || !c) return Flush.Wait;
     let left = budget;
+    let diskLeft = Math.min(budget, DISK_FLUSH);
     let corked = false;
     let full = false;
+    let capped = false;
     try {
       for (;;) {
         if (this.#overLimit()) return Flush.Wait;
@@ -484,9 +493,14 @@ export class ReplicaSession implements FanoutMember, LogHolder {
           return Flush.Wait;
         }
         if (left === 0) break;
-        const n = Math.min(v.length, left, toUntil);
-        const view = n < v.length ? v.subarray(0, n) : v;
         const fromDisk = c.onDisk;
+        if (fromDisk && diskLeft === 0) {
+          capped = true;
+          break;
+        }
+        const n = Math.min(v.length, left, toUntil, fromDisk ? diskLeft : Infinity);
+        const view = n < v.length ? v.subarray(0, n) : v;
+        if (fromDisk) diskLeft -= view.length;
         if (!corked) {
           this.socket.cork();
           corked = true;
@@ -507,7 +521,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       this.#blocked = true;
       return Flush.Wait;
     }
-    return left === 0 ? Flush.More : Flush.Idle;
+    return left === 0 || capped ? Flush.More : Flush.Idle;
   }
 
   #park(c: LogCursor): void {

@@ -115,7 +115,7 @@ export class DownstreamReplication {
   constructor(opts: DownstreamOptions) {
     this.#opts = opts;
     this.#unsubscribe = opts.source.log.onAppend(() => {
-      this.fanout.appended();
+      this.fanout.appended(opts.source.log.endOffset);
       if (this.#ahead.size > 0) this.#checkAhead(false);
     });
     this.#tick = setInterval(() => this.#onTick(), 1000);
