@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { ReplLog } from '../backlog/repl-log.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { Logger } from '../log.js';
@@ -74,7 +75,18 @@ export interface StreamHubOptions {
   readonly telemetry?: Telemetry;
   /** Time all subscribers' work may take in one turn of the event loop; default SUBSCRIBERS_TURN_MS of it. */
   readonly turn?: TurnBudget;
+  /** Wall clock (ms) the share of live delivery earns with; default performance.now. */
+  readonly now?: () => number;
+  /** The process's CPU time (ms) live delivery is charged with; default process.cpuUsage. */
+  readonly cpu?: () => number;
+  /** That share; default LIVE_SHARE. */
+  readonly liveShare?: number;
 }
+
+const cpuMs = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 /** Milliseconds of a turn of the event loop all /stream subscribers' work may take together (as the RESP clients'). */
 const SUBSCRIBERS_TURN_MS = 5;
@@ -90,6 +102,19 @@ const PHASES: Transitions<Phase> = {
   raw: ['closed'],
   closed: [],
 };
+
+/**
+ * Live delivery (decoding, filtering and formatting every replicated command for the live subscribers) runs in the
+ * upstream link's data handler, for every command. It may take this share of the relay's time on average, and this
+ * much more in a burst (a short one costs nothing: only a sustained overload is cut); past it, the live subscribers
+ * miss the next commands, as a subscriber too slow to read does (closed,
+ * or the messages dropped and counted: web.slow-client). A hundred subscribers under a busy master took a whole core
+ * and turns of 65 ms and more: a replica catching up was sent a disk chunk a turn, fell hundreds of MB behind and was
+ * given a full sync. It is charged in CPU time, once per upstream read (the data handler that decoded and delivered
+ * its commands), so that a relay descheduled on a busy machine is not taken for one whose subscribers cost too much.
+ */
+const LIVE_SHARE = 0.5;
+const LIVE_BURST_MS = 250;
 
 /** Log bytes scanned per turn of the event loop while catching up. */
 const PUMP_BUDGET = 1024 * 1024;
@@ -348,6 +373,19 @@ class Subscriber implements Subscription, MemoryUser {
     if (this.#phase === Phase.Live) this.#ctx.queueFlush(this);
   }
 
+  /** Live delivery had no time left for a command (LIVE_SHARE): closed, or the message dropped and counted. */
+  missed(cmd: ScannedCommand): void {
+    if (this.#phase !== Phase.Live || cmd.start <= this.#liveAfter) return;
+    this.#liveAfter = cmd.end;
+    if (this.#ctx.slowClient === 'disconnect') {
+      this.#ctx.telemetry.emit('stream.slow-disconnect', { buffered: this.buffered });
+      this.close(CloseCode.SlowConsumer, 'slow consumer: following the stream would take more than half of the relay\'s time');
+      return;
+    }
+    this.stats.dropped++;
+    this.#ctx.telemetry.traffic.webDroppedMessages++;
+  }
+
   /** A live message does not fit under maxBuffered: closed, or the message dropped and counted (web.slow-client). */
   #tooSlow(): void {
     const { telemetry } = this.#ctx;
@@ -577,9 +615,21 @@ export class StreamHub {
   #epoch: number;
   #flushQueued = false;
   readonly #dirty = new Set<Subscriber>();
+  readonly #now: () => number;
+  readonly #cpu: () => number;
+  readonly #share: number;
+  /** Milliseconds live delivery may still take (LIVE_SHARE), as of #creditAt. */
+  #credit = LIVE_BURST_MS;
+  #creditAt: number;
+  /** CPU time when the current upstream read's first live command came; -1 when none is being charged. */
+  #chargeFrom = -1;
 
   constructor(src: StreamSource, opts: StreamHubOptions) {
     this.#src = src;
+    this.#now = opts.now ?? (() => performance.now());
+    this.#cpu = opts.cpu ?? cpuMs;
+    this.#share = opts.liveShare ?? LIVE_SHARE;
+    this.#creditAt = this.#now();
     this.#epoch = src.epoch;
     this.#ctx = {
       log: src.log,
@@ -728,9 +778,35 @@ export class StreamHub {
     let cache: Map<number | null, string> | null = null;
     for (const sub of this.#json) {
       if (!sub.live) continue;
-      cache ??= new Map();
+      if (cache === null) {
+        if (this.#credit <= 0) {
+          const now = this.#now();
+          this.#credit = Math.min(LIVE_BURST_MS, this.#credit + (now - this.#creditAt) * this.#share);
+          this.#creditAt = now;
+          if (this.#credit <= 0) return this.#missed(cmd);
+        }
+        if (this.#chargeFrom < 0) {
+          this.#chargeFrom = this.#cpu();
+          // After the link's data handler: the whole read's decoding and delivery is charged at once.
+          queueMicrotask(() => this.#charge());
+        }
+        cache = new Map();
+      }
       sub.onLive(cmd, name, cache);
     }
+  }
+
+  /** Charges the CPU time live delivery took since #chargeFrom, and credits the wall time since the last charge. */
+  #charge(): void {
+    const now = this.#now();
+    this.#credit = Math.min(LIVE_BURST_MS, this.#credit + (now - this.#creditAt) * this.#share) - (this.#cpu() - this.#chargeFrom);
+    this.#creditAt = now;
+    this.#chargeFrom = -1;
+  }
+
+  /** No time left for live delivery: every live subscriber misses `cmd`. */
+  #missed(cmd: ScannedCommand): void {
+    for (const sub of [...this.#json]) if (sub.live) sub.missed(cmd);
   }
 
   #onAppend(): void {

@@ -96,6 +96,11 @@ class FillingSink extends FakeSink {
 const MiB = 1024 * 1024;
 /** A turn budget that never runs out: these tests feed synchronously and the budget's clock is real. */
 const endless = (): TurnBudget => new TurnBudget(Number.POSITIVE_INFINITY);
+/**
+ * A CPU clock that never moves: live delivery is never charged. These tests feed many reads' worth of commands in one
+ * synchronous call, which the relay's share of live delivery (its own test below) would take for one costly read.
+ */
+const noCpu = (): number => 0;
 const logger = createLogger('silent');
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 /** Turns of the event loop until `done` (at most 1,000). */
@@ -159,7 +164,7 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
     const rand = mulberry32(seed);
     const source = new FakeSource();
     source.snapshot = seed % 5 === 0 ? null : { offset: 0 };
-    const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless() });
+    const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
     const { bytes, cmds } = workload(rand, 300);
     const chunks = split(bytes, rand, seed % 3 === 0 ? 7 : 900);
     const subs: { sink: FakeSink; expect: Written[]; name: string; head: number; sub: unknown }[] = [];
@@ -220,7 +225,7 @@ t.test('subscribers joining anywhere get every later command once, in order, wit
 
 t.test('internal, cmd, key and db filters', async (t) => {
   const source = new FakeSource();
-  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
   const sinks = {
     all: new FakeSink(),
     noInternal: new FakeSink(),
@@ -265,7 +270,7 @@ t.test('internal, cmd, key and db filters', async (t) => {
 
 t.test('from= outside the log or not at a command boundary is refused', async (t) => {
   const source = new FakeSource();
-  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
   const a = encodeCommand(['SET', 'a', '1']);
   source.feed(Buffer.concat([a, a]));
   const ahead = new FakeSink();
@@ -297,7 +302,7 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
   const source = new FakeSource();
   const events = recordTelemetry();
   t.teardown(() => events.close());
-  const hub = new StreamHub(source, { maxBuffered: 1000, slowClient: 'disconnect', logger, telemetry: events.telemetry, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 1000, slowClient: 'disconnect', logger, telemetry: events.telemetry, turn: endless(), cpu: noCpu });
   const sink = new FakeSink();
   hub.subscribe(sink, opts(''));
   source.feed(encodeCommand(['SET', 'a', '1']));
@@ -311,7 +316,7 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
   t.equal(hub.jsonSubscribers, 0);
   t.equal(source.decoding, false, 'decoding stops with the last JSON subscriber');
 
-  const hub2 = new StreamHub(source, { maxBuffered: 1000, slowClient: 'drop', logger, telemetry: events.telemetry, turn: endless() });
+  const hub2 = new StreamHub(source, { maxBuffered: 1000, slowClient: 'drop', logger, telemetry: events.telemetry, turn: endless(), cpu: noCpu });
   const s2 = new FakeSink();
   hub2.subscribe(s2, opts(''));
   s2.buffered = 900;
@@ -326,7 +331,7 @@ t.test('a live subscriber past max-buffered is disconnected, or its messages dro
 
 t.test('a live subscriber that does not read is handed 256 KiB; the rest waits in the hub, counted, until max-buffered closes it', async (t) => {
   const source = new FakeSource();
-  const hub = new StreamHub(source, { maxBuffered: 4 * MiB, slowClient: 'disconnect', logger, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 4 * MiB, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
   const sink = new FillingSink();
   hub.subscribe(sink, opts(''));
   const cmd = encodeCommand(['SET', 'k', 'v'.repeat(1000)]);
@@ -352,7 +357,7 @@ t.test('after a message larger than max-buffered is read, later messages are del
   for (const slowClient of ['drop', 'disconnect'] as const) {
     for (const told of [true, false]) {
       const source = new FakeSource();
-      const hub = new StreamHub(source, { maxBuffered: 1000, slowClient, logger, turn: endless() });
+      const hub = new StreamHub(source, { maxBuffered: 1000, slowClient, logger, turn: endless(), cpu: noCpu });
       const sink = new FillingSink();
       const sub = hub.subscribe(sink, opts(''));
       source.feed(encodeCommand(['SET', 'big', 'x'.repeat(5000)]));
@@ -373,7 +378,7 @@ t.test('after a message larger than max-buffered is read, later messages are del
 t.test('from= more than 64 MiB after the last known boundary: checked from the snapshot (a value that looks like a command is refused with 4011; a real boundary gets its db)', async (t) => {
   const source = new FakeSource(128 * MiB);
   source.snapshot = { offset: 0 };
-  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 1 << 30, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
   source.feed(encodeCommand(['SELECT', '2']));
   const filler = 'f'.repeat(MiB);
   for (let i = 0; i < 66; i++) source.feed(encodeCommand(['SET', `filler:${i}`, filler]));
@@ -403,7 +408,7 @@ t.test('live messages to many subscribers share a turn budget: the rest are sent
   const source = new FakeSource();
   let now = 0;
   const turn = new TurnBudget(5, () => now);
-  const hub = new StreamHub(source, { maxBuffered: MiB, slowClient: 'disconnect', logger, turn });
+  const hub = new StreamHub(source, { maxBuffered: MiB, slowClient: 'disconnect', logger, turn, cpu: noCpu });
   class SlowSink extends FakeSink {
     override send(msg: string | Uint8Array, binary: boolean): void {
       super.send(msg, binary);
@@ -423,7 +428,7 @@ t.test('live messages to many subscribers share a turn budget: the rest are sent
 
 t.test("raw subscribers' queues count toward web.max-buffered-total: past it the one holding the most is closed", async (t) => {
   const source = new FakeSource();
-  const hub = new StreamHub(source, { maxBuffered: 64 * 1024, maxBufferedTotal: 100_000, slowClient: 'disconnect', logger, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 64 * 1024, maxBufferedTotal: 100_000, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
   const cmd = encodeCommand(['SET', 'k', 'v'.repeat(1000)]);
   const a = new FillingSink();
   const b = new FillingSink();
@@ -440,7 +445,7 @@ t.test("raw subscribers' queues count toward web.max-buffered-total: past it the
 t.test('a catching-up subscriber is paced by its socket and closed when the log drops its next byte', async (t) => {
   const source = new FakeSource(16 * 1024);
   source.snapshot = null;
-  const hub = new StreamHub(source, { maxBuffered: 4096, slowClient: 'disconnect', logger, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 4096, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
   const cmd = encodeCommand(['SET', 'k', 'v'.repeat(100)]);
   for (let i = 0; i < 50; i++) source.feed(cmd);
   const sink = new FakeSink();
@@ -464,7 +469,7 @@ t.test('a catching-up subscriber is paced by its socket and closed when the log 
 
 t.test('a raw subscriber gets the offset, then the bytes, paced, and is closed when it falls out of the log', async (t) => {
   const source = new FakeSource(16 * 1024);
-  const hub = new StreamHub(source, { maxBuffered: 8192, slowClient: 'disconnect', logger, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 8192, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
   const cmd = encodeCommand(['SET', 'k', 'v'.repeat(200)]);
   source.feed(cmd);
   const sink = new FakeSink();
@@ -485,7 +490,7 @@ t.test('a raw subscriber gets the offset, then the bytes, paced, and is closed w
 
 t.test('a full resync upstream closes every subscriber with 4012', async (t) => {
   const source = new FakeSource();
-  const hub = new StreamHub(source, { maxBuffered: 1 << 20, slowClient: 'disconnect', logger, turn: endless() });
+  const hub = new StreamHub(source, { maxBuffered: 1 << 20, slowClient: 'disconnect', logger, turn: endless(), cpu: noCpu });
   const a = new FakeSink();
   const b = new FakeSink();
   hub.subscribe(a, opts(''));
@@ -508,5 +513,63 @@ t.test('a full resync upstream closes every subscriber with 4012', async (t) => 
   source.feed(encodeCommand(['SET', 'b', '2']));
   await tick();
   t.strictSame(c.messages.map((m) => [m.offset > 5000, m.db, m.cmd]), [[true, 1, 'select'], [true, 1, 'set']]);
+  hub.close();
+});
+
+t.test('live delivery takes at most half the relay\'s time: past it live subscribers are closed as slow (or miss messages, counted, with slow-client drop) and the stream goes on', async (t) => {
+  for (const slowClient of ['disconnect', 'drop'] as const) {
+    const source = new FakeSource();
+    // Each upstream read (here: 100 commands, then a turn) costs 20 ms of CPU in 10 ms of wall time, four times the
+    // share the relay gives: the burst allowance runs out within the 20 reads.
+    let now = 0;
+    let cpu = 0;
+    const hub = new StreamHub(source, { maxBuffered: 64 * MiB, slowClient, logger, turn: endless(), now: () => now, cpu: () => cpu });
+    const sinks = Array.from({ length: 3 }, () => new FakeSink());
+    const subs = sinks.map((s) => hub.subscribe(s, opts('')));
+    let fed = 0;
+    for (let i = 0; i < 2000; i++) {
+      const cmd = encodeCommand(['SET', `k${i}`, 'v']);
+      source.feed(cmd);
+      fed += cmd.length;
+      if (i % 100 === 99) {
+        // An upstream read's worth: its commands were delivered, the charge is taken after it; then a turn.
+        cpu += 20;
+        now += 10;
+        await tick();
+      }
+    }
+    await waitForTicks(() => sinks.every((s, i) => s.closed !== null || s.messages.length + subs[i]!.stats.dropped >= 2000));
+    for (const [i, s] of sinks.entries()) {
+      if (slowClient === 'disconnect') {
+        t.equal(s.closed?.code, CloseCode.SlowConsumer, `${slowClient}: subscriber ${i} closed as slow`);
+        t.ok(s.messages.length > 0 && s.messages.length < 2000, `${slowClient}: after ${s.messages.length} messages`);
+      } else {
+        t.equal(s.closed, null, `${slowClient}: subscriber ${i} stays`);
+        t.ok(subs[i]!.stats.dropped > 0, `${slowClient}: ${subs[i]!.stats.dropped} messages dropped and counted`);
+        const args = s.messages.map((m) => Number(m.args[0]!.slice(1)));
+        t.strictSame(args, [...args].sort((a, b) => a - b), `${slowClient}: what it got is in order`);
+      }
+    }
+    t.equal(source.log.endOffset, fed, `${slowClient}: the log has every byte`);
+    hub.close();
+  }
+
+  // Half of the relay's time: each read costs what its wall time earns back, and everyone gets everything.
+  const source = new FakeSource();
+  let now = 0;
+  let cpu = 0;
+  const hub = new StreamHub(source, { maxBuffered: 64 * MiB, slowClient: 'disconnect', logger, turn: endless(), now: () => now, cpu: () => cpu });
+  const sink = new FakeSink();
+  hub.subscribe(sink, opts(''));
+  for (let i = 0; i < 2000; i++) {
+    source.feed(encodeCommand(['SET', `k${i}`, 'v']));
+    if (i % 100 === 99) {
+      cpu += 5;
+      now += 10;
+      await tick();
+    }
+  }
+  await waitForTicks(() => sink.messages.length === 2000);
+  t.equal(sink.closed, null, 'within its share: nobody is closed');
   hub.close();
 });
