@@ -61,7 +61,8 @@ async function main(): Promise<number> {
     await relay.start();
   } catch (err) {
     logger.fatal({ err }, 'relay failed to start');
-    return 1;
+    // Whatever the failed start left behind (a timer, a handle) must not keep a process that is no relay alive.
+    process.exit(1);
   }
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));

@@ -222,6 +222,11 @@ export class Relay {
     try {
       await this.#start();
     } catch (err) {
+      // What did start stops before the lock goes: a relay that failed to start (its web port taken after its RESP
+      // port listened) went on answering replicas from a dir another relay could now take.
+      if (this.#diskTimer) clearInterval(this.#diskTimer);
+      await this.#web?.close();
+      await this.#server.close();
       await this.#lock.release();
       throw err;
     }

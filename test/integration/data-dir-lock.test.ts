@@ -5,6 +5,9 @@
 import t from 'tap';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { relayArgs, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
 import { onlineReplicas, stat, waitConverged } from '../helpers/replication.js';
@@ -15,6 +18,8 @@ import { tempDir } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait.js';
 
 t.teardown(stopAll);
+
+const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
 
 t.test('a second relay on a running relay\'s dir refuses to start and touches nothing; after a SIGKILL the dir is free at once', async (t) => {
   const master = await startRedis();
@@ -70,6 +75,28 @@ t.test('a relay that fails to start (its port taken) leaves its dir free for the
   t.teardown(() => b.stop());
   t.ok(existsSync(join(dir, 'relay.lock')), 'the next relay holds the dir');
   await t.rejects(startRelay({ upstream: { host: '127.0.0.1', port: 1 } }, dir), /in use by another relay in this process/, 'and a second one in this process is refused');
+});
+
+t.test('a relay process that fails to start (its web port taken) exits 1 and serves nothing, so no half-started relay answers on a dir it gave up', async (t) => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const webPort = (taken.address() as AddressInfo).port;
+  const { port, args } = await relayArgs('relay-lock-', 1, `web:\n  port: ${webPort}\n`);
+  const proc = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  t.teardown(() => proc.kill('SIGKILL'));
+  await waitFor(() => proc.exitCode !== null || undefined, { what: 'the relay that failed to start to exit', timeoutMs: 15_000 });
+  t.equal(proc.exitCode, 1, 'exit code 1');
+  t.match(out, /relay failed to start/);
+  const refused = await new Promise<boolean>((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.on('connect', () => (s.destroy(), resolve(false)));
+    s.on('error', () => resolve(true));
+  });
+  t.ok(refused, 'its RESP port is closed');
 });
 
 t.test('a relay whose lock another relay took over stops at once (exit 1) without writing its state', async (t) => {
