@@ -61,7 +61,7 @@ export class SnapshotRefresher {
 
   constructor(opts: RefresherOptions) {
     this.#opts = opts;
-    this.#room = new DiskRoom({ dir: opts.history.store.dir, logger: opts.logger, what: 'snapshot fetch', then: 'fetching it' });
+    this.#room = new DiskRoom({ dir: opts.history.store.dir, logger: opts.logger, what: 'snapshot fetch', then: 'fetching it', file: 'room-snapshot-fetch.json' });
     const every = opts.intervalMs ?? 0;
     if (every > 0) {
       this.#interval = setInterval(() => {

@@ -176,7 +176,7 @@ export class UpstreamLink extends EventEmitter {
     // A master's stream is exempt from proto-max-bulk-len (Redis never limits its master client): no bulk cap.
     // Without decodeArgs only REPLCONF's second arg is looked at (GETACK): no copy of every SET's key.
     this.#scanner = new StreamScanner((cmd) => this.#onCommand(cmd), { maxBulkLen: Number.MAX_SAFE_INTEGER, secondArg: (name) => isWord(name, 'REPLCONF') });
-    this.#room = new DiskRoom({ dir: dirname(host.tempSnapshotPath()), logger: opts.log, what: 'full sync from upstream', then: 'connecting' });
+    this.#room = new DiskRoom({ dir: dirname(host.tempSnapshotPath()), logger: opts.log, what: 'full sync from upstream', then: 'connecting', file: 'room-full-sync.json' });
   }
 
   /** Room on the disk the next connection waits for (a full sync's RDB ran out of it), 0 when none. */

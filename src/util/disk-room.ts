@@ -1,4 +1,5 @@
-import { promises as fsp } from 'node:fs';
+import { closeSync, fsyncSync, openSync, promises as fsp, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from '../log.js';
 
 /** Whether a write failed because the disk (or a quota) has no room left. */
@@ -14,7 +15,18 @@ export interface DiskRoomOptions {
   readonly what: string;
   /** What starts once there is room: `fetching it`. */
   readonly then: string;
+  /**
+   * A file in `dir` the wait is kept in, so that a restart does not forget it (each restart of a relay on a full disk
+   * made the master fork again for an RDB that could not be written); absent = kept in memory only.
+   */
+  readonly file?: string;
 }
+
+/**
+ * The wait file's size: made at start, while there is room, and from then on overwritten in place, which needs no
+ * new block on a full disk. A torn or unreadable one is no wait: at worst one more attempt.
+ */
+const FILE_BYTES = 256;
 
 /** More room than the last attempt had by at least this much before another starts: a trickle of freed bytes is no reason to fork the master again. */
 const MARGIN = 1024 * 1024;
@@ -29,6 +41,7 @@ const MARGIN = 1024 * 1024;
 export class DiskRoom {
   readonly #opts: DiskRoomOptions;
   #needBytes = 0;
+  #loaded = false;
   #measured: Promise<void> = Promise.resolve();
   #logged = false;
 
@@ -36,8 +49,54 @@ export class DiskRoom {
     this.#opts = opts;
   }
 
+  /**
+   * Reads the kept wait, or makes its file: at the first use, which comes after the relay took its data directory's
+   * lock and made the directory (never from the constructor, which runs before both).
+   */
+  #load(): void {
+    if (this.#loaded) return;
+    this.#loaded = true;
+    const path = this.#path;
+    if (path === null) return;
+    try {
+      const kept = (JSON.parse(readFileSync(path, 'latin1')) as { needBytes?: unknown }).needBytes;
+      if (typeof kept === 'number' && Number.isSafeInteger(kept) && kept > 0) this.#needBytes = kept;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.#keep();
+    }
+  }
+
+  get #path(): string | null {
+    return this.#opts.file === undefined ? null : join(this.#opts.dir, this.#opts.file);
+  }
+
+  /** Writes the wait to its file, in place once the file exists; a failure is logged, and the wait kept in memory. */
+  #keep(): void {
+    const path = this.#path;
+    if (path === null) return;
+    const text = JSON.stringify({ needBytes: this.#needBytes }).padEnd(FILE_BYTES, ' ');
+    try {
+      let fd: number;
+      try {
+        fd = openSync(path, 'r+');
+      } catch {
+        writeFileSync(path, text, { encoding: 'latin1', flag: 'wx' });
+        return;
+      }
+      try {
+        writeSync(fd, text, 0, 'latin1');
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (err) {
+      this.#opts.logger.warn({ err, file: path }, `could not keep the ${this.#opts.what}'s wait for room on the disk; a restart forgets it`);
+    }
+  }
+
   /** The room the next attempt waits for (more than the last one had), 0 when it waits for none. */
   get needBytes(): number {
+    this.#load();
     return this.#needBytes;
   }
 
@@ -46,6 +105,7 @@ export class DiskRoom {
    * (the file written to the end), before the returned promise resolves; `file` must stay until then.
    */
   ranOut(file: string, closed: Promise<unknown> = Promise.resolve()): Promise<void> {
+    this.#load();
     this.#logged = false;
     this.#needBytes = Math.max(1, this.#needBytes);
     this.#measured = (async () => {
@@ -56,17 +116,22 @@ export class DiskRoom {
       );
       const free = await this.#free();
       this.#needBytes = Math.max(1, size + (Number.isFinite(free) ? free : 0));
+      this.#keep();
     })();
     return this.#measured;
   }
 
   /** The next attempt needs at least `bytes` (it is known to be larger than what it was given), if it waits at all. */
   atLeast(bytes: number): void {
-    if (this.#needBytes > 0) this.#needBytes = Math.max(this.#needBytes, bytes);
+    this.#load();
+    if (this.#needBytes === 0 || bytes <= this.#needBytes) return;
+    this.#needBytes = bytes;
+    this.#keep();
   }
 
   /** Whether the next attempt may start: no wait, or the disk now has more room than the last one had. */
   async hasRoom(): Promise<boolean> {
+    this.#load();
     if (this.#needBytes === 0) return true;
     await this.#measured;
     const { dir, logger, what, then } = this.#opts;
@@ -75,6 +140,7 @@ export class DiskRoom {
     if (freeBytes > this.#needBytes + MARGIN) {
       logger.info(fields, `room on the disk for the ${what} again: ${then}`);
       this.#needBytes = 0;
+      this.#keep();
       return true;
     }
     if (!this.#logged) {
