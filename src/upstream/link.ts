@@ -56,12 +56,13 @@ export const LinkState = {
 export type LinkState = (typeof LinkState)[keyof typeof LinkState];
 
 const LINK_TRANSITIONS: Transitions<LinkState> = {
-  none: ['connecting', 'stopped'],
+  // backoff from none or stopped: started while a full sync still waits for room on the disk (from before a restart).
+  none: ['connecting', 'backoff', 'stopped'],
   connecting: ['transfer', 'connected', 'backoff', 'stopped', 'none'],
   transfer: ['connected', 'backoff', 'stopped', 'none', 'connecting'],
   connected: ['backoff', 'stopped', 'none', 'connecting'],
   backoff: ['connecting', 'stopped', 'none'],
-  stopped: ['connecting', 'none'],
+  stopped: ['connecting', 'backoff', 'none'],
 };
 
 /** What the link needs from the relay; keeps upstream/ free of backlog/ and downstream/ imports. */
@@ -216,6 +217,9 @@ export class UpstreamLink extends EventEmitter {
       this.#setState(LinkState.None, 'no upstream configured');
       return;
     }
+    // A full sync that ran out of room before a restart still waits for it (and the wait's file is made now, while
+    // there is room, if there was none).
+    if (this.#room.needBytes > 0) return this.#scheduleReconnect();
     void this.#connect();
   }
 

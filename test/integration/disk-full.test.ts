@@ -138,6 +138,19 @@ t.test('an RDB from upstream larger than the space left fails its transfer, is n
   t.ok(Number((await x.info('replication'))['relay_snapshot_waiting_for_room']) > 0, 'INFO names the room it waits for');
   t.match(relay.logs(), /full sync from upstream waits for room on the disk/, 'and the log');
   t.notMatch(relay.logs(), /rdb received, snapshot committed/, 'no RDB cut short is committed');
+
+  // Killed and started again, the relay still waits: it used to ask the master at once, a fork per restart.
+  await relay.stop('SIGKILL');
+  const again = await startRelayProcess(['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')]);
+  t.teardown(() => again.stop('SIGKILL'));
+  logsOnFailure(t, again);
+  await waitFor(() => /full sync from upstream waits for room on the disk/.test(again.logs()) || undefined, { what: 'the restarted relay to wait for room', signal: again.exited });
+  const restarted = stat(await m.info('stats'), 'sync_full');
+  let afterRestart = restarted;
+  for (const until = Date.now() + 3000; Date.now() < until; ) afterRestart = Math.max(afterRestart, stat(await m.info('stats'), 'sync_full'));
+  t.equal(afterRestart, restarted, 'after a restart, no full sync is asked of the master while the disk has no more room');
+  t.equal(restarted, fullSyncs, 'nor while it started');
+
   execFileSync('mount', ['-o', 'remount,size=64m', fs]);
   const replica = await startReplica(port);
   const r = await replica.client();
