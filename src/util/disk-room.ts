@@ -80,7 +80,8 @@ export class DiskRoom {
       try {
         fd = openSync(path, 'r+');
       } catch {
-        writeFileSync(path, text, { encoding: 'latin1', flag: 'wx' });
+        // The relay's own user only, as every file of its data directory.
+        writeFileSync(path, text, { encoding: 'latin1', flag: 'wx', mode: 0o600 });
         return;
       }
       try {
