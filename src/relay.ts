@@ -249,6 +249,10 @@ export class Relay {
 
   async #start(): Promise<void> {
     await this.#history.recover();
+    // The waits for room on the disk a previous run kept are read now, and their files made while there is room:
+    // at start, in a directory the relay holds, not at the first failure (the disk full then) or at any later moment.
+    void this.#refresher.waitingForRoom;
+    void this.#link.waitingForRoom;
     this.#removeRewriteTemps();
     this.#diskTimer = setInterval(() => void this.#history.enforceDiskLimit(), 1000);
     this.#diskTimer.unref();
