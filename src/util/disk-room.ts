@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, promises as fsp, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, promises as fsp, readFileSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 
@@ -60,7 +60,12 @@ export class DiskRoom {
     if (path === null) return;
     try {
       const kept = (JSON.parse(readFileSync(path, 'latin1')) as { needBytes?: unknown }).needBytes;
-      if (typeof kept === 'number' && Number.isSafeInteger(kept) && kept > 0) this.#needBytes = kept;
+      if (typeof kept === 'number' && Number.isSafeInteger(kept) && kept > 0) {
+        // The room an attempt had never exceeds the filesystem: a larger wait (a damaged file) would never end.
+        const st = statfsSync(this.#opts.dir);
+        if (kept <= st.blocks * st.bsize) this.#needBytes = kept;
+        else this.#opts.logger.warn({ file: path, needBytes: kept }, `kept wait for room on the disk is larger than the filesystem: not used`);
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.#keep();
     }

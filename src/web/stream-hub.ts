@@ -806,7 +806,8 @@ export class StreamHub {
 
   /** No time left for live delivery: every live subscriber misses `cmd`. */
   #missed(cmd: ScannedCommand): void {
-    for (const sub of [...this.#json]) if (sub.live) sub.missed(cmd);
+    // A Set may lose its current member while iterated: one closed here is removed from it.
+    for (const sub of this.#json) if (sub.live) sub.missed(cmd);
   }
 
   #onAppend(): void {

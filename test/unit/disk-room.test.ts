@@ -1,5 +1,5 @@
 import t from 'tap';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiskRoom } from '../../src/util/disk-room.js';
 import { createLogger } from '../../src/log.js';
@@ -20,12 +20,14 @@ t.test('the wait for room on the disk outlives a restart: a relay killed and sta
   const rdb = join(dir, 'temp-1.rdb');
   writeFileSync(rdb, Buffer.alloc(1024));
   await first.ranOut(rdb);
-  first.atLeast(Number.MAX_SAFE_INTEGER);
+  // What it needs: the whole filesystem (no more can be kept: a larger wait would never end).
+  const whole = statfsSync(dir).blocks * statfsSync(dir).bsize;
+  first.atLeast(whole);
   t.equal(statSync(keep).size, size, 'written in place: no block more on a full disk');
   t.notOk(await first.hasRoom(), 'no room: waits');
 
   const restarted = new DiskRoom(opts);
-  t.equal(restarted.needBytes, Number.MAX_SAFE_INTEGER, 'a new process (a restart) knows what the last attempt needed');
+  t.equal(restarted.needBytes, whole, 'a new process (a restart) knows what the last attempt needed');
   t.notOk(await restarted.hasRoom(), 'and waits for it too');
 
   // The disk has room again (needBytes below what is free): the wait ends, and is forgotten on disk as well.
@@ -42,4 +44,12 @@ t.test('an unreadable or torn wait file is no wait (at worst one more attempt)',
   const r = new DiskRoom({ dir, logger, what: 'x', then: 'y', file: 'room-x.json' });
   t.equal(r.needBytes, 0);
   t.ok(await r.hasRoom());
+});
+
+t.test('a kept wait for more room than the whole filesystem has is not kept (a damaged file must not stop the relay for good)', async (t) => {
+  const dir = tempDir('disk-room-');
+  writeFileSync(join(dir, 'room-x.json'), JSON.stringify({ needBytes: 2 ** 52 }).padEnd(256, ' '));
+  const r = new DiskRoom({ dir, logger, what: 'x', then: 'y', file: 'room-x.json' });
+  t.equal(r.needBytes, 0, 'no wait');
+  t.ok(await r.hasRoom(), 'the next attempt may start');
 });
