@@ -516,31 +516,37 @@ export class DiskLog {
     await this.#readWhole(last.start, span, span.length, from);
     if (crc32(span) >>> 0 !== crcs[k]) throw new StorageError(`log segment ${segName(this.#epoch, last.start)} read back other bytes at offset ${from} than a moment before`);
     kept.push(crc32(span.subarray(0, keepEnd - from + 1)) >>> 0);
+    last.sums = SegmentSums.restore(last.start, keepEnd, kept, false);
+    // The CRCs first, then the cut: a crash between the two leaves the new CRCs over the longer file, which the next
+    // start reads as this one did (the last CRC matches a prefix of its piece) and cuts at the same place. The other
+    // order left the old CRCs over the shorter file: a mismatch, logged as damage, and a whole piece cut.
+    const rewritten = await this.#rewriteSums(last);
     if (keepEnd < end) {
       last.size = keepEnd - last.start + 1;
-      // A read-only or failing disk cannot cut the file: the bytes past its size are never read, and the file is cut
-      // before anything is appended to it (#handle).
-      await this.#io.truncate(this.#path(last.start), last.size).catch((err: Error) =>
-        this.#opts.logger.warn({ err, segment: segName(this.#epoch, last.start), size: last.size }, 'could not cut the torn log tail from the file; it is cut before the next write'),
-      );
+      // The bytes past the size are never read, and the file is cut before anything is appended to it (#handle). Not
+      // cut now when the CRCs could not be rewritten, for the same reason as above; nor when the disk refuses.
+      if (rewritten) {
+        await this.#io.truncate(this.#path(last.start), last.size).catch((err: Error) =>
+          this.#opts.logger.warn({ err, segment: segName(this.#epoch, last.start), size: last.size }, 'could not cut the torn log tail from the file; it is cut before the next write'),
+        );
+      }
     }
-    last.sums = SegmentSums.restore(last.start, keepEnd, kept, false);
-    await this.#rewriteSums(last);
   }
 
   /**
-   * Replaces a segment's `.sum` file with the CRCs recovery settled on. A disk too full for it (or failing) must not
-   * keep the relay from starting: the CRCs are written whole with the segment's next write. Until then the old file
-   * stays: it covers every byte kept (its CRC of the piece the cut fell in no longer matches, so a start before that
-   * write cuts at most that piece again), where no file would leave no byte covered.
+   * Replaces a segment's `.sum` file with the CRCs recovery settled on; false when it could not. A disk too full for
+   * it (or failing) must not keep the relay from starting: the CRCs are written whole with the segment's next write.
+   * Until then the old file stays: it covers every byte kept, where no file would leave no byte covered.
    */
-  async #rewriteSums(seg: Segment): Promise<void> {
+  async #rewriteSums(seg: Segment): Promise<boolean> {
     try {
       await writeFileAtomic(this.#sumPath(seg.start), seg.sums.encode(0, true), this.#io);
       seg.sums.persisted = seg.sums.count;
+      return true;
     } catch (err) {
       this.#opts.logger.warn({ err, segment: segName(this.#epoch, seg.start) }, 'could not write log segment checksums at recovery; they are written with the next write');
       seg.sums.persisted = 0;
+      return false;
     }
   }
 
