@@ -26,6 +26,17 @@ export interface FanoutOptions {
   readonly passMs?: number;
 }
 
+/**
+ * Disk-log bytes a member may hand to its socket in one flush: at least DISK_FLUSH, and up to DISK_FLUSH_MAX while
+ * all members' sockets together hold less than DISK_HELD of them. A replica reading the disk holds the chunks it
+ * was handed until its socket sends them (they are not the shared memory tail), so a hundred replicas far apart
+ * must not each take megabytes; but one replica behind the memory tail needs more than the intake of a turn to catch
+ * up: at 256 KiB a turn, long turns (a busy /stream, many clients) left it further behind at every turn.
+ */
+export const DISK_FLUSH = 256 * 1024;
+const DISK_FLUSH_MAX = 4 * 1024 * 1024;
+const DISK_HELD = 32 * 1024 * 1024;
+
 const Where = { Ready: 0, Idle: 1, Parked: 2 } as const;
 type Where = (typeof Where)[keyof typeof Where];
 
@@ -49,6 +60,8 @@ export class Fanout {
   #end = 0;
   #endAtPass = 0;
   #closed = false;
+  /** Disk-log bytes the members' sockets hold (handed over, not yet sent: holdDisk/releaseDisk). */
+  #diskHeld = 0;
   readonly stats = { passes: 0, yields: 0 };
 
   constructor(opts: FanoutOptions = {}) {
@@ -81,6 +94,26 @@ export class Fanout {
     this.#end = end;
     this.#appended = true;
     this.#schedule();
+  }
+
+  /** Disk-log bytes a member may hand over in the flush it is making (see DISK_FLUSH). */
+  diskAllowance(): number {
+    return Math.max(DISK_FLUSH, Math.min(DISK_FLUSH_MAX, DISK_HELD - this.#diskHeld));
+  }
+
+  /** A member's socket took `n` disk-log bytes to send. */
+  holdDisk(n: number): void {
+    this.#diskHeld += n;
+  }
+
+  /** A member's socket sent (or dropped) `n` disk-log bytes it held. */
+  releaseDisk(n: number): void {
+    this.#diskHeld -= n;
+  }
+
+  /** Disk-log bytes the members' sockets hold now. */
+  get diskHeld(): number {
+    return this.#diskHeld;
   }
 
   close(): void {

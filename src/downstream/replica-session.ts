@@ -84,13 +84,6 @@ const FILE_READ = 256 * 1024;
 const INCOMING_READ = 256 * 1024;
 
 /**
- * Bytes of the disk log one flush hands over, whatever the fan-out's budget: a larger budget (it follows the
- * upstream intake, fanout.ts) pays off for the memory tail, which every replica shares, but a replica reading the
- * disk holds the chunks it was handed until its socket sends them, and many replicas far apart would hold many.
- */
-const DISK_FLUSH = 256 * 1024;
-
-/**
  * One downstream replica: a cursor into the shared log plus its socket's backpressure. The stream is
  * written as views of the log's blocks, never copied, when the fan-out (fanout.ts) gives this session its
  * turn; when the socket is full we stop and wait for 'drain', holding our place in the log (which keeps those
@@ -117,6 +110,8 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   /** The first stream byte after a payload still arriving from upstream (beginFull without a pin). */
   #streamFrom = 0;
   #blocked = false;
+  /** Disk-log bytes the last flush handed to the socket, counted in the fan-out until it drains (fanout.ts DISK_FLUSH). */
+  #diskHeld = 0;
   /**
    * After an EOF-marked payload the replica finds the end in the last 40 bytes it has read, so stream bytes read
    * together with the mark would hide it: the stream waits for the replica's first REPLCONF ACK, as a 7.0 master's
@@ -160,10 +155,20 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#warnings = opts.warnings ?? new LogLimiter();
     this.#fanout.add(this);
     this.#log.addHolder(this);
-    this.socket.on('drain', () => {
-      this.#blocked = false;
-      this.pump();
-    });
+    this.socket.on('drain', () => this.#sent());
+  }
+
+  /** The socket (or the compressor in front of it) sent all it was handed: the disk bytes it held are gone. */
+  #sent(): void {
+    this.#blocked = false;
+    this.#releaseDisk();
+    this.pump();
+  }
+
+  #releaseDisk(): void {
+    if (this.#diskHeld === 0) return;
+    this.#fanout.releaseDisk(this.#diskHeld);
+    this.#diskHeld = 0;
   }
 
   get state(): ReplicaState {
@@ -465,16 +470,20 @@ export class ReplicaSession implements FanoutMember, LogHolder {
   }
 
   /**
-   * The fan-out's turn: hands at most `budget` held log bytes (at most DISK_FLUSH of them from the disk log) to the
-   * socket, as views, corked so that they leave in one writev. The whole budget goes even past the socket's
-   * high-water mark (views cost no memory of their own, and the kernel then has bytes to take until the next turn);
-   * then, if the socket is full, 'drain' wakes us. Stops early when the next bytes must be read from disk first.
+   * The fan-out's turn: hands at most `budget` bytes of the memory tail and the fan-out's disk allowance of the disk
+   * log to the socket, as views, corked so that they leave in one writev. The whole budget goes even past the
+   * socket's high-water mark (memory views cost no memory of their own, and the kernel then has bytes to take until
+   * the next turn); then, if the socket is full, 'drain' wakes us. Stops early when the next bytes must be read from
+   * disk first.
    */
   flush(budget: number): Flush {
     const c = this.#cursor;
     if (this.#state !== ReplicaState.Online || this.#blocked || this.#diskRead || this.#awaitingAck || !c) return Flush.Wait;
+    // Not blocked: what the last flush handed over has gone to the kernel.
+    this.#releaseDisk();
     let left = budget;
-    let diskLeft = Math.min(budget, DISK_FLUSH);
+    let diskLeft = this.#fanout.diskAllowance();
+    let fromDiskNow = 0;
     let corked = false;
     let full = false;
     let capped = false;
@@ -492,21 +501,22 @@ export class ReplicaSession implements FanoutMember, LogHolder {
           this.#awaitDisk(v);
           return Flush.Wait;
         }
-        if (left === 0) break;
         const fromDisk = c.onDisk;
-        if (fromDisk && diskLeft === 0) {
-          capped = true;
+        if (fromDisk ? diskLeft === 0 : left === 0) {
+          capped = fromDisk;
           break;
         }
-        const n = Math.min(v.length, left, toUntil, fromDisk ? diskLeft : Infinity);
+        const n = Math.min(v.length, toUntil, fromDisk ? diskLeft : left);
         const view = n < v.length ? v.subarray(0, n) : v;
-        if (fromDisk) diskLeft -= view.length;
+        if (fromDisk) {
+          diskLeft -= view.length;
+          fromDiskNow += view.length;
+        } else left -= view.length;
         if (!corked) {
           this.socket.cork();
           corked = true;
         }
         c.advance(view.length);
-        left -= view.length;
         this.#telemetry.traffic.replOutputBytes += view.length;
         if (fromDisk) this.#telemetry.traffic.diskReadBytes += view.length;
         if (!this.#write(view)) {
@@ -515,12 +525,15 @@ export class ReplicaSession implements FanoutMember, LogHolder {
         }
       }
     } finally {
+      if (fromDiskNow > 0) {
+        this.#diskHeld = fromDiskNow;
+        this.#fanout.holdDisk(fromDiskNow);
+      }
       if (corked) this.socket.uncork();
+      // Also when the flush stopped for a disk read: only 'drain' says the socket sent what it holds.
+      if (full) this.#blocked = true;
     }
-    if (full) {
-      this.#blocked = true;
-      return Flush.Wait;
-    }
+    if (full) return Flush.Wait;
     return left === 0 || capped ? Flush.More : Flush.Idle;
   }
 
@@ -613,10 +626,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
       traffic.compressedWireBytes += wire;
     };
     this.#z = new CompressedWriter(this.socket, { level, onBatch });
-    this.#z.on('drain', () => {
-      this.#blocked = false;
-      this.pump();
-    });
+    this.#z.on('drain', () => this.#sent());
     this.#logger.info({ compression: 'psync-relay-z1', level }, 'replica stream compressed');
   }
 
@@ -635,6 +645,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#warnings.warn(this.#logger, { reason, offset: this.offset, ackOffset: this.ackOffset, ...fields }, 'closing replica');
     this.#setState(ReplicaState.Closed, reason);
     this.#cursor?.close();
+    this.#releaseDisk();
     this.#fanout.remove(this);
     if (flush) {
       // What was written leaves first; a peer that never reads it does not hold the socket.
@@ -663,6 +674,7 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#peerClosed = true;
     this.#setState(ReplicaState.Closed, 'connection closed');
     this.#cursor?.close();
+    this.#releaseDisk();
     this.#fanout.remove(this);
     this.#log.removeHolder(this);
     this.#onClose(this);
