@@ -525,7 +525,8 @@ export class ReplicaSession implements FanoutMember, LogHolder {
         }
       }
     } finally {
-      if (fromDiskNow > 0) {
+      // A session closed in the loop (a lag limit) released what it held already.
+      if (fromDiskNow > 0 && (this.#state as ReplicaState) !== ReplicaState.Closed) {
         this.#diskHeld = fromDiskNow;
         this.#fanout.holdDisk(fromDiskNow);
       }
