@@ -800,6 +800,10 @@ export class DiskLog {
     if (seg.size === 0) await this.#openSums(seg.start, 'w');
     // A new segment's file is created (truncating any leftover of a crashed run); an existing one is reopened, and
     // cut to its size: bytes past it (a torn tail recovery could not cut, a failed write's) must never follow ours.
+    // Its CRCs first when the `.sum` file may not describe them (recovery cut the segment and could not rewrite it):
+    // old CRCs over a file cut shorter read, after a crash, as damage, and cost the piece the cut fell in. Written
+    // over the old file, which a full disk still takes; if even that fails, nothing is cut and the write is retried.
+    if (seg.size > 0 && seg.sums.persisted < seg.sums.count) await this.#persistSums(seg, true);
     const { fh, direct } = await this.#open(this.#path(seg.start), seg.size === 0 ? 'w' : 'r+');
     if (seg.size > 0) {
       try {

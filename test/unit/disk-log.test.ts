@@ -568,13 +568,14 @@ for (const direct of [false, true]) {
     // Segments of 256 KiB: several 64 KiB pieces each, the first and last cut by the segment's ends.
     const s = makeStream(2500, 5);
     const opts = { maxBytes: 1 << 30, segmentBytes: 256 * 1024, maxPending: 1 << 30, memory: 1 << 30, epoch: 1, logger: silent };
-    async function written(dir: string): Promise<DiskLog> {
+    /** A log holding the stream up to `to` (inside a command: the torn tail a SIGKILL leaves, CRCs and all). */
+    async function written(dir: string, to = s.bytes.length): Promise<DiskLog> {
       const disk = await DiskLog.open({ dir, ...opts, direct });
       const log = new ReplLog(1024);
       log.reset(0);
       log.attachDisk(disk);
-      feed(log, s, 0, s.bytes.length);
-      await waitFor(() => disk.writtenOffset === s.bytes.length, { what: 'written' });
+      feed(log, s, 0, to);
+      await waitFor(() => disk.writtenOffset === to, { what: 'written' });
       return disk;
     }
     const reopen = (dir: string) => DiskLog.open({ dir, ...opts });
@@ -686,6 +687,31 @@ for (const direct of [false, true]) {
       t.equal(again.endOffset, end, 'a restart keeps what was kept');
       const c = await again.read(again.endOffset - 1000, 1000);
       t.ok(c.equals(s.bytes.subarray(again.endOffset - 1001, again.endOffset - 1001 + c.length)), 'and reads back exact');
+      await again.close(100);
+    });
+
+    t.test('a disk too full for the checksum files at recovery, then a crash after the first append fails: the next start cuts at the same place and logs no damage', async (t) => {
+      const dir = t.testdir();
+      const torn = s.ends[s.ends.length - 2]! + 100;
+      await (await written(dir, torn)).close();
+      const io = new FaultyIo();
+      io.failWrites('ENOSPC', 1_000_000);
+      const d = await DiskLog.open({ dir, ...opts, io, retryMinMs: 1, retryMaxMs: 2 });
+      const end = d.endOffset;
+      t.ok(end < torn && isBoundary(s, end), `recovery cut ${torn} back to ${end}`);
+      const log = new ReplLog(1 << 20);
+      log.reset(end);
+      log.attachDisk(d);
+      log.append(s.bytes.subarray(end, s.ends.at(-1)!), s.ends.at(-1)!);
+      await waitFor(() => d.state === DiskLogState.Failing || undefined, { what: 'the append fails on the full disk' });
+      // The process dies here.
+      io.crashAt(io.ops + 1);
+      await d.close(0).catch(() => {});
+      await io.settled();
+      const damage: string[] = [];
+      const again = await DiskLog.open({ dir, ...opts, logger: createLogger('error', { write: (line: string) => void damage.push(line) }) });
+      t.equal(again.endOffset, end, 'the next start keeps what the last one kept');
+      t.same(damage, [], 'and logs nothing at error level: no byte on disk was wrong');
       await again.close(100);
     });
 
