@@ -5,7 +5,7 @@ import type { SnapshotMeta } from './backlog/snapshot-store.js';
 import { fetchSnapshot, type FetchOptions } from './upstream/snapshot-fetcher.js';
 import { LinkError } from './errors.js';
 import { MemorySink, memoryTransfer } from './backlog/memory-snapshot.js';
-import { DiskRoom, noRoom } from './util/disk-room.js';
+import { DiskRoom, noRoom, refusesWrites } from './util/disk-room.js';
 import type { RdbTransfer } from './util/rdb-transfer.js';
 import type { Telemetry } from './observability/telemetry.js';
 
@@ -80,6 +80,10 @@ export class SnapshotRefresher {
   get waitingForRoom(): number {
     return this.#room.needBytes;
   }
+  /** The error the disk refused the last fetch's RDB with while it still refuses writes (the next one waits), null when none. */
+  get diskRefusedBy(): string | null {
+    return this.#room.refusedBy;
+  }
   /** When the next refresh may start (ms since the epoch). */
   get notBefore(): number {
     return this.#lastStart + this.#opts.minIntervalMs;
@@ -103,13 +107,18 @@ export class SnapshotRefresher {
     const h = this.#opts.history;
     if (from > this.#rdbFrom) this.#rdbFrom = from;
     if (this.#fetch || this.#lookingForRoom || !h.hasHistory || !this.#opts.linkReady()) return;
-    if (this.#room.needBytes > 0) {
+    if (this.#room.waiting) {
       this.#lookForRoom(waited);
       return;
     }
     if (Date.now() < this.notBefore) return;
     const master = this.#opts.source();
     if (!master) return;
+    // A disk that takes no writes (read-only) would fail the RDB at once, after the master forked for it.
+    if (!this.#room.writable()) {
+      this.#lookForRoom(waited);
+      return;
+    }
     const replica = this.#opts.snapshotSource?.() ?? null;
     // Asked of this fetch (and its fallback); a client still short of it afterwards asks again.
     const rdbFrom = this.#rdbFrom >= 0 ? this.#rdbFrom : null;
@@ -140,7 +149,11 @@ export class SnapshotRefresher {
           this.#request(-1, waited);
           return;
         }
-        this.#opts.onFailed?.(h.log.endOffset, `no room on the relay's disk for a snapshot (it needs more than ${this.#room.needBytes} bytes)`);
+        const refused = this.#room.refusedBy;
+        this.#opts.onFailed?.(
+          h.log.endOffset,
+          refused === null ? `no room on the relay's disk for a snapshot (it needs more than ${this.#room.needBytes} bytes)` : `the relay's disk takes no writes (${refused}): no snapshot can be stored`,
+        );
         if (waited) this.#fetchIntoMemory();
       });
   }
@@ -230,11 +243,13 @@ export class SnapshotRefresher {
       })
       .catch(async (err: Error) => {
         this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason: fetch.aborted ?? err.message });
-        // Our own disk ran out of room: the master's RDB would not fit either.
+        // Our own disk ran out of room, or takes no writes: the master's RDB would not fit either.
         const outOfRoom = !memory && !fetch.aborted && noRoom(err);
+        const refused = !memory && !fetch.aborted && refusesWrites(err);
+        if (refused) this.#room.refused(err);
         // Past the cap: the RDB needs more than memory may hold, so no memory fetch is tried again for it.
         if (memory?.overCap) this.#room.atLeast(memory.cap + 1);
-        if (fallback && !fetch.aborted && !outOfRoom) {
+        if (fallback && !fetch.aborted && !outOfRoom && !refused) {
           logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
           again = fallback;
         } else {

@@ -162,6 +162,7 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
       `relay_full_syncs_active:${s.fullSyncsActive}`,
       `relay_snapshot_refresh_in_progress:${s.snapshotRefreshInProgress ? 1 : 0}`,
       `relay_snapshot_waiting_for_room:${s.snapshotWaitingForRoom}`,
+      `relay_snapshot_disk_refused:${s.snapshotDiskRefused ?? ''}`,
       `relay_log_disk_state:${s.log.diskState}`,
       `relay_log_disk_direct:${s.log.diskDirect ? 1 : 0}`,
       `relay_log_disk_pending_bytes:${s.log.diskPendingBytes}`,

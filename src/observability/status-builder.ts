@@ -11,9 +11,9 @@ export interface StatusSources {
   readonly version: string;
   readonly runId: string;
   readonly config: RelayConfig;
-  readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'relayChain' | 'on' | 'waitingForRoom'>;
+  readonly link: Pick<UpstreamLink, 'state' | 'host' | 'port' | 'lastIoAgoMs' | 'syncProgress' | 'relayChain' | 'on' | 'waitingForRoom' | 'diskRefusedBy'>;
   readonly history: Pick<History, 'usableSnapshot' | 'newestSnapshot' | 'diskStatus' | 'diskLimit' | 'ids' | 'log' | 'store'>;
-  readonly refresher: { readonly inProgress: boolean; readonly waitingForRoom: number };
+  readonly refresher: { readonly inProgress: boolean; readonly waitingForRoom: number; readonly diskRefusedBy: string | null };
   readonly clients: () => ReadonlySet<ClientConnection>;
   readonly sessions: () => ReadonlySet<ReplicaSession>;
   /** Replicas waiting for a full sync (a snapshot, or their turn), and snapshot transfers in progress. */
@@ -110,6 +110,7 @@ export class StatusBuilder {
       snapshotLeases: history.store.leases,
       snapshotRefreshInProgress: this.#src.refresher.inProgress,
       snapshotWaitingForRoom: Math.max(this.#src.refresher.waitingForRoom, this.#src.link.waitingForRoom),
+      snapshotDiskRefused: this.#src.refresher.diskRefusedBy ?? this.#src.link.diskRefusedBy,
       snapshotRefreshes: counters.snapshotRefreshes.started,
       snapshotRefreshFailures: counters.snapshotRefreshes.failed,
       snapshotsGivenUp: counters.snapshotsGivenUp,

@@ -108,6 +108,11 @@ export interface RelayStatus {
    * last one ran out of room); 0 when none.
    */
   readonly snapshotWaitingForRoom: number;
+  /**
+   * The error code (EROFS, EACCES, EPERM) the disk refused the last RDB write with, while it still refuses: the next
+   * snapshot fetch or full sync from upstream waits for it to take writes. Null when none.
+   */
+  readonly snapshotDiskRefused: string | null;
   /** Snapshot fetches from upstream started (each a fork on the master), and those that failed. */
   readonly snapshotRefreshes: number;
   /** Replicas waiting for a full sync (for a snapshot, or their turn under replication.full-sync-concurrency). */

@@ -21,7 +21,7 @@ import type { RdbTransfer } from '../util/rdb-transfer.js';
 
 export type { RdbTransfer };
 import { checkTransition, type Transitions } from '../util/transitions.js';
-import { DiskRoom, noRoom } from '../util/disk-room.js';
+import { DiskRoom, noRoom, refusesWrites } from '../util/disk-room.js';
 import type { Telemetry } from '../observability/telemetry.js';
 
 /** Reads in place (plain TCP) get between READ_MIN and READ_MAX bytes of room in the log's tail block. */
@@ -184,6 +184,10 @@ export class UpstreamLink extends EventEmitter {
   get waitingForRoom(): number {
     return this.#room.needBytes;
   }
+  /** The error the disk refused the last full sync's RDB with while it still refuses writes (the next waits), null when none. */
+  get diskRefusedBy(): string | null {
+    return this.#room.refusedBy;
+  }
 
   get state(): LinkState {
     return this.#state;
@@ -289,15 +293,18 @@ export class UpstreamLink extends EventEmitter {
       this.#receiver = null;
       void this.#room.ranOut(r.path, r.abort()).then(() => this.#hostApi.discardTemp(r.path));
     }
+    // A full sync's RDB the disk refused (read-only): every reconnect made the master fork for another.
+    if (r && refusesWrites(err)) this.#room.refused(err);
     this.#teardown();
     this.#scheduleReconnect();
   }
 
   #scheduleReconnect(): void {
     if (this.#stopped || this.#host === null) return;
-    if (this.#room.needBytes > 0) {
+    if (this.#room.waiting) {
       // Another full sync now would only make the master fork for an RDB the disk cannot take: looked at every second.
-      this.#setState(LinkState.Backoff, 'waiting for room on the disk', { needBytes: this.#room.needBytes });
+      const why = this.#room.refusedBy === null ? 'waiting for room on the disk' : 'waiting for the disk to take writes';
+      this.#setState(LinkState.Backoff, why, { needBytes: this.#room.needBytes, refusedBy: this.#room.refusedBy });
       this.#timers.set(1000, () => void this.#connectWhenRoom());
       return;
     }

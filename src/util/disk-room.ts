@@ -1,10 +1,18 @@
-import { closeSync, fsyncSync, openSync, promises as fsp, readFileSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, promises as fsp, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 
 /** Whether a write failed because the disk (or a quota) has no room left. */
 export function noRoom(err: unknown): boolean {
   return ['ENOSPC', 'EDQUOT'].includes((err as NodeJS.ErrnoException | null)?.code ?? '');
+}
+
+/**
+ * Whether a write failed because the disk takes none: a filesystem mounted (or remounted after an error) read-only,
+ * a directory the relay may no longer write. No room would help; the disk must take writes again.
+ */
+export function refusesWrites(err: unknown): boolean {
+  return ['EROFS', 'EACCES', 'EPERM'].includes((err as NodeJS.ErrnoException | null)?.code ?? '');
 }
 
 export interface DiskRoomOptions {
@@ -44,6 +52,8 @@ export class DiskRoom {
   #loaded = false;
   #measured: Promise<void> = Promise.resolve();
   #logged = false;
+  /** The error code of the last write the disk refused (refusesWrites), null while it takes writes. */
+  #refused: string | null = null;
 
   constructor(opts: DiskRoomOptions) {
     this.#opts = opts;
@@ -71,6 +81,11 @@ export class DiskRoom {
     }
   }
 
+  /** The wait file's contents. */
+  get #text(): string {
+    return JSON.stringify({ needBytes: this.#needBytes }).padEnd(FILE_BYTES, ' ');
+  }
+
   get #path(): string | null {
     return this.#opts.file === undefined ? null : join(this.#opts.dir, this.#opts.file);
   }
@@ -79,7 +94,7 @@ export class DiskRoom {
   #keep(): void {
     const path = this.#path;
     if (path === null) return;
-    const text = JSON.stringify({ needBytes: this.#needBytes }).padEnd(FILE_BYTES, ' ');
+    const text = this.#text;
     try {
       let fd: number;
       try {
@@ -104,6 +119,65 @@ export class DiskRoom {
   get needBytes(): number {
     this.#load();
     return this.#needBytes;
+  }
+
+  /** Whether the next attempt waits: for room, or for the disk to take writes again. */
+  get waiting(): boolean {
+    return this.needBytes > 0 || this.#refused !== null;
+  }
+
+  /** The error code of the write the disk refused while it still refuses (the next attempt waits), null when none. */
+  get refusedBy(): string | null {
+    return this.#refused;
+  }
+
+  /**
+   * An attempt failed with `err`, a write the disk refused (refusesWrites): the next one waits until a write to the
+   * directory works again. On a read-only disk every attempt of a full sync made the master fork for an RDB that
+   * failed at once.
+   */
+  refused(err: unknown): void {
+    this.#refused = (err as NodeJS.ErrnoException).code ?? 'EROFS';
+    this.#logged = false;
+  }
+
+  /**
+   * Whether the disk takes writes now (a write in place of the wait file, which needs no room; a new file beside it
+   * when there is none); false also marks the wait (refused), as an attempt that failed would have.
+   */
+  writable(): boolean {
+    this.#load();
+    const err = this.#probe();
+    if (err === null) return true;
+    if (this.#refused === null) this.refused(err);
+    return false;
+  }
+
+  #probe(): NodeJS.ErrnoException | null {
+    const path = this.#path ?? join(this.#opts.dir, `.write-probe-${process.pid}`);
+    try {
+      const fd = openSync(path, this.#path === null ? 'w' : 'r+');
+      try {
+        if (this.#path !== null) writeSync(fd, this.#text, 0, 'latin1');
+      } finally {
+        closeSync(fd);
+        if (this.#path === null) rmSync(path, { force: true });
+      }
+      return null;
+    } catch (err) {
+      let e = err as NodeJS.ErrnoException;
+      // No wait file (it could not be made at start, or was removed by hand): made now, if the disk lets it.
+      if (e.code === 'ENOENT' && this.#path !== null) {
+        try {
+          writeFileSync(this.#path, this.#text, { encoding: 'latin1', flag: 'wx', mode: 0o600 });
+          return null;
+        } catch (again) {
+          e = again as NodeJS.ErrnoException;
+        }
+      }
+      // Anything else (ENOSPC on a copy-on-write filesystem): the room, measured, says whether to wait.
+      return refusesWrites(e) ? e : null;
+    }
   }
 
   /**
@@ -135,12 +209,28 @@ export class DiskRoom {
     this.#keep();
   }
 
-  /** Whether the next attempt may start: no wait, or the disk now has more room than the last one had. */
+  /**
+   * Whether the next attempt may start: no wait, or the disk takes writes again and now has more room than the last
+   * one had.
+   */
   async hasRoom(): Promise<boolean> {
     this.#load();
+    const { dir, logger, what, then } = this.#opts;
+    if (this.#refused !== null) {
+      const err = this.#probe();
+      if (err !== null) {
+        if (!this.#logged) {
+          this.#logged = true;
+          logger.warn({ err, dir }, `${what} waits for the disk to take writes: the last one was refused (${this.#refused}); it starts again once a write works`);
+        }
+        return false;
+      }
+      logger.info({ dir, was: this.#refused }, `the disk takes writes again: ${then}`);
+      this.#refused = null;
+      this.#logged = false;
+    }
     if (this.#needBytes === 0) return true;
     await this.#measured;
-    const { dir, logger, what, then } = this.#opts;
     const freeBytes = await this.#free();
     const fields = { needBytes: this.#needBytes, freeBytes, dir };
     if (freeBytes > this.#needBytes + MARGIN) {

@@ -113,6 +113,12 @@ const FAMILIES: readonly Family[] = [
     help: 'Room the next snapshot fetch to disk waits for (the last one ran out of room); 0 when none.',
     read: (s) => s.snapshotWaitingForRoom,
   },
+  {
+    name: 'snapshot_waiting_for_disk_writes',
+    type: 'gauge',
+    help: '1 while the next snapshot fetch or full sync from upstream waits for the disk to take writes (the last RDB write was refused: read-only, permissions).',
+    read: (s) => flag(s.snapshotDiskRefused !== null),
+  },
   { name: 'full_syncs_waiting', type: 'gauge', help: 'Replicas waiting for a full sync (for a snapshot, or their turn under replication.full-sync-concurrency).', read: (s) => s.fullSyncsWaiting },
   { name: 'full_syncs_active', type: 'gauge', help: 'Snapshot transfers to replicas in progress.', read: (s) => s.fullSyncsActive },
   {

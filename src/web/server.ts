@@ -159,6 +159,7 @@ export class WebServer {
         if (s.snapshotWaitingForRoom > 0) {
           notes.push(`an RDB (a snapshot fetch, or the relay's own full sync) waits for more than ${s.snapshotWaitingForRoom} bytes of room on the disk`);
         }
+        if (s.snapshotDiskRefused !== null) notes.push(`an RDB (a snapshot fetch, or the relay's own full sync) waits for the disk to take writes (${s.snapshotDiskRefused})`);
         const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown, notes });
         this.#answers.reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
       })

@@ -4,14 +4,14 @@
  * The relay must start, serve what it holds, forward from memory while the disk refuses writes, and use the disk
  * again once it is writable.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { startRelayProcess } from '../helpers/relay-process.js';
+import { logsOnFailure, startRelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
-import { waitConverged, stat } from '../helpers/replication.js';
+import { replicaOf, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -68,4 +68,65 @@ t.test('a relay killed, then started on a read-only data directory, starts and c
   await waitConverged(m, [r], 'replica converges after a restart on the writable disk');
   t.equal(stat(await m.info('stats'), 'sync_full'), stat(mBefore, 'sync_full'), 'still no full sync from the master');
   await replica.stop();
+});
+
+/** A relay on a 128 MiB tmpfs, crashed after a load with its replica online, its filesystem then remounted read-only. */
+async function onReadOnlyDisk(t: Test, masterArgs: string[], yaml: string): Promise<{ m: RedisClient; masterPort: number; fs: string; args: string[]; port: number; r: RedisClient }> {
+  const master = await startRedis({ args: masterArgs });
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
+  const { dir: fs } = smallFilesystem(t, 'tmpfs', '128m');
+  const conf = join(tempDir('relay-conf-'), 'relay.yaml');
+  writeFileSync(conf, yaml);
+  const port = await freePort();
+  const args = ['--config', conf, '--upstream', `127.0.0.1:${master.port}`, '--port', String(port), '--dir', join(fs, 'data')];
+  const { replica, r } = await crashAfterLoad(t, args, port, m, () => benchmarkLoad(master.port, 5000, 100, 1000));
+  t.teardown(() => replica.stop());
+  execFileSync('mount', ['-o', 'remount,ro', fs]);
+  return { m, masterPort: master.port, fs, args, port, r };
+}
+
+t.test('a read-only data directory: a replica that needs a full sync is served a snapshot fetched into memory, with one master fork', async (t) => {
+  // A disk-queue small enough that the read-only disk's history is given up: the snapshot on disk no longer serves.
+  const yaml = 'log:\n  memory: 1mb\n  disk: 64mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n';
+  const { m, masterPort, args, port, r: first } = await onReadOnlyDisk(t, ['--repl-backlog-size', '64mb'], yaml);
+  const forks = stat(await m.info('stats'), 'total_forks');
+  const relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  logsOnFailure(t, relay);
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  await benchmarkLoad(masterPort, 20000, 1000);
+  await waitFor(() => relay.logs().includes('disk log detached: forwarding from memory only') || undefined, { what: 'the disk history given up' });
+  const { r } = await replicaOf(t, port);
+  // The replica that was online may need a full sync too (one that reconnected after the history was given up).
+  await waitConverged(m, [first, r], 'a new replica converges through the relay', 30_000);
+  t.match(relay.logs(), /fresh snapshot held in memory/, 'served from memory');
+  const forked = stat(await m.info('stats'), 'total_forks') - forks;
+  t.equal(forked, 1, `one master fork, for the snapshot fetched into memory, while the disk is read-only (${forked})`);
+  t.notMatch(relay.logs(), /"msg":"snapshot fetch failed"/, 'no fetch to the disk was tried');
+  t.equal((await x.info('replication'))['relay_snapshot_disk_refused'], 'EROFS', 'INFO names the refusing disk');
+});
+
+t.test('a read-only data directory: a relay that needs its own full sync from upstream tries once, then waits for the disk to take writes', async (t) => {
+  const yaml = 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n';
+  const { m, masterPort, fs, args, port, r } = await onReadOnlyDisk(t, ['--repl-backlog-size', '1mb'], yaml);
+  // The master's backlog moves past the relay while it is down: the next PSYNC is answered with a full sync.
+  await benchmarkLoad(masterPort, 10000, 1000);
+  const forks = stat(await m.info('stats'), 'total_forks');
+  const relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  logsOnFailure(t, relay);
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  await waitFor(async () => (await x.info('replication'))['relay_snapshot_disk_refused'] === 'EROFS' || undefined, { what: 'the full sync refused by the disk' });
+  await waitFor(() => relay.logs().includes('waiting for the disk to take writes') || undefined, { what: 'the link waiting' });
+  // Link down for many of its reconnect delays (50-300 ms): each one was another fork before.
+  await waitFor(async () => Number((await x.info('replication'))['master_link_down_since_seconds']) >= 3 || undefined, { what: 'the link down for 3 s' });
+  t.equal(stat(await m.info('stats'), 'total_forks') - forks, 1, 'one master fork: the full sync the disk refused');
+  execFileSync('mount', ['-o', 'remount,rw', fs]);
+  await m.call('SET', 'after-the-disk-came-back', '1');
+  await waitConverged(m, [r], 'the replica converges once the disk takes writes', 30_000);
+  t.match(relay.logs(), /the disk takes writes again: connecting/);
 });

@@ -64,6 +64,7 @@ const status: RelayStatus = {
   snapshotLeases: 1,
   snapshotRefreshInProgress: false,
   snapshotWaitingForRoom: 0,
+  snapshotDiskRefused: null,
   snapshotRefreshes: 1,
   snapshotRefreshFailures: 0,
   snapshotsGivenUp: 0,
