@@ -48,7 +48,16 @@ export interface DataDirLockOptions {
    * runs its graceful shutdown (a restart that did not wait for the exit) takes the directory once it is free.
    */
   readonly waitMs?: number;
+  /** How old (ctime, ms) a takeover's file set aside must be before a start removes it; default TAKEOVER_LEFT_MS. */
+  readonly takeoverLeftMs?: number;
 }
+
+/**
+ * A takeover sets the lock aside under a name of its own for a moment (#takeOver); a SIGKILL in that moment leaves
+ * the file. The next relay to hold the lock removes those older than this (the rename set their ctime): a takeover
+ * in progress, a relay starting beside this one, lasts milliseconds.
+ */
+const TAKEOVER_LEFT_MS = 10_000;
 
 /** Directories held by a lock of this process: a second relay in one process is refused like one in another. */
 const heldHere = new Set<string>();
@@ -145,9 +154,23 @@ export class DataDirLock {
       lock.#pending = true;
       opts.logger.warn({ err, lock: lock.path }, 'data directory lock not written (the disk refuses writes): starting without it, taken once the disk takes writes');
     }
+    if (!lock.#pending) await lock.#removeTakeoversLeft();
     lock.#timer = setInterval(() => void lock.#beat(), opts.heartbeatMs ?? 1000);
     lock.#timer.unref();
     return lock;
+  }
+
+  async #removeTakeoversLeft(): Promise<void> {
+    const prefix = `${LOCK_FILE}.takeover-`;
+    const names = await fsp.readdir(this.#dir).catch(() => [] as string[]);
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue;
+      const path = join(this.#dir, name);
+      const st = await fsp.stat(path).catch(() => null);
+      if (st === null || Date.now() - st.ctimeMs < (this.#opts.takeoverLeftMs ?? TAKEOVER_LEFT_MS)) continue;
+      await fsp.rm(path, { force: true }).catch(() => {});
+      this.#opts.logger.info({ file: path }, 'lock file left aside by a takeover that did not finish (a crash): removed');
+    }
   }
 
   async #takeWaiting(waitMs: number): Promise<void> {

@@ -219,3 +219,15 @@ t.test('a directory where the lock file goes: the refusal names it', async (t) =
   mkdirSync(join(dir, LOCK_FILE));
   await t.rejects(DataDirLock.acquire(dir, opts('me')), { message: new RegExp(`the data directory lock ${join(dir, LOCK_FILE).replace(/[/.-]/g, '\\$&')} cannot be read \\(EISDIR`) });
 });
+
+t.test('a takeover\'s lock file left aside by a crash is removed by the next relay to hold the lock; a fresh one is left to its racer', async (t) => {
+  const dir = tempDir('lock-');
+  // What a SIGKILL between the rename aside and the link back leaves: no lock, the old one under the takeover's name.
+  writeFileSync(join(dir, `${LOCK_FILE}.takeover-crashed`), JSON.stringify({ runId: 'crashed' }) + '\n');
+  const fresh = await DataDirLock.acquire(dir, { ...opts('fresh'), takeoverLeftMs: 60_000 });
+  t.ok(readdirSync(dir).includes(`${LOCK_FILE}.takeover-crashed`), 'set aside just now: maybe a takeover in progress, left');
+  await fresh.release();
+  const lock = await DataDirLock.acquire(dir, { ...opts('me'), takeoverLeftMs: 0 });
+  t.teardown(() => lock.release());
+  t.same(readdirSync(dir), [LOCK_FILE], 'older than takeoverLeftMs: removed');
+});
