@@ -420,7 +420,7 @@ export class DiskLog {
    * to where it matches, and reading stops there. Nothing past the stored CRCs is read: bytes no CRC on disk covers
    * are not kept, since a disk that lost writes or returns other bytes can hand back bytes that parse as commands.
    */
-  async #readPieces(seg: Segment, stored: readonly number[], each: (piece: Buffer) => boolean): Promise<{ crcs: number[]; bad: number; end: number }> {
+  async #readPieces(seg: Segment, stored: readonly number[], each: (piece: Buffer) => boolean): Promise<{ crcs: number[]; bad: number; end: number; short: boolean }> {
     const crcs: number[] = [];
     let checked = seg.start - 1;
     const end = seg.start + seg.size - 1;
@@ -433,31 +433,31 @@ export class DiskLog {
         const len = to - o + 1;
         const got = await readFully(fh, buf, len, o - seg.start);
         for (let p = o; p < o + got; ) {
-          if (crcs.length >= stored.length) return { crcs, bad: -1, end: checked };
+          if (crcs.length >= stored.length) return { crcs, bad: -1, end: checked, short: false };
           const stop = Math.min(pieceEnd(p), o + got - 1);
           // A file shorter than recorded: what it lacks cannot be checked.
-          if (stop !== pieceEnd(p) && stop !== end) return { crcs, bad: p, end: checked };
+          if (stop !== pieceEnd(p) && stop !== end) return { crcs, bad: p, end: checked, short: true };
           let piece = buf.subarray(p - o, stop - o + 1);
           let c = crc32(piece) >>> 0;
           if (stored[crcs.length] !== c) {
             const n = crcs.length === stored.length - 1 ? prefixMatching(piece, stored[crcs.length]!) : 0;
-            if (n === 0) return { crcs, bad: p, end: checked };
+            if (n === 0) return { crcs, bad: p, end: checked, short: false };
             piece = piece.subarray(0, n);
             c = stored[crcs.length]!;
           }
           crcs.push(c);
           checked = p + piece.length - 1;
-          if (!each(piece)) return { crcs, bad: -1, end: checked };
-          if (piece.length < stop - p + 1) return { crcs, bad: -1, end: checked };
+          if (!each(piece)) return { crcs, bad: -1, end: checked, short: false };
+          if (piece.length < stop - p + 1) return { crcs, bad: -1, end: checked, short: false };
           p = stop + 1;
         }
-        if (got < len) return { crcs, bad: o + got, end: checked };
+        if (got < len) return { crcs, bad: o + got, end: checked, short: true };
         o = to + 1;
       }
     } finally {
       await fh.close();
     }
-    return { crcs, bad: -1, end: checked };
+    return { crcs, bad: -1, end: checked, short: false };
   }
 
   /**
@@ -486,11 +486,15 @@ export class DiskLog {
     scanner.reset(last.start - 1);
     // No `.sum` file (lost, or a segment of a version before checksums): no byte of it is covered, none is kept.
     const stored = await this.#storedSums(last.start);
-    const { crcs, bad, end: checked } = await this.#readPieces(last, stored, (piece) => scanner.scan(piece).error === null);
+    const { crcs, bad, end: checked, short } = await this.#readPieces(last, stored, (piece) => scanner.scan(piece).error === null);
     if (bad >= 0) {
+      // CRCs of pieces past the file's end: it lost bytes whose writes had returned.
+      const lost = short || stored.length > last.sums.index(end) + 1;
       this.#opts.logger.error(
         { segment: segName(this.#epoch, last.start), offset: bad },
-        'log segment bytes do not match their checksum: the segment is cut back to the last whole command before them',
+        lost
+          ? 'log segment shorter than its checksums record (writes lost after they returned: a power loss, or a disk that dropped them): the segment is cut back to the last whole command before the loss'
+          : 'log segment bytes do not match their checksum: the segment is cut back to the last whole command before them',
       );
     }
     const keepEnd = scanner.boundary;

@@ -715,6 +715,23 @@ for (const direct of [false, true]) {
       await again.close(100);
     });
 
+    t.test('a last segment shorter than its checksums record is reported as lost writes, not as changed bytes', async (t) => {
+      const dir = t.testdir();
+      // A last segment of some 200 KB: several pieces.
+      await (await written(dir, s.ends.filter((e) => e <= 1_250_000).at(-1)!)).close();
+      const last = (await segments(dir)).at(-1)!;
+      t.ok(last.data.length > 140_000, `a last segment of ${last.data.length} bytes`);
+      // What a power loss can leave: the file lost bytes whose writes returned (and whose CRCs were written), past
+      // the end of a piece.
+      await fsp.truncate(join(dir, last.name), last.data.length - 70_000);
+      const lines: string[] = [];
+      const d = await DiskLog.open({ dir, ...opts, logger: createLogger('error', { write: (line: string) => void lines.push(line) }) });
+      t.ok(d.endOffset < s.bytes.length && isBoundary(s, d.endOffset), 'cut back to a whole command');
+      t.match(lines.join(''), /log segment shorter than its checksums record/, 'the error names what happened');
+      t.notMatch(lines.join(''), /do not match their checksum/);
+      await d.close(100);
+    });
+
     t.test('a last segment that cannot be read at recovery (EIO) is given up; the log opens and ends with the one before', async (t) => {
       const dir = t.testdir();
       await (await written(dir)).close();
