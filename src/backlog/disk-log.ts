@@ -22,6 +22,11 @@ interface Segment {
   size: number;
   /** The CRCs of its bytes, up to start + size - 1. */
   sums: SegmentSums;
+  /**
+   * Its `.sum` file may not describe it: recovery cut it and could not rewrite the file (it may hold CRCs of bytes
+   * past the cut). Written whole, in place, before the segment is cut or written (#handle).
+   */
+  sumsStale?: boolean;
 }
 
 /** What the disk log copies from: the in-memory log, which keeps every byte the disk has not taken yet. */
@@ -550,6 +555,7 @@ export class DiskLog {
     } catch (err) {
       this.#opts.logger.warn({ err, segment: segName(this.#epoch, seg.start) }, 'could not write log segment checksums at recovery; they are written with the next write');
       seg.sums.persisted = 0;
+      seg.sumsStale = true;
       return false;
     }
   }
@@ -807,7 +813,7 @@ export class DiskLog {
     // Its CRCs first when the `.sum` file may not describe them (recovery cut the segment and could not rewrite it):
     // old CRCs over a file cut shorter read, after a crash, as damage, and cost the piece the cut fell in. Written
     // over the old file, which a full disk still takes; if even that fails, nothing is cut and the write is retried.
-    if (seg.size > 0 && seg.sums.persisted < seg.sums.count) await this.#persistSums(seg, true);
+    if (seg.size > 0 && seg.sumsStale === true) await this.#persistSums(seg, true);
     const { fh, direct } = await this.#open(this.#path(seg.start), seg.size === 0 ? 'w' : 'r+');
     if (seg.size > 0) {
       try {
@@ -936,15 +942,19 @@ export class DiskLog {
     if (data.length > 0) {
       const open = this.#sumFh !== null && this.#sumStart === seg.start;
       // All of them again (recovery could not rewrite the file): over the old file, which a full disk still takes,
-      // where truncating it first would leave it empty (no byte covered) if the write then failed.
+      // where truncating it to nothing first would leave no byte covered if the write then failed. An old file
+      // longer than the new one is cut to the new length first: its CRCs up to there still match the segment (it is
+      // not cut before this returns), and a crash between the cut and the write leaves no old CRC of a piece the
+      // segment is cut inside of followed by CRCs past the cut (the next start would take that piece for damage).
       const fh = open ? this.#sumFh! : await this.#openSums(seg.start, from === 0 ? 'rewrite' : 'r+');
+      if (!open && from === 0 && (await fh.stat()).size > data.length) await fh.truncate(data.length);
       for (let done = 0; done < data.length; ) {
         const { bytesWritten } = await fh.writev([data.subarray(done)], from * 4 + done);
         if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
         done += bytesWritten;
       }
-      if (!open && from === 0) await fh.truncate(data.length);
       sums.persisted = sums.count;
+      seg.sumsStale = false;
       this.#sumsUnsynced = true;
     }
     if (sync && this.#sumsUnsynced && this.#sumFh !== null) {

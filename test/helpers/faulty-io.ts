@@ -15,7 +15,8 @@ function errno(code: string): NodeJS.ErrnoException {
  * A real file layer (node's, on a temp dir) with faults injected on demand:
  * - `shortWrites(n)`: every writev writes at most n bytes (the rest is left to the caller, as a real short write);
  *   on an O_DIRECT file, whole blocks (at least one), as the kernel would;
- * - `failWrites(code, count)`: the next `count` writev calls fail with that errno (EIO, ENOSPC, EFBIG), writing nothing;
+ * - `failWrites(code, count, segmentsOnly)`: the next `count` writev calls (to disk log segments only: a full disk
+ *   that still takes writes in place of other files' blocks) fail with that errno (EIO, ENOSPC, EFBIG), writing nothing;
  * - `failReads(code, count)`: the next `count` reads fail with that errno;
  * - `failOps(op, code, count)`: the next `count` rm (rename, directory fsync) calls fail with that errno, changing
  *   nothing;
@@ -43,7 +44,7 @@ export class FaultyIo implements FileIo {
   /** Directory fsyncs that succeeded so far. */
   dirSyncs = 0;
   #short = 0;
-  #fail: { code: string; left: number } | null = null;
+  #fail: { code: string; left: number; segmentsOnly: boolean } | null = null;
   #failRead: { code: string; left: number } | null = null;
   #failOp: { op: 'rm' | 'rename' | 'syncDir'; code: string; left: number } | null = null;
   #failSegmentOp: { op: 'datasync' | 'truncate'; code: string; left: number } | null = null;
@@ -73,8 +74,8 @@ export class FaultyIo implements FileIo {
   shortWrites(n: number): void {
     this.#short = n;
   }
-  failWrites(code: string, count: number): void {
-    this.#fail = { code, left: count };
+  failWrites(code: string, count: number, segmentsOnly = false): void {
+    this.#fail = { code, left: count, segmentsOnly };
   }
   /** The next `count` reads fail with that errno (EIO: a bad sector; EMFILE: out of descriptors). */
   failReads(code: string, count: number): void {
@@ -177,7 +178,7 @@ export class FaultyIo implements FileIo {
           this.releasedWrites.push({ position, data: Buffer.concat(buffers) });
         }
         if (direct && this.#refuseDirect === 'write') throw errno('EINVAL');
-        if (this.#fail && this.#fail.left > 0) {
+        if (this.#fail && this.#fail.left > 0 && (segment || !this.#fail.segmentsOnly)) {
           this.#fail.left--;
           throw errno(this.#fail.code);
         }

@@ -690,12 +690,28 @@ for (const direct of [false, true]) {
       await again.close(100);
     });
 
-    t.test('a disk too full for the checksum files at recovery, then a crash after the first append fails: the next start cuts at the same place and logs no damage', async (t) => {
+    /** The start of the last segment of the whole stream, and a torn offset in its first piece (between two commands' ends). */
+    async function tornInFirstPiece(): Promise<number> {
+      const dir = join(t.testdir(), 'whole');
+      await (await written(dir)).close();
+      const start = (await segments(dir)).at(-1)!.start;
+      const ends = s.ends.filter((e) => e > start && e < start + 60_000);
+      return Math.floor((ends[0]! + ends[1]!) / 2);
+    }
+
+    // The cut falls in a later piece of the last segment, or in its first one (the CRCs recovery settles on are then a
+    // tail CRC alone, no complete piece); the disk refuses every write, or takes the checksums in place (a full disk
+    // does) but not the rename of a new checksum file nor the segment's bytes.
+    for (const [cut, inPlace] of [['a later piece', false], ['its first piece', false], ['a later piece', true], ['its first piece', true]] as const) {
+    t.test(`a disk too full for the checksum files at recovery (cut in ${cut}${inPlace ? ', the .sum file written in place' : ''}), then a crash after the first append fails: the next start cuts at the same place and logs no damage`, async (t) => {
       const dir = t.testdir();
-      const torn = s.ends[s.ends.length - 2]! + 100;
+      const torn = cut === 'a later piece' ? s.ends[s.ends.length - 2]! + 100 : await tornInFirstPiece();
       await (await written(dir, torn)).close();
       const io = new FaultyIo();
-      io.failWrites('ENOSPC', 1_000_000);
+      if (inPlace) {
+        io.failOps('rename', 'ENOSPC', 1);
+        io.failWrites('ENOSPC', 1_000_000, true);
+      } else io.failWrites('ENOSPC', 1_000_000);
       const d = await DiskLog.open({ dir, ...opts, io, retryMinMs: 1, retryMaxMs: 2 });
       const end = d.endOffset;
       t.ok(end < torn && isBoundary(s, end), `recovery cut ${torn} back to ${end}`);
@@ -714,6 +730,7 @@ for (const direct of [false, true]) {
       t.same(damage, [], 'and logs nothing at error level: no byte on disk was wrong');
       await again.close(100);
     });
+    }
 
     t.test('a last segment shorter than its checksums record is reported as lost writes, not as changed bytes', async (t) => {
       const dir = t.testdir();
