@@ -137,6 +137,8 @@ export class SnapshotRefresher {
   #lookForRoom(waited: boolean): void {
     const h = this.#opts.history;
     this.#lookingForRoom = true;
+    // A disk that takes writes again is no reason to skip the interval: the probe is not the RDB.
+    const forRoom = this.#room.needBytes > 0;
     void h
       .pruneSnapshots()
       .then(() => this.#room.hasRoom())
@@ -145,7 +147,7 @@ export class SnapshotRefresher {
       .then((room) => {
         this.#lookingForRoom = false;
         if (room) {
-          this.#lastStart = -Infinity;
+          if (forRoom) this.#lastStart = -Infinity;
           this.#request(-1, waited);
           return;
         }

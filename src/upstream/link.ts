@@ -305,7 +305,9 @@ export class UpstreamLink extends EventEmitter {
       // Another full sync now would only make the master fork for an RDB the disk cannot take: looked at every second.
       const why = this.#room.refusedBy === null ? 'waiting for room on the disk' : 'waiting for the disk to take writes';
       this.#setState(LinkState.Backoff, why, { needBytes: this.#room.needBytes, refusedBy: this.#room.refusedBy });
-      this.#timers.set(1000, () => void this.#connectWhenRoom());
+      // Room is measured; a refusal only probed (a disk may take the probe and still refuse the RDB): backed off.
+      const wait = this.#room.refusedBy === null ? 1000 : Math.max(1000, backoffDelay(this.#attempt++, this.#opts.backoffMinMs, this.#opts.backoffMaxMs));
+      this.#timers.set(wait, () => void this.#connectWhenRoom());
       return;
     }
     const delay = backoffDelay(this.#attempt++, this.#opts.backoffMinMs, this.#opts.backoffMaxMs);

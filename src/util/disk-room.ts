@@ -12,7 +12,10 @@ export function noRoom(err: unknown): boolean {
  * a directory the relay may no longer write. No room would help; the disk must take writes again.
  */
 export function refusesWrites(err: unknown): boolean {
-  return ['EROFS', 'EACCES', 'EPERM'].includes((err as NodeJS.ErrnoException | null)?.code ?? '');
+  const e = err as (NodeJS.ErrnoException & { address?: string }) | null;
+  // A socket's EPERM or EACCES (a firewall, SELinux) is no disk's.
+  if (e?.syscall === 'connect' || e?.address !== undefined) return false;
+  return ['EROFS', 'EACCES', 'EPERM'].includes(e?.code ?? '');
 }
 
 export interface DiskRoomOptions {
@@ -35,6 +38,9 @@ export interface DiskRoomOptions {
  * new block on a full disk. A torn or unreadable one is no wait: at worst one more attempt.
  */
 const FILE_BYTES = 256;
+
+/** The file made and removed to learn whether the disk takes writes (refusesWrites). */
+const PROBE_FILE = '.write-probe';
 
 /** More room than the last attempt had by at least this much before another starts: a trickle of freed bytes is no reason to fork the master again. */
 const MARGIN = 1024 * 1024;
@@ -142,8 +148,8 @@ export class DiskRoom {
   }
 
   /**
-   * Whether the disk takes writes now (a write in place of the wait file, which needs no room; a new file beside it
-   * when there is none); false also marks the wait (refused), as an attempt that failed would have.
+   * Whether the disk takes writes now (a new file made and removed in the directory, as an RDB's temp file is);
+   * false also marks the wait (refused), as an attempt that failed would have.
    */
   writable(): boolean {
     this.#load();
@@ -154,31 +160,18 @@ export class DiskRoom {
   }
 
   #probe(): NodeJS.ErrnoException | null {
-    const path = this.#path ?? join(this.#opts.dir, `.write-probe-${process.pid}`);
+    // A file of its own, not the wait file: a directory that refuses new files may still let one be written in place.
+    const path = join(this.#opts.dir, PROBE_FILE);
     try {
-      const fd = openSync(path, this.#path === null ? 'w' : 'r+');
-      try {
-        if (this.#path !== null) writeSync(fd, this.#text, 0, 'latin1');
-      } finally {
-        closeSync(fd);
-        if (this.#path === null) rmSync(path, { force: true });
-      }
+      closeSync(openSync(path, 'w', 0o600));
+      rmSync(path, { force: true });
       return null;
     } catch (err) {
-      let e = err as NodeJS.ErrnoException;
-      // No wait file (it could not be made at start, or was removed by hand): made now, if the disk lets it.
-      if (e.code === 'ENOENT' && this.#path !== null) {
-        try {
-          writeFileSync(this.#path, this.#text, { encoding: 'latin1', flag: 'wx', mode: 0o600 });
-          return null;
-        } catch (again) {
-          e = again as NodeJS.ErrnoException;
-        }
-      }
-      // Anything else (ENOSPC on a copy-on-write filesystem): the room, measured, says whether to wait.
-      return refusesWrites(e) ? e : null;
+      // Anything else (ENOSPC: no block for the directory): the room, measured, says whether to wait.
+      return refusesWrites(err) ? (err as NodeJS.ErrnoException) : null;
     }
   }
+
 
   /**
    * An attempt ran out of room writing `file`: waits from now; the room it had is measured once `closed` resolves

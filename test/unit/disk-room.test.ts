@@ -1,7 +1,7 @@
 import t from 'tap';
 import { existsSync, readFileSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DiskRoom } from '../../src/util/disk-room.js';
+import { DiskRoom, refusesWrites } from '../../src/util/disk-room.js';
 import { createLogger } from '../../src/log.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
@@ -52,4 +52,14 @@ t.test('a kept wait for more room than the whole filesystem has is not kept (a d
   const r = new DiskRoom({ dir, logger, what: 'x', then: 'y', file: 'room-x.json' });
   t.equal(r.needBytes, 0, 'no wait');
   t.ok(await r.hasRoom(), 'the next attempt may start');
+});
+
+t.test('a write refused by the disk is told from a socket refused by a firewall', async (t) => {
+  const err = (code: string, extra: Record<string, unknown>) => Object.assign(new Error(code), { code, ...extra });
+  t.ok(refusesWrites(err('EROFS', { syscall: 'open', path: '/data/temp-1.rdb' })), 'EROFS opening a file');
+  t.ok(refusesWrites(err('EACCES', { syscall: 'open', path: '/data/temp-1.rdb' })), 'EACCES opening a file');
+  t.ok(refusesWrites(err('EROFS', { syscall: 'write' })), 'EROFS writing an open file');
+  t.notOk(refusesWrites(err('EPERM', { syscall: 'connect', address: '10.0.0.1', port: 6379 })), 'EPERM connecting (netfilter)');
+  t.notOk(refusesWrites(err('EACCES', { syscall: 'connect', address: '10.0.0.1', port: 6379 })), 'EACCES connecting (SELinux)');
+  t.notOk(refusesWrites(err('ENOSPC', { syscall: 'write' })), 'no room is not a refusal');
 });
