@@ -5,12 +5,14 @@ const CHUNK = 1024 * 1024;
 /** Chunks kept (16 MiB). */
 const MAX_CHUNKS = 16;
 /**
- * Chunks read ahead of the one a reader is in. The disk log is written past the page cache (O_DIRECT), so a read
- * behind the memory tail goes to the device: reading ahead lets the device work while the sockets send. As many
- * as a replica may be handed in one flush (fanout.ts DISK_FLUSH_MAX): with two, a replica catching up under long
- * turns waited for a read every 3 MiB, and took less than the 1 MiB a turn coming in.
+ * Chunks read ahead of the one a reader is in, unless it asks for more (up to MAX_AHEAD). The disk log is written
+ * past the page cache (O_DIRECT), so a read behind the memory tail goes to the device: reading ahead lets the device
+ * work while the sockets send. A reader handed megabytes a flush (fanout.ts DISK_FLUSH_MAX: few replicas on the
+ * disk) asks for four: with two it waited for a read every 3 MiB, and took less than 1 MiB a turn coming in. Not
+ * for all: a hundred replicas reading far apart, four chunks ahead each, evicted each other's chunks before use.
  */
-const AHEAD = 4;
+const AHEAD = 2;
+const MAX_AHEAD = 4;
 
 /** The first offset of the aligned chunk that holds `at`. */
 const chunkStart = (at: number): number => Math.floor((at - 1) / CHUNK) * CHUNK + 1;
@@ -56,7 +58,7 @@ export class DiskChunkCache {
     this.#last = last;
     // As many blocks again as are cached and read ahead may wait for their holders or a next chunk (20 MiB, kept
     // once a drain is over); past that, dropped blocks go to the garbage collector.
-    this.#pool = new BlockPool(CHUNK, MAX_CHUNKS + AHEAD, holders);
+    this.#pool = new BlockPool(CHUNK, MAX_CHUNKS + MAX_AHEAD, holders);
   }
 
   /** Chunk blocks allocated, reused and left to the garbage collector. */
@@ -64,12 +66,15 @@ export class DiskChunkCache {
     return this.#pool.stats;
   }
 
-  /** A view from `at` when a chunk holding it is cached, else a promise that settles once one is (or the read failed). */
-  view(at: number): Buffer | Promise<void> {
+  /**
+   * A view from `at` when a chunk holding it is cached, else a promise that settles once one is (or the read failed);
+   * `ahead` chunks after it are read ahead (AHEAD by default, at most MAX_AHEAD).
+   */
+  view(at: number, ahead = AHEAD): Buffer | Promise<void> {
     const hit = this.#cached(at);
     if (hit !== null) this.stats.hits++;
     const got = hit ?? this.#inflightAt(at) ?? this.#fetch(at);
-    this.#readAhead(at);
+    this.#readAhead(at, Math.min(ahead, MAX_AHEAD));
     return got;
   }
 
@@ -131,10 +136,10 @@ export class DiskChunkCache {
     return p;
   }
 
-  /** Starts reading the AHEAD chunks after the one holding `at` that are neither cached nor being read. */
-  #readAhead(at: number): void {
+  /** Starts reading the `ahead` chunks after the one holding `at` that are neither cached nor being read. */
+  #readAhead(at: number, ahead: number): void {
     const last = this.#last();
-    for (let next = chunkStart(at) + CHUNK, k = 0; k < AHEAD && next <= last; next += CHUNK, k++) {
+    for (let next = chunkStart(at) + CHUNK, k = 0; k < ahead && next <= last; next += CHUNK, k++) {
       if (next < this.#first() || this.#aheadFailed.has(next) || this.#cached(next) !== null || this.#inflightAt(next) !== null) continue;
       // A failed read ahead is no error: the reader that needs the chunk reads it again and gets the error.
       this.#fetch(next, true).catch(() => {});

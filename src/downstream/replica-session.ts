@@ -155,7 +155,10 @@ export class ReplicaSession implements FanoutMember, LogHolder {
     this.#warnings = opts.warnings ?? new LogLimiter();
     this.#fanout.add(this);
     this.#log.addHolder(this);
-    this.socket.on('drain', () => this.#sent());
+    // With a compressor in front of the socket, its 'drain' says the bytes handed over left, not the socket's.
+    this.socket.on('drain', () => {
+      if (!this.#z) this.#sent();
+    });
   }
 
   /** The socket (or the compressor in front of it) sent all it was handed: the disk bytes it held are gone. */
@@ -495,7 +498,8 @@ export class ReplicaSession implements FanoutMember, LogHolder {
           this.#park(c);
           return Flush.Wait;
         }
-        const v = c.peek();
+        // As many chunks read ahead as this flush may take from the disk (four with a large allowance).
+        const v = c.peek(diskLeft > 2 * 1024 * 1024 ? 4 : 2);
         if (v === null) break;
         if (!Buffer.isBuffer(v)) {
           this.#awaitDisk(v);
@@ -525,10 +529,11 @@ export class ReplicaSession implements FanoutMember, LogHolder {
         }
       }
     } finally {
-      // A session closed in the loop (a lag limit) released what it held already.
-      if (fromDiskNow > 0 && (this.#state as ReplicaState) !== ReplicaState.Closed) {
+      // A session closed in the loop (a lag limit) released what it held already; a parked one with room in its socket
+      // gets no 'drain' to release at.
+      if (fromDiskNow > 0 && (this.#state as ReplicaState) !== ReplicaState.Closed && (full || !this.#parked)) {
         this.#diskHeld = fromDiskNow;
-        this.#fanout.holdDisk(fromDiskNow);
+        this.#fanout.holdDisk(this, fromDiskNow);
       }
       if (corked) this.socket.uncork();
       // Also when the flush stopped for a disk read: only 'drain' says the socket sent what it holds.

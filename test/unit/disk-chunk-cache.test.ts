@@ -76,17 +76,26 @@ t.test('clear() forgets a new history\'s stale chunks, and a failed read rejects
   await t.rejects(viewAt(cache, 2 * MiB), RangeError);
 });
 
-t.test('a reader moving through the disk finds the next four chunks read ahead, never past the last offset worth reading', async (t) => {
+t.test('a reader moving through the disk finds the next two chunks read ahead, never past the last offset worth reading', async (t) => {
   const d = disk(1, 10 * MiB);
-  const cache = new DiskChunkCache(d.read, () => 1, () => 5 * MiB + 5);
+  const cache = new DiskChunkCache(d.read, () => 1, () => 3 * MiB + 5);
   await viewAt(cache, 100);
-  t.same(d.reads, [[1, MiB], [MiB + 1, MiB], [2 * MiB + 1, MiB], [3 * MiB + 1, MiB], [4 * MiB + 1, MiB]], 'its chunk, then the four after it');
+  t.same(d.reads, [[1, MiB], [MiB + 1, MiB], [2 * MiB + 1, MiB]], 'its chunk, then the two after it');
   const v = await viewAt(cache, MiB + 10);
   t.equal(v[0], (MiB + 10) & 0xff);
-  t.same(d.reads.slice(5), [[5 * MiB + 1, MiB]], 'no read for the chunk read ahead; the next one ahead starts');
+  t.same(d.reads.slice(3), [[3 * MiB + 1, MiB]], 'no read for the chunk read ahead; the next one ahead starts');
   await viewAt(cache, 2 * MiB + 10);
-  await viewAt(cache, 5 * MiB + 1);
-  t.equal(d.reads.length, 6, 'nothing read past the last offset worth reading, nothing read twice');
+  await viewAt(cache, 3 * MiB + 1);
+  t.equal(d.reads.length, 4, 'nothing read past the last offset worth reading, nothing read twice');
+});
+
+t.test('a reader that asks for four chunks ahead (megabytes a flush) gets them read, and no more than four', async (t) => {
+  const d = disk(1, 10 * MiB);
+  const cache = new DiskChunkCache(d.read, () => 1, () => 10 * MiB);
+  await cache.view(100, 4);
+  t.same(d.reads, [[1, MiB], [MiB + 1, MiB], [2 * MiB + 1, MiB], [3 * MiB + 1, MiB], [4 * MiB + 1, MiB]], 'its chunk, then the four after it');
+  await cache.view(MiB + 10, 9);
+  t.same(d.reads.slice(5), [[5 * MiB + 1, MiB]], 'at most four ahead, whatever is asked');
 });
 
 t.test('a read ahead that fails is no error until a reader needs its chunk', async (t) => {
@@ -111,7 +120,7 @@ t.test('chunk blocks are reused once dropped from the cache and no holder may re
   const cache = new DiskChunkCache(d.readInto, () => 1, () => 64 * MiB);
   for (let c = 0; c < 48; c++) t.ok(intact(await viewAt(cache, c * MiB + 1), c * MiB + 1), `chunk ${c} read right`);
   const { allocated, reused } = cache.blockStats;
-  t.ok(allocated <= 22, `48 chunks read into at most 22 blocks (${allocated})`);
+  t.ok(allocated <= 20, `48 chunks read into at most 20 blocks (${allocated})`);
   t.ok(reused >= 28, `the rest reused (${reused})`);
 });
 
@@ -129,5 +138,5 @@ t.test('a chunk block a holder may still read is never overwritten, and is reuse
   holders.delete(socket);
   for (let c = 0; c < 24; c++) await viewAt(cache, c * MiB + 1);
   t.ok(cache.blockStats.reused > reusedHeld, 'reading goes on reusing blocks once the holder let go');
-  t.ok(cache.blockStats.allocated <= 23, `memory stays bounded: ${cache.blockStats.allocated} blocks in all`);
+  t.ok(cache.blockStats.allocated <= 21, `memory stays bounded: ${cache.blockStats.allocated} blocks in all`);
 });
