@@ -4,7 +4,7 @@
  * replies written back into whole RESP values.
  */
 import fc from 'fast-check';
-import { EventEmitter } from 'node:events';
+import { SocketStandIn } from './fake-socket.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 import { TurnBudget } from '../../src/downstream/turn-budget.js';
 
@@ -12,25 +12,11 @@ import { TurnBudget } from '../../src/downstream/turn-budget.js';
 export const unlimitedTurn = new TurnBudget(Infinity);
 
 /** Enough of a net.Socket for ClientConnection: records what is written, never blocks. */
-export class FakeSocket extends EventEmitter {
-  readonly remoteAddress = '127.0.0.1';
-  readonly remotePort = 50000;
+export class FakeSocket extends SocketStandIn {
   readonly localAddress = '127.0.0.1';
   readonly localPort = 6380;
-  readonly writableLength = 0;
-  destroyed = false;
   ended = false;
   readonly out: Buffer[] = [];
-  setNoDelay(): void {}
-  cork(): void {}
-  uncork(): void {}
-  /** A client that used its turn pauses its socket until the next (client.ts #yield). */
-  pause(): this {
-    return this;
-  }
-  resume(): this {
-    return this;
-  }
   /** Takes the bytes at once, so the write is done at once: `done` runs before this returns. */
   write(buf: Buffer | string, done?: () => void): boolean {
     if (!this.destroyed && !this.ended) this.out.push(Buffer.from(buf));
@@ -38,14 +24,11 @@ export class FakeSocket extends EventEmitter {
     return true;
   }
   /** As net.Socket's: `end(cb)` or `end(data, cb)`; `cb` runs once ended (at once: nothing waits). */
-  end(buf?: Buffer | string | (() => void), cb?: () => void): void {
+  override end(buf?: Buffer | string | (() => void), cb?: () => void): void {
     if (typeof buf === 'function') [buf, cb] = [undefined, buf];
     if (buf !== undefined) this.write(buf);
     this.ended = true;
     cb?.();
-  }
-  destroy(): void {
-    this.destroyed = true;
   }
   get closed(): boolean {
     return this.ended || this.destroyed;

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { logsOnFailure, startRelayProcess } from '../helpers/relay-process.js';
+import { logsOnFailure, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
 import { replicaOf, waitConverged, stat } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
@@ -87,16 +87,22 @@ async function onReadOnlyDisk(t: Test, masterArgs: string[], yaml: string): Prom
   return { m, masterPort: master.port, fs, args, port, r };
 }
 
-t.test('a read-only data directory: a replica that needs a full sync is served a snapshot fetched into memory, with one master fork', async (t) => {
-  // A disk-queue small enough that the read-only disk's history is given up: the snapshot on disk no longer serves.
-  const yaml = 'log:\n  memory: 1mb\n  disk: 64mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n';
-  const { m, masterPort, args, port, r: first } = await onReadOnlyDisk(t, ['--repl-backlog-size', '64mb'], yaml);
-  const forks = stat(await m.info('stats'), 'total_forks');
+/** The relay started with `args` (its logs printed if the test fails), and a client of it. */
+async function relayOn(t: Test, args: string[], port: number): Promise<{ relay: RelayProcess; x: RedisClient }> {
   const relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
   logsOnFailure(t, relay);
   const x = await RedisClient.connect(port);
   t.teardown(() => x.close());
+  return { relay, x };
+}
+
+t.test('a read-only data directory: a replica that needs a full sync is served a snapshot fetched into memory, with one master fork', async (t) => {
+  // A disk-queue small enough that the read-only disk's history is given up: the snapshot on disk no longer serves.
+  const yaml = 'log:\n  memory: 1mb\n  disk: 64mb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n';
+  const { m, masterPort, args, port, r: first } = await onReadOnlyDisk(t, ['--repl-backlog-size', '64mb'], yaml);
+  const forks = stat(await m.info('stats'), 'total_forks');
+  const { relay, x } = await relayOn(t, args, port);
   await benchmarkLoad(masterPort, 20000, 1000);
   await waitFor(() => relay.logs().includes('disk log detached: forwarding from memory only') || undefined, { what: 'the disk history given up' });
   const { r } = await replicaOf(t, port);
@@ -115,11 +121,7 @@ t.test('a read-only data directory: a relay that needs its own full sync from up
   // The master's backlog moves past the relay while it is down: the next PSYNC is answered with a full sync.
   await benchmarkLoad(masterPort, 10000, 1000);
   const forks = stat(await m.info('stats'), 'total_forks');
-  const relay = await startRelayProcess(args);
-  t.teardown(() => relay.stop('SIGKILL'));
-  logsOnFailure(t, relay);
-  const x = await RedisClient.connect(port);
-  t.teardown(() => x.close());
+  const { relay, x } = await relayOn(t, args, port);
   await waitFor(async () => (await x.info('replication'))['relay_snapshot_disk_refused'] === 'EROFS' || undefined, { what: 'the full sync refused by the disk' });
   await waitFor(() => relay.logs().includes('waiting for the disk to take writes') || undefined, { what: 'the link waiting' });
   // Link down for many of its reconnect delays (50-300 ms): each one was another fork before.

@@ -1,5 +1,4 @@
 import t, { type Test } from 'tap';
-import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { ReplLog } from '../../src/backlog/repl-log.js';
 import { DiskLog } from '../../src/backlog/disk-log.js';
@@ -8,6 +7,7 @@ import { DISK_FLUSH, Fanout } from '../../src/downstream/fanout.js';
 import { createLogger } from '../../src/log.js';
 import { Telemetry } from '../../src/observability/telemetry.js';
 import { waitFor } from '../helpers/wait.js';
+import { SocketStandIn } from '../helpers/fake-socket.js';
 
 const logger = createLogger('silent');
 const MiB = 1024 * 1024;
@@ -18,28 +18,16 @@ const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
  * A replica socket on a busy machine: every write fills it (write() returns false), and it drains at the next turn
  * of the event loop, as a loopback socket whose reader keeps up does.
  */
-class DrainingSocket extends EventEmitter {
-  readonly remoteAddress = '127.0.0.1';
-  readonly remotePort = 50000;
-  writableLength = 0;
-  destroyed = false;
-  written = 0;
+class DrainingSocket extends SocketStandIn {
   /** Bytes handed over in each corked batch (one writev). */
   readonly batches: number[] = [];
   #corked = false;
-  setNoDelay(): void {}
-  cork(): void {
+  override cork(): void {
     this.#corked = true;
     this.batches.push(0);
   }
-  uncork(): void {
+  override uncork(): void {
     this.#corked = false;
-  }
-  pause(): this {
-    return this;
-  }
-  resume(): this {
-    return this;
   }
   write(buf: Buffer | string): boolean {
     if (this.destroyed) return false;
@@ -53,10 +41,6 @@ class DrainingSocket extends EventEmitter {
     }
     this.writableLength += buf.length;
     return false;
-  }
-  end(): void {}
-  destroy(): void {
-    this.destroyed = true;
   }
 }
 

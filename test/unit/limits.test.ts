@@ -3,7 +3,7 @@
  * downstream handshake timeout, and the ack policy's arithmetic.
  */
 import t from 'tap';
-import { EventEmitter } from 'node:events';
+import { SocketStandIn } from '../helpers/fake-socket.js';
 import type { Socket } from 'node:net';
 import { ReplLog } from '../../src/backlog/repl-log.js';
 import { DiskLog } from '../../src/backlog/disk-log.js';
@@ -25,34 +25,15 @@ const logger = createLogger('silent');
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** A socket that takes `room` bytes, then reports itself full (write() returns false) and never drains. */
-class StuckSocket extends EventEmitter {
-  readonly remoteAddress = '127.0.0.1';
-  readonly remotePort = 50000;
-  writableLength = 0;
-  destroyed = false;
-  written = 0;
+class StuckSocket extends SocketStandIn {
   constructor(readonly room: number) {
     super();
-  }
-  setNoDelay(): void {}
-  cork(): void {}
-  uncork(): void {}
-  // A client that used its turn pauses its socket (client.ts #yield); on a loaded machine any command can.
-  pause(): this {
-    return this;
-  }
-  resume(): this {
-    return this;
   }
   write(buf: Buffer | string): boolean {
     if (this.destroyed) return false;
     this.written += buf.length;
     this.writableLength = Math.max(0, this.written - this.room);
     return this.written <= this.room;
-  }
-  end(): void {}
-  destroy(): void {
-    this.destroyed = true;
   }
 }
 
