@@ -5,11 +5,11 @@ const CHUNK = 1024 * 1024;
 /** Chunks kept (16 MiB). */
 const MAX_CHUNKS = 16;
 /**
- * Chunks read ahead of the one a reader is in, unless it asks for more (up to MAX_AHEAD). The disk log is written
- * past the page cache (O_DIRECT), so a read behind the memory tail goes to the device: reading ahead lets the device
- * work while the sockets send. A reader handed megabytes a flush (fanout.ts DISK_FLUSH_MAX: few replicas on the
- * disk) asks for four: with two it waited for a read every 3 MiB, and took less than 1 MiB a turn coming in. Not
- * for all: a hundred replicas reading far apart, four chunks ahead each, evicted each other's chunks before use.
+ * Chunks read ahead of the one a reader is in: AHEAD, or as many as the bytes it may take next (up to MAX_AHEAD).
+ * The disk log is written past the page cache (O_DIRECT), so a read behind the memory tail goes to the device:
+ * reading ahead lets the device work while the sockets send. A reader handed megabytes a flush (fanout.ts
+ * DISK_FLUSH_MAX: few replicas on the disk) with two chunks ahead waited for a read every 3 MiB, and took less than
+ * 1 MiB a turn coming in. Not four for all: a hundred replicas reading far apart evicted each other's chunks.
  */
 const AHEAD = 2;
 const MAX_AHEAD = 4;
@@ -68,13 +68,13 @@ export class DiskChunkCache {
 
   /**
    * A view from `at` when a chunk holding it is cached, else a promise that settles once one is (or the read failed);
-   * `ahead` chunks after it are read ahead (AHEAD by default, at most MAX_AHEAD).
+   * the chunks after it are read ahead, as many as `want` bytes fill (AHEAD at least, MAX_AHEAD at most).
    */
-  view(at: number, ahead = AHEAD): Buffer | Promise<void> {
+  view(at: number, want = 0): Buffer | Promise<void> {
     const hit = this.#cached(at);
     if (hit !== null) this.stats.hits++;
     const got = hit ?? this.#inflightAt(at) ?? this.#fetch(at);
-    this.#readAhead(at, Math.min(ahead, MAX_AHEAD));
+    this.#readAhead(at, Math.min(MAX_AHEAD, Math.max(AHEAD, Math.ceil(want / CHUNK))));
     return got;
   }
 

@@ -45,13 +45,14 @@ export class LogCursor implements LogReader {
   /**
    * The bytes after the position: a view (at most one block or disk chunk), or null when there is nothing new, or
    * a promise when they must be read from disk first (peek again once it settles; it rejects when the read failed).
-   * The caller checks `lost` first. `ahead`: chunks of the disk log to read ahead (DiskChunkCache).
+   * The caller checks `lost` first. `want`: the disk-log bytes the caller may take next (DiskChunkCache reads ahead
+   * as far).
    */
-  peek(ahead?: number): Buffer | Promise<void> | null {
+  peek(want?: number): Buffer | Promise<void> | null {
     const at = this.#offset + 1;
     if (at > this.#log.endOffset) return null;
     if (at >= this.#log.memFirstOffset) return this.#log.read(at);
-    return this.#log.diskView(at, ahead);
+    return this.#log.diskView(at, want);
   }
 
   /** Consumes `n` bytes. */

@@ -149,9 +149,9 @@ export class ReplLog implements DiskLogSource {
    * Bytes from `offset`, which memory no longer holds: a view of a disk chunk another reader may already have read,
    * or a promise that settles once one is read (LogCursor.peek).
    */
-  diskView(offset: number, ahead?: number): Buffer | Promise<void> {
+  diskView(offset: number, want?: number): Buffer | Promise<void> {
     if (!this.#disk?.holds(offset) || !this.#diskCache) return Promise.reject(new LogRangeError(offset, `offset ${offset} is before the log start ${this.firstOffset}`));
-    return this.#diskCache.view(offset, ahead);
+    return this.#diskCache.view(offset, want);
   }
 
   /**

@@ -498,8 +498,8 @@ export class ReplicaSession implements FanoutMember, LogHolder {
           this.#park(c);
           return Flush.Wait;
         }
-        // As many chunks read ahead as this flush may take from the disk (four with a large allowance).
-        const v = c.peek(diskLeft > 2 * 1024 * 1024 ? 4 : 2);
+        // Chunks read ahead as far as this flush may take from the disk.
+        const v = c.peek(diskLeft);
         if (v === null) break;
         if (!Buffer.isBuffer(v)) {
           this.#awaitDisk(v);

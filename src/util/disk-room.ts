@@ -87,11 +87,6 @@ export class DiskRoom {
     }
   }
 
-  /** The wait file's contents. */
-  get #text(): string {
-    return JSON.stringify({ needBytes: this.#needBytes }).padEnd(FILE_BYTES, ' ');
-  }
-
   get #path(): string | null {
     return this.#opts.file === undefined ? null : join(this.#opts.dir, this.#opts.file);
   }
@@ -100,7 +95,7 @@ export class DiskRoom {
   #keep(): void {
     const path = this.#path;
     if (path === null) return;
-    const text = this.#text;
+    const text = JSON.stringify({ needBytes: this.#needBytes }).padEnd(FILE_BYTES, ' ');
     try {
       let fd: number;
       try {
@@ -171,7 +166,6 @@ export class DiskRoom {
       return refusesWrites(err) ? (err as NodeJS.ErrnoException) : null;
     }
   }
-
 
   /**
    * An attempt ran out of room writing `file`: waits from now; the room it had is measured once `closed` resolves
