@@ -33,6 +33,8 @@ export interface ReplicationSource {
   epoch(): number;
   /** How long the upstream has been out of reach (ms): 0 while it streams or sends a snapshot. */
   upstreamDownMs(): number;
+  /** The upstream is sending the relay a full sync: a newer history than the one held is on its way. */
+  upstreamSyncing(): boolean;
 }
 
 export interface DownstreamOptions {
@@ -242,7 +244,10 @@ export class DownstreamReplication {
       // Our ids may have shifted while it waited (upstream continued us under a new id): its id is then our
       // replid2, still ours up to second_repl_offset.
       const stillOurs = ids.accepts(w.replid, w.offset) && w.offset >= log.firstOffset;
-      if (stillOurs && !log.holds(w.offset) && !(expire && now >= w.deadline)) continue;
+      // While the upstream sends us a full sync, the history held is about to be replaced by a newer one: a full
+      // sync now would hand the replica data older than its own (and a second full sync at the commit).
+      const expired = expire && now >= w.deadline && !this.#opts.source.upstreamSyncing();
+      if (stillOurs && !log.holds(w.offset) && !expired) continue;
       this.#ahead.delete(session);
       if (stillOurs && this.#tryContinue(w.client, session, w.replid, w.offset)) continue;
       this.#refusePartial(w.client, w.replid, w.offset);

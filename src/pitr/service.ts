@@ -224,6 +224,7 @@ class PitrListener {
         needSnapshot: () => {},
         epoch: () => plan.snapshot.epoch,
         upstreamDownMs: () => 0,
+        upstreamSyncing: () => false,
       },
       telemetry: opts.telemetry,
       logger: this.#logger,

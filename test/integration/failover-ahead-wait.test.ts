@@ -7,6 +7,7 @@ import { startReplica } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import { call, convergedPorts, infoOf, num, writeKeys } from '../helpers/failover.js';
 import { encodeCommand } from '../../src/resp/writer.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 t.teardown(stopAll);
 
@@ -121,4 +122,46 @@ t.test('a replica too far ahead gets a full sync after ahead-wait (at once with 
   const yAfter = await infoOf(y.port, 'stats');
   t.equal(num(yAfter, 'sync_partial_err') - num(yBefore, 'sync_partial_err'), 2, 'two refusals: the other replid, then the held one');
   t.equal(num(yAfter, 'sync_full') - num(yBefore, 'sync_full'), 2);
+});
+
+t.test('a replica ahead of a relay receiving a full sync waits for the new history instead of getting the old one', async (t) => {
+  // M's backlog is small, so the relay, cut off while M writes, must full-sync when it reconnects.
+  const m = await startRedis({ args: ['--repl-backlog-size', '16kb', '--repl-ping-replica-period', '3600'] });
+  await writeKeys(m.port, 'first');
+  const proxy = await TcpProxy.start(m.port);
+  t.teardown(() => proxy.close());
+  const wait = { 'ahead-wait': '1s' };
+  const y = await startRelay({ upstream: { host: '127.0.0.1', port: proxy.port, 'backoff-min': '50ms', 'backoff-max': '200ms' }, replication: wait });
+  // z, linked to M directly, tells the time without a stopwatch: its ahead-wait runs out like y's would.
+  const z = await startRelay({ upstream: { host: '127.0.0.1', port: m.port }, replication: wait });
+  t.teardown(() => Promise.all([y.stop(), z.stop()]));
+  for (const r of [y, z]) {
+    await waitFor(async () => (await infoOf(r.port))['master_link_status'] === 'up', { what: 'relay linked' });
+  }
+
+  // y loses its link; its reconnect waits on M's +PONG (held) while M writes past its backlog.
+  proxy.hold();
+  proxy.cut();
+  await waitFor(async () => (await infoOf(y.port))['master_link_status'] === 'down', { what: 'y sees its link cut' });
+  await writeKeys(m.port, 'gap', 2000);
+  const mi = await infoOf(m.port);
+  const mOffset = num(mi, 'master_repl_offset');
+  // M answers y's PSYNC with +FULLRESYNC; the RDB after it stays in the proxy: y is receiving a full sync.
+  proxy.release('+FULLRESYNC');
+  await waitFor(async () => (await infoOf(y.port))['master_sync_in_progress'] === '1', { what: 'y receives a full sync' });
+
+  // A replica that followed M directly asks y for M's offset, which y's old history lacks.
+  const held = await psync(y.port, mi['master_replid']!, mOffset + 1, 1001);
+  await waitFor(async () => /state=wait_bgsave/.test(await replicaLine(y.port, 1001)), { what: 'y holds the PSYNC' });
+  // Two ahead-waits run out on z, one after the other: y's for the held PSYNC has run out too by then.
+  for (const tag of [1002, 1003]) {
+    const control = await psync(z.port, mi['master_replid']!, mOffset + 100_000, tag);
+    t.match(await control.reply, /^\+FULLRESYNC/, `z full-syncs PSYNC ${tag} once its ahead-wait is over`);
+  }
+  t.notOk(held.answered(), 'y still holds the PSYNC while its full sync arrives');
+  t.equal(num(await infoOf(y.port, 'stats'), 'sync_full'), 0, 'y sent no snapshot of the history it is replacing');
+
+  proxy.release();
+  t.equal(await held.reply, `+CONTINUE ${mi['master_replid']}`, "continued at the new history's first byte: M's snapshot holds it all");
+  t.equal(num(await infoOf(y.port), 'master_repl_offset'), mOffset, "y's new history starts at M's offset");
 });
