@@ -33,7 +33,7 @@ export interface ReplicationSource {
   epoch(): number;
   /** How long the upstream has been out of reach (ms): 0 while it streams or sends a snapshot. */
   upstreamDownMs(): number;
-  /** The upstream is sending the relay a full sync: a newer history than the one held is on its way. */
+  /** The upstream is sending the relay a full sync, or waits for the disk to take one: the history held is stale. */
   upstreamSyncing(): boolean;
 }
 
@@ -244,8 +244,8 @@ export class DownstreamReplication {
       // Our ids may have shifted while it waited (upstream continued us under a new id): its id is then our
       // replid2, still ours up to second_repl_offset.
       const stillOurs = ids.accepts(w.replid, w.offset) && w.offset >= log.firstOffset;
-      // While the upstream sends us a full sync, the history held is about to be replaced by a newer one: a full
-      // sync now would hand the replica data older than its own (and a second full sync at the commit).
+      // While the upstream sends us a full sync (or one waits for the disk), the history held is to be replaced by a
+      // newer one: a full sync now would hand the replica data older than its own, and a second at the commit.
       const expired = expire && now >= w.deadline && !this.#opts.source.upstreamSyncing();
       if (stillOurs && !log.holds(w.offset) && !expired) continue;
       this.#ahead.delete(session);

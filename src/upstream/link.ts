@@ -189,6 +189,14 @@ export class UpstreamLink extends EventEmitter {
     return this.#room.refusedBy;
   }
 
+  /**
+   * The upstream is sending a full sync, or sent one the disk could not take and the next waits for the disk: the
+   * history held is stale, and a newer one comes when this one commits.
+   */
+  get fullSyncPending(): boolean {
+    return this.#state === LinkState.Transfer || this.#room.waiting;
+  }
+
   get state(): LinkState {
     return this.#state;
   }

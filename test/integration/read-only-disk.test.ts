@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startRedis, stopAll } from '../helpers/redis-server.js';
+import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.js';
 import { logsOnFailure, startRelayProcess, type RelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
 import { replicaOf, waitConverged, stat } from '../helpers/replication.js';
@@ -71,7 +71,11 @@ t.test('a relay killed, then started on a read-only data directory, starts and c
 });
 
 /** A relay on a 128 MiB tmpfs, crashed after a load with its replica online, its filesystem then remounted read-only. */
-async function onReadOnlyDisk(t: Test, masterArgs: string[], yaml: string): Promise<{ m: RedisClient; masterPort: number; fs: string; args: string[]; port: number; r: RedisClient }> {
+async function onReadOnlyDisk(
+  t: Test,
+  masterArgs: string[],
+  yaml: string,
+): Promise<{ m: RedisClient; masterPort: number; fs: string; args: string[]; port: number; replica: RedisServer; r: RedisClient }> {
   const master = await startRedis({ args: masterArgs });
   const m = await master.client();
   t.teardown(() => m.close());
@@ -84,7 +88,7 @@ async function onReadOnlyDisk(t: Test, masterArgs: string[], yaml: string): Prom
   const { replica, r } = await crashAfterLoad(t, args, port, m, () => benchmarkLoad(master.port, 5000, 100, 1000));
   t.teardown(() => replica.stop());
   execFileSync('mount', ['-o', 'remount,ro', fs]);
-  return { m, masterPort: master.port, fs, args, port, r };
+  return { m, masterPort: master.port, fs, args, port, replica, r };
 }
 
 /** The relay started with `args` (its logs printed if the test fails), and a client of it. */
@@ -115,20 +119,38 @@ t.test('a read-only data directory: a replica that needs a full sync is served a
   t.equal((await x.info('replication'))['relay_snapshot_disk_refused'], 'EROFS', 'INFO names the refusing disk');
 });
 
-t.test('a read-only data directory: a relay that needs its own full sync from upstream tries once, then waits for the disk to take writes', async (t) => {
-  const yaml = 'log:\n  memory: 1mb\n  disk: 64mb\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n';
-  const { m, masterPort, fs, args, port, r } = await onReadOnlyDisk(t, ['--repl-backlog-size', '1mb'], yaml);
-  // The master's backlog moves past the relay while it is down: the next PSYNC is answered with a full sync.
+t.test('a read-only data directory: a relay that needs its own full sync from upstream tries once, then waits for the disk to take writes; a replica ahead of it waits too', async (t) => {
+  const yaml = 'log:\n  memory: 1mb\n  disk: 64mb\nreplication:\n  ahead-wait: 1s\nweb:\n  port: 0\nupstream:\n  backoff-min: 50ms\n  backoff-max: 300ms\n';
+  const { m, masterPort, fs, args, port, replica, r } = await onReadOnlyDisk(t, ['--repl-backlog-size', '1mb'], yaml);
+  // While the relay is down its replica follows the master directly (a partial resync), and the master's backlog
+  // moves past the relay: the relay's next PSYNC is answered with a full sync; the replica is ahead of the relay.
+  await r.call('REPLICAOF', '127.0.0.1', String(masterPort));
   await benchmarkLoad(masterPort, 10000, 1000);
+  await waitConverged(m, [r], 'the replica follows the master directly');
+  const ahead = stat(await r.info('replication'), 'master_repl_offset');
   const forks = stat(await m.info('stats'), 'total_forks');
   const { relay, x } = await relayOn(t, args, port);
   await waitFor(async () => (await x.info('replication'))['relay_snapshot_disk_refused'] === 'EROFS' || undefined, { what: 'the full sync refused by the disk' });
   await waitFor(() => relay.logs().includes('waiting for the disk to take writes') || undefined, { what: 'the link waiting' });
-  // Link down for many of its reconnect delays (50-300 ms): each one was another fork before.
-  await waitFor(async () => Number((await x.info('replication'))['master_link_down_since_seconds']) >= 3 || undefined, { what: 'the link down for 3 s' });
+
+  // The replica comes back, ahead of the relay's stale history: held (not sent that history's older snapshot).
+  const movedAt = replica.logs().length;
+  await r.call('REPLICAOF', '127.0.0.1', String(port));
+  await waitFor(async () => /state=wait_bgsave/.test((await x.info('replication'))['slave0'] ?? '') || undefined, { what: 'the relay holds the replica' });
+  const heldAt = Number((await x.info('replication'))['master_link_down_since_seconds']);
+  // Link down for many of its reconnect delays (50-300 ms): each one was another fork before. The replica's
+  // ahead-wait (1 s) has run out meanwhile.
+  await waitFor(async () => Number((await x.info('replication'))['master_link_down_since_seconds']) >= heldAt + 3 || undefined, { what: 'the link down 3 s more' });
+  t.match((await x.info('replication'))['slave0'], /state=wait_bgsave/, 'the replica ahead of the relay is still held');
+  t.equal(stat(await x.info('stats'), 'sync_full'), 0, 'no full sync of the stale history');
   t.equal(stat(await m.info('stats'), 'total_forks') - forks, 1, 'one master fork: the full sync the disk refused');
   execFileSync('mount', ['-o', 'remount,rw', fs]);
   await m.call('SET', 'after-the-disk-came-back', '1');
   await waitConverged(m, [r], 'the replica converges once the disk takes writes', 30_000);
-  t.match(relay.logs(), /the disk takes writes again: connecting/);
+  t.match(relay.logs(), /the disk takes writes again: connecting/, 'the link connects once the disk takes writes');
+  const resynced = [...replica.logs().slice(movedAt).matchAll(/Full resync from master: [0-9a-f]{40}:(\d+)/g)].map((x) => Number(x[1]));
+  t.ok(
+    resynced.every((offset) => offset >= ahead),
+    `every full sync of the replica after it came back starts at or past its offset ${ahead}: ${resynced.join(', ') || 'none'}`,
+  );
 });
