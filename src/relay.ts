@@ -467,7 +467,7 @@ export class Relay {
       needSnapshot: (from) => this.#refresher.request(from),
       epoch: () => this.#history.epoch,
       upstreamDownMs: () => this.#status.upstreamDownMs(),
-      upstreamSyncing: () => this.#link.fullSyncPending,
+      upstreamFullSync: () => this.#link.fullSyncPending,
     };
   }
 

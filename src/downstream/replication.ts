@@ -13,6 +13,7 @@ import { clip } from '../util/text.js';
 import { errorReply } from '../resp/writer.js';
 import { FullSyncRetries } from './full-sync-retries.js';
 import { LogLimiter } from '../util/log-limiter.js';
+import type { FullSyncPending } from '../upstream/link.js';
 
 /** What the master side needs from the relay's backlog. */
 export interface ReplicationSource {
@@ -33,8 +34,11 @@ export interface ReplicationSource {
   epoch(): number;
   /** How long the upstream has been out of reach (ms): 0 while it streams or sends a snapshot. */
   upstreamDownMs(): number;
-  /** The upstream is sending the relay a full sync, or waits for the disk to take one: the history held is stale. */
-  upstreamSyncing(): boolean;
+  /**
+   * The relay's own full sync from upstream, on its way or waiting for the disk to take it: the history held is stale.
+   * Null when none.
+   */
+  upstreamFullSync(): FullSyncPending | null;
 }
 
 export interface DownstreamOptions {
@@ -246,7 +250,7 @@ export class DownstreamReplication {
       const stillOurs = ids.accepts(w.replid, w.offset) && w.offset >= log.firstOffset;
       // While the upstream sends us a full sync (or one waits for the disk), the history held is to be replaced by a
       // newer one: a full sync now would hand the replica data older than its own, and a second at the commit.
-      const expired = expire && now >= w.deadline && !this.#opts.source.upstreamSyncing();
+      const expired = expire && now >= w.deadline && this.#opts.source.upstreamFullSync() === null;
       if (stillOurs && !log.holds(w.offset) && !expired) continue;
       this.#ahead.delete(session);
       if (stillOurs && this.#tryContinue(w.client, session, w.replid, w.offset)) continue;
@@ -304,6 +308,9 @@ export class DownstreamReplication {
         continue;
       }
       if (inc) continue; // it waits for the new history's snapshot
+      // The upstream has answered the relay's PSYNC with a full sync and not sent its RDB yet (the master is forking):
+      // the held history is about to be replaced, and a replica served from it now full-syncs again at the commit.
+      if (src.upstreamFullSync() === 'arriving') continue;
       snap ??= src.usableSnapshot();
       if (!snap) {
         const mem = this.#memorySnapshot();

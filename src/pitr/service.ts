@@ -224,7 +224,7 @@ class PitrListener {
         needSnapshot: () => {},
         epoch: () => plan.snapshot.epoch,
         upstreamDownMs: () => 0,
-        upstreamSyncing: () => false,
+        upstreamFullSync: () => null,
       },
       telemetry: opts.telemetry,
       logger: this.#logger,

@@ -54,6 +54,7 @@ export const LinkState = {
   Stopped: 'stopped',
 } as const;
 export type LinkState = (typeof LinkState)[keyof typeof LinkState];
+export type FullSyncPending = 'arriving' | 'waiting-for-disk';
 
 const LINK_TRANSITIONS: Transitions<LinkState> = {
   // backoff from none or stopped: started while a full sync still waits for room on the disk (from before a restart).
@@ -190,11 +191,12 @@ export class UpstreamLink extends EventEmitter {
   }
 
   /**
-   * The upstream is sending a full sync, or sent one the disk could not take and the next waits for the disk: the
-   * history held is stale, and a newer one comes when this one commits.
+   * A full sync from upstream on its way (`arriving`), or one the disk could not take, the next waiting for the disk
+   * (`waiting-for-disk`): the history held is stale, a newer one comes when it commits. Null when none.
    */
-  get fullSyncPending(): boolean {
-    return this.#state === LinkState.Transfer || this.#room.waiting;
+  get fullSyncPending(): FullSyncPending | null {
+    if (this.#state === LinkState.Transfer) return 'arriving';
+    return this.#room.waiting ? 'waiting-for-disk' : null;
   }
 
   get state(): LinkState {

@@ -124,7 +124,7 @@ t.test('a replica too far ahead gets a full sync after ahead-wait (at once with 
   t.equal(num(yAfter, 'sync_full') - num(yBefore, 'sync_full'), 2);
 });
 
-t.test('a replica ahead of a relay receiving a full sync waits for the new history instead of getting the old one', async (t) => {
+t.test('replicas asking a relay that is receiving a full sync wait for the new history instead of getting the old one', async (t) => {
   // M's backlog is small, so the relay, cut off while M writes, must full-sync when it reconnects.
   const m = await startRedis({ args: ['--repl-backlog-size', '16kb', '--repl-ping-replica-period', '3600'] });
   await writeKeys(m.port, 'first');
@@ -153,15 +153,19 @@ t.test('a replica ahead of a relay receiving a full sync waits for the new histo
   // A replica that followed M directly asks y for M's offset, which y's old history lacks.
   const held = await psync(y.port, mi['master_replid']!, mOffset + 1, 1001);
   await waitFor(async () => /state=wait_bgsave/.test(await replicaLine(y.port, 1001)), { what: 'y holds the PSYNC' });
+  // A new replica asks too: it waits for the new history's snapshot rather than take the old one.
+  const fresh = await psync(y.port, '?', -1, 1004);
   // Two ahead-waits run out on z, one after the other: y's for the held PSYNC has run out too by then.
   for (const tag of [1002, 1003]) {
     const control = await psync(z.port, mi['master_replid']!, mOffset + 100_000, tag);
     t.match(await control.reply, /^\+FULLRESYNC/, `z full-syncs PSYNC ${tag} once its ahead-wait is over`);
   }
   t.notOk(held.answered(), 'y still holds the PSYNC while its full sync arrives');
-  t.equal(num(await infoOf(y.port, 'stats'), 'sync_full'), 0, 'y sent no snapshot of the history it is replacing');
+  t.notOk(fresh.answered(), "the new replica is not sent the old history's snapshot");
+  t.equal(num(await infoOf(y.port, 'stats'), 'sync_full'), 1, "one full sync counted, the new replica's: the held PSYNC is undecided");
 
   proxy.release();
   t.equal(await held.reply, `+CONTINUE ${mi['master_replid']}`, "continued at the new history's first byte: M's snapshot holds it all");
   t.equal(num(await infoOf(y.port), 'master_repl_offset'), mOffset, "y's new history starts at M's offset");
+  t.equal(await fresh.reply, `+FULLRESYNC ${mi['master_replid']} ${mOffset}`, 'the new replica gets the new history, as it arrives');
 });
