@@ -577,7 +577,8 @@ export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[])
   const spec = COMMANDS[name];
   if (spec) c.lastCommand = name;
   if (!c.authenticated && !spec?.noAuth) {
-    c.reply(errorReply('NOAUTH Authentication required.'));
+    // Redis answers an EXEC it rejects with EXECABORT and the reason.
+    c.reply(errorReply(name === 'exec' ? 'EXECABORT Transaction discarded because of: NOAUTH Authentication required.' : 'NOAUTH Authentication required.'));
     return;
   }
   const denied = permissionError(c, name, spec, args);
@@ -591,7 +592,9 @@ export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[])
       errorReply(`ERR Can't execute '${clip(name)}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context`),
     );
   }
-  if (c.multi && name !== 'exec' && name !== 'discard' && name !== 'multi' && name !== 'quit') return queue(c, name, spec, args);
+  // RESET runs at once, as in Redis, and leaves the transaction: queued, it logged the client out inside EXEC and
+  // the rest of the transaction ran as the default user (admin) without a password.
+  if (c.multi && name !== 'exec' && name !== 'discard' && name !== 'multi' && name !== 'quit' && name !== 'reset') return queue(c, name, spec, args);
   if (name === 'exec') return exec(host, c);
   const err = checkCommand(name, spec, args);
   if (err) return c.reply(errorReply(err));
@@ -664,9 +667,14 @@ function exec(host: CommandHost, c: ClientConnection): void {
     for (const args of queued) {
       // Checked again at EXEC, as Redis does: an AUTH queued earlier in the transaction may have changed the user.
       const name = lower(args[0]);
-      const denied = permissionError(c, name, COMMANDS[name], args);
-      if (denied) refuse(c, denied);
-      else COMMANDS[name]!.handler(host, c, args);
+      const spec = COMMANDS[name]!;
+      // A queued command logged the client out (none does now): nothing after it runs as the default user.
+      if (!c.authenticated && !spec.noAuth) c.reply(errorReply('NOAUTH Authentication required.'));
+      else {
+        const denied = permissionError(c, name, spec, args);
+        if (denied) refuse(c, denied);
+        else spec.handler(host, c, args);
+      }
     }
   });
   c.reply(arrayReply(replies));

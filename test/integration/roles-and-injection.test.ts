@@ -87,6 +87,23 @@ t.test('sentinel role: what Sentinel sends, pub/sub on its hello channel only; n
   t.match(await sub.call('SUBSCRIBE', '__sentinel__:hello'), [Buffer.from('subscribe'), Buffer.from('__sentinel__:hello'), 1]);
 });
 
+t.test('RESET inside MULTI logs the client out at once, as in Redis: nothing after it runs as the default user', async (t) => {
+  const { client } = await startLoggedRelay(t, { listen: { users: USERS } });
+  const s = await client();
+  t.equal(await s.call('AUTH', 'sentinel', 'sentinel-pw'), 'OK');
+  const replies = await s.pipeline([['MULTI'], ['PING'], ['RESET'], ['CLIENT', 'LIST'], ['CONFIG', 'RESETSTAT'], ['EXEC']]);
+  t.strictSame(replies.slice(0, 3), ['OK', 'QUEUED', 'RESET'], 'RESET is not queued: it ends the transaction');
+  t.match(
+    replies.slice(3),
+    [
+      { message: 'NOAUTH Authentication required.' },
+      { message: 'NOAUTH Authentication required.' },
+      { message: 'EXECABORT Transaction discarded because of: NOAUTH Authentication required.' },
+    ],
+    'after RESET the client is logged out: CLIENT LIST, CONFIG RESETSTAT and EXEC are refused',
+  );
+});
+
 t.test('a real Sentinel logged in with the sentinel role fails the relay over to the promoted replica', async (t) => {
   const master = await startRedis({ args: QUIET_MASTER_ARGS });
   const r = await startReplica(master.port, CANDIDATE_ARGS);
