@@ -37,7 +37,7 @@ type ReqType = (typeof ReqType)[keyof typeof ReqType];
  * a client that works against Redis works against us.
  */
 export class RequestParser {
-  readonly #buf = new ChunkList();
+  #buf = new ChunkList();
   readonly #maxBulkLen: number;
   readonly #maxQueryBuffer: number;
   readonly #maxMultibulkLen: number;
@@ -59,6 +59,15 @@ export class RequestParser {
 
   push(chunk: Buffer): void {
     this.#buf.push(chunk);
+  }
+
+  /** Drops everything pushed and not returned: the client is closing, its unfinished input goes now, not with it. */
+  discard(): void {
+    this.#buf = new ChunkList();
+    this.#args = [];
+    this.#multibulkLen = 0;
+    this.#bulkLen = -1;
+    this.#reqType = ReqType.Unknown;
   }
 
   /** Bytes pushed and not yet returned as part of a command (the unfinished command's bytes included). */

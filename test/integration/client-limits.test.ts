@@ -75,6 +75,21 @@ t.test('listen.max-clients-memory: the client holding the most is closed with an
   t.equal(await bystander.callString('PING'), 'PONG', 'the other client is untouched');
 });
 
+t.test('a client evicted at listen.max-clients-memory holds none of its input once closed', async (t) => {
+  const { port } = await relay(t, { 'max-clients-memory': '16mb' });
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  gc();
+  const before = process.memoryUsage().arrayBuffers;
+  const hog = await rawConnect(port, '127.0.0.1', { send: '*2\r\n$4\r\nECHO\r\n$100000000\r\n' });
+  const sent = await floodUntilClosed(hog.socket, Buffer.alloc(256 * 1024, 120), 64 * 1024 * 1024);
+  t.ok(sent > 16 * 1024 * 1024, `evicted after ${(sent / 1048576).toFixed(0)} MB`);
+  gc();
+  const held = process.memoryUsage().arrayBuffers - before;
+  // An evicted client that reconnects at once starts a new buffer: the old one must be garbage already.
+  t.ok(held < 4 * 1024 * 1024, `${(held / 1048576).toFixed(1)} MB of buffers held after the eviction`);
+});
+
 t.test('a client that never reads its replies is closed at listen.max-clients-memory, before AUTH too', async (t) => {
   const { port, logged, client } = await relay(t, { password: 'pw', 'max-clients-memory': '2mb' });
   const reader = await client();
