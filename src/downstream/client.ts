@@ -108,6 +108,8 @@ export class ClientConnection implements MemoryUser {
   /** Commands run and bytes read since the last yield. */
   #turnCommands = 0;
   #turnBytes = 0;
+  /** The budget cut it off last time with input left (turn-budget.ts): it waits behind the light clients. */
+  #heavy = false;
   #handshakeTimer: NodeJS.Timeout | null = null;
   /** Destroys a closing socket the peer has not closed within 5 s (#destroySoon). */
   #closeTimer: NodeJS.Timeout | null = null;
@@ -277,7 +279,10 @@ export class ClientConnection implements MemoryUser {
     this.#parser.push(chunk);
     this.#turnBytes += chunk.length;
     this.#process();
-    if (this.#turnBytes >= BYTES_PER_TURN) this.#yield();
+    if (this.#turnBytes >= BYTES_PER_TURN) {
+      this.#heavy = true;
+      this.#yield();
+    }
   }
 
   /**
@@ -304,8 +309,12 @@ export class ClientConnection implements MemoryUser {
             return;
           }
         }
-        if (!args) break;
-        if (first && !owed && this.#turn.mustWait()) {
+        if (!args) {
+          // It ran to the end of its input: a light client (turn-budget.ts).
+          if (!first) this.#heavy = false;
+          break;
+        }
+        if (first && !owed && this.#turn.mustWait(this.#heavy)) {
           // The turn's time is spent, or other clients wait for it: this command waits behind them.
           this.#waiting = args;
           this.#yield();
@@ -324,7 +333,11 @@ export class ClientConnection implements MemoryUser {
           this.reply(errorReply('ERR internal error'));
         }
         if (this.#closing) return;
-        if (++this.#turnCommands >= COMMANDS_PER_TURN || this.#turn.spent()) this.#yield();
+        if (++this.#turnCommands >= COMMANDS_PER_TURN || this.#turn.spent()) {
+          // Cut off by the budget with input left: a heavy client, behind the others next time.
+          this.#heavy = this.#parser.buffered > 0;
+          this.#yield();
+        }
       }
     } finally {
       this.#flushBatch();
@@ -348,7 +361,7 @@ export class ClientConnection implements MemoryUser {
       if (this.#closing || this.socket.destroyed) return;
       this.socket.resume();
       this.#process(true);
-    });
+    }, this.#heavy);
   }
 
   /** The command being run replies when `work` settles; the client's next commands wait for it. */

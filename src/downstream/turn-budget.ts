@@ -9,13 +9,21 @@ import { performance } from 'node:perf_hooks';
  * order they came, the first of them at least one command, so the line always moves; one that reads while others
  * wait goes behind them. Ten thousand clients sending a command at the same moment used to run one command each in
  * one turn (half a second and more, the stream held all that time).
+ *
+ * Two lines: a client the budget cut off last time, with input left (heavy: a pipelined flood), waits behind the
+ * others; one that ran to the end of its input (light: a PING now and then, a pipeline of a few commands) runs while
+ * the turn has time, before the heavy ones, and waits in a line of its own served first. With one line, a client
+ * pipelining a PING every 20 ms behind 32 clients flooding INFO got one read's worth of commands per round of the
+ * line and fell seconds behind.
  */
 export class TurnBudget {
   readonly #ms: number;
   readonly #now: () => number;
   /** When this turn's first client command started; -1 = none yet this turn. */
   #start = -1;
-  /** Clients waiting for time, oldest first, from #head. */
+  /** Clients waiting for time, oldest first, from their head: light ones, and heavy ones (see above). */
+  #light: (() => void)[] = [];
+  #lightHead = 0;
   #line: (() => void)[] = [];
   #head = 0;
   #scheduled = false;
@@ -40,45 +48,66 @@ export class TurnBudget {
     return this.#start >= 0 && this.#now() - this.#start >= this.#ms;
   }
 
-  /** Whether a client with commands to run must go behind others: the time is spent, or others wait for it. */
-  mustWait(): boolean {
-    return this.#head < this.#line.length || this.spent();
+  /**
+   * Whether a client with commands to run must go behind others: the time is spent, or others wait for it (any,
+   * for a heavy client; light ones, for a light client).
+   */
+  mustWait(heavy = true): boolean {
+    return this.spent() || this.#lightHead < this.#light.length || (heavy && this.#head < this.#line.length);
   }
 
-  /** Runs `resume` at a later turn, after the clients that waited before it, when that turn has time left. */
-  wait(resume: () => void): void {
-    this.#line.push(resume);
+  /** Runs `resume` at a later turn, after the clients that waited before it in its line, when that turn has time left. */
+  wait(resume: () => void, heavy = true): void {
+    if (heavy) this.#line.push(resume);
+    else this.#light.push(resume);
     if (this.#scheduled) return;
     this.#scheduled = true;
     setImmediate(() => this.#serve());
   }
 
   #serve(): void {
-    // Stays scheduled while it serves: a client that runs out of time again goes to the end of the line.
+    // Stays scheduled while it serves: a client that runs out of time again goes to the end of a line.
     this.#start = -1;
     this.begin();
-    // The first in line runs whatever the time: the line moves at every turn. One that runs out again (time, or
-    // its own count of commands) joins the end, for a later turn.
-    const end = this.#line.length;
+    // Light clients first, then heavy ones. The first of each line runs whatever the time: both lines move at every
+    // turn. One that runs out again (time, or its own count of commands) joins the end of one, for a later turn.
+    const lightEnd = this.#light.length;
     let first = true;
+    while (this.#lightHead < lightEnd && (first || !this.spent())) {
+      first = false;
+      const resume = this.#light[this.#lightHead]!;
+      this.#light[this.#lightHead++] = noop;
+      resume();
+    }
+    const end = this.#line.length;
+    first = true;
     while (this.#head < end && (first || !this.spent())) {
       first = false;
       const resume = this.#line[this.#head]!;
       this.#line[this.#head++] = noop;
       resume();
     }
-    if (this.#head >= this.#line.length) {
-      this.#line = [];
-      this.#head = 0;
+    this.#lightHead = compact(this.#light, this.#lightHead, (l) => (this.#light = l));
+    this.#head = compact(this.#line, this.#head, (l) => (this.#line = l));
+    if (this.#lightHead >= this.#light.length && this.#head >= this.#line.length) {
       this.#scheduled = false;
       return;
     }
-    if (this.#head > 1024 && this.#head * 2 > this.#line.length) {
-      this.#line = this.#line.slice(this.#head);
-      this.#head = 0;
-    }
     setImmediate(() => this.#serve());
   }
+}
+
+/** A line's new head: emptied once all served, its served front cut once it is most of it. */
+function compact(line: (() => void)[], head: number, set: (line: (() => void)[]) => void): number {
+  if (head >= line.length) {
+    set([]);
+    return 0;
+  }
+  if (head > 1024 && head * 2 > line.length) {
+    set(line.slice(head));
+    return 0;
+  }
+  return head;
 }
 
 const noop = (): void => {};

@@ -359,3 +359,54 @@ t.test("many clients' commands share the turn's time: past it a client runs noth
   t.ok(Math.max(...perTurn) <= 6, `no turn ran more than its 5 ms and one command (per turn: ${perTurn.join(' ')})`);
   t.strictSame(ran, [...ran].sort((a, b) => a - b), 'in the order the clients sent them');
 });
+
+t.test('a client that runs to the end of its input is not held behind clients flooding pipelines: it runs the turn after its read', async (t) => {
+  class PausingSocket extends StuckSocket {
+    override pause(): this {
+      return this;
+    }
+  }
+  let now = 0;
+  const budget = new TurnBudget(5, () => now);
+  const ran: number[] = [];
+  const clients = Array.from({ length: 6 }, (_, i) => {
+    const socket = new PausingSocket(1 << 30);
+    new ClientConnection(
+      socket as unknown as Socket,
+      logger,
+      new Telemetry('test'),
+      { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 },
+      {
+        dispatch: () => {
+          now += 1; // each command takes a millisecond
+          ran.push(i);
+        },
+        closed: () => undefined,
+        turn: budget,
+      },
+      false,
+    );
+    return socket;
+  });
+  const [light, ...flooders] = clients;
+  // Five clients pipeline far more than a turn's time each (INFO floods, in the audit).
+  for (const s of flooders) s.emit('data', Buffer.from('PING\r\n'.repeat(500)));
+  // Each has run once and been cut off by the budget (a new client is taken for a light one until then).
+  for (let i = 0; i < 10; i++) await turn();
+  t.strictSame(new Set(ran), new Set([1, 2, 3, 4, 5]), 'every flooding client has run');
+  const turnsWaited: number[] = [];
+  const floodedBefore = ran.length;
+  for (let k = 0; k < 10; k++) {
+    const before = ran.filter((i) => i === 0).length;
+    light!.emit('data', Buffer.from('PING\r\n'));
+    let turns = 0;
+    while (ran.filter((i) => i === 0).length === before && turns < 100) {
+      await turn();
+      turns++;
+    }
+    turnsWaited.push(turns);
+  }
+  t.ok(Math.max(...turnsWaited) <= 1, `the light client's PING ran within a turn of its read every time (turns waited: ${turnsWaited.join(' ')})`);
+  const flooded = ran.slice(floodedBefore).filter((i) => i !== 0);
+  t.ok(flooded.length >= 10, `the flooding clients went on meanwhile (${flooded.length} of their commands ran)`);
+});
