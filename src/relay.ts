@@ -449,6 +449,7 @@ export class Relay {
       onCommand: (fn) => this.onCommand(fn),
       usableSnapshot: () => history.usableSnapshot(),
       status: () => this.status(),
+      respSlotsFree: () => this.#server.freeSlots,
       pitr: this.pitr,
     };
   }

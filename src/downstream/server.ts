@@ -118,6 +118,11 @@ export class ReplicaServer {
     });
   }
 
+  /** listen.max-clients slots not taken: connections the RESP port may still accept. */
+  get freeSlots(): number {
+    return Math.max(0, this.#config.maxClients - this.#connections);
+  }
+
   /** Connections counted against listen.max-clients: clients, and TLS connections still in their handshake. */
   get #connections(): number {
     return this.#clients.size + this.#tlsRaw.size - this.#tlsClients;

@@ -7,12 +7,23 @@ import type { Logger } from '../log.js';
  * 10,000 (listen.max-clients' default), so it is done only near the limit.
  */
 export const FD_GUARD_INTERVAL_MS = 250;
+/**
+ * How often while the port has been closed in the last FAST_FOR_MS: connections reopened in a loop took the
+ * descriptors back within one 250 ms interval of the port listening again.
+ */
+export const FD_GUARD_FAST_MS = 25;
+const FAST_FOR_MS = 10_000;
 
 export interface FdGuardOptions {
   /** The open files limit (fd-limit.ts openFilesLimit); null: no guard. */
   readonly limit: number | null;
   /** Descriptors the relay keeps for its own files and links (fd-limit.ts RESERVED_FDS). */
   readonly reserve: number;
+  /**
+   * Descriptors promised to others and not open yet: the RESP port's free listen.max-clients slots. The web port's
+   * connections may not take them.
+   */
+  promised?: () => number;
   readonly logger: Logger;
   /** Stop accepting web connections (close the listening socket). */
   pause(): void;
@@ -72,6 +83,8 @@ export class FdGuard {
   readonly #closeSpare: (fd: number) => void;
   #spares: number[] = [];
   #timer: NodeJS.Timeout | null = null;
+  /** Counts come every FD_GUARD_FAST_MS until then (ms since the epoch): the port was closed lately. */
+  #fastUntil = 0;
   #paused = false;
 
   constructor(opts: FdGuardOptions) {
@@ -94,12 +107,11 @@ export class FdGuard {
   start(): void {
     if (this.#opts.limit === null || this.#timer) return;
     this.#takeSpares();
-    this.#timer = setInterval(() => this.check(), FD_GUARD_INTERVAL_MS);
-    this.#timer.unref();
+    this.#schedule();
   }
 
   stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
+    if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     this.#releaseSpares();
   }
@@ -110,22 +122,38 @@ export class FdGuard {
     if (limit === null) return;
     const high = limit - Math.ceil(reserve / 2);
     const low = limit - reserve;
-    const open = this.#count(high);
+    // The RESP port's free slots count as taken, up to a small margin (the spares, freed at the pause, are the
+    // relay's room then): slow web connections under an open files limit of 1024 took the descriptors of 535 of 600
+    // RESP clients listen.max-clients (796 there) had let in, closed at accept with no error.
+    const promised = this.#opts.promised?.() ?? 0;
+    const promisedHigh = limit - Math.ceil(reserve / 8) - promised;
+    const open = this.#count(Math.min(high, promisedHigh));
     if (open === null) return this.stop();
-    if (!this.#paused && open >= high) {
+    if (this.#paused) this.#fastUntil = Date.now() + FAST_FOR_MS;
+    if (!this.#paused && (open >= high || open >= promisedHigh)) {
       this.#paused = true;
+      this.#fastUntil = Date.now() + FAST_FOR_MS;
       this.#opts.pause();
       const freed = this.#releaseSpares();
       logger.warn(
-        { openFds: Number.isFinite(open) ? open : 'all', openFilesLimit: limit, reserved: reserve, freed },
-        'web port stops accepting connections: its connections are taking the descriptors the relay keeps for its files and links (spares freed for them); it accepts again once they are back under the reserve (raise the limit: ulimit -n, systemd LimitNOFILE=)',
+        { openFds: Number.isFinite(open) ? open : 'all', openFilesLimit: limit, reserved: reserve, promisedToClients: promised, freed },
+        'web port stops accepting connections: its connections are taking the descriptors the relay keeps for its files, links and RESP clients (spares freed for them); it accepts again once they are back under the reserve (raise the limit: ulimit -n, systemd LimitNOFILE=)',
       );
-    } else if (this.#paused && open + this.#want() - this.#spares.length <= low) {
+    } else if (this.#paused && open + this.#want() - this.#spares.length <= Math.min(low, promisedHigh - Math.floor(reserve / 2))) {
       this.#takeSpares();
       if (!this.#opts.resume()) return;
       this.#paused = false;
       logger.info({ openFds: open, openFilesLimit: limit }, 'web port accepts connections again');
     }
+  }
+
+  #schedule(): void {
+    const ms = Date.now() < this.#fastUntil ? FD_GUARD_FAST_MS : FD_GUARD_INTERVAL_MS;
+    this.#timer = setTimeout(() => {
+      this.check();
+      if (this.#timer) this.#schedule();
+    }, ms);
+    this.#timer.unref();
   }
 
   #want(): number {

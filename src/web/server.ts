@@ -29,6 +29,8 @@ export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSL
 /** What the web server reads from the relay (the relay hands it one, built from its history and status). */
 export interface WebSource extends StreamSource {
   status(): RelayStatus;
+  /** Descriptors the RESP port may still take (its free listen.max-clients slots): the web port leaves them. */
+  respSlotsFree?(): number;
   /** Point-in-time replicas (GET /history, POST /pitr, DELETE /pitr/<port>); null: not available on this relay. */
   readonly pitr: PitrApi | null;
 }
@@ -82,6 +84,7 @@ export class WebServer {
     this.#fds = new FdGuard({
       limit: openFilesLimit(),
       reserve: RESERVED_FDS,
+      promised: () => source.respSlotsFree?.() ?? 0,
       logger,
       pause: () => {
         if (this.#listenSocket) uWS.us_listen_socket_close(this.#listenSocket);

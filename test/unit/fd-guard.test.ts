@@ -7,13 +7,14 @@ import pino from 'pino';
 import { readdirSync } from 'node:fs';
 import { FdGuard, openFds } from '../../src/web/fd-guard.js';
 
-function guard(counts: number[], resumes: boolean[] = []) {
+function guard(counts: number[], resumes: boolean[] = [], opts: { limit?: number; promised?: () => number } = {}) {
   const calls: string[] = [];
   let next = 1000;
   const open = new Set<number>();
   const g = new FdGuard({
-    limit: 256,
+    limit: opts.limit ?? 256,
     reserve: 128,
+    ...(opts.promised && { promised: opts.promised }),
     logger: pino({ level: 'silent' }),
     count: () => (counts.length > 0 ? counts.shift()! : 0),
     pause: () => void calls.push('pause'),
@@ -75,4 +76,22 @@ t.test('the count is exact near the limit, and the descriptor table size (a boun
   const bound = openFds(Infinity)!;
   t.ok(bound >= counted, `the table size (${bound}) is no fewer`);
   t.equal(openFds(bound), counted, 'a table as large as asked about: counted exactly again');
+});
+
+t.test("the RESP port's free client slots are the web port's to leave: it closes once it would take them", async (t) => {
+  // An open files limit of 1024: listen.max-clients lowered to 796 (fd-limit.ts); 10 clients connected, 786 slots free.
+  const free = 786;
+  const { g, calls, open } = guard([150, 200, 222, 160, 94], [], { limit: 1024, promised: () => free });
+  g.start();
+  g.check();
+  g.check();
+  t.same(calls, [], '150 and 200 open (the clients, the relay, its spares, web connections): room for every free slot');
+  g.check();
+  t.same(calls, ['pause'], '222 open: with the 786 free slots, within 16 of the limit: the web port closes');
+  t.equal(open.size, 0, 'and the spares are freed');
+  g.check();
+  t.same(calls, ['pause'], '160 open: not yet back under the reserve with the spares taken again');
+  g.check();
+  t.same(calls, ['pause', 'resume'], '94 open (web connections gone): room for the spares and every free slot, with the reserve');
+  g.stop();
 });
