@@ -126,7 +126,8 @@ t.test('a replica too far ahead gets a full sync after ahead-wait (at once with 
 
 t.test('replicas asking a relay that is receiving a full sync wait for the new history instead of getting the old one', async (t) => {
   // M's backlog is small, so the relay, cut off while M writes, must full-sync when it reconnects.
-  const m = await startRedis({ args: ['--repl-backlog-size', '16kb', '--repl-ping-replica-period', '3600'] });
+  // No diskless delay: +FULLRESYNC comes as soon as the relay asks (a 5 s wait for more replicas before it, by default).
+  const m = await startRedis({ args: ['--repl-backlog-size', '16kb', '--repl-ping-replica-period', '3600', '--repl-diskless-sync-delay', '0'] });
   await writeKeys(m.port, 'first');
   const proxy = await TcpProxy.start(m.port);
   t.teardown(() => proxy.close());
