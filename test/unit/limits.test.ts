@@ -318,7 +318,11 @@ t.test("one client's input runs a turn at a time: past 128 commands or 64 KiB re
   t.notOk(blank.socket.paused);
 });
 
-t.test("many clients' commands share the turn's time: past it a client runs nothing until a later turn, and they run in order of arrival", async (t) => {
+/**
+ * `n` clients sharing a 5 ms turn budget on a clock of the test's, each command a millisecond of it; `ran` lists the
+ * client (its index) of each command run, in order. Their sockets never pause (what a turn runs is the budget's call).
+ */
+function budgetedClients(n: number): { clients: StuckSocket[]; ran: number[] } {
   class PausingSocket extends StuckSocket {
     override pause(): this {
       return this;
@@ -327,7 +331,7 @@ t.test("many clients' commands share the turn's time: past it a client runs noth
   let now = 0;
   const budget = new TurnBudget(5, () => now);
   const ran: number[] = [];
-  const clients = Array.from({ length: 50 }, (_, i) => {
+  const clients = Array.from({ length: n }, (_, i) => {
     const socket = new PausingSocket(1 << 30);
     new ClientConnection(
       socket as unknown as Socket,
@@ -336,7 +340,7 @@ t.test("many clients' commands share the turn's time: past it a client runs noth
       { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 },
       {
         dispatch: () => {
-          now += 1; // each command takes a millisecond
+          now += 1;
           ran.push(i);
         },
         closed: () => undefined,
@@ -346,6 +350,11 @@ t.test("many clients' commands share the turn's time: past it a client runs noth
     );
     return socket;
   });
+  return { clients, ran };
+}
+
+t.test("many clients' commands share the turn's time: past it a client runs nothing until a later turn, and they run in order of arrival", async (t) => {
+  const { clients, ran } = budgetedClients(50);
   // One turn's reads: every client sent one command at the same moment (10,000 clients did, in the audit).
   for (const s of clients) s.emit('data', Buffer.from('PING\r\n'));
   t.ok(ran.length <= 6, `${ran.length} of 50 commands ran in the turn of their reads: the 5 ms and at most one more`);
@@ -361,33 +370,7 @@ t.test("many clients' commands share the turn's time: past it a client runs noth
 });
 
 t.test('a client that runs to the end of its input is not held behind clients flooding pipelines: it runs the turn after its read', async (t) => {
-  class PausingSocket extends StuckSocket {
-    override pause(): this {
-      return this;
-    }
-  }
-  let now = 0;
-  const budget = new TurnBudget(5, () => now);
-  const ran: number[] = [];
-  const clients = Array.from({ length: 6 }, (_, i) => {
-    const socket = new PausingSocket(1 << 30);
-    new ClientConnection(
-      socket as unknown as Socket,
-      logger,
-      new Telemetry('test'),
-      { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 20 },
-      {
-        dispatch: () => {
-          now += 1; // each command takes a millisecond
-          ran.push(i);
-        },
-        closed: () => undefined,
-        turn: budget,
-      },
-      false,
-    );
-    return socket;
-  });
+  const { clients, ran } = budgetedClients(6);
   const [light, ...flooders] = clients;
   // Five clients pipeline far more than a turn's time each (INFO floods, in the audit).
   for (const s of flooders) s.emit('data', Buffer.from('PING\r\n'.repeat(500)));
