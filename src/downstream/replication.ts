@@ -181,7 +181,8 @@ export class DownstreamReplication {
     if (rdbFrom >= 0) {
       this.#rdbFrom.set(session, { epoch: this.#opts.source.epoch(), offset: rdbFrom });
       const newest = this.#opts.source.usableSnapshot()?.offset ?? -1;
-      if (newest < rdbFrom) logger.info({ rdbFrom, snapshotOffset: newest }, 'RDB-only sync waits for a snapshot as of its request: the newest held is older');
+      // Any client allowed SYNC can ask at will: the line is rate limited.
+      if (newest < rdbFrom) this.#warnings.info(logger, { rdbFrom, snapshotOffset: newest }, 'RDB-only sync waits for a snapshot as of its request: the newest held is older');
     }
 
     if (replid !== null && replid !== '?' && !rc.rdbOnly && !rc.rdbFilterEmpty) {

@@ -13,9 +13,10 @@ import { startRedis, stopAll, type RedisServer } from '../helpers/redis-server.j
 import { startRelay } from '../helpers/relay.js';
 import { digest, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
-import type { RedisClient } from '../helpers/redis-client.js';
 import { tempDir } from '../helpers/temp-dir.js';
 import { rawConnect } from '../helpers/raw.js';
+import { startLoggedRelay } from '../helpers/logged-relay.js';
+import { RedisClient } from '../helpers/redis-client.js';
 
 t.teardown(stopAll);
 
@@ -251,4 +252,20 @@ t.test('redis-cli --rdb whose fetch is abandoned (the stream outgrew log.refresh
   t.match(dump.output, /SYNC with (master|primary) failed: -ERR psync-relay could not fetch a snapshot as of now from its upstream \(log\.refresh-hold exceeded\)/);
   await own.client.close();
   await own.server.stop();
+});
+
+t.test('RDB-only requests waiting for a fresher snapshot log at most a burst of lines, however many clients ask at once', async (t) => {
+  const { port, lines } = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port } });
+  const x = await RedisClient.connect(port);
+  t.teardown(() => x.close());
+  await caughtUp(x, m, 'the relay holds a snapshot and the stream');
+  await writeKeys(m, 'loglines', 10);
+  await caughtUp(x, m, 'the relay holds the writes after its snapshot');
+  // What redis-cli --rdb sends: each is owed the data as of now, newer than the snapshot the relay holds.
+  const clients = await Promise.all(Array.from({ length: 100 }, () => rawConnect(port, '127.0.0.1', { send: 'REPLCONF rdb-only 1\r\nSYNC\r\n' })));
+  t.teardown(() => clients.forEach((c) => c.socket.destroy()));
+  // A plain SYNC is answered with the RDB's length line, no +FULLRESYNC.
+  await waitFor(() => clients.every((c) => /\+OK\r\n\$\d+\r\n/.test(c.received())) || undefined, { what: 'every client sent its RDB' });
+  const logged = lines.filter((l) => l['msg'] === 'RDB-only sync waits for a snapshot as of its request: the newest held is older').length;
+  t.ok(logged >= 1 && logged <= 10, `${logged} lines for 100 RDB-only requests`);
 });
