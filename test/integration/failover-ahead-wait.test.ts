@@ -133,8 +133,11 @@ t.test('replicas asking a relay that is receiving a full sync wait for the new h
   t.teardown(() => proxy.close());
   const wait = { 'ahead-wait': '1s' };
   const y = await startRelay({ upstream: { host: '127.0.0.1', port: proxy.port, 'backoff-min': '50ms', 'backoff-max': '200ms' }, replication: wait });
-  // z, linked to M directly, tells the time without a stopwatch: its ahead-wait runs out like y's would.
-  const z = await startRelay({ upstream: { host: '127.0.0.1', port: m.port }, replication: wait });
+  // z tells the time without a stopwatch: its ahead-wait runs out like y's would. It follows a master of its own: a
+  // replica of M slow to read would keep M's replication buffer, and so M's backlog, past its 16 KB (Redis 7), and M
+  // would then continue y instead of full-syncing it.
+  const other = await startRedis();
+  const z = await startRelay({ upstream: { host: '127.0.0.1', port: other.port }, replication: wait });
   t.teardown(() => Promise.all([y.stop(), z.stop()]));
   for (const r of [y, z]) {
     await waitFor(async () => (await infoOf(r.port))['master_link_status'] === 'up', { what: 'relay linked' });
@@ -157,8 +160,9 @@ t.test('replicas asking a relay that is receiving a full sync wait for the new h
   // A new replica asks too: it waits for the new history's snapshot rather than take the old one.
   const fresh = await psync(y.port, '?', -1, 1004);
   // Two ahead-waits run out on z, one after the other: y's for the held PSYNC has run out too by then.
+  const oi = await infoOf(other.port);
   for (const tag of [1002, 1003]) {
-    const control = await psync(z.port, mi['master_replid']!, mOffset + 100_000, tag);
+    const control = await psync(z.port, oi['master_replid']!, num(oi, 'master_repl_offset') + 100_000, tag);
     t.match(await control.reply, /^\+FULLRESYNC/, `z full-syncs PSYNC ${tag} once its ahead-wait is over`);
   }
   t.notOk(held.answered(), 'y still holds the PSYNC while its full sync arrives');
