@@ -21,20 +21,32 @@ export interface TestRelay {
  * `config` is YAML-shaped (kebab-case keys), merged over test defaults (`log.memory-prefault: false` among them). Logs go nowhere unless RELAY_TEST_LOG=level.
  */
 export async function startRelay(config: Record<string, unknown> = {}, dir?: string): Promise<TestRelay> {
-  const port = await freePort();
   const dataDir = dir ?? tempDir('psync-relay-test-');
-  const raw = {
-    dir: dataDir,
-    ...config,
-    listen: { port, ...(config['listen'] as object | undefined) },
-    web: { port: 0, ...(config['web'] as object | undefined) },
-    upstream: { 'backoff-min': '50ms', 'backoff-max': '500ms', ...(config['upstream'] as object | undefined) },
-    log: testLog(config['log'] as object | undefined),
-  };
-  const cfg = validateConfig(raw, null);
-  const level = (process.env['RELAY_TEST_LOG'] ?? 'silent') as 'silent';
-  const relay = new Relay(cfg, createLogger(level, level === 'silent' ? undefined : process.stderr));
-  await relay.start();
+  let web = config['web'] as Record<string, unknown> | undefined;
+  let relay: Relay;
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const raw = {
+      dir: dataDir,
+      ...config,
+      listen: { port, ...(config['listen'] as object | undefined) },
+      web: { port: 0, ...web },
+      upstream: { 'backoff-min': '50ms', 'backoff-max': '500ms', ...(config['upstream'] as object | undefined) },
+      log: testLog(config['log'] as object | undefined),
+    };
+    const cfg = validateConfig(raw, null);
+    const level = (process.env['RELAY_TEST_LOG'] ?? 'silent') as 'silent';
+    relay = new Relay(cfg, createLogger(level, level === 'silent' ? undefined : process.stderr));
+    try {
+      await relay.start();
+      break;
+    } catch (err) {
+      // A port from freePort() taken by another process before the relay bound it (freePort's contract: retry).
+      if (attempt >= 5 || !portTaken(err)) throw err;
+      await relay.close().catch(() => undefined);
+      if (typeof web?.['port'] === 'number' && web['port'] !== 0) web = { ...web, port: await freePort() };
+    }
+  }
   let stopped = false;
   return {
     relay,
@@ -47,6 +59,11 @@ export async function startRelay(config: Record<string, unknown> = {}, dir?: str
       await relay.close();
     },
   };
+}
+
+function portTaken(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | null;
+  return e?.code === 'RELAY_ERR_WEB_LISTEN' || e?.code === 'EADDRINUSE' || /EADDRINUSE/.test(e?.message ?? '');
 }
 
 /** The published snapshot files in a relay's data dir (snapshot-<epoch>-<replid>-<offset>.rdb), oldest first. */
