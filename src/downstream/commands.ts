@@ -667,14 +667,9 @@ function exec(host: CommandHost, c: ClientConnection): void {
     for (const args of queued) {
       // Checked again at EXEC, as Redis does: an AUTH queued earlier in the transaction may have changed the user.
       const name = lower(args[0]);
-      const spec = COMMANDS[name]!;
-      // A queued command logged the client out (none does now): nothing after it runs as the default user.
-      if (!c.authenticated && !spec.noAuth) c.reply(errorReply('NOAUTH Authentication required.'));
-      else {
-        const denied = permissionError(c, name, spec, args);
-        if (denied) refuse(c, denied);
-        else spec.handler(host, c, args);
-      }
+      const denied = permissionError(c, name, COMMANDS[name], args);
+      if (denied) refuse(c, denied);
+      else COMMANDS[name]!.handler(host, c, args);
     }
   });
   c.reply(arrayReply(replies));

@@ -21,11 +21,9 @@ export class TurnBudget {
   readonly #now: () => number;
   /** When this turn's first client command started; -1 = none yet this turn. */
   #start = -1;
-  /** Clients waiting for time, oldest first, from their head: light ones, and heavy ones (see above). */
-  #light: (() => void)[] = [];
-  #lightHead = 0;
-  #line: (() => void)[] = [];
-  #head = 0;
+  /** Clients waiting for time: light ones, and heavy ones (see above). */
+  readonly #light = new Line();
+  readonly #heavy = new Line();
   #scheduled = false;
 
   constructor(ms: number, now: () => number = () => performance.now()) {
@@ -53,13 +51,12 @@ export class TurnBudget {
    * for a heavy client; light ones, for a light client).
    */
   mustWait(heavy = true): boolean {
-    return this.spent() || this.#lightHead < this.#light.length || (heavy && this.#head < this.#line.length);
+    return this.spent() || this.#light.waiting || (heavy && this.#heavy.waiting);
   }
 
   /** Runs `resume` at a later turn, after the clients that waited before it in its line, when that turn has time left. */
   wait(resume: () => void, heavy = true): void {
-    if (heavy) this.#line.push(resume);
-    else this.#light.push(resume);
+    (heavy ? this.#heavy : this.#light).push(resume);
     if (this.#scheduled) return;
     this.#scheduled = true;
     setImmediate(() => this.#serve());
@@ -71,25 +68,9 @@ export class TurnBudget {
     this.begin();
     // Light clients first, then heavy ones. The first of each line runs whatever the time: both lines move at every
     // turn. One that runs out again (time, or its own count of commands) joins the end of one, for a later turn.
-    const lightEnd = this.#light.length;
-    let first = true;
-    while (this.#lightHead < lightEnd && (first || !this.spent())) {
-      first = false;
-      const resume = this.#light[this.#lightHead]!;
-      this.#light[this.#lightHead++] = noop;
-      resume();
-    }
-    const end = this.#line.length;
-    first = true;
-    while (this.#head < end && (first || !this.spent())) {
-      first = false;
-      const resume = this.#line[this.#head]!;
-      this.#line[this.#head++] = noop;
-      resume();
-    }
-    this.#lightHead = compact(this.#light, this.#lightHead, (l) => (this.#light = l));
-    this.#head = compact(this.#line, this.#head, (l) => (this.#line = l));
-    if (this.#lightHead >= this.#light.length && this.#head >= this.#line.length) {
+    this.#light.serve(() => this.spent());
+    this.#heavy.serve(() => this.spent());
+    if (!this.#light.waiting && !this.#heavy.waiting) {
       this.#scheduled = false;
       return;
     }
@@ -97,20 +78,40 @@ export class TurnBudget {
   }
 }
 
-/** A line's new head: emptied once all served, its served front cut once it is most of it. */
-function compact(line: (() => void)[], head: number, set: (line: (() => void)[]) => void): number {
-  if (head >= line.length) {
-    set([]);
-    return 0;
-  }
-  if (head > 1024 && head * 2 > line.length) {
-    set(line.slice(head));
-    return 0;
-  }
-  return head;
-}
-
 const noop = (): void => {};
+
+/** Waiting clients, oldest first. */
+class Line {
+  #items: (() => void)[] = [];
+  #head = 0;
+
+  get waiting(): boolean {
+    return this.#head < this.#items.length;
+  }
+
+  push(resume: () => void): void {
+    this.#items.push(resume);
+  }
+
+  /** Resumes those waiting now, in order, the first whatever the time, the others until `spent`; then compacts. */
+  serve(spent: () => boolean): void {
+    const end = this.#items.length;
+    let first = true;
+    while (this.#head < end && (first || !spent())) {
+      first = false;
+      const resume = this.#items[this.#head]!;
+      this.#items[this.#head++] = noop;
+      resume();
+    }
+    if (this.#head >= this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+}
 
 /** The one budget the RESP clients of this process share (5 ms a turn, Redis-like latency for everyone else). */
 export const clientTurn = new TurnBudget(5);

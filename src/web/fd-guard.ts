@@ -135,10 +135,8 @@ export class FdGuard {
     const open = this.#count(Math.min(high, promisedHigh));
     this.#countMs = performance.now() - started;
     if (open === null) return this.stop();
-    if (this.#paused) this.#fastUntil = Date.now() + FAST_FOR_MS;
     if (!this.#paused && (open >= high || open >= promisedHigh)) {
       this.#paused = true;
-      this.#fastUntil = Date.now() + FAST_FOR_MS;
       this.#opts.pause();
       const freed = this.#releaseSpares();
       logger.warn(
@@ -154,6 +152,7 @@ export class FdGuard {
   }
 
   #schedule(): void {
+    if (this.#paused) this.#fastUntil = Date.now() + FAST_FOR_MS;
     const fast = Math.min(FD_GUARD_INTERVAL_MS, Math.max(FD_GUARD_FAST_MS, 10 * this.#countMs));
     const ms = Date.now() < this.#fastUntil ? fast : FD_GUARD_INTERVAL_MS;
     this.#timer = setTimeout(() => {
