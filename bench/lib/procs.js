@@ -170,7 +170,7 @@ export async function startRedis(kind, extra = []) {
  * lag, long timeouts. `disk`: the log.disk setting; null keeps the relay's default (a 1gb disk log behind the
  * memory tail), 0 = memory only, the closest match to redis-server.
  */
-export async function startRelay(upstreamPort, repoRoot, { disk = null, maxLag = '256mb', nodeArgs: extraNodeArgs = [], yaml = null } = {}) {
+export async function startRelay(upstreamPort, repoRoot, { disk = null, maxLag = '256mb', nodeArgs: extraNodeArgs = [], yaml = null, web = false } = {}) {
   const dir = tempDir('psync-bench-relay-');
   const cfg = join(dir, 'relay.yaml');
   // `yaml`: the whole config file instead (bench/wan.js); the flags below still set upstream, port, dir, web, log level.
@@ -180,19 +180,23 @@ export async function startRelay(upstreamPort, repoRoot, { disk = null, maxLag =
   );
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
+    // `web`: the web port on too (node.webPort), for bench/metrics-flood.js.
+    const webPort = web ? await freePort() : 0;
     // BENCH_RELAY_NODE_ARGS: extra node flags for the relay, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = [...(process.env.BENCH_RELAY_NODE_ARGS ?? '').split(' ').filter(Boolean), ...extraNodeArgs];
     const args = [...nodeArgs, join(repoRoot, 'dist/main.js'), '--config', cfg, '--upstream', `127.0.0.1:${upstreamPort}`, '--port', String(port),
-      '--dir', join(dir, 'data'), '--web-port', '0', '--log-level', 'warn'];
+      '--dir', join(dir, 'data'), '--web-port', String(webPort), '--log-level', 'warn'];
     const proc = spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = track(proc);
     const log = tailLog(proc);
     try {
       await waitPong(port, proc, log);
-      return new Node('relay', port, proc, exited, log, dir);
+      const node = new Node('relay', port, proc, exited, log, dir);
+      node.webPort = webPort;
+      return node;
     } catch (err) {
       await stopProc(proc, exited);
-      if (!/EADDRINUSE/.test(log())) throw err;
+      if (!/EADDRINUSE|RELAY_ERR_WEB_LISTEN/.test(log())) throw err;
     }
   }
   throw new Error('relay: no free port');

@@ -252,62 +252,122 @@ const FAMILIES: readonly Family[] = [
   { name: 'web_decoding', type: 'gauge', help: '1 while stream commands are decoded for JSON subscribers.', read: (s) => flag(s.web.decoding) },
 ];
 
-let processRegistry: Registry | null = null;
+/** How old the process and Node.js families a scrape gets may be. */
+export const PROCESS_METRICS_MAX_AGE_MS = 1000;
 
 /**
  * prom-client's standard process and Node.js metrics (CPU, memory, file descriptors, event-loop lag, GC, heap
- * spaces, handles). One set per process, shared by every relay in it: they describe the process, and collecting
- * them starts a GC observer and an event-loop delay monitor that must not run twice.
+ * spaces, handles), rendered at most once per PROCESS_METRICS_MAX_AGE_MS. One set per process, shared by every
+ * relay in it: they describe the process, and collecting them starts a GC observer and an event-loop delay monitor
+ * that must not run twice.
+ *
+ * Why not on every scrape: they cost ~0.6 ms a rendering, most of a scrape (the event-loop delay histogram's
+ * statistics, a listing of /proc/self/fd that grows with the connections), and their event-loop lag gauge waits for
+ * the next turn. 200 clients scraping in a loop kept the relay's loop busy with them: PING answered in 420 ms
+ * (median). A scrape gets the last rendering and starts the next one when it is older than the limit; only the first
+ * scrape of the process waits for one.
  */
-function processMetrics(): Registry {
-  if (processRegistry === null) {
-    processRegistry = new Registry();
-    collectDefaultMetrics({ register: processRegistry });
+export class ProcessMetrics {
+  readonly #render: () => Promise<string>;
+  readonly #now: () => number;
+  #text: string | null = null;
+  #renderedAt = -Infinity;
+  #rendering: Promise<string> | null = null;
+
+  constructor(render: () => Promise<string>, now: () => number = () => performance.now()) {
+    this.#render = render;
+    this.#now = now;
   }
-  return processRegistry;
+
+  /** The last rendering when there is one (starting the next when it is stale), else the first, when done. */
+  text(): string | Promise<string> {
+    if (this.#now() - this.#renderedAt >= PROCESS_METRICS_MAX_AGE_MS) this.#refresh();
+    return this.#text ?? this.#rendering!;
+  }
+
+  #refresh(): void {
+    if (this.#rendering !== null) return;
+    const started = this.#now();
+    this.#rendering = this.#render().then(
+      (text) => {
+        this.#text = text;
+        this.#renderedAt = started;
+        this.#rendering = null;
+        return text;
+      },
+      (err: unknown) => {
+        this.#rendering = null;
+        throw err;
+      },
+    );
+    // A failed background refresh is retried by the next scrape; one awaited by nobody must not be unhandled.
+    this.#rendering.catch(() => {});
+  }
+}
+
+let processMetrics: ProcessMetrics | null = null;
+
+function sharedProcessMetrics(): ProcessMetrics {
+  if (processMetrics === null) {
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    processMetrics = new ProcessMetrics(() => registry.metrics());
+  }
+  return processMetrics;
 }
 
 /**
  * GET /metrics: the psync_relay_* families read from one status (the stats model through the status builder), and
- * the process families, in prom-client's exposition. A scrape builds the status once: the first family's collect()
- * fills every family (prom-client collects in registration order, synchronously), the per-replica gauges in one
- * pass over the replicas.
+ * the process families (ProcessMetrics), in prom-client's exposition. A scrape builds the status once: the first
+ * family's collect() fills every family (prom-client collects in registration order, synchronously), the
+ * per-replica gauges in one pass over the replicas.
+ *
+ * Scrapes handled in one turn of the event loop share one rendering of the psync_relay_* families. uWS runs the
+ * handlers of every request one read brought, and every read ready in a turn, back to back: a client pipelining
+ * 10,000 GET /metrics, or 200 clients scraping in a loop, would otherwise each build the status and render it (and
+ * reset and refill the same gauges under each other). A request read in a turn was sent before the client could see
+ * anything the relay did in that turn (its reply to that leaves in the turn and is read back in a later one), so a
+ * rendering from earlier in the turn is as fresh as that client can tell; a scrape in a later turn renders afresh.
  */
 export class RelayMetrics {
   readonly #status: () => RelayStatus;
-  readonly #scrape: Registry;
+  readonly #own: Registry;
+  readonly #process: ProcessMetrics;
   readonly #metrics = new Map<Family, Gauge | Counter>();
+  /** This turn's rendering of the psync_relay_* families; dropped at the end of the turn. */
+  #turnRendering: Promise<string> | null = null;
 
-  constructor(status: () => RelayStatus) {
+  constructor(status: () => RelayStatus, processFamilies: ProcessMetrics = sharedProcessMetrics()) {
     this.#status = status;
-    const own = new Registry();
+    this.#process = processFamilies;
+    this.#own = new Registry();
     FAMILIES.forEach((f, i) => {
       const config = {
         name: `psync_relay_${f.name}`,
         help: f.help,
         labelNames: f.replica ? REPLICA_LABELS : (f.labels ?? []),
-        registers: [own],
+        registers: [this.#own],
         ...(i === 0 && { collect: () => this.#fill() }),
       };
       this.#metrics.set(f, f.type === 'gauge' ? new Gauge(config) : new Counter(config));
     });
-    this.#scrape = Registry.merge([own, processMetrics()]);
+    // Started now: the first scrape then finds it done.
+    void processFamilies.text();
   }
 
-  /** The rendering under way, which scrapes arriving meanwhile share. */
-  #rendering: Promise<string> | null = null;
+  /** The exposition text: the relay's families, then the process ones (as one merged prom-client registry orders them). */
+  async render(): Promise<string> {
+    const own = this.#ownText();
+    const processText = this.#process.text();
+    return `${await own}\n${typeof processText === 'string' ? processText : await processText}`;
+  }
 
-  /**
-   * The exposition text. Scrapes at the same time share one rendering: uWS dispatches every request of one read
-   * in the same tick, and a client pipelining 10,000 GET /metrics started 10,000 renderings, which ran back to back
-   * in microtasks and held the event loop (replication included) for seconds; they also reset and refilled the
-   * same gauges under each other.
-   */
-  render(): Promise<string> {
-    this.#rendering ??= this.#scrape.metrics().finally(() => {
-      this.#rendering = null;
-    });
-    return this.#rendering;
+  #ownText(): Promise<string> {
+    if (this.#turnRendering === null) {
+      this.#turnRendering = this.#own.metrics();
+      setImmediate(() => (this.#turnRendering = null));
+    }
+    return this.#turnRendering;
   }
 
   #fill(): void {

@@ -2,7 +2,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { RelayMetrics } from '../../src/web/metrics.js';
+import { PROCESS_METRICS_MAX_AGE_MS, ProcessMetrics, RelayMetrics } from '../../src/web/metrics.js';
 import type { RelayStatus, ReplicaStatus } from '../../src/observability/status.js';
 import { parseProm, sample } from '../helpers/prom-text.js';
 
@@ -133,7 +133,10 @@ t.test('every family the hand-written exposition had is still there, unchanged (
   t.same(series(text), series(before), 'every series of the old families with its labels and value');
 });
 
-t.test('scrapes at the same time share one rendering: a client pipelining thousands of GET /metrics costs one', async (t) => {
+/** The end of this turn of the event loop. */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+t.test('scrapes in one turn share one rendering: a client pipelining thousands of GET /metrics costs one', async (t) => {
   let reads = 0;
   const metrics = new RelayMetrics(() => (reads++, status));
   // What uWS dispatches for one read of pipelined requests: every render() in the same tick.
@@ -141,7 +144,52 @@ t.test('scrapes at the same time share one rendering: a client pipelining thousa
   t.equal(reads, 1, 'one status, one rendering for the 1000 scrapes');
   t.ok(texts.every((x) => x === texts[0]) && texts[0]!.includes('psync_relay_'), 'each gets the same, whole exposition');
   await metrics.render();
-  t.equal(reads, 2, 'a scrape after it has ended renders afresh');
+  t.equal(reads, 1, 'a scrape later in the same turn (another connection read in it) shares it too');
+  await nextTurn();
+  await metrics.render();
+  t.equal(reads, 2, 'a scrape in a later turn renders afresh');
+});
+
+t.test('a scrape in a later turn sees what changed since the last one', async (t) => {
+  let current: RelayStatus = status;
+  const metrics = new RelayMetrics(() => current);
+  t.equal(sample(parseProm(await metrics.render()), 'psync_relay_master_repl_offset'), 1000);
+  current = { ...status, masterReplOffset: 2000 };
+  await nextTurn();
+  t.equal(sample(parseProm(await metrics.render()), 'psync_relay_master_repl_offset'), 2000);
+});
+
+t.test('the process families are rendered at most once a second, however often the relay is scraped', async (t) => {
+  let now = 0;
+  let renders = 0;
+  let fail = false;
+  const processFamilies = new ProcessMetrics(async () => {
+    renders++;
+    if (fail) throw new Error('collect failed');
+    return `process_cpu_seconds_total ${renders}\n`;
+  }, () => now);
+  const metrics = new RelayMetrics(() => status, processFamilies);
+  const line = async (): Promise<string | undefined> => {
+    const text = await metrics.render();
+    await nextTurn();
+    return /^process_cpu_seconds_total .*$/m.exec(text)?.[0];
+  };
+  t.equal(await line(), 'process_cpu_seconds_total 1', 'the first scrape gets the rendering started with the metrics');
+  for (let i = 0; i < 100; i++) {
+    now += 9;
+    t.equal(await line(), 'process_cpu_seconds_total 1');
+  }
+  t.equal(renders, 1, '100 scrapes within the second: no other rendering');
+  now += 100;
+  t.equal(await line(), 'process_cpu_seconds_total 1', 'a stale rendering is answered at once while the next one is made');
+  t.equal(await line(), 'process_cpu_seconds_total 2', 'later scrapes get the next');
+  t.equal(renders, 2);
+  fail = true;
+  now += PROCESS_METRICS_MAX_AGE_MS;
+  t.equal(await line(), 'process_cpu_seconds_total 2', 'a refresh that fails leaves the last rendering');
+  fail = false;
+  t.equal(await line(), 'process_cpu_seconds_total 2');
+  t.equal(await line(), 'process_cpu_seconds_total 4', 'and is made again by the next scrape');
 });
 
 t.test('a scrape reads the status once and exports every replica, whatever their number', async (t) => {
@@ -159,6 +207,7 @@ t.test('a scrape reads the status once and exports every replica, whatever their
   t.equal(sample(fams, 'psync_relay_replica_ack_offset', '{replica="10.0.0.1:10999",id="1000"}'), 4999);
   // A replica that left is gone from the next scrape, not frozen at its last value.
   current = { ...status, replicas: replicas.slice(0, 2) };
+  await nextTurn();
   const next = parseProm(await metrics.render());
   t.equal(reads, 2);
   t.equal(next.get('psync_relay_replica_lag_bytes')?.samples.size, 2);

@@ -1,0 +1,109 @@
+// A /metrics flood (the hostile-client audit's finding 2): `--scrapers` keep-alive clients each scraping GET /metrics
+// in a loop (a connection the relay closes is opened again), while a probe sends a PING to the relay's RESP port
+// every 10 ms. Prints the scrapes answered (200) and refused (503) a second, the relay's CPU per scrape and the
+// PINGs' latency. `--relay-root DIR` runs the relay built in another checkout (e.g. an older commit) for a
+// before/after in one run; `--repeats K` alternates them.
+//   node bench/metrics-flood.js [--scrapers 200] [--seconds 6] [--repeats 1] [--relay-root DIR ...]
+import net from 'node:net';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cleanupAll, cpuSeconds, startRedis, startRelay } from './lib/procs.js';
+import { nowMs, sleep } from './lib/clock.js';
+
+const argv = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : def;
+};
+const roots = argv.flatMap((a, i) => (a === '--relay-root' ? [resolve(argv[i + 1])] : []));
+if (roots.length === 0) roots.push(fileURLToPath(new URL('..', import.meta.url)));
+const SCRAPERS = Number(opt('scrapers', 200));
+const SECONDS = Number(opt('seconds', 6));
+const REPEATS = Number(opt('repeats', 1));
+const REQUEST = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+
+/**
+ * One keep-alive client: a scrape, its whole answer, the next scrape, until stop(). A connection the relay closes
+ * (a 503 past the web port's answer budget closes it) is opened again.
+ */
+function scraper(port, counts) {
+  let stopped = false;
+  let socket = null;
+  const open = () => {
+    let buf = '';
+    socket = net.connect(port, '127.0.0.1');
+    socket.setEncoding('latin1');
+    socket.on('connect', () => socket.write(REQUEST));
+    socket.on('data', (d) => {
+      buf += d;
+      for (;;) {
+        const head = buf.indexOf('\r\n\r\n');
+        if (head < 0) return;
+        const length = Number(/content-length: (\d+)/i.exec(buf.slice(0, head))?.[1] ?? 0);
+        if (buf.length < head + 4 + length) return;
+        if (buf.startsWith('HTTP/1.1 200')) counts.answered++;
+        else counts.refused++;
+        buf = buf.slice(head + 4 + length);
+        if (!stopped) socket.write(REQUEST);
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      if (stopped) return;
+      counts.reopened++;
+      open();
+    });
+  };
+  open();
+  return () => {
+    stopped = true;
+    socket.destroy();
+  };
+}
+
+async function run(root) {
+  const master = await startRedis('master');
+  const relay = await startRelay(master.port, root, { web: true });
+  try {
+    await relay.waitLinkUp();
+    const counts = { answered: 0, refused: 0, reopened: 0 };
+    const cpu0 = cpuSeconds(relay.pid);
+    const stops = Array.from({ length: SCRAPERS }, () => scraper(relay.webPort, counts));
+    const probe = net.connect(relay.port, '127.0.0.1');
+    await new Promise((r) => probe.once('connect', r));
+    const latencies = [];
+    const start = nowMs();
+    while (nowMs() - start < SECONDS * 1000) {
+      const t = nowMs();
+      probe.write('PING\r\n');
+      await new Promise((r) => probe.once('data', r));
+      latencies.push(nowMs() - t);
+      await sleep(10);
+    }
+    const cpu = cpuSeconds(relay.pid) - cpu0;
+    const seconds = (nowMs() - start) / 1000;
+    stops.forEach((stop) => stop());
+    probe.destroy();
+    latencies.sort((a, b) => a - b);
+    const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+    return {
+      relay: root,
+      scrapesPerSecond: Math.round(counts.answered / seconds),
+      refusedPerSecond: Math.round(counts.refused / seconds),
+      reopened: counts.reopened,
+      relayCpuMsPerScrape: +((cpu * 1000) / counts.answered).toFixed(3),
+      relayCpuCores: +(cpu / seconds).toFixed(2),
+      pings: latencies.length,
+      pingMs: { p50: +at(0.5).toFixed(1), p99: +at(0.99).toFixed(1), max: +at(1).toFixed(1) },
+    };
+  } finally {
+    await relay.stop();
+    await master.stop();
+  }
+}
+
+try {
+  for (let r = 0; r < REPEATS; r++) for (const root of roots) console.log(JSON.stringify(await run(root)));
+} finally {
+  cleanupAll();
+}
