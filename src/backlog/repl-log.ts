@@ -49,7 +49,7 @@ export class ReplLog implements DiskLogSource {
   #size = 0;
   #limit: number;
   #readers = new Set<LogReader>();
-  #onAppend: Array<() => void> = [];
+  #onAppend: Array<(bytes: number) => void> = [];
   #disk: DiskLog | null = null;
   #diskCache: DiskChunkCache | null = null;
   /** The space handed out by reserve(), until commit(), an append or a reset. */
@@ -202,8 +202,8 @@ export class ReplLog implements DiskLogSource {
     this.#readers.delete(reader);
   }
 
-  /** Called after every append; listeners must be cheap (they schedule writes). */
-  onAppend(fn: () => void): () => void {
+  /** Called after every append, with the bytes it added; listeners must be cheap (they schedule writes). */
+  onAppend(fn: (bytes: number) => void): () => void {
     this.#onAppend.push(fn);
     return () => {
       this.#onAppend = this.#onAppend.filter((f) => f !== fn);
@@ -282,7 +282,7 @@ export class ReplLog implements DiskLogSource {
     this.#disk?.notify();
     // Trimming scans the readers, so do it per new block, not per append.
     if (newBlock && this.#size > this.#limit) this.trim();
-    for (const fn of this.#onAppend) fn();
+    for (const fn of this.#onAppend) fn(len);
   }
 
   #tail(): Block | undefined {

@@ -59,9 +59,12 @@ export class Fanout {
   #head = 0;
   #scheduled = false;
   #appended = false;
-  /** The log's end offset as of the last append, and at the start of the last pass: what came in between. */
-  #end = 0;
-  #endAtPass = 0;
+  /**
+   * Bytes appended since the last pass. Counted, not taken as a difference of end offsets: a fan-out made on a log
+   * that already held 34 MB (a point-in-time listener's) took all of it as its first pass's intake, and handed it to a
+   * replica that never read, past replica-max-lag (which counts from where the socket was handed to).
+   */
+  #intake = 0;
   #closed = false;
   /** Disk-log bytes the members' sockets hold (handed over, not yet sent: holdDisk/releaseDisk). */
   #diskHeld = 0;
@@ -94,12 +97,9 @@ export class Fanout {
     this.#schedule();
   }
 
-  /**
-   * The log grew (to `end`, its end offset): idle members become ready (in the next pass, once for all appends of
-   * this turn).
-   */
-  appended(end = this.#end): void {
-    this.#end = end;
+  /** The log grew by `bytes`: idle members become ready (in the next pass, once for all appends of this turn). */
+  appended(bytes = 0): void {
+    this.#intake += bytes;
     this.#appended = true;
     this.#schedule();
   }
@@ -166,8 +166,8 @@ export class Fanout {
     // so when turns run long (the link reads up to 2 MiB a turn with a disk log; /stream subscribers, many
     // clients) a fixed 256 KiB a pass left replicas further behind at every turn, down to a few MB/s. What the
     // kernel cannot take waits in the socket as views of the log: no copy, no memory of its own.
-    const budget = Math.max(this.#memberBudget, this.#end - this.#endAtPass);
-    this.#endAtPass = this.#end;
+    const budget = Math.max(this.#memberBudget, this.#intake);
+    this.#intake = 0;
     // Members re-queued in this pass go behind the ones already waiting.
     while (this.#head < this.#line.length) {
       const m = this.#line[this.#head++]!;

@@ -120,8 +120,8 @@ export class DownstreamReplication {
 
   constructor(opts: DownstreamOptions) {
     this.#opts = opts;
-    this.#unsubscribe = opts.source.log.onAppend(() => {
-      this.fanout.appended(opts.source.log.endOffset);
+    this.#unsubscribe = opts.source.log.onAppend((bytes) => {
+      this.fanout.appended(bytes);
       if (this.#ahead.size > 0) this.#checkAhead(false);
     });
     this.#tick = setInterval(() => this.#onTick(), 1000);

@@ -74,7 +74,7 @@ function session(log: ReplLog, fanout: Fanout, socket: DrainingSocket): ReplicaS
     caps: { psync2: true, eof: true, rdbOnly: false, rdbFilterEmpty: false, plainSync: false },
     onClose: () => undefined,
   });
-  log.onAppend(() => fanout.appended(log.endOffset));
+  log.onAppend((bytes) => fanout.appended(bytes));
   s.continueFrom(1);
   return s;
 }

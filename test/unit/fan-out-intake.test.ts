@@ -1,5 +1,9 @@
 import t from 'tap';
 import { Fanout, Flush, type FanoutMember } from '../../src/downstream/fanout.js';
+import { DownstreamReplication, type ReplicationSource } from '../../src/downstream/replication.js';
+import { ReplLog } from '../../src/backlog/repl-log.js';
+import { createLogger } from '../../src/log.js';
+import { Telemetry } from '../../src/observability/telemetry.js';
 
 /** One turn of the event loop: the pass scheduled before it has run. */
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -28,14 +32,12 @@ t.test('fan-out: a pass hands each replica at least what came in since the last 
   const r = new Reader(f);
   f.add(r);
   f.wake(r);
-  let end = 0;
   // Turn after turn the upstream link reads 2 MiB (its limit with a disk log) while something else makes the turns
   // long: one pass per turn, and one flush per drain, must keep up with it.
   for (let i = 0; i < 5; i++) {
     for (let k = 0; k < 8; k++) {
-      end += 256 * 1024;
       r.left += 256 * 1024;
-      f.appended(end);
+      f.appended(256 * 1024);
     }
     await turn();
   }
@@ -52,4 +54,27 @@ t.test('fan-out: with little intake a replica behind gets the usual budget a pas
   f.appended(10);
   await turn();
   t.equal(r.flushes[0], 1000, 'one budget');
+});
+
+t.test('fan-out: one made on a log that already holds megabytes (a point-in-time listener) gives its first pass the usual budget, not the whole log', async (t) => {
+  const MiB = 1024 * 1024;
+  const log = new ReplLog(64 * MiB);
+  for (let i = 0; i < 32; i++) log.append(Buffer.alloc(MiB, 'x'));
+  // Only the log is read by the fan-out's wiring; the rest of the source is never called here.
+  const downstream = new DownstreamReplication({
+    source: { log } as unknown as ReplicationSource,
+    telemetry: new Telemetry('test'),
+    logger: createLogger('silent'),
+    maxLag: 40 * MiB,
+    replicaTimeoutMs: 60_000,
+  });
+  t.teardown(() => downstream.close());
+  // A replica at the start of those 32 MB whose socket takes nothing (one that stopped reading).
+  const r = new Reader(downstream.fanout);
+  r.left = 32 * MiB;
+  downstream.fanout.add(r);
+  downstream.fanout.wake(r);
+  log.append(Buffer.from('*1\r\n$4\r\nPING\r\n'));
+  await turn();
+  t.same(r.flushes, [256 * 1024], 'one flush of 256 KiB (before: 32 MiB at once, which replica-max-lag could not see)');
 });
