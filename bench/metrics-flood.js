@@ -3,7 +3,7 @@
 // every 10 ms. Prints the scrapes answered (200) and refused (503) a second, the relay's CPU per scrape and the
 // PINGs' latency. `--relay-root DIR` runs the relay built in another checkout (e.g. an older commit) for a
 // before/after in one run; `--repeats K` alternates them.
-//   node bench/metrics-flood.js [--scrapers 200] [--seconds 6] [--repeats 1] [--relay-root DIR ...]
+//   node bench/metrics-flood.js [--path /metrics] [--scrapers 200] [--seconds 6] [--repeats 1] [--relay-root DIR ...]
 import net from 'node:net';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,8 @@ if (roots.length === 0) roots.push(fileURLToPath(new URL('..', import.meta.url))
 const SCRAPERS = Number(opt('scrapers', 200));
 const SECONDS = Number(opt('seconds', 6));
 const REPEATS = Number(opt('repeats', 1));
-const REQUEST = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
+const PATH = opt('path', '/metrics');
+const REQUEST = `GET ${PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
 
 /**
  * One keep-alive client: a scrape, its whole answer, the next scrape, until stop(). A connection the relay closes
@@ -88,6 +89,7 @@ async function run(root) {
     const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
     return {
       relay: root,
+      path: PATH,
       scrapesPerSecond: Math.round(counts.answered / seconds),
       refusedPerSecond: Math.round(counts.refused / seconds),
       reopened: counts.reopened,

@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { RelayStatus, ReplicaStatus } from '../observability/status.js';
+import { TurnMemo } from '../util/turn-memo.js';
 
 /** Prometheus text exposition format 0.0.4. */
 export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
@@ -322,20 +323,16 @@ function sharedProcessMetrics(): ProcessMetrics {
  * family's collect() fills every family (prom-client collects in registration order, synchronously), the
  * per-replica gauges in one pass over the replicas.
  *
- * Scrapes handled in one turn of the event loop share one rendering of the psync_relay_* families. uWS runs the
- * handlers of every request one read brought, and every read ready in a turn, back to back: a client pipelining
- * 10,000 GET /metrics, or 200 clients scraping in a loop, would otherwise each build the status and render it (and
- * reset and refill the same gauges under each other). A request read in a turn was sent before the client could see
- * anything the relay did in that turn (its reply to that leaves in the turn and is read back in a later one), so a
- * rendering from earlier in the turn is as fresh as that client can tell; a scrape in a later turn renders afresh.
+ * Scrapes handled in one turn of the event loop share one rendering of the psync_relay_* families (TurnMemo): a
+ * client pipelining 10,000 GET /metrics, or 200 clients scraping in a loop, would otherwise each build the status and
+ * render it (and reset and refill the same gauges under each other); a scrape in a later turn renders afresh.
  */
 export class RelayMetrics {
   readonly #status: () => RelayStatus;
   readonly #own: Registry;
   readonly #process: ProcessMetrics;
   readonly #metrics = new Map<Family, Gauge | Counter>();
-  /** This turn's rendering of the psync_relay_* families; dropped at the end of the turn. */
-  #turnRendering: Promise<string> | null = null;
+  readonly #ownText = new TurnMemo(() => this.#own.metrics());
 
   constructor(status: () => RelayStatus, processFamilies: ProcessMetrics = sharedProcessMetrics()) {
     this.#status = status;
@@ -357,17 +354,9 @@ export class RelayMetrics {
 
   /** The exposition text: the relay's families, then the process ones (as one merged prom-client registry orders them). */
   async render(): Promise<string> {
-    const own = this.#ownText();
+    const own = this.#ownText.get();
     const processText = this.#process.text();
     return `${await own}\n${typeof processText === 'string' ? processText : await processText}`;
-  }
-
-  #ownText(): Promise<string> {
-    if (this.#turnRendering === null) {
-      this.#turnRendering = this.#own.metrics();
-      setImmediate(() => (this.#turnRendering = null));
-    }
-    return this.#turnRendering;
   }
 
   #fill(): void {

@@ -22,6 +22,7 @@ import { clip } from '../util/text.js';
 import { offeredProtocols } from './ws-token.js';
 import { FdGuard } from './fd-guard.js';
 import { openFilesLimit, RESERVED_FDS } from '../downstream/fd-limit.js';
+import { TurnMemo } from '../util/turn-memo.js';
 
 /** The uWebSockets.js native addon is loaded (not its slower Node.js fallback). */
 export const uwsNative = typeof (uWS as unknown as Record<string, unknown>)['SSLApp'] === 'function';
@@ -61,6 +62,8 @@ export class WebServer {
   readonly #app: TemplatedApp;
   readonly #guard: RequestGuard;
   readonly #metrics: RelayMetrics;
+  /** GET /status's body, built once per turn however many requests of the turn ask for it (TurnMemo). */
+  readonly #statusBody = new TurnMemo(() => JSON.stringify(this.#src.status()) + '\n');
   readonly #warnings = new LogLimiter();
   readonly #telemetry: Telemetry;
   readonly #answers: Answers;
@@ -169,7 +172,7 @@ export class WebServer {
       .get('/status', (res, req) => {
         if (!this.#allowed(res, req)) return;
         if (!this.#authorized(res, req)) return;
-        this.#answers.reply(res, '200 OK', 'application/json', JSON.stringify(this.#src.status()) + '\n');
+        this.#answers.reply(res, '200 OK', 'application/json', this.#statusBody.get());
       })
       .get('/metrics', (res, req) => {
         if (!this.#allowed(res, req)) return;
