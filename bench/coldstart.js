@@ -8,17 +8,12 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { forkHelper, freePort, startRedis, startRelay, cleanupAll } from './lib/procs.js';
+import { compareArgs } from './lib/args.js';
 
-const argv = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : def;
-};
-const roots = argv.flatMap((a, i) => (a === '--relay-root' ? [resolve(argv[i + 1])] : []));
-if (roots.length === 0) roots.push(fileURLToPath(new URL('..', import.meta.url)));
+const { argv, roots, opt } = compareArgs();
 const KEYS = Number(opt('keys', 1_000_000));
 const N = Number(opt('replicas', 10));
 const REPEATS = Number(opt('repeats', 2));

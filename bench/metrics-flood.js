@@ -5,18 +5,11 @@
 // before/after in one run; `--repeats K` alternates them.
 //   node bench/metrics-flood.js [--path /metrics] [--scrapers 200] [--seconds 6] [--repeats 1] [--relay-root DIR ...]
 import net from 'node:net';
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { cleanupAll, cpuSeconds, startRedis, startRelay } from './lib/procs.js';
+import { compareArgs } from './lib/args.js';
 import { nowMs, sleep } from './lib/clock.js';
 
-const argv = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : def;
-};
-const roots = argv.flatMap((a, i) => (a === '--relay-root' ? [resolve(argv[i + 1])] : []));
-if (roots.length === 0) roots.push(fileURLToPath(new URL('..', import.meta.url)));
+const { roots, opt } = compareArgs();
 const SCRAPERS = Number(opt('scrapers', 200));
 const SECONDS = Number(opt('seconds', 6));
 const REPEATS = Number(opt('repeats', 1));
