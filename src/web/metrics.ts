@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { RelayStatus, ReplicaStatus } from '../observability/status.js';
+import { TurnMemo } from '../util/turn-memo.js';
 
 /** Prometheus text exposition format 0.0.4. */
 export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
@@ -322,21 +323,16 @@ function sharedProcessMetrics(): ProcessMetrics {
  * family's collect() fills every family (prom-client collects in registration order, synchronously), the
  * per-replica gauges in one pass over the replicas.
  *
- * Scrapes handled in one turn of the event loop share one rendering, answered at the end of the turn (its check
- * phase), all together: a client pipelining 10,000 GET /metrics, or 200 clients scraping in a loop, would otherwise
- * each build the status and render it (and reset and refill the same gauges under each other). Answering at the end
- * of the turn, not as each request is handled, is what uWS's pipelining needs: the answers of one connection's
- * pipelined scrapes are then written in order once uWS has handled every request its read brought, and the answer
- * budget (answer-budget.ts) charges them as one run. Answered one by one in between, a client pipelining 176 scrapes
- * (~4 MB) had its connection closed after a few, 1 run in 3 on a loaded machine.
+ * Scrapes handled in one turn of the event loop share one rendering of the psync_relay_* families (TurnMemo): a
+ * client pipelining 10,000 GET /metrics, or 200 clients scraping in a loop, would otherwise each build the status and
+ * render it (and reset and refill the same gauges under each other); a scrape in a later turn renders afresh.
  */
 export class RelayMetrics {
   readonly #status: () => RelayStatus;
   readonly #own: Registry;
   readonly #process: ProcessMetrics;
   readonly #metrics = new Map<Family, Gauge | Counter>();
-  /** The rendering under way: scrapes until it is answered share it. */
-  #rendering: Promise<string> | null = null;
+  readonly #ownText = new TurnMemo(() => this.#own.metrics());
 
   constructor(status: () => RelayStatus, processFamilies: ProcessMetrics = sharedProcessMetrics()) {
     this.#status = status;
@@ -357,18 +353,10 @@ export class RelayMetrics {
   }
 
   /** The exposition text: the relay's families, then the process ones (as one merged prom-client registry orders them). */
-  render(): Promise<string> {
-    this.#rendering ??= this.#renderAtTurnEnd().finally(() => {
-      this.#rendering = null;
-    });
-    return this.#rendering;
-  }
-
-  async #renderAtTurnEnd(): Promise<string> {
-    const own = this.#own.metrics();
+  async render(): Promise<string> {
+    const own = this.#ownText.get();
     const processText = this.#process.text();
-    await new Promise((resolve) => setImmediate(resolve));
-    return `${await own}\n${await processText}`;
+    return `${await own}\n${typeof processText === 'string' ? processText : await processText}`;
   }
 
   #fill(): void {

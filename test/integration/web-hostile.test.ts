@@ -289,9 +289,14 @@ t.test("a client that keeps just under its answer budget does not have another a
   const m = 12;
   /** `n` pipelined scrapes, the last asking to close the connection once answered. */
   const scrapes = (n: number): string => scrape.repeat(n - 1) + scrape.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n');
+  const refusals = async (): Promise<number> => Number(/^psync_relay_web_refused_total\{reason="answers"\} (\d+)$/m.exec(await get(r.webPort, '/metrics'))?.[1]);
   const good: number[] = [];
   for (let round = 0; round < 3; round++) {
-    const [busy, heavy] = await Promise.all([rawConnect(r.webPort), rawConnect(r.webPort)]);
+    const before = await refusals();
+    // The flood from a third address: the two clients' runs are theirs alone (answer-budget.ts charges consecutive
+    // connections of one address as one run).
+    const busy = await rawConnect(r.webPort, '127.0.0.1', { localAddress: '127.0.0.3' });
+    const heavy = await rawConnect(r.webPort);
     const client = await rawConnect(r.webPort, '127.0.0.1', { localAddress: '127.0.0.2' });
     t.teardown(() => [busy, heavy, client].forEach((c) => c.socket.destroy()));
     // In one tick, as above: `heavy`'s scrapes and then the other client's are read in one turn, after `busy`'s.
@@ -300,7 +305,12 @@ t.test("a client that keeps just under its answer budget does not have another a
     client.socket.write(scrapes(m));
     good.push(...statuses(await client.closed));
     const answered = statuses(await heavy.closed);
-    t.same(answered, Array<number>(k).fill(200), `round ${round}: the client just under its budget is answered ${k} times`);
+    await busy.closed;
+    // uWS pipelines synchronously only: it closes a connection whose next request comes while an answer is partly
+    // unsent, so a client slower to read than the relay writes ~4 MB may get fewer answers (on a loaded machine). That
+    // is not the budget: a budget refusal is counted, and only the flood's may be.
+    t.ok(answered.length > 0 && answered.every((s) => s === 200), `round ${round}: the client just under its budget is answered (${answered.length} of ${k}), never refused`);
+    t.ok((await refusals()) - before <= 1, `round ${round}: no refusal but the flood's`);
   }
   t.same(good, Array<number>(3 * m).fill(200), 'the client on another address is answered 200 every time');
 });
