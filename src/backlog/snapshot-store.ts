@@ -319,7 +319,8 @@ export class SnapshotStore {
 
   /**
    * Reads whatever the transfers did not (a short read may have shifted their positions), then compares the CRC
-   * with the trailer. A zero trailer means the master saved without checksums (rdbchecksum no).
+   * with the trailer. A zero trailer is a file written by a relay before RdbReceiver wrote its computed CRC-64 in
+   * place of the zero trailer of a master saving without checksums (rdbchecksum no): nothing to check it against.
    */
   #verify(meta: SnapshotMeta, fh: FileHandleIo): Promise<void> {
     const c = this.#checks.get(meta.path);

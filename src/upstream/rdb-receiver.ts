@@ -185,6 +185,7 @@ export class RdbReceiver {
       this.#received += take;
       if (this.#remaining === 0) {
         this.#state = RdbReceiverState.Done;
+        ok = this.#sealTrailer() && ok;
         return { done: true, rest: data.subarray(take), backpressure: !ok };
       }
       return { done: false, rest: null, backpressure: !ok };
@@ -204,6 +205,7 @@ export class RdbReceiver {
       if (this.#held.length === EOF_MARK_LEN && this.#held.equals(this.#mark!)) {
         this.#received -= EOF_MARK_LEN;
         this.#state = RdbReceiverState.Done;
+        ok = this.#sealTrailer() && ok;
         return { done: true, rest: Buffer.alloc(0), backpressure: !ok };
       }
       return { done: false, rest: null, backpressure: !ok };
@@ -211,19 +213,48 @@ export class RdbReceiver {
     return { done: true, rest: data, backpressure: false };
   }
 
-  /** Payload bytes go to the file and through the CRC, 8 bytes behind. */
+  /**
+   * Payload bytes go through the CRC and to the file, both 8 bytes behind: the last 8 bytes of the payload, the RDB
+   * trailer, are held (#crcTail) until the transfer is done (#sealTrailer).
+   */
   #emit(buf: Buffer): boolean {
     if (this.#rdbHead.length < 9) this.#rdbHead = Buffer.concat([this.#rdbHead, buf.subarray(0, 9 - this.#rdbHead.length)]);
+    let ok = true;
     if (buf.length >= 8) {
       this.#crc.update(this.#crcTail);
       this.#crc.update(buf, 0, buf.length - 8);
+      if (this.#crcTail.length > 0) ok = this.#write(this.#crcTail);
+      if (buf.length > 8) ok = this.#write(buf.subarray(0, buf.length - 8));
       this.#crcTail = Buffer.from(buf.subarray(buf.length - 8));
     } else {
       const merged = Buffer.concat([this.#crcTail, buf]);
       const cut = Math.max(0, merged.length - 8);
       this.#crc.update(merged, 0, cut);
+      if (cut > 0) ok = this.#write(merged.subarray(0, cut));
       this.#crcTail = merged.subarray(cut);
     }
+    return ok;
+  }
+
+  /**
+   * The transfer is done: the held trailer goes to the file. A master saving with `rdbchecksum no` sends a zero
+   * trailer, and the file would then carry nothing its bytes can be checked against once on disk (the snapshot
+   * store checks a file against its trailer before serving it, also after a restart): the CRC-64 computed from the
+   * bytes as they arrived is written in its place. The data is the master's; a replica with rdbchecksum on checks it.
+   */
+  #sealTrailer(): boolean {
+    const tail = this.#crcTail;
+    if (tail.length === 0) return true;
+    const sealed = tail.length === 8 && this.#checksummed() && tail.every((b) => b === 0) ? this.#crc.digestLE() : tail;
+    return this.#write(sealed);
+  }
+
+  /** An RDB whose format has a CRC-64 trailer (version 5 and later). */
+  #checksummed(): boolean {
+    return this.#rdbHead.length >= 9 && this.#rdbHead.toString('latin1', 0, 5) === 'REDIS' && Number(this.#rdbHead.toString('latin1', 5, 9)) >= 5;
+  }
+
+  #write(buf: Buffer): boolean {
     const n = buf.length;
     if (!this.#readClosed) {
       // The pieces are never written to again (the file write holds them too): views, no copy.
@@ -269,8 +300,7 @@ export class RdbReceiver {
     if (this.#rdbHead.length < 9 || this.#rdbHead.toString('latin1', 0, 5) !== 'REDIS') {
       throw new SnapshotError('received payload is not an RDB file (no REDIS header)');
     }
-    const version = Number(this.#rdbHead.toString('latin1', 5, 9));
-    if (!(version >= 5) || this.#crcTail.length < 8 || this.#crcTail.every((b) => b === 0)) return;
+    if (!this.#checksummed() || this.#crcTail.length < 8 || this.#crcTail.every((b) => b === 0)) return;
     const expected = this.#crc.digestLE();
     if (!expected.equals(this.#crcTail)) {
       throw new SnapshotError(`RDB checksum mismatch: trailer ${this.#crcTail.toString('hex')}, computed ${expected.toString('hex')}`);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { RdbReceiver, RdbReceiverState } from '../../src/upstream/rdb-receiver.js';
 import { ProtocolError } from '../../src/errors.js';
+import { Crc64 } from '../../src/backlog/crc64.js';
 import { ways, mulberry32, randomSplit } from '../helpers/chunks.js';
 import { waitFor } from '../helpers/wait.js';
 import { smallFilesystem } from '../helpers/small-fs.js';
@@ -95,6 +96,30 @@ t.test('$<len> payload followed by stream bytes', async (t) => {
       });
     }
   }
+});
+
+t.test('an RDB saved without checksums (rdbchecksum no) is written with the CRC-64 of its bytes as they arrived in its zero trailer', async (t) => {
+  const rand = mulberry32(7);
+  const dir = t.testdir();
+  const wrong: string[] = [];
+  for (let round = 0; round < 40; round++) {
+    const size = 9 + 8 + Math.floor(rand() * 3000);
+    const rdb = payload(size, round + 2000);
+    rdb.fill(0, size - 8);
+    const crc = new Crc64();
+    crc.update(rdb, 0, size - 8);
+    const sealed = Buffer.concat([rdb.subarray(0, size - 8), crc.digestLE()]);
+    const useEof = round % 2 === 0;
+    const input = useEof ? eof(rdb) : Buffer.concat([bulk(rdb), STREAM]);
+    const r = await feed(join(dir, `z${round}.rdb`), randomSplit(input, rand));
+    if (!r.done || !r.file.equals(sealed) || !r.rest.equals(useEof ? Buffer.alloc(0) : STREAM)) wrong.push(`round ${round} (size ${size}, eof ${useEof})`);
+    r.rx.verify();
+  }
+  t.same(wrong, [], 'every round: the file holds the RDB with its computed CRC-64 as the trailer');
+  const old = payload(100, 5);
+  Buffer.from('REDIS0004').copy(old, 0);
+  old.fill(0, 92);
+  t.ok((await feed(join(dir, 'v4.rdb'), [bulk(old)])).file.equals(old), 'an RDB older than version 5 has no trailer: its last bytes are left as they are');
 });
 
 t.test('$<len> payload ending exactly at a chunk end has an empty rest', async (t) => {
