@@ -89,6 +89,8 @@ export class History {
   #closed = false;
   /** The disk log's size limit in use (log.disk, or less on a smaller filesystem: diskLimitFor). */
   #diskLimit: number;
+  /** The size of the data directory's filesystem (0: not known). */
+  #fsBytes = 0;
 
   constructor(opts: HistoryOptions) {
     this.#opts = opts;
@@ -242,6 +244,7 @@ export class History {
     try {
       const s = await statfs(this.#opts.dir);
       fsBytes = s.blocks * s.bsize;
+      this.#fsBytes = fsBytes;
     } catch (err) {
       this.#logger.warn({ err, dir: this.#opts.dir }, 'the size of the data directory\'s filesystem cannot be read: log.disk is used as it is');
       return this.#opts.disk;
@@ -457,7 +460,7 @@ export class History {
 
   /**
    * Keeps the disk log under log.disk by dropping its oldest segments. A segment a snapshot fetch is holding stays
-   * while the overshoot is within log.refresh-hold. Dropping the segment after the snapshot makes the snapshot
+   * while the overshoot is within log.refresh-hold and half of the filesystem (#holdAllowance). Dropping the segment after the snapshot makes the snapshot
    * unusable; a fresh one is fetched only when a replica needs a full sync (never ahead of need: each costs a fork).
    */
   async enforceDiskLimit(): Promise<void> {
@@ -468,13 +471,25 @@ export class History {
       while (disk.overLimit > 0 && disk.segmentCount > 1) {
         const oldest = disk.oldestSegment!;
         const held = [...this.#holds].some((r) => r.offset + 1 <= oldest.end);
-        if (held && disk.overLimit <= this.#opts.refreshHold) return;
+        if (held && disk.overLimit <= this.#holdAllowance()) return;
         if (!(await disk.dropOldest())) return;
         this.log.trim();
       }
     } finally {
       this.#dropping = false;
     }
+  }
+
+  /**
+   * How far past its limit the disk log may grow to keep what a snapshot fetch will need (log.refresh-hold), but never
+   * past half of its filesystem: the other half is the snapshots' (diskLimitFor). Where the limit already is that half,
+   * nothing: on a 16 MiB filesystem the segments held during a burst filled it, and the disk log and the fetch both
+   * failed with ENOSPC (the disk log detached, its history lost). Dropped, they cost the fetch instead: its snapshot
+   * arrives unusable and a later full sync fetches another.
+   */
+  #holdAllowance(): number {
+    if (this.#fsBytes <= 0) return this.#opts.refreshHold;
+    return Math.min(this.#opts.refreshHold, Math.max(0, Math.floor(this.#fsBytes / 2) - this.#diskLimit));
   }
 
   /**

@@ -10,7 +10,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { logsOnFailure, relayArgs, startRelayProcess } from '../helpers/relay-process.js';
-import { onlineReplicas, replicaOf, stat, waitConverged } from '../helpers/replication.js';
+import { onlineReplicas, replicaOf, stat, statOf, waitConverged } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { smallFilesystem } from '../helpers/small-fs.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -56,6 +56,46 @@ t.test('a disk log larger than its filesystem keeps to half of it: it never runs
   await waitConverged(m, [a!, b], 'a new replica full-syncs from a fresh snapshot', 60_000);
   t.match(relay.logs(), /fresh snapshot committed/);
 });
+
+t.test('a snapshot fetched during a burst on a small filesystem: the disk log keeps no segment for it past half of the filesystem, and nothing runs out of space', async (t) => {
+  const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
+  const m = await master.client();
+  t.teardown(() => m.close());
+  const { dir: fs } = smallFilesystem(t, 'tmpfs', '16m');
+  const { port, args } = await relayArgs(
+    'relay-bigdisk-hold-',
+    master.port,
+    'log:\n  memory: 1mb\n  disk: 1gb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\n',
+    join(fs, 'data'),
+  );
+  const relay = await startRelayProcess(args);
+  t.teardown(() => relay.stop('SIGKILL'));
+  logsOnFailure(t, relay);
+  const { servers: [replica], clients: [a] } = await onlineReplicas(t, port, m, 1);
+  // The replica stops reading as the burst starts: it loses its place in the 8 MiB disk log, and its full sync needs
+  // a snapshot fetched while the burst goes on. Holding the stream after that snapshot's offset (log.refresh-hold,
+  // 256 MiB) kept every segment: the filesystem filled, and the disk log and the fetch failed with ENOSPC.
+  replica!.proc.kill('SIGSTOP');
+  const load = benchmarkLoad(master.port, 100_000, 512, 10_000);
+  await waitFor(async () => (await statOf(master.port, 'replication', 'master_repl_offset')) > 4 * 1024 * 1024 || undefined, { what: 'the burst under way' });
+  replica!.proc.kill('SIGCONT');
+  await load;
+  await waitConverged(m, [a!], 'the replica full-syncs and catches up', 60_000);
+  const xi = await statsOf(port);
+  t.equal(stat(xi, 'relay_log_disk_write_errors'), 0, 'no disk log write ran out of space');
+  t.equal(stat(xi, 'relay_log_disk_detaches'), 0, 'the disk history was never given up');
+  t.notMatch(relay.logs(), /ENOSPC/, 'nothing ran out of space (the snapshot fetch neither)');
+});
+
+/** INFO replication of the relay on `port`, over a connection of its own. */
+async function statsOf(port: number): Promise<Record<string, string>> {
+  const x = await RedisClient.connect(port);
+  try {
+    return await x.info('replication');
+  } finally {
+    await x.close();
+  }
+}
 
 /** SETs of `n` keys (of `keys`, in turn from `from`) to incompressible values of `size` bytes, pipelined. */
 async function writeRandom(m: RedisClient, n: number, keys: number, size: number, from = 0): Promise<void> {
