@@ -248,26 +248,34 @@ export class SnapshotStore {
   /**
    * Deletes snapshots no longer wanted: those of other histories than `epoch`, all but the newest `keep` of it, and
    * of those the ones not `followed` (the log has dropped their next byte), unless a transfer reads them (they go
-   * when it releases them). Returns the ones deleted for not being followed.
+   * when it releases them). Returns the ones deleted for not being followed (or to be, when released); not one the
+   * disk refused to delete (read-only: it is no longer offered, and goes at the next start).
    */
   async prune(epoch: number, followed: (s: SnapshotMeta) => boolean = () => true): Promise<SnapshotMeta[]> {
     const ofEpoch = this.#snaps.filter((s) => s.epoch === epoch);
     const kept = ofEpoch.slice(-this.#keep);
     const keep = new Set(kept.filter((s) => followed(s)).map((s) => s.path));
-    const unfollowed = kept.filter((s) => !keep.has(s.path));
+    const unfollowed = new Set(kept.filter((s) => !keep.has(s.path)));
     for (const s of [...this.#snaps]) {
       if (keep.has(s.path)) continue;
       // No longer offered; a file a transfer still reads goes when its last lease is released.
       this.#snaps = this.#snaps.filter((x) => x !== s);
       if ((this.#leases.get(s.path) ?? 0) > 0) this.#doomed.add(s.path);
-      else await this.#rm(s.path);
+      else if (!(await this.#rm(s.path))) unfollowed.delete(s);
     }
-    return unfollowed;
+    return [...unfollowed];
   }
 
-  async #rm(path: string): Promise<void> {
+  /** Deletes a snapshot file; false (said) when the disk refused. */
+  async #rm(path: string): Promise<boolean> {
     this.#verified.delete(path);
-    await this.#io.rm(path).catch((err: Error) => this.#logger?.warn({ err, file: path }, 'could not remove an old snapshot'));
+    return this.#io.rm(path).then(
+      () => true,
+      (err: Error) => {
+        this.#logger?.warn({ err, file: path }, 'could not remove an old snapshot');
+        return false;
+      },
+    );
   }
 
   /**

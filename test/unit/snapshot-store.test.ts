@@ -140,6 +140,20 @@ t.test('prune with `followed`: of those kept, the ones not followed go, the newe
   for (const s of [a, b, c]) t.notOk(existsSync(s.path), `offset ${s.offset} deleted`);
 });
 
+t.test('prune does not return a snapshot the disk refused to delete (a read-only disk): the relay would say it removed it', async (t) => {
+  const dir = t.testdir();
+  let refuse = false;
+  const io: FileIo = { ...nodeFileIo, rm: async (path) => (refuse ? Promise.reject(Object.assign(new Error('EROFS: read-only file system'), { code: 'EROFS' })) : nodeFileIo.rm(path)) };
+  const store = new SnapshotStore(dir, { keep: 3, io });
+  await store.init();
+  const a = await commit(store, { replid: REPLID, offset: 10, epoch: 2 });
+  await commit(store, { replid: REPLID, offset: 20, epoch: 2 });
+  refuse = true;
+  t.same(await store.prune(2, (s) => s.offset >= 20), [], 'nothing said removed');
+  t.same(store.all.map((s) => s.offset), [20], 'but no longer offered');
+  t.ok(existsSync(a.path), 'the file is still there (it goes at the next start)');
+});
+
 t.test('a leased snapshot is kept until its transfer releases it, and the lease reads the whole file', async (t) => {
   const dir = t.testdir();
   const store = await storeIn(dir);
