@@ -2,6 +2,7 @@ import { appendFile, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { writeFileAtomic } from '../backlog/file-io.js';
+import { crc32 } from '../backlog/crc32.js';
 
 /** One point of the stream in time: the last byte of a whole command, and when the relay received it. */
 export interface TimeMark {
@@ -10,6 +11,24 @@ export interface TimeMark {
 }
 
 const EVERY_MS = 1000;
+
+/**
+ * One mark as a line of the file: `<offset> <ms> <crc>`, the CRC-32 (hex) of `<offset> <ms>`. A digit changed on disk
+ * would move a point-in-time request by time to another moment; with the CRC such a line is not a mark. Lines of the
+ * earlier format (no CRC) are still read.
+ */
+function line(m: TimeMark): string {
+  const text = `${m.offset} ${m.ms}`;
+  return `${text} ${(crc32(Buffer.from(text, 'latin1')) >>> 0).toString(16).padStart(8, '0')}\n`;
+}
+
+/** The mark a line holds; null when it holds none (torn, damaged, or not a mark). */
+function parse(text: string): TimeMark | null {
+  const m = /^(\d+) (\d+)(?: ([0-9a-f]{8}))?$/.exec(text);
+  if (!m) return null;
+  if (m[3] !== undefined && (crc32(Buffer.from(`${m[1]} ${m[2]}`, 'latin1')) >>> 0) !== parseInt(m[3], 16)) return null;
+  return { offset: Number(m[1]), ms: Number(m[2]) };
+}
 /** Forgotten marks after which the file is rewritten with only the kept ones (it never grows without bound). */
 const COMPACT_AFTER = 3600;
 
@@ -63,12 +82,18 @@ export class TimeMarks {
     try {
       const text = await readFile(this.#file(epoch), 'utf8');
       this.#torn = text.length > 0 && !text.endsWith('\n');
-      for (const line of text.split('\n')) {
-        const m = /^(\d+) (\d+)$/.exec(line);
-        if (!m) continue;
-        const mark = { offset: Number(m[1]), ms: Number(m[2]) };
-        if (mark.offset <= endOffset && (this.#marks.length === 0 || mark.offset > this.#marks[this.#marks.length - 1]!.offset)) this.#marks.push(mark);
+      let damaged = 0;
+      for (const l of text.split('\n')) {
+        const mark = parse(l);
+        if (mark === null) {
+          if (l !== '') damaged++;
+          continue;
+        }
+        const last = this.#marks[this.#marks.length - 1];
+        if (mark.offset <= endOffset && (!last || (mark.offset > last.offset && mark.ms >= last.ms))) this.#marks.push(mark);
       }
+      // The last line may be torn (see #torn): not damage.
+      if (damaged > (this.#torn ? 1 : 0)) this.#logger.warn({ lines: damaged, file: this.#file(epoch) }, 'time marks that do not match their checksum skipped: those times are not used for points in time');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#logger.warn({ err }, 'time marks unreadable: times of older offsets unknown');
     }
@@ -107,7 +132,7 @@ export class TimeMarks {
     const last = this.#marks[this.#marks.length - 1];
     if (last && (m.offset <= last.offset || m.ms < last.ms)) return;
     this.#marks.push(m);
-    this.#pending.push(`${m.offset} ${m.ms}\n`);
+    this.#pending.push(line(m));
   }
 
   /** Keeps the last mark before `firstOffset` (it still dates the log's first bytes) and those after it. */
@@ -123,7 +148,7 @@ export class TimeMarks {
     if (this.#writing || this.#pending.length === 0 || this.#epoch < 0) return;
     this.#writing = true;
     const compact = this.#dropped >= COMPACT_AFTER || this.#torn;
-    const lines = compact ? this.#marks.map((m) => `${m.offset} ${m.ms}\n`).join('') : this.#pending.join('');
+    const lines = compact ? this.#marks.map(line).join('') : this.#pending.join('');
     this.#pending = [];
     if (compact) this.#dropped = 0;
     try {

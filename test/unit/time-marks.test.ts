@@ -69,9 +69,31 @@ t.test('a torn last line (a crash or a full disk mid-append) is never joined wit
   await m.load(1, 1_000_000);
   t.same(m.all, [{ offset: 100, ms: 1_000 }], 'the torn line is not a mark');
   m.note(5678, 1, 3_000);
-  await waitFor(() => readFileSync(file(dir, 1), 'utf8').includes('5678 3000\n') || undefined, { what: 'the new mark written' });
+  await waitFor(() => readFileSync(file(dir, 1), 'utf8').includes('5678 3000 ') || undefined, { what: 'the new mark written' });
   const again = new TimeMarks(dir, logger);
   await again.load(1, 1_000_000);
   t.same(again.all, [{ offset: 100, ms: 1_000 }, { offset: 5678, ms: 3_000 }], 'after a restart: the marks noted, nothing else');
   t.equal(again.atOrBefore(3_500)?.offset, 5678);
+});
+
+t.test('a mark whose line changed on disk (a digit) is not used; a file of the earlier format (no checksums) still is', async (t) => {
+  const { dir, m } = await fresh(1);
+  m.note(100, 1, 1_000);
+  m.note(200, 1, 2_000);
+  m.note(300, 1, 3_000);
+  await waitFor(() => readFileSync(file(dir, 1), 'utf8').split('\n').length === 4 || undefined, { what: 'three marks written' });
+  const text = readFileSync(file(dir, 1), 'utf8');
+  t.match(text, /^100 1000 [0-9a-f]{8}\n200 2000 [0-9a-f]{8}\n300 3000 [0-9a-f]{8}\n$/, 'each line carries its CRC-32');
+  // 2000 becomes 2900: still in order, and a request for 2 500 would have resolved to offset 200.
+  writeFileSync(file(dir, 1), text.replace('200 2000 ', '200 2900 '));
+  const lines: string[] = [];
+  const warned = new TimeMarks(dir, createLogger('warn', { write: (l: string) => void lines.push(l) }));
+  await warned.load(1, 1_000_000);
+  t.same(warned.all, [{ offset: 100, ms: 1_000 }, { offset: 300, ms: 3_000 }], 'the changed mark is skipped');
+  t.equal(warned.atOrBefore(2_500)?.offset, 100);
+  t.match(lines.join(''), /time marks that do not match their checksum skipped/);
+  writeFileSync(file(dir, 1), '100 1000\n200 2000\n');
+  const old = new TimeMarks(dir, logger);
+  await old.load(1, 1_000_000);
+  t.same(old.all, [{ offset: 100, ms: 1_000 }, { offset: 200, ms: 2_000 }], 'the earlier format is read');
 });
