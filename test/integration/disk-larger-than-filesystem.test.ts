@@ -19,7 +19,11 @@ import { waitFor } from '../helpers/wait.js';
 
 t.teardown(stopAll);
 
-t.test('a disk log larger than its filesystem keeps to half of it: it never runs the disk out, and a snapshot for a full sync still fits', async (t) => {
+/**
+ * A master, and a relay with log.disk 1gb (and 1mb of memory) on a 16 MiB filesystem, with one replica online. Its
+ * log goes to the test's output when the test fails (once failed on a loaded machine: its log says why next time).
+ */
+async function bigDiskOnSmallFilesystem(t: Test) {
   const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
   const m = await master.client();
   t.teardown(() => m.close());
@@ -32,9 +36,13 @@ t.test('a disk log larger than its filesystem keeps to half of it: it never runs
   );
   const relay = await startRelayProcess(args);
   t.teardown(() => relay.stop('SIGKILL'));
-  // Once failed on a loaded machine (one write ran out of space): its log says why next time.
   logsOnFailure(t, relay);
-  const { clients: [a] } = await onlineReplicas(t, port, m, 1);
+  const replicas = await onlineReplicas(t, port, m, 1);
+  return { master, m, port, relay, replicas };
+}
+
+t.test('a disk log larger than its filesystem keeps to half of it: it never runs the disk out, and a snapshot for a full sync still fits', async (t) => {
+  const { master, m, port, relay, replicas: { clients: [a] } } = await bigDiskOnSmallFilesystem(t);
 
   // Three times the filesystem's size of stream.
   await benchmarkLoad(master.port, 100_000, 512, 10_000);
@@ -58,20 +66,7 @@ t.test('a disk log larger than its filesystem keeps to half of it: it never runs
 });
 
 t.test('a snapshot fetched during a burst on a small filesystem: the disk log keeps no segment for it past half of the filesystem, and nothing runs out of space', async (t) => {
-  const master = await startRedis({ args: ['--repl-backlog-size', '256mb'] });
-  const m = await master.client();
-  t.teardown(() => m.close());
-  const { dir: fs } = smallFilesystem(t, 'tmpfs', '16m');
-  const { port, args } = await relayArgs(
-    'relay-bigdisk-hold-',
-    master.port,
-    'log:\n  memory: 1mb\n  disk: 1gb\n  disk-queue: 4mb\nreplication:\n  snapshot-refresh-min-interval: 1s\nweb:\n  port: 0\n',
-    join(fs, 'data'),
-  );
-  const relay = await startRelayProcess(args);
-  t.teardown(() => relay.stop('SIGKILL'));
-  logsOnFailure(t, relay);
-  const { servers: [replica], clients: [a] } = await onlineReplicas(t, port, m, 1);
+  const { master, m, port, relay, replicas: { servers: [replica], clients: [a] } } = await bigDiskOnSmallFilesystem(t);
   // The replica stops reading as the burst starts: it loses its place in the 8 MiB disk log, and its full sync needs
   // a snapshot fetched while the burst goes on. Holding the stream after that snapshot's offset (log.refresh-hold,
   // 256 MiB) kept every segment: the filesystem filled, and the disk log and the fetch failed with ENOSPC.
