@@ -265,8 +265,8 @@ export const PROCESS_METRICS_MAX_AGE_MS = 1000;
  * Why not on every scrape: they cost ~0.6 ms a rendering, most of a scrape (the event-loop delay histogram's
  * statistics, a listing of /proc/self/fd that grows with the connections), and their event-loop lag gauge waits for
  * the next turn. 200 clients scraping in a loop kept the relay's loop busy with them: PING answered in 420 ms
- * (median). A scrape gets the last rendering and starts the next one when it is older than the limit; only the first
- * scrape of the process waits for one.
+ * (median). A scrape gets the last rendering while it is younger than the limit, else renders anew (answering the
+ * last one and rendering for the next scrape left a Prometheus scraping every 15 s with values 15 s old).
  */
 export class ProcessMetrics {
   readonly #render: () => Promise<string>;
@@ -280,29 +280,35 @@ export class ProcessMetrics {
     this.#now = now;
   }
 
-  /** The last rendering when there is one (starting the next when it is stale), else the first, when done. */
+  /**
+   * The last rendering while it is younger than the limit; else a new one, which the scrapes until it is done share
+   * (prom-client's collectors are synchronous: it is done in the microtasks after the scrape's handler, as uWS's
+   * synchronous pipelining needs). A rendering that fails leaves the last one, if any.
+   */
   text(): string | Promise<string> {
-    if (this.#now() - this.#renderedAt >= PROCESS_METRICS_MAX_AGE_MS) this.#refresh();
-    return this.#text ?? this.#rendering!;
+    if (this.#text !== null && this.#now() - this.#renderedAt < PROCESS_METRICS_MAX_AGE_MS) return this.#text;
+    if (this.#rendering === null) {
+      const rendering = this.#refresh();
+      this.#rendering = rendering;
+      const done = (): void => {
+        if (this.#rendering === rendering) this.#rendering = null;
+      };
+      rendering.then(done, done);
+    }
+    return this.#rendering;
   }
 
-  #refresh(): void {
-    if (this.#rendering !== null) return;
+  async #refresh(): Promise<string> {
     const started = this.#now();
-    this.#rendering = this.#render().then(
-      (text) => {
-        this.#text = text;
-        this.#renderedAt = started;
-        this.#rendering = null;
-        return text;
-      },
-      (err: unknown) => {
-        this.#rendering = null;
-        throw err;
-      },
-    );
-    // A failed background refresh is retried by the next scrape; one awaited by nobody must not be unhandled.
-    this.#rendering.catch(() => {});
+    try {
+      const text = await this.#render();
+      this.#text = text;
+      this.#renderedAt = started;
+      return text;
+    } catch (err) {
+      if (this.#text === null) throw err;
+      return this.#text;
+    }
   }
 }
 
@@ -348,8 +354,6 @@ export class RelayMetrics {
       };
       this.#metrics.set(f, f.type === 'gauge' ? new Gauge(config) : new Counter(config));
     });
-    // Started now: the first scrape then finds it done.
-    void processFamilies.text();
   }
 
   /** The exposition text: the relay's families, then the process ones (as one merged prom-client registry orders them). */

@@ -159,7 +159,7 @@ t.test('a scrape in a later turn sees what changed since the last one', async (t
   t.equal(sample(parseProm(await metrics.render()), 'psync_relay_master_repl_offset'), 2000);
 });
 
-t.test('the process families are rendered at most once a second, however often the relay is scraped', async (t) => {
+t.test('the process families are rendered at most once a second, however often the relay is scraped, and are never older', async (t) => {
   let now = 0;
   let renders = 0;
   let fail = false;
@@ -174,22 +174,30 @@ t.test('the process families are rendered at most once a second, however often t
     await nextTurn();
     return /^process_cpu_seconds_total .*$/m.exec(text)?.[0];
   };
-  t.equal(await line(), 'process_cpu_seconds_total 1', 'the first scrape gets the rendering started with the metrics');
+  t.equal(await line(), 'process_cpu_seconds_total 1', 'the first scrape renders them');
   for (let i = 0; i < 100; i++) {
     now += 9;
     t.equal(await line(), 'process_cpu_seconds_total 1');
   }
   t.equal(renders, 1, '100 scrapes within the second: no other rendering');
   now += 100;
-  t.equal(await line(), 'process_cpu_seconds_total 1', 'a stale rendering is answered at once while the next one is made');
-  t.equal(await line(), 'process_cpu_seconds_total 2', 'later scrapes get the next');
+  t.equal(await line(), 'process_cpu_seconds_total 2', 'a scrape past the second renders anew: it never gets a rendering older than that');
   t.equal(renders, 2);
+  now += PROCESS_METRICS_MAX_AGE_MS;
+  await nextTurn();
+  const [a, b] = await Promise.all([metrics.render(), metrics.render()]);
+  t.equal(a, b, 'scrapes at the same time share the new rendering');
+  t.equal(renders, 3);
+  await nextTurn();
   fail = true;
   now += PROCESS_METRICS_MAX_AGE_MS;
-  t.equal(await line(), 'process_cpu_seconds_total 2', 'a refresh that fails leaves the last rendering');
+  t.equal(await line(), 'process_cpu_seconds_total 3', 'a rendering that fails leaves the last one');
   fail = false;
-  t.equal(await line(), 'process_cpu_seconds_total 2');
-  t.equal(await line(), 'process_cpu_seconds_total 4', 'and is made again by the next scrape');
+  t.equal(await line(), 'process_cpu_seconds_total 5', 'and the next scrape renders again');
+  const none = new ProcessMetrics(async () => {
+    throw new Error('collect failed');
+  });
+  await t.rejects(async () => none.text(), /collect failed/, 'with no rendering yet, a failure is the scrape\'s (a 500)');
 });
 
 t.test('a scrape reads the status once and exports every replica, whatever their number', async (t) => {
