@@ -8,16 +8,27 @@ import type { AnswerBudget } from './answer-budget.js';
 export class Answers {
   readonly #budget: AnswerBudget;
   readonly #onRefused: (res: HttpResponse) => void;
+  /** Whether web.token is set: answers are then charged as trusted (their request proved it) or not. */
+  readonly #tokenSet: boolean;
+  /** Responses whose request proved web.token (answer-budget.ts keeps half of each turn's answers for them). */
+  readonly #trusted = new WeakSet<HttpResponse>();
 
-  constructor(budget: AnswerBudget, onRefused: (res: HttpResponse) => void) {
+  constructor(budget: AnswerBudget, onRefused: (res: HttpResponse) => void, tokenSet = false) {
     this.#budget = budget;
     this.#onRefused = onRefused;
+    this.#tokenSet = tokenSet;
+  }
+
+  /** `res` answers a request that proved web.token. */
+  trust(res: HttpResponse): void {
+    this.#trusted.add(res);
   }
 
   /** `closeConnection`: the request's body was not read (too large, or not wanted): do not read it to keep the connection. */
   reply(res: HttpResponse, status: string, type: string, body: string, headers: Record<string, string> = {}, closeConnection = false): void {
     const bytes = Buffer.from(body);
-    if (!this.#budget.spend(Buffer.from(res.getRemoteAddressAsText()).toString(), bytes.length)) {
+    const trusted = this.#tokenSet ? this.#trusted.has(res) : null;
+    if (!this.#budget.spend(Buffer.from(res.getRemoteAddressAsText()).toString(), bytes.length, trusted)) {
       this.#onRefused(res);
       return refuse(res);
     }

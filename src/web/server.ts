@@ -78,8 +78,8 @@ export class WebServer {
     this.#config = config;
     this.#log = logger;
     this.#telemetry = telemetry;
-    this.#answers = new Answers(budget, (res) => this.#refused('answers', res));
     this.#tokenDigest = config.token === null ? null : digest(config.token);
+    this.#answers = new Answers(budget, (res) => this.#refused('answers', res), this.#tokenDigest !== null);
     this.#guard = new RequestGuard(config);
     this.hub = new StreamHub(source, { maxBuffered: config.maxBuffered, maxBufferedTotal: config.maxBufferedTotal, slowClient: config.slowClient, logger, telemetry });
     this.#metrics = new RelayMetrics(() => source.status());
@@ -385,7 +385,10 @@ export class WebServer {
     const header = req.getHeader('authorization');
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
     const given = m?.[1] ?? offered ?? new URLSearchParams(req.getQuery() ?? '').get('token');
-    if (given !== null && given !== undefined && timingSafeEqual(digest(given), this.#tokenDigest)) return true;
+    if (given !== null && given !== undefined && timingSafeEqual(digest(given), this.#tokenDigest)) {
+      this.#answers.trust(res);
+      return true;
+    }
     if (given !== null && given !== undefined) {
       const remote = Buffer.from(res.getRemoteAddressAsText()).toString();
       this.#warnings.warn(this.#log, { limit: 'web.token', remote, url: clip(req.getUrl()) }, 'web request refused: wrong web.token');

@@ -251,6 +251,27 @@ t.test('connections that together pass the answers one turn may write: a scrape 
   await pings(t, r.port);
 });
 
+t.test('with web.token set, clients without it flooding the dashboard do not use up the answers an authenticated scrape needs', async (t) => {
+  const r = await relay(t, { token: 'the-token' });
+  // The dashboard page needs no token; 12 connections pipeline it (~16 KB each), far past the 16 MiB of a turn.
+  const flood = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(FLOOD);
+  const floods = await Promise.all(Array.from({ length: 12 }, () => rawConnect(r.webPort)));
+  const scraper = await rawConnect(r.webPort, '127.0.0.1', { localAddress: '127.0.0.2' });
+  t.teardown(() => [...floods, scraper].forEach((c) => c.socket.destroy()));
+  // All read in one turn, the scrape last (as in the test of the total above).
+  await waitFor(() => unaccepted(r.webPort) === 0, { what: 'the relay accepted the 13 connections' });
+  r.proc.kill('SIGSTOP');
+  const written = (c: (typeof floods)[number], data: string) => new Promise<void>((resolve) => c.socket.write(data, () => resolve()));
+  const scrape = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer the-token\r\nConnection: close\r\n\r\n';
+  for (const f of floods) await written(f, flood);
+  await written(scraper, scrape);
+  await waitFor(() => unread(r.webPort) === floods.length * flood.length + scrape.length, { what: 'the floods and the scrape delivered to the stopped relay' });
+  r.proc.kill('SIGCONT');
+  t.match(await scraper.closed, /^HTTP\/1\.1 200 OK\r\n[\s\S]*psync_relay_/, 'the authenticated scrape is answered (before: 503, the total spent by the flood)');
+  const answered = (await Promise.all(floods.map((f) => f.closed))).map((got) => [...got.matchAll(/^HTTP\/1\.1 200 /gm)].length);
+  t.ok(answered.reduce((a, b) => a + b, 0) < 12 * FLOOD, `the floods are cut off (${answered.join(', ')} answered)`);
+});
+
 t.test("one connection's pipelined flood past its answer budget does not refuse another client's requests in the same turn", async (t) => {
   const r = await sharedRelay();
   const n = FLOOD;

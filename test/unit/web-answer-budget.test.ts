@@ -54,3 +54,17 @@ t.test('the defaults: 4 MiB per connection, 16 MiB in all, per turn', async (t) 
   t.equal(CONNECTION_TURN_ANSWER_BYTES, 4 * 1024 * 1024);
   t.equal(TURN_ANSWER_BYTES, 16 * 1024 * 1024);
 });
+
+t.test('with web.token set, answers to requests without it take at most half of the total: the authenticated keep the rest', async (t) => {
+  const b = new AnswerBudget(100, 400);
+  t.equal(b.spend('10.0.0.1', 100, false), true);
+  t.equal(b.spend('10.0.0.2', 100, false), true, 'half of the total');
+  t.equal(b.spend('10.0.0.3', 1, false), false, 'past half: an answer without the token is refused');
+  t.equal(b.spend('10.0.0.4', 100, true), true, 'one that proved the token still fits');
+  t.equal(b.spend('10.0.0.5', 100, true), true);
+  t.equal(b.spend('10.0.0.6', 1, true), false, 'the total still caps them all');
+  await turn();
+  t.equal(b.spend('10.0.0.1', 100, null), true, 'without a token set, one pool: the whole total');
+  t.equal(b.spend('10.0.0.2', 100, null), true);
+  t.equal(b.spend('10.0.0.3', 100, null), true, 'past half');
+});
