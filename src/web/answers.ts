@@ -12,6 +12,7 @@ export class Answers {
   readonly #tokenSet: boolean;
   /** Responses whose request proved web.token (answer-budget.ts keeps half of each turn's answers for them). */
   readonly #trusted = new WeakSet<HttpResponse>();
+  readonly #heads = new WeakSet<HttpResponse>();
 
   constructor(budget: AnswerBudget, onRefused: (res: HttpResponse) => void, tokenSet = false) {
     this.#budget = budget;
@@ -22,6 +23,11 @@ export class Answers {
   /** `res` answers a request that proved web.token. */
   trust(res: HttpResponse): void {
     this.#trusted.add(res);
+  }
+
+  /** `res` answers a HEAD request: its status and headers, no body. */
+  withoutBody(res: HttpResponse): void {
+    this.#heads.add(res);
   }
 
   /** `closeConnection`: the request's body was not read (too large, or not wanted): do not read it to keep the connection. */
@@ -35,7 +41,10 @@ export class Answers {
     res.cork(() => {
       res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store').writeHeader('x-content-type-options', 'nosniff');
       for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
-      if (closeConnection) res.end(bytes, true);
+      // No arguments: uWS.js 20.30 aborts the process on endWithoutBody(length) or (length, close) ('returning from
+      // a request handler without responding'). A HEAD answer is never one that must close the connection.
+      if (this.#heads.has(res)) res.endWithoutBody();
+      else if (closeConnection) res.end(bytes, true);
       else endBounded(res, bytes);
     });
   }

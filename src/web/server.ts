@@ -147,28 +147,33 @@ export class WebServer {
     const page = (res: HttpResponse, req: HttpRequest) => {
       if (this.#allowed(res, req)) this.#answers.reply(res, '200 OK', 'text/html; charset=utf-8', DASHBOARD_HTML, DASHBOARD_HEADERS);
     };
+    const healthz = (res: HttpResponse, req: HttpRequest): void => {
+      if (!this.#allowed(res, req)) return;
+      if (this.#shuttingDown) return this.#answers.reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', 'shutting down\n');
+      this.#answers.reply(res, '200 OK', 'text/plain; charset=utf-8', 'ok\n');
+    };
+    const readyz = (res: HttpResponse, req: HttpRequest): void => {
+      if (!this.#allowed(res, req)) return;
+      const s = this.#src.status();
+      const ready = s.upstream.linkUp && s.snapshot !== null && !this.#shuttingDown;
+      // Still ready (replicas are served), but worth a look: the disk log is failing or detached, or full syncs
+      // wait for room on the disk.
+      const notes = s.log.diskProblem !== null ? [`disk log ${s.log.diskState}: ${s.log.diskProblem}`] : [];
+      if (s.snapshotWaitingForRoom > 0) {
+        notes.push(`an RDB (a snapshot fetch, or the relay's own full sync) waits for more than ${s.snapshotWaitingForRoom} bytes of room on the disk`);
+      }
+      if (s.snapshotDiskRefused !== null) notes.push(`an RDB (a snapshot fetch, or the relay's own full sync) waits for the disk to take writes (${s.snapshotDiskRefused})`);
+      const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown, notes });
+      this.#answers.reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
+    };
     return app
       .get('/', page)
       .get('/index.html', page)
-      .get('/healthz', (res, req) => {
-        if (!this.#allowed(res, req)) return;
-        if (this.#shuttingDown) return this.#answers.reply(res, '503 Service Unavailable', 'text/plain; charset=utf-8', 'shutting down\n');
-        this.#answers.reply(res, '200 OK', 'text/plain; charset=utf-8', 'ok\n');
-      })
-      .get('/readyz', (res, req) => {
-        if (!this.#allowed(res, req)) return;
-        const s = this.#src.status();
-        const ready = s.upstream.linkUp && s.snapshot !== null && !this.#shuttingDown;
-        // Still ready (replicas are served), but worth a look: the disk log is failing or detached, or full syncs
-        // wait for room on the disk.
-        const notes = s.log.diskProblem !== null ? [`disk log ${s.log.diskState}: ${s.log.diskProblem}`] : [];
-        if (s.snapshotWaitingForRoom > 0) {
-          notes.push(`an RDB (a snapshot fetch, or the relay's own full sync) waits for more than ${s.snapshotWaitingForRoom} bytes of room on the disk`);
-        }
-        if (s.snapshotDiskRefused !== null) notes.push(`an RDB (a snapshot fetch, or the relay's own full sync) waits for the disk to take writes (${s.snapshotDiskRefused})`);
-        const body = JSON.stringify({ ready, linkUp: s.upstream.linkUp, linkState: s.upstream.state, snapshot: s.snapshot !== null, shuttingDown: this.#shuttingDown, notes });
-        this.#answers.reply(res, ready ? '200 OK' : '503 Service Unavailable', 'application/json', body + '\n');
-      })
+      .get('/healthz', healthz)
+      // Health checkers that send HEAD get the same status, without the body.
+      .head('/healthz', healthz)
+      .get('/readyz', readyz)
+      .head('/readyz', readyz)
       .get('/status', (res, req) => {
         if (!this.#allowed(res, req)) return;
         if (!this.#authorized(res, req)) return;
@@ -272,6 +277,8 @@ export class WebServer {
 
   /** The same-host checks (request-guard.ts); answers 403 with no data and returns false when they fail. */
   #allowed(res: HttpResponse, req: HttpRequest): boolean {
+    // Every answer to a HEAD request goes without its body (one sent would be read as the next answer's start).
+    if (req.getMethod() === 'head') this.#answers.withoutBody(res);
     const host = req.getHeader('host');
     const origin = req.getHeader('origin');
     const site = req.getHeader('sec-fetch-site');

@@ -113,6 +113,18 @@ t.test('a client that pipelines requests and reads the answers gets every one, i
   t.equal(got.split('<!doctype html>').length - 1, 2, 'the dashboard twice, whole');
 });
 
+t.test('HEAD is answered without a body, so the next answer on the connection is read whole', async (t) => {
+  const r = await sharedRelay();
+  const c = await rawConnect(r.webPort);
+  t.teardown(() => c.socket.destroy());
+  c.socket.write(['HEAD /healthz', 'HEAD /readyz', 'HEAD /metrics', 'GET /healthz'].map((l) => `${l} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`).join('') + 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  const got = await c.closed;
+  const answers = got.split(/(?=^HTTP\/1\.1 )/m);
+  t.same(answers.map((a) => a.split('\r\n')[0]), ['HTTP/1.1 200 OK', 'HTTP/1.1 503 Service Unavailable', 'HTTP/1.1 404 Not Found', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK'], 'HEAD /healthz and /readyz as GET (no master: not ready), others 404');
+  for (const a of answers.slice(0, 3)) t.ok(a.endsWith('\r\n\r\n'), `no body after: ${a.split('\r\n')[0]}`);
+  t.ok(answers[3]!.endsWith('\r\n\r\nok\n'), 'the GET after them gets its own body');
+});
+
 t.test('/stream: a client that sends pings and never reads the pongs is closed as a slow consumer; its queue stays under web.max-buffered', async (t) => {
   const maxBuffered = 1 * MiB;
   const r = await relay(t, { 'max-buffered': maxBuffered });
