@@ -36,7 +36,7 @@ export class Answers {
     const trusted = this.#tokenSet ? this.#trusted.has(res) : null;
     if (!this.#budget.spend(Buffer.from(res.getRemoteAddressAsText()).toString(), bytes.length, trusted)) {
       this.#onRefused(res);
-      return refuse(res);
+      return refuse(res, '503 Service Unavailable', 'too many answers at once: try again\n', { 'retry-after': '1' });
     }
     res.cork(() => {
       res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store').writeHeader('x-content-type-options', 'nosniff');
@@ -58,6 +58,14 @@ export class Answers {
     this.reply(res, status, 'application/json', JSON.stringify({ error: err.message, code: err.code }) + '\n', {}, closeConnection);
   }
 
+  /**
+   * A request that must not be read past (a header sent twice: what follows it may be its body, read as a request):
+   * `status`, and the connection closed before another of its requests is handled (see refuse).
+   */
+  badRequest(res: HttpResponse, text: string): void {
+    refuse(res, '400 Bad Request', text, {});
+  }
+
   unauthorized(res: HttpResponse): void {
     this.reply(res, '401 Unauthorized', 'text/plain; charset=utf-8', 'unauthorized: web.token is set; send Authorization: Bearer <token> or ?token=\n', {
       'www-authenticate': 'Bearer realm="psync-relay"',
@@ -66,21 +74,22 @@ export class Answers {
 }
 
 /**
- * An answer past the budget: 503, and its connection closed before another of its requests is handled. Not at once:
+ * An answer refused (past the budget: 503), and its connection closed before another of its requests is handled. Not at once:
  * uWS goes on handling the requests a connection pipelined in the same read after an answer with `Connection:
  * close`, but it closes a connection whose next request comes while an answer is unsent, without calling a handler.
  * So the 503 waits for the end of this turn: a connection with more requests in this read is closed by uWS at the
  * next one (no 503 then: it was still sending), one without gets the 503 and is closed. The budget relies on this:
  * after a refusal, the next answer in this turn is another connection's.
  */
-function refuse(res: HttpResponse): void {
+function refuse(res: HttpResponse, status: string, text: string, headers: Record<string, string>): void {
   let aborted = false;
   res.onAborted(() => (aborted = true));
   setImmediate(() => {
     if (aborted) return;
     res.cork(() => {
-      res.writeStatus('503 Service Unavailable').writeHeader('retry-after', '1').writeHeader('content-type', 'text/plain; charset=utf-8').writeHeader('x-content-type-options', 'nosniff');
-      res.end('too many answers at once: try again\n', true);
+      res.writeStatus(status).writeHeader('content-type', 'text/plain; charset=utf-8').writeHeader('x-content-type-options', 'nosniff');
+      for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+      res.end(text, true);
     });
   });
 }

@@ -279,6 +279,12 @@ export class WebServer {
   #allowed(res: HttpResponse, req: HttpRequest): boolean {
     // Every answer to a HEAD request goes without its body (one sent would be read as the next answer's start).
     if (req.getMethod() === 'head') this.#answers.withoutBody(res);
+    const twice = repeatedHeader(req);
+    if (twice !== null) {
+      this.#warnings.warn(this.#log, { header: twice, url: clip(req.getUrl()) }, 'web request refused: a header sent twice');
+      this.#answers.badRequest(res, `bad request: ${twice} sent twice\n`);
+      return false;
+    }
     const host = req.getHeader('host');
     const origin = req.getHeader('origin');
     const site = req.getHeader('sec-fetch-site');
@@ -404,6 +410,25 @@ export class WebServer {
     this.#answers.unauthorized(res);
     return false;
   }
+}
+
+/**
+ * Headers a request may carry once (RFC 9110, 9112): uWS.js accepts them twice and reads the first. Two Content-Lengths
+ * let a body be read as a request of its own (request smuggling behind a proxy that reads the other), and two Hosts
+ * pass the same-host check with the first while something in front may route by the second.
+ */
+const ONCE = new Set(['host', 'content-length', 'transfer-encoding', 'origin', 'authorization']);
+
+/** The first of those headers the request sent twice, or null. */
+function repeatedHeader(req: HttpRequest): string | null {
+  const seen = new Set<string>();
+  let twice: string | null = null;
+  req.forEach((key) => {
+    if (twice !== null || !ONCE.has(key)) return;
+    if (seen.has(key)) twice = key;
+    seen.add(key);
+  });
+  return twice;
 }
 
 function digest(s: string): Buffer {
