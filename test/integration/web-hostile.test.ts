@@ -244,28 +244,36 @@ t.test('pipelined GET /metrics past the answers one connection may be written in
   t.ok(refused >= 1, `the refusal is counted (${refused})`);
 });
 
-t.test('connections that together pass the answers one turn may write: a scrape past the total gets 503 and its connection closed', async (t) => {
-  // 12 floods of ~12 MB of answers each, three times what one connection may be written in a turn.
-  const r = await sharedRelay();
-  const n = FLOOD;
-  const flood = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(n);
+/**
+ * 12 connections each sending `flood`, then one from `from` sending `last`, all read by the relay in one turn: it is
+ * stopped while they reach its sockets, so once it goes on it reads them in one turn, in the order they arrived.
+ * (Written while it ran, the last could land in a later turn under load.) Stopped only once it has accepted all 13: a
+ * connection accepted after the stop has its bytes read a turn later, with a fresh budget (on CI's loaded machine
+ * the scrape was then answered 200).
+ */
+async function readInOneTurn(t: Test, r: Awaited<ReturnType<typeof relay>>, flood: string, last: string, from?: string) {
   const floods = await Promise.all(Array.from({ length: 12 }, () => rawConnect(r.webPort)));
-  const client = await rawConnect(r.webPort);
+  const client = await rawConnect(r.webPort, '127.0.0.1', from === undefined ? {} : { localAddress: from });
   t.teardown(() => [...floods, client].forEach((c) => c.socket.destroy()));
-  // All in one turn: the relay is stopped while the floods and then the scrape reach its sockets, so once it goes on
-  // it reads them in one turn, in the order they arrived, the scrape after more than the total's worth of answers
-  // (4 MiB per connection, 16 in all). (Written while it ran, the scrape could land in a later turn under load.)
-  // Stopped only once it has accepted all 13: a connection accepted after the stop has its bytes read a turn later,
-  // with a fresh budget (on CI's loaded machine the scrape was then answered 200).
   await waitFor(() => unaccepted(r.webPort) === 0, { what: 'the relay accepted the 13 connections' });
   r.proc.kill('SIGSTOP');
   const written = (c: (typeof floods)[number], data: string) => new Promise<void>((resolve) => c.socket.write(data, () => resolve()));
-  const scrape = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n';
   for (const f of floods) await written(f, flood);
-  await written(client, scrape);
+  await written(client, last);
   // Every byte in the relay's sockets before it goes on (a write that returned may not have been delivered yet).
-  await waitFor(() => unread(r.webPort) === floods.length * flood.length + scrape.length, { what: 'the floods and the scrape delivered to the stopped relay' });
+  await waitFor(() => unread(r.webPort) === floods.length * flood.length + last.length, { what: 'the floods and the last request delivered to the stopped relay' });
   r.proc.kill('SIGCONT');
+  return { floods, last: client };
+}
+
+t.test('connections that together pass the answers one turn may write: a scrape past the total gets 503 and its connection closed', async (t) => {
+  // 12 floods of ~12 MB of answers each, three times what one connection may be written in a turn, then a scrape
+  // past the total's worth of answers (4 MiB per connection, 16 in all).
+  const r = await sharedRelay();
+  const n = FLOOD;
+  const flood = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(n);
+  const scrape = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n';
+  const { floods, last: client } = await readInOneTurn(t, r, flood, scrape);
   const got = await client.closed;
   t.match(got, /^HTTP\/1\.1 503 Service Unavailable\r\n/, 'the scrape past the total: 503');
   t.match(got, /\r\nretry-after: 1\r\n/i, 'with Retry-After');
@@ -282,18 +290,8 @@ t.test('with web.token set, clients without it flooding the dashboard do not use
   const r = await relay(t, { token: 'the-token' });
   // The dashboard page needs no token; 12 connections pipeline it (~16 KB each), far past the 16 MiB of a turn.
   const flood = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(FLOOD);
-  const floods = await Promise.all(Array.from({ length: 12 }, () => rawConnect(r.webPort)));
-  const scraper = await rawConnect(r.webPort, '127.0.0.1', { localAddress: '127.0.0.2' });
-  t.teardown(() => [...floods, scraper].forEach((c) => c.socket.destroy()));
-  // All read in one turn, the scrape last (as in the test of the total above).
-  await waitFor(() => unaccepted(r.webPort) === 0, { what: 'the relay accepted the 13 connections' });
-  r.proc.kill('SIGSTOP');
-  const written = (c: (typeof floods)[number], data: string) => new Promise<void>((resolve) => c.socket.write(data, () => resolve()));
   const scrape = 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer the-token\r\nConnection: close\r\n\r\n';
-  for (const f of floods) await written(f, flood);
-  await written(scraper, scrape);
-  await waitFor(() => unread(r.webPort) === floods.length * flood.length + scrape.length, { what: 'the floods and the scrape delivered to the stopped relay' });
-  r.proc.kill('SIGCONT');
+  const { floods, last: scraper } = await readInOneTurn(t, r, flood, scrape, '127.0.0.2');
   t.match(await scraper.closed, /^HTTP\/1\.1 200 OK\r\n[\s\S]*psync_relay_/, 'the authenticated scrape is answered (before: 503, the total spent by the flood)');
   const answered = (await Promise.all(floods.map((f) => f.closed))).map((got) => [...got.matchAll(/^HTTP\/1\.1 200 /gm)].length);
   t.ok(answered.reduce((a, b) => a + b, 0) < 12 * FLOOD, `the floods are cut off (${answered.join(', ')} answered)`);
