@@ -460,8 +460,9 @@ export class History {
 
   /**
    * Keeps the disk log under log.disk by dropping its oldest segments. A segment a snapshot fetch is holding stays
-   * while the overshoot is within log.refresh-hold and half of the filesystem (#holdAllowance). Dropping the segment after the snapshot makes the snapshot
-   * unusable; a fresh one is fetched only when a replica needs a full sync (never ahead of need: each costs a fork).
+   * while the overshoot is within #holdAllowance (log.refresh-hold, and half of the filesystem). Dropping the segment
+   * after the snapshot makes the snapshot unusable; a fresh one is fetched only when a replica needs a full sync
+   * (never ahead of need: each costs a fork).
    */
   async enforceDiskLimit(): Promise<void> {
     const disk = this.log.disk;

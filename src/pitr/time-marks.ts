@@ -29,6 +29,7 @@ function parse(text: string): TimeMark | null {
   if (m[3] !== undefined && (crc32(Buffer.from(`${m[1]} ${m[2]}`, 'latin1')) >>> 0) !== parseInt(m[3], 16)) return null;
   return { offset: Number(m[1]), ms: Number(m[2]) };
 }
+
 /** Forgotten marks after which the file is rewritten with only the kept ones (it never grows without bound). */
 const COMPACT_AFTER = 3600;
 

@@ -74,9 +74,10 @@ export class Answers {
 }
 
 /**
- * An answer refused (past the budget: 503), and its connection closed before another of its requests is handled. Not at once:
- * uWS goes on handling the requests a connection pipelined in the same read after an answer with `Connection:
- * close`, but it closes a connection whose next request comes while an answer is unsent, without calling a handler.
+ * An answer refused (past the budget: 503; a bad request: 400), and its connection closed before another of its
+ * requests is handled. Not at once: uWS goes on handling the requests a connection pipelined in the same read after
+ * an answer with `Connection: close`, but it closes a connection whose next request comes while an answer is unsent,
+ * without calling a handler.
  * So the 503 waits for the end of this turn: a connection with more requests in this read is closed by uWS at the
  * next one (no 503 then: it was still sending), one without gets the 503 and is closed. The budget relies on this:
  * after a refusal, the next answer in this turn is another connection's.

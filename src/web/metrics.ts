@@ -263,9 +263,8 @@ export const PROCESS_METRICS_MAX_AGE_MS = 1000;
  * that must not run twice.
  *
  * Why not on every scrape: they cost ~0.6 ms a rendering, most of a scrape (the event-loop delay histogram's
- * statistics, a listing of /proc/self/fd that grows with the connections), and their event-loop lag gauge waits for
- * the next turn. 200 clients scraping in a loop kept the relay's loop busy with them: PING answered in 420 ms
- * (median). A scrape gets the last rendering while it is younger than the limit, else renders anew (answering the
+ * statistics, a listing of /proc/self/fd that grows with the connections). 200 clients scraping in a loop kept the
+ * relay's loop busy with them: PING answered in 420 ms (median). A scrape gets the last rendering while it is younger than the limit, else renders anew (answering the
  * last one and rendering for the next scrape left a Prometheus scraping every 15 s with values 15 s old).
  */
 export class ProcessMetrics {

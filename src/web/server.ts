@@ -275,7 +275,11 @@ export class WebServer {
     this.#telemetry.emit('web.refused', { reason, peer: Buffer.from(res.getRemoteAddressAsText()).toString() });
   }
 
-  /** The same-host checks (request-guard.ts); answers 403 with no data and returns false when they fail. */
+  /**
+   * Every request's first check: a header that must come once sent twice (400, the connection closed), then the
+   * same-host checks (request-guard.ts: 403 with no data); false when one fails. Also marks a HEAD request's answer
+   * as having no body.
+   */
   #allowed(res: HttpResponse, req: HttpRequest): boolean {
     // Every answer to a HEAD request goes without its body (one sent would be read as the next answer's start).
     if (req.getMethod() === 'head') this.#answers.withoutBody(res);
@@ -413,9 +417,9 @@ export class WebServer {
 }
 
 /**
- * Headers a request may carry once (RFC 9110, 9112): uWS.js accepts them twice and reads the first. Two Content-Lengths
- * let a body be read as a request of its own (request smuggling behind a proxy that reads the other), and two Hosts
- * pass the same-host check with the first while something in front may route by the second.
+ * Headers a request may carry once (RFC 9110, 9112): uWS.js accepts them twice and reads the first. Two
+ * Content-Lengths let a body be read as a request of its own (request smuggling behind a proxy that reads the
+ * other), and two Hosts pass the same-host check with the first while something in front may route by the second.
  */
 const ONCE = new Set(['host', 'content-length', 'transfer-encoding', 'origin', 'authorization']);
 
