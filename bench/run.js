@@ -115,7 +115,7 @@ function collectProfile(kind, label) {
 // ---------------------------------------------------------------- micro
 async function microRun() {
   const out = [];
-  for (const script of ['scanner.js', 'log.js']) {
+  for (const script of ['scanner.js', 'log.js', 'request-parser.js']) {
     const stdout = await runCommand(process.execPath, [join(BENCH, 'micro', script), '--json', ...(QUICK ? ['--quick'] : [])], 600000);
     out.push(JSON.parse(stdout.trim().split('\n').pop()));
   }
@@ -265,7 +265,7 @@ async function main() {
       log(idleTable(res.idle));
     }
     if (SECTIONS.includes('micro')) {
-      res.micro = await step('microbenchmarks (scanner, log)', microRun);
+      res.micro = await step('microbenchmarks (scanner, log, request parser)', microRun);
       log(microTable(res.micro));
     }
     const legacyKinds = (all) => all.filter((k) => !opt('--topologies') || TOPOLOGIES.includes(k));

@@ -25,6 +25,7 @@ import { formatInfo, infoStatsBase, statsSince, type InfoStatsBase } from './obs
 import type { RelayStatus } from './observability/status.js';
 import { WebServer, type WebSource } from './web/server.js';
 import type { PitrApi } from './pitr/api.js';
+import { ClientMemory } from './downstream/client-memory.js';
 import { PitrService } from './pitr/service.js';
 import { crc32Implementation } from './backlog/crc32.js';
 import { removeRewriteTemps, rewriteUpstream } from './config/rewrite.js';
@@ -130,9 +131,11 @@ export class Relay {
       });
       this.#sentinel.on('master', (host: string, port: number) => this.#follow(host, port, 'sentinel'));
     }
+    const clientMemory = new ClientMemory(listen.maxClientsMemory);
     this.#pitr = new PitrService({
       history: this.#history,
       listen,
+      clientMemory,
       logger: logger.child({ component: 'pitr' }),
       telemetry: this.#telemetry,
       idleTimeoutMs: config.history.pitrIdleTimeoutMs,
@@ -140,7 +143,7 @@ export class Relay {
       replicaTimeoutMs: config.replication.replicaTimeoutMs,
       maxLag: config.replication.replicaMaxLag,
     });
-    this.#server = new ReplicaServer(listen, logger.child({ component: 'server' }), this.#telemetry, this.#commandHost());
+    this.#server = new ReplicaServer(listen, logger.child({ component: 'server' }), this.#telemetry, this.#commandHost(), { memory: clientMemory });
     this.#refresher = new SnapshotRefresher({
       history: this.#history,
       logger: logger.child({ component: 'snapshot-fetch' }),

@@ -45,6 +45,8 @@ export interface ClientLimits {
 /** What a command handler may do with the connection that sent it, and what the server shares among clients. */
 export interface ClientHandlers {
   dispatch(client: ClientConnection, args: Buffer[]): void;
+  /** How many arguments of a command the parser keeps (RequestParserOptions.argsKept); absent = all. */
+  readonly argsKept?: (name: Buffer) => number;
   closed(client: ClientConnection): void;
   /** listen.max-clients-memory; absent = not counted. */
   readonly memory?: ClientMemory;
@@ -135,7 +137,7 @@ export class ClientConnection implements MemoryUser {
     this.#turn = handlers.turn ?? clientTurn;
     this.#limits = limits;
     this.maxMultiCommands = limits.maxMultiCommands ?? Infinity;
-    this.#parser = new RequestParser({ maxBulkLen: limits.maxBulkLen, maxQueryBuffer: limits.maxQueryBuffer });
+    this.#parser = new RequestParser({ maxBulkLen: limits.maxBulkLen, maxQueryBuffer: limits.maxQueryBuffer, argsKept: handlers.argsKept });
     this.#authenticated = !needsAuth;
     this.#parser.unauthenticated = needsAuth;
     socket.setNoDelay(true);
@@ -205,6 +207,16 @@ export class ClientConnection implements MemoryUser {
     // A command parsed while the turn's time was spent, waiting for its turn.
     for (const a of this.#waiting ?? []) input += a.length + ARG_OVERHEAD;
     return this.replica ? input : input + this.outputMemory();
+  }
+
+  /** Input received and not yet run (Redis's qbuf): the unfinished command's bytes and the commands behind it. */
+  get queryBuffered(): number {
+    return this.#parser.buffered;
+  }
+
+  /** The memory of the unfinished command's parsed arguments (Redis's argv-mem; their bytes are in queryBuffered). */
+  get argvMemory(): number {
+    return this.#parser.argvMemory;
   }
 
   /** The replica this connection became (PSYNC/SYNC); null for a client. */

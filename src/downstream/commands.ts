@@ -11,8 +11,10 @@ import { parseRdbFromCapa } from '../rdb-from.js';
 import { RELAY_CAPA } from '../upstream/handshake.js';
 import type { PitrApi } from '../pitr/api.js';
 import { relayCommand } from './relay-command.js';
-import { string2ll } from '../resp/request-parser.js';
+import { droppedArgs } from '../resp/request-parser.js';
+import { string2ll } from '../resp/integer.js';
 import type { AccessDenial } from '../observability/telemetry.js';
+import { byName } from '../util/by-name.js';
 
 /** What commands need from the rest of the relay. */
 export interface CommandHost {
@@ -50,7 +52,20 @@ interface CommandSpec {
   readonly noAuth?: boolean;
   /** Answered asynchronously: refused inside MULTI (EXEC gathers replies synchronously). */
   readonly noMulti?: boolean;
+  /** A variadic command's most arguments (args[0] included) that the relay reads; VARIADIC_KEPT when absent. */
+  readonly maxArgs?: number;
 }
+
+/**
+ * Most arguments a variadic command may have here. None of the relay's needs more than a few (REPLCONF's pairs,
+ * CLIENT KILL's filters, INFO's sections); a client's unfinished command with a million of them held a million
+ * Buffers, past listen.max-clients-memory (request-parser.ts argsKept).
+ */
+const VARIADIC_KEPT = 64;
+/** (P)(UN)SUBSCRIBE's channels: Sentinel subscribes to one; an admin's client may watch more. */
+const SUBSCRIBE_KEPT = 1024;
+/** An unknown command's arguments its error shows: at most 128 characters of them, each `'x' ` at least 3. */
+const UNKNOWN_KEPT = 1 + Math.ceil(128 / 3);
 
 const str = (b: Buffer | undefined): string => (b ? b.toString('utf8') : '');
 /** Client bytes as they are (one character per byte), for echoing them in an error as Redis does. */
@@ -96,7 +111,7 @@ function infoLines(text: string): Buffer {
   return bulkReply(text);
 }
 
-const COMMANDS: Record<string, CommandSpec> = {
+const COMMANDS = byName<CommandSpec>({
   // Not before AUTH: Redis 7.0 answers PING with NOAUTH too (replicas and Sentinel take that as a live link).
   ping: {
     arity: -1,
@@ -251,10 +266,10 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   exec: { arity: 1, handler: () => undefined /* handled in dispatch */ },
   // Pub/sub among the relay's own clients (Sentinel's hello channel): see pubsub.ts.
-  subscribe: { arity: -2, handler: (h, c, a) => h.pubsub.subscribe(c, a.slice(1)) },
-  unsubscribe: { arity: -1, handler: (h, c, a) => h.pubsub.unsubscribe(c, a.slice(1)) },
-  psubscribe: { arity: -2, handler: (h, c, a) => h.pubsub.psubscribe(c, a.slice(1)) },
-  punsubscribe: { arity: -1, handler: (h, c, a) => h.pubsub.punsubscribe(c, a.slice(1)) },
+  subscribe: { arity: -2, handler: (h, c, a) => h.pubsub.subscribe(c, a.slice(1)), maxArgs: SUBSCRIBE_KEPT },
+  unsubscribe: { arity: -1, handler: (h, c, a) => h.pubsub.unsubscribe(c, a.slice(1)), maxArgs: SUBSCRIBE_KEPT },
+  psubscribe: { arity: -2, handler: (h, c, a) => h.pubsub.psubscribe(c, a.slice(1)), maxArgs: SUBSCRIBE_KEPT },
+  punsubscribe: { arity: -1, handler: (h, c, a) => h.pubsub.punsubscribe(c, a.slice(1)), maxArgs: SUBSCRIBE_KEPT },
   publish: { arity: 3, handler: (h, c, a) => c.reply(integerReply(h.pubsub.publish(a[1]!, a[2]!))) },
   pubsub: { arity: -2, handler: (h, c, a) => h.pubsub.introspect(c, a) },
   reset: {
@@ -274,7 +289,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       c.reply(simpleString('RESET'));
     },
   },
-};
+});
 
 /** ROLE as a Redis replica answers it: `slave`, its master, the link state in Redis's words, its offset. */
 function roleReply(r: ReturnType<CommandHost['role']>): Buffer {
@@ -445,8 +460,8 @@ function clientLine(c: ClientConnection): string {
   return (
     `id=${c.id} addr=${c.addr} laddr=${c.socket.localAddress}:${c.socket.localPort} fd=0 name=${c.name} ` +
     `age=${Math.floor((now - c.createdAt) / 1000)} idle=${Math.floor((now - c.lastInteraction) / 1000)} flags=${flags} ` +
-    `db=0 sub=${c.channels.size} psub=${c.patterns.size} ssub=0 multi=${c.multi ? c.multi.length : -1} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 ` +
-    `obl=0 oll=${c.queuedWrites} omem=${c.outputMemory()} tot-mem=0 events=r cmd=${c.lastCommand || 'NULL'} user=${c.user} redir=-1 resp=2\n`
+    `db=0 sub=${c.channels.size} psub=${c.patterns.size} ssub=0 multi=${c.multi ? c.multi.length : -1} qbuf=${c.queryBuffered} qbuf-free=0 argv-mem=${c.argvMemory} multi-mem=${c.multiMemory()} rbs=0 rbp=0 ` +
+    `obl=0 oll=${c.queuedWrites} omem=${c.outputMemory()} tot-mem=${c.memoryUsage()} events=r cmd=${c.lastCommand || 'NULL'} user=${c.user} redir=-1 resp=2\n`
   );
 }
 
@@ -522,11 +537,11 @@ function isClientType(x: ClientConnection, type: string): boolean {
 }
 
 /** Commands whose permission is per subcommand, with the subcommands their handlers know. */
-const SUBCOMMANDS: Record<string, ReadonlySet<string>> = {
+const SUBCOMMANDS = byName<ReadonlySet<string>>({
   client: new Set(['setname', 'getname', 'id', 'list', 'info', 'kill', 'setinfo', 'reply', 'no-evict', 'no-touch']),
   config: new Set(['get', 'set', 'rewrite', 'resetstat']),
   relay: new Set(['pitr', 'history']),
-};
+});
 
 /**
  * The ACL check, as Redis 7.0 words it: null when `c`'s role may run the command (roles.ts). Unknown commands, wrong
@@ -568,6 +583,16 @@ function securityWarning(c: ClientConnection): void {
     1,
   );
   c.kill();
+}
+
+/**
+ * How many arguments of a command named `name` the parser keeps (RequestParser's argsKept): past them the relay
+ * refuses the command whatever they say, so they are read and dropped, not held.
+ */
+export function argsKept(name: Buffer): number {
+  const spec = COMMANDS[lower(name)];
+  if (!spec) return UNKNOWN_KEPT;
+  return spec.arity > 0 ? spec.arity : (spec.maxArgs ?? VARIADIC_KEPT);
 }
 
 /** Runs one command: auth check, permission check, arity, MULTI queueing, then the handler. */
@@ -618,19 +643,25 @@ function queue(c: ClientConnection, name: string, spec: CommandSpec | undefined,
     c.multiError = true;
     return c.reply(errorReply(`ERR MULTI queue full: listen.max-multi-commands is ${c.maxMultiCommands}; the transaction is aborted (EXEC will answer EXECABORT)`));
   }
-  c.multi!.push(args.map(own));
+  c.multi!.push(own(args));
   c.reply(simpleString('QUEUED'));
 }
 
 /**
- * A copy of `arg` in memory of its own. A parsed argument is a view of the read it came in (up to 64 KiB): kept in a
- * MULTI queue, a one-byte argument kept the whole read alive while multi-mem counted one byte, so a client could
- * hold 64 MB per 1000 queued commands outside listen.max-clients-memory.
+ * A copy of `args` in memory of their own, one block for the command. A parsed argument is a view of the read it came
+ * in (up to 64 KiB): kept in a MULTI queue, a one-byte argument kept the whole read alive while multi-mem counted one
+ * byte, so a client could hold 64 MB per 1000 queued commands outside listen.max-clients-memory.
  */
-function own(arg: Buffer): Buffer {
-  const copy = Buffer.allocUnsafeSlow(arg.length);
-  arg.copy(copy);
-  return copy;
+function own(args: Buffer[]): Buffer[] {
+  let total = 0;
+  for (const a of args) total += a.length;
+  const block = Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  return args.map((a) => {
+    a.copy(block, at);
+    at += a.length;
+    return block.subarray(at - a.length, at);
+  });
 }
 
 /** An integer argument as Redis reads one (string2ll: no hex, exponent, `+`, spaces or leading zeros); null if not. */
@@ -646,11 +677,15 @@ function checkCommand(name: string, spec: CommandSpec | undefined, args: Buffer[
     for (let i = 1; i < args.length && shown.length < 128; i++) shown += `'${raw(args[i]).slice(0, 128 - shown.length)}' `;
     return `ERR unknown command '${raw(args[0]).slice(0, 128)}', with args beginning with: ${shown}`;
   }
+  if (spec.arity < 0 && droppedArgs(args) > 0) {
+    return `ERR too many arguments for '${name}' command: psync-relay reads at most ${spec.maxArgs ?? VARIADIC_KEPT}`;
+  }
   if (!arityOk(spec, args)) return `ERR wrong number of arguments for '${name}' command`;
   return null;
 }
 
 function arityOk(spec: CommandSpec, args: Buffer[]): boolean {
+  if (droppedArgs(args) > 0) return false;
   return spec.arity > 0 ? args.length === spec.arity : args.length >= -spec.arity;
 }
 

@@ -5,7 +5,7 @@ import { loadListenerTls, type ListenerTls } from './listener-tls.js';
 import type { ListenConfig } from '../config/types.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { ClientConnection } from './client.js';
-import { dispatch, type CommandHost } from './commands.js';
+import { argsKept, dispatch, type CommandHost } from './commands.js';
 import { ClientMemory } from './client-memory.js';
 import { DENIED, isLocalPeer, protectedModeOn, protectedModeWarning } from './protected-mode.js';
 import { LogLimiter } from '../util/log-limiter.js';
@@ -34,13 +34,17 @@ export class ReplicaServer {
   /** A port the system picks, one listener only (the plain one when listen.port is set, else TLS): point-in-time listeners. */
   readonly #ephemeral: boolean;
 
-  constructor(config: ListenConfig, logger: Logger, telemetry: Telemetry, host: CommandHost, opts: { ephemeral?: boolean } = {}) {
+  /**
+   * `memory`: the listen.max-clients-memory budget, shared with the relay's other listeners (point-in-time ones);
+   * absent = one of its own.
+   */
+  constructor(config: ListenConfig, logger: Logger, telemetry: Telemetry, host: CommandHost, opts: { ephemeral?: boolean; memory?: ClientMemory } = {}) {
     this.#config = config;
     this.#ephemeral = opts.ephemeral ?? false;
     this.#logger = logger;
     this.#telemetry = telemetry;
     this.#host = host;
-    this.#memory = new ClientMemory(config.maxClientsMemory);
+    this.#memory = opts.memory ?? new ClientMemory(config.maxClientsMemory);
     if (config.port !== 0) {
       this.#server = createServer((socket) => this.#accept(socket));
       this.#server.on('error', (err) => this.#logger.error({ err }, 'listener error'));
@@ -172,6 +176,7 @@ export class ReplicaServer {
       this.#config,
       {
         dispatch: (c, args) => dispatch(this.#host, c, args),
+        argsKept,
         closed: (c) => {
           this.#clients.delete(c);
           c.replica?.closed();

@@ -1,5 +1,6 @@
 import os from 'node:os';
 import type { RelayStatus } from './status.js';
+import { byName } from '../util/by-name.js';
 
 const DEFAULT_SECTIONS = ['server', 'clients', 'memory', 'persistence', 'stats', 'replication', 'cpu', 'keyspace'];
 
@@ -14,7 +15,8 @@ export function formatInfo(s: RelayStatus, requested: string[], redisVersion: st
     if (out.length) out.push('');
     out.push(`# ${name[0]!.toUpperCase()}${name.slice(1)}`, ...lines);
   }
-  return out.join('\r\n') + '\r\n';
+  // No section asked for exists: Redis answers an empty string.
+  return out.length === 0 ? '' : out.join('\r\n') + '\r\n';
 }
 
 /** The counters CONFIG RESETSTAT starts INFO's stats section from. */
@@ -51,7 +53,7 @@ export function statsSince(s: RelayStatus, base: InfoStatsBase | null): RelaySta
   };
 }
 
-const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
+const SECTIONS = byName<(s: RelayStatus, v: string) => string[]>({
   server: (s, v) => [
     `redis_version:${v}`,
     `psync_relay_version:${s.version}`,
@@ -181,4 +183,4 @@ const SECTIONS: Record<string, (s: RelayStatus, v: string) => string[]> = {
     return [`used_cpu_sys:${(u.system / 1e6).toFixed(6)}`, `used_cpu_user:${(u.user / 1e6).toFixed(6)}`];
   },
   keyspace: () => [],
-};
+});

@@ -11,6 +11,7 @@ import { DownstreamReplication } from '../downstream/replication.js';
 import { PubSub } from '../downstream/pubsub.js';
 import type { CommandHost } from '../downstream/commands.js';
 import type { ClientConnection } from '../downstream/client.js';
+import type { ClientMemory } from '../downstream/client-memory.js';
 import { PitrError, PitrPlanner, type PitrPlan, type PitrTarget } from './planner.js';
 import type { HistoryView, PitrAnswer, PitrApi } from './api.js';
 
@@ -28,6 +29,8 @@ export interface PitrServiceOptions {
   readonly replicaTimeoutMs: number;
   /** replication.replica-max-lag */
   readonly maxLag: number;
+  /** listen.max-clients-memory's budget, shared with the main listener: each listener had one of its own (5x the cap). */
+  readonly clientMemory?: ClientMemory;
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
@@ -255,7 +258,7 @@ class PitrListener {
       resetStats: () => {}, // its INFO has no counters
       pitr: null,
     };
-    this.#server = new ReplicaServer(opts.listen, this.#logger, opts.telemetry, host, { ephemeral: true });
+    this.#server = new ReplicaServer(opts.listen, this.#logger, opts.telemetry, host, { ephemeral: true, ...(opts.clientMemory ? { memory: opts.clientMemory } : {}) });
     this.#timer = setInterval(() => {
       if (this.#closeIfStreamLost()) return;
       if (this.#downstream.sessions.size > 0) this.#idleSince = Date.now();

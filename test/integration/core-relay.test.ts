@@ -135,6 +135,11 @@ t.test('the relay answers the commands replicas and tools use', async (t) => {
   t.same(await x.call('ECHO', 'hi'), Buffer.from('hi'));
   await t.rejects(x.call('SET', 'k', 'v'), /READONLY/);
   await t.rejects(x.call('NOSUCHCMD'), /unknown command/);
+  // Names of Object's own properties are no commands or INFO sections (before: an arity error; INFO threw inside).
+  for (const name of ['constructor', '__proto__', 'CONSTRUCTOR']) {
+    await t.rejects(x.call(name, 'a'), { message: `ERR unknown command '${name}', with args beginning with: 'a' ` }, name);
+    t.equal(String(await x.call('INFO', name)), '', `INFO ${name}: no section (an empty string, as Redis)`);
+  }
   const role = (await x.call('ROLE')) as unknown[];
   t.same(role.slice(0, 4), [Buffer.from('slave'), Buffer.from('127.0.0.1'), master.port, Buffer.from('connected')]);
   t.match((await x.call('CLIENT', 'LIST')) as Buffer, /flags=S/);

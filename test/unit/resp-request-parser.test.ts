@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { deepStrictEqual, throws } from 'node:assert';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { RequestParser, splitArgs, type RequestParserOptions } from '../../src/resp/request-parser.js';
+import { ARG_OVERHEAD, droppedArgs, RequestParser, splitArgs, type RequestParserOptions } from '../../src/resp/request-parser.js';
 import { encodeCommand } from '../../src/resp/writer.js';
 import { ProtocolError } from '../../src/errors.js';
 import { ways, randomSplit, mulberry32 } from '../helpers/chunks.js';
@@ -181,6 +181,55 @@ t.test('request parser holds a request trickled one byte per read in about its o
     const args = parser.next();
     t.equal(args?.length, what === 'a bulk' ? 2 : 1 + 601, `${what}: the command is whole once it ends`); // ECHO and 601 words
   }
+});
+
+t.test('request parser keeps the arguments argsKept asks for and drops the rest, multibulk and inline', async (t) => {
+  const asked: string[] = [];
+  const parser = new RequestParser({ ...OPTS, argsKept: (name) => (asked.push(name.toString()), name.toString() === 'PING' ? 2 : 4) });
+  const words = Array.from({ length: 100 }, (_, i) => `a${i}`);
+  parser.push(Buffer.concat([encodeCommand(['PING', ...words]), Buffer.from(`ECHO ${words.join(' ')}\r\n`), encodeCommand(['INFO', 'a', 'b'])]));
+  const ping = parser.next()!;
+  t.same(ping.map(String), ['PING', 'a0'], 'the first two of 101 kept');
+  t.equal(droppedArgs(ping), 99, 'and 99 dropped');
+  const echo = parser.next()!;
+  t.same(echo.map(String), ['ECHO', 'a0', 'a1', 'a2'], 'an inline command too');
+  t.equal(droppedArgs(echo), 97);
+  const info = parser.next()!;
+  t.same(info.map(String), ['INFO', 'a', 'b'], 'the command after them is read whole');
+  t.equal(droppedArgs(info), 0);
+  t.same(asked, ['PING', 'ECHO'], 'asked only of commands with more than a few arguments');
+});
+
+t.test('request parser: an unfinished command of a million arguments past argsKept counts its bytes, not a Buffer each', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const n = 1_000_000;
+  const parser = new RequestParser({ ...OPTS, argsKept: () => 2 });
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const sent = Buffer.from(`*${n + 1}\r\n$4\r\nPING\r\n` + '$0\r\n\r\n'.repeat(n - 1));
+  for (let i = 0; i < sent.length; i += 65536) {
+    parser.push(Buffer.from(sent.subarray(i, i + 65536)));
+    if (parser.next() !== undefined) throw new Error('no command yet');
+  }
+  gc();
+  const heap = process.memoryUsage().heapUsed - before;
+  // Kept as Buffers, a million arguments were 185 MB of heap (and counted as 200 MB).
+  t.ok(heap < 16 * 1024 * 1024, `${n - 1} empty arguments hold ${(heap / 1048576).toFixed(1)} MB of heap`);
+  t.ok(parser.memory < sent.length * 1.1, `counted ${parser.memory} bytes for ${sent.length} received`);
+  t.ok(parser.memory >= sent.length, 'no less than it received');
+  parser.push(Buffer.from('$0\r\n\r\n'));
+  const args = parser.next()!;
+  t.equal(args.length, 2);
+  t.equal(droppedArgs(args), n - 1);
+  t.equal(parser.argvMemory, 0, 'the next command has no arguments yet');
+});
+
+t.test('request parser counts ARG_OVERHEAD for each argument of an unfinished command it keeps', async (t) => {
+  const parser = new RequestParser(OPTS);
+  parser.push(Buffer.from('*3\r\n$4\r\nECHO\r\n$1\r\na\r\n$5\r\n'));
+  t.equal(parser.next(), undefined);
+  t.equal(parser.argvMemory, 2 * ARG_OVERHEAD);
 });
 
 t.test('request parser counts the bytes of an unfinished command as buffered', async (t) => {
