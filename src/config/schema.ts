@@ -109,7 +109,7 @@ export const relaySchema = section(
         'max-clients': key(integer(1, 1_000_000), 10000, 'most connected clients, like Redis maxclients'),
         'max-bulk-len': key(size(1), '512mb', 'largest bulk string a client may send, like Redis proto-max-bulk-len'),
         'max-query-buffer': key(size(1), '1gb', 'most unparsed input per client, like Redis client-query-buffer-limit'),
-        'handshake-timeout': key(duration(0), '10s', 'close a connection that sent nothing (or has not authenticated, with auth on) this long; 0 = off'),
+        'handshake-timeout': key(duration(0), '10s', 'close a connection that sent no whole command (or has not authenticated, with auth on) this long; 0 = off'),
         'announce-ip': key(nullableText(), null, 'IP the relay tells its upstream master (REPLCONF ip-address), like Redis replica-announce-ip'),
         users: key(
           listOf(

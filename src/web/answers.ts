@@ -2,6 +2,18 @@ import type { HttpResponse } from 'uWebSockets.js';
 import type { AnswerBudget } from './answer-budget.js';
 
 /**
+ * Headers of every answer. No frame may show one: a page on another site that loads /status?token=<guess> in an
+ * `<object>` saw `load` for a 200 and `error` for a 401, and so could tell a right token from a wrong one where the
+ * browser sends it no Sec-Fetch-Site to refuse it by (plain http to an address that is not loopback). Refused a
+ * frame, `<object>` gets `error` for both. nosniff: a JSON answer never runs as a `<script>` (same `error` for both).
+ */
+const EVERY_ANSWER: Readonly<Record<string, string>> = {
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'content-security-policy': "frame-ancestors 'none'",
+};
+
+/**
  * How one web server writes its HTTP answers: each charged to the process's answer budget (answer-budget.ts), and
  * none queued past what its socket takes. `onRefused` hears of every answer the budget refused (a 503).
  */
@@ -39,8 +51,8 @@ export class Answers {
       return refuse(res, '503 Service Unavailable', 'too many answers at once: try again\n', { 'retry-after': '1' });
     }
     res.cork(() => {
-      res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store').writeHeader('x-content-type-options', 'nosniff');
-      for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+      res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store');
+      writeHeaders(res, headers);
       // No arguments: uWS.js 20.30 aborts the process on endWithoutBody(length) or (length, close) ('returning from
       // a request handler without responding'). A HEAD answer is never one that must close the connection.
       if (this.#heads.has(res)) res.endWithoutBody();
@@ -73,6 +85,12 @@ export class Answers {
   }
 }
 
+/** EVERY_ANSWER's headers, each replaced by `headers`' own where it has one (the dashboard's fuller policy), then the rest. */
+function writeHeaders(res: HttpResponse, headers: Readonly<Record<string, string>>): void {
+  for (const [k, v] of Object.entries(EVERY_ANSWER)) res.writeHeader(k, headers[k] ?? v);
+  for (const [k, v] of Object.entries(headers)) if (!(k in EVERY_ANSWER)) res.writeHeader(k, v);
+}
+
 /**
  * An answer refused (past the budget: 503; a bad request: 400), and its connection closed before another of its
  * requests is handled. Not at once: uWS goes on handling the requests a connection pipelined in the same read after
@@ -88,8 +106,8 @@ function refuse(res: HttpResponse, status: string, text: string, headers: Record
   setImmediate(() => {
     if (aborted) return;
     res.cork(() => {
-      res.writeStatus(status).writeHeader('content-type', 'text/plain; charset=utf-8').writeHeader('x-content-type-options', 'nosniff');
-      for (const [k, v] of Object.entries(headers)) res.writeHeader(k, v);
+      res.writeStatus(status).writeHeader('content-type', 'text/plain; charset=utf-8');
+      writeHeaders(res, headers);
       res.end(text, true);
     });
   });

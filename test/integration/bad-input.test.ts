@@ -279,6 +279,13 @@ t.test('downstream limits are enforced and logged with a limit field', async (t)
   t.notOk(spokeClosed, 'a connection that spoke, opened just before it, is still open');
   spoke.s.end();
   t.equal(await spoke.closed, '+PONG\r\n');
+  // Half a command is no handshake: a client trickling one never finishes (slowloris) and held its slot for ever.
+  const half = await raw(Buffer.from('*1\r\n$4\r\nPI'));
+  t.equal(await half.closed, '', 'a connection that sent half a command is closed at the timeout');
+  t.match(
+    await waitFor(() => lines.find((l) => l['limit'] === 'listen.handshake-timeout' && l['bytesIn'] === 10), { what: 'its log line' }),
+    { msg: 'client sent no whole command within the handshake timeout, closing it' },
+  );
 
   const bulk = await raw(Buffer.from('*2\r\n$4\r\necho\r\n$1025\r\n'));
   t.equal(await bulk.closed, '-ERR Protocol error: invalid bulk length\r\n', 'a bulk over max-bulk-len');

@@ -17,6 +17,7 @@ import { loggedLine, logLines, rawConnect, writeConfig } from '../helpers/raw.js
 import { encodeCommand } from '../../src/resp/writer.js';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
+import { networkInterfaces } from 'node:os';
 import { browserTest, launchChromium, type FrameLike } from '../helpers/browser.js';
 
 t.teardown(stopAll);
@@ -171,15 +172,17 @@ browserTest('clickjacking: a page on another site cannot show the dashboard in a
   t.same(history.listeners, [], 'no point-in-time listener was opened');
 });
 
-browserTest('a page on another site cannot tell a right web.token from a wrong one by loading /status in <object>, <img> or <script>', async (t) => {
-  const [r, tab] = await Promise.all([relay(t, { web: { token: 'right-token' } }), newTab(t)]);
+/**
+ * A page on another site (evil.test) loads `http://<host>:<port>/status?token=` in `<object>`, `<img>` and
+ * `<script>`, with a guess and with the right token: the load or error event each tag saw, all such a page can see.
+ */
+async function tokenProbes(t: Test, tab: Awaited<ReturnType<typeof newTab>>, host: string, port: number): Promise<Record<string, { wrong: string; right: string }>> {
   const evil = createServer((_req, res) => {
     res.setHeader('content-type', 'text/html');
-    // Each tag loads /status with a guess; its load or error event is all a page on another site can see.
     res.end(`<!doctype html><body><script>
       const probe = (tag, token) => new Promise((resolve) => {
         const el = document.createElement(tag);
-        const url = 'http://127.0.0.1:${r.webPort}/status?token=' + token;
+        const url = 'http://${host}:${port}/status?token=' + token;
         el.onload = () => resolve('load');
         el.onerror = () => resolve('error');
         if (tag === 'object') el.data = url; else el.src = url;
@@ -196,10 +199,31 @@ browserTest('a page on another site cannot tell a right web.token from a wrong o
   await once(evil, 'listening');
   t.teardown(() => evil.close());
   await tab.goto(`http://evil.test:${(evil.address() as { port: number }).port}/`);
-  const probes = (await tab.evaluate('window.probes')) as Record<string, { wrong: string; right: string }>;
+  return (await tab.evaluate('window.probes')) as Record<string, { wrong: string; right: string }>;
+}
+
+browserTest('a page on another site cannot tell a right web.token from a wrong one by loading /status in <object>, <img> or <script>', async (t) => {
+  const [r, tab] = await Promise.all([relay(t, { web: { token: 'right-token' } }), newTab(t)]);
+  const probes = await tokenProbes(t, tab, '127.0.0.1', r.webPort);
   for (const [tag, seen] of Object.entries(probes)) t.equal(seen.right, seen.wrong, `<${tag}>: the same event for the right token as for a guess (${seen.wrong})`);
   t.notMatch(r.logs(), /wrong web\.token/, 'refused before the token is looked at');
   t.equal((await curl(r.webPort, '/status', { authorization: 'Bearer right-token' })).status, 200, 'the token still opens /status to a client that is not a page on another site');
+});
+
+browserTest('at an address that is not loopback (no Sec-Fetch-Site), a page on another site still cannot tell a right web.token from a wrong one', async (t) => {
+  // Browsers send Sec-Fetch-* only to trustworthy origins (https, loopback): over plain http to the machine's own
+  // network address the request looks like any tool's, and only the answer's headers (no frame) keep <object> mute.
+  const address = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a?.family === 'IPv4' && !a.internal)?.address;
+  if (address === undefined) {
+    t.fail('this machine has no IPv4 address but loopback to reach the relay at');
+    return;
+  }
+  const [r, tab] = await Promise.all([relay(t, { web: { token: 'right-token', bind: address } }), newTab(t)]);
+  const probes = await tokenProbes(t, tab, address, r.webPort);
+  for (const [tag, seen] of Object.entries(probes)) t.equal(seen.right, seen.wrong, `<${tag}>: the same event for the right token as for a guess (${seen.wrong})`);
+  t.match(r.logs(), /wrong web\.token/, 'the guess did reach the token check: no Sec-Fetch-Site refused it first');
 });
 
 t.test('web.max-subscribers: one more /stream subscriber gets 503; a slot frees when one leaves', async (t) => {
