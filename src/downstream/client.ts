@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { ARG_OVERHEAD, FIXED_LIMITS, RequestParser } from '../resp/request-parser.js';
-import { errorReply } from '../resp/writer.js';
+import { bulkReply, errorReply } from '../resp/writer.js';
 import { ProtocolError } from '../errors.js';
 import type { OutputBufferLimit } from '../config/types.js';
 import type { AccessDenial, Telemetry } from '../observability/telemetry.js';
@@ -23,6 +23,9 @@ let nextClientId = 1;
  * lines ~30 ms to parse).
  */
 const COMMANDS_PER_TURN = 128;
+/** Replies past this size are written by reference, not copied into one Buffer with the turn's others. */
+const LARGE_REPLY = 64 * 1024;
+const CRLF_BUF = Buffer.from('\r\n');
 const BYTES_PER_TURN = 64 * 1024;
 /**
  * Heap bytes a reply queued on the socket costs besides its payload (Node's entry for the write: about 60 on Node
@@ -437,6 +440,17 @@ export class ClientConnection implements MemoryUser {
     this.#send(buf, force);
   }
 
+  /**
+   * A bulk reply of `payload` (ECHO, PING's argument). A large one is sent by reference, its header and CRLF around
+   * it: copied into one Buffer (bulkReply), then into the turn's batch, an ECHO of 250 MB took 850 MB at its peak.
+   */
+  replyBulk(payload: Buffer): void {
+    if (payload.length < LARGE_REPLY || this.#gathered !== null) return this.reply(bulkReply(payload));
+    this.reply(Buffer.from(`$${payload.length}\r\n`, 'latin1'));
+    this.reply(payload);
+    this.reply(CRLF_BUF);
+  }
+
   /** A pub/sub message or (un)subscribe confirmation: sent whatever CLIENT REPLY says, as Redis 7.2+ sends pushes. */
   push(buf: Buffer): void {
     this.#send(buf, false);
@@ -456,12 +470,18 @@ export class ClientConnection implements MemoryUser {
     this.#write(buf);
   }
 
-  /** Writes the replies gathered in this turn, as one Buffer. */
+  /** Writes the replies gathered in this turn: as one Buffer, or, past LARGE_REPLY, each by reference in one writev. */
   #flushBatch(): void {
     const batch = this.#batch;
     this.#batch = null;
     if (batch === null || batch.length === 0 || this.socket.destroyed) return;
-    this.#write(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
+    if (batch.length === 1) return this.#write(batch[0]!);
+    let total = 0;
+    for (const b of batch) total += b.length;
+    if (total < LARGE_REPLY) return this.#write(Buffer.concat(batch, total));
+    this.socket.cork();
+    for (const b of batch) this.#write(b);
+    this.socket.uncork();
   }
 
   /** Hands `buf` to the socket, then checks the output limits (not for a replica: its output is the stream). */

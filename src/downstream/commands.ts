@@ -118,10 +118,11 @@ const COMMANDS = byName<CommandSpec>({
     handler: (_h, c, a) => {
       if (a.length > 2) return c.reply(errorReply("ERR wrong number of arguments for 'ping' command"));
       if (subscriptionCount(c) > 0) return c.reply(subscribedPong(a[1]));
-      c.reply(a.length > 1 ? bulkReply(a[1]!) : PONG);
+      if (a.length > 1) c.replyBulk(a[1]!);
+      else c.reply(PONG);
     },
   },
-  echo: { arity: 2, handler: (_h, c, a) => c.reply(bulkReply(a[1]!)) },
+  echo: { arity: 2, handler: (_h, c, a) => c.replyBulk(a[1]!) },
   quit: {
     arity: -1,
     noAuth: true,

@@ -50,3 +50,24 @@ t.test('a pipeline of slow commands yields to the event loop once the turn has h
   await waitFor(() => got === '+PONG\r\n'.repeat(200) || undefined, { what: '200 replies, in order' });
   t.ok(beforeTheLoopWentOn >= 1 && beforeTheLoopWentOn < 128, `the event loop went on after ${beforeTheLoopWentOn} of the commands (the 5 ms budget), not 128`);
 });
+
+t.test('a large bulk reply is written by reference, between the replies before and after it, whole and in order', async (t) => {
+  const { server: socket, client: peer } = await loopbackPair(t);
+  const payload = Buffer.alloc(1 << 20, 0x61);
+  let written: Buffer[] = [];
+  const s = socket as unknown as { _writev: (chunks: Array<{ chunk: Buffer }>, cb: () => void) => void };
+  const writev = s._writev.bind(socket);
+  s._writev = (chunks, cb) => ((written = chunks.map((c) => c.chunk)), writev(chunks, cb));
+  new ClientConnection(socket, createLogger('silent'), new Telemetry('client-replies-test'), { maxBulkLen: 1 << 21, maxQueryBuffer: 1 << 22 }, {
+    dispatch: (client, args) => (args.length > 1 ? client.replyBulk(payload) : client.reply(Buffer.from('+PONG\r\n'))),
+    closed: () => undefined,
+    turn: unlimitedTurn,
+  }, false);
+  const chunks: Buffer[] = [];
+  peer.on('data', (d: Buffer) => chunks.push(d));
+  const expected = Buffer.concat([Buffer.from(`+PONG\r\n$${payload.length}\r\n`), payload, Buffer.from('\r\n+PONG\r\n')]);
+  peer.write('PING\r\nECHO x\r\nPING\r\n');
+  await waitFor(() => Buffer.concat(chunks).length >= expected.length || undefined, { what: 'the three replies' });
+  t.ok(Buffer.concat(chunks).equals(expected), 'PONG, the bulk, PONG');
+  t.ok(written.includes(payload), 'the payload went to the socket itself, not a copy of it');
+});
