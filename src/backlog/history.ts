@@ -126,7 +126,24 @@ export class History {
 
   /** The newest snapshot of this history whose next byte the log holds: a full sync can be served from it. */
   usableSnapshot(): SnapshotMeta | null {
-    return this.store.newestWhere(this.#epoch, (s) => this.log.holds(s.offset + 1));
+    return this.store.newestWhere(this.#epoch, (s) => this.#ofThisStream(s) && this.log.holds(s.offset + 1));
+  }
+
+  /** The snapshots of this history, oldest first (point-in-time replicas: the log may not hold their next byte). */
+  snapshots(): SnapshotMeta[] {
+    return this.store.all.filter((s) => s.epoch === this.#epoch && this.#ofThisStream(s));
+  }
+
+  /**
+   * Whether the log's stream up to `s.offset` is the stream `s` was taken of: it was taken under our id, or at or
+   * before second_repl_offset, as far as the ids vouch for the old one. A snapshot of the old id past that point
+   * (fetched from upstream.snapshot-source ahead of the log, before a failover whose promotion point lay behind it)
+   * holds the dead master's writes the new one never had: served as `+FULLRESYNC <new id> <its offset>`, a replica
+   * got them, missed the new master's, and then the stream from mid-command (the replication audit). Such snapshots
+   * are removed at the failover (pruneSnapshots); this also keeps out one a crash left before the removal.
+   */
+  #ofThisStream(s: SnapshotMeta): boolean {
+    return s.replid.toLowerCase() === this.ids.replid.toLowerCase() || s.offset + 1 <= this.ids.secondReplOffset;
   }
 
   /** The newest snapshot of this history, usable or not. */
@@ -324,11 +341,18 @@ export class History {
    * reached further back than the whole log: the relay full-syncs instead.)
    */
   async pruneSnapshots(): Promise<void> {
-    const dropped = await this.store.prune(this.#epoch, (s) => s.offset + 1 >= this.log.firstOffset);
-    if (dropped.length > 0) {
+    const dropped = await this.store.prune(this.#epoch, (s) => s.offset + 1 >= this.log.firstOffset && this.#ofThisStream(s));
+    const [behind, elsewhere] = [dropped.filter((s) => this.#ofThisStream(s)), dropped.filter((s) => !this.#ofThisStream(s))];
+    if (behind.length > 0) {
       this.#logger.info(
-        { files: dropped.map((s) => basename(s.path)), bytes: dropped.reduce((n, s) => n + s.size, 0), firstOffset: this.log.firstOffset },
+        { files: behind.map((s) => basename(s.path)), bytes: behind.reduce((n, s) => n + s.size, 0), firstOffset: this.log.firstOffset },
         'snapshots the log has left behind removed: they can serve no full sync or point in time',
+      );
+    }
+    if (elsewhere.length > 0) {
+      this.#logger.warn(
+        { files: elsewhere.map((s) => basename(s.path)), replid: this.ids.replid, replid2: this.ids.replid2, secondReplOffset: this.ids.secondReplOffset },
+        'snapshots of an id past where this history follows it removed (taken ahead of a failover): they hold writes the new master never had',
       );
     }
   }
@@ -350,6 +374,7 @@ export class History {
       'upstream has a new replid, shifting ids',
     );
     const persisted = await this.#persistShift(next, lineage);
+    if (persisted === true) await this.pruneSnapshots();
     if (persisted !== false) return persisted === true;
     // Neither written nor removed: the new id's bytes must not reach the log under the old state. The link fails
     // and tries again (upstream continues us again with the new id).

@@ -427,10 +427,15 @@ export class DownstreamReplication {
     this.#serveWaiting();
   }
 
-  /** The memory snapshot while it can serve a full sync: dropped once the log no longer holds its next byte. */
+  /**
+   * The memory snapshot while it can serve a full sync: dropped once the log no longer holds its next byte, or once
+   * our ids no longer vouch for its id at its offset (a failover whose promotion point lies before a snapshot fetched
+   * ahead of the log: it holds the old master's writes the new one never had; History.#ofThisStream for files).
+   */
   #memorySnapshot(): RdbTransfer | null {
     const mem = this.#memory;
-    if (mem !== null && mem.offset + 1 < this.#opts.source.log.firstOffset) this.#memory = null;
+    const { ids, log } = this.#opts.source;
+    if (mem !== null && (mem.offset + 1 < log.firstOffset || !ids.accepts(mem.replid, mem.offset + 1))) this.#memory = null;
     return this.#memory;
   }
 

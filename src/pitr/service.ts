@@ -82,7 +82,7 @@ export class PitrService implements PitrApi {
   constructor(opts: PitrServiceOptions) {
     this.#opts = opts;
     const h = opts.history;
-    this.#planner = new PitrPlanner({ log: h.log, marks: h.marks, snapshots: () => h.store.all.filter((s) => s.epoch === h.epoch) });
+    this.#planner = new PitrPlanner({ log: h.log, marks: h.marks, snapshots: () => h.snapshots() });
     this.#unsubscribe = h.onNewHistory(() => this.#closeEvery('a new history from upstream replaced the one it was taken from'));
   }
 

@@ -5,7 +5,10 @@
 import t, { type Test } from 'tap';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { startRelay, type TestRelay } from '../helpers/relay.js';
-import { startReplica, waitConverged, stat, offsetsBeside } from '../helpers/replication.js';
+import { startReplica, waitConverged, stat, offsetsBeside, replicaSyncs, REPLICA_BAD_STREAM_LINE } from '../helpers/replication.js';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { tempDir } from '../helpers/temp-dir.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
@@ -91,4 +94,76 @@ t.test('a snapshot source of another history is refused and the master supplies 
   t.equal(await r.call('EXISTS', 'not-ours'), 0, 'nothing of the unrelated dataset');
   t.equal(stat(await m.info('stats'), 'total_forks'), masterForks + 1, 'the master supplied it');
   await replica.stop();
+});
+
+t.test('a snapshot fetched ahead of the stream is never served under a new id whose history left it behind: a new replica gets the new master\'s data', async (t) => {
+  // The replication audit's finding: the relay's upstream U stalls at O while the snapshot source S, another replica
+  // of the master, goes on to X; a backup (`redis-cli --rdb`) makes the relay fetch a snapshot from S at X, ahead of
+  // its stream. The master dies, U is promoted at O < X (a new id), and its own writes carry the stream past X: the
+  // snapshot holds the dead master's writes between O and X, which U never had.
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
+  // A backlog that reaches back to where the relay stalled: the promoted upstream continues it.
+  const upstream = await startReplica(master.port, ['--repl-backlog-size', '64mb']);
+  const u = await upstream.client();
+  t.teardown(() => u.close());
+  const source = await startReplica(master.port);
+  const s = await source.client();
+  t.teardown(() => s.close());
+  await waitConverged(m, [u, s], 'both replicas of the master online');
+  // A log that holds the whole test's stream: the replica of the relay is never left behind by it.
+  const relay = await startRelay({
+    upstream: { host: '127.0.0.1', port: upstream.port, 'snapshot-source': { host: '127.0.0.1', port: source.port } },
+    log: { memory: '16mb', disk: '256mb' },
+    replication: { 'snapshot-refresh-min-interval': '0s' },
+  });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  const early = await startReplica(relay.port);
+  const e = await early.client();
+  t.teardown(() => e.close());
+  // The stream moves past the relay's first snapshot (a backup is then owed a fresher one).
+  await benchmarkLoad(master.port, 20_000, 100, 100_000);
+  await waitConverged(m, [e], 'a replica of the relay online');
+
+  upstream.proc.kill('SIGSTOP');
+  await benchmarkLoad(master.port, 200_000, 100, 100_000);
+  await waitConverged(m, [s], 'the source has what the master wrote; the stalled upstream and the relay do not');
+  let fetched = false;
+  t.teardown(subscribe('snapshot.refresh', (ev) => void (ev.relay === relay.relay.runId && ev.phase === 'committed' && (fetched = true))));
+  const cli = spawn('redis-cli', ['-p', String(relay.port), '--rdb', join(tempDir('ahead-'), 'dump.rdb')], { stdio: 'ignore' });
+  t.teardown(() => cli.kill('SIGKILL'));
+  await waitFor(() => fetched || undefined, { what: 'a snapshot fetched from the source for the backup' });
+  cli.kill('SIGKILL');
+  const X = stat(await s.info('replication'), 'master_repl_offset');
+  const O = stat(await x.info('replication'), 'master_repl_offset');
+  t.ok(O < X, `the relay's snapshot (at ${X}) is ahead of its stream (at ${O})`);
+
+  await master.stop('SIGKILL');
+  upstream.proc.kill('SIGCONT');
+  await waitFor(async () => stat(await u.info('replication'), 'master_repl_offset') < X || undefined, { what: 'the promoted replica behind the snapshot' });
+  await u.call('REPLICAOF', 'NO', 'ONE');
+  const promoted = await u.info('replication');
+  t.ok(stat(promoted, 'second_repl_offset') - 1 < X, `promoted at ${stat(promoted, 'second_repl_offset') - 1}, before the snapshot's offset`);
+  await waitFor(async () => (await x.info('replication'))['master_replid'] === promoted['master_replid'] || undefined, { what: 'the relay continued under the new id' });
+  await waitFor(
+    async () => {
+      if (stat(await x.info('replication'), 'master_repl_offset') > X + 1_000_000) return true;
+      await benchmarkLoad(upstream.port, 20_000, 100, 100_000);
+      return undefined;
+    },
+    { what: "the relay's stream under the new id past the snapshot's offset", timeoutMs: 60_000 },
+  );
+
+  const late = await startReplica(relay.port);
+  const l = await late.client();
+  t.teardown(() => l.close());
+  await u.call('SET', 'after', '1');
+  await waitConverged(u, [e, l], "both replicas hold the new master's dataset", 60_000);
+  t.notMatch(late.logs(), REPLICA_BAD_STREAM_LINE, 'the new replica read a whole stream');
+  t.equal(replicaSyncs(late.logs()).full, 1, 'one full sync');
+  t.equal(replicaSyncs(early.logs()).full, 1, 'the early replica went through the failover without another');
 });

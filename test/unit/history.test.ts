@@ -139,6 +139,43 @@ t.test('after failovers the state file still vouches for a snapshot taken ids ag
   t.same([after.ids.replid, after.ids.replid2, after.log.endOffset, after.usableSnapshot()?.replid], [C, B, end, A], 'ids, log and the snapshot of A are kept');
 });
 
+t.test('a snapshot of the old id fetched ahead of the log is dropped at a failover before its offset: never served under the new id', async (t) => {
+  // The audit's case: the relay's upstream stalled at O while the snapshot source, another replica of the master,
+  // went on to X; the fetched snapshot (A at X) waits for the log to reach X. The master dies; the stalled replica
+  // is promoted (B) at O < X: B's history has none of A's writes after O.
+  const dir = tempDir('history-');
+  const { h, records } = await synced(t, dir, 5);
+  const O = h.log.endOffset;
+  const X = O + 2000;
+  const tmp = h.store.tempPath();
+  await fsp.writeFile(tmp, emptyRdb(10));
+  t.ok(await h.commitSnapshot(tmp, { replid: A, offset: X }, h.epoch), 'a snapshot ahead of the log fits (the log will reach it)');
+  await h.continued(B);
+  await stream(h, 'b', 50);
+  t.ok(h.log.endOffset > X, 'the log under B has passed X');
+  // (It replaced the full sync's snapshot: one is kept per history.) A replica's full sync now waits for a fetch.
+  t.equal(h.usableSnapshot(), null, "A's snapshot at X (A's writes after O) serves no full sync");
+  t.same(h.snapshots(), [], 'nor a point in time');
+  t.notOk(h.store.all.some((s) => s.offset === X), 'its file is removed');
+  t.ok(records.some((r) => r.msg.includes('snapshots of an id past where this history follows it removed')), 'and that is logged');
+});
+
+t.test('after a crash between a failover and the removal of a snapshot ahead of it, the restart does not serve that snapshot', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = await synced(t, dir, 5);
+  await h.continued(B);
+  await stream(h, 'b', 50);
+  const end = h.log.endOffset;
+  await h.close();
+  // What the removal would have deleted: a snapshot of A past second_repl_offset (the full sync's file, renamed).
+  const full = (await fsp.readdir(dir)).find((n) => n.startsWith('snapshot-') && n.includes(A))!;
+  await fsp.copyFile(join(dir, full), join(dir, full.replace(/-\d{20}\.rdb$/, `-${String(end - 100).padStart(20, '0')}.rdb`)));
+  const { h: after } = open(t, dir);
+  await after.recover();
+  t.equal(after.log.endOffset, end);
+  t.same([after.usableSnapshot()?.replid, after.usableSnapshot()?.offset], [A, 100], 'the snapshot of A past the failover is not used');
+});
+
 t.test('after more failovers than the state file keeps ids for, it still vouches for the snapshot of the epoch\'s full sync: the restart keeps the disk log', async (t) => {
   const dir = tempDir('history-');
   const { h } = await synced(t, dir, 5);
