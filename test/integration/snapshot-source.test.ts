@@ -16,11 +16,11 @@ import { subscribe } from '../../src/observability/telemetry.js';
 
 t.teardown(stopAll);
 
-/** A relay behind `master` with a small disk log, refreshing at once, fetching snapshots from `sourcePort`; linked. */
-async function relayWithSource(t: Test, masterPort: number, sourcePort: number): Promise<{ relay: TestRelay; x: RedisClient }> {
+/** A relay behind `master` with a small disk log (or `log`), refreshing at once, fetching snapshots from `sourcePort`; linked. */
+async function relayWithSource(t: Test, masterPort: number, sourcePort: number, log = { memory: '64kb', disk: '2mb' }): Promise<{ relay: TestRelay; x: RedisClient }> {
   const relay = await startRelay({
     upstream: { host: '127.0.0.1', port: masterPort, 'snapshot-source': { host: '127.0.0.1', port: sourcePort } },
-    log: { memory: '64kb', disk: '2mb' },
+    log,
     replication: { 'snapshot-refresh-min-interval': '0s' },
   });
   t.teardown(() => relay.stop());
@@ -114,14 +114,7 @@ t.test('a snapshot fetched ahead of the stream is never served under a new id wh
   t.teardown(() => s.close());
   await waitConverged(m, [u, s], 'both replicas of the master online');
   // A log that holds the whole test's stream: the replica of the relay is never left behind by it.
-  const relay = await startRelay({
-    upstream: { host: '127.0.0.1', port: upstream.port, 'snapshot-source': { host: '127.0.0.1', port: source.port } },
-    log: { memory: '16mb', disk: '256mb' },
-    replication: { 'snapshot-refresh-min-interval': '0s' },
-  });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
+  const { relay, x } = await relayWithSource(t, upstream.port, source.port, { memory: '16mb', disk: '256mb' });
   const early = await startReplica(relay.port);
   const e = await early.client();
   t.teardown(() => e.close());
