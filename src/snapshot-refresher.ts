@@ -52,6 +52,8 @@ export class SnapshotRefresher {
   #lastStart = -Infinity;
   #watch: NodeJS.Timeout | null = null;
   #pendingUsable: (() => void) | null = null;
+  /** The snapshot #pendingUsable waits for the log to reach (fetched ahead of our stream). */
+  #ahead: SnapshotMeta | null = null;
   #interval: NodeJS.Timeout | null = null;
   /** The offset the next fetch must reach for an RDB-only client (-1: none asked). */
   #rdbFrom = -1;
@@ -107,6 +109,11 @@ export class SnapshotRefresher {
     const h = this.#opts.history;
     if (from > this.#rdbFrom) this.#rdbFrom = from;
     if (this.#fetch || this.#lookingForRoom || !h.hasHistory || !this.#opts.linkReady()) return;
+    // A snapshot fetched ahead of our stream serves once the log reaches it; another fetch would be no older than it,
+    // and a fork on the source for nothing (a backup waiting on a stalled stream had one every minute). Not once a
+    // failover has removed it (History.pruneSnapshots).
+    const ahead = this.#ahead;
+    if (ahead !== null && this.#rdbFrom <= ahead.offset && h.snapshots().includes(ahead)) return;
     if (this.#room.waiting) {
       this.#lookForRoom(waited);
       return;
@@ -304,8 +311,11 @@ export class SnapshotRefresher {
     });
     const done = (): void => {
       off();
-      if (this.#pendingUsable === done) this.#pendingUsable = null;
+      if (this.#pendingUsable !== done) return;
+      this.#pendingUsable = null;
+      this.#ahead = null;
     };
     this.#pendingUsable = done;
+    this.#ahead = snap;
   }
 }
