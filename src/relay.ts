@@ -101,9 +101,14 @@ export class Relay {
       acks: () => this.#downstream.ackOffsets(),
       aofAcks: () => this.#downstream.aofAckOffsets(),
       endOffset: () => this.#history.log.endOffset,
+      durableOffset: () => {
+        const disk = this.#history.log.disk;
+        return disk !== null && disk.active ? disk.writtenOffset : this.#history.log.endOffset;
+      },
       linkUp: () => this.#link.state === LinkState.Connected,
       ackNow: () => this.#link.ackNow(),
     });
+    this.#history.log.onDiskWritten(() => this.#acks.replicaAcked());
     this.#downstream = new DownstreamReplication({
       source: this.#replicationSource(),
       telemetry: this.#telemetry,

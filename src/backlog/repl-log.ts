@@ -51,6 +51,7 @@ export class ReplLog implements DiskLogSource {
   #readers = new Set<LogReader>();
   #onAppend: Array<(bytes: number) => void> = [];
   #disk: DiskLog | null = null;
+  readonly #diskWritten = new Set<() => void>();
   #diskCache: DiskChunkCache | null = null;
   /** The space handed out by reserve(), until commit(), an append or a reset. */
   #reserved: Buffer | null = null;
@@ -113,6 +114,12 @@ export class ReplLog implements DiskLogSource {
     return this.#disk;
   }
 
+  /** `fn` runs after each write of the disk log (its writtenOffset grew); returns its removal. */
+  onDiskWritten(fn: () => void): () => void {
+    this.#diskWritten.add(fn);
+    return () => this.#diskWritten.delete(fn);
+  }
+
   /**
    * Backs the log with segment files: bytes leave memory only once written to disk, and readers behind the
    * memory tail read from disk instead of holding memory.
@@ -122,6 +129,7 @@ export class ReplLog implements DiskLogSource {
     this.addHolder(disk);
     disk.onWritten = () => {
       if (this.#size > this.#limit) this.trim();
+      for (const fn of this.#diskWritten) fn();
     };
     this.#diskCache = new DiskChunkCache(
       (offset, max, into) => disk.read(offset, max, into),

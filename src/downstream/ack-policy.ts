@@ -34,6 +34,11 @@ export interface AckTrackerHost {
   aofAcks(): readonly number[];
   /** The relay's master_repl_offset. */
   endOffset(): number;
+  /**
+   * The offset a restart of the relay keeps: what its disk log has written (its master_repl_offset without an
+   * active disk log, which keeps nothing anyway).
+   */
+  durableOffset(): number;
   /** Whether the upstream link streams (an ACK can be sent). */
   linkUp(): boolean;
   /** Send REPLCONF ACK upstream now. */
@@ -69,12 +74,14 @@ export class AckTracker {
 
   /**
    * What to acknowledge, never more than `held` (the offset the relay holds, or for a GETACK the offset before it).
-   * min/quorum acknowledge what the online replicas hold; with too few of them online, nothing new (the floor), so
-   * WAIT on the master counts only what replicas hold.
+   * min/quorum acknowledge what the online replicas hold and the relay's disk log has written; with too few replicas
+   * online, nothing new (the floor), so WAIT on the master counts only what replicas hold. The disk too: a relay
+   * restarted after a SIGKILL (its master killed with it) came back behind a write WAIT had counted, and full-synced
+   * its replica, the one copy left, back to its own older data (the PITR and ack audit).
    */
   offsetFor(held: number): number {
     if (this.#policy.kind === 'self') return held;
-    const v = policyAckOffset(this.#policy, this.#host.acks());
+    const v = this.#policyOffset();
     if (v !== null && v > this.#floor) this.#floor = v;
     const ack = Math.min(held, this.#floor);
     this.#lastSent = ack;
@@ -97,9 +104,15 @@ export class AckTracker {
     return aof;
   }
 
+  /** The policy's offset over the replicas' acks, capped at what the disk log has written; null: too few replicas. */
+  #policyOffset(): number | null {
+    const v = policyAckOffset(this.#policy, this.#host.acks());
+    return v === null ? null : Math.min(v, this.#host.durableOffset());
+  }
+
   /**
-   * A downstream replica acknowledged more: under min/quorum, tell upstream now so WAIT returns promptly. Checked
-   * once per turn of the event loop, however many replicas acknowledged in it.
+   * A downstream replica acknowledged more, or the disk log wrote more: under min/quorum, tell upstream now so WAIT
+   * returns promptly. Checked once per turn of the event loop, however many of them came in it.
    */
   replicaAcked(): void {
     if (this.#policy.kind === 'self' || this.#checkQueued) return;
@@ -108,7 +121,7 @@ export class AckTracker {
       this.#checkQueued = false;
       if (!this.#host.linkUp()) return;
       const end = this.#host.endOffset();
-      const v = policyAckOffset(this.#policy, this.#host.acks());
+      const v = this.#policyOffset();
       if (v !== null && Math.min(v, end) > this.#lastSent) return this.#host.ackNow();
       const aof = policyAckOffset(this.#policy, fsynced(this.#policy, this.#host.aofAcks()));
       if (aof !== null && Math.min(aof, end) > this.#lastAofSent) this.#host.ackNow();
