@@ -2,7 +2,6 @@ import type { Logger } from '../log.js';
 import type { ListenConfig } from '../config/types.js';
 import type { History } from '../backlog/history.js';
 import type { ReplLog } from '../backlog/repl-log.js';
-import { ReplIds } from '../backlog/repl-ids.js';
 import type { SnapshotLease } from '../backlog/snapshot-store.js';
 import type { Telemetry } from '../observability/telemetry.js';
 import { ReplicaServer } from '../downstream/server.js';
@@ -201,6 +200,8 @@ class PitrListener {
   readonly #onClosed: (l: PitrListener) => void;
   readonly #idleTimeoutMs: number;
   readonly #log: ReplLog;
+  /** The replid its replicas are told. */
+  readonly #replid: string;
   #port = 0;
   #idleSince = Date.now();
   #timer: NodeJS.Timeout;
@@ -215,8 +216,12 @@ class PitrListener {
     this.#logger = opts.logger.child({ component: 'pitr', offset: plan.offset });
     const log = opts.history.log;
     this.#log = log;
-    // The history as it was at the snapshot: a replica is told the snapshot's replid and can only be continued in it.
-    const ids = new ReplIds(plan.snapshot.replid);
+    // The ids of the history held, as the main port answers with them (a copy: later failovers do not move it): a
+    // replica is told our replid, and continued only where our ids vouch for its own. With the snapshot's id alone,
+    // a replica of the old master past a failover (split brain: writes the new master never had) was continued over
+    // a stream that is not its own, and held a dataset of neither (the PITR audit).
+    const ids = opts.history.ids.copy();
+    this.#replid = ids.replid;
     this.#downstream = new DownstreamReplication({
       source: {
         ids,
@@ -272,7 +277,7 @@ class PitrListener {
   }
 
   get answer(): PitrAnswer {
-    return { port: this.#port, offset: this.#plan.offset, time: iso(this.#plan.ms), replid: this.#plan.snapshot.replid, snapshotOffset: this.#plan.snapshot.offset };
+    return { port: this.#port, offset: this.#plan.offset, time: iso(this.#plan.ms), replid: this.#replid, snapshotOffset: this.#plan.snapshot.offset };
   }
 
   /** Why close() ran; null while open. */
