@@ -2,6 +2,7 @@ import { RelayError } from '../errors.js';
 import { LogCursor } from '../backlog/log-cursor.js';
 import type { ReplLog } from '../backlog/repl-log.js';
 import type { SnapshotMeta } from '../backlog/snapshot-store.js';
+import { commandKeys } from '../resp/command-keys.js';
 import { StreamScanner, type ScannedCommand } from '../resp/stream-scanner.js';
 import { globBytes, globMatch } from '../util/glob.js';
 import { clip } from '../util/text.js';
@@ -131,13 +132,16 @@ export class PitrPlanner {
     return point;
   }
 
-  /** The first byte of the last command named `name` (and touching a key matching `pattern`) in (from, to]. */
+  /**
+   * The first byte of the last command named `name` (and touching a key matching `pattern`) in (from, to]. Only its
+   * key arguments are matched: not values or fields (`SET audit:last "user:1 edited"` is no SET on `user:*`).
+   */
   async #lastOccurrence(from: number, to: number, name: string, pattern: string | null): Promise<number | null> {
     let found: number | null = null;
     const bytesPattern = pattern === null ? '' : globBytes(pattern);
     await this.#scan(from, to, (cmd) => {
       if (cmd.args[0]?.toString('latin1').toLowerCase() !== name) return;
-      if (pattern !== null && !cmd.args.slice(1).some((a) => globMatch(bytesPattern, a.toString('latin1')))) return;
+      if (pattern !== null && !commandKeys(cmd.args, name).some((k) => globMatch(bytesPattern, k.toString('latin1')))) return;
       found = cmd.start;
     });
     return found;

@@ -1,5 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { RelayError } from '../errors.js';
+import { commandKeys as keyArgs } from '../resp/command-keys.js';
 import { globBytes, globMatch } from '../util/glob.js';
 
 /**
@@ -107,52 +108,9 @@ export function selectedDb(name: string, argc: number, arg1: Buffer | undefined)
   return INT.test(s) ? Number(s) : null;
 }
 
-const NO_KEYS = new Set([
-  'select', 'ping', 'replconf', 'multi', 'exec', 'discard', 'flushall', 'flushdb', 'swapdb', 'script', 'function', 'publish',
-  'spublish', 'info', 'config', 'client', 'debug', 'lastsave', 'save', 'bgsave', 'bgrewriteaof',
-]);
-const ALL_KEYS = new Set(['del', 'unlink', 'exists', 'touch', 'watch', 'pfmerge', 'pfcount', 'sinterstore', 'sunionstore', 'sdiffstore', 'mget']);
-const TWO_KEYS = new Set(['rename', 'renamenx', 'copy', 'smove', 'lmove', 'blmove', 'rpoplpush', 'brpoplpush', 'geosearchstore', 'zrangestore']);
-/** args[2] = numkeys, keys follow (scripts and functions). */
-const NUMKEYS_AT_2 = new Set(['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro']);
-/** dest, numkeys, keys... */
-const DEST_NUMKEYS = new Set(['zunionstore', 'zinterstore', 'zdiffstore']);
-/** numkeys, keys... */
-const NUMKEYS_AT_1 = new Set(['lmpop', 'blmpop', 'zmpop', 'bzmpop', 'sintercard', 'zintercard', 'zunion', 'zinter', 'zdiff']);
-
-/**
- * The key arguments of a command, as binary strings. Covers the commands Redis propagates; anything not listed
- * has its key at args[1] (true of nearly every write command).
- */
+/** The key arguments of a command (`name` lower case, args[0] the name), as binary strings: see command-keys.ts. */
 export function commandKeys(name: string, args: readonly Buffer[]): string[] {
-  const at = (i: number): string[] => (args[i] ? [args[i].toString('latin1')] : []);
-  const range = (from: number, to: number, step = 1): string[] => {
-    const out: string[] = [];
-    for (let i = from; i < Math.min(to, args.length); i += step) out.push(args[i]!.toString('latin1'));
-    return out;
-  };
-  const num = (i: number): number => {
-    const n = Number(args[i]?.toString('latin1'));
-    return Number.isInteger(n) && n >= 0 ? n : 0;
-  };
-  if (NO_KEYS.has(name)) return [];
-  if (ALL_KEYS.has(name)) return range(1, args.length);
-  if (name === 'mset' || name === 'msetnx') return range(1, args.length, 2);
-  if (TWO_KEYS.has(name)) return range(1, 3);
-  if (NUMKEYS_AT_2.has(name)) return range(3, 3 + num(2));
-  if (DEST_NUMKEYS.has(name)) return [...at(1), ...range(3, 3 + num(2))];
-  if (NUMKEYS_AT_1.has(name)) return range(2, 2 + num(1));
-  if (name === 'bitop') return range(2, args.length);
-  // XGROUP <subcommand> <key> ...
-  if (name === 'xgroup') return at(2);
-  // The source, and the destination after STORE (SORT) or STORE/STOREDIST (GEORADIUS*).
-  if (name === 'sort' || name === 'georadius' || name === 'georadiusbymember') {
-    for (let i = args.length - 2; i >= 2; i--) {
-      const word = args[i]!.toString('latin1').toLowerCase();
-      if (word === 'store' || (name !== 'sort' && word === 'storedist')) return [...at(1), ...at(i + 1)];
-    }
-  }
-  return at(1);
+  return keyArgs(args, name).map((k) => k.toString('latin1'));
 }
 
 /** Does a command (name, args with args[0] the name, db it applies to) pass the subscriber's filters? */
