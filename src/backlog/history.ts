@@ -570,6 +570,8 @@ export class History {
   async close(): Promise<void> {
     this.#closed = true;
     await this.log.disk?.close();
+    // The end of the last burst, with its own time (see TimeMarks.close()).
+    await this.marks.close();
     if (this.#hasHistory) await this.persist();
     if (this.#persistRetry !== null) clearTimeout(this.#persistRetry);
     this.#persistRetry = null;

@@ -45,7 +45,8 @@ export class TimeMarks {
   #epoch = -1;
   #marks: TimeMark[] = [];
   #pending: string[] = [];
-  #writing = false;
+  /** The write under way (it goes on with the lines noted meanwhile); null when none. */
+  #writing: Promise<void> | null = null;
   /** Marks forgotten since the file was last rewritten. */
   #dropped = 0;
   /** The boundary held after the previous append, and when. */
@@ -73,6 +74,7 @@ export class TimeMarks {
   async load(epoch: number, endOffset: number): Promise<void> {
     this.#epoch = epoch;
     this.#marks = [];
+    this.#seen = null;
     // Files of other histories (a crash between a new history and the old file's removal) go, and so do the temp
     // files of compactions a crash interrupted.
     for (const name of await readdir(this.#dir).catch(() => [] as string[])) {
@@ -145,34 +147,54 @@ export class TimeMarks {
     this.#dropped += i;
   }
 
-  async #flush(): Promise<void> {
-    if (this.#writing || this.#pending.length === 0 || this.#epoch < 0) return;
-    this.#writing = true;
-    const compact = this.#dropped >= COMPACT_AFTER || this.#torn;
-    const lines = compact ? this.#marks.map(line).join('') : this.#pending.join('');
-    this.#pending = [];
-    if (compact) this.#dropped = 0;
-    try {
-      if (compact) await writeFileAtomic(this.#file(this.#epoch), lines);
-      else await appendFile(this.#file(this.#epoch), lines, { mode: 0o600 });
-      if (compact) this.#torn = false;
-    } catch (err) {
-      // Part of the lines may be in the file.
-      this.#torn = true;
-      this.#logger.debug({ err }, 'time marks not written');
-    } finally {
-      this.#writing = false;
-    }
-    if (this.#pending.length > 0) void this.#flush();
+  /** Writes the pending lines; resolves when none is left (those noted while it writes included). */
+  #flush(): Promise<void> {
+    if (this.#writing === null && this.#pending.length > 0 && this.#epoch >= 0) this.#writing = this.#write();
+    return this.#writing ?? Promise.resolve();
   }
 
-  /** The last mark at or before `ms` (null: none that old is held). */
+  async #write(): Promise<void> {
+    while (this.#pending.length > 0 && this.#epoch >= 0) {
+      const compact = this.#dropped >= COMPACT_AFTER || this.#torn;
+      const lines = compact ? this.#marks.map(line).join('') : this.#pending.join('');
+      this.#pending = [];
+      if (compact) this.#dropped = 0;
+      try {
+        if (compact) await writeFileAtomic(this.#file(this.#epoch), lines);
+        else await appendFile(this.#file(this.#epoch), lines, { mode: 0o600 });
+        if (compact) this.#torn = false;
+      } catch (err) {
+        // Part of the lines may be in the file.
+        this.#torn = true;
+        this.#logger.debug({ err }, 'time marks not written');
+      }
+    }
+    this.#writing = null;
+  }
+
+  /**
+   * A graceful stop: the end of the last burst (noted, not yet marked: see note()) is marked with its own time and
+   * every mark is on disk when this resolves; else a restart would date that end at the restart.
+   */
+  async close(): Promise<void> {
+    if (this.#seen) this.#mark(this.#seen);
+    await this.#flush();
+  }
+
+  /**
+   * The last command boundary held at `ms` (null: none that old is held): the last mark at or before it, or the
+   * boundary noted after it when that one was held by `ms` (the end of a burst not marked yet: see note()). Inside
+   * a busy stretch at most a second earlier than what was held (the marks' resolution), never later.
+   */
   atOrBefore(ms: number): TimeMark | null {
     let best: TimeMark | null = null;
     for (const m of this.#marks) {
       if (m.ms > ms) break;
       best = m;
     }
+    const seen = this.#seen;
+    const last = this.#marks[this.#marks.length - 1];
+    if (seen && seen.ms <= ms && (!last || seen.offset > last.offset)) return seen;
     return best;
   }
 

@@ -407,3 +407,19 @@ t.test('a state file without a checksum (an earlier version wrote it) is trusted
   await after.recover();
   t.same([after.ids.replid, after.log.endOffset], [A, end], 'ids and the log kept');
 });
+
+t.test('a graceful close marks the end of the last burst with its own time: a restart does not date it at the restart', async (t) => {
+  const dir = tempDir('history-');
+  const { h } = await synced(t, dir, 0);
+  await stream(h, 'a', 1); // marked (the first command)
+  await stream(h, 'b', 1); // within a second (most likely): noted, not marked
+  const end = h.log.endOffset;
+  const before = Date.now();
+  await h.close();
+  const { h: after } = open(t, dir);
+  await after.recover();
+  const last = after.marks.all.at(-1);
+  t.equal(last?.offset, end, 'the end of the burst is marked');
+  t.ok(last !== undefined && last.ms <= before, 'with the time it was received, not a later one');
+  t.same(after.marks.atOrBefore(before), last, 'a time after it (before the restart) is the end of the burst');
+});

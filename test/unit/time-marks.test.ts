@@ -97,3 +97,34 @@ t.test('a mark whose line changed on disk (a digit) is not used; a file of the e
   await old.load(1, 1_000_000);
   t.same(old.all, [{ offset: 100, ms: 1_000 }, { offset: 200, ms: 2_000 }], 'the earlier format is read');
 });
+
+t.test('the end of a burst not marked yet is the point of a time after it (the stream quiet since)', async (t) => {
+  const { m } = await fresh(1);
+  m.note(100, 1, 10_000); // SET a: marked
+  m.note(200, 1, 10_300); // SET b 300 ms later: noted, not marked (no note comes a second later)
+  t.same(m.all, [{ offset: 100, ms: 10_000 }]);
+  t.same(m.atOrBefore(10_300), { offset: 200, ms: 10_300 }, 'at its own time: the second command');
+  t.same(m.atOrBefore(60_000), { offset: 200, ms: 10_300 }, 'later (the stream quiet): the second command');
+  t.same(m.atOrBefore(10_299), { offset: 100, ms: 10_000 }, 'just before the second note: the first command');
+  t.equal(m.atOrBefore(9_999), null, 'before the first: unknown');
+  m.note(300, 1, 10_500); // still inside the second: 300 is the end now
+  t.same(m.atOrBefore(10_400), { offset: 100, ms: 10_000 }, 'between two notes of a busy second: the mark, earlier, never later');
+  t.same(m.atOrBefore(10_500), { offset: 300, ms: 10_500 });
+});
+
+t.test('close() marks the end of the last burst with its own time and writes it before resolving', async (t) => {
+  const { dir, m } = await fresh(2);
+  m.note(100, 1, 10_000);
+  m.note(200, 1, 10_300); // the end of the burst: not marked yet
+  await m.close();
+  t.match(readFileSync(file(dir, 2), 'utf8'), /^100 10000 [0-9a-f]{8}\n200 10300 [0-9a-f]{8}\n$/, 'on disk when close() resolves');
+  const again = new TimeMarks(dir, logger);
+  await again.load(2, 1_000_000);
+  t.same(again.all, [{ offset: 100, ms: 10_000 }, { offset: 200, ms: 10_300 }], 'after a restart: dated by its own time');
+  again.note(300, 1, 50_000); // the first note after the restart
+  t.same(again.atOrBefore(30_000), { offset: 200, ms: 10_300 }, 'a time before the restart: the end of the burst');
+  t.equal(again.timeOf(200), 10_300, 'not the restart time');
+  await again.close();
+  await again.close(); // nothing new: nothing written twice
+  t.equal(readFileSync(file(dir, 2), 'utf8').split('\n').length, 4);
+});
