@@ -3,6 +3,7 @@
  * `RELAY PITR BEFORE <cmd> <glob>` and the /stream `key` filter match these only: a value or a hash field that
  * happens to look like a key (`SET audit:last "user:1"`, `HSET s owner user:2`) must not match a key glob.
  */
+import { byName } from '../util/by-name.js';
 
 /** Where a command's keys are: a range of argument indexes, or a count (numkeys) followed by that many keys. */
 type KeySpec =
@@ -33,7 +34,7 @@ rule({ store: 5, storedist: true }, 'georadius');
 rule({ store: 4, storedist: true }, 'georadiusbymember');
 
 /** Arguments an option of SORT / GEORADIUS takes: skipped so that `BY store` is not read as STORE. */
-const OPTION_ARGS: Record<string, number> = { by: 1, get: 1, limit: 2, count: 1 };
+const OPTION_ARGS = byName<number>({ by: 1, get: 1, limit: 2, count: 1 });
 
 /**
  * The key arguments of a command (`args[0]` its name, any case): the Buffers of `args` that are keys, in order.
