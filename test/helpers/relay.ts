@@ -1,3 +1,4 @@
+import type { Test } from 'tap';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLogger } from '../../src/log.js';
@@ -72,4 +73,13 @@ export function snapshotFiles(dir: string): string[] {
     .filter((n) => /^snapshot-\d+-[0-9a-f]{40}-\d+\.rdb$/.test(n))
     .sort()
     .map((n) => join(dir, n));
+}
+
+/** startRelay, and a client of it, both closed when `t` ends. */
+export async function startRelayWithClient(t: Test, config: Record<string, unknown> = {}): Promise<{ relay: TestRelay; x: RedisClient }> {
+  const relay = await startRelay(config);
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  return { relay, x };
 }

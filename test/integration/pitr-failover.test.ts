@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
-import { startRelay } from '../helpers/relay.js';
+import { startRelayWithClient } from '../helpers/relay.js';
 import { startReplica, stat } from '../helpers/replication.js';
 import { waitFor } from '../helpers/wait.js';
 import { rawConnect } from '../helpers/raw.js';
@@ -21,10 +21,7 @@ t.test("after a failover a point-in-time listener continues the old master's rep
   const b = await promoted.client();
   t.teardown(() => b.close());
   // One snapshot (of the old id) for the whole test: the listener's snapshot is the old master's.
-  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: old.port }, log: { memory: '1mb', disk: '64mb' } });
-  t.teardown(() => relay.stop());
-  const x = await relay.client();
-  t.teardown(() => x.close());
+  const { x } = await startRelayWithClient(t, { upstream: { host: '127.0.0.1', port: old.port }, log: { memory: '1mb', disk: '64mb' } });
   const offsetOf = async (c: typeof a) => stat(await c.info('replication'), 'master_repl_offset');
   for (let i = 0; i < 100; i++) await a.call('SET', `k${i}`, 'old');
   await waitFor(async () => ((await offsetOf(x)) === (await offsetOf(a)) && (await offsetOf(b)) === (await offsetOf(a))) || undefined, { what: 'the relay and the replica holding the stream' });
