@@ -141,7 +141,7 @@ export class Relay {
       history: this.#history,
       listen,
       clientMemory,
-      logger: logger.child({ component: 'pitr' }),
+      logger, // each listener's lines say component pitr (a child here too wrote the key twice)
       telemetry: this.#telemetry,
       idleTimeoutMs: config.history.pitrIdleTimeoutMs,
       maxListeners: config.history.pitrMaxListeners,
