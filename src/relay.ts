@@ -105,6 +105,7 @@ export class Relay {
         const disk = this.#history.log.disk;
         return disk !== null && disk.active ? disk.writtenOffset : this.#history.log.endOffset;
       },
+      writeDiskNow: () => this.#history.log.disk?.writeNow(),
       linkUp: () => this.#link.state === LinkState.Connected,
       ackNow: () => this.#link.ackNow(),
     });

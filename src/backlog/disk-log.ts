@@ -652,6 +652,17 @@ export class DiskLog {
     }
   }
 
+  /**
+   * Writes what is pending now rather than after FLUSH_DELAY_MS: a WAIT on the master waits for it (ack-policy min
+   * and quorum acknowledge no more than is written). A retry's or a restart's timer still decides.
+   */
+  writeNow(): void {
+    const src = this.#source;
+    if (!src || !this.active || this.#closing || this.#running || src.endOffset <= this.#written) return;
+    if (this.#timer !== null && !this.#flushDelay) return;
+    this.#start();
+  }
+
   #start(): void {
     this.#clearTimer();
     if (this.#running || !this.active || this.#closing) return;

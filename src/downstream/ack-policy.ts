@@ -39,6 +39,8 @@ export interface AckTrackerHost {
    * active disk log, which keeps nothing anyway).
    */
   durableOffset(): number;
+  /** Have the disk log write what it holds pending now (the replicas hold more than it has written). */
+  writeDiskNow(): void;
   /** Whether the upstream link streams (an ACK can be sent). */
   linkUp(): boolean;
   /** Send REPLCONF ACK upstream now. */
@@ -121,6 +123,10 @@ export class AckTracker {
       this.#checkQueued = false;
       if (!this.#host.linkUp()) return;
       const end = this.#host.endOffset();
+      const held = policyAckOffset(this.#policy, this.#host.acks());
+      // The replicas hold more than the disk has written: it writes now, not after its batching delay (its write
+      // brings this check back), so a WAIT waits for a write, not for the delay too.
+      if (held !== null && held > this.#host.durableOffset()) this.#host.writeDiskNow();
       const v = this.#policyOffset();
       if (v !== null && Math.min(v, end) > this.#lastSent) return this.#host.ackNow();
       const aof = policyAckOffset(this.#policy, fsynced(this.#policy, this.#host.aofAcks()));

@@ -6,29 +6,34 @@ import t from 'tap';
 import { AckTracker } from '../../src/downstream/ack-policy.js';
 import type { AckPolicy } from '../../src/config/types.js';
 
-function tracker(policy: AckPolicy, replicas: { ack: number; aof: number }[], disk = { written: 1000, acksSent: 0 }): AckTracker {
+function tracker(policy: AckPolicy, replicas: { ack: number; aof: number }[], disk = { written: 1000, acksSent: 0, writesAsked: 0 }): AckTracker {
   return new AckTracker(policy, {
     acks: () => replicas.map((r) => r.ack),
     aofAcks: () => replicas.map((r) => r.aof),
     endOffset: () => 1000,
     durableOffset: () => disk.written,
+    writeDiskNow: () => void disk.writesAsked++,
     linkUp: () => true,
     ackNow: () => void disk.acksSent++,
   });
 }
 
 t.test('min and quorum acknowledge no more than the disk log has written, and at once when it writes more; self what it holds', async (t) => {
-  const disk = { written: 500, acksSent: 0 };
+  const disk = { written: 500, acksSent: 0, writesAsked: 0 };
   const replicas = [{ ack: 900, aof: -1 }];
   const a = tracker({ kind: 'min' }, replicas, disk);
   t.equal(a.offsetFor(1000), 500, 'the replica holds 900, the disk 500: a restart after a SIGKILL would come back at 500');
+  a.replicaAcked();
+  await new Promise((resolve) => setImmediate(resolve));
+  t.equal(disk.writesAsked, 1, 'the replica acknowledged more than the disk holds: the disk is asked to write now');
+  t.equal(disk.acksSent, 0, 'and nothing new is acknowledged yet');
   disk.written = 950;
   a.replicaAcked();
   await new Promise((resolve) => setImmediate(resolve));
   t.equal(disk.acksSent, 1, 'the disk wrote more: an ACK goes at once (WAIT returns promptly)');
   t.equal(a.offsetFor(1000), 900, 'now what the replica holds');
-  t.equal(tracker({ kind: 'quorum', n: 1 }, replicas, { written: 300, acksSent: 0 }).offsetFor(1000), 300, 'quorum too');
-  t.equal(tracker({ kind: 'self' }, replicas, { written: 300, acksSent: 0 }).offsetFor(1000), 1000, 'self: what it holds, as a Redis replica');
+  t.equal(tracker({ kind: 'quorum', n: 1 }, replicas, { written: 300, acksSent: 0, writesAsked: 0 }).offsetFor(1000), 300, 'quorum too');
+  t.equal(tracker({ kind: 'self' }, replicas, { written: 300, acksSent: 0, writesAsked: 0 }).offsetFor(1000), 1000, 'self: what it holds, as a Redis replica');
 });
 
 t.test('min: the smallest AOF offset, none while a replica never said one, and never lower than what was sent', async (t) => {
