@@ -11,16 +11,10 @@
 set -euo pipefail
 BURSTS=${1:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-D=$(mktemp -d "${TMPDIR:-/tmp}/psync-bursts.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$D"
-}
-trap cleanup EXIT
+# shellcheck source=lib/procs.sh
+source "$ROOT/bench/lib/procs.sh"
+scratch psync-bursts
 
-port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
 offset() { redis-cli -p "$1" info replication | tr -d '\r' | sed -n 's/^master_repl_offset://p'; }
 ticks() { awk '{print $14 + $15}' "$1"; }
 # "<tid> <ticks>" for every thread of $1, main thread first.

@@ -6,15 +6,9 @@
 set -euo pipefail
 R=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 ROUNDS=${ROUNDS:-300}
-D=$(mktemp -d "${TMPDIR:-/tmp}/psync-wait.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$D"
-}
-trap cleanup EXIT
-port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
+# shellcheck source=lib/procs.sh
+source "$(dirname "$0")/lib/procs.sh"
+scratch psync-wait
 linked() { redis-cli -p "$1" info replication 2>/dev/null | grep -q master_link_status:up; }
 
 MP=$(port); RP=$(port); SP=$(port)
