@@ -135,15 +135,14 @@ export class History {
   }
 
   /**
-   * Whether the log's stream up to `s.offset` is the stream `s` was taken of: it was taken under our id, or at or
-   * before second_repl_offset, as far as the ids vouch for the old one. A snapshot of the old id past that point
-   * (fetched from upstream.snapshot-source ahead of the log, before a failover whose promotion point lay behind it)
-   * holds the dead master's writes the new one never had: served as `+FULLRESYNC <new id> <its offset>`, a replica
-   * got them, missed the new master's, and then the stream from mid-command (the replication audit). Such snapshots
-   * are removed at the failover (pruneSnapshots); this also keeps out one a crash left before the removal.
+   * Whether the log's stream up to `s.offset` is the stream `s` was taken of (ReplIds.vouches). One that is not (the
+   * old id's, fetched from upstream.snapshot-source ahead of the log before a failover whose promotion point lay
+   * behind it) was served as `+FULLRESYNC <new id> <its offset>`: a replica got the dead master's writes, missed the
+   * new master's, then read the stream from mid-command (the replication audit). Such snapshots are removed at the
+   * failover (pruneSnapshots); this also keeps out one a crash left before the removal.
    */
   #ofThisStream(s: SnapshotMeta): boolean {
-    return s.replid.toLowerCase() === this.ids.replid.toLowerCase() || s.offset + 1 <= this.ids.secondReplOffset;
+    return this.ids.vouches(s.replid, s.offset + 1);
   }
 
   /** The newest snapshot of this history, usable or not. */

@@ -70,6 +70,16 @@ export class ReplIds {
   }
 
   /**
+   * Is the stream up to `offset` - 1 the one a dataset of `replid` at that point was made of? Our id, or any id of
+   * this history up to second_repl_offset (the bytes before it are the old master's, whichever id they were taken
+   * under). A snapshot is served only then: one of the old id taken past that point, fetched ahead of our stream
+   * before a failover, holds the old master's writes the new one never had (History, DownstreamReplication).
+   */
+  vouches(replid: string, offset: number): boolean {
+    return replid.toLowerCase() === this.replid.toLowerCase() || offset <= this.secondReplOffset;
+  }
+
+  /**
    * Can a replica asking `PSYNC replid offset` be continued, as far as ids go (Redis masterTryPartialResynchronization)?
    * The caller still checks that the log holds `offset`.
    */

@@ -429,13 +429,13 @@ export class DownstreamReplication {
 
   /**
    * The memory snapshot while it can serve a full sync: dropped once the log no longer holds its next byte, or once
-   * our ids no longer vouch for its id at its offset (a failover whose promotion point lies before a snapshot fetched
-   * ahead of the log: it holds the old master's writes the new one never had; History.#ofThisStream for files).
+   * our ids no longer vouch for it (ReplIds.vouches: a failover whose promotion point lies before a snapshot fetched
+   * ahead of the log; History.#ofThisStream for the files).
    */
   #memorySnapshot(): RdbTransfer | null {
     const mem = this.#memory;
     const { ids, log } = this.#opts.source;
-    if (mem !== null && (mem.offset + 1 < log.firstOffset || !ids.accepts(mem.replid, mem.offset + 1))) this.#memory = null;
+    if (mem !== null && (mem.offset + 1 < log.firstOffset || !ids.vouches(mem.replid, mem.offset + 1))) this.#memory = null;
     return this.#memory;
   }
 

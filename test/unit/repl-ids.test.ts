@@ -144,3 +144,16 @@ t.test('accepts() compares replids as Redis does, ignoring case (strcasecmp)', a
   t.equal(ids.accepts(A.toUpperCase(), 501), true, 'replid2 in upper case, within second_repl_offset');
   t.equal(ids.accepts(A.toUpperCase(), 502), false, 'replid2 in upper case, past second_repl_offset');
 });
+
+t.test('vouches(): our id at any offset; after failovers, any id of the history only up to second_repl_offset', async (t) => {
+  const ids = new ReplIds(A);
+  t.ok(ids.vouches(A, 10_000), 'the current id');
+  t.notOk(ids.vouches(B, 1), 'no failover yet: no other id');
+  ids.shift(B, 1000);
+  ids.shift(C, 2000);
+  t.ok(ids.vouches(C.toUpperCase(), 50_000), 'the current id, any case');
+  t.ok(ids.vouches(A, 1001), 'an older id of this history, before the first failover');
+  t.ok(ids.vouches(B, 2001), 'replid2 up to second_repl_offset');
+  t.notOk(ids.vouches(B, 2002), 'past it: the old master may have written what the new one never had');
+  t.notOk(ids.accepts(A, 1001), 'unlike accepts(), which knows replid2 only');
+});
