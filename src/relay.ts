@@ -55,7 +55,7 @@ export class Relay {
   #port = 0;
   #commandListeners = new Set<(cmd: ScannedCommand) => void>();
   #sentinel: SentinelConnector | null = null;
-  #diskTimer: NodeJS.Timeout | null = null;
+  #limitTimer: NodeJS.Timeout | null = null;
   #lock: DataDirLock | null = null;
   /** What INFO's stats section counts from (CONFIG RESETSTAT); null: from the start. */
   #infoBase: InfoStatsBase | null = null;
@@ -233,7 +233,7 @@ export class Relay {
     } catch (err) {
       // What did start stops before the lock goes: a relay that failed to start (its web port taken after its RESP
       // port listened) went on answering replicas from a dir another relay could now take.
-      if (this.#diskTimer) clearInterval(this.#diskTimer);
+      if (this.#limitTimer) clearInterval(this.#limitTimer);
       await this.#web?.close();
       await this.#server.close();
       await this.#lock.release();
@@ -263,8 +263,11 @@ export class Relay {
     void this.#refresher.waitingForRoom;
     void this.#link.waitingForRoom;
     this.#removeRewriteTemps();
-    this.#diskTimer = setInterval(() => void this.#history.enforceDiskLimit(), 1000);
-    this.#diskTimer.unref();
+    this.#limitTimer = setInterval(() => {
+      this.#history.log.settle();
+      void this.#history.enforceDiskLimit();
+    }, 1000);
+    this.#limitTimer.unref();
     // Before listening: once the relay answers, its memory is what it will be (and no client waits on this).
     if (this.config.log.memoryPrefault) {
       const started = performance.now();
@@ -364,7 +367,7 @@ export class Relay {
   }
 
   async close(): Promise<void> {
-    if (this.#diskTimer) clearInterval(this.#diskTimer);
+    if (this.#limitTimer) clearInterval(this.#limitTimer);
     this.#sentinel?.stop();
     this.#refresher.close();
     this.#pitr.closeAll();

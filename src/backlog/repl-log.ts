@@ -326,6 +326,15 @@ export class ReplLog implements DiskLogSource {
   }
 
   /**
+   * Trims when over the limit, for the owner's timer (once a second). Appends trim only as a block begins: readers that
+   * were behind then, and have caught up since, would leave the log over its limit until the next block began, with a
+   * quiet stream for good (a replica that lagged through a burst left 14 MB held under a 2 MB log.memory).
+   */
+  settle(): void {
+    if (this.#size > this.#limit) this.trim();
+  }
+
+  /**
    * Drops head blocks beyond the size limit. A block goes when the disk log holds all of it (a reader behind the
    * memory tail then reads from disk), or when no reader still needs it (memory-only: a lagging reader pins memory,
    * and the replica lag limits bound that). Bytes the disk has not taken stay while the disk log is active.
