@@ -170,7 +170,8 @@ export class SnapshotRefresher {
   /**
    * No room on the disk: fetch into memory instead (replication.full-sync-memory), unless the RDB is known to be
    * larger (the last fetch got further than the cap), and no more often than a disk fetch. From a snapshot source
-   * when one is set, without falling back to the master (the same dataset would not fit either).
+   * when one is set; the master supplies it when the source cannot (down, no link to its own master after a
+   * failover, another history), but not when the source's RDB passed the cap: the master's would not fit either.
    */
   #fetchIntoMemory(): void {
     const cap = this.#opts.memoryCap ?? 0;
@@ -178,9 +179,9 @@ export class SnapshotRefresher {
     if (cap <= 0 || this.#room.needBytes > cap || this.#fetch || Date.now() < this.notBefore) return;
     if (!h.hasHistory || !this.#opts.linkReady()) return;
     const replica = this.#opts.snapshotSource?.() ?? null;
-    const src = replica ?? this.#opts.source();
-    if (!src) return;
-    this.#start(src, replica ? 'snapshot-source' : 'master', null, null, new MemorySink(cap));
+    const master = this.#opts.source();
+    if (replica) this.#start(replica, 'snapshot-source', null, master ? () => this.#start(master, 'master', null, null, new MemorySink(cap)) : null, new MemorySink(cap));
+    else if (master) this.#start(master, 'master', null, null, new MemorySink(cap));
   }
 
   /** Give up the fetch in progress (upstream changed, shutting down). */
@@ -233,7 +234,7 @@ export class SnapshotRefresher {
       .then(async (fetched) => {
         if (fetch.aborted) throw new LinkError(fetch.aborted);
         if (memory) {
-          this.#inMemory(fetched, memory, epoch, from, upTo);
+          if (!this.#inMemory(fetched, memory, epoch, from, upTo, fallback !== null)) again = fallback;
           return;
         }
         const snap = await h.commitSnapshot(temp, fetched, epoch);
@@ -258,7 +259,7 @@ export class SnapshotRefresher {
         if (refused) this.#room.refused(err);
         // Past the cap: the RDB needs more than memory may hold, so no memory fetch is tried again for it.
         if (memory?.overCap) this.#room.atLeast(memory.cap + 1);
-        if (fallback && !fetch.aborted && !outOfRoom && !refused) {
+        if (fallback && !fetch.aborted && !outOfRoom && !refused && !memory?.overCap) {
           logger.warn({ err: err.message }, 'snapshot fetch from the snapshot source failed: fetching from the master instead');
           again = fallback;
         } else {
@@ -280,20 +281,24 @@ export class SnapshotRefresher {
       });
   }
 
-  /** A fetch into memory arrived, checked: handed to the replicas waiting, when it belongs to the history held. */
-  #inMemory(fetched: { replid: string; offset: number }, memory: MemorySink, epoch: number, from: 'master' | 'snapshot-source', upTo: number): void {
+  /**
+   * A fetch into memory arrived, checked: handed to the replicas waiting, when it belongs to the history held. Returns
+   * false when it does not; `fallback`: the master is asked next (else the failure is reported).
+   */
+  #inMemory(fetched: { replid: string; offset: number }, memory: MemorySink, epoch: number, from: 'master' | 'snapshot-source', upTo: number, fallback: boolean): boolean {
     const h = this.#opts.history;
     const logger = this.#opts.logger;
     if (!h.fits(fetched, epoch)) {
       const reason = NOT_IN_HISTORY;
       this.#opts.telemetry.emit('snapshot.refresh', { phase: 'failed', from, reason });
-      logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: h.ids.replid }, `snapshot fetched into memory discarded: ${reason}`);
-      this.#opts.onFailed?.(upTo, `the fetched snapshot ${reason}`);
-      return;
+      logger.warn({ replid: fetched.replid, offset: fetched.offset, ours: h.ids.replid }, `snapshot fetched into memory discarded: ${reason}${fallback ? ': fetching from the master instead' : ''}`);
+      if (!fallback) this.#opts.onFailed?.(upTo, `the fetched snapshot ${reason}`);
+      return false;
     }
     this.#opts.telemetry.emit('snapshot.refresh', { phase: 'committed', from, reason: null });
     logger.info({ replid: fetched.replid, offset: fetched.offset, bytes: memory.size }, 'fresh snapshot held in memory (no room on the disk): serving the replicas waiting for a full sync');
     this.#opts.onMemorySnapshot?.(memoryTransfer(fetched.replid, fetched.offset, memory));
+    return true;
   }
 
   /** A snapshot ahead of our stream becomes usable when the log reaches its offset. */

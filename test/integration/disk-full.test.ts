@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startRedis, stopAll } from '../helpers/redis-server.js';
 import { logsOnFailure, startRelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
-import { startReplica, waitConverged, stat } from '../helpers/replication.js';
+import { startReplica, waitConverged, stat, replicaSyncs, REPLICA_BAD_STREAM_LINE } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -289,5 +289,101 @@ t.test('a disk full of other files: history.snapshot-interval fetches no snapsho
   const { started, forked } = await watchFetches(m, x);
   t.equal(started, 0, 'no fetch starts');
   t.equal(forked, 0, 'the master forks no more');
+  await online.stop();
+});
+
+t.test('a disk full of other files: a snapshot fetched into memory ahead of the stream is never served under a new id whose history left it behind', async (t) => {
+  // The memory branch of the replication audit's finding F1 (the file branch: snapshot-source.test.ts). The relay's
+  // upstream U stalls at O while the snapshot source S goes on to X; a replica waiting for a full sync, the disk full,
+  // makes the relay fetch a snapshot from S into memory, at X: ahead of the stream, held until the log reaches X. The
+  // master dies and U is promoted at O < X with a new id B. Once B's stream passes X, that snapshot holds the dead
+  // master's writes between O and X, which B never had.
+  const master = await startRedis();
+  const m = await master.client();
+  t.teardown(() => m.close());
+  await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
+  const upstream = await startReplica(master.port, ['--repl-backlog-size', '64mb']);
+  const u = await upstream.client();
+  t.teardown(() => u.close());
+  const source = await startReplica(master.port);
+  const s = await source.client();
+  t.teardown(() => s.close());
+  await waitConverged(m, [u, s], 'both replicas of the master online');
+  const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
+  // A 4 MB memory log and no disk log: the stream after the relay's first snapshot soon leaves it unusable.
+  const { port, relay, x } = await relayProcess(
+    t,
+    'log:\n  memory: 4mb\n  disk: 0\nreplication:\n  snapshot-refresh-min-interval: 0s\n  full-sync-memory: 64mb\nweb:\n  port: 0\n' +
+      `upstream:\n  backoff-min: 50ms\n  backoff-max: 500ms\n  snapshot-source:\n    host: 127.0.0.1\n    port: ${source.port}\n`,
+    upstream.port,
+    join(fs, 'data'),
+  );
+  const early = await startReplica(port);
+  const e = await early.client();
+  t.teardown(() => e.close());
+  await waitConverged(m, [e], 'a replica of the relay online');
+  await benchmarkLoad(master.port, 60_000, 100, 100_000);
+  await waitConverged(m, [e], 'the stream leaves the first snapshot behind the log');
+  // Within a second of the replica catching up (ReplLog.settle): a replica behind when the last block began held it.
+  await waitFor(async () => stat(await x.info('replication'), 'repl_backlog_first_byte_offset') > 1 || undefined, {
+    what: "the log no longer holding the first snapshot's next byte",
+    timeoutMs: 5000,
+  });
+  t.ok(fillFilesystem(join(fs, 'filler')) > 0, 'filesystem filled by another program');
+
+  upstream.proc.kill('SIGSTOP');
+  await benchmarkLoad(master.port, 200_000, 100, 100_000);
+  await waitConverged(m, [s], 'the source has what the master wrote; the stalled upstream and the relay do not');
+  const X = stat(await s.info('replication'), 'master_repl_offset');
+  const late = await startReplica(port);
+  const l = await late.client();
+  t.teardown(() => l.close());
+  const held = await waitFor(() => relay.logs().split('\n').find((line) => line.includes('fresh snapshot held in memory')), {
+    what: 'a snapshot fetched into memory from the source for the waiting replica',
+  });
+  t.match(held, new RegExp(`"offset":${X}\\b`), `fetched at the source's offset ${X}`);
+  const O = stat(await x.info('replication'), 'master_repl_offset');
+  t.ok(O < X, `the snapshot (at ${X}) is ahead of the relay's stream (at ${O})`);
+
+  await master.stop('SIGKILL');
+  upstream.proc.kill('SIGCONT');
+  await u.call('REPLICAOF', 'NO', 'ONE');
+  const promoted = await u.info('replication');
+  t.ok(stat(promoted, 'second_repl_offset') - 1 < X, `promoted at ${stat(promoted, 'second_repl_offset') - 1}, before the snapshot's offset`);
+  await waitFor(async () => (await x.info('replication'))['master_replid'] === promoted['master_replid'] || undefined, { what: 'the relay continued under the new id' });
+  // Into the window where the old snapshot's next byte is held (the log passed X by less than its 4 MB), in steps of
+  // about 0.3 MB: a second or more there, across the relay's ticks that serve waiting replicas.
+  await waitFor(
+    async () => {
+      if (stat(await x.info('replication'), 'master_repl_offset') > X) return true;
+      await benchmarkLoad(upstream.port, 2_000, 100, 100_000);
+      return undefined;
+    },
+    { what: "the relay's stream under the new id past the snapshot's offset", timeoutMs: 60_000 },
+  );
+  await u.call('SET', 'after', '1');
+  await waitConverged(u, [e, l], "both replicas hold the new master's dataset", 60_000);
+  t.notMatch(late.logs(), REPLICA_BAD_STREAM_LINE, 'the new replica read a whole stream');
+  t.equal(replicaSyncs(late.logs()).full, 1, 'one full sync');
+  t.match(relay.logs(), /snapshot fetch from the snapshot source failed: fetching from the master instead/, 'the source could not serve one (no link to its master): the master supplied it');
+  const fetchedB = relay.logs().split('\n').filter((line) => line.includes('fresh snapshot held in memory') && line.includes(`"replid":"${promoted['master_replid']}"`));
+  t.equal(fetchedB.length, 1, 'it was served from a snapshot of the new id, fetched into memory');
+  t.equal(replicaSyncs(early.logs()).full, 1, 'the early replica went through the failover without another full sync');
+  await Promise.all([early.stop(), late.stop()]);
+});
+
+t.test('a disk full of other files, snapshots from a snapshot source: a snapshot larger than full-sync-memory is not fetched into memory from the master instead (it would not fit either)', async (t) => {
+  const { m, port, relay, online } = await fullDisk(t, { replication: '  full-sync-memory: 1mb\n', source: true });
+  const forks = stat(await m.info('stats'), 'total_forks');
+  const fresh = await startReplica(port);
+  t.teardown(() => fresh.stop());
+  await waitFor(() => relay.logs().split('\n').find((l) => l.includes('"snapshot fetch failed"') && l.includes('larger than replication.full-sync-memory')), {
+    what: "the source's snapshot refused past the memory cap",
+    timeoutMs: 20_000,
+  });
+  let seen = forks;
+  for (const until = Date.now() + 3000; Date.now() < until; ) seen = Math.max(seen, stat(await m.info('stats'), 'total_forks'));
+  t.equal(seen, forks, 'the master does not fork for a fetch that would not fit');
+  t.notMatch(relay.logs(), /fetching from the master instead/, 'no fallback to the master');
   await online.stop();
 });
