@@ -56,6 +56,12 @@ export class TimeMarks {
    * with the next mark into a false one, so the next write replaces the file instead.
    */
   #torn = false;
+  /**
+   * Marks the end of a burst a second after it when no byte follows (#quiet). Without it the end stayed in #seen,
+   * memory only, until the next byte, which a quiet master sends once per repl-ping-replica-period (10 s by
+   * default): a SIGKILL meanwhile lost up to that much of the marks, not a second.
+   */
+  #quietTimer: NodeJS.Timeout | null = null;
 
   constructor(dir: string, logger: Logger) {
     this.#dir = dir;
@@ -72,6 +78,7 @@ export class TimeMarks {
 
   /** Loads the marks of `epoch` a previous run left (those past `endOffset` were never on disk: dropped). */
   async load(epoch: number, endOffset: number): Promise<void> {
+    this.#stopQuiet();
     this.#epoch = epoch;
     this.#marks = [];
     this.#seen = null;
@@ -104,6 +111,7 @@ export class TimeMarks {
 
   /** A new history: its marks start empty (the old file goes). */
   reset(epoch: number): void {
+    this.#stopQuiet();
     const old = this.#epoch;
     this.#epoch = epoch;
     this.#marks = [];
@@ -121,6 +129,7 @@ export class TimeMarks {
   note(boundary: number, firstOffset: number, now = Date.now()): void {
     const seen = this.#seen;
     this.#seen = { offset: boundary, ms: now };
+    if (this.#quietTimer === null) this.#armQuiet(EVERY_MS);
     // After a quiet second, the end of the previous burst is marked with its own time: a point in the quiet
     // stretch then resolves to exactly what was held, not to a mark inside the burst.
     if (seen && now - seen.ms >= EVERY_MS) this.#mark(seen);
@@ -129,6 +138,31 @@ export class TimeMarks {
     this.#mark(this.#seen);
     this.#trim(firstOffset);
     void this.#flush();
+  }
+
+  #armQuiet(ms: number): void {
+    this.#quietTimer = setTimeout(() => this.#quiet(), ms);
+    this.#quietTimer.unref();
+  }
+
+  /** A second after the last note with none since: its boundary is marked with its own time, and written. */
+  #quiet(): void {
+    this.#quietTimer = null;
+    const seen = this.#seen;
+    const last = this.#marks[this.#marks.length - 1];
+    if (seen === null || (last && last.offset >= seen.offset)) return;
+    const wait = seen.ms + EVERY_MS - Date.now();
+    if (wait > 0) {
+      this.#armQuiet(wait);
+      return;
+    }
+    this.#mark(seen);
+    void this.#flush();
+  }
+
+  #stopQuiet(): void {
+    if (this.#quietTimer !== null) clearTimeout(this.#quietTimer);
+    this.#quietTimer = null;
   }
 
   #mark(m: TimeMark): void {
@@ -177,6 +211,7 @@ export class TimeMarks {
    * every mark is on disk when this resolves; else a restart would date that end at the restart.
    */
   async close(): Promise<void> {
+    this.#stopQuiet();
     if (this.#seen) this.#mark(this.#seen);
     await this.#flush();
   }

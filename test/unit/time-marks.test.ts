@@ -128,3 +128,27 @@ t.test('close() marks the end of the last burst with its own time and writes it 
   await again.close(); // nothing new: nothing written twice
   t.equal(readFileSync(file(dir, 2), 'utf8').split('\n').length, 4);
 });
+
+t.test('the end of a burst is marked and written a second after it when no byte follows: a SIGKILL then loses at most that second', async (t) => {
+  // A quiet master sends its next byte (a PING) only every repl-ping-replica-period (10 s by default): the end of the
+  // burst used to wait for it in memory.
+  const { dir, m } = await fresh(3);
+  const start = Date.now();
+  m.note(100, 1, start);
+  m.note(200, 1, start + 1); // the end of the burst: not marked yet
+  t.same(m.all, [{ offset: 100, ms: start }], 'not at once');
+  const onDisk = () => {
+    try {
+      return readFileSync(file(dir, 3), 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  await waitFor(() => /^200 /m.test(onDisk()) || undefined, { what: 'the end of the burst on disk, the stream quiet since', timeoutMs: 5000 });
+  t.ok(Date.now() - start >= 1000, 'a second after it');
+  const again = new TimeMarks(dir, logger);
+  await again.load(3, 1_000_000);
+  t.same(again.all, [{ offset: 100, ms: start }, { offset: 200, ms: start + 1 }], 'read back after a restart (no close()): dated by its own time');
+  m.note(300, 1, Date.now());
+  await m.close();
+});
