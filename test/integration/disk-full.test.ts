@@ -13,6 +13,7 @@ import { logsOnFailure, startRelayProcess } from '../helpers/relay-process.js';
 import { freePort } from '../helpers/ports.js';
 import { startReplica, waitConverged, stat, replicaSyncs, REPLICA_BAD_STREAM_LINE } from '../helpers/replication.js';
 import { benchmarkLoad } from '../helpers/load.js';
+import { masterUpstreamAndSource, promoteBehind } from '../helpers/ahead-failover.js';
 import { waitFor } from '../helpers/wait.js';
 import { RedisClient } from '../helpers/redis-client.js';
 import { tempDir } from '../helpers/temp-dir.js';
@@ -298,17 +299,8 @@ t.test('a disk full of other files: a snapshot fetched into memory ahead of the 
   // makes the relay fetch a snapshot from S into memory, at X: ahead of the stream, held until the log reaches X. The
   // master dies and U is promoted at O < X with a new id B. Once B's stream passes X, that snapshot holds the dead
   // master's writes between O and X, which B never had.
-  const master = await startRedis();
-  const m = await master.client();
-  t.teardown(() => m.close());
-  await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
-  const upstream = await startReplica(master.port, ['--repl-backlog-size', '64mb']);
-  const u = await upstream.client();
-  t.teardown(() => u.close());
-  const source = await startReplica(master.port);
-  const s = await source.client();
-  t.teardown(() => s.close());
-  await waitConverged(m, [u, s], 'both replicas of the master online');
+  const a = await masterUpstreamAndSource(t);
+  const { master, m, upstream, source, s } = a;
   const { dir: fs } = smallFilesystem(t, 'tmpfs', '48m');
   // A 4 MB memory log and no disk log: the stream after the relay's first snapshot soon leaves it unusable.
   const { port, relay, x } = await relayProcess(
@@ -345,24 +337,11 @@ t.test('a disk full of other files: a snapshot fetched into memory ahead of the 
   const O = stat(await x.info('replication'), 'master_repl_offset');
   t.ok(O < X, `the snapshot (at ${X}) is ahead of the relay's stream (at ${O})`);
 
-  await master.stop('SIGKILL');
-  upstream.proc.kill('SIGCONT');
-  await u.call('REPLICAOF', 'NO', 'ONE');
-  const promoted = await u.info('replication');
-  t.ok(stat(promoted, 'second_repl_offset') - 1 < X, `promoted at ${stat(promoted, 'second_repl_offset') - 1}, before the snapshot's offset`);
-  await waitFor(async () => (await x.info('replication'))['master_replid'] === promoted['master_replid'] || undefined, { what: 'the relay continued under the new id' });
   // Into the window where the old snapshot's next byte is held (the log passed X by less than its 4 MB), in steps of
   // about 0.3 MB: a second or more there, across the relay's ticks that serve waiting replicas.
-  await waitFor(
-    async () => {
-      if (stat(await x.info('replication'), 'master_repl_offset') > X) return true;
-      await benchmarkLoad(upstream.port, 2_000, 100, 100_000);
-      return undefined;
-    },
-    { what: "the relay's stream under the new id past the snapshot's offset", timeoutMs: 60_000 },
-  );
-  await u.call('SET', 'after', '1');
-  await waitConverged(u, [e, l], "both replicas hold the new master's dataset", 60_000);
+  const promoted = await promoteBehind(t, a, x, X, { step: 2_000, past: 0 });
+  await a.u.call('SET', 'after', '1');
+  await waitConverged(a.u, [e, l], "both replicas hold the new master's dataset", 60_000);
   t.notMatch(late.logs(), REPLICA_BAD_STREAM_LINE, 'the new replica read a whole stream');
   t.equal(replicaSyncs(late.logs()).full, 1, 'one full sync');
   t.match(relay.logs(), /snapshot fetch from the snapshot source failed: fetching from the master instead/, 'the source could not serve one (no link to its master): the master supplied it');

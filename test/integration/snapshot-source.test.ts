@@ -8,6 +8,7 @@ import { startRelay, type TestRelay } from '../helpers/relay.js';
 import { startReplica, waitConverged, stat, offsetsBeside, replicaSyncs, REPLICA_BAD_STREAM_LINE } from '../helpers/replication.js';
 import { rawConnect } from '../helpers/raw.js';
 import { benchmarkLoad } from '../helpers/load.js';
+import { masterUpstreamAndSource, promoteBehind } from '../helpers/ahead-failover.js';
 import { waitFor } from '../helpers/wait.js';
 import type { RedisClient } from '../helpers/redis-client.js';
 import { subscribe } from '../../src/observability/telemetry.js';
@@ -99,18 +100,8 @@ t.test('a snapshot fetched ahead of the stream is never served under a new id wh
   // of the master, goes on to X; a backup (`redis-cli --rdb`) makes the relay fetch a snapshot from S at X, ahead of
   // its stream. The master dies, U is promoted at O < X (a new id), and its own writes carry the stream past X: the
   // snapshot holds the dead master's writes between O and X, which U never had.
-  const master = await startRedis();
-  const m = await master.client();
-  t.teardown(() => m.close());
-  await m.call('DEBUG', 'POPULATE', 5000, 'seed', 100);
-  // A backlog that reaches back to where the relay stalled: the promoted upstream continues it.
-  const upstream = await startReplica(master.port, ['--repl-backlog-size', '64mb']);
-  const u = await upstream.client();
-  t.teardown(() => u.close());
-  const source = await startReplica(master.port);
-  const s = await source.client();
-  t.teardown(() => s.close());
-  await waitConverged(m, [u, s], 'both replicas of the master online');
+  const a = await masterUpstreamAndSource(t);
+  const { master, m, upstream, source, s, u } = a;
   // A log that holds the whole test's stream: the replica of the relay is never left behind by it.
   const { relay, x } = await relayWithSource(t, upstream.port, source.port, { memory: '16mb', disk: '256mb' });
   const early = await startReplica(relay.port);
@@ -140,21 +131,7 @@ t.test('a snapshot fetched ahead of the stream is never served under a new id wh
   const O = stat(await x.info('replication'), 'master_repl_offset');
   t.ok(O < X, `the relay's snapshot (at ${X}) is ahead of its stream (at ${O})`);
 
-  await master.stop('SIGKILL');
-  upstream.proc.kill('SIGCONT');
-  await waitFor(async () => stat(await u.info('replication'), 'master_repl_offset') < X || undefined, { what: 'the promoted replica behind the snapshot' });
-  await u.call('REPLICAOF', 'NO', 'ONE');
-  const promoted = await u.info('replication');
-  t.ok(stat(promoted, 'second_repl_offset') - 1 < X, `promoted at ${stat(promoted, 'second_repl_offset') - 1}, before the snapshot's offset`);
-  await waitFor(async () => (await x.info('replication'))['master_replid'] === promoted['master_replid'] || undefined, { what: 'the relay continued under the new id' });
-  await waitFor(
-    async () => {
-      if (stat(await x.info('replication'), 'master_repl_offset') > X + 1_000_000) return true;
-      await benchmarkLoad(upstream.port, 20_000, 100, 100_000);
-      return undefined;
-    },
-    { what: "the relay's stream under the new id past the snapshot's offset", timeoutMs: 60_000 },
-  );
+  await promoteBehind(t, a, x, X, { step: 20_000, past: 1_000_000 });
 
   const late = await startReplica(relay.port);
   const l = await late.client();
