@@ -393,3 +393,46 @@ t.test('a client that runs to the end of its input is not held behind clients fl
   const flooded = ran.slice(floodedBefore).filter((i) => i !== 0);
   t.ok(flooded.length >= 10, `the flooding clients went on meanwhile (${flooded.length} of their commands ran)`);
 });
+
+t.test("parsing a command that never ends counts against the turn's time: past it, another client's read waits for a later turn, unparsed", async (t) => {
+  // 200 clients each sending 64 KiB reads of a multibulk that never ends (empty arguments): each read's parse went
+  // uncharged, since no command ever ran, and a bystander's PING waited up to 490 ms (the security re-audit).
+  class PausingSocket extends StuckSocket {
+    paused = false;
+    override pause(): this {
+      this.paused = true;
+      return this;
+    }
+    override resume(): this {
+      this.paused = false;
+      return this;
+    }
+  }
+  let now = 0;
+  const budget = new TurnBudget(5, () => now);
+  const open = () => {
+    const socket = new PausingSocket(1 << 30);
+    const conn = new ClientConnection(
+      socket as unknown as Socket,
+      logger,
+      new Telemetry('test'),
+      { maxBulkLen: 1 << 20, maxQueryBuffer: 1 << 30 },
+      { dispatch: () => undefined, closed: () => undefined, turn: budget },
+      false,
+    );
+    return { socket, conn };
+  };
+  const endless = Buffer.concat([Buffer.from('*1000000\r\n'), Buffer.from('$0\r\n\r\n'.repeat(9000))]);
+  const a = open();
+  const b = open();
+  a.socket.emit('data', endless);
+  t.ok(a.conn.argvMemory > 0, 'the first read of the turn is parsed');
+  now += 6; // its parse took the turn's time
+  b.socket.emit('data', endless);
+  t.equal(b.conn.argvMemory, 0, "another client's read in the same turn is not parsed");
+  t.ok(b.socket.paused, 'its reading pauses');
+  t.equal(b.conn.queryBuffered, endless.length, 'what it read is held');
+  await turn();
+  t.ok(b.conn.argvMemory > 0, 'it is parsed at a later turn');
+  t.notOk(b.socket.paused, 'and reading goes on');
+});
