@@ -37,6 +37,19 @@ class StuckSocket extends SocketStandIn {
   }
 }
 
+/** A StuckSocket that records whether its reading is paused. */
+class PausingSocket extends StuckSocket {
+  paused = false;
+  override pause(): this {
+    this.paused = true;
+    return this;
+  }
+  override resume(): this {
+    this.paused = false;
+    return this;
+  }
+}
+
 async function session(log: ReplLog, opts: { maxLag: number; softLag?: number; softLagMs?: number }, events?: TelemetryRecorder, log2 = logger) {
   const socket = new StuckSocket(1000);
   const fanout = new Fanout();
@@ -271,17 +284,6 @@ t.test('handshake timeout: silent or unauthenticated connections are closed, oth
 });
 
 t.test("one client's input runs a turn at a time: past 128 commands or 64 KiB read in a turn, its reading pauses until the next", async (t) => {
-  class PausingSocket extends StuckSocket {
-    paused = false;
-    override pause(): this {
-      this.paused = true;
-      return this;
-    }
-    override resume(): this {
-      this.paused = false;
-      return this;
-    }
-  }
   const open = () => {
     const socket = new PausingSocket(1 << 30);
     const ran: string[] = [];
@@ -323,7 +325,7 @@ t.test("one client's input runs a turn at a time: past 128 commands or 64 KiB re
  * client (its index) of each command run, in order. Their sockets never pause (what a turn runs is the budget's call).
  */
 function budgetedClients(n: number): { clients: StuckSocket[]; ran: number[] } {
-  class PausingSocket extends StuckSocket {
+  class UnpausedSocket extends StuckSocket {
     override pause(): this {
       return this;
     }
@@ -332,7 +334,7 @@ function budgetedClients(n: number): { clients: StuckSocket[]; ran: number[] } {
   const budget = new TurnBudget(5, () => now);
   const ran: number[] = [];
   const clients = Array.from({ length: n }, (_, i) => {
-    const socket = new PausingSocket(1 << 30);
+    const socket = new UnpausedSocket(1 << 30);
     new ClientConnection(
       socket as unknown as Socket,
       logger,
@@ -397,17 +399,6 @@ t.test('a client that runs to the end of its input is not held behind clients fl
 t.test("parsing a command that never ends counts against the turn's time: past it, another client's read waits for a later turn, unparsed", async (t) => {
   // 200 clients each sending 64 KiB reads of a multibulk that never ends (empty arguments): each read's parse went
   // uncharged, since no command ever ran, and a bystander's PING waited up to 490 ms (the security re-audit).
-  class PausingSocket extends StuckSocket {
-    paused = false;
-    override pause(): this {
-      this.paused = true;
-      return this;
-    }
-    override resume(): this {
-      this.paused = false;
-      return this;
-    }
-  }
   let now = 0;
   const budget = new TurnBudget(5, () => now);
   const open = () => {
