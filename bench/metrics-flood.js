@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { cleanupAll, cpuSeconds, startRedis, startRelay } from './lib/procs.js';
 import { compareArgs } from './lib/args.js';
-import { nowMs, sleep } from './lib/clock.js';
+import { pingProbe } from './lib/ping-probe.js';
 
 const { roots, opt } = compareArgs();
 const SCRAPERS = Number(opt('scrapers', 200));
@@ -63,23 +63,10 @@ async function run(root) {
     const counts = { answered: 0, refused: 0, reopened: 0 };
     const cpu0 = cpuSeconds(relay.pid);
     const stops = Array.from({ length: SCRAPERS }, () => scraper(relay.webPort, counts));
-    const probe = net.connect(relay.port, '127.0.0.1');
-    await new Promise((r) => probe.once('connect', r));
-    const latencies = [];
-    const start = nowMs();
-    while (nowMs() - start < SECONDS * 1000) {
-      const t = nowMs();
-      probe.write('PING\r\n');
-      await new Promise((r) => probe.once('data', r));
-      latencies.push(nowMs() - t);
-      await sleep(10);
-    }
+    const probe = await pingProbe(relay.port, SECONDS);
     const cpu = cpuSeconds(relay.pid) - cpu0;
-    const seconds = (nowMs() - start) / 1000;
+    const seconds = probe.seconds;
     stops.forEach((stop) => stop());
-    probe.destroy();
-    latencies.sort((a, b) => a - b);
-    const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
     return {
       relay: root,
       path: PATH,
@@ -88,8 +75,8 @@ async function run(root) {
       reopened: counts.reopened,
       relayCpuMsPerScrape: +((cpu * 1000) / counts.answered).toFixed(3),
       relayCpuCores: +(cpu / seconds).toFixed(2),
-      pings: latencies.length,
-      pingMs: { p50: +at(0.5).toFixed(1), p99: +at(0.99).toFixed(1), max: +at(1).toFixed(1) },
+      pings: probe.pings,
+      pingMs: probe.pingMs,
     };
   } finally {
     await relay.stop();

@@ -145,7 +145,6 @@ t.test('the end of a burst is marked and written a second after it when no byte 
     }
   };
   await waitFor(() => /^200 /m.test(onDisk()) || undefined, { what: 'the end of the burst on disk, the stream quiet since', timeoutMs: 5000 });
-  t.ok(Date.now() - start >= 1000, 'a second after it');
   const again = new TimeMarks(dir, logger);
   await again.load(3, 1_000_000);
   t.same(again.all, [{ offset: 100, ms: start }, { offset: 200, ms: start + 1 }], 'read back after a restart (no close()): dated by its own time');

@@ -1,0 +1,25 @@
+// A bystander on the relay's RESP port: a PING every 10 ms for `seconds`, one at a time; the latencies' p50, p99 and
+// max (ms). Used beside the floods (metrics-flood.js, unfinished-flood.js).
+import net from 'node:net';
+import { nowMs, sleep } from './clock.js';
+
+export async function pingProbe(port, seconds) {
+  const probe = net.connect(port, '127.0.0.1');
+  await new Promise((r) => probe.once('connect', r));
+  const latencies = [];
+  const start = nowMs();
+  try {
+    while (nowMs() - start < seconds * 1000) {
+      const t = nowMs();
+      probe.write('PING\r\n');
+      await new Promise((r) => probe.once('data', r));
+      latencies.push(nowMs() - t);
+      await sleep(10);
+    }
+  } finally {
+    probe.destroy();
+  }
+  latencies.sort((a, b) => a - b);
+  const at = (q) => +latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))].toFixed(1);
+  return { seconds: (nowMs() - start) / 1000, pings: latencies.length, pingMs: { p50: at(0.5), p99: at(0.99), max: at(1) } };
+}
