@@ -5,9 +5,9 @@
 // before/after in one run; `--repeats K` alternates them.
 //   node bench/metrics-flood.js [--path /metrics] [--scrapers 200] [--seconds 6] [--repeats 1] [--relay-root DIR ...]
 import net from 'node:net';
-import { cleanupAll, cpuSeconds, startRedis, startRelay } from './lib/procs.js';
+import { cpuSeconds } from './lib/procs.js';
 import { compareArgs } from './lib/args.js';
-import { pingProbe } from './lib/ping-probe.js';
+import { floodRuns, pingProbe } from './lib/ping-probe.js';
 
 const { roots, opt } = compareArgs();
 const SCRAPERS = Number(opt('scrapers', 200));
@@ -55,37 +55,24 @@ function scraper(port, counts) {
   };
 }
 
-async function run(root) {
-  const master = await startRedis('master');
-  const relay = await startRelay(master.port, root, { web: true });
-  try {
-    await relay.waitLinkUp();
-    const counts = { answered: 0, refused: 0, reopened: 0 };
-    const cpu0 = cpuSeconds(relay.pid);
-    const stops = Array.from({ length: SCRAPERS }, () => scraper(relay.webPort, counts));
-    const probe = await pingProbe(relay.port, SECONDS);
-    const cpu = cpuSeconds(relay.pid) - cpu0;
-    const seconds = probe.seconds;
-    stops.forEach((stop) => stop());
-    return {
-      relay: root,
-      path: PATH,
-      scrapesPerSecond: Math.round(counts.answered / seconds),
-      refusedPerSecond: Math.round(counts.refused / seconds),
-      reopened: counts.reopened,
-      relayCpuMsPerScrape: +((cpu * 1000) / counts.answered).toFixed(3),
-      relayCpuCores: +(cpu / seconds).toFixed(2),
-      pings: probe.pings,
-      pingMs: probe.pingMs,
-    };
-  } finally {
-    await relay.stop();
-    await master.stop();
-  }
+async function measure(relay) {
+  const counts = { answered: 0, refused: 0, reopened: 0 };
+  const cpu0 = cpuSeconds(relay.pid);
+  const stops = Array.from({ length: SCRAPERS }, () => scraper(relay.webPort, counts));
+  const probe = await pingProbe(relay.port, SECONDS);
+  const cpu = cpuSeconds(relay.pid) - cpu0;
+  const seconds = probe.seconds;
+  stops.forEach((stop) => stop());
+  return {
+    path: PATH,
+    scrapesPerSecond: Math.round(counts.answered / seconds),
+    refusedPerSecond: Math.round(counts.refused / seconds),
+    reopened: counts.reopened,
+    relayCpuMsPerScrape: +((cpu * 1000) / counts.answered).toFixed(3),
+    relayCpuCores: +(cpu / seconds).toFixed(2),
+    pings: probe.pings,
+    pingMs: probe.pingMs,
+  };
 }
 
-try {
-  for (let r = 0; r < REPEATS; r++) for (const root of roots) console.log(JSON.stringify(await run(root)));
-} finally {
-  cleanupAll();
-}
+await floodRuns(roots, REPEATS, { web: true }, measure);

@@ -5,9 +5,9 @@
 // in one run; `--repeats K` alternates them.
 //   node bench/unfinished-flood.js [--clients 200] [--seconds 15] [--repeats 1] [--relay-root DIR ...]
 import net from 'node:net';
-import { cleanupAll, rssBytes, startRedis, startRelay } from './lib/procs.js';
+import { rssBytes } from './lib/procs.js';
 import { compareArgs } from './lib/args.js';
-import { pingProbe } from './lib/ping-probe.js';
+import { floodRuns, pingProbe } from './lib/ping-probe.js';
 import { sleep } from './lib/clock.js';
 
 const { roots, opt } = compareArgs();
@@ -38,29 +38,17 @@ function flooder(port, counts) {
   };
 }
 
-async function run(root) {
-  const master = await startRedis('master');
-  const relay = await startRelay(master.port, root);
-  try {
-    await relay.waitLinkUp();
-    const counts = { closed: 0 };
-    const stops = Array.from({ length: CLIENTS }, () => flooder(relay.port, counts));
-    let rssPeak = 0;
-    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(relay.pid))), 100);
-    // The flood under way first (the connections made, their first reads in).
-    await sleep(1000);
-    const probe = await pingProbe(relay.port, SECONDS);
-    clearInterval(sampler);
-    stops.forEach((stop) => stop());
-    return { relay: root, clients: CLIENTS, closedByRelay: counts.closed, rssPeakMiB: Math.round(rssPeak / 2 ** 20), pings: probe.pings, pingMs: probe.pingMs };
-  } finally {
-    await relay.stop();
-    await master.stop();
-  }
+async function measure(relay) {
+  const counts = { closed: 0 };
+  const stops = Array.from({ length: CLIENTS }, () => flooder(relay.port, counts));
+  let rssPeak = 0;
+  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(relay.pid))), 100);
+  // The flood under way first (the connections made, their first reads in).
+  await sleep(1000);
+  const probe = await pingProbe(relay.port, SECONDS);
+  clearInterval(sampler);
+  stops.forEach((stop) => stop());
+  return { clients: CLIENTS, closedByRelay: counts.closed, rssPeakMiB: Math.round(rssPeak / 2 ** 20), pings: probe.pings, pingMs: probe.pingMs };
 }
 
-try {
-  for (let r = 0; r < REPEATS; r++) for (const root of roots) console.log(JSON.stringify(await run(root)));
-} finally {
-  cleanupAll();
-}
+await floodRuns(roots, REPEATS, {}, measure);
