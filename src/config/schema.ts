@@ -107,6 +107,7 @@ export const relaySchema = section(
         port: key(integer(0, 65535), 6380, 'port to listen on, like Redis port; 0 = no plain TCP listener (needs tls)'),
         password: key(nullableText(), null, 'password clients must AUTH with, like Redis requirepass (user `default`, an admin)'),
         'max-clients': key(integer(1, 1_000_000), 10000, 'most connected clients, like Redis maxclients'),
+        'tcp-backlog': key(integer(1, 65535), 4096, 'queue of connections the kernel completed and the relay has not accepted yet, like Redis tcp-backlog (capped by net.core.somaxconn)'),
         'max-bulk-len': key(size(1), '512mb', 'largest bulk string a client may send, like Redis proto-max-bulk-len'),
         'max-query-buffer': key(size(1), '1gb', 'most unparsed input per client, like Redis client-query-buffer-limit'),
         'handshake-timeout': key(duration(0), '10s', 'close a connection that sent no whole command (or has not authenticated, with auth on) this long; 0 = off'),

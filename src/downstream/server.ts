@@ -10,6 +10,7 @@ import { ClientMemory } from './client-memory.js';
 import { DENIED, isLocalPeer, protectedModeOn, protectedModeWarning } from './protected-mode.js';
 import { LogLimiter } from '../util/log-limiter.js';
 import { authRequired } from './roles.js';
+import { backlogCapWarning, somaxconn } from './tcp-backlog.js';
 
 /**
  * The downstream RESP listeners: plain TCP on `listen.port` (none when 0) and TLS on `listen.tls.port`; both serve
@@ -95,6 +96,8 @@ export class ReplicaServer {
     if (this.#tlsServer && tls !== null) this.#tlsPort = await this.#listenOn(this.#tlsServer, this.#ephemeral ? 0 : tls.port, 'listening for replicas over TLS');
     const warning = this.#ephemeral ? null : protectedModeWarning(this.#config);
     if (warning) this.#logger.warn({ bind: this.#config.bind, protectedMode: this.#config.protectedMode }, warning);
+    const capped = this.#ephemeral ? null : backlogCapWarning(this.#config.tcpBacklog);
+    if (capped) this.#logger.warn({ limit: 'listen.tcp-backlog', value: this.#config.tcpBacklog, somaxconn: somaxconn() }, capped);
     return plain || this.#tlsPort;
   }
 
@@ -112,7 +115,7 @@ export class ReplicaServer {
   #listenOn(server: Server, wanted: number, what: string): Promise<number> {
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen(wanted, this.#config.bind, () => {
+      server.listen({ port: wanted, host: this.#config.bind, backlog: this.#config.tcpBacklog }, () => {
         server.off('error', reject);
         const addr = server.address();
         const port = typeof addr === 'object' && addr ? addr.port : wanted;

@@ -29,6 +29,7 @@ const EXPECTED_DEFAULTS: RelayConfig = {
     users: [],
     tls: null,
     maxClients: 10000,
+    tcpBacklog: 4096,
     maxBulkLen: 512 * 1024 ** 2,
     maxQueryBuffer: 1024 ** 3,
     handshakeTimeoutMs: 10_000,
