@@ -167,25 +167,30 @@ export class ChunkList {
     this.#normalize();
     const chunk = this.#chunks[this.#ci];
     if (!chunk || n === 0) return EMPTY;
-    let out: Buffer;
-    if (chunk.length - this.#pos >= n) {
-      out = chunk.subarray(this.#pos, this.#pos + n);
-      this.#pos += n;
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let filled = 0;
-      while (filled < n) {
-        this.#normalize();
-        const c = this.#chunks[this.#ci]!;
-        const step = Math.min(n - filled, c.length - this.#pos);
-        c.copy(out, filled, this.#pos, this.#pos + step);
-        this.#pos += step;
-        filled += step;
-      }
+    if (chunk.length - this.#pos < n) {
+      const out = Buffer.allocUnsafe(n);
+      this.copyTo(out, 0, n);
+      return out;
     }
+    const out = chunk.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
     this.#ahead -= n;
     this.#resetScan();
     return out;
+  }
+
+  /** Consume n bytes (the caller checked `n <= ahead`), copying them into `target` at `at`. */
+  copyTo(target: Buffer, at: number, n: number): void {
+    for (let filled = 0; filled < n; ) {
+      this.#normalize();
+      const c = this.#chunks[this.#ci]!;
+      const step = Math.min(n - filled, c.length - this.#pos);
+      c.copy(target, at + filled, this.#pos, this.#pos + step);
+      this.#pos += step;
+      filled += step;
+    }
+    this.#ahead -= n;
+    this.#resetScan();
   }
 
   /**

@@ -36,6 +36,11 @@ const UNAUTH_MAX_BULK = 16 * 1024;
  * a million empty arguments took the relay to 1.2 GB under a 256 MB listen.max-clients-memory.
  */
 export const ARG_OVERHEAD = 256;
+/**
+ * A bulk this long or longer whose bytes have not all arrived is gathered into a Buffer of its own length as they
+ * come (Redis PROTO_MBULK_BIG_ARG, whose query buffer grows to the announced length).
+ */
+const BIG_ARG = 32 * 1024;
 /** Commands with at most this many arguments keep them all without asking argsKept (no string made per command). */
 const KEPT_ALWAYS = 8;
 const ARGC = Symbol('argc');
@@ -76,6 +81,11 @@ export class RequestParser {
   #kept = Infinity;
   /** The length of the last header read (#header), for the offset of an error about it. */
   #headerLen = 0;
+  /** The big argument being gathered (BIG_ARG), and how many of its bytes it has; null = none. */
+  #big: Buffer | null = null;
+  #bigFill = 0;
+  /** Bytes of the unfinished command #buf let go of while a big argument was gathered (still counted in `buffered`). */
+  #released = 0;
   readonly #argsKept: ((name: Buffer) => number) | null;
   #error: ProtocolError | null = null;
   /** The client must still AUTH: Redis 7's unauthenticated limits apply to the next commands. */
@@ -95,6 +105,8 @@ export class RequestParser {
   /** Drops everything pushed and not returned: the client is closing, its unfinished input goes now, not with it. */
   discard(): void {
     this.#buf = new ChunkList();
+    this.#big = null;
+    this.#released = 0;
     this.#args = [];
     this.#multibulkLen = 0;
     this.#bulkLen = -1;
@@ -103,12 +115,16 @@ export class RequestParser {
 
   /** Bytes pushed and not yet returned as part of a command (the unfinished command's bytes included). */
   get buffered(): number {
-    return this.#buf.retained;
+    return this.#buf.retained + this.#released;
   }
 
-  /** Memory the unfinished input holds: its bytes and chunks, plus the argument objects parsed so far (Redis argv-mem). */
+  /**
+   * Memory the unfinished input holds: its bytes and chunks, the argument objects parsed so far (Redis argv-mem), and
+   * the whole length of a big argument being gathered, as Redis counts its query buffer grown to it.
+   */
   get memory(): number {
-    return this.#buf.held + this.argvMemory;
+    const unfilled = this.#big === null ? 0 : this.#big.length - this.#bigFill;
+    return this.#buf.held + this.#released + unfilled + this.argvMemory;
   }
 
   /** The memory of the argument objects the unfinished command has so far (their bytes are in `buffered`). */
@@ -121,7 +137,7 @@ export class RequestParser {
     if (this.#error) throw this.#error;
     try {
       const args = this.#next();
-      if (args === undefined && this.#buf.retained > this.#maxQueryBuffer) {
+      if (args === undefined && this.buffered > this.#maxQueryBuffer) {
         throw limitError(new ProtocolError('Protocol error: query buffer limit exceeded', this.#buf.offset), 'listen.max-query-buffer');
       }
       return args;
@@ -200,11 +216,16 @@ export class RequestParser {
         buf.skip(2);
         this.#bulkLen = len;
       }
-      if (buf.ahead < this.#bulkLen + 2) return undefined;
-      // A dropped argument's bytes stay held, and counted, until the command ends; it costs no Buffer.
-      if (this.#args.length < this.#kept) this.#args.push(buf.take(this.#bulkLen));
-      else buf.skip(this.#bulkLen);
-      buf.skip(2);
+      const keep = this.#args.length < this.#kept;
+      if (keep && this.#bulkLen >= BIG_ARG && (this.#big !== null || buf.ahead < this.#bulkLen + 2)) {
+        if (!this.#gather()) return undefined;
+      } else {
+        if (buf.ahead < this.#bulkLen + 2) return undefined;
+        // A dropped argument's bytes stay held, and counted, until the command ends; it costs no Buffer.
+        if (keep) this.#args.push(buf.take(this.#bulkLen));
+        else buf.skip(this.#bulkLen);
+        buf.skip(2);
+      }
       this.#bulkLen = -1;
       this.#multibulkLen--;
       if (this.#args.length === 1 && this.#kept === Infinity && this.#argc > KEPT_ALWAYS && this.#argsKept !== null) {
@@ -214,8 +235,33 @@ export class RequestParser {
     return this.#done(this.#args, this.#argc);
   }
 
+  /**
+   * Copies what has come of the big argument into a Buffer of its length and lets #buf release the reads it copied:
+   * taken whole once complete, its reads and the copy of them were held together, twice its size (a client could
+   * make the relay hold twice what listen.max-clients-memory counted). True once it is whole, with its CRLF, and
+   * pushed to the args.
+   */
+  #gather(): boolean {
+    const buf = this.#buf;
+    this.#big ??= Buffer.allocUnsafeSlow(this.#bulkLen);
+    const n = Math.min(buf.ahead, this.#big.length - this.#bigFill);
+    buf.copyTo(this.#big, this.#bigFill, n);
+    this.#bigFill += n;
+    if (this.#bigFill < this.#big.length || buf.ahead < 2) {
+      this.#released += buf.retained - buf.ahead;
+      buf.mark();
+      return false;
+    }
+    buf.skip(2);
+    this.#args.push(this.#big);
+    this.#big = null;
+    this.#bigFill = 0;
+    return true;
+  }
+
   /** The command's args, marked with its argument count when some were dropped (droppedArgs). */
   #done(args: Buffer[], argc: number): Buffer[] {
+    this.#released = 0;
     this.#args = [];
     if (args.length < argc) (args as Parsed)[ARGC] = argc;
     return args;

@@ -81,8 +81,10 @@ t.test('a client evicted at listen.max-clients-memory holds none of its input on
   const gc = runInNewContext('gc') as () => void;
   gc();
   const before = process.memoryUsage().arrayBuffers;
-  const hog = await rawConnect(port, '127.0.0.1', { send: '*2\r\n$4\r\nECHO\r\n$100000000\r\n' });
-  const sent = await floodUntilClosed(hog.socket, Buffer.alloc(256 * 1024, 120), 64 * 1024 * 1024);
+  // A command of many 256 KiB arguments that never ends: what it holds grows with what it sends.
+  const hog = await rawConnect(port, '127.0.0.1', { send: '*1000\r\n$4\r\nECHO\r\n' });
+  const bulk = Buffer.concat([Buffer.from('$262144\r\n'), Buffer.alloc(256 * 1024, 120), Buffer.from('\r\n')]);
+  const sent = await floodUntilClosed(hog.socket, bulk, 64 * 1024 * 1024);
   t.ok(sent > 16 * 1024 * 1024, `evicted after ${(sent / 1048576).toFixed(0)} MB`);
   // An evicted client that reconnects at once starts a new buffer: the old one must be garbage already, not in 5 s
   // (the close timer that kept it). Polled: V8 frees the memory of dead ArrayBuffers on a thread of its own, after gc().
@@ -96,6 +98,16 @@ t.test('a client evicted at listen.max-clients-memory holds none of its input on
     { what: 'the evicted client holding no buffer', timeoutMs: 2000 },
   ).catch(() => undefined);
   t.ok(held < 4 * 1024 * 1024, `${(held / 1048576).toFixed(1)} MB of buffers held after the eviction (polled for 2 s)`);
+});
+
+t.test('a bulk announced past listen.max-clients-memory is counted from its header, as Redis counts its query buffer: the client is closed before sending it', async (t) => {
+  const { port, logged, client } = await relay(t, { 'max-clients-memory': '16mb' });
+  const hog = await rawConnect(port, '127.0.0.1', { send: '*2\r\n$4\r\nECHO\r\n$100000000\r\n' });
+  t.match(await hog.closed, /^-ERR client evicted: the clients' buffers went past listen\.max-clients-memory \(16777216 bytes\) and this client held the most \(100000\d{3} bytes\)\r\n$/);
+  t.match(await logged('listen.max-clients-memory'), { value: 16 * 1024 * 1024 });
+  // Under the cap, a big argument sent in pieces is answered whole.
+  const c = await client();
+  t.equal(String(await c.call('ECHO', 'e'.repeat(8 * 1024 * 1024))).length, 8 * 1024 * 1024);
 });
 
 t.test('a client that never reads its replies is closed at listen.max-clients-memory, before AUTH too', async (t) => {

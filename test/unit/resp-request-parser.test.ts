@@ -286,6 +286,61 @@ t.test('request parser parses random encoded commands split at random points', a
   );
 });
 
+t.test('big arguments (32 KiB and more) split at random points parse whole; buffered counts every byte not yet returned', async (t) => {
+  const big = fc.integer({ min: 32 * 1024 - 2, max: 200 * 1024 }).chain((n) => fc.integer({ min: 0, max: 255 }).map((b) => Buffer.alloc(n, b)));
+  const bigCommand = fc.array(fc.oneof(arg, big), { minLength: 1, maxLength: 4 });
+  assertProperty(
+    t,
+    '200 random sequences of commands with big arguments',
+    fc.property(fc.array(bigCommand, { minLength: 1, maxLength: 3 }), fc.integer(), (commands, seed) => {
+      const encoded = commands.map((c) => encodeCommand(c));
+      const parser = new RequestParser(OPTS);
+      const got: Buffer[][] = [];
+      let pushed = 0;
+      let returned = 0;
+      for (const c of randomSplit(Buffer.concat(encoded), mulberry32(seed))) {
+        parser.push(c);
+        pushed += c.length;
+        for (let args = parser.next(); args; args = parser.next()) returned += encoded[got.push(args) - 1]!.length;
+        deepStrictEqual(parser.buffered, pushed - returned);
+      }
+      deepStrictEqual(got, commands);
+    }),
+    { seed: 42, numRuns: 200 },
+  );
+});
+
+t.test('a big argument is gathered as it arrives: the reads it came in are let go before it is whole, and its length is counted from its header', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const parser = new RequestParser(OPTS);
+  const size = 4 * 1024 * 1024;
+  parser.push(Buffer.from(`*2\r\n$4\r\nECHO\r\n$${size}\r\n`));
+  t.equal(parser.next(), undefined);
+  t.ok(parser.memory >= size, `the announced ${size} bytes counted at once (memory ${parser.memory}), as Redis's query buffer grows to them`);
+  const reads: WeakRef<Buffer>[] = [];
+  // Reads of 64 KiB, as a socket delivers them; all but the last byte and the CRLF.
+  for (let sent = 0; sent < size - 1; ) {
+    const n = Math.min(64 * 1024, size - 1 - sent);
+    const read = Buffer.alloc(n, 0x61);
+    reads.push(new WeakRef(read));
+    parser.push(read);
+    sent += n;
+    t.equal(parser.next(), undefined);
+  }
+  t.equal(parser.buffered, size - 1 + 17 + String(size).length, 'buffered counts the unfinished command');
+  // A WeakRef's target lives at least until the job that made it ends.
+  await new Promise((resolve) => setImmediate(resolve));
+  gc();
+  const alive = reads.filter((r) => r.deref() !== undefined).length;
+  t.ok(alive <= 1, `${alive} of the ${reads.length} reads still held: each is copied into the argument and let go`);
+  parser.push(Buffer.from('a\r\n'));
+  const args = parser.next();
+  t.equal(args?.[1]?.length, size);
+  t.ok(args?.[1]?.every((b) => b === 0x61), 'the argument is whole');
+  t.equal(parser.buffered, 0);
+});
+
 t.test('request parser throws only ProtocolError on random garbage and never hangs', async (t) => {
   const alphabet = fc.constantFrom(...[0x2a, 0x24, 0x0d, 0x0a, 0x20, 0x22, 0x27, 0x5c, 0x78, 0x2d, 0x30, 0x31, 0x39, 0x41, 0x00, 0xff]);
   const garbage = fc.oneof(
