@@ -115,7 +115,7 @@ export class ClientConnection implements MemoryUser {
   #turnBytes = 0;
   /** The budget cut it off last time with input left (turn-budget.ts): it waits behind the light clients. */
   #heavy = false;
-  /** The budget cut it off last time with input left (twice in a row makes it heavy). */
+  /** The budget cut it off with input left the last time it ran (a second time in a row makes it heavy). */
   #cut = false;
   #handshakeTimer: NodeJS.Timeout | null = null;
   /** Destroys a closing socket the peer has not closed within 5 s (#destroySoon). */

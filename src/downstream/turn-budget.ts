@@ -11,10 +11,10 @@ import { performance } from 'node:perf_hooks';
  * one turn (half a second and more, the stream held all that time).
  *
  * Two lines: a client the budget cut off twice in a row with input left, or past its count of commands (heavy: a
- * pipelined flood), waits behind the others; one that ran to the end of its input (light: a PING now and then, a pipeline of a few commands) runs while
- * the turn has time, before the heavy ones, and waits in a line of its own served first. With one line, a client
- * pipelining a PING every 20 ms behind 32 clients flooding INFO got one read's worth of commands per round of the
- * line and fell seconds behind.
+ * pipelined flood), waits behind the others; one that ran to the end of its input (light: a PING now and then, a
+ * pipeline of a few commands) runs while the turn has time, before the heavy ones, and waits in a line of its own
+ * served first. With one line, a client pipelining a PING every 20 ms behind 32 clients flooding INFO got one read's
+ * worth of commands per round of the line and fell seconds behind.
  */
 export class TurnBudget {
   readonly #ms: number;

@@ -106,6 +106,7 @@ export class RequestParser {
   discard(): void {
     this.#buf = new ChunkList();
     this.#big = null;
+    this.#bigFill = 0;
     this.#released = 0;
     this.#args = [];
     this.#multibulkLen = 0;
