@@ -1,8 +1,9 @@
 // Commands that never end (the security re-audit's flood): `--clients` connections each send a multibulk of a million
 // empty arguments that never finishes (6 MB), and connect again when the relay closes them (evicted at
-// listen.max-clients-memory), while a probe sends a PING to the relay every 10 ms. Prints the PINGs' latency, the
-// evictions and the relay's peak RSS. `--relay-root DIR` runs the relay built in another checkout for a before/after
-// in one run; `--repeats K` alternates them.
+// listen.max-clients-memory), while a probe sends a PING to the relay every 10 ms, then one on a fresh connection
+// (its wait in the accept queue included). Prints the PINGs' latency, the evictions and the relay's peak RSS.
+// `--relay-root DIR` runs the relay built in another checkout for a before/after in one run; `--repeats K`
+// alternates them.
 //   node bench/unfinished-flood.js [--clients 200] [--seconds 15] [--repeats 1] [--relay-root DIR ...]
 import net from 'node:net';
 import { rssBytes } from './lib/procs.js';
@@ -45,10 +46,10 @@ async function measure(relay) {
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(relay.pid))), 100);
   // The flood under way first (the connections made, their first reads in).
   await sleep(1000);
-  const probe = await pingProbe(relay.port, SECONDS);
+  const probe = await pingProbe(relay.port, SECONDS, { fresh: true });
   clearInterval(sampler);
   stops.forEach((stop) => stop());
-  return { clients: CLIENTS, closedByRelay: counts.closed, rssPeakMiB: Math.round(rssPeak / 2 ** 20), pings: probe.pings, pingMs: probe.pingMs };
+  return { clients: CLIENTS, closedByRelay: counts.closed, rssPeakMiB: Math.round(rssPeak / 2 ** 20), pings: probe.pings, pingMs: probe.pingMs, freshConnectionPingMs: probe.freshConnectionPingMs };
 }
 
 await floodRuns(roots, REPEATS, {}, measure);

@@ -4,25 +4,39 @@ import net from 'node:net';
 import { nowMs, sleep } from './clock.js';
 import { cleanupAll, startRedis, startRelay } from './procs.js';
 
-export async function pingProbe(port, seconds) {
+export async function pingProbe(port, seconds, { fresh = false } = {}) {
   const probe = net.connect(port, '127.0.0.1');
   await new Promise((r) => probe.once('connect', r));
   const latencies = [];
+  const freshLatencies = [];
   const start = nowMs();
   try {
     while (nowMs() - start < seconds * 1000) {
-      const t = nowMs();
+      let t = nowMs();
       probe.write('PING\r\n');
       await new Promise((r) => probe.once('data', r));
       latencies.push(nowMs() - t);
+      if (fresh) {
+        // `fresh`: then a PING on a new connection, its wait in the relay's accept queue included.
+        t = nowMs();
+        const s = net.connect(port, '127.0.0.1');
+        s.on('error', () => {});
+        s.write('PING\r\n');
+        await new Promise((r) => s.once('data', r));
+        freshLatencies.push(nowMs() - t);
+        s.destroy();
+      }
       await sleep(10);
     }
   } finally {
     probe.destroy();
   }
-  latencies.sort((a, b) => a - b);
-  const at = (q) => +latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))].toFixed(1);
-  return { seconds: (nowMs() - start) / 1000, pings: latencies.length, pingMs: { p50: at(0.5), p99: at(0.99), max: at(1) } };
+  const quantiles = (l) => {
+    l.sort((a, b) => a - b);
+    const at = (q) => +l[Math.min(l.length - 1, Math.floor(q * l.length))].toFixed(1);
+    return { p50: at(0.5), p99: at(0.99), max: at(1) };
+  };
+  return { seconds: (nowMs() - start) / 1000, pings: latencies.length, pingMs: quantiles(latencies), ...(fresh && { freshConnectionPingMs: quantiles(freshLatencies) }) };
 }
 
 /**
