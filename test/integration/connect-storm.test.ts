@@ -8,7 +8,6 @@
 import t, { type Test } from 'tap';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { freePort } from '../helpers/ports.js';
 import { startRelayProcess } from '../helpers/relay-process.js';
 import { RedisClient } from '../helpers/redis-client.js';
@@ -16,15 +15,6 @@ import { logLines, writeConfig } from '../helpers/raw.js';
 import { waitFor } from '../helpers/wait.js';
 import { somaxconn } from '../../src/downstream/tcp-backlog.js';
 import { openFilesLimit } from '../../src/downstream/fd-limit.js';
-
-/** The kernel's count of connections dropped because a listen queue was full (TcpExt ListenOverflows). */
-function listenOverflows(): number {
-  const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n');
-  const i = lines.findIndex((l) => l.startsWith('TcpExt:'));
-  const names = lines[i]!.split(/\s+/);
-  const values = lines[i + 1]!.split(/\s+/);
-  return Number(values[names.indexOf('ListenOverflows')]);
-}
 
 async function relay(t: Test, listen: Record<string, unknown> = {}) {
   const port = await freePort();
@@ -39,11 +29,10 @@ const cap = somaxconn();
 // Both ends of every connection are in processes with this limit (the relay's child inherits it).
 const storm = Math.min(3000, (cap ?? 0) - 96, (openFilesLimit() ?? Infinity) - 300);
 
-t.test('a storm of connections within the default listen.tcp-backlog is queued by the kernel, none dropped, and all served', { skip: storm < 1000 ? `net.core.somaxconn (${cap}) or the open files limit (${openFilesLimit()}) leaves room for a storm of ${storm} connections only` : false }, async (t) => {
+t.test('a storm of connections within the default listen.tcp-backlog is queued by the kernel and all of it served', { skip: storm < 1000 ? `net.core.somaxconn (${cap}) or the open files limit (${openFilesLimit()}) leaves room for a storm of ${storm} connections only` : false }, async (t) => {
   const r = await relay(t);
   const admin = await RedisClient.connect(r.port);
   t.teardown(() => admin.close());
-  const before = listenOverflows();
   const sockets: Socket[] = [];
   t.teardown(() => sockets.forEach((s) => s.destroy()));
   for (let i = 0; i < storm; i++) {
@@ -52,12 +41,13 @@ t.test('a storm of connections within the default listen.tcp-backlog is queued b
     sockets.push(s);
   }
   await Promise.all(sockets.map((s) => once(s, 'connect')));
+  // The kernel's queue held them all (with 511, it dropped handshakes: the relay had not accepted them all 20 s later;
+  // the kernel's ListenOverflows counter, system-wide, rose meanwhile).
   await waitFor(async () => Number((await admin.info('clients'))['connected_clients']) === storm + 1, {
     what: `the relay accepted all ${storm} connections`,
     timeoutMs: 20_000,
     signal: r.exited,
   });
-  t.equal(listenOverflows() - before, 0, 'the kernel dropped no connection for a full listen queue');
   // Every one of them is a client the relay answers.
   const replies = sockets.map((s) => once(s, 'data'));
   sockets.forEach((s) => s.write('PING\r\n'));
