@@ -115,8 +115,6 @@ export class ClientConnection implements MemoryUser {
   #turnBytes = 0;
   /** The budget cut it off last time with input left (turn-budget.ts): it waits behind the light clients. */
   #heavy = false;
-  /** The budget cut it off with input left the last time it ran (a second time in a row makes it heavy). */
-  #cut = false;
   #handshakeTimer: NodeJS.Timeout | null = null;
   /** Destroys a closing socket the peer has not closed within 5 s (#destroySoon). */
   #closeTimer: NodeJS.Timeout | null = null;
@@ -338,7 +336,7 @@ export class ClientConnection implements MemoryUser {
         }
         if (!args) {
           // It ran to the end of its input: a light client (turn-budget.ts).
-          if (!first) this.#heavy = this.#cut = false;
+          if (!first) this.#heavy = false;
           break;
         }
         first = false;
@@ -354,13 +352,9 @@ export class ClientConnection implements MemoryUser {
           this.reply(errorReply('ERR internal error'));
         }
         if (this.#closing) return;
-        if (++this.#turnCommands >= COMMANDS_PER_TURN || this.#turn.spent(this.#heavy)) {
-          // Cut off by the budget with input left twice in a row, or past its count of commands: a flood, a heavy client,
-          // behind the others next time. Cut off once is a pipeline the turn's end split (a replica's handshake in a
-          // storm of them), still light.
-          const left = this.#parser.buffered > 0;
-          this.#heavy = left && (this.#cut || this.#turnCommands >= COMMANDS_PER_TURN);
-          this.#cut = left;
+        if (++this.#turnCommands >= COMMANDS_PER_TURN || this.#turn.spent()) {
+          // Cut off by the budget with input left: a heavy client, behind the others next time.
+          this.#heavy = this.#parser.buffered > 0;
           this.#yield();
         }
       }

@@ -10,15 +10,14 @@ import { performance } from 'node:perf_hooks';
  * wait goes behind them. Ten thousand clients sending a command at the same moment used to run one command each in
  * one turn (half a second and more, the stream held all that time).
  *
- * Two lines: a client the budget cut off twice in a row with input left, or past its count of commands (heavy: a
- * pipelined flood), waits behind the others; one that ran to the end of its input (light: a PING now and then, a
- * pipeline of a few commands) runs while the turn has time, before the heavy ones, and waits in a line of its own
- * served first. With one line, a client pipelining a PING every 20 ms behind 32 clients flooding INFO got one read's
- * worth of commands per round of the line and fell seconds behind.
+ * Two lines: a client the budget cut off last time, with input left (heavy: a pipelined flood), waits behind the
+ * others; one that ran to the end of its input (light: a PING now and then, a pipeline of a few commands) runs while
+ * the turn has time, before the heavy ones, and waits in a line of its own served first. With one line, a client
+ * pipelining a PING every 20 ms behind 32 clients flooding INFO got one read's worth of commands per round of the
+ * line and fell seconds behind.
  */
 export class TurnBudget {
   readonly #ms: number;
-  readonly #heavyMs: number;
   readonly #now: () => number;
   /** When this turn's first client command started; -1 = none yet this turn. */
   #start = -1;
@@ -27,10 +26,8 @@ export class TurnBudget {
   readonly #heavy = new Line();
   #scheduled = false;
 
-  /** `heavyMs`: how much of the turn heavy clients may have (default: all of `ms`); see clientTurn. */
-  constructor(ms: number, now: () => number = () => performance.now(), heavyMs = ms) {
+  constructor(ms: number, now: () => number = () => performance.now()) {
     this.#ms = ms;
-    this.#heavyMs = Math.min(heavyMs, ms);
     this.#now = now;
   }
 
@@ -44,9 +41,9 @@ export class TurnBudget {
     });
   }
 
-  /** Whether this turn's clients have had their time (`heavy`: the heavy clients' share of it). */
-  spent(heavy = false): boolean {
-    return this.#start >= 0 && this.#now() - this.#start >= (heavy ? this.#heavyMs : this.#ms);
+  /** Whether this turn's clients have had their time. */
+  spent(): boolean {
+    return this.#start >= 0 && this.#now() - this.#start >= this.#ms;
   }
 
   /**
@@ -54,7 +51,7 @@ export class TurnBudget {
    * for a heavy client; light ones, for a light client).
    */
   mustWait(heavy = true): boolean {
-    return this.spent(heavy) || this.#light.waiting || (heavy && this.#heavy.waiting);
+    return this.spent() || this.#light.waiting || (heavy && this.#heavy.waiting);
   }
 
   /** Runs `resume` at a later turn, after the clients that waited before it in its line, when that turn has time left. */
@@ -72,7 +69,7 @@ export class TurnBudget {
     // Light clients first, then heavy ones. The first of each line runs whatever the time: both lines move at every
     // turn. One that runs out again (time, or its own count of commands) joins the end of one, for a later turn.
     this.#light.serve(() => this.spent());
-    this.#heavy.serve(() => this.spent(true));
+    this.#heavy.serve(() => this.spent());
     if (!this.#light.waiting && !this.#heavy.waiting) {
       this.#scheduled = false;
       return;
@@ -116,12 +113,5 @@ class Line {
   }
 }
 
-/**
- * The one budget the RESP clients of this process share: 5 ms a turn, Redis-like latency for everyone else, of which
- * heavy clients (floods) may have 1 ms. A turn is also what a new connection waits for: Node accepts one connection
- * per turn (libuv 1.45 and later), so during a flood a connection queued behind K others waits K turns. With 5 ms for
- * floods too, a PING on a connection made one second into a flood of 200 clients sending never-ending commands waited
- * up to 350 ms in the accept queue. 1 ms for all was tried: 1,000 replicas' handshakes at once then lost turns to the
- * snapshot transfers' 5 ms, and a bystander's PING p99 doubled (bench/README).
- */
-export const clientTurn = new TurnBudget(5, undefined, 1);
+/** The one budget the RESP clients of this process share (5 ms a turn, Redis-like latency for everyone else). */
+export const clientTurn = new TurnBudget(5);
