@@ -84,6 +84,8 @@ export class RequestParser {
   /** The big argument being gathered (BIG_ARG), and how many of its bytes it has; null = none. */
   #big: Buffer | null = null;
   #bigFill = 0;
+  /** The length of a big argument whose header was read and whose Buffer is not made yet (#gather); 0 = none. */
+  #announced = 0;
   /** Bytes of the unfinished command #buf let go of while a big argument was gathered (still counted in `buffered`). */
   #released = 0;
   readonly #argsKept: ((name: Buffer) => number) | null;
@@ -107,6 +109,7 @@ export class RequestParser {
     this.#buf = new ChunkList();
     this.#big = null;
     this.#bigFill = 0;
+    this.#announced = 0;
     this.#released = 0;
     this.#args = [];
     this.#multibulkLen = 0;
@@ -124,7 +127,7 @@ export class RequestParser {
    * the whole length of a big argument being gathered, as Redis counts its query buffer grown to it.
    */
   get memory(): number {
-    const unfilled = this.#big === null ? 0 : this.#big.length - this.#bigFill;
+    const unfilled = this.#big === null ? this.#announced : this.#big.length - this.#bigFill;
     return this.#buf.held + this.#released + unfilled + this.argvMemory;
   }
 
@@ -218,7 +221,7 @@ export class RequestParser {
         this.#bulkLen = len;
       }
       const keep = this.#args.length < this.#kept;
-      if (keep && this.#bulkLen >= BIG_ARG && (this.#big !== null || buf.ahead < this.#bulkLen + 2)) {
+      if (keep && this.#bulkLen >= BIG_ARG && (this.#big !== null || this.#announced > 0 || buf.ahead < this.#bulkLen + 2)) {
         if (!this.#gather()) return undefined;
       } else {
         if (buf.ahead < this.#bulkLen + 2) return undefined;
@@ -244,7 +247,16 @@ export class RequestParser {
    */
   #gather(): boolean {
     const buf = this.#buf;
-    this.#big ??= Buffer.allocUnsafeSlow(this.#bulkLen);
+    if (this.#big === null) {
+      // Counted from its header, made at the next call (after the client's memory was checked): a client the count
+      // puts past listen.max-clients-memory is closed before a buffer of the length it announced is made.
+      if (this.#announced === 0) {
+        this.#announced = this.#bulkLen;
+        return false;
+      }
+      this.#big = Buffer.allocUnsafeSlow(this.#bulkLen);
+      this.#announced = 0;
+    }
     const n = Math.min(buf.ahead, this.#big.length - this.#bigFill);
     buf.copyTo(this.#big, this.#bigFill, n);
     this.#bigFill += n;
