@@ -334,8 +334,10 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
         if (c.replica && opt === 'ack') {
           // As Redis: an offset that is not an integer is ignored. A Redis 7.2+ replica with an AOF adds
           // `FACK <offset>`: what it fsynced (WAITAOF).
-          const off = integerArg(a[i + 1]);
-          const aof = lower(a[i + 2]) === 'fack' ? integerArg(a[i + 3]) : null;
+          // Past 2^53 a number is inexact (INFO showed 2^63 - 1 as 9223372036854778000) and no stream gets there
+          // (the relay refuses such an offset upstream): ignored too.
+          const off = offsetArg(a[i + 1]);
+          const aof = lower(a[i + 2]) === 'fack' ? offsetArg(a[i + 3]) : null;
           if (off !== null) c.replica.acknowledged(off, aof ?? -1);
         }
         // ACK never gets a reply.
@@ -348,9 +350,14 @@ function replconf(_h: CommandHost, c: ClientConnection, a: Buffer[]): void {
         if (!/^[0-9A-Za-z.+-]{1,32}$/.test(val)) return c.reply(errorReply('ERR REPLCONF version is not a version number'));
         c.replconf.version = val;
         break;
-      case 'rdb-only':
-        c.replconf.rdbOnly = val === '1';
+      case 'rdb-only': {
+        // As Redis: 0 or 1, anything else an error (`2` was taken as 0, a full replica sync the client did not ask for).
+        const v = integerArg(a[i + 1]);
+        if (v === null) return c.reply(errorReply('ERR value is not an integer or out of range'));
+        if (v !== 0 && v !== 1) return c.reply(errorReply('ERR value is out of range, value must between 0 and 1'));
+        c.replconf.rdbOnly = v === 1;
         break;
+      }
       case 'rdb-filter-only':
         // We cannot filter a snapshot; an empty filter (redis-cli --replica) means "no keys".
         if (val.trim() !== '') return c.reply(errorReply('ERR psync-relay supports only an empty rdb-filter-only'));
@@ -668,6 +675,12 @@ function own(args: Buffer[]): Buffer[] {
 /** An integer argument as Redis reads one (string2ll: no hex, exponent, `+`, spaces or leading zeros); null if not. */
 function integerArg(arg: Buffer | undefined): number | null {
   return arg === undefined ? null : string2ll(arg, 0);
+}
+
+/** An integer a JS number holds exactly (|n| <= 2^53 - 1): a replication offset; null for anything else. */
+function offsetArg(arg: Buffer | undefined): number | null {
+  const n = integerArg(arg);
+  return n !== null && Math.abs(n) <= Number.MAX_SAFE_INTEGER ? n : null;
 }
 
 function checkCommand(name: string, spec: CommandSpec | undefined, args: Buffer[]): string | null {

@@ -188,10 +188,11 @@ export class DownstreamReplication {
     if (replid !== null && replid !== '?' && !rc.rdbOnly && !rc.rdbFilterEmpty) {
       if (this.#tryContinue(client, session, replid, offset)) return;
       const waitMs = this.#opts.aheadWaitMs ?? 0;
-      if (waitMs > 0 && ids.accepts(replid, offset) && offset > log.endOffset + 1) {
+      if (waitMs > 0 && ids.accepts(replid, offset) && offset > log.endOffset + 1 && offset <= Number.MAX_SAFE_INTEGER) {
         // It followed our upstream directly (or us before a restart) and holds bytes we have not received yet, of
         // our history (replid) or of the one before a failover (replid2, as far as second_repl_offset): wait for
-        // them (bounded), then continue it, rather than throw its dataset away. Neither ok nor err until decided.
+        // them (bounded), then continue it, rather than throw its dataset away. Neither ok nor err until decided. An
+        // offset past 2^53 is none a stream reaches (the relay refuses one upstream): not waited for.
         this.#ahead.set(session, { client, replid, offset, deadline: Date.now() + waitMs });
         logger.info({ replid, askedOffset: offset, endOffset: log.endOffset, waitMs }, 'replica is ahead of the relay, waiting for the stream to reach its offset');
         return;

@@ -92,7 +92,7 @@ t.test('ack-policy self (default): the relay acknowledges what it holds, even wi
  * A replica that speaks PSYNC to `port` as a Redis 7.2+ replica with an AOF does: after its EOF-marked snapshot it
  * acknowledges `REPLCONF ACK <offset> FACK <aof offset>`; ack(offset, aof) sends another. Resolves with the snapshot's offset.
  */
-async function aofReplica(t: Test, port: number, aofBehind: number): Promise<{ offset: number; ack(offset: number, aof: number): void; received(): number }> {
+async function aofReplica(t: Test, port: number, aofBehind: number): Promise<{ offset: number; ack(offset: number | string, aof: number): void; received(): number }> {
   const socket = connect({ port, host: '127.0.0.1' });
   socket.on('error', () => undefined);
   t.teardown(() => socket.destroy());
@@ -108,7 +108,7 @@ async function aofReplica(t: Test, port: number, aofBehind: number): Promise<{ o
     },
     { what: 'the +FULLRESYNC and the whole EOF-marked snapshot' },
   );
-  const ack = (offset: number, aof: number): void => void socket.write(encodeCommand(['REPLCONF', 'ACK', String(offset), 'FACK', String(aof)]));
+  const ack = (offset: number | string, aof: number): void => void socket.write(encodeCommand(['REPLCONF', 'ACK', String(offset), 'FACK', String(aof)]));
   ack(got.offset, Math.max(0, got.offset - aofBehind));
   return { offset: got.offset, ack, received: () => got.offset + buf.length - got.end };
 }
@@ -164,4 +164,28 @@ t.test('ack-policy self sends no FACK: the relay keeps no AOF', async (t) => {
   await waitFor(async () => (await relayAckOnMaster()) === end || undefined, { what: 'the relay acknowledged the write' });
   t.match(proxy.last?.up.toString('latin1') ?? '', /REPLCONF\r\n\$3\r\nACK\r\n/, 'it acknowledges');
   t.same(facks(proxy), [], 'with no FACK');
+});
+
+t.test('an ACK offset past 2^53 is ignored, as one that is not a number: it was kept inexact and shown past int64 in INFO', async (t) => {
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.relay.status().upstream.linkUp || undefined, { what: 'relay streaming' });
+  const r = await aofReplica(t, relay.port, 0);
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  r.ack('9223372036854775807', 0);
+  r.ack('9007199254740993', 0);
+  await m.call('SET', 'past-2^53', '1');
+  const next = Number((await m.info('replication'))['master_repl_offset']);
+  await waitFor(() => r.received() >= next - r.offset || undefined, { what: 'the write reaches the replica' });
+  r.ack(next, 0);
+  // Acknowledged offsets only grow: had either been taken, the replica's offset would never come back to `next`.
+  const line = await waitFor(
+    async () => {
+      const l = Object.entries(await x.info('replication')).find(([k, v]) => /^slave\d+$/.test(k) && v.includes('port=4242,'))?.[1];
+      return l?.includes(`offset=${next},`) ? l : undefined;
+    },
+    { what: `the replica's line in INFO at offset=${next}` },
+  );
+  t.match(line, /state=online/);
 });

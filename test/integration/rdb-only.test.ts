@@ -191,6 +191,15 @@ t.test("an RDB-only PSYNC is told its snapshot's offset: the newest held, at onc
   t.equal(await forks(m), forksBefore + 1, 'with no second fork');
 });
 
+t.test('REPLCONF rdb-only takes 0 or 1, with the errors a redis-server gives (an out-of-range value was taken as 0: a full replica sync)', async (t) => {
+  const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
+  t.teardown(() => relay.stop());
+  const x = await relay.client();
+  t.teardown(() => x.close());
+  const answer = (c: RedisClient, v: string) => c.call('REPLCONF', 'rdb-only', v).then(String, (err: Error) => err.message);
+  for (const v of ['2', '-1', 'abc', '1', '0', ' 1']) t.equal(await answer(x, v), await answer(m, v), `REPLCONF rdb-only ${JSON.stringify(v)}`);
+});
+
 t.test('redis-cli --rdb against a point-in-time listener is refused with the reason', async (t) => {
   const { x, end } = await relayPastSnapshot(t, 'pitr', 100);
   const [port] = (await x.call('RELAY', 'PITR', 'OFFSET', end)) as [number];
