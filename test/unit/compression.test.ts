@@ -276,3 +276,37 @@ t.test('a corrupt compressed stream is an error of the source and closes the con
   t.equal(err.code, 'Z_DATA_ERROR');
   await waitFor(() => reader.destroyed, { what: 'the socket to be closed' });
 });
+
+t.test('an upstream that closes its compressed connection ends the source without an error, after every byte it inflated', async (t) => {
+  // The stream is flushed per batch and never finished: ended by the socket's end, the inflater failed with
+  // Z_BUF_ERROR 'unexpected end of file', and the link logged a clean close as a corrupt stream.
+  const raw = Buffer.concat(Array.from({ length: 50 }, (_, i) => jsonDoc(i)));
+  const wire = deflateRawSync(raw, { finishFlush: constants.Z_SYNC_FLUSH });
+  const { writer, reader } = await socketPair(t);
+  const { source } = payloadSource({ socket: reader, outcome: { kind: 'continue', replid: REPLID, compressed: true }, rest: Buffer.alloc(0) });
+  const out: Buffer[] = [];
+  const errors: Error[] = [];
+  source.on('data', (d: Buffer) => out.push(d));
+  source.on('error', (err: Error) => errors.push(err));
+  writer.end(wire);
+  await once(source, 'close');
+  t.strictSame(errors.map((e) => e.message), [], 'no error');
+  t.ok(Buffer.concat(out).equals(raw), 'every byte sent before the close, inflated');
+  await waitFor(() => reader.destroyed, { what: 'the socket to be closed' });
+});
+
+t.test('a compressed connection cut in the middle of a block ends the source without an error, with a prefix of the bytes', async (t) => {
+  const raw = Buffer.concat(Array.from({ length: 50 }, (_, i) => jsonDoc(i)));
+  const wire = deflateRawSync(raw, { finishFlush: constants.Z_SYNC_FLUSH });
+  const { writer, reader } = await socketPair(t);
+  const { source } = payloadSource({ socket: reader, outcome: { kind: 'continue', replid: REPLID, compressed: true }, rest: Buffer.alloc(0) });
+  const out: Buffer[] = [];
+  const errors: Error[] = [];
+  source.on('data', (d: Buffer) => out.push(d));
+  source.on('error', (err: Error) => errors.push(err));
+  writer.end(wire.subarray(0, Math.floor(wire.length / 2)));
+  await once(source, 'close');
+  t.strictSame(errors.map((e) => e.message), [], 'no error');
+  const got = Buffer.concat(out);
+  t.ok(got.equals(raw.subarray(0, got.length)), `what came out (${got.length} bytes) is a prefix of the bytes sent`);
+});
