@@ -22,7 +22,7 @@ export function payloadSource(opened: Pick<OpenedLink, 'socket' | 'outcome' | 'r
   // socket does; the bytes of a block cut in the middle never come out (the link resumes after the last it appended).
   socket.pipe(inflate, { end: false });
   socket.once('end', () => inflate.flush(() => inflate.destroy()));
-  socket.once('error', (err) => inflate.destroy(err));
+  socket.on('error', (err: Error) => inflate.destroy(err));
   socket.once('close', () => socket.readableEnded || inflate.destroy());
   inflate.once('close', () => socket.destroy());
   // The stream only ends with the connection. Finished (a final block) while the socket is open, the inflater ends
