@@ -20,8 +20,10 @@ export function payloadSource(opened: Pick<OpenedLink, 'socket' | 'outcome' | 'r
   // fails with Z_BUF_ERROR "unexpected end of file": an upstream relay that closed its connection was logged as a
   // corrupt stream. At the socket's end what arrived is inflated, then the source closes without an error, as a plain
   // socket does; the bytes of a block cut in the middle never come out (the link resumes after the last it appended).
+  // Its output is ended, not the inflater destroyed: bytes not read yet (the reader paused, writing the RDB's bytes
+  // before them) are still read, then 'end', then 'close'.
   socket.pipe(inflate, { end: false });
-  socket.once('end', () => inflate.flush(() => inflate.destroy()));
+  socket.once('end', () => inflate.flush(() => inflate.push(null)));
   socket.on('error', (err: Error) => inflate.destroy(err));
   socket.once('close', () => socket.readableEnded || inflate.destroy());
   inflate.once('close', () => socket.destroy());
@@ -29,6 +31,7 @@ export function payloadSource(opened: Pick<OpenedLink, 'socket' | 'outcome' | 'r
   // its output and drops every later byte without an error: the link would sit up, silent, until its timeout.
   inflate.once('end', () => {
     if (!socket.readableEnded && !socket.destroyed) inflate.destroy(new ProtocolError('the upstream relay ended its compressed stream while the connection stays open'));
+    else inflate.destroy();
   });
   return { source: inflate, rest: Buffer.alloc(0) };
 }

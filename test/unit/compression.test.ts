@@ -310,3 +310,24 @@ t.test('a compressed connection cut in the middle of a block ends the source wit
   const got = Buffer.concat(out);
   t.ok(got.equals(raw.subarray(0, got.length)), `what came out (${got.length} bytes) is a prefix of the bytes sent`);
 });
+
+t.test('bytes inflated before the upstream closed, not yet read (the reader paused), are all read after it', async (t) => {
+  // The RDB's last bytes, waiting while the relay wrote the ones before them, were dropped when the close destroyed
+  // the inflater: an RDB that had arrived whole was taken as cut, and the relay full-synced again.
+  const raw = Buffer.concat(Array.from({ length: 20 }, (_, i) => jsonDoc(i)));
+  const wire = deflateRawSync(raw, { finishFlush: constants.Z_SYNC_FLUSH });
+  const { writer, reader } = await socketPair(t);
+  const { source } = payloadSource({ socket: reader, outcome: { kind: 'continue', replid: REPLID, compressed: true }, rest: Buffer.alloc(0) });
+  const errors: Error[] = [];
+  source.on('error', (err: Error) => errors.push(err));
+  source.pause();
+  writer.end(wire);
+  await waitFor(() => (reader.readableEnded && (source.destroyed || source.readableLength === raw.length)) || undefined, { what: 'the close, and the bytes inflated or dropped' });
+  const out: Buffer[] = [];
+  source.on('data', (d: Buffer) => out.push(d));
+  source.resume();
+  await waitFor(() => source.destroyed || undefined, { what: 'the source to close' });
+  t.strictSame(errors.map((e) => e.message), [], 'no error');
+  t.equal(Buffer.concat(out).length, raw.length, 'every byte inflated');
+  t.ok(Buffer.concat(out).equals(raw));
+});
