@@ -60,6 +60,8 @@ export class SnapshotRefresher {
   /** A fetch ran out of room on the disk: the next waits for more (backlog/disk-room.ts). */
   readonly #room: DiskRoom;
   #lookingForRoom = false;
+  /** The fetch being started is history.snapshot-interval's, which no client waits for (its log line says so). */
+  #forInterval = false;
 
   constructor(opts: RefresherOptions) {
     this.#opts = opts;
@@ -130,6 +132,7 @@ export class SnapshotRefresher {
     // Asked of this fetch (and its fallback); a client still short of it afterwards asks again.
     const rdbFrom = this.#rdbFrom >= 0 ? this.#rdbFrom : null;
     this.#rdbFrom = -1;
+    this.#forInterval = !waited;
     // A snapshot source spares the master its fork; when it cannot supply one that fits, the master does.
     if (replica) this.#start(replica, 'snapshot-source', rdbFrom, () => this.#start(master, 'master', rdbFrom, null));
     else this.#start(master, 'master', rdbFrom, null);
@@ -215,6 +218,7 @@ export class SnapshotRefresher {
     const ctx = { replid: h.ids.replid, firstOffset: h.log.firstOffset, endOffset: h.log.endOffset };
     if (rdbFrom !== null) logger.info({ ...ctx, rdbFrom }, 'an RDB-only client needs the data as of now: fetching a fresh snapshot from upstream');
     else if (memory) logger.info({ ...ctx, cap: this.#opts.memoryCap }, 'no usable snapshot for a full sync and no room on the disk: fetching a fresh one into memory');
+    else if (this.#forInterval) logger.info({ ...ctx, intervalMs: this.#opts.intervalMs }, 'the newest snapshot is history.snapshot-interval old: fetching a fresh one from upstream');
     else logger.info(ctx, 'no usable snapshot for a full sync: fetching a fresh one from upstream');
     this.#watch = setInterval(() => {
       if (h.holdExceeded(hold)) {

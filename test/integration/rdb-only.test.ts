@@ -191,6 +191,13 @@ t.test("an RDB-only PSYNC is told its snapshot's offset: the newest held, at onc
   t.equal(await forks(m), forksBefore + 1, 'with no second fork');
 });
 
+t.test("history.snapshot-interval's fetch says so in its log line, not that a full sync needs one", async (t) => {
+  const r = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port }, history: { 'snapshot-interval': '1s' } });
+  const line = await waitFor(() => r.lines.find((l) => /fetching a fresh/.test(String(l['msg']))), { what: 'a snapshot fetch' });
+  t.match(line, { msg: 'the newest snapshot is history.snapshot-interval old: fetching a fresh one from upstream', intervalMs: 1000 });
+  t.notOk(r.lines.some((l) => /full sync/.test(String(l['msg'])) && /fetching/.test(String(l['msg']))), 'no replica waits: no line says one does');
+});
+
 t.test('REPLCONF rdb-only takes 0 or 1, with the errors a redis-server gives (an out-of-range value was taken as 0: a full replica sync)', async (t) => {
   const relay = await startRelay({ upstream: { host: '127.0.0.1', port: master.port } });
   t.teardown(() => relay.stop());
