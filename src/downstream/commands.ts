@@ -616,7 +616,11 @@ export function dispatch(host: CommandHost, c: ClientConnection, args: Buffer[])
   }
   const denied = permissionError(c, name, spec, args);
   if (denied) {
-    c.warn({ user: c.user, role: c.role, command: name }, 'command refused: no permission');
+    // A relay below asks `CLIENT LIST TYPE master` in its handshake (upstream/handshake.ts) and takes a refusal in
+    // silence: with the replication role it is refused at every reconnection, which is no news (and used up the
+    // warning's rate limit).
+    const expected = name === 'client' && lower(args[1]) === 'list' && c.replconf.capaRelay;
+    if (!expected) c.warn({ user: c.user, role: c.role, command: name }, 'command refused: no permission');
     if (c.multi) c.multiError = true;
     return refuse(c, denied);
   }

@@ -56,6 +56,22 @@ t.test('replication role: replica commands and reads; no pub/sub, no admin comma
   t.match(await c.info('stats'), { acl_access_denied_auth: '1', acl_access_denied_cmd: '7', acl_access_denied_key: '0', acl_access_denied_channel: '0' }, "INFO counts the refusals as Redis 7.2's acl_access_denied_*");
 });
 
+t.test('a relay below, logged in with the replication role, is refused CLIENT LIST without a warning; another client is warned about', async (t) => {
+  const master = await startRedis();
+  const a = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: master.port }, listen: { users: USERS } });
+  const b = await startLoggedRelay(t, { upstream: { host: '127.0.0.1', port: a.port, user: 'replica', password: 'replica-pw' } });
+  const bc = await b.client();
+  await waitFor(async () => (await bc.info('replication'))['master_link_status'] === 'up' || undefined, { what: 'B streaming from A' });
+  // B asked `CLIENT LIST TYPE master` in its handshake (its check for a Redis upstream that follows B): refused, as
+  // the role has no CLIENT LIST, and expected from every relay below: not a warning at each of its reconnections.
+  const refused = (l: Record<string, unknown>) => l['msg'] === 'command refused: no permission';
+  t.notOk(a.lines.some(refused), 'no warning for the relay below');
+  const c = await a.client();
+  t.equal(await c.call('AUTH', 'replica', 'replica-pw'), 'OK');
+  await t.rejects(c.call('CLIENT', 'LIST', 'TYPE', 'master'), noperm('client|list'));
+  t.match(await waitFor(() => a.lines.find(refused), { what: 'the warning' }), { command: 'client', user: 'replica' }, 'another client is warned about');
+});
+
 t.test('sentinel role: what Sentinel sends, pub/sub on its hello channel only; not PSYNC, REPLCONF or CLIENT LIST', async (t) => {
   const { client } = await startLoggedRelay(t, { listen: { users: USERS } });
   const s = await client();
