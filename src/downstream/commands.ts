@@ -17,6 +17,19 @@ import type { AccessDenial } from '../observability/telemetry.js';
 import { byName } from '../util/by-name.js';
 
 /** What commands need from the rest of the relay. */
+export interface ReplicaRole {
+  readonly host: string | null;
+  readonly port: number;
+  readonly linkState: string;
+  readonly offset: number;
+}
+
+export interface MasterRole {
+  readonly offset: number;
+  /** Online replicas: the address each announced (or its connection's), its listening port, its acknowledged offset. */
+  readonly replicas: ReadonlyArray<{ readonly ip: string; readonly port: number; readonly offset: number }>;
+}
+
 export interface CommandHost {
   /** listen.password: the `default` user's password (that user is an admin); null = no default password. */
   readonly password: string | null;
@@ -25,8 +38,11 @@ export interface CommandHost {
   /** The relay's pub/sub among its own clients (Sentinel's hello channel). */
   readonly pubsub: PubSub;
   info(sections: string[]): string;
-  /** What ROLE reports: the upstream, the link's state (LinkState) and master_repl_offset. */
-  role(): { host: string | null; port: number; linkState: string; offset: number };
+  /**
+   * What ROLE reports: a replica's upstream, the link's state (LinkState) and master_repl_offset; or, for a listener
+   * that serves as a master (a point-in-time one), its offset and online replicas.
+   */
+  role(): ReplicaRole | MasterRole;
   /** PSYNC (`replid`, `offset`) or SYNC (`replid` null). */
   startSync(client: ClientConnection, replid: string | null, offset: number): void;
   /** REPLICAOF host port; returns an error text, or null on success. */
@@ -292,8 +308,15 @@ const COMMANDS = byName<CommandSpec>({
   },
 });
 
-/** ROLE as a Redis replica answers it: `slave`, its master, the link state in Redis's words, its offset. */
-function roleReply(r: ReturnType<CommandHost['role']>): Buffer {
+/**
+ * ROLE as a Redis replica answers it: `slave`, its master, the link state in Redis's words, its offset; or as a
+ * master does: `master`, its offset, and [ip, port, offset] of each online replica, as bulk strings.
+ */
+function roleReply(r: ReplicaRole | MasterRole): Buffer {
+  if ('replicas' in r) {
+    const replicas = r.replicas.map((x) => arrayReply([bulkReply(x.ip), bulkReply(String(x.port)), bulkReply(String(x.offset))]));
+    return arrayReply([bulkReply('master'), integerReply(r.offset), arrayReply(replicas)]);
+  }
   const state = r.linkState === 'connected' ? 'connected' : r.linkState === 'transfer' ? 'sync' : r.linkState === 'connecting' ? 'connecting' : 'connect';
   return arrayReply([bulkReply('slave'), bulkReply(r.host ?? '?'), integerReply(r.port), bulkReply(state), integerReply(r.offset)]);
 }

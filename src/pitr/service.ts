@@ -8,6 +8,7 @@ import { ReplicaServer } from '../downstream/server.js';
 import type { ListenerTls } from '../downstream/listener-tls.js';
 import { DownstreamReplication } from '../downstream/replication.js';
 import { PubSub } from '../downstream/pubsub.js';
+import { ReplicaState } from '../downstream/replica-session.js';
 import type { CommandHost } from '../downstream/commands.js';
 import type { ClientConnection } from '../downstream/client.js';
 import type { ClientMemory } from '../downstream/client-memory.js';
@@ -249,7 +250,13 @@ class PitrListener {
       pubsub: new PubSub(),
       info: () =>
         ['# Replication', 'role:master', `connected_slaves:${downstream.sessions.size}`, `master_replid:${ids.replid}`, `master_repl_offset:${plan.offset}`, 'psync_relay_pitr:1', ''].join('\r\n'),
-      role: () => ({ host: null, port: 0, linkState: 'connected', offset: plan.offset }),
+      // A master's ROLE, as its INFO says role:master (it answered as a replica of `?`).
+      role: () => ({
+        offset: plan.offset,
+        replicas: [...this.#server.clients]
+          .filter((c) => c.replica?.state === ReplicaState.Online)
+          .map((c) => ({ ip: c.replconf.ipAddress || c.ip, port: c.replconf.listeningPort, offset: c.replica!.ackOffset })),
+      }),
       startSync: (c: ClientConnection, replid: string | null, offset: number) => {
         // Closing closes the server, this connection with it: it is not served a snapshot the log no longer follows.
         if (this.#closeIfStreamLost()) return;

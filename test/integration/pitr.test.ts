@@ -120,6 +120,13 @@ t.test('RELAY PITR BEFORE FLUSHALL: a fresh replica of the returned port holds t
   const listener = await RedisClient.connect(p.port);
   await t.rejects(listener.call('SHUTDOWN'), /^ERR not on a point-in-time listener/, 'SHUTDOWN is not for a point-in-time listener');
   t.equal(await listener.call('PING'), 'PONG', 'which still answers');
+  // It serves as a master (its INFO says role:master): ROLE says so too, with its online replica as Redis lists one.
+  const rPort = Number((await r.c.call('CONFIG', 'GET', 'port') as Buffer[])[1]);
+  await waitFor(async () => {
+    const role = (await listener.call('ROLE')) as [Buffer, number, [Buffer, Buffer, Buffer][]];
+    return (String(role[0]) === 'master' && role[1] === p.offset && role[2].length === 1 && Number(String(role[2][0]![1])) === rPort && Number(String(role[2][0]![2])) === p.offset) || undefined;
+  }, { what: `ROLE: master ${p.offset} [[127.0.0.1, ${rPort}, ${p.offset}]]` });
+  t.match(await listener.callString('INFO', 'replication'), /role:master/);
   await listener.close();
 
   // More writes upstream never reach it; it stays connected, held at its offset by newline keepalives.
