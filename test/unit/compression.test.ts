@@ -277,37 +277,36 @@ t.test('a corrupt compressed stream is an error of the source and closes the con
   await waitFor(() => reader.destroyed, { what: 'the socket to be closed' });
 });
 
-t.test('an upstream that closes its compressed connection ends the source without an error, after every byte it inflated', async (t) => {
-  // The stream is flushed per batch and never finished: ended by the socket's end, the inflater failed with
-  // Z_BUF_ERROR 'unexpected end of file', and the link logged a clean close as a corrupt stream.
-  const raw = Buffer.concat(Array.from({ length: 50 }, (_, i) => jsonDoc(i)));
+/**
+ * A compressed connection whose upstream sends `docs` JSON documents, flushed and never finished (as an upstream
+ * relay sends its stream), cut after `fraction` of the wire bytes: what the source yielded and its errors, once closed.
+ */
+async function closedAfter(t: Test, docs: number, fraction: number): Promise<{ raw: Buffer; got: Buffer; errors: string[]; reader: Socket }> {
+  const raw = Buffer.concat(Array.from({ length: docs }, (_, i) => jsonDoc(i)));
   const wire = deflateRawSync(raw, { finishFlush: constants.Z_SYNC_FLUSH });
   const { writer, reader } = await socketPair(t);
   const { source } = payloadSource({ socket: reader, outcome: { kind: 'continue', replid: REPLID, compressed: true }, rest: Buffer.alloc(0) });
   const out: Buffer[] = [];
-  const errors: Error[] = [];
+  const errors: string[] = [];
   source.on('data', (d: Buffer) => out.push(d));
-  source.on('error', (err: Error) => errors.push(err));
-  writer.end(wire);
+  source.on('error', (err: Error) => errors.push(err.message));
+  writer.end(wire.subarray(0, Math.floor(wire.length * fraction)));
   await once(source, 'close');
-  t.strictSame(errors.map((e) => e.message), [], 'no error');
-  t.ok(Buffer.concat(out).equals(raw), 'every byte sent before the close, inflated');
+  return { raw, got: Buffer.concat(out), errors, reader };
+}
+
+t.test('an upstream that closes its compressed connection ends the source without an error, after every byte it inflated', async (t) => {
+  // The stream is flushed per batch and never finished: ended by the socket's end, the inflater failed with
+  // Z_BUF_ERROR 'unexpected end of file', and the link logged a clean close as a corrupt stream.
+  const { raw, got, errors, reader } = await closedAfter(t, 50, 1);
+  t.strictSame(errors, [], 'no error');
+  t.ok(got.equals(raw), 'every byte sent before the close, inflated');
   await waitFor(() => reader.destroyed, { what: 'the socket to be closed' });
 });
 
 t.test('a compressed connection cut in the middle of a block ends the source without an error, with a prefix of the bytes', async (t) => {
-  const raw = Buffer.concat(Array.from({ length: 50 }, (_, i) => jsonDoc(i)));
-  const wire = deflateRawSync(raw, { finishFlush: constants.Z_SYNC_FLUSH });
-  const { writer, reader } = await socketPair(t);
-  const { source } = payloadSource({ socket: reader, outcome: { kind: 'continue', replid: REPLID, compressed: true }, rest: Buffer.alloc(0) });
-  const out: Buffer[] = [];
-  const errors: Error[] = [];
-  source.on('data', (d: Buffer) => out.push(d));
-  source.on('error', (err: Error) => errors.push(err));
-  writer.end(wire.subarray(0, Math.floor(wire.length / 2)));
-  await once(source, 'close');
-  t.strictSame(errors.map((e) => e.message), [], 'no error');
-  const got = Buffer.concat(out);
+  const { raw, got, errors } = await closedAfter(t, 50, 0.5);
+  t.strictSame(errors, [], 'no error');
   t.ok(got.equals(raw.subarray(0, got.length)), `what came out (${got.length} bytes) is a prefix of the bytes sent`);
 });
 
