@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { ReplLog } from '../../src/backlog/repl-log.js';
 import { DiskLog } from '../../src/backlog/disk-log.js';
 import { ReplicaSession, ReplicaState } from '../../src/downstream/replica-session.js';
-import { DISK_FLUSH, Fanout } from '../../src/downstream/fanout.js';
+import { DISK_FLUSH, DISK_FLUSH_MIN, Fanout, type FanoutMember } from '../../src/downstream/fanout.js';
 import { createLogger } from '../../src/log.js';
 import { Telemetry } from '../../src/observability/telemetry.js';
 import { waitFor } from '../helpers/wait.js';
@@ -127,4 +127,17 @@ t.test('replicas far apart in the disk log hold at most the fan-out\'s allowance
   t.equal(fanout.diskHeld, held, 'the fan-out counts them');
   sessions[0]!.close('gone');
   t.equal(fanout.diskHeld, held - sockets[0]!.written, 'a closed replica releases what its socket held');
+});
+
+t.test("each disk reader's floor is a chunk (1 MiB) up to 128 readers, then less, never under 256 KiB: what sockets hold stays bounded", async (t) => {
+  const allowanceWith = (readers: number, heldEach: number): number => {
+    const fanout = new Fanout();
+    const member: FanoutMember = { flush: () => 0, checkLag: () => undefined };
+    for (let i = 0; i < readers; i++) fanout.holdDisk(i === 0 ? member : { ...member }, heldEach);
+    return fanout.diskAllowance();
+  };
+  t.equal(allowanceWith(1, 0), 4 * MiB, 'one reader: up to 4 MiB a flush');
+  t.equal(allowanceWith(100, DISK_FLUSH), DISK_FLUSH, '100 readers whose sockets are full: 1 MiB a flush each');
+  t.equal(allowanceWith(512, DISK_FLUSH), 256 * 1024, '512 readers: 128 MiB shared, 256 KiB each');
+  t.equal(allowanceWith(1000, DISK_FLUSH_MIN), DISK_FLUSH_MIN, '1,000 readers: the 256 KiB floor');
 });
