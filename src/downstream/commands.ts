@@ -16,7 +16,7 @@ import { string2ll } from '../resp/integer.js';
 import type { AccessDenial } from '../observability/telemetry.js';
 import { byName } from '../util/by-name.js';
 
-/** What commands need from the rest of the relay. */
+/** ROLE of a replica: its upstream, the link's state (LinkState), master_repl_offset. */
 export interface ReplicaRole {
   readonly host: string | null;
   readonly port: number;
@@ -24,12 +24,14 @@ export interface ReplicaRole {
   readonly offset: number;
 }
 
+/** ROLE of a listener that serves as a master (a point-in-time one). */
 export interface MasterRole {
   readonly offset: number;
   /** Online replicas: the address each announced (or its connection's), its listening port, its acknowledged offset. */
   readonly replicas: ReadonlyArray<{ readonly ip: string; readonly port: number; readonly offset: number }>;
 }
 
+/** What commands need from the rest of the relay. */
 export interface CommandHost {
   /** listen.password: the `default` user's password (that user is an admin); null = no default password. */
   readonly password: string | null;
@@ -38,10 +40,7 @@ export interface CommandHost {
   /** The relay's pub/sub among its own clients (Sentinel's hello channel). */
   readonly pubsub: PubSub;
   info(sections: string[]): string;
-  /**
-   * What ROLE reports: a replica's upstream, the link's state (LinkState) and master_repl_offset; or, for a listener
-   * that serves as a master (a point-in-time one), its offset and online replicas.
-   */
+  /** What ROLE reports. */
   role(): ReplicaRole | MasterRole;
   /** PSYNC (`replid`, `offset`) or SYNC (`replid` null). */
   startSync(client: ClientConnection, replid: string | null, offset: number): void;
