@@ -1,7 +1,7 @@
 // psync-relay benchmark: the relay vs a redis-server intermediate replica doing the same job in the same run,
 // with one sink process as the downstream replicas and a probe process timing PING/INFO. See bench/README.md.
 //   node bench/run.js [--quick] [--only fanout,drain,idle,micro|latency,frozen,fullsync|all] [--n 1,10,100,1000]
-//                     [--repeats K] [--requests R] [--topologies redis,relay,relay-mem,direct] [--profile]
+//                     [--repeats K] [--requests R] [--topologies redis,relay,relay-mem,direct,c-ref] [--profile]
 //                     [--warm] [--no-raw] [--no-probe] [--no-save] [--no-wait-quiet] [--report results/<file>.json]
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -9,10 +9,10 @@ import os from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nowMs } from './lib/clock.js';
-import { cleanupAll, forkHelper, runCommand, waitQuiet } from './lib/procs.js';
+import { CREF_CFLAGS, buildCRef, cleanupAll, forkHelper, runCommand, waitQuiet } from './lib/procs.js';
 import { findProfile, topSelfTime } from './lib/profile.js';
 import { drainTable, fanoutTable, fmt, idleTable, microTable, table, targetsTable } from './lib/report.js';
-import { LABEL, isRelay } from './lib/topology.js';
+import { LABEL, TOPOLOGY_KINDS, isRelay } from './lib/topology.js';
 import { drainRun } from './scenarios/drain.js';
 import { fanoutRun, rawRecord, rawRun } from './scenarios/fanout.js';
 import { idleRun } from './scenarios/idle.js';
@@ -27,8 +27,11 @@ const { argv, flag, opt } = parseArgs({
   flags: ['--quick', '--profile', '--warm', '--no-raw', '--no-probe', '--no-save', '--no-wait-quiet'],
   opts: ['--only', '--n', '--repeats', '--requests', '--topologies', '--report'],
   usage: `node bench/run.js [--quick] [--only fanout,drain,idle,micro|latency,frozen,fullsync|all] [--n 1,10,100,1000]
-                  [--repeats K] [--requests R] [--topologies redis,relay,relay-mem,direct] [--profile]
+                  [--repeats K] [--requests R] [--topologies redis,relay,relay-mem,direct,c-ref] [--profile]
                   [--warm] [--no-raw] [--no-probe] [--no-save] [--no-wait-quiet] [--report results/<file>.json]
+--topologies: default redis,relay. c-ref = bench/c-ref/relay.c (built with gcc at start), a minimal C relay as the
+ceiling for fanout, drain and idle (not the latency/frozen/fullsync sections): no disk, the whole stream in memory,
+no partial resync, no parsing of the stream. A benchmark reference, not a product.
 See bench/README.md.`,
 });
 const QUICK = flag('--quick');
@@ -72,6 +75,12 @@ if (opt('--repeats')) CFG.repeats = Number(opt('--repeats'));
 const requestsFor = (n) => Number(opt('--requests') ?? CFG.fanout.requests[n] ?? (n >= 1000 ? CFG.fanout.requests[1000] : CFG.fanout.requests[1]));
 if (opt('--requests')) CFG.drain.requests = Number(opt('--requests'));
 const TOPOLOGIES = list(opt('--topologies') ?? 'redis,relay');
+for (const k of TOPOLOGIES) {
+  if (!TOPOLOGY_KINDS.includes(k)) {
+    process.stderr.write(`unknown topology ${k}: one of ${TOPOLOGY_KINDS.join(', ')}\n`);
+    process.exit(2);
+  }
+}
 const PROFILE = flag('--profile');
 
 const log = (...a) => console.log(...a);
@@ -130,6 +139,13 @@ function meta() {
       return null;
     }
   };
+  const firstLine = (cmd) => {
+    try {
+      return execFileSync(cmd[0], cmd.slice(1), { encoding: 'utf8' }).split('\n')[0].trim();
+    } catch {
+      return null;
+    }
+  };
   const cpus = os.cpus();
   return {
     date: new Date().toISOString(),
@@ -140,6 +156,7 @@ function meta() {
     redis: execFileSync('redis-server', ['--version'], { encoding: 'utf8' }).trim(),
     relay: { version: JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version, commit: git(['rev-parse', '--short', 'HEAD']), srcDirty: (git(['status', '--porcelain', 'src']) ?? '') !== '' },
     config: { ...CFG, topologies: TOPOLOGIES, sections: SECTIONS, profile: PROFILE },
+    ...(TOPOLOGIES.includes('c-ref') ? { cref: { source: 'bench/c-ref/relay.c', gcc: firstLine(['gcc', '--version']), cflags: CREF_CFLAGS.join(' ') } } : {}),
     limits: {
       issue15: 'master and redis intermediate: client-output-buffer-limit replica 0 0 0; relay: defaults (log.memory 64mb, log.disk 1gb); repl-backlog-size 64mb',
       legacy: 'backlog / log.memory 64mb; client-output-buffer-limit replica 256mb 256mb 0 / replica-max-lag 256mb',
@@ -194,6 +211,8 @@ async function main() {
   }
   if (!existsSync(join(ROOT, 'dist/main.js'))) throw new Error('dist/main.js missing: run `npm run build` first (npm run bench does)');
   const started = nowMs();
+  // The C reference is compiled before anything runs (a compile error fails the run at once, not mid-way).
+  if (TOPOLOGIES.includes('c-ref')) await buildCRef();
   const res = { meta: meta() };
   log(`psync-relay benchmark (${res.meta.mode}${PROFILE ? ', relay profiled' : ''}): ${res.meta.machine.cpus} cores ${res.meta.machine.cpuModel}, ${res.meta.node}, ${res.meta.redis.split(' ').slice(0, 3).join(' ')}, relay ${res.meta.relay.commit}${res.meta.relay.srcDirty ? ' (src modified)' : ''}`);
   log(`sections ${SECTIONS.join(',')}; topologies ${TOPOLOGIES.join(',')}; ${CFG.repeats} run(s) each`);

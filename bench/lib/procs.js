@@ -4,7 +4,8 @@ import { spawn, fork } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { RespClient, parseInfo } from './resp.js';
 import { nowMs, sleep } from './clock.js';
 
@@ -200,6 +201,42 @@ export async function startRelay(upstreamPort, repoRoot, { disk = null, maxLag =
     }
   }
   throw new Error('relay: no free port');
+}
+
+/** bench/c-ref/relay.c, compiled once per bench process (into a temp dir removed on exit). */
+export const CREF_SOURCE = join(dirname(fileURLToPath(import.meta.url)), '..', 'c-ref', 'relay.c');
+export const CREF_CFLAGS = ['-O2', '-Wall', '-Wextra'];
+let crefBinary = null;
+export function buildCRef() {
+  crefBinary ??= (async () => {
+    const out = join(tempDir('psync-bench-cref-build-'), 'relay');
+    await runCommand('gcc', [...CREF_CFLAGS, '-o', out, CREF_SOURCE], 120000);
+    return out;
+  })();
+  return crefBinary;
+}
+
+/**
+ * The minimal C relay (bench/c-ref/relay.c): the ceiling of issue 15's comparison, not a product. No config, no
+ * limits: the whole stream stays in its memory; SIGTERM exits 0.
+ */
+export async function startCRef(upstreamPort) {
+  const bin = await buildCRef();
+  const dir = tempDir('psync-bench-cref-');
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const proc = spawn(bin, [String(port), '127.0.0.1', String(upstreamPort)], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = track(proc);
+    const log = tailLog(proc);
+    try {
+      await waitPong(port, proc, log);
+      return new Node('c-ref', port, proc, exited, log, dir);
+    } catch (err) {
+      await stopProc(proc, exited);
+      if (!/Address already in use/.test(log())) throw err;
+    }
+  }
+  throw new Error('c-ref: no free port');
 }
 
 /** A forked helper (sink, raw reference) with a promise-based call(op, args). */

@@ -99,7 +99,7 @@ export function fanoutTable(runs, { repeats } = {}) {
   const sizes = [...new Set(agg.filter((a) => a.topology !== 'raw').map((a) => `-n ${a.requests} (${fmt(a.streamBytes / MB, 0)} MB)`))];
   const rows = agg.map((a) => {
     const red = redisOf(a);
-    const rel = isRelayRow(a) || a.topology === 'raw' || a.topology === 'direct';
+    const rel = isRelayRow(a) || a.topology === 'raw' || a.topology === 'direct' || a.topology === 'c-ref';
     const tr = rel && red ? ratio(a.aggregateMBps, red.aggregateMBps) : null;
     const tTarget = isRelayRow(a) ? TARGETS.fanoutRatio[a.n] : undefined;
     const lr = rel && red && a.topology !== 'raw' ? ratio(a.lagSeconds, red.lagSeconds) : null;
@@ -143,7 +143,7 @@ export function drainTable(runs, { repeats } = {}) {
   const redisOf = (a) => agg.find((b) => b.topology === 'redis' && b.n === a.n && b.requests === a.requests);
   const rows = agg.map((a) => {
     const red = redisOf(a);
-    const r = isRelayRow(a) && red ? ratio(a.aggregateMBps, red.aggregateMBps) : null;
+    const r = (isRelayRow(a) || a.topology === 'c-ref') && red ? ratio(a.aggregateMBps, red.aggregateMBps) : null;
     const t = isRelayRow(a) ? TARGETS.drainRatio[a.n] : undefined;
     return [
       a.n,

@@ -1,7 +1,7 @@
-// A topology = a fresh master, plus (for `redis` / `relay*`) the forwarder the sink's replicas connect to.
+// A topology = a fresh master, plus (for `redis` / `relay*` / `c-ref`) the forwarder the sink's replicas connect to.
 // Also the workload (redis-benchmark), the warm-up, and helpers that wait for offsets.
 import { nowMs, sleep } from './clock.js';
-import { runCommand, startRedis, startRelay } from './procs.js';
+import { runCommand, startCRef, startRedis, startRelay } from './procs.js';
 
 export const LABEL = {
   raw: 'raw reference',
@@ -9,7 +9,10 @@ export const LABEL = {
   redis: 'redis intermediate',
   relay: 'psync-relay',
   'relay-mem': 'psync-relay mem-only',
+  'c-ref': 'minimal C relay',
 };
+/** What --topologies accepts (`raw` is a row of its own, not a topology). */
+export const TOPOLOGY_KINDS = ['redis', 'relay', 'relay-mem', 'direct', 'c-ref'];
 export const isRelay = (k) => k === 'relay' || k === 'relay-mem';
 
 /**
@@ -22,7 +25,7 @@ export const isRelay = (k) => k === 'relay' || k === 'relay-mem';
 export const NO_REPLICA_LIMIT = ['--client-output-buffer-limit', 'replica 0 0 0'];
 
 /**
- * master [+ intermediate redis-server | relay]; `target` is where the sinks connect.
+ * master [+ intermediate redis-server | relay | minimal C relay]; `target` is where the sinks connect.
  * unlimited: NO_REPLICA_LIMIT on the redis-servers (and a huge replica-max-lag for the mem-only relay);
  * otherwise the 256mb limits of bench/lib/procs.js REDIS_LIMITS. relayNodeArgs: node flags for the relay.
  */
@@ -41,6 +44,7 @@ export async function topology(kind, { root, populate = 0, unlimited = false, re
       });
       if (relayNodeArgs.length) middle.graceMs = 30000;
     }
+    if (kind === 'c-ref') middle = await startCRef(master.port);
     if (middle) await middle.waitLinkUp();
   } catch (err) {
     await middle?.stop();
