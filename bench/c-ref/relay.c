@@ -90,23 +90,25 @@ static size_t nclients, clients_cap, nreplicas;
 
 static int tag_listen, tag_up;  // epoll data.ptr of the listening and upstream sockets
 
-static void fatal(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
+static void vnote(const char *fmt, va_list ap) {
   fprintf(stderr, "c-ref: ");
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
-  va_end(ap);
-  exit(1);
 }
 
 static void note(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "c-ref: ");
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  vnote(fmt, ap);
   va_end(ap);
+}
+
+static void fatal(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vnote(fmt, ap);
+  va_end(ap);
+  exit(1);
 }
 
 static long long now_ms(void) {
