@@ -132,20 +132,15 @@ async function microRun() {
 }
 
 function meta() {
-  const git = (args) => {
+  /** What a command printed, trimmed; null when it failed. */
+  const output = (cmd, args) => {
     try {
-      return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
+      return execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8' }).trim();
     } catch {
       return null;
     }
   };
-  const firstLine = (cmd) => {
-    try {
-      return execFileSync(cmd[0], cmd.slice(1), { encoding: 'utf8' }).split('\n')[0].trim();
-    } catch {
-      return null;
-    }
-  };
+  const git = (args) => output('git', args);
   const cpus = os.cpus();
   return {
     date: new Date().toISOString(),
@@ -156,7 +151,7 @@ function meta() {
     redis: execFileSync('redis-server', ['--version'], { encoding: 'utf8' }).trim(),
     relay: { version: JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version, commit: git(['rev-parse', '--short', 'HEAD']), srcDirty: (git(['status', '--porcelain', 'src']) ?? '') !== '' },
     config: { ...CFG, topologies: TOPOLOGIES, sections: SECTIONS, profile: PROFILE },
-    ...(TOPOLOGIES.includes('c-ref') ? { cref: { source: 'bench/c-ref/relay.c', gcc: firstLine(['gcc', '--version']), cflags: CREF_CFLAGS.join(' ') } } : {}),
+    ...(TOPOLOGIES.includes('c-ref') ? { cref: { source: 'bench/c-ref/relay.c', gcc: output('gcc', ['--version'])?.split('\n')[0] ?? null, cflags: CREF_CFLAGS.join(' ') } } : {}),
     limits: {
       issue15: 'master and redis intermediate: client-output-buffer-limit replica 0 0 0; relay: defaults (log.memory 64mb, log.disk 1gb); repl-backlog-size 64mb',
       legacy: 'backlog / log.memory 64mb; client-output-buffer-limit replica 256mb 256mb 0 / replica-max-lag 256mb',

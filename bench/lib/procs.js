@@ -95,6 +95,28 @@ async function waitPong(port, proc, log, timeoutMs = 15000) {
   }
 }
 
+/**
+ * A server on a free port of 127.0.0.1: `launch(port)` spawns it (stdout and stderr piped); it is a Node once it
+ * answers PING. Another process can take the port between freePort() and the bind: when its log matches `busy`, it
+ * is tried again on another port.
+ */
+async function startOnFreePort(kind, dir, busy, launch) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const proc = await launch(port);
+    const exited = track(proc);
+    const log = tailLog(proc);
+    try {
+      await waitPong(port, proc, log);
+      return new Node(kind, port, proc, exited, log, dir);
+    } catch (err) {
+      await stopProc(proc, exited);
+      if (!busy.test(log())) throw err;
+    }
+  }
+  throw new Error(`${kind}: no free port`);
+}
+
 /** A node in a topology: a port, a pid, INFO, stop(). */
 class Node {
   constructor(kind, port, proc, exited, log, dir) {
@@ -148,22 +170,11 @@ export const REDIS_LIMITS = [
 
 export async function startRedis(kind, extra = []) {
   const dir = tempDir(`psync-bench-${kind}-`);
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort();
+  return startOnFreePort(kind, dir, /Address already in use/, (port) => {
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--daemonize', 'no', '--save', '', '--appendonly', 'no',
       '--enable-debug-command', 'yes', '--loglevel', 'warning', ...REDIS_LIMITS, ...extra];
-    const proc = spawn('redis-server', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = track(proc);
-    const log = tailLog(proc);
-    try {
-      await waitPong(port, proc, log);
-      return new Node(kind, port, proc, exited, log, dir);
-    } catch (err) {
-      await stopProc(proc, exited);
-      if (!/Address already in use/.test(log())) throw err;
-    }
-  }
-  throw new Error('redis-server: no free port');
+    return spawn('redis-server', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  });
 }
 
 /**
@@ -179,28 +190,18 @@ export async function startRelay(upstreamPort, repoRoot, { disk = null, maxLag =
     cfg,
     yaml ?? `upstream:\n  timeout: 3600\nlog:\n  memory: 64mb\n${disk === null ? '' : `  disk: ${disk}\n`}replication:\n  replica-max-lag: ${maxLag}\n  replica-timeout: 3600\n`,
   );
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort();
-    // `web`: the web port on too (node.webPort), for bench/metrics-flood.js.
-    const webPort = web ? await freePort() : 0;
+  // `web`: the web port on too (node.webPort), for bench/metrics-flood.js.
+  let webPort = 0;
+  const node = await startOnFreePort('relay', dir, /EADDRINUSE|RELAY_ERR_WEB_LISTEN/, async (port) => {
+    webPort = web ? await freePort() : 0;
     // BENCH_RELAY_NODE_ARGS: extra node flags for the relay, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = [...(process.env.BENCH_RELAY_NODE_ARGS ?? '').split(' ').filter(Boolean), ...extraNodeArgs];
     const args = [...nodeArgs, join(repoRoot, 'dist/main.js'), '--config', cfg, '--upstream', `127.0.0.1:${upstreamPort}`, '--port', String(port),
       '--dir', join(dir, 'data'), '--web-port', String(webPort), '--log-level', 'warn'];
-    const proc = spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = track(proc);
-    const log = tailLog(proc);
-    try {
-      await waitPong(port, proc, log);
-      const node = new Node('relay', port, proc, exited, log, dir);
-      node.webPort = webPort;
-      return node;
-    } catch (err) {
-      await stopProc(proc, exited);
-      if (!/EADDRINUSE|RELAY_ERR_WEB_LISTEN/.test(log())) throw err;
-    }
-  }
-  throw new Error('relay: no free port');
+    return spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  });
+  node.webPort = webPort;
+  return node;
 }
 
 /** bench/c-ref/relay.c, compiled once per bench process (into a temp dir removed on exit). */
@@ -223,20 +224,9 @@ export function buildCRef() {
 export async function startCRef(upstreamPort) {
   const bin = await buildCRef();
   const dir = tempDir('psync-bench-cref-');
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort();
-    const proc = spawn(bin, [String(port), '127.0.0.1', String(upstreamPort)], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = track(proc);
-    const log = tailLog(proc);
-    try {
-      await waitPong(port, proc, log);
-      return new Node('c-ref', port, proc, exited, log, dir);
-    } catch (err) {
-      await stopProc(proc, exited);
-      if (!/Address already in use/.test(log())) throw err;
-    }
-  }
-  throw new Error('c-ref: no free port');
+  return startOnFreePort('c-ref', dir, /Address already in use/, (port) =>
+    spawn(bin, [String(port), '127.0.0.1', String(upstreamPort)], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }),
+  );
 }
 
 /** A forked helper (sink, raw reference) with a promise-based call(op, args). */
